@@ -1,0 +1,257 @@
+//! The map ABI shared by mvnet's eBPF classifier (`macvlan-ebpf`) and its
+//! controller (`macvlan-user`).
+//!
+//! Every type that crosses the kernel/user boundary is defined here once, as
+//! `#[repr(C)]` plain data with explicit padding, so both sides agree on the
+//! layout byte for byte and BTF describes it field by field for `bpftool`.
+#![no_std]
+
+/// Number of endpoint slots per root device (size of the per-endpoint
+/// counter array and bound of the endpoint hash map).
+pub const MAX_ENDPOINTS: u32 = 4096;
+
+/// Hash map capacity: every endpoint has an exact (MAC, VLAN) entry plus one
+/// (MAC, [`VLAN_ANY`]) entry used to tell a VLAN mismatch from an unknown MAC.
+pub const ENDPOINT_KEYS: u32 = 2 * MAX_ENDPOINTS;
+
+/// Number of VLAN counters: one per 12-bit VLAN id, 0 meaning untagged.
+pub const VLAN_SLOTS: u32 = 4096;
+
+/// The `vlan` of an [`EndpointKey`] that indexes a MAC on whatever VLAN its
+/// endpoint is on. Never a real VLAN id (those are 12 bits).
+pub const VLAN_ANY: u16 = 0xffff;
+
+/// Ethernet types the parser knows.
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+/// Pin names of the maps, under the root device's pin directory.
+pub mod map_names {
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const ENDPOINT_STATS: &str = "ENDPOINT_STATS";
+    pub const VLAN_STATS: &str = "VLAN_STATS";
+    pub const VERDICT_STATS: &str = "VERDICT_STATS";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Program names as they appear in the object file.
+pub mod program_names {
+    pub const XDP: &str = "mvnet_xdp";
+    pub const TC_INGRESS: &str = "mvnet_tc_ingress";
+    pub const TC_EGRESS: &str = "mvnet_tc_egress";
+}
+
+/// Key of the endpoint map: destination MAC and VLAN id, 8 bytes so the
+/// kernel hashes it with the word-wise jhash2 path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EndpointKey {
+    pub mac: [u8; 6],
+    /// 0 = untagged, 1..=4094 = 802.1Q VLAN id, [`VLAN_ANY`] = any.
+    pub vlan: u16,
+}
+
+impl EndpointKey {
+    pub const fn new(mac: [u8; 6], vlan: u16) -> Self {
+        Self { mac, vlan }
+    }
+}
+
+/// Value of the endpoint map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Index into [`EndpointCounters`] arrays; `< MAX_ENDPOINTS`.
+    pub slot: u32,
+    /// The endpoint's own VLAN (0 = untagged).
+    pub vlan: u16,
+    /// [`endpoint_flags`] bits.
+    pub flags: u16,
+    /// The endpoint's IPv4 address in network order (0.0.0.0 = none).
+    pub ipv4: [u8; 4],
+    /// The endpoint's IPv6 address (:: = none).
+    pub ipv6: [u8; 16],
+}
+
+pub mod endpoint_flags {
+    /// Frames that are invalid for this endpoint are dropped, not only counted.
+    pub const ENFORCE: u16 = 1 << 0;
+}
+
+/// A frame and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&mut self, bytes: u64) {
+        self.frames += 1;
+        self.bytes += bytes;
+    }
+
+    pub fn merge(&mut self, other: &Counter) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Per-endpoint counters (a per-CPU array indexed by slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EndpointCounters {
+    /// Delivered to the endpoint, from the wire (counted by XDP on the parent).
+    pub rx_wire: Counter,
+    /// Delivered to the endpoint from another endpoint on the same parent
+    /// (bridge mode; seen only by TC ingress).
+    pub rx_local: Counter,
+    /// Sent by the endpoint to the wire (TC egress on the parent).
+    pub tx: Counter,
+}
+
+/// Per-VLAN counters (a per-CPU array indexed by VLAN id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VlanCounters {
+    /// Frames seen by XDP on the parent.
+    pub rx_xdp: Counter,
+    /// Frames seen by TC ingress on the parent.
+    pub rx_tc: Counter,
+    /// Frames seen by TC egress on the parent.
+    pub tx_tc: Counter,
+}
+
+/// Where a frame was classified.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    XdpIngress = 0,
+    TcIngress = 1,
+    TcEgress = 2,
+}
+
+impl Hook {
+    pub const COUNT: u32 = 3;
+    pub const ALL: [Hook; 3] = [Hook::XdpIngress, Hook::TcIngress, Hook::TcEgress];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::XdpIngress => "xdp_ingress",
+            Hook::TcIngress => "tc_ingress",
+            Hook::TcEgress => "tc_egress",
+        }
+    }
+}
+
+/// What the classifier decided about a frame.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Unicast to a known endpoint on its VLAN (ingress), or a valid frame
+    /// from a known endpoint (egress).
+    Delivered = 0,
+    /// Unicast to a MAC that is no endpoint of this parent.
+    UnknownMac = 1,
+    /// Unicast to a known endpoint's MAC, but on another VLAN.
+    VlanMismatch = 2,
+    /// Too short for the headers it announces.
+    Malformed = 3,
+    Broadcast = 4,
+    Multicast = 5,
+    /// Egress: source MAC or IP that is not the sending endpoint's.
+    Spoofed = 6,
+}
+
+impl Verdict {
+    pub const COUNT: u32 = 7;
+    pub const ALL: [Verdict; 7] = [
+        Verdict::Delivered,
+        Verdict::UnknownMac,
+        Verdict::VlanMismatch,
+        Verdict::Malformed,
+        Verdict::Broadcast,
+        Verdict::Multicast,
+        Verdict::Spoofed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::UnknownMac => "unknown_mac",
+            Verdict::VlanMismatch => "vlan_mismatch",
+            Verdict::Malformed => "malformed",
+            Verdict::Broadcast => "broadcast",
+            Verdict::Multicast => "multicast",
+            Verdict::Spoofed => "spoofed",
+        }
+    }
+
+    /// Index of (hook, verdict) in the verdict counter array.
+    #[inline(always)]
+    pub const fn index(self, hook: Hook) -> u32 {
+        hook as u32 * Verdict::COUNT + self as u32
+    }
+}
+
+/// Size of the verdict counter array.
+pub const VERDICT_SLOTS: u32 = Hook::COUNT * Verdict::COUNT;
+
+/// Per-root-device settings (an array of one element).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub mod config_flags {
+    /// Drop frames to unknown MACs, on the wrong VLAN, or malformed.
+    pub const ENFORCE: u32 = 1 << 0;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] plain data without implicit padding.
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::EndpointCounters {}
+    unsafe impl aya::Pod for super::VlanCounters {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(size_of::<EndpointKey>(), 8);
+        assert_eq!(size_of::<Endpoint>(), 28);
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<EndpointCounters>(), 48);
+        assert_eq!(size_of::<VlanCounters>(), 48);
+        assert_eq!(size_of::<Config>(), 8);
+    }
+
+    #[test]
+    fn verdict_indices_are_dense() {
+        let mut seen = [false; VERDICT_SLOTS as usize];
+        for h in Hook::ALL {
+            for v in Verdict::ALL {
+                let i = v.index(h) as usize;
+                assert!(!seen[i]);
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}

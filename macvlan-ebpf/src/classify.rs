@@ -1,0 +1,178 @@
+//! Verdicts and counting, shared by the XDP and TC programs.
+use aya_ebpf::programs::TcContext;
+use macvlan_common::{
+    config_flags, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS,
+};
+
+use crate::{
+    maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_STATS},
+    parse::{self, Ethernet},
+};
+
+/// A frame as the programs see it.
+pub struct Frame {
+    pub data: usize,
+    pub data_end: usize,
+    /// `TPID << 16 | TCI` of a tag already taken out of the bytes (TC
+    /// only), 0 for none. See `parse::ethernet`.
+    pub meta_vlan: u32,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn from_tc(ctx: &TcContext) -> Self {
+        // SAFETY: the context pointer is valid for the program's duration.
+        let skb = unsafe { &*ctx.skb.skb };
+        let meta_vlan = if skb.vlan_present != 0 {
+            // vlan_proto is in network order in __sk_buff.
+            (u16::from_be(skb.vlan_proto as u16) as u32) << 16 | (skb.vlan_tci & 0xffff)
+        } else {
+            0
+        };
+        Frame {
+            data: ctx.data(),
+            data_end: ctx.data_end(),
+            meta_vlan,
+        }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        (self.data_end - self.data) as u64
+    }
+}
+
+pub enum Action {
+    Pass,
+    Drop,
+}
+
+#[inline(always)]
+fn enforcing() -> bool {
+    match CONFIG.get(0) {
+        Some(cfg) => cfg.flags & config_flags::ENFORCE != 0,
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
+    if let Some(c) = VERDICT_STATS.get_ptr_mut(verdict.index(hook)) {
+        // SAFETY: per-CPU slot, no other writer on this CPU.
+        unsafe { (*c).add(bytes) };
+    }
+}
+
+#[inline(always)]
+fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
+    // S-tag marked ids fold into their 12-bit id for the per-VLAN table.
+    let index = (vlan as u32) & (VLAN_SLOTS - 1);
+    if let Some(c) = VLAN_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer on this CPU.
+        let c = unsafe { &mut *c };
+        match hook {
+            Hook::XdpIngress => c.rx_xdp.add(bytes),
+            Hook::TcIngress => c.rx_tc.add(bytes),
+            Hook::TcEgress => c.tx_tc.add(bytes),
+        }
+    }
+}
+
+#[inline(always)]
+fn is_local_source(src: [u8; 6]) -> bool {
+    ENDPOINTS.get_ptr(EndpointKey::new(src, VLAN_ANY)).is_some()
+}
+
+#[inline(always)]
+fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
+    if eth.dst[0] & 1 != 0 {
+        let broadcast = eth.dst == [0xff; 6];
+        return (
+            if broadcast { Verdict::Broadcast } else { Verdict::Multicast },
+            None,
+        );
+    }
+    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::new(eth.dst, eth.vlan)) {
+        // SAFETY: hash value pointer valid until the program returns; the
+        // controller never rewrites a live entry in place.
+        let slot = unsafe { (*ep).slot };
+        return (Verdict::Delivered, Some(slot));
+    }
+    if ENDPOINTS.get_ptr(EndpointKey::new(eth.dst, VLAN_ANY)).is_some() {
+        return (Verdict::VlanMismatch, None);
+    }
+    (Verdict::UnknownMac, None)
+}
+
+#[inline(always)]
+fn action_for(verdict: Verdict) -> Action {
+    match verdict {
+        Verdict::UnknownMac | Verdict::VlanMismatch | Verdict::Malformed | Verdict::Spoofed
+            if enforcing() =>
+        {
+            Action::Drop
+        }
+        _ => Action::Pass,
+    }
+}
+
+/// Classifies a frame arriving on the parent.
+#[inline(always)]
+pub fn ingress(frame: &Frame, hook: Hook) -> Action {
+    let bytes = frame.len();
+    let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
+        count_verdict(hook, Verdict::Malformed, bytes);
+        return action_for(Verdict::Malformed);
+    };
+    count_vlan(hook, eth.vlan, bytes);
+    let (verdict, slot) = verdict_for_destination(&eth);
+    count_verdict(hook, verdict, bytes);
+
+    if let Some(slot) = slot {
+        // XDP sees only wire frames. TC ingress sees wire frames too (already
+        // counted by XDP) and bridge-mode frames from a local endpoint, which
+        // are the ones whose source is one of ours.
+        let path_local = hook == Hook::TcIngress && is_local_source(eth.src);
+        if hook == Hook::XdpIngress || path_local {
+            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+                // SAFETY: per-CPU slot, no other writer on this CPU.
+                let c = unsafe { &mut *c };
+                if path_local {
+                    c.rx_local.add(bytes);
+                } else {
+                    c.rx_wire.add(bytes);
+                }
+            }
+        }
+    }
+    action_for(verdict)
+}
+
+/// Classifies a frame an endpoint sends out through the parent.
+#[inline(always)]
+pub fn egress(frame: &Frame) -> Action {
+    let hook = Hook::TcEgress;
+    let bytes = frame.len();
+    let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
+        count_verdict(hook, Verdict::Malformed, bytes);
+        return action_for(Verdict::Malformed);
+    };
+    count_vlan(hook, eth.vlan, bytes);
+    let verdict = match ENDPOINTS.get_ptr(EndpointKey::new(eth.src, eth.vlan)) {
+        Some(ep) => {
+            // SAFETY: as in verdict_for_destination.
+            let slot = unsafe { (*ep).slot };
+            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+                // SAFETY: per-CPU slot, no other writer on this CPU.
+                unsafe { (*c).tx.add(bytes) };
+            }
+            Verdict::Delivered
+        }
+        // Source is no endpoint of this VLAN: the parent's own traffic or a
+        // forged source. Counted, not judged here (the datapath issue adds
+        // the per-endpoint source checks).
+        None => Verdict::UnknownMac,
+    };
+    count_verdict(hook, verdict, bytes);
+    Action::Pass
+}

@@ -1,0 +1,68 @@
+//! mvnet's classifiers, attached to a macvlan parent ("root") device.
+//!
+//! * `mvnet_xdp` — XDP on the parent: every frame from the wire, before the
+//!   macvlan rx_handler picks a child.
+//! * `mvnet_tc_ingress` — TC ingress on the parent: the same frames after VLAN
+//!   untagging (the tag is then in skb metadata), plus bridge-mode frames from
+//!   one endpoint to another, which re-enter the parent via dev_forward_skb
+//!   and never pass XDP.
+//! * `mvnet_tc_egress` — TC egress on the parent: frames endpoints send out.
+//!
+//! All three share one parser and one set of maps; see `macvlan-common` for
+//! the map ABI.
+#![no_std]
+#![no_main]
+
+mod classify;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use classify::{Action, Frame};
+use macvlan_common::Hook;
+
+#[xdp]
+pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
+    let frame = Frame {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+        // XDP sees the tag in the bytes unless the NIC stripped it.
+        meta_vlan: 0,
+    };
+    match classify::ingress(&frame, Hook::XdpIngress) {
+        Action::Pass => xdp_action::XDP_PASS,
+        Action::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[classifier]
+pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
+    let frame = Frame::from_tc(&ctx);
+    match classify::ingress(&frame, Hook::TcIngress) {
+        Action::Pass => TC_ACT_OK as i32,
+        Action::Drop => TC_ACT_SHOT as i32,
+    }
+}
+
+#[classifier]
+pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
+    let frame = Frame::from_tc(&ctx);
+    match classify::egress(&frame) {
+        Action::Pass => TC_ACT_OK as i32,
+        Action::Drop => TC_ACT_SHOT as i32,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

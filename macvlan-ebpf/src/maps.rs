@@ -1,0 +1,32 @@
+//! The classifier's maps. BTF-defined (`#[btf_map]`) so that `bpftool map
+//! dump` prints named fields. Counters live in per-CPU arrays: the hot path
+//! never takes an atomic.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, PerCpuArray},
+    macros::btf_map,
+};
+use macvlan_common::{
+    Config, Endpoint, EndpointCounters, EndpointKey, Counter, VlanCounters, ENDPOINT_KEYS,
+    MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
+};
+
+/// (destination MAC, VLAN) → endpoint. Written by the controller only.
+#[btf_map]
+pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { ENDPOINT_KEYS as usize }> = HashMap::new();
+
+/// Per-endpoint counters, indexed by `Endpoint::slot`.
+#[btf_map]
+pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { MAX_ENDPOINTS as usize }> =
+    PerCpuArray::new();
+
+/// Per-VLAN counters, indexed by VLAN id (0 = untagged).
+#[btf_map]
+pub static VLAN_STATS: PerCpuArray<VlanCounters, { VLAN_SLOTS as usize }> = PerCpuArray::new();
+
+/// Per-(hook, verdict) counters, indexed by `Verdict::index(hook)`.
+#[btf_map]
+pub static VERDICT_STATS: PerCpuArray<Counter, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+/// Settings for this root device (one element).
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();

@@ -1,0 +1,107 @@
+//! Bounds-checked Ethernet + VLAN parsing over direct packet access.
+//!
+//! The verifier only accepts a packet read after a comparison of
+//! `data + offset + size` against `data_end` on the same path, so every
+//! header read goes through [`ptr_at`], and the number of VLAN tags is
+//! unrolled to a constant (0, 1 or 2) instead of a loop.
+use macvlan_common::{ETH_P_8021AD, ETH_P_8021Q};
+
+pub const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+
+/// Marks a VLAN id taken from an outer 802.1ad (S-)tag: such a frame belongs
+/// to no 802.1Q endpoint. Outside the 12-bit id range, below `VLAN_ANY`.
+pub const VLAN_SERVICE_TAG: u16 = 0x1000;
+
+/// The parsed link layer of a frame.
+pub struct Ethernet {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    /// VLAN that decides membership: the outermost tag's id (0 = untagged),
+    /// with [`VLAN_SERVICE_TAG`] set if that tag is an 802.1ad S-tag.
+    pub vlan: u16,
+    /// Ethertype after the tags, host order.
+    pub proto: u16,
+    /// Offset of the L3 header.
+    pub l3_offset: usize,
+}
+
+/// Returns a pointer to a `T` at `offset`, or `None` if it would pass the end.
+#[inline(always)]
+pub fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*const T> {
+    if data + offset + core::mem::size_of::<T>() > data_end {
+        return None;
+    }
+    Some((data + offset) as *const T)
+}
+
+#[inline(always)]
+fn read_be16(data: usize, data_end: usize, offset: usize) -> Option<u16> {
+    let p = ptr_at::<[u8; 2]>(data, data_end, offset)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(u16::from_be_bytes(unsafe { *p }))
+}
+
+/// Parses Ethernet and up to two VLAN tags. `meta_vlan` is the tag TC found
+/// in skb metadata (already removed from the bytes) as `TPID << 16 | TCI`,
+/// 0 for none: it is then the outermost tag. Returns `None` for a truncated
+/// frame.
+///
+/// `meta_vlan` is a plain integer rather than an `Option<(u16, u16)>`: LLVM
+/// leaves the payload of a `None` undefined and may read it speculatively,
+/// which the verifier rejects as an uninitialised register.
+#[inline(always)]
+pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet> {
+    let hdr = ptr_at::<[u8; ETH_HLEN]>(data, data_end, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    let hdr = unsafe { &*hdr };
+    let dst = [hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]];
+    let src = [hdr[6], hdr[7], hdr[8], hdr[9], hdr[10], hdr[11]];
+    let mut proto = u16::from_be_bytes([hdr[12], hdr[13]]);
+    let mut offset = ETH_HLEN;
+
+    let mut outer_seen = meta_vlan != 0;
+    let mut vlan = if outer_seen {
+        outer_vlan((meta_vlan >> 16) as u16, meta_vlan as u16)
+    } else {
+        0
+    };
+
+    // Tag 1 of at most 2 in the bytes (unrolled: the verifier wants no loop).
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let tci = read_be16(data, data_end, offset)?;
+        if !outer_seen {
+            vlan = outer_vlan(proto, tci);
+            outer_seen = true;
+        }
+        proto = read_be16(data, data_end, offset + 2)?;
+        offset += VLAN_HLEN;
+    }
+    // Tag 2.
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let tci = read_be16(data, data_end, offset)?;
+        if !outer_seen {
+            vlan = outer_vlan(proto, tci);
+        }
+        proto = read_be16(data, data_end, offset + 2)?;
+        offset += VLAN_HLEN;
+    }
+
+    Some(Ethernet {
+        dst,
+        src,
+        vlan,
+        proto,
+        l3_offset: offset,
+    })
+}
+
+#[inline(always)]
+fn outer_vlan(tpid: u16, tci: u16) -> u16 {
+    let id = tci & 0x0fff;
+    if tpid == ETH_P_8021AD {
+        id | VLAN_SERVICE_TAG
+    } else {
+        id
+    }
+}

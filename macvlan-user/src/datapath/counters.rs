@@ -1,0 +1,116 @@
+//! Reading the per-CPU counter arrays into totals.
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    Ebpf,
+};
+use macvlan_common::{
+    map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, MAX_ENDPOINTS, VERDICT_SLOTS,
+    VLAN_SLOTS,
+};
+
+use super::DatapathError;
+
+/// Verdict counters per hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerdictTable {
+    counts: Vec<Counter>,
+}
+
+impl VerdictTable {
+    pub fn get(&self, hook: Hook, verdict: Verdict) -> Counter {
+        self.counts
+            .get(verdict.index(hook) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Frames classified by `hook`, all verdicts.
+    pub fn total(&self, hook: Hook) -> Counter {
+        let mut sum = Counter::default();
+        for v in Verdict::ALL {
+            sum.merge(&self.get(hook, v));
+        }
+        sum
+    }
+}
+
+/// All counters at one moment, summed over CPUs.
+#[derive(Clone, Debug, Default)]
+pub struct CounterSnapshot {
+    pub endpoints: Vec<EndpointCounters>,
+    pub vlans: Vec<VlanCounters>,
+    pub verdicts: VerdictTable,
+}
+
+fn per_cpu_sum<V: aya::Pod + Default + Copy>(
+    map: &Map,
+    name: &'static str,
+    len: u32,
+    merge: impl Fn(&mut V, &V),
+) -> Result<Vec<V>, DatapathError> {
+    let array: PerCpuArray<&MapData, V> =
+        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+    let mut out = Vec::with_capacity(len as usize);
+    for i in 0..len {
+        let values = array
+            .get(&i, 0)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let mut total = V::default();
+        for v in values.iter() {
+            merge(&mut total, v);
+        }
+        out.push(total);
+    }
+    Ok(out)
+}
+
+fn merge_endpoint(a: &mut EndpointCounters, b: &EndpointCounters) {
+    a.rx_wire.merge(&b.rx_wire);
+    a.rx_local.merge(&b.rx_local);
+    a.tx.merge(&b.tx);
+}
+
+fn merge_vlan(a: &mut VlanCounters, b: &VlanCounters) {
+    a.rx_xdp.merge(&b.rx_xdp);
+    a.rx_tc.merge(&b.rx_tc);
+    a.tx_tc.merge(&b.tx_tc);
+}
+
+impl CounterSnapshot {
+    pub(super) fn read(ebpf: &Ebpf) -> Result<Self, DatapathError> {
+        let map = |name: &'static str| ebpf.map(name).ok_or(DatapathError::MissingMap(name));
+        Ok(Self {
+            endpoints: per_cpu_sum(
+                map(map_names::ENDPOINT_STATS)?,
+                map_names::ENDPOINT_STATS,
+                MAX_ENDPOINTS,
+                merge_endpoint,
+            )?,
+            vlans: per_cpu_sum(
+                map(map_names::VLAN_STATS)?,
+                map_names::VLAN_STATS,
+                VLAN_SLOTS,
+                merge_vlan,
+            )?,
+            verdicts: VerdictTable {
+                counts: per_cpu_sum(
+                    map(map_names::VERDICT_STATS)?,
+                    map_names::VERDICT_STATS,
+                    VERDICT_SLOTS,
+                    Counter::merge,
+                )?,
+            },
+        })
+    }
+
+    pub fn endpoint(&self, slot: u32) -> EndpointCounters {
+        self.endpoints
+            .get(slot as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn vlan(&self, vlan: u16) -> VlanCounters {
+        self.vlans.get(vlan as usize).copied().unwrap_or_default()
+    }
+}

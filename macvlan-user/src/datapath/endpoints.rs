@@ -1,0 +1,84 @@
+//! The endpoint table: which (MAC, VLAN) belongs to which endpoint slot.
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use aya::{maps::HashMap, Ebpf};
+use macvlan_common::{map_names, Endpoint, EndpointKey, MAX_ENDPOINTS, VLAN_ANY};
+
+use super::DatapathError;
+
+/// One endpoint as the classifier knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointEntry {
+    pub mac: [u8; 6],
+    pub vlan: u16,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub enforce: bool,
+}
+
+pub struct EndpointTable<'a> {
+    map: HashMap<&'a mut aya::maps::MapData, EndpointKey, Endpoint>,
+}
+
+impl<'a> EndpointTable<'a> {
+    pub(super) fn new(ebpf: &'a mut Ebpf) -> Result<Self, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let map = ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap(name))?;
+        let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
+        Ok(Self { map })
+    }
+
+    fn used_slots(&self) -> Vec<u32> {
+        self.map
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, _)| k.vlan != VLAN_ANY)
+            .map(|(_, v)| v.slot)
+            .collect()
+    }
+
+    /// Adds an endpoint and returns its slot (the lowest free one).
+    pub fn insert(&mut self, entry: EndpointEntry) -> Result<u32, DatapathError> {
+        let used = self.used_slots();
+        let slot = (0..MAX_ENDPOINTS)
+            .find(|s| !used.contains(s))
+            .ok_or(DatapathError::Full(MAX_ENDPOINTS))?;
+        self.insert_at(entry, slot)?;
+        Ok(slot)
+    }
+
+    /// Adds an endpoint at a given slot.
+    pub fn insert_at(&mut self, entry: EndpointEntry, slot: u32) -> Result<(), DatapathError> {
+        let value = Endpoint {
+            slot,
+            vlan: entry.vlan,
+            flags: if entry.enforce {
+                macvlan_common::endpoint_flags::ENFORCE
+            } else {
+                0
+            },
+            ipv4: entry.ipv4.map(|a| a.octets()).unwrap_or_default(),
+            ipv6: entry.ipv6.map(|a| a.octets()).unwrap_or_default(),
+        };
+        let name = map_names::ENDPOINTS;
+        let map_err = |source| DatapathError::Map { name, source };
+        self.map
+            .insert(EndpointKey::new(entry.mac, entry.vlan), value, 0)
+            .map_err(map_err)?;
+        self.map
+            .insert(EndpointKey::new(entry.mac, VLAN_ANY), value, 0)
+            .map_err(map_err)
+    }
+
+    /// Removes an endpoint.
+    pub fn remove(&mut self, mac: [u8; 6], vlan: u16) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINTS;
+        self.map
+            .remove(&EndpointKey::new(mac, vlan))
+            .map_err(|source| DatapathError::Map { name, source })?;
+        let _ = self.map.remove(&EndpointKey::new(mac, VLAN_ANY));
+        Ok(())
+    }
+}

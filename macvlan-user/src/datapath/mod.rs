@@ -1,0 +1,242 @@
+//! The eBPF side, seen from the controller: load the classifier object,
+//! attach it to a root device (XDP + TC ingress + TC egress), fill the
+//! endpoint table, read the counters.
+mod counters;
+mod endpoints;
+
+use aya::{
+    programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
+    Ebpf, EbpfLoader,
+};
+use macvlan_common::program_names;
+use thiserror::Error;
+
+pub use counters::{CounterSnapshot, VerdictTable};
+pub use endpoints::{EndpointEntry, EndpointTable};
+
+use crate::netns::{NetNs, NetnsError};
+
+/// The classifier object, built by aya-build from `macvlan-ebpf`.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/macvlan"))
+}
+
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("loading the classifier failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the classifier object")]
+    MissingMap(&'static str),
+    #[error("attaching XDP ({mode:?}) to {iface} failed: {source}; try `--xdp-mode generic` if the driver has no native XDP")]
+    AttachXdp {
+        iface: String,
+        mode: XdpMode,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching TC {direction} to {iface} failed: {source}")]
+    AttachTc {
+        iface: String,
+        direction: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("all {0} endpoint slots of this parent are in use; remove an endpoint or use another parent")]
+    Full(u32),
+}
+
+/// How XDP is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// In the driver, before any skb exists (veth and most NICs).
+    Native,
+    /// In the stack, after the skb is built; works on every device.
+    Generic,
+    /// Native, falling back to generic where the driver has no XDP.
+    #[default]
+    Auto,
+}
+
+/// Which programs to attach.
+#[derive(Clone, Copy, Debug)]
+pub struct AttachOptions {
+    pub xdp: Option<XdpMode>,
+    pub tc: bool,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        Self {
+            xdp: Some(XdpMode::Auto),
+            tc: true,
+        }
+    }
+}
+
+/// The classifier loaded and attached to one root device.
+pub struct Datapath {
+    ebpf: Ebpf,
+    ns: Option<NetNs>,
+    iface: String,
+    /// The XDP mode actually in use, if XDP is attached.
+    pub xdp_mode: Option<XdpMode>,
+}
+
+impl Datapath {
+    /// Loads the classifier (not attached yet).
+    pub fn load() -> Result<Ebpf, DatapathError> {
+        Ok(EbpfLoader::new().load(object())?)
+    }
+
+    /// Loads the classifier and attaches it to `iface` inside `ns`.
+    pub fn attach(
+        ns: Option<&NetNs>,
+        iface: &str,
+        options: AttachOptions,
+    ) -> Result<Datapath, DatapathError> {
+        let mut ebpf = Self::load()?;
+        let xdp_mode = crate::netns::run_in(ns, || attach_programs(&mut ebpf, iface, options))??;
+        Ok(Datapath {
+            ebpf,
+            ns: ns.cloned(),
+            iface: iface.to_owned(),
+            xdp_mode,
+        })
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The endpoint table (MAC + VLAN → endpoint slot).
+    pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
+        EndpointTable::new(&mut self.ebpf)
+    }
+
+    /// A snapshot of all counters, summed over CPUs.
+    pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
+        CounterSnapshot::read(&self.ebpf)
+    }
+
+    /// Detaches every program (also done on drop). TC links made through
+    /// netlink (kernels before 6.6) are removed from inside the namespace.
+    pub fn detach(mut self) -> Result<(), DatapathError> {
+        self.detach_all()
+    }
+
+    fn detach_all(&mut self) -> Result<(), DatapathError> {
+        let ns = self.ns.clone();
+        let ebpf = &mut self.ebpf;
+        crate::netns::run_in(ns.as_ref(), move || {
+            for name in [
+                program_names::XDP,
+                program_names::TC_INGRESS,
+                program_names::TC_EGRESS,
+            ] {
+                if let Some(p) = ebpf.program_mut(name) {
+                    // Unloading drops the program's links, inside this namespace.
+                    let _ = match p {
+                        aya::programs::Program::Xdp(p) => p.unload(),
+                        aya::programs::Program::SchedClassifier(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        let _ = self.detach_all();
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    })?;
+    p.try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+/// Runs inside the root device's namespace.
+fn attach_programs(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    options: AttachOptions,
+) -> Result<Option<XdpMode>, DatapathError> {
+    let mut xdp_mode = None;
+    if let Some(mode) = options.xdp {
+        let xdp: &mut Xdp = program(ebpf, program_names::XDP)?;
+        xdp.load().map_err(|source| DatapathError::Program {
+            name: program_names::XDP,
+            source,
+        })?;
+        let try_attach = |xdp: &mut Xdp, m: XdpMode| {
+            let aya_mode = match m {
+                XdpMode::Generic => AyaXdpMode::Skb,
+                _ => AyaXdpMode::Driver,
+            };
+            xdp.attach(iface, aya_mode)
+                .map(|_| ())
+                .map_err(|source| DatapathError::AttachXdp {
+                    iface: iface.to_owned(),
+                    mode: m,
+                    source,
+                })
+        };
+        xdp_mode = Some(match mode {
+            XdpMode::Auto => match try_attach(xdp, XdpMode::Native) {
+                Ok(()) => XdpMode::Native,
+                Err(_) => {
+                    try_attach(xdp, XdpMode::Generic)?;
+                    XdpMode::Generic
+                }
+            },
+            m => {
+                try_attach(xdp, m)?;
+                m
+            }
+        });
+    }
+    if options.tc {
+        // Kernels before 6.6 have no tcx: TC programs hang off a clsact qdisc.
+        // EEXIST (already there) is fine; on tcx kernels it is not needed.
+        let _ = tc::qdisc_add_clsact(iface);
+        for (name, direction, attach_type) in [
+            (program_names::TC_INGRESS, "ingress", TcAttachType::Ingress),
+            (program_names::TC_EGRESS, "egress", TcAttachType::Egress),
+        ] {
+            let p: &mut SchedClassifier = program(ebpf, name)?;
+            p.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            p.attach(iface, attach_type)
+                .map_err(|source| DatapathError::AttachTc {
+                    iface: iface.to_owned(),
+                    direction,
+                    source,
+                })?;
+        }
+    }
+    Ok(xdp_mode)
+}

@@ -1,0 +1,195 @@
+//! The lab: throwaway topologies in network namespaces, shared by the
+//! integration tests, `cargo xtask run`/`lab` and the benchmarks.
+//!
+//! ```text
+//!  upstream ns                 host ns                    container ns
+//!  wire0 (gateway, traffic) ── eth0 (the parent) ── macvlan ── eth0
+//!         veth pair                 XDP/TC here
+//! ```
+//!
+//! Nothing of a lab lives in the root namespace: links are made inside the
+//! lab's namespaces, and deleting the namespaces (on drop, on panic, or by
+//! [`clean`] after a killed run) removes everything.
+pub mod frames;
+pub mod smoke;
+pub mod wire;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    netlink,
+    netns::{self, NetNs},
+};
+
+/// Every lab namespace starts with this, then the creating process's pid.
+pub const PREFIX: &str = "mvl-";
+
+/// Name of the parent device in the host namespace.
+pub const PARENT: &str = "eth0";
+/// Name of the upstream end of the wire.
+pub const UPSTREAM_IF: &str = "wire0";
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// A lab topology; removed on drop.
+pub struct Lab {
+    id: String,
+    upstream: NetNs,
+    host: NetNs,
+    containers: Vec<NetNs>,
+}
+
+impl Lab {
+    /// Builds `upstream` and `host` joined by a veth pair (`wire0` ⇄ `eth0`),
+    /// both ends up, IPv6 off (so no autoconfiguration traffic disturbs
+    /// exact counts).
+    pub fn new() -> Result<Lab> {
+        let id = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut lab = Lab {
+            upstream: netns::create(&format!("{id}-up"))?,
+            // Pushed one at a time so a failure drops (and removes) what exists.
+            host: NetNs::from_path("/nonexistent"),
+            id,
+            containers: Vec::new(),
+        };
+        lab.host = netns::create(&format!("{}-host", lab.id))?;
+        lab.build_wire().context("building the lab wire")?;
+        Ok(lab)
+    }
+
+    fn build_wire(&self) -> Result<()> {
+        quiet_ipv6(&self.upstream)?;
+        quiet_ipv6(&self.host)?;
+        let upstream = self.upstream.clone();
+        netlink::run(Some(&self.host), |nl| async move {
+            nl.add_veth(PARENT, UPSTREAM_IF).await?;
+            let peer = nl.require_link(UPSTREAM_IF).await?;
+            nl.move_to(peer.index, &upstream).await?;
+            let parent = nl.require_link(PARENT).await?;
+            nl.set_up(parent.index).await
+        })?;
+        netlink::run(Some(&self.upstream), |nl| async move {
+            let wire = nl.require_link(UPSTREAM_IF).await?;
+            nl.set_up(wire.index).await
+        })?;
+        Ok(())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The namespace holding the traffic source/sink and gateway.
+    pub fn upstream(&self) -> &NetNs {
+        &self.upstream
+    }
+
+    /// The namespace holding the parent `eth0`.
+    pub fn host(&self) -> &NetNs {
+        &self.host
+    }
+
+    /// Creates an empty container namespace `<lab>-<name>`, removed with the lab.
+    pub fn add_container(&mut self, name: &str) -> Result<NetNs> {
+        let ns = netns::create(&format!("{}-{name}", self.id))?;
+        self.containers.push(ns.clone());
+        quiet_ipv6(&ns)?;
+        Ok(ns)
+    }
+
+    /// Moves a macvlan child of the parent into `container` as `eth0`, up.
+    /// (The controller does this for real networks; the lab uses it for
+    /// datapath tests that need no IPAM.)
+    pub fn add_macvlan(&self, container: &NetNs, mac: [u8; 6]) -> Result<()> {
+        let tmp = format!("mv{}", NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let target = container.clone();
+        let tmp2 = tmp.clone();
+        netlink::run(Some(&self.host), |nl| async move {
+            let parent = nl.require_link(PARENT).await?;
+            nl.add_macvlan(&tmp2, parent.index, netlink::MacvlanMode::Bridge, Some(mac))
+                .await?;
+            let child = nl.require_link(&tmp2).await?;
+            nl.move_to(child.index, &target).await
+        })?;
+        netlink::run(Some(container), |nl| async move {
+            let child = nl.require_link(&tmp).await?;
+            nl.rename(child.index, "eth0").await?;
+            nl.set_up(child.index).await
+        })?;
+        Ok(())
+    }
+
+    /// Kernel counters of `iface` inside `ns`.
+    pub fn link_stats(&self, ns: &NetNs, iface: &str) -> Result<netlink::LinkStats> {
+        let iface = iface.to_owned();
+        Ok(netlink::run(Some(ns), |nl| async move {
+            let link = nl.require_link(&iface).await?;
+            nl.stats(link.index).await
+        })?)
+    }
+
+    /// MAC of `iface` inside `ns`.
+    pub fn mac_of(&self, ns: &NetNs, iface: &str) -> Result<[u8; 6]> {
+        let iface = iface.to_owned();
+        let link = netlink::run(Some(ns), |nl| async move { nl.require_link(&iface).await })?;
+        link.mac.context("link has no MAC address")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self
+            .containers
+            .iter()
+            .chain([&self.host, &self.upstream])
+            .rev()
+        {
+            if let Some(name) = ns.name() {
+                let _ = netns::delete(name);
+            }
+        }
+    }
+}
+
+/// Turns IPv6 off in `ns`, for this and future links: router solicitations
+/// and DAD would otherwise add frames to exact counts.
+fn quiet_ipv6(ns: &NetNs) -> Result<()> {
+    ns.run(|| -> std::io::Result<()> {
+        for key in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1")?;
+        }
+        Ok(())
+    })?
+    .or_else(|e| {
+        // A kernel without IPv6 has nothing to quiet.
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+    .context("disabling IPv6 in a lab namespace")
+}
+
+/// Removes every lab namespace whose creating process is gone (all of them
+/// with `all`). Returns the names removed.
+pub fn clean(all: bool) -> Vec<String> {
+    let mut removed = Vec::new();
+    for name in netns::list() {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if (all || !alive) && netns::delete(&name).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}

@@ -1,0 +1,167 @@
+//! Putting frames on a lab wire and counting what arrives: AF_PACKET
+//! sockets opened inside a lab namespace, every loop bounded in count and
+//! time.
+use std::{
+    ffi::CString,
+    io,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::NetNs;
+
+struct PacketSocket {
+    fd: libc::c_int,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    /// Opens a raw AF_PACKET socket bound to `iface` (in the calling
+    /// thread's namespace), receiving `protocol` (0 = nothing).
+    fn open(iface: &str, protocol: u16) -> Result<Self> {
+        let name = CString::new(iface)?;
+        // SAFETY: valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        if ifindex == 0 {
+            bail!("interface {iface} not found in the lab namespace");
+        }
+        let proto = protocol.to_be() as libc::c_int;
+        // SAFETY: plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        let sock = PacketSocket { fd, ifindex };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol.to_be();
+        addr.sll_ifindex = ifindex;
+        // SAFETY: addr is a valid sockaddr_ll of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("bind(AF_PACKET)");
+        }
+        Ok(sock)
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: frame is a valid buffer of the given length.
+        let n = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else if n as usize != frame.len() {
+            Err(io::Error::other("short send"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// How to send a batch of frames.
+pub struct SendPlan<'a> {
+    pub frames: &'a [Vec<u8>],
+    /// Times to send each frame (the frames go out round-robin).
+    pub rounds: u64,
+    /// Give up after this long.
+    pub deadline: Duration,
+    /// Frames sent between two calls of `settled`.
+    pub burst: u64,
+}
+
+/// Sends `plan` out of `iface` in `ns`. After every burst, `settled(sent)`
+/// is polled until it returns true (the receiver has accounted for `sent`
+/// frames) so that no queue overflows and every frame is counted; pass a
+/// closure returning `true` to send open-loop. Returns frames sent.
+pub fn send(
+    ns: &NetNs,
+    iface: &str,
+    plan: &SendPlan<'_>,
+    mut settled: impl FnMut(u64) -> bool + Send,
+) -> Result<u64> {
+    let iface = iface.to_owned();
+    ns.run(move || -> Result<u64> {
+        let sock = PacketSocket::open(&iface, 0)?;
+        let _ = sock.ifindex;
+        let start = Instant::now();
+        let total = plan.rounds * plan.frames.len() as u64;
+        let mut sent = 0u64;
+        while sent < total {
+            let frame = &plan.frames[(sent % plan.frames.len() as u64) as usize];
+            match sock.send(frame) {
+                Ok(()) => sent += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+                Err(e) => return Err(e).context(format!("sending on {iface}")),
+            }
+            if sent % plan.burst.max(1) == 0 || sent == total {
+                while !settled(sent) {
+                    if start.elapsed() > plan.deadline {
+                        bail!("receiver accounted for fewer than {sent} frames within {:?}", plan.deadline);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            if start.elapsed() > plan.deadline {
+                bail!("sent {sent} of {total} frames within {:?}", plan.deadline);
+            }
+        }
+        Ok(sent)
+    })?
+}
+
+/// Counts frames arriving on `iface` in `ns` that `filter` accepts, until
+/// `want` have arrived or `timeout` passes. Returns the count.
+pub fn capture(
+    ns: &NetNs,
+    iface: &str,
+    want: u64,
+    timeout: Duration,
+    filter: impl Fn(&[u8]) -> bool + Send,
+) -> Result<u64> {
+    let iface = iface.to_owned();
+    ns.run(move || -> Result<u64> {
+        const ETH_P_ALL: u16 = 0x0003;
+        let sock = PacketSocket::open(&iface, ETH_P_ALL)?;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: valid timeval for SO_RCVTIMEO.
+        unsafe {
+            libc::setsockopt(
+                sock.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        let start = Instant::now();
+        let mut buf = vec![0u8; 65536];
+        let mut count = 0;
+        while count < want && start.elapsed() < timeout {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(sock.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 && filter(&buf[..n as usize]) {
+                count += 1;
+            }
+        }
+        Ok(count)
+    })?
+}

@@ -1,0 +1,23 @@
+//! mvnet: macvlan networks the way Docker's driver makes them, with an eBPF
+//! classifier on the parent that counts, checks and (optionally) enforces
+//! every frame.
+//!
+//! Layout (data flows one way: CLI → controller → store, netlink, datapath):
+//! * [`netns`] — named network namespaces and running code inside one;
+//! * [`netlink`] — the only module that speaks rtnetlink;
+//! * [`datapath`] — loading, attaching and reading the eBPF classifier;
+//! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
+pub mod datapath;
+pub mod lab;
+pub mod netlink;
+pub mod netns;
+
+/// Fails with a clear message unless running as root: namespaces, links and
+/// BPF all need it.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{what} needs root (network namespaces, links and BPF); run it as root or with sudo");
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! Our one door to rtnetlink. The rest of mvnet speaks in links, parents
+//! and addresses; only this module builds netlink messages.
+//!
+//! Every call runs inside a namespace chosen by the caller: [`run`] starts a
+//! thread in that namespace with a single-threaded tokio runtime and a
+//! netlink socket created there.
+use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode},
+    LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
+};
+use thiserror::Error;
+
+use crate::netns::{self, NetNs, NetnsError};
+
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("cannot start the netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{op}: {message}")]
+    Request { op: String, message: String, errno: Option<i32> },
+    #[error("link {0} not found; list links with `ip link`")]
+    LinkNotFound(String),
+}
+
+impl NetlinkError {
+    /// The kernel's errno, for a request the kernel refused.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Request { errno, .. } => *errno,
+            _ => None,
+        }
+    }
+}
+
+fn request_error(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let op = op.into();
+    move |e| {
+        let errno = match &e {
+            rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+            _ => None,
+        };
+        let message = match errno {
+            Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+            None => e.to_string(),
+        };
+        NetlinkError::Request { op, message, errno }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// Kernel link counters (IFLA_STATS64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+    pub multicast: u64,
+}
+
+/// What we know of a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub up: bool,
+}
+
+/// macvlan modes, as in `ip link add ... type macvlan mode M`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MacvlanMode {
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
+}
+
+impl From<MacvlanMode> for MacVlanMode {
+    fn from(m: MacvlanMode) -> Self {
+        match m {
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        }
+    }
+}
+
+/// A netlink connection inside one namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+/// Runs `f` with a netlink connection inside `ns` (or the caller's
+/// namespace) and returns its result.
+pub fn run<T, F, Fut>(ns: Option<&NetNs>, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Netlink) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    netns::run_in(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NetlinkError::Runtime)?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+            let task = tokio::spawn(conn);
+            let out = f(Netlink { handle }).await;
+            task.abort();
+            out
+        })
+    })?
+}
+
+fn link_from_message(msg: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+        up: msg
+            .header
+            .flags
+            .contains(rtnetlink::packet_route::link::LinkFlags::Up),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                link.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]])
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+impl Netlink {
+    /// The link called `name`, if it exists.
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match stream.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(request_error(format!("get link {name}"))(e)),
+        }
+    }
+
+    /// The link called `name`, which must exist.
+    pub async fn require_link(&self, name: &str) -> Result<Link> {
+        self.link(name)
+            .await?
+            .ok_or_else(|| NetlinkError::LinkNotFound(name.to_owned()))
+    }
+
+    /// All links of this namespace.
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("list links"))?;
+        Ok(msgs.iter().map(link_from_message).collect())
+    }
+
+    /// Creates a veth pair `name` <-> `peer`.
+    pub async fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(request_error(format!("create veth pair {name}/{peer}")))
+    }
+
+    /// Creates macvlan `name` on `parent` in `mode`, with `mac` if given.
+    pub async fn add_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mac: Option<[u8; 6]>,
+    ) -> Result<()> {
+        let mut builder = LinkMacVlan::new(name, parent, mode.into());
+        if let Some(mac) = mac {
+            builder = builder.address(mac.to_vec());
+        }
+        self.handle
+            .link()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(request_error(format!("create macvlan {name}")))
+    }
+
+    /// Creates the 802.1Q link `name` with VLAN id `vid` on `parent`.
+    pub async fn add_vlan(&self, name: &str, parent: u32, vid: u16) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVlan::new(name, parent, vid).build())
+            .execute()
+            .await
+            .map_err(request_error(format!("create 802.1Q link {name}")))
+    }
+
+    /// Moves link `index` into the namespace `ns`.
+    pub async fn move_to(&self, index: u32, ns: &NetNs) -> Result<()> {
+        let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
+            op: format!("open namespace {}", ns.path().display()),
+            message: e.to_string(),
+            errno: e.raw_os_error(),
+        })?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(file.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request_error(format!(
+                "move link {index} to namespace {}",
+                ns.path().display()
+            )))
+    }
+
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).name(name.to_owned()).build())
+            .execute()
+            .await
+            .map_err(request_error(format!("rename link {index} to {name}")))
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(request_error(format!("set link {index} up")))
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(request_error(format!("set link {index} down")))
+    }
+
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(request_error(format!("delete link {index}")))
+    }
+
+    /// Adds `addr/prefix` to link `index`.
+    pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+            .map_err(request_error(format!("add address {addr}/{prefix}")))
+    }
+
+    /// The kernel's counters of link `index`.
+    pub async fn stats(&self, index: u32) -> Result<LinkStats> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        let msg = stream
+            .try_next()
+            .await
+            .map_err(request_error(format!("get stats of link {index}")))?
+            .ok_or_else(|| NetlinkError::LinkNotFound(index.to_string()))?;
+        for attr in &msg.attributes {
+            if let LinkAttribute::Stats64(s) = attr {
+                return Ok(LinkStats {
+                    rx_packets: s.rx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    tx_bytes: s.tx_bytes,
+                    rx_dropped: s.rx_dropped,
+                    tx_dropped: s.tx_dropped,
+                    multicast: s.multicast,
+                });
+            }
+        }
+        Err(NetlinkError::Request {
+            op: format!("get stats of link {index}"),
+            message: "the kernel sent no IFLA_STATS64".into(),
+            errno: None,
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Network namespaces: named ones under `/run/netns`, made the way iproute2
+//! makes them (so `ip netns` sees ours and we see its), and running code
+//! inside one.
+//!
+//! A namespace switch (`setns`) applies to the calling thread only, so code
+//! that must run inside a namespace runs on a thread of its own
+//! ([`run_in`]); sockets it creates there (netlink, AF_PACKET) stay bound to
+//! that namespace for their whole life.
+use std::{
+    ffi::CString,
+    fs::{self, File, OpenOptions},
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+/// Where named namespaces are bind-mounted, as in iproute2.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error("network namespace name {0:?} is invalid: use 1-64 characters of [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidName(String),
+    #[error("network namespace {0} already exists; pick another name or remove it with `ip netns delete {0}`")]
+    Exists(String),
+    #[error("network namespace {0} not found; list namespaces with `ip netns list`")]
+    NotFound(String),
+    #[error("{what} failed for network namespace {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the thread running inside network namespace {0} panicked")]
+    Panicked(PathBuf),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> NetnsError {
+    let path = path.to_owned();
+    move |source| NetnsError::Io { what, path, source }
+}
+
+/// A handle on a network namespace, named (under [`NETNS_RUN_DIR`]) or given
+/// by path (e.g. `/proc/PID/ns/net`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetNs {
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// The namespace at `path` (a bind mount or a `/proc/PID/ns/net` file).
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The named namespace `name`, which must exist.
+    pub fn named(name: &str) -> Result<Self, NetnsError> {
+        validate_name(name)?;
+        let path = Path::new(NETNS_RUN_DIR).join(name);
+        if !path.exists() {
+            return Err(NetnsError::NotFound(name.to_owned()));
+        }
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The name, for a namespace under [`NETNS_RUN_DIR`].
+    pub fn name(&self) -> Option<&str> {
+        if self.path.parent() == Some(Path::new(NETNS_RUN_DIR)) {
+            self.path.file_name().and_then(|n| n.to_str())
+        } else {
+            None
+        }
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result.
+    pub fn run<T, F>(&self, f: F) -> Result<T, NetnsError>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        run_in(Some(self), f)
+    }
+}
+
+/// Runs `f` on a new thread, inside `ns` if given (else in the caller's
+/// namespace), and returns its result. The thread ends with `f`, so the
+/// namespace switch never leaks to other code.
+pub fn run_in<T, F>(ns: Option<&NetNs>, f: F) -> Result<T, NetnsError>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let file = match ns {
+        Some(ns) => Some(File::open(&ns.path).map_err(io_err("open", &ns.path))?),
+        None => None,
+    };
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || -> Result<T, NetnsError> {
+            if let (Some(file), Some(ns)) = (&file, ns) {
+                // SAFETY: plain syscall on a valid fd; affects this thread only.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(NetnsError::Io {
+                        what: "setns",
+                        path: ns.path.clone(),
+                        source: io::Error::last_os_error(),
+                    });
+                }
+            }
+            Ok(f())
+        });
+        handle.join().map_err(|_| {
+            NetnsError::Panicked(ns.map(|n| n.path.clone()).unwrap_or_default())
+        })?
+    })
+}
+
+/// Checks a namespace name: iproute2 accepts any file name; we are stricter
+/// so names are safe in paths, pins and logs.
+pub fn validate_name(name: &str) -> Result<(), NetnsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NetnsError::InvalidName(name.to_owned()))
+    }
+}
+
+fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let src = CString::new(src)?;
+    let target = CString::new(target.as_os_str().as_encoded_bytes())?;
+    let fstype = CString::new(fstype)?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes [`NETNS_RUN_DIR`] a shared mount point, as iproute2 does, so that
+/// namespace bind mounts propagate to every mount namespace.
+fn prepare_run_dir() -> Result<(), NetnsError> {
+    let dir = Path::new(NETNS_RUN_DIR);
+    fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+    let flags = libc::MS_SHARED | libc::MS_REC;
+    match mount("none", dir, "none", flags) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then share it.
+            mount(NETNS_RUN_DIR, dir, "none", libc::MS_BIND | libc::MS_REC)
+                .map_err(io_err("bind mount", dir))?;
+            mount("none", dir, "none", flags).map_err(io_err("make shared", dir))
+        }
+        Err(e) => Err(io_err("make shared", dir)(e)),
+    }
+}
+
+/// Creates the named namespace `name` (like `ip netns add`). Fails if it
+/// exists; leaves nothing behind on failure.
+pub fn create(name: &str) -> Result<NetNs, NetnsError> {
+    validate_name(name)?;
+    prepare_run_dir()?;
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    match OpenOptions::new().write(true).create_new(true).open(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(NetnsError::Exists(name.to_owned()))
+        }
+        Err(e) => return Err(io_err("create", &path)(e)),
+    }
+    let bind = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> io::Result<()> {
+                // SAFETY: affects this (short-lived) thread only.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                mount("/proc/thread-self/ns/net", &path, "none", libc::MS_BIND)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    });
+    if let Err(e) = bind {
+        let _ = fs::remove_file(&path);
+        return Err(io_err("unshare and bind mount", &path)(e));
+    }
+    Ok(NetNs { path })
+}
+
+/// Deletes the named namespace `name` (like `ip netns delete`). Links inside
+/// it go with it once no process holds it.
+pub fn delete(name: &str) -> Result<(), NetnsError> {
+    validate_name(name)?;
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    if !path.exists() {
+        return Err(NetnsError::NotFound(name.to_owned()));
+    }
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: valid NUL-terminated path. EINVAL = not mounted, fine.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    fs::remove_file(&path).map_err(io_err("remove", &path))
+}
+
+/// Names of the namespaces under [`NETNS_RUN_DIR`].
+pub fn list() -> Vec<String> {
+    let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
