@@ -1,0 +1,7 @@
+//! Host integration tests: real topologies in network namespaces on this
+//! machine's kernel. Run by `cargo xtask test` (as root).
+#[path = "../common/mod.rs"]
+mod common;
+
+mod datapath;
+mod lab;

@@ -152,6 +152,19 @@ pub fn capture(
                 std::mem::size_of::<libc::timeval>() as u32,
             )
         };
+        // A large buffer, so a burst is queued rather than dropped while
+        // this loop catches up (root may exceed rmem_max with *FORCE).
+        let rcvbuf: libc::c_int = 16 << 20;
+        // SAFETY: valid int for SO_RCVBUFFORCE.
+        unsafe {
+            libc::setsockopt(
+                sock.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &rcvbuf as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
         let start = Instant::now();
         let mut buf = vec![0u8; 65536];
         let mut count = 0;

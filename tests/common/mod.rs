@@ -1,0 +1,21 @@
+//! Shared by the host and VM test binaries.
+#![allow(dead_code)]
+
+use mvnet::netns;
+
+/// Fails the test with a clear message unless root: these tests build real
+/// namespaces, links and BPF programs, and must not pass by skipping.
+pub fn require_root() {
+    if let Err(e) = mvnet::require_root("the integration tests") {
+        panic!("{e}; run `cargo xtask test` as root");
+    }
+}
+
+/// Lab namespaces of this process still present.
+pub fn leftover_namespaces() -> Vec<String> {
+    let mine = format!("{}{}-", mvnet::lab::PREFIX, std::process::id());
+    netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&mine))
+        .collect()
+}

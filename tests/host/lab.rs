@@ -1,0 +1,100 @@
+//! The lab harness itself: topology, teardown, frame sender and capture.
+use std::time::Duration;
+
+use mvnet::{
+    lab::{
+        frames::FrameSpec,
+        wire::{self, SendPlan},
+        Lab, PARENT, UPSTREAM_IF,
+    },
+    netns,
+};
+
+use crate::common::require_root;
+
+#[test]
+fn lab_builds_and_tears_down_without_trace() {
+    require_root();
+    let names;
+    {
+        let mut lab = Lab::new().unwrap();
+        let c = lab.add_container("c1").unwrap();
+        names = [
+            lab.upstream().name().unwrap().to_owned(),
+            lab.host().name().unwrap().to_owned(),
+            c.name().unwrap().to_owned(),
+        ];
+        for n in &names {
+            assert!(netns::list().contains(n), "namespace {n} missing");
+        }
+        // The parent is in the host namespace, up; the wire end upstream.
+        let parent = mvnet::netlink::run(Some(lab.host()), |nl| async move {
+            nl.require_link(PARENT).await
+        })
+        .unwrap();
+        assert!(parent.up);
+        let wire = mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
+            nl.require_link(UPSTREAM_IF).await
+        })
+        .unwrap();
+        assert!(wire.up);
+        // Nothing of the lab in the root namespace.
+        let root = mvnet::netlink::run(None, |nl| async move { nl.links().await }).unwrap();
+        assert!(!root.iter().any(|l| l.name == UPSTREAM_IF));
+    }
+    for n in &names {
+        assert!(!netns::list().contains(n), "namespace {n} left behind");
+    }
+}
+
+#[test]
+fn lab_is_removed_when_a_test_panics() {
+    require_root();
+    let result = std::panic::catch_unwind(|| {
+        let lab = Lab::new().unwrap();
+        let name = lab.host().name().unwrap().to_owned();
+        panic!("{name}");
+    });
+    let name = *result.unwrap_err().downcast::<String>().unwrap();
+    assert!(!netns::list().contains(&name), "namespace {name} left behind");
+}
+
+#[test]
+fn sender_and_capture_count_exact_frames() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let dst = lab.mac_of(lab.host(), PARENT).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let frames = vec![FrameSpec::udp4(dst, src).build()];
+    let host = lab.host().clone();
+    std::thread::scope(|s| {
+        let cap = s.spawn(|| {
+            wire::capture(&host, PARENT, 300, Duration::from_secs(20), |f| {
+                f[0..6] == dst && f[6..12] == src
+            })
+            .unwrap()
+        });
+        // Give the capture socket time to bind before sending.
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = wire::send(
+            lab.upstream(),
+            UPSTREAM_IF,
+            &SendPlan {
+                frames: &frames,
+                rounds: 300,
+                deadline: Duration::from_secs(20),
+                burst: 300,
+            },
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(sent, 300);
+        assert_eq!(cap.join().unwrap(), 300);
+    });
+}
+
+#[test]
+fn netns_names_are_validated() {
+    let err = netns::create("../etc").unwrap_err();
+    assert!(err.to_string().contains("is invalid"), "{err}");
+}
