@@ -3,14 +3,23 @@
 //! every frame.
 //!
 //! Layout (data flows one way: CLI → controller → store, netlink, datapath):
+//! * [`cli`] — the `mvnet` command line;
+//! * [`controller`] — Docker's macvlan driver rules (networks, containers);
+//! * [`ipam`] — subnets, pools, addresses and MACs;
+//! * [`model`] and [`store`] — the persisted state, written atomically;
 //! * [`netns`] — named network namespaces and running code inside one;
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
+pub mod cli;
+pub mod controller;
 pub mod datapath;
+pub mod ipam;
 pub mod lab;
+pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod store;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.

@@ -9,7 +9,7 @@ use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 use futures::TryStreamExt as _;
 use rtnetlink::{
     packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode},
-    LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
+    LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
 use thiserror::Error;
 
@@ -295,6 +295,36 @@ impl Netlink {
             .execute()
             .await
             .map_err(request_error(format!("add address {addr}/{prefix}")))
+    }
+
+    /// Creates a dummy link `name` (the parent of an internal network).
+    pub async fn add_dummy(&self, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkDummy::new(name).build())
+            .execute()
+            .await
+            .map_err(request_error(format!("create dummy link {name}")))
+    }
+
+    /// Adds a default route via `gateway` on link `index`.
+    pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
+        let msg = match gateway {
+            IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .output_interface(index)
+                .gateway(gw)
+                .build(),
+            IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .output_interface(index)
+                .gateway(gw)
+                .build(),
+        };
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(request_error(format!("add default route via {gateway}")))
     }
 
     /// The kernel's counters of link `index`.

@@ -1,5 +1,8 @@
-//! Shared by the host and VM test binaries.
 #![allow(dead_code)]
+//! Shared by the host and VM test binaries.
+
+pub mod cli;
+
 
 use mvnet::netns;
 

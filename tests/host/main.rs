@@ -3,5 +3,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod control_plane;
 mod datapath;
 mod lab;

@@ -7,11 +7,19 @@ mod common;
 
 use std::process::Command;
 
+use std::{net::UdpSocket, time::Duration};
+
+use common::cli::Session;
 use mvnet::{
     datapath::{AttachOptions, Datapath, XdpMode},
-    lab::{smoke, Lab, PARENT},
-    netlink,
+    lab::{smoke, Lab, PARENT, UPSTREAM_IF},
+    netlink, netns,
 };
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
+}
 
 fn in_vm() {
     common::require_root();
@@ -83,4 +91,152 @@ fn pktgen_can_be_loaded() {
     in_vm();
     modprobe("pktgen");
     assert!(std::path::Path::new("/proc/net/pktgen/pgctrl").exists());
+}
+
+#[test]
+fn internal_network_without_parent_gets_a_dummy() {
+    in_vm();
+    modprobe("dummy");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let id = s.ok(&["network", "create", "--subnet=10.77.0.0/24", "internal-net"]);
+    let dummy = format!("dm-{}", &id.trim()[..12]);
+    assert!(s.links().contains(&dummy), "{:?}", s.links());
+    let n = json(&s.ok(&["network", "inspect", "internal-net"]));
+    assert_eq!(n[0]["Internal"], true);
+    assert_eq!(n[0]["Options"]["parent"], dummy.as_str());
+    let name = format!("{}-int", lab.id());
+    s.ok(&["run", "-d", "--network", "internal-net", "--name", &name]);
+    let route = s.ok(&["exec", &name, "ip", "route"]);
+    assert!(!route.contains("default"), "internal network got a default route: {route}");
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "internal-net"]);
+    assert_eq!(s.links(), ["eth0", "lo"]);
+}
+
+
+/// Gives upstream a VLAN `vid` interface with `gateway/24`, as a trunk port
+/// of a real switch would carry.
+fn upstream_vlan(lab: &Lab, vid: u16, gateway: &str) {
+    let gw: std::net::IpAddr = gateway.parse().unwrap();
+    netlink::run(Some(lab.upstream()), move |nl| async move {
+        let wire = nl.require_link(UPSTREAM_IF).await?;
+        let name = format!("wire0.{vid}");
+        nl.add_vlan(&name, wire.index, vid).await?;
+        let l = nl.require_link(&name).await?;
+        nl.add_address(l.index, gw, 24).await?;
+        nl.set_up(l.index).await
+    })
+    .unwrap();
+}
+
+/// UDP round trip from container `name` to `gateway`:4789 in upstream.
+/// Returns whether the echo came back within the timeout.
+fn round_trip(lab: &Lab, name: &str, gateway: &str) -> bool {
+    let gw = gateway.to_owned();
+    let server = lab
+        .upstream()
+        .run(move || {
+            let s = UdpSocket::bind(format!("{gw}:4789")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .unwrap();
+    let cns = netns::NetNs::named(name).unwrap();
+    let gw = gateway.to_owned();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut buf = [0u8; 64];
+            if let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        });
+        cns.run(move || {
+            let c = UdpSocket::bind("0.0.0.0:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.send_to(b"ping", format!("{gw}:4789")).unwrap();
+            let mut buf = [0u8; 64];
+            matches!(c.recv(&mut buf), Ok(4))
+        })
+        .unwrap()
+    })
+}
+
+#[test]
+fn tutorial_8021q_trunked_example_end_to_end() {
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    upstream_vlan(&lab, 10, "172.16.10.1");
+    upstream_vlan(&lab, 20, "172.16.20.1");
+    let s = Session::new(&lab);
+    s.ok(&["network", "create", "-d", "macvlan", "--subnet=172.16.10.0/24", "--gateway=172.16.10.1",
+        "-o", "parent=eth0.10", "my-8021q-macvlan-net"]);
+    assert!(s.links().contains(&"eth0.10".to_owned()), "{:?}", s.links());
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", lab.host().path().display()))
+        .args(["ip", "-d", "link", "show", "eth0.10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("vlan protocol 802.1Q id 10"), "{text}");
+    s.ok(&["network", "create", "-d", "macvlan", "--subnet=172.16.20.0/24", "--gateway=172.16.20.1",
+        "-o", "parent=eth0.20", "my-8021q-macvlan-net-20"]);
+    let c10 = format!("{}-c10", lab.id());
+    let c20 = format!("{}-c20", lab.id());
+    s.ok(&["run", "--rm", "-dit", "--network", "my-8021q-macvlan-net", "--name", &c10]);
+    s.ok(&["run", "--rm", "-dit", "--network", "my-8021q-macvlan-net-20", "--name", &c20]);
+    let i = json(&s.ok(&["container", "inspect", &c10]));
+    let n = &i[0]["NetworkSettings"]["Networks"]["my-8021q-macvlan-net"];
+    assert_eq!(n["IPAddress"], "172.16.10.2");
+    assert_eq!(n["MacAddress"], "02:42:ac:10:0a:02");
+    // Tagged traffic: the container reaches the gateway that only exists
+    // on upstream's VLAN 10 interface, and the other VLAN's gateway not.
+    assert!(round_trip(&lab, &c10, "172.16.10.1"), "no round trip on VLAN 10");
+    assert!(round_trip(&lab, &c20, "172.16.20.1"), "no round trip on VLAN 20");
+    // The two VLAN networks are isolated: c10 cannot reach c20.
+    let to_other = s.run(&["exec", &c10, "ip", "route", "get", "172.16.20.2"]);
+    assert!(String::from_utf8_lossy(&to_other.stdout).contains("via 172.16.10.1"));
+    s.ok(&["container", "stop", &c10]);
+    s.ok(&["container", "stop", &c20]);
+    s.ok(&["network", "rm", "my-8021q-macvlan-net"]);
+    assert!(!s.links().contains(&"eth0.10".to_owned()), "eth0.10 left behind");
+    s.ok(&["network", "rm", "my-8021q-macvlan-net-20"]);
+    assert_eq!(s.links(), ["eth0", "lo"]);
+}
+
+#[test]
+fn a_preexisting_vlan_parent_is_never_deleted() {
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    netlink::run(Some(lab.host()), |nl| async move {
+        let p = nl.require_link(PARENT).await?;
+        nl.add_vlan("eth0.30", p.index, 30).await
+    })
+    .unwrap();
+    let s = Session::new(&lab);
+    s.ok(&["network", "create", "--subnet=10.30.0.0/24", "-o", "parent=eth0.30", "n30"]);
+    s.ok(&["network", "rm", "n30"]);
+    assert!(s.links().contains(&"eth0.30".to_owned()), "a pre-existing eth0.30 was deleted");
+}
+
+#[test]
+fn restore_recreates_a_lost_vlan_parent() {
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&["network", "create", "--subnet=10.40.0.0/24", "-o", "parent=eth0.40", "n40"]);
+    netlink::run(Some(lab.host()), |nl| async move {
+        let l = nl.require_link("eth0.40").await?;
+        nl.delete(l.index).await
+    })
+    .unwrap();
+    let out = s.ok(&["restore"]);
+    assert!(out.contains("recreated parent eth0.40"), "{out}");
+    assert!(s.links().contains(&"eth0.40".to_owned()));
+    s.ok(&["network", "rm", "n40"]);
+    assert_eq!(s.links(), ["eth0", "lo"]);
 }

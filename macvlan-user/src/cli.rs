@@ -1,0 +1,411 @@
+//! The `mvnet` command line: Docker-shaped commands over the controller.
+use std::{io::Write as _, net::{Ipv4Addr, Ipv6Addr}, path::PathBuf};
+
+use anyhow::{anyhow, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    controller::{
+        container::{self, AddressRequest, RunOutcome, RunSpec},
+        network::NetworkSpec,
+        Controller,
+    },
+    datapath::XdpMode,
+    lab::{self, frames::parse_mac},
+    store,
+};
+
+#[derive(Parser)]
+#[command(name = "mvnet", version, about = "macvlan networks with an eBPF classifier on the parent")]
+pub struct Cli {
+    /// State directory (default /var/lib/mvnet, or $MVNET_STATE_DIR).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage networks.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Manage containers.
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
+    /// Create a container (a network namespace with an endpoint) and
+    /// optionally start a command in it.
+    Run(RunArgs),
+    /// Run a command inside a container's network namespace.
+    Exec {
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Recreate owned parents and endpoints after links were lost (reboot).
+    Restore,
+    /// Throwaway lab topologies in network namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetworkCommand {
+    /// Create a macvlan network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a container, or an existing namespace (--netns), to a network.
+    Connect {
+        #[command(flatten)]
+        addresses: AddressArgs,
+        /// An existing network namespace to attach (e.g. /proc/PID/ns/net).
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        network: String,
+        /// Container name or id (with --netns: the name to give it).
+        container: Option<String>,
+    },
+    /// Disconnect a container from a network.
+    Disconnect { network: String, container: String },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Driver (only macvlan).
+    #[arg(short = 'd', long, default_value = "macvlan")]
+    driver: String,
+    #[arg(long)]
+    subnet: Vec<String>,
+    #[arg(long)]
+    gateway: Vec<String>,
+    #[arg(long)]
+    ip_range: Vec<String>,
+    /// name=IP, never handed out.
+    #[arg(long)]
+    aux_address: Vec<String>,
+    #[arg(long)]
+    internal: bool,
+    #[arg(long)]
+    ipv6: bool,
+    /// Driver options: parent=IF, macvlan_mode=bridge|vepa|private|passthru.
+    #[arg(short = 'o', long = "opt")]
+    opt: Vec<String>,
+    name: String,
+}
+
+#[derive(Args, Default)]
+struct AddressArgs {
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    ip6: Option<Ipv6Addr>,
+    #[arg(long)]
+    mac_address: Option<String>,
+}
+
+impl AddressArgs {
+    fn request(&self) -> Result<AddressRequest> {
+        let mac = match &self.mac_address {
+            None => None,
+            Some(m) => Some(parse_mac(m).ok_or_else(|| {
+                anyhow!("invalid --mac-address {m:?}: use six hex bytes, e.g. 02:42:ac:10:56:0a")
+            })?),
+        };
+        Ok(AddressRequest {
+            ip: self.ip,
+            ip6: self.ip6,
+            mac,
+        })
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Remove the container when it stops.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Accepted for Docker compatibility (stdin stays attached in the foreground).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Accepted for Docker compatibility (no pseudo-terminal is allocated).
+    #[arg(short = 't', long)]
+    tty: bool,
+    #[arg(long)]
+    network: String,
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    addresses: AddressArgs,
+    /// Command to start inside the container's namespace.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Show containers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls,
+    /// Stop containers (removing those run with --rm).
+    Stop {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build a lab, attach the classifier, send exact frame counts, check
+    /// the counters against the kernel, print them, clean up.
+    Smoke {
+        /// XDP attach mode: native, generic or auto.
+        #[arg(long, default_value = "native", value_parser = parse_xdp_mode)]
+        xdp_mode: XdpMode,
+        #[arg(long, default_value_t = 1000)]
+        to_child: u64,
+        #[arg(long, default_value_t = 500)]
+        to_unknown: u64,
+    },
+    /// Remove lab namespaces left behind by killed runs.
+    Clean {
+        /// Also remove labs of processes still running.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
+    match s {
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        "auto" => Ok(XdpMode::Auto),
+        _ => Err(format!("unknown XDP mode {s:?}; use native, generic or auto")),
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let state_dir = store::state_dir(cli.state_dir);
+    let open = |what: &str| -> Result<Controller> {
+        crate::require_root(what)?;
+        Controller::open(&state_dir)
+    };
+    match cli.command {
+        Command::Network { command } => match command {
+            NetworkCommand::Create(a) => {
+                let mut ctl = open("mvnet network create")?;
+                let net = ctl.create_network(NetworkSpec {
+                    name: a.name,
+                    driver: a.driver,
+                    subnets: a.subnet,
+                    gateways: a.gateway,
+                    ip_ranges: a.ip_range,
+                    aux_addresses: a.aux_address,
+                    internal: a.internal,
+                    ipv6: a.ipv6,
+                    options: a.opt,
+                })?;
+                println!("{}", net.id);
+            }
+            NetworkCommand::Ls => {
+                let ctl = open("mvnet network ls")?;
+                println!("{:<12}   {:<30} {:<10} {}", "NETWORK ID", "NAME", "DRIVER", "SCOPE");
+                for n in ctl.state.networks.values() {
+                    println!("{:<12}   {:<30} {:<10} local", n.short_id(), n.name, "macvlan");
+                }
+            }
+            NetworkCommand::Inspect { names } => {
+                let ctl = open("mvnet network inspect")?;
+                let mut out = Vec::new();
+                for n in &names {
+                    out.push(ctl.network_json(ctl.network(n)?));
+                }
+                print_json(&serde_json::Value::Array(out))?;
+            }
+            NetworkCommand::Rm { names } => {
+                let mut ctl = open("mvnet network rm")?;
+                let mut failed = false;
+                for n in &names {
+                    match ctl.remove_network(n) {
+                        Ok(name) => println!("{name}"),
+                        Err(e) => {
+                            eprintln!("mvnet: error: {e:#}");
+                            failed = true;
+                        }
+                    }
+                }
+                return Ok(if failed { 1 } else { 0 });
+            }
+            NetworkCommand::Connect {
+                addresses,
+                netns,
+                network,
+                container,
+            } => {
+                let mut ctl = open("mvnet network connect")?;
+                ctl.connect(&network, container.as_deref(), netns, addresses.request()?)?;
+            }
+            NetworkCommand::Disconnect { network, container } => {
+                let mut ctl = open("mvnet network disconnect")?;
+                ctl.disconnect(&network, &container)?;
+            }
+        },
+        Command::Container { command } => match command {
+            ContainerCommand::Inspect { names } => {
+                let ctl = open("mvnet container inspect")?;
+                let mut out = Vec::new();
+                for n in &names {
+                    out.push(ctl.container_json(ctl.container(n)?));
+                }
+                print_json(&serde_json::Value::Array(out))?;
+            }
+            ContainerCommand::Ls => {
+                let ctl = open("mvnet container ls")?;
+                println!("{:<12}   {:<10} {:<30} {}", "CONTAINER ID", "STATUS", "NAMES", "NETWORKS");
+                for c in ctl.state.containers.values() {
+                    let nets: Vec<&str> = c
+                        .endpoints
+                        .keys()
+                        .filter_map(|id| ctl.state.networks.get(id))
+                        .map(|n| n.name.as_str())
+                        .collect();
+                    let status = if c.running { "running" } else { "exited" };
+                    println!("{:<12}   {:<10} {:<30} {}", c.short_id(), status, c.name, nets.join(","));
+                }
+            }
+            ContainerCommand::Stop { names } => {
+                let mut ctl = open("mvnet container stop")?;
+                for n in &names {
+                    println!("{}", ctl.stop(n)?);
+                }
+            }
+            ContainerCommand::Rm { force, names } => {
+                let mut ctl = open("mvnet container rm")?;
+                for n in &names {
+                    println!("{}", ctl.remove_container(n, force)?);
+                }
+            }
+        },
+        Command::Run(a) => {
+            let mut ctl = open("mvnet run")?;
+            let _ = (a.interactive, a.tty);
+            if !a.detach && !a.command.is_empty() {
+                // Foreground: do not hold the state lock while the command runs.
+                let outcome = ctl.run(RunSpec {
+                    name: a.name,
+                    network: a.network,
+                    addresses: a.addresses.request()?,
+                    auto_remove: a.rm,
+                    detach: false,
+                    command: a.command,
+                })?;
+                return Ok(match outcome {
+                    RunOutcome::Exited(code) => code,
+                    RunOutcome::Started(_) => 0,
+                });
+            }
+            match ctl.run(RunSpec {
+                name: a.name,
+                network: a.network,
+                addresses: a.addresses.request()?,
+                auto_remove: a.rm,
+                detach: a.detach,
+                command: a.command,
+            })? {
+                RunOutcome::Started(id) => println!("{id}"),
+                RunOutcome::Exited(code) => return Ok(code),
+            }
+        }
+        Command::Exec { container, command } => {
+            let c = {
+                let ctl = open("mvnet exec")?;
+                ctl.container(&container)?.clone()
+            };
+            return container::exec(&c, &command);
+        }
+        Command::Restore => {
+            let mut ctl = open("mvnet restore")?;
+            let r = ctl.restore()?;
+            for p in &r.parents_recreated {
+                println!("recreated parent {p}");
+            }
+            for e in &r.endpoints_recreated {
+                println!("recreated endpoint {e}");
+            }
+            for c in &r.containers_purged {
+                println!("purged container {c} (its namespace is gone)");
+            }
+            for p in &r.problems {
+                eprintln!("mvnet: problem: {p}");
+            }
+            if !r.problems.is_empty() {
+                return Ok(1);
+            }
+        }
+        Command::Lab { command } => match command {
+            LabCommand::Smoke {
+                xdp_mode,
+                to_child,
+                to_unknown,
+            } => {
+                crate::require_root("mvnet lab smoke")?;
+                let report = lab::smoke::run(xdp_mode, to_child, to_unknown)?;
+                print!("{}", report.render());
+                report.check()?;
+                println!("smoke: all counts exact");
+            }
+            LabCommand::Clean { all } => {
+                crate::require_root("mvnet lab clean")?;
+                let removed = lab::clean(all);
+                if removed.is_empty() {
+                    println!("no lab namespaces left behind");
+                }
+                for name in removed {
+                    println!("removed network namespace {name}");
+                }
+            }
+        },
+    }
+    Ok(0)
+}

@@ -1,0 +1,140 @@
+//! Docker-shaped JSON views of networks and containers.
+use serde_json::{json, Map, Value};
+
+use super::Controller;
+use crate::{
+    lab::frames::format_mac,
+    model::{Container, Network},
+};
+
+impl Controller {
+    /// `mvnet network inspect`: Docker's fields and names.
+    pub fn network_json(&self, net: &Network) -> Value {
+        let config: Vec<Value> = net
+            .pools
+            .iter()
+            .map(|p| {
+                let mut m = Map::new();
+                m.insert("Subnet".into(), json!(p.config.subnet.to_string()));
+                if let Some(r) = &p.config.ip_range {
+                    m.insert("IPRange".into(), json!(r.to_string()));
+                }
+                if let Some(g) = p.config.gateway {
+                    m.insert("Gateway".into(), json!(g.to_string()));
+                }
+                if !p.config.aux_addresses.is_empty() {
+                    let aux: Map<String, Value> = p
+                        .config
+                        .aux_addresses
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                        .collect();
+                    m.insert("AuxiliaryAddresses".into(), Value::Object(aux));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        let mut containers = Map::new();
+        for c in self.state.containers.values() {
+            if let Some(ep) = c.endpoints.get(&net.id) {
+                let prefix = |a: std::net::IpAddr| {
+                    net.pools
+                        .iter()
+                        .find(|p| p.config.subnet.contains(a))
+                        .map(|p| format!("{a}/{}", p.config.subnet.prefix()))
+                        .unwrap_or_default()
+                };
+                containers.insert(
+                    c.id.clone(),
+                    json!({
+                        "Name": c.name,
+                        "EndpointID": ep.id,
+                        "MacAddress": format_mac(&ep.mac),
+                        "IPv4Address": ep.ipv4.map(|a| prefix(a.into())).unwrap_or_default(),
+                        "IPv6Address": ep.ipv6.map(|a| prefix(a.into())).unwrap_or_default(),
+                    }),
+                );
+            }
+        }
+        let mut options = Map::new();
+        options.insert("parent".into(), json!(net.parent));
+        for (k, v) in &net.options {
+            if k != "parent" {
+                options.insert(k.clone(), json!(v));
+            }
+        }
+        json!({
+            "Name": net.name,
+            "Id": net.id,
+            "Created": net.created,
+            "Scope": "local",
+            "Driver": "macvlan",
+            "EnableIPv6": net.enable_ipv6,
+            "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+            "Internal": net.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": { "Network": "" },
+            "ConfigOnly": false,
+            "Containers": containers,
+            "Options": options,
+            "Labels": {},
+        })
+    }
+
+    /// `mvnet container inspect`: Docker's fields and names.
+    pub fn container_json(&self, c: &Container) -> Value {
+        let mut networks = Map::new();
+        for ep in c.endpoints.values() {
+            let Some(net) = self.state.networks.get(&ep.network_id) else {
+                continue;
+            };
+            let v4 = net.pool_v4();
+            let v6 = net.pool_v6();
+            networks.insert(
+                net.name.clone(),
+                json!({
+                    "NetworkID": net.id,
+                    "EndpointID": ep.id,
+                    "Gateway": if net.internal { String::new() } else {
+                        v4.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                    },
+                    "IPAddress": ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                    "IPPrefixLen": ep.ipv4.and(v4).map(|p| p.config.subnet.prefix()).unwrap_or(0),
+                    "IPv6Gateway": if net.internal { String::new() } else {
+                        ep.ipv6.and(v6).and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                    },
+                    "GlobalIPv6Address": ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+                    "GlobalIPv6PrefixLen": ep.ipv6.and(v6).map(|p| p.config.subnet.prefix()).unwrap_or(0),
+                    "MacAddress": format_mac(&ep.mac),
+                    "Aliases": [c.short_id()],
+                    "InterfaceName": ep.ifname,
+                }),
+            );
+        }
+        let status = if c.running { "running" } else { "exited" };
+        json!({
+            "Id": c.id,
+            "Created": c.created,
+            "Name": format!("/{}", c.name),
+            "Path": c.command.first().cloned().unwrap_or_default(),
+            "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
+            "State": {
+                "Status": status,
+                "Running": c.running,
+                "Pid": c.pid.unwrap_or(0),
+            },
+            "Config": { "Cmd": c.command },
+            "HostConfig": {
+                "AutoRemove": c.auto_remove,
+                "NetworkMode": c.endpoints.values().next()
+                    .and_then(|e| self.state.networks.get(&e.network_id))
+                    .map(|n| n.name.clone()).unwrap_or_default(),
+            },
+            "NetworkSettings": {
+                "SandboxKey": c.netns.display().to_string(),
+                "Networks": networks,
+            },
+        })
+    }
+}

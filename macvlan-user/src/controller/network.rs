@@ -1,0 +1,357 @@
+//! `network create` / `network rm`: options, IPAM pools, and the parent
+//! link (used as is, or an 802.1Q sub-interface or dummy that we own).
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::Controller;
+use crate::{
+    ipam::{Pool, PoolConfig, Subnet},
+    model::{self, Mode, Network, ParentOrigin},
+    netlink::{self, NetlinkError},
+};
+
+/// What `mvnet network create` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub driver: String,
+    pub subnets: Vec<String>,
+    pub gateways: Vec<String>,
+    pub ip_ranges: Vec<String>,
+    /// `name=IP`.
+    pub aux_addresses: Vec<String>,
+    pub internal: bool,
+    pub ipv6: bool,
+    /// `key=value`.
+    pub options: Vec<String>,
+}
+
+/// Linux interface names are at most 15 bytes.
+const IFNAMSIZ: usize = 15;
+
+fn parse_ip(flag: &str, s: &str) -> Result<IpAddr> {
+    s.parse()
+        .map_err(|_| anyhow!("invalid {flag} {s:?}: not an IP address"))
+}
+
+/// Builds the IPAM pools: each subnet with the gateway, ip-range and aux
+/// addresses that fall inside it (Docker matches them the same way).
+fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
+    if spec.subnets.is_empty() {
+        bail!("network create needs a --subnet (for example --subnet=172.16.86.0/24): a macvlan network shares the physical network's addressing");
+    }
+    let subnets: Vec<Subnet> = spec
+        .subnets
+        .iter()
+        .map(|s| s.parse::<Subnet>().map_err(|e| anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    for (i, a) in subnets.iter().enumerate() {
+        for b in &subnets[i + 1..] {
+            if a.overlaps(b) {
+                bail!("subnets {a} and {b} overlap; give distinct --subnet values");
+            }
+        }
+    }
+    let mut gateways: Vec<IpAddr> = spec
+        .gateways
+        .iter()
+        .map(|g| parse_ip("--gateway", g))
+        .collect::<Result<_>>()?;
+    let mut ranges: Vec<Subnet> = spec
+        .ip_ranges
+        .iter()
+        .map(|r| r.parse::<Subnet>().map_err(|e| anyhow!("invalid --ip-range: {e}")))
+        .collect::<Result<_>>()?;
+    let mut aux: Vec<(String, IpAddr)> = spec
+        .aux_addresses
+        .iter()
+        .map(|a| {
+            let (name, ip) = a.split_once('=').ok_or_else(|| {
+                anyhow!("invalid --aux-address {a:?}: use name=IP, e.g. --aux-address router=172.16.86.254")
+            })?;
+            Ok((name.to_owned(), parse_ip("--aux-address", ip)?))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut pools = Vec::new();
+    for subnet in subnets {
+        let gateway = take_first(&mut gateways, |g| subnet.contains(*g));
+        let ip_range = take_first(&mut ranges, |r| subnet.contains_subnet(r));
+        let mut aux_addresses = BTreeMap::new();
+        while let Some((name, ip)) = take_first(&mut aux, |(_, ip)| subnet.contains(*ip)) {
+            aux_addresses.insert(name, ip);
+        }
+        let config = PoolConfig {
+            subnet,
+            ip_range,
+            gateway,
+            aux_addresses,
+        };
+        pools.push(Pool::new(config).map_err(|e| anyhow!("{e}"))?);
+    }
+    if let Some(g) = gateways.first() {
+        bail!("invalid gateway {g}: not inside any --subnet of this network");
+    }
+    if let Some(r) = ranges.first() {
+        bail!("ip-range {r} is not inside any --subnet of this network");
+    }
+    if let Some((name, ip)) = aux.first() {
+        bail!("aux-address {name}={ip} is not inside any --subnet of this network");
+    }
+    Ok(pools)
+}
+
+fn take_first<T>(items: &mut Vec<T>, pred: impl Fn(&T) -> bool) -> Option<T> {
+    let i = items.iter().position(pred)?;
+    Some(items.remove(i))
+}
+
+/// Splits `eth0.10` into (`eth0`, 10) when the suffix is a number.
+fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
+    let Some((base, vid)) = parent.rsplit_once('.') else {
+        return Ok(None);
+    };
+    if base.is_empty() || vid.is_empty() || !vid.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let n: u64 = vid.parse().unwrap_or(u64::MAX);
+    if !(1..=4094).contains(&n) {
+        bail!("vlan id must be between 1-4094, received: {vid}");
+    }
+    Ok(Some((base.to_owned(), n as u16)))
+}
+
+impl Controller {
+    /// `mvnet network create`. On any error nothing is left behind.
+    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<&Network> {
+        model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
+        if !spec.driver.is_empty() && spec.driver != "macvlan" {
+            bail!(
+                "driver {:?} is not supported: mvnet creates macvlan networks (-d macvlan)",
+                spec.driver
+            );
+        }
+        if self.state.networks.values().any(|n| n.name == spec.name) {
+            bail!("network with name {} already exists; remove it with `mvnet network rm {}` or pick another name", spec.name, spec.name);
+        }
+        let mut options = BTreeMap::new();
+        for o in &spec.options {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid option {o:?}: use -o key=value"))?;
+            match k {
+                "parent" | "macvlan_mode" => {}
+                _ => bail!("unknown option {k:?}: the macvlan driver takes -o parent=IF and -o macvlan_mode=bridge|vepa|private|passthru"),
+            }
+            options.insert(k.to_owned(), v.to_owned());
+        }
+        let mode = match options.get("macvlan_mode") {
+            None => Mode::Bridge,
+            Some(m) => Mode::parse(m).ok_or_else(|| {
+                anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
+            })?,
+        };
+        let pools = pools(&spec)?;
+        if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
+            bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
+        }
+        if !spec.ipv6 {
+            if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
+                bail!("IPv6 subnet {} given without --ipv6; add --ipv6 to enable it", p.config.subnet);
+            }
+        }
+        for pool in &pools {
+            for other in self.state.networks.values() {
+                for op in &other.pools {
+                    if op.config.subnet.overlaps(&pool.config.subnet) {
+                        bail!(
+                            "subnet {} overlaps with subnet {} of network {}; choose a distinct --subnet",
+                            pool.config.subnet,
+                            op.config.subnet,
+                            other.name
+                        );
+                    }
+                }
+            }
+        }
+
+        let id = model::new_id();
+        let mut internal = spec.internal;
+        let (parent, origin, vlan) = match options.get("parent").map(String::as_str) {
+            None | Some("") => {
+                internal = true;
+                (format!("dm-{}", &id[..12]), ParentOrigin::CreatedDummy, None)
+            }
+            Some("lo") => bail!("loopback interface is not a valid macvlan parent link"),
+            Some(p) => {
+                if p.len() > IFNAMSIZ {
+                    bail!("parent interface name {p} is longer than {IFNAMSIZ} characters");
+                }
+                let exists = netlink::run(None, {
+                    let p = p.to_owned();
+                    move |nl| async move { nl.link(&p).await }
+                })?
+                .is_some();
+                let vlan = vlan_parent(p)?;
+                if exists {
+                    (p.to_owned(), ParentOrigin::Existing, vlan)
+                } else if let Some((base, vid)) = vlan {
+                    (p.to_owned(), ParentOrigin::CreatedVlan, Some((base, vid)))
+                } else {
+                    bail!("-o parent interface was not found on the host: {p}; list interfaces with `ip link`");
+                }
+            }
+        };
+        for other in self.state.networks.values() {
+            if other.parent == parent && (other.mode == Mode::Passthru || mode == Mode::Passthru) {
+                bail!(
+                    "parent interface {parent} is already used by network {}{}; a passthru network needs its parent to itself",
+                    other.name,
+                    if other.mode == Mode::Passthru { " in passthru mode" } else { "" }
+                );
+            }
+        }
+        // A VLAN parent another network of ours already created is shared.
+        let shared_vlan = self
+            .state
+            .networks
+            .values()
+            .any(|n| n.parent == parent && n.parent_origin == ParentOrigin::CreatedVlan);
+        let origin = if shared_vlan { ParentOrigin::CreatedVlan } else { origin };
+        let must_create = !shared_vlan && origin != ParentOrigin::Existing;
+        if must_create {
+            create_parent(&parent, origin, vlan.as_ref())?;
+        }
+
+        let network = Network {
+            id: id.clone(),
+            name: spec.name.clone(),
+            created: model::now_rfc3339(),
+            parent: parent.clone(),
+            parent_origin: origin,
+            vlan,
+            mode,
+            internal,
+            enable_ipv6: spec.ipv6,
+            pools,
+            options,
+        };
+        self.state.networks.insert(id.clone(), network);
+        if let Err(e) = self.save() {
+            self.state.networks.remove(&id);
+            if must_create {
+                let _ = delete_link(&parent);
+            }
+            return Err(e);
+        }
+        Ok(&self.state.networks[&id])
+    }
+
+    /// `mvnet network rm`: refuses while containers are attached; deletes a
+    /// parent we created once no network uses it.
+    pub fn remove_network(&mut self, key: &str) -> Result<String> {
+        let net = self.network(key)?.clone();
+        let users: Vec<&str> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| c.endpoints.contains_key(&net.id))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            bail!(
+                "error while removing network: network {} id {} has active endpoints ({}); stop or disconnect them first",
+                net.name,
+                net.id,
+                users.join(", ")
+            );
+        }
+        let others_on_parent = self
+            .state
+            .networks
+            .values()
+            .any(|n| n.id != net.id && n.parent == net.parent);
+        if net.parent_origin != ParentOrigin::Existing && !others_on_parent {
+            delete_link(&net.parent).or_else(|e| match e.errno() {
+                // Already gone (deleted by hand, or lost on a reboot).
+                Some(libc::ENODEV) => Ok(()),
+                _ => Err(e),
+            }).or_else(|e| match e {
+                NetlinkError::LinkNotFound(_) => Ok(()),
+                e => Err(e),
+            })?;
+        }
+        self.state.networks.remove(&net.id);
+        self.save()?;
+        Ok(net.name)
+    }
+}
+
+/// Creates a parent we own: the 802.1Q sub-interface or the dummy.
+pub(super) fn create_parent(
+    parent: &str,
+    origin: ParentOrigin,
+    vlan: Option<&(String, u16)>,
+) -> Result<()> {
+    let parent = parent.to_owned();
+    let vlan = vlan.cloned();
+    netlink::run(None, move |nl| async move {
+        match (origin, vlan) {
+            (ParentOrigin::CreatedVlan, Some((base, vid))) => {
+                let base_link = nl.link(&base).await?.ok_or_else(|| NetlinkError::Request {
+                    op: format!("create 802.1Q link {parent}"),
+                    message: format!("-o parent interface was not found on the host: {base}; list interfaces with `ip link`"),
+                    errno: None,
+                })?;
+                nl.add_vlan(&parent, base_link.index, vid).await.map_err(|e| match e.errno() {
+                    Some(libc::EOPNOTSUPP) => NetlinkError::Request {
+                        op: format!("create 802.1Q link {parent}"),
+                        message: "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q); load it with `modprobe 8021q`, or create the sub-interface yourself and pass it as -o parent".into(),
+                        errno: e.errno(),
+                    },
+                    _ => e,
+                })?;
+            }
+            _ => nl.add_dummy(&parent).await.map_err(|e| match e.errno() {
+                Some(libc::EOPNOTSUPP) => NetlinkError::Request {
+                    op: format!("create dummy link {parent}"),
+                    message: "this kernel has no dummy link support (CONFIG_DUMMY) for a network without parent; load it with `modprobe dummy`, or give -o parent=IF".into(),
+                    errno: e.errno(),
+                },
+                _ => e,
+            })?,
+        }
+        let link = nl.require_link(&parent).await?;
+        nl.set_up(link.index).await
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+fn delete_link(name: &str) -> std::result::Result<(), NetlinkError> {
+    let name = name.to_owned();
+    netlink::run(None, move |nl| async move {
+        let link = nl.require_link(&name).await?;
+        nl.delete(link.index).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_parents() {
+        assert_eq!(vlan_parent("eth0.10").unwrap(), Some(("eth0".into(), 10)));
+        assert_eq!(vlan_parent("eth0").unwrap(), None);
+        assert_eq!(vlan_parent("br.lan").unwrap(), None);
+        assert_eq!(
+            vlan_parent("eth0.4095").unwrap_err().to_string(),
+            "vlan id must be between 1-4094, received: 4095"
+        );
+        assert_eq!(
+            vlan_parent("eth0.0").unwrap_err().to_string(),
+            "vlan id must be between 1-4094, received: 0"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! `mvnet restore`: after a reboot or a parent lost behind our back,
+//! recreate the parents we own and the endpoints whose namespaces still
+//! exist; purge what can no longer be restored.
+use anyhow::Result;
+
+use super::{endpoint, network::create_parent, Controller};
+use crate::{
+    model::ParentOrigin,
+    netlink,
+    netns::NetNs,
+};
+
+/// What a restore did, for the user.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    pub parents_recreated: Vec<String>,
+    pub endpoints_recreated: Vec<String>,
+    pub containers_purged: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+fn link_exists(ns: Option<&NetNs>, name: &str) -> Result<bool> {
+    let name = name.to_owned();
+    Ok(netlink::run(ns, move |nl| async move { nl.link(&name).await })?.is_some())
+}
+
+impl Controller {
+    pub fn restore(&mut self) -> Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        let mut created = std::collections::BTreeSet::new();
+        for net in self.state.networks.values() {
+            if link_exists(None, &net.parent)? || created.contains(&net.parent) {
+                continue;
+            }
+            if net.parent_origin == ParentOrigin::Existing {
+                report.problems.push(format!(
+                    "network {}: parent {} is missing and was not created by mvnet; bring it back, then run `mvnet restore` again",
+                    net.name, net.parent
+                ));
+                continue;
+            }
+            match create_parent(&net.parent, net.parent_origin, net.vlan.as_ref()) {
+                Ok(()) => {
+                    created.insert(net.parent.clone());
+                    report.parents_recreated.push(net.parent.clone());
+                }
+                Err(e) => report.problems.push(format!("network {}: {e:#}", net.name)),
+            }
+        }
+
+        let containers: Vec<_> = self.state.containers.values().cloned().collect();
+        for c in containers {
+            let ns_alive = c.netns.exists();
+            if !ns_alive {
+                for ep in c.endpoints.values() {
+                    if let Some(net) = self.state.networks.get_mut(&ep.network_id) {
+                        for pool in net.pools.iter_mut() {
+                            for a in ep.addresses() {
+                                pool.release(a);
+                            }
+                        }
+                    }
+                }
+                self.state.containers.remove(&c.id);
+                report.containers_purged.push(c.name.clone());
+                continue;
+            }
+            self.restore_endpoints(&c.id, &mut report)?;
+        }
+        self.save()?;
+        Ok(report)
+    }
+
+    fn restore_endpoints(&mut self, cid: &str, report: &mut RestoreReport) -> Result<()> {
+        let c = self.state.containers[cid].clone();
+        let ns = NetNs::from_path(&c.netns);
+        for ep in c.endpoints.values() {
+            if link_exists(Some(&ns), &ep.ifname)? {
+                continue;
+            }
+            let Some(net) = self.state.networks.get(&ep.network_id) else {
+                continue;
+            };
+            match endpoint::plumb(net, ep, &ns) {
+                Ok(()) => report
+                    .endpoints_recreated
+                    .push(format!("{}/{} on {}", c.name, ep.ifname, net.name)),
+                Err(e) => report.problems.push(format!("container {} on {}: {e:#}", c.name, net.name)),
+            }
+        }
+        Ok(())
+    }
+}

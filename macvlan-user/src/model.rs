@@ -1,0 +1,226 @@
+//! What mvnet remembers: networks, containers and their endpoints. Plain
+//! data, persisted by [`crate::store`]; the controller owns the rules.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::Pool;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// By network id.
+    pub networks: BTreeMap<String, Network>,
+    /// By container id.
+    pub containers: BTreeMap<String, Container>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "bridge" => Mode::Bridge,
+            "vepa" => Mode::Vepa,
+            "private" => Mode::Private,
+            "passthru" => Mode::Passthru,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bridge => "bridge",
+            Mode::Vepa => "vepa",
+            Mode::Private => "private",
+            Mode::Passthru => "passthru",
+        }
+    }
+}
+
+/// How the parent link came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParentOrigin {
+    /// It existed; never deleted by us.
+    Existing,
+    /// An 802.1Q sub-interface we created; deleted with the last network on it.
+    CreatedVlan,
+    /// A dummy link we created for a network without parent.
+    CreatedDummy,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    pub parent: String,
+    pub parent_origin: ParentOrigin,
+    /// For `name.vid` parents: the device carrying the tags, and the id.
+    pub vlan: Option<(String, u16)>,
+    pub mode: Mode,
+    pub internal: bool,
+    pub enable_ipv6: bool,
+    pub pools: Vec<Pool>,
+    /// `-o` options as given (parent, macvlan_mode, ...).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Network {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    pub fn pool_v4(&self) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.config.subnet.is_ipv4())
+    }
+
+    pub fn pool_v6(&self) -> Option<&Pool> {
+        self.pools.iter().find(|p| !p.config.subnet.is_ipv4())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network_id: String,
+    /// Interface name inside the container.
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Endpoint {
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ipv6.map(IpAddr::V6))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// The network namespace (a bind mount under /run/netns, or a path
+    /// given with --netns).
+    pub netns: PathBuf,
+    /// Whether mvnet created the namespace (and so removes it).
+    pub netns_owned: bool,
+    /// Remove on stop.
+    pub auto_remove: bool,
+    pub command: Vec<String>,
+    pub pid: Option<u32>,
+    pub running: bool,
+    /// By network id.
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+/// A new 64-hex-digit id, as Docker's.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, as RFC 3339 UTC with nanoseconds (Docker's `Created` format).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Checks a network or container name: Docker's rule
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters here (it also names
+/// a network namespace).
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {kind} name {name:?}: use 1-64 characters of [a-zA-Z0-9_.-], starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_819), (2027, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn ids_are_64_hex() {
+        let id = new_id();
+        assert_eq!(id.len(), 64);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(id, new_id());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("network", "my-macvlan-net").is_ok());
+        assert!(validate_name("network", "-x").is_err());
+        assert!(validate_name("network", "").is_err());
+        assert!(validate_name("network", "a/b").is_err());
+        assert!(validate_name("network", &"a".repeat(65)).is_err());
+    }
+}

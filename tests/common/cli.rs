@@ -1,0 +1,112 @@
+//! Running the real `mvnet` binary inside a lab's host namespace, with a
+//! state directory of its own.
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use mvnet::{lab::Lab, netns::NetNs};
+
+/// The `mvnet` binary next to this test binary (cargo xtask test builds it
+/// first). `MVNET_BIN` overrides.
+pub fn mvnet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MVNET_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("mvnet");
+    assert!(
+        bin.exists(),
+        "mvnet binary not found at {}; build it with `cargo build -p macvlan-user` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A CLI session: a lab host namespace and a private state directory.
+pub struct Session {
+    pub ns: NetNs,
+    pub state_dir: PathBuf,
+    /// Container names start with this; their namespaces are removed on drop.
+    prefix: String,
+}
+
+impl Session {
+    pub fn new(lab: &Lab) -> Session {
+        let state_dir = std::env::temp_dir().join(format!("{}-state", lab.id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        Session {
+            ns: lab.host().clone(),
+            state_dir,
+            prefix: format!("{}-", lab.id()),
+        }
+    }
+
+    /// Runs `mvnet ARGS` in the host namespace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let bin = mvnet_bin();
+        let state = self.state_dir.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.ns
+            .run(move || {
+                Command::new(bin)
+                    .arg("--state-dir")
+                    .arg(state)
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            })
+            .unwrap()
+    }
+
+    /// Runs `mvnet ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mvnet {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `mvnet ARGS`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "mvnet {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// The state file's content ("" if none).
+    pub fn state(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default()
+    }
+
+    /// Names of the links in the host namespace, sorted.
+    pub fn links(&self) -> Vec<String> {
+        let mut names: Vec<String> = mvnet::netlink::run(Some(&self.ns), |nl| async move { nl.links().await })
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Containers a failed test left: their namespaces are named after them.
+        for name in mvnet::netns::list() {
+            if name.starts_with(&self.prefix) {
+                let _ = mvnet::netns::delete(&name);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
