@@ -1,8 +1,6 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::programs::TcContext;
-use macvlan_common::{
-    config_flags, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS,
-};
+use macvlan_common::{config_flags, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS};
 
 use crate::{
     maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_STATS},
@@ -88,7 +86,11 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
     if eth.dst[0] & 1 != 0 {
         let broadcast = eth.dst == [0xff; 6];
         return (
-            if broadcast { Verdict::Broadcast } else { Verdict::Multicast },
+            if broadcast {
+                Verdict::Broadcast
+            } else {
+                Verdict::Multicast
+            },
             None,
         );
     }
@@ -98,7 +100,10 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
         let slot = unsafe { (*ep).slot };
         return (Verdict::Delivered, Some(slot));
     }
-    if ENDPOINTS.get_ptr(EndpointKey::new(eth.dst, VLAN_ANY)).is_some() {
+    if ENDPOINTS
+        .get_ptr(EndpointKey::new(eth.dst, VLAN_ANY))
+        .is_some()
+    {
         return (Verdict::VlanMismatch, None);
     }
     (Verdict::UnknownMac, None)

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use macvlan_common::{
-    Config, Endpoint, EndpointCounters, EndpointKey, Counter, VlanCounters, ENDPOINT_KEYS,
+    Config, Counter, Endpoint, EndpointCounters, EndpointKey, VlanCounters, ENDPOINT_KEYS,
     MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
 };
 

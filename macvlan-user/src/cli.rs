@@ -1,5 +1,9 @@
 //! The `mvnet` command line: Docker-shaped commands over the controller.
-use std::{io::Write as _, net::{Ipv4Addr, Ipv6Addr}, path::PathBuf};
+use std::{
+    io::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
@@ -16,7 +20,11 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "mvnet", version, about = "macvlan networks with an eBPF classifier on the parent")]
+#[command(
+    name = "mvnet",
+    version,
+    about = "macvlan networks with an eBPF classifier on the parent"
+)]
 pub struct Cli {
     /// State directory (default /var/lib/mvnet, or $MVNET_STATE_DIR).
     #[arg(long, global = true)]
@@ -213,7 +221,9 @@ fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
         "native" => Ok(XdpMode::Native),
         "generic" => Ok(XdpMode::Generic),
         "auto" => Ok(XdpMode::Auto),
-        _ => Err(format!("unknown XDP mode {s:?}; use native, generic or auto")),
+        _ => Err(format!(
+            "unknown XDP mode {s:?}; use native, generic or auto"
+        )),
     }
 }
 
@@ -250,9 +260,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             NetworkCommand::Ls => {
                 let ctl = open("mvnet network ls")?;
-                println!("{:<12}   {:<30} {:<10} {}", "NETWORK ID", "NAME", "DRIVER", "SCOPE");
+                println!(
+                    "{:<12}   {:<30} {:<10} SCOPE",
+                    "NETWORK ID", "NAME", "DRIVER"
+                );
                 for n in ctl.state.networks.values() {
-                    println!("{:<12}   {:<30} {:<10} local", n.short_id(), n.name, "macvlan");
+                    println!(
+                        "{:<12}   {:<30} {:<10} local",
+                        n.short_id(),
+                        n.name,
+                        "macvlan"
+                    );
                 }
             }
             NetworkCommand::Inspect { names } => {
@@ -302,7 +320,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             ContainerCommand::Ls => {
                 let ctl = open("mvnet container ls")?;
-                println!("{:<12}   {:<10} {:<30} {}", "CONTAINER ID", "STATUS", "NAMES", "NETWORKS");
+                println!(
+                    "{:<12}   {:<10} {:<30} NETWORKS",
+                    "CONTAINER ID", "STATUS", "NAMES"
+                );
                 for c in ctl.state.containers.values() {
                     let nets: Vec<&str> = c
                         .endpoints
@@ -311,7 +332,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                         .map(|n| n.name.as_str())
                         .collect();
                     let status = if c.running { "running" } else { "exited" };
-                    println!("{:<12}   {:<10} {:<30} {}", c.short_id(), status, c.name, nets.join(","));
+                    println!(
+                        "{:<12}   {:<10} {:<30} {}",
+                        c.short_id(),
+                        status,
+                        c.name,
+                        nets.join(",")
+                    );
                 }
             }
             ContainerCommand::Stop { names } => {

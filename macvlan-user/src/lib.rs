@@ -26,7 +26,9 @@ pub mod store;
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        anyhow::bail!("{what} needs root (network namespaces, links and BPF); run it as root or with sudo");
+        anyhow::bail!(
+            "{what} needs root (network namespaces, links and BPF); run it as root or with sudo"
+        );
     }
     Ok(())
 }

@@ -24,7 +24,11 @@ pub enum NetlinkError {
     #[error("cannot start the netlink runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("{op}: {message}")]
-    Request { op: String, message: String, errno: Option<i32> },
+    Request {
+        op: String,
+        message: String,
+        errno: Option<i32>,
+    },
     #[error("link {0} not found; list links with `ip link`")]
     LinkNotFound(String),
 }
@@ -254,7 +258,11 @@ impl Netlink {
     pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).name(name.to_owned()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .name(name.to_owned())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(request_error(format!("rename link {index} to {name}")))

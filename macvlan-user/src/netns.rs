@@ -116,9 +116,9 @@ where
             }
             Ok(f())
         });
-        handle.join().map_err(|_| {
-            NetnsError::Panicked(ns.map(|n| n.path.clone()).unwrap_or_default())
-        })?
+        handle
+            .join()
+            .map_err(|_| NetnsError::Panicked(ns.map(|n| n.path.clone()).unwrap_or_default()))?
     })
 }
 

@@ -78,9 +78,8 @@ impl Store {
     pub fn load(&self) -> Result<State, StoreError> {
         let path = self.dir.join(STATE_FILE);
         match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path, source })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(io_err(&path)(e)),
         }

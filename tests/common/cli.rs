@@ -89,11 +89,12 @@ impl Session {
 
     /// Names of the links in the host namespace, sorted.
     pub fn links(&self) -> Vec<String> {
-        let mut names: Vec<String> = mvnet::netlink::run(Some(&self.ns), |nl| async move { nl.links().await })
-            .unwrap()
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let mut names: Vec<String> =
+            mvnet::netlink::run(Some(&self.ns), |nl| async move { nl.links().await })
+                .unwrap()
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
         names.sort();
         names
     }

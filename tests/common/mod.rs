@@ -3,7 +3,6 @@
 
 pub mod cli;
 
-
 use mvnet::netns;
 
 /// Fails the test with a clear message unless root: these tests build real

@@ -18,7 +18,8 @@ fn json(s: &str) -> Value {
 fn gateway(lab: &Lab) {
     netlink::run(Some(lab.upstream()), |nl| async move {
         let w = nl.require_link(UPSTREAM_IF).await?;
-        nl.add_address(w.index, "172.16.86.1".parse().unwrap(), 24).await
+        nl.add_address(w.index, "172.16.86.1".parse().unwrap(), 24)
+            .await
     })
     .unwrap();
 }
@@ -32,15 +33,30 @@ fn tutorial_bridge_example_end_to_end() {
     let name = format!("{}-alpine", lab.id());
 
     let id = s.ok(&[
-        "network", "create", "-d", "macvlan", "--subnet=172.16.86.0/24",
-        "--gateway=172.16.86.1", "-o", "parent=eth0", "my-macvlan-net",
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet=172.16.86.0/24",
+        "--gateway=172.16.86.1",
+        "-o",
+        "parent=eth0",
+        "my-macvlan-net",
     ]);
     assert_eq!(id.trim().len(), 64);
     let ls = s.ok(&["network", "ls"]);
     assert!(ls.contains("my-macvlan-net"), "{ls}");
     assert!(ls.contains(&id.trim()[..12]), "{ls}");
 
-    let cid = s.ok(&["run", "--rm", "-dit", "--network", "my-macvlan-net", "--name", &name]);
+    let cid = s.ok(&[
+        "run",
+        "--rm",
+        "-dit",
+        "--network",
+        "my-macvlan-net",
+        "--name",
+        &name,
+    ]);
     assert_eq!(cid.trim().len(), 64);
 
     let inspect = json(&s.ok(&["container", "inspect", &name]));
@@ -55,7 +71,10 @@ fn tutorial_bridge_example_end_to_end() {
     assert!(addr.contains("link/ether 02:42:ac:10:56:02"), "{addr}");
     assert!(addr.contains("inet 172.16.86.2/24"), "{addr}");
     let route = s.ok(&["exec", &name, "ip", "route"]);
-    assert!(route.contains("default via 172.16.86.1 dev eth0"), "{route}");
+    assert!(
+        route.contains("default via 172.16.86.1 dev eth0"),
+        "{route}"
+    );
     assert!(route.contains("172.16.86.0/24 dev eth0"), "{route}");
 
     // Real traffic: the container reaches the gateway in upstream (ARP,
@@ -109,7 +128,10 @@ fn tutorial_bridge_example_end_to_end() {
     assert!(err.contains("has active endpoints"), "{err}");
 
     s.ok(&["container", "stop", &name]);
-    assert!(!netns::list().contains(&name), "container namespace left behind");
+    assert!(
+        !netns::list().contains(&name),
+        "container namespace left behind"
+    );
     let gone = s.fails(&["container", "inspect", &name]);
     assert!(gone.contains("not found"), "{gone}");
     s.ok(&["network", "rm", "my-macvlan-net"]);
@@ -127,24 +149,86 @@ fn addresses_are_allocated_released_and_checked() {
     let a = format!("{}-a", lab.id());
     let b = format!("{}-b", lab.id());
     let c = format!("{}-c", lab.id());
-    s.ok(&["network", "create", "--subnet=10.9.0.0/29", "--aux-address", "r=10.9.0.2", "-o", "parent=eth0", "n1"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.9.0.0/29",
+        "--aux-address",
+        "r=10.9.0.2",
+        "-o",
+        "parent=eth0",
+        "n1",
+    ]);
     // .1 gateway, .2 aux: first is .3.
     s.ok(&["run", "-d", "--network", "n1", "--name", &a]);
     let ia = json(&s.ok(&["container", "inspect", &a]));
-    assert_eq!(ia[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "10.9.0.3");
+    assert_eq!(
+        ia[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
+        "10.9.0.3"
+    );
     // A static address in use is refused, and nothing is created.
-    let err = s.fails(&["run", "-d", "--network", "n1", "--name", &b, "--ip", "10.9.0.3"]);
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "n1",
+        "--name",
+        &b,
+        "--ip",
+        "10.9.0.3",
+    ]);
     assert!(err.contains("already in use"), "{err}");
     assert!(!netns::list().contains(&b));
-    let err = s.fails(&["run", "-d", "--network", "n1", "--name", &b, "--ip", "10.9.1.3"]);
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "n1",
+        "--name",
+        &b,
+        "--ip",
+        "10.9.1.3",
+    ]);
     assert!(err.contains("10.9.1.3"), "{err}");
-    let err = s.fails(&["run", "-d", "--network", "n1", "--name", &b, "--mac-address", "01:00:5e:00:00:01"]);
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "n1",
+        "--name",
+        &b,
+        "--mac-address",
+        "01:00:5e:00:00:01",
+    ]);
     assert!(err.contains("multicast"), "{err}");
-    s.ok(&["run", "-d", "--network", "n1", "--name", &b, "--ip", "10.9.0.6", "--mac-address", "02:00:00:00:00:0b"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "n1",
+        "--name",
+        &b,
+        "--ip",
+        "10.9.0.6",
+        "--mac-address",
+        "02:00:00:00:00:0b",
+    ]);
     let ib = json(&s.ok(&["container", "inspect", &b]));
-    assert_eq!(ib[0]["NetworkSettings"]["Networks"]["n1"]["MacAddress"], "02:00:00:00:00:0b");
+    assert_eq!(
+        ib[0]["NetworkSettings"]["Networks"]["n1"]["MacAddress"],
+        "02:00:00:00:00:0b"
+    );
     // A duplicate MAC on the network is refused.
-    let err = s.fails(&["run", "-d", "--network", "n1", "--name", &c, "--mac-address", "02:00:00:00:00:0b"]);
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "n1",
+        "--name",
+        &c,
+        "--mac-address",
+        "02:00:00:00:00:0b",
+    ]);
     assert!(err.contains("already in use"), "{err}");
     // .4 and .5 left, then exhausted.
     s.ok(&["run", "-d", "--network", "n1", "--name", &c]);
@@ -158,7 +242,10 @@ fn addresses_are_allocated_released_and_checked() {
     s.ok(&["container", "stop", &a]);
     s.ok(&["run", "-d", "--network", "n1", "--name", &e]);
     let ie = json(&s.ok(&["container", "inspect", &e]));
-    assert_eq!(ie[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "10.9.0.3");
+    assert_eq!(
+        ie[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
+        "10.9.0.3"
+    );
     for n in [&b, &c, &d, &e] {
         s.ok(&["container", "stop", n]);
         s.ok(&["container", "rm", n]);
@@ -174,23 +261,99 @@ fn network_create_errors_change_nothing() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "--subnet=172.16.86.0/24", "-o", "parent=eth0", "first"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=172.16.86.0/24",
+        "-o",
+        "parent=eth0",
+        "first",
+    ]);
     let state = s.state();
     let links = s.links();
     let cases: &[(&[&str], &str)] = &[
-        (&["-o", "parent=lo", "--subnet=10.1.0.0/24", "x"], "loopback interface is not a valid macvlan parent link"),
-        (&["-o", "parent=eth9", "--subnet=10.1.0.0/24", "x"], "-o parent interface was not found on the host: eth9"),
-        (&["-o", "parent=eth0.4095", "--subnet=10.1.0.0/24", "x"], "vlan id must be between 1-4094, received: 4095"),
-        (&["-o", "parent=eth0", "-o", "macvlan_mode=foo", "--subnet=10.1.0.0/24", "x"], "requested macvlan mode 'foo' is not valid"),
-        (&["-o", "parent=eth0", "--subnet=172.16.86.128/25", "x"], "overlaps with subnet 172.16.86.0/24 of network first"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "--gateway=10.2.0.1", "x"], "10.2.0.1"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "--ip-range=10.2.0.0/28", "x"], "10.2.0.0/28"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "first"], "network with name first already exists"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "-o", "macvlan_mode=passthru", "x"], "already used by network first"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "-d", "bridge", "x"], "driver \"bridge\" is not supported"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.0/24", "bad/name"], "invalid network name"),
+        (
+            &["-o", "parent=lo", "--subnet=10.1.0.0/24", "x"],
+            "loopback interface is not a valid macvlan parent link",
+        ),
+        (
+            &["-o", "parent=eth9", "--subnet=10.1.0.0/24", "x"],
+            "-o parent interface was not found on the host: eth9",
+        ),
+        (
+            &["-o", "parent=eth0.4095", "--subnet=10.1.0.0/24", "x"],
+            "vlan id must be between 1-4094, received: 4095",
+        ),
+        (
+            &[
+                "-o",
+                "parent=eth0",
+                "-o",
+                "macvlan_mode=foo",
+                "--subnet=10.1.0.0/24",
+                "x",
+            ],
+            "requested macvlan mode 'foo' is not valid",
+        ),
+        (
+            &["-o", "parent=eth0", "--subnet=172.16.86.128/25", "x"],
+            "overlaps with subnet 172.16.86.0/24 of network first",
+        ),
+        (
+            &[
+                "-o",
+                "parent=eth0",
+                "--subnet=10.1.0.0/24",
+                "--gateway=10.2.0.1",
+                "x",
+            ],
+            "10.2.0.1",
+        ),
+        (
+            &[
+                "-o",
+                "parent=eth0",
+                "--subnet=10.1.0.0/24",
+                "--ip-range=10.2.0.0/28",
+                "x",
+            ],
+            "10.2.0.0/28",
+        ),
+        (
+            &["-o", "parent=eth0", "--subnet=10.1.0.0/24", "first"],
+            "network with name first already exists",
+        ),
+        (
+            &[
+                "-o",
+                "parent=eth0",
+                "--subnet=10.1.0.0/24",
+                "-o",
+                "macvlan_mode=passthru",
+                "x",
+            ],
+            "already used by network first",
+        ),
+        (
+            &[
+                "-o",
+                "parent=eth0",
+                "--subnet=10.1.0.0/24",
+                "-d",
+                "bridge",
+                "x",
+            ],
+            "driver \"bridge\" is not supported",
+        ),
+        (
+            &["-o", "parent=eth0", "--subnet=10.1.0.0/24", "bad/name"],
+            "invalid network name",
+        ),
         (&["-o", "parent=eth0", "x"], "needs a --subnet"),
-        (&["-o", "parent=eth0", "--subnet=10.1.0.5/24", "x"], "host bits"),
+        (
+            &["-o", "parent=eth0", "--subnet=10.1.0.5/24", "x"],
+            "host bits",
+        ),
     ];
     for (args, want) in cases {
         let mut full = vec!["network", "create"];
@@ -212,7 +375,10 @@ fn network_without_parent_on_a_kernel_without_dummy_says_so() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let err = s.fails(&["network", "create", "--subnet=10.77.0.0/24", "internal-net"]);
-    assert!(err.contains("no dummy link support (CONFIG_DUMMY)"), "{err}");
+    assert!(
+        err.contains("no dummy link support (CONFIG_DUMMY)"),
+        "{err}"
+    );
     assert!(err.contains("modprobe dummy"), "{err}");
     assert_eq!(s.links(), ["eth0", "lo"]);
     assert_eq!(s.state(), "");
@@ -223,7 +389,14 @@ fn exec_passes_the_exit_code_through() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "--subnet=10.78.0.0/24", "-o", "parent=eth0", "n"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.78.0.0/24",
+        "-o",
+        "parent=eth0",
+        "n",
+    ]);
     let name = format!("{}-x", lab.id());
     s.ok(&["run", "--rm", "-d", "--network", "n", "--name", &name]);
     let out = s.run(&["exec", &name, "sh", "-c", "exit 7"]);
@@ -237,7 +410,15 @@ fn restore_brings_back_lost_endpoints() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "--subnet=172.16.86.0/24", "--gateway=172.16.86.1", "-o", "parent=eth0", "my-macvlan-net"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=172.16.86.0/24",
+        "--gateway=172.16.86.1",
+        "-o",
+        "parent=eth0",
+        "my-macvlan-net",
+    ]);
     let name = format!("{}-r", lab.id());
     s.ok(&["run", "-d", "--network", "my-macvlan-net", "--name", &name]);
     // Delete the endpoint behind mvnet's back.

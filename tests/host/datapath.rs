@@ -38,7 +38,10 @@ fn smoke_generic_xdp_counts_exactly() {
 #[test]
 fn smoke_leaves_nothing_behind() {
     require_root();
-    smoke::run(XdpMode::Native, 10, 10).unwrap().check().unwrap();
+    smoke::run(XdpMode::Native, 10, 10)
+        .unwrap()
+        .check()
+        .unwrap();
     // Other tests of this process may have labs up right now; ours is gone
     // if no namespace outlives its lab. Check the smoke lab specifically by
     // running it alone in a child process would be stronger; here we check
@@ -62,7 +65,13 @@ const EP_VLAN10: [u8; 6] = [0x02, 0x42, 0x0a, 0x0a, 0x00, 0x02];
 
 /// Sends `n` copies of `frame` from upstream, waiting until XDP counted them.
 fn send(lab: &Lab, dp: &Datapath, frame: Vec<u8>, n: u64) {
-    let total = |dp: &Datapath| dp.counters().unwrap().verdicts.total(Hook::XdpIngress).frames;
+    let total = |dp: &Datapath| {
+        dp.counters()
+            .unwrap()
+            .verdicts
+            .total(Hook::XdpIngress)
+            .frames
+    };
     let base = total(dp);
     let frames = [frame];
     wire::send(
@@ -103,16 +112,26 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
             enforce: false,
         })
         .unwrap();
-    drop(table);
+    let _ = table;
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let unknown = [0x02, 0x99, 0, 0, 0, 1];
 
     // (frame, count): each a different number so a mix-up shows.
     let cases: Vec<(Vec<u8>, u64)> = vec![
         (FrameSpec::udp4(EP_UNTAGGED, src).build(), 11),
-        (FrameSpec::udp4(EP_VLAN10, src).tagged(&[Tag::dot1q(10)]).build(), 13),
+        (
+            FrameSpec::udp4(EP_VLAN10, src)
+                .tagged(&[Tag::dot1q(10)])
+                .build(),
+            13,
+        ),
         // Known MAC, wrong VLAN: tagged 20, and untagged.
-        (FrameSpec::udp4(EP_VLAN10, src).tagged(&[Tag::dot1q(20)]).build(), 17),
+        (
+            FrameSpec::udp4(EP_VLAN10, src)
+                .tagged(&[Tag::dot1q(20)])
+                .build(),
+            17,
+        ),
         (FrameSpec::udp4(EP_VLAN10, src).build(), 19),
         // QinQ with 802.1Q outer 10: membership by the outer tag.
         (
@@ -121,16 +140,27 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
                 .build(),
             23,
         ),
-        (FrameSpec::udp4(unknown, src).tagged(&[Tag::dot1q(10)]).build(), 29),
+        (
+            FrameSpec::udp4(unknown, src)
+                .tagged(&[Tag::dot1q(10)])
+                .build(),
+            29,
+        ),
         (FrameSpec::udp4([0xff; 6], src).build(), 31),
-        (FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 1], src).build(), 37),
+        (
+            FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 1], src).build(),
+            37,
+        ),
         // Truncated: an 802.1Q type with no room for the tag.
-        ({
-            let mut f = FrameSpec::udp4(EP_VLAN10, src).build();
-            f.truncate(12);
-            f.extend_from_slice(&[0x81, 0x00, 0x00]);
-            f
-        }, 41),
+        (
+            {
+                let mut f = FrameSpec::udp4(EP_VLAN10, src).build();
+                f.truncate(12);
+                f.extend_from_slice(&[0x81, 0x00, 0x00]);
+                f
+            },
+            41,
+        ),
     ];
     for (frame, n) in &cases {
         send(&lab, &dp, frame.clone(), *n);

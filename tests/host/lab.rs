@@ -56,7 +56,10 @@ fn lab_is_removed_when_a_test_panics() {
         panic!("{name}");
     });
     let name = *result.unwrap_err().downcast::<String>().unwrap();
-    assert!(!netns::list().contains(&name), "namespace {name} left behind");
+    assert!(
+        !netns::list().contains(&name),
+        "namespace {name} left behind"
+    );
 }
 
 #[test]

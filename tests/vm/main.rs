@@ -108,13 +108,15 @@ fn internal_network_without_parent_gets_a_dummy() {
     let name = format!("{}-int", lab.id());
     s.ok(&["run", "-d", "--network", "internal-net", "--name", &name]);
     let route = s.ok(&["exec", &name, "ip", "route"]);
-    assert!(!route.contains("default"), "internal network got a default route: {route}");
+    assert!(
+        !route.contains("default"),
+        "internal network got a default route: {route}"
+    );
     s.ok(&["container", "stop", &name]);
     s.ok(&["container", "rm", &name]);
     s.ok(&["network", "rm", "internal-net"]);
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
-
 
 /// Gives upstream a VLAN `vid` interface with `gateway/24`, as a trunk port
 /// of a real switch would carry.
@@ -171,8 +173,17 @@ fn tutorial_8021q_trunked_example_end_to_end() {
     upstream_vlan(&lab, 10, "172.16.10.1");
     upstream_vlan(&lab, 20, "172.16.20.1");
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "-d", "macvlan", "--subnet=172.16.10.0/24", "--gateway=172.16.10.1",
-        "-o", "parent=eth0.10", "my-8021q-macvlan-net"]);
+    s.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet=172.16.10.0/24",
+        "--gateway=172.16.10.1",
+        "-o",
+        "parent=eth0.10",
+        "my-8021q-macvlan-net",
+    ]);
     assert!(s.links().contains(&"eth0.10".to_owned()), "{:?}", s.links());
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net={}", lab.host().path().display()))
@@ -181,27 +192,61 @@ fn tutorial_8021q_trunked_example_end_to_end() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("vlan protocol 802.1Q id 10"), "{text}");
-    s.ok(&["network", "create", "-d", "macvlan", "--subnet=172.16.20.0/24", "--gateway=172.16.20.1",
-        "-o", "parent=eth0.20", "my-8021q-macvlan-net-20"]);
+    s.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet=172.16.20.0/24",
+        "--gateway=172.16.20.1",
+        "-o",
+        "parent=eth0.20",
+        "my-8021q-macvlan-net-20",
+    ]);
     let c10 = format!("{}-c10", lab.id());
     let c20 = format!("{}-c20", lab.id());
-    s.ok(&["run", "--rm", "-dit", "--network", "my-8021q-macvlan-net", "--name", &c10]);
-    s.ok(&["run", "--rm", "-dit", "--network", "my-8021q-macvlan-net-20", "--name", &c20]);
+    s.ok(&[
+        "run",
+        "--rm",
+        "-dit",
+        "--network",
+        "my-8021q-macvlan-net",
+        "--name",
+        &c10,
+    ]);
+    s.ok(&[
+        "run",
+        "--rm",
+        "-dit",
+        "--network",
+        "my-8021q-macvlan-net-20",
+        "--name",
+        &c20,
+    ]);
     let i = json(&s.ok(&["container", "inspect", &c10]));
     let n = &i[0]["NetworkSettings"]["Networks"]["my-8021q-macvlan-net"];
     assert_eq!(n["IPAddress"], "172.16.10.2");
     assert_eq!(n["MacAddress"], "02:42:ac:10:0a:02");
     // Tagged traffic: the container reaches the gateway that only exists
     // on upstream's VLAN 10 interface, and the other VLAN's gateway not.
-    assert!(round_trip(&lab, &c10, "172.16.10.1"), "no round trip on VLAN 10");
-    assert!(round_trip(&lab, &c20, "172.16.20.1"), "no round trip on VLAN 20");
+    assert!(
+        round_trip(&lab, &c10, "172.16.10.1"),
+        "no round trip on VLAN 10"
+    );
+    assert!(
+        round_trip(&lab, &c20, "172.16.20.1"),
+        "no round trip on VLAN 20"
+    );
     // The two VLAN networks are isolated: c10 cannot reach c20.
     let to_other = s.run(&["exec", &c10, "ip", "route", "get", "172.16.20.2"]);
     assert!(String::from_utf8_lossy(&to_other.stdout).contains("via 172.16.10.1"));
     s.ok(&["container", "stop", &c10]);
     s.ok(&["container", "stop", &c20]);
     s.ok(&["network", "rm", "my-8021q-macvlan-net"]);
-    assert!(!s.links().contains(&"eth0.10".to_owned()), "eth0.10 left behind");
+    assert!(
+        !s.links().contains(&"eth0.10".to_owned()),
+        "eth0.10 left behind"
+    );
     s.ok(&["network", "rm", "my-8021q-macvlan-net-20"]);
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
@@ -217,9 +262,19 @@ fn a_preexisting_vlan_parent_is_never_deleted() {
     })
     .unwrap();
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "--subnet=10.30.0.0/24", "-o", "parent=eth0.30", "n30"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.30.0.0/24",
+        "-o",
+        "parent=eth0.30",
+        "n30",
+    ]);
     s.ok(&["network", "rm", "n30"]);
-    assert!(s.links().contains(&"eth0.30".to_owned()), "a pre-existing eth0.30 was deleted");
+    assert!(
+        s.links().contains(&"eth0.30".to_owned()),
+        "a pre-existing eth0.30 was deleted"
+    );
 }
 
 #[test]
@@ -228,7 +283,14 @@ fn restore_recreates_a_lost_vlan_parent() {
     modprobe("8021q");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&["network", "create", "--subnet=10.40.0.0/24", "-o", "parent=eth0.40", "n40"]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.40.0.0/24",
+        "-o",
+        "parent=eth0.40",
+        "n40",
+    ]);
     netlink::run(Some(lab.host()), |nl| async move {
         let l = nl.require_link("eth0.40").await?;
         nl.delete(l.index).await

@@ -46,7 +46,12 @@ pub enum RunOutcome {
 
 impl Controller {
     /// Allocates addresses and a MAC for a new endpoint on `net_id`.
-    fn allocate_endpoint(&mut self, net_id: &str, req: &AddressRequest, ifname: &str) -> Result<Endpoint> {
+    fn allocate_endpoint(
+        &mut self,
+        net_id: &str,
+        req: &AddressRequest,
+        ifname: &str,
+    ) -> Result<Endpoint> {
         let net = self.state.networks.get_mut(net_id).expect("network exists");
         if req.ip6.is_some() && !net.enable_ipv6 {
             bail!("--ip6 given, but network {} has no IPv6 (create it with --ipv6 and an IPv6 --subnet)", net.name);
@@ -110,7 +115,12 @@ impl Controller {
                 .map(|_| c.name.clone())
         });
         if let Some(other) = dup {
-            release(self.state.networks.get_mut(net_id.as_str()).expect("exists"));
+            release(
+                self.state
+                    .networks
+                    .get_mut(net_id.as_str())
+                    .expect("exists"),
+            );
             bail!(
                 "MAC address {} is already in use on this network by container {other}; pick another --mac-address",
                 crate::lab::frames::format_mac(&mac)
@@ -140,7 +150,10 @@ impl Controller {
     pub fn run(&mut self, spec: RunSpec) -> Result<RunOutcome> {
         let net_id = self.network(&spec.network)?.id.clone();
         let id = model::new_id();
-        let name = spec.name.clone().unwrap_or_else(|| format!("mvnet-{}", &id[..12]));
+        let name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("mvnet-{}", &id[..12]));
         model::validate_name("container", &name).map_err(|e| anyhow!(e))?;
         if self.state.containers.values().any(|c| c.name == name) {
             bail!("container name {name} is already in use; remove it with `mvnet container rm {name}` or pick another --name");
@@ -204,7 +217,9 @@ impl Controller {
         match foreground {
             None => Ok(RunOutcome::Started(id)),
             Some(mut child) => {
-                let status = child.wait().context("waiting for the container's command")?;
+                let status = child
+                    .wait()
+                    .context("waiting for the container's command")?;
                 let code = status.code().unwrap_or(128 + 9);
                 if let Some(c) = self.state.containers.get_mut(&id) {
                     c.running = false;
@@ -294,7 +309,9 @@ impl Controller {
                     (c.id.clone(), None)
                 } else {
                     let id = model::new_id();
-                    let name = name.map(str::to_owned).unwrap_or_else(|| format!("netns-{}", &id[..12]));
+                    let name = name
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("netns-{}", &id[..12]));
                     model::validate_name("container", &name).map_err(|e| anyhow!(e))?;
                     if self.state.containers.values().any(|c| c.name == name) {
                         bail!("container name {name} is already in use; pick another --name");
@@ -316,9 +333,17 @@ impl Controller {
             }
             (None, None) => bail!("network connect needs a container name or --netns PATH"),
         };
-        let existing = new.as_ref().or_else(|| self.state.containers.get(&cid)).expect("exists").clone();
+        let existing = new
+            .as_ref()
+            .or_else(|| self.state.containers.get(&cid))
+            .expect("exists")
+            .clone();
         if existing.endpoints.contains_key(&net_id) {
-            bail!("container {} is already connected to network {}", existing.name, network);
+            bail!(
+                "container {} is already connected to network {}",
+                existing.name,
+                network
+            );
         }
         let ifname = format!("eth{}", existing.endpoints.len());
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
@@ -387,7 +412,8 @@ fn spawn_in(ns: &NetNs, command: &[String], log: Option<PathBuf>) -> Result<std:
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..]);
         if let Some(log) = log {
-            let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let out = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
@@ -400,8 +426,12 @@ fn spawn_in(ns: &NetNs, command: &[String], log: Option<PathBuf>) -> Result<std:
                 });
             }
         }
-        cmd.spawn()
-            .with_context(|| format!("starting {:?} in the container; is it installed on the host?", command[0]))
+        cmd.spawn().with_context(|| {
+            format!(
+                "starting {:?} in the container; is it installed on the host?",
+                command[0]
+            )
+        })
     })?
 }
 
@@ -409,10 +439,16 @@ fn spawn_in(ns: &NetNs, command: &[String], log: Option<PathBuf>) -> Result<std:
 /// returns its exit code (`mvnet exec`).
 pub fn exec(c: &Container, command: &[String]) -> Result<i32> {
     if command.is_empty() {
-        bail!("exec needs a command, e.g. `mvnet exec {} ip addr show eth0`", c.name);
+        bail!(
+            "exec needs a command, e.g. `mvnet exec {} ip addr show eth0`",
+            c.name
+        );
     }
     if !c.netns.exists() {
-        bail!("container {} is not running (its namespace is gone); start a new one with `mvnet run`", c.name);
+        bail!(
+            "container {} is not running (its namespace is gone); start a new one with `mvnet run`",
+            c.name
+        );
     }
     let ns = NetNs::from_path(&c.netns);
     let mut child = spawn_in(&ns, command, None)?;

@@ -47,7 +47,10 @@ impl Controller {
         let id = find(
             "network",
             key,
-            self.state.networks.values().map(|n| (n.id.as_str(), n.name.as_str())),
+            self.state
+                .networks
+                .values()
+                .map(|n| (n.id.as_str(), n.name.as_str())),
         )?;
         Ok(&self.state.networks[&id])
     }
@@ -57,7 +60,10 @@ impl Controller {
         let id = find(
             "container",
             key,
-            self.state.containers.values().map(|c| (c.id.as_str(), c.name.as_str())),
+            self.state
+                .containers
+                .values()
+                .map(|c| (c.id.as_str(), c.name.as_str())),
         )?;
         Ok(&self.state.containers[&id])
     }
@@ -79,12 +85,18 @@ fn find<'a>(
     let matches: Vec<&str> = if key.is_empty() {
         Vec::new()
     } else {
-        items.filter(|(id, _)| id.starts_with(key)).map(|(id, _)| id).collect()
+        items
+            .filter(|(id, _)| id.starts_with(key))
+            .map(|(id, _)| id)
+            .collect()
     };
     match matches.as_slice() {
         [id] => Ok((*id).to_owned()),
         [] => bail!("{kind} {key} not found; list them with `mvnet {kind} ls`"),
-        _ => bail!("{kind} id prefix {key} is ambiguous ({} matches); give more characters", matches.len()),
+        _ => bail!(
+            "{kind} id prefix {key} is ambiguous ({} matches); give more characters",
+            matches.len()
+        ),
     }
 }
 
@@ -104,6 +116,9 @@ mod tests {
         let e = find("network", "abc", it()).unwrap_err().to_string();
         assert!(e.contains("ambiguous"), "{e}");
         let e = find("network", "zzz", it()).unwrap_err().to_string();
-        assert_eq!(e, "network zzz not found; list them with `mvnet network ls`");
+        assert_eq!(
+            e,
+            "network zzz not found; list them with `mvnet network ls`"
+        );
     }
 }

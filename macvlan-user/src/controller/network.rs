@@ -61,7 +61,10 @@ fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
     let mut ranges: Vec<Subnet> = spec
         .ip_ranges
         .iter()
-        .map(|r| r.parse::<Subnet>().map_err(|e| anyhow!("invalid --ip-range: {e}")))
+        .map(|r| {
+            r.parse::<Subnet>()
+                .map_err(|e| anyhow!("invalid --ip-range: {e}"))
+        })
         .collect::<Result<_>>()?;
     let mut aux: Vec<(String, IpAddr)> = spec
         .aux_addresses
@@ -158,7 +161,10 @@ impl Controller {
         }
         if !spec.ipv6 {
             if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
-                bail!("IPv6 subnet {} given without --ipv6; add --ipv6 to enable it", p.config.subnet);
+                bail!(
+                    "IPv6 subnet {} given without --ipv6; add --ipv6 to enable it",
+                    p.config.subnet
+                );
             }
         }
         for pool in &pools {
@@ -181,7 +187,11 @@ impl Controller {
         let (parent, origin, vlan) = match options.get("parent").map(String::as_str) {
             None | Some("") => {
                 internal = true;
-                (format!("dm-{}", &id[..12]), ParentOrigin::CreatedDummy, None)
+                (
+                    format!("dm-{}", &id[..12]),
+                    ParentOrigin::CreatedDummy,
+                    None,
+                )
             }
             Some("lo") => bail!("loopback interface is not a valid macvlan parent link"),
             Some(p) => {
@@ -218,7 +228,11 @@ impl Controller {
             .networks
             .values()
             .any(|n| n.parent == parent && n.parent_origin == ParentOrigin::CreatedVlan);
-        let origin = if shared_vlan { ParentOrigin::CreatedVlan } else { origin };
+        let origin = if shared_vlan {
+            ParentOrigin::CreatedVlan
+        } else {
+            origin
+        };
         let must_create = !shared_vlan && origin != ParentOrigin::Existing;
         if must_create {
             create_parent(&parent, origin, vlan.as_ref())?;
@@ -273,14 +287,16 @@ impl Controller {
             .values()
             .any(|n| n.id != net.id && n.parent == net.parent);
         if net.parent_origin != ParentOrigin::Existing && !others_on_parent {
-            delete_link(&net.parent).or_else(|e| match e.errno() {
-                // Already gone (deleted by hand, or lost on a reboot).
-                Some(libc::ENODEV) => Ok(()),
-                _ => Err(e),
-            }).or_else(|e| match e {
-                NetlinkError::LinkNotFound(_) => Ok(()),
-                e => Err(e),
-            })?;
+            delete_link(&net.parent)
+                .or_else(|e| match e.errno() {
+                    // Already gone (deleted by hand, or lost on a reboot).
+                    Some(libc::ENODEV) => Ok(()),
+                    _ => Err(e),
+                })
+                .or_else(|e| match e {
+                    NetlinkError::LinkNotFound(_) => Ok(()),
+                    e => Err(e),
+                })?;
         }
         self.state.networks.remove(&net.id);
         self.save()?;

@@ -4,11 +4,7 @@
 use anyhow::Result;
 
 use super::{endpoint, network::create_parent, Controller};
-use crate::{
-    model::ParentOrigin,
-    netlink,
-    netns::NetNs,
-};
+use crate::{model::ParentOrigin, netlink, netns::NetNs};
 
 /// What a restore did, for the user.
 #[derive(Debug, Default)]
@@ -85,7 +81,9 @@ impl Controller {
                 Ok(()) => report
                     .endpoints_recreated
                     .push(format!("{}/{} on {}", c.name, ep.ifname, net.name)),
-                Err(e) => report.problems.push(format!("container {} on {}: {e:#}", c.name, net.name)),
+                Err(e) => report
+                    .problems
+                    .push(format!("container {} on {}: {e:#}", c.name, net.name)),
             }
         }
         Ok(())

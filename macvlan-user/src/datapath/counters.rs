@@ -4,8 +4,8 @@ use aya::{
     Ebpf,
 };
 use macvlan_common::{
-    map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, MAX_ENDPOINTS, VERDICT_SLOTS,
-    VLAN_SLOTS,
+    map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, MAX_ENDPOINTS,
+    VERDICT_SLOTS, VLAN_SLOTS,
 };
 
 use super::DatapathError;

@@ -23,9 +23,7 @@ pub struct EndpointTable<'a> {
 impl<'a> EndpointTable<'a> {
     pub(super) fn new(ebpf: &'a mut Ebpf) -> Result<Self, DatapathError> {
         let name = map_names::ENDPOINTS;
-        let map = ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::MissingMap(name))?;
+        let map = ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
         let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
         Ok(Self { map })
     }

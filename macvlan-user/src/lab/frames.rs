@@ -84,7 +84,9 @@ impl FrameSpec {
                 b.write(&mut out, &data).expect("write to Vec");
                 (EtherType::IPV6, out)
             }
-            Payload::Arp { sender, target } => (EtherType::ARP, arp_request(self.src, sender, target)),
+            Payload::Arp { sender, target } => {
+                (EtherType::ARP, arp_request(self.src, sender, target))
+            }
         };
         for tag in &self.tags {
             // TPID, then TCI (PCP 0, DEI 0, 12-bit id); the next type follows.
@@ -142,8 +144,9 @@ mod tests {
         let f = FrameSpec::udp4(A, B).build();
         assert_eq!(f.len(), 14 + 20 + 8 + 18);
         let p = SlicedPacket::from_ethernet(&f).unwrap();
-        assert!(p.vlan().is_none());
-        assert_eq!(p.link.unwrap().to_header().unwrap().destination, A);
+        assert!(p.vlan.is_none());
+        assert_eq!(&f[0..6], &A);
+        assert!(p.net.is_some() && p.transport.is_some());
     }
 
     #[test]
@@ -157,7 +160,7 @@ mod tests {
         assert_eq!(&f[18..20], &[0x00, 10]);
         assert_eq!(&f[20..22], &[0x08, 0x00]);
         let p = SlicedPacket::from_ethernet(&f).unwrap();
-        assert!(p.vlan().is_some());
+        assert!(p.vlan.is_some());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::{
     wire::{self, SendPlan},
     Lab, UPSTREAM_IF,
 };
-use crate::datapath::{AttachOptions, Datapath, XdpMode};
 use crate::datapath::EndpointEntry;
+use crate::datapath::{AttachOptions, Datapath, XdpMode};
 
 /// The child's MAC: 02:42 + 172.16.86.2, as Docker would give it.
 pub const CHILD_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x10, 0x56, 0x02];
@@ -154,9 +154,8 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
 
     let after = dp.counters()?;
     let kernel_after = lab.link_stats(&c1, "eth0")?;
-    let delta = |h: Hook, v: Verdict| {
-        after.verdicts.get(h, v).frames - before.verdicts.get(h, v).frames
-    };
+    let delta =
+        |h: Hook, v: Verdict| after.verdicts.get(h, v).frames - before.verdicts.get(h, v).frames;
     let report = SmokeReport {
         xdp_mode: dp.xdp_mode.unwrap_or(mode),
         sent_to_child: to_child,

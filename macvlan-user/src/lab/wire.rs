@@ -28,7 +28,8 @@ impl PacketSocket {
         }
         let proto = protocol.to_be() as libc::c_int;
         // SAFETY: plain socket call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+        let fd =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
         if fd < 0 {
             return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
         }
@@ -109,10 +110,13 @@ pub fn send(
                 }
                 Err(e) => return Err(e).context(format!("sending on {iface}")),
             }
-            if sent % plan.burst.max(1) == 0 || sent == total {
+            if sent.is_multiple_of(plan.burst.max(1)) || sent == total {
                 while !settled(sent) {
                     if start.elapsed() > plan.deadline {
-                        bail!("receiver accounted for fewer than {sent} frames within {:?}", plan.deadline);
+                        bail!(
+                            "receiver accounted for fewer than {sent} frames within {:?}",
+                            plan.deadline
+                        );
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
