@@ -20,10 +20,6 @@ pub struct Ethernet {
     /// VLAN that decides membership: the outermost tag's id (0 = untagged),
     /// with [`VLAN_SERVICE_TAG`] set if that tag is an 802.1ad S-tag.
     pub vlan: u16,
-    /// Ethertype after the tags, host order.
-    pub proto: u16,
-    /// Offset of the L3 header.
-    pub l3_offset: usize,
 }
 
 /// Returns a pointer to a `T` at `offset`, or `None` if it would pass the end.
@@ -87,13 +83,10 @@ pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet
         offset += VLAN_HLEN;
     }
 
-    Some(Ethernet {
-        dst,
-        src,
-        vlan,
-        proto,
-        l3_offset: offset,
-    })
+    // A third tag is not parsed: the frame is classified by its outer
+    // tag, and the bytes after the second tag are payload to us.
+    let _ = (proto, offset);
+    Some(Ethernet { dst, src, vlan })
 }
 
 #[inline(always)]

@@ -1,0 +1,275 @@
+//! `cargo xtask test`: unit tests, host integration tests, VM tests, in that
+//! order, stopping at the first failure. After each part, `mvnet lab clean`
+//! runs and no `mvl-*` network namespace may be left.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::setup::{self, Env};
+use crate::{cargo, util};
+
+/// Prefix of every lab/test network namespace.
+const NETNS_PREFIX: &str = "mvl-";
+
+pub struct Opts {
+    pub host_only: bool,
+    pub vm_only: bool,
+    /// Passed to every test binary (filters, --nocapture, ...).
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    Unit,
+    Host,
+    Vm,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Unit => "unit tests",
+            Part::Host => "host integration tests",
+            Part::Vm => "VM tests",
+        }
+    }
+}
+
+enum Outcome {
+    Passed(u64),
+    Failed(String),
+    Skipped(&'static str),
+}
+
+pub fn test(opts: Opts) -> Result<i32> {
+    if !util::is_root() {
+        bail!(
+            "cargo xtask test needs root: the host integration tests and the VM tests build \
+             network namespaces and load eBPF programs\n\
+             fix: run it as root (e.g. `sudo -i`, then `cargo xtask test` in {})",
+            util::workspace_root().display()
+        );
+    }
+    let env = setup::setup(opts.host_only)?;
+    let selected = |p: Part| match p {
+        Part::Unit | Part::Host => !opts.vm_only,
+        Part::Vm => !opts.host_only,
+    };
+    // mvnet is needed for `lab clean` and by the tests (MVNET_BIN).
+    let mvnet = cargo::build_mvnet(&env, false).context("building mvnet failed")?;
+    clean_stale(&mvnet)?;
+
+    let mut results: Vec<(Part, Outcome)> = Vec::new();
+    let mut failed = false;
+    for part in [Part::Unit, Part::Host, Part::Vm] {
+        let outcome = if !selected(part) {
+            Outcome::Skipped(if opts.vm_only {
+                "--vm-only"
+            } else {
+                "--host-only"
+            })
+        } else if failed {
+            Outcome::Skipped("an earlier part failed")
+        } else {
+            eprintln!("\n=== {} ===", part.name());
+            let started = Instant::now();
+            let result = run_part(part, &env, &mvnet, &opts.args);
+            // Clean up after failures too, but report the part's own error first.
+            let clean = check_clean(part, &mvnet);
+            match (result, clean) {
+                (Ok(()), Ok(())) => Outcome::Passed(started.elapsed().as_secs()),
+                (Err(e), clean) => {
+                    if let Err(clean) = clean {
+                        eprintln!("error: {clean:#}");
+                    }
+                    failed = true;
+                    Outcome::Failed(format!("{e:#}"))
+                }
+                (Ok(()), Err(clean)) => {
+                    failed = true;
+                    Outcome::Failed(format!("{clean:#}"))
+                }
+            }
+        };
+        results.push((part, outcome));
+    }
+
+    eprintln!("\n=== summary ===");
+    for (part, outcome) in &results {
+        match outcome {
+            Outcome::Passed(secs) => eprintln!("  {:<24} passed ({secs} s)", part.name()),
+            Outcome::Failed(why) => eprintln!("  {:<24} FAILED: {why}", part.name()),
+            Outcome::Skipped(why) => eprintln!("  {:<24} skipped ({why})", part.name()),
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> {
+    match part {
+        Part::Unit => {
+            let mut cmd = env.cargo();
+            cmd.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "macvlan-ebpf",
+                "--lib",
+                "--bins",
+            ]);
+            util::run(with_test_args(&mut cmd, args))?;
+            let mut cmd = env.cargo();
+            cmd.args(["test", "--package", "macvlan-common"]);
+            util::run(with_test_args(&mut cmd, args))
+        }
+        Part::Host => {
+            let mut cmd = env.cargo();
+            cmd.args(["test", "--package", "macvlan-tests", "--test", "host"])
+                .env("MVNET_BIN", mvnet);
+            util::run(with_test_args(&mut cmd, args))
+        }
+        Part::Vm => {
+            let vm = env.vm.as_ref().expect("setup prepared the VM part");
+            let exe = build_vm_tests(env)?;
+            let script = vm_script(&exe, mvnet, args);
+            let code = vm.exec(&script, &util::workspace_root())?;
+            if code != 0 {
+                bail!("the VM test binary failed (exit status {code})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `cmd -- ARGS` (nothing added without ARGS).
+fn with_test_args<'a>(cmd: &'a mut Command, args: &[String]) -> &'a mut Command {
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    cmd
+}
+
+fn build_vm_tests(env: &Env) -> Result<PathBuf> {
+    let mut cmd = env.cargo();
+    cmd.args([
+        "test",
+        "--package",
+        "macvlan-tests",
+        "--test",
+        "vm",
+        "--no-run",
+    ]);
+    let found = cargo::artifacts(&mut cmd)?;
+    cargo::executable(&found, "macvlan-tests", "vm", "test")
+}
+
+fn sh_quote(s: impl AsRef<OsStr>) -> String {
+    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// The guest script: the VM test binary, then a check that it removed its
+/// namespaces (they would vanish with the VM and hide the leak otherwise).
+fn vm_script(exe: &Path, mvnet: &Path, args: &[String]) -> String {
+    let mut run = format!(
+        "env MVNET_IN_VM=1 MVNET_BIN={} {} --test-threads=1",
+        sh_quote(mvnet),
+        sh_quote(exe)
+    );
+    for arg in args {
+        run.push(' ');
+        run.push_str(&sh_quote(arg));
+    }
+    format!(
+        "{run}\n\
+         rc=$?\n\
+         left=$(ip netns list 2>/dev/null | awk '$1 ~ /^{NETNS_PREFIX}/ {{print $1}}' | tr '\\n' ' ')\n\
+         if [ -n \"$left\" ]; then echo \"error: the VM tests left network namespaces behind: $left\" >&2; [ $rc -ne 0 ] || rc=1; fi\n\
+         exit $rc"
+    )
+}
+
+/// Names of `mvl-*` network namespaces on this machine.
+fn lab_namespaces() -> Result<Vec<String>> {
+    let list = util::stdout_of(Command::new("ip").args(["netns", "list"]))
+        .context("fix: install iproute2")?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(NETNS_PREFIX))
+        .map(str::to_string)
+        .collect())
+}
+
+fn lab_clean(mvnet: &Path) -> Result<()> {
+    let status = util::status(Command::new(mvnet).args(["lab", "clean"]))?;
+    if !status.success() {
+        bail!("`mvnet lab clean` failed ({})", util::describe(status));
+    }
+    Ok(())
+}
+
+/// Before the first part: remove what killed runs left behind.
+fn clean_stale(mvnet: &Path) -> Result<()> {
+    let stale = lab_namespaces()?;
+    if !stale.is_empty() {
+        eprintln!(
+            "note: removing lab namespaces left by an earlier run: {}",
+            stale.join(" ")
+        );
+    }
+    lab_clean(mvnet)?;
+    let left = lab_namespaces()?;
+    if !left.is_empty() {
+        bail!(
+            "`mvnet lab clean` did not remove these namespaces: {}\nfix: remove them with `ip netns delete NAME`",
+            left.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// After a part: the part must have removed its namespaces; `mvnet lab clean`
+/// must succeed and leave none.
+fn check_clean(part: Part, mvnet: &Path) -> Result<()> {
+    let leaked = lab_namespaces()?;
+    let clean = lab_clean(mvnet);
+    let left = lab_namespaces()?;
+    if !leaked.is_empty() {
+        bail!(
+            "the {} left network namespaces behind: {}",
+            part.name(),
+            leaked.join(" ")
+        );
+    }
+    clean?;
+    if !left.is_empty() {
+        bail!(
+            "namespaces remain after `mvnet lab clean`: {}",
+            left.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_script_quotes_and_checks_leftovers() {
+        let s = vm_script(
+            Path::new("/t/vm-1"),
+            Path::new("/t/mvnet"),
+            &["it's".into()],
+        );
+        assert!(s.starts_with(
+            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1 'it'\\''s'\n"
+        ));
+        assert!(s.contains("/^mvl-/"));
+        assert!(s.ends_with("exit $rc"));
+    }
+}
