@@ -58,5 +58,11 @@ pub fn run(release: bool, args: Vec<OsString>) -> Result<i32> {
 pub fn lab_clean() -> Result<i32> {
     let env = setup::setup(true)?;
     let mvnet = cargo::build_mvnet(&env, false)?;
+    // Without root the lock file may not be writable; sudo'd mvnet runs unlocked then.
+    let _lock = if util::is_root() {
+        Some(util::lock_labs()?)
+    } else {
+        None
+    };
     mvnet_as_root(&mvnet, &["lab", "clean"])
 }

@@ -55,6 +55,7 @@ pub fn test(opts: Opts) -> Result<i32> {
         );
     }
     let env = setup::setup(opts.host_only)?;
+    let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {
         Part::Unit | Part::Host => !opts.vm_only,
         Part::Vm => !opts.host_only,
@@ -135,8 +136,20 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
         Part::Vm => {
             let vm = env.vm.as_ref().expect("setup prepared the VM part");
             let exe = build_vm_tests(env)?;
-            let script = vm_script(&exe, mvnet, args);
-            let code = vm.exec(&script, &util::workspace_root())?;
+            // The VM sees the host's filesystem but with a fresh /tmp, so a
+            // checkout under /tmp is invisible there: stage both binaries
+            // in our cache directory (under $HOME, which the VM shares).
+            let stage = vm_stage_dir()?;
+            let staged_exe = stage.join("vm-tests");
+            let staged_mvnet = stage.join("mvnet");
+            std::fs::copy(&exe, &staged_exe).with_context(|| {
+                format!("copying {} to {}", exe.display(), staged_exe.display())
+            })?;
+            std::fs::copy(mvnet, &staged_mvnet).with_context(|| {
+                format!("copying {} to {}", mvnet.display(), staged_mvnet.display())
+            })?;
+            let script = vm_script(&staged_exe, &staged_mvnet, args);
+            let code = vm.exec(&script, &stage)?;
             if code != 0 {
                 bail!("the VM test binary failed (exit status {code})");
             }
@@ -190,6 +203,18 @@ fn vm_script(exe: &Path, mvnet: &Path, args: &[String]) -> String {
          if [ -n \"$left\" ]; then echo \"error: the VM tests left network namespaces behind: $left\" >&2; [ $rc -ne 0 ] || rc=1; fi\n\
          exit $rc"
     )
+}
+
+/// A directory the VM can see: `$XDG_CACHE_HOME/mvnet/vm-run` or
+/// `~/.cache/mvnet/vm-run`.
+fn vm_stage_dir() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let dir = cache.join("mvnet").join("vm-run");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Names of `mvl-*` network namespaces on this machine.

@@ -3,7 +3,10 @@
 
 use std::env;
 use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -183,6 +186,43 @@ pub fn version_key(s: &str) -> Vec<u64> {
         .filter(|p| !p.is_empty())
         .map(|p| p.parse().unwrap_or(0))
         .collect()
+}
+
+/// An exclusive lock on the machine's `mvl-*` lab namespaces, held while
+/// `cargo xtask test` or `cargo xtask lab clean` runs: both remove every lab
+/// namespace, so two of them at once would break each other. Released on drop.
+pub struct LabLock(#[allow(dead_code)] File);
+
+pub fn lock_labs() -> Result<LabLock> {
+    let dir = Path::new("/run/lock");
+    let path = if dir.is_dir() { dir } else { Path::new("/tmp") }.join("mvnet-labs.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        eprintln!(
+            "waiting: another `cargo xtask test` or `lab clean` (pid {}) is using the lab namespaces ({})",
+            holder.trim(),
+            path.display()
+        );
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    write!(file, "{}", std::process::id())?;
+    Ok(LabLock(file))
 }
 
 #[cfg(test)]
