@@ -208,11 +208,7 @@ fn vm_script(exe: &Path, mvnet: &Path, args: &[String]) -> String {
 /// A directory the VM can see: `$XDG_CACHE_HOME/mvnet/vm-run` or
 /// `~/.cache/mvnet/vm-run`.
 fn vm_stage_dir() -> Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set")?;
-    let dir = cache.join("mvnet").join("vm-run");
+    let dir = util::cache_dir()?.join("vm-run");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -209,9 +209,10 @@ pub fn lock_labs() -> Result<LabLock> {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         eprintln!(
-            "waiting: another `cargo xtask test` or `lab clean` (pid {}) is using the lab namespaces ({})",
-            holder.trim(),
-            path.display()
+            "waiting: another `cargo xtask test` or `lab clean` is using the lab namespaces \
+             (lock {}, last taken by pid {})",
+            path.display(),
+            holder.trim()
         );
         // SAFETY: as above, blocking this time.
         if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
