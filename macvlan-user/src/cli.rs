@@ -208,6 +208,9 @@ enum LabCommand {
         #[arg(long, default_value_t = 500)]
         to_unknown: u64,
     },
+    /// Walk through Docker's macvlan tutorial (bridge, then 802.1Q where the
+    /// kernel has it) in a lab, printing each command and its output.
+    Tutorial,
     /// Remove lab namespaces left behind by killed runs.
     Clean {
         /// Also remove labs of processes still running.
@@ -421,6 +424,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print!("{}", report.render());
                 report.check()?;
                 println!("smoke: all counts exact");
+            }
+            LabCommand::Tutorial => {
+                crate::require_root("mvnet lab tutorial")?;
+                lab::tutorial::run()?;
             }
             LabCommand::Clean { all } => {
                 crate::require_root("mvnet lab clean")?;

@@ -335,6 +335,29 @@ impl Netlink {
             .map_err(request_error(format!("add default route via {gateway}")))
     }
 
+    /// Removes `addr` from link `index` (no error if it is not there).
+    pub async fn del_address(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(addr)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error(format!("list addresses of link {index}")))?;
+        for msg in msgs {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(request_error(format!("delete address {addr}")))?;
+        }
+        Ok(())
+    }
+
     /// The kernel's counters of link `index`.
     pub async fn stats(&self, index: u32) -> Result<LinkStats> {
         let mut stream = self.handle.link().get().match_index(index).execute();

@@ -441,3 +441,94 @@ fn restore_brings_back_lost_endpoints() {
     assert!(out.contains("purged container"), "{out}");
     s.ok(&["network", "rm", "my-macvlan-net"]);
 }
+
+#[test]
+fn an_existing_namespace_is_attached_and_detached() {
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    // A namespace another runtime made (here: the lab), given by path.
+    let ns = lab.add_container("runtime").unwrap();
+    let path = ns.path().display().to_string();
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.81.0.0/24",
+        "-o",
+        "parent=eth0",
+        "n1",
+    ]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.82.0.0/24",
+        "-o",
+        "parent=eth0",
+        "n2",
+    ]);
+    let name = format!("{}-ext", lab.id());
+    s.ok(&[
+        "network",
+        "connect",
+        "--netns",
+        &path,
+        "--ip",
+        "10.81.0.50",
+        "n1",
+        &name,
+    ]);
+    s.ok(&["network", "connect", "n2", &name]);
+    let i = json(&s.ok(&["container", "inspect", &name]));
+    assert_eq!(
+        i[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
+        "10.81.0.50"
+    );
+    assert_eq!(
+        i[0]["NetworkSettings"]["Networks"]["n1"]["InterfaceName"],
+        "eth0"
+    );
+    assert_eq!(
+        i[0]["NetworkSettings"]["Networks"]["n2"]["IPAddress"],
+        "10.82.0.2"
+    );
+    assert_eq!(
+        i[0]["NetworkSettings"]["Networks"]["n2"]["InterfaceName"],
+        "eth1"
+    );
+    let links = |ns: &netns::NetNs| -> Vec<String> {
+        let mut v: Vec<String> = netlink::run(Some(ns), |nl| async move { nl.links().await })
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(links(&ns), ["eth0", "eth1", "lo"]);
+    // Connecting twice is refused and changes nothing.
+    let err = s.fails(&["network", "connect", "n1", &name]);
+    assert!(err.contains("already connected"), "{err}");
+    // Disconnect removes the link and frees the address; the namespace,
+    // which mvnet does not own, stays.
+    s.ok(&["network", "disconnect", "n1", &name]);
+    assert_eq!(links(&ns), ["eth1", "lo"]);
+    s.ok(&["network", "disconnect", "n2", &name]);
+    assert_eq!(links(&ns), ["lo"]);
+    assert!(ns.path().exists());
+    // Forgotten once it has no endpoint; the freed address is reusable.
+    let err = s.fails(&["container", "inspect", &name]);
+    assert!(err.contains("not found"), "{err}");
+    s.ok(&[
+        "network",
+        "connect",
+        "--netns",
+        &path,
+        "--ip",
+        "10.81.0.50",
+        "n1",
+        &name,
+    ]);
+    s.ok(&["network", "disconnect", "n1", &name]);
+    s.ok(&["network", "rm", "n1", "n2"]);
+    assert_eq!(s.links(), ["eth0", "lo"]);
+}

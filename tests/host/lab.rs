@@ -101,3 +101,52 @@ fn netns_names_are_validated() {
     let err = netns::create("../etc").unwrap_err();
     assert!(err.to_string().contains("is invalid"), "{err}");
 }
+
+#[test]
+fn capture_reports_the_vlan_tag_the_kernel_stripped() {
+    require_root();
+    use mvnet::lab::frames::Tag;
+    let lab = Lab::new().unwrap();
+    let dst = lab.mac_of(lab.host(), PARENT).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let tagged = vec![FrameSpec::udp4(dst, src).tagged(&[Tag::dot1q(10)]).build()];
+    let untagged = vec![FrameSpec::udp4(dst, src).build()];
+    let host = lab.host().clone();
+    let seen_untagged = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let cap = s.spawn(|| {
+            wire::capture_with_vlan(&host, PARENT, 50, Duration::from_secs(20), |f, tag| {
+                if f[6..12] != src {
+                    return false;
+                }
+                let inline = f[12..14] == [0x81, 0x00];
+                match (tag, inline) {
+                    (Some(t), false) => t.vid == 10 && t.tpid == 0x8100,
+                    (None, true) => u16::from_be_bytes([f[14], f[15]]) & 0xfff == 10,
+                    _ => {
+                        seen_untagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        false
+                    }
+                }
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        for (frames, n) in [(&untagged, 30), (&tagged, 50)] {
+            wire::send(
+                lab.upstream(),
+                UPSTREAM_IF,
+                &SendPlan {
+                    frames,
+                    rounds: n,
+                    deadline: Duration::from_secs(20),
+                    burst: 10,
+                },
+                |_| true,
+            )
+            .unwrap();
+        }
+        assert_eq!(cap.join().unwrap(), 50);
+    });
+    assert_eq!(seen_untagged.load(std::sync::atomic::Ordering::Relaxed), 30);
+}

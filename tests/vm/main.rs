@@ -228,10 +228,53 @@ fn tutorial_8021q_trunked_example_end_to_end() {
     assert_eq!(n["IPAddress"], "172.16.10.2");
     assert_eq!(n["MacAddress"], "02:42:ac:10:0a:02");
     // Tagged traffic: the container reaches the gateway that only exists
-    // on upstream's VLAN 10 interface, and the other VLAN's gateway not.
+    // on upstream's VLAN 10 interface; on the wire, every frame from the
+    // container carries tag 10 (checked by capture on upstream's wire0).
+    let c10_mac = [0x02, 0x42, 0xac, 0x10, 0x0a, 0x02];
+    let untagged = std::sync::atomic::AtomicU64::new(0);
+    let up = lab.upstream().clone();
+    let tagged = std::thread::scope(|sc| {
+        let cap = sc.spawn(|| {
+            mvnet::lab::wire::capture_with_vlan(
+                &up,
+                UPSTREAM_IF,
+                2,
+                Duration::from_secs(15),
+                |f, tag| {
+                    if f.len() < 16 || f[6..12] != c10_mac {
+                        return false;
+                    }
+                    let vid = match tag {
+                        Some(t) => Some(t.vid),
+                        None if f[12..14] == [0x81, 0x00] => {
+                            Some(u16::from_be_bytes([f[14], f[15]]) & 0xfff)
+                        }
+                        None => None,
+                    };
+                    if vid.is_none() {
+                        untagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    vid == Some(10)
+                },
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            round_trip(&lab, &c10, "172.16.10.1"),
+            "no round trip on VLAN 10"
+        );
+        cap.join().unwrap()
+    });
+    // The ARP request and the UDP datagram at least, all tagged 10.
     assert!(
-        round_trip(&lab, &c10, "172.16.10.1"),
-        "no round trip on VLAN 10"
+        tagged >= 2,
+        "only {tagged} frames tagged 10 seen on the wire"
+    );
+    assert_eq!(
+        untagged.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "untagged frames from the VLAN 10 container on the wire"
     );
     assert!(
         round_trip(&lab, &c20, "172.16.20.1"),
@@ -249,6 +292,30 @@ fn tutorial_8021q_trunked_example_end_to_end() {
     );
     s.ok(&["network", "rm", "my-8021q-macvlan-net-20"]);
     assert_eq!(s.links(), ["eth0", "lo"]);
+}
+
+#[test]
+fn tutorial_walkthrough_runs_both_examples() {
+    in_vm();
+    modprobe("8021q");
+    let out = std::process::Command::new(common::cli::mvnet_bin())
+        .args(["lab", "tutorial"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"MacAddress\": \"02:42:ac:10:56:02\""),
+        "{text}"
+    );
+    assert!(text.contains("$ mvnet network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0.10 my-8021q-macvlan-net"), "{text}");
+    assert!(text.contains("default via 172.16.86.1 dev eth0"), "{text}");
+    assert!(!text.contains("no 802.1Q support"), "{text}");
+    assert!(text.contains("Tutorial done"), "{text}");
 }
 
 #[test]

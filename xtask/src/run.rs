@@ -48,10 +48,21 @@ pub fn run(release: bool, args: Vec<OsString>) -> Result<i32> {
     let env = setup::setup(true)?;
     let mvnet = cargo::build_mvnet(&env, release)?;
     if args.is_empty() {
-        return mvnet_as_root(&mvnet, &["lab", "smoke"]);
+        let code = mvnet_as_root(&mvnet, &["lab", "smoke"])?;
+        if code != 0 {
+            return Ok(code);
+        }
+        return mvnet_as_root(&mvnet, &["lab", "tutorial"]);
     }
-    let status = util::status(Command::new(&mvnet).args(args))?;
-    Ok(code(status))
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8"))
+        })
+        .collect::<Result<_>>()?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mvnet_as_root(&mvnet, &args)
 }
 
 /// `cargo xtask lab clean`.

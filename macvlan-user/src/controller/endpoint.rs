@@ -69,7 +69,12 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             if !internal {
                 for (_, _, gw) in &addrs {
                     if let Some(gw) = gw {
-                        nl.add_default_route(child.index, *gw).await?;
+                        // The first network of a container provides its
+                        // default route (as in Docker); later ones keep it.
+                        match nl.add_default_route(child.index, *gw).await {
+                            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                            other => other?,
+                        }
                     }
                 }
             }

@@ -12,6 +12,7 @@
 //! [`clean`] after a killed run) removes everything.
 pub mod frames;
 pub mod smoke;
+pub mod tutorial;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU32, Ordering};

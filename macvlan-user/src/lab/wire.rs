@@ -138,44 +138,124 @@ pub fn capture(
     timeout: Duration,
     filter: impl Fn(&[u8]) -> bool + Send,
 ) -> Result<u64> {
+    capture_with_vlan(ns, iface, want, timeout, move |frame, _| filter(frame))
+}
+
+// From <linux/if_packet.h>.
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+#[repr(C)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// A VLAN tag the kernel took out of a captured frame's bytes (RX VLAN
+/// offload, or untagging before the tap) and reported in PACKET_AUXDATA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrippedTag {
+    pub tpid: u16,
+    pub vid: u16,
+}
+
+/// Like [`capture`], but also hands `filter` the tag the kernel stripped
+/// from the frame, if any. A tag still in the bytes stays in the bytes.
+pub fn capture_with_vlan(
+    ns: &NetNs,
+    iface: &str,
+    want: u64,
+    timeout: Duration,
+    filter: impl Fn(&[u8], Option<StrippedTag>) -> bool + Send,
+) -> Result<u64> {
     let iface = iface.to_owned();
     ns.run(move || -> Result<u64> {
         const ETH_P_ALL: u16 = 0x0003;
         let sock = PacketSocket::open(&iface, ETH_P_ALL)?;
+        let one: libc::c_int = 1;
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 100_000,
         };
-        // SAFETY: valid timeval for SO_RCVTIMEO.
+        // A large buffer, so a burst is queued rather than dropped while
+        // this loop catches up (root may exceed rmem_max with *FORCE).
+        let rcvbuf: libc::c_int = 16 << 20;
+        // SAFETY: valid option values of the right sizes.
         unsafe {
+            libc::setsockopt(
+                sock.fd,
+                libc::SOL_PACKET,
+                PACKET_AUXDATA,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
             libc::setsockopt(
                 sock.fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 &tv as *const _ as *const libc::c_void,
                 std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        // A large buffer, so a burst is queued rather than dropped while
-        // this loop catches up (root may exceed rmem_max with *FORCE).
-        let rcvbuf: libc::c_int = 16 << 20;
-        // SAFETY: valid int for SO_RCVBUFFORCE.
-        unsafe {
+            );
             libc::setsockopt(
                 sock.fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 &rcvbuf as *const _ as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
+            );
+        }
         let start = Instant::now();
         let mut buf = vec![0u8; 65536];
+        let mut control = [0u64; 16];
         let mut count = 0;
         while count < want && start.elapsed() < timeout {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(sock.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 && filter(&buf[..n as usize]) {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: zeroed msghdr is valid; pointers set below outlive the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            // SAFETY: msg describes valid buffers.
+            let n = unsafe { libc::recvmsg(sock.fd, &mut msg, 0) };
+            if n <= 0 {
+                continue;
+            }
+            let mut tag = None;
+            // SAFETY: walking the control messages the kernel wrote into msg.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA
+                    {
+                        let aux = std::ptr::read_unaligned(
+                            libc::CMSG_DATA(cmsg) as *const TpacketAuxdata
+                        );
+                        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            tag = Some(StrippedTag {
+                                tpid,
+                                vid: aux.tp_vlan_tci & 0x0fff,
+                            });
+                        }
+                    }
+                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+                }
+            }
+            if filter(&buf[..n as usize], tag) {
                 count += 1;
             }
         }
