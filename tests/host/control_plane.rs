@@ -532,3 +532,223 @@ fn an_existing_namespace_is_attached_and_detached() {
     s.ok(&["network", "rm", "n1", "n2"]);
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
+
+#[test]
+fn dual_stack_network_gives_ipv4_and_ipv6() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet=10.83.0.0/24",
+        "--subnet=2001:db8:83::/64",
+        "--gateway=2001:db8:83::1",
+        "-o",
+        "parent=eth0",
+        "ds",
+    ]);
+    let n = json(&s.ok(&["network", "inspect", "ds"]));
+    assert_eq!(n[0]["EnableIPv6"], true);
+    assert_eq!(n[0]["IPAM"]["Config"][1]["Subnet"], "2001:db8:83::/64");
+    assert_eq!(n[0]["IPAM"]["Config"][1]["Gateway"], "2001:db8:83::1");
+    let a = format!("{}-v6a", lab.id());
+    let b = format!("{}-v6b", lab.id());
+    s.ok(&["run", "-d", "--network", "ds", "--name", &a]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "ds",
+        "--name",
+        &b,
+        "--ip6",
+        "2001:db8:83::99",
+    ]);
+    let i = json(&s.ok(&["container", "inspect", &a]));
+    let e = &i[0]["NetworkSettings"]["Networks"]["ds"];
+    assert_eq!(e["IPAddress"], "10.83.0.2");
+    assert_eq!(e["GlobalIPv6Address"], "2001:db8:83::2");
+    assert_eq!(e["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(e["IPv6Gateway"], "2001:db8:83::1");
+    let addr = s.ok(&["exec", &a, "ip", "-6", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet6 2001:db8:83::2/64"), "{addr}");
+    let ib = json(&s.ok(&["container", "inspect", &b]));
+    assert_eq!(
+        ib[0]["NetworkSettings"]["Networks"]["ds"]["GlobalIPv6Address"],
+        "2001:db8:83::99"
+    );
+    // --ip6 on a network without IPv6 is refused.
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.84.0.0/24",
+        "-o",
+        "parent=eth0",
+        "v4only",
+    ]);
+    let c = format!("{}-v6c", lab.id());
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "v4only",
+        "--name",
+        &c,
+        "--ip6",
+        "2001:db8::5",
+    ]);
+    assert!(err.contains("has no IPv6"), "{err}");
+    assert!(!netns::list().contains(&c));
+    // An IPv6 subnet without --ipv6 is refused.
+    let err = s.fails(&[
+        "network",
+        "create",
+        "--subnet=2001:db8:85::/64",
+        "-o",
+        "parent=eth0",
+        "x",
+    ]);
+    assert!(err.contains("without --ipv6"), "{err}");
+    for n in [&a, &b] {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "ds", "v4only"]);
+}
+
+#[test]
+fn concurrent_commands_serialise_on_the_state_lock() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.86.0.0/24",
+        "-o",
+        "parent=eth0",
+        "busy",
+    ]);
+    let names: Vec<String> = (0..12).map(|i| format!("{}-p{i}", lab.id())).collect();
+    std::thread::scope(|sc| {
+        for n in &names {
+            let s = &s;
+            sc.spawn(move || s.ok(&["run", "-d", "--network", "busy", "--name", n]));
+        }
+    });
+    let state = json(&s.state());
+    let containers = state["containers"].as_object().unwrap();
+    assert_eq!(containers.len(), 12);
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let i = json(&s.ok(&["container", "inspect", n]));
+            i[0]["NetworkSettings"]["Networks"]["busy"]["IPAddress"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 12, "duplicate addresses handed out: {ips:?}");
+    std::thread::scope(|sc| {
+        for n in &names {
+            let s = &s;
+            sc.spawn(move || {
+                s.ok(&["container", "stop", n]);
+                s.ok(&["container", "rm", n]);
+            });
+        }
+    });
+    assert_eq!(json(&s.state())["containers"], serde_json::json!({}));
+    s.ok(&["network", "rm", "busy"]);
+}
+
+#[test]
+fn run_and_parent_errors_change_nothing() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.87.0.0/24",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "macvlan_mode=passthru",
+        "pt",
+    ]);
+    let a = format!("{}-one", lab.id());
+    s.ok(&["run", "-d", "--network", "pt", "--name", &a]);
+    let state = s.state();
+    let links = s.links();
+    let b = format!("{}-two", lab.id());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "-d", "--network", "nope", "--name", &b],
+            "network nope not found",
+        ),
+        (
+            vec!["run", "-d", "--network", "pt", "--name", &a],
+            "is already in use",
+        ),
+        (
+            vec!["run", "-d", "--network", "pt", "--name", "bad name"],
+            "invalid container name",
+        ),
+        (
+            vec![
+                "run",
+                "-d",
+                "--network",
+                "pt",
+                "--name",
+                &b,
+                "--mac-address",
+                "zz",
+            ],
+            "invalid --mac-address",
+        ),
+        // passthru is exclusive both ways.
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet=10.88.0.0/24",
+                "-o",
+                "parent=eth0",
+                "other",
+            ],
+            "already used by network pt in passthru mode",
+        ),
+        // This kernel has no 802.1Q: the error says so and how to fix it.
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet=10.89.0.0/24",
+                "-o",
+                "parent=eth0.10",
+                "v10",
+            ],
+            "no 802.1Q VLAN support (CONFIG_VLAN_8021Q); load it with `modprobe 8021q`",
+        ),
+        (vec!["network", "rm", "pt"], "has active endpoints"),
+        (vec!["container", "rm", &a], "is running; stop it first"),
+        (vec!["exec", &b, "true"], "not found"),
+    ];
+    for (args, want) in &cases {
+        let err = s.fails(args);
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
+        assert_eq!(s.state(), state, "{args:?} changed the state");
+        assert_eq!(s.links(), links, "{args:?} changed the links");
+        assert!(!netns::list().contains(&b), "{args:?} left a namespace");
+    }
+    s.ok(&["container", "stop", &a]);
+    s.ok(&["container", "rm", &a]);
+    s.ok(&["network", "rm", "pt"]);
+}
