@@ -35,6 +35,7 @@ pub mod map_names {
     pub const VLAN_STATS: &str = "VLAN_STATS";
     pub const VERDICT_STATS: &str = "VERDICT_STATS";
     pub const CONFIG: &str = "CONFIG";
+    pub const VLAN_POLICY: &str = "VLAN_POLICY";
 }
 
 /// Program names as they appear in the object file.
@@ -212,7 +213,18 @@ pub struct Config {
 }
 
 pub mod config_flags {
-    /// Drop frames to unknown MACs, on the wrong VLAN, or malformed.
+    /// Enforce on every VLAN of this root: drop frames to unknown MACs, on
+    /// the wrong VLAN, or malformed (an operator's override).
+    pub const ENFORCE: u32 = 1 << 0;
+    /// Drop malformed frames (set while any network on the root enforces;
+    /// a malformed frame has no VLAN to take a policy from).
+    pub const DROP_MALFORMED: u32 = 1 << 1;
+}
+
+/// Bits of the per-VLAN policy array (indexed by VLAN id).
+pub mod vlan_policy {
+    /// A network on this VLAN enforces: drop frames to unknown MACs and to
+    /// known MACs on the wrong VLAN.
     pub const ENFORCE: u32 = 1 << 0;
 }
 

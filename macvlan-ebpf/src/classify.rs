@@ -1,9 +1,9 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::programs::TcContext;
-use macvlan_common::{config_flags, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS};
+use macvlan_common::{config_flags, vlan_policy, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS};
 
 use crate::{
-    maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_STATS},
+    maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS},
     parse::{self, Ethernet},
 };
 
@@ -45,10 +45,26 @@ pub enum Action {
     Drop,
 }
 
+/// `vlan` argument of [`enforcing`] for a malformed frame, which has no
+/// VLAN to take a policy from. (A plain integer, not an `Option`: see
+/// `parse::ethernet` on why the verifier dislikes `Option` payloads.)
+const NO_VLAN: u32 = u32::MAX;
+
+/// Whether an invalid frame on VLAN `vlan` (or [`NO_VLAN`]) is dropped.
 #[inline(always)]
-fn enforcing() -> bool {
-    match CONFIG.get(0) {
-        Some(cfg) => cfg.flags & config_flags::ENFORCE != 0,
+fn enforcing(vlan: u32) -> bool {
+    let flags = match CONFIG.get(0) {
+        Some(cfg) => cfg.flags,
+        None => 0,
+    };
+    if flags & config_flags::ENFORCE != 0 {
+        return true;
+    }
+    if vlan == NO_VLAN {
+        return flags & config_flags::DROP_MALFORMED != 0;
+    }
+    match VLAN_POLICY.get(vlan & (VLAN_SLOTS - 1)) {
+        Some(p) => *p & vlan_policy::ENFORCE != 0,
         None => false,
     }
 }
@@ -110,10 +126,10 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
 }
 
 #[inline(always)]
-fn action_for(verdict: Verdict) -> Action {
+fn action_for(verdict: Verdict, vlan: u32) -> Action {
     match verdict {
         Verdict::UnknownMac | Verdict::VlanMismatch | Verdict::Malformed | Verdict::Spoofed
-            if enforcing() =>
+            if enforcing(vlan) =>
         {
             Action::Drop
         }
@@ -127,7 +143,7 @@ pub fn ingress(frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed);
+        return action_for(Verdict::Malformed, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot) = verdict_for_destination(&eth);
@@ -150,7 +166,7 @@ pub fn ingress(frame: &Frame, hook: Hook) -> Action {
             }
         }
     }
-    action_for(verdict)
+    action_for(verdict, eth.vlan as u32)
 }
 
 /// Classifies a frame an endpoint sends out through the parent.
@@ -160,7 +176,7 @@ pub fn egress(frame: &Frame) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed);
+        return action_for(Verdict::Malformed, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::new(eth.src, eth.vlan)) {

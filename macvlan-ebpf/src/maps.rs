@@ -27,6 +27,10 @@ pub static VLAN_STATS: PerCpuArray<VlanCounters, { VLAN_SLOTS as usize }> = PerC
 #[btf_map]
 pub static VERDICT_STATS: PerCpuArray<Counter, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
 
+/// Per-VLAN policy bits (`vlan_policy`), indexed by VLAN id.
+#[btf_map]
+pub static VLAN_POLICY: Array<u32, { VLAN_SLOTS as usize }> = Array::new();
+
 /// Settings for this root device (one element).
 #[btf_map]
 pub static CONFIG: Array<Config, 1> = Array::new();

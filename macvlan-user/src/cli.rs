@@ -92,6 +92,13 @@ enum NetworkCommand {
         /// Container name or id (with --netns: the name to give it).
         container: Option<String>,
     },
+    /// Change a network's classifier policy.
+    Update {
+        /// observe or enforce.
+        #[arg(long)]
+        policy: String,
+        network: String,
+    },
     /// Disconnect a container from a network.
     Disconnect { network: String, container: String },
 }
@@ -117,6 +124,12 @@ struct CreateArgs {
     /// Driver options: parent=IF, macvlan_mode=bridge|vepa|private|passthru.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
+    /// Classifier policy: observe (count and pass) or enforce (drop invalid frames).
+    #[arg(long)]
+    policy: Option<String>,
+    /// How XDP attaches to the root device: native, generic or auto.
+    #[arg(long)]
+    xdp_mode: Option<String>,
     name: String,
 }
 
@@ -258,6 +271,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     internal: a.internal,
                     ipv6: a.ipv6,
                     options: a.opt,
+                    policy: a.policy,
+                    xdp_mode: a.xdp_mode,
                 })?;
                 println!("{}", net.id);
             }
@@ -306,6 +321,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             } => {
                 let mut ctl = open("mvnet network connect")?;
                 ctl.connect(&network, container.as_deref(), netns, addresses.request()?)?;
+            }
+            NetworkCommand::Update { policy, network } => {
+                let mut ctl = open("mvnet network update")?;
+                println!("{}", ctl.update_network(&network, &policy)?);
             }
             NetworkCommand::Disconnect { network, container } => {
                 let mut ctl = open("mvnet network disconnect")?;

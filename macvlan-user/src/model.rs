@@ -76,6 +76,54 @@ pub struct Network {
     pub pools: Vec<Pool>,
     /// `-o` options as given (parent, macvlan_mode, ...).
     pub options: BTreeMap<String, String>,
+    /// What the classifier does with invalid frames on this network.
+    #[serde(default)]
+    pub policy: Policy,
+    /// How XDP is attached to the root device (decided by the first
+    /// network on it).
+    #[serde(default)]
+    pub xdp_mode: String,
+}
+
+/// The classifier's policy for a network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Count every frame and pass it.
+    #[default]
+    Observe,
+    /// Count, and drop frames to unknown MACs, on the wrong VLAN, malformed
+    /// or with a forged source.
+    Enforce,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "observe" => Some(Policy::Observe),
+            "enforce" => Some(Policy::Enforce),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Observe => "observe",
+            Policy::Enforce => "enforce",
+        }
+    }
+}
+
+impl Network {
+    /// The device the classifier sits on, where the tags are visible: the
+    /// base of a `name.vid` parent, else the parent itself; and the VLAN id
+    /// of this network's frames there (0 = untagged).
+    pub fn root(&self) -> (&str, u16) {
+        match &self.vlan {
+            Some((base, vid)) => (base, *vid),
+            None => (&self.parent, 0),
+        }
+    }
 }
 
 impl Network {

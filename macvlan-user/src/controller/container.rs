@@ -136,7 +136,12 @@ impl Controller {
         })
     }
 
+    /// Takes an endpoint out of the classifier (its link is gone by now)
+    /// and gives its addresses back.
     fn release_endpoint(&mut self, ep: &Endpoint) {
+        if let Some(net) = self.state.networks.get(&ep.network_id).cloned() {
+            let _ = self.datapath_remove(&net, ep);
+        }
         if let Some(net) = self.state.networks.get_mut(&ep.network_id) {
             for pool in net.pools.iter_mut() {
                 for a in ep.addresses() {
@@ -163,8 +168,10 @@ impl Controller {
         }
         let ep = self.allocate_endpoint(&net_id, &spec.addresses, "eth0")?;
         let built = (|| -> Result<NetNs> {
-            let ns = netns::create(&name)?;
             let net = &self.state.networks[&net_id];
+            // Into the classifier's table before the link goes up.
+            self.datapath_add(net, &ep)?;
+            let ns = netns::create(&name)?;
             if let Err(e) = endpoint::plumb(net, &ep, &ns) {
                 let _ = netns::delete(&name);
                 return Err(e);
@@ -348,7 +355,10 @@ impl Controller {
         let ifname = format!("eth{}", existing.endpoints.len());
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
         let ns = NetNs::from_path(&existing.netns);
-        if let Err(e) = endpoint::plumb(&self.state.networks[&net_id], &ep, &ns) {
+        let added = self.datapath_add(&self.state.networks[&net_id], &ep);
+        if let Err(e) =
+            added.and_then(|()| endpoint::plumb(&self.state.networks[&net_id], &ep, &ns))
+        {
             self.release_endpoint(&ep);
             return Err(e);
         }

@@ -6,6 +6,7 @@
 //! * [`inspect`] — the Docker-shaped JSON views;
 //! * [`restore`] — bring links back after a reboot or a lost parent.
 pub mod container;
+pub mod datapath;
 pub mod endpoint;
 pub mod inspect;
 pub mod network;

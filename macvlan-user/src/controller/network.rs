@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use super::Controller;
 use crate::{
     ipam::{Pool, PoolConfig, Subnet},
-    model::{self, Mode, Network, ParentOrigin},
+    model::{self, Mode, Network, ParentOrigin, Policy},
     netlink::{self, NetlinkError},
 };
 
@@ -25,6 +25,10 @@ pub struct NetworkSpec {
     pub ipv6: bool,
     /// `key=value`.
     pub options: Vec<String>,
+    /// observe (default) or enforce.
+    pub policy: Option<String>,
+    /// native, generic or auto (default).
+    pub xdp_mode: Option<String>,
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -155,6 +159,16 @@ impl Controller {
                 anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
             })?,
         };
+        let policy = match spec.policy.as_deref() {
+            None => Policy::Observe,
+            Some(p) => Policy::parse(p).ok_or_else(|| {
+                anyhow!("invalid --policy {p:?}: use observe (count and pass) or enforce (drop invalid frames)")
+            })?,
+        };
+        let xdp_mode = spec.xdp_mode.clone().unwrap_or_else(|| "auto".into());
+        if super::datapath::parse_xdp_mode(&xdp_mode).is_none() {
+            bail!("invalid --xdp-mode {xdp_mode:?}: use native, generic or auto");
+        }
         let pools = pools(&spec)?;
         if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
             bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
@@ -250,16 +264,52 @@ impl Controller {
             enable_ipv6: spec.ipv6,
             pools,
             options,
+            policy,
+            xdp_mode,
         };
-        self.state.networks.insert(id.clone(), network);
-        if let Err(e) = self.save() {
-            self.state.networks.remove(&id);
+        let ctl_vlan = network.vlan.clone();
+        let undo = |ctl: &mut Controller, attached: bool| {
+            ctl.state.networks.remove(&id);
+            if attached {
+                let _ = ctl.detach_datapath_if_unused(network_root(&parent, &ctl_vlan));
+            }
             if must_create {
                 let _ = delete_link(&parent);
             }
+        };
+        let attached = match self.attach_datapath(&network) {
+            Ok(a) => a,
+            Err(e) => {
+                undo(self, false);
+                return Err(e);
+            }
+        };
+        self.state.networks.insert(id.clone(), network);
+        if let Err(e) = self
+            .apply_policy(&self.state.networks[&id].clone())
+            .and_then(|()| self.save())
+        {
+            undo(self, attached);
             return Err(e);
         }
         Ok(&self.state.networks[&id])
+    }
+
+    /// `mvnet network update --policy`: changes the classifier's policy.
+    pub fn update_network(&mut self, key: &str, policy: &str) -> Result<String> {
+        let policy = Policy::parse(policy).ok_or_else(|| {
+            anyhow!("invalid --policy {policy:?}: use observe (count and pass) or enforce (drop invalid frames)")
+        })?;
+        let id = self.network(key)?.id.clone();
+        let old = self.state.networks[&id].policy;
+        self.state.networks.get_mut(&id).expect("exists").policy = policy;
+        let net = self.state.networks[&id].clone();
+        if let Err(e) = self.apply_policy(&net).and_then(|()| self.save()) {
+            self.state.networks.get_mut(&id).expect("exists").policy = old;
+            let _ = self.apply_policy(&self.state.networks[&id].clone());
+            return Err(e);
+        }
+        Ok(net.name)
     }
 
     /// `mvnet network rm`: refuses while containers are attached; deletes a
@@ -300,7 +350,21 @@ impl Controller {
         }
         self.state.networks.remove(&net.id);
         self.save()?;
+        let (root, vid) = net.root();
+        self.detach_datapath_if_unused(root)?;
+        if self.state.networks.values().any(|n| n.root().0 == root) {
+            // Others remain on the root: recompute this VLAN's policy.
+            self.apply_root_policy(root, Some(vid))?;
+        }
         Ok(net.name)
+    }
+}
+
+/// The root device of a network with this parent (see `Network::root`).
+fn network_root<'a>(parent: &'a str, vlan: &'a Option<(String, u16)>) -> &'a str {
+    match vlan {
+        Some((base, _)) => base,
+        None => parent,
     }
 }
 

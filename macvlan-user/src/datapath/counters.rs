@@ -78,7 +78,13 @@ fn merge_vlan(a: &mut VlanCounters, b: &VlanCounters) {
 
 impl CounterSnapshot {
     pub(super) fn read(ebpf: &Ebpf) -> Result<Self, DatapathError> {
-        let map = |name: &'static str| ebpf.map(name).ok_or(DatapathError::MissingMap(name));
+        Self::read_with(|name| ebpf.map(name).ok_or(DatapathError::MissingMap(name)))
+    }
+
+    /// Reads through `map`, which finds a map by name (loaded or pinned).
+    pub(super) fn read_with<'m>(
+        map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,
+    ) -> Result<Self, DatapathError> {
         Ok(Self {
             endpoints: per_cpu_sum(
                 map(map_names::ENDPOINT_STATS)?,

@@ -1,7 +1,7 @@
 //! The endpoint table: which (MAC, VLAN) belongs to which endpoint slot.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::{maps::HashMap, Ebpf};
+use aya::maps::{HashMap, Map};
 use macvlan_common::{map_names, Endpoint, EndpointKey, MAX_ENDPOINTS, VLAN_ANY};
 
 use super::DatapathError;
@@ -21,9 +21,9 @@ pub struct EndpointTable<'a> {
 }
 
 impl<'a> EndpointTable<'a> {
-    pub(super) fn new(ebpf: &'a mut Ebpf) -> Result<Self, DatapathError> {
+    /// The table over the ENDPOINTS map (of a loaded object or a pin).
+    pub(super) fn new(map: &'a mut Map) -> Result<Self, DatapathError> {
         let name = map_names::ENDPOINTS;
-        let map = ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
         let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
         Ok(Self { map })
     }
@@ -68,6 +68,44 @@ impl<'a> EndpointTable<'a> {
         self.map
             .insert(EndpointKey::new(entry.mac, VLAN_ANY), value, 0)
             .map_err(map_err)
+    }
+
+    /// The endpoint with `mac` on `vlan`, if present.
+    pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
+        self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+    }
+
+    /// Number of endpoints in the table.
+    pub fn len(&self) -> usize {
+        self.used_slots().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets or clears the enforce flag of an endpoint.
+    pub fn update_flags(
+        &mut self,
+        mac: [u8; 6],
+        vlan: u16,
+        enforce: bool,
+    ) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let map_err = |source| DatapathError::Map { name, source };
+        for key in [EndpointKey::new(mac, vlan), EndpointKey::new(mac, VLAN_ANY)] {
+            let mut v = match self.map.get(&key, 0) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            v.flags = if enforce {
+                v.flags | macvlan_common::endpoint_flags::ENFORCE
+            } else {
+                v.flags & !macvlan_common::endpoint_flags::ENFORCE
+            };
+            self.map.insert(key, v, 0).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Removes an endpoint.

@@ -3,6 +3,7 @@
 //! endpoint table, read the counters.
 mod counters;
 mod endpoints;
+pub mod pinned;
 
 use aya::{
     programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
@@ -57,6 +58,8 @@ pub enum DatapathError {
     },
     #[error("all {0} endpoint slots of this parent are in use; remove an endpoint or use another parent")]
     Full(u32),
+    #[error("{0}")]
+    Pin(String),
 }
 
 /// How XDP is attached.
@@ -109,7 +112,8 @@ impl Datapath {
         options: AttachOptions,
     ) -> Result<Datapath, DatapathError> {
         let mut ebpf = Self::load()?;
-        let xdp_mode = crate::netns::run_in(ns, || attach_programs(&mut ebpf, iface, options))??;
+        let xdp_mode =
+            crate::netns::run_in(ns, || attach_programs(&mut ebpf, iface, options))??.xdp_mode;
         Ok(Datapath {
             ebpf,
             ns: ns.cloned(),
@@ -124,7 +128,12 @@ impl Datapath {
 
     /// The endpoint table (MAC + VLAN → endpoint slot).
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        EndpointTable::new(&mut self.ebpf)
+        let name = macvlan_common::map_names::ENDPOINTS;
+        EndpointTable::new(
+            self.ebpf
+                .map_mut(name)
+                .ok_or(DatapathError::MissingMap(name))?,
+        )
     }
 
     /// A snapshot of all counters, summed over CPUs.
@@ -167,7 +176,10 @@ impl Drop for Datapath {
     }
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, DatapathError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -180,11 +192,12 @@ where
 }
 
 /// Runs inside the root device's namespace.
-fn attach_programs(
+pub(crate) fn attach_programs(
     ebpf: &mut Ebpf,
     iface: &str,
     options: AttachOptions,
-) -> Result<Option<XdpMode>, DatapathError> {
+) -> Result<Attached, DatapathError> {
+    let mut attached = Attached::default();
     let mut xdp_mode = None;
     if let Some(mode) = options.xdp {
         let xdp: &mut Xdp = program(ebpf, program_names::XDP)?;
@@ -198,26 +211,21 @@ fn attach_programs(
                 _ => AyaXdpMode::Driver,
             };
             xdp.attach(iface, aya_mode)
-                .map(|_| ())
                 .map_err(|source| DatapathError::AttachXdp {
                     iface: iface.to_owned(),
                     mode: m,
                     source,
                 })
         };
-        xdp_mode = Some(match mode {
+        let (m, id) = match mode {
             XdpMode::Auto => match try_attach(xdp, XdpMode::Native) {
-                Ok(()) => XdpMode::Native,
-                Err(_) => {
-                    try_attach(xdp, XdpMode::Generic)?;
-                    XdpMode::Generic
-                }
+                Ok(id) => (XdpMode::Native, id),
+                Err(_) => (XdpMode::Generic, try_attach(xdp, XdpMode::Generic)?),
             },
-            m => {
-                try_attach(xdp, m)?;
-                m
-            }
-        });
+            m => (m, try_attach(xdp, m)?),
+        };
+        xdp_mode = Some(m);
+        attached.xdp = Some(id);
     }
     if options.tc {
         // Kernels before 6.6 have no tcx: TC programs hang off a clsact qdisc.
@@ -230,13 +238,24 @@ fn attach_programs(
             let p: &mut SchedClassifier = program(ebpf, name)?;
             p.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            p.attach(iface, attach_type)
+            let id = p
+                .attach(iface, attach_type)
                 .map_err(|source| DatapathError::AttachTc {
                     iface: iface.to_owned(),
                     direction,
                     source,
                 })?;
+            attached.tc.push((name, id));
         }
     }
-    Ok(xdp_mode)
+    attached.xdp_mode = xdp_mode;
+    Ok(attached)
+}
+
+/// What [`attach_programs`] attached.
+#[derive(Default)]
+pub(crate) struct Attached {
+    pub xdp_mode: Option<XdpMode>,
+    pub xdp: Option<aya::programs::xdp::XdpLinkId>,
+    pub tc: Vec<(&'static str, aya::programs::tc::SchedClassifierLinkId)>,
 }

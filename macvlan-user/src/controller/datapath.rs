@@ -1,0 +1,144 @@
+//! Keeping the classifier in step with networks and endpoints: attached to
+//! a root device with its first network, detached with its last; every
+//! endpoint in the ENDPOINTS map before its link goes up, out of it after
+//! its link is gone.
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context as _, Result};
+
+use super::Controller;
+use crate::{
+    datapath::{
+        pinned::{self, PinnedMaps},
+        EndpointEntry, XdpMode,
+    },
+    model::{Endpoint, Network, Policy},
+};
+use macvlan_common::{config_flags, vlan_policy, Config};
+
+pub fn parse_xdp_mode(s: &str) -> Option<XdpMode> {
+    match s {
+        "native" => Some(XdpMode::Native),
+        "generic" => Some(XdpMode::Generic),
+        "auto" | "" => Some(XdpMode::Auto),
+        _ => None,
+    }
+}
+
+/// The pin directory of `root` in mvnet's own namespace.
+pub fn pin_dir(root: &str) -> Result<PathBuf> {
+    Ok(pinned::pin_dir(pinned::netns_inode(None)?, root))
+}
+
+fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
+    EndpointEntry {
+        mac: ep.mac,
+        vlan: net.root().1,
+        ipv4: ep.ipv4,
+        ipv6: ep.ipv6,
+        enforce: net.policy == Policy::Enforce,
+    }
+}
+
+impl Controller {
+    /// Attaches the classifier to `net`'s root device unless a network on
+    /// it did already. Returns whether this call attached it.
+    pub(super) fn attach_datapath(&self, net: &Network) -> Result<bool> {
+        let (root, _) = net.root();
+        let dir = pin_dir(root)?;
+        if pinned::is_attached(&dir) {
+            return Ok(false);
+        }
+        let mode = parse_xdp_mode(&net.xdp_mode).unwrap_or_default();
+        pinned::attach(root, &dir, mode)
+            .with_context(|| format!("attaching the classifier to {root}"))?;
+        Ok(true)
+    }
+
+    /// Detaches the classifier from `root` if no network uses it any more.
+    pub(super) fn detach_datapath_if_unused(&self, root: &str) -> Result<()> {
+        if self.state.networks.values().any(|n| n.root().0 == root) {
+            return Ok(());
+        }
+        let dir = pin_dir(root)?;
+        pinned::detach(root, &dir).map_err(|e| anyhow!("detaching the classifier from {root}: {e}"))
+    }
+
+    fn pinned_maps(&self, net: &Network) -> Result<PinnedMaps> {
+        let (root, _) = net.root();
+        let dir = pin_dir(root)?;
+        PinnedMaps::open(&dir).map_err(|e| {
+            anyhow!("the classifier of {root} is not attached ({e}); run `mvnet restore` to re-attach it")
+        })
+    }
+
+    /// Puts `ep` into the classifier's endpoint table (before its link is up).
+    pub(super) fn datapath_add(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let mut maps = self.pinned_maps(net)?;
+        maps.add_endpoint(entry(net, ep))?;
+        Ok(())
+    }
+
+    /// Takes `ep` out of the classifier's endpoint table (after its link is
+    /// gone). Missing pins (classifier gone) are not an error.
+    pub(super) fn datapath_remove(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let Ok(mut maps) = self.pinned_maps(net) else {
+            return Ok(());
+        };
+        let _ = maps.endpoints()?.remove(ep.mac, net.root().1);
+        Ok(())
+    }
+
+    /// Writes the classifier's policy for `net`'s VLAN (and the root-wide
+    /// malformed-frame rule) from all networks on its root.
+    pub(super) fn apply_policy(&self, net: &Network) -> Result<()> {
+        let (root, vid) = net.root();
+        self.apply_root_policy(root, Some(vid))
+    }
+
+    /// Recomputes the policy of VLAN `vid` (or every VLAN of the root) of
+    /// `root`: a VLAN enforces if any network on it enforces; malformed
+    /// frames are dropped if any network on the root enforces.
+    pub(super) fn apply_root_policy(&self, root: &str, vid: Option<u16>) -> Result<()> {
+        let on_root: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.root().0 == root)
+            .collect();
+        let Some(first) = on_root.first() else {
+            return Ok(());
+        };
+        let mut maps = self.pinned_maps(first)?;
+        let vids: Vec<u16> = match vid {
+            Some(v) => vec![v],
+            None => on_root.iter().map(|n| n.root().1).collect(),
+        };
+        for v in vids {
+            let enforce = on_root
+                .iter()
+                .any(|n| n.root().1 == v && n.policy == Policy::Enforce);
+            maps.set_vlan_policy(v, if enforce { vlan_policy::ENFORCE } else { 0 })?;
+        }
+        let any = on_root.iter().any(|n| n.policy == Policy::Enforce);
+        maps.set_config(Config {
+            flags: if any { config_flags::DROP_MALFORMED } else { 0 },
+            _pad: 0,
+        })?;
+        // Endpoint flags carry the policy for the egress source checks.
+        for c in self.state.containers.values() {
+            for ep in c.endpoints.values() {
+                if let Some(n) = self.state.networks.get(&ep.network_id) {
+                    if n.root().0 == root {
+                        maps.endpoints()?.update_flags(
+                            ep.mac,
+                            n.root().1,
+                            n.policy == Policy::Enforce,
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

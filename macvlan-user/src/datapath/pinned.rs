@@ -1,0 +1,359 @@
+//! The classifier as the control plane uses it: attached once per root
+//! device and pinned in bpffs, so that it outlives the `mvnet` process that
+//! attached it and every later `mvnet` command finds its maps.
+//!
+//! Pin layout (documented in the README for dashboard authors):
+//!
+//! ```text
+//! /sys/fs/bpf/mvnet/<netns inode>-<root device>/
+//!     ENDPOINTS ENDPOINT_STATS VLAN_STATS VERDICT_STATS CONFIG   maps
+//!     link_xdp link_tc_ingress link_tc_egress                    bpf_links
+//! ```
+//!
+//! The network namespace inode keeps the `eth0` of two namespaces apart.
+//! On kernels before 6.6 (no tcx) the TC programs hang off a clsact qdisc
+//! as netlink filters, which need no pin to stay and are removed by name.
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Map, MapData},
+    programs::{links::FdLink, tc, SchedClassifier, TcAttachType, Xdp},
+    util::KernelVersion,
+};
+use macvlan_common::{map_names, program_names, Config};
+
+use super::{
+    attach_programs, AttachOptions, CounterSnapshot, DatapathError, EndpointTable, XdpMode,
+};
+use crate::netns::{self, NetNs};
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Our directory in bpffs.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const MAPS: [&str; 6] = [
+    map_names::ENDPOINTS,
+    map_names::ENDPOINT_STATS,
+    map_names::VLAN_STATS,
+    map_names::VERDICT_STATS,
+    map_names::CONFIG,
+    map_names::VLAN_POLICY,
+];
+const LINK_XDP: &str = "link_xdp";
+const LINK_TC_INGRESS: &str = "link_tc_ingress";
+const LINK_TC_EGRESS: &str = "link_tc_egress";
+
+fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
+    DatapathError::Pin(format!("{what} {}: {e}", path.display()))
+}
+
+/// Mounts bpffs at [`BPFFS`] unless it is there already.
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    let path = CString::new(BPFFS).expect("no NUL");
+    // SAFETY: zeroed statfs is valid output storage.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let _ = fs::create_dir_all(BPFFS);
+    let fstype = CString::new("bpf").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings, no data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(DatapathError::Pin(format!(
+            "bpffs is not mounted at {BPFFS} and mounting it failed ({e}); mount it with `mount -t bpf bpf {BPFFS}`"
+        )));
+    }
+    Ok(())
+}
+
+/// Inode of the network namespace of the calling thread (or of `ns`).
+pub fn netns_inode(ns: Option<&NetNs>) -> Result<u64, DatapathError> {
+    let path = match ns {
+        Some(ns) => ns.path().to_owned(),
+        None => PathBuf::from("/proc/thread-self/ns/net"),
+    };
+    fs::metadata(&path)
+        .map(|m| m.ino())
+        .map_err(|e| io_err("stat", &path, e))
+}
+
+/// The pin directory of `root` in the namespace with inode `ino`.
+pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(format!("{ino}-{root}"))
+}
+
+/// Whether the classifier is attached (pinned) for this directory.
+pub fn is_attached(dir: &Path) -> bool {
+    dir.join(map_names::ENDPOINTS).exists()
+}
+
+/// Whether TC programs attach through tcx (bpf_link), as aya does from 6.6.
+fn uses_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Loads the classifier, attaches it to `root` (in the calling thread's
+/// namespace) and pins maps and links under `dir`. On error nothing stays.
+pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, DatapathError> {
+    ensure_bpffs()?;
+    if is_attached(dir) {
+        return Err(DatapathError::Pin(format!(
+            "{} exists already; the classifier is attached to {root}",
+            dir.display()
+        )));
+    }
+    fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+    let result = (|| {
+        let mut ebpf = super::Datapath::load()?;
+        let attached = attach_programs(
+            &mut ebpf,
+            root,
+            AttachOptions {
+                xdp: Some(xdp_mode),
+                tc: true,
+            },
+        )?;
+        for name in MAPS {
+            let map = ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+            let pin_err =
+                |e: aya::pin::PinError| DatapathError::Pin(format!("pin map {name}: {e}"));
+            match map {
+                Map::HashMap(m) | Map::PerCpuArray(m) | Map::Array(m) => {
+                    m.pin(dir.join(name)).map_err(pin_err)?
+                }
+                _ => return Err(DatapathError::MissingMap(name)),
+            }
+        }
+        let mode = attached.xdp_mode.unwrap_or(xdp_mode);
+        pin_links(&mut ebpf, attached, dir)?;
+        Ok(mode)
+    })();
+    if result.is_err() {
+        let _ = detach(root, dir);
+    }
+    result
+}
+
+fn pin_links(
+    ebpf: &mut aya::Ebpf,
+    attached: super::Attached,
+    dir: &Path,
+) -> Result<(), DatapathError> {
+    let pin = |link: FdLink, name: &str| -> Result<(), DatapathError> {
+        link.pin(dir.join(name))
+            .map(|_| ())
+            .map_err(|e| DatapathError::Pin(format!("pin {name}: {e}")))
+    };
+    {
+        let xdp: &mut Xdp = super::program(ebpf, program_names::XDP)?;
+        if let Some(id) = attached.xdp {
+            let link = xdp.take_link(id).map_err(|source| DatapathError::Program {
+                name: program_names::XDP,
+                source,
+            })?;
+            let fd =
+                FdLink::try_from(link).map_err(|e| DatapathError::Pin(format!("XDP link: {e}")))?;
+            pin(fd, LINK_XDP)?;
+        }
+    }
+    for (name, id) in attached.tc {
+        let pin_name = if name == program_names::TC_INGRESS {
+            LINK_TC_INGRESS
+        } else {
+            LINK_TC_EGRESS
+        };
+        let p: &mut SchedClassifier = super::program(ebpf, name)?;
+        {
+            let link = p
+                .take_link(id)
+                .map_err(|source| DatapathError::Program { name, source })?;
+            if uses_tcx() {
+                let fd = FdLink::try_from(link)
+                    .map_err(|e| DatapathError::Pin(format!("TC link: {e}")))?;
+                pin(fd, pin_name)?;
+            } else {
+                // A netlink filter stays on the qdisc once we let go of it;
+                // dropping the link would remove it. Detached by name later.
+                std::mem::forget(link);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches the classifier from `root` (in the calling thread's namespace,
+/// if the device still exists) and removes every pin under `dir`.
+pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
+    // Removing the last reference to a bpf_link (its pin) detaches it.
+    for name in [LINK_XDP, LINK_TC_INGRESS, LINK_TC_EGRESS] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    if !uses_tcx() {
+        for (attach, name) in [
+            (TcAttachType::Ingress, program_names::TC_INGRESS),
+            (TcAttachType::Egress, program_names::TC_EGRESS),
+        ] {
+            let _ = tc::qdisc_detach_program(root, attach, name);
+        }
+    }
+    for name in MAPS {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", dir, e)),
+    }
+}
+
+/// Removes pin directories of namespaces that no longer exist (a lab or a
+/// container host that went away). Returns the directories removed.
+pub fn clean_stale() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(PIN_ROOT) else {
+        return Vec::new();
+    };
+    let mut alive = std::collections::HashSet::new();
+    for name in netns::list() {
+        if let Ok(m) = fs::metadata(Path::new(netns::NETNS_RUN_DIR).join(name)) {
+            alive.insert(m.ino());
+        }
+    }
+    if let Ok(procs) = fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            if let Ok(m) = fs::metadata(p.path().join("ns/net")) {
+                alive.insert(m.ino());
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((ino, root)) = name.split_once('-') else {
+            continue;
+        };
+        let Ok(ino) = ino.parse::<u64>() else {
+            continue;
+        };
+        if !alive.contains(&ino) {
+            let _ = detach(root, &e.path());
+            let _ = fs::remove_dir_all(e.path());
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// The pinned maps of an attached classifier.
+pub struct PinnedMaps {
+    maps: Vec<(&'static str, Map)>,
+}
+
+impl PinnedMaps {
+    pub fn open(dir: &Path) -> Result<PinnedMaps, DatapathError> {
+        let mut maps = Vec::new();
+        for name in MAPS {
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(|source| DatapathError::Map { name, source })?;
+            let map =
+                Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
+            maps.push((name, map));
+        }
+        Ok(PinnedMaps { maps })
+    }
+
+    fn get(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.maps
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
+            .ok_or(DatapathError::MissingMap(name))
+    }
+
+    pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let map = self
+            .maps
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
+            .ok_or(DatapathError::MissingMap(name))?;
+        EndpointTable::new(map)
+    }
+
+    pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
+        CounterSnapshot::read_with(|name| self.get(name))
+    }
+
+    fn get_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.maps
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
+            .ok_or(DatapathError::MissingMap(name))
+    }
+
+    /// Sets the policy bits (`vlan_policy`) of VLAN `vlan`.
+    pub fn set_vlan_policy(&mut self, vlan: u16, flags: u32) -> Result<(), DatapathError> {
+        let name = map_names::VLAN_POLICY;
+        let mut array: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(self.get_mut(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        array
+            .set(u32::from(vlan) & 0xfff, flags, 0)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+
+    /// Adds an endpoint with its counters zeroed; returns its slot.
+    pub fn add_endpoint(&mut self, entry: super::EndpointEntry) -> Result<u32, DatapathError> {
+        let slot = self.endpoints()?.insert(entry)?;
+        let name = map_names::ENDPOINT_STATS;
+        let mut array: aya::maps::PerCpuArray<&mut MapData, macvlan_common::EndpointCounters> =
+            aya::maps::PerCpuArray::try_from(self.get_mut(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DatapathError::Pin(format!("counting CPUs: {e}")))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![
+            macvlan_common::EndpointCounters::default();
+            cpus
+        ])
+        .map_err(|e| DatapathError::Pin(format!("zero counters: {e}")))?;
+        array
+            .set(slot, zeros, 0)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        Ok(slot)
+    }
+
+    /// Sets the root-wide settings (policy for frames of no endpoint).
+    pub fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
+        let name = map_names::CONFIG;
+        let map = self
+            .maps
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
+            .ok_or(DatapathError::MissingMap(name))?;
+        let mut array: aya::maps::Array<&mut MapData, Config> = aya::maps::Array::try_from(map)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        array
+            .set(0, config, 0)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+}

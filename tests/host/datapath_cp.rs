@@ -1,0 +1,233 @@
+//! The classifier as the control plane runs it: attached and pinned with
+//! the first network on a root, fed with every endpoint, counting exactly,
+//! enforcing, and gone with the last network.
+use std::time::Duration;
+
+use macvlan_common::{Hook, Verdict};
+use mvnet::{
+    datapath::pinned::{self, PinnedMaps},
+    lab::{
+        frames::FrameSpec,
+        wire::{self, SendPlan},
+        Lab, PARENT, UPSTREAM_IF,
+    },
+    netlink,
+    netns::NetNs,
+};
+use serde_json::Value;
+
+use crate::common::{cli::Session, require_root};
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
+    let i = json(&s.ok(&["container", "inspect", container]));
+    let m = i[0]["NetworkSettings"]["Networks"][net]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    mvnet::lab::frames::parse_mac(&m).unwrap()
+}
+
+fn pin_dir(lab: &Lab) -> std::path::PathBuf {
+    pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT)
+}
+
+fn rx_packets(ns: &NetNs) -> u64 {
+    netlink::run(Some(ns), |nl| async move {
+        let l = nl.require_link("eth0").await?;
+        nl.stats(l.index).await
+    })
+    .unwrap()
+    .rx_packets
+}
+
+/// Sends `n` copies of `frame` out of `iface` in `ns`, waiting after each
+/// burst until `hook` has classified them all.
+fn send(maps: &PinnedMaps, ns: &NetNs, iface: &str, hook: Hook, frame: Vec<u8>, n: u64) {
+    let total = |m: &PinnedMaps| m.counters().unwrap().verdicts.total(hook).frames;
+    let base = total(maps);
+    let frames = [frame];
+    wire::send(
+        ns,
+        iface,
+        &SendPlan {
+            frames: &frames,
+            rounds: n,
+            deadline: Duration::from_secs(30),
+            burst: 32,
+        },
+        |sent| total(maps) - base >= sent,
+    )
+    .unwrap();
+}
+
+#[test]
+fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.91.0.0/24",
+        "-o",
+        "parent=eth0",
+        "na",
+    ]);
+    assert!(
+        pinned::is_attached(&dir),
+        "classifier not pinned at {}",
+        dir.display()
+    );
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.92.0.0/24",
+        "-o",
+        "parent=eth0",
+        "nb",
+    ]);
+    let names: Vec<String> = ["a1", "a2", "b1"]
+        .iter()
+        .map(|n| format!("{}-{n}", lab.id()))
+        .collect();
+    s.ok(&["run", "-d", "--network", "na", "--name", &names[0]]);
+    s.ok(&["run", "-d", "--network", "na", "--name", &names[1]]);
+    s.ok(&["run", "-d", "--network", "nb", "--name", &names[2]]);
+    let macs = [
+        mac_of(&s, &names[0], "na"),
+        mac_of(&s, &names[1], "na"),
+        mac_of(&s, &names[2], "nb"),
+    ];
+    let mut maps = PinnedMaps::open(&dir).unwrap();
+    let slots: Vec<u32> = macs
+        .iter()
+        .map(|m| {
+            maps.endpoints()
+                .unwrap()
+                .get(*m, 0)
+                .expect("endpoint in the map")
+                .slot
+        })
+        .collect();
+    assert_eq!(maps.endpoints().unwrap().len(), 3);
+    let nss: Vec<NetNs> = names.iter().map(|n| NetNs::named(n).unwrap()).collect();
+    let before_rx: Vec<u64> = nss.iter().map(rx_packets).collect();
+    let c0 = maps.counters().unwrap();
+
+    // From the wire: a different count to each endpoint and to an unknown MAC.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let unknown = [0x02, 0x42, 0x0a, 0x5b, 0x00, 0x63];
+    for (mac, n) in [(macs[0], 101), (macs[1], 37), (macs[2], 59), (unknown, 23)] {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(mac, src).build(),
+            n,
+        );
+    }
+    // Bridge mode, locally: a1 sends 13 frames to a2; they re-enter the
+    // parent through dev_forward_skb and only TC ingress sees them.
+    send(
+        &maps,
+        &nss[0],
+        "eth0",
+        Hook::TcIngress,
+        FrameSpec::udp4(macs[1], macs[0]).build(),
+        13,
+    );
+
+    let c = maps.counters().unwrap();
+    let d = |h, v| c.verdicts.get(h, v).frames - c0.verdicts.get(h, v).frames;
+    let ep = |i: usize| {
+        let (a, b) = (c.endpoint(slots[i]), c0.endpoint(slots[i]));
+        (
+            a.rx_wire.frames - b.rx_wire.frames,
+            a.rx_local.frames - b.rx_local.frames,
+        )
+    };
+    assert_eq!(ep(0), (101, 0));
+    assert_eq!(ep(1), (37, 13));
+    assert_eq!(ep(2), (59, 0));
+    assert_eq!(d(Hook::XdpIngress, Verdict::Delivered), 101 + 37 + 59);
+    assert_eq!(d(Hook::XdpIngress, Verdict::UnknownMac), 23);
+    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 101 + 37 + 59 + 13);
+    assert_eq!(
+        c.vlan(0).rx_xdp.frames - c0.vlan(0).rx_xdp.frames,
+        101 + 37 + 59 + 23
+    );
+    // The kernel delivered exactly as counted.
+    let rx: Vec<u64> = nss
+        .iter()
+        .zip(&before_rx)
+        .map(|(ns, b)| rx_packets(ns) - b)
+        .collect();
+    assert_eq!(rx, [101, 37 + 13, 59]);
+
+    // Enforce on na (both networks share VLAN 0 of eth0, so frames to
+    // unknown MACs there are dropped at XDP): valid frames still arrive.
+    s.ok(&["network", "update", "--policy", "enforce", "na"]);
+    let c1 = maps.counters().unwrap();
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(unknown, src).build(),
+        29,
+    );
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(macs[2], src).build(),
+        7,
+    );
+    let c2 = maps.counters().unwrap();
+    let dd = |h, v| c2.verdicts.get(h, v).frames - c1.verdicts.get(h, v).frames;
+    assert_eq!(dd(Hook::XdpIngress, Verdict::UnknownMac), 29);
+    // Dropped at XDP: TC never saw them.
+    assert_eq!(dd(Hook::TcIngress, Verdict::UnknownMac), 0);
+    assert_eq!(dd(Hook::TcIngress, Verdict::Delivered), 7);
+    assert_eq!(rx_packets(&nss[2]) - before_rx[2], 59 + 7);
+    s.ok(&["network", "update", "--policy", "observe", "na"]);
+    let c3 = maps.counters().unwrap();
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(unknown, src).build(),
+        3,
+    );
+    let c4 = maps.counters().unwrap();
+    assert_eq!(
+        c4.verdicts.get(Hook::TcIngress, Verdict::UnknownMac).frames
+            - c3.verdicts.get(Hook::TcIngress, Verdict::UnknownMac).frames,
+        3,
+        "observe again: frames to unknown MACs pass"
+    );
+
+    // Endpoints leave the map with their links; the classifier leaves with
+    // the last network on eth0.
+    s.ok(&["container", "stop", &names[0]]);
+    assert!(maps.endpoints().unwrap().get(macs[0], 0).is_none());
+    for n in &names[1..] {
+        s.ok(&["container", "stop", n]);
+    }
+    for n in &names {
+        s.ok(&["container", "rm", n]);
+    }
+    assert_eq!(maps.endpoints().unwrap().len(), 0);
+    s.ok(&["network", "rm", "na"]);
+    assert!(pinned::is_attached(&dir));
+    s.ok(&["network", "rm", "nb"]);
+    assert!(!dir.exists(), "pins left at {}", dir.display());
+}
