@@ -5,4 +5,5 @@ mod common;
 
 mod control_plane;
 mod datapath;
+mod datapath_cp;
 mod lab;
