@@ -419,6 +419,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             for p in &r.parents_recreated {
                 println!("recreated parent {p}");
             }
+            for root in &r.classifiers_attached {
+                println!("re-attached the classifier to {root}");
+            }
             for e in &r.endpoints_recreated {
                 println!("recreated endpoint {e}");
             }
@@ -456,6 +459,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 for name in removed {
                     println!("removed network namespace {name}");
+                }
+                for dir in crate::datapath::pinned::clean_stale() {
+                    println!("removed stale classifier pins {}", dir.display());
                 }
             }
         },

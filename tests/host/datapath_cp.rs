@@ -231,3 +231,60 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     s.ok(&["network", "rm", "nb"]);
     assert!(!dir.exists(), "pins left at {}", dir.display());
 }
+
+#[test]
+fn restore_reattaches_a_lost_classifier_with_its_endpoints() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.93.0.0/24",
+        "--policy",
+        "enforce",
+        "-o",
+        "parent=eth0",
+        "nr",
+    ]);
+    let name = format!("{}-r1", lab.id());
+    s.ok(&["run", "-d", "--network", "nr", "--name", &name]);
+    let mac = mac_of(&s, &name, "nr");
+    // A reboot empties bpffs: detach and unpin behind mvnet's back.
+    lab.host()
+        .run(|| pinned::detach(PARENT, &dir))
+        .unwrap()
+        .unwrap();
+    assert!(!pinned::is_attached(&dir));
+    let out = s.ok(&["restore"]);
+    assert!(out.contains("re-attached the classifier to eth0"), "{out}");
+    let mut maps = PinnedMaps::open(&dir).unwrap();
+    let ep = maps
+        .endpoints()
+        .unwrap()
+        .get(mac, 0)
+        .expect("endpoint restored");
+    assert_eq!(
+        ep.flags & macvlan_common::endpoint_flags::ENFORCE,
+        macvlan_common::endpoint_flags::ENFORCE
+    );
+    // And it classifies again.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(mac, src).build(),
+        17,
+    );
+    assert_eq!(
+        maps.counters().unwrap().endpoint(ep.slot).rx_wire.frames,
+        17
+    );
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "nr"]);
+    assert!(!dir.exists());
+}

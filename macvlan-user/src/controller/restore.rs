@@ -12,6 +12,7 @@ pub struct RestoreReport {
     pub parents_recreated: Vec<String>,
     pub endpoints_recreated: Vec<String>,
     pub containers_purged: Vec<String>,
+    pub classifiers_attached: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -44,6 +45,8 @@ impl Controller {
             }
         }
 
+        self.restore_datapath(&mut report)?;
+
         let containers: Vec<_> = self.state.containers.values().cloned().collect();
         for c in containers {
             let ns_alive = c.netns.exists();
@@ -65,6 +68,53 @@ impl Controller {
         }
         self.save()?;
         Ok(report)
+    }
+
+    /// Re-attaches the classifier where its pins are gone (bpffs is empty
+    /// after a reboot) and puts back every endpoint of that root.
+    fn restore_datapath(&mut self, report: &mut RestoreReport) -> Result<()> {
+        let mut roots: Vec<String> = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.root().0.to_owned())
+            .collect();
+        roots.sort();
+        roots.dedup();
+        for root in roots {
+            let dir = super::datapath::pin_dir(&root)?;
+            if crate::datapath::pinned::is_attached(&dir) {
+                continue;
+            }
+            let nets: Vec<_> = self
+                .state
+                .networks
+                .values()
+                .filter(|n| n.root().0 == root)
+                .cloned()
+                .collect();
+            if let Err(e) = self.attach_datapath(&nets[0]) {
+                report.problems.push(format!("classifier on {root}: {e:#}"));
+                continue;
+            }
+            for c in self.state.containers.values() {
+                if !c.netns.exists() {
+                    continue;
+                }
+                for ep in c.endpoints.values() {
+                    if let Some(net) = nets.iter().find(|n| n.id == ep.network_id) {
+                        if let Err(e) = self.datapath_add(net, ep) {
+                            report
+                                .problems
+                                .push(format!("classifier entry of {}: {e:#}", c.name));
+                        }
+                    }
+                }
+            }
+            self.apply_root_policy(&root, None)?;
+            report.classifiers_attached.push(root);
+        }
+        Ok(())
     }
 
     fn restore_endpoints(&mut self, cid: &str, report: &mut RestoreReport) -> Result<()> {
