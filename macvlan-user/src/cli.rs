@@ -56,6 +56,12 @@ enum Command {
     },
     /// Recreate owned parents and endpoints after links were lost (reboot).
     Restore,
+    /// Reconcile the classifier's per-endpoint delivery counts with the
+    /// kernel's counters of each macvlan; exits 1 on an unexplained difference.
+    Verify {
+        /// Only this network.
+        network: Option<String>,
+    },
     /// Throwaway lab topologies in network namespaces.
     Lab {
         #[command(subcommand)]
@@ -412,6 +418,18 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ctl.container(&container)?.clone()
             };
             return container::exec(&c, &command);
+        }
+        Command::Verify { network } => {
+            let ctl = open("mvnet verify")?;
+            let checks = ctl.verify(network.as_deref())?;
+            print!("{}", crate::controller::verify::render(&checks));
+            let bad = checks.iter().filter(|c| c.unexplained()).count();
+            if bad > 0 {
+                eprintln!(
+                    "mvnet: verify: {bad} endpoint(s) with a difference that has no explanation"
+                );
+                return Ok(1);
+            }
         }
         Command::Restore => {
             let mut ctl = open("mvnet restore")?;

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod inspect;
 pub mod network;
 pub mod restore;
+pub mod verify;
 
 use std::path::Path;
 

@@ -118,3 +118,19 @@ impl<'a> EndpointTable<'a> {
         Ok(())
     }
 }
+
+/// A read-only view of the endpoint table.
+pub struct EndpointView<'a> {
+    map: HashMap<&'a aya::maps::MapData, EndpointKey, Endpoint>,
+}
+
+impl<'a> EndpointView<'a> {
+    pub(super) fn new(map: &'a Map) -> Option<Self> {
+        HashMap::try_from(map).ok().map(|map| Self { map })
+    }
+
+    /// The endpoint with `mac` on `vlan`, if present.
+    pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
+        self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+    }
+}

@@ -298,6 +298,11 @@ impl PinnedMaps {
         EndpointTable::new(map)
     }
 
+    /// A read-only view of the endpoint table.
+    pub fn endpoints_ro(&self) -> Option<super::endpoints::EndpointView<'_>> {
+        super::endpoints::EndpointView::new(self.get(map_names::ENDPOINTS).ok()?)
+    }
+
     pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
         CounterSnapshot::read_with(|name| self.get(name))
     }

@@ -1,0 +1,146 @@
+//! `mvnet verify`: holds what the classifier counted as delivered to each
+//! endpoint against the kernel's own counters of that macvlan device, and
+//! explains every difference it can.
+//!
+//! Unicast is reconciled exactly: the classifier's `rx_wire + rx_local` of an
+//! endpoint against the kernel's `rx_packets - multicast` of its link (a
+//! macvlan counts broadcast and multicast copies in `multicast`). Both start
+//! at zero together: the endpoint enters the classifier's table just before
+//! its link is created.
+use anyhow::Result;
+
+use super::{datapath::pin_dir, Controller};
+use crate::{datapath::pinned::PinnedMaps, lab::frames::format_mac, netlink, netns::NetNs};
+
+/// One endpoint's reconciliation.
+#[derive(Clone, Debug)]
+pub struct EndpointCheck {
+    pub container: String,
+    pub network: String,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    /// Unicast frames the classifier counted as delivered.
+    pub classified: u64,
+    /// Unicast frames the kernel delivered (`rx_packets - multicast`).
+    pub kernel: u64,
+    /// Broadcast/multicast copies the kernel delivered.
+    pub kernel_multicast: u64,
+    /// `kernel - classified`.
+    pub diff: i64,
+    /// Why they differ, when known.
+    pub explanation: Option<String>,
+}
+
+impl EndpointCheck {
+    pub fn unexplained(&self) -> bool {
+        self.diff != 0 && self.explanation.is_none()
+    }
+}
+
+impl Controller {
+    /// Reconciles every endpoint (of `network`, if given).
+    pub fn verify(&self, network: Option<&str>) -> Result<Vec<EndpointCheck>> {
+        let only = match network {
+            Some(n) => Some(self.network(n)?.id.clone()),
+            None => None,
+        };
+        let mut out = Vec::new();
+        for c in self.state.containers.values() {
+            for ep in c.endpoints.values() {
+                if only.as_ref().is_some_and(|id| *id != ep.network_id) {
+                    continue;
+                }
+                let Some(net) = self.state.networks.get(&ep.network_id) else {
+                    continue;
+                };
+                let (root, vlan) = net.root();
+                let mut check = EndpointCheck {
+                    container: c.name.clone(),
+                    network: net.name.clone(),
+                    ifname: ep.ifname.clone(),
+                    mac: ep.mac,
+                    classified: 0,
+                    kernel: 0,
+                    kernel_multicast: 0,
+                    diff: 0,
+                    explanation: None,
+                };
+                let maps = PinnedMaps::open(&pin_dir(root)?);
+                let entry = maps
+                    .as_ref()
+                    .ok()
+                    .and_then(|m| m.endpoints_ro().and_then(|t| t.get(ep.mac, vlan)));
+                let (Ok(maps), Some(entry)) = (maps, entry) else {
+                    check.explanation = Some(format!(
+                        "the classifier on {root} has no entry for this endpoint; run `mvnet restore`"
+                    ));
+                    out.push(check);
+                    continue;
+                };
+                let counters = maps.counters()?.endpoint(entry.slot);
+                check.classified = counters.rx_wire.frames + counters.rx_local.frames;
+                let ns = NetNs::from_path(&c.netns);
+                let ifname = ep.ifname.clone();
+                let link = netlink::run(Some(&ns), move |nl| async move {
+                    let Some(link) = nl.link(&ifname).await? else {
+                        return Ok(None);
+                    };
+                    Ok(Some((link.up, nl.stats(link.index).await?)))
+                });
+                match link {
+                    Ok(Some((up, stats))) => {
+                        check.kernel_multicast = stats.multicast;
+                        check.kernel = stats.rx_packets.saturating_sub(stats.multicast);
+                        check.diff = check.kernel as i64 - check.classified as i64;
+                        if check.diff < 0 && !up {
+                            check.explanation = Some(format!(
+                                "{} is down: the kernel drops frames for a down macvlan without counting them",
+                                ep.ifname
+                            ));
+                        } else if check.diff < 0 && stats.rx_dropped > 0 {
+                            check.explanation = Some(format!(
+                                "the kernel dropped {} received frames on {}",
+                                stats.rx_dropped, ep.ifname
+                            ));
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        check.explanation = Some(format!(
+                            "{} is gone from the container; run `mvnet restore`",
+                            ep.ifname
+                        ));
+                    }
+                }
+                out.push(check);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The verify table, as printed.
+pub fn render(checks: &[EndpointCheck]) -> String {
+    let mut s = format!(
+        "{:<24} {:<16} {:<17} {:>10} {:>10} {:>8} {:>9}  {}\n",
+        "CONTAINER", "NETWORK", "MAC", "CLASSIFIED", "KERNEL", "DIFF", "MULTICAST", "EXPLANATION"
+    );
+    for c in checks {
+        let why = match (&c.explanation, c.diff) {
+            (Some(e), _) => e.clone(),
+            (None, 0) => "ok".into(),
+            (None, _) => "UNEXPLAINED".into(),
+        };
+        s.push_str(&format!(
+            "{:<24} {:<16} {:<17} {:>10} {:>10} {:>8} {:>9}  {}\n",
+            c.container,
+            c.network,
+            format_mac(&c.mac),
+            c.classified,
+            c.kernel,
+            c.diff,
+            c.kernel_multicast,
+            why
+        ));
+    }
+    s
+}
