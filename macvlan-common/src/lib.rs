@@ -21,6 +21,11 @@ pub const VLAN_SLOTS: u32 = 4096;
 /// endpoint is on. Never a real VLAN id (those are 12 bits).
 pub const VLAN_ANY: u16 = 0xffff;
 
+/// The `vlan` of an [`EndpointKey`] that marks the root device's own MAC:
+/// frames it sends (its host stack, its VLAN sub-interfaces) are not
+/// spoofed. Never a real VLAN id.
+pub const VLAN_ROOT: u16 = 0xfffe;
+
 /// Ethernet types the parser knows.
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;

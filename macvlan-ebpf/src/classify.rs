@@ -1,6 +1,9 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::programs::TcContext;
-use macvlan_common::{config_flags, vlan_policy, EndpointKey, Hook, Verdict, VLAN_ANY, VLAN_SLOTS};
+use macvlan_common::{
+    config_flags, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4,
+    ETH_P_IPV6, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+};
 
 use crate::{
     maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS},
@@ -169,6 +172,25 @@ pub fn ingress(frame: &Frame, hook: Hook) -> Action {
     action_for(verdict, eth.vlan as u32)
 }
 
+/// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
+/// source or ARP sender must be its IPv4 address; an IPv6 source its IPv6
+/// address, link-local (fe80::/10) or unspecified (DAD). Other protocols
+/// carry no address we check.
+#[inline(always)]
+fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
+    let (data, end, l3) = (frame.data, frame.data_end, eth.l3_offset);
+    match eth.proto {
+        ETH_P_IPV4 => Some(parse::bytes_at::<4>(data, end, l3 + 12)? == ep.ipv4),
+        ETH_P_ARP => Some(parse::bytes_at::<4>(data, end, l3 + 14)? == ep.ipv4),
+        ETH_P_IPV6 => {
+            let src = parse::bytes_at::<16>(data, end, l3 + 8)?;
+            let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;
+            Some(src == ep.ipv6 || link_local || src == [0; 16])
+        }
+        _ => Some(true),
+    }
+}
+
 /// Classifies a frame an endpoint sends out through the parent.
 #[inline(always)]
 pub fn egress(frame: &Frame) -> Action {
@@ -182,18 +204,33 @@ pub fn egress(frame: &Frame) -> Action {
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::new(eth.src, eth.vlan)) {
         Some(ep) => {
             // SAFETY: as in verdict_for_destination.
-            let slot = unsafe { (*ep).slot };
-            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+            let ep = unsafe { &*ep };
+            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(ep.slot) {
                 // SAFETY: per-CPU slot, no other writer on this CPU.
                 unsafe { (*c).tx.add(bytes) };
             }
+            match l3_source_is_own(frame, &eth, ep) {
+                Some(true) => Verdict::Delivered,
+                Some(false) => Verdict::Spoofed,
+                // Too short for the L3 header it announces.
+                None => Verdict::Malformed,
+            }
+        }
+        // The root device's own frames (its host stack, its VLAN devices).
+        None if ENDPOINTS
+            .get_ptr(EndpointKey::new(eth.src, VLAN_ROOT))
+            .is_some() =>
+        {
             Verdict::Delivered
         }
-        // Source is no endpoint of this VLAN: the parent's own traffic or a
-        // forged source. Counted, not judged here (the datapath issue adds
-        // the per-endpoint source checks).
-        None => Verdict::UnknownMac,
+        // A source MAC that is no endpoint's on this VLAN: forged.
+        None => Verdict::Spoofed,
     };
     count_verdict(hook, verdict, bytes);
-    Action::Pass
+    let vlan = if verdict == Verdict::Malformed {
+        NO_VLAN
+    } else {
+        eth.vlan as u32
+    };
+    action_for(verdict, vlan)
 }

@@ -20,6 +20,10 @@ pub struct Ethernet {
     /// VLAN that decides membership: the outermost tag's id (0 = untagged),
     /// with [`VLAN_SERVICE_TAG`] set if that tag is an 802.1ad S-tag.
     pub vlan: u16,
+    /// Ethertype after the tags (host order).
+    pub proto: u16,
+    /// Offset of the L3 header in the bytes.
+    pub l3_offset: usize,
 }
 
 /// Returns a pointer to a `T` at `offset`, or `None` if it would pass the end.
@@ -85,8 +89,13 @@ pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet
 
     // A third tag is not parsed: the frame is classified by its outer
     // tag, and the bytes after the second tag are payload to us.
-    let _ = (proto, offset);
-    Some(Ethernet { dst, src, vlan })
+    Some(Ethernet {
+        dst,
+        src,
+        vlan,
+        proto,
+        l3_offset: offset,
+    })
 }
 
 #[inline(always)]
@@ -97,4 +106,12 @@ fn outer_vlan(tpid: u16, tci: u16) -> u16 {
     } else {
         id
     }
+}
+
+/// Reads `N` bytes at `offset`, or `None` past the end.
+#[inline(always)]
+pub fn bytes_at<const N: usize>(data: usize, data_end: usize, offset: usize) -> Option<[u8; N]> {
+    let p = ptr_at::<[u8; N]>(data, data_end, offset)?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(unsafe { *p })
 }

@@ -409,3 +409,130 @@ fn verify_reconciles_classifier_and_kernel_counts() {
     }
     s.ok(&["network", "rm", "nv"]);
 }
+
+#[test]
+fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
+    use mvnet::lab::frames::Payload;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.95.0.0/24",
+        "-o",
+        "parent=eth0",
+        "ns1",
+    ]);
+    let name = format!("{}-sp", lab.id());
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "ns1",
+        "--name",
+        &name,
+        "--ip",
+        "10.95.0.2",
+    ]);
+    let mac = mac_of(&s, &name, "ns1");
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let ns = NetNs::named(&name).unwrap();
+    let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let own4 = Ipv4Addr::new(10, 95, 0, 2);
+    let gw4 = Ipv4Addr::new(10, 95, 0, 1);
+    let udp4 = |src_mac, src| {
+        FrameSpec::udp4(up, src_mac)
+            .payload(Payload::Udp4 { src, dst: gw4 })
+            .build()
+    };
+    let v6 = |src: &str| {
+        FrameSpec::udp4(up, mac)
+            .payload(Payload::Udp6 {
+                src: src.parse::<Ipv6Addr>().unwrap(),
+                dst: "2001:db8::1".parse().unwrap(),
+            })
+            .build()
+    };
+    // (frame, count, spoofed?)
+    let cases: Vec<(Vec<u8>, u64, bool)> = vec![
+        (udp4(mac, own4), 21, false),
+        (udp4([0x02, 0x66, 0, 0, 0, 1], own4), 5, true),
+        (udp4(mac, Ipv4Addr::new(10, 95, 0, 77)), 7, true),
+        (
+            FrameSpec::udp4([0xff; 6], mac)
+                .payload(Payload::Arp {
+                    sender: Ipv4Addr::new(10, 95, 0, 88),
+                    target: gw4,
+                })
+                .build(),
+            3,
+            true,
+        ),
+        (
+            FrameSpec::udp4([0xff; 6], mac)
+                .payload(Payload::Arp {
+                    sender: own4,
+                    target: gw4,
+                })
+                .build(),
+            4,
+            false,
+        ),
+        (v6("2001:db8::66"), 2, true),
+        (v6("fe80::42:aff:fe5f:2"), 6, false),
+    ];
+    let arrivals = |frame: &[u8], n: u64| -> u64 {
+        let upns = lab.upstream().clone();
+        let want = frame.to_vec();
+        std::thread::scope(|sc| {
+            let cap = sc.spawn(|| {
+                wire::capture(&upns, UPSTREAM_IF, n, Duration::from_secs(3), |f| {
+                    f == want.as_slice()
+                })
+                .unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(150));
+            let (ok, dropped) = wire::send_each_once(&ns, "eth0", frame, n).unwrap();
+            assert_eq!(ok + dropped, n);
+            cap.join().unwrap()
+        })
+    };
+    for policy in ["observe", "enforce"] {
+        s.ok(&["network", "update", "--policy", policy, "ns1"]);
+        for (frame, n, spoofed) in &cases {
+            let c0 = maps.counters().unwrap();
+            let got = arrivals(frame, *n);
+            let c1 = maps.counters().unwrap();
+            let d = |v| {
+                c1.verdicts.get(Hook::TcEgress, v).frames
+                    - c0.verdicts.get(Hook::TcEgress, v).frames
+            };
+            let (want_spoofed, want_valid) = if *spoofed { (*n, 0) } else { (0, *n) };
+            assert_eq!(
+                d(Verdict::Spoofed),
+                want_spoofed,
+                "{policy}: spoofed count for {frame:02x?}"
+            );
+            assert_eq!(
+                d(Verdict::Delivered),
+                want_valid,
+                "{policy}: valid count for {frame:02x?}"
+            );
+            let expect_arrivals = if policy == "enforce" && *spoofed {
+                0
+            } else {
+                *n
+            };
+            assert_eq!(
+                got, expect_arrivals,
+                "{policy}: arrivals upstream for {frame:02x?}"
+            );
+        }
+    }
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "ns1"]);
+}

@@ -52,6 +52,19 @@ impl Controller {
         let mode = parse_xdp_mode(&net.xdp_mode).unwrap_or_default();
         pinned::attach(root, &dir, mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;
+        let result = (|| -> Result<()> {
+            let name = root.to_owned();
+            let link =
+                crate::netlink::run(None, move |nl| async move { nl.require_link(&name).await })?;
+            if let Some(mac) = link.mac {
+                PinnedMaps::open(&dir)?.endpoints()?.insert_root(mac)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = pinned::detach(root, &dir);
+            return Err(e.context(format!("attaching the classifier to {root}")));
+        }
         Ok(true)
     }
 

@@ -58,10 +58,21 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
         })
         .collect();
     let internal = net.internal;
+    let ipv6 = net.enable_ipv6;
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
             nl.rename(child.index, &ifname).await?;
+            if !ipv6 {
+                // As Docker does on IPv4-only networks: no IPv6 on the
+                // endpoint, so no autoconfiguration, DAD or MLD traffic.
+                // (Set before the link is up; /proc/sys/net follows this
+                // thread's namespace.)
+                let _ = std::fs::write(
+                    format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+                    "1",
+                );
+            }
             for (addr, prefix, _) in &addrs {
                 nl.add_address(child.index, *addr, *prefix).await?;
             }

@@ -32,7 +32,7 @@ impl<'a> EndpointTable<'a> {
         self.map
             .iter()
             .filter_map(|r| r.ok())
-            .filter(|(k, _)| k.vlan != VLAN_ANY)
+            .filter(|(k, _)| k.vlan < 0x1000)
             .map(|(_, v)| v.slot)
             .collect()
     }
@@ -73,6 +73,18 @@ impl<'a> EndpointTable<'a> {
     /// The endpoint with `mac` on `vlan`, if present.
     pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
         self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+    }
+
+    /// Records the root device's own MAC: its frames are not spoofed.
+    pub fn insert_root(&mut self, mac: [u8; 6]) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let value = Endpoint {
+            slot: u32::MAX,
+            ..Default::default()
+        };
+        self.map
+            .insert(EndpointKey::new(mac, macvlan_common::VLAN_ROOT), value, 0)
+            .map_err(|source| DatapathError::Map { name, source })
     }
 
     /// Number of endpoints in the table.

@@ -53,9 +53,35 @@ impl PacketSocket {
         Ok(sock)
     }
 
+    /// Sends one frame. The skb's protocol is taken from the frame's
+    /// Ethertype (as the kernel's own stack would set it): with protocol 0,
+    /// frames leaving through a macvlan skip the parent's egress hooks.
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: frame is a valid buffer of the given length.
-        let n = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        let proto = if frame.len() >= 14 {
+            u16::from_be_bytes([frame[12], frame[13]])
+        } else {
+            0
+        };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto.to_be();
+        addr.sll_ifindex = self.ifindex;
+        addr.sll_halen = 6;
+        if frame.len() >= 6 {
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        }
+        // SAFETY: frame and addr are valid for the given lengths.
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else if n as usize != frame.len() {
@@ -97,7 +123,6 @@ pub fn send(
     let iface = iface.to_owned();
     ns.run(move || -> Result<u64> {
         let sock = PacketSocket::open(&iface, 0)?;
-        let _ = sock.ifindex;
         let start = Instant::now();
         let total = plan.rounds * plan.frames.len() as u64;
         let mut sent = 0u64;
@@ -126,6 +151,28 @@ pub fn send(
             }
         }
         Ok(sent)
+    })?
+}
+
+/// Sends `frame` `count` times out of `iface` in `ns`, once each: a frame
+/// the egress path drops (a TC program returning SHOT, which AF_PACKET
+/// reports as ENOBUFS) is counted as dropped, never sent again. Use it where
+/// drops are the behaviour under test; [`send`] retries ENOBUFS, which is
+/// right for a full veth ring. Returns (accepted, dropped).
+pub fn send_each_once(ns: &NetNs, iface: &str, frame: &[u8], count: u64) -> Result<(u64, u64)> {
+    let iface = iface.to_owned();
+    let frame = frame.to_vec();
+    ns.run(move || -> Result<(u64, u64)> {
+        let sock = PacketSocket::open(&iface, 0)?;
+        let (mut ok, mut dropped) = (0, 0);
+        for _ in 0..count {
+            match sock.send(&frame) {
+                Ok(()) => ok += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => dropped += 1,
+                Err(e) => return Err(e).context(format!("sending on {iface}")),
+            }
+        }
+        Ok((ok, dropped))
     })?
 }
 
