@@ -233,6 +233,14 @@ pub mod vlan_policy {
     pub const ENFORCE: u32 = 1 << 0;
 }
 
+/// Rate limit state of the anomaly events (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventBudget {
+    pub window_start_ns: u64,
+    pub count: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)] plain data without implicit padding.

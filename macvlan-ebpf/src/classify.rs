@@ -1,11 +1,12 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
     config_flags, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4,
     ETH_P_IPV6, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
+    events,
     maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS},
     parse::{self, Ethernet},
 };
@@ -142,7 +143,7 @@ fn action_for(verdict: Verdict, vlan: u32) -> Action {
 
 /// Classifies a frame arriving on the parent.
 #[inline(always)]
-pub fn ingress(frame: &Frame, hook: Hook) -> Action {
+pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
@@ -151,6 +152,14 @@ pub fn ingress(frame: &Frame, hook: Hook) -> Action {
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot) = verdict_for_destination(&eth);
     count_verdict(hook, verdict, bytes);
+    // Events from XDP only: TC ingress sees the same wire frames again.
+    if hook == Hook::XdpIngress {
+        match verdict {
+            Verdict::UnknownMac => events::unknown_mac(ctx, eth.dst, eth.src, eth.vlan),
+            Verdict::VlanMismatch => events::vlan_mismatch(ctx, eth.dst, eth.src, eth.vlan),
+            _ => {}
+        }
+    }
 
     if let Some(slot) = slot {
         // XDP sees only wire frames. TC ingress sees wire frames too (already
@@ -193,7 +202,7 @@ fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool
 
 /// Classifies a frame an endpoint sends out through the parent.
 #[inline(always)]
-pub fn egress(frame: &Frame) -> Action {
+pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     let hook = Hook::TcEgress;
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
@@ -227,6 +236,9 @@ pub fn egress(frame: &Frame) -> Action {
         None => Verdict::Spoofed,
     };
     count_verdict(hook, verdict, bytes);
+    if verdict == Verdict::Spoofed {
+        events::spoofed(ctx, eth.src, eth.vlan);
+    }
     let vlan = if verdict == Verdict::Malformed {
         NO_VLAN
     } else {

@@ -14,6 +14,7 @@
 #![no_main]
 
 mod classify;
+mod events;
 mod maps;
 mod parse;
 
@@ -33,7 +34,7 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
         // XDP sees the tag in the bytes unless the NIC stripped it.
         meta_vlan: 0,
     };
-    match classify::ingress(&frame, Hook::XdpIngress) {
+    match classify::ingress(&ctx, &frame, Hook::XdpIngress) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }
@@ -42,7 +43,7 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);
-    match classify::ingress(&frame, Hook::TcIngress) {
+    match classify::ingress(&ctx, &frame, Hook::TcIngress) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }
@@ -51,7 +52,7 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);
-    match classify::egress(&frame) {
+    match classify::egress(&ctx, &frame) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }

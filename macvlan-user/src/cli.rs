@@ -56,6 +56,13 @@ enum Command {
     },
     /// Recreate owned parents and endpoints after links were lost (reboot).
     Restore,
+    /// Stream the classifier's anomaly events (unknown MAC, VLAN mismatch,
+    /// spoofed source), rate-limited in the kernel.
+    Monitor {
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
     /// Reconcile the classifier's per-endpoint delivery counts with the
     /// kernel's counters of each macvlan; exits 1 on an unexplained difference.
     Verify {
@@ -418,6 +425,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ctl.container(&container)?.clone()
             };
             return container::exec(&c, &command);
+        }
+        Command::Monitor { duration } => {
+            crate::require_root("mvnet monitor")?;
+            crate::datapath::monitor::run(duration.map(std::time::Duration::from_secs))?;
         }
         Command::Verify { network } => {
             let ctl = open("mvnet verify")?;

@@ -536,3 +536,95 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
     s.ok(&["container", "rm", &name]);
     s.ok(&["network", "rm", "ns1"]);
 }
+
+#[test]
+fn monitor_streams_rate_limited_anomaly_events() {
+    use mvnet::lab::frames::{Payload, Tag};
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.96.0.0/24",
+        "-o",
+        "parent=eth0",
+        "nm",
+    ]);
+    let name = format!("{}-mo", lab.id());
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "nm",
+        "--name",
+        &name,
+        "--ip",
+        "10.96.0.2",
+    ]);
+    let mac = mac_of(&s, &name, "nm");
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let unknown = [0x02, 0x42, 0x0a, 0x60, 0x00, 0x63];
+    let ns = NetNs::named(&name).unwrap();
+    let out = std::thread::scope(|sc| {
+        let mon = sc.spawn(|| s.run(&["monitor", "--duration", "5"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        // Floods: 50 frames each, one event each (per source and kind).
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(unknown, src).build(),
+            50,
+        );
+        let tagged = FrameSpec::udp4(mac, src).tagged(&[Tag::dot1q(10)]).build();
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            tagged,
+            50,
+        );
+        let forged = FrameSpec::udp4(src, mac)
+            .payload(Payload::Udp4 {
+                src: "10.96.0.66".parse().unwrap(),
+                dst: "10.96.0.1".parse().unwrap(),
+            })
+            .build();
+        wire::send_each_once(&ns, "eth0", &forged, 50).unwrap();
+        mon.join().unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    let fmt = mvnet::lab::frames::format_mac;
+    assert_eq!(
+        count(&format!(
+            "unknown_mac dst={} src={} vlan=0",
+            fmt(&unknown),
+            fmt(&src)
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        count(&format!(
+            "vlan_mismatch dst={} src={} vlan=10",
+            fmt(&mac),
+            fmt(&src)
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        count(&format!("spoofed src={} vlan=0", fmt(&mac))),
+        1,
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.contains(" eth0 warn ")), "{text}");
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "nm"]);
+}

@@ -369,3 +369,135 @@ fn restore_recreates_a_lost_vlan_parent() {
     s.ok(&["network", "rm", "n40"]);
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
+
+#[test]
+fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::{
+        datapath::pinned::{self, PinnedMaps},
+        lab::{
+            frames::{FrameSpec, Tag},
+            wire::{self, SendPlan},
+        },
+    };
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.10.0.0/24",
+        "-o",
+        "parent=eth0.10",
+        "v10",
+    ]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.20.0.0/24",
+        "-o",
+        "parent=eth0.20",
+        "v20",
+    ]);
+    let c10 = format!("{}-t10", lab.id());
+    let c20 = format!("{}-t20", lab.id());
+    s.ok(&["run", "-d", "--network", "v10", "--name", &c10]);
+    s.ok(&["run", "-d", "--network", "v20", "--name", &c20]);
+    let (m10, m20) = (
+        [0x02, 0x42, 0x0a, 0x0a, 0, 2],
+        [0x02, 0x42, 0x0a, 0x14, 0, 2],
+    );
+    // One classifier, on eth0 where the tags are visible.
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = |mac, vlan| {
+        maps.endpoints_ro()
+            .unwrap()
+            .get(mac, vlan)
+            .expect("endpoint")
+            .slot
+    };
+    let (s10, s20) = (slot(m10, 10), slot(m20, 20));
+    let rx = |name: &str| {
+        let ns = netns::NetNs::named(name).unwrap();
+        netlink::run(Some(&ns), |nl| async move {
+            let l = nl.require_link("eth0").await?;
+            nl.stats(l.index).await
+        })
+        .unwrap()
+        .rx_packets
+    };
+    let (rx10, rx20) = (rx(&c10), rx(&c20));
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let c0 = maps.counters().unwrap();
+    let total = |m: &PinnedMaps| {
+        m.counters()
+            .unwrap()
+            .verdicts
+            .total(Hook::XdpIngress)
+            .frames
+    };
+    for (dst, vid, n) in [
+        (m10, 10, 31u64),
+        (m20, 20, 17),
+        (m20, 10, 11),
+        ([0x02, 0x42, 0, 0, 0, 9], 10, 5),
+    ] {
+        let frames = [FrameSpec::udp4(dst, src).tagged(&[Tag::dot1q(vid)]).build()];
+        let base = total(&maps);
+        wire::send(
+            lab.upstream(),
+            UPSTREAM_IF,
+            &SendPlan {
+                frames: &frames,
+                rounds: n,
+                deadline: Duration::from_secs(60),
+                burst: 16,
+            },
+            |sent| total(&maps) - base >= sent,
+        )
+        .unwrap();
+    }
+    let c = maps.counters().unwrap();
+    let d = |v| {
+        c.verdicts.get(Hook::XdpIngress, v).frames - c0.verdicts.get(Hook::XdpIngress, v).frames
+    };
+    assert_eq!(d(Verdict::Delivered), 31 + 17);
+    assert_eq!(
+        d(Verdict::VlanMismatch),
+        11,
+        "VLAN 20's endpoint tagged 10 is a mismatch"
+    );
+    assert_eq!(d(Verdict::UnknownMac), 5);
+    assert_eq!(
+        c.endpoint(s10).rx_wire.frames - c0.endpoint(s10).rx_wire.frames,
+        31
+    );
+    assert_eq!(
+        c.endpoint(s20).rx_wire.frames - c0.endpoint(s20).rx_wire.frames,
+        17
+    );
+    assert_eq!(
+        c.vlan(10).rx_xdp.frames - c0.vlan(10).rx_xdp.frames,
+        31 + 11 + 5
+    );
+    assert_eq!(c.vlan(20).rx_xdp.frames - c0.vlan(20).rx_xdp.frames, 17);
+    // TC ingress sees the same frames with the tag in skb metadata.
+    let dt =
+        |v| c.verdicts.get(Hook::TcIngress, v).frames - c0.verdicts.get(Hook::TcIngress, v).frames;
+    assert_eq!(dt(Verdict::Delivered), 31 + 17);
+    assert_eq!(dt(Verdict::VlanMismatch), 11);
+    // The kernel delivered exactly the valid ones.
+    assert_eq!(rx(&c10) - rx10, 31);
+    assert_eq!(rx(&c20) - rx20, 17);
+    let out = s.ok(&["verify"]);
+    assert!(!out.contains("UNEXPLAINED"), "{out}");
+    for n in [&c10, &c20] {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "v10", "v20"]);
+    assert!(!dir.exists());
+    assert_eq!(s.links(), ["eth0", "lo"]);
+}

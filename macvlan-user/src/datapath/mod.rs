@@ -3,6 +3,7 @@
 //! endpoint table, read the counters.
 mod counters;
 mod endpoints;
+pub mod monitor;
 pub mod pinned;
 
 use aya::{

@@ -47,6 +47,8 @@ const MAPS: [&str; 6] = [
     map_names::VLAN_POLICY,
 ];
 const LINK_XDP: &str = "link_xdp";
+/// The XDP program itself, pinned so `mvnet monitor` can find its log ring.
+pub const PROG_XDP: &str = "prog_xdp";
 const LINK_TC_INGRESS: &str = "link_tc_ingress";
 const LINK_TC_EGRESS: &str = "link_tc_egress";
 
@@ -144,6 +146,9 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
         }
         let mode = attached.xdp_mode.unwrap_or(xdp_mode);
         pin_links(&mut ebpf, attached, dir)?;
+        let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
+        xdp.pin(dir.join(PROG_XDP))
+            .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
         Ok(mode)
     })();
     if result.is_err() {
@@ -203,7 +208,7 @@ fn pin_links(
 /// if the device still exists) and removes every pin under `dir`.
 pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
     // Removing the last reference to a bpf_link (its pin) detaches it.
-    for name in [LINK_XDP, LINK_TC_INGRESS, LINK_TC_EGRESS] {
+    for name in [LINK_XDP, LINK_TC_INGRESS, LINK_TC_EGRESS, PROG_XDP] {
         let _ = fs::remove_file(dir.join(name));
     }
     if !uses_tcx() {
