@@ -126,6 +126,14 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
     {
         return (Verdict::VlanMismatch, None);
     }
+    // The root device's own MAC (on any VLAN: its VLAN sub-interfaces share
+    // it): host traffic, valid, for no endpoint.
+    if ENDPOINTS
+        .get_ptr(EndpointKey::new(eth.dst, VLAN_ROOT))
+        .is_some()
+    {
+        return (Verdict::Delivered, None);
+    }
     (Verdict::UnknownMac, None)
 }
 

@@ -628,3 +628,38 @@ fn monitor_streams_rate_limited_anomaly_events() {
     s.ok(&["container", "rm", &name]);
     s.ok(&["network", "rm", "nm"]);
 }
+
+#[test]
+fn host_traffic_to_the_parent_passes_under_enforce() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.97.0.0/24",
+        "--policy",
+        "enforce",
+        "-o",
+        "parent=eth0",
+        "ne",
+    ]);
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let parent = lab.mac_of(lab.host(), PARENT).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let c0 = maps.counters().unwrap();
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(parent, src).build(),
+        19,
+    );
+    let c1 = maps.counters().unwrap();
+    let d = |h, v| c1.verdicts.get(h, v).frames - c0.verdicts.get(h, v).frames;
+    assert_eq!(d(Hook::XdpIngress, Verdict::Delivered), 19);
+    // Not dropped at XDP: TC ingress saw every one.
+    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 19);
+    s.ok(&["network", "rm", "ne"]);
+}
