@@ -48,6 +48,8 @@ pub mod program_names {
     pub const XDP: &str = "mvnet_xdp";
     pub const TC_INGRESS: &str = "mvnet_tc_ingress";
     pub const TC_EGRESS: &str = "mvnet_tc_egress";
+    /// Returns XDP_PASS only: the benchmarks' baseline.
+    pub const XDP_PASS: &str = "mvnet_xdp_pass";
 }
 
 /// Key of the endpoint map: destination MAC and VLAN id, 8 bytes so the

@@ -40,6 +40,13 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Returns XDP_PASS and nothing else: the baseline the benchmarks measure
+/// the classifier against (never attached by the controller).
+#[xdp]
+pub fn mvnet_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);

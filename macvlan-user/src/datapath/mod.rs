@@ -106,6 +106,13 @@ impl Datapath {
         Ok(EbpfLoader::new().load(object())?)
     }
 
+    /// The endpoint table of a loaded (not necessarily attached) object,
+    /// for tests and benchmarks that drive programs with BPF_PROG_TEST_RUN.
+    pub fn endpoint_table(ebpf: &mut Ebpf) -> Result<EndpointTable<'_>, DatapathError> {
+        let name = macvlan_common::map_names::ENDPOINTS;
+        EndpointTable::new(ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?)
+    }
+
     /// Loads the classifier and attaches it to `iface` inside `ns`.
     pub fn attach(
         ns: Option<&NetNs>,
