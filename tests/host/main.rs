@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod classifier;
 mod control_plane;
 mod datapath;
 mod datapath_cp;
