@@ -38,6 +38,11 @@ fn run(prog: &Xdp, frame: &[u8]) -> Result<(f64, f64), ProgramError> {
     Ok((r.duration.as_nanos() as f64, wall))
 }
 
+/// (kernel ns, wall ns) per run.
+type Timing = (f64, f64);
+/// A result line: name, its timing, the pass-only baseline of its round.
+type Row = (String, Timing, Timing);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -124,7 +129,7 @@ fn main() {
         println!("xdp-filter: {name}");
     }
     // (name, (kernel ns, wall ns), baseline of its run)
-    let mut rows: Vec<(String, (f64, f64), (f64, f64))> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let med = |v: &[(f64, f64)]| {
         (
             median(v.iter().map(|x| x.0).collect()),
