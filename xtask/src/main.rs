@@ -1,7 +1,9 @@
-//! `cargo xtask`: setup, build, run, lab, test (host and VM).
+//! `cargo xtask`: setup, build, run, lab, test (host and VM), bench.
 //!
 //! Every command it runs is printed first as `+ cmd args`.
 
+mod bench;
+mod bench_deps;
 mod bpf_linker;
 mod cargo;
 mod run;
@@ -72,6 +74,16 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run benchmarks against a release build of mvnet (needs root).
+    ///
+    /// Without NAMES, all of them. Known: control-plane (mvnet network
+    /// connect/disconnect against the CNI macvlan plugin's ADD/DEL, and
+    /// mvnet run/stop; installs containernetworking-plugins when missing).
+    /// Prints the measurements; fails only if an operation failed.
+    Bench {
+        /// Benches to run (default: all).
+        names: Vec<String>,
+    },
     /// Boot the VM and run a shell command in it (as root, in the current
     /// directory); exits with the command's status.
     #[command(hide = true)]
@@ -132,6 +144,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
             vm_only,
             args,
         }),
+        Cmd::Bench { names } => bench::bench(&names),
         Cmd::VmExec { command } => {
             let env = setup::setup(false)?;
             let vm = env.vm.expect("setup prepared the VM part");

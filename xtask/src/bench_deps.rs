@@ -1,0 +1,86 @@
+//! What the benches need besides the build: the CNI reference plugins the
+//! control-plane bench compares mvnet against (Debian package
+//! `containernetworking-plugins`, binaries in /usr/lib/cni).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util;
+
+pub const CNI_PACKAGE: &str = "containernetworking-plugins";
+pub const CNI_DIR: &str = "/usr/lib/cni";
+/// The plugins the control-plane bench executes.
+const CNI_PLUGINS: &[&str] = &["macvlan", "host-local"];
+
+fn missing_plugins() -> Vec<&'static str> {
+    CNI_PLUGINS
+        .iter()
+        .copied()
+        .filter(|p| !util::is_executable(&Path::new(CNI_DIR).join(p)))
+        .collect()
+}
+
+fn apt() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Whether apt knows an installable version of `package` (false before the
+/// first `apt-get update` of a fresh machine).
+fn apt_knows(package: &str) -> bool {
+    util::capture(Command::new("apt-cache").args(["policy", package]))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+                .any(|c| c.trim() != "(none)")
+        })
+        .unwrap_or(false)
+}
+
+/// Installs the CNI plugins with apt when they are missing (Debian, as
+/// root), or explains what to install.
+pub fn ensure_cni_plugins() -> Result<()> {
+    let missing = missing_plugins();
+    if missing.is_empty() {
+        eprintln!("ok: CNI plugins ({CNI_DIR}: {})", CNI_PLUGINS.join(", "));
+        return Ok(());
+    }
+    let what = format!(
+        "the control-plane bench compares mvnet against the CNI reference plugins, \
+         but {CNI_DIR} lacks {}",
+        missing.join(", ")
+    );
+    if util::os_id().as_deref() != Some("debian") {
+        bail!(
+            "{what}\nfix: install the CNI plugins (https://github.com/containernetworking/plugins) \
+             so that {CNI_DIR}/macvlan and {CNI_DIR}/host-local exist"
+        );
+    }
+    if !util::is_root() {
+        bail!("{what}\nfix: run as root: apt-get install {CNI_PACKAGE}");
+    }
+    eprintln!("installing: apt package {CNI_PACKAGE} ({what})");
+    if !apt_knows(CNI_PACKAGE) {
+        util::run(apt().arg("update"))
+            .context("fix: check the machine's apt sources and network")?;
+    }
+    util::run(
+        apt()
+            .args(["install", "-y", "--no-install-recommends"])
+            .arg(CNI_PACKAGE),
+    )
+    .with_context(|| format!("installing {CNI_PACKAGE} failed; see apt's error above"))?;
+    let still = missing_plugins();
+    if !still.is_empty() {
+        bail!(
+            "apt-get installed {CNI_PACKAGE} but {CNI_DIR} still lacks {}",
+            still.join(", ")
+        );
+    }
+    eprintln!("ok: CNI plugins ({CNI_DIR}: {})", CNI_PLUGINS.join(", "));
+    Ok(())
+}
