@@ -69,6 +69,15 @@ enum Command {
         /// Only this network.
         network: Option<String>,
     },
+    /// Internal: deletes a removed endpoint's tombstoned link in the
+    /// background (spawned by `network disconnect` and `container stop`).
+    #[command(name = "__reap-link", hide = true)]
+    ReapLink {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        ifindex: u32,
+    },
     /// Throwaway lab topologies in network namespaces.
     Lab {
         #[command(subcommand)]
@@ -463,6 +472,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !r.problems.is_empty() {
                 return Ok(1);
             }
+        }
+        Command::ReapLink { netns, ifindex } => {
+            crate::controller::endpoint::reap(&crate::netns::NetNs::from_path(netns), ifindex)?;
         }
         Command::Lab { command } => match command {
             LabCommand::Smoke {

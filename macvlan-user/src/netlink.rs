@@ -223,6 +223,36 @@ impl Netlink {
             .map_err(request_error(format!("create macvlan {name}")))
     }
 
+    /// Creates macvlan `name` on `parent` (of this namespace) directly inside
+    /// the namespace `ns`.
+    pub async fn add_macvlan_in(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mac: Option<[u8; 6]>,
+        ns: &NetNs,
+    ) -> Result<()> {
+        let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
+            op: format!("open namespace {}", ns.path().display()),
+            message: e.to_string(),
+            errno: e.raw_os_error(),
+        })?;
+        let mut builder = LinkMacVlan::new(name, parent, mode.into()).setns_by_fd(file.as_raw_fd());
+        if let Some(mac) = mac {
+            builder = builder.address(mac.to_vec());
+        }
+        self.handle
+            .link()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(request_error(format!(
+                "create macvlan {name} in namespace {}",
+                ns.path().display()
+            )))
+    }
+
     /// Creates the 802.1Q link `name` with VLAN id `vid` on `parent`.
     pub async fn add_vlan(&self, name: &str, parent: u32, vid: u16) -> Result<()> {
         self.handle

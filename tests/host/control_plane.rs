@@ -495,14 +495,22 @@ fn an_existing_namespace_is_attached_and_detached() {
         i[0]["NetworkSettings"]["Networks"]["n2"]["InterfaceName"],
         "eth1"
     );
+    // A removed endpoint's link is renamed `mvd…` and deleted in the
+    // background; wait (bounded) for that to finish.
     let links = |ns: &netns::NetNs| -> Vec<String> {
-        let mut v: Vec<String> = netlink::run(Some(ns), |nl| async move { nl.links().await })
-            .unwrap()
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
-        v.sort();
-        v
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut v: Vec<String> = netlink::run(Some(ns), |nl| async move { nl.links().await })
+                .unwrap()
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            v.sort();
+            if !v.iter().any(|n| n.starts_with("mvd")) || std::time::Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     assert_eq!(links(&ns), ["eth0", "eth1", "lo"]);
     // Connecting twice is refused and changes nothing.

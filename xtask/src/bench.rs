@@ -24,12 +24,20 @@ pub struct Bench {
 }
 
 /// Every bench `cargo xtask bench` knows, in the order it runs them.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "control-plane",
-    target: "control_plane",
-    about: "mvnet network connect/disconnect against the CNI macvlan plugin (ADD/DEL), \
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "control-plane",
+        target: "control_plane",
+        about: "mvnet network connect/disconnect against the CNI macvlan plugin (ADD/DEL), \
             100 each, plus mvnet run/stop",
-}];
+    },
+    Bench {
+        name: "datapath",
+        target: "datapath",
+        about: "the classifier per frame (BPF_PROG_TEST_RUN) at 1, 64 and 4096 endpoints \
+                against a pass-only program and xdp-tools' xdp-filter",
+    },
+];
 
 fn known() -> String {
     BENCHES
@@ -65,7 +73,12 @@ pub fn bench(names: &[String]) -> Result<i32> {
         );
     }
     let env = setup::setup(true)?;
-    bench_deps::ensure_cni_plugins()?;
+    if selected.iter().any(|b| b.name == "control-plane") {
+        bench_deps::ensure_cni_plugins()?;
+    }
+    if selected.iter().any(|b| b.name == "datapath") {
+        bench_deps::ensure_xdp_tools();
+    }
     let mvnet = cargo::build_mvnet(&env, true).context("building mvnet (release) failed")?;
     let exes = build_benches(&env, &selected)?;
     let _lock = util::lock_labs()?;

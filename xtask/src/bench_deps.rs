@@ -84,3 +84,36 @@ pub fn ensure_cni_plugins() -> Result<()> {
     eprintln!("ok: CNI plugins ({CNI_DIR}: {})", CNI_PLUGINS.join(", "));
     Ok(())
 }
+
+/// xdp-tools' xdp-filter object the datapath bench compares against.
+pub const XDP_FILTER_OBJECT: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_eth.o";
+pub const XDP_TOOLS_PACKAGE: &str = "xdp-tools";
+
+/// Installs xdp-tools when its xdp-filter object is missing (Debian, as
+/// root). Not fatal: the datapath bench then says it measured no xdp-filter.
+pub fn ensure_xdp_tools() {
+    if Path::new(XDP_FILTER_OBJECT).exists() {
+        eprintln!("ok: xdp-filter ({XDP_FILTER_OBJECT})");
+        return;
+    }
+    if util::os_id().as_deref() != Some("debian") || !util::is_root() {
+        eprintln!(
+            "note: {XDP_FILTER_OBJECT} is missing, so the datapath bench cannot compare against \
+             xdp-filter; install the {XDP_TOOLS_PACKAGE} package (apt-get install {XDP_TOOLS_PACKAGE})"
+        );
+        return;
+    }
+    eprintln!("installing: apt package {XDP_TOOLS_PACKAGE} (xdp-filter, for the datapath bench)");
+    if !apt_knows(XDP_TOOLS_PACKAGE) {
+        let _ = util::run(apt().arg("update"));
+    }
+    if let Err(e) = util::run(
+        apt()
+            .args(["install", "-y", "--no-install-recommends"])
+            .arg(XDP_TOOLS_PACKAGE),
+    ) {
+        eprintln!(
+            "note: installing {XDP_TOOLS_PACKAGE} failed ({e:#}); xdp-filter will not be measured"
+        );
+    }
+}

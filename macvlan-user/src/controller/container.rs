@@ -270,7 +270,7 @@ impl Controller {
             }
         } else if c.netns.exists() {
             for ep in c.endpoints.values() {
-                endpoint::unplumb(ep, &ns)?;
+                endpoint::unplumb_detached(ep, &ns)?;
             }
         }
         for ep in c.endpoints.values() {
@@ -401,7 +401,7 @@ impl Controller {
         };
         let ns = NetNs::from_path(&c.netns);
         if c.netns.exists() {
-            endpoint::unplumb(&ep, &ns)?;
+            endpoint::unplumb_detached(&ep, &ns)?;
         }
         self.release_endpoint(&ep);
         let stored = self.state.containers.get_mut(&key).expect("exists");

@@ -19,29 +19,26 @@ fn mode(m: Mode) -> MacvlanMode {
 }
 
 /// Creates `ep` in `ns`. On error the half-made link is removed.
+///
+/// The macvlan is created with its final name directly inside the
+/// container's namespace (IFLA_NET_NS_FD on RTM_NEWLINK), as the CNI plugin
+/// does: moving a link between namespaces afterwards costs an
+/// `rcu_barrier()` in the kernel, most of an attach's time.
 pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
-    // A temporary name that cannot clash in the parent's namespace.
-    let tmp = format!("mvt{}", &ep.id[..10]);
     let parent = net.parent.clone();
     let macvlan_mode = mode(net.mode);
     // passthru takes over the parent's MAC; the others get the endpoint's.
     let mac = (net.mode != Mode::Passthru).then_some(ep.mac);
     let target = ns.clone();
-    let tmp2 = tmp.clone();
+    let name = ep.ifname.clone();
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
             netlink::NetlinkError::LinkNotFound(format!(
                 "{parent} (the parent of this network; recreate it or run `mvnet restore`)"
             ))
         })?;
-        nl.add_macvlan(&tmp2, parent_link.index, macvlan_mode, mac)
-            .await?;
-        let child = nl.require_link(&tmp2).await?;
-        if let Err(e) = nl.move_to(child.index, &target).await {
-            let _ = nl.delete(child.index).await;
-            return Err(e);
-        }
-        Ok(())
+        nl.add_macvlan_in(&name, parent_link.index, macvlan_mode, mac, &target)
+            .await
     })
     .map_err(|e| anyhow!(e))?;
 
@@ -60,9 +57,8 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let internal = net.internal;
     let ipv6 = net.enable_ipv6;
     netlink::run(Some(ns), move |nl| async move {
-        let child = nl.require_link(&tmp).await?;
+        let child = nl.require_link(&ifname).await?;
         let result = async {
-            nl.rename(child.index, &ifname).await?;
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.
@@ -102,6 +98,91 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
 
 /// Removes `ep`'s link from `ns` (for namespaces we do not own; owned ones
 /// are deleted whole).
+/// Prefix of a removed endpoint's link while the kernel finishes deleting it.
+pub const TOMBSTONE_PREFIX: &str = "mvd";
+
+/// Removes `ep`'s link from `ns` without waiting for the kernel: the link is
+/// set down and renamed to a tombstone (so its name is free at once and no
+/// frame reaches it), and a detached `mvnet __reap-link` deletes it. A
+/// synchronous delete waits in the kernel's `rcu_barrier()` for most of a
+/// detach's time. Falls back to [`unplumb`] when not run as `mvnet`.
+pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
+    let exe = std::env::current_exe().ok();
+    let is_mvnet = exe
+        .as_ref()
+        .and_then(|e| e.file_name())
+        .is_some_and(|n| n == "mvnet");
+    let Some(exe) = exe.filter(|_| is_mvnet) else {
+        return unplumb(ep, ns);
+    };
+    let ifname = ep.ifname.clone();
+    let tombstone = format!("{TOMBSTONE_PREFIX}{}", &ep.id[..10]);
+    let index = netlink::run(Some(ns), move |nl| async move {
+        let Some(link) = nl.link(&ifname).await? else {
+            return Ok(None);
+        };
+        nl.set_down(link.index).await?;
+        nl.rename(link.index, &tombstone).await?;
+        Ok(Some(link.index))
+    })
+    .map_err(|e| anyhow!(e))?;
+    let Some(index) = index else {
+        return Ok(());
+    };
+    let spawned = {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("__reap-link")
+            .arg("--netns")
+            .arg(ns.path())
+            .arg("--ifindex")
+            .arg(index.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    };
+    if spawned.is_err() {
+        reap(ns, index)?;
+    }
+    Ok(())
+}
+
+/// Deletes the tombstoned link `index` in `ns` (`mvnet __reap-link`).
+pub fn reap(ns: &NetNs, index: u32) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        let links = nl.links().await?;
+        if let Some(l) = links.iter().find(|l| l.index == index) {
+            if l.name.starts_with(TOMBSTONE_PREFIX) {
+                nl.delete(l.index).await?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// Deletes tombstoned links a crash left in `ns` (`mvnet restore`).
+pub fn reap_all(ns: &NetNs) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        for l in nl.links().await? {
+            if l.name.starts_with(TOMBSTONE_PREFIX) {
+                nl.delete(l.index).await?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// Removes `ep`'s link from `ns`, waiting for the kernel.
 pub fn unplumb(ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let ifname = ep.ifname.clone();
     netlink::run(Some(ns), move |nl| async move {

@@ -120,6 +120,8 @@ impl Controller {
     fn restore_endpoints(&mut self, cid: &str, report: &mut RestoreReport) -> Result<()> {
         let c = self.state.containers[cid].clone();
         let ns = NetNs::from_path(&c.netns);
+        // Links of removed endpoints whose deletion a crash interrupted.
+        let _ = endpoint::reap_all(&ns);
         for ep in c.endpoints.values() {
             if link_exists(Some(&ns), &ep.ifname)? {
                 continue;
