@@ -307,6 +307,20 @@ impl Netlink {
             .map_err(request_error(format!("set link {index} up")))
     }
 
+    /// Sets the MAC address of link `index`.
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request_error(format!("set the MAC of link {index}")))
+    }
+
     pub async fn set_down(&self, index: u32) -> Result<()> {
         self.handle
             .link()

@@ -760,3 +760,52 @@ fn run_and_parent_errors_change_nothing() {
     s.ok(&["container", "rm", &a]);
     s.ok(&["network", "rm", "pt"]);
 }
+
+#[test]
+fn an_address_is_reusable_right_after_stop_and_disconnect() {
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.98.0.0/24",
+        "-o",
+        "parent=eth0",
+        "nr",
+    ]);
+    let name = format!("{}-again", lab.id());
+    // The kernel deletes removed links in the background; the same MAC and
+    // IP must work again at once.
+    for _ in 0..5 {
+        s.ok(&[
+            "run",
+            "--rm",
+            "-d",
+            "--network",
+            "nr",
+            "--name",
+            &name,
+            "--ip",
+            "10.98.0.9",
+        ]);
+        s.ok(&["container", "stop", &name]);
+    }
+    let ns = lab.add_container("ext").unwrap();
+    let path = ns.path().display().to_string();
+    let ext = format!("{}-ext", lab.id());
+    for _ in 0..5 {
+        s.ok(&[
+            "network",
+            "connect",
+            "--netns",
+            &path,
+            "--ip",
+            "10.98.0.9",
+            "nr",
+            &ext,
+        ]);
+        s.ok(&["network", "disconnect", "nr", &ext]);
+    }
+    s.ok(&["network", "rm", "nr"]);
+}

@@ -265,6 +265,9 @@ impl Controller {
         if c.netns_owned {
             if let Some(name) = ns.name() {
                 if c.netns.exists() {
+                    // The kernel destroys the namespace's links in the
+                    // background; `endpoint::plumb` waits for a MAC still
+                    // taken by one of them.
                     netns::delete(name)?;
                 }
             }

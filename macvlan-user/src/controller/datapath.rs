@@ -81,7 +81,11 @@ impl Controller {
         let (root, _) = net.root();
         let dir = pin_dir(root)?;
         PinnedMaps::open(&dir).map_err(|e| {
-            anyhow!("the classifier of {root} is not attached ({e}); run `mvnet restore` to re-attach it")
+            anyhow!(
+                "the classifier of {root} is not attached ({e}); run `mvnet restore` to re-attach it \
+                 (under `ip netns exec`, which gives mvnet a private /sys without the pins in \
+                 /sys/fs/bpf, use `nsenter --net=/run/netns/NAME mvnet ...` instead)"
+            )
         })
     }
 

@@ -72,7 +72,20 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             for (addr, prefix, _) in &addrs {
                 nl.add_address(child.index, *addr, *prefix).await?;
             }
-            nl.set_up(child.index).await?;
+            // EADDRINUSE: a removed endpoint with this MAC is still being
+            // deleted in the background (tombstone or namespace cleanup).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                match nl.set_up(child.index).await {
+                    Err(e)
+                        if e.errno() == Some(libc::EADDRINUSE)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                    }
+                    other => break other?,
+                }
+            }
             if !internal {
                 for (_, _, gw) in &addrs {
                     if let Some(gw) = gw {
@@ -102,10 +115,13 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
 pub const TOMBSTONE_PREFIX: &str = "mvd";
 
 /// Removes `ep`'s link from `ns` without waiting for the kernel: the link is
-/// set down and renamed to a tombstone (so its name is free at once and no
-/// frame reaches it), and a detached `mvnet __reap-link` deletes it. A
-/// synchronous delete waits in the kernel's `rcu_barrier()` for most of a
-/// detach's time. Falls back to [`unplumb`] when not run as `mvnet`.
+/// renamed to a tombstone (its name is free at once; the classifier entry
+/// goes right after) and a detached `mvnet __reap-link` deletes it. A
+/// synchronous delete, like setting the link down or changing its MAC,
+/// waits in the kernel for an RCU grace period, most of a detach's time.
+/// Until the reaper is done the MAC stays taken on the parent; [`plumb`]
+/// waits for it when the same address is reused at once. Falls back to
+/// [`unplumb`] when not run as `mvnet`.
 pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let exe = std::env::current_exe().ok();
     let is_mvnet = exe
@@ -121,7 +137,6 @@ pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
         let Some(link) = nl.link(&ifname).await? else {
             return Ok(None);
         };
-        nl.set_down(link.index).await?;
         nl.rename(link.index, &tombstone).await?;
         Ok(Some(link.index))
     })
