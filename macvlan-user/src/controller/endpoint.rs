@@ -20,7 +20,7 @@ fn mode(m: Mode) -> MacvlanMode {
 
 /// Creates `ep` in `ns`. On error the half-made link is removed.
 ///
-/// The macvlan is created with its final name directly inside the
+/// The macvlan is created directly inside the
 /// container's namespace (IFLA_NET_NS_FD on RTM_NEWLINK), as the CNI plugin
 /// does: moving a link between namespaces afterwards costs an
 /// `rcu_barrier()` in the kernel, most of an attach's time.
@@ -30,7 +30,11 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     // passthru takes over the parent's MAC; the others get the endpoint's.
     let mac = (net.mode != Mode::Passthru).then_some(ep.mac);
     let target = ns.clone();
-    let name = ep.ifname.clone();
+    // Created under a temporary name, renamed inside the container: kernels
+    // before ~6.11 look the new name up in the *creating* namespace, where
+    // the parent itself may well be called eth0 (EEXIST).
+    let tmp = format!("mvt{}", &ep.id[..10]);
+    let name = tmp.clone();
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
             netlink::NetlinkError::LinkNotFound(format!(
@@ -57,8 +61,9 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let internal = net.internal;
     let ipv6 = net.enable_ipv6;
     netlink::run(Some(ns), move |nl| async move {
-        let child = nl.require_link(&ifname).await?;
+        let child = nl.require_link(&tmp).await?;
         let result = async {
+            nl.rename(child.index, &ifname).await?;
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.
