@@ -233,6 +233,10 @@ pub mod vlan_policy {
     /// A network on this VLAN enforces: drop frames to unknown MACs and to
     /// known MACs on the wrong VLAN.
     pub const ENFORCE: u32 = 1 << 0;
+    /// With ENFORCE: drop broadcast frames on this VLAN too.
+    pub const DROP_BROADCAST: u32 = 1 << 8;
+    /// With ENFORCE: drop multicast frames on this VLAN too.
+    pub const DROP_MULTICAST: u32 = 1 << 9;
 }
 
 /// Rate limit state of the anomaly events (per CPU).

@@ -138,12 +138,38 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
 }
 
 #[inline(always)]
+fn vlan_policy_flags(vlan: u32) -> u32 {
+    if vlan == NO_VLAN {
+        return 0;
+    }
+    match VLAN_POLICY.get(vlan & (VLAN_SLOTS - 1)) {
+        Some(p) => *p,
+        None => 0,
+    }
+}
+
+#[inline(always)]
 fn action_for(verdict: Verdict, vlan: u32) -> Action {
     match verdict {
         Verdict::UnknownMac | Verdict::VlanMismatch | Verdict::Malformed | Verdict::Spoofed
             if enforcing(vlan) =>
         {
             Action::Drop
+        }
+        // Broadcast and multicast pass unless an enforcing network on the
+        // VLAN asks for them to be dropped.
+        Verdict::Broadcast | Verdict::Multicast => {
+            let flags = vlan_policy_flags(vlan);
+            let bit = if verdict == Verdict::Broadcast {
+                vlan_policy::DROP_BROADCAST
+            } else {
+                vlan_policy::DROP_MULTICAST
+            };
+            if flags & vlan_policy::ENFORCE != 0 && flags & bit != 0 {
+                Action::Drop
+            } else {
+                Action::Pass
+            }
         }
         _ => Action::Pass,
     }

@@ -118,7 +118,13 @@ enum NetworkCommand {
     Update {
         /// observe or enforce.
         #[arg(long)]
-        policy: String,
+        policy: Option<String>,
+        /// Under enforce: pass or drop broadcast frames.
+        #[arg(long)]
+        broadcast: Option<String>,
+        /// Under enforce: pass or drop multicast frames.
+        #[arg(long)]
+        multicast: Option<String>,
         network: String,
     },
     /// Disconnect a container from a network.
@@ -152,6 +158,12 @@ struct CreateArgs {
     /// How XDP attaches to the root device: native, generic or auto.
     #[arg(long)]
     xdp_mode: Option<String>,
+    /// Under enforce: pass (default) or drop broadcast frames.
+    #[arg(long)]
+    broadcast: Option<String>,
+    /// Under enforce: pass (default) or drop multicast frames.
+    #[arg(long)]
+    multicast: Option<String>,
     name: String,
 }
 
@@ -295,6 +307,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     options: a.opt,
                     policy: a.policy,
                     xdp_mode: a.xdp_mode,
+                    broadcast: a.broadcast,
+                    multicast: a.multicast,
                 })?;
                 println!("{}", net.id);
             }
@@ -344,9 +358,22 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let mut ctl = open("mvnet network connect")?;
                 ctl.connect(&network, container.as_deref(), netns, addresses.request()?)?;
             }
-            NetworkCommand::Update { policy, network } => {
+            NetworkCommand::Update {
+                policy,
+                broadcast,
+                multicast,
+                network,
+            } => {
                 let mut ctl = open("mvnet network update")?;
-                println!("{}", ctl.update_network(&network, &policy)?);
+                println!(
+                    "{}",
+                    ctl.update_network(
+                        &network,
+                        policy.as_deref(),
+                        broadcast.as_deref(),
+                        multicast.as_deref()
+                    )?
+                );
             }
             NetworkCommand::Disconnect { network, container } => {
                 let mut ctl = open("mvnet network disconnect")?;

@@ -83,6 +83,12 @@ pub struct Network {
     /// network on it).
     #[serde(default)]
     pub xdp_mode: String,
+    /// Under enforce, drop broadcast frames on this network's VLAN too.
+    #[serde(default)]
+    pub drop_broadcast: bool,
+    /// Under enforce, drop multicast frames on this network's VLAN too.
+    #[serde(default)]
+    pub drop_multicast: bool,
 }
 
 /// The classifier's policy for a network.

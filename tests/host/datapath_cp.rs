@@ -663,3 +663,101 @@ fn host_traffic_to_the_parent_passes_under_enforce() {
     assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 19);
     s.ok(&["network", "rm", "ne"]);
 }
+
+#[test]
+fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.99.0.0/24",
+        "--policy",
+        "enforce",
+        "--multicast",
+        "drop",
+        "-o",
+        "parent=eth0",
+        "nb",
+    ]);
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let mcast = FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 7], src).build();
+    let bcast = FrameSpec::udp4([0xff; 6], src).build();
+    // Returns (seen at XDP, seen at TC ingress after XDP) for n frames.
+    let through = |frame: &[u8], v: Verdict, n: u64| {
+        let c0 = maps.counters().unwrap();
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            frame.to_vec(),
+            n,
+        );
+        let c1 = maps.counters().unwrap();
+        (
+            c1.verdicts.get(Hook::XdpIngress, v).frames
+                - c0.verdicts.get(Hook::XdpIngress, v).frames,
+            c1.verdicts.get(Hook::TcIngress, v).frames - c0.verdicts.get(Hook::TcIngress, v).frames,
+        )
+    };
+    assert_eq!(
+        through(&mcast, Verdict::Multicast, 9),
+        (9, 0),
+        "multicast dropped"
+    );
+    assert_eq!(
+        through(&bcast, Verdict::Broadcast, 8),
+        (8, 8),
+        "broadcast passes"
+    );
+    s.ok(&[
+        "network",
+        "update",
+        "--broadcast",
+        "drop",
+        "--multicast",
+        "pass",
+        "nb",
+    ]);
+    assert_eq!(through(&mcast, Verdict::Multicast, 7), (7, 7));
+    assert_eq!(through(&bcast, Verdict::Broadcast, 6), (6, 0));
+    // Under observe the rule is inert.
+    s.ok(&["network", "update", "--policy", "observe", "nb"]);
+    assert_eq!(through(&bcast, Verdict::Broadcast, 5), (5, 5));
+    let err = s.fails(&["network", "update", "--multicast", "sometimes", "nb"]);
+    assert!(
+        err.contains("invalid --multicast \"sometimes\": use pass or drop"),
+        "{err}"
+    );
+    s.ok(&["network", "rm", "nb"]);
+}
+
+#[test]
+fn a_full_endpoint_table_is_a_clear_error() {
+    require_root();
+    let mut ebpf = mvnet::datapath::Datapath::load().unwrap();
+    let mut table = mvnet::datapath::Datapath::endpoint_table(&mut ebpf).unwrap();
+    let entry = |i: u32| {
+        let b = i.to_be_bytes();
+        mvnet::datapath::EndpointEntry {
+            mac: [0x02, 0x42, b[0], b[1], b[2], b[3]],
+            vlan: 0,
+            ipv4: None,
+            ipv6: None,
+            enforce: false,
+        }
+    };
+    for i in 0..macvlan_common::MAX_ENDPOINTS {
+        table.insert_at(entry(i), i).unwrap();
+    }
+    let err = table
+        .insert(entry(macvlan_common::MAX_ENDPOINTS))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "all 4096 endpoint slots of this parent are in use; remove an endpoint or use another parent"
+    );
+}

@@ -132,10 +132,20 @@ impl Controller {
             None => on_root.iter().map(|n| n.root().1).collect(),
         };
         for v in vids {
-            let enforce = on_root
+            let mut flags = 0;
+            for n in on_root
                 .iter()
-                .any(|n| n.root().1 == v && n.policy == Policy::Enforce);
-            maps.set_vlan_policy(v, if enforce { vlan_policy::ENFORCE } else { 0 })?;
+                .filter(|n| n.root().1 == v && n.policy == Policy::Enforce)
+            {
+                flags |= vlan_policy::ENFORCE;
+                if n.drop_broadcast {
+                    flags |= vlan_policy::DROP_BROADCAST;
+                }
+                if n.drop_multicast {
+                    flags |= vlan_policy::DROP_MULTICAST;
+                }
+            }
+            maps.set_vlan_policy(v, flags)?;
         }
         let any = on_root.iter().any(|n| n.policy == Policy::Enforce);
         maps.set_config(Config {

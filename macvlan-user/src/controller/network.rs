@@ -29,6 +29,20 @@ pub struct NetworkSpec {
     pub policy: Option<String>,
     /// native, generic or auto (default).
     pub xdp_mode: Option<String>,
+    /// Under enforce: "pass" (default) or "drop".
+    pub broadcast: Option<String>,
+    pub multicast: Option<String>,
+}
+
+/// Parses a `--broadcast`/`--multicast` rule: true = drop.
+pub fn parse_rule(flag: &str, v: Option<&str>) -> Result<bool> {
+    match v {
+        None | Some("pass") => Ok(false),
+        Some("drop") => Ok(true),
+        Some(x) => {
+            bail!("invalid --{flag} {x:?}: use pass or drop (applies under --policy enforce)")
+        }
+    }
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -169,6 +183,8 @@ impl Controller {
         if super::datapath::parse_xdp_mode(&xdp_mode).is_none() {
             bail!("invalid --xdp-mode {xdp_mode:?}: use native, generic or auto");
         }
+        let drop_broadcast = parse_rule("broadcast", spec.broadcast.as_deref())?;
+        let drop_multicast = parse_rule("multicast", spec.multicast.as_deref())?;
         let pools = pools(&spec)?;
         if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
             bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
@@ -266,6 +282,8 @@ impl Controller {
             options,
             policy,
             xdp_mode,
+            drop_broadcast,
+            drop_multicast,
         };
         let ctl_vlan = network.vlan.clone();
         let undo = |ctl: &mut Controller, attached: bool| {
@@ -296,20 +314,34 @@ impl Controller {
     }
 
     /// `mvnet network update --policy`: changes the classifier's policy.
-    pub fn update_network(&mut self, key: &str, policy: &str) -> Result<String> {
-        let policy = Policy::parse(policy).ok_or_else(|| {
-            anyhow!("invalid --policy {policy:?}: use observe (count and pass) or enforce (drop invalid frames)")
-        })?;
+    pub fn update_network(
+        &mut self,
+        key: &str,
+        policy: Option<&str>,
+        broadcast: Option<&str>,
+        multicast: Option<&str>,
+    ) -> Result<String> {
         let id = self.network(key)?.id.clone();
-        let old = self.state.networks[&id].policy;
-        self.state.networks.get_mut(&id).expect("exists").policy = policy;
-        let net = self.state.networks[&id].clone();
-        if let Err(e) = self.apply_policy(&net).and_then(|()| self.save()) {
-            self.state.networks.get_mut(&id).expect("exists").policy = old;
-            let _ = self.apply_policy(&self.state.networks[&id].clone());
+        let old = self.state.networks[&id].clone();
+        let mut new = old.clone();
+        if let Some(p) = policy {
+            new.policy = Policy::parse(p).ok_or_else(|| {
+                anyhow!("invalid --policy {p:?}: use observe (count and pass) or enforce (drop invalid frames)")
+            })?;
+        }
+        if broadcast.is_some() {
+            new.drop_broadcast = parse_rule("broadcast", broadcast)?;
+        }
+        if multicast.is_some() {
+            new.drop_multicast = parse_rule("multicast", multicast)?;
+        }
+        self.state.networks.insert(id.clone(), new.clone());
+        if let Err(e) = self.apply_policy(&new).and_then(|()| self.save()) {
+            self.state.networks.insert(id, old.clone());
+            let _ = self.apply_policy(&old);
             return Err(e);
         }
-        Ok(net.name)
+        Ok(new.name)
     }
 
     /// `mvnet network rm`: refuses while containers are attached; deletes a
