@@ -137,6 +137,15 @@ impl Network {
         &self.id[..12]
     }
 
+    /// Gives `addrs` back to their pools.
+    pub fn release(&mut self, addrs: impl IntoIterator<Item = IpAddr>) {
+        for a in addrs {
+            for pool in self.pools.iter_mut() {
+                pool.release(a);
+            }
+        }
+    }
+
     pub fn pool_v4(&self) -> Option<&Pool> {
         self.pools.iter().find(|p| p.config.subnet.is_ipv4())
     }

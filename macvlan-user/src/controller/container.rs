@@ -84,11 +84,7 @@ impl Controller {
             }
         }
         let release = |net: &mut Network| {
-            for pool in net.pools.iter_mut() {
-                for a in ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)) {
-                    pool.release(a);
-                }
-            }
+            net.release(ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)))
         };
         if let Err(e) = result {
             release(net);
@@ -138,16 +134,12 @@ impl Controller {
 
     /// Takes an endpoint out of the classifier (its link is gone by now)
     /// and gives its addresses back.
-    fn release_endpoint(&mut self, ep: &Endpoint) {
+    pub(super) fn release_endpoint(&mut self, ep: &Endpoint) {
         if let Some(net) = self.state.networks.get(&ep.network_id).cloned() {
             let _ = self.datapath_remove(&net, ep);
         }
         if let Some(net) = self.state.networks.get_mut(&ep.network_id) {
-            for pool in net.pools.iter_mut() {
-                for a in ep.addresses() {
-                    pool.release(a);
-                }
-            }
+            net.release(ep.addresses());
         }
     }
 

@@ -51,14 +51,9 @@ impl Controller {
         for c in containers {
             let ns_alive = c.netns.exists();
             if !ns_alive {
+                // Out of the classifier too, and addresses back to the pools.
                 for ep in c.endpoints.values() {
-                    if let Some(net) = self.state.networks.get_mut(&ep.network_id) {
-                        for pool in net.pools.iter_mut() {
-                            for a in ep.addresses() {
-                                pool.release(a);
-                            }
-                        }
-                    }
+                    self.release_endpoint(ep);
                 }
                 self.state.containers.remove(&c.id);
                 report.containers_purged.push(c.name.clone());
