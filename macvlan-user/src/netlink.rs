@@ -203,26 +203,6 @@ impl Netlink {
             .map_err(request_error(format!("create veth pair {name}/{peer}")))
     }
 
-    /// Creates macvlan `name` on `parent` in `mode`, with `mac` if given.
-    pub async fn add_macvlan(
-        &self,
-        name: &str,
-        parent: u32,
-        mode: MacvlanMode,
-        mac: Option<[u8; 6]>,
-    ) -> Result<()> {
-        let mut builder = LinkMacVlan::new(name, parent, mode.into());
-        if let Some(mac) = mac {
-            builder = builder.address(mac.to_vec());
-        }
-        self.handle
-            .link()
-            .add(builder.build())
-            .execute()
-            .await
-            .map_err(request_error(format!("create macvlan {name}")))
-    }
-
     /// Creates macvlan `name` on `parent` (of this namespace) directly inside
     /// the namespace `ns`.
     pub async fn add_macvlan_in(

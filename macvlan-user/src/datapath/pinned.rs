@@ -293,14 +293,7 @@ impl PinnedMaps {
     }
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        let name = map_names::ENDPOINTS;
-        let map = self
-            .maps
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
-            .ok_or(DatapathError::MissingMap(name))?;
-        EndpointTable::new(map)
+        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?)
     }
 
     /// A read-only view of the endpoint table.
@@ -354,14 +347,9 @@ impl PinnedMaps {
     /// Sets the root-wide settings (policy for frames of no endpoint).
     pub fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
         let name = map_names::CONFIG;
-        let map = self
-            .maps
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
-            .ok_or(DatapathError::MissingMap(name))?;
-        let mut array: aya::maps::Array<&mut MapData, Config> = aya::maps::Array::try_from(map)
-            .map_err(|source| DatapathError::Map { name, source })?;
+        let mut array: aya::maps::Array<&mut MapData, Config> =
+            aya::maps::Array::try_from(self.get_mut(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
         array
             .set(0, config, 0)
             .map_err(|source| DatapathError::Map { name, source })

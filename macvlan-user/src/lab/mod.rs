@@ -108,15 +108,21 @@ impl Lab {
     /// (The controller does this for real networks; the lab uses it for
     /// datapath tests that need no IPAM.)
     pub fn add_macvlan(&self, container: &NetNs, mac: [u8; 6]) -> Result<()> {
+        // Made in the container directly under a unique name, then renamed
+        // there, as the controller's `endpoint::plumb` does.
         let tmp = format!("mv{}", NEXT_LAB.fetch_add(1, Ordering::Relaxed));
         let target = container.clone();
         let tmp2 = tmp.clone();
         netlink::run(Some(&self.host), |nl| async move {
             let parent = nl.require_link(PARENT).await?;
-            nl.add_macvlan(&tmp2, parent.index, netlink::MacvlanMode::Bridge, Some(mac))
-                .await?;
-            let child = nl.require_link(&tmp2).await?;
-            nl.move_to(child.index, &target).await
+            nl.add_macvlan_in(
+                &tmp2,
+                parent.index,
+                netlink::MacvlanMode::Bridge,
+                Some(mac),
+                &target,
+            )
+            .await
         })?;
         netlink::run(Some(container), |nl| async move {
             let child = nl.require_link(&tmp).await?;
