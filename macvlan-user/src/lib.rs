@@ -10,6 +10,7 @@
 //! * [`netns`] — named network namespaces and running code inside one;
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
+//! * [`stats`] — every counter joined with the endpoints it belongs to;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
 pub mod cli;
 pub mod controller;
@@ -19,6 +20,7 @@ pub mod lab;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod stats;
 pub mod store;
 
 /// Fails with a clear message unless running as root: namespaces, links and

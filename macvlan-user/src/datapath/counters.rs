@@ -48,20 +48,10 @@ fn per_cpu_sum<V: aya::Pod + Default + Copy>(
     len: u32,
     merge: impl Fn(&mut V, &V),
 ) -> Result<Vec<V>, DatapathError> {
-    let array: PerCpuArray<&MapData, V> =
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-    let mut out = Vec::with_capacity(len as usize);
-    for i in 0..len {
-        let values = array
-            .get(&i, 0)
-            .map_err(|source| DatapathError::Map { name, source })?;
-        let mut total = V::default();
-        for v in values.iter() {
-            merge(&mut total, v);
-        }
-        out.push(total);
-    }
-    Ok(out)
+    // Check the map is what we think before reading it raw.
+    PerCpuArray::<&MapData, V>::try_from(map)
+        .map_err(|source| DatapathError::Map { name, source })?;
+    super::batch::per_cpu_array_sum(super::batch::map_data(map), name, len, merge)
 }
 
 fn merge_endpoint(a: &mut EndpointCounters, b: &EndpointCounters) {

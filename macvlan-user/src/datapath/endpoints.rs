@@ -1,8 +1,8 @@
 //! The endpoint table: which (MAC, VLAN) belongs to which endpoint slot.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{HashMap, Map};
-use macvlan_common::{map_names, Endpoint, EndpointKey, MAX_ENDPOINTS, VLAN_ANY};
+use aya::maps::{HashMap, IterableMap as _, Map};
+use macvlan_common::{map_names, Endpoint, EndpointKey, ENDPOINT_KEYS, MAX_ENDPOINTS, VLAN_ANY};
 
 use super::DatapathError;
 
@@ -20,6 +20,20 @@ pub struct EndpointTable<'a> {
     map: HashMap<&'a mut aya::maps::MapData, EndpointKey, Endpoint>,
 }
 
+/// Every entry of the ENDPOINTS map, in one batched read.
+fn all_entries(map: &aya::maps::MapData) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
+    super::batch::hash_entries(map, map_names::ENDPOINTS, ENDPOINT_KEYS)
+}
+
+/// The slots of real endpoints (not the VLAN_ANY twins, not the root).
+fn slots(entries: &[(EndpointKey, Endpoint)]) -> Vec<u32> {
+    entries
+        .iter()
+        .filter(|(k, _)| k.vlan < 0x1000)
+        .map(|(_, v)| v.slot)
+        .collect()
+}
+
 impl<'a> EndpointTable<'a> {
     /// The table over the ENDPOINTS map (of a loaded object or a pin).
     pub(super) fn new(map: &'a mut Map) -> Result<Self, DatapathError> {
@@ -29,12 +43,17 @@ impl<'a> EndpointTable<'a> {
     }
 
     fn used_slots(&self) -> Vec<u32> {
-        self.map
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(k, _)| k.vlan < 0x1000)
-            .map(|(_, v)| v.slot)
-            .collect()
+        match all_entries(self.map.map()) {
+            Ok(entries) => slots(&entries),
+            // Kernels before 5.6 have no batch reads.
+            Err(_) => self
+                .map
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, _)| k.vlan < 0x1000)
+                .map(|(_, v)| v.slot)
+                .collect(),
+        }
     }
 
     /// Adds an endpoint and returns its slot (the lowest free one).
@@ -144,5 +163,13 @@ impl<'a> EndpointView<'a> {
     /// The endpoint with `mac` on `vlan`, if present.
     pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
         self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+    }
+
+    /// Every endpoint: (MAC, VLAN) → entry, without the VLAN_ANY twins and
+    /// the root device's own MAC.
+    pub fn entries(&self) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
+        let mut all = all_entries(self.map.map())?;
+        all.retain(|(k, _)| k.vlan < 0x1000);
+        Ok(all)
     }
 }

@@ -1,6 +1,7 @@
 //! The eBPF side, seen from the controller: load the classifier object,
 //! attach it to a root device (XDP + TC ingress + TC egress), fill the
 //! endpoint table, read the counters.
+mod batch;
 mod counters;
 mod endpoints;
 pub mod monitor;

@@ -1,0 +1,198 @@
+//! Reading every counter of every root device at one moment.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Instant, SystemTime},
+};
+
+use anyhow::Result;
+use macvlan_common::{EndpointCounters, VlanCounters, MAX_ENDPOINTS, VLAN_SLOTS};
+
+use crate::{
+    controller::datapath::pin_dir,
+    datapath::{
+        pinned::{self, PinnedMaps},
+        VerdictTable,
+    },
+    model::{Policy, State},
+};
+
+/// Counters of one endpoint, with who it is.
+#[derive(Clone, Debug)]
+pub struct EndpointStats {
+    pub container: String,
+    pub container_id: String,
+    /// Interface name inside the container.
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Its slot in the classifier, `None` when the classifier has no entry
+    /// for it (not attached, or needs `mvnet restore`).
+    pub slot: Option<u32>,
+    /// rx from the wire, rx over the local bridge path, tx; zero when
+    /// `slot` is `None`.
+    pub counters: EndpointCounters,
+}
+
+/// One network and its endpoints.
+#[derive(Clone, Debug)]
+pub struct NetworkStats {
+    pub id: String,
+    pub name: String,
+    pub parent: String,
+    /// The device the classifier sits on.
+    pub root: String,
+    /// The network's VLAN id on the root (0 = untagged).
+    pub vlan: u16,
+    pub policy: Policy,
+    /// Sorted by container name, then interface.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// The classifier of one root device: what is shared by the networks on it.
+#[derive(Clone, Debug)]
+pub struct RootStats {
+    pub root: String,
+    /// Whether its pins exist (the classifier is attached).
+    pub attached: bool,
+    /// Endpoints in its table, and the table's capacity.
+    pub endpoints: usize,
+    pub capacity: u32,
+    /// Per VLAN id (0 = untagged): every VLAN with traffic, and every VLAN
+    /// of a network on this root even when idle.
+    pub vlans: BTreeMap<u16, VlanCounters>,
+    /// Per hook and verdict.
+    pub verdicts: VerdictTable,
+}
+
+/// Every counter at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Wall clock of the read, for reports.
+    pub taken: SystemTime,
+    /// Monotonic clock of the read, for rates between two snapshots.
+    pub at: Instant,
+    /// Sorted by root name.
+    pub roots: Vec<RootStats>,
+    /// Sorted by network name.
+    pub networks: Vec<NetworkStats>,
+}
+
+impl Snapshot {
+    pub fn root(&self, root: &str) -> Option<&RootStats> {
+        self.roots.iter().find(|r| r.root == root)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&NetworkStats> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+/// Reads the counters of every network's classifier (of `only`, a network
+/// id, if given): one batched read per map and root device.
+pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
+    let (taken, at) = (SystemTime::now(), Instant::now());
+    let nets: Vec<_> = state
+        .networks
+        .values()
+        .filter(|n| only.is_none_or(|id| n.id == id))
+        .collect();
+
+    // Root device → (its maps' slots by (MAC, VLAN), its stats).
+    let mut roots: BTreeMap<String, RootRead> = BTreeMap::new();
+    for net in &nets {
+        let (root, vlan) = net.root();
+        if !roots.contains_key(root) {
+            roots.insert(root.to_owned(), read_root(root)?);
+        }
+        if let Some((_, stats, _)) = roots.get_mut(root) {
+            stats.vlans.entry(vlan).or_default();
+        }
+    }
+
+    let mut networks = Vec::new();
+    for net in nets {
+        let (root, vlan) = net.root();
+        let (slots, _, counters) = &roots[root];
+        let mut endpoints = Vec::new();
+        for c in state.containers.values() {
+            let Some(ep) = c.endpoints.get(&net.id) else {
+                continue;
+            };
+            let slot = slots.get(&(ep.mac, vlan)).copied();
+            endpoints.push(EndpointStats {
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                ifname: ep.ifname.clone(),
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+                ipv6: ep.ipv6,
+                slot,
+                counters: slot
+                    .and_then(|s| counters.get(s as usize).copied())
+                    .unwrap_or_default(),
+            });
+        }
+        endpoints.sort_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
+        networks.push(NetworkStats {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            parent: net.parent.clone(),
+            root: root.to_owned(),
+            vlan,
+            policy: net.policy,
+            endpoints,
+        });
+    }
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Snapshot {
+        taken,
+        at,
+        roots: roots.into_values().map(|(_, r, _)| r).collect(),
+        networks,
+    })
+}
+
+type RootRead = (
+    BTreeMap<([u8; 6], u16), u32>,
+    RootStats,
+    Vec<EndpointCounters>,
+);
+
+/// The table and counters of the classifier on `root`; all zero when it
+/// is not attached.
+fn read_root(root: &str) -> Result<RootRead> {
+    let dir = pin_dir(root)?;
+    let mut stats = RootStats {
+        root: root.to_owned(),
+        attached: false,
+        endpoints: 0,
+        capacity: MAX_ENDPOINTS,
+        vlans: BTreeMap::new(),
+        verdicts: VerdictTable::default(),
+    };
+    if !pinned::is_attached(&dir) {
+        return Ok((BTreeMap::new(), stats, Vec::new()));
+    }
+    let maps = PinnedMaps::open(&dir)?;
+    let entries = match maps.endpoints_ro() {
+        Some(view) => view.entries()?,
+        None => Vec::new(),
+    };
+    let counters = maps.counters()?;
+    stats.attached = true;
+    stats.endpoints = entries.len();
+    stats.verdicts = counters.verdicts.clone();
+    for vid in 0..VLAN_SLOTS as u16 {
+        let v = counters.vlan(vid);
+        if v != VlanCounters::default() {
+            stats.vlans.insert(vid, v);
+        }
+    }
+    let slots = entries
+        .into_iter()
+        .map(|(k, v)| ((k.mac, k.vlan), v.slot))
+        .collect();
+    Ok((slots, stats, counters.endpoints))
+}
