@@ -137,7 +137,7 @@ pub struct VlanCounters {
 
 /// Where a frame was classified.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     XdpIngress = 0,
     TcIngress = 1,
@@ -159,7 +159,7 @@ impl Hook {
 
 /// What the classifier decided about a frame.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
     /// Unicast to a known endpoint on its VLAN (ingress), or a valid frame
     /// from a known endpoint (egress).
