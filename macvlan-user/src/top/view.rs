@@ -3,7 +3,6 @@
 //! terminal or a pipe.
 use std::{fmt::Write as _, time::SystemTime};
 
-use macvlan_common::Hook;
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Modifier, Style, Stylize as _},
@@ -19,6 +18,8 @@ use crate::lab::frames::format_mac;
 const VERDICT_HEIGHT: u16 = 2 + 7;
 /// VLAN rows shown at most before the endpoints get the rest.
 const VLAN_ROWS: usize = 4;
+/// Short names of the hooks, in [`Hook::ALL`] order, for column titles.
+const HOOK_COLUMNS: [&str; 3] = ["XDP", "TC_IN", "TC_EG"];
 /// Columns of the trend sparkline below which it is hidden.
 const MIN_TREND: u16 = 4;
 
@@ -260,7 +261,13 @@ fn draw_verdicts(frame: &mut Frame, area: Rect, view: &View) {
         ],
     )
     .header(head(&[
-        "VERDICT", "XDP/S", "XDP", "TC_IN/S", "TC_IN", "TC_EG/S", "TC_EG",
+        "VERDICT",
+        "XDP/S",
+        HOOK_COLUMNS[0],
+        "TC_IN/S",
+        HOOK_COLUMNS[1],
+        "TC_EG/S",
+        HOOK_COLUMNS[2],
     ]))
     .column_spacing(1)
     .block(section(Line::from(title)));
@@ -294,16 +301,15 @@ pub fn plain(view: &View) -> String {
     let w_cont = col_width("CONTAINER", view.endpoints.iter().map(|r| &r.container));
     let _ = writeln!(
         s,
-        "{:<w_net$} {:<w_cont$} {:<6} {:<17} {:>4} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
-        "NETWORK", "CONTAINER", "IF", "MAC", "VLAN", "RX/S", "LOCAL/S", "TX/S", "RX", "LOCAL", "TX"
+        "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "NETWORK", "CONTAINER", "MAC", "VLAN", "RX/S", "LOC/S", "TX/S", "RX", "LOCAL", "TX"
     );
     for r in &view.endpoints {
         let _ = writeln!(
             s,
-            "{:<w_net$} {:<w_cont$} {:<6} {:<17} {:>4} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
             r.network,
             r.container,
-            r.ifname,
             format_mac(&r.mac),
             r.vlan,
             rate_cell(r, |x| x.rx_wire.frames),
@@ -318,14 +324,14 @@ pub fn plain(view: &View) -> String {
     let w_root = col_width("ROOT", view.vlans.iter().map(|v| &v.root));
     let _ = writeln!(
         s,
-        "\n{:<w_root$} {:>4} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "\n{:<w_root$} {:>4} {:>7} {:>7} {:>7} {:>10} {:>10} {:>10}",
         "ROOT", "VLAN", "XDP/S", "TC_IN/S", "TC_EG/S", "XDP", "TC_IN", "TC_EG"
     );
     for v in &view.vlans {
         let r = v.rates;
         let _ = writeln!(
             s,
-            "{:<w_root$} {:>4} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "{:<w_root$} {:>4} {:>7} {:>7} {:>7} {:>10} {:>10} {:>10}",
             v.root,
             v.vlan,
             rate(r.map(|r| r.rx_xdp.frames)),
@@ -337,15 +343,14 @@ pub fn plain(view: &View) -> String {
         );
     }
     let _ = write!(s, "\n{:<13}", "VERDICT");
-    for hook in Hook::ALL {
-        let name = hook.name().to_uppercase();
-        let _ = write!(s, " {:>14} {:>10}", format!("{name}/S"), name);
+    for hook in HOOK_COLUMNS {
+        let _ = write!(s, " {:>7} {:>10}", format!("{hook}/S"), hook);
     }
     s.push('\n');
     for v in &view.verdicts {
         let _ = write!(s, "{:<13}", v.verdict.name());
         for (r, total) in &v.hooks {
-            let _ = write!(s, " {:>14} {:>10}", rate(*r), total);
+            let _ = write!(s, " {:>7} {:>10}", rate(*r), total);
         }
         s.push_str(if v.alarm() { "  INVALID\n" } else { "\n" });
     }
@@ -383,7 +388,7 @@ fn clock(t: SystemTime) -> String {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use macvlan_common::{Counter, EndpointCounters, Verdict};
+    use macvlan_common::{Counter, EndpointCounters, Hook, Verdict};
     use ratatui::{backend::TestBackend, Terminal};
 
     use super::*;
@@ -495,7 +500,7 @@ mod tests {
         }
         let row = text.lines().find(|l| l.contains("c03")).unwrap();
         assert!(row.contains("02:42:0a:5b:00:03"), "{row}");
-        assert!(row.ends_with(" 30          0          0"), "{row}");
+        assert!(row.ends_with(" 30        0        0"), "{row}");
         assert!(
             text.lines()
                 .any(|l| l.starts_with("unknown_mac") && l.ends_with("INVALID")),
