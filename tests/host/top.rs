@@ -413,5 +413,17 @@ fn top_into_a_pipe_prints_plain_rows() {
         ["unknown_mac", "0", "23", "0", "23", "0", "0", "INVALID"],
         "{last}"
     );
+    // One network only; an unknown one is a clear error.
+    let out = scene.s.ok(&["top", "nb", "--count", "1"]);
+    assert!(out.contains(scene.names[2].as_str()), "{out}");
+    assert!(
+        !out.contains(scene.names[0].as_str()) && !out.contains(scene.names[1].as_str()),
+        "{out}"
+    );
+    let err = scene.s.fails(&["top", "nope", "--count", "1"]);
+    assert!(
+        err.contains("network nope not found; list them with `mvnet network ls`"),
+        "{err}"
+    );
     scene.remove();
 }

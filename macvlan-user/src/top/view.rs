@@ -57,8 +57,14 @@ fn section(title: Line<'static>) -> Block<'static> {
     Block::new().borders(Borders::TOP).title(title)
 }
 
-fn head(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.iter().map(|c| Cell::from(*c))).style(Style::new().add_modifier(Modifier::BOLD))
+/// A bold column header: the first `text` titles left-aligned, the rest
+/// (numbers) right-aligned over their values.
+fn head(cells: &[&'static str], text: usize) -> Row<'static> {
+    Row::new(cells.iter().enumerate().map(|(i, c)| {
+        let line = Line::from(*c);
+        Cell::from(if i < text { line } else { line.right_aligned() })
+    }))
+    .style(Style::new().add_modifier(Modifier::BOLD))
 }
 
 /// Endpoint column widths for `width` columns: (network, container, trend,
@@ -171,7 +177,7 @@ fn draw_endpoints(frame: &mut Frame, area: Rect, view: &View) {
         }
         Row::new(cells)
     });
-    let header = head(&header);
+    let header = head(&header, 3);
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
@@ -214,9 +220,12 @@ fn draw_vlans(frame: &mut Frame, area: Rect, view: &View) {
             Constraint::Length(7),
         ],
     )
-    .header(head(&[
-        "ROOT", "VLAN", "XDP/S", "TC_IN/S", "TC_EG/S", "XDP", "TC_IN", "TC_EG",
-    ]))
+    .header(head(
+        &[
+            "ROOT", "VLAN", "XDP/S", "TC_IN/S", "TC_EG/S", "XDP", "TC_IN", "TC_EG",
+        ],
+        1,
+    ))
     .column_spacing(1)
     .block(section(Line::from(title)));
     frame.render_widget(table, area);
@@ -260,15 +269,18 @@ fn draw_verdicts(frame: &mut Frame, area: Rect, view: &View) {
             Constraint::Length(7),
         ],
     )
-    .header(head(&[
-        "VERDICT",
-        "XDP/S",
-        HOOK_COLUMNS[0],
-        "TC_IN/S",
-        HOOK_COLUMNS[1],
-        "TC_EG/S",
-        HOOK_COLUMNS[2],
-    ]))
+    .header(head(
+        &[
+            "VERDICT",
+            "XDP/S",
+            HOOK_COLUMNS[0],
+            "TC_IN/S",
+            HOOK_COLUMNS[1],
+            "TC_EG/S",
+            HOOK_COLUMNS[2],
+        ],
+        1,
+    ))
     .column_spacing(1)
     .block(section(Line::from(title)));
     frame.render_widget(table, area);
