@@ -184,6 +184,39 @@ fn row_order<'a>(screen: &str, names: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// `argv` in a shell that then reports its exit status and the terminal's
+/// modes, and stays.
+fn wrapped(argv: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = ["sh", "-c", "\"$@\"; echo exit=$?; stty -a; sleep 60", "sh"]
+        .map(String::from)
+        .into();
+    out.extend(argv);
+    out
+}
+
+/// Waits until `mvnet top` in `target` (started [`wrapped`]) exits after
+/// `how`, and checks it exited 0 and gave the terminal back: main screen,
+/// cursor shown, cooked mode.
+fn assert_restored(tmux: &Tmux, target: &str, how: &str) {
+    let screen = tmux.wait_for(target, &format!("mvnet top to exit on {how}"), |s| {
+        s.contains("exit=") && s.contains("speed")
+    });
+    assert!(screen.contains("exit=0"), "{how}: {screen}");
+    assert!(
+        !screen.contains("endpoints"),
+        "{how}: the view was left on the screen:\n{screen}"
+    );
+    assert_eq!(tmux.var(target, "alternate_on"), "0", "{how}");
+    assert_eq!(tmux.var(target, "cursor_flag"), "1", "{how}");
+    let modes: Vec<&str> = screen.split_whitespace().collect();
+    for mode in ["icanon", "echo", "isig", "opost"] {
+        assert!(
+            modes.contains(&mode),
+            "{how}: {mode} not restored: {screen}"
+        );
+    }
+}
+
 /// The lab of datapath_cp: a1, a2 on `na`, b1 on `nb`, all on eth0; 101,
 /// 37 and 59 frames from the wire to them and 23 to an unknown MAC.
 struct Scene {
@@ -268,12 +301,7 @@ fn top_in_a_terminal_shows_sorts_and_quits_cleanly() {
     require_root();
     let scene = Scene::new();
     let names = &scene.names;
-    // In a shell that reports how top exited and the terminal's modes after.
-    let mut argv: Vec<String> = ["sh", "-c", "\"$@\"; echo exit=$?; stty -a; sleep 60", "sh"]
-        .map(String::from)
-        .into();
-    argv.extend(scene.top(&["--interval", "0.3"]));
-    let tmux = Tmux::start(&scene.s, "top", &argv);
+    let tmux = Tmux::start(&scene.s, "top", &wrapped(scene.top(&["--interval", "0.3"])));
 
     // Every endpoint's row, with its container and MAC, grouped by network.
     let screen = tmux.wait_for("top", "the endpoint rows", |screen| {
@@ -317,37 +345,33 @@ fn top_in_a_terminal_shows_sorts_and_quits_cleanly() {
     let screen = tmux.wait_for("top", "the network filter", |s| s.contains("· na "));
     assert_eq!(row_order(&screen, names), [&names[1], &names[0]]);
 
-    // q: exits 0 and gives the terminal back: main screen, cursor shown,
-    // cooked mode (the shell around it reports and waits).
+    // q: exits 0 and gives the terminal back.
     tmux.keys("top", "q");
-    let screen = tmux.wait_for("top", "mvnet top to exit on q", |s| {
-        s.contains("exit=") && s.contains("speed")
-    });
-    assert!(screen.contains("exit=0"), "{screen}");
-    assert!(
-        !screen.contains("endpoints"),
-        "the view was left on the screen:\n{screen}"
-    );
-    assert_eq!(tmux.var("top", "alternate_on"), "0");
-    assert_eq!(tmux.var("top", "cursor_flag"), "1");
-    let modes: Vec<&str> = screen.split_whitespace().collect();
-    for mode in ["icanon", "echo", "isig", "opost"] {
-        assert!(modes.contains(&mode), "{mode} not restored: {screen}");
-    }
+    assert_restored(&tmux, "top", "q");
+    // So do Ctrl-C and SIGTERM.
+    tmux.session(&scene.s, "ctrl-c", &wrapped(scene.top(&[])));
+    tmux.wait_for("ctrl-c", "the view", |s| s.contains("VERDICT"));
+    tmux.keys("ctrl-c", "C-c");
+    assert_restored(&tmux, "ctrl-c", "Ctrl-C");
+    tmux.session(&scene.s, "term", &wrapped(scene.top(&[])));
+    tmux.wait_for("term", "the view", |s| s.contains("VERDICT"));
+    let sh = tmux.var("term", "pane_pid");
+    let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
+    let top: i32 = children.trim().parse().expect("one child: mvnet top");
+    // SAFETY: plain syscall on a process this test started.
+    assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
+    assert_restored(&tmux, "term", "SIGTERM");
 
     // TERM=dumb in the same terminal: plain rows, no escape codes.
-    let mut argv = vec!["env".to_string(), "TERM=dumb".into()];
+    let mut argv: Vec<String> = ["env", "TERM=dumb", "sh", "-c", "\"$@\"; echo exit=$?", "sh"]
+        .map(String::from)
+        .into();
     argv.extend(scene.top(&["--count", "1"]));
     tmux.session(&scene.s, "dumb", &argv);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.var("dumb", "pane_dead") != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "mvnet top --count 1 did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(tmux.var("dumb", "pane_dead_status"), "0");
+    let screen = tmux.wait_for("dumb", "mvnet top --count 1 to exit", |s| {
+        s.contains("exit=")
+    });
+    assert!(screen.contains("exit=0"), "{screen}");
     assert_eq!(tmux.var("dumb", "alternate_on"), "0");
     let raw = tmux.screen("dumb", true);
     assert!(
