@@ -14,7 +14,7 @@ pub mod view;
 
 use std::{
     io::{self, IsTerminal as _, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -60,12 +60,18 @@ pub fn terminal_capable() -> bool {
 }
 
 pub fn run(opts: Options) -> Result<()> {
-    let mut source = Source::new(&opts.state_dir, opts.network.as_deref())?;
+    let source = Source {
+        state_dir: opts.state_dir.clone(),
+        network: opts.network.clone(),
+    };
+    // Read once before taking the screen, so that an unknown network or an
+    // unreadable map is reported on a normal terminal.
+    let first = source.collect()?;
     let model = Model::new(opts.interval, HISTORY);
     if opts.plain || !terminal_capable() {
-        run_plain(&mut source, model, &opts)
+        run_plain(&source, first, model, &opts)
     } else {
-        run_screen(&mut source, model, &opts)
+        run_screen(&source, first, model, &opts)
     }
 }
 
@@ -78,16 +84,6 @@ struct Source {
 }
 
 impl Source {
-    fn new(state_dir: &Path, network: Option<&str>) -> Result<Source> {
-        let s = Source {
-            state_dir: state_dir.to_owned(),
-            network: network.map(str::to_owned),
-        };
-        // Fail early on a network that does not exist.
-        s.collect()?;
-        Ok(s)
-    }
-
     fn collect(&self) -> Result<Snapshot> {
         let (state, only) = {
             let ctl = Controller::open(&self.state_dir)?;
@@ -101,13 +97,17 @@ impl Source {
     }
 }
 
-fn run_plain(source: &mut Source, model: Model, opts: &Options) -> Result<()> {
+fn run_plain(source: &Source, first: Snapshot, model: Model, opts: &Options) -> Result<()> {
     let mut out = io::stdout().lock();
     let mut prev: Option<Snapshot> = None;
+    let mut first = Some(first);
     let mut done = 0;
     let mut next = Instant::now();
     loop {
-        let cur = source.collect()?;
+        let cur = match first.take() {
+            Some(s) => s,
+            None => source.collect()?,
+        };
         let rates = prev.as_ref().map(|p| Rates::between(p, &cur));
         let text = view::plain(&model.view(&cur, rates.as_ref()));
         if out
@@ -175,9 +175,9 @@ impl Drop for Screen {
     }
 }
 
-fn run_screen(source: &mut Source, mut model: Model, opts: &Options) -> Result<()> {
+fn run_screen(source: &Source, first: Snapshot, mut model: Model, opts: &Options) -> Result<()> {
     let mut screen = Screen::enter()?;
-    let mut cur = source.collect()?;
+    let mut cur = first;
     let mut rates: Option<Rates> = None;
     let mut done = 1;
     let mut next = Instant::now() + opts.interval;

@@ -44,7 +44,7 @@ fn header_line(view: &View) -> Line<'static> {
     let mut spans = vec![
         Span::from("mvnet top").bold(),
         Span::from(format!("  {}", clock(h.taken))),
-        Span::from(format!("  roots {}/{}", h.attached, h.roots)),
+        Span::from(format!("  attached {}/{} roots", h.attached, h.roots)),
     ];
     if let Some((root, used, cap)) = &h.fullest {
         spans.push(Span::from(format!("  table {root} {used}/{cap}")));
@@ -293,7 +293,7 @@ pub fn plain(view: &View) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "mvnet top {}  roots {}/{}",
+        "mvnet top {}  attached {}/{} roots",
         clock(h.taken),
         h.attached,
         h.roots
