@@ -11,6 +11,7 @@
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
 //! * [`stats`] — every counter joined with the endpoints it belongs to;
+//! * [`top`] — `mvnet top`, the live terminal view of those counters;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
 pub mod cli;
 pub mod controller;
@@ -22,6 +23,7 @@ pub mod netlink;
 pub mod netns;
 pub mod stats;
 pub mod store;
+pub mod top;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.
