@@ -451,3 +451,31 @@ fn top_into_a_pipe_prints_plain_rows() {
     );
     scene.remove();
 }
+
+/// `mvnet top` whose terminal disappears (the tmux server killed outright,
+/// as a dropped SSH session) exits instead of running on without a screen.
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    require_root();
+    let scene = Scene::new();
+    let tmux = Tmux::start(&scene.s, "gone", &scene.top(&["--interval", "0.2"]));
+    tmux.wait_for("gone", "the endpoint rows", |screen| {
+        row_order(screen, &scene.names).len() == 3
+    });
+    let top: i32 = tmux.var("gone", "pane_pid").parse().unwrap();
+    let server: i32 = tmux.var("gone", "pid").parse().unwrap();
+    // SAFETY: plain kill(2) of the tmux server this test started.
+    assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let proc = PathBuf::from(format!("/proc/{top}"));
+    while proc.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+    assert!(
+        !proc.exists() || state.split_whitespace().nth(2) == Some("Z"),
+        "mvnet top (pid {top}) still runs 5 s after its terminal went away: {state}"
+    );
+    drop(tmux);
+    scene.remove();
+}

@@ -152,6 +152,27 @@ impl Screen {
             restore();
             hook(info);
         }));
+        // crossterm's event poll never returns once the tty hangs up (its
+        // reads return 0 bytes and it retries at once), so neither the
+        // signal flag nor the loop's own checks are seen again: a watchdog
+        // ends the process when the terminal is gone, or when a stop was
+        // asked for and the loop has not ended it within a second.
+        std::thread::spawn(|| {
+            let mut stop_seen: Option<Instant> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if terminal_gone() {
+                    std::process::exit(0);
+                }
+                if STOP.load(Ordering::Relaxed) {
+                    let since = *stop_seen.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_secs(1) {
+                        restore();
+                        std::process::exit(0);
+                    }
+                }
+            }
+        });
         terminal::enable_raw_mode().context("putting the terminal in raw mode")?;
         let mut stdout = io::stdout();
         if let Err(e) = execute!(stdout, EnterAlternateScreen, cursor::Hide) {
@@ -161,6 +182,17 @@ impl Screen {
         let terminal = Terminal::new(CrosstermBackend::new(stdout)).inspect_err(|_| restore())?;
         Ok(Screen { terminal })
     }
+}
+
+/// Whether our terminal has hung up (an SSH session or tmux server gone
+/// without a SIGHUP reaching us): a hung-up tty answers every ioctl with
+/// EIO, while its reads return at once with nothing, which would otherwise
+/// spin this loop forever.
+fn terminal_gone() -> bool {
+    // SAFETY: zeroed termios is valid output storage for tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd number and output pointer.
+    unsafe { libc::tcgetattr(libc::STDOUT_FILENO, &mut t) != 0 }
 }
 
 /// Gives the terminal back: cooked mode, main screen, cursor shown.
@@ -186,7 +218,7 @@ fn run_screen(source: &Source, first: Snapshot, mut model: Model, opts: &Options
         screen.terminal.draw(|f| view::draw(f, &view))?;
         // Wait for the next refresh, a key, or a signal.
         loop {
-            if STOP.load(Ordering::Relaxed) {
+            if STOP.load(Ordering::Relaxed) || terminal_gone() {
                 return Ok(());
             }
             let left = next.saturating_duration_since(Instant::now());
@@ -195,6 +227,11 @@ fn run_screen(source: &Source, first: Snapshot, mut model: Model, opts: &Options
             }
             if !event::poll(left.min(Duration::from_millis(200)))? {
                 continue;
+            }
+            // A hung-up tty polls readable forever and crossterm's read
+            // then never returns: check before reading.
+            if terminal_gone() {
+                return Ok(());
             }
             match event::read()? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => match k.code {
