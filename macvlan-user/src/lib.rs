@@ -11,6 +11,7 @@
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
+//! * [`traffic`] — traffic runs (pktgen or an AF_PACKET TX ring) with exact accounting.
 pub mod cli;
 pub mod controller;
 pub mod datapath;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod store;
+pub mod traffic;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.
