@@ -342,3 +342,112 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let verdicts = |d, u| {
+            BTreeMap::from([
+                ("delivered".to_owned(), d),
+                ("unknown_mac".to_owned(), u),
+                ("vlan_mismatch".to_owned(), 0),
+                ("malformed".to_owned(), 0),
+            ])
+        };
+        Report {
+            generator: "af_packet_tx_ring".into(),
+            generator_reason: String::new(),
+            device: "wire0".into(),
+            netns: None,
+            root: "eth0".into(),
+            frame_size: 60,
+            rate_target: 0,
+            threads: 1,
+            elapsed_s: 1.0,
+            rate_achieved: 30.0,
+            timed_out: false,
+            requested: 30,
+            sent: 30,
+            sent_valid: 20,
+            counted_valid: 20,
+            delivered_valid: 20,
+            flows: vec![
+                FlowRow {
+                    kind: FlowKind::Valid,
+                    dst_mac: "02:42:00:00:00:01".into(),
+                    vlan: 0,
+                    endpoint: Some("c1".into()),
+                    requested: 20,
+                    sent: 20,
+                },
+                FlowRow {
+                    kind: FlowKind::UnknownMac,
+                    dst_mac: "06:fe:00:00:00:00".into(),
+                    vlan: 0,
+                    endpoint: None,
+                    requested: 10,
+                    sent: 10,
+                },
+            ],
+            endpoints: vec![EndpointRow {
+                container: "c1".into(),
+                network: "n".into(),
+                mac: "02:42:00:00:00:01".into(),
+                vlan: 0,
+                sent: 20,
+                counted: 20,
+                delivered: 20,
+            }],
+            vlans: vec![VlanRow {
+                vlan: 0,
+                sent: 30,
+                counted_xdp: 30,
+                counted_tc: 30,
+            }],
+            verdicts: BTreeMap::from([
+                ("xdp".to_owned(), verdicts(20, 10)),
+                ("tc_ingress".to_owned(), verdicts(20, 10)),
+            ]),
+            kernel_drops: Drops::default(),
+            verify: Vec::new(),
+            verify_ok: true,
+            checks: Vec::new(),
+            notes: Vec::new(),
+            exact: false,
+        }
+    }
+
+    #[test]
+    fn exact_when_every_count_matches() {
+        let mut r = report();
+        r.check();
+        assert!(r.exact, "{:#?}", r.checks);
+        assert!(r.render().contains("exact accounting: PASS"));
+    }
+
+    #[test]
+    fn one_frame_off_anywhere_fails_and_is_named() {
+        let mut r = report();
+        r.endpoints[0].delivered = 19;
+        r.check();
+        assert!(!r.exact);
+        let text = r.render();
+        assert!(
+            text.contains("c1: kernel delivered = valid frames sent: expected 20, got 19"),
+            "{text}"
+        );
+        let mut r = report();
+        r.kernel_drops.generator_tx_dropped = 1;
+        r.check();
+        assert!(!r.exact);
+        let mut r = report();
+        r.verdicts
+            .get_mut("xdp")
+            .unwrap()
+            .insert("unknown_mac".into(), 9);
+        r.check();
+        assert!(!r.exact);
+    }
+}
