@@ -56,7 +56,8 @@ fn write(path: &Path, line: &str) -> Result<()> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    f.write_all(line.as_bytes())
+    // pgctrl drops the last byte of a write (meant to be the newline).
+    f.write_all(format!("{line}\n").as_bytes())
         .with_context(|| format!("pktgen refused `{line}` in {}", path.display()))
 }
 
@@ -159,13 +160,13 @@ fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
         // inherits this thread's, the sending device's.
         let mut start_file = fs::OpenOptions::new().write(true).open(&ctrl)?;
         scope.spawn(move || {
-            let r = start_file.write_all(b"start");
+            let r = start_file.write_all(b"start\n");
             let _ = tx.send(r);
         });
         match rx.recv_timeout(plan.deadline) {
             Ok(r) => r.context("pktgen start").map(|()| false),
             Err(_) => {
-                let _ = stop.write_all(b"stop");
+                let _ = stop.write_all(b"stop\n");
                 let _ = rx.recv_timeout(Duration::from_secs(10));
                 Ok(true)
             }
