@@ -62,6 +62,9 @@ pub struct Plan<'a> {
 pub struct Sent {
     pub per_flow: Vec<u64>,
     pub elapsed: Duration,
+    /// CPU time of the sending thread, which includes the receive work
+    /// the kernel does inline in its context (softirqs run on return).
+    pub cpu: Duration,
     /// Whether the deadline cut the run short.
     pub timed_out: bool,
 }
@@ -262,6 +265,7 @@ pub fn send(
         let base = progress();
         let mut landed = 0u64;
         let start = Instant::now();
+        let cpu_start = thread_cpu();
         while done < total {
             if start.elapsed() > plan.deadline {
                 sent.timed_out = true;
@@ -336,6 +340,16 @@ pub fn send(
             }
         }
         sent.elapsed = start.elapsed();
+        sent.cpu = thread_cpu().saturating_sub(cpu_start);
         Ok(sent)
     })?
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: zeroed timespec is valid output storage.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and output pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

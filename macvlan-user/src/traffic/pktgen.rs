@@ -177,6 +177,7 @@ fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
         per_flow: Vec::new(),
         elapsed,
         timed_out: started,
+        ..Sent::default()
     };
     let mut errors = 0;
     for dev in &names {
