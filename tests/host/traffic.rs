@@ -263,3 +263,40 @@ fn wrong_vlan_frames_reach_the_endpoint_without_8021q_and_the_report_says_so() {
     }
     s.ok(&["network", "rm", "na", "nb"]);
 }
+
+/// A sending device that does not lead to the root: the fallback sender
+/// notices that the classifier sees nothing and stops with a clear error
+/// instead of waiting for its deadline.
+#[test]
+fn a_device_not_wired_to_the_root_is_reported() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.95.0.0/24",
+        "-o",
+        "parent=eth0",
+        "nc",
+    ]);
+    let name = format!("{}-c1", lab.id());
+    s.ok(&["run", "-d", "--network", "nc", "--name", &name]);
+    mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
+        nl.add_veth("vx0", "vx1").await?;
+        for n in ["vx0", "vx1"] {
+            let l = nl.require_link(n).await?;
+            nl.set_up(l.index).await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let up = lab.upstream().name().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    let e = s.fails(&["pktgen", "--netns", &up, "--dev", "vx0", "--count", "1000"]);
+    assert!(e.contains("and none for"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "nc"]);
+}

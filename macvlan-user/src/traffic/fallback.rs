@@ -34,6 +34,8 @@ const BLOCK_SIZE: u32 = 1 << 16;
 const RING_FRAMES: u32 = 256;
 /// Frames flushed per `sendto`, at most.
 const BATCH: u64 = 64;
+/// A receiver that sees nothing for this long is not connected.
+const STALL: Duration = Duration::from_secs(3);
 
 #[repr(C)]
 struct TpacketReq {
@@ -265,6 +267,7 @@ pub fn send(
         let base = progress();
         let mut landed = 0u64;
         let start = Instant::now();
+        let mut moved = start;
         let cpu_start = thread_cpu();
         while done < total {
             if start.elapsed() > plan.deadline {
@@ -275,9 +278,20 @@ pub fn send(
             // Frames written to the ring (`head`) count as in flight.
             let mut room = (landed + window).saturating_sub(head);
             if room < BATCH.min(total - head) {
-                landed = progress().wrapping_sub(base);
+                let now = progress().wrapping_sub(base);
+                if now != landed {
+                    moved = Instant::now();
+                }
+                landed = now;
                 room = (landed + window).saturating_sub(head);
                 if room == 0 && head == done {
+                    if moved.elapsed() > STALL {
+                        bail!(
+                            "the receiver has seen {landed} of {done} frames sent out of {iface} \
+                             and none for {STALL:?}: is {iface} connected to the device whose \
+                             counter paces the sender?"
+                        );
+                    }
                     std::thread::sleep(Duration::from_micros(20));
                     continue;
                 }
