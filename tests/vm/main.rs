@@ -546,6 +546,8 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
         "2",
         "--wrong-vlan",
         "3",
+        "--threads",
+        "2",
         "--json",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -557,6 +559,7 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
     let r = json(&stdout);
     let n = |v: &Value| v.as_u64().unwrap();
     assert_eq!(r["generator"], "pktgen");
+    assert_eq!(n(&r["threads"]), 2);
     assert_eq!(n(&r["sent"]), 8 * 400);
     for e in r["endpoints"].as_array().unwrap() {
         assert_eq!(
