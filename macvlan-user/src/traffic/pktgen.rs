@@ -8,6 +8,12 @@
 //! destination MAC, VLAN tag and inter-frame delay. Writing `start` to
 //! `pgctrl` blocks until every device has sent its count; a deadline
 //! writes `stop` from a second thread.
+//!
+//! A run takes pktgen over in that namespace: it starts with `reset`
+//! (which removes every pktgen device there) and ends by removing its own.
+//! pktgen has no flow control of its own: where it outruns the receiver,
+//! the frames the kernel drops show in the report's drop counters; `--rate`
+//! paces it.
 use std::{
     fs,
     io::{Read as _, Seek as _, Write as _},
