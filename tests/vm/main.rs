@@ -596,7 +596,6 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
     assert_eq!(r["exact"], true, "{:#}", r["checks"]);
     let verify = s.ok(&["verify"]);
     assert!(!verify.contains("UNEXPLAINED"), "{verify}");
-
     for name in &names {
         s.ok(&["container", "stop", name]);
         s.ok(&["container", "rm", name]);
