@@ -42,8 +42,8 @@ use mvnet::{
 };
 
 /// Frames per measured run.
-const FRAMES: u64 = 150_000;
-const ROUNDS: usize = 21;
+const FRAMES: u64 = 60_000;
+const ROUNDS: usize = 61;
 /// Frames in flight at most (the veth peer's ring holds 256).
 const WINDOW: u64 = 192;
 const TARGET: f64 = 0.95;
