@@ -51,6 +51,9 @@ pub mod program_names {
     pub const TC_EGRESS: &str = "mvnet_tc_egress";
     /// Returns XDP_PASS only: the benchmarks' baseline.
     pub const XDP_PASS: &str = "mvnet_xdp_pass";
+    /// Returns TC_ACT_OK only: the end-to-end benchmark attaches it to TC
+    /// ingress and egress beside `XDP_PASS`, as the classifier is attached.
+    pub const TC_PASS: &str = "mvnet_tc_pass";
 }
 
 /// Key of the endpoint map: destination MAC and VLAN id, 8 bytes so the

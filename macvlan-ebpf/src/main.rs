@@ -47,6 +47,14 @@ pub fn mvnet_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Returns TC_ACT_OK and nothing else: with `mvnet_xdp_pass`, the
+/// end-to-end benchmark's baseline attached the way the classifier is
+/// (never attached by the controller).
+#[classifier]
+pub fn mvnet_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK as i32
+}
+
 #[classifier]
 pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);

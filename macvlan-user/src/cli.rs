@@ -86,6 +86,11 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
+    /// Send exact frame counts to the endpoints (plus unknown MACs and wrong
+    /// VLANs) with the kernel's pktgen or an AF_PACKET TX ring, and hold
+    /// what was sent against the classifier's and the kernel's counters;
+    /// exits 1 unless every count is exact.
+    Pktgen(PktgenArgs),
     /// Internal: deletes a removed endpoint's tombstoned link in the
     /// background (spawned by `network disconnect` and `container stop`).
     #[command(name = "__reap-link", hide = true)]
@@ -100,6 +105,57 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+}
+
+#[derive(Args)]
+struct PktgenArgs {
+    /// Only endpoints of this network (repeatable; default all, on one root).
+    #[arg(long)]
+    network: Vec<String>,
+    /// The sending device (default wire0 when --netns is a lab namespace).
+    #[arg(long)]
+    dev: Option<String>,
+    /// Network namespace of the sending device (name under /run/netns or a path).
+    #[arg(long)]
+    netns: Option<String>,
+    /// auto (pktgen if the kernel has it), pktgen, or fallback (AF_PACKET TX ring).
+    #[arg(long, default_value = "auto", value_parser = parse_generator)]
+    generator: crate::traffic::Generator,
+    /// Frames per flow.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Frames per second over all flows (0: as fast as the generator goes).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// With --rate: send for this many seconds (sets --count).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Frame length in bytes without FCS (at least 60).
+    #[arg(long, default_value_t = 60)]
+    size: usize,
+    /// pktgen kernel threads (kpktgend_0..N-1) to spread the flows over.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Flows to MACs no endpoint has.
+    #[arg(long, default_value_t = 0)]
+    unknown: u32,
+    /// Flows to endpoints' MACs on a VLAN that is not theirs.
+    #[arg(long, default_value_t = 0)]
+    wrong_vlan: u32,
+    /// Fallback generator: frames in flight at most (the receiver's ring is 256).
+    #[arg(long, default_value_t = 128)]
+    window: u64,
+    /// Stop sending after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_generator(s: &str) -> Result<crate::traffic::Generator, String> {
+    crate::traffic::Generator::parse(s)
+        .ok_or_else(|| format!("unknown generator {s:?}; use auto, pktgen or fallback"))
 }
 
 #[derive(Subcommand)]
@@ -540,6 +596,36 @@ pub fn run(cli: Cli) -> Result<i32> {
                 count,
                 plain,
             })?;
+        }
+        Command::Pktgen(a) => {
+            crate::require_root("mvnet pktgen")?;
+            let report = crate::traffic::run(
+                &state_dir,
+                &crate::traffic::RunSpec {
+                    mix: crate::traffic::mix::MixSpec {
+                        networks: a.network,
+                        count: a.count,
+                        unknown: a.unknown,
+                        wrong_vlan: a.wrong_vlan,
+                    },
+                    generator: a.generator,
+                    device: a.dev,
+                    netns: a.netns,
+                    size: a.size,
+                    rate: a.rate,
+                    duration: a.duration,
+                    threads: a.threads,
+                    window: a.window,
+                    deadline: std::time::Duration::from_secs(a.timeout),
+                },
+                |line| eprintln!("{line}"),
+            )?;
+            if a.json {
+                print_json(&serde_json::to_value(&report)?)?;
+            } else {
+                print!("{}", report.render());
+            }
+            return Ok(if report.exact { 0 } else { 1 });
         }
         Command::ReapLink { netns, ifindex } => {
             crate::controller::endpoint::reap(&crate::netns::NetNs::from_path(netns), ifindex)?;

@@ -12,6 +12,7 @@
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
 //! * [`stats`] — every counter joined with the endpoints it belongs to;
 //! * [`top`] — `mvnet top`, the live terminal view of those counters;
+//! * [`traffic`] — traffic runs (pktgen or an AF_PACKET TX ring) with exact accounting;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
 pub mod cli;
 pub mod controller;
@@ -24,6 +25,7 @@ pub mod netns;
 pub mod stats;
 pub mod store;
 pub mod top;
+pub mod traffic;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.

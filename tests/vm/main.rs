@@ -501,3 +501,104 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     assert!(!dir.exists());
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
+
+/// `mvnet pktgen` with the kernel's pktgen: exact counts to three
+/// endpoints on VLANs 10 and 20, plus unknown MACs and known MACs on the
+/// other VLAN, every counter of the report exact and `mvnet verify` agreeing.
+#[test]
+fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    for (net, subnet, parent) in [
+        ("p10", "10.110.0.0/24", "parent=eth0.10"),
+        ("p20", "10.120.0.0/24", "parent=eth0.20"),
+    ] {
+        s.ok(&[
+            "network",
+            "create",
+            &format!("--subnet={subnet}"),
+            "-o",
+            parent,
+            net,
+        ]);
+    }
+    let names: Vec<String> = ["e1", "e2", "e3"]
+        .iter()
+        .map(|n| format!("{}-{n}", lab.id()))
+        .collect();
+    for (name, net) in names.iter().zip(["p10", "p10", "p20"]) {
+        s.ok(&["run", "-d", "--network", net, "--name", name]);
+    }
+    let up = lab.upstream().name().unwrap().to_owned();
+    let out = s.run(&[
+        "pktgen",
+        "--netns",
+        &up,
+        "--generator",
+        "pktgen",
+        "--count",
+        "400",
+        "--rate",
+        "4000",
+        "--unknown",
+        "2",
+        "--wrong-vlan",
+        "3",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&stdout);
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(r["generator"], "pktgen");
+    assert_eq!(n(&r["threads"]), 2);
+    assert_eq!(n(&r["sent"]), 8 * 400);
+    for e in r["endpoints"].as_array().unwrap() {
+        assert_eq!(
+            (n(&e["sent"]), n(&e["counted"]), n(&e["delivered"])),
+            (400, 400, 400),
+            "{e}"
+        );
+    }
+    assert_eq!(n(&r["delivered_valid"]), 1200);
+    let xdp = &r["verdicts"]["xdp"];
+    assert_eq!(n(&xdp["delivered"]), 1200, "{xdp}");
+    assert_eq!(n(&xdp["unknown_mac"]), 800, "{xdp}");
+    assert_eq!(n(&xdp["vlan_mismatch"]), 1200, "{xdp}");
+    assert_eq!(n(&xdp["malformed"]), 0, "{xdp}");
+    // VLAN 10: e1, e2, one unknown flow, and e3's MAC tagged 10;
+    // VLAN 20: e3, one unknown flow, and e1's and e2's MACs tagged 20.
+    let vlans = r["vlans"].as_array().unwrap();
+    let vlan = |id: u64| vlans.iter().find(|v| n(&v["vlan"]) == id).unwrap();
+    assert_eq!(
+        (n(&vlan(10)["sent"]), n(&vlan(10)["counted_xdp"])),
+        (1600, 1600)
+    );
+    assert_eq!(
+        (n(&vlan(20)["sent"]), n(&vlan(20)["counted_xdp"])),
+        (1600, 1600)
+    );
+    let d = &r["kernel_drops"];
+    assert_eq!(
+        n(&d["generator_errors"]) + n(&d["generator_tx_dropped"]) + n(&d["root_rx_dropped"]),
+        0,
+        "{d}"
+    );
+    assert_eq!(r["verify_ok"], true);
+    assert_eq!(r["exact"], true, "{:#}", r["checks"]);
+    let verify = s.ok(&["verify"]);
+    assert!(!verify.contains("UNEXPLAINED"), "{verify}");
+    for name in &names {
+        s.ok(&["container", "stop", name]);
+        s.ok(&["container", "rm", name]);
+    }
+    s.ok(&["network", "rm", "p10", "p20"]);
+}

@@ -37,6 +37,12 @@ pub const BENCHES: &[Bench] = &[
         about: "the classifier per frame (BPF_PROG_TEST_RUN) at 1, 64 and 4096 endpoints \
                 against a pass-only program and xdp-tools' xdp-filter",
     },
+    Bench {
+        name: "e2e",
+        target: "e2e",
+        about: "frames per second delivered to macvlan endpoints through a veth parent with \
+                no program, a pass-only program, the classifier observing and enforcing",
+    },
 ];
 
 fn known() -> String {

@@ -107,6 +107,20 @@ impl CounterSnapshot {
         })
     }
 
+    /// Only the verdict counters: a cheap read for polling.
+    pub(super) fn read_verdicts<'m>(
+        map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,
+    ) -> Result<VerdictTable, DatapathError> {
+        Ok(VerdictTable {
+            counts: per_cpu_sum(
+                map(map_names::VERDICT_STATS)?,
+                map_names::VERDICT_STATS,
+                VERDICT_SLOTS,
+                Counter::merge,
+            )?,
+        })
+    }
+
     pub fn endpoint(&self, slot: u32) -> EndpointCounters {
         self.endpoints
             .get(slot as usize)

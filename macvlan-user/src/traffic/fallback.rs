@@ -1,0 +1,369 @@
+//! The generator for kernels without pktgen: an AF_PACKET socket with a
+//! TX ring (TPACKET_V2) on the sending device. Frames are written into the
+//! shared ring in batches and flushed with one `sendto` each, through the
+//! device's queueing (no PACKET_QDISC_BYPASS).
+//!
+//! Exactness needs the receiver never to be outrun: a veth peer drops what
+//! does not fit its ring (256 frames) or backlog. So besides pacing to a
+//! rate, the sender keeps at most `window` frames in flight, counting as
+//! landed what the receiver's own counter (`progress`) reports. Every loop
+//! is bounded by the frame count and by a deadline.
+use std::{
+    ffi::CString,
+    io,
+    sync::atomic::{fence, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::NetNs;
+
+// From <linux/if_packet.h>.
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_TX_RING: libc::c_int = 13;
+const TPACKET_V2: libc::c_int = 1;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where a TX frame's bytes start.
+const DATA_OFFSET: usize = 32;
+
+const FRAME_SIZE: u32 = 2048;
+const BLOCK_SIZE: u32 = 1 << 16;
+const RING_FRAMES: u32 = 256;
+/// Frames flushed per `sendto`, at most.
+const BATCH: u64 = 64;
+/// A receiver that sees nothing for this long is not connected.
+const STALL: Duration = Duration::from_secs(3);
+
+#[repr(C)]
+struct TpacketReq {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+}
+
+/// What to send and how fast.
+pub struct Plan<'a> {
+    /// One frame per flow.
+    pub frames: &'a [Vec<u8>],
+    /// Frames to send per flow; flows are interleaved round-robin.
+    pub counts: &'a [u64],
+    /// Frames per second over all flows (0: as fast as the window allows).
+    pub rate: u64,
+    /// Frames sent but not yet seen by `progress`, at most.
+    pub window: u64,
+    /// Give up (and report what was sent) after this long.
+    pub deadline: Duration,
+}
+
+/// What a run sent.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    pub per_flow: Vec<u64>,
+    pub elapsed: Duration,
+    /// CPU time of the sending thread, which includes the receive work
+    /// the kernel does inline in its context (softirqs run on return).
+    pub cpu: Duration,
+    /// Whether the deadline cut the run short.
+    pub timed_out: bool,
+}
+
+struct TxRing {
+    fd: libc::c_int,
+    ring: *mut u8,
+    len: usize,
+    addr: libc::sockaddr_ll,
+}
+
+impl TxRing {
+    fn open(iface: &str) -> Result<TxRing> {
+        let name = CString::new(iface)?;
+        // SAFETY: valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        if ifindex == 0 {
+            bail!("interface {iface} not found in the sending namespace; list them with `ip link`");
+        }
+        // Protocol 0: this socket receives nothing.
+        // SAFETY: plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
+        }
+        let mut ring = TxRing {
+            fd,
+            ring: std::ptr::null_mut(),
+            len: 0,
+            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+            addr: unsafe { std::mem::zeroed() },
+        };
+        let version = TPACKET_V2;
+        let req = TpacketReq {
+            tp_block_size: BLOCK_SIZE,
+            tp_block_nr: RING_FRAMES * FRAME_SIZE / BLOCK_SIZE,
+            tp_frame_size: FRAME_SIZE,
+            tp_frame_nr: RING_FRAMES,
+        };
+        // SAFETY: option values of the right sizes.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_VERSION,
+                &version as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("setsockopt(PACKET_VERSION)");
+        }
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_TX_RING,
+                &req as *const _ as *const libc::c_void,
+                std::mem::size_of::<TpacketReq>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("setsockopt(PACKET_TX_RING)");
+        }
+        ring.addr.sll_family = libc::AF_PACKET as u16;
+        ring.addr.sll_ifindex = ifindex;
+        // SAFETY: addr is a valid sockaddr_ll.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &ring.addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context(format!("bind(AF_PACKET) to {iface}"));
+        }
+        ring.len = (RING_FRAMES * FRAME_SIZE) as usize;
+        // SAFETY: mapping the ring the kernel just set up for this socket.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            ring.len = 0;
+            return Err(io::Error::last_os_error()).context("mmap of the TX ring");
+        }
+        ring.ring = p.cast();
+        Ok(ring)
+    }
+
+    fn slot(&self, i: u64) -> *mut u8 {
+        // SAFETY: the index is reduced to the ring; the ring is len bytes.
+        unsafe {
+            self.ring
+                .add((i % RING_FRAMES as u64) as usize * FRAME_SIZE as usize)
+        }
+    }
+
+    fn status(&self, i: u64) -> u32 {
+        // SAFETY: tp_status is the first u32 of an aligned ring slot, shared
+        // with the kernel: read it volatile.
+        let s = unsafe { std::ptr::read_volatile(self.slot(i) as *const u32) };
+        fence(Ordering::Acquire);
+        s
+    }
+
+    /// Writes `frame` into slot `i` and marks it for sending.
+    fn fill(&self, i: u64, frame: &[u8]) {
+        let p = self.slot(i);
+        // SAFETY: the frame fits the slot (checked by the caller); the header
+        // fields are at their tpacket2_hdr offsets.
+        unsafe {
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), p.add(DATA_OFFSET), frame.len());
+            std::ptr::write_volatile(p.add(4) as *mut u32, frame.len() as u32);
+            fence(Ordering::Release);
+            std::ptr::write_volatile(p as *mut u32, TP_STATUS_SEND_REQUEST);
+        }
+    }
+
+    /// Asks the kernel to send every slot marked for sending; it returns
+    /// once those it took are out of the ring.
+    fn flush(&self) -> io::Result<()> {
+        // SAFETY: no data (the ring holds it); addr names the device.
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                std::ptr::null(),
+                0,
+                0,
+                &self.addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping and the fd.
+        unsafe {
+            if self.len > 0 {
+                libc::munmap(self.ring.cast(), self.len);
+            }
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// Sends `plan` out of `iface` (in `ns`, or mvnet's own namespace).
+/// `progress` returns the receiver's running count of frames it has seen
+/// (any origin: only differences matter).
+pub fn send(
+    ns: Option<&NetNs>,
+    iface: &str,
+    plan: &Plan<'_>,
+    mut progress: impl FnMut() -> u64 + Send,
+) -> Result<Sent> {
+    if plan.frames.len() != plan.counts.len() {
+        bail!("one count per frame");
+    }
+    if let Some(f) = plan
+        .frames
+        .iter()
+        .find(|f| f.len() + DATA_OFFSET > FRAME_SIZE as usize)
+    {
+        bail!(
+            "frames of {} bytes do not fit the TX ring's {FRAME_SIZE}-byte slots",
+            f.len()
+        );
+    }
+    let iface = iface.to_owned();
+    crate::netns::run_in(ns, move || -> Result<Sent> {
+        let ring = TxRing::open(&iface)?;
+        let total: u64 = plan.counts.iter().sum();
+        let window = plan.window.max(1);
+        let mut left = plan.counts.to_vec();
+        let mut sent = Sent {
+            per_flow: vec![0; plan.frames.len()],
+            ..Sent::default()
+        };
+        // Which flow each ring slot carries.
+        let mut slot_flow = vec![0usize; RING_FRAMES as usize];
+        let mut next_flow = 0usize;
+        let (mut head, mut done) = (0u64, 0u64);
+        let base = progress();
+        let mut landed = 0u64;
+        let start = Instant::now();
+        let mut moved = start;
+        let cpu_start = thread_cpu();
+        while done < total {
+            if start.elapsed() > plan.deadline {
+                sent.timed_out = true;
+                break;
+            }
+            // Room by the window: re-read the receiver only when needed.
+            // Frames written to the ring (`head`) count as in flight.
+            let mut room = (landed + window).saturating_sub(head);
+            if room < BATCH.min(total - head) {
+                let now = progress().wrapping_sub(base);
+                if now != landed {
+                    moved = Instant::now();
+                }
+                landed = now;
+                room = (landed + window).saturating_sub(head);
+                if room == 0 && head == done {
+                    if moved.elapsed() > STALL {
+                        bail!(
+                            "the receiver has seen {landed} of {done} frames sent out of {iface} \
+                             and none for {STALL:?}: is {iface} connected to the device whose \
+                             counter paces the sender?"
+                        );
+                    }
+                    std::thread::sleep(Duration::from_micros(20));
+                    continue;
+                }
+            }
+            // Room by the rate.
+            if plan.rate > 0 {
+                let due = (start.elapsed().as_secs_f64() * plan.rate as f64) as u64;
+                let allowed = due.saturating_sub(head);
+                if allowed == 0 && head == done {
+                    let wait = (head + 1) as f64 / plan.rate as f64 - start.elapsed().as_secs_f64();
+                    std::thread::sleep(Duration::from_secs_f64(wait.clamp(0.0, 0.01)));
+                    continue;
+                }
+                room = room.min(allowed);
+            }
+            let batch = room.min(BATCH).min(total - head);
+            let mut filled = 0;
+            while filled < batch {
+                if ring.status(head) != TP_STATUS_AVAILABLE {
+                    break;
+                }
+                while left[next_flow] == 0 {
+                    next_flow = (next_flow + 1) % left.len();
+                }
+                ring.fill(head, &plan.frames[next_flow]);
+                slot_flow[(head % RING_FRAMES as u64) as usize] = next_flow;
+                left[next_flow] -= 1;
+                next_flow = (next_flow + 1) % left.len();
+                head += 1;
+                filled += 1;
+            }
+            let flushed = ring.flush();
+            // Slots the kernel took are available again; any it left are
+            // still marked and go out with the next flush.
+            let mut i = done;
+            while i < head {
+                match ring.status(i) {
+                    TP_STATUS_AVAILABLE => {
+                        sent.per_flow[slot_flow[(i % RING_FRAMES as u64) as usize]] += 1;
+                        i += 1;
+                    }
+                    TP_STATUS_WRONG_FORMAT => {
+                        bail!("the kernel refused a frame on {iface} (TP_STATUS_WRONG_FORMAT)")
+                    }
+                    _ => break,
+                }
+            }
+            done = i;
+            match flushed {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                    ) =>
+                {
+                    std::thread::sleep(Duration::from_micros(50))
+                }
+                Err(e) => return Err(e).context(format!("sending on {iface}")),
+            }
+        }
+        sent.elapsed = start.elapsed();
+        sent.cpu = thread_cpu().saturating_sub(cpu_start);
+        Ok(sent)
+    })?
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: zeroed timespec is valid output storage.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and output pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -1,0 +1,302 @@
+//! `mvnet pktgen` on this kernel, which has no pktgen: the AF_PACKET
+//! TX-ring generator sends exact counts to three endpoints on two
+//! networks, to unknown MACs and to known MACs on a wrong VLAN, from the
+//! lab's upstream side; the JSON report must match to the frame, and
+//! `mvnet verify` must agree.
+use serde_json::Value;
+
+use crate::common::{cli::Session, require_root};
+use mvnet::lab::Lab;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
+}
+
+/// Three endpoints: a1, a2 on `na`, b1 on `nb`, all on eth0 (VLAN 0: this
+/// kernel has no 802.1Q). Returns the container names.
+fn three_endpoints(lab: &Lab, s: &Session, policy: &str) -> Vec<String> {
+    for (net, subnet) in [("na", "10.93.0.0/24"), ("nb", "10.94.0.0/24")] {
+        s.ok(&[
+            "network",
+            "create",
+            &format!("--subnet={subnet}"),
+            "--policy",
+            policy,
+            "-o",
+            "parent=eth0",
+            net,
+        ]);
+    }
+    let names: Vec<String> = ["a1", "a2", "b1"]
+        .iter()
+        .map(|n| format!("{}-{n}", lab.id()))
+        .collect();
+    for (name, net) in names.iter().zip(["na", "na", "nb"]) {
+        s.ok(&["run", "-d", "--network", net, "--name", name]);
+    }
+    names
+}
+
+fn pktgen(lab: &Lab, s: &Session, extra: &[&str]) -> (Value, String) {
+    let up = lab.upstream().name().unwrap().to_owned();
+    let mut args = vec!["pktgen", "--netns", &up, "--json"];
+    args.extend_from_slice(extra);
+    let out = s.run(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "mvnet {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    (json(&stdout), stderr)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Checks the parts of a report every run shares: each endpoint got
+/// `count` valid frames, counted and delivered; nothing dropped; verify ok.
+fn check_endpoints(r: &Value, names: &[String], count: u64) {
+    let eps = r["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 3, "{r:#}");
+    for name in names {
+        let e = eps
+            .iter()
+            .find(|e| e["container"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} missing from {r:#}"));
+        assert_eq!(u(&e["sent"]), count, "{e}");
+        assert_eq!(u(&e["counted"]), count, "{e}");
+        assert_eq!(u(&e["delivered"]), count, "{e}");
+    }
+    for k in ["sent_valid", "counted_valid", "delivered_valid"] {
+        assert_eq!(u(&r[k]), 3 * count, "{k}");
+    }
+    let d = &r["kernel_drops"];
+    assert_eq!(
+        u(&d["generator_tx_dropped"]) + u(&d["root_rx_dropped"]) + u(&d["generator_errors"]),
+        0,
+        "{d}"
+    );
+    assert_eq!(r["verify_ok"], true, "{:#}", r["verify"]);
+    assert_eq!(r["verify"].as_array().unwrap().len(), 3);
+    assert_eq!(r["exact"], true, "{:#}", r["checks"]);
+    assert!(r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ok"] == true));
+}
+
+#[test]
+fn fallback_generator_accounts_exactly_under_enforce() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let names = three_endpoints(&lab, &s, "enforce");
+
+    // Asked for pktgen on a kernel without it: a clear error.
+    let up = lab.upstream().name().unwrap().to_owned();
+    let e = s.fails(&["pktgen", "--netns", &up, "--generator", "pktgen"]);
+    assert!(e.contains("this kernel has no pktgen"), "{e}");
+
+    let (r, stderr) = pktgen(&lab, &s, &["--count", "500", "--unknown", "2"]);
+    // auto chose the fallback and said why.
+    assert!(
+        stderr.contains("this kernel has no pktgen") && stderr.contains("AF_PACKET TX-ring"),
+        "{stderr}"
+    );
+    assert_eq!(r["generator"], "af_packet_tx_ring");
+    assert_eq!(u(&r["requested"]), 5 * 500);
+    assert_eq!(u(&r["sent"]), 5 * 500);
+    assert_eq!(r["flows"].as_array().unwrap().len(), 5);
+    check_endpoints(&r, &names, 500);
+    let xdp = &r["verdicts"]["xdp"];
+    assert_eq!(u(&xdp["delivered"]), 1500, "{xdp}");
+    assert_eq!(u(&xdp["unknown_mac"]), 1000, "{xdp}");
+    assert_eq!(u(&xdp["vlan_mismatch"]), 0, "{xdp}");
+    assert_eq!(u(&xdp["malformed"]), 0, "{xdp}");
+    // Enforced: only the valid frames get past XDP to TC.
+    let tc = &r["verdicts"]["tc_ingress"];
+    assert_eq!(u(&tc["delivered"]), 1500, "{tc}");
+    assert_eq!(u(&tc["unknown_mac"]) + u(&tc["vlan_mismatch"]), 0, "{tc}");
+    let vlans = r["vlans"].as_array().unwrap();
+    assert_eq!(vlans.len(), 1, "{vlans:?}");
+    assert_eq!(u(&vlans[0]["vlan"]), 0);
+    assert_eq!(u(&vlans[0]["sent"]), 2500);
+    assert_eq!(u(&vlans[0]["counted_xdp"]), 2500);
+
+    let verify = s.ok(&["verify"]);
+    assert!(!verify.contains("UNEXPLAINED"), "{verify}");
+    // The table form carries the same verdict.
+    let out = s.run(&[
+        "pktgen",
+        "--netns",
+        &up,
+        "--generator",
+        "fallback",
+        "--count",
+        "100",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("exact accounting: PASS"), "{text}");
+    for n in &names {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "na", "nb"]);
+}
+
+#[test]
+fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let names = three_endpoints(&lab, &s, "observe");
+    // 4 flows at 20 000 frames/s for 0.5 s: 2500 frames per flow.
+    let (r, _) = pktgen(
+        &lab,
+        &s,
+        &[
+            "--generator",
+            "fallback",
+            "--rate",
+            "20000",
+            "--duration",
+            "0.5",
+            "--unknown",
+            "1",
+            "--size",
+            "128",
+        ],
+    );
+    assert_eq!(u(&r["sent"]), 4 * 2500);
+    assert_eq!(u(&r["frame_size"]), 128);
+    check_endpoints(&r, &names, 2500);
+    let xdp = &r["verdicts"]["xdp"];
+    assert_eq!(u(&xdp["delivered"]), 7500, "{xdp}");
+    assert_eq!(u(&xdp["unknown_mac"]), 2500, "{xdp}");
+    // Observed, not dropped: TC ingress sees the unknown MACs too.
+    assert_eq!(u(&r["verdicts"]["tc_ingress"]["unknown_mac"]), 2500);
+    let rate = r["rate_achieved"].as_f64().unwrap();
+    assert!(rate <= 20000.0 * 1.05, "paced at {rate} fps");
+    s.ok(&["verify"]);
+
+    // Unpaced, larger: still exact (the window holds the sender back).
+    let (r, _) = pktgen(&lab, &s, &["--generator", "fallback", "--count", "20000"]);
+    check_endpoints(&r, &names, 20000);
+    s.ok(&["verify"]);
+    for n in &names {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "na", "nb"]);
+}
+
+/// On a kernel without 802.1Q, a frame tagged with a VLAN no network uses,
+/// sent to an endpoint's MAC, is handed to that endpoint by macvlan. The
+/// classifier counts it as a VLAN mismatch and, that VLAN having no
+/// enforcing network, passes it. The report's exact check catches it to the
+/// frame and says why; `mvnet verify` sees the difference too.
+#[test]
+fn wrong_vlan_frames_reach_the_endpoint_without_8021q_and_the_report_says_so() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let names = three_endpoints(&lab, &s, "enforce");
+    let up = lab.upstream().name().unwrap().to_owned();
+    let out = s.run(&[
+        "pktgen",
+        "--netns",
+        &up,
+        "--json",
+        "--count",
+        "300",
+        "--wrong-vlan",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "the check must fail");
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r["exact"], false);
+    assert_eq!(u(&r["sent"]), 4 * 300);
+    let xdp = &r["verdicts"]["xdp"];
+    assert_eq!(u(&xdp["delivered"]), 900, "{xdp}");
+    assert_eq!(u(&xdp["vlan_mismatch"]), 300, "{xdp}");
+    let wrong = r["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "wrong_vlan")
+        .unwrap();
+    assert_eq!(u(&wrong["vlan"]), 4094);
+    let victim = wrong["endpoint"].as_str().unwrap();
+    for e in r["endpoints"].as_array().unwrap() {
+        assert_eq!(u(&e["sent"]), 300);
+        assert_eq!(u(&e["counted"]), 300);
+        let extra = if e["container"] == victim { 300 } else { 0 };
+        assert_eq!(u(&e["delivered"]), 300 + extra, "{e}");
+    }
+    let failed: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            format!("{victim}: kernel delivered = valid frames sent").as_str(),
+            "mvnet verify: endpoints with an unexplained difference"
+        ]
+    );
+    let note = r["notes"][0].as_str().unwrap();
+    assert!(note.contains("no VLAN device for that tag"), "{note}");
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("UNEXPLAINED"));
+    for n in &names {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "na", "nb"]);
+}
+
+/// A sending device that does not lead to the root: the fallback sender
+/// notices that the classifier sees nothing and stops with a clear error
+/// instead of waiting for its deadline.
+#[test]
+fn a_device_not_wired_to_the_root_is_reported() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.95.0.0/24",
+        "-o",
+        "parent=eth0",
+        "nc",
+    ]);
+    let name = format!("{}-c1", lab.id());
+    s.ok(&["run", "-d", "--network", "nc", "--name", &name]);
+    mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
+        nl.add_veth("vx0", "vx1").await?;
+        for n in ["vx0", "vx1"] {
+            let l = nl.require_link(n).await?;
+            nl.set_up(l.index).await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let up = lab.upstream().name().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    let e = s.fails(&["pktgen", "--netns", &up, "--dev", "vx0", "--count", "1000"]);
+    assert!(e.contains("and none for"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "nc"]);
+}
