@@ -122,7 +122,10 @@ fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
 }
 
 #[inline(always)]
-fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
+/// The verdict for the destination of `eth`, the endpoint slot of a
+/// delivered frame, and for a VLAN mismatch the VLAN of the endpoint that
+/// owns the MAC (else [`NO_VLAN`]).
+fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
     // The group bit: the low bit of the first byte, the word's lowest.
     if eth.dst & 1 != 0 {
         let broadcast = eth.dst == MAC_MASK;
@@ -133,22 +136,22 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
                 Verdict::Multicast
             },
             None,
+            NO_VLAN,
         );
     }
     if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
-        return (Verdict::Delivered, Some(slot));
+        return (Verdict::Delivered, Some(slot), NO_VLAN);
     }
     if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.dst, eth.vlan)) {
         // SAFETY: hash value pointer valid until the program returns; the
         // controller never rewrites a live entry in place.
         let slot = unsafe { (*ep).slot };
-        return (Verdict::Delivered, Some(slot));
+        return (Verdict::Delivered, Some(slot), NO_VLAN);
     }
-    if ENDPOINTS
-        .get_ptr(EndpointKey::from_word(eth.dst, VLAN_ANY))
-        .is_some()
-    {
-        return (Verdict::VlanMismatch, None);
+    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.dst, VLAN_ANY)) {
+        // SAFETY: as above.
+        let home = unsafe { (*ep).vlan } as u32;
+        return (Verdict::VlanMismatch, None, home);
     }
     // The root device's own MAC (on any VLAN: its VLAN sub-interfaces share
     // it): host traffic, valid, for no endpoint.
@@ -156,9 +159,9 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
         .get_ptr(EndpointKey::from_word(eth.dst, VLAN_ROOT))
         .is_some()
     {
-        return (Verdict::Delivered, None);
+        return (Verdict::Delivered, None, NO_VLAN);
     }
-    (Verdict::UnknownMac, None)
+    (Verdict::UnknownMac, None, NO_VLAN)
 }
 
 #[inline(always)]
@@ -208,7 +211,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         return action_for(Verdict::Malformed, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
-    let (verdict, slot) = verdict_for_destination(&eth);
+    let (verdict, slot, home) = verdict_for_destination(&eth);
     count_verdict(hook, verdict, bytes);
     // Events from XDP only: TC ingress sees the same wire frames again.
     if hook == Hook::XdpIngress {
@@ -240,7 +243,13 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
             }
         }
     }
-    action_for(verdict, eth.vlan as u32)
+    match action_for(verdict, eth.vlan as u32) {
+        // A frame for an endpoint on the wrong VLAN is dropped when the
+        // endpoint's own network enforces too: with no VLAN device for the
+        // frame's tag, macvlan would hand it to the endpoint by MAC.
+        Action::Pass if verdict == Verdict::VlanMismatch && enforcing(home) => Action::Drop,
+        action => action,
+    }
 }
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4

@@ -122,7 +122,14 @@ impl Policy {
         }
         match outcome.vlan {
             None => self.config & config_flags::DROP_MALFORMED != 0,
-            Some(vlan) => self.vlans[usize::from(vlan & 0x0fff)] & vlan_policy::ENFORCE != 0,
+            Some(vlan) => {
+                let enforces =
+                    |v: u16| self.vlans[usize::from(v & 0x0fff)] & vlan_policy::ENFORCE != 0;
+                // A frame for an endpoint on the wrong VLAN is also dropped
+                // when the endpoint's own network enforces: macvlan would
+                // hand it to the endpoint by MAC.
+                enforces(vlan) || outcome.home.is_some_and(enforces)
+            }
         }
     }
 
@@ -495,6 +502,8 @@ struct Outcome {
     slot: Option<u32>,
     /// The source MAC is an endpoint's (bridge-mode frame at TC ingress).
     src_local: bool,
+    /// For a VLAN mismatch: the VLAN of the endpoint that owns the MAC.
+    home: Option<u16>,
 }
 
 const MALFORMED: Outcome = Outcome {
@@ -502,6 +511,7 @@ const MALFORMED: Outcome = Outcome {
     vlan: None,
     slot: None,
     src_local: false,
+    home: None,
 };
 
 /// The classifier's rules (parse.rs, classify.rs) in plain Rust:
@@ -563,6 +573,10 @@ fn reference(frame: &[u8]) -> Outcome {
         vlan: Some(vlan),
         slot,
         src_local: ENDPOINTS.iter().any(|e| e.mac == src),
+        home: match verdict {
+            Verdict::VlanMismatch => ENDPOINTS.iter().find(|e| e.mac == dst).map(|e| e.vlan),
+            _ => None,
+        },
     }
 }
 

@@ -197,26 +197,56 @@ fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
 
 /// On a kernel without 802.1Q, a frame tagged with a VLAN no network uses,
 /// sent to an endpoint's MAC, is handed to that endpoint by macvlan. The
-/// classifier counts it as a VLAN mismatch and, that VLAN having no
-/// enforcing network, passes it. The report's exact check catches it to the
-/// frame and says why; `mvnet verify` sees the difference too.
+/// classifier counts it as a VLAN mismatch. Under enforce it drops it (the
+/// endpoint's own network enforces), so the run is exact; under observe it
+/// passes, and the report's exact check catches it to the frame and says
+/// why; `mvnet verify` sees the difference too.
 #[test]
-fn wrong_vlan_frames_reach_the_endpoint_without_8021q_and_the_report_says_so() {
+fn wrong_vlan_frames_are_dropped_under_enforce_and_reported_under_observe() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let names = three_endpoints(&lab, &s, "enforce");
     let up = lab.upstream().name().unwrap().to_owned();
-    let out = s.run(&[
-        "pktgen",
-        "--netns",
-        &up,
-        "--json",
-        "--count",
-        "300",
-        "--wrong-vlan",
-        "1",
-    ]);
+    let run = |s: &Session| {
+        s.run(&[
+            "pktgen",
+            "--netns",
+            &up,
+            "--json",
+            "--count",
+            "300",
+            "--wrong-vlan",
+            "1",
+        ])
+    };
+
+    // Enforce: dropped, exact.
+    let out = run(&s);
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["exact"], true);
+    assert_eq!(u(&r["sent"]), 4 * 300);
+    let xdp = &r["verdicts"]["xdp"];
+    assert_eq!(u(&xdp["delivered"]), 900, "{xdp}");
+    assert_eq!(u(&xdp["vlan_mismatch"]), 300, "{xdp}");
+    for e in r["endpoints"].as_array().unwrap() {
+        assert_eq!(u(&e["sent"]), 300, "{e}");
+        assert_eq!(u(&e["counted"]), 300, "{e}");
+        assert_eq!(u(&e["delivered"]), 300, "{e}");
+    }
+    let v = s.run(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    // Observe: delivered by MAC, caught by the report and by verify.
+    s.ok(&["network", "update", "--policy", "observe", "na"]);
+    s.ok(&["network", "update", "--policy", "observe", "nb"]);
+    let out = run(&s);
     assert_eq!(out.status.code(), Some(1), "the check must fail");
     let r = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(r["exact"], false);
@@ -254,6 +284,7 @@ fn wrong_vlan_frames_reach_the_endpoint_without_8021q_and_the_report_says_so() {
     );
     let note = r["notes"][0].as_str().unwrap();
     assert!(note.contains("no VLAN device for that tag"), "{note}");
+    assert!(note.contains("only observes"), "{note}");
     let v = s.run(&["verify"]);
     assert_eq!(v.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&v.stdout).contains("UNEXPLAINED"));

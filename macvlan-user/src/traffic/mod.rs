@@ -307,8 +307,8 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
                 "the kernel delivered to {} the {wrong_total} frames sent to its MAC tagged {}: \
                  {} has no VLAN device for that tag (no 802.1Q in this kernel, or no network on \
                  that VLAN), so macvlan hands the tagged frames to the MAC's endpoint; the \
-                 classifier counted them as vlan_mismatch and passed them, as a VLAN without an \
-                 enforcing network is observed",
+                 classifier counted them as vlan_mismatch and passed them because the endpoint's \
+                 network only observes (`--policy enforce` drops them)",
                 t.container,
                 tags.join(","),
                 mix.root
