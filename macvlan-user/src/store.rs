@@ -102,6 +102,21 @@ impl Store {
     }
 }
 
+/// Reads the state in `dir` without taking the lock, for readers that must
+/// not wait behind a running command (`stats`, `serve`): [`Store::save`]
+/// replaces the file by a rename, so this sees the old or the new state,
+/// never a torn one. Empty if there is no state yet.
+pub fn peek(dir: &Path) -> Result<State, StoreError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path, source })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
 /// The state directory to use: `--state-dir`, else `$MVNET_STATE_DIR`, else
 /// [`DEFAULT_STATE_DIR`].
 pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {

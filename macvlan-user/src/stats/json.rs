@@ -1,0 +1,251 @@
+//! `mvnet stats --json`: the snapshot as a stable, versioned document for
+//! scripts (schema in the README, "Observability"). Counts are exact
+//! integers; under `--watch` every counted object also carries `rate`, the
+//! same shape in per-second floats, over `interval_secs`.
+use macvlan_common::{Counter, Hook, Verdict};
+use serde::Serialize;
+
+use super::{Rate, Rates, Snapshot};
+use crate::{lab::frames::format_mac, model::rfc3339};
+
+/// Bumped on any incompatible change of the shape below.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Document {
+    pub version: u32,
+    /// RFC 3339 UTC time of the read.
+    pub taken: String,
+    /// Seconds the rates are over (only under `--watch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<f64>,
+    pub networks: Vec<Network>,
+    pub roots: Vec<Root>,
+}
+
+#[derive(Serialize)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    pub parent: String,
+    pub root: String,
+    pub vlan: u16,
+    pub policy: &'static str,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Serialize)]
+pub struct Endpoint {
+    pub container: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub mac: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    /// Slot in the classifier; null when it has no entry (counts are 0).
+    pub slot: Option<u32>,
+    pub rx: EndpointRx<Count>,
+    pub tx: Count,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<EndpointRate>,
+}
+
+#[derive(Serialize)]
+pub struct EndpointRx<T> {
+    /// From the wire (XDP on the root).
+    pub wire: T,
+    /// From another endpoint on the same parent (bridge mode; TC ingress).
+    pub local: T,
+}
+
+#[derive(Serialize)]
+pub struct EndpointRate {
+    pub rx: EndpointRx<PerSec>,
+    pub tx: PerSec,
+}
+
+#[derive(Clone, Copy, Serialize)]
+pub struct Count {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Serialize)]
+pub struct PerSec {
+    pub frames: f64,
+    pub bytes: f64,
+}
+
+#[derive(Serialize)]
+pub struct Root {
+    pub root: String,
+    pub attached: bool,
+    /// Endpoints in the classifier's table, and its capacity.
+    pub endpoints: usize,
+    pub capacity: u32,
+    pub vlans: Vec<Vlan>,
+    /// Every hook and verdict, zeros included.
+    pub verdicts: Vec<VerdictCount>,
+}
+
+#[derive(Serialize)]
+pub struct Vlan {
+    /// 0 = untagged.
+    pub vlan: u16,
+    pub rx_xdp: Count,
+    pub rx_tc: Count,
+    pub tx_tc: Count,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<VlanRate>,
+}
+
+#[derive(Serialize)]
+pub struct VlanRate {
+    pub rx_xdp: PerSec,
+    pub rx_tc: PerSec,
+    pub tx_tc: PerSec,
+}
+
+#[derive(Serialize)]
+pub struct VerdictCount {
+    pub hook: &'static str,
+    /// rx for xdp_ingress and tc_ingress, tx for tc_egress.
+    pub direction: &'static str,
+    pub verdict: &'static str,
+    pub frames: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<PerSec>,
+}
+
+/// rx or tx: which way a hook sees frames.
+pub fn direction(hook: Hook) -> &'static str {
+    match hook {
+        Hook::XdpIngress | Hook::TcIngress => "rx",
+        Hook::TcEgress => "tx",
+    }
+}
+
+fn count(c: Counter) -> Count {
+    Count {
+        frames: c.frames,
+        bytes: c.bytes,
+    }
+}
+
+fn per_sec(r: Rate) -> PerSec {
+    PerSec {
+        frames: r.frames,
+        bytes: r.bytes,
+    }
+}
+
+/// The document of `snap`, with `rates` (from the previous snapshot) under
+/// `--watch`.
+pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
+    let networks = snap
+        .networks
+        .iter()
+        .map(|n| Network {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            parent: n.parent.clone(),
+            root: n.root.clone(),
+            vlan: n.vlan,
+            policy: n.policy.as_str(),
+            endpoints: n
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let key = (n.name.clone(), e.container.clone(), e.ifname.clone());
+                    Endpoint {
+                        container: e.container.clone(),
+                        container_id: e.container_id.clone(),
+                        ifname: e.ifname.clone(),
+                        mac: format_mac(&e.mac),
+                        ipv4: e.ipv4.map(|a| a.to_string()),
+                        ipv6: e.ipv6.map(|a| a.to_string()),
+                        slot: e.slot,
+                        rx: EndpointRx {
+                            wire: count(e.counters.rx_wire),
+                            local: count(e.counters.rx_local),
+                        },
+                        tx: count(e.counters.tx),
+                        rate: rates.map(|r| {
+                            let r = r.endpoints.get(&key).copied().unwrap_or_default();
+                            EndpointRate {
+                                rx: EndpointRx {
+                                    wire: per_sec(r.rx_wire),
+                                    local: per_sec(r.rx_local),
+                                },
+                                tx: per_sec(r.tx),
+                            }
+                        }),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let roots = snap
+        .roots
+        .iter()
+        .map(|r| Root {
+            root: r.root.clone(),
+            attached: r.attached,
+            endpoints: r.endpoints,
+            capacity: r.capacity,
+            vlans: r
+                .vlans
+                .iter()
+                .map(|(vid, c)| Vlan {
+                    vlan: *vid,
+                    rx_xdp: count(c.rx_xdp),
+                    rx_tc: count(c.rx_tc),
+                    tx_tc: count(c.tx_tc),
+                    rate: rates.map(|rates| {
+                        let v = rates
+                            .vlans
+                            .get(&(r.root.clone(), *vid))
+                            .copied()
+                            .unwrap_or_default();
+                        VlanRate {
+                            rx_xdp: per_sec(v.rx_xdp),
+                            rx_tc: per_sec(v.rx_tc),
+                            tx_tc: per_sec(v.tx_tc),
+                        }
+                    }),
+                })
+                .collect(),
+            verdicts: Hook::ALL
+                .iter()
+                .flat_map(|h| Verdict::ALL.iter().map(move |v| (*h, *v)))
+                .map(|(hook, verdict)| {
+                    let c = r.verdicts.get(hook, verdict);
+                    VerdictCount {
+                        hook: hook.name(),
+                        direction: direction(hook),
+                        verdict: verdict.name(),
+                        frames: c.frames,
+                        bytes: c.bytes,
+                        rate: rates.map(|rates| {
+                            per_sec(
+                                rates
+                                    .verdicts
+                                    .get(&(r.root.clone(), hook, verdict))
+                                    .copied()
+                                    .unwrap_or_default(),
+                            )
+                        }),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Document {
+        version: VERSION,
+        taken: rfc3339(snap.taken),
+        interval_secs: rates.map(|r| r.secs),
+        networks,
+        roots,
+    }
+}
