@@ -18,11 +18,11 @@ use serde_json::Value;
 
 use crate::common::{cli::Session, require_root};
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
 }
 
-fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
+pub(crate) fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
     let i = json(&s.ok(&["container", "inspect", container]));
     let m = i[0]["NetworkSettings"]["Networks"][net]["MacAddress"]
         .as_str()
@@ -31,7 +31,7 @@ fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
     mvnet::lab::frames::parse_mac(&m).unwrap()
 }
 
-fn pin_dir(lab: &Lab) -> std::path::PathBuf {
+pub(crate) fn pin_dir(lab: &Lab) -> std::path::PathBuf {
     pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT)
 }
 
@@ -46,7 +46,7 @@ fn rx_packets(ns: &NetNs) -> u64 {
 
 /// Sends `n` copies of `frame` out of `iface` in `ns`, waiting after each
 /// burst until `hook` has classified them all.
-fn send(maps: &PinnedMaps, ns: &NetNs, iface: &str, hook: Hook, frame: Vec<u8>, n: u64) {
+pub(crate) fn send(maps: &PinnedMaps, ns: &NetNs, iface: &str, hook: Hook, frame: Vec<u8>, n: u64) {
     let total = |m: &PinnedMaps| m.counters().unwrap().verdicts.total(hook).frames;
     let base = total(maps);
     let frames = [frame];

@@ -8,3 +8,4 @@ mod control_plane;
 mod datapath;
 mod datapath_cp;
 mod lab;
+mod observability;

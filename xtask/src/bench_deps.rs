@@ -22,7 +22,7 @@ fn missing_plugins() -> Vec<&'static str> {
         .collect()
 }
 
-fn apt() -> Command {
+pub fn apt() -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
     cmd
@@ -30,7 +30,7 @@ fn apt() -> Command {
 
 /// Whether apt knows an installable version of `package` (false before the
 /// first `apt-get update` of a fresh machine).
-fn apt_knows(package: &str) -> bool {
+pub fn apt_knows(package: &str) -> bool {
     util::capture(Command::new("apt-cache").args(["policy", package]))
         .map(|out| {
             String::from_utf8_lossy(&out.stdout)

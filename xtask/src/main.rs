@@ -6,6 +6,7 @@ mod bench;
 mod bench_deps;
 mod bpf_linker;
 mod cargo;
+mod host_deps;
 mod run;
 mod setup;
 mod test;

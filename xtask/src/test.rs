@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 
 use crate::setup::{self, Env};
-use crate::{cargo, util};
+use crate::{cargo, host_deps, util};
 
 /// Prefix of every lab/test network namespace.
 const NETNS_PREFIX: &str = "mvl-";
@@ -55,6 +55,9 @@ pub fn test(opts: Opts) -> Result<i32> {
         );
     }
     let env = setup::setup(opts.host_only)?;
+    if !opts.vm_only {
+        host_deps::ensure()?;
+    }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {
         Part::Unit | Part::Host => !opts.vm_only,
