@@ -37,6 +37,12 @@ pub const BENCHES: &[Bench] = &[
         about: "the classifier per frame (BPF_PROG_TEST_RUN) at 1, 64 and 4096 endpoints \
                 against a pass-only program and xdp-tools' xdp-filter",
     },
+    Bench {
+        name: "observability",
+        target: "observability",
+        about: "with 4096 endpoints: one full read of every counter, one /metrics scrape \
+                of mvnet serve, and the exporter's RSS",
+    },
 ];
 
 fn known() -> String {
