@@ -18,7 +18,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mvnet";
 /// Environment override of the state directory (also `--state-dir`).
 pub const STATE_DIR_ENV: &str = "MVNET_STATE_DIR";
 
-const STATE_FILE: &str = "state.json";
+/// The state file's name in the state directory.
+pub const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Error)]

@@ -620,6 +620,40 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
         timeout,
     );
 
+    // Every query of the Grafana dashboard is valid PromQL and finds series.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/mvnet.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "10s")
+                .replace("$network", ".*")
+                .replace("$root", ".*");
+            let q = format!("/api/v1/query?query={}", urlencode(&expr));
+            let (status, body) = http_get(&host, pport, &q, None).unwrap();
+            let v = json(&body);
+            assert_eq!(
+                (status, &v["status"]),
+                (200, &Value::from("success")),
+                "{expr}: {body}"
+            );
+            assert!(
+                !v["data"]["result"].as_array().unwrap().is_empty(),
+                "dashboard query {expr} found no series"
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries >= 12, "{queries} dashboard queries");
+
     // The exposition (text 0.0.4, as promtool reads it) is clean.
     let (status, body) = http_get(&host, mport, "/metrics", None).unwrap();
     assert_eq!(status, 200);

@@ -1,6 +1,6 @@
 //! Reading every counter of every root device at one moment.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
     time::{Instant, SystemTime},
 };
@@ -115,7 +115,7 @@ pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
     for net in nets {
         let (root, vlan) = net.root();
         let (slots, _, counters) = &roots[root];
-        let mut endpoints = Vec::new();
+        let mut endpoints = Vec::with_capacity(state.containers.len());
         for c in state.containers.values() {
             let Some(ep) = c.endpoints.get(&net.id) else {
                 continue;
@@ -134,7 +134,8 @@ pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
                     .unwrap_or_default(),
             });
         }
-        endpoints.sort_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
+        endpoints
+            .sort_unstable_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
         networks.push(NetworkStats {
             id: net.id.clone(),
             name: net.name.clone(),
@@ -155,7 +156,7 @@ pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
 }
 
 type RootRead = (
-    BTreeMap<([u8; 6], u16), u32>,
+    HashMap<([u8; 6], u16), u32>,
     RootStats,
     Vec<EndpointCounters>,
 );
@@ -173,14 +174,21 @@ fn read_root(root: &str) -> Result<RootRead> {
         verdicts: VerdictTable::default(),
     };
     if !pinned::is_attached(&dir) {
-        return Ok((BTreeMap::new(), stats, Vec::new()));
+        return Ok((HashMap::new(), stats, Vec::new()));
     }
     let maps = PinnedMaps::open(&dir)?;
-    let entries = match maps.endpoints_ro() {
-        Some(view) => view.entries()?,
-        None => Vec::new(),
-    };
-    let counters = maps.counters()?;
+    // The table and the counter arrays are read at once, on two CPUs: each
+    // batch costs about a millisecond of kernel time at 4096 endpoints.
+    let (entries, counters) = std::thread::scope(|s| {
+        let counters = s.spawn(|| maps.counters());
+        let entries = match maps.endpoints_ro() {
+            Some(view) => view.entries(),
+            None => Ok(Vec::new()),
+        };
+        (entries, counters.join())
+    });
+    let entries = entries?;
+    let counters = counters.map_err(|_| anyhow::anyhow!("reading the counters panicked"))??;
     stats.attached = true;
     stats.endpoints = entries.len();
     stats.verdicts = counters.verdicts.clone();
