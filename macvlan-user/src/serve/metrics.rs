@@ -280,3 +280,59 @@ pub fn encode(snap: Snapshot, read_secs: f64, format: Format) -> Result<String, 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_help_type_and_labelled_series() {
+        let snap = crate::stats::json::tests::snapshot(7, std::time::Instant::now());
+        let text = encode(snap, 0.001, Format::Prometheus).unwrap();
+        assert!(
+            text.contains("# TYPE mvnet_endpoint_frames_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP mvnet_endpoint_frames_total "),
+            "{text}"
+        );
+        assert!(text.contains(
+            "mvnet_endpoint_frames_total{network=\"net\",endpoint=\"c1\",ifname=\"eth0\",mac=\"02:42:0a:00:00:02\",vlan=\"0\",direction=\"rx\",path=\"wire\"} 7\n"
+        ), "{text}");
+        assert!(text.contains(
+            "mvnet_vlan_bytes_total{root=\"eth0\",vlan=\"0\",hook=\"xdp_ingress\",direction=\"rx\"} 420\n"
+        ), "{text}");
+        assert!(text.contains(
+            "mvnet_verdict_frames_total{root=\"eth0\",hook=\"tc_egress\",direction=\"tx\",verdict=\"spoofed\"} 0\n"
+        ), "{text}");
+        assert!(text.contains("mvnet_network_endpoints{network=\"net\",root=\"eth0\",vlan=\"0\",policy=\"observe\"} 1"), "{text}");
+        assert!(
+            text.contains("mvnet_endpoint_map_capacity{root=\"eth0\"} 4096"),
+            "{text}"
+        );
+        let om = encode(
+            crate::stats::json::tests::snapshot(7, std::time::Instant::now()),
+            0.001,
+            Format::OpenMetrics,
+        )
+        .unwrap();
+        assert!(
+            om.contains("# TYPE mvnet_endpoint_frames counter\n"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        assert_eq!(Format::for_accept(None), Format::Prometheus);
+        assert_eq!(Format::for_accept(Some("text/plain")), Format::Prometheus);
+        assert_eq!(
+            Format::for_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+    }
+}

@@ -249,3 +249,124 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
         roots,
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{
+        collections::BTreeMap,
+        time::{Duration, Instant, SystemTime},
+    };
+
+    use macvlan_common::{EndpointCounters, VlanCounters};
+
+    use super::*;
+    use crate::{
+        model::Policy,
+        stats::{EndpointStats, NetworkStats, RootStats},
+    };
+
+    /// One network with one endpoint that received `frames` from the wire.
+    pub(crate) fn snapshot(frames: u64, at: Instant) -> Snapshot {
+        let c = Counter {
+            frames,
+            bytes: frames * 60,
+        };
+        Snapshot {
+            taken: SystemTime::UNIX_EPOCH + Duration::from_secs(86_400),
+            at,
+            roots: vec![RootStats {
+                root: "eth0".into(),
+                attached: true,
+                endpoints: 1,
+                capacity: 4096,
+                vlans: BTreeMap::from([(
+                    0,
+                    VlanCounters {
+                        rx_xdp: c,
+                        ..Default::default()
+                    },
+                )]),
+                verdicts: Default::default(),
+            }],
+            networks: vec![NetworkStats {
+                id: "ab".repeat(32),
+                name: "net".into(),
+                parent: "eth0".into(),
+                root: "eth0".into(),
+                vlan: 0,
+                policy: Policy::Observe,
+                endpoints: vec![EndpointStats {
+                    container: "c1".into(),
+                    container_id: "cd".repeat(32),
+                    ifname: "eth0".into(),
+                    mac: [2, 0x42, 10, 0, 0, 2],
+                    ipv4: Some("10.0.0.2".parse().unwrap()),
+                    ipv6: None,
+                    slot: Some(0),
+                    counters: EndpointCounters {
+                        rx_wire: c,
+                        ..Default::default()
+                    },
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn document_has_the_documented_shape() {
+        let v = serde_json::to_value(document(&snapshot(7, Instant::now()), None)).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["taken"], "1970-01-02T00:00:00.000000000Z");
+        assert!(v.get("interval_secs").is_none());
+        let e = &v["networks"][0]["endpoints"][0];
+        assert_eq!(e["mac"], "02:42:0a:00:00:02");
+        assert_eq!(e["ipv4"], "10.0.0.2");
+        assert_eq!(e["ipv6"], serde_json::Value::Null);
+        assert_eq!(e["rx"]["wire"]["frames"], 7);
+        assert_eq!(e["rx"]["wire"]["bytes"], 420);
+        assert_eq!(e["tx"]["frames"], 0);
+        assert!(e.get("rate").is_none());
+        let r = &v["roots"][0];
+        assert_eq!(r["vlans"][0]["rx_xdp"]["frames"], 7);
+        assert_eq!(r["verdicts"].as_array().unwrap().len(), 21);
+        assert_eq!(r["verdicts"][20]["hook"], "tc_egress");
+        assert_eq!(r["verdicts"][20]["direction"], "tx");
+        assert_eq!(r["verdicts"][20]["verdict"], "spoofed");
+    }
+
+    #[test]
+    fn watch_adds_rates_per_second() {
+        let t = Instant::now();
+        let (a, b) = (snapshot(10, t), snapshot(30, t + Duration::from_secs(2)));
+        let rates = Rates::between(&a, &b);
+        let v = serde_json::to_value(document(&b, Some(&rates))).unwrap();
+        assert_eq!(v["interval_secs"], 2.0);
+        let e = &v["networks"][0]["endpoints"][0];
+        assert_eq!(e["rate"]["rx"]["wire"]["frames"], 10.0);
+        assert_eq!(e["rate"]["rx"]["wire"]["bytes"], 600.0);
+        assert_eq!(v["roots"][0]["vlans"][0]["rate"]["rx_xdp"]["frames"], 10.0);
+        assert_eq!(v["roots"][0]["verdicts"][0]["rate"]["frames"], 0.0);
+        let table = crate::stats::table::render(&b, Some(&rates));
+        assert!(table.contains("RX-WIRE-FRAMES/S"), "{table}");
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("c1"))
+            .unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "c1",
+                "eth0",
+                "02:42:0a:00:00:02",
+                "10.0.0.2",
+                "-",
+                "10.0",
+                "600.0",
+                "0.0",
+                "0.0",
+                "0.0",
+                "0.0"
+            ]
+        );
+    }
+}
