@@ -8,6 +8,8 @@ use std::{
 
 /// Longest a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a client may take to take the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -45,6 +47,8 @@ pub fn parse(head: &str) -> Option<Request> {
 /// oversized one, or a client that went away.
 pub fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    // A client that stops reading must not hold a thread forever.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {

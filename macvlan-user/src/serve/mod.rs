@@ -204,7 +204,15 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let state_dir: Arc<Path> = opts.state_dir.into();
     let cache = Arc::new(StateCache::default());
     for conn in listener.incoming() {
-        let Ok(mut stream) = conn else { continue };
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                eprintln!("mvnet serve: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             busy.fetch_sub(1, Ordering::AcqRel);
             let _ = http::respond(
