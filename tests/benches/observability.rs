@@ -213,6 +213,37 @@ fn scrape(ns: &NetNs, accept: &str) -> Result<(f64, String)> {
     })?
 }
 
+/// CPU time (user + system) this process used so far, all threads, in ms.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: zeroed rusage is valid output storage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid output pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// CPU time (utime + stime) process `pid` used so far, in ms.
+fn cpu_ms_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command (in parentheses) come state, ..., utime and stime
+    // (fields 14 and 15 of the line, 12 and 13 of the rest).
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks * 1e3 / hz)
+}
+
+/// The 1-minute load average, to judge how busy the machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// VmRSS and VmHWM of `pid`, in MiB.
 fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -295,13 +326,14 @@ fn bench() -> Result<()> {
 
     // Full reads, in the lab's host namespace (where the pins belong).
     let sd = state_dir.clone();
-    let (reads, state_ms, endpoints_seen) =
-        host.run(move || -> Result<(Vec<f64>, f64, usize)> {
+    let (reads, state_ms, endpoints_seen, read_cpu) =
+        host.run(move || -> Result<(Vec<f64>, f64, usize, f64)> {
             let t = Instant::now();
             let state = store::peek(&sd)?;
             let state_ms = t.elapsed().as_secs_f64() * 1e3;
             let mut seen = 0;
             let mut times = Vec::with_capacity(READS);
+            let cpu0 = own_cpu_ms();
             for _ in 0..READS {
                 let t = Instant::now();
                 let snap = stats::collect(&state, None)?;
@@ -312,7 +344,7 @@ fn bench() -> Result<()> {
                     "an endpoint without a classifier slot"
                 );
             }
-            Ok((times, state_ms, seen))
+            Ok((times, state_ms, seen, (own_cpu_ms() - cpu0) / READS as f64))
         })??;
     ensure!(
         endpoints_seen == ENDPOINTS as usize,
@@ -321,7 +353,8 @@ fn bench() -> Result<()> {
     let read_med = percentile(reads.clone(), 0.5);
     println!(
         "full read (stats::collect: ENDPOINTS, ENDPOINT_STATS, VLAN_STATS, VERDICT_STATS, one batch each, joined with {ENDPOINTS} endpoints), {READS} reads: \
-         median {read_med:.3} ms, p90 {:.3} ms, max {:.3} ms; reading the state file (not included): {state_ms:.1} ms",
+         median {read_med:.3} ms, p90 {:.3} ms, max {:.3} ms; CPU time {read_cpu:.3} ms per read (both threads); \
+         reading the state file (not included): {state_ms:.1} ms",
         percentile(reads.clone(), 0.9),
         percentile(reads, 1.0)
     );
@@ -361,9 +394,11 @@ fn bench() -> Result<()> {
     );
     let rss_idle = rss_mib(pid)?;
     let mut times = Vec::with_capacity(SCRAPES);
+    let cpu0 = cpu_ms_of(pid)?;
     for _ in 0..SCRAPES {
         times.push(scrape(&host, "text/plain")?.0);
     }
+    let scrape_cpu = (cpu_ms_of(pid)? - cpu0) / SCRAPES as f64;
     let mut om = Vec::new();
     for _ in 0..10 {
         om.push(scrape(&host, "application/openmetrics-text;version=1.0.0")?.0);
@@ -372,7 +407,8 @@ fn bench() -> Result<()> {
     let scrape_med = percentile(times.clone(), 0.5);
     println!(
         "scrape (GET /metrics of mvnet serve, text 0.0.4, {} bytes, {} series), {SCRAPES} scrapes: \
-         median {scrape_med:.2} ms, p90 {:.2} ms, max {:.2} ms; OpenMetrics: median {:.2} ms",
+         median {scrape_med:.2} ms, p90 {:.2} ms, max {:.2} ms; exporter CPU time {scrape_cpu:.1} ms \
+         per scrape; OpenMetrics: median {:.2} ms",
         body.len(),
         body.lines().filter(|l| !l.starts_with('#')).count(),
         percentile(times.clone(), 0.9),
@@ -384,6 +420,11 @@ fn bench() -> Result<()> {
          (before them {:.1} MiB), peak VmHWM {hwm:.1} MiB",
         SCRAPES + 11,
         rss_idle.0
+    );
+    println!(
+        "load average (1 min) at the end: {} on 2 CPUs; other work on the machine inflates \
+         wall times, CPU times less so",
+        loadavg()
     );
     println!();
     println!(
