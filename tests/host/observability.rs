@@ -620,6 +620,26 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
         timeout,
     );
 
+    // The exporter streamed the classifier's anomaly event to its log,
+    // from a classifier attached after it started.
+    let want = format!(
+        " eth0 warn unknown_mac dst={} src={} vlan=0",
+        format_mac(&unknown),
+        format_mac(&up)
+    );
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(tmp.join("serve.log")).unwrap_or_default();
+        if log.lines().any(|l| l.ends_with(&want)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no event line ending in {want:?} in the serve log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Every query of the Grafana dashboard is valid PromQL and finds series.
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(
