@@ -43,6 +43,7 @@ pub mod map_names {
     pub const VERDICT_STATS: &str = "VERDICT_STATS";
     pub const CONFIG: &str = "CONFIG";
     pub const VLAN_POLICY: &str = "VLAN_POLICY";
+    pub const ENDPOINT_INDEX: &str = "ENDPOINT_INDEX";
 }
 
 /// Program names as they appear in the object file.
@@ -68,6 +69,35 @@ impl EndpointKey {
     pub const fn new(mac: [u8; 6], vlan: u16) -> Self {
         Self { mac, vlan }
     }
+
+    /// The key of a MAC held as a [`mac_word`].
+    #[inline(always)]
+    pub const fn from_word(mac: u64, vlan: u16) -> Self {
+        // SAFETY: 8 bytes of plain data either way; on a little-endian
+        // machine (bpfel, x86) the word's bytes are the MAC's bytes in
+        // order, then the VLAN's. One register store instead of eight byte
+        // stores on the classifier's path.
+        unsafe { core::mem::transmute::<u64, EndpointKey>((mac & MAC_MASK) | (vlan as u64) << 48) }
+    }
+}
+
+/// The bits of a [`mac_word`].
+pub const MAC_MASK: u64 = 0xffff_ffff_ffff;
+
+/// A MAC as the classifier holds it: its six bytes in the low 48 bits of a
+/// `u64`, in memory order (what a little-endian 8-byte load of a frame's
+/// address gives, masked). The first byte, whose low bit marks group
+/// addresses, is the word's lowest byte.
+#[inline(always)]
+pub const fn mac_word(mac: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+/// The bytes of a [`mac_word`].
+#[inline(always)]
+pub const fn mac_bytes(word: u64) -> [u8; 6] {
+    let b = word.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
 
 /// Value of the endpoint map.
@@ -212,6 +242,62 @@ impl Verdict {
 /// Size of the verdict counter array.
 pub const VERDICT_SLOTS: u32 = Hook::COUNT * Verdict::COUNT;
 
+/// The direct endpoint index: the fast path in front of the ENDPOINTS hash.
+///
+/// An array of [`direct::SLOTS`] `u64`s indexed by the low 16 bits of the
+/// MAC mixed with the VLAN id; each word packs the rest of the key, the
+/// endpoint's slot and a valid bit. A frame whose word matches needs one
+/// inlined array load instead of a hash lookup (jhash, bucket walk, key
+/// compare), which dominated the classifier's cost. Two endpoints whose
+/// words would collide keep the second in the hash only; a miss always
+/// falls back to the hash, so the index is an accelerator, never the truth.
+///
+/// One word per entry so that a reader never sees half an update: the
+/// controller writes it with a single atomic 64-bit store through an mmap of
+/// the (`BPF_F_MMAPABLE`) array, and the program reads it with one load.
+pub mod direct {
+    /// Entries: 64 Ki words, 512 KiB.
+    pub const SLOTS: u32 = 1 << 16;
+    /// `BPF_F_MMAPABLE`.
+    pub const MAP_FLAGS: usize = 1 << 10;
+    pub const VALID: u64 = 1 << 63;
+    const SLOT_SHIFT: u32 = 48;
+    /// The bits that identify the key: MAC bytes 0..4, VLAN, valid.
+    pub const KEY_MASK: u64 = VALID | 0x1fff_ffff_ffff;
+
+    /// Where the key (`mac`, a [`mac_word`](super::mac_word), `vlan`) lives.
+    #[inline(always)]
+    pub const fn index(mac: u64, vlan: u16) -> u32 {
+        // MAC bytes 4 and 5: the ones that differ between Docker's MACs
+        // (02:42 + the IPv4 address).
+        let low = (mac >> 32) as u32 & 0xffff;
+        // Spread VLANs so that endpoints with the same low MAC bytes on two
+        // VLANs (Docker MACs of .2 on two networks) land apart; VLAN 0
+        // leaves the MAC bits as they are.
+        (low ^ (vlan as u32).wrapping_mul(0x9e37)) & (SLOTS - 1)
+    }
+
+    /// The key part of a word: MAC bytes 0..4, the VLAN (13 bits, with the
+    /// S-tag mark), and the valid bit. The low MAC bytes are implied by the
+    /// index.
+    #[inline(always)]
+    pub const fn key(mac: u64, vlan: u16) -> u64 {
+        VALID | (mac & 0xffff_ffff) | ((vlan as u64 & 0x1fff) << 32)
+    }
+
+    /// The word for the key with endpoint slot `slot` (< 4096).
+    #[inline(always)]
+    pub const fn word(mac: u64, vlan: u16, slot: u32) -> u64 {
+        key(mac, vlan) | ((slot as u64 & 0xfff) << SLOT_SHIFT)
+    }
+
+    /// The slot of a word whose key part matched.
+    #[inline(always)]
+    pub const fn slot(word: u64) -> u32 {
+        ((word >> SLOT_SHIFT) & 0xfff) as u32
+    }
+}
+
 /// Per-root-device settings (an array of one element).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -273,6 +359,39 @@ mod tests {
         assert_eq!(size_of::<EndpointCounters>(), 48);
         assert_eq!(size_of::<VlanCounters>(), 48);
         assert_eq!(size_of::<Config>(), 8);
+    }
+
+    #[test]
+    fn direct_words_round_trip_and_keep_keys_apart() {
+        let a = mac_word(&[0x02, 0x42, 0xac, 0x12, 0x00, 0x02]);
+        let b = mac_word(&[0x02, 0x42, 0xac, 0x13, 0x00, 0x02]);
+        let w = direct::word(a, 10, 4095);
+        assert_eq!(direct::slot(w), 4095);
+        assert_eq!(w & direct::KEY_MASK, direct::key(a, 10));
+        assert_ne!(direct::key(a, 10), direct::key(a, 11));
+        assert_ne!(direct::key(a, 0), direct::key(b, 0));
+        // Service-tag marked ids are kept apart from plain ones.
+        assert_ne!(direct::key(a, 10), direct::key(a, 0x100a));
+        // The same low bytes on two VLANs land apart.
+        assert_ne!(direct::index(a, 0), direct::index(b, 10));
+        assert_eq!(direct::index(a, 0), 0x0200);
+        assert!(direct::index(a, 4094) < direct::SLOTS);
+    }
+
+    #[test]
+    fn mac_words_and_keys_agree() {
+        let m = [0x02, 0x42, 0xac, 0x12, 0x00, 0x02];
+        assert_eq!(mac_bytes(mac_word(&m)), m);
+        assert_eq!(mac_word(&m) & 1, 0);
+        assert_eq!(mac_word(&[0x01, 0, 0x5e, 0, 0, 1]) & 1, 1);
+        assert_eq!(
+            EndpointKey::from_word(mac_word(&m), 10),
+            EndpointKey::new(m, 10)
+        );
+        assert_eq!(
+            EndpointKey::from_word(mac_word(&m) | 0xabcd << 48, VLAN_ANY),
+            EndpointKey::new(m, VLAN_ANY)
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4,
-    ETH_P_IPV6, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, mac_bytes, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP,
+    ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
     events,
-    maps::{CONFIG, ENDPOINTS, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS},
+    maps::{
+        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
+    },
     parse::{self, Ethernet},
 };
 
@@ -97,14 +99,33 @@ fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
 }
 
 #[inline(always)]
-fn is_local_source(src: [u8; 6]) -> bool {
-    ENDPOINTS.get_ptr(EndpointKey::new(src, VLAN_ANY)).is_some()
+fn is_local_source(src: u64) -> bool {
+    ENDPOINTS
+        .get_ptr(EndpointKey::from_word(src, VLAN_ANY))
+        .is_some()
+}
+
+/// The slot of endpoint (`mac`, `vlan`) if the direct index has it: one
+/// inlined array load and a compare, the common case.
+#[inline(always)]
+fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
+    let word = ENDPOINT_INDEX.get_ptr(direct::index(mac, vlan))?;
+    // SAFETY: array value pointer, valid for the program's duration. One
+    // 64-bit load: the controller replaces the word with one atomic store,
+    // so it is never seen half-written.
+    let word = unsafe { core::ptr::read_volatile(word) };
+    if word & direct::KEY_MASK == direct::key(mac, vlan) {
+        Some(direct::slot(word))
+    } else {
+        None
+    }
 }
 
 #[inline(always)]
 fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
-    if eth.dst[0] & 1 != 0 {
-        let broadcast = eth.dst == [0xff; 6];
+    // The group bit: the low bit of the first byte, the word's lowest.
+    if eth.dst & 1 != 0 {
+        let broadcast = eth.dst == MAC_MASK;
         return (
             if broadcast {
                 Verdict::Broadcast
@@ -114,14 +135,17 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
             None,
         );
     }
-    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::new(eth.dst, eth.vlan)) {
+    if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
+        return (Verdict::Delivered, Some(slot));
+    }
+    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.dst, eth.vlan)) {
         // SAFETY: hash value pointer valid until the program returns; the
         // controller never rewrites a live entry in place.
         let slot = unsafe { (*ep).slot };
         return (Verdict::Delivered, Some(slot));
     }
     if ENDPOINTS
-        .get_ptr(EndpointKey::new(eth.dst, VLAN_ANY))
+        .get_ptr(EndpointKey::from_word(eth.dst, VLAN_ANY))
         .is_some()
     {
         return (Verdict::VlanMismatch, None);
@@ -129,7 +153,7 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>) {
     // The root device's own MAC (on any VLAN: its VLAN sub-interfaces share
     // it): host traffic, valid, for no endpoint.
     if ENDPOINTS
-        .get_ptr(EndpointKey::new(eth.dst, VLAN_ROOT))
+        .get_ptr(EndpointKey::from_word(eth.dst, VLAN_ROOT))
         .is_some()
     {
         return (Verdict::Delivered, None);
@@ -189,8 +213,12 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     // Events from XDP only: TC ingress sees the same wire frames again.
     if hook == Hook::XdpIngress {
         match verdict {
-            Verdict::UnknownMac => events::unknown_mac(ctx, eth.dst, eth.src, eth.vlan),
-            Verdict::VlanMismatch => events::vlan_mismatch(ctx, eth.dst, eth.src, eth.vlan),
+            Verdict::UnknownMac => {
+                events::unknown_mac(ctx, mac_bytes(eth.dst), mac_bytes(eth.src), eth.vlan)
+            }
+            Verdict::VlanMismatch => {
+                events::vlan_mismatch(ctx, mac_bytes(eth.dst), mac_bytes(eth.src), eth.vlan)
+            }
             _ => {}
         }
     }
@@ -244,7 +272,7 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         return action_for(Verdict::Malformed, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
-    let verdict = match ENDPOINTS.get_ptr(EndpointKey::new(eth.src, eth.vlan)) {
+    let verdict = match ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, eth.vlan)) {
         Some(ep) => {
             // SAFETY: as in verdict_for_destination.
             let ep = unsafe { &*ep };
@@ -261,7 +289,7 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         }
         // The root device's own frames (its host stack, its VLAN devices).
         None if ENDPOINTS
-            .get_ptr(EndpointKey::new(eth.src, VLAN_ROOT))
+            .get_ptr(EndpointKey::from_word(eth.src, VLAN_ROOT))
             .is_some() =>
         {
             Verdict::Delivered
@@ -271,7 +299,7 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     };
     count_verdict(hook, verdict, bytes);
     if verdict == Verdict::Spoofed {
-        events::spoofed(ctx, eth.src, eth.vlan);
+        events::spoofed(ctx, mac_bytes(eth.src), eth.vlan);
     }
     let vlan = if verdict == Verdict::Malformed {
         NO_VLAN

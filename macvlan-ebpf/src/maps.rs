@@ -6,9 +6,15 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use macvlan_common::{
-    Config, Counter, Endpoint, EndpointCounters, EndpointKey, VlanCounters, ENDPOINT_KEYS,
+    direct, Config, Counter, Endpoint, EndpointCounters, EndpointKey, VlanCounters, ENDPOINT_KEYS,
     MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
 };
+
+/// The direct index in front of ENDPOINTS (see `macvlan_common::direct`).
+/// Mmapable so the controller can write each word atomically.
+#[btf_map]
+pub static ENDPOINT_INDEX: Array<u64, { direct::SLOTS as usize }, { direct::MAP_FLAGS }> =
+    Array::new();
 
 /// (destination MAC, VLAN) → endpoint. Written by the controller only.
 #[btf_map]

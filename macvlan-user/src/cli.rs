@@ -82,6 +82,23 @@ enum Command {
         #[arg(long)]
         no_events: bool,
     },
+    /// Live view of the classifier's counters: per-endpoint rates with
+    /// sparklines, per-VLAN and per-verdict tables (q quits, s sorts, r
+    /// reverses, n filters by network). Plain text when stdout is not a
+    /// terminal or TERM is dumb.
+    Top {
+        /// Only this network.
+        network: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "1", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        /// Stop after this many refreshes (default: until quit).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print plain text even on a terminal.
+        #[arg(long)]
+        plain: bool,
+    },
     /// Internal: deletes a removed endpoint's tombstoned link in the
     /// background (spawned by `network disconnect` and `container stop`).
     #[command(name = "__reap-link", hide = true)]
@@ -301,6 +318,15 @@ fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
         "auto" => Ok(XdpMode::Auto),
         _ => Err(format!(
             "unknown XDP mode {s:?}; use native, generic or auto"
+        )),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "invalid interval {s:?}; give seconds between 0.1 and 3600, e.g. 1 or 0.5"
         )),
     }
 }
@@ -558,6 +584,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !r.problems.is_empty() {
                 return Ok(1);
             }
+        }
+        Command::Top {
+            network,
+            interval,
+            count,
+            plain,
+        } => {
+            crate::require_root("mvnet top")?;
+            crate::top::run(crate::top::Options {
+                state_dir,
+                network,
+                interval,
+                count,
+                plain,
+            })?;
         }
         Command::ReapLink { netns, ifindex } => {
             crate::controller::endpoint::reap(&crate::netns::NetNs::from_path(netns), ifindex)?;

@@ -13,6 +13,7 @@
 //! * [`stats`] — every counter joined with the endpoints it belongs to,
 //!   rendered for `mvnet stats`;
 //! * [`serve`] — the Prometheus exporter (`mvnet serve`);
+//! * [`top`] — `mvnet top`, the live terminal view of those counters;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
 pub mod cli;
 pub mod controller;
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod serve;
 pub mod stats;
 pub mod store;
+pub mod top;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.

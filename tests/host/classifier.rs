@@ -40,7 +40,7 @@ use macvlan_common::{
     MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_ANY, VLAN_SLOTS,
 };
 use mvnet::{
-    datapath::Datapath,
+    datapath::{Datapath, EndpointEntry},
     lab::frames::{FrameSpec, Payload, Tag},
 };
 
@@ -139,8 +139,21 @@ impl Policy {
     }
 }
 
+/// How a rig's endpoint table is filled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// As the controller fills it: hash and direct index.
+    Indexed,
+    /// The hash only: the fallback path.
+    HashOnly,
+}
+
 impl Rig {
     fn new() -> Self {
+        Self::with_table(Table::Indexed)
+    }
+
+    fn with_table(table: Table) -> Self {
         let mut ebpf = Datapath::load().expect("loading the classifier object");
         let xdp: &mut Xdp = ebpf
             .program_mut(program_names::XDP)
@@ -155,26 +168,56 @@ impl Rig {
             .expect("TC ingress program type");
         tc.load().expect("loading mvnet_tc_ingress");
 
-        // As EndpointTable::insert_at does: the exact key and the VLAN_ANY key.
-        let mut table: HashMap<_, EndpointKey, Endpoint> =
-            HashMap::try_from(ebpf.map_mut(map_names::ENDPOINTS).expect("ENDPOINTS map"))
-                .expect("ENDPOINTS type");
-        for ep in ENDPOINTS {
-            let value = Endpoint {
-                slot: ep.slot,
-                vlan: ep.vlan,
-                flags: 0,
-                ipv4: [0; 4],
-                ipv6: [0; 16],
-            };
-            table
-                .insert(EndpointKey::new(ep.mac, ep.vlan), value, 0)
-                .unwrap();
-            table
-                .insert(EndpointKey::new(ep.mac, VLAN_ANY), value, 0)
-                .unwrap();
+        match table {
+            // Through the controller's table: the hash and the direct index.
+            Table::Indexed => {
+                let mut table = Datapath::endpoint_table(&mut ebpf).expect("endpoint table");
+                for ep in ENDPOINTS {
+                    table
+                        .insert_at(
+                            EndpointEntry {
+                                mac: ep.mac,
+                                vlan: ep.vlan,
+                                ipv4: None,
+                                ipv6: None,
+                                enforce: false,
+                            },
+                            ep.slot,
+                        )
+                        .unwrap();
+                    assert!(table.is_indexed(ep.mac, ep.vlan), "{ep:?} not indexed");
+                }
+            }
+            // The hash alone, as EndpointTable::insert_at writes it (the
+            // exact key and the VLAN_ANY key): every lookup takes the
+            // fallback path, as for an endpoint whose index word collides.
+            Table::HashOnly => {
+                let mut table: HashMap<_, EndpointKey, Endpoint> =
+                    HashMap::try_from(ebpf.map_mut(map_names::ENDPOINTS).expect("ENDPOINTS map"))
+                        .expect("ENDPOINTS type");
+                for ep in ENDPOINTS {
+                    let value = Endpoint {
+                        slot: ep.slot,
+                        vlan: ep.vlan,
+                        flags: 0,
+                        ipv4: [0; 4],
+                        ipv6: [0; 16],
+                    };
+                    table
+                        .insert(EndpointKey::new(ep.mac, ep.vlan), value, 0)
+                        .unwrap();
+                    table
+                        .insert(EndpointKey::new(ep.mac, VLAN_ANY), value, 0)
+                        .unwrap();
+                }
+            }
         }
-        assert_eq!(table.keys().count(), 2 * ENDPOINTS.len());
+        {
+            let table: HashMap<_, EndpointKey, Endpoint> =
+                HashMap::try_from(ebpf.map(map_names::ENDPOINTS).expect("ENDPOINTS map"))
+                    .expect("ENDPOINTS type");
+            assert_eq!(table.keys().count(), 2 * ENDPOINTS.len());
+        }
 
         let rig = Self {
             ebpf,
@@ -827,6 +870,91 @@ fn tc_ingress_crafted_frames_under_every_policy() {
         let repeat = if i % 2 == 0 { 3 } else { 1 };
         run_table(&rig, Hook::TcIngress, repeat, Check::Verdicts);
     }
+}
+
+/// The hash alone (the path of an endpoint the direct index has no room
+/// for) reaches the same verdicts and counts as the index.
+#[test]
+fn crafted_frames_through_the_hash_fallback() {
+    require_root();
+    let mut rig = Rig::with_table(Table::HashOnly);
+    run_table(&rig, Hook::XdpIngress, 1, Check::EveryCounter);
+    run_table(&rig, Hook::TcIngress, 2, Check::EveryCounter);
+    rig.set_policy(&policies()[0]);
+    run_table(&rig, Hook::XdpIngress, 3, Check::Verdicts);
+}
+
+/// Two endpoints whose direct-index words collide: the first is indexed,
+/// the second lives in the hash only; both get their frames in their own
+/// slots, and each leaves the table cleanly (the survivor keeps its
+/// frames, the removed one becomes an unknown MAC).
+#[test]
+fn direct_index_collisions_fall_back_to_the_hash() {
+    require_root();
+    let mut rig = Rig::new();
+    // Same bytes 4 and 5, VLAN 0: the same index word; different keys.
+    let a = [0x02, 0x42, 0x0a, 0x01, 0x77, 0x33];
+    let b = [0x02, 0x42, 0x0a, 0x02, 0x77, 0x33];
+    let (slot_a, slot_b) = (100, 200);
+    {
+        let mut table = Datapath::endpoint_table(&mut rig.ebpf).unwrap();
+        for (mac, slot) in [(a, slot_a), (b, slot_b)] {
+            let entry = EndpointEntry {
+                mac,
+                vlan: 0,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            };
+            table.insert_at(entry, slot).unwrap();
+        }
+        assert!(table.is_indexed(a, 0));
+        assert!(!table.is_indexed(b, 0), "b collides with a");
+    }
+    let send = |rig: &Rig, mac: [u8; 6], n: u32| {
+        let f = frame(mac, WIRE_SRC, &[]);
+        assert_eq!(rig.run_ok(Hook::XdpIngress, &f, n), XDP_PASS);
+        f.len() as u64
+    };
+    let len = send(&rig, a, 3);
+    send(&rig, b, 5);
+    let c = rig.counters();
+    assert_eq!(c.endpoints[slot_a as usize].rx_wire.frames, 3);
+    assert_eq!(c.endpoints[slot_b as usize].rx_wire.frames, 5);
+    assert_eq!(c.endpoints[slot_b as usize].rx_wire.bytes, 5 * len);
+
+    // a leaves: its word is freed, b is still found through the hash.
+    Datapath::endpoint_table(&mut rig.ebpf)
+        .unwrap()
+        .remove(a, 0)
+        .unwrap();
+    let unknown_before = rig.verdicts(Hook::XdpIngress)[1].frames;
+    send(&rig, a, 2);
+    send(&rig, b, 4);
+    let c = rig.counters();
+    assert_eq!(c.endpoints[slot_a as usize].rx_wire.frames, 3);
+    assert_eq!(c.endpoints[slot_b as usize].rx_wire.frames, 9);
+    assert_eq!(
+        rig.verdicts(Hook::XdpIngress)[1].frames - unknown_before,
+        2,
+        "frames to the removed MAC are unknown_mac"
+    );
+    // b leaves too; a re-enters and takes the free word again.
+    let mut table = Datapath::endpoint_table(&mut rig.ebpf).unwrap();
+    table.remove(b, 0).unwrap();
+    table
+        .insert_at(
+            EndpointEntry {
+                mac: a,
+                vlan: 0,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            },
+            slot_a,
+        )
+        .unwrap();
+    assert!(table.is_indexed(a, 0));
 }
 
 /// TC and XDP reach the same verdict on every crafted frame both can run,

@@ -9,3 +9,4 @@ mod datapath;
 mod datapath_cp;
 mod lab;
 mod observability;
+mod top;

@@ -3,11 +3,10 @@
 //! `containernetworking-plugins`, binaries in /usr/lib/cni).
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::util;
+use crate::util::{self, apt, apt_knows};
 
 pub const CNI_PACKAGE: &str = "containernetworking-plugins";
 pub const CNI_DIR: &str = "/usr/lib/cni";
@@ -20,25 +19,6 @@ fn missing_plugins() -> Vec<&'static str> {
         .copied()
         .filter(|p| !util::is_executable(&Path::new(CNI_DIR).join(p)))
         .collect()
-}
-
-pub fn apt() -> Command {
-    let mut cmd = Command::new("apt-get");
-    cmd.env("DEBIAN_FRONTEND", "noninteractive");
-    cmd
-}
-
-/// Whether apt knows an installable version of `package` (false before the
-/// first `apt-get update` of a fresh machine).
-pub fn apt_knows(package: &str) -> bool {
-    util::capture(Command::new("apt-cache").args(["policy", package]))
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("Candidate:"))
-                .any(|c| c.trim() != "(none)")
-        })
-        .unwrap_or(false)
 }
 
 /// Installs the CNI plugins with apt when they are missing (Debian, as

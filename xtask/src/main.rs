@@ -120,6 +120,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
     match command {
         Cmd::Setup { host_only } => {
             setup::setup(host_only)?;
+            host_deps::ensure_tmux()?;
             Ok(0)
         }
         Cmd::Build { release } => {

@@ -226,6 +226,26 @@ pub fn lock_labs() -> Result<LabLock> {
     Ok(LabLock(file))
 }
 
+/// `apt-get`, non-interactive.
+pub fn apt() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Whether apt knows an installable version of `package` (false before the
+/// first `apt-get update` of a fresh machine).
+pub fn apt_knows(package: &str) -> bool {
+    capture(Command::new("apt-cache").args(["policy", package]))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+                .any(|c| c.trim() != "(none)")
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

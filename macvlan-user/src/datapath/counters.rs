@@ -24,6 +24,14 @@ impl VerdictTable {
             .unwrap_or_default()
     }
 
+    /// Sets one counter (tables built by hand, as in tests).
+    pub fn set(&mut self, hook: Hook, verdict: Verdict, counter: Counter) {
+        if self.counts.is_empty() {
+            self.counts = vec![Counter::default(); VERDICT_SLOTS as usize];
+        }
+        self.counts[verdict.index(hook) as usize] = counter;
+    }
+
     /// Frames classified by `hook`, all verdicts.
     pub fn total(&self, hook: Hook) -> Counter {
         let mut sum = Counter::default();

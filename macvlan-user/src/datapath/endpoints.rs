@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::maps::{HashMap, IterableMap as _, Map};
 use macvlan_common::{map_names, Endpoint, EndpointKey, ENDPOINT_KEYS, MAX_ENDPOINTS, VLAN_ANY};
 
-use super::DatapathError;
+use super::{direct::DirectIndex, DatapathError};
 
 /// One endpoint as the classifier knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,8 +16,11 @@ pub struct EndpointEntry {
     pub enforce: bool,
 }
 
+/// The ENDPOINTS hash and, in front of it, the direct index: every entry is
+/// in the hash; the index holds those whose word is free.
 pub struct EndpointTable<'a> {
     map: HashMap<&'a mut aya::maps::MapData, EndpointKey, Endpoint>,
+    index: Option<DirectIndex>,
 }
 
 /// Every entry of the ENDPOINTS map, in one batched read.
@@ -36,10 +39,10 @@ fn slots(entries: &[(EndpointKey, Endpoint)]) -> Vec<u32> {
 
 impl<'a> EndpointTable<'a> {
     /// The table over the ENDPOINTS map (of a loaded object or a pin).
-    pub(super) fn new(map: &'a mut Map) -> Result<Self, DatapathError> {
+    pub(super) fn new(map: &'a mut Map, index: Option<DirectIndex>) -> Result<Self, DatapathError> {
         let name = map_names::ENDPOINTS;
         let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-        Ok(Self { map })
+        Ok(Self { map, index })
     }
 
     fn used_slots(&self) -> Vec<u32> {
@@ -86,7 +89,19 @@ impl<'a> EndpointTable<'a> {
             .map_err(map_err)?;
         self.map
             .insert(EndpointKey::new(entry.mac, VLAN_ANY), value, 0)
-            .map_err(map_err)
+            .map_err(map_err)?;
+        // In the hash first: a reader that misses the index finds it there.
+        if let Some(index) = &self.index {
+            index.claim(&entry.mac, entry.vlan, slot);
+        }
+        Ok(())
+    }
+
+    /// Whether (`mac`, `vlan`) is on the fast path (the direct index).
+    pub fn is_indexed(&self, mac: [u8; 6], vlan: u16) -> bool {
+        self.index
+            .as_ref()
+            .is_some_and(|i| i.get(&mac, vlan).is_some())
     }
 
     /// The endpoint with `mac` on `vlan`, if present.
@@ -141,6 +156,11 @@ impl<'a> EndpointTable<'a> {
 
     /// Removes an endpoint.
     pub fn remove(&mut self, mac: [u8; 6], vlan: u16) -> Result<(), DatapathError> {
+        // Out of the index first, so no reader finds it there after it has
+        // left the hash.
+        if let Some(index) = &self.index {
+            index.release(&mac, vlan);
+        }
         let name = map_names::ENDPOINTS;
         self.map
             .remove(&EndpointKey::new(mac, vlan))

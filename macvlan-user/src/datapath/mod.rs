@@ -3,6 +3,7 @@
 //! endpoint table, read the counters.
 mod batch;
 mod counters;
+mod direct;
 mod endpoints;
 pub mod monitor;
 pub mod pinned;
@@ -11,7 +12,8 @@ use aya::{
     programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
     Ebpf, EbpfLoader,
 };
-use macvlan_common::program_names;
+use direct::DirectIndex;
+use macvlan_common::{map_names, program_names};
 use thiserror::Error;
 
 pub use counters::{CounterSnapshot, VerdictTable};
@@ -64,6 +66,14 @@ pub enum DatapathError {
     Pin(String),
 }
 
+/// The direct endpoint index over `map` (ENDPOINT_INDEX), if the object
+/// has one: pins made by an older mvnet have none, and their programs look
+/// up the hash only.
+fn direct_index(map: Option<&aya::maps::Map>) -> Result<Option<DirectIndex>, DatapathError> {
+    map.map(|m| DirectIndex::map(batch::map_data(m)))
+        .transpose()
+}
+
 /// How XDP is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum XdpMode {
@@ -110,8 +120,12 @@ impl Datapath {
     /// The endpoint table of a loaded (not necessarily attached) object,
     /// for tests and benchmarks that drive programs with BPF_PROG_TEST_RUN.
     pub fn endpoint_table(ebpf: &mut Ebpf) -> Result<EndpointTable<'_>, DatapathError> {
-        let name = macvlan_common::map_names::ENDPOINTS;
-        EndpointTable::new(ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?)
+        let index = direct_index(ebpf.map(map_names::ENDPOINT_INDEX))?;
+        let name = map_names::ENDPOINTS;
+        EndpointTable::new(
+            ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?,
+            index,
+        )
     }
 
     /// Loads the classifier and attaches it to `iface` inside `ns`.
@@ -137,12 +151,7 @@ impl Datapath {
 
     /// The endpoint table (MAC + VLAN → endpoint slot).
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        let name = macvlan_common::map_names::ENDPOINTS;
-        EndpointTable::new(
-            self.ebpf
-                .map_mut(name)
-                .ok_or(DatapathError::MissingMap(name))?,
-        )
+        Self::endpoint_table(&mut self.ebpf)
     }
 
     /// A snapshot of all counters, summed over CPUs.

@@ -38,13 +38,16 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const MAPS: [&str; 6] = [
+/// Pinned by every mvnet; ENDPOINT_INDEX, added later, is optional (see
+/// `PinnedMaps::open`).
+const MAPS: [&str; 7] = [
     map_names::ENDPOINTS,
     map_names::ENDPOINT_STATS,
     map_names::VLAN_STATS,
     map_names::VERDICT_STATS,
     map_names::CONFIG,
     map_names::VLAN_POLICY,
+    map_names::ENDPOINT_INDEX,
 ];
 const LINK_XDP: &str = "link_xdp";
 /// The XDP program itself, pinned so `mvnet monitor` can find its log ring.
@@ -275,8 +278,14 @@ impl PinnedMaps {
     pub fn open(dir: &Path) -> Result<PinnedMaps, DatapathError> {
         let mut maps = Vec::new();
         for name in MAPS {
-            let data = MapData::from_pin(dir.join(name))
-                .map_err(|source| DatapathError::Map { name, source })?;
+            let path = dir.join(name);
+            // A classifier pinned by an mvnet before the direct index has no
+            // ENDPOINT_INDEX; it keeps working from the hash alone.
+            if name == map_names::ENDPOINT_INDEX && !path.exists() {
+                continue;
+            }
+            let data =
+                MapData::from_pin(path).map_err(|source| DatapathError::Map { name, source })?;
             let map =
                 Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
             maps.push((name, map));
@@ -293,7 +302,8 @@ impl PinnedMaps {
     }
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?)
+        let index = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
+        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index)
     }
 
     /// A read-only view of the endpoint table.
