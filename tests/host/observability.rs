@@ -276,6 +276,7 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     assert_eq!(e1["mac"], format_mac(&m1));
     assert_eq!(e1["ipv4"], "10.81.0.11");
     assert_eq!(e1["ifname"], "eth0");
+    assert_eq!(e1["vlan"], 0);
     assert_eq!(pair(&e1["rx"]["wire"]), (101, 101 * len));
     assert_eq!(pair(&e1["rx"]["local"]), (0, 0));
     // Bridge-local frames go macvlan to macvlan: TC egress never sees them.
@@ -374,8 +375,8 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
         .unwrap();
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
-        cols[1..6],
-        ["eth0", &format_mac(&m1), "10.81.0.11", "-", "101"],
+        cols[1..7],
+        ["eth0", &format_mac(&m1), "0", "10.81.0.11", "-", "101"],
         "{table}"
     );
 

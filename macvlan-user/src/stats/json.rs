@@ -40,6 +40,8 @@ pub struct Endpoint {
     pub container_id: String,
     pub ifname: String,
     pub mac: String,
+    /// The endpoint's VLAN on the root (its network's; 0 = untagged).
+    pub vlan: u16,
     pub ipv4: Option<String>,
     pub ipv6: Option<String>,
     /// Slot in the classifier; null when it has no entry (counts are 0).
@@ -163,6 +165,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                         container_id: e.container_id.clone(),
                         ifname: e.ifname.clone(),
                         mac: format_mac(&e.mac),
+                        vlan: n.vlan,
                         ipv4: e.ipv4.map(|a| a.to_string()),
                         ipv6: e.ipv6.map(|a| a.to_string()),
                         slot: e.slot,
@@ -321,6 +324,7 @@ pub(crate) mod tests {
         let e = &v["networks"][0]["endpoints"][0];
         assert_eq!(e["mac"], "02:42:0a:00:00:02");
         assert_eq!(e["ipv4"], "10.0.0.2");
+        assert_eq!(e["vlan"], 0);
         assert_eq!(e["ipv6"], serde_json::Value::Null);
         assert_eq!(e["rx"]["wire"]["frames"], 7);
         assert_eq!(e["rx"]["wire"]["bytes"], 420);
@@ -358,6 +362,7 @@ pub(crate) mod tests {
                 "c1",
                 "eth0",
                 "02:42:0a:00:00:02",
+                "0",
                 "10.0.0.2",
                 "-",
                 "10.0",
