@@ -11,8 +11,10 @@
 pub const MAX_ENDPOINTS: u32 = 4096;
 
 /// Hash map capacity: every endpoint has an exact (MAC, VLAN) entry plus one
-/// (MAC, [`VLAN_ANY`]) entry used to tell a VLAN mismatch from an unknown MAC.
-pub const ENDPOINT_KEYS: u32 = 2 * MAX_ENDPOINTS;
+/// (MAC, [`VLAN_ANY`]) entry used to tell a VLAN mismatch from an unknown MAC,
+/// and the root device's own MAC has one ([`VLAN_ROOT`]), so that a full
+/// table of [`MAX_ENDPOINTS`] still fits beside it.
+pub const ENDPOINT_KEYS: u32 = 2 * MAX_ENDPOINTS + 1;
 
 /// Number of VLAN counters: one per 12-bit VLAN id, 0 meaning untagged.
 pub const VLAN_SLOTS: u32 = 4096;

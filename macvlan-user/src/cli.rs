@@ -69,6 +69,19 @@ enum Command {
         /// Only this network.
         network: Option<String>,
     },
+    /// Frames and bytes the classifier counted, per network and endpoint,
+    /// per VLAN and per verdict; rates per second with --watch.
+    Stats(StatsArgs),
+    /// Prometheus exporter of the classifier's counters (GET /metrics);
+    /// also streams the anomaly events to standard error.
+    Serve {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = crate::serve::DEFAULT_ADDR)]
+        metrics_addr: std::net::SocketAddr,
+        /// Do not stream the classifier's anomaly events.
+        #[arg(long)]
+        no_events: bool,
+    },
     /// Live view of the classifier's counters: per-endpoint rates with
     /// sparklines, per-VLAN and per-verdict tables (q quits, s sorts, r
     /// reverses, n filters by network). Plain text when stdout is not a
@@ -156,6 +169,21 @@ struct PktgenArgs {
 fn parse_generator(s: &str) -> Result<crate::traffic::Generator, String> {
     crate::traffic::Generator::parse(s)
         .ok_or_else(|| format!("unknown generator {s:?}; use auto, pktgen or fallback"))
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Only this network (name, id or id prefix).
+    network: Option<String>,
+    /// One JSON document (one per line with --watch); schema in the README.
+    #[arg(long)]
+    json: bool,
+    /// Print rates per second every SECS seconds (default 1).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+    watch: Option<f64>,
+    /// With --watch: stop after this many updates.
+    #[arg(long, requires = "watch")]
+    count: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -559,6 +587,37 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
                 return Ok(1);
             }
+        }
+        Command::Stats(a) => {
+            crate::require_root("mvnet stats")?;
+            let watch = match a.watch {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    return Err(anyhow!(
+                        "--watch {s}: give an interval above 0 seconds, e.g. `--watch 1`"
+                    ))
+                }
+                s => s.map(std::time::Duration::from_secs_f64),
+            };
+            crate::stats::run(
+                &state_dir,
+                &crate::stats::StatsOptions {
+                    network: a.network,
+                    json: a.json,
+                    watch,
+                    count: a.count,
+                },
+            )?;
+        }
+        Command::Serve {
+            metrics_addr,
+            no_events,
+        } => {
+            crate::require_root("mvnet serve")?;
+            crate::serve::run(crate::serve::ServeOptions {
+                state_dir,
+                addr: metrics_addr,
+                events: !no_events,
+            })?;
         }
         Command::Restore => {
             let mut ctl = open("mvnet restore")?;

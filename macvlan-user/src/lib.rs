@@ -10,7 +10,9 @@
 //! * [`netns`] — named network namespaces and running code inside one;
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
-//! * [`stats`] — every counter joined with the endpoints it belongs to;
+//! * [`stats`] — every counter joined with the endpoints it belongs to,
+//!   rendered for `mvnet stats`;
+//! * [`serve`] — the Prometheus exporter (`mvnet serve`);
 //! * [`top`] — `mvnet top`, the live terminal view of those counters;
 //! * [`traffic`] — traffic runs (pktgen or an AF_PACKET TX ring) with exact accounting;
 //! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
@@ -22,6 +24,7 @@ pub mod lab;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod top;

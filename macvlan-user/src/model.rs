@@ -212,9 +212,12 @@ pub fn new_id() -> String {
 
 /// Now, as RFC 3339 UTC with nanoseconds (Docker's `Created` format).
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let now = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

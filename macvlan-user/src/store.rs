@@ -18,7 +18,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mvnet";
 /// Environment override of the state directory (also `--state-dir`).
 pub const STATE_DIR_ENV: &str = "MVNET_STATE_DIR";
 
-const STATE_FILE: &str = "state.json";
+/// The state file's name in the state directory.
+pub const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Error)]
@@ -99,6 +100,21 @@ impl Store {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
+    }
+}
+
+/// Reads the state in `dir` without taking the lock, for readers that must
+/// not wait behind a running command (`stats`, `serve`): [`Store::save`]
+/// replaces the file by a rename, so this sees the old or the new state,
+/// never a torn one. Empty if there is no state yet.
+pub fn peek(dir: &Path) -> Result<State, StoreError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path, source })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(io_err(&path)(e)),
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::common::{cli::Session, require_root};
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
 }
 

@@ -8,5 +8,6 @@ mod control_plane;
 mod datapath;
 mod datapath_cp;
 mod lab;
+mod observability;
 mod top;
 mod traffic;

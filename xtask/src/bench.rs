@@ -43,6 +43,12 @@ pub const BENCHES: &[Bench] = &[
         about: "frames per second delivered to macvlan endpoints through a veth parent with \
                 no program, a pass-only program, the classifier observing and enforcing",
     },
+    Bench {
+        name: "observability",
+        target: "observability",
+        about: "with 4096 endpoints: one full read of every counter, one /metrics scrape \
+                of mvnet serve, and the exporter's RSS",
+    },
 ];
 
 fn known() -> String {

@@ -1,5 +1,12 @@
-//! What the host integration tests need besides the build: tmux, the
-//! pseudo-terminal in which they drive `mvnet top` (Debian package `tmux`).
+//! What the host integration tests need besides the build, installed by
+//! `cargo xtask test` (the tests fail, never skip, without them):
+//! * tmux, the pseudo-terminal in which they drive `mvnet top` (Debian
+//!   package `tmux`);
+//! * Debian's `prometheus` (the `prometheus` server and `promtool`, which the
+//!   observability tests run against `mvnet serve`) and `bpftool` (which
+//!   dumps the pinned maps).
+
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -39,4 +46,74 @@ pub fn ensure_tmux() -> Result<()> {
         }
         None => bail!("apt-get installed {TMUX_PACKAGE} but tmux is still not on PATH"),
     }
+}
+
+// Observability tools.
+
+/// (Debian package, the executables of it the tests run).
+pub const PACKAGES: &[(&str, &[&str])] = &[
+    ("prometheus", &["/usr/bin/prometheus", "/usr/bin/promtool"]),
+    ("bpftool", &["/usr/sbin/bpftool"]),
+];
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(_, exes)| !exes.iter().all(|e| util::is_executable(Path::new(e))))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// Installs the missing packages with apt (Debian, as root; apt does not
+/// start their services in this setup, and the tests start their own
+/// Prometheus on a loopback port of a lab namespace), or explains.
+pub fn ensure() -> Result<()> {
+    let names = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let missing = missing_packages();
+    if missing.is_empty() {
+        eprintln!("ok: host test tools ({names})");
+        return Ok(());
+    }
+    let what = format!(
+        "the host tests run promtool, prometheus and bpftool; missing packages: {}",
+        missing.join(" ")
+    );
+    if util::os_id().as_deref() != Some("debian") {
+        bail!("{what}\nfix: install your distribution's prometheus and bpftool packages");
+    }
+    if !util::is_root() {
+        bail!(
+            "{what}\nfix: run as root: apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing: apt packages {} ({what})", missing.join(" "));
+    if missing.iter().any(|p| !util::apt_knows(p)) {
+        util::run(util::apt().arg("update"))
+            .context("fix: check the machine's apt sources and network")?;
+    }
+    util::run(
+        util::apt()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )
+    .with_context(|| {
+        format!(
+            "installing {} failed; see apt's error above",
+            missing.join(" ")
+        )
+    })?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!(
+            "apt-get ran, but these packages' tools are still missing: {}",
+            still.join(" ")
+        );
+    }
+    eprintln!("ok: host test tools ({names})");
+    Ok(())
 }

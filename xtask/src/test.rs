@@ -57,6 +57,7 @@ pub fn test(opts: Opts) -> Result<i32> {
     let env = setup::setup(opts.host_only)?;
     if !opts.vm_only {
         host_deps::ensure_tmux()?;
+        host_deps::ensure()?;
     }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {

@@ -16,9 +16,19 @@ use super::{
     DatapathError,
 };
 
+/// Where the event lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// `mvnet monitor`: the events are its output.
+    Stdout,
+    /// `mvnet serve`: the events go to its log.
+    Stderr,
+}
+
 /// Prints each record as `<time> <root> <level> <message>`.
 struct LinePrinter {
     root: String,
+    sink: Sink,
 }
 
 impl log::Log for LinePrinter {
@@ -27,16 +37,20 @@ impl log::Log for LinePrinter {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{} {} {} {}",
+        let line = format!(
+            "{} {} {} {}\n",
             crate::model::now_rfc3339(),
             self.root,
             record.level().as_str().to_lowercase(),
             record.args()
         );
-        let _ = out.flush();
+        let _ = match self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(line.as_bytes()).and_then(|_| out.flush())
+            }
+            Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+        };
     }
 
     fn flush(&self) {}
@@ -61,6 +75,11 @@ fn roots() -> Result<BTreeMap<String, PathBuf>, DatapathError> {
 /// Streams events until `duration` passes (forever without one). Roots
 /// attached later are picked up within a second.
 pub fn run(duration: Option<Duration>) -> Result<(), DatapathError> {
+    run_to(duration, Sink::Stdout)
+}
+
+/// As [`run`], writing the events to `sink`.
+pub fn run_to(duration: Option<Duration>, sink: Sink) -> Result<(), DatapathError> {
     let start = Instant::now();
     let mut loggers: BTreeMap<String, EbpfLogger<LinePrinter>> = BTreeMap::new();
     let mut last_scan: Option<Instant> = None;
@@ -75,7 +94,10 @@ pub fn run(duration: Option<Duration>) -> Result<(), DatapathError> {
                 };
                 match EbpfLogger::init_from_id_with_logger(
                     info.id(),
-                    LinePrinter { root: root.clone() },
+                    LinePrinter {
+                        root: root.clone(),
+                        sink,
+                    },
                 ) {
                     Ok(l) => {
                         eprintln!("monitoring the classifier on {root}");

@@ -105,9 +105,101 @@ pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(format!("{ino}-{root}"))
 }
 
-/// Whether the classifier is attached (pinned) for this directory.
+/// Whether the classifier is attached (pinned) for this directory: its
+/// maps are pinned and its pinned XDP link is not [stale](is_stale).
 pub fn is_attached(dir: &Path) -> bool {
-    dir.join(map_names::ENDPOINTS).exists()
+    dir.join(map_names::ENDPOINTS).exists() && !is_stale(dir)
+}
+
+/// Whether the pins in `dir` are left from a namespace that is gone: its
+/// pinned XDP link lost its device. Namespace inodes are reused, so a new
+/// namespace can get the directory of a dead one whose pins nobody removed
+/// (a test that failed before `network rm`); taking those for an attached
+/// classifier would leave the new root without one.
+pub fn is_stale(dir: &Path) -> bool {
+    xdp_link_ifindex(&dir.join(LINK_XDP)) == Some(0)
+}
+
+/// The ifindex of the device the pinned XDP link at `path` is attached to
+/// (0 once that device is gone), or `None` without a readable XDP link.
+fn xdp_link_ifindex(path: &Path) -> Option<u32> {
+    use std::os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    #[repr(C, align(8))]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        /// Explicit: the kernel rejects an attr whose unused tail is not
+        /// zero, and padding bytes are not.
+        _pad: u32,
+    }
+    #[repr(C, align(8))]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let cpath = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut get = ObjGet {
+        // Exposed: the kernel reads through an address the compiler sees
+        // only as an integer.
+        pathname: cpath.as_ptr().expose_provenance() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: a valid attr for BPF_OBJ_GET; the path outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut get as *mut ObjGet,
+            std::mem::size_of::<ObjGet>() as u32,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd from BPF_OBJ_GET, owned and closed here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then a union (8-aligned)
+    // whose xdp member is { ifindex }.
+    let mut info = [0u64; 16];
+    let mut attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr().expose_provenance() as u64,
+    };
+    // SAFETY: `info` is writable for `info_len` bytes during the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoByFd,
+            std::mem::size_of::<InfoByFd>() as u32,
+        )
+    };
+    // Read back without assuming the buffer is still what was written
+    // before the call.
+    // SAFETY: in-bounds reads of an initialised array.
+    let (kind, ifindex) = unsafe {
+        (
+            std::ptr::read_volatile(&info[0]) & 0xffff_ffff,
+            std::ptr::read_volatile(&info[2]) & 0xffff_ffff,
+        )
+    };
+    if rc < 0 || kind as u32 != BPF_LINK_TYPE_XDP {
+        return None;
+    }
+    Some(ifindex as u32)
 }
 
 /// Whether TC programs attach through tcx (bpf_link), as aya does from 6.6.
@@ -124,6 +216,15 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
             "{} exists already; the classifier is attached to {root}",
             dir.display()
         )));
+    }
+    if is_stale(dir) {
+        // Pins of a dead namespace that had this inode: not ours to detach
+        // from anything, only to remove.
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
     fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     let result = (|| {

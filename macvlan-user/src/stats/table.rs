@@ -1,0 +1,203 @@
+//! `mvnet stats`: the snapshot as tables for people. Per network, one row
+//! per endpoint (frames and bytes received from the wire, received from a
+//! neighbour on the same parent, sent); per root device, one row per VLAN
+//! and one per hook and verdict that counted anything. Under `--watch`
+//! the numbers are per second.
+use std::fmt::Write as _;
+
+use macvlan_common::{Counter, Hook, Verdict};
+
+use super::{json::direction, Rate, Rates, Snapshot};
+use crate::lab::frames::format_mac;
+
+/// A cell: an exact count, or a per-second rate.
+fn cell(c: Counter, r: Option<Rate>) -> (String, String) {
+    match r {
+        None => (c.frames.to_string(), c.bytes.to_string()),
+        Some(r) => (format!("{:.1}", r.frames), format!("{:.1}", r.bytes)),
+    }
+}
+
+fn row(out: &mut String, cols: &[String], widths: &[usize]) {
+    let mut line = String::new();
+    for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+        if i + 1 == cols.len() {
+            line.push_str(c);
+        } else {
+            let _ = write!(line, "{c:<w$}  ");
+        }
+    }
+    let _ = writeln!(out, "  {}", line.trim_end());
+}
+
+/// Columns sized to their widest cell.
+fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    row(out, &header, &widths);
+    for r in &rows {
+        row(out, r, &widths);
+    }
+}
+
+/// The tables of `snap`; rates instead of counts when `rates` is given.
+pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
+    let mut out = String::new();
+    let unit = if rates.is_some() { "/S" } else { "" };
+    if snap.networks.is_empty() {
+        out.push_str("no networks; create one with `mvnet network create`\n");
+    }
+    for n in &snap.networks {
+        let _ = writeln!(
+            out,
+            "NETWORK {} ({}): parent {}, root {}, VLAN {}, {}",
+            n.name,
+            &n.id[..n.id.len().min(12)],
+            n.parent,
+            n.root,
+            n.vlan,
+            n.policy.as_str()
+        );
+        if n.endpoints.is_empty() {
+            out.push_str("  no endpoints\n");
+            continue;
+        }
+        let h = |s: &str| format!("{s}{unit}");
+        let header = [
+            "CONTAINER".to_owned(),
+            "IFNAME".to_owned(),
+            "MAC".to_owned(),
+            "VLAN".to_owned(),
+            "IPV4".to_owned(),
+            "IPV6".to_owned(),
+            h("RX-WIRE-FRAMES"),
+            h("RX-WIRE-BYTES"),
+            h("RX-LOCAL-FRAMES"),
+            h("RX-LOCAL-BYTES"),
+            h("TX-FRAMES"),
+            h("TX-BYTES"),
+        ];
+        let rows = n
+            .endpoints
+            .iter()
+            .map(|e| {
+                let r = rates.map(|r| {
+                    r.endpoints
+                        .get(&(n.name.clone(), e.container.clone(), e.ifname.clone()))
+                        .copied()
+                        .unwrap_or_default()
+                });
+                let (wf, wb) = cell(e.counters.rx_wire, r.map(|r| r.rx_wire));
+                let (lf, lb) = cell(e.counters.rx_local, r.map(|r| r.rx_local));
+                let (tf, tb) = cell(e.counters.tx, r.map(|r| r.tx));
+                let mut container = e.container.clone();
+                if e.slot.is_none() {
+                    container.push_str(" (not in classifier)");
+                }
+                vec![
+                    container,
+                    e.ifname.clone(),
+                    format_mac(&e.mac),
+                    n.vlan.to_string(),
+                    e.ipv4.map_or("-".into(), |a| a.to_string()),
+                    e.ipv6.map_or("-".into(), |a| a.to_string()),
+                    wf,
+                    wb,
+                    lf,
+                    lb,
+                    tf,
+                    tb,
+                ]
+            })
+            .collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        table(&mut out, &header, rows);
+    }
+    for r in &snap.roots {
+        out.push('\n');
+        if !r.attached {
+            let _ = writeln!(
+                out,
+                "ROOT {}: no classifier attached; run `mvnet restore`",
+                r.root
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "ROOT {}: classifier attached, {} of {} endpoint slots in use",
+            r.root, r.endpoints, r.capacity
+        );
+        let h = |s: &str| format!("{s}{unit}");
+        let header = [
+            "VLAN".to_owned(),
+            h("RX-XDP-FRAMES"),
+            h("RX-XDP-BYTES"),
+            h("RX-TC-FRAMES"),
+            h("RX-TC-BYTES"),
+            h("TX-TC-FRAMES"),
+            h("TX-TC-BYTES"),
+        ];
+        let rows = r
+            .vlans
+            .iter()
+            .map(|(vid, c)| {
+                let v = rates.map(|rates| {
+                    rates
+                        .vlans
+                        .get(&(r.root.clone(), *vid))
+                        .copied()
+                        .unwrap_or_default()
+                });
+                let (xf, xb) = cell(c.rx_xdp, v.map(|v| v.rx_xdp));
+                let (tf, tb) = cell(c.rx_tc, v.map(|v| v.rx_tc));
+                let (ef, eb) = cell(c.tx_tc, v.map(|v| v.tx_tc));
+                let name = if *vid == 0 {
+                    "0 (untagged)".to_owned()
+                } else {
+                    vid.to_string()
+                };
+                vec![name, xf, xb, tf, tb, ef, eb]
+            })
+            .collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        table(&mut out, &header, rows);
+        let mut rows = Vec::new();
+        for hook in Hook::ALL {
+            for verdict in Verdict::ALL {
+                let c = r.verdicts.get(hook, verdict);
+                // Rows that never counted anything are left out.
+                if c.frames == 0 {
+                    continue;
+                }
+                let rate = rates.map(|rates| {
+                    rates
+                        .verdicts
+                        .get(&(r.root.clone(), hook, verdict))
+                        .copied()
+                        .unwrap_or_default()
+                });
+                let (f, b) = cell(c, rate);
+                rows.push(vec![
+                    hook.name().to_owned(),
+                    direction(hook).to_owned(),
+                    verdict.name().to_owned(),
+                    f,
+                    b,
+                ]);
+            }
+        }
+        if rows.is_empty() {
+            out.push_str("  no frames classified yet\n");
+        } else {
+            let (f, b) = (h("FRAMES"), h("BYTES"));
+            table(&mut out, &["HOOK", "DIR", "VERDICT", &f, &b], rows);
+        }
+    }
+    out
+}

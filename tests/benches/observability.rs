@@ -1,0 +1,453 @@
+//! Observability benchmark: with 4096 endpoints on one root device, one
+//! full read of every counter (`stats::collect`, what `mvnet stats`, `top`
+//! and every scrape do) and one `/metrics` scrape of a running
+//! `mvnet serve`, plus the exporter's resident memory after the scrapes.
+//!
+//! Run it with `cargo xtask bench observability` (as root): xtask builds
+//! `mvnet` in release mode and passes it in `MVNET_BIN`.
+//!
+//! How the 4096 endpoints are made (said again in the output): a lab, a
+//! real `mvnet network create` on its `eth0` (which attaches and pins the
+//! classifier), then 4096 entries written straight into the pinned
+//! ENDPOINTS map (slots 0..4095, each with its VLAN_ANY twin, as the
+//! controller writes them), non-zero per-CPU counters written into
+//! ENDPOINT_STATS, and 4096 containers with one endpoint each added to the
+//! state file. No macvlan links or namespaces exist for them: the read and
+//! the scrape touch only the maps and the state file, as they would with
+//! real ones.
+//!
+//! Targets: full read under 5 ms, scrape under 50 ms (medians), exporter
+//! VmRSS under 30 MiB. Reported as PASS or FAIL; missing a target does not
+//! fail the run (this is a measurement), a failed operation does.
+//!
+//! Without `--bench` (e.g. under `cargo test --benches`) it does nothing.
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuValues};
+use macvlan_common::{map_names, Counter, EndpointCounters, MAX_ENDPOINTS};
+use mvnet::{
+    datapath::{
+        pinned::{self, PinnedMaps},
+        EndpointEntry,
+    },
+    lab::{Lab, PARENT},
+    model::{Container, Endpoint},
+    netns::NetNs,
+    stats, store,
+};
+
+const ENDPOINTS: u32 = MAX_ENDPOINTS;
+const NETWORK: &str = "obsbench";
+const READS: usize = 200;
+const SCRAPES: usize = 50;
+const PORT: u16 = 9435;
+const TARGET_READ_MS: f64 = 5.0;
+const TARGET_SCRAPE_MS: f64 = 50.0;
+const TARGET_RSS_MIB: f64 = 30.0;
+
+fn main() -> ExitCode {
+    if !std::env::args().skip(1).any(|a| a == "--bench") {
+        println!(
+            "observability: skipped (not run with --bench); run it with `cargo xtask bench observability`"
+        );
+        return ExitCode::SUCCESS;
+    }
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("observability bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mvnet_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MVNET_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("mvnet"))
+        .context("no directory above the bench executable")?;
+    ensure!(
+        bin.exists(),
+        "mvnet binary not found at {}; run the bench with `cargo xtask bench observability`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Runs `mvnet --state-dir DIR ARGS` in `ns`; fails unless it succeeds.
+fn mvnet(ns: &NetNs, bin: &Path, state: &Path, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--state-dir").arg(state).args(args);
+    let out = ns.run(move || cmd.output())??;
+    if !out.status.success() {
+        bail!(
+            "mvnet {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Endpoint `i`: its MAC and IPv4 address in 10.64.0.0/16.
+fn endpoint(i: u32) -> ([u8; 6], Ipv4Addr) {
+    let ip = Ipv4Addr::new(10, 64, (i / 250) as u8, (i % 250 + 2) as u8);
+    let o = ip.octets();
+    ([0x02, 0x42, o[0], o[1], o[2], o[3]], ip)
+}
+
+/// The 4096 entries, their counters, and the state describing them.
+fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
+    let mut maps = PinnedMaps::open(dir)?;
+    {
+        let mut table = maps.endpoints()?;
+        for i in 0..ENDPOINTS {
+            let (mac, ip) = endpoint(i);
+            table.insert_at(
+                EndpointEntry {
+                    mac,
+                    vlan: 0,
+                    ipv4: Some(ip),
+                    ipv6: None,
+                    enforce: false,
+                },
+                i,
+            )?;
+        }
+    }
+    let data = MapData::from_pin(dir.join(map_names::ENDPOINT_STATS))?;
+    let mut stats: PerCpuArray<MapData, EndpointCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(data))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for i in 0..ENDPOINTS {
+        let n = u64::from(i);
+        let c = |f: u64| Counter {
+            frames: f,
+            bytes: f * 1514,
+        };
+        let per_cpu: Vec<EndpointCounters> = (0..cpus as u64)
+            .map(|cpu| EndpointCounters {
+                rx_wire: c(1_000_003 * (n + 1) + cpu),
+                rx_local: c(17 * n + cpu),
+                tx: c(700_001 * (n + 1) + cpu),
+            })
+            .collect();
+        stats.set(i, PerCpuValues::try_from(per_cpu)?, 0)?;
+    }
+
+    let lock = store::Store::open(state_dir)?;
+    let mut state = lock.load()?;
+    let net_id = state
+        .networks
+        .values()
+        .find(|n| n.name == NETWORK)
+        .map(|n| n.id.clone())
+        .context("the bench network is not in the state")?;
+    for i in 0..ENDPOINTS {
+        let (mac, ip) = endpoint(i);
+        let id = format!("{i:064x}");
+        let mut endpoints = BTreeMap::new();
+        endpoints.insert(
+            net_id.clone(),
+            Endpoint {
+                id: format!("{:064x}", u64::from(i) + (1 << 32)),
+                network_id: net_id.clone(),
+                ifname: "eth0".into(),
+                mac,
+                ipv4: Some(ip),
+                ipv6: None,
+            },
+        );
+        state.containers.insert(
+            id.clone(),
+            Container {
+                id,
+                name: format!("bench-{i:04}"),
+                created: mvnet::model::now_rfc3339(),
+                netns: PathBuf::from(format!("/run/netns/bench-{i:04}")),
+                netns_owned: false,
+                auto_remove: false,
+                command: Vec::new(),
+                pid: None,
+                running: false,
+                endpoints,
+            },
+        );
+    }
+    lock.save(&state)?;
+    Ok(())
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One GET /metrics in `ns`: (ms from connect to the last byte, body).
+fn scrape(ns: &NetNs, accept: &str) -> Result<(f64, String)> {
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n");
+    ns.run(move || -> Result<(f64, String)> {
+        let t = Instant::now();
+        let mut c = TcpStream::connect(("127.0.0.1", PORT))?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.write_all(req.as_bytes())?;
+        let mut raw = Vec::with_capacity(8 << 20);
+        c.read_to_end(&mut raw)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let text = String::from_utf8(raw)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
+        ensure!(head.starts_with("HTTP/1.1 200"), "scrape: {head}");
+        Ok((ms, body.to_owned()))
+    })?
+}
+
+/// CPU time (user + system) this process used so far, all threads, in ms.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: zeroed rusage is valid output storage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid output pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// CPU time (utime + stime) process `pid` used so far, in ms.
+fn cpu_ms_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command (in parentheses) come state, ..., utime and stime
+    // (fields 14 and 15 of the line, 12 and 13 of the rest).
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks * 1e3 / hz)
+}
+
+/// The 1-minute load average, to judge how busy the machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// VmRSS and VmHWM of `pid`, in MiB.
+fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> Result<f64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse::<f64>()?)
+    };
+    Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+fn bench() -> Result<()> {
+    let bin = mvnet_bin()?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "observability bench: kernel {}, {} CPUs, mvnet {}",
+        kernel.trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        bin.display()
+    );
+    let lab = Lab::new()?;
+    let host = lab.host().clone();
+    let state_dir = std::env::temp_dir().join(format!("{}-state", lab.id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(state_dir.clone());
+    mvnet(
+        &host,
+        &bin,
+        &state_dir,
+        &[
+            "network",
+            "create",
+            "--subnet=10.64.0.0/16",
+            "-o",
+            "parent=eth0",
+            NETWORK,
+        ],
+    )?;
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(&host))?, PARENT);
+    let t = Instant::now();
+    populate(&dir, &state_dir)?;
+    println!(
+        "endpoints: {ENDPOINTS} on {PARENT}, made by writing the pinned ENDPOINTS map (with \
+         VLAN_ANY twins), non-zero per-CPU ENDPOINT_STATS and 4096 containers in the state file \
+         directly, in {:.1} s (no macvlan links exist for them; a real `mvnet network create` \
+         attached the classifier)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Full reads, in the lab's host namespace (where the pins belong).
+    let sd = state_dir.clone();
+    let (reads, state_ms, endpoints_seen, read_cpu) =
+        host.run(move || -> Result<(Vec<f64>, f64, usize, f64)> {
+            let t = Instant::now();
+            let state = store::peek(&sd)?;
+            let state_ms = t.elapsed().as_secs_f64() * 1e3;
+            let mut seen = 0;
+            let mut times = Vec::with_capacity(READS);
+            let cpu0 = own_cpu_ms();
+            for _ in 0..READS {
+                let t = Instant::now();
+                let snap = stats::collect(&state, None)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                seen = snap.networks.iter().map(|n| n.endpoints.len()).sum();
+                ensure!(
+                    snap.networks[0].endpoints.iter().all(|e| e.slot.is_some()),
+                    "an endpoint without a classifier slot"
+                );
+            }
+            Ok((times, state_ms, seen, (own_cpu_ms() - cpu0) / READS as f64))
+        })??;
+    ensure!(
+        endpoints_seen == ENDPOINTS as usize,
+        "a read saw {endpoints_seen} endpoints, not {ENDPOINTS}"
+    );
+    let read_med = percentile(reads.clone(), 0.5);
+    println!(
+        "full read (stats::collect: ENDPOINTS, ENDPOINT_STATS, VLAN_STATS, VERDICT_STATS, one batch each, joined with {ENDPOINTS} endpoints), {READS} reads: \
+         median {read_med:.3} ms, p90 {:.3} ms, max {:.3} ms; CPU time {read_cpu:.3} ms per read (both threads); \
+         reading the state file (not included): {state_ms:.1} ms",
+        percentile(reads.clone(), 0.9),
+        percentile(reads, 1.0)
+    );
+
+    // The exporter, as a user runs it (events streamed too).
+    mvnet::netlink::run(Some(&host), |nl| async move {
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
+    })?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--state-dir")
+        .arg(&state_dir)
+        .args(["serve", "--metrics-addr", &format!("127.0.0.1:{PORT}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let serve = Killed(host.run(move || cmd.spawn())??);
+    let pid = serve.0.id();
+    let start = Instant::now();
+    let (_, body) = loop {
+        match scrape(&host, "text/plain") {
+            Ok(r) => break r,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                return Err(e).context("mvnet serve did not answer within 10 s")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let series = body
+        .lines()
+        .filter(|l| l.starts_with("mvnet_endpoint_frames_total{"))
+        .count();
+    ensure!(
+        series == 3 * ENDPOINTS as usize,
+        "a scrape had {series} endpoint frame series, not {}",
+        3 * ENDPOINTS
+    );
+    let rss_idle = rss_mib(pid)?;
+    let mut times = Vec::with_capacity(SCRAPES);
+    let cpu0 = cpu_ms_of(pid)?;
+    for _ in 0..SCRAPES {
+        times.push(scrape(&host, "text/plain")?.0);
+    }
+    let scrape_cpu = (cpu_ms_of(pid)? - cpu0) / SCRAPES as f64;
+    let mut om = Vec::new();
+    for _ in 0..10 {
+        om.push(scrape(&host, "application/openmetrics-text;version=1.0.0")?.0);
+    }
+    let (rss, hwm) = rss_mib(pid)?;
+    let scrape_med = percentile(times.clone(), 0.5);
+    println!(
+        "scrape (GET /metrics of mvnet serve, text 0.0.4, {} bytes, {} series), {SCRAPES} scrapes: \
+         median {scrape_med:.2} ms, p90 {:.2} ms, max {:.2} ms; exporter CPU time {scrape_cpu:.1} ms \
+         per scrape; OpenMetrics: median {:.2} ms",
+        body.len(),
+        body.lines().filter(|l| !l.starts_with('#')).count(),
+        percentile(times.clone(), 0.9),
+        percentile(times, 1.0),
+        percentile(om, 0.5)
+    );
+    println!(
+        "exporter memory (/proc/{pid}/status): VmRSS {rss:.1} MiB after {} scrapes \
+         (before them {:.1} MiB), peak VmHWM {hwm:.1} MiB",
+        SCRAPES + 11,
+        rss_idle.0
+    );
+    println!(
+        "load average (1 min) at the end: {} on 2 CPUs; other work on the machine inflates \
+         wall times, CPU times less so",
+        loadavg()
+    );
+    println!();
+    println!(
+        "  full read  median {read_med:>8.3} ms  target < {TARGET_READ_MS} ms   {}",
+        verdict(read_med < TARGET_READ_MS)
+    );
+    println!(
+        "  scrape     median {scrape_med:>8.2} ms  target < {TARGET_SCRAPE_MS} ms  {}",
+        verdict(scrape_med < TARGET_SCRAPE_MS)
+    );
+    println!(
+        "  RSS               {rss:>8.1} MiB target < {TARGET_RSS_MIB} MiB {}",
+        verdict(rss < TARGET_RSS_MIB)
+    );
+    drop(serve);
+    // The made-up containers go first, so that the network and the
+    // classifier can be removed the ordinary way.
+    {
+        let lock = store::Store::open(&state_dir)?;
+        let mut state = lock.load()?;
+        state.containers.clear();
+        lock.save(&state)?;
+    }
+    mvnet(&host, &bin, &state_dir, &["network", "rm", NETWORK])?;
+    Ok(())
+}

@@ -1,0 +1,722 @@
+//! Observability: `mvnet stats --json` counts exactly what was sent, per
+//! endpoint, VLAN and verdict; bpftool reads the same numbers (with BTF
+//! field names) from the pins; `mvnet serve` passes `promtool check
+//! metrics`, and a real Prometheus scraping it answers PromQL with exactly
+//! the frames sent.
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use macvlan_common::Hook;
+use mvnet::{
+    datapath::pinned::PinnedMaps,
+    lab::{
+        frames::{format_mac, FrameSpec, Payload, Tag},
+        wire, Lab, UPSTREAM_IF,
+    },
+    netns::NetNs,
+};
+use serde_json::Value;
+
+use crate::{
+    common::{
+        cli::{mvnet_bin, Session},
+        require_root,
+    },
+    datapath_cp::{json, mac_of, pin_dir, send},
+};
+
+/// A tool the tests run; missing is a failure (`cargo xtask test`
+/// installs it), never a skip.
+fn tool(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found; install the Debian package {package} (`cargo xtask test` does)");
+}
+
+fn endpoint<'a>(doc: &'a Value, net: &str, container: &str) -> &'a Value {
+    doc["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == net)
+        .unwrap_or_else(|| panic!("no network {net} in {doc}"))["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["container"] == container)
+        .unwrap_or_else(|| panic!("no endpoint {container} in {net}: {doc}"))
+}
+
+fn root<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["root"] == name)
+        .unwrap_or_else(|| panic!("no root {name} in {doc}"))
+}
+
+fn verdict(doc: &Value, hook: &str, verdict: &str) -> (u64, u64) {
+    let v = root(doc, "eth0")["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["hook"] == hook && v["verdict"] == verdict)
+        .unwrap_or_else(|| panic!("no verdict {hook}/{verdict} in {doc}"));
+    (v["frames"].as_u64().unwrap(), v["bytes"].as_u64().unwrap())
+}
+
+/// (frames, bytes) of `field` (rx_xdp, rx_tc, tx_tc) of VLAN `vid`; zeros
+/// when the VLAN is absent.
+fn vlan(doc: &Value, vid: u64, field: &str) -> (u64, u64) {
+    root(doc, "eth0")["vlans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vlan"] == vid)
+        .map(|v| {
+            (
+                v[field]["frames"].as_u64().unwrap(),
+                v[field]["bytes"].as_u64().unwrap(),
+            )
+        })
+        .unwrap_or((0, 0))
+}
+
+fn pair(v: &Value) -> (u64, u64) {
+    (v["frames"].as_u64().unwrap(), v["bytes"].as_u64().unwrap())
+}
+
+/// `bpftool -j map dump pinned PATH`, per key, summed over CPUs: each
+/// element's formatted (BTF) value, as JSON objects added field by field.
+fn bpftool_dump(path: &Path) -> Vec<(u64, Value)> {
+    let out = Command::new(tool("bpftool", "bpftool"))
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elems: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    elems
+        .iter()
+        .map(|e| {
+            let f = e
+                .get("formatted")
+                .unwrap_or_else(|| panic!("no BTF-formatted element in bpftool's output: {e}"));
+            let key = f["key"].as_u64().unwrap_or_else(|| panic!("key {f}"));
+            let mut sum = Value::Null;
+            for cpu in f["values"].as_array().unwrap() {
+                add(&mut sum, &cpu["value"]);
+            }
+            (key, sum)
+        })
+        .collect()
+}
+
+/// `acc += v`, field by field (numbers added, objects recursed).
+fn add(acc: &mut Value, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            if !acc.is_object() {
+                *acc = Value::Object(Default::default());
+            }
+            for (k, x) in m {
+                add(
+                    acc.as_object_mut().unwrap().entry(k).or_insert(Value::Null),
+                    x,
+                );
+            }
+        }
+        Value::Number(n) => {
+            *acc = (acc.as_u64().unwrap_or(0) + n.as_u64().unwrap()).into();
+        }
+        other => panic!("unexpected value {other} in bpftool output"),
+    }
+}
+
+#[test]
+fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.81.0.0/24",
+        "-o",
+        "parent=eth0",
+        "oa",
+    ]);
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.82.0.0/24",
+        "-o",
+        "parent=eth0",
+        "ob",
+    ]);
+    let [a1, a2, b1] = ["a1", "a2", "b1"].map(|n| format!("{}-{n}", lab.id()));
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "oa",
+        "--name",
+        &a1,
+        "--ip",
+        "10.81.0.11",
+    ]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "oa",
+        "--name",
+        &a2,
+        "--ip",
+        "10.81.0.12",
+    ]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "ob",
+        "--name",
+        &b1,
+        "--ip",
+        "10.82.0.11",
+    ]);
+    let (m1, m2, mb) = (
+        mac_of(&s, &a1, "oa"),
+        mac_of(&s, &a2, "oa"),
+        mac_of(&s, &b1, "ob"),
+    );
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let before = json(&s.ok(&["stats", "--json"]));
+    assert_eq!(before["version"], 1);
+
+    // From the wire: to each endpoint, to an unknown MAC, broadcast, and
+    // to a1's MAC on VLAN 10 (a VLAN mismatch).
+    let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let unknown = [0x02, 0x42, 0x0a, 0x51, 0x00, 0x63];
+    let to = |mac| FrameSpec::udp4(mac, up).build();
+    let tagged = FrameSpec::udp4(m1, up).tagged(&[Tag::dot1q(10)]).build();
+    let len = to(m1).len() as u64;
+    let tlen = tagged.len() as u64;
+    for (frame, n) in [
+        (to(m1), 101),
+        (to(m2), 37),
+        (to(mb), 59),
+        (to(unknown), 23),
+        (to([0xff; 6]), 8),
+        (tagged, 5),
+    ] {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            frame,
+            n,
+        );
+    }
+    // Bridge mode: a1 sends 13 to a2 over the parent (TC ingress only).
+    let ns1 = NetNs::named(&a1).unwrap();
+    send(
+        &maps,
+        &ns1,
+        "eth0",
+        Hook::TcIngress,
+        FrameSpec::udp4(m2, m1).build(),
+        13,
+    );
+    // Out to the wire: 21 valid from a1, 4 with a forged source MAC from b1
+    // (sent synchronously through TC egress: counted when the call returns).
+    let gw = "10.81.0.1".parse().unwrap();
+    let valid = FrameSpec::udp4(up, m1)
+        .payload(Payload::Udp4 {
+            src: "10.81.0.11".parse().unwrap(),
+            dst: gw,
+        })
+        .build();
+    assert_eq!(
+        wire::send_each_once(&ns1, "eth0", &valid, 21).unwrap(),
+        (21, 0)
+    );
+    let forged = FrameSpec::udp4(up, [0x02, 0x66, 0, 0, 0, 1])
+        .payload(Payload::Udp4 {
+            src: "10.82.0.11".parse().unwrap(),
+            dst: "10.82.0.1".parse().unwrap(),
+        })
+        .build();
+    let nsb = NetNs::named(&b1).unwrap();
+    assert_eq!(
+        wire::send_each_once(&nsb, "eth0", &forged, 4).unwrap(),
+        (4, 0)
+    );
+
+    let doc = json(&s.ok(&["stats", "--json"]));
+    // Per endpoint, exact (endpoints start at zero).
+    let e1 = endpoint(&doc, "oa", &a1);
+    assert_eq!(e1["mac"], format_mac(&m1));
+    assert_eq!(e1["ipv4"], "10.81.0.11");
+    assert_eq!(e1["ifname"], "eth0");
+    assert_eq!(e1["vlan"], 0);
+    assert_eq!(pair(&e1["rx"]["wire"]), (101, 101 * len));
+    assert_eq!(pair(&e1["rx"]["local"]), (0, 0));
+    // Bridge-local frames go macvlan to macvlan: TC egress never sees them.
+    assert_eq!(pair(&e1["tx"]), (21, 21 * len));
+    let e2 = endpoint(&doc, "oa", &a2);
+    assert_eq!(pair(&e2["rx"]["wire"]), (37, 37 * len));
+    assert_eq!(pair(&e2["rx"]["local"]), (13, 13 * len));
+    assert_eq!(pair(&e2["tx"]), (0, 0));
+    let eb = endpoint(&doc, "ob", &b1);
+    assert_eq!(pair(&eb["rx"]["wire"]), (59, 59 * len));
+    // A forged frame is not the endpoint's: counted as spoofed, not as tx.
+    assert_eq!(pair(&eb["tx"]), (0, 0));
+    let net = doc["networks"].as_array().unwrap();
+    assert_eq!(net[0]["name"], "oa");
+    assert_eq!(
+        (net[0]["root"].as_str(), net[0]["vlan"].as_u64()),
+        (Some("eth0"), Some(0))
+    );
+    assert_eq!(net[0]["policy"], "observe");
+    assert_eq!(root(&doc, "eth0")["endpoints"], 3);
+    assert_eq!(root(&doc, "eth0")["capacity"], 4096);
+    assert_eq!(root(&doc, "eth0")["attached"], true);
+
+    // Per verdict and VLAN: the differences from before are what was sent.
+    let d = |hook, v| {
+        let (a, b) = (verdict(&doc, hook, v), verdict(&before, hook, v));
+        (a.0 - b.0, a.1 - b.1)
+    };
+    let unicast = 101 + 37 + 59;
+    assert_eq!(d("xdp_ingress", "delivered"), (unicast, unicast * len));
+    assert_eq!(d("xdp_ingress", "unknown_mac"), (23, 23 * len));
+    assert_eq!(d("xdp_ingress", "broadcast"), (8, 8 * len));
+    assert_eq!(d("xdp_ingress", "vlan_mismatch"), (5, 5 * tlen));
+    assert_eq!(d("tc_ingress", "delivered").0, unicast + 13);
+    assert_eq!(d("tc_egress", "delivered"), (21, 21 * len));
+    assert_eq!(d("tc_egress", "spoofed"), (4, 4 * len));
+    let dv = |vid, f| {
+        let (a, b) = (vlan(&doc, vid, f), vlan(&before, vid, f));
+        (a.0 - b.0, a.1 - b.1)
+    };
+    assert_eq!(
+        dv(0, "rx_xdp"),
+        (unicast + 23 + 8, (unicast + 23 + 8) * len)
+    );
+    assert_eq!(dv(10, "rx_xdp"), (5, 5 * tlen));
+    assert_eq!(dv(0, "tx_tc"), (21 + 4, (21 + 4) * len));
+    // Every hook and verdict is listed, zeros included: 3 x 7.
+    assert_eq!(root(&doc, "eth0")["verdicts"].as_array().unwrap().len(), 21);
+
+    // One network only.
+    let only = json(&s.ok(&["stats", "ob", "--json"]));
+    assert_eq!(only["networks"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        pair(&endpoint(&only, "ob", &b1)["rx"]["wire"]),
+        (59, 59 * len)
+    );
+
+    // bpftool, on the pins, with BTF names: the same numbers.
+    let eps = bpftool_dump(&dir.join("ENDPOINT_STATS"));
+    assert_eq!(eps.len(), 4096);
+    for (net, name) in [("oa", &a1), ("oa", &a2), ("ob", &b1)] {
+        let e = endpoint(&doc, net, name);
+        let slot = e["slot"].as_u64().unwrap();
+        let (_, v) = eps.iter().find(|(k, _)| *k == slot).unwrap();
+        assert_eq!(v["rx_wire"], e["rx"]["wire"], "{name}: bpftool {v}");
+        assert_eq!(v["rx_local"], e["rx"]["local"], "{name}: bpftool {v}");
+        assert_eq!(v["tx"], e["tx"], "{name}: bpftool {v}");
+    }
+    let verdicts = bpftool_dump(&dir.join("VERDICT_STATS"));
+    for (i, v) in root(&doc, "eth0")["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let (_, b) = verdicts.iter().find(|(k, _)| *k == i as u64).unwrap();
+        assert_eq!(
+            (b["frames"].as_u64(), b["bytes"].as_u64()),
+            (v["frames"].as_u64(), v["bytes"].as_u64()),
+            "verdict {v}"
+        );
+    }
+    let vlans = bpftool_dump(&dir.join("VLAN_STATS"));
+    for v in root(&doc, "eth0")["vlans"].as_array().unwrap() {
+        let (_, b) = vlans.iter().find(|(k, _)| *k == v["vlan"]).unwrap();
+        for f in ["rx_xdp", "rx_tc", "tx_tc"] {
+            assert_eq!(b[f], v[f], "VLAN {v}");
+        }
+    }
+
+    // The table shows the same endpoints.
+    let table = s.ok(&["stats"]);
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with(&a1))
+        .unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols[1..7],
+        ["eth0", &format_mac(&m1), "0", "10.81.0.11", "-", "101"],
+        "{table}"
+    );
+
+    // Watch: one document per line, with rates; idle, so every rate is 0.
+    let out = s.ok(&["stats", "--json", "--watch", "0.5", "--count", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        let w = json(l);
+        assert!(w["interval_secs"].as_f64().unwrap() > 0.4, "{l}");
+        let r = &endpoint(&w, "oa", &a1)["rate"];
+        assert_eq!(r["rx"]["wire"]["frames"], 0.0, "{l}");
+        assert_eq!(
+            pair(&endpoint(&w, "oa", &a1)["rx"]["wire"]),
+            (101, 101 * len)
+        );
+        assert_eq!(
+            root(&w, "eth0")["verdicts"][0]["rate"]["frames"],
+            0.0,
+            "{l}"
+        );
+    }
+
+    // An unknown network: Docker's error, exit 1.
+    let out = s.run(&["stats", "nosuchnet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "mvnet: error: network nosuchnet not found; list them with `mvnet network ls`"
+    );
+
+    for n in [&a1, &a2, &b1] {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "oa", "ob"]);
+}
+
+/// A child process killed (and reaped) on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` in `ns`, output to `log`.
+fn spawn_in(ns: &NetNs, mut cmd: Command, log: &Path) -> Killed {
+    let f = std::fs::File::create(log).unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
+    Killed(ns.run(move || cmd.spawn().unwrap()).unwrap())
+}
+
+/// An HTTP/1.0 GET (no chunking) to 127.0.0.1:`port` in `ns`: (status,
+/// body); `None` while nothing listens.
+fn http_get(ns: &NetNs, port: u16, target: &str, accept: Option<&str>) -> Option<(u16, String)> {
+    let req = format!(
+        "GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n{}\r\n",
+        accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default()
+    );
+    ns.run(move || {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        c.write_all(req.as_bytes()).ok()?;
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    })
+    .unwrap()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The values of an instant PromQL query, as strings.
+fn promql(ns: &NetNs, port: u16, query: &str) -> Vec<String> {
+    let Some((200, body)) = http_get(
+        ns,
+        port,
+        &format!("/api/v1/query?query={}", urlencode(query)),
+        None,
+    ) else {
+        return Vec::new();
+    };
+    let v = json(&body);
+    v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|s| s["value"][1].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `query` until it returns exactly `want` or `timeout` passes.
+fn await_promql(ns: &NetNs, port: u16, query: &str, want: &[&str], timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = promql(ns, port, query);
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "PromQL {query}: {got:?} after {timeout:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
+    require_root();
+    let promtool = tool("promtool", "prometheus");
+    let prometheus = tool("prometheus", "prometheus");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let host = lab.host().clone();
+    // Loopback in the lab's host namespace: serve and Prometheus meet there.
+    mvnet::netlink::run(Some(&host), |nl| async move {
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
+    })
+    .unwrap();
+    let tmp = std::env::temp_dir().join(format!("{}-prom", lab.id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("data")).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(tmp.clone());
+
+    // The exporter starts before any network exists.
+    let (mport, pport) = (9435, 9090);
+    let mut serve = Command::new(mvnet_bin());
+    serve.arg("--state-dir").arg(&s.state_dir).args([
+        "serve",
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+    ]);
+    let _serve = spawn_in(&host, serve, &tmp.join("serve.log"));
+    let config = tmp.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: mvnet\n    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new(prometheus);
+    prom.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{pport}"));
+    let _prom = spawn_in(&host, prom, &tmp.join("prometheus.log"));
+    let start = Instant::now();
+    while http_get(&host, mport, "/metrics", None).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mvnet serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(&host, mport, "/nothing", None).unwrap().0, 404);
+
+    // Then a network, an endpoint: picked up without a restart.
+    s.ok(&[
+        "network",
+        "create",
+        "--subnet=10.83.0.0/24",
+        "-o",
+        "parent=eth0",
+        "op",
+    ]);
+    let c = format!("{}-p1", lab.id());
+    s.ok(&["run", "-d", "--network", "op", "--name", &c]);
+    let mac = format_mac(&mac_of(&s, &c, "op"));
+    let sel = format!(
+        "mvnet_endpoint_frames_total{{network=\"op\",endpoint=\"{c}\",mac=\"{mac}\",vlan=\"0\",direction=\"rx\",path=\"wire\"}}"
+    );
+    let timeout = Duration::from_secs(60);
+    await_promql(&host, pport, "up{job=\"mvnet\"}", &["1"], timeout);
+    await_promql(&host, pport, &sel, &["0"], timeout);
+
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let m = mac_of(&s, &c, "op");
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(m, up).build(),
+        173,
+    );
+    let unknown = [0x02, 0x42, 0x0a, 0x53, 0x00, 0x63];
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(unknown, up).build(),
+        31,
+    );
+    await_promql(&host, pport, &sel, &["173"], timeout);
+    await_promql(
+        &host,
+        pport,
+        "mvnet_verdict_frames_total{root=\"eth0\",hook=\"xdp_ingress\",verdict=\"unknown_mac\"}",
+        &["31"],
+        timeout,
+    );
+    await_promql(
+        &host,
+        pport,
+        "mvnet_network_endpoints{network=\"op\"}",
+        &["1"],
+        timeout,
+    );
+
+    // The exporter streamed the classifier's anomaly event to its log,
+    // from a classifier attached after it started.
+    let want = format!(
+        " eth0 warn unknown_mac dst={} src={} vlan=0",
+        format_mac(&unknown),
+        format_mac(&up)
+    );
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(tmp.join("serve.log")).unwrap_or_default();
+        if log.lines().any(|l| l.ends_with(&want)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no event line ending in {want:?} in the serve log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Every query of the Grafana dashboard is valid PromQL and finds series.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/mvnet.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "10s")
+                .replace("$network", ".*")
+                .replace("$root", ".*");
+            let q = format!("/api/v1/query?query={}", urlencode(&expr));
+            let (status, body) = http_get(&host, pport, &q, None).unwrap();
+            let v = json(&body);
+            assert_eq!(
+                (status, &v["status"]),
+                (200, &Value::from("success")),
+                "{expr}: {body}"
+            );
+            assert!(
+                !v["data"]["result"].as_array().unwrap().is_empty(),
+                "dashboard query {expr} found no series"
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries >= 12, "{queries} dashboard queries");
+
+    // The exposition (text 0.0.4, as promtool reads it) is clean.
+    let (status, body) = http_get(&host, mport, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE mvnet_endpoint_frames_total counter"),
+        "{body}"
+    );
+    let line = format!(
+        "mvnet_endpoint_frames_total{{network=\"op\",endpoint=\"{c}\",ifname=\"eth0\",mac=\"{mac}\",vlan=\"0\",direction=\"rx\",path=\"wire\"}} 173"
+    );
+    assert!(body.lines().any(|l| l == line), "no line {line} in {body}");
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // OpenMetrics on request, ending in # EOF.
+    let (_, om) = http_get(
+        &host,
+        mport,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0"),
+    )
+    .unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+
+    s.ok(&["container", "stop", &c]);
+    s.ok(&["container", "rm", &c]);
+    s.ok(&["network", "rm", "op"]);
+}
