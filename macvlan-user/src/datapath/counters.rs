@@ -96,14 +96,7 @@ impl CounterSnapshot {
                 VLAN_SLOTS,
                 merge_vlan,
             )?,
-            verdicts: VerdictTable {
-                counts: per_cpu_sum(
-                    map(map_names::VERDICT_STATS)?,
-                    map_names::VERDICT_STATS,
-                    VERDICT_SLOTS,
-                    Counter::merge,
-                )?,
-            },
+            verdicts: Self::read_verdicts(&map)?,
         })
     }
 
