@@ -20,6 +20,11 @@ pub struct Frame {
     /// `TPID << 16 | TCI` of a tag already taken out of the bytes (TC
     /// only), 0 for none. See `parse::ethernet`.
     pub meta_vlan: u32,
+    /// TC: the NAPI instance that received the frame, 0 for none (XDP: 0).
+    /// Non-zero only for frames a device's NAPI poll received (the kernel
+    /// reports ids above NR_CPUS only), never for the bridge-mode frames
+    /// macvlan forwards through the backlog.
+    pub napi_id: u32,
 }
 
 impl Frame {
@@ -37,6 +42,7 @@ impl Frame {
             data: ctx.data(),
             data_end: ctx.data_end(),
             meta_vlan,
+            napi_id: skb.napi_id,
         }
     }
 
@@ -230,7 +236,10 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         // XDP sees only wire frames. TC ingress sees wire frames too (already
         // counted by XDP) and bridge-mode frames from a local endpoint, which
         // are the ones whose source is one of ours.
-        let path_local = hook == Hook::TcIngress && is_local_source(eth.src);
+        // A frame a device's NAPI poll received came from the wire: skip
+        // the source lookup (a hash miss for every wire frame otherwise).
+        let path_local =
+            hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
         if hook == Hook::XdpIngress || path_local {
             if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
                 // SAFETY: per-CPU slot, no other writer on this CPU.

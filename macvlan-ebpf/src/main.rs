@@ -33,6 +33,7 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
         data_end: ctx.data_end(),
         // XDP sees the tag in the bytes unless the NIC stripped it.
         meta_vlan: 0,
+        napi_id: 0,
     };
     match classify::ingress(&ctx, &frame, Hook::XdpIngress) {
         Action::Pass => xdp_action::XDP_PASS,
