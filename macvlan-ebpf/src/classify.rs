@@ -238,8 +238,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         // are the ones whose source is one of ours.
         // A frame a device's NAPI poll received came from the wire: skip
         // the source lookup (a hash miss for every wire frame otherwise).
-        let path_local =
-            hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
+        let path_local = hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
         if hook == Hook::XdpIngress || path_local {
             if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
                 // SAFETY: per-CPU slot, no other writer on this CPU.

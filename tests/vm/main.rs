@@ -314,6 +314,13 @@ fn tutorial_walkthrough_runs_both_examples() {
     );
     assert!(text.contains("$ mvnet network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0.10 my-8021q-macvlan-net"), "{text}");
     assert!(text.contains("default via 172.16.86.1 dev eth0"), "{text}");
+    // The bridge example's traffic: 100 frames to the container, counted
+    // and delivered exactly, and verify agreeing.
+    assert!(
+        text.contains("exact accounting: PASS (sent = counted = delivered = 100 valid frames"),
+        "{text}"
+    );
+    assert!(text.contains("my-macvlan-alpine        my-macvlan-net   02:42:ac:10:56:02        100        100        0"), "{text}");
     assert!(!text.contains("no 802.1Q support"), "{text}");
     assert!(text.contains("Tutorial done"), "{text}");
 }

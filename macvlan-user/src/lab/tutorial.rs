@@ -62,6 +62,18 @@ const BRIDGE: &[Step] = &[
         args: &["exec", "my-macvlan-alpine", "ip", "route"],
         comment: "Its routing table",
     },
+];
+
+/// The bridge example, after the traffic.
+const BRIDGE_END: &[Step] = &[
+    Step {
+        args: &["stats", "my-macvlan-net"],
+        comment: "What the classifier on eth0 counted (`--json` for scripts, `mvnet top` live)",
+    },
+    Step {
+        args: &["verify", "my-macvlan-net"],
+        comment: "Held against the kernel's own counters of the container's macvlan",
+    },
     Step {
         args: &["container", "stop", "my-macvlan-alpine"],
         comment: "Stop it (--rm removes it)",
@@ -208,6 +220,16 @@ pub fn run() -> Result<()> {
         upstream_gateway(&lab, UPSTREAM_IF, None, gw)?;
         println!("\n=== Bridge example ===");
         run_steps(&lab, &state, BRIDGE)?;
+        // Traffic from the rest of the L2 network: exact frame counts to
+        // the container and to a MAC nobody has, sent from the lab's wire.
+        let up = lab.upstream().name().unwrap_or_default().to_owned();
+        println!("\n# Send it 100 frames from the L2 network, and 100 to a MAC nobody has");
+        mvnet(
+            &lab,
+            &state,
+            &["pktgen", "--netns", &up, "--count", "100", "--unknown", "1"],
+        )?;
+        run_steps(&lab, &state, BRIDGE_END)?;
 
         println!("\n=== 802.1Q trunked bridge example ===");
         // The gateway moves to upstream's VLAN 10 interface, as on a trunk.
