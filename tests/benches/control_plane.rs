@@ -62,6 +62,9 @@ const CNI_VERSIONS: &[&str] = &["1.0.0", "0.4.0", "0.3.1"];
 const MVNET_NET: &str = "benchnet";
 const MVNET_SUBNET: &str = "10.50.0.0/16";
 
+#[path = "../common/mod.rs"]
+mod common;
+
 fn main() -> ExitCode {
     if !std::env::args().skip(1).any(|a| a == "--bench") {
         println!(
@@ -76,26 +79,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The `mvnet` binary: `MVNET_BIN`, else `target/release/mvnet` next to us.
-fn mvnet_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MVNET_BIN") {
-        return Ok(p.into());
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("mvnet"))
-        .context("no directory above the bench executable")?;
-    ensure!(
-        bin.exists(),
-        "mvnet binary not found at {}; run the bench with `cargo xtask bench control-plane`, \
-         which builds it in release mode (or set MVNET_BIN)",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 /// Deadline for the whole bench.
@@ -447,7 +430,7 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 fn bench() -> Result<()> {
     mvnet::require_root("the control-plane bench")?;
     let budget = Budget(Instant::now() + BENCH_TIMEOUT);
-    let bin = mvnet_bin()?;
+    let bin = common::cli::mvnet_bin();
     let release = bin.parent().and_then(Path::file_name) == Some("release".as_ref());
     let (cni_version, cni_supported) = cni_version()?;
 

@@ -53,6 +53,9 @@ const TARGET_READ_MS: f64 = 5.0;
 const TARGET_SCRAPE_MS: f64 = 50.0;
 const TARGET_RSS_MIB: f64 = 30.0;
 
+#[path = "../common/mod.rs"]
+mod common;
+
 fn main() -> ExitCode {
     if !std::env::args().skip(1).any(|a| a == "--bench") {
         println!(
@@ -67,24 +70,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn mvnet_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MVNET_BIN") {
-        return Ok(p.into());
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("mvnet"))
-        .context("no directory above the bench executable")?;
-    ensure!(
-        bin.exists(),
-        "mvnet binary not found at {}; run the bench with `cargo xtask bench observability`",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 /// Runs `mvnet --state-dir DIR ARGS` in `ns`; fails unless it succeeds.
@@ -279,7 +264,7 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn bench() -> Result<()> {
-    let bin = mvnet_bin()?;
+    let bin = common::cli::mvnet_bin();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "observability bench: kernel {}, {} CPUs, mvnet {}",
