@@ -182,11 +182,17 @@ fn vlan_policy_flags(vlan: u32) -> u32 {
 }
 
 #[inline(always)]
-fn action_for(verdict: Verdict, vlan: u32) -> Action {
+/// What to do with a frame of `verdict` on VLAN `vlan` ([`NO_VLAN`] for a
+/// malformed one). `home` is, for a VLAN mismatch, the VLAN of the
+/// endpoint that owns the MAC (else [`NO_VLAN`]): such a frame is dropped
+/// when either VLAN enforces, since with no VLAN device for the frame's tag
+/// macvlan would hand it to the endpoint by MAC.
+fn action_for(verdict: Verdict, vlan: u32, home: u32) -> Action {
     match verdict {
-        Verdict::UnknownMac | Verdict::VlanMismatch | Verdict::Malformed | Verdict::Spoofed
-            if enforcing(vlan) =>
-        {
+        Verdict::UnknownMac | Verdict::Malformed | Verdict::Spoofed if enforcing(vlan) => {
+            Action::Drop
+        }
+        Verdict::VlanMismatch if enforcing(vlan) || (home != NO_VLAN && enforcing(home)) => {
             Action::Drop
         }
         // Broadcast and multicast pass unless an enforcing network on the
@@ -214,7 +220,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed, NO_VLAN);
+        return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot, home) = verdict_for_destination(&eth);
@@ -251,13 +257,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
             }
         }
     }
-    match action_for(verdict, eth.vlan as u32) {
-        // A frame for an endpoint on the wrong VLAN is dropped when the
-        // endpoint's own network enforces too: with no VLAN device for the
-        // frame's tag, macvlan would hand it to the endpoint by MAC.
-        Action::Pass if verdict == Verdict::VlanMismatch && enforcing(home) => Action::Drop,
-        action => action,
-    }
+    action_for(verdict, eth.vlan as u32, home)
 }
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
@@ -286,7 +286,7 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed, NO_VLAN);
+        return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, eth.vlan)) {
@@ -323,5 +323,5 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     } else {
         eth.vlan as u32
     };
-    action_for(verdict, vlan)
+    action_for(verdict, vlan, NO_VLAN)
 }
