@@ -7,6 +7,7 @@ mod direct;
 mod endpoints;
 pub mod monitor;
 pub mod pinned;
+pub mod sys;
 
 use aya::{
     programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},

@@ -28,7 +28,7 @@ use aya::{
 use macvlan_common::{map_names, program_names, Config};
 
 use super::{
-    attach_programs, AttachOptions, CounterSnapshot, DatapathError, EndpointTable, XdpMode,
+    attach_programs, sys, AttachOptions, CounterSnapshot, DatapathError, EndpointTable, XdpMode,
 };
 use crate::netns::{self, NetNs};
 
@@ -49,11 +49,13 @@ const MAPS: [&str; 7] = [
     map_names::VLAN_POLICY,
     map_names::ENDPOINT_INDEX,
 ];
-const LINK_XDP: &str = "link_xdp";
+/// The pinned bpf_links (tcx links only on kernels with tcx): the
+/// programs can be replaced in place through them (`sys::link_update`).
+pub const LINK_XDP: &str = "link_xdp";
 /// The XDP program itself, pinned so `mvnet monitor` can find its log ring.
 pub const PROG_XDP: &str = "prog_xdp";
-const LINK_TC_INGRESS: &str = "link_tc_ingress";
-const LINK_TC_EGRESS: &str = "link_tc_egress";
+pub const LINK_TC_INGRESS: &str = "link_tc_ingress";
+pub const LINK_TC_EGRESS: &str = "link_tc_egress";
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
     DatapathError::Pin(format!("{what} {}: {e}", path.display()))
@@ -123,83 +125,10 @@ pub fn is_stale(dir: &Path) -> bool {
 /// The ifindex of the device the pinned XDP link at `path` is attached to
 /// (0 once that device is gone), or `None` without a readable XDP link.
 fn xdp_link_ifindex(path: &Path) -> Option<u32> {
-    use std::os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::ffi::OsStrExt as _,
-    };
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_XDP: u32 = 6;
-    #[repr(C, align(8))]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        /// Explicit: the kernel rejects an attr whose unused tail is not
-        /// zero, and padding bytes are not.
-        _pad: u32,
-    }
-    #[repr(C, align(8))]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let cpath = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut get = ObjGet {
-        // Exposed: the kernel reads through an address the compiler sees
-        // only as an integer.
-        pathname: cpath.as_ptr().expose_provenance() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-        _pad: 0,
-    };
-    // SAFETY: a valid attr for BPF_OBJ_GET; the path outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut get as *mut ObjGet,
-            std::mem::size_of::<ObjGet>() as u32,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh fd from BPF_OBJ_GET, owned and closed here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // struct bpf_link_info: type, id, prog_id, then a union (8-aligned)
-    // whose xdp member is { ifindex }.
-    let mut info = [0u64; 16];
-    let mut attr = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr().expose_provenance() as u64,
-    };
-    // SAFETY: `info` is writable for `info_len` bytes during the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoByFd,
-            std::mem::size_of::<InfoByFd>() as u32,
-        )
-    };
-    // Read back without assuming the buffer is still what was written
-    // before the call.
-    // SAFETY: in-bounds reads of an initialised array.
-    let (kind, ifindex) = unsafe {
-        (
-            std::ptr::read_volatile(&info[0]) & 0xffff_ffff,
-            std::ptr::read_volatile(&info[2]) & 0xffff_ffff,
-        )
-    };
-    if rc < 0 || kind as u32 != BPF_LINK_TYPE_XDP {
-        return None;
-    }
-    Some(ifindex as u32)
+    use std::os::fd::AsFd as _;
+    let fd = sys::obj_get(path).ok()?;
+    let info = sys::link_info(fd.as_fd()).ok()?;
+    (info.kind == sys::BPF_LINK_TYPE_XDP).then_some(info.ifindex)
 }
 
 /// Whether TC programs attach through tcx (bpf_link), as aya does from 6.6.
