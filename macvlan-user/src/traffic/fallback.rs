@@ -63,6 +63,9 @@ pub struct Plan<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Sent {
     pub per_flow: Vec<u64>,
+    /// When the sending loop started (after the ring was set up): the
+    /// start of a measured run.
+    pub started: Option<Instant>,
     pub elapsed: Duration,
     /// CPU time of the sending thread, which includes the receive work
     /// the kernel does inline in its context (softirqs run on return).
@@ -267,6 +270,7 @@ pub fn send(
         let base = progress();
         let mut landed = 0u64;
         let start = Instant::now();
+        sent.started = Some(start);
         let mut moved = start;
         let cpu_start = thread_cpu();
         while done < total {
@@ -355,6 +359,10 @@ pub fn send(
         }
         sent.elapsed = start.elapsed();
         sent.cpu = thread_cpu().saturating_sub(cpu_start);
+        // One more look at the receiver before the ring goes: closing a
+        // packet socket waits for an RCU grace period (milliseconds), and
+        // a caller timing delivery must be able to see the end before it.
+        let _ = progress();
         Ok(sent)
     })?
 }
