@@ -56,6 +56,9 @@ pub mod program_names {
     /// Returns TC_ACT_OK only: the end-to-end benchmark attaches it to TC
     /// ingress and egress beside `XDP_PASS`, as the classifier is attached.
     pub const TC_PASS: &str = "mvnet_tc_pass";
+    /// The least per-endpoint counting can cost: the datapath benchmark's
+    /// reference row.
+    pub const XDP_FLOOR: &str = "mvnet_xdp_floor";
 }
 
 /// Key of the endpoint map: destination MAC and VLAN id, 8 bytes so the
