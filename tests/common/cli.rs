@@ -82,6 +82,30 @@ impl Session {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `mvnet network create --subnet=SUBNET -o parent=PARENT [EXTRA...] NAME`,
+    /// asserting success.
+    pub fn network(&self, name: &str, subnet: &str, parent: &str, extra: &[&str]) -> String {
+        let subnet = format!("--subnet={subnet}");
+        let parent = format!("parent={parent}");
+        let mut args = vec!["network", "create", &subnet];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", &parent, name]);
+        self.ok(&args)
+    }
+
+    /// `mvnet run -d --network NET --name NAME [EXTRA...]`, asserting
+    /// success; returns the container id.
+    pub fn container(&self, net: &str, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--network", net, "--name", name];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
+    /// `<lab id>-SHORT`: a container name this session removes on drop.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
     /// The state file's content ("" if none).
     pub fn state(&self) -> String {
         std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default()

@@ -149,18 +149,14 @@ fn addresses_are_allocated_released_and_checked() {
     let a = format!("{}-a", lab.id());
     let b = format!("{}-b", lab.id());
     let c = format!("{}-c", lab.id());
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.9.0.0/29",
-        "--aux-address",
-        "r=10.9.0.2",
-        "-o",
-        "parent=eth0",
+    s.network(
         "n1",
-    ]);
+        "10.9.0.0/29",
+        "eth0",
+        &["--aux-address", "r=10.9.0.2"],
+    );
     // .1 gateway, .2 aux: first is .3.
-    s.ok(&["run", "-d", "--network", "n1", "--name", &a]);
+    s.container("n1", &a, &[]);
     let ia = json(&s.ok(&["container", "inspect", &a]));
     assert_eq!(
         ia[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
@@ -201,18 +197,11 @@ fn addresses_are_allocated_released_and_checked() {
         "01:00:5e:00:00:01",
     ]);
     assert!(err.contains("multicast"), "{err}");
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
+    s.container(
         "n1",
-        "--name",
         &b,
-        "--ip",
-        "10.9.0.6",
-        "--mac-address",
-        "02:00:00:00:00:0b",
-    ]);
+        &["--ip", "10.9.0.6", "--mac-address", "02:00:00:00:00:0b"],
+    );
     let ib = json(&s.ok(&["container", "inspect", &b]));
     assert_eq!(
         ib[0]["NetworkSettings"]["Networks"]["n1"]["MacAddress"],
@@ -231,16 +220,16 @@ fn addresses_are_allocated_released_and_checked() {
     ]);
     assert!(err.contains("already in use"), "{err}");
     // .4 and .5 left, then exhausted.
-    s.ok(&["run", "-d", "--network", "n1", "--name", &c]);
+    s.container("n1", &c, &[]);
     let d = format!("{}-d", lab.id());
-    s.ok(&["run", "-d", "--network", "n1", "--name", &d]);
+    s.container("n1", &d, &[]);
     let e = format!("{}-e", lab.id());
     let err = s.fails(&["run", "-d", "--network", "n1", "--name", &e]);
     assert!(err.contains("no free address"), "{err}");
     assert!(!netns::list().contains(&e));
     // Stop releases: the freed lowest address is handed out again.
     s.ok(&["container", "stop", &a]);
-    s.ok(&["run", "-d", "--network", "n1", "--name", &e]);
+    s.container("n1", &e, &[]);
     let ie = json(&s.ok(&["container", "inspect", &e]));
     assert_eq!(
         ie[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"],
@@ -261,14 +250,7 @@ fn network_create_errors_change_nothing() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=172.16.86.0/24",
-        "-o",
-        "parent=eth0",
-        "first",
-    ]);
+    s.network("first", "172.16.86.0/24", "eth0", &[]);
     let state = s.state();
     let links = s.links();
     let cases: &[(&[&str], &str)] = &[
@@ -389,14 +371,7 @@ fn exec_passes_the_exit_code_through() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.78.0.0/24",
-        "-o",
-        "parent=eth0",
-        "n",
-    ]);
+    s.network("n", "10.78.0.0/24", "eth0", &[]);
     let name = format!("{}-x", lab.id());
     s.ok(&["run", "--rm", "-d", "--network", "n", "--name", &name]);
     let out = s.run(&["exec", &name, "sh", "-c", "exit 7"]);
@@ -410,17 +385,14 @@ fn restore_brings_back_lost_endpoints() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=172.16.86.0/24",
-        "--gateway=172.16.86.1",
-        "-o",
-        "parent=eth0",
+    s.network(
         "my-macvlan-net",
-    ]);
+        "172.16.86.0/24",
+        "eth0",
+        &["--gateway=172.16.86.1"],
+    );
     let name = format!("{}-r", lab.id());
-    s.ok(&["run", "-d", "--network", "my-macvlan-net", "--name", &name]);
+    s.container("my-macvlan-net", &name, &[]);
     // Delete the endpoint behind mvnet's back.
     let cns = netns::NetNs::named(&name).unwrap();
     netlink::run(Some(&cns), |nl| async move {
@@ -450,22 +422,8 @@ fn an_existing_namespace_is_attached_and_detached() {
     // A namespace another runtime made (here: the lab), given by path.
     let ns = lab.add_container("runtime").unwrap();
     let path = ns.path().display().to_string();
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.81.0.0/24",
-        "-o",
-        "parent=eth0",
-        "n1",
-    ]);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.82.0.0/24",
-        "-o",
-        "parent=eth0",
-        "n2",
-    ]);
+    s.network("n1", "10.81.0.0/24", "eth0", &[]);
+    s.network("n2", "10.82.0.0/24", "eth0", &[]);
     let name = format!("{}-ext", lab.id());
     s.ok(&[
         "network",
@@ -563,17 +521,8 @@ fn dual_stack_network_gives_ipv4_and_ipv6() {
     assert_eq!(n[0]["IPAM"]["Config"][1]["Gateway"], "2001:db8:83::1");
     let a = format!("{}-v6a", lab.id());
     let b = format!("{}-v6b", lab.id());
-    s.ok(&["run", "-d", "--network", "ds", "--name", &a]);
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "ds",
-        "--name",
-        &b,
-        "--ip6",
-        "2001:db8:83::99",
-    ]);
+    s.container("ds", &a, &[]);
+    s.container("ds", &b, &["--ip6", "2001:db8:83::99"]);
     let i = json(&s.ok(&["container", "inspect", &a]));
     let e = &i[0]["NetworkSettings"]["Networks"]["ds"];
     assert_eq!(e["IPAddress"], "10.83.0.2");
@@ -588,14 +537,7 @@ fn dual_stack_network_gives_ipv4_and_ipv6() {
         "2001:db8:83::99"
     );
     // --ip6 on a network without IPv6 is refused.
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.84.0.0/24",
-        "-o",
-        "parent=eth0",
-        "v4only",
-    ]);
+    s.network("v4only", "10.84.0.0/24", "eth0", &[]);
     let c = format!("{}-v6c", lab.id());
     let err = s.fails(&[
         "run",
@@ -631,19 +573,12 @@ fn concurrent_commands_serialise_on_the_state_lock() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.86.0.0/24",
-        "-o",
-        "parent=eth0",
-        "busy",
-    ]);
+    s.network("busy", "10.86.0.0/24", "eth0", &[]);
     let names: Vec<String> = (0..12).map(|i| format!("{}-p{i}", lab.id())).collect();
     std::thread::scope(|sc| {
         for n in &names {
             let s = &s;
-            sc.spawn(move || s.ok(&["run", "-d", "--network", "busy", "--name", n]));
+            sc.spawn(move || s.container("busy", n, &[]));
         }
     });
     let state = json(&s.state());
@@ -691,7 +626,7 @@ fn run_and_parent_errors_change_nothing() {
         "pt",
     ]);
     let a = format!("{}-one", lab.id());
-    s.ok(&["run", "-d", "--network", "pt", "--name", &a]);
+    s.container("pt", &a, &[]);
     let state = s.state();
     let links = s.links();
     let b = format!("{}-two", lab.id());
@@ -766,14 +701,7 @@ fn an_address_is_reusable_right_after_stop_and_disconnect() {
     require_root();
     let mut lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.98.0.0/24",
-        "-o",
-        "parent=eth0",
-        "nr",
-    ]);
+    s.network("nr", "10.98.0.0/24", "eth0", &[]);
     let name = format!("{}-again", lab.id());
     // The kernel deletes removed links in the background; the same MAC and
     // IP must work again at once.

@@ -70,34 +70,17 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.91.0.0/24",
-        "-o",
-        "parent=eth0",
-        "na",
-    ]);
+    s.network("na", "10.91.0.0/24", "eth0", &[]);
     assert!(
         pinned::is_attached(&dir),
         "classifier not pinned at {}",
         dir.display()
     );
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.92.0.0/24",
-        "-o",
-        "parent=eth0",
-        "nb",
-    ]);
-    let names: Vec<String> = ["a1", "a2", "b1"]
-        .iter()
-        .map(|n| format!("{}-{n}", lab.id()))
-        .collect();
-    s.ok(&["run", "-d", "--network", "na", "--name", &names[0]]);
-    s.ok(&["run", "-d", "--network", "na", "--name", &names[1]]);
-    s.ok(&["run", "-d", "--network", "nb", "--name", &names[2]]);
+    s.network("nb", "10.92.0.0/24", "eth0", &[]);
+    let names: Vec<String> = ["a1", "a2", "b1"].iter().map(|n| s.name(n)).collect();
+    s.container("na", &names[0], &[]);
+    s.container("na", &names[1], &[]);
+    s.container("nb", &names[2], &[]);
     let macs = [
         mac_of(&s, &names[0], "na"),
         mac_of(&s, &names[1], "na"),
@@ -238,18 +221,9 @@ fn restore_reattaches_a_lost_classifier_with_its_endpoints() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.93.0.0/24",
-        "--policy",
-        "enforce",
-        "-o",
-        "parent=eth0",
-        "nr",
-    ]);
+    s.network("nr", "10.93.0.0/24", "eth0", &["--policy", "enforce"]);
     let name = format!("{}-r1", lab.id());
-    s.ok(&["run", "-d", "--network", "nr", "--name", &name]);
+    s.container("nr", &name, &[]);
     let mac = mac_of(&s, &name, "nr");
     // A reboot empties bpffs: detach and unpin behind mvnet's back.
     lab.host()
@@ -299,18 +273,11 @@ fn verify_reconciles_classifier_and_kernel_counts() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.94.0.0/24",
-        "-o",
-        "parent=eth0",
-        "nv",
-    ]);
+    s.network("nv", "10.94.0.0/24", "eth0", &[]);
     let a = format!("{}-va", lab.id());
     let b = format!("{}-vb", lab.id());
-    s.ok(&["run", "-d", "--network", "nv", "--name", &a]);
-    s.ok(&["run", "-d", "--network", "nv", "--name", &b]);
+    s.container("nv", &a, &[]);
+    s.container("nv", &b, &[]);
     let (ma, mb) = (mac_of(&s, &a, "nv"), mac_of(&s, &b, "nv"));
     let mut maps = PinnedMaps::open(&dir).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
@@ -422,25 +389,9 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.95.0.0/24",
-        "-o",
-        "parent=eth0",
-        "ns1",
-    ]);
+    s.network("ns1", "10.95.0.0/24", "eth0", &[]);
     let name = format!("{}-sp", lab.id());
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "ns1",
-        "--name",
-        &name,
-        "--ip",
-        "10.95.0.2",
-    ]);
+    s.container("ns1", &name, &["--ip", "10.95.0.2"]);
     let mac = mac_of(&s, &name, "ns1");
     let maps = PinnedMaps::open(&dir).unwrap();
     let ns = NetNs::named(&name).unwrap();
@@ -547,25 +498,9 @@ fn monitor_streams_rate_limited_anomaly_events() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.96.0.0/24",
-        "-o",
-        "parent=eth0",
-        "nm",
-    ]);
+    s.network("nm", "10.96.0.0/24", "eth0", &[]);
     let name = format!("{}-mo", lab.id());
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "nm",
-        "--name",
-        &name,
-        "--ip",
-        "10.96.0.2",
-    ]);
+    s.container("nm", &name, &["--ip", "10.96.0.2"]);
     let mac = mac_of(&s, &name, "nm");
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
@@ -638,16 +573,7 @@ fn host_traffic_to_the_parent_passes_under_enforce() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.97.0.0/24",
-        "--policy",
-        "enforce",
-        "-o",
-        "parent=eth0",
-        "ne",
-    ]);
+    s.network("ne", "10.97.0.0/24", "eth0", &["--policy", "enforce"]);
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let parent = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
@@ -673,18 +599,12 @@ fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.99.0.0/24",
-        "--policy",
-        "enforce",
-        "--multicast",
-        "drop",
-        "-o",
-        "parent=eth0",
+    s.network(
         "nb",
-    ]);
+        "10.99.0.0/24",
+        "eth0",
+        &["--policy", "enforce", "--multicast", "drop"],
+    );
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let mcast = FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 7], src).build();

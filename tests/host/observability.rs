@@ -154,53 +154,12 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.81.0.0/24",
-        "-o",
-        "parent=eth0",
-        "oa",
-    ]);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.82.0.0/24",
-        "-o",
-        "parent=eth0",
-        "ob",
-    ]);
-    let [a1, a2, b1] = ["a1", "a2", "b1"].map(|n| format!("{}-{n}", lab.id()));
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "oa",
-        "--name",
-        &a1,
-        "--ip",
-        "10.81.0.11",
-    ]);
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "oa",
-        "--name",
-        &a2,
-        "--ip",
-        "10.81.0.12",
-    ]);
-    s.ok(&[
-        "run",
-        "-d",
-        "--network",
-        "ob",
-        "--name",
-        &b1,
-        "--ip",
-        "10.82.0.11",
-    ]);
+    s.network("oa", "10.81.0.0/24", "eth0", &[]);
+    s.network("ob", "10.82.0.0/24", "eth0", &[]);
+    let [a1, a2, b1] = ["a1", "a2", "b1"].map(|n| s.name(n));
+    s.container("oa", &a1, &["--ip", "10.81.0.11"]);
+    s.container("oa", &a2, &["--ip", "10.81.0.12"]);
+    s.container("ob", &b1, &["--ip", "10.82.0.11"]);
     let (m1, m2, mb) = (
         mac_of(&s, &a1, "oa"),
         mac_of(&s, &a2, "oa"),
@@ -567,16 +526,9 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
     assert_eq!(http_get(&host, mport, "/nothing", None).unwrap().0, 404);
 
     // Then a network, an endpoint: picked up without a restart.
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.83.0.0/24",
-        "-o",
-        "parent=eth0",
-        "op",
-    ]);
+    s.network("op", "10.83.0.0/24", "eth0", &[]);
     let c = format!("{}-p1", lab.id());
-    s.ok(&["run", "-d", "--network", "op", "--name", &c]);
+    s.container("op", &c, &[]);
     let mac = format_mac(&mac_of(&s, &c, "op"));
     let sel = format!(
         "mvnet_endpoint_frames_total{{network=\"op\",endpoint=\"{c}\",mac=\"{mac}\",vlan=\"0\",direction=\"rx\",path=\"wire\"}}"

@@ -231,22 +231,12 @@ impl Scene {
         let lab = Lab::new().unwrap();
         let s = Session::new(&lab);
         for (net, subnet) in [("na", "10.81.0.0/24"), ("nb", "10.82.0.0/24")] {
-            s.ok(&[
-                "network",
-                "create",
-                &format!("--subnet={subnet}"),
-                "-o",
-                "parent=eth0",
-                net,
-            ]);
+            s.network(net, subnet, "eth0", &[]);
         }
-        let names: Vec<String> = ["a1", "a2", "b1"]
-            .iter()
-            .map(|n| format!("{}-{n}", lab.id()))
-            .collect();
+        let names: Vec<String> = ["a1", "a2", "b1"].iter().map(|n| s.name(n)).collect();
         let nets = ["na", "na", "nb"];
         for (name, net) in names.iter().zip(nets) {
-            s.ok(&["run", "-d", "--network", net, "--name", name]);
+            s.container(net, name, &[]);
         }
         let macs: Vec<[u8; 6]> = names
             .iter()

@@ -14,25 +14,13 @@ fn json(s: &str) -> Value {
 
 /// Three endpoints: a1, a2 on `na`, b1 on `nb`, all on eth0 (VLAN 0: this
 /// kernel has no 802.1Q). Returns the container names.
-fn three_endpoints(lab: &Lab, s: &Session, policy: &str) -> Vec<String> {
+fn three_endpoints(s: &Session, policy: &str) -> Vec<String> {
     for (net, subnet) in [("na", "10.93.0.0/24"), ("nb", "10.94.0.0/24")] {
-        s.ok(&[
-            "network",
-            "create",
-            &format!("--subnet={subnet}"),
-            "--policy",
-            policy,
-            "-o",
-            "parent=eth0",
-            net,
-        ]);
+        s.network(net, subnet, "eth0", &["--policy", policy]);
     }
-    let names: Vec<String> = ["a1", "a2", "b1"]
-        .iter()
-        .map(|n| format!("{}-{n}", lab.id()))
-        .collect();
+    let names: Vec<String> = ["a1", "a2", "b1"].iter().map(|n| s.name(n)).collect();
     for (name, net) in names.iter().zip(["na", "na", "nb"]) {
-        s.ok(&["run", "-d", "--network", net, "--name", name]);
+        s.container(net, name, &[]);
     }
     names
 }
@@ -94,7 +82,7 @@ fn fallback_generator_accounts_exactly_under_enforce() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    let names = three_endpoints(&lab, &s, "enforce");
+    let names = three_endpoints(&s, "enforce");
 
     // Asked for pktgen on a kernel without it: a clear error.
     let up = lab.upstream().name().unwrap().to_owned();
@@ -154,7 +142,7 @@ fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    let names = three_endpoints(&lab, &s, "observe");
+    let names = three_endpoints(&s, "observe");
     // 4 flows at 20 000 frames/s for 0.5 s: 2500 frames per flow.
     let (r, _) = pktgen(
         &lab,
@@ -206,7 +194,7 @@ fn wrong_vlan_frames_are_dropped_under_enforce_and_reported_under_observe() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    let names = three_endpoints(&lab, &s, "enforce");
+    let names = three_endpoints(&s, "enforce");
     let up = lab.upstream().name().unwrap().to_owned();
     let run = |s: &Session| {
         s.run(&[
@@ -303,16 +291,9 @@ fn a_device_not_wired_to_the_root_is_reported() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.95.0.0/24",
-        "-o",
-        "parent=eth0",
-        "nc",
-    ]);
+    s.network("nc", "10.95.0.0/24", "eth0", &[]);
     let name = format!("{}-c1", lab.id());
-    s.ok(&["run", "-d", "--network", "nc", "--name", &name]);
+    s.container("nc", &name, &[]);
     mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
         nl.add_veth("vx0", "vx1").await?;
         for n in ["vx0", "vx1"] {

@@ -106,7 +106,7 @@ fn internal_network_without_parent_gets_a_dummy() {
     assert_eq!(n[0]["Internal"], true);
     assert_eq!(n[0]["Options"]["parent"], dummy.as_str());
     let name = format!("{}-int", lab.id());
-    s.ok(&["run", "-d", "--network", "internal-net", "--name", &name]);
+    s.container("internal-net", &name, &[]);
     let route = s.ok(&["exec", &name, "ip", "route"]);
     assert!(
         !route.contains("default"),
@@ -336,14 +336,7 @@ fn a_preexisting_vlan_parent_is_never_deleted() {
     })
     .unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.30.0.0/24",
-        "-o",
-        "parent=eth0.30",
-        "n30",
-    ]);
+    s.network("n30", "10.30.0.0/24", "eth0.30", &[]);
     s.ok(&["network", "rm", "n30"]);
     assert!(
         s.links().contains(&"eth0.30".to_owned()),
@@ -357,14 +350,7 @@ fn restore_recreates_a_lost_vlan_parent() {
     modprobe("8021q");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.40.0.0/24",
-        "-o",
-        "parent=eth0.40",
-        "n40",
-    ]);
+    s.network("n40", "10.40.0.0/24", "eth0.40", &[]);
     netlink::run(Some(lab.host()), |nl| async move {
         let l = nl.require_link("eth0.40").await?;
         nl.delete(l.index).await
@@ -391,26 +377,12 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     modprobe("8021q");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.10.0.0/24",
-        "-o",
-        "parent=eth0.10",
-        "v10",
-    ]);
-    s.ok(&[
-        "network",
-        "create",
-        "--subnet=10.20.0.0/24",
-        "-o",
-        "parent=eth0.20",
-        "v20",
-    ]);
+    s.network("v10", "10.10.0.0/24", "eth0.10", &[]);
+    s.network("v20", "10.20.0.0/24", "eth0.20", &[]);
     let c10 = format!("{}-t10", lab.id());
     let c20 = format!("{}-t20", lab.id());
-    s.ok(&["run", "-d", "--network", "v10", "--name", &c10]);
-    s.ok(&["run", "-d", "--network", "v20", "--name", &c20]);
+    s.container("v10", &c10, &[]);
+    s.container("v20", &c20, &[]);
     let (m10, m20) = (
         [0x02, 0x42, 0x0a, 0x0a, 0, 2],
         [0x02, 0x42, 0x0a, 0x14, 0, 2],
@@ -519,24 +491,14 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     for (net, subnet, parent) in [
-        ("p10", "10.110.0.0/24", "parent=eth0.10"),
-        ("p20", "10.120.0.0/24", "parent=eth0.20"),
+        ("p10", "10.110.0.0/24", "eth0.10"),
+        ("p20", "10.120.0.0/24", "eth0.20"),
     ] {
-        s.ok(&[
-            "network",
-            "create",
-            &format!("--subnet={subnet}"),
-            "-o",
-            parent,
-            net,
-        ]);
+        s.network(net, subnet, parent, &[]);
     }
-    let names: Vec<String> = ["e1", "e2", "e3"]
-        .iter()
-        .map(|n| format!("{}-{n}", lab.id()))
-        .collect();
+    let names: Vec<String> = ["e1", "e2", "e3"].iter().map(|n| s.name(n)).collect();
     for (name, net) in names.iter().zip(["p10", "p10", "p20"]) {
-        s.ok(&["run", "-d", "--network", net, "--name", name]);
+        s.container(net, name, &[]);
     }
     let up = lab.upstream().name().unwrap().to_owned();
     let out = s.run(&[
