@@ -9,6 +9,8 @@
 //! back on every way out: `q`, Esc, Ctrl-C, SIGINT/SIGTERM/SIGHUP, an error,
 //! a panic. When stdout is not a terminal, or `TERM` is unset or `dumb`, it
 //! prints the same rows as plain text once per interval instead.
+#[cfg(test)]
+mod fixtures;
 pub mod model;
 pub mod view;
 

@@ -418,15 +418,13 @@ pub fn compact(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use macvlan_common::Counter;
 
     use super::*;
     use crate::{
         datapath::VerdictTable,
-        model::Policy,
-        stats::{EndpointStats, NetworkStats, RootStats},
+        stats::EndpointStats,
+        top::fixtures::{self, endpoint, network},
     };
 
     fn frames(n: u64) -> Counter {
@@ -437,55 +435,23 @@ mod tests {
     }
 
     fn ep(container: &str, mac_last: u8, rx: u64) -> EndpointStats {
-        EndpointStats {
-            container: container.into(),
-            container_id: format!("id-{container}"),
-            ifname: "eth0".into(),
-            mac: [2, 0x42, 0, 0, 0, mac_last],
-            ipv4: None,
-            ipv6: None,
-            slot: Some(mac_last as u32),
-            counters: EndpointCounters {
-                rx_wire: frames(rx),
-                ..Default::default()
-            },
-        }
-    }
-
-    fn net(name: &str, vlan: u16, endpoints: Vec<EndpointStats>) -> NetworkStats {
-        NetworkStats {
-            id: format!("id-{name}"),
-            name: name.into(),
-            parent: "eth0".into(),
-            root: "eth0".into(),
-            vlan,
-            policy: Policy::Observe,
-            endpoints,
-        }
+        endpoint(container, [2, 0x42, 0, 0, 0, mac_last], rx)
     }
 
     /// a1 (101 frames), a2 (37) on `na`; b1 (59) on `nb`, VLAN 10.
     fn snapshot(scale: u64, verdicts: VerdictTable) -> Snapshot {
-        Snapshot {
-            taken: SystemTime::now(),
-            at: Instant::now(),
-            roots: vec![RootStats {
-                root: "eth0".into(),
-                attached: true,
-                endpoints: 3,
-                capacity: 4096,
-                vlans: [(0, VlanCounters::default()), (10, VlanCounters::default())].into(),
-                verdicts,
-            }],
-            networks: vec![
-                net(
+        fixtures::snapshot(
+            &[0, 10],
+            verdicts,
+            vec![
+                network(
                     "na",
                     0,
                     vec![ep("a1", 1, 101 * scale), ep("a2", 2, 37 * scale)],
                 ),
-                net("nb", 10, vec![ep("b1", 3, 59 * scale)]),
+                network("nb", 10, vec![ep("b1", 3, 59 * scale)]),
             ],
-        }
+        )
     }
 
     fn order(v: &View) -> Vec<&str> {

@@ -207,28 +207,26 @@ fn draw_vlans(frame: &mut Frame, area: Rect, view: &View) {
             view.vlans.len() - VLAN_ROWS
         )));
     }
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(10),
-            Constraint::Length(4),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-        ],
-    )
-    .header(head(
-        &[
-            "ROOT", "VLAN", "XDP/S", "TC_IN/S", "TC_EG/S", "XDP", "TC_IN", "TC_EG",
-        ],
-        1,
-    ))
-    .column_spacing(1)
-    .block(section(Line::from(title)));
+    let table = Table::new(rows, columns(&[10, 4], 6))
+        .header(head(
+            &[
+                "ROOT", "VLAN", "XDP/S", "TC_IN/S", "TC_EG/S", "XDP", "TC_IN", "TC_EG",
+            ],
+            1,
+        ))
+        .column_spacing(1)
+        .block(section(Line::from(title)));
     frame.render_widget(table, area);
+}
+
+/// Column widths: the `lead` columns as given, then `counters` columns of
+/// 7 (a rate or a total as `compact` writes it).
+fn columns(lead: &[u16], counters: usize) -> Vec<Constraint> {
+    lead.iter()
+        .copied()
+        .chain(std::iter::repeat_n(7, counters))
+        .map(Constraint::Length)
+        .collect()
 }
 
 fn verdict_cells(row: &VerdictRow) -> Vec<String> {
@@ -257,32 +255,21 @@ fn draw_verdicts(frame: &mut Frame, area: Rect, view: &View) {
     if view.alarm() {
         title.push(Span::styled(" INVALID TRAFFIC ", alarm.reversed()));
     }
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(13),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(7),
-        ],
-    )
-    .header(head(
-        &[
-            "VERDICT",
-            "XDP/S",
-            HOOK_COLUMNS[0],
-            "TC_IN/S",
-            HOOK_COLUMNS[1],
-            "TC_EG/S",
-            HOOK_COLUMNS[2],
-        ],
-        1,
-    ))
-    .column_spacing(1)
-    .block(section(Line::from(title)));
+    let table = Table::new(rows, columns(&[13], 6))
+        .header(head(
+            &[
+                "VERDICT",
+                "XDP/S",
+                HOOK_COLUMNS[0],
+                "TC_IN/S",
+                HOOK_COLUMNS[1],
+                "TC_EG/S",
+                HOOK_COLUMNS[2],
+            ],
+            1,
+        ))
+        .column_spacing(1)
+        .block(section(Line::from(title)));
     frame.render_widget(table, area);
 }
 
@@ -398,36 +385,22 @@ fn clock(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use macvlan_common::{Counter, EndpointCounters, Hook, Verdict};
+    use macvlan_common::{Counter, Hook, Verdict};
     use ratatui::{backend::TestBackend, Terminal};
 
     use super::*;
     use crate::{
         datapath::VerdictTable,
-        model::Policy,
-        stats::{EndpointStats, NetworkStats, RootStats, Snapshot},
-        top::model::Model,
+        stats::Snapshot,
+        top::{
+            fixtures::{self, endpoint, network},
+            model::Model,
+        },
     };
 
     fn snapshot() -> Snapshot {
-        let ep = |name: &str, last: u8, rx: u64| EndpointStats {
-            container: name.into(),
-            container_id: format!("id-{name}"),
-            ifname: "eth0".into(),
-            mac: [2, 0x42, 0x0a, 0x5b, 0, last],
-            ipv4: None,
-            ipv6: None,
-            slot: Some(last as u32),
-            counters: EndpointCounters {
-                rx_wire: Counter {
-                    frames: rx,
-                    bytes: rx * 60,
-                },
-                ..Default::default()
-            },
-        };
         let mut verdicts = VerdictTable::default();
         verdicts.set(
             Hook::XdpIngress,
@@ -437,29 +410,13 @@ mod tests {
                 bytes: 1380,
             },
         );
-        Snapshot {
-            taken: SystemTime::now(),
-            at: Instant::now(),
-            roots: vec![RootStats {
-                root: "eth0".into(),
-                attached: true,
-                endpoints: 3,
-                capacity: 4096,
-                vlans: [(0, Default::default())].into(),
-                verdicts,
-            }],
-            networks: vec![NetworkStats {
-                id: "id-na".into(),
-                name: "na".into(),
-                parent: "eth0".into(),
-                root: "eth0".into(),
-                vlan: 0,
-                policy: Policy::Observe,
-                endpoints: (1..=12)
-                    .map(|i| ep(&format!("mvl-123456-0-c{i:02}"), i, 10 * i as u64))
-                    .collect(),
-            }],
-        }
+        let endpoints = (1..=12)
+            .map(|i| {
+                let mac = [2, 0x42, 0x0a, 0x5b, 0, i];
+                endpoint(&format!("mvl-123456-0-c{i:02}"), mac, 10 * i as u64)
+            })
+            .collect();
+        fixtures::snapshot(&[0], verdicts, vec![network("na", 0, endpoints)])
     }
 
     #[test]
