@@ -23,6 +23,10 @@ use mvnet::{
     lab::frames::{FrameSpec, Tag},
 };
 
+#[path = "../common/mod.rs"]
+mod common;
+use common::median;
+
 const REPEAT: u32 = 5_000_000;
 const ROUNDS: usize = 5;
 
@@ -48,11 +52,6 @@ fn run(prog: &Xdp, frame: &[u8]) -> Result<(f64, f64), ProgramError> {
 type Timing = (f64, f64);
 /// A result line: name, its timing, the pass-only baseline of its round.
 type Row = (String, Timing, Timing);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// A classifier object with `n` endpoints (half untagged, half on VLAN 10).
 fn classifier(n: u32) -> Ebpf {
@@ -142,8 +141,8 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     let med = |v: &[(f64, f64)]| {
         (
-            median(v.iter().map(|x| x.0).collect()),
-            median(v.iter().map(|x| x.1).collect()),
+            median(&v.iter().map(|x| x.0).collect::<Vec<_>>()),
+            median(&v.iter().map(|x| x.1).collect::<Vec<_>>()),
         )
     };
     for n in [1u32, 64, 4096] {

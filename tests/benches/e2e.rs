@@ -66,6 +66,10 @@ use mvnet::{
     traffic::{fallback, rx::RxCounter},
 };
 
+#[path = "../common/mod.rs"]
+mod common;
+use common::{median, percentile};
+
 /// Frames per measured chunk (a multiple of the 3 flows).
 const CHUNK: u64 = 24_000;
 /// Blocks of rounds, each with its own attach.
@@ -375,11 +379,6 @@ fn udp_totals(namespaces: &[NetNs]) -> Result<Vec<(String, u64)>> {
     Ok(total)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Sum of chunks: (frames, wall seconds, CPU seconds).
 #[derive(Clone, Copy, Default)]
 struct Total {
@@ -528,7 +527,7 @@ fn bench() -> Result<()> {
 
     let ratios =
         |per: &[[f64; 3]], vi: usize| -> Vec<f64> { per.iter().map(|r| r[vi] / r[0]).collect() };
-    let med_fps = |vi: usize| median(wall.iter().map(|r| r[vi]).collect());
+    let med_fps = |vi: usize| median(&wall.iter().map(|r| r[vi]).collect::<Vec<_>>());
     println!(
         "\n{:<24} {:>12} {:>9} {:>13} {:>14} {:>16} {:>13}",
         "variant",
@@ -557,14 +556,12 @@ fn bench() -> Result<()> {
             1e9 / totals[vi].fps(),
             totals[vi].fps() / totals[0].fps(),
             med_fps(vi),
-            median(ratios(&wall, vi)),
+            median(&ratios(&wall, vi)),
             1e9 / totals[vi].fps_cpu()
         );
     }
     let spread = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+        let q = |p: f64| percentile(v, p);
         format!(
             "min {:.3}, p10 {:.3}, median {:.3}, p90 {:.3}, max {:.3}",
             q(0.0),
@@ -590,7 +587,7 @@ fn bench() -> Result<()> {
     );
     // Judged on the median of the per-round ratios: each compares chunks
     // run milliseconds apart through the same links.
-    let ratio = median(ratios(&wall, 1));
+    let ratio = median(&ratios(&wall, 1));
     println!(
         "classifier (observe) delivers {ratio:.3}x the frames per second of the pass-only program \
          (median of {ROUNDS} per-round ratios; ratio of totals {:.3}; per CPU-second {:.3}; \

@@ -175,11 +175,6 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 /// One GET /metrics in `ns`: (ms from connect to the last byte, body).
 fn scrape(ns: &NetNs, accept: &str) -> Result<(f64, String)> {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n");
@@ -335,13 +330,13 @@ fn bench() -> Result<()> {
         endpoints_seen == ENDPOINTS as usize,
         "a read saw {endpoints_seen} endpoints, not {ENDPOINTS}"
     );
-    let read_med = percentile(reads.clone(), 0.5);
+    let read_med = common::percentile(&reads, 0.5);
     println!(
         "full read (stats::collect: ENDPOINTS, ENDPOINT_STATS, VLAN_STATS, VERDICT_STATS, one batch each, joined with {ENDPOINTS} endpoints), {READS} reads: \
          median {read_med:.3} ms, p90 {:.3} ms, max {:.3} ms; CPU time {read_cpu:.3} ms per read (both threads); \
          reading the state file (not included): {state_ms:.1} ms",
-        percentile(reads.clone(), 0.9),
-        percentile(reads, 1.0)
+        common::percentile(&reads, 0.9),
+        common::percentile(&reads, 1.0)
     );
 
     // The exporter, as a user runs it (events streamed too).
@@ -389,16 +384,16 @@ fn bench() -> Result<()> {
         om.push(scrape(&host, "application/openmetrics-text;version=1.0.0")?.0);
     }
     let (rss, hwm) = rss_mib(pid)?;
-    let scrape_med = percentile(times.clone(), 0.5);
+    let scrape_med = common::percentile(&times, 0.5);
     println!(
         "scrape (GET /metrics of mvnet serve, text 0.0.4, {} bytes, {} series), {SCRAPES} scrapes: \
          median {scrape_med:.2} ms, p90 {:.2} ms, max {:.2} ms; exporter CPU time {scrape_cpu:.1} ms \
          per scrape; OpenMetrics: median {:.2} ms",
         body.len(),
         body.lines().filter(|l| !l.starts_with('#')).count(),
-        percentile(times.clone(), 0.9),
-        percentile(times, 1.0),
-        percentile(om, 0.5)
+        common::percentile(&times, 0.9),
+        common::percentile(&times, 1.0),
+        common::percentile(&om, 0.5)
     );
     println!(
         "exporter memory (/proc/{pid}/status): VmRSS {rss:.1} MiB after {} scrapes \

@@ -21,3 +21,14 @@ pub fn leftover_namespaces() -> Vec<String> {
         .filter(|n| n.starts_with(&mine))
         .collect()
 }
+
+/// The `p`-quantile of `v` (0.0 = min, 1.0 = max), the nearest sample.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
+}
