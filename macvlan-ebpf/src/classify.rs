@@ -128,9 +128,10 @@ fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
 }
 
 #[inline(always)]
-/// The verdict for the destination of `eth`, the endpoint slot of a
-/// delivered frame, and for a VLAN mismatch the VLAN of the endpoint that
-/// owns the MAC (else [`NO_VLAN`]).
+/// The verdict for the destination of `eth` when the direct index did not
+/// have it (see [`ingress`]), the endpoint slot of a delivered frame, and
+/// for a VLAN mismatch the VLAN of the endpoint that owns the MAC (else
+/// [`NO_VLAN`]).
 fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
     // The group bit: the low bit of the first byte, the word's lowest.
     if eth.dst & 1 != 0 {
@@ -145,9 +146,8 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
             NO_VLAN,
         );
     }
-    if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
-        return (Verdict::Delivered, Some(slot), NO_VLAN);
-    }
+    // A key the direct index could not hold (its word went to another key
+    // with the same index).
     if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.dst, eth.vlan)) {
         // SAFETY: hash value pointer valid until the program returns; the
         // controller never rewrites a live entry in place.
@@ -222,6 +222,19 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         count_verdict(hook, Verdict::Malformed, bytes);
         return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
     };
+    // Fast path: unicast to an endpoint the direct index holds, nearly
+    // every frame. Kept apart from the general path below so that LLVM
+    // lays it out as one straight run with nothing spilled; interleaved
+    // with the rest it cost ~3 ns more per frame in BPF_PROG_TEST_RUN.
+    if eth.dst & 1 == 0 {
+        if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
+            count_vlan(hook, eth.vlan, bytes);
+            count_verdict(hook, Verdict::Delivered, bytes);
+            count_endpoint_rx(hook, frame, &eth, slot, bytes);
+            // Delivered frames always pass (see action_for).
+            return Action::Pass;
+        }
+    }
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot, home) = verdict_for_destination(&eth);
     count_verdict(hook, verdict, bytes);
@@ -239,25 +252,31 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     }
 
     if let Some(slot) = slot {
-        // XDP sees only wire frames. TC ingress sees wire frames too (already
-        // counted by XDP) and bridge-mode frames from a local endpoint, which
-        // are the ones whose source is one of ours.
-        // A frame a device's NAPI poll received came from the wire: skip
-        // the source lookup (a hash miss for every wire frame otherwise).
-        let path_local = hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
-        if hook == Hook::XdpIngress || path_local {
-            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
-                // SAFETY: per-CPU slot, no other writer on this CPU.
-                let c = unsafe { &mut *c };
-                if path_local {
-                    c.rx_local.add(bytes);
-                } else {
-                    c.rx_wire.add(bytes);
-                }
+        count_endpoint_rx(hook, frame, &eth, slot, bytes);
+    }
+    action_for(verdict, eth.vlan as u32, home)
+}
+
+/// Counts a frame delivered to endpoint `slot` on its path.
+#[inline(always)]
+fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes: u64) {
+    // XDP sees only wire frames. TC ingress sees wire frames too (already
+    // counted by XDP) and bridge-mode frames from a local endpoint, which
+    // are the ones whose source is one of ours.
+    // A frame a device's NAPI poll received came from the wire: skip the
+    // source lookup (a hash miss for every wire frame otherwise).
+    let path_local = hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
+    if hook == Hook::XdpIngress || path_local {
+        if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot, no other writer on this CPU.
+            let c = unsafe { &mut *c };
+            if path_local {
+                c.rx_local.add(bytes);
+            } else {
+                c.rx_wire.add(bytes);
             }
         }
     }
-    action_for(verdict, eth.vlan as u32, home)
 }
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
