@@ -44,6 +44,7 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const VLAN_POLICY: &str = "VLAN_POLICY";
     pub const ENDPOINT_INDEX: &str = "ENDPOINT_INDEX";
+    pub const ENDPOINT_MISMATCH: &str = "ENDPOINT_MISMATCH";
 }
 
 /// Program names as they appear in the object file.

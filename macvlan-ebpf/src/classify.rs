@@ -8,7 +8,8 @@ use macvlan_common::{
 use crate::{
     events,
     maps::{
-        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
+        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MISMATCH, ENDPOINT_STATS, VERDICT_STATS,
+        VLAN_POLICY, VLAN_STATS,
     },
     parse::{self, Ethernet},
 };
@@ -129,9 +130,9 @@ fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
 
 #[inline(always)]
 /// The verdict for the destination of `eth` when the direct index did not
-/// have it (see [`ingress`]), the endpoint slot of a delivered frame, and
-/// for a VLAN mismatch the VLAN of the endpoint that owns the MAC (else
-/// [`NO_VLAN`]).
+/// have it (see [`ingress`]), the endpoint slot of a delivered frame (for a
+/// VLAN mismatch: of the endpoint that owns the MAC), and for a VLAN
+/// mismatch that endpoint's VLAN (else [`NO_VLAN`]).
 fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
     // The group bit: the low bit of the first byte, the word's lowest.
     if eth.dst & 1 != 0 {
@@ -156,8 +157,8 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
     }
     if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.dst, VLAN_ANY)) {
         // SAFETY: as above.
-        let home = unsafe { (*ep).vlan } as u32;
-        return (Verdict::VlanMismatch, None, home);
+        let (home, slot) = unsafe { ((*ep).vlan as u32, (*ep).slot) };
+        return (Verdict::VlanMismatch, Some(slot), home);
     }
     // The root device's own MAC (on any VLAN: its VLAN sub-interfaces share
     // it): host traffic, valid, for no endpoint.
@@ -251,10 +252,20 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         }
     }
 
+    let action = action_for(verdict, eth.vlan as u32, home);
     if let Some(slot) = slot {
-        count_endpoint_rx(hook, frame, &eth, slot, bytes);
+        if verdict == Verdict::Delivered {
+            count_endpoint_rx(hook, frame, &eth, slot, bytes);
+        } else if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
+            // A VLAN mismatch let through to the MAC's owner: the wire
+            // frames XDP sees, as rx_wire.
+            if let Some(c) = ENDPOINT_MISMATCH.get_ptr_mut(slot) {
+                // SAFETY: per-CPU slot, no other writer on this CPU.
+                unsafe { (*c).add(bytes) };
+            }
+        }
     }
-    action_for(verdict, eth.vlan as u32, home)
+    action
 }
 
 /// Counts a frame delivered to endpoint `slot` on its path.

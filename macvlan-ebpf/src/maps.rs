@@ -25,6 +25,14 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { ENDPOINT_KEYS as usize }>
 pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { MAX_ENDPOINTS as usize }> =
     PerCpuArray::new();
 
+/// Per-endpoint, indexed by `Endpoint::slot`: frames to the endpoint's MAC
+/// on another VLAN that XDP passed (observe). With no VLAN device for
+/// their tag macvlan hands them to the endpoint by MAC, so `mvnet verify`
+/// needs them to explain the kernel's count. A map of its own, not a field
+/// of EndpointCounters, so that pins made before it keep their layout.
+#[btf_map]
+pub static ENDPOINT_MISMATCH: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> = PerCpuArray::new();
+
 /// Per-VLAN counters, indexed by VLAN id (0 = untagged).
 #[btf_map]
 pub static VLAN_STATS: PerCpuArray<VlanCounters, { VLAN_SLOTS as usize }> = PerCpuArray::new();

@@ -6,7 +6,8 @@
 //! is checked for its exact return code under the drop policy in force
 //! (CONFIG flags, VLAN_POLICY) and for every counter it moves: the (hook,
 //! verdict) counter, its VLAN counter, the endpoint counter of a delivered
-//! frame, and nothing else in any of the three counter maps. The expected
+//! frame, for a VLAN mismatch XDP passes the mismatch counter of the MAC's
+//! owner, and nothing else in any of the four counter maps. The expected
 //! outcomes of the crafted frames are written out by hand; those of random
 //! frames come from [`reference`], a plain-Rust classifier that the crafted
 //! table checks first.
@@ -365,6 +366,7 @@ impl Rig {
                 a.rx_local.merge(&b.rx_local);
                 a.tx.merge(&b.tx);
             }),
+            mismatch: self.per_cpu_sum(map_names::ENDPOINT_MISMATCH, MAX_ENDPOINTS, Counter::merge),
             vlans: self.per_cpu_sum(map_names::VLAN_STATS, VLAN_SLOTS, |a, b| {
                 let (a, b): (&mut VlanCounters, &VlanCounters) = (a, b);
                 a.rx_xdp.merge(&b.rx_xdp);
@@ -405,6 +407,8 @@ fn hex(frame: &[u8]) -> String {
 struct Counters {
     verdicts: Vec<Counter>,
     endpoints: Vec<EndpointCounters>,
+    /// ENDPOINT_MISMATCH, by slot.
+    mismatch: Vec<Counter>,
     vlans: Vec<VlanCounters>,
 }
 
@@ -413,13 +417,14 @@ impl Counters {
         Self {
             verdicts: vec![Counter::default(); VERDICT_SLOTS as usize],
             endpoints: vec![EndpointCounters::default(); MAX_ENDPOINTS as usize],
+            mismatch: vec![Counter::default(); MAX_ENDPOINTS as usize],
             vlans: vec![VlanCounters::default(); VLAN_SLOTS as usize],
         }
     }
 
     /// Adds what `repeat` runs of a `len`-byte frame with `outcome` at
-    /// `hook` must count.
-    fn add(&mut self, hook: Hook, outcome: &Outcome, len: usize, repeat: u32) {
+    /// `hook` must count, `dropped` or passed.
+    fn add(&mut self, hook: Hook, outcome: &Outcome, len: usize, repeat: u32, dropped: bool) {
         let add = |c: &mut Counter| {
             c.frames += u64::from(repeat);
             c.bytes += len as u64 * u64::from(repeat);
@@ -442,6 +447,10 @@ impl Counters {
                 Hook::TcIngress if outcome.src_local => add(&mut e.rx_local),
                 _ => {}
             }
+        }
+        // A VLAN mismatch XDP lets through counts for the MAC's owner.
+        if let (Hook::XdpIngress, Some(owner), false) = (hook, outcome.owner, dropped) {
+            add(&mut self.mismatch[owner as usize]);
         }
     }
 
@@ -475,6 +484,11 @@ impl Counters {
                 out += &format!("  ENDPOINT_STATS[{i}]: got {g:?}, want {w:?}\n");
             }
         }
+        for (i, (g, w)) in self.mismatch.iter().zip(&want.mismatch).enumerate() {
+            if g != w {
+                out += &format!("  ENDPOINT_MISMATCH[{i}]: got {g:?}, want {w:?}\n");
+            }
+        }
         for (i, (g, w)) in self.vlans.iter().zip(&want.vlans).enumerate() {
             if g != w {
                 out += &format!("  VLAN_STATS[{i}]: got {g:?}, want {w:?}\n");
@@ -504,6 +518,8 @@ struct Outcome {
     src_local: bool,
     /// For a VLAN mismatch: the VLAN of the endpoint that owns the MAC.
     home: Option<u16>,
+    /// For a VLAN mismatch: the slot of the endpoint that owns the MAC.
+    owner: Option<u32>,
 }
 
 const MALFORMED: Outcome = Outcome {
@@ -512,6 +528,7 @@ const MALFORMED: Outcome = Outcome {
     slot: None,
     src_local: false,
     home: None,
+    owner: None,
 };
 
 /// The classifier's rules (parse.rs, classify.rs) in plain Rust:
@@ -575,6 +592,10 @@ fn reference(frame: &[u8]) -> Outcome {
         src_local: ENDPOINTS.iter().any(|e| e.mac == src),
         home: match verdict {
             Verdict::VlanMismatch => ENDPOINTS.iter().find(|e| e.mac == dst).map(|e| e.vlan),
+            _ => None,
+        },
+        owner: match verdict {
+            Verdict::VlanMismatch => ENDPOINTS.iter().find(|e| e.mac == dst).map(|e| e.slot),
             _ => None,
         },
     }
@@ -790,7 +811,8 @@ fn run_table(rig: &Rig, hook: Hook, repeat: u32, check: Check) -> (usize, usize)
                     expected_return(hook, &outcome, &rig.policy),
                     "return code of {what}"
                 );
-                want.add(hook, &outcome, case.frame.len(), repeat);
+                let dropped = rig.policy.drops(&outcome);
+                want.add(hook, &outcome, case.frame.len(), repeat, dropped);
                 run += 1;
             }
             Err(e) if is_einval(&e) && kernel_refuses(hook, &case.frame) => refused += 1,
@@ -1152,7 +1174,7 @@ fn random_frames_match_the_reference(hook: Hook, frames: u64, seed: u64) -> Coun
             random_frame(&mut rng, &mut buf);
             match run_random(&rig, hook, &buf) {
                 Some(outcome) => {
-                    want.add(hook, &outcome, buf.len(), 1);
+                    want.add(hook, &outcome, buf.len(), 1, rig.policy.drops(&outcome));
                     classified += 1;
                 }
                 None => refused += 1,

@@ -188,7 +188,8 @@ fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
 /// classifier counts it as a VLAN mismatch. Under enforce it drops it (the
 /// endpoint's own network enforces), so the run is exact; under observe it
 /// passes, and the report's exact check catches it to the frame and says
-/// why; `mvnet verify` sees the difference too.
+/// why; `mvnet verify` sees the difference and explains it from the
+/// classifier's per-endpoint count of passed mismatches.
 #[test]
 fn wrong_vlan_frames_are_dropped_under_enforce_and_reported_under_observe() {
     require_root();
@@ -231,7 +232,7 @@ fn wrong_vlan_frames_are_dropped_under_enforce_and_reported_under_observe() {
         String::from_utf8_lossy(&v.stdout)
     );
 
-    // Observe: delivered by MAC, caught by the report and by verify.
+    // Observe: delivered by MAC, caught by the report, explained by verify.
     s.ok(&["network", "update", "--policy", "observe", "na"]);
     s.ok(&["network", "update", "--policy", "observe", "nb"]);
     let out = run(&s);
@@ -265,17 +266,31 @@ fn wrong_vlan_frames_are_dropped_under_enforce_and_reported_under_observe() {
         .collect();
     assert_eq!(
         failed,
-        [
-            format!("{victim}: kernel delivered = valid frames sent").as_str(),
-            "mvnet verify: endpoints with an unexplained difference"
-        ]
+        [format!("{victim}: kernel delivered = valid frames sent").as_str()]
     );
     let note = r["notes"][0].as_str().unwrap();
     assert!(note.contains("no VLAN device for that tag"), "{note}");
     assert!(note.contains("only observes"), "{note}");
+    let row = r["verify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["container"] == victim)
+        .unwrap();
+    assert_eq!(row["diff"], 300, "{row}");
+    let why = row["explanation"].as_str().unwrap();
+    assert!(
+        why.starts_with("300 frames to this MAC tagged for another VLAN were passed"),
+        "{why}"
+    );
     let v = s.run(&["verify"]);
-    assert_eq!(v.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&v.stdout).contains("UNEXPLAINED"));
+    let table = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(0), "{table}");
+    let line = table.lines().find(|l| l.starts_with(victim)).unwrap();
+    assert!(
+        line.contains("delivered by MAC: no VLAN device on eth0"),
+        "{line}"
+    );
     for n in &names {
         s.ok(&["container", "stop", n]);
         s.ok(&["container", "rm", n]);

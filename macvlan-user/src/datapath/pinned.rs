@@ -38,9 +38,9 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-/// Pinned by every mvnet; ENDPOINT_INDEX, added later, is optional (see
-/// `PinnedMaps::open`).
-const MAPS: [&str; 7] = [
+/// Pinned by every mvnet; ENDPOINT_INDEX and ENDPOINT_MISMATCH, added
+/// later, are optional (see `PinnedMaps::open`).
+const MAPS: [&str; 8] = [
     map_names::ENDPOINTS,
     map_names::ENDPOINT_STATS,
     map_names::VLAN_STATS,
@@ -48,7 +48,10 @@ const MAPS: [&str; 7] = [
     map_names::CONFIG,
     map_names::VLAN_POLICY,
     map_names::ENDPOINT_INDEX,
+    map_names::ENDPOINT_MISMATCH,
 ];
+/// Maps a classifier pinned by an older mvnet may lack.
+const OPTIONAL: [&str; 2] = [map_names::ENDPOINT_INDEX, map_names::ENDPOINT_MISMATCH];
 /// The pinned bpf_links (tcx links only on kernels with tcx): the
 /// programs can be replaced in place through them (`sys::link_update`).
 pub const LINK_XDP: &str = "link_xdp";
@@ -310,8 +313,10 @@ impl PinnedMaps {
         for name in MAPS {
             let path = dir.join(name);
             // A classifier pinned by an mvnet before the direct index has no
-            // ENDPOINT_INDEX; it keeps working from the hash alone.
-            if name == map_names::ENDPOINT_INDEX && !path.exists() {
+            // ENDPOINT_INDEX; it keeps working from the hash alone. One
+            // pinned before ENDPOINT_MISMATCH does not count mismatches per
+            // endpoint (verify then explains less).
+            if OPTIONAL.contains(&name) && !path.exists() {
                 continue;
             }
             let data =
@@ -387,6 +392,18 @@ impl PinnedMaps {
         array
             .set(slot, zeros, 0)
             .map_err(|source| DatapathError::Map { name, source })?;
+        let name = map_names::ENDPOINT_MISMATCH;
+        if let Ok(map) = self.get_mut(name) {
+            let mut array: aya::maps::PerCpuArray<&mut MapData, macvlan_common::Counter> =
+                aya::maps::PerCpuArray::try_from(map)
+                    .map_err(|source| DatapathError::Map { name, source })?;
+            let zeros =
+                aya::maps::PerCpuValues::try_from(vec![macvlan_common::Counter::default(); cpus])
+                    .map_err(|e| DatapathError::Pin(format!("zero counters: {e}")))?;
+            array
+                .set(slot, zeros, 0)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        }
         Ok(slot)
     }
 
