@@ -4,9 +4,11 @@
 //! measured in the same run; and against xdp-tools' xdp-filter Ethernet
 //! program when the xdp-tools package is installed.
 //!
-//! Rounds alternate between the programs; each reports the median of its
-//! rounds. Targets (issue): classifier at 4096 endpoints <= 1.5x the
-//! baseline and <= 0.6x xdp-filter.
+//! Rounds alternate between the programs; each row reports the median of
+//! its rounds. Targets (issue): classifier at 4096 endpoints <= 1.5x the
+//! baseline and <= 0.6x xdp-filter, judged on the median of per-round
+//! ratios: each compares runs a few milliseconds apart, so the drift of
+//! this VM's speed between rounds (a quarter and more) cancels out.
 //!
 //! A reference row, `floor`, measures the least any per-endpoint counting
 //! costs (`mvnet_xdp_floor`: an untagged destination MAC, one direct-index
@@ -28,7 +30,7 @@ mod common;
 use common::median;
 
 const REPEAT: u32 = 5_000_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 fn mac(i: u32) -> [u8; 6] {
     let b = i.to_be_bytes();
@@ -52,6 +54,9 @@ fn run(prog: &Xdp, frame: &[u8]) -> Result<(f64, f64), ProgramError> {
 type Timing = (f64, f64);
 /// A result line: name, its timing, the pass-only baseline of its round.
 type Row = (String, Timing, Timing);
+/// One round at 4096 endpoints, kernel ns: the classifier on untagged and
+/// on tagged frames, the baseline, xdp-filter (when installed).
+type Judged = ([f64; 2], f64, Option<f64>);
 
 /// A classifier object with `n` endpoints (half untagged, half on VLAN 10).
 fn classifier(n: u32) -> Ebpf {
@@ -139,6 +144,7 @@ fn main() {
     }
     // (name, (kernel ns, wall ns), baseline of its run)
     let mut rows: Vec<Row> = Vec::new();
+    let mut judged: Vec<Judged> = Vec::new();
     let med = |v: &[(f64, f64)]| {
         (
             median(&v.iter().map(|x| x.0).collect::<Vec<_>>()),
@@ -170,6 +176,11 @@ fn main() {
                     .find(|n| n.starts_with("xdpfilt"))
                     .unwrap();
                 f.push(run(xdp(fe, name), &untagged).unwrap());
+            }
+        }
+        if n == 4096 {
+            for i in 0..ROUNDS {
+                judged.push(([u[i].0, t[i].0], b[i].0, f.get(i).map(|x| x.0)));
             }
         }
         let base = med(&b);
@@ -211,16 +222,25 @@ fn main() {
         );
     }
     // Judged on the kernel's own per-run figure (the wall clock adds the
-    // syscall, amortised over REPEAT runs), against the baseline of the
-    // same object and round.
-    let (worst, base) = rows
-        .iter()
-        .filter(|(n, _, _)| n.starts_with("classifier, 4096"))
-        .map(|(_, (k, _), (bk, _))| (*k, *bk))
-        .fold((0.0, 1.0), |a, b| if b.0 > a.0 { b } else { a });
-    let ratio = worst / base;
+    // syscall, amortised over REPEAT runs), each round against the
+    // baseline and xdp-filter of the same object and round.
+    // The frame type (untagged, tagged) with the higher median ratio.
+    let judge = |against: &dyn Fn(&Judged) -> Option<f64>| {
+        (0..2)
+            .map(|k| {
+                judged
+                    .iter()
+                    .filter_map(|j| against(j).map(|d| j.0[k] / d))
+                    .collect::<Vec<f64>>()
+            })
+            .filter(|r| !r.is_empty())
+            .max_by(|a, b| median(a).total_cmp(&median(b)))
+    };
+    let vs_pass = judge(&|j| Some(j.1)).expect("rounds ran");
+    let ratio = median(&vs_pass);
     println!(
-        "classifier at 4096 endpoints: {worst:.1} ns = {ratio:.2}x the pass-only baseline (target <= 1.5): {}",
+        "classifier at 4096 endpoints: {ratio:.2}x the pass-only baseline (median of {ROUNDS} \
+         per-round ratios, the worse frame type; target <= 1.5): {}",
         if ratio <= 1.5 { "PASS" } else { "FAIL" }
     );
     if let Some((_, (k, _), (bk, _))) = rows
@@ -235,14 +255,14 @@ fn main() {
             0.5 * bk
         );
     }
-    if let Some((_, (ns, _), _)) = rows
-        .iter()
-        .rev()
-        .find(|(n, _, _)| n.starts_with("xdp-filter"))
-    {
-        let r = worst / ns;
+    if let Some(vs_filter) = judge(&|j| j.2) {
+        let r = median(&vs_filter);
         println!(
-            "classifier at 4096 endpoints / xdp-filter: {r:.2} (target <= 0.6): {}",
+            "classifier at 4096 endpoints / xdp-filter: {r:.2} (median of {} per-round ratios, \
+             the worse frame type, range {:.2}..{:.2}; target <= 0.6): {}",
+            vs_filter.len(),
+            vs_filter.iter().cloned().fold(f64::INFINITY, f64::min),
+            vs_filter.iter().cloned().fold(0.0, f64::max),
             if r <= 0.6 { "PASS" } else { "FAIL" }
         );
     } else {
