@@ -171,6 +171,17 @@ fn parse_generator(s: &str) -> Result<crate::traffic::Generator, String> {
         .ok_or_else(|| format!("unknown generator {s:?}; use auto, pktgen or fallback"))
 }
 
+/// `--watch`'s optional SECS. A word there is most likely the network
+/// (`stats --watch NET`), which clap hands to the option: say so.
+fn parse_watch(s: &str) -> Result<f64, String> {
+    s.parse::<f64>().map_err(|_| {
+        format!(
+            "not a number of seconds; to watch network {s:?} put it first: \
+             `mvnet stats {s} --watch [SECS]`"
+        )
+    })
+}
+
 #[derive(Args)]
 struct StatsArgs {
     /// Only this network (name, id or id prefix).
@@ -179,7 +190,13 @@ struct StatsArgs {
     #[arg(long)]
     json: bool,
     /// Print rates per second every SECS seconds (default 1).
-    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        value_parser = parse_watch
+    )]
     watch: Option<f64>,
     /// With --watch: stop after this many updates.
     #[arg(long, requires = "watch")]

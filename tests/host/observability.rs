@@ -339,6 +339,13 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
         "{table}"
     );
 
+    // `--watch NET` (NET taken as the interval) says how to write it.
+    let err = s.fails(&["stats", "--watch", "oa"]);
+    assert!(
+        err.contains("to watch network \"oa\" put it first: `mvnet stats oa --watch [SECS]`"),
+        "{err}"
+    );
+
     // Watch: one document per line, with rates; idle, so every rate is 0.
     let out = s.ok(&["stats", "--json", "--watch", "0.5", "--count", "2"]);
     let lines: Vec<&str> = out.lines().collect();
