@@ -33,7 +33,8 @@ pub struct EndpointCheck {
     /// Broadcast/multicast copies the kernel delivered.
     pub kernel_multicast: u64,
     /// Frames to this endpoint's MAC on another VLAN that the classifier
-    /// passed (observe); the kernel may have delivered them by MAC.
+    /// passed (observe); the kernel may have delivered them by MAC. Read
+    /// only when the kernel counted more than the classifier (else 0).
     pub vlan_mismatch_passed: u64,
     /// `kernel - classified`.
     pub diff: i64,
@@ -88,10 +89,8 @@ impl Controller {
                     out.push(check);
                     continue;
                 };
-                let snapshot = maps.counters()?;
-                let counters = snapshot.endpoint(entry.slot);
+                let counters = maps.counters()?.endpoint(entry.slot);
                 check.classified = counters.rx_wire.frames + counters.rx_local.frames;
-                check.vlan_mismatch_passed = snapshot.mismatch(entry.slot).frames;
                 let ns = NetNs::from_path(&c.netns);
                 let ifname = ep.ifname.clone();
                 let link = netlink::run(Some(&ns), move |nl| async move {
@@ -105,6 +104,14 @@ impl Controller {
                         check.kernel_multicast = stats.multicast;
                         check.kernel = stats.rx_packets.saturating_sub(stats.multicast);
                         check.diff = check.kernel as i64 - check.classified as i64;
+                        if check.diff > 0 {
+                            // Read after the kernel's count, so every
+                            // mismatch the kernel delivered is in it.
+                            check.vlan_mismatch_passed = maps
+                                .mismatch()?
+                                .and_then(|m| m.get(entry.slot as usize).map(|c| c.frames))
+                                .unwrap_or(0);
+                        }
                         if check.diff < 0 && !up {
                             check.explanation = Some(format!(
                                 "{} is down: the kernel drops frames for a down macvlan without counting them",

@@ -46,9 +46,6 @@ impl VerdictTable {
 #[derive(Clone, Debug, Default)]
 pub struct CounterSnapshot {
     pub endpoints: Vec<EndpointCounters>,
-    /// Per endpoint slot: frames to its MAC on another VLAN that XDP
-    /// passed (empty when the pinned classifier predates the map).
-    pub mismatch: Vec<Counter>,
     pub vlans: Vec<VlanCounters>,
     pub verdicts: VerdictTable,
 }
@@ -93,15 +90,6 @@ impl CounterSnapshot {
                 MAX_ENDPOINTS,
                 merge_endpoint,
             )?,
-            mismatch: match map(map_names::ENDPOINT_MISMATCH) {
-                Ok(m) => per_cpu_sum(
-                    m,
-                    map_names::ENDPOINT_MISMATCH,
-                    MAX_ENDPOINTS,
-                    Counter::merge,
-                )?,
-                Err(_) => Vec::new(),
-            },
             vlans: per_cpu_sum(
                 map(map_names::VLAN_STATS)?,
                 map_names::VLAN_STATS,
@@ -110,6 +98,18 @@ impl CounterSnapshot {
             )?,
             verdicts: Self::read_verdicts(&map)?,
         })
+    }
+
+    /// ENDPOINT_MISMATCH by slot: frames to each endpoint's MAC on another
+    /// VLAN that XDP passed. Read apart from the rest: only `verify` needs
+    /// it, and the dashboards' reads stay as they were.
+    pub(super) fn read_mismatch(map: &Map) -> Result<Vec<Counter>, DatapathError> {
+        per_cpu_sum(
+            map,
+            map_names::ENDPOINT_MISMATCH,
+            MAX_ENDPOINTS,
+            Counter::merge,
+        )
     }
 
     /// Only the verdict counters: a cheap read for polling.
@@ -128,14 +128,6 @@ impl CounterSnapshot {
 
     pub fn endpoint(&self, slot: u32) -> EndpointCounters {
         self.endpoints
-            .get(slot as usize)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Frames to endpoint `slot`'s MAC on another VLAN that XDP passed.
-    pub fn mismatch(&self, slot: u32) -> Counter {
-        self.mismatch
             .get(slot as usize)
             .copied()
             .unwrap_or_default()

@@ -350,6 +350,15 @@ impl PinnedMaps {
         CounterSnapshot::read_with(|name| self.get(name))
     }
 
+    /// ENDPOINT_MISMATCH by slot (see `CounterSnapshot::read_mismatch`);
+    /// `None` for a classifier pinned before the map existed.
+    pub fn mismatch(&self) -> Result<Option<Vec<macvlan_common::Counter>>, DatapathError> {
+        match self.get(map_names::ENDPOINT_MISMATCH) {
+            Ok(map) => CounterSnapshot::read_mismatch(map).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Only the verdict counters (a few lookups instead of thousands):
     /// for polling while traffic runs.
     pub fn verdicts(&self) -> Result<super::VerdictTable, DatapathError> {
