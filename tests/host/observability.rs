@@ -304,6 +304,14 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
         assert_eq!(v["rx_local"], e["rx"]["local"], "{name}: bpftool {v}");
         assert_eq!(v["tx"], e["tx"], "{name}: bpftool {v}");
     }
+    // ENDPOINT_MISMATCH (for verify; dashboards read it from the pin): the
+    // 5 frames to a1's MAC on VLAN 10, passed under observe.
+    let mismatch = bpftool_dump(&dir.join("ENDPOINT_MISMATCH"));
+    for (net, name, want) in [("oa", &a1, 5), ("oa", &a2, 0), ("ob", &b1, 0)] {
+        let slot = endpoint(&doc, net, name)["slot"].as_u64().unwrap();
+        let (_, v) = mismatch.iter().find(|(k, _)| *k == slot).unwrap();
+        assert_eq!(pair(v), (want, want * tlen), "{name}: bpftool {v}");
+    }
     let verdicts = bpftool_dump(&dir.join("VERDICT_STATS"));
     for (i, v) in root(&doc, "eth0")["verdicts"]
         .as_array()
