@@ -90,8 +90,35 @@ fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
     ebpf.program(name).unwrap().try_into().unwrap()
 }
 
-/// xdp-filter's Ethernet-address program from xdp-tools, if installed.
-fn xdp_filter() -> Option<(Ebpf, String)> {
+/// Where xdp-filter's maps are pinned while the bench runs, removed after.
+/// Its object asks for pinning by name, which aya honours under
+/// /sys/fs/bpf by default: without this every run would leave (and the
+/// next reuse) `filter_ethernet` and `xdp_stats_map` there.
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new() -> std::io::Result<Self> {
+        let dir =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/mvnet-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(PinDir(dir))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// xdp-filter's Ethernet-address program from xdp-tools, if installed,
+/// with the directory its maps are pinned in (drop it after the program).
+fn xdp_filter() -> Option<(Ebpf, String, PinDir)> {
     // Deny mode: frames pass unless a filter rule matches, as ours do.
     let candidates = [
         "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_eth.o",
@@ -100,8 +127,16 @@ fn xdp_filter() -> Option<(Ebpf, String)> {
     let path = candidates
         .iter()
         .find(|p| std::path::Path::new(p).exists())?;
+    let pins = match PinDir::new() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xdp-filter: cannot make a pin directory in /sys/fs/bpf ({e}); not measured");
+            return None;
+        }
+    };
     let mut ebpf = match aya::EbpfLoader::new()
         .allow_unsupported_maps()
+        .default_map_pin_directory(&pins.0)
         .load_file(path)
     {
         Ok(e) => e,
@@ -119,7 +154,7 @@ fn xdp_filter() -> Option<(Ebpf, String)> {
         eprintln!("xdp-filter: program {name} does not load ({e}); not measured");
         return None;
     }
-    Some((ebpf, format!("{path}:{name}")))
+    Some((ebpf, format!("{path}:{name}"), pins))
 }
 
 fn main() {
@@ -139,7 +174,7 @@ fn main() {
     );
     let src = [0x02, 0x99, 0, 0, 0, 1];
     let filter = xdp_filter();
-    if let Some((_, name)) = &filter {
+    if let Some((_, name, _)) = &filter {
         println!("xdp-filter: {name}");
     }
     // (name, (kernel ns, wall ns), baseline of its run)
@@ -169,7 +204,7 @@ fn main() {
             if n > 1 {
                 t.push(run(cls, &tagged).unwrap());
             }
-            if let Some((fe, _)) = &filter {
+            if let Some((fe, _, _)) = &filter {
                 let name = fe
                     .programs()
                     .map(|(n, _)| n)
