@@ -258,8 +258,8 @@ fn main() {
     }
     // Judged on the kernel's own per-run figure (the wall clock adds the
     // syscall, amortised over REPEAT runs), each round against the
-    // baseline and xdp-filter of the same object and round.
-    // The frame type (untagged, tagged) with the higher median ratio.
+    // baseline and xdp-filter of the same object and round; per frame
+    // type (untagged, tagged), the one with the higher median ratio.
     let judge = |against: &dyn Fn(&Judged) -> Option<f64>| {
         (0..2)
             .map(|k| {

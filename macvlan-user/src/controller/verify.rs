@@ -107,10 +107,8 @@ impl Controller {
                         if check.diff > 0 {
                             // Read after the kernel's count, so every
                             // mismatch the kernel delivered is in it.
-                            check.vlan_mismatch_passed = maps
-                                .mismatch()?
-                                .and_then(|m| m.get(entry.slot as usize).map(|c| c.frames))
-                                .unwrap_or(0);
+                            check.vlan_mismatch_passed =
+                                maps.mismatch(entry.slot)?.map_or(0, |c| c.frames);
                         }
                         if check.diff < 0 && !up {
                             check.explanation = Some(format!(

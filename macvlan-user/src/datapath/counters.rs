@@ -100,18 +100,6 @@ impl CounterSnapshot {
         })
     }
 
-    /// ENDPOINT_MISMATCH by slot: frames to each endpoint's MAC on another
-    /// VLAN that XDP passed. Read apart from the rest: only `verify` needs
-    /// it, and the dashboards' reads stay as they were.
-    pub(super) fn read_mismatch(map: &Map) -> Result<Vec<Counter>, DatapathError> {
-        per_cpu_sum(
-            map,
-            map_names::ENDPOINT_MISMATCH,
-            MAX_ENDPOINTS,
-            Counter::merge,
-        )
-    }
-
     /// Only the verdict counters: a cheap read for polling.
     pub(super) fn read_verdicts<'m>(
         map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,

@@ -350,13 +350,26 @@ impl PinnedMaps {
         CounterSnapshot::read_with(|name| self.get(name))
     }
 
-    /// ENDPOINT_MISMATCH by slot (see `CounterSnapshot::read_mismatch`);
-    /// `None` for a classifier pinned before the map existed.
-    pub fn mismatch(&self) -> Result<Option<Vec<macvlan_common::Counter>>, DatapathError> {
-        match self.get(map_names::ENDPOINT_MISMATCH) {
-            Ok(map) => CounterSnapshot::read_mismatch(map).map(Some),
-            Err(_) => Ok(None),
+    /// ENDPOINT_MISMATCH of `slot`, summed over CPUs: frames to that
+    /// endpoint's MAC on another VLAN that XDP passed. `None` for a
+    /// classifier pinned before the map existed.
+    pub fn mismatch(&self, slot: u32) -> Result<Option<macvlan_common::Counter>, DatapathError> {
+        let name = map_names::ENDPOINT_MISMATCH;
+        let Ok(map) = self.get(name) else {
+            return Ok(None);
+        };
+        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::Counter> =
+            aya::maps::PerCpuArray::try_from(map)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let mut total = macvlan_common::Counter::default();
+        for c in array
+            .get(&slot, 0)
+            .map_err(|source| DatapathError::Map { name, source })?
+            .iter()
+        {
+            total.merge(c);
         }
+        Ok(Some(total))
     }
 
     /// Only the verdict counters (a few lookups instead of thousands):
@@ -387,33 +400,30 @@ impl PinnedMaps {
     /// Adds an endpoint with its counters zeroed; returns its slot.
     pub fn add_endpoint(&mut self, entry: super::EndpointEntry) -> Result<u32, DatapathError> {
         let slot = self.endpoints()?.insert(entry)?;
-        let name = map_names::ENDPOINT_STATS;
-        let mut array: aya::maps::PerCpuArray<&mut MapData, macvlan_common::EndpointCounters> =
+        self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?;
+        // Absent from classifiers pinned before it existed.
+        if self.get(map_names::ENDPOINT_MISMATCH).is_ok() {
+            self.zero_slot::<macvlan_common::Counter>(map_names::ENDPOINT_MISMATCH, slot)?;
+        }
+        Ok(slot)
+    }
+
+    /// Zeroes element `slot` of the per-CPU array `name` on every CPU.
+    fn zero_slot<V: aya::Pod + Default + Clone>(
+        &mut self,
+        name: &'static str,
+        slot: u32,
+    ) -> Result<(), DatapathError> {
+        let mut array: aya::maps::PerCpuArray<&mut MapData, V> =
             aya::maps::PerCpuArray::try_from(self.get_mut(name)?)
                 .map_err(|source| DatapathError::Map { name, source })?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| DatapathError::Pin(format!("counting CPUs: {e}")))?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![
-            macvlan_common::EndpointCounters::default();
-            cpus
-        ])
-        .map_err(|e| DatapathError::Pin(format!("zero counters: {e}")))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![V::default(); cpus])
+            .map_err(|e| DatapathError::Pin(format!("zero counters: {e}")))?;
         array
             .set(slot, zeros, 0)
-            .map_err(|source| DatapathError::Map { name, source })?;
-        let name = map_names::ENDPOINT_MISMATCH;
-        if let Ok(map) = self.get_mut(name) {
-            let mut array: aya::maps::PerCpuArray<&mut MapData, macvlan_common::Counter> =
-                aya::maps::PerCpuArray::try_from(map)
-                    .map_err(|source| DatapathError::Map { name, source })?;
-            let zeros =
-                aya::maps::PerCpuValues::try_from(vec![macvlan_common::Counter::default(); cpus])
-                    .map_err(|e| DatapathError::Pin(format!("zero counters: {e}")))?;
-            array
-                .set(slot, zeros, 0)
-                .map_err(|source| DatapathError::Map { name, source })?;
-        }
-        Ok(slot)
+            .map_err(|source| DatapathError::Map { name, source })
     }
 
     /// Sets the root-wide settings (policy for frames of no endpoint).
