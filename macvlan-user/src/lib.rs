@@ -14,13 +14,14 @@
 //!   rendered for `mvnet stats`;
 //! * [`serve`] — the Prometheus exporter (`mvnet serve`);
 //! * [`top`] — `mvnet top`, the live terminal view of those counters;
-//! * [`traffic`] — traffic runs (pktgen or an AF_PACKET TX ring) with exact accounting;
-//! * [`lab`] — throwaway topologies for tests, demos and benchmarks.
+//! * [`external`] — `mvnet lab …` and `mvnet pktgen`, run by the separate
+//!   `mvnet-lab` binary (the lab crate, built on this library; the product
+//!   never imports it).
 pub mod cli;
 pub mod controller;
 pub mod datapath;
+pub mod external;
 pub mod ipam;
-pub mod lab;
 pub mod model;
 pub mod netlink;
 pub mod netns;
@@ -28,7 +29,6 @@ pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod top;
-pub mod traffic;
 
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.

@@ -36,10 +36,8 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use mvnet::{
-    lab::Lab,
-    netns::{self, NetNs},
-};
+use mvnet::netns::{self, NetNs};
+use mvnet_lab::lab::Lab;
 
 /// Operations per phase (namespaces per tool).
 const OPS: usize = 100;

@@ -20,10 +20,8 @@ use aya::{
     Ebpf,
 };
 use macvlan_common::program_names;
-use mvnet::{
-    datapath::{Datapath, EndpointEntry},
-    lab::frames::{FrameSpec, Tag},
-};
+use mvnet::datapath::{Datapath, EndpointEntry};
+use mvnet_lab::lab::frames::{FrameSpec, Tag};
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -57,12 +57,14 @@ use mvnet::{
         pinned::{self, PinnedMaps},
         sys, Datapath, EndpointEntry, XdpMode,
     },
+    netlink,
+    netns::NetNs,
+};
+use mvnet_lab::{
     lab::{
         frames::{FrameSpec, Payload},
         Lab, PARENT, UPSTREAM_IF,
     },
-    netlink,
-    netns::NetNs,
     traffic::{fallback, rx::RxCounter},
 };
 

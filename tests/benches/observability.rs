@@ -38,11 +38,11 @@ use mvnet::{
         pinned::{self, PinnedMaps},
         EndpointEntry,
     },
-    lab::{Lab, PARENT},
     model::{Container, Endpoint},
     netns::NetNs,
     stats, store,
 };
+use mvnet_lab::lab::{Lab, PARENT};
 
 const ENDPOINTS: u32 = MAX_ENDPOINTS;
 const NETWORK: &str = "obsbench";

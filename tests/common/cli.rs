@@ -5,7 +5,8 @@ use std::{
     process::{Command, Output},
 };
 
-use mvnet::{lab::Lab, netns::NetNs};
+use mvnet::netns::NetNs;
+use mvnet_lab::lab::Lab;
 
 /// The `mvnet` binary next to this test binary (cargo xtask test builds it
 /// first). `MVNET_BIN` overrides.
@@ -17,7 +18,7 @@ pub fn mvnet_bin() -> PathBuf {
     let bin = exe.parent().unwrap().parent().unwrap().join("mvnet");
     assert!(
         bin.exists(),
-        "mvnet binary not found at {}; build it with `cargo build -p macvlan-user` (cargo xtask test does)",
+        "mvnet binary not found at {}; build it (and mvnet-lab beside it) with `cargo build -p macvlan-user -p mvnet-lab` (cargo xtask test does)",
         bin.display()
     );
     bin

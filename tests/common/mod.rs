@@ -15,7 +15,7 @@ pub fn require_root() {
 
 /// Lab namespaces of this process still present.
 pub fn leftover_namespaces() -> Vec<String> {
-    let mine = format!("{}{}-", mvnet::lab::PREFIX, std::process::id());
+    let mine = format!("{}{}-", mvnet_lab::lab::PREFIX, std::process::id());
     netns::list()
         .into_iter()
         .filter(|n| n.starts_with(&mine))

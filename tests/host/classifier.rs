@@ -40,10 +40,8 @@ use macvlan_common::{
     EndpointCounters, EndpointKey, Hook, Verdict, VlanCounters, ETH_P_8021AD, ETH_P_8021Q,
     MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_ANY, VLAN_SLOTS,
 };
-use mvnet::{
-    datapath::{Datapath, EndpointEntry},
-    lab::frames::{FrameSpec, Payload, Tag},
-};
+use mvnet::datapath::{Datapath, EndpointEntry};
+use mvnet_lab::lab::frames::{FrameSpec, Payload, Tag};
 
 use crate::common::require_root;
 

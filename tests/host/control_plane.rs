@@ -2,10 +2,8 @@
 //! of network create with its message and "nothing changed".
 use std::{net::UdpSocket, time::Duration};
 
-use mvnet::{
-    lab::{Lab, UPSTREAM_IF},
-    netlink, netns,
-};
+use mvnet::{netlink, netns};
+use mvnet_lab::lab::{Lab, UPSTREAM_IF};
 use serde_json::Value;
 
 use crate::common::{cli::Session, require_root};

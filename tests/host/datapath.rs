@@ -3,14 +3,12 @@
 use std::time::Duration;
 
 use macvlan_common::{Hook, Verdict};
-use mvnet::{
-    datapath::{AttachOptions, Datapath, EndpointEntry, XdpMode},
-    lab::{
-        frames::{FrameSpec, Tag},
-        smoke,
-        wire::{self, SendPlan},
-        Lab, PARENT, UPSTREAM_IF,
-    },
+use mvnet::datapath::{AttachOptions, Datapath, EndpointEntry, XdpMode};
+use mvnet_lab::lab::{
+    frames::{FrameSpec, Tag},
+    smoke,
+    wire::{self, SendPlan},
+    Lab, PARENT, UPSTREAM_IF,
 };
 
 use crate::common::{leftover_namespaces, require_root};

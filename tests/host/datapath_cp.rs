@@ -6,13 +6,13 @@ use std::time::Duration;
 use macvlan_common::{Hook, Verdict};
 use mvnet::{
     datapath::pinned::{self, PinnedMaps},
-    lab::{
-        frames::FrameSpec,
-        wire::{self, SendPlan},
-        Lab, PARENT, UPSTREAM_IF,
-    },
     netlink,
     netns::NetNs,
+};
+use mvnet_lab::lab::{
+    frames::FrameSpec,
+    wire::{self, SendPlan},
+    Lab, PARENT, UPSTREAM_IF,
 };
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ pub(crate) fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
         .as_str()
         .unwrap()
         .to_owned();
-    mvnet::lab::frames::parse_mac(&m).unwrap()
+    mvnet_lab::lab::frames::parse_mac(&m).unwrap()
 }
 
 pub(crate) fn pin_dir(lab: &Lab) -> std::path::PathBuf {
@@ -383,7 +383,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
 
 #[test]
 fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
-    use mvnet::lab::frames::Payload;
+    use mvnet_lab::lab::frames::Payload;
     use std::net::{Ipv4Addr, Ipv6Addr};
     require_root();
     let lab = Lab::new().unwrap();
@@ -494,7 +494,7 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
 
 #[test]
 fn monitor_streams_rate_limited_anomaly_events() {
-    use mvnet::lab::frames::{Payload, Tag};
+    use mvnet_lab::lab::frames::{Payload, Tag};
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
@@ -538,7 +538,7 @@ fn monitor_streams_rate_limited_anomaly_events() {
     });
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
-    let fmt = mvnet::lab::frames::format_mac;
+    let fmt = mvnet_lab::lab::frames::format_mac;
     assert_eq!(
         count(&format!(
             "unknown_mac dst={} src={} vlan=0",

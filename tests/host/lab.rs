@@ -1,13 +1,11 @@
 //! The lab harness itself: topology, teardown, frame sender and capture.
 use std::time::Duration;
 
-use mvnet::{
-    lab::{
-        frames::FrameSpec,
-        wire::{self, SendPlan},
-        Lab, PARENT, UPSTREAM_IF,
-    },
-    netns,
+use mvnet::netns;
+use mvnet_lab::lab::{
+    frames::FrameSpec,
+    wire::{self, SendPlan},
+    Lab, PARENT, UPSTREAM_IF,
 };
 
 use crate::common::require_root;
@@ -105,7 +103,7 @@ fn netns_names_are_validated() {
 #[test]
 fn capture_reports_the_vlan_tag_the_kernel_stripped() {
     require_root();
-    use mvnet::lab::frames::Tag;
+    use mvnet_lab::lab::frames::Tag;
     let lab = Lab::new().unwrap();
     let dst = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();

@@ -12,13 +12,10 @@ use std::{
 };
 
 use macvlan_common::Hook;
-use mvnet::{
-    datapath::pinned::PinnedMaps,
-    lab::{
-        frames::{format_mac, FrameSpec, Payload, Tag},
-        wire, Lab, UPSTREAM_IF,
-    },
-    netns::NetNs,
+use mvnet::{datapath::pinned::PinnedMaps, netns::NetNs};
+use mvnet_lab::lab::{
+    frames::{format_mac, FrameSpec, Payload, Tag},
+    wire, Lab, UPSTREAM_IF,
 };
 use serde_json::Value;
 

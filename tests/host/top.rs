@@ -8,7 +8,7 @@ use std::{
 
 use macvlan_common::Hook;
 use mvnet::datapath::pinned::PinnedMaps;
-use mvnet::lab::{
+use mvnet_lab::lab::{
     frames::{format_mac, FrameSpec},
     Lab, UPSTREAM_IF,
 };

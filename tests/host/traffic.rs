@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::common::{cli::Session, require_root};
-use mvnet::lab::Lab;
+use mvnet_lab::lab::Lab;
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))

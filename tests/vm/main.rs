@@ -12,9 +12,9 @@ use std::{net::UdpSocket, time::Duration};
 use common::cli::Session;
 use mvnet::{
     datapath::{AttachOptions, Datapath, XdpMode},
-    lab::{smoke, Lab, PARENT, UPSTREAM_IF},
     netlink, netns,
 };
+use mvnet_lab::lab::{smoke, Lab, PARENT, UPSTREAM_IF};
 use serde_json::Value;
 
 fn json(s: &str) -> Value {
@@ -235,7 +235,7 @@ fn tutorial_8021q_trunked_example_end_to_end() {
     let up = lab.upstream().clone();
     let tagged = std::thread::scope(|sc| {
         let cap = sc.spawn(|| {
-            mvnet::lab::wire::capture_with_vlan(
+            mvnet_lab::lab::wire::capture_with_vlan(
                 &up,
                 UPSTREAM_IF,
                 2,
@@ -366,12 +366,10 @@ fn restore_recreates_a_lost_vlan_parent() {
 #[test]
 fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     use macvlan_common::{Hook, Verdict};
-    use mvnet::{
-        datapath::pinned::{self, PinnedMaps},
-        lab::{
-            frames::{FrameSpec, Tag},
-            wire::{self, SendPlan},
-        },
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    use mvnet_lab::lab::{
+        frames::{FrameSpec, Tag},
+        wire::{self, SendPlan},
     };
     in_vm();
     modprobe("8021q");

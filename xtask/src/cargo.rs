@@ -103,15 +103,36 @@ pub fn executable(
         })
 }
 
-/// Builds the `mvnet` binary (debug unless `release`) and returns its path.
+/// Builds the `mvnet` binary and, beside it, `mvnet-lab` (which runs
+/// `mvnet lab …` and `mvnet pktgen`), debug unless `release`; returns
+/// mvnet's path.
 pub fn build_mvnet(env: &Env, release: bool) -> Result<PathBuf> {
     let mut cmd = env.cargo();
-    cmd.args(["build", "--package", "macvlan-user", "--bin", "mvnet"]);
+    cmd.args([
+        "build",
+        "--package",
+        "macvlan-user",
+        "--bin",
+        "mvnet",
+        "--package",
+        "mvnet-lab",
+        "--bin",
+        "mvnet-lab",
+    ]);
     if release {
         cmd.arg("--release");
     }
     let found = artifacts(&mut cmd)?;
-    executable(&found, "macvlan-user", "mvnet", "bin")
+    let mvnet = executable(&found, "macvlan-user", "mvnet", "bin")?;
+    let lab = executable(&found, "mvnet-lab", "mvnet-lab", "bin")?;
+    if lab.parent() != mvnet.parent() {
+        bail!(
+            "cargo put mvnet-lab in {} and mvnet in {}; mvnet runs it only from beside itself or PATH",
+            lab.display(),
+            mvnet.display()
+        );
+    }
+    Ok(mvnet)
 }
 
 #[cfg(test)]

@@ -149,9 +149,15 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
             std::fs::copy(&exe, &staged_exe).with_context(|| {
                 format!("copying {} to {}", exe.display(), staged_exe.display())
             })?;
-            std::fs::copy(mvnet, &staged_mvnet).with_context(|| {
-                format!("copying {} to {}", mvnet.display(), staged_mvnet.display())
-            })?;
+            // mvnet runs `mvnet-lab` (lab, pktgen) from beside itself.
+            let lab = mvnet.with_file_name("mvnet-lab");
+            for (from, to) in [
+                (mvnet.to_path_buf(), staged_mvnet.clone()),
+                (lab, stage.join("mvnet-lab")),
+            ] {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            }
             let script = vm_script(&staged_exe, &staged_mvnet, args);
             let code = vm.exec(&script, &stage)?;
             if code != 0 {

@@ -119,7 +119,7 @@ impl Controller {
             );
             bail!(
                 "MAC address {} is already in use on this network by container {other}; pick another --mac-address",
-                crate::lab::frames::format_mac(&mac)
+                crate::model::format_mac(&mac)
             );
         }
         Ok(Endpoint {

@@ -3,7 +3,7 @@ use serde_json::{json, Map, Value};
 
 use super::Controller;
 use crate::{
-    lab::frames::format_mac,
+    model::format_mac,
     model::{Container, Network},
 };
 

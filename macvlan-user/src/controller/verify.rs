@@ -17,7 +17,7 @@
 use anyhow::Result;
 
 use super::{datapath::pin_dir, Controller};
-use crate::{datapath::pinned::PinnedMaps, lab::frames::format_mac, netlink, netns::NetNs};
+use crate::{datapath::pinned::PinnedMaps, model::format_mac, netlink, netns::NetNs};
 
 /// One endpoint's reconciliation.
 #[derive(Clone, Debug)]

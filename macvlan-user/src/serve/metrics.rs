@@ -22,7 +22,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    lab::frames::format_mac,
+    model::format_mac,
     stats::{json::direction, Snapshot},
 };
 

@@ -6,7 +6,7 @@ use macvlan_common::{Counter, Hook, Verdict};
 use serde::Serialize;
 
 use super::{Rate, Rates, Snapshot};
-use crate::{lab::frames::format_mac, model::rfc3339};
+use crate::model::{format_mac, rfc3339};
 
 /// Bumped on any incompatible change of the shape below.
 pub const VERSION: u32 = 1;

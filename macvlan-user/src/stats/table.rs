@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use macvlan_common::{Counter, Hook, Verdict};
 
 use super::{json::direction, Rate, Rates, Snapshot};
-use crate::lab::frames::format_mac;
+use crate::model::format_mac;
 
 /// A cell: an exact count, or a per-second rate.
 fn cell(c: Counter, r: Option<Rate>) -> (String, String) {

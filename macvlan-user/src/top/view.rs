@@ -12,7 +12,7 @@ use ratatui::{
 };
 
 use super::model::{compact, sparkline, EndpointRow, VerdictRow, View};
-use crate::lab::frames::format_mac;
+use crate::model::format_mac;
 
 /// The verdict section: title, column header, one row per verdict.
 const VERDICT_HEIGHT: u16 = 2 + 7;

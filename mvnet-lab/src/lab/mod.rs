@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, Result};
 
-use crate::{
+use mvnet::{
     netlink,
     netns::{self, NetNs},
 };

@@ -22,13 +22,14 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use macvlan_common::{Hook, Verdict};
 
-use crate::{
+use mvnet::{
     controller::{datapath::pin_dir, Controller},
     datapath::{pinned::PinnedMaps, CounterSnapshot},
-    lab::frames::format_mac,
     netlink::{self, LinkStats},
     netns::NetNs,
 };
+
+use crate::lab::frames::format_mac;
 use mix::{FlowKind, Mix, MixSpec};
 use report::{Drops, EndpointRow, FlowRow, Report, VerifyRow, VlanRow};
 

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::netns::NetNs;
+use mvnet::netns::NetNs;
 
 struct PacketSocket {
     fd: libc::c_int,

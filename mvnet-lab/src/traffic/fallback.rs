@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::netns::NetNs;
+use mvnet::netns::NetNs;
 
 // From <linux/if_packet.h>.
 const PACKET_VERSION: libc::c_int = 10;
@@ -254,7 +254,7 @@ pub fn send(
         );
     }
     let iface = iface.to_owned();
-    crate::netns::run_in(ns, move || -> Result<Sent> {
+    mvnet::netns::run_in(ns, move || -> Result<Sent> {
         let ring = TxRing::open(&iface)?;
         let total: u64 = plan.counts.iter().sum();
         let window = plan.window.max(1);

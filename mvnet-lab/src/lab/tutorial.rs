@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{Lab, UPSTREAM_IF};
-use crate::{netlink, netns};
+use mvnet::{netlink, netns};
 
 /// One tutorial step: the mvnet arguments and what the tutorial says.
 struct Step {
@@ -144,10 +144,10 @@ const TRUNKED: &[Step] = &[
     },
 ];
 
-/// Runs `mvnet ARGS` (this same binary) in the lab's host namespace.
+/// Runs `mvnet ARGS` (the binary beside this one) in the lab's host namespace.
 fn mvnet(lab: &Lab, state: &Path, args: &[&str]) -> Result<()> {
     println!("\n$ mvnet {}", args.join(" "));
-    let exe = std::env::current_exe().context("locating the mvnet binary")?;
+    let exe = crate::mvnet_bin()?;
     let state = state.to_owned();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let out = lab.host().run(move || {

@@ -10,8 +10,8 @@ use super::{
     wire::{self, SendPlan},
     Lab, UPSTREAM_IF,
 };
-use crate::datapath::EndpointEntry;
-use crate::datapath::{AttachOptions, Datapath, XdpMode};
+use mvnet::datapath::EndpointEntry;
+use mvnet::datapath::{AttachOptions, Datapath, XdpMode};
 
 /// The child's MAC: 02:42 + 172.16.86.2, as Docker would give it.
 pub const CHILD_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x10, 0x56, 0x02];

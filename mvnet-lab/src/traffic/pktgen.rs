@@ -25,7 +25,9 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::{fallback::Sent, mix::Flow};
-use crate::{lab::frames::format_mac, netns::NetNs};
+use mvnet::netns::NetNs;
+
+use crate::lab::frames::format_mac;
 
 fn dir() -> PathBuf {
     PathBuf::from("/proc/thread-self/net/pktgen")
@@ -34,7 +36,7 @@ fn dir() -> PathBuf {
 /// Whether pktgen is there in `ns` (loading the module if it is not yet):
 /// `Err` says why not.
 pub fn probe(ns: Option<&NetNs>) -> Result<(), String> {
-    crate::netns::run_in(ns, || {
+    mvnet::netns::run_in(ns, || {
         if dir().join("pgctrl").exists() {
             return Ok(());
         }
@@ -107,7 +109,7 @@ pub struct Plan<'a> {
 /// Sends `plan` with pktgen in `ns`. Returns frames sent per flow and the
 /// driver's refusals (pktgen `errors`) summed over flows.
 pub fn send(ns: Option<&NetNs>, plan: &Plan<'_>) -> Result<(Sent, u64)> {
-    crate::netns::run_in(ns, || run_here(plan))?
+    mvnet::netns::run_in(ns, || run_here(plan))?
 }
 
 fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::netns::NetNs;
+use mvnet::netns::NetNs;
 
 pub struct RxCounter {
     file: File,

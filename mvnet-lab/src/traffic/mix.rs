@@ -7,10 +7,9 @@ use std::{collections::BTreeSet, path::PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::{
-    lab::frames::{format_mac, FrameSpec, Tag},
-    model::State,
-};
+use mvnet::model::State;
+
+use crate::lab::frames::{format_mac, FrameSpec, Tag};
 
 /// What the classifier should make of a flow's frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -249,7 +248,7 @@ impl Mix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Container, Endpoint};
+    use mvnet::model::{Container, Endpoint};
 
     fn state_with(vlans: &[(&str, Option<u16>)]) -> State {
         let mut state: State = serde_json::from_str(r#"{"networks":{},"containers":{}}"#).unwrap();
