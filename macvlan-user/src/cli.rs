@@ -14,7 +14,7 @@ use crate::{
         network::NetworkSpec,
         Controller,
     },
-    model::parse_mac,
+    model::Mac,
     store,
 };
 
@@ -247,22 +247,17 @@ struct AddressArgs {
     ip: Option<Ipv4Addr>,
     #[arg(long)]
     ip6: Option<Ipv6Addr>,
+    /// Six pairs of hex digits separated by colons, e.g. 02:42:ac:10:56:0a.
     #[arg(long)]
-    mac_address: Option<String>,
+    mac_address: Option<Mac>,
 }
 
 impl AddressArgs {
     fn request(&self) -> Result<AddressRequest> {
-        let mac = match &self.mac_address {
-            None => None,
-            Some(m) => Some(parse_mac(m).ok_or_else(|| {
-                anyhow!("invalid --mac-address {m:?}: use six hex bytes, e.g. 02:42:ac:10:56:0a")
-            })?),
-        };
         Ok(AddressRequest {
             ip: self.ip,
             ip6: self.ip6,
-            mac,
+            mac: self.mac_address,
         })
     }
 }

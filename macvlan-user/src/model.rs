@@ -161,7 +161,7 @@ pub struct Endpoint {
     pub network_id: String,
     /// Interface name inside the container.
     pub ifname: String,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
 }
@@ -200,26 +200,130 @@ impl Container {
     }
 }
 
-/// Parses a MAC written as `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
+/// A MAC address (EUI-48). Parsed only from exactly six colon-separated
+/// pairs of hex digits (either case); written as `aa:bb:cc:dd:ee:ff`. In
+/// the state file it is that string; older files held a six-number array,
+/// which still loads.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac([u8; 6]);
+
+impl Mac {
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+    pub const fn new(octets: [u8; 6]) -> Mac {
+        Mac(octets)
     }
-    parts.next().is_none().then_some(mac)
+
+    pub const fn octets(self) -> [u8; 6] {
+        self.0
+    }
+
+    /// Group bit set: multicast (or broadcast).
+    pub const fn is_multicast(self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// Locally administered bit set.
+    pub const fn is_local(self) -> bool {
+        self.0[0] & 0x02 != 0
+    }
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+impl From<[u8; 6]> for Mac {
+    fn from(octets: [u8; 6]) -> Mac {
+        Mac(octets)
+    }
+}
+
+impl From<Mac> for [u8; 6] {
+    fn from(mac: Mac) -> [u8; 6] {
+        mac.0
+    }
+}
+
+/// A string that is not six colon-separated pairs of hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid MAC address {input:?}: write six pairs of hex digits separated by colons, \
+     e.g. 02:42:ac:10:56:0a"
+)]
+pub struct MacParseError {
+    input: String,
+}
+
+impl std::str::FromStr for Mac {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Mac, MacParseError> {
+        let err = || MacParseError {
+            input: s.to_owned(),
+        };
+        let mut octets = [0u8; 6];
+        let mut parts = s.split(':');
+        for octet in &mut octets {
+            let part = parts.next().ok_or_else(err)?;
+            // from_str_radix alone would take "+2": only two hex digits do.
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err());
+            }
+            *octet = u8::from_str_radix(part, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(Mac(octets))
+    }
+}
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl std::fmt::Debug for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mac({self})")
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Mac;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a MAC address \"aa:bb:cc:dd:ee:ff\" or an array of six bytes")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mac, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            /// The state files written before [`Mac`] existed.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Mac, A::Error> {
+                let mut octets = [0u8; 6];
+                for (i, o) in octets.iter_mut().enumerate() {
+                    *o = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(7, &self));
+                }
+                Ok(Mac(octets))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A new 64-hex-digit id, as Docker's.
@@ -310,5 +414,77 @@ mod tests {
         assert!(validate_name("network", "").is_err());
         assert!(validate_name("network", "a/b").is_err());
         assert!(validate_name("network", &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn mac_parses_exactly_six_hex_pairs() {
+        let a = Mac::new([0x02, 0x42, 0xac, 0x10, 0x56, 0x02]);
+        assert_eq!("02:42:ac:10:56:02".parse::<Mac>(), Ok(a));
+        assert_eq!("02:42:AC:10:56:02".parse::<Mac>(), Ok(a));
+        assert_eq!(a.to_string(), "02:42:ac:10:56:02");
+        assert_eq!(format!("{a:?}"), "Mac(02:42:ac:10:56:02)");
+        for bad in [
+            "",
+            "02:42:ac:10:56",
+            "02:42:ac:10:56:02:00",
+            "02:42:ac:10:56:",
+            "zz:42:ac:10:56:02",
+            "+2:42:ac:10:56:02",
+            "02:42:ac:10:56:+2",
+            "-0:42:ac:10:56:02",
+            "2:42:ac:10:56:02",
+            "002:42:ac:10:56:02",
+            "02-42-ac-10-56-02",
+            " 02:42:ac:10:56:02",
+            "02:42:ac:10:56:02 ",
+            "0x:42:ac:10:56:02",
+            "٠٢:42:ac:10:56:02",
+        ] {
+            assert_eq!(
+                bad.parse::<Mac>().unwrap_err().to_string(),
+                format!(
+                    "invalid MAC address {bad:?}: write six pairs of hex digits separated by \
+                     colons, e.g. 02:42:ac:10:56:0a"
+                ),
+            );
+        }
+    }
+
+    #[test]
+    fn mac_bits() {
+        assert!(Mac::BROADCAST.is_multicast());
+        assert!(Mac::new([0x01, 0, 0x5e, 0, 0, 1]).is_multicast());
+        assert!(!Mac::new([0x02, 0x42, 0, 0, 0, 1]).is_multicast());
+        assert!(Mac::new([0x02, 0x42, 0, 0, 0, 1]).is_local());
+        assert!(!Mac::new([0x00, 0x1b, 0x21, 0, 0, 1]).is_local());
+    }
+
+    #[test]
+    fn mac_is_a_string_in_json_and_old_arrays_still_load() {
+        let a = Mac::new([0x02, 0x42, 0xac, 0x10, 0x56, 0x02]);
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#""02:42:ac:10:56:02""#);
+        assert_eq!(
+            serde_json::from_str::<Mac>(r#""02:42:ac:10:56:02""#).unwrap(),
+            a
+        );
+        assert_eq!(
+            serde_json::from_str::<Mac>("[2,66,172,16,86,2]").unwrap(),
+            a
+        );
+        for bad in [
+            r#""+2:42:ac:10:56:02""#,
+            "[2,66,172,16,86]",
+            "[2,66,172,16,86,2,0]",
+            "[256,0,0,0,0,0]",
+            "7",
+        ] {
+            assert!(serde_json::from_str::<Mac>(bad).is_err(), "{bad} loaded");
+        }
+        let old = r#"{"id":"e","network_id":"n","ifname":"eth0","mac":[2,66,172,16,86,2],"ipv4":"172.16.86.2","ipv6":null}"#;
+        let ep: Endpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(ep.mac, a);
+        assert!(serde_json::to_string(&ep)
+            .unwrap()
+            .contains(r#""mac":"02:42:ac:10:56:02""#));
     }
 }

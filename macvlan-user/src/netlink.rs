@@ -13,7 +13,10 @@ use rtnetlink::{
 };
 use thiserror::Error;
 
-use crate::netns::{self, NetNs, NetnsError};
+use crate::{
+    model::Mac,
+    netns::{self, NetNs, NetnsError},
+};
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
@@ -77,7 +80,7 @@ pub struct LinkStats {
 pub struct Link {
     pub index: u32,
     pub name: String,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<Mac>,
     pub up: bool,
 }
 
@@ -144,7 +147,7 @@ fn link_from_message(msg: &LinkMessage) -> Link {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => {
-                link.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]])
+                link.mac = Some(Mac::new([a[0], a[1], a[2], a[3], a[4], a[5]]))
             }
             _ => {}
         }
@@ -210,7 +213,7 @@ impl Netlink {
         name: &str,
         parent: u32,
         mode: MacvlanMode,
-        mac: Option<[u8; 6]>,
+        mac: Option<Mac>,
         ns: &NetNs,
     ) -> Result<()> {
         let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
@@ -220,7 +223,7 @@ impl Netlink {
         })?;
         let mut builder = LinkMacVlan::new(name, parent, mode.into()).setns_by_fd(file.as_raw_fd());
         if let Some(mac) = mac {
-            builder = builder.address(mac.to_vec());
+            builder = builder.address(mac.octets().to_vec());
         }
         self.handle
             .link()
@@ -288,12 +291,12 @@ impl Netlink {
     }
 
     /// Sets the MAC address of link `index`.
-    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+    pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
         self.handle
             .link()
             .set(
                 LinkUnspec::new_with_index(index)
-                    .address(mac.to_vec())
+                    .address(mac.octets().to_vec())
                     .build(),
             )
             .execute()

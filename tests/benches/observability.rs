@@ -150,7 +150,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
                 id: format!("{:064x}", u64::from(i) + (1 << 32)),
                 network_id: net_id.clone(),
                 ifname: "eth0".into(),
-                mac,
+                mac: mac.into(),
                 ipv4: Some(ip),
                 ipv6: None,
             },

@@ -652,7 +652,8 @@ fn run_and_parent_errors_change_nothing() {
                 "--mac-address",
                 "zz",
             ],
-            "invalid --mac-address",
+            "invalid value 'zz' for '--mac-address <MAC_ADDRESS>': invalid MAC address \"zz\": \
+             write six pairs of hex digits separated by colons, e.g. 02:42:ac:10:56:0a",
         ),
         // passthru is exclusive both ways.
         (

@@ -28,7 +28,7 @@ pub(crate) fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
         .as_str()
         .unwrap()
         .to_owned();
-    mvnet_lab::lab::frames::parse_mac(&m).unwrap()
+    m.parse::<mvnet::model::Mac>().unwrap().octets()
 }
 
 pub(crate) fn pin_dir(lab: &Lab) -> std::path::PathBuf {
@@ -538,7 +538,7 @@ fn monitor_streams_rate_limited_anomaly_events() {
     });
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
-    let fmt = mvnet_lab::lab::frames::format_mac;
+    let fmt = |m: &[u8; 6]| mvnet::model::Mac::new(*m).to_string();
     assert_eq!(
         count(&format!(
             "unknown_mac dst={} src={} vlan=0",

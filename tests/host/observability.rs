@@ -12,9 +12,9 @@ use std::{
 };
 
 use macvlan_common::Hook;
-use mvnet::{datapath::pinned::PinnedMaps, netns::NetNs};
+use mvnet::{datapath::pinned::PinnedMaps, model::Mac, netns::NetNs};
 use mvnet_lab::lab::{
-    frames::{format_mac, FrameSpec, Payload, Tag},
+    frames::{FrameSpec, Payload, Tag},
     wire, Lab, UPSTREAM_IF,
 };
 use serde_json::Value;
@@ -229,7 +229,7 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     let doc = json(&s.ok(&["stats", "--json"]));
     // Per endpoint, exact (endpoints start at zero).
     let e1 = endpoint(&doc, "oa", &a1);
-    assert_eq!(e1["mac"], format_mac(&m1));
+    assert_eq!(e1["mac"], Mac::new(m1).to_string());
     assert_eq!(e1["ipv4"], "10.81.0.11");
     assert_eq!(e1["ifname"], "eth0");
     assert_eq!(e1["vlan"], 0);
@@ -340,7 +340,14 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
         cols[1..7],
-        ["eth0", &format_mac(&m1), "0", "10.81.0.11", "-", "101"],
+        [
+            "eth0",
+            &Mac::new(m1).to_string(),
+            "0",
+            "10.81.0.11",
+            "-",
+            "101"
+        ],
         "{table}"
     );
 
@@ -541,7 +548,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
     s.network("op", "10.83.0.0/24", "eth0", &[]);
     let c = format!("{}-p1", lab.id());
     s.container("op", &c, &[]);
-    let mac = format_mac(&mac_of(&s, &c, "op"));
+    let mac = Mac::new(mac_of(&s, &c, "op")).to_string();
     let sel = format!(
         "mvnet_endpoint_frames_total{{network=\"op\",endpoint=\"{c}\",mac=\"{mac}\",vlan=\"0\",direction=\"rx\",path=\"wire\"}}"
     );
@@ -589,8 +596,8 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
     // from a classifier attached after it started.
     let want = format!(
         " eth0 warn unknown_mac dst={} src={} vlan=0",
-        format_mac(&unknown),
-        format_mac(&up)
+        Mac::new(unknown),
+        Mac::new(up)
     );
     let start = Instant::now();
     loop {

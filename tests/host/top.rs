@@ -7,11 +7,8 @@ use std::{
 };
 
 use macvlan_common::Hook;
-use mvnet::datapath::pinned::PinnedMaps;
-use mvnet_lab::lab::{
-    frames::{format_mac, FrameSpec},
-    Lab, UPSTREAM_IF,
-};
+use mvnet::{datapath::pinned::PinnedMaps, model::Mac};
+use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 
 use crate::{
     common::{
@@ -300,7 +297,7 @@ fn top_in_a_terminal_shows_sorts_and_quits_cleanly() {
     assert_eq!(row_order(&screen, names), [&names[0], &names[1], &names[2]]);
     for (name, mac) in names.iter().zip(&scene.macs) {
         let row = screen.lines().find(|l| l.contains(name.as_str())).unwrap();
-        assert!(row.contains(&format_mac(mac)), "{row}");
+        assert!(row.contains(&Mac::new(*mac).to_string()), "{row}");
     }
     assert_eq!(tmux.var("top", "alternate_on"), "1");
     let lines: Vec<&str> = screen.lines().collect();
@@ -371,7 +368,7 @@ fn top_in_a_terminal_shows_sorts_and_quits_cleanly() {
     for (name, mac) in names.iter().zip(&scene.macs) {
         let row = raw.lines().find(|l| l.contains(name.as_str()));
         assert!(
-            row.is_some_and(|r| r.contains(&format_mac(mac))),
+            row.is_some_and(|r| r.contains(&Mac::new(*mac).to_string())),
             "no row with {name} and its MAC:\n{raw}"
         );
     }
@@ -403,7 +400,7 @@ fn top_into_a_pipe_prints_plain_rows() {
         .enumerate()
     {
         let r = row(&scene.names[i]);
-        let mac = format_mac(&scene.macs[i]);
+        let mac = Mac::new(scene.macs[i]).to_string();
         assert_eq!(
             r,
             [

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{endpoint, Controller};
 use crate::{
     ipam,
-    model::{self, Container, Endpoint, Network},
+    model::{self, Container, Endpoint, Mac, Network},
     netns::{self, NetNs},
 };
 
@@ -22,7 +22,7 @@ use crate::{
 pub struct AddressRequest {
     pub ip: Option<Ipv4Addr>,
     pub ip6: Option<Ipv6Addr>,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<Mac>,
 }
 
 /// What `mvnet run` was asked for.
@@ -118,8 +118,7 @@ impl Controller {
                     .expect("exists"),
             );
             bail!(
-                "MAC address {} is already in use on this network by container {other}; pick another --mac-address",
-                crate::model::format_mac(&mac)
+                "MAC address {mac} is already in use on this network by container {other}; pick another --mac-address"
             );
         }
         Ok(Endpoint {

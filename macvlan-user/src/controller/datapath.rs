@@ -32,7 +32,7 @@ pub fn pin_dir(root: &str) -> Result<PathBuf> {
 
 fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
     EndpointEntry {
-        mac: ep.mac,
+        mac: ep.mac.octets(),
         vlan: net.root().1,
         ipv4: ep.ipv4,
         ipv6: ep.ipv6,
@@ -57,7 +57,9 @@ impl Controller {
             let link =
                 crate::netlink::run(None, move |nl| async move { nl.require_link(&name).await })?;
             if let Some(mac) = link.mac {
-                PinnedMaps::open(&dir)?.endpoints()?.insert_root(mac)?;
+                PinnedMaps::open(&dir)?
+                    .endpoints()?
+                    .insert_root(mac.octets())?;
             }
             Ok(())
         })();
@@ -102,7 +104,7 @@ impl Controller {
         let Ok(mut maps) = self.pinned_maps(net) else {
             return Ok(());
         };
-        let _ = maps.endpoints()?.remove(ep.mac, net.root().1);
+        let _ = maps.endpoints()?.remove(ep.mac.octets(), net.root().1);
         Ok(())
     }
 
@@ -158,7 +160,7 @@ impl Controller {
                 if let Some(n) = self.state.networks.get(&ep.network_id) {
                     if n.root().0 == root {
                         maps.endpoints()?.update_flags(
-                            ep.mac,
+                            ep.mac.octets(),
                             n.root().1,
                             n.policy == Policy::Enforce,
                         )?;

@@ -2,10 +2,7 @@
 use serde_json::{json, Map, Value};
 
 use super::Controller;
-use crate::{
-    model::format_mac,
-    model::{Container, Network},
-};
+use crate::model::{Container, Network};
 
 impl Controller {
     /// `mvnet network inspect`: Docker's fields and names.
@@ -49,7 +46,7 @@ impl Controller {
                     json!({
                         "Name": c.name,
                         "EndpointID": ep.id,
-                        "MacAddress": format_mac(&ep.mac),
+                        "MacAddress": ep.mac.to_string(),
                         "IPv4Address": ep.ipv4.map(|a| prefix(a.into())).unwrap_or_default(),
                         "IPv6Address": ep.ipv6.map(|a| prefix(a.into())).unwrap_or_default(),
                     }),
@@ -106,7 +103,7 @@ impl Controller {
                     },
                     "GlobalIPv6Address": ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
                     "GlobalIPv6PrefixLen": ep.ipv6.and(v6).map(|p| p.config.subnet.prefix()).unwrap_or(0),
-                    "MacAddress": format_mac(&ep.mac),
+                    "MacAddress": ep.mac.to_string(),
                     "Aliases": [c.short_id()],
                     "InterfaceName": ep.ifname,
                 }),

@@ -17,7 +17,7 @@
 use anyhow::Result;
 
 use super::{datapath::pin_dir, Controller};
-use crate::{datapath::pinned::PinnedMaps, model::format_mac, netlink, netns::NetNs};
+use crate::{datapath::pinned::PinnedMaps, model::Mac, netlink, netns::NetNs};
 
 /// One endpoint's reconciliation.
 #[derive(Clone, Debug)]
@@ -25,7 +25,7 @@ pub struct EndpointCheck {
     pub container: String,
     pub network: String,
     pub ifname: String,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// Unicast frames the classifier counted as delivered.
     pub classified: u64,
     /// Unicast frames the kernel delivered (`rx_packets - multicast`).
@@ -81,7 +81,7 @@ impl Controller {
                 let entry = maps
                     .as_ref()
                     .ok()
-                    .and_then(|m| m.endpoints_ro().and_then(|t| t.get(ep.mac, vlan)));
+                    .and_then(|m| m.endpoints_ro().and_then(|t| t.get(ep.mac.octets(), vlan)));
                 let (Ok(maps), Some(entry)) = (maps, entry) else {
                     check.explanation = Some(format!(
                         "the classifier on {root} has no entry for this endpoint; run `mvnet restore`"
@@ -160,7 +160,7 @@ pub fn render(checks: &[EndpointCheck]) -> String {
             "{:<24} {:<16} {:<17} {:>10} {:>10} {:>8} {:>9}  {}\n",
             c.container,
             c.network,
-            format_mac(&c.mac),
+            c.mac.to_string(),
             c.classified,
             c.kernel,
             c.diff,

@@ -21,10 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    model::format_mac,
-    stats::{json::direction, Snapshot},
-};
+use crate::stats::{json::direction, Snapshot};
 
 /// Text formats a scrape can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +100,7 @@ impl Collector for SnapshotCollector {
                 let vlan = n.vlan.to_string();
                 n.endpoints
                     .iter()
-                    .map(move |e| (n, vlan.clone(), format_mac(&e.mac), e))
+                    .map(move |e| (n, vlan.clone(), e.mac.to_string(), e))
             })
             .collect();
         for (field, name, help) in [

@@ -6,7 +6,7 @@ use macvlan_common::{Counter, Hook, Verdict};
 use serde::Serialize;
 
 use super::{Rate, Rates, Snapshot};
-use crate::model::{format_mac, rfc3339};
+use crate::model::rfc3339;
 
 /// Bumped on any incompatible change of the shape below.
 pub const VERSION: u32 = 1;
@@ -164,7 +164,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                         container: e.container.clone(),
                         container_id: e.container_id.clone(),
                         ifname: e.ifname.clone(),
-                        mac: format_mac(&e.mac),
+                        mac: e.mac.to_string(),
                         vlan: n.vlan,
                         ipv4: e.ipv4.map(|a| a.to_string()),
                         ipv6: e.ipv6.map(|a| a.to_string()),
@@ -302,7 +302,7 @@ pub(crate) mod tests {
                     container: "c1".into(),
                     container_id: "cd".repeat(32),
                     ifname: "eth0".into(),
-                    mac: [2, 0x42, 10, 0, 0, 2],
+                    mac: crate::model::Mac::new([2, 0x42, 10, 0, 0, 2]),
                     ipv4: Some("10.0.0.2".parse().unwrap()),
                     ipv6: None,
                     slot: Some(0),

@@ -15,7 +15,7 @@ use crate::{
         pinned::{self, PinnedMaps},
         VerdictTable,
     },
-    model::{Network, Policy, State},
+    model::{Mac, Network, Policy, State},
 };
 
 /// Counters of one endpoint, with who it is.
@@ -25,7 +25,7 @@ pub struct EndpointStats {
     pub container_id: String,
     /// Interface name inside the container.
     pub ifname: String,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     /// Its slot in the classifier, `None` when the classifier has no entry
@@ -179,11 +179,7 @@ fn listed(state: &State, net: &Network) -> NetworkStats {
     }
 }
 
-type RootRead = (
-    HashMap<([u8; 6], u16), u32>,
-    RootStats,
-    Vec<EndpointCounters>,
-);
+type RootRead = (HashMap<(Mac, u16), u32>, RootStats, Vec<EndpointCounters>);
 
 /// The table and counters of the classifier on `root`; all zero when it
 /// is not attached.
@@ -223,7 +219,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
     }
     let slots = entries
         .into_iter()
-        .map(|(k, v)| ((k.mac, k.vlan), v.slot))
+        .map(|(k, v)| ((Mac::new(k.mac), k.vlan), v.slot))
         .collect();
     Ok((slots, stats, counters.endpoints))
 }

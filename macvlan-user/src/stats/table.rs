@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use macvlan_common::{Counter, Hook, Verdict};
 
 use super::{json::direction, Rate, Rates, Snapshot};
-use crate::model::format_mac;
 
 /// A cell: an exact count, or a per-second rate.
 fn cell(c: Counter, r: Option<Rate>) -> (String, String) {
@@ -102,7 +101,7 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
                 vec![
                     container,
                     e.ifname.clone(),
-                    format_mac(&e.mac),
+                    e.mac.to_string(),
                     n.vlan.to_string(),
                     e.ipv4.map_or("-".into(), |a| a.to_string()),
                     e.ipv6.map_or("-".into(), |a| a.to_string()),

@@ -5,7 +5,7 @@ use macvlan_common::{Counter, EndpointCounters};
 
 use crate::{
     datapath::VerdictTable,
-    model::Policy,
+    model::{Mac, Policy},
     stats::{EndpointStats, NetworkStats, RootStats, Snapshot},
 };
 
@@ -16,7 +16,7 @@ pub fn endpoint(container: &str, mac: [u8; 6], rx: u64) -> EndpointStats {
         container: container.into(),
         container_id: format!("id-{container}"),
         ifname: "eth0".into(),
-        mac,
+        mac: Mac::new(mac),
         ipv4: None,
         ipv6: None,
         slot: Some(mac[5] as u32),

@@ -70,7 +70,7 @@ pub struct EndpointRow {
     pub network: String,
     pub container: String,
     pub ifname: String,
-    pub mac: [u8; 6],
+    pub mac: crate::model::Mac,
     /// The network's VLAN on its root (0 = untagged).
     pub vlan: u16,
     /// Whether the classifier has an entry for it (else its counters are

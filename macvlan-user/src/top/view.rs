@@ -12,7 +12,6 @@ use ratatui::{
 };
 
 use super::model::{compact, sparkline, EndpointRow, VerdictRow, View};
-use crate::model::format_mac;
 
 /// The verdict section: title, column header, one row per verdict.
 const VERDICT_HEIGHT: u16 = 2 + 7;
@@ -158,7 +157,7 @@ fn draw_endpoints(frame: &mut Frame, area: Rect, view: &View) {
         let mut cells = vec![
             Cell::from(r.network.clone()),
             Cell::from(r.container.clone()),
-            Cell::from(format_mac(&r.mac)),
+            Cell::from(r.mac.to_string()),
             Cell::from(format!("{:>4}", r.vlan)),
             Cell::from(format!("{:>6}", rate_cell(r, |x| x.rx_wire.frames))),
             Cell::from(format!("{:>6}", rate_cell(r, |x| x.rx_local.frames))),
@@ -309,7 +308,7 @@ pub fn plain(view: &View) -> String {
             "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
             r.network,
             r.container,
-            format_mac(&r.mac),
+            r.mac.to_string(),
             r.vlan,
             rate_cell(r, |x| x.rx_wire.frames),
             rate_cell(r, |x| x.rx_local.frames),

@@ -109,28 +109,6 @@ fn arp_request(sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     a
 }
 
-/// Parses a MAC written as `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,14 +139,5 @@ mod tests {
         assert_eq!(&f[20..22], &[0x08, 0x00]);
         let p = SlicedPacket::from_ethernet(&f).unwrap();
         assert!(p.vlan.is_some());
-    }
-
-    #[test]
-    fn mac_round_trip() {
-        assert_eq!(parse_mac("02:42:ac:10:56:02"), Some(A));
-        assert_eq!(format_mac(&A), "02:42:ac:10:56:02");
-        assert_eq!(parse_mac("02:42:ac:10:56"), None);
-        assert_eq!(parse_mac("02:42:ac:10:56:02:00"), None);
-        assert_eq!(parse_mac("zz:42:ac:10:56:02"), None);
     }
 }

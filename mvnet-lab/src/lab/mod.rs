@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context as _, Result};
 
 use mvnet::{
+    model::Mac,
     netlink,
     netns::{self, NetNs},
 };
@@ -119,7 +120,7 @@ impl Lab {
                 &tmp2,
                 parent.index,
                 netlink::MacvlanMode::Bridge,
-                Some(mac),
+                Some(Mac::new(mac)),
                 &target,
             )
             .await
@@ -145,7 +146,7 @@ impl Lab {
     pub fn mac_of(&self, ns: &NetNs, iface: &str) -> Result<[u8; 6]> {
         let iface = iface.to_owned();
         let link = netlink::run(Some(ns), |nl| async move { nl.require_link(&iface).await })?;
-        link.mac.context("link has no MAC address")
+        link.mac.map(Mac::octets).context("link has no MAC address")
     }
 }
 

@@ -6,12 +6,13 @@ use anyhow::{ensure, Context as _, Result};
 use macvlan_common::{Hook, Verdict};
 
 use super::{
-    frames::{format_mac, FrameSpec},
+    frames::FrameSpec,
     wire::{self, SendPlan},
     Lab, UPSTREAM_IF,
 };
 use mvnet::datapath::EndpointEntry;
 use mvnet::datapath::{AttachOptions, Datapath, XdpMode};
+use mvnet::model::Mac;
 
 /// The child's MAC: 02:42 + 172.16.86.2, as Docker would give it.
 pub const CHILD_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x10, 0x56, 0x02];
@@ -83,9 +84,9 @@ impl SmokeReport {
              classifier: VLAN 0 frames      {}\n\
              kernel: child rx_packets       {} -> {} (+{})\n",
             self.xdp_mode,
-            format_mac(&CHILD_MAC),
+            Mac::new(CHILD_MAC),
             self.sent_to_child,
-            format_mac(&UNKNOWN_MAC),
+            Mac::new(UNKNOWN_MAC),
             self.sent_to_unknown,
             self.child_rx_wire,
             self.xdp_delivered,

@@ -7,9 +7,9 @@ use std::{collections::BTreeSet, path::PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use mvnet::model::State;
+use mvnet::model::{Mac, State};
 
-use crate::lab::frames::{format_mac, FrameSpec, Tag};
+use crate::lab::frames::{FrameSpec, Tag};
 
 /// What the classifier should make of a flow's frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -40,7 +40,7 @@ pub struct Target {
     pub network: String,
     pub ifname: String,
     pub netns: PathBuf,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// Its network's VLAN on the root device (0 = untagged).
     pub vlan: u16,
 }
@@ -49,7 +49,7 @@ pub struct Target {
 #[derive(Clone, Debug)]
 pub struct Flow {
     pub kind: FlowKind,
-    pub dst: [u8; 6],
+    pub dst: Mac,
     /// The 802.1Q tag on the wire (0 = untagged).
     pub vlan: u16,
     /// Frames to send.
@@ -69,7 +69,7 @@ impl Flow {
     /// The frame this flow sends, `size` bytes long (without FCS, at least
     /// 60), from `src`.
     pub fn frame(&self, src: [u8; 6], size: usize) -> Vec<u8> {
-        let mut spec = FrameSpec::udp4(self.dst, src);
+        let mut spec = FrameSpec::udp4(self.dst.octets(), src);
         if self.vlan != 0 {
             spec = spec.tagged(&[Tag::dot1q(self.vlan)]);
         }
@@ -164,7 +164,7 @@ impl Mix {
                 target: Some(i),
             })
             .collect();
-        let known: BTreeSet<[u8; 6]> = state
+        let known: BTreeSet<Mac> = state
             .containers
             .values()
             .flat_map(|c| c.endpoints.values().map(|e| e.mac))
@@ -181,7 +181,7 @@ impl Mix {
             let dst = loop {
                 let b = next.to_be_bytes();
                 next += 1;
-                let mac = [0x06, 0xfe, b[0], b[1], b[2], b[3]];
+                let mac = Mac::new([0x06, 0xfe, b[0], b[1], b[2], b[3]]);
                 if !known.contains(&mac) {
                     break mac;
                 }
@@ -235,7 +235,7 @@ impl Mix {
                 format!(
                     "  {:<12} {} vlan {:<4} x{}",
                     f.kind.as_str(),
-                    format_mac(&f.dst),
+                    f.dst,
                     f.vlan,
                     f.count
                 )
@@ -276,7 +276,7 @@ mod tests {
                     id: cid.clone(),
                     network_id: id,
                     ifname: "eth0".into(),
-                    mac: [2, 0x42, 0, 0, 0, i as u8],
+                    mac: Mac::new([2, 0x42, 0, 0, 0, i as u8]),
                     ipv4: None,
                     ipv6: None,
                 },
@@ -362,7 +362,7 @@ mod tests {
     fn frames_have_the_requested_size() {
         let f = Flow {
             kind: FlowKind::Valid,
-            dst: [2, 0, 0, 0, 0, 1],
+            dst: Mac::new([2, 0, 0, 0, 0, 1]),
             vlan: 10,
             count: 1,
             target: None,

@@ -25,11 +25,11 @@ use macvlan_common::{Hook, Verdict};
 use mvnet::{
     controller::{datapath::pin_dir, Controller},
     datapath::{pinned::PinnedMaps, CounterSnapshot},
+    model::Mac,
     netlink::{self, LinkStats},
     netns::NetNs,
 };
 
-use crate::lab::frames::format_mac;
 use mix::{FlowKind, Mix, MixSpec};
 use report::{Drops, EndpointRow, FlowRow, Report, VerifyRow, VlanRow};
 
@@ -144,13 +144,13 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         .iter()
         .map(|t| {
             maps.endpoints_ro()
-                .and_then(|v| v.get(t.mac, t.vlan))
+                .and_then(|v| v.get(t.mac.octets(), t.vlan))
                 .map(|e| e.slot)
                 .ok_or_else(|| {
                     anyhow!(
                         "the classifier on {} has no entry for {} of {}; run `mvnet restore`",
                         mix.root,
-                        format_mac(&t.mac),
+                        t.mac,
                         t.container
                     )
                 })
@@ -194,7 +194,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             )
             .with_context(|| format!("sending device {device} not found"))?
             .mac
-            .unwrap_or([0x02, 0, 0, 0, 0, 1]);
+            .map_or([0x02, 0, 0, 0, 0, 1], Mac::octets);
             let frames: Vec<Vec<u8>> = mix.flows.iter().map(|f| f.frame(src, spec.size)).collect();
             let counts: Vec<u64> = mix.flows.iter().map(|f| f.count).collect();
             let sent = fallback::send(
@@ -254,7 +254,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .zip(&sent.per_flow)
             .map(|(f, &n)| FlowRow {
                 kind: f.kind,
-                dst_mac: format_mac(&f.dst),
+                dst_mac: f.dst.to_string(),
                 vlan: f.vlan,
                 endpoint: f.target.map(|t| mix.targets[t].container.clone()),
                 requested: f.count,
@@ -286,7 +286,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         let row = EndpointRow {
             container: t.container.clone(),
             network: t.network.clone(),
-            mac: format_mac(&t.mac),
+            mac: t.mac.to_string(),
             vlan: t.vlan,
             sent: sent_valid,
             counted: after.endpoint(slots[i]).rx_wire.frames

@@ -27,8 +27,6 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{fallback::Sent, mix::Flow};
 use mvnet::netns::NetNs;
 
-use crate::lab::frames::format_mac;
-
 fn dir() -> PathBuf {
     PathBuf::from("/proc/thread-self/net/pktgen")
 }
@@ -141,7 +139,7 @@ fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
             "clone_skb 0".to_owned(),
             format!("pkt_size {}", plan.size.max(60)),
             format!("delay {delay_ns}"),
-            format!("dst_mac {}", format_mac(&flow.dst)),
+            format!("dst_mac {}", flow.dst),
             "dst 192.0.2.2".to_owned(),
             "src_min 192.0.2.1".to_owned(),
             "src_max 192.0.2.1".to_owned(),
