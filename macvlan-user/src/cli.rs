@@ -14,7 +14,7 @@ use crate::{
         network::NetworkSpec,
         Controller,
     },
-    model::Mac,
+    model::{GroupRule, Mac, Policy, XdpMode},
     store,
 };
 
@@ -190,15 +190,15 @@ enum NetworkCommand {
     },
     /// Change a network's classifier policy.
     Update {
-        /// observe or enforce.
-        #[arg(long)]
-        policy: Option<String>,
+        /// observe (count and pass) or enforce (drop invalid frames).
+        #[arg(long, value_enum)]
+        policy: Option<Policy>,
         /// Under enforce: pass or drop broadcast frames.
-        #[arg(long)]
-        broadcast: Option<String>,
+        #[arg(long, value_enum)]
+        broadcast: Option<GroupRule>,
         /// Under enforce: pass or drop multicast frames.
-        #[arg(long)]
-        multicast: Option<String>,
+        #[arg(long, value_enum)]
+        multicast: Option<GroupRule>,
         network: String,
     },
     /// Disconnect a container from a network.
@@ -227,17 +227,17 @@ struct CreateArgs {
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// Classifier policy: observe (count and pass) or enforce (drop invalid frames).
-    #[arg(long)]
-    policy: Option<String>,
-    /// How XDP attaches to the root device: native, generic or auto.
-    #[arg(long)]
-    xdp_mode: Option<String>,
-    /// Under enforce: pass (default) or drop broadcast frames.
-    #[arg(long)]
-    broadcast: Option<String>,
-    /// Under enforce: pass (default) or drop multicast frames.
-    #[arg(long)]
-    multicast: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    policy: Policy,
+    /// How XDP attaches to the root device.
+    #[arg(long, value_enum, default_value_t)]
+    xdp_mode: XdpMode,
+    /// Under enforce: pass or drop broadcast frames.
+    #[arg(long, value_enum, default_value_t)]
+    broadcast: GroupRule,
+    /// Under enforce: pass or drop multicast frames.
+    #[arg(long, value_enum, default_value_t)]
+    multicast: GroupRule,
     name: String,
 }
 
@@ -410,12 +410,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let mut ctl = open("mvnet network update")?;
                 println!(
                     "{}",
-                    ctl.update_network(
-                        &network,
-                        policy.as_deref(),
-                        broadcast.as_deref(),
-                        multicast.as_deref()
-                    )?
+                    ctl.update_network(&network, policy, broadcast, multicast)?
                 );
             }
             NetworkCommand::Disconnect { network, container } => {

@@ -6,6 +6,8 @@ use std::{
     path::PathBuf,
 };
 
+use clap::ValueEnum;
+use rtnetlink::packet_route::link::MacVlanMode as RtMacvlanMode;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::Pool;
@@ -18,33 +20,82 @@ pub struct State {
     pub containers: BTreeMap<String, Container>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A network's macvlan mode (`-o macvlan_mode=`), as in
+/// `ip link add … type macvlan mode M`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub enum MacvlanMode {
     Bridge,
     Vepa,
     Private,
     Passthru,
 }
 
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
-        Some(match s {
-            "bridge" => Mode::Bridge,
-            "vepa" => Mode::Vepa,
-            "private" => Mode::Private,
-            "passthru" => Mode::Passthru,
-            _ => return None,
-        })
+impl MacvlanMode {
+    /// The `-o macvlan_mode=` value (exact, lower case).
+    pub fn parse(s: &str) -> Option<MacvlanMode> {
+        <MacvlanMode as ValueEnum>::from_str(s, false).ok()
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Bridge => "bridge",
-            Mode::Vepa => "vepa",
-            Mode::Private => "private",
-            Mode::Passthru => "passthru",
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Passthru => "passthru",
         }
+    }
+}
+
+impl From<MacvlanMode> for RtMacvlanMode {
+    fn from(m: MacvlanMode) -> Self {
+        match m {
+            MacvlanMode::Bridge => RtMacvlanMode::Bridge,
+            MacvlanMode::Vepa => RtMacvlanMode::Vepa,
+            MacvlanMode::Private => RtMacvlanMode::Private,
+            MacvlanMode::Passthru => RtMacvlanMode::Passthrough,
+        }
+    }
+}
+
+/// How XDP attaches to a root device (`--xdp-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before any skb exists (veth and most NICs).
+    Native,
+    /// In the stack, after the skb is built; works on every device.
+    Generic,
+    /// Native, falling back to generic where the driver has no XDP.
+    #[default]
+    // State files written before this enum stored "" for it.
+    #[serde(alias = "")]
+    Auto,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::Auto => "auto",
+        }
+    }
+}
+
+/// Under enforce, what the classifier does with a network's broadcast or
+/// multicast frames (`--broadcast`, `--multicast`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GroupRule {
+    #[default]
+    Pass,
+    Drop,
+}
+
+impl GroupRule {
+    /// Whether the rule drops (as stored: `drop_broadcast`, `drop_multicast`).
+    pub fn drops(self) -> bool {
+        self == GroupRule::Drop
     }
 }
 
@@ -70,7 +121,7 @@ pub struct Network {
     pub parent_origin: ParentOrigin,
     /// For `name.vid` parents: the device carrying the tags, and the id.
     pub vlan: Option<(String, u16)>,
-    pub mode: Mode,
+    pub mode: MacvlanMode,
     pub internal: bool,
     pub enable_ipv6: bool,
     pub pools: Vec<Pool>,
@@ -82,7 +133,7 @@ pub struct Network {
     /// How XDP is attached to the root device (decided by the first
     /// network on it).
     #[serde(default)]
-    pub xdp_mode: String,
+    pub xdp_mode: XdpMode,
     /// Under enforce, drop broadcast frames on this network's VLAN too.
     #[serde(default)]
     pub drop_broadcast: bool,
@@ -92,7 +143,7 @@ pub struct Network {
 }
 
 /// The classifier's policy for a network.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Count every frame and pass it.
@@ -104,14 +155,6 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub fn parse(s: &str) -> Option<Policy> {
-        match s {
-            "observe" => Some(Policy::Observe),
-            "enforce" => Some(Policy::Enforce),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Observe => "observe",
@@ -486,5 +529,37 @@ mod tests {
         assert!(serde_json::to_string(&ep)
             .unwrap()
             .contains(r#""mac":"02:42:ac:10:56:02""#));
+    }
+
+    #[test]
+    fn enums_map_to_the_kernel_and_old_state_loads() {
+        assert_eq!(
+            RtMacvlanMode::from(MacvlanMode::Passthru),
+            RtMacvlanMode::Passthrough
+        );
+        assert_eq!(
+            RtMacvlanMode::from(MacvlanMode::Bridge),
+            RtMacvlanMode::Bridge
+        );
+        assert_eq!(MacvlanMode::parse("vepa"), Some(MacvlanMode::Vepa));
+        assert_eq!(MacvlanMode::parse("Vepa"), None);
+        assert_eq!(MacvlanMode::parse("passthrough"), None);
+        for m in MacvlanMode::value_variants() {
+            assert_eq!(MacvlanMode::parse(m.as_str()), Some(*m));
+        }
+        for m in XdpMode::value_variants() {
+            let json = serde_json::to_string(m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(serde_json::from_str::<XdpMode>(&json).unwrap(), *m);
+        }
+        // Before the enum, a network without --xdp-mode stored "".
+        assert_eq!(
+            serde_json::from_str::<XdpMode>(r#""""#).unwrap(),
+            XdpMode::Auto
+        );
+        assert!(serde_json::from_str::<XdpMode>(r#""turbo""#).is_err());
+        assert!(serde_json::from_str::<Policy>(r#""enforce""#).is_ok());
+        assert!(serde_json::from_str::<Policy>(r#""strict""#).is_err());
+        assert!(GroupRule::Drop.drops() && !GroupRule::Pass.drops());
     }
 }

@@ -8,13 +8,13 @@ use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode},
+    packet_route::link::{LinkAttribute, LinkMessage},
     LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
 use thiserror::Error;
 
 use crate::{
-    model::Mac,
+    model::{Mac, MacvlanMode},
     netns::{self, NetNs, NetnsError},
 };
 
@@ -82,26 +82,6 @@ pub struct Link {
     pub name: String,
     pub mac: Option<Mac>,
     pub up: bool,
-}
-
-/// macvlan modes, as in `ip link add ... type macvlan mode M`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MacvlanMode {
-    Bridge,
-    Vepa,
-    Private,
-    Passthru,
-}
-
-impl From<MacvlanMode> for MacVlanMode {
-    fn from(m: MacvlanMode) -> Self {
-        match m {
-            MacvlanMode::Bridge => MacVlanMode::Bridge,
-            MacvlanMode::Vepa => MacVlanMode::Vepa,
-            MacvlanMode::Private => MacVlanMode::Private,
-            MacvlanMode::Passthru => MacVlanMode::Passthrough,
-        }
-    }
 }
 
 /// A netlink connection inside one namespace.

@@ -4,7 +4,7 @@ use std::{io::Write as _, path::PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use mvnet::{datapath::XdpMode, store};
+use mvnet::{model::XdpMode, store};
 
 use crate::{lab, traffic};
 
@@ -93,8 +93,8 @@ enum LabCommand {
     /// Build a lab, attach the classifier, send exact frame counts, check
     /// the counters against the kernel, print them, clean up.
     Smoke {
-        /// XDP attach mode: native, generic or auto.
-        #[arg(long, default_value = "native", value_parser = parse_xdp_mode)]
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value_t = XdpMode::Native)]
         xdp_mode: XdpMode,
         #[arg(long, default_value_t = 1000)]
         to_child: u64,
@@ -110,17 +110,6 @@ enum LabCommand {
         #[arg(long)]
         all: bool,
     },
-}
-
-fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
-    match s {
-        "native" => Ok(XdpMode::Native),
-        "generic" => Ok(XdpMode::Generic),
-        "auto" => Ok(XdpMode::Auto),
-        _ => Err(format!(
-            "unknown XDP mode {s:?}; use native, generic or auto"
-        )),
-    }
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -10,20 +10,11 @@ use super::Controller;
 use crate::{
     datapath::{
         pinned::{self, PinnedMaps},
-        EndpointEntry, XdpMode,
+        EndpointEntry,
     },
     model::{Endpoint, Network, Policy},
 };
 use macvlan_common::{config_flags, vlan_policy, Config};
-
-pub fn parse_xdp_mode(s: &str) -> Option<XdpMode> {
-    match s {
-        "native" => Some(XdpMode::Native),
-        "generic" => Some(XdpMode::Generic),
-        "auto" | "" => Some(XdpMode::Auto),
-        _ => None,
-    }
-}
 
 /// The pin directory of `root` in mvnet's own namespace.
 pub fn pin_dir(root: &str) -> Result<PathBuf> {
@@ -49,8 +40,7 @@ impl Controller {
         if pinned::is_attached(&dir) {
             return Ok(false);
         }
-        let mode = parse_xdp_mode(&net.xdp_mode).unwrap_or_default();
-        pinned::attach(root, &dir, mode)
+        pinned::attach(root, &dir, net.xdp_mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;
         let result = (|| -> Result<()> {
             let name = root.to_owned();

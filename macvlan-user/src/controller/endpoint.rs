@@ -4,19 +4,10 @@
 use anyhow::{anyhow, Result};
 
 use crate::{
-    model::{Endpoint, Mode, Network},
-    netlink::{self, MacvlanMode},
+    model::{Endpoint, MacvlanMode, Network},
+    netlink,
     netns::NetNs,
 };
-
-fn mode(m: Mode) -> MacvlanMode {
-    match m {
-        Mode::Bridge => MacvlanMode::Bridge,
-        Mode::Vepa => MacvlanMode::Vepa,
-        Mode::Private => MacvlanMode::Private,
-        Mode::Passthru => MacvlanMode::Passthru,
-    }
-}
 
 /// Creates `ep` in `ns`. On error the half-made link is removed.
 ///
@@ -26,9 +17,9 @@ fn mode(m: Mode) -> MacvlanMode {
 /// `rcu_barrier()` in the kernel, most of an attach's time.
 pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let parent = net.parent.clone();
-    let macvlan_mode = mode(net.mode);
+    let macvlan_mode = net.mode;
     // passthru takes over the parent's MAC; the others get the endpoint's.
-    let mac = (net.mode != Mode::Passthru).then_some(ep.mac);
+    let mac = (net.mode != MacvlanMode::Passthru).then_some(ep.mac);
     let target = ns.clone();
     // Created under a temporary name, renamed inside the container: kernels
     // before ~6.11 look the new name up in the *creating* namespace, where

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use super::Controller;
 use crate::{
     ipam::{Pool, PoolConfig, Subnet},
-    model::{self, Mode, Network, ParentOrigin, Policy},
+    model::{self, GroupRule, MacvlanMode, Network, ParentOrigin, Policy, XdpMode},
     netlink::{self, NetlinkError},
 };
 
@@ -25,24 +25,11 @@ pub struct NetworkSpec {
     pub ipv6: bool,
     /// `key=value`.
     pub options: Vec<String>,
-    /// observe (default) or enforce.
-    pub policy: Option<String>,
-    /// native, generic or auto (default).
-    pub xdp_mode: Option<String>,
-    /// Under enforce: "pass" (default) or "drop".
-    pub broadcast: Option<String>,
-    pub multicast: Option<String>,
-}
-
-/// Parses a `--broadcast`/`--multicast` rule: true = drop.
-pub fn parse_rule(flag: &str, v: Option<&str>) -> Result<bool> {
-    match v {
-        None | Some("pass") => Ok(false),
-        Some("drop") => Ok(true),
-        Some(x) => {
-            bail!("invalid --{flag} {x:?}: use pass or drop (applies under --policy enforce)")
-        }
-    }
+    pub policy: Policy,
+    pub xdp_mode: XdpMode,
+    /// Under enforce: broadcast and multicast frames.
+    pub broadcast: GroupRule,
+    pub multicast: GroupRule,
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -168,23 +155,14 @@ impl Controller {
             options.insert(k.to_owned(), v.to_owned());
         }
         let mode = match options.get("macvlan_mode") {
-            None => Mode::Bridge,
-            Some(m) => Mode::parse(m).ok_or_else(|| {
+            None => MacvlanMode::Bridge,
+            Some(m) => MacvlanMode::parse(m).ok_or_else(|| {
                 anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
             })?,
         };
-        let policy = match spec.policy.as_deref() {
-            None => Policy::Observe,
-            Some(p) => Policy::parse(p).ok_or_else(|| {
-                anyhow!("invalid --policy {p:?}: use observe (count and pass) or enforce (drop invalid frames)")
-            })?,
-        };
-        let xdp_mode = spec.xdp_mode.clone().unwrap_or_else(|| "auto".into());
-        if super::datapath::parse_xdp_mode(&xdp_mode).is_none() {
-            bail!("invalid --xdp-mode {xdp_mode:?}: use native, generic or auto");
-        }
-        let drop_broadcast = parse_rule("broadcast", spec.broadcast.as_deref())?;
-        let drop_multicast = parse_rule("multicast", spec.multicast.as_deref())?;
+        let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
+        let drop_broadcast = spec.broadcast.drops();
+        let drop_multicast = spec.multicast.drops();
         let pools = pools(&spec)?;
         if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
             bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
@@ -244,11 +222,13 @@ impl Controller {
             }
         };
         for other in self.state.networks.values() {
-            if other.parent == parent && (other.mode == Mode::Passthru || mode == Mode::Passthru) {
+            if other.parent == parent
+                && (other.mode == MacvlanMode::Passthru || mode == MacvlanMode::Passthru)
+            {
                 bail!(
                     "parent interface {parent} is already used by network {}{}; a passthru network needs its parent to itself",
                     other.name,
-                    if other.mode == Mode::Passthru { " in passthru mode" } else { "" }
+                    if other.mode == MacvlanMode::Passthru { " in passthru mode" } else { "" }
                 );
             }
         }
@@ -317,23 +297,21 @@ impl Controller {
     pub fn update_network(
         &mut self,
         key: &str,
-        policy: Option<&str>,
-        broadcast: Option<&str>,
-        multicast: Option<&str>,
+        policy: Option<Policy>,
+        broadcast: Option<GroupRule>,
+        multicast: Option<GroupRule>,
     ) -> Result<String> {
         let id = self.network(key)?.id.clone();
         let old = self.state.networks[&id].clone();
         let mut new = old.clone();
         if let Some(p) = policy {
-            new.policy = Policy::parse(p).ok_or_else(|| {
-                anyhow!("invalid --policy {p:?}: use observe (count and pass) or enforce (drop invalid frames)")
-            })?;
+            new.policy = p;
         }
-        if broadcast.is_some() {
-            new.drop_broadcast = parse_rule("broadcast", broadcast)?;
+        if let Some(b) = broadcast {
+            new.drop_broadcast = b.drops();
         }
-        if multicast.is_some() {
-            new.drop_multicast = parse_rule("multicast", multicast)?;
+        if let Some(m) = multicast {
+            new.drop_multicast = m.drops();
         }
         self.state.networks.insert(id.clone(), new.clone());
         if let Err(e) = self.apply_policy(&new).and_then(|()| self.save()) {

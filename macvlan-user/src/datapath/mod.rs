@@ -75,17 +75,8 @@ fn direct_index(map: Option<&aya::maps::Map>) -> Result<Option<DirectIndex>, Dat
         .transpose()
 }
 
-/// How XDP is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// In the driver, before any skb exists (veth and most NICs).
-    Native,
-    /// In the stack, after the skb is built; works on every device.
-    Generic,
-    /// Native, falling back to generic where the driver has no XDP.
-    #[default]
-    Auto,
-}
+/// How XDP is attached (defined with the rest of the typed model).
+pub use crate::model::XdpMode;
 
 /// Which programs to attach.
 #[derive(Clone, Copy, Debug)]

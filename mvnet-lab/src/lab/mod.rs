@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context as _, Result};
 
 use mvnet::{
-    model::Mac,
+    model::{Mac, MacvlanMode},
     netlink,
     netns::{self, NetNs},
 };
@@ -119,7 +119,7 @@ impl Lab {
             nl.add_macvlan_in(
                 &tmp2,
                 parent.index,
-                netlink::MacvlanMode::Bridge,
+                MacvlanMode::Bridge,
                 Some(Mac::new(mac)),
                 &target,
             )
