@@ -1,12 +1,15 @@
 //! The `mvnet-lab` command line, run by `mvnet lab …` and `mvnet pktgen …`
 //! (mvnet passes its arguments through), so its usage reads `mvnet …`.
-use std::{io::Write as _, path::PathBuf};
+use std::{io::Write as _, ops::RangeInclusive, path::PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use mvnet::{model::XdpMode, store};
 
-use crate::{lab, traffic};
+use crate::{
+    lab::{self, smoke},
+    traffic::{self, limits},
+};
 
 #[derive(Parser)]
 #[command(
@@ -51,36 +54,44 @@ struct PktgenArgs {
     /// auto (pktgen if the kernel has it), pktgen, or fallback (AF_PACKET TX ring).
     #[arg(long, default_value = "auto", value_parser = parse_generator)]
     generator: traffic::Generator,
-    /// Frames per flow.
-    #[arg(long, default_value_t = 1000)]
+    /// Frames per flow (1 to 1000000000).
+    #[arg(long, default_value_t = 1000, value_parser = in_range(limits::COUNT))]
     count: u64,
-    /// Frames per second over all flows (0: as fast as the generator goes).
-    #[arg(long, default_value_t = 0)]
+    /// Frames per second over all flows (0: as fast as the generator goes;
+    /// at most 100000000).
+    #[arg(long, default_value_t = 0, value_parser = in_range(limits::RATE))]
     rate: u64,
-    /// With --rate: send for this many seconds (sets --count).
-    #[arg(long)]
+    /// With --rate: send for this many seconds (0.001 to 3600; sets --count).
+    #[arg(long, value_parser = limits::parse_duration)]
     duration: Option<f64>,
-    /// Frame length in bytes without FCS (at least 60).
-    #[arg(long, default_value_t = 60)]
-    size: usize,
-    /// pktgen kernel threads (kpktgend_0..N-1) to spread the flows over.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Flows to MACs no endpoint has.
-    #[arg(long, default_value_t = 0)]
-    unknown: u32,
-    /// Flows to endpoints' MACs on a VLAN that is not theirs.
-    #[arg(long, default_value_t = 0)]
-    wrong_vlan: u32,
-    /// Fallback generator: frames in flight at most (the receiver's ring is 256).
-    #[arg(long, default_value_t = 128)]
+    /// Frame length in bytes without FCS (60 to 1514).
+    #[arg(long, default_value_t = 60, value_parser = in_range(limits::SIZE))]
+    size: u64,
+    /// pktgen kernel threads (kpktgend_0..N-1) to spread the flows over
+    /// (1 to 1024, and at most one per CPU).
+    #[arg(long, default_value_t = 1, value_parser = in_range(limits::THREADS))]
+    threads: u64,
+    /// Flows to MACs no endpoint has (0 to 4096).
+    #[arg(long, default_value_t = 0, value_parser = in_range(limits::EXTRA_FLOWS))]
+    unknown: u64,
+    /// Flows to endpoints' MACs on a VLAN that is not theirs (0 to 4096).
+    #[arg(long, default_value_t = 0, value_parser = in_range(limits::EXTRA_FLOWS))]
+    wrong_vlan: u64,
+    /// Fallback generator: frames in flight at most (1 to 256, the
+    /// receiver's ring).
+    #[arg(long, default_value_t = 128, value_parser = in_range(limits::WINDOW))]
     window: u64,
-    /// Stop sending after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Stop sending after this many seconds (1 to 86400).
+    #[arg(long, default_value_t = 120, value_parser = in_range(limits::TIMEOUT_SECS))]
     timeout: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A u64 within `range` (clap says "V is not in A..=B" otherwise).
+fn in_range(range: RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(range)
 }
 
 fn parse_generator(s: &str) -> Result<traffic::Generator, String> {
@@ -96,9 +107,11 @@ enum LabCommand {
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = XdpMode::Native)]
         xdp_mode: XdpMode,
-        #[arg(long, default_value_t = 1000)]
+        /// Frames to the child's MAC (1 to 1000000).
+        #[arg(long, default_value_t = 1000, value_parser = in_range(smoke::TO_CHILD))]
         to_child: u64,
-        #[arg(long, default_value_t = 500)]
+        /// Frames to a MAC no endpoint has (0 to 1000000).
+        #[arg(long, default_value_t = 500, value_parser = in_range(smoke::TO_UNKNOWN))]
         to_unknown: u64,
     },
     /// Walk through Docker's macvlan tutorial (bridge, then 802.1Q where the
@@ -131,16 +144,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                     mix: traffic::mix::MixSpec {
                         networks: a.network,
                         count: a.count,
-                        unknown: a.unknown,
-                        wrong_vlan: a.wrong_vlan,
+                        // Within u32: clap checked the ranges.
+                        unknown: a.unknown as u32,
+                        wrong_vlan: a.wrong_vlan as u32,
                     },
                     generator: a.generator,
                     device: a.dev,
                     netns: a.netns,
-                    size: a.size,
+                    size: a.size as usize,
                     rate: a.rate,
                     duration: a.duration,
-                    threads: a.threads,
+                    threads: a.threads as usize,
                     window: a.window,
                     deadline: std::time::Duration::from_secs(a.timeout),
                 },

@@ -186,10 +186,11 @@ fn main() {
     };
     for n in [1u32, 64, 4096] {
         let ebpf = classifier(n);
-        let untagged = FrameSpec::udp4(mac(0), src).build();
+        let untagged = FrameSpec::udp4(mac(0), src).build().unwrap();
         let tagged = FrameSpec::udp4(mac(n.saturating_sub(1) | 1), src)
             .tagged(&[Tag::dot1q(10)])
-            .build();
+            .build()
+            .unwrap();
         let cls = xdp(&ebpf, program_names::XDP);
         let pass = xdp(&ebpf, program_names::XDP_PASS);
         let floor = xdp(&ebpf, program_names::XDP_FLOOR);

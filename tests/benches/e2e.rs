@@ -433,7 +433,7 @@ fn bench() -> Result<()> {
                 dst: ip(i),
             });
             f.data_len = 18; // 60 bytes
-            f.build()
+            f.build().unwrap()
         })
         .collect();
     ensure!(frames.iter().all(|f| f.len() == 60));

@@ -643,7 +643,7 @@ const fn s_tag(id: u16) -> u16 {
 
 /// A UDP/IPv4 frame (60 bytes untagged) with these tags, outer first.
 fn frame(dst: [u8; 6], src: [u8; 6], tags: &[Tag]) -> Vec<u8> {
-    FrameSpec::udp4(dst, src).tagged(tags).build()
+    FrameSpec::udp4(dst, src).tagged(tags).build().unwrap()
 }
 
 /// Ethernet header + tags and nothing after: the shortest frame that
@@ -667,13 +667,15 @@ fn crafted_cases() -> Vec<Case> {
             sender: [192, 0, 2, 1].into(),
             target: [192, 0, 2, 2].into(),
         })
-        .build();
+        .build()
+        .unwrap();
     let udp6 = FrameSpec::udp4(MCAST6, src)
         .payload(Payload::Udp6 {
             src: "2001:db8::1".parse().unwrap(),
             dst: "ff02::1".parse().unwrap(),
         })
-        .build();
+        .build()
+        .unwrap();
     let not_broadcast = [0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
     // One line per case: name, frame, expectation.
     #[rustfmt::skip]

@@ -116,43 +116,49 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
 
     // (frame, count): each a different number so a mix-up shows.
     let cases: Vec<(Vec<u8>, u64)> = vec![
-        (FrameSpec::udp4(EP_UNTAGGED, src).build(), 11),
+        (FrameSpec::udp4(EP_UNTAGGED, src).build().unwrap(), 11),
         (
             FrameSpec::udp4(EP_VLAN10, src)
                 .tagged(&[Tag::dot1q(10)])
-                .build(),
+                .build()
+                .unwrap(),
             13,
         ),
         // Known MAC, wrong VLAN: tagged 20, and untagged.
         (
             FrameSpec::udp4(EP_VLAN10, src)
                 .tagged(&[Tag::dot1q(20)])
-                .build(),
+                .build()
+                .unwrap(),
             17,
         ),
-        (FrameSpec::udp4(EP_VLAN10, src).build(), 19),
+        (FrameSpec::udp4(EP_VLAN10, src).build().unwrap(), 19),
         // QinQ with 802.1Q outer 10: membership by the outer tag.
         (
             FrameSpec::udp4(EP_VLAN10, src)
                 .tagged(&[Tag::dot1q(10), Tag::dot1q(30)])
-                .build(),
+                .build()
+                .unwrap(),
             23,
         ),
         (
             FrameSpec::udp4(unknown, src)
                 .tagged(&[Tag::dot1q(10)])
-                .build(),
+                .build()
+                .unwrap(),
             29,
         ),
-        (FrameSpec::udp4([0xff; 6], src).build(), 31),
+        (FrameSpec::udp4([0xff; 6], src).build().unwrap(), 31),
         (
-            FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 1], src).build(),
+            FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 1], src)
+                .build()
+                .unwrap(),
             37,
         ),
         // Truncated: an 802.1Q type with no room for the tag.
         (
             {
-                let mut f = FrameSpec::udp4(EP_VLAN10, src).build();
+                let mut f = FrameSpec::udp4(EP_VLAN10, src).build().unwrap();
                 f.truncate(12);
                 f.extend_from_slice(&[0x81, 0x00, 0x00]);
                 f

@@ -111,7 +111,7 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
             lab.upstream(),
             UPSTREAM_IF,
             Hook::XdpIngress,
-            FrameSpec::udp4(mac, src).build(),
+            FrameSpec::udp4(mac, src).build().unwrap(),
             n,
         );
     }
@@ -122,7 +122,7 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
         &nss[0],
         "eth0",
         Hook::TcIngress,
-        FrameSpec::udp4(macs[1], macs[0]).build(),
+        FrameSpec::udp4(macs[1], macs[0]).build().unwrap(),
         13,
     );
 
@@ -162,7 +162,7 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(unknown, src).build(),
+        FrameSpec::udp4(unknown, src).build().unwrap(),
         29,
     );
     send(
@@ -170,7 +170,7 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(macs[2], src).build(),
+        FrameSpec::udp4(macs[2], src).build().unwrap(),
         7,
     );
     let c2 = maps.counters().unwrap();
@@ -187,7 +187,7 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(unknown, src).build(),
+        FrameSpec::udp4(unknown, src).build().unwrap(),
         3,
     );
     let c4 = maps.counters().unwrap();
@@ -250,7 +250,7 @@ fn restore_reattaches_a_lost_classifier_with_its_endpoints() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(mac, src).build(),
+        FrameSpec::udp4(mac, src).build().unwrap(),
         17,
     );
     assert_eq!(
@@ -287,7 +287,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
         &up,
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(ma, src).build(),
+        FrameSpec::udp4(ma, src).build().unwrap(),
         40,
     );
     send(
@@ -295,7 +295,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
         &up,
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(mb, src).build(),
+        FrameSpec::udp4(mb, src).build().unwrap(),
         25,
     );
     let na = NetNs::named(&a).unwrap();
@@ -304,7 +304,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
         &na,
         "eth0",
         Hook::TcIngress,
-        FrameSpec::udp4(mb, ma).build(),
+        FrameSpec::udp4(mb, ma).build().unwrap(),
         5,
     );
 
@@ -332,7 +332,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
         &up,
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(mb, src).build(),
+        FrameSpec::udp4(mb, src).build().unwrap(),
         11,
     );
     let out = s.ok(&["verify", "nv"]);
@@ -350,7 +350,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
         &up,
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(ma, src).build(),
+        FrameSpec::udp4(ma, src).build().unwrap(),
         9,
     );
     maps.endpoints()
@@ -402,6 +402,7 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
         FrameSpec::udp4(up, src_mac)
             .payload(Payload::Udp4 { src, dst: gw4 })
             .build()
+            .unwrap()
     };
     let v6 = |src: &str| {
         FrameSpec::udp4(up, mac)
@@ -410,6 +411,7 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
                 dst: "2001:db8::1".parse().unwrap(),
             })
             .build()
+            .unwrap()
     };
     // (frame, count, spoofed?)
     let cases: Vec<(Vec<u8>, u64, bool)> = vec![
@@ -422,7 +424,8 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
                     sender: Ipv4Addr::new(10, 95, 0, 88),
                     target: gw4,
                 })
-                .build(),
+                .build()
+                .unwrap(),
             3,
             true,
         ),
@@ -432,7 +435,8 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
                     sender: own4,
                     target: gw4,
                 })
-                .build(),
+                .build()
+                .unwrap(),
             4,
             false,
         ),
@@ -515,10 +519,13 @@ fn monitor_streams_rate_limited_anomaly_events() {
             lab.upstream(),
             UPSTREAM_IF,
             Hook::XdpIngress,
-            FrameSpec::udp4(unknown, src).build(),
+            FrameSpec::udp4(unknown, src).build().unwrap(),
             50,
         );
-        let tagged = FrameSpec::udp4(mac, src).tagged(&[Tag::dot1q(10)]).build();
+        let tagged = FrameSpec::udp4(mac, src)
+            .tagged(&[Tag::dot1q(10)])
+            .build()
+            .unwrap();
         send(
             &maps,
             lab.upstream(),
@@ -532,7 +539,8 @@ fn monitor_streams_rate_limited_anomaly_events() {
                 src: "10.96.0.66".parse().unwrap(),
                 dst: "10.96.0.1".parse().unwrap(),
             })
-            .build();
+            .build()
+            .unwrap();
         wire::send_each_once(&ns, "eth0", &forged, 50).unwrap();
         mon.join().unwrap()
     });
@@ -583,7 +591,7 @@ fn host_traffic_to_the_parent_passes_under_enforce() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(parent, src).build(),
+        FrameSpec::udp4(parent, src).build().unwrap(),
         19,
     );
     let c1 = maps.counters().unwrap();
@@ -607,8 +615,10 @@ fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
     );
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
-    let mcast = FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 7], src).build();
-    let bcast = FrameSpec::udp4([0xff; 6], src).build();
+    let mcast = FrameSpec::udp4([0x01, 0x00, 0x5e, 0, 0, 7], src)
+        .build()
+        .unwrap();
+    let bcast = FrameSpec::udp4([0xff; 6], src).build().unwrap();
     // Returns (seen at XDP, seen at TC ingress after XDP) for n frames.
     let through = |frame: &[u8], v: Verdict, n: u64| {
         let c0 = maps.counters().unwrap();

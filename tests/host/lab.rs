@@ -66,7 +66,7 @@ fn sender_and_capture_count_exact_frames() {
     let lab = Lab::new().unwrap();
     let dst = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
-    let frames = vec![FrameSpec::udp4(dst, src).build()];
+    let frames = vec![FrameSpec::udp4(dst, src).build().unwrap()];
     let host = lab.host().clone();
     std::thread::scope(|s| {
         let cap = s.spawn(|| {
@@ -107,8 +107,11 @@ fn capture_reports_the_vlan_tag_the_kernel_stripped() {
     let lab = Lab::new().unwrap();
     let dst = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
-    let tagged = vec![FrameSpec::udp4(dst, src).tagged(&[Tag::dot1q(10)]).build()];
-    let untagged = vec![FrameSpec::udp4(dst, src).build()];
+    let tagged = vec![FrameSpec::udp4(dst, src)
+        .tagged(&[Tag::dot1q(10)])
+        .build()
+        .unwrap()];
+    let untagged = vec![FrameSpec::udp4(dst, src).build().unwrap()];
     let host = lab.host().clone();
     let seen_untagged = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {

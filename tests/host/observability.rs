@@ -170,8 +170,11 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     // to a1's MAC on VLAN 10 (a VLAN mismatch).
     let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let unknown = [0x02, 0x42, 0x0a, 0x51, 0x00, 0x63];
-    let to = |mac| FrameSpec::udp4(mac, up).build();
-    let tagged = FrameSpec::udp4(m1, up).tagged(&[Tag::dot1q(10)]).build();
+    let to = |mac| FrameSpec::udp4(mac, up).build().unwrap();
+    let tagged = FrameSpec::udp4(m1, up)
+        .tagged(&[Tag::dot1q(10)])
+        .build()
+        .unwrap();
     let len = to(m1).len() as u64;
     let tlen = tagged.len() as u64;
     for (frame, n) in [
@@ -198,7 +201,7 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
         &ns1,
         "eth0",
         Hook::TcIngress,
-        FrameSpec::udp4(m2, m1).build(),
+        FrameSpec::udp4(m2, m1).build().unwrap(),
         13,
     );
     // Out to the wire: 21 valid from a1, 4 with a forged source MAC from b1
@@ -209,7 +212,8 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
             src: "10.81.0.11".parse().unwrap(),
             dst: gw,
         })
-        .build();
+        .build()
+        .unwrap();
     assert_eq!(
         wire::send_each_once(&ns1, "eth0", &valid, 21).unwrap(),
         (21, 0)
@@ -219,7 +223,8 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
             src: "10.82.0.11".parse().unwrap(),
             dst: "10.82.0.1".parse().unwrap(),
         })
-        .build();
+        .build()
+        .unwrap();
     let nsb = NetNs::named(&b1).unwrap();
     assert_eq!(
         wire::send_each_once(&nsb, "eth0", &forged, 4).unwrap(),
@@ -564,7 +569,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(m, up).build(),
+        FrameSpec::udp4(m, up).build().unwrap(),
         173,
     );
     let unknown = [0x02, 0x42, 0x0a, 0x53, 0x00, 0x63];
@@ -573,7 +578,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
         lab.upstream(),
         UPSTREAM_IF,
         Hook::XdpIngress,
-        FrameSpec::udp4(unknown, up).build(),
+        FrameSpec::udp4(unknown, up).build().unwrap(),
         31,
     );
     await_promql(&host, pport, &sel, &["173"], timeout);

@@ -249,7 +249,7 @@ impl Scene {
                 lab.upstream(),
                 UPSTREAM_IF,
                 Hook::XdpIngress,
-                FrameSpec::udp4(mac, src).build(),
+                FrameSpec::udp4(mac, src).build().unwrap(),
                 n,
             );
         }

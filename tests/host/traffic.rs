@@ -327,3 +327,46 @@ fn a_device_not_wired_to_the_root_is_reported() {
     s.ok(&["container", "rm", &name]);
     s.ok(&["network", "rm", "nc"]);
 }
+
+/// Issue 13: `--size 100000` panicked building the frame and
+/// `--unknown 4294967295` tried to allocate 10 GiB. Every number outside
+/// its documented range is now refused by name (exit 2), before the lab
+/// binary reads any state or touches the kernel.
+#[test]
+fn out_of_range_numbers_are_refused_before_anything_runs() {
+    let state = std::env::temp_dir().join(format!("mvl-{}-no-state", std::process::id()));
+    for (args, want) in [
+        (
+            &["pktgen", "--size", "100000"][..],
+            "error: invalid value '100000' for '--size <SIZE>': 100000 is not in 60..=1514\n",
+        ),
+        (
+            &["pktgen", "--unknown", "4294967295"][..],
+            "error: invalid value '4294967295' for '--unknown <UNKNOWN>': 4294967295 is not in 0..=4096\n",
+        ),
+        (
+            &["pktgen", "--count", "0"][..],
+            "error: invalid value '0' for '--count <COUNT>': 0 is not in 1..=1000000000\n",
+        ),
+        (
+            &["pktgen", "--rate", "10", "--duration", "inf"][..],
+            "error: invalid value 'inf' for '--duration <DURATION>': \"inf\" is not a number of seconds from 0.001 to 3600\n",
+        ),
+        (
+            &["lab", "smoke", "--to-unknown", "1000001"][..],
+            "error: invalid value '1000001' for '--to-unknown <TO_UNKNOWN>': 1000001 is not in 0..=1000000\n",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::common::cli::mvnet_bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!state.exists(), "{args:?} created the state directory");
+    }
+}

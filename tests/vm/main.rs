@@ -421,7 +421,10 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
         (m20, 10, 11),
         ([0x02, 0x42, 0, 0, 0, 9], 10, 5),
     ] {
-        let frames = [FrameSpec::udp4(dst, src).tagged(&[Tag::dot1q(vid)]).build()];
+        let frames = [FrameSpec::udp4(dst, src)
+            .tagged(&[Tag::dot1q(vid)])
+            .build()
+            .unwrap()];
         let base = total(&maps);
         wire::send(
             lab.upstream(),

@@ -99,10 +99,20 @@ impl SmokeReport {
     }
 }
 
+/// Frames the smoke scenario sends to the child, and to an unknown MAC
+/// (each send must finish within 60 s).
+pub const TO_CHILD: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+pub const TO_UNKNOWN: std::ops::RangeInclusive<u64> = 0..=1_000_000;
+
 /// Runs the smoke scenario in a fresh lab: XDP (`mode`) on the parent, a
 /// macvlan child in a container namespace, `to_child` frames to the child's
 /// MAC and `to_unknown` to an unknown MAC from upstream.
 pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport> {
+    ensure!(
+        TO_CHILD.contains(&to_child) && TO_UNKNOWN.contains(&to_unknown),
+        "smoke sends 1 to 1000000 frames to the child and 0 to 1000000 to an unknown MAC \
+         (asked: {to_child} and {to_unknown})"
+    );
     let mut lab = Lab::new().context("building the lab")?;
     let mut dp = Datapath::attach(
         Some(lab.host()),
@@ -129,8 +139,8 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
     let before = dp.counters()?;
     let kernel_before = lab.link_stats(&c1, "eth0")?;
 
-    let to_child_frame = FrameSpec::udp4(CHILD_MAC, src).build();
-    let to_unknown_frame = FrameSpec::udp4(UNKNOWN_MAC, src).build();
+    let to_child_frame = FrameSpec::udp4(CHILD_MAC, src).build()?;
+    let to_unknown_frame = FrameSpec::udp4(UNKNOWN_MAC, src).build()?;
     let xdp_total = |dp: &Datapath| -> u64 {
         dp.counters()
             .map(|c| c.verdicts.total(Hook::XdpIngress).frames)

@@ -66,9 +66,17 @@ impl Flow {
         }
     }
 
-    /// The frame this flow sends, `size` bytes long (without FCS, at least
-    /// 60), from `src`.
-    pub fn frame(&self, src: [u8; 6], size: usize) -> Vec<u8> {
+    /// The frame this flow sends, `size` bytes long (without FCS, in
+    /// [`super::limits::SIZE`]), from `src`.
+    pub fn frame(&self, src: [u8; 6], size: usize) -> Result<Vec<u8>> {
+        let sizes = super::limits::SIZE;
+        if !sizes.contains(&(size as u64)) {
+            bail!(
+                "a frame of {size} bytes is out of range: give a size from {} to {} (without FCS)",
+                sizes.start(),
+                sizes.end()
+            );
+        }
         let mut spec = FrameSpec::udp4(self.dst.octets(), src);
         if self.vlan != 0 {
             spec = spec.tagged(&[Tag::dot1q(self.vlan)]);
@@ -76,10 +84,11 @@ impl Flow {
         let bare = {
             let mut s = spec.clone();
             s.data_len = 0;
-            s.build().len()
+            s.build()?.len()
         };
-        spec.data_len = size.max(60).saturating_sub(bare);
-        spec.build()
+        // At most 46 bytes of headers: always below the smallest size.
+        spec.data_len = size - bare;
+        Ok(spec.build()?)
     }
 }
 
@@ -367,8 +376,16 @@ mod tests {
             count: 1,
             target: None,
         };
-        assert_eq!(f.frame([2, 0, 0, 0, 0, 2], 60).len(), 60);
-        assert_eq!(f.frame([2, 0, 0, 0, 0, 2], 128).len(), 128);
-        assert_eq!(&f.frame([2, 0, 0, 0, 0, 2], 60)[12..16], &[0x81, 0, 0, 10]);
+        let src = [2, 0, 0, 0, 0, 2];
+        assert_eq!(f.frame(src, 60).unwrap().len(), 60);
+        assert_eq!(f.frame(src, 128).unwrap().len(), 128);
+        assert_eq!(f.frame(src, 1514).unwrap().len(), 1514);
+        assert_eq!(&f.frame(src, 60).unwrap()[12..16], &[0x81, 0, 0, 10]);
+        for bad in [0, 59, 1515, 100_000, usize::MAX] {
+            assert_eq!(
+                f.frame(src, bad).unwrap_err().to_string(),
+                format!("a frame of {bad} bytes is out of range: give a size from 60 to 1514 (without FCS)")
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! in the lab's upstream namespace) or a device the user names; never one
 //! mvnet picks on its own.
 pub mod fallback;
+pub mod limits;
 pub mod mix;
 pub mod pktgen;
 pub mod report;
@@ -65,7 +66,7 @@ pub struct RunSpec {
     pub device: Option<String>,
     /// The namespace of the sending device: a name under /run/netns or a path.
     pub netns: Option<String>,
-    /// Frame length in bytes, without FCS (at least 60).
+    /// Frame length in bytes, without FCS (in [`limits::SIZE`]).
     pub size: usize,
     /// Frames per second over all flows (0 = as fast as the generator goes).
     pub rate: u64,
@@ -100,15 +101,16 @@ fn xdp_frames(maps: &PinnedMaps) -> u64 {
 /// Runs `spec` against the endpoints in the state at `state_dir`.
 /// `announce` gets one line on the generator chosen, before traffic starts.
 pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<Report> {
+    limits::check(spec)?;
     let state = Controller::open(state_dir)?.state.clone();
     let mut mix = Mix::from_state(&state, &spec.mix)?;
     if let Some(secs) = spec.duration {
         if spec.rate == 0 {
             bail!("--duration needs --rate (frames per second over all flows)");
         }
-        let per_flow = ((spec.rate as f64 * secs) / mix.flows.len() as f64).ceil() as u64;
+        let per_flow = limits::count_for(spec.rate, secs, mix.flows.len())?;
         for f in &mut mix.flows {
-            f.count = per_flow.max(1);
+            f.count = per_flow;
         }
     }
     let ns = match &spec.netns {
@@ -195,7 +197,11 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .with_context(|| format!("sending device {device} not found"))?
             .mac
             .map_or([0x02, 0, 0, 0, 0, 1], Mac::octets);
-            let frames: Vec<Vec<u8>> = mix.flows.iter().map(|f| f.frame(src, spec.size)).collect();
+            let frames: Vec<Vec<u8>> = mix
+                .flows
+                .iter()
+                .map(|f| f.frame(src, spec.size))
+                .collect::<Result<_>>()?;
             let counts: Vec<u64> = mix.flows.iter().map(|f| f.count).collect();
             let sent = fallback::send(
                 ns.as_ref(),
@@ -233,10 +239,10 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         device: device.clone(),
         netns: spec.netns.clone(),
         root: mix.root.clone(),
-        frame_size: spec.size.max(60),
+        frame_size: spec.size,
         rate_target: spec.rate,
         threads: if generator == Generator::Pktgen {
-            spec.threads.max(1)
+            spec.threads
         } else {
             1
         },
