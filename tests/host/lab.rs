@@ -151,3 +151,37 @@ fn capture_reports_the_vlan_tag_the_kernel_stripped() {
     });
     assert_eq!(seen_untagged.load(std::sync::atomic::Ordering::Relaxed), 30);
 }
+
+/// `mvnet lab` and `mvnet pktgen` run the mvnet-lab binary from beside
+/// mvnet, else from PATH; with neither, the error says where it looked and
+/// how to build it, and nothing runs.
+#[test]
+fn mvnet_without_mvnet_lab_says_where_it_looked() {
+    let dir = std::env::temp_dir().join(format!("mvl-{}-alone", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("mvnet");
+    let src = crate::common::cli::mvnet_bin();
+    std::fs::hard_link(&src, &bin)
+        .or_else(|_| std::fs::copy(&src, &bin).map(drop))
+        .unwrap();
+    for sub in ["lab", "pktgen"] {
+        let out = std::process::Command::new(&bin)
+            .args([sub, "--help"])
+            .env("PATH", &dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "mvnet: error: `mvnet {sub}` is run by the mvnet-lab binary, which is neither \
+                 beside mvnet (in {}) nor in PATH; build both binaries with `cargo xtask build` \
+                 (or `cargo build -p macvlan-user -p mvnet-lab`)\n",
+                dir.display()
+            )
+        );
+        assert!(out.stdout.is_empty());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
