@@ -59,12 +59,13 @@ pub enum StateDirError {
     },
     #[error("{path} is larger than {cap} bytes, too large for an mvnet state file; move it away (`mv {path} {path}.bad`) and retry")]
     TooLarge { path: PathBuf, cap: u64 },
-    #[error("{what} {path}: {source}{}", hint(.source))]
+    // The OS error is part of the message (not a `source`), so that it is
+    // printed once, before the hint.
+    #[error("{what} {path}: {err}{}", hint(.err))]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
 }
 
@@ -330,17 +331,17 @@ impl StateDir {
             Some(n) => self.path.join(n),
             None => self.path.clone(),
         };
-        move |source| StateDirError::Io { what, path, source }
+        move |err| StateDirError::Io { what, path, err }
     }
 }
 
 /// Creates the state directory 0700 (its missing parents 0755).
 fn create(path: &Path) -> Result<()> {
     let io = |what| {
-        move |source| StateDirError::Io {
+        move |err| StateDirError::Io {
             what,
             path: path.to_owned(),
-            source,
+            err,
         }
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -373,17 +374,17 @@ fn dir_error(path: &Path, e: io::Error) -> StateDirError {
         _ => StateDirError::Io {
             what: "opening",
             path,
-            source: e,
+            err: e,
         },
     }
 }
 
 /// The directory must be ours and writable by nobody else.
 fn check_dir(path: &Path, fd: &OwnedFd) -> Result<Stat> {
-    let st = sys::stat(fd).map_err(|source| StateDirError::Io {
+    let st = sys::stat(fd).map_err(|err| StateDirError::Io {
         what: "checking",
         path: path.to_owned(),
-        source,
+        err,
     })?;
     let euid = sys::euid();
     if st.uid != euid {
