@@ -28,8 +28,10 @@ pub struct State {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Teardown {
-    /// `container stop` or `container rm`: every endpoint and the namespace.
+    /// `container stop`: every endpoint and the namespace.
     Stop,
+    /// `container rm`: as `Stop`, then the container leaves the state.
+    Remove,
     /// `network disconnect`: the endpoint on this network.
     Disconnect { network_id: String },
 }

@@ -608,3 +608,116 @@ fn removed_containers_leave_no_log_behind() {
     s.ok(&["container", "rm", &c]);
     assert_eq!(names(&dir), only_state);
 }
+
+/// `mvnet --state-dir DIR ARGS` in `ns` under strace, failing its `n`-th
+/// rename of the state file with ENOSPC (the main thread's; the state is
+/// saved there): the deterministic "disk full at the last save".
+fn mvnet_enospc_at_rename(ns: &NetNs, dir: &Path, n: u32, args: &[&str]) -> Output {
+    let (bin, dir) = (mvnet_bin(), dir.to_owned());
+    let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    ns.run(move || {
+        Command::new("strace")
+            .args([
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=rename,renameat,renameat2",
+            ])
+            .arg("-e")
+            .arg(format!(
+                "inject=rename,renameat,renameat2:error=ENOSPC:when={n}"
+            ))
+            .arg(bin)
+            .arg("--state-dir")
+            .arg(dir)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("strace not found; install it (`apt-get install strace`)")
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = s.state_dir.clone();
+    let host = lab.host();
+    s.network("sd", "10.97.7.0/24", "eth0", &[]);
+    let enospc = format!(
+        "renaming over {}/state.json: No space left on device (os error 28); free space on that filesystem and retry\n",
+        dir.display()
+    );
+    let teardowns = || -> serde_json::Value {
+        let state: serde_json::Value = serde_json::from_str(&s.state()).unwrap();
+        state["teardowns"].clone()
+    };
+
+    // stop: the first save (the record) works, the last one fails.
+    let a = s.name("intent-a");
+    let id = s.container("sd", &a, &[]).trim().to_owned();
+    let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "stop", &a]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("mvnet: error: the stop of container {a} is done in the kernel, but saving the state failed, so it still records the stop as under way; once the disk has space, `mvnet container stop {a}` or `mvnet restore` finishes it: {enospc}")
+    );
+    assert!(
+        !mvnet::netns::list().contains(&a),
+        "the kernel side is done"
+    );
+    assert_eq!(teardowns(), serde_json::json!({ id.clone(): "stop" }));
+    assert!(!dir.join("state.json.tmp").exists());
+    let restored = s.ok(&["restore"]);
+    assert!(
+        restored
+            .lines()
+            .any(|l| l == format!("finished the stop of container {a}")),
+        "{restored}"
+    );
+    assert_eq!(teardowns(), serde_json::Value::Null);
+    // The address went back to the pool: a new container gets it.
+    let b = s.name("intent-b");
+    s.container("sd", &b, &["--ip", "10.97.7.2"]);
+
+    // rm: recorded as a removal; `container rm` again finishes it.
+    let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "rm", "-f", &b]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+            "mvnet: error: the removal of container {b} is done in the kernel"
+        )),
+        "{out:?}"
+    );
+    assert!(!mvnet::netns::list().contains(&b));
+    s.ok(&["container", "rm", &b]);
+    assert!(!s.state().contains(&b));
+    assert_eq!(teardowns(), serde_json::Value::Null);
+
+    // disconnect: recorded per network; disconnecting again finishes it.
+    let c = s.name("intent-c");
+    let cid = s.container("sd", &c, &[]).trim().to_owned();
+    let out = mvnet_enospc_at_rename(host, &dir, 2, &["network", "disconnect", "sd", &c]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+            "mvnet: error: the disconnect of container {c} is done in the kernel"
+        )),
+        "{out:?}"
+    );
+    assert!(
+        !links_in(&c).contains(&"eth0".to_owned()),
+        "{:?}",
+        links_in(&c)
+    );
+    let net_id = s.ok(&["network", "inspect", "sd"]);
+    let net_id: serde_json::Value = serde_json::from_str(&net_id).unwrap();
+    assert_eq!(
+        teardowns(),
+        serde_json::json!({ cid: { "disconnect": { "network_id": net_id[0]["Id"] } } })
+    );
+    s.ok(&["network", "disconnect", "sd", &c]);
+    assert_eq!(teardowns(), serde_json::Value::Null);
+    s.ok(&["container", "rm", "-f", &c]);
+    s.ok(&["network", "rm", "sd"]);
+}

@@ -254,8 +254,19 @@ impl Controller {
         let c = self.container(key)?.clone();
         self.record_teardown(&c, Teardown::Stop)?;
         self.finish_stop(&c)?;
-        self.save()?;
+        self.save_after_teardown(&c, "stop", &format!("mvnet container stop {}", c.name))?;
         Ok(c.name)
+    }
+
+    /// Saves the state once a teardown is done in the kernel; when that
+    /// fails, the state on disk still records the teardown as under way.
+    fn save_after_teardown(&self, c: &Container, what: &str, retry: &str) -> Result<()> {
+        self.save().with_context(|| {
+            format!(
+                "the {what} of container {} is done in the kernel, but saving the state failed, so it still records the {what} as under way; once the disk has space, `{retry}` or `mvnet restore` finishes it",
+                c.name
+            )
+        })
     }
 
     /// Ends the process and tears the network down, then updates the state
@@ -333,21 +344,31 @@ impl Controller {
     /// `force`).
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?.clone();
-        // A stop whose save failed half-way is finished here.
-        let stopping = self.state.teardowns.get(&c.id) == Some(&Teardown::Stop);
+        // A stop or rm whose last save failed is finished here.
+        let stopping = matches!(
+            self.state.teardowns.get(&c.id),
+            Some(Teardown::Stop | Teardown::Remove)
+        );
         if c.running && !force && !stopping {
             bail!("container {} is running; stop it first with `mvnet container stop {}` or use --force", c.name, c.name);
         }
-        self.record_teardown(&c, Teardown::Stop)?;
+        self.record_teardown(&c, Teardown::Remove)?;
+        self.finish_remove(&c)?;
+        self.save_after_teardown(&c, "removal", &format!("mvnet container rm {}", c.name))?;
+        self.remove_log(&c.id);
+        Ok(c.name)
+    }
+
+    /// Ends the process, tears the network down and takes the container out
+    /// of the state (not saved).
+    pub(super) fn finish_remove(&mut self, c: &Container) -> Result<()> {
         if let Some(pid) = c.pid {
             kill_gracefully(pid, Duration::from_secs(10));
         }
-        self.teardown_network(&c)?;
+        self.teardown_network(c)?;
         self.state.containers.remove(&c.id);
         self.state.teardowns.remove(&c.id);
-        self.save()?;
-        self.remove_log(&c.id);
-        Ok(c.name)
+        Ok(())
     }
 
     /// `mvnet network connect`: attaches a container (ours, or an existing
@@ -462,13 +483,18 @@ impl Controller {
                 c.name,
                 match other {
                     Teardown::Stop => "stop",
+                    Teardown::Remove => "removal",
                     Teardown::Disconnect { .. } => "disconnect",
                 }
             );
         }
         self.record_teardown(&c, teardown)?;
         self.finish_disconnect(&key, &net_id)?;
-        self.save()?;
+        self.save_after_teardown(
+            &c,
+            "disconnect",
+            &format!("mvnet network disconnect {network} {}", c.name),
+        )?;
         Ok(c.name)
     }
 

@@ -88,6 +88,15 @@ impl Controller {
             };
             let (what, done) = match &teardown {
                 Teardown::Stop => ("stop", self.finish_stop(&c)),
+                Teardown::Remove => {
+                    let done = self.finish_remove(&c);
+                    if done.is_ok() {
+                        let _ = self
+                            .state_files()
+                            .remove(&super::container::log_name(&c.id));
+                    }
+                    ("removal", done)
+                }
                 Teardown::Disconnect { network_id } => {
                     ("disconnect", self.finish_disconnect(&id, network_id))
                 }
