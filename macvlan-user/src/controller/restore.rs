@@ -16,7 +16,8 @@ pub struct RestoreReport {
     pub parents_recreated: Vec<String>,
     pub endpoints_recreated: Vec<String>,
     pub containers_purged: Vec<String>,
-    /// Stops and disconnects whose final save had failed, now finished.
+    /// Stops, removals and disconnects whose last save had failed, now
+    /// finished.
     pub teardowns_finished: Vec<String>,
     pub classifiers_attached: Vec<String>,
     pub problems: Vec<String>,
