@@ -21,7 +21,10 @@ use std::{
 
 use thiserror::Error;
 
-use crate::sys::fs::{self as sys, FileKind, Open, Stat};
+use crate::{
+    store::{LOCK_FILE, STATE_FILE},
+    sys::fs::{self as sys, FileKind, Open, Stat},
+};
 
 /// Mode of the state directory.
 pub const DIR_MODE: u32 = 0o700;
@@ -49,6 +52,8 @@ pub enum StateDirError {
         who: &'static str,
         mode: u32,
     },
+    #[error("state directory {path} is mode {mode:04o} (open to other users) but holds no state.json or lock, so it is not mvnet's and mvnet will not change it: give mvnet a directory of its own with --state-dir (it is created 0700), or `chmod 700 {path}` yourself")]
+    NotOurs { path: PathBuf, mode: u32 },
     #[error("{path} is {}, not a regular file; mvnet refuses to use it: move it away (`mv {path} {path}.bad`) and retry", .kind.describe())]
     NotRegular { path: PathBuf, kind: FileKind },
     #[error("{path} is owned by uid {owner}, not by uid {euid} which runs mvnet; mvnet refuses to use it: move it away (`mv {path} {path}.bad`) and retry")]
@@ -112,13 +117,21 @@ impl StateDir {
             fd,
             fixes: Vec::new(),
         };
+        // A fresh directory is at most 0700 already (umask); only a looser
+        // existing one is news, and only mvnet's own is changed: a
+        // `--state-dir /var/lib` must not make /var/lib private.
+        let loose = !created && st.mode & 0o077 != 0;
+        if loose && !dir.is_mvnet_dir()? {
+            return Err(StateDirError::NotOurs {
+                path: path.to_owned(),
+                mode: st.mode,
+            });
+        }
         if st.mode != DIR_MODE {
             sys::chmod(&dir.fd, DIR_MODE).map_err(dir.io("setting the mode of", None))?;
-            // A fresh directory is at most 0700 already (umask); only a
-            // looser existing one is news.
-            if !created && st.mode & 0o077 != 0 {
+            if loose {
                 dir.fixes.push(format!(
-                    "state directory {} was mode {:04o}, readable by other users; set it to 0700",
+                    "state directory {} was mode {:04o}, open to other users; set it to 0700",
                     path.display(),
                     st.mode
                 ));
@@ -243,8 +256,18 @@ impl StateDir {
         Ok(file)
     }
 
-    /// Makes every regular file in the directory 0600 (an older mvnet made
-    /// them 0644), noting each one.
+    /// Whether this is an mvnet state directory: empty, or holding its
+    /// state file or lock file.
+    fn is_mvnet_dir(&self) -> Result<bool> {
+        let mut entries = std::fs::read_dir(&self.path).map_err(self.io("listing", None))?;
+        Ok(entries.next().is_none()
+            || [STATE_FILE, LOCK_FILE]
+                .iter()
+                .any(|f| sys::stat_at(&self.fd, f).is_ok()))
+    }
+
+    /// Makes mvnet's files in the directory 0600 (an older mvnet made them
+    /// 0644), noting each one; other files are left alone.
     fn tighten_files(&mut self) -> Result<()> {
         let entries = std::fs::read_dir(&self.path).map_err(self.io("listing", None))?;
         for entry in entries {
@@ -252,6 +275,9 @@ impl StateDir {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
+            if !is_mvnet_file(&name) {
+                continue;
+            }
             // Only regular files, looked at without following links; the
             // rest is not ours and is refused when it is in the way.
             match sys::stat_at(&self.fd, &name) {
@@ -262,7 +288,7 @@ impl StateDir {
                     sys::chmod(&file, FILE_MODE)
                         .map_err(self.io("setting the mode of", Some(&name)))?;
                     self.fixes.push(format!(
-                        "{} was mode {:04o}, readable by other users; set it to 0600",
+                        "{} was mode {:04o}, open to other users; set it to 0600",
                         self.path.join(&name).display(),
                         st.mode
                     ));
@@ -333,6 +359,13 @@ impl StateDir {
         };
         move |err| StateDirError::Io { what, path, err }
     }
+}
+
+/// mvnet's files in the state directory: the state, its lock, and the
+/// containers' logs (`<64 hex digits>.log`).
+fn is_mvnet_file(name: &str) -> bool {
+    let log_of = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    name == STATE_FILE || name == LOCK_FILE || name.strip_suffix(".log").is_some_and(log_of)
 }
 
 /// Creates the state directory 0700 (its missing parents 0755).
@@ -481,32 +514,54 @@ mod tests {
     #[test]
     fn tightens_a_loose_directory_and_its_files_and_says_so() {
         let s = Scratch::new();
+        let log = format!("{}.log", "ab".repeat(32));
         chmod(&s.0, 0o755);
-        fs::write(s.0.join("state.json"), "{}").unwrap();
-        chmod(&s.0.join("state.json"), 0o644);
-        fs::write(s.0.join("abc.log"), "out").unwrap();
-        chmod(&s.0.join("abc.log"), 0o640);
-        fs::write(s.0.join("lock"), "").unwrap();
-        chmod(&s.0.join("lock"), 0o600);
+        for (f, m) in [
+            ("state.json", 0o644),
+            (log.as_str(), 0o640),
+            ("lock", 0o600),
+            ("notes.txt", 0o644),
+        ] {
+            fs::write(s.0.join(f), "x").unwrap();
+            chmod(&s.0.join(f), m);
+        }
         let dir = StateDir::open(&s.0).unwrap();
         assert_eq!(mode(&s.0), 0o700);
         assert_eq!(mode(&s.0.join("state.json")), 0o600);
-        assert_eq!(mode(&s.0.join("abc.log")), 0o600);
+        assert_eq!(mode(&s.0.join(&log)), 0o600);
+        // Not mvnet's: left alone.
+        assert_eq!(mode(&s.0.join("notes.txt")), 0o644);
         let p = s.0.display();
         let mut fixes = dir.fixes().to_vec();
         fixes.sort();
         assert_eq!(
             fixes,
             [
-                format!("{p}/abc.log was mode 0640, readable by other users; set it to 0600"),
-                format!("{p}/state.json was mode 0644, readable by other users; set it to 0600"),
-                format!(
-                    "state directory {p} was mode 0755, readable by other users; set it to 0700"
-                ),
+                format!("{p}/{log} was mode 0640, open to other users; set it to 0600"),
+                format!("{p}/state.json was mode 0644, open to other users; set it to 0600"),
+                format!("state directory {p} was mode 0755, open to other users; set it to 0700"),
             ]
         );
         // Only once: the next open has nothing to fix.
         assert!(StateDir::open(&s.0).unwrap().fixes().is_empty());
+    }
+
+    #[test]
+    fn a_loose_directory_that_is_not_mvnets_is_refused_and_left_alone() {
+        let s = Scratch::new();
+        chmod(&s.0, 0o755);
+        fs::write(s.0.join("script.sh"), "x").unwrap();
+        chmod(&s.0.join("script.sh"), 0o755);
+        let e = StateDir::open(&s.0).unwrap_err();
+        let p = s.0.display();
+        assert_eq!(e.to_string(), format!("state directory {p} is mode 0755 (open to other users) but holds no state.json or lock, so it is not mvnet's and mvnet will not change it: give mvnet a directory of its own with --state-dir (it is created 0700), or `chmod 700 {p}` yourself"));
+        assert_eq!(mode(&s.0), 0o755);
+        assert_eq!(names(&s.0), ["script.sh"]);
+        // A private directory (say /root) is used, its other files untouched.
+        chmod(&s.0, 0o700);
+        let dir = StateDir::open(&s.0).unwrap();
+        assert!(dir.fixes().is_empty());
+        assert_eq!(mode(&s.0.join("script.sh")), 0o755);
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub const STATE_DIR_ENV: &str = "MVNET_STATE_DIR";
 
 /// The state file's name in the state directory.
 pub const STATE_FILE: &str = "state.json";
-const LOCK_FILE: &str = "lock";
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Error)]
 pub enum StoreError {

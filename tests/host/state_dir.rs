@@ -209,8 +209,8 @@ fn a_loose_state_dir_is_tightened_on_the_next_write_and_the_fix_reported() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
-            "mvnet: state directory {d} was mode 0755, readable by other users; set it to 0700\n\
-             mvnet: {d}/state.json was mode 0644, readable by other users; set it to 0600\n"
+            "mvnet: state directory {d} was mode 0755, open to other users; set it to 0700\n\
+             mvnet: {d}/state.json was mode 0644, open to other users; set it to 0600\n"
         )
     );
     assert_eq!(mode(&dir), 0o700);
