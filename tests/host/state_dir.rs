@@ -433,11 +433,11 @@ impl Drop for SmallFs {
 #[test]
 fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
     require_root();
-    let lab = Lab::new().unwrap();
+    let mut lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let small = SmallFs::new(&lab);
     let dir = small.0 .0.join("state");
-    let host = lab.host();
+    let host = &lab.host().clone();
     ok(
         host,
         &dir,
@@ -496,6 +496,31 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         format!("mvnet: error: saving container {b}; it was removed again (namespace, endpoint and process): {enospc}")
     );
     assert!(!mvnet::netns::list().contains(&b));
+    assert_eq!(names(&dir), files);
+    assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
+
+    // connect: the endpoint is taken out again.
+    let ext = lab.add_container("full-ext").unwrap();
+    let ext_path = ext.path().display().to_string();
+    let e = fails(
+        host,
+        &dir,
+        &["network", "connect", "--netns", &ext_path, "sd", &b],
+    );
+    assert_eq!(
+        e,
+        format!(
+            "mvnet: error: saving the connection of {b} to network sd; it was undone: {enospc}"
+        )
+    );
+    let ext_links = netlink::run(Some(&ext), |nl| async move { nl.links().await }).unwrap();
+    assert_eq!(
+        ext_links
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        ["lo"]
+    );
     assert_eq!(names(&dir), files);
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
 

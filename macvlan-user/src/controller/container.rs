@@ -448,7 +448,9 @@ impl Controller {
             };
             let _ = endpoint::unplumb(&ep, &ns);
             self.release_endpoint(&ep);
-            return Err(e);
+            return Err(e.context(format!(
+                "saving the connection of {name} to network {network}; it was undone"
+            )));
         }
         Ok(name)
     }
