@@ -499,6 +499,23 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
     assert_eq!(names(&dir), files);
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
 
+    // network create: undone, the state as it was.
+    let e = fails(
+        host,
+        &dir,
+        &[
+            "network",
+            "create",
+            "--subnet=10.97.8.0/24",
+            "-o",
+            "parent=eth0",
+            "sd2",
+        ],
+    );
+    assert_eq!(e, format!("mvnet: error: {enospc}"));
+    assert_eq!(names(&dir), files);
+    assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
+
     // connect: the endpoint is taken out again.
     let ext = lab.add_container("full-ext").unwrap();
     let ext_path = ext.path().display().to_string();
