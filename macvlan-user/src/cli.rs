@@ -562,6 +562,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             for c in &r.containers_purged {
                 println!("purged container {c} (its namespace is gone)");
             }
+            for t in &r.teardowns_finished {
+                println!("finished the {t}");
+            }
             for p in &r.problems {
                 eprintln!("mvnet: problem: {p}");
             }

@@ -7,6 +7,8 @@
 //! * [`controller`] — Docker's macvlan driver rules (networks, containers);
 //! * [`ipam`] — subnets, pools, addresses and MACs;
 //! * [`model`] and [`store`] — the persisted state, written atomically;
+//! * [`state_dir`] — the state directory: checked, private, no symlinks;
+//! * [`sys`] — the raw system calls (filesystem);
 //! * [`netns`] — named network namespaces and running code inside one;
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
@@ -26,8 +28,10 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod serve;
+pub mod state_dir;
 pub mod stats;
 pub mod store;
+pub mod sys;
 pub mod top;
 
 /// Fails with a clear message unless running as root: namespaces, links and

@@ -18,6 +18,24 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     /// By container id.
     pub containers: BTreeMap<String, Container>,
+    /// Teardowns saved before they touched the kernel and not finished yet
+    /// (a failed save or a crash stopped them), by container id: the next
+    /// `container stop`/`rm` or `mvnet restore` finishes them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teardowns: BTreeMap<String, Teardown>,
+}
+
+/// A teardown of a container's network, recorded in the state before it
+/// starts, so that a save that fails afterwards leaves an intent, not a lie.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Teardown {
+    /// `container stop`: every endpoint and the namespace.
+    Stop,
+    /// `container rm`: as `Stop`, then the container leaves the state.
+    Remove,
+    /// `network disconnect`: the endpoint on this network.
+    Disconnect { network_id: String },
 }
 
 /// A network's macvlan mode (`-o macvlan_mode=`), as in

@@ -2,6 +2,7 @@
 //! optionally a process started in it. `run`, `stop`, `rm`, `exec`,
 //! `network connect` and `network disconnect`.
 use std::{
+    fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Command, Stdio},
@@ -13,7 +14,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{endpoint, Controller};
 use crate::{
     ipam,
-    model::{self, Container, Endpoint, Mac, Network},
+    model::{self, Container, Endpoint, Mac, Network, Teardown},
     netns::{self, NetNs},
 };
 
@@ -190,8 +191,14 @@ impl Controller {
         };
         let mut foreground = None;
         if !spec.command.is_empty() {
-            let log = self.state_dir().join(format!("{id}.log"));
-            match spawn_in(&ns, &spec.command, spec.detach.then_some(log)) {
+            let log = match spec.detach {
+                true => self.state_files().create_log(&log_name(&id)).map(Some),
+                false => Ok(None),
+            };
+            match log
+                .map_err(anyhow::Error::from)
+                .and_then(|log| spawn_in(&ns, &spec.command, log))
+            {
                 Ok(child) => {
                     container.pid = Some(child.id());
                     if !spec.detach {
@@ -199,18 +206,26 @@ impl Controller {
                     }
                 }
                 Err(e) => {
+                    let _ = self.state_files().remove(&log_name(&id));
                     let _ = netns::delete(&name);
                     self.release_endpoint(&ep);
                     return Err(e);
                 }
             }
         }
+        let pid = container.pid;
         self.state.containers.insert(id.clone(), container);
         if let Err(e) = self.save() {
             self.state.containers.remove(&id);
+            if let Some(pid) = pid {
+                kill_gracefully(pid, Duration::from_secs(10));
+            }
+            let _ = self.state_files().remove(&log_name(&id));
             let _ = netns::delete(&name);
             self.release_endpoint(&ep);
-            return Err(e);
+            return Err(e.context(format!(
+                "saving container {name}; it was removed again (namespace, endpoint and process)"
+            )));
         }
         match foreground {
             None => Ok(RunOutcome::Started(id)),
@@ -236,19 +251,70 @@ impl Controller {
     /// releases the addresses; with `--rm` at run, removes the container.
     pub fn stop(&mut self, key: &str) -> Result<String> {
         let c = self.container(key)?.clone();
+        self.record_teardown(&c, Teardown::Stop)?;
+        self.finish_stop(&c)?;
+        self.save_after_teardown(&c, "stop", &format!("mvnet container stop {}", c.name))?;
+        Ok(c.name)
+    }
+
+    /// Saves the state once a teardown is done in the kernel; when that
+    /// fails, the state on disk still records the teardown as under way.
+    fn save_after_teardown(&self, c: &Container, what: &str, retry: &str) -> Result<()> {
+        self.save().with_context(|| {
+            format!(
+                "the {what} of container {} is done in the kernel, but saving the state failed, so it still records the {what} as under way; once the disk has space, `{retry}` or `mvnet restore` finishes it",
+                c.name
+            )
+        })
+    }
+
+    /// Ends the process and tears the network down, then updates the state
+    /// (not saved): stopped, or gone with `--rm` (its log too).
+    pub(super) fn finish_stop(&mut self, c: &Container) -> Result<()> {
         if let Some(pid) = c.pid {
             kill_gracefully(pid, Duration::from_secs(10));
         }
-        self.teardown_network(&c)?;
+        self.teardown_network(c)?;
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
         stored.pid = None;
         stored.endpoints.clear();
+        self.state.teardowns.remove(&c.id);
         if c.auto_remove {
             self.state.containers.remove(&c.id);
+            self.remove_log(&c.id);
         }
-        self.save()?;
-        Ok(c.name)
+        Ok(())
+    }
+
+    /// Saves that `teardown` of `c` is about to start, before it touches
+    /// the kernel: when that save fails (a full disk), nothing was changed,
+    /// and when a later one fails, the state says what was under way.
+    fn record_teardown(&mut self, c: &Container, teardown: Teardown) -> Result<()> {
+        let in_kernel = c.running || c.pid.is_some() || !c.endpoints.is_empty();
+        if !in_kernel || self.state.teardowns.get(&c.id) == Some(&teardown) {
+            return Ok(());
+        }
+        let previous = self.state.teardowns.insert(c.id.clone(), teardown);
+        if let Err(e) = self.save() {
+            match previous {
+                Some(p) => self.state.teardowns.insert(c.id.clone(), p),
+                None => self.state.teardowns.remove(&c.id),
+            };
+            return Err(e.context(format!(
+                "recording the teardown of container {} before it starts; nothing was changed",
+                c.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes a container's log file; a failure is reported, not fatal
+    /// (the container is gone from the state by then).
+    fn remove_log(&self, id: &str) {
+        if let Err(e) = self.state_files().remove(&log_name(id)) {
+            eprintln!("mvnet: warning: {e}");
+        }
     }
 
     fn teardown_network(&mut self, c: &Container) -> Result<()> {
@@ -277,17 +343,31 @@ impl Controller {
     /// `force`).
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?.clone();
-        if c.running && !force {
+        // A stop or rm whose last save failed is finished here.
+        let stopping = matches!(
+            self.state.teardowns.get(&c.id),
+            Some(Teardown::Stop | Teardown::Remove)
+        );
+        if c.running && !force && !stopping {
             bail!("container {} is running; stop it first with `mvnet container stop {}` or use --force", c.name, c.name);
         }
+        self.record_teardown(&c, Teardown::Remove)?;
+        self.finish_remove(&c)?;
+        self.save_after_teardown(&c, "removal", &format!("mvnet container rm {}", c.name))?;
+        self.remove_log(&c.id);
+        Ok(c.name)
+    }
+
+    /// Ends the process, tears the network down and takes the container out
+    /// of the state (not saved).
+    pub(super) fn finish_remove(&mut self, c: &Container) -> Result<()> {
         if let Some(pid) = c.pid {
             kill_gracefully(pid, Duration::from_secs(10));
         }
-        self.teardown_network(&c)?;
+        self.teardown_network(c)?;
         self.state.containers.remove(&c.id);
-        self.save()?;
-        let _ = std::fs::remove_file(self.state_dir().join(format!("{}.log", c.id)));
-        Ok(c.name)
+        self.state.teardowns.remove(&c.id);
+        Ok(())
     }
 
     /// `mvnet network connect`: attaches a container (ours, or an existing
@@ -367,7 +447,9 @@ impl Controller {
             };
             let _ = endpoint::unplumb(&ep, &ns);
             self.release_endpoint(&ep);
-            return Err(e);
+            return Err(e.context(format!(
+                "saving the connection of {name} to network {network}; it was undone"
+            )));
         }
         Ok(name)
     }
@@ -390,34 +472,63 @@ impl Controller {
             }
         };
         let c = self.state.containers[&key].clone();
-        let Some(ep) = c.endpoints.get(&net_id).cloned() else {
+        if !c.endpoints.contains_key(&net_id) {
             bail!("container {} is not connected to network {network}", c.name);
+        }
+        let teardown = Teardown::Disconnect {
+            network_id: net_id.clone(),
         };
-        let ns = NetNs::from_path(&c.netns);
-        if c.netns.exists() {
-            endpoint::unplumb_detached(&ep, &ns)?;
+        if let Some(other) = self.state.teardowns.get(&key).filter(|t| **t != teardown) {
+            bail!(
+                "container {} has an unfinished {} (a save failed); finish it with `mvnet restore` first",
+                c.name,
+                match other {
+                    Teardown::Stop => "stop",
+                    Teardown::Remove => "removal",
+                    Teardown::Disconnect { .. } => "disconnect",
+                }
+            );
         }
-        self.release_endpoint(&ep);
-        let stored = self.state.containers.get_mut(&key).expect("exists");
-        stored.endpoints.remove(&net_id);
-        if !stored.netns_owned && stored.endpoints.is_empty() {
-            self.state.containers.remove(&key);
-        }
-        self.save()?;
+        self.record_teardown(&c, teardown)?;
+        self.finish_disconnect(&key, &net_id)?;
+        self.save_after_teardown(
+            &c,
+            "disconnect",
+            &format!("mvnet network disconnect {network} {}", c.name),
+        )?;
         Ok(c.name)
+    }
+
+    /// Removes container `key`'s endpoint on network `net_id` from the
+    /// kernel, then from the state (not saved); a namespace attached with
+    /// --netns is forgotten once it has no endpoint left.
+    pub(super) fn finish_disconnect(&mut self, key: &str, net_id: &str) -> Result<()> {
+        let c = self.state.containers[key].clone();
+        if let Some(ep) = c.endpoints.get(net_id) {
+            let ns = NetNs::from_path(&c.netns);
+            if c.netns.exists() {
+                endpoint::unplumb_detached(ep, &ns)?;
+            }
+            self.release_endpoint(ep);
+        }
+        let stored = self.state.containers.get_mut(key).expect("exists");
+        stored.endpoints.remove(net_id);
+        self.state.teardowns.remove(key);
+        if !stored.netns_owned && stored.endpoints.is_empty() {
+            self.state.containers.remove(key);
+        }
+        Ok(())
     }
 }
 
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
 /// in the foreground (inheriting stdio).
-fn spawn_in(ns: &NetNs, command: &[String], log: Option<PathBuf>) -> Result<std::process::Child> {
+fn spawn_in(ns: &NetNs, command: &[String], log: Option<File>) -> Result<std::process::Child> {
     let command = command.to_vec();
     ns.run(move || -> Result<std::process::Child> {
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..]);
-        if let Some(log) = log {
-            let out = std::fs::File::create(&log)
-                .with_context(|| format!("creating {}", log.display()))?;
+        if let Some(out) = log {
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
@@ -437,6 +548,11 @@ fn spawn_in(ns: &NetNs, command: &[String], log: Option<PathBuf>) -> Result<std:
             )
         })
     })?
+}
+
+/// The name of container `id`'s log file in the state directory.
+pub fn log_name(id: &str) -> String {
+    format!("{id}.log")
 }
 
 /// Runs `command` inside the container's namespace with inherited stdio and

@@ -19,6 +19,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     model::{Container, Network, State},
+    state_dir::StateDir,
     store::Store,
 };
 
@@ -42,6 +43,11 @@ impl Controller {
 
     pub fn state_dir(&self) -> &Path {
         self.store.dir()
+    }
+
+    /// The state directory's files (the containers' logs).
+    pub fn state_files(&self) -> &StateDir {
+        self.store.files()
     }
 
     /// A network by exact name, exact id, or unambiguous id prefix.

@@ -4,7 +4,11 @@
 use anyhow::Result;
 
 use super::{endpoint, network::create_parent, Controller};
-use crate::{model::ParentOrigin, netlink, netns::NetNs};
+use crate::{
+    model::{ParentOrigin, Teardown},
+    netlink,
+    netns::NetNs,
+};
 
 /// What a restore did, for the user.
 #[derive(Debug, Default)]
@@ -12,6 +16,9 @@ pub struct RestoreReport {
     pub parents_recreated: Vec<String>,
     pub endpoints_recreated: Vec<String>,
     pub containers_purged: Vec<String>,
+    /// Stops, removals and disconnects whose last save had failed, now
+    /// finished.
+    pub teardowns_finished: Vec<String>,
     pub classifiers_attached: Vec<String>,
     pub problems: Vec<String>,
 }
@@ -45,10 +52,15 @@ impl Controller {
             }
         }
 
+        self.finish_teardowns(&mut report);
         self.restore_datapath(&mut report)?;
 
         let containers: Vec<_> = self.state.containers.values().cloned().collect();
         for c in containers {
+            if self.state.teardowns.contains_key(&c.id) {
+                // Finishing it failed (a problem is reported): not restored.
+                continue;
+            }
             let ns_alive = c.netns.exists();
             if !ns_alive {
                 // Out of the classifier too, and addresses back to the pools.
@@ -56,6 +68,9 @@ impl Controller {
                     self.release_endpoint(ep);
                 }
                 self.state.containers.remove(&c.id);
+                let _ = self
+                    .state_files()
+                    .remove(&super::container::log_name(&c.id));
                 report.containers_purged.push(c.name.clone());
                 continue;
             }
@@ -63,6 +78,39 @@ impl Controller {
         }
         self.save()?;
         Ok(report)
+    }
+
+    /// Finishes the teardowns that were recorded but not completed.
+    fn finish_teardowns(&mut self, report: &mut RestoreReport) {
+        for (id, teardown) in self.state.teardowns.clone() {
+            let Some(c) = self.state.containers.get(&id).cloned() else {
+                self.state.teardowns.remove(&id);
+                continue;
+            };
+            let (what, done) = match &teardown {
+                Teardown::Stop => ("stop", self.finish_stop(&c)),
+                Teardown::Remove => {
+                    let done = self.finish_remove(&c);
+                    if done.is_ok() {
+                        let _ = self
+                            .state_files()
+                            .remove(&super::container::log_name(&c.id));
+                    }
+                    ("removal", done)
+                }
+                Teardown::Disconnect { network_id } => {
+                    ("disconnect", self.finish_disconnect(&id, network_id))
+                }
+            };
+            match done {
+                Ok(()) => report
+                    .teardowns_finished
+                    .push(format!("{what} of container {}", c.name)),
+                Err(e) => report
+                    .problems
+                    .push(format!("container {}: finishing its {what}: {e:#}", c.name)),
+            }
+        }
     }
 
     /// Re-attaches the classifier where its pins are gone (bpffs is empty
