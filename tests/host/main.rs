@@ -9,5 +9,6 @@ mod datapath;
 mod datapath_cp;
 mod lab;
 mod observability;
+mod refusals;
 mod top;
 mod traffic;
