@@ -212,8 +212,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     eprintln!("mvnet serve: metrics at http://{addr}/metrics");
     if !addr.ip().is_loopback() {
         eprintln!(
-            "mvnet serve: warning: {addr} is not a loopback address; the metrics (MACs, IPs, \
-             container names) are readable from other hosts"
+            "mvnet serve: warning: {addr} is not a loopback address; the metrics (MACs, \
+             container and network names) are readable from other hosts"
         );
     }
     if opts.events {
