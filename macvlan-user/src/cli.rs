@@ -317,7 +317,8 @@ struct CreateArgs {
     internal: bool,
     #[arg(long)]
     ipv6: bool,
-    /// Driver options: parent=IF, macvlan_mode=bridge|vepa|private|passthru.
+    /// Driver options: parent=IF (IF.VID: an 802.1Q sub-interface, VID 1 to
+    /// 4094), macvlan_mode=bridge|vepa|private|passthru.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// Classifier policy: observe (count and pass) or enforce (drop invalid frames).
