@@ -50,10 +50,12 @@ pub const SCRAPE_THREADS: usize = 2;
 /// Largest request head accepted (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 16 * 1024;
 
-/// How many connections the server holds open at once.
+/// How many connections the server holds open at once, and how long a
+/// request head may take ([`HEADER_TIMEOUT`] in `mvnet serve`).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub connections: usize,
+    pub header_timeout: Duration,
 }
 
 const INDEX: &str = "<html><head><title>mvnet exporter</title></head><body>\
@@ -188,11 +190,11 @@ async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
 
 /// Serves one connection until the client closes it, a deadline passes, or
 /// it reaches [`MAX_CONNECTION_AGE`].
-async fn connection(exporter: Arc<Exporter>, stream: tokio::net::TcpStream) {
+async fn connection(exporter: Arc<Exporter>, stream: tokio::net::TcpStream, limits: Limits) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD)
         .keep_alive(true);
     let service = service_fn(move |req| {
@@ -255,7 +257,7 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, limits: Limit
         let _ = stream.set_nodelay(true);
         let exporter = exporter.clone();
         tokio::spawn(async move {
-            connection(exporter, stream).await;
+            connection(exporter, stream, limits).await;
             drop(permit);
         });
     }
@@ -264,6 +266,94 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, limits: Limit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves an empty state directory (no networks: nothing of the
+    /// kernel is read) on an ephemeral loopback port, on a thread of its own.
+    fn server(limits: Limits) -> (std::net::SocketAddr, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mvnet-http-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state_dir = dir.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let ex = Arc::new(Exporter::new(state_dir));
+                serve(l, ex, limits).await.unwrap();
+            });
+        });
+        (rx.recv().unwrap(), dir)
+    }
+
+    fn read_all(c: &mut std::net::TcpStream) -> String {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(c, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn limits_deadlines_and_routes() {
+        use std::{io::Write as _, net::TcpStream};
+        let (addr, dir) = server(Limits {
+            connections: 2,
+            header_timeout: Duration::from_millis(300),
+        });
+        // Two idle clients fill the limit: a third is closed unanswered.
+        let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        let mut third = TcpStream::connect(addr).unwrap();
+        let _ = third.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(read_all(&mut third), "");
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        // The idle ones are cut off at the header deadline, unanswered.
+        for mut c in idle {
+            let t = Instant::now();
+            assert_eq!(read_all(&mut c), "");
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let ask = |req: &str| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(req.as_bytes()).unwrap();
+            read_all(&mut c)
+        };
+        let ok = ask("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{ok}"
+        );
+        assert!(ok.contains("\nmvnet_scrape_errors_total 0\n"), "{ok}");
+        let post = ask(
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{post}"
+        );
+        assert!(post.contains("\r\nallow: GET, HEAD\r\n"), "{post}");
+        let missing = ask("GET /x HTTP/1.0\r\n\r\n");
+        assert!(
+            missing.starts_with("HTTP/1.0 404 Not Found\r\n"),
+            "{missing}"
+        );
+        let head = ask("HEAD /metrics HTTP/1.0\r\n\r\n");
+        assert!(
+            head.starts_with("HTTP/1.0 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn gzip_only_when_accepted() {

@@ -190,6 +190,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     footprint::init();
     let limits = http::Limits {
         connections: connection_limit(),
+        header_timeout: http::HEADER_TIMEOUT,
     };
     // One thread for every connection (they only wait), a small blocking
     // pool for the scrapes themselves.
