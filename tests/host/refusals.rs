@@ -55,6 +55,7 @@ fn listings_into_a_closed_pipe_exit_quietly() {
         &["stats"],
         &["stats", "--json"],
         &["stats", "--watch", "0.1", "--count", "2"],
+        &["top", "--plain", "--interval", "0.1", "--count", "2"],
     ] {
         assert_eq!(
             into_closed_pipe(&s, args),
