@@ -53,7 +53,7 @@ fn refuse_parent_mac(parent: &str, mac: [u8; 6]) -> Result<()> {
         bail!(
             "MAC address {} is the address of the parent {parent}; an endpoint needs its own: \
              pick another --mac-address, or leave it out to get one",
-            crate::lab::frames::format_mac(&mac)
+            ipam::format_mac(mac)
         );
     }
     Ok(())
