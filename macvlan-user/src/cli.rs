@@ -18,6 +18,37 @@ use crate::{
     store,
 };
 
+/// `println!` to standard output that returns the write error instead of
+/// panicking: a closed pipe (`mvnet network ls | head -0`) ends the command
+/// quietly in `main` (see [`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// `print!` to standard output, returning the write error (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*)?;
+        stdout.flush()?
+    }};
+}
+
+/// Whether `e` is a write to a closed pipe: the reader went away
+/// (`mvnet network ls | true`), so the command ends quietly with status 0,
+/// as `ls` does.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "mvnet",
@@ -58,8 +89,9 @@ enum Command {
     /// Stream the classifier's anomaly events (unknown MAC, VLAN mismatch,
     /// spoofed source), rate-limited in the kernel.
     Monitor {
-        /// Stop after this many seconds (default: run until interrupted).
-        #[arg(long)]
+        /// Stop after this many seconds, 1 to 604800 (a week; default: run
+        /// until interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MONITOR_SECS))]
         duration: Option<u64>,
     },
     /// Reconcile the classifier's per-endpoint delivery counts with the
@@ -74,8 +106,15 @@ enum Command {
     /// Prometheus exporter of the classifier's counters (GET /metrics);
     /// also streams the anomaly events to standard error.
     Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = crate::serve::DEFAULT_ADDR)]
+        /// Address to listen on: ADDR:PORT, [IPv6]:PORT, localhost:PORT
+        /// (127.0.0.1) or :PORT (127.0.0.1 too: loopback only unless an
+        /// address is given); port 0 to 65535 (0: any free port).
+        #[arg(
+            long,
+            value_name = "ADDR:PORT",
+            default_value = crate::serve::DEFAULT_ADDR,
+            value_parser = crate::serve::addr::parse
+        )]
         metrics_addr: std::net::SocketAddr,
         /// Do not stream the classifier's anomaly events.
         #[arg(long)]
@@ -88,11 +127,11 @@ enum Command {
     Top {
         /// Only this network.
         network: Option<String>,
-        /// Seconds between refreshes.
+        /// Seconds between refreshes, 0.1 to 3600.
         #[arg(long, default_value = "1", value_parser = parse_interval)]
         interval: std::time::Duration,
-        /// Stop after this many refreshes (default: until quit).
-        #[arg(long)]
+        /// Stop after this many refreshes, 1 to 1000000 (default: until quit).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_UPDATES))]
         count: Option<u64>,
         /// Print plain text even on a terminal.
         #[arg(long)]
@@ -111,7 +150,7 @@ enum Command {
     ReapLink {
         #[arg(long)]
         netns: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
         ifindex: u32,
     },
     /// Throwaway lab topologies in network namespaces: smoke, tutorial,
@@ -127,15 +166,26 @@ struct LabArgs {
     args: Vec<String>,
 }
 
+/// Longest `monitor --duration`: a week, in seconds.
+const MAX_MONITOR_SECS: u64 = 7 * 24 * 3600;
+/// Most `--count` updates of `stats --watch` and `top`.
+const MAX_UPDATES: u64 = 1_000_000;
+/// Shortest and longest refresh interval of `stats --watch` and `top`, in seconds.
+const INTERVAL_SECS: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
+
 /// `--watch`'s optional SECS. A word there is most likely the network
 /// (`stats --watch NET`), which clap hands to the option: say so.
-fn parse_watch(s: &str) -> Result<f64, String> {
-    s.parse::<f64>().map_err(|_| {
-        format!(
+fn parse_watch(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if INTERVAL_SECS.contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!(
+            "{s} is out of range; give seconds between 0.1 and 3600, e.g. 1 or 0.5"
+        )),
+        Err(_) => Err(format!(
             "not a number of seconds; to watch network {s:?} put it first: \
              `mvnet stats {s} --watch [SECS]`"
-        )
-    })
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -145,7 +195,7 @@ struct StatsArgs {
     /// One JSON document (one per line with --watch); schema in the README.
     #[arg(long)]
     json: bool,
-    /// Print rates per second every SECS seconds (default 1).
+    /// Print rates per second every SECS seconds, 0.1 to 3600 (default 1).
     #[arg(
         long,
         value_name = "SECS",
@@ -153,9 +203,9 @@ struct StatsArgs {
         default_missing_value = "1",
         value_parser = parse_watch
     )]
-    watch: Option<f64>,
-    /// With --watch: stop after this many updates.
-    #[arg(long, requires = "watch")]
+    watch: Option<std::time::Duration>,
+    /// With --watch: stop after this many updates, 1 to 1000000.
+    #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..=MAX_UPDATES))]
     count: Option<u64>,
 }
 
@@ -223,7 +273,8 @@ struct CreateArgs {
     internal: bool,
     #[arg(long)]
     ipv6: bool,
-    /// Driver options: parent=IF, macvlan_mode=bridge|vepa|private|passthru.
+    /// Driver options: parent=IF (IF.VID: an 802.1Q sub-interface, VID 1 to
+    /// 4094), macvlan_mode=bridge|vepa|private|passthru.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// Classifier policy: observe (count and pass) or enforce (drop invalid frames).
@@ -313,10 +364,57 @@ enum ContainerCommand {
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     match s.parse::<f64>() {
-        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(secs) if INTERVAL_SECS.contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
         _ => Err(format!(
             "invalid interval {s:?}; give seconds between 0.1 and 3600, e.g. 1 or 0.5"
         )),
+    }
+}
+
+impl CreateArgs {
+    fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+            subnets: self.subnet.clone(),
+            gateways: self.gateway.clone(),
+            ip_ranges: self.ip_range.clone(),
+            aux_addresses: self.aux_address.clone(),
+            internal: self.internal,
+            ipv6: self.ipv6,
+            options: self.opt.clone(),
+            policy: self.policy,
+            xdp_mode: self.xdp_mode,
+            broadcast: self.broadcast,
+            multicast: self.multicast,
+        }
+    }
+}
+
+impl Cli {
+    /// Every check of the arguments that needs neither the state nor the
+    /// kernel, so that bad input is refused before anything changes (and
+    /// can be fuzzed without root). Clap's value parsers did the rest.
+    pub fn validate(&self) -> Result<()> {
+        match &self.command {
+            Command::Network { command } => match command {
+                NetworkCommand::Create(a) => {
+                    crate::controller::network::validate(&a.spec())?;
+                }
+                NetworkCommand::Connect { addresses, .. } => {
+                    addresses.request()?;
+                }
+                _ => {}
+            },
+            Command::Run(a) => {
+                if let Some(name) = &a.name {
+                    crate::model::validate_name("container", name).map_err(|e| anyhow!(e))?;
+                }
+                a.addresses.request()?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +427,7 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
     let open = |what: &str| -> Result<Controller> {
         crate::require_root(what)?;
@@ -338,31 +437,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Network { command } => match command {
             NetworkCommand::Create(a) => {
                 let mut ctl = open("mvnet network create")?;
-                let net = ctl.create_network(NetworkSpec {
-                    name: a.name,
-                    driver: a.driver,
-                    subnets: a.subnet,
-                    gateways: a.gateway,
-                    ip_ranges: a.ip_range,
-                    aux_addresses: a.aux_address,
-                    internal: a.internal,
-                    ipv6: a.ipv6,
-                    options: a.opt,
-                    policy: a.policy,
-                    xdp_mode: a.xdp_mode,
-                    broadcast: a.broadcast,
-                    multicast: a.multicast,
-                })?;
-                println!("{}", net.id);
+                let net = ctl.create_network(a.spec())?;
+                outln!("{}", net.id);
             }
             NetworkCommand::Ls => {
                 let ctl = open("mvnet network ls")?;
-                println!(
+                outln!(
                     "{:<12}   {:<30} {:<10} SCOPE",
-                    "NETWORK ID", "NAME", "DRIVER"
+                    "NETWORK ID",
+                    "NAME",
+                    "DRIVER"
                 );
                 for n in ctl.state.networks.values() {
-                    println!(
+                    outln!(
                         "{:<12}   {:<30} {:<10} local",
                         n.short_id(),
                         n.name,
@@ -383,7 +470,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let mut failed = false;
                 for n in &names {
                     match ctl.remove_network(n) {
-                        Ok(name) => println!("{name}"),
+                        Ok(name) => outln!("{name}"),
                         Err(e) => {
                             eprintln!("mvnet: error: {e:#}");
                             failed = true;
@@ -408,7 +495,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 network,
             } => {
                 let mut ctl = open("mvnet network update")?;
-                println!(
+                outln!(
                     "{}",
                     ctl.update_network(&network, policy, broadcast, multicast)?
                 );
@@ -429,9 +516,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             ContainerCommand::Ls => {
                 let ctl = open("mvnet container ls")?;
-                println!(
+                outln!(
                     "{:<12}   {:<10} {:<30} NETWORKS",
-                    "CONTAINER ID", "STATUS", "NAMES"
+                    "CONTAINER ID",
+                    "STATUS",
+                    "NAMES"
                 );
                 for c in ctl.state.containers.values() {
                     let nets: Vec<&str> = c
@@ -441,7 +530,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         .map(|n| n.name.as_str())
                         .collect();
                     let status = if c.running { "running" } else { "exited" };
-                    println!(
+                    outln!(
                         "{:<12}   {:<10} {:<30} {}",
                         c.short_id(),
                         status,
@@ -453,13 +542,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             ContainerCommand::Stop { names } => {
                 let mut ctl = open("mvnet container stop")?;
                 for n in &names {
-                    println!("{}", ctl.stop(n)?);
+                    outln!("{}", ctl.stop(n)?);
                 }
             }
             ContainerCommand::Rm { force, names } => {
                 let mut ctl = open("mvnet container rm")?;
                 for n in &names {
-                    println!("{}", ctl.remove_container(n, force)?);
+                    outln!("{}", ctl.remove_container(n, force)?);
                 }
             }
         },
@@ -489,7 +578,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 detach: a.detach,
                 command: a.command,
             })? {
-                RunOutcome::Started(id) => println!("{id}"),
+                RunOutcome::Started(id) => outln!("{id}"),
                 RunOutcome::Exited(code) => return Ok(code),
             }
         }
@@ -507,7 +596,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Verify { network } => {
             let ctl = open("mvnet verify")?;
             let checks = ctl.verify(network.as_deref())?;
-            print!("{}", crate::controller::verify::render(&checks));
+            out!("{}", crate::controller::verify::render(&checks));
             let bad = checks.iter().filter(|c| c.unexplained()).count();
             if bad > 0 {
                 eprintln!(
@@ -518,20 +607,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Stats(a) => {
             crate::require_root("mvnet stats")?;
-            let watch = match a.watch {
-                Some(s) if !(s.is_finite() && s > 0.0) => {
-                    return Err(anyhow!(
-                        "--watch {s}: give an interval above 0 seconds, e.g. `--watch 1`"
-                    ))
-                }
-                s => s.map(std::time::Duration::from_secs_f64),
-            };
             crate::stats::run(
                 &state_dir,
                 &crate::stats::StatsOptions {
                     network: a.network,
                     json: a.json,
-                    watch,
+                    watch: a.watch,
                     count: a.count,
                 },
             )?;
@@ -551,16 +632,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut ctl = open("mvnet restore")?;
             let r = ctl.restore()?;
             for p in &r.parents_recreated {
-                println!("recreated parent {p}");
+                outln!("recreated parent {p}");
             }
             for root in &r.classifiers_attached {
-                println!("re-attached the classifier to {root}");
+                outln!("re-attached the classifier to {root}");
             }
             for e in &r.endpoints_recreated {
-                println!("recreated endpoint {e}");
+                outln!("recreated endpoint {e}");
             }
             for c in &r.containers_purged {
-                println!("purged container {c} (its namespace is gone)");
+                outln!("purged container {c} (its namespace is gone)");
             }
             for t in &r.teardowns_finished {
                 println!("finished the {t}");

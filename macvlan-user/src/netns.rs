@@ -235,3 +235,16 @@ pub fn list() -> Vec<String> {
     names.sort();
     names
 }
+
+/// `ioctl(NS_GET_NSTYPE)` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
+
+/// Whether `path` is a network namespace (`/proc/PID/ns/net`, a bind mount
+/// under `/run/netns`): the kernel tells the type of an nsfs file; any
+/// other file fails the ioctl.
+pub fn is_network_namespace(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Ok(kind == libc::CLONE_NEWNET)
+}

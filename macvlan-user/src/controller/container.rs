@@ -45,6 +45,21 @@ pub enum RunOutcome {
     Exited(i32),
 }
 
+/// Refuses the parent's own MAC for an endpoint: the kernel rejects a
+/// macvlan with its lower device's address (EADDRINUSE).
+fn refuse_parent_mac(parent: &str, mac: Mac) -> Result<()> {
+    let name = parent.to_owned();
+    let link = crate::netlink::run(None, |nl| async move { nl.link(&name).await })?;
+    if link.and_then(|l| l.mac) == Some(mac) {
+        bail!(
+            "MAC address {} is the address of the parent {parent}; an endpoint needs its own: \
+             pick another --mac-address, or leave it out to get one",
+            mac
+        );
+    }
+    Ok(())
+}
+
 impl Controller {
     /// Allocates addresses and a MAC for a new endpoint on `net_id`.
     fn allocate_endpoint(
@@ -93,9 +108,12 @@ impl Controller {
         }
         let mac = match req.mac {
             Some(mac) => {
-                if let Err(e) = ipam::validate_mac(mac) {
+                let checked = ipam::validate_mac(mac)
+                    .map_err(|e| anyhow!("{e}"))
+                    .and_then(|()| refuse_parent_mac(&net.parent, mac));
+                if let Err(e) = checked {
                     release(net);
-                    bail!("{e}");
+                    return Err(e);
                 }
                 mac
             }
@@ -385,6 +403,9 @@ impl Controller {
             (name, Some(path)) => {
                 if !path.exists() {
                     bail!("network namespace {} not found; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
+                }
+                if !netns::is_network_namespace(&path).unwrap_or(false) {
+                    bail!("{} is not a network namespace; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
                 }
                 if let Some(c) = self.state.containers.values().find(|c| c.netns == path) {
                     (c.id.clone(), None)

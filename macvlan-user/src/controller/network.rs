@@ -130,50 +130,85 @@ fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
     Ok(Some((base.to_owned(), n as u16)))
 }
 
+/// A `network create` request that passed every check needing neither the
+/// state nor the kernel.
+pub struct ValidSpec {
+    pub options: BTreeMap<String, String>,
+    pub mode: MacvlanMode,
+    pub policy: Policy,
+    pub xdp_mode: XdpMode,
+    pub drop_broadcast: bool,
+    pub drop_multicast: bool,
+    pub pools: Vec<Pool>,
+}
+
+/// The checks of `network create` that touch neither the state nor the
+/// kernel: name, driver, options, policy, rules, subnets and their pools.
+pub fn validate(spec: &NetworkSpec) -> Result<ValidSpec> {
+    model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
+    if !spec.driver.is_empty() && spec.driver != "macvlan" {
+        bail!(
+            "driver {:?} is not supported: mvnet creates macvlan networks (-d macvlan)",
+            spec.driver
+        );
+    }
+    let mut options = BTreeMap::new();
+    for o in &spec.options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid option {o:?}: use -o key=value"))?;
+        match k {
+            "parent" | "macvlan_mode" => {}
+            _ => bail!("unknown option {k:?}: the macvlan driver takes -o parent=IF and -o macvlan_mode=bridge|vepa|private|passthru"),
+        }
+        options.insert(k.to_owned(), v.to_owned());
+    }
+    let mode = match options.get("macvlan_mode") {
+        None => MacvlanMode::Bridge,
+        Some(m) => MacvlanMode::parse(m).ok_or_else(|| {
+            anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
+        })?,
+    };
+    let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
+    let drop_broadcast = spec.broadcast.drops();
+    let drop_multicast = spec.multicast.drops();
+    let pools = pools(spec)?;
+    if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
+        bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
+    }
+    if !spec.ipv6 {
+        if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
+            bail!(
+                "IPv6 subnet {} given without --ipv6; add --ipv6 to enable it",
+                p.config.subnet
+            );
+        }
+    }
+    Ok(ValidSpec {
+        options,
+        mode,
+        policy,
+        xdp_mode,
+        drop_broadcast,
+        drop_multicast,
+        pools,
+    })
+}
+
 impl Controller {
     /// `mvnet network create`. On any error nothing is left behind.
     pub fn create_network(&mut self, spec: NetworkSpec) -> Result<&Network> {
-        model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
-        if !spec.driver.is_empty() && spec.driver != "macvlan" {
-            bail!(
-                "driver {:?} is not supported: mvnet creates macvlan networks (-d macvlan)",
-                spec.driver
-            );
-        }
+        let ValidSpec {
+            options,
+            mode,
+            policy,
+            xdp_mode,
+            drop_broadcast,
+            drop_multicast,
+            pools,
+        } = validate(&spec)?;
         if self.state.networks.values().any(|n| n.name == spec.name) {
             bail!("network with name {} already exists; remove it with `mvnet network rm {}` or pick another name", spec.name, spec.name);
-        }
-        let mut options = BTreeMap::new();
-        for o in &spec.options {
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| anyhow!("invalid option {o:?}: use -o key=value"))?;
-            match k {
-                "parent" | "macvlan_mode" => {}
-                _ => bail!("unknown option {k:?}: the macvlan driver takes -o parent=IF and -o macvlan_mode=bridge|vepa|private|passthru"),
-            }
-            options.insert(k.to_owned(), v.to_owned());
-        }
-        let mode = match options.get("macvlan_mode") {
-            None => MacvlanMode::Bridge,
-            Some(m) => MacvlanMode::parse(m).ok_or_else(|| {
-                anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
-            })?,
-        };
-        let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
-        let drop_broadcast = spec.broadcast.drops();
-        let drop_multicast = spec.multicast.drops();
-        let pools = pools(&spec)?;
-        if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
-            bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
-        }
-        if !spec.ipv6 {
-            if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
-                bail!(
-                    "IPv6 subnet {} given without --ipv6; add --ipv6 to enable it",
-                    p.config.subnet
-                );
-            }
         }
         for pool in &pools {
             for other in self.state.networks.values() {
