@@ -54,8 +54,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Recreate owned parents and endpoints after links were lost (reboot).
-    Restore,
+    /// Make the kernel match the state: finish or roll back commands that
+    /// were killed, recreate owned parents and lost endpoints, purge
+    /// containers whose namespace is gone, fix IPAM, re-attach the
+    /// classifier and its entries, remove leftovers of mvnet.
+    Restore {
+        /// Only list what would be done; exit 1 if anything would.
+        #[arg(long)]
+        check: bool,
+    },
     /// Stream the classifier's anomaly events (unknown MAC, VLAN mismatch,
     /// spoofed source), rate-limited in the kernel.
     Monitor {
@@ -414,9 +421,27 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let state_dir = store::state_dir(cli.state_dir);
+    // Writers lock the state while they change it; readers take a
+    // snapshot without the lock, so they never wait behind a writer.
     let open = |what: &str| -> Result<Controller> {
         crate::require_root(what)?;
-        Controller::open(&state_dir)
+        let mut ctl = Controller::open(&state_dir)?;
+        // What a killed command left pending is undone (or finished)
+        // before this one starts, so it can retry with the same names.
+        for rec in ctl.recover(false) {
+            match rec.result {
+                Ok(()) => eprintln!("mvnet: {}", rec.what),
+                Err(e) => eprintln!(
+                    "mvnet: warning: {}: {e:#}; run `mvnet restore` to converge",
+                    rec.what
+                ),
+            }
+        }
+        Ok(ctl)
+    };
+    let read = |what: &str| -> Result<Controller> {
+        crate::require_root(what)?;
+        Controller::snapshot(&state_dir)
     };
     match cli.command {
         Command::Network { command } => match command {
@@ -440,7 +465,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 println!("{}", net.id);
             }
             NetworkCommand::Ls => {
-                let ctl = open("mvnet network ls")?;
+                let ctl = read("mvnet network ls")?;
                 println!(
                     "{:<12}   {:<30} {:<10} SCOPE",
                     "NETWORK ID", "NAME", "DRIVER"
@@ -455,7 +480,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             NetworkCommand::Inspect { names } => {
-                let ctl = open("mvnet network inspect")?;
+                let ctl = read("mvnet network inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.network_json(ctl.network(n)?));
@@ -509,7 +534,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         },
         Command::Container { command } => match command {
             ContainerCommand::Inspect { names } => {
-                let ctl = open("mvnet container inspect")?;
+                let ctl = read("mvnet container inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.container_json(ctl.container(n)?));
@@ -517,7 +542,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print_json(&serde_json::Value::Array(out))?;
             }
             ContainerCommand::Ls => {
-                let ctl = open("mvnet container ls")?;
+                let ctl = read("mvnet container ls")?;
                 println!(
                     "{:<12}   {:<10} {:<30} NETWORKS",
                     "CONTAINER ID", "STATUS", "NAMES"
@@ -556,7 +581,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut ctl = open("mvnet run")?;
             let _ = (a.interactive, a.tty);
             if !a.detach && !a.command.is_empty() {
-                // Foreground: do not hold the state lock while the command runs.
+                // Foreground: `run` lets go of the state lock while the
+                // command runs, and takes it again to record its exit.
                 let outcome = ctl.run(RunSpec {
                     name: a.name,
                     network: a.network,
@@ -584,7 +610,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Exec { container, command } => {
             let c = {
-                let ctl = open("mvnet exec")?;
+                let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
             return container::exec(&c, &command);
@@ -594,7 +620,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::datapath::monitor::run(duration.map(std::time::Duration::from_secs))?;
         }
         Command::Verify { network } => {
-            let ctl = open("mvnet verify")?;
+            let ctl = read("mvnet verify")?;
             let checks = ctl.verify(network.as_deref())?;
             print!("{}", crate::controller::verify::render(&checks));
             let bad = checks.iter().filter(|c| c.unexplained()).count();
@@ -636,25 +662,24 @@ pub fn run(cli: Cli) -> Result<i32> {
                 events: !no_events,
             })?;
         }
-        Command::Restore => {
-            let mut ctl = open("mvnet restore")?;
-            let r = ctl.restore()?;
-            for p in &r.parents_recreated {
-                println!("recreated parent {p}");
+        Command::Restore { check } => {
+            let mut ctl = if check {
+                read("mvnet restore --check")?
+            } else {
+                crate::require_root("mvnet restore")?;
+                Controller::open(&state_dir)?
+            };
+            let r = ctl.restore(check)?;
+            for a in &r.actions {
+                println!("{a}");
             }
-            for root in &r.classifiers_attached {
-                println!("re-attached the classifier to {root}");
-            }
-            for e in &r.endpoints_recreated {
-                println!("recreated endpoint {e}");
-            }
-            for c in &r.containers_purged {
-                println!("purged container {c} (its namespace is gone)");
+            if r.actions.is_empty() && r.problems.is_empty() {
+                println!("nothing to do: the kernel matches the state");
             }
             for p in &r.problems {
                 eprintln!("mvnet: problem: {p}");
             }
-            if !r.problems.is_empty() {
+            if !r.problems.is_empty() || (check && !r.actions.is_empty()) {
                 return Ok(1);
             }
         }

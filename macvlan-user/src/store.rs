@@ -1,12 +1,16 @@
 //! Persistent state: one JSON document under the state directory, written
 //! atomically (temp file, fsync, rename, fsync of the directory) and guarded
-//! by an exclusive `flock` so that concurrent `mvnet` commands serialise
-//! instead of corrupting it.
+//! by an exclusive `flock` so that concurrent writers serialise instead of
+//! corrupting it. Writers hold the lock only while they change state (not
+//! while a foreground container runs); readers take no lock and read the
+//! old or the new file, never a torn one. The lock file holds the current
+//! holder's pid, so a waiting writer can say whom it waits for.
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::fs::FileExt as _},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -43,32 +47,57 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     move |source| StoreError::Io { path, source }
 }
 
-/// The state directory, locked for the lifetime of this value.
+/// The state directory. Writers hold its exclusive lock only while they
+/// change state ([`Store::open`], [`Store::unlock`], [`Store::relock`]);
+/// readers use [`peek`] and take no lock.
 pub struct Store {
     dir: PathBuf,
-    _lock: File,
+    lock: Option<File>,
 }
 
+/// How long a writer waits silently for the lock before it says whom it
+/// waits for.
+const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+
 impl Store {
-    /// Opens (creating if needed) and locks the state directory. Blocks
-    /// while another `mvnet` holds the lock.
+    /// Opens (creating if needed) and locks the state directory. Waits
+    /// while another `mvnet` holds the lock, saying so (with its pid) after
+    /// a second.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        // SAFETY: valid fd; the lock is released when the file is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(&lock_path)(io::Error::last_os_error()));
-        }
-        Ok(Store {
+        let mut store = Store {
             dir: dir.to_owned(),
-            _lock: lock,
-        })
+            lock: None,
+        };
+        store.relock()?;
+        Ok(store)
+    }
+
+    /// The state directory without the lock, for a reader.
+    pub fn unlocked(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_owned(),
+            lock: None,
+        }
+    }
+
+    /// Whether this value holds the exclusive lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Lets go of the lock (for a foreground container's lifetime); the
+    /// state must be re-read after [`Store::relock`].
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
+    /// Takes the lock again (no-op if held).
+    pub fn relock(&mut self) -> Result<(), StoreError> {
+        if self.lock.is_none() {
+            self.lock = Some(lock(&self.dir.join(LOCK_FILE))?);
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -101,6 +130,50 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
     }
+}
+
+/// Takes the exclusive lock on `path`, recording our pid in it for a
+/// writer that waits.
+fn lock(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let try_lock = || -> io::Result<bool> {
+        // SAFETY: valid fd; the lock is released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(false),
+            _ => Err(e),
+        }
+    };
+    let start = Instant::now();
+    let mut announced = false;
+    while !try_lock().map_err(io_err(path))? {
+        if !announced && start.elapsed() >= LOCK_PATIENCE {
+            let holder = fs::read_to_string(path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            eprintln!(
+                "mvnet: waiting for the state lock held by pid {holder} ({})",
+                path.display()
+            );
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The holder's pid, for the message above in the next writer.
+    let pid = format!("{}\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+        .map_err(io_err(path))?;
+    Ok(file)
 }
 
 /// Reads the state in `dir` without taking the lock, for readers that must

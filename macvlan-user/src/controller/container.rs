@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{endpoint, Controller};
 use crate::{
     ipam,
-    model::{self, Container, Endpoint, Network},
+    model::{self, Container, Endpoint, Intent, Network},
     netns::{self, NetNs},
 };
 
@@ -143,7 +143,8 @@ impl Controller {
         }
     }
 
-    /// `mvnet run`. On any error nothing is left behind.
+    /// `mvnet run`. On any error (or a crash) nothing is left behind: the
+    /// run is recorded as an intent first (see [`super::intent`]).
     pub fn run(&mut self, spec: RunSpec) -> Result<RunOutcome> {
         let net_id = self.network(&spec.network)?.id.clone();
         let id = model::new_id();
@@ -159,29 +160,11 @@ impl Controller {
             bail!("a network namespace named {name} already exists; pick another --name or remove it with `ip netns delete {name}`");
         }
         let ep = self.allocate_endpoint(&net_id, &spec.addresses, "eth0")?;
-        let built = (|| -> Result<NetNs> {
-            let net = &self.state.networks[&net_id];
-            // Into the classifier's table before the link goes up.
-            self.datapath_add(net, &ep)?;
-            let ns = netns::create(&name)?;
-            if let Err(e) = endpoint::plumb(net, &ep, &ns) {
-                let _ = netns::delete(&name);
-                return Err(e);
-            }
-            Ok(ns)
-        })();
-        let ns = match built {
-            Ok(ns) => ns,
-            Err(e) => {
-                self.release_endpoint(&ep);
-                return Err(e);
-            }
-        };
-        let mut container = Container {
+        let container = Container {
             id: id.clone(),
             name: name.clone(),
             created: model::now_rfc3339(),
-            netns: ns.path().to_owned(),
+            netns: std::path::Path::new(netns::NETNS_RUN_DIR).join(&name),
             netns_owned: true,
             auto_remove: spec.auto_remove,
             command: spec.command.clone(),
@@ -189,41 +172,39 @@ impl Controller {
             running: true,
             endpoints: [(net_id.clone(), ep.clone())].into(),
         };
-        let mut foreground = None;
-        if !spec.command.is_empty() {
-            let log = self.state_dir().join(format!("{id}.log"));
-            match spawn_in(&ns, &spec.command, spec.detach.then_some(log)) {
-                Ok(child) => {
-                    container.pid = Some(child.id());
-                    if !spec.detach {
-                        foreground = Some(child);
-                    }
-                }
-                Err(e) => {
-                    let _ = netns::delete(&name);
-                    self.release_endpoint(&ep);
-                    return Err(e);
-                }
-            }
-        }
-        self.state.containers.insert(id.clone(), container);
-        if let Err(e) = self.save() {
-            self.state.containers.remove(&id);
-            let _ = netns::delete(&name);
+        if let Err(e) = self.begin(Intent::Run {
+            container: container.clone(),
+        }) {
             self.release_endpoint(&ep);
             return Err(e);
         }
+        let foreground = match self.run_apply(container, &spec) {
+            Ok(child) => child,
+            Err(e) => return Err(self.fail(e)),
+        };
         match foreground {
             None => Ok(RunOutcome::Started(id)),
             Some(mut child) => {
+                // Other commands (a second `run`, `stop` of this very
+                // container) go on while the command runs.
+                self.unlock();
                 let status = child
                     .wait()
                     .context("waiting for the container's command")?;
-                let code = status.code().unwrap_or(128 + 9);
-                if let Some(c) = self.state.containers.get_mut(&id) {
-                    c.running = false;
-                    c.pid = None;
-                }
+                let code = exit_code(status);
+                self.relock()?;
+                // Stopped or removed meanwhile by another command: its
+                // state is theirs.
+                let Some(c) = self
+                    .state
+                    .containers
+                    .get_mut(&id)
+                    .filter(|c| c.pid == Some(child.id()))
+                else {
+                    return Ok(RunOutcome::Exited(code));
+                };
+                c.running = false;
+                c.pid = None;
                 self.save()?;
                 if spec.auto_remove {
                     self.remove_container(&id, true)?;
@@ -233,13 +214,54 @@ impl Controller {
         }
     }
 
-    /// `mvnet container stop`: ends the process, tears the network down and
-    /// releases the addresses; with `--rm` at run, removes the container.
-    pub fn stop(&mut self, key: &str) -> Result<String> {
-        let c = self.container(key)?.clone();
-        if let Some(pid) = c.pid {
-            kill_gracefully(pid, Duration::from_secs(10));
+    /// The kernel side of `run`, after its intent; returns the foreground
+    /// command.
+    fn run_apply(
+        &mut self,
+        mut container: Container,
+        spec: &RunSpec,
+    ) -> Result<Option<std::process::Child>> {
+        let (net_id, ep) = container
+            .endpoints
+            .iter()
+            .next()
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .expect("one endpoint");
+        let net = &self.state.networks[&net_id];
+        // Into the classifier's table before the link goes up.
+        self.datapath_add(net, &ep)?;
+        let ns = netns::create(&container.name)?;
+        endpoint::plumb(net, &ep, &ns)?;
+        let mut foreground = None;
+        if !spec.command.is_empty() {
+            let log = self.state_dir().join(format!("{}.log", container.id));
+            let child = spawn_in(&ns, &spec.command, spec.detach.then_some(log))?;
+            container.pid = Some(child.id());
+            if !spec.detach {
+                foreground = Some(child);
+            }
         }
+        self.state
+            .containers
+            .insert(container.id.clone(), container);
+        self.commit()?;
+        Ok(foreground)
+    }
+
+    /// `mvnet container stop`: ends every process in the container's
+    /// namespace, tears the network down and releases the addresses; with
+    /// `--rm` at run, removes the container.
+    pub fn stop(&mut self, key: &str) -> Result<String> {
+        let id = self.container(key)?.id.clone();
+        self.begin(Intent::Stop {
+            container_id: id.clone(),
+        })?;
+        self.stop_apply(&id).map_err(|e| self.fail(e))
+    }
+
+    pub(super) fn stop_apply(&mut self, id: &str) -> Result<String> {
+        let c = self.state.containers[id].clone();
+        self.end_processes(&c)?;
         self.teardown_network(&c)?;
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
@@ -248,14 +270,39 @@ impl Controller {
         if c.auto_remove {
             self.state.containers.remove(&c.id);
         }
-        self.save()?;
+        self.commit()?;
         Ok(c.name)
+    }
+
+    /// Ends the container's processes: in a namespace of ours, every
+    /// process in it (found by the namespace's inode, not only the recorded
+    /// pid: a shell's children are in it too); in one given with --netns,
+    /// only the recorded pid (the namespace belongs to someone else).
+    fn end_processes(&self, c: &Container) -> Result<()> {
+        if c.netns_owned {
+            if let Some(ino) = netns::inode(&c.netns) {
+                let left = netns::kill_all(ino, Duration::from_secs(10));
+                if !left.is_empty() {
+                    bail!(
+                        "processes {left:?} in container {} do not end even with SIGKILL; \
+                         try again once they are gone",
+                        c.name
+                    );
+                }
+            }
+        }
+        if let Some(pid) = c.pid {
+            kill_gracefully(pid, Duration::from_secs(10));
+        }
+        Ok(())
     }
 
     fn teardown_network(&mut self, c: &Container) -> Result<()> {
         let ns = NetNs::from_path(&c.netns);
         if c.netns_owned {
             if let Some(name) = ns.name() {
+                // Also a file left by an interrupted create or delete,
+                // which is no namespace any more.
                 if c.netns.exists() {
                     // The kernel destroys the namespace's links in the
                     // background; `endpoint::plumb` waits for a MAC still
@@ -263,7 +310,7 @@ impl Controller {
                     netns::delete(name)?;
                 }
             }
-        } else if c.netns.exists() {
+        } else if netns::is_namespace(&c.netns) {
             for ep in c.endpoints.values() {
                 endpoint::unplumb_detached(ep, &ns)?;
             }
@@ -281,12 +328,18 @@ impl Controller {
         if c.running && !force {
             bail!("container {} is running; stop it first with `mvnet container stop {}` or use --force", c.name, c.name);
         }
-        if let Some(pid) = c.pid {
-            kill_gracefully(pid, Duration::from_secs(10));
-        }
+        self.begin(Intent::Remove {
+            container_id: c.id.clone(),
+        })?;
+        self.remove_apply(&c.id).map_err(|e| self.fail(e))
+    }
+
+    pub(super) fn remove_apply(&mut self, id: &str) -> Result<String> {
+        let c = self.state.containers[id].clone();
+        self.end_processes(&c)?;
         self.teardown_network(&c)?;
         self.state.containers.remove(&c.id);
-        self.save()?;
+        self.commit()?;
         let _ = std::fs::remove_file(self.state_dir().join(format!("{}.log", c.id)));
         Ok(c.name)
     }
@@ -347,30 +400,35 @@ impl Controller {
                 network
             );
         }
+        if existing.netns_owned && !netns::is_namespace(&existing.netns) {
+            bail!(
+                "container {} is not running (its namespace is gone); start a new one with `mvnet run`",
+                existing.name
+            );
+        }
         let ifname = format!("eth{}", existing.endpoints.len());
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
-        let ns = NetNs::from_path(&existing.netns);
-        let added = self.datapath_add(&self.state.networks[&net_id], &ep);
-        if let Err(e) =
-            added.and_then(|()| endpoint::plumb(&self.state.networks[&net_id], &ep, &ns))
-        {
+        if let Err(e) = self.begin(Intent::Connect {
+            container_id: cid.clone(),
+            netns: existing.netns.clone(),
+            endpoint: ep.clone(),
+        }) {
             self.release_endpoint(&ep);
             return Err(e);
         }
-        let mut c = existing;
-        c.endpoints.insert(net_id, ep.clone());
-        let name = c.name.clone();
-        let previous = self.state.containers.insert(cid.clone(), c);
-        if let Err(e) = self.save() {
-            match previous {
-                Some(p) => self.state.containers.insert(cid, p),
-                None => self.state.containers.remove(&cid),
-            };
-            let _ = endpoint::unplumb(&ep, &ns);
-            self.release_endpoint(&ep);
-            return Err(e);
-        }
-        Ok(name)
+        let connected = (|| -> Result<String> {
+            let ns = NetNs::from_path(&existing.netns);
+            let net = &self.state.networks[&net_id];
+            self.datapath_add(net, &ep)?;
+            endpoint::plumb(net, &ep, &ns)?;
+            let mut c = existing;
+            c.endpoints.insert(net_id, ep.clone());
+            let name = c.name.clone();
+            self.state.containers.insert(cid.clone(), c);
+            self.commit()?;
+            Ok(name)
+        })();
+        connected.map_err(|e| self.fail(e))
     }
 
     /// `mvnet network disconnect`: removes the container's endpoint on a
@@ -390,21 +448,32 @@ impl Controller {
                     .ok_or(e)?
             }
         };
-        let c = self.state.containers[&key].clone();
-        let Some(ep) = c.endpoints.get(&net_id).cloned() else {
+        let c = &self.state.containers[&key];
+        if !c.endpoints.contains_key(&net_id) {
             bail!("container {} is not connected to network {network}", c.name);
-        };
-        let ns = NetNs::from_path(&c.netns);
-        if c.netns.exists() {
+        }
+        self.begin(Intent::Disconnect {
+            container_id: key.clone(),
+            network_id: net_id.clone(),
+        })?;
+        self.disconnect_apply(&net_id, &key)
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(super) fn disconnect_apply(&mut self, net_id: &str, key: &str) -> Result<String> {
+        let c = self.state.containers[key].clone();
+        let ep = c.endpoints[net_id].clone();
+        if netns::is_namespace(&c.netns) {
+            let ns = NetNs::from_path(&c.netns);
             endpoint::unplumb_detached(&ep, &ns)?;
         }
         self.release_endpoint(&ep);
-        let stored = self.state.containers.get_mut(&key).expect("exists");
-        stored.endpoints.remove(&net_id);
+        let stored = self.state.containers.get_mut(key).expect("exists");
+        stored.endpoints.remove(net_id);
         if !stored.netns_owned && stored.endpoints.is_empty() {
-            self.state.containers.remove(&key);
+            self.state.containers.remove(key);
         }
-        self.save()?;
+        self.commit()?;
         Ok(c.name)
     }
 }
@@ -458,7 +527,16 @@ pub fn exec(c: &Container, command: &[String]) -> Result<i32> {
     let ns = NetNs::from_path(&c.netns);
     let mut child = spawn_in(&ns, command, None)?;
     let status = child.wait()?;
-    Ok(status.code().unwrap_or(128 + 9))
+    Ok(exit_code(status))
+}
+
+/// A command's exit code as a shell gives it: 128 + the signal that ended
+/// it (143 for SIGTERM), as Docker does.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(libc::SIGKILL))
 }
 
 fn kill_gracefully(pid: u32, grace: Duration) {

@@ -18,6 +18,12 @@ fn mode(m: Mode) -> MacvlanMode {
     }
 }
 
+/// The name `ep`'s link has between its creation and its rename to
+/// `ep.ifname` (a crashed `run` or `connect` may leave it).
+pub fn temp_name(ep: &Endpoint) -> String {
+    format!("mvt{}", &ep.id[..10])
+}
+
 /// Creates `ep` in `ns`. On error the half-made link is removed.
 ///
 /// The macvlan is created directly inside the
@@ -33,7 +39,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     // Created under a temporary name, renamed inside the container: kernels
     // before ~6.11 look the new name up in the *creating* namespace, where
     // the parent itself may well be called eth0 (EEXIST).
-    let tmp = format!("mvt{}", &ep.id[..10]);
+    let tmp = temp_name(ep);
     let name = tmp.clone();
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {

@@ -4,11 +4,14 @@
 //! * [`container`] — run, stop and remove containers; connect, disconnect;
 //! * [`endpoint`] — plumb one endpoint (macvlan, addresses, routes);
 //! * [`inspect`] — the Docker-shaped JSON views;
+//! * [`intent`] — intent before action: what a killed command left is
+//!   rolled back or finished;
 //! * [`restore`] — bring links back after a reboot or a lost parent.
 pub mod container;
 pub mod datapath;
 pub mod endpoint;
 pub mod inspect;
+pub mod intent;
 pub mod network;
 pub mod restore;
 pub mod verify;
@@ -22,22 +25,48 @@ use crate::{
     store::Store,
 };
 
-/// The controller, holding the state lock for its lifetime.
+/// The controller: the state, and (for writers) the state lock.
 pub struct Controller {
     store: Store,
     pub state: State,
 }
 
 impl Controller {
-    /// Locks the state directory and loads the state.
+    /// For writers: locks the state directory and loads the state.
     pub fn open(dir: &Path) -> Result<Controller> {
         let store = Store::open(dir)?;
         let state = store.load()?;
         Ok(Controller { store, state })
     }
 
+    /// For readers (`ls`, `inspect`, `verify`, `top`, `pktgen`, `exec`): a
+    /// consistent snapshot of the state, without the lock, so that they
+    /// never wait behind a writer. It cannot be saved.
+    pub fn snapshot(dir: &Path) -> Result<Controller> {
+        Ok(Controller {
+            store: Store::unlocked(dir),
+            state: crate::store::peek(dir)?,
+        })
+    }
+
     pub fn save(&self) -> Result<()> {
+        if !self.store.is_locked() {
+            bail!("internal error: state changed without the state lock");
+        }
         Ok(self.store.save(&self.state)?)
+    }
+
+    /// Lets go of the state lock while a foreground container runs.
+    pub(crate) fn unlock(&mut self) {
+        self.store.unlock();
+    }
+
+    /// Takes the state lock again and re-reads the state, which other
+    /// writers may have changed meanwhile.
+    pub(crate) fn relock(&mut self) -> Result<()> {
+        self.store.relock()?;
+        self.state = self.store.load()?;
+        Ok(())
     }
 
     pub fn state_dir(&self) -> &Path {

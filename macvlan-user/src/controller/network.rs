@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use super::Controller;
 use crate::{
     ipam::{Pool, PoolConfig, Subnet},
-    model::{self, Mode, Network, ParentOrigin, Policy},
+    model::{self, Intent, Mode, Network, ParentOrigin, Policy},
     netlink::{self, NetlinkError},
 };
 
@@ -264,9 +264,6 @@ impl Controller {
             origin
         };
         let must_create = !shared_vlan && origin != ParentOrigin::Existing;
-        if must_create {
-            create_parent(&parent, origin, vlan.as_ref())?;
-        }
 
         let network = Network {
             id: id.clone(),
@@ -284,33 +281,25 @@ impl Controller {
             xdp_mode,
             drop_broadcast,
             drop_multicast,
+            netns_inode: crate::netns::current_inode().ok(),
         };
-        let ctl_vlan = network.vlan.clone();
-        let undo = |ctl: &mut Controller, attached: bool| {
-            ctl.state.networks.remove(&id);
-            if attached {
-                let _ = ctl.detach_datapath_if_unused(network_root(&parent, &ctl_vlan));
-            }
+        self.begin(Intent::CreateNetwork {
+            network: network.clone(),
+            create_parent: must_create,
+        })?;
+        let created = (|| -> Result<()> {
             if must_create {
-                let _ = delete_link(&parent);
+                create_parent(&parent, origin, network.vlan.as_ref())?;
             }
-        };
-        let attached = match self.attach_datapath(&network) {
-            Ok(a) => a,
-            Err(e) => {
-                undo(self, false);
-                return Err(e);
-            }
-        };
-        self.state.networks.insert(id.clone(), network);
-        if let Err(e) = self
-            .apply_policy(&self.state.networks[&id].clone())
-            .and_then(|()| self.save())
-        {
-            undo(self, attached);
-            return Err(e);
+            self.attach_datapath(&network)?;
+            self.state.networks.insert(id.clone(), network);
+            self.apply_policy(&self.state.networks[&id].clone())?;
+            self.commit()
+        })();
+        match created {
+            Ok(()) => Ok(&self.state.networks[&id]),
+            Err(e) => Err(self.fail(e)),
         }
-        Ok(&self.state.networks[&id])
     }
 
     /// `mvnet network update --policy`: changes the classifier's policy.
@@ -363,40 +352,34 @@ impl Controller {
                 users.join(", ")
             );
         }
+        self.begin(Intent::RemoveNetwork {
+            network_id: net.id.clone(),
+        })?;
+        self.remove_network_apply(&net.id).map_err(|e| self.fail(e))
+    }
+
+    /// The kernel side of `network rm`, after its intent: the parent we
+    /// own, the classifier (with the last network on its root), then the
+    /// state, in one save with the intent's end.
+    pub(super) fn remove_network_apply(&mut self, id: &str) -> Result<String> {
+        let net = self.state.networks[id].clone();
         let others_on_parent = self
             .state
             .networks
             .values()
             .any(|n| n.id != net.id && n.parent == net.parent);
         if net.parent_origin != ParentOrigin::Existing && !others_on_parent {
-            delete_link(&net.parent)
-                .or_else(|e| match e.errno() {
-                    // Already gone (deleted by hand, or lost on a reboot).
-                    Some(libc::ENODEV) => Ok(()),
-                    _ => Err(e),
-                })
-                .or_else(|e| match e {
-                    NetlinkError::LinkNotFound(_) => Ok(()),
-                    e => Err(e),
-                })?;
+            delete_link_if_present(&net.parent)?;
         }
         self.state.networks.remove(&net.id);
-        self.save()?;
         let (root, vid) = net.root();
         self.detach_datapath_if_unused(root)?;
         if self.state.networks.values().any(|n| n.root().0 == root) {
             // Others remain on the root: recompute this VLAN's policy.
             self.apply_root_policy(root, Some(vid))?;
         }
+        self.commit()?;
         Ok(net.name)
-    }
-}
-
-/// The root device of a network with this parent (see `Network::root`).
-fn network_root<'a>(parent: &'a str, vlan: &'a Option<(String, u16)>) -> &'a str {
-    match vlan {
-        Some((base, _)) => base,
-        None => parent,
     }
 }
 
@@ -440,12 +423,20 @@ pub(super) fn create_parent(
     .map_err(|e| anyhow!(e))
 }
 
-fn delete_link(name: &str) -> std::result::Result<(), NetlinkError> {
+/// Deletes the link `name` (a parent we own) unless it is gone already
+/// (deleted by hand, lost on a reboot, or by an interrupted command).
+pub(super) fn delete_link_if_present(name: &str) -> Result<()> {
     let name = name.to_owned();
     netlink::run(None, move |nl| async move {
-        let link = nl.require_link(&name).await?;
-        nl.delete(link.index).await
+        match nl.link(&name).await? {
+            Some(link) => match nl.delete(link.index).await {
+                Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
+                other => other,
+            },
+            None => Ok(()),
+        }
     })
+    .map_err(|e| anyhow!(e))
 }
 
 #[cfg(test)]
