@@ -5,6 +5,7 @@ mod common;
 
 mod classifier;
 mod control_plane;
+mod crash;
 mod datapath;
 mod datapath_cp;
 mod lab;
