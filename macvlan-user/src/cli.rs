@@ -426,6 +426,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let open = |what: &str| -> Result<Controller> {
         crate::require_root(what)?;
         let mut ctl = Controller::open(&state_dir)?;
+        ctl.check_namespace()?;
         // What a killed command left pending is undone (or finished)
         // before this one starts, so it can retry with the same names.
         for rec in ctl.recover(false) {
@@ -441,7 +442,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     };
     let read = |what: &str| -> Result<Controller> {
         crate::require_root(what)?;
-        Controller::snapshot(&state_dir)
+        let ctl = Controller::snapshot(&state_dir)?;
+        ctl.check_namespace()?;
+        Ok(ctl)
     };
     match cli.command {
         Command::Network { command } => match command {
@@ -623,16 +626,22 @@ pub fn run(cli: Cli) -> Result<i32> {
             let ctl = read("mvnet verify")?;
             let checks = ctl.verify(network.as_deref())?;
             print!("{}", crate::controller::verify::render(&checks));
+            let problems = ctl.root_problems(network.as_deref())?;
+            for p in &problems {
+                eprintln!("mvnet: verify: {p}");
+            }
             let bad = checks.iter().filter(|c| c.unexplained()).count();
             if bad > 0 {
                 eprintln!(
                     "mvnet: verify: {bad} endpoint(s) with a difference that has no explanation"
                 );
+            }
+            if bad > 0 || !problems.is_empty() {
                 return Ok(1);
             }
         }
         Command::Stats(a) => {
-            crate::require_root("mvnet stats")?;
+            read("mvnet stats")?;
             let watch = match a.watch {
                 Some(s) if !(s.is_finite() && s > 0.0) => {
                     return Err(anyhow!(
@@ -655,7 +664,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             metrics_addr,
             no_events,
         } => {
-            crate::require_root("mvnet serve")?;
+            read("mvnet serve")?;
             crate::serve::run(crate::serve::ServeOptions {
                 state_dir,
                 addr: metrics_addr,
@@ -667,7 +676,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 read("mvnet restore --check")?
             } else {
                 crate::require_root("mvnet restore")?;
-                Controller::open(&state_dir)?
+                let ctl = Controller::open(&state_dir)?;
+                ctl.check_namespace()?;
+                ctl
             };
             let r = ctl.restore(check)?;
             for a in &r.actions {
@@ -689,7 +700,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             count,
             plain,
         } => {
-            crate::require_root("mvnet top")?;
+            read("mvnet top")?;
             crate::top::run(crate::top::Options {
                 state_dir,
                 network,
@@ -699,7 +710,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             })?;
         }
         Command::Pktgen(a) => {
-            crate::require_root("mvnet pktgen")?;
+            read("mvnet pktgen")?;
             let report = crate::traffic::run(
                 &state_dir,
                 &crate::traffic::RunSpec {

@@ -188,6 +188,10 @@ pub struct Network {
     /// links and other classifier pins.
     #[serde(default)]
     pub netns_inode: Option<u64>,
+    /// The parent's ifindex when last seen: tells a renamed parent (the
+    /// index under another name) from a gone or replaced one.
+    #[serde(default)]
+    pub parent_ifindex: Option<u32>,
 }
 
 /// The classifier's policy for a network.

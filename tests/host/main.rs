@@ -8,6 +8,7 @@ mod control_plane;
 mod crash;
 mod datapath;
 mod datapath_cp;
+mod faults;
 mod lab;
 mod observability;
 mod top;

@@ -34,7 +34,7 @@ pub struct Controller {
 impl Controller {
     /// For writers: locks the state directory and loads the state.
     pub fn open(dir: &Path) -> Result<Controller> {
-        let store = Store::open(dir)?;
+        let store = Store::open(dir).map_err(store_error)?;
         let state = store.load()?;
         Ok(Controller { store, state })
     }
@@ -53,7 +53,7 @@ impl Controller {
         if !self.store.is_locked() {
             bail!("internal error: state changed without the state lock");
         }
-        Ok(self.store.save(&self.state)?)
+        self.store.save(&self.state).map_err(store_error)
     }
 
     /// Lets go of the state lock while a foreground container runs.
@@ -71,6 +71,36 @@ impl Controller {
 
     pub fn state_dir(&self) -> &Path {
         self.store.dir()
+    }
+
+    /// Fails unless this command runs in the network namespace the state
+    /// lives in (where its parents are): from another one it would see
+    /// other links and no classifier, and "repair" the wrong namespace.
+    pub fn check_namespace(&self) -> Result<()> {
+        let here = crate::netns::current_inode()?;
+        let Some(net) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.netns_inode.is_some_and(|i| i != here))
+        else {
+            return Ok(());
+        };
+        let ino = net.netns_inode.unwrap_or_default();
+        let named = crate::netns::list().into_iter().find(|n| {
+            crate::netns::inode(&Path::new(crate::netns::NETNS_RUN_DIR).join(n)) == Some(ino)
+        });
+        let how = match &named {
+            Some(n) => format!("`nsenter --net=/run/netns/{n} mvnet ...`"),
+            None => "mvnet inside it (e.g. `nsenter --net=/proc/PID/ns/net mvnet ...` with the PID of a process there)".to_owned(),
+        };
+        bail!(
+            "the state in {} belongs to network namespace {ino}{}, where network {} and its parent {} live, but this command runs in namespace {here}, which has other links and no classifier of this state; run {how}",
+            self.state_dir().display(),
+            named.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+            net.name,
+            net.parent
+        )
     }
 
     /// A network by exact name, exact id, or unambiguous id prefix.
@@ -98,6 +128,23 @@ impl Controller {
         )?;
         Ok(&self.state.containers[&id])
     }
+}
+
+/// A state directory error, with the fix for a full or read-only one.
+fn store_error(e: crate::store::StoreError) -> anyhow::Error {
+    let hint = match &e {
+        crate::store::StoreError::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                "; free space there (or give another --state-dir), then retry: nothing was changed"
+            }
+            Some(libc::EROFS) => {
+                "; remount it read-write (or give another --state-dir), then retry: nothing was changed"
+            }
+            _ => "",
+        },
+        _ => "",
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// Docker's lookup order: exact name, exact id, then id prefix (which must

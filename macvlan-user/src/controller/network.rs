@@ -282,6 +282,7 @@ impl Controller {
             drop_broadcast,
             drop_multicast,
             netns_inode: crate::netns::current_inode().ok(),
+            parent_ifindex: None,
         };
         self.begin(Intent::CreateNetwork {
             network: network.clone(),
@@ -291,6 +292,8 @@ impl Controller {
             if must_create {
                 create_parent(&parent, origin, network.vlan.as_ref())?;
             }
+            let mut network = network;
+            network.parent_ifindex = Some(link_index(&parent)?);
             self.attach_datapath(&network)?;
             self.state.networks.insert(id.clone(), network);
             self.apply_policy(&self.state.networks[&id].clone())?;
@@ -421,6 +424,14 @@ pub(super) fn create_parent(
         nl.set_up(link.index).await
     })
     .map_err(|e| anyhow!(e))
+}
+
+/// The ifindex of the link `name` (in mvnet's namespace).
+pub(super) fn link_index(name: &str) -> Result<u32> {
+    let name = name.to_owned();
+    netlink::run(None, move |nl| async move { nl.require_link(&name).await })
+        .map(|l| l.index)
+        .map_err(|e| anyhow!(e))
 }
 
 /// Deletes the link `name` (a parent we own) unless it is gone already

@@ -72,6 +72,30 @@ impl Controller {
     }
 
     fn restore_parents(&mut self, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let links = netlink::run(None, |nl| async move { nl.links().await })?;
+        for net in self.state.networks.values_mut() {
+            let Some(l) = links.iter().find(|l| l.name == net.parent) else {
+                continue;
+            };
+            match net.parent_ifindex {
+                Some(i) if i == l.index => {}
+                // Recorded from now on (states from before it was).
+                None if !dry => net.parent_ifindex = Some(l.index),
+                None => {}
+                Some(i) => {
+                    r.actions.push(format!(
+                        "{} parent {} of network {} as the new device (ifindex {i} is now {})",
+                        if dry { "would adopt" } else { "adopted" },
+                        net.parent,
+                        net.name,
+                        l.index
+                    ));
+                    if !dry {
+                        net.parent_ifindex = Some(l.index);
+                    }
+                }
+            }
+        }
         let mut created = BTreeSet::new();
         for net in self.state.networks.values() {
             if created.contains(&net.parent) || link_exists(None, &net.parent)? {
@@ -92,6 +116,7 @@ impl Controller {
             }
             match create_parent(&net.parent, net.parent_origin, net.vlan.as_ref()) {
                 Ok(()) => {
+                    // Its new ifindex is recorded by the next restore.
                     created.insert(net.parent.clone());
                     r.actions.push(format!("recreated parent {}", net.parent));
                 }
@@ -113,7 +138,8 @@ impl Controller {
             if let (true, Some(name)) = (c.netns_owned && c.netns.exists(), ns.name()) {
                 // An interrupted create or delete: a file, no namespace.
                 r.actions.push(format!(
-                    "{would}remove the stale namespace file {}",
+                    "{} the stale namespace file {}",
+                    if dry { "would remove" } else { "removed" },
                     c.netns.display()
                 ));
                 if !dry {
@@ -129,12 +155,10 @@ impl Controller {
                 if dry { "" } else { "d" },
                 c.name
             ));
-            if !dry {
-                for ep in c.endpoints.values() {
-                    self.release_endpoint(ep);
-                }
-                self.state.containers.remove(&c.id);
-            }
+            // Its addresses and classifier entries go in the IPAM and
+            // classifier steps, which see it gone (also when dry: the
+            // state is not saved then).
+            self.state.containers.remove(&c.id);
         }
         Ok(())
     }
@@ -166,6 +190,29 @@ impl Controller {
             let Some(net) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
+            // Renamed behind mvnet's back: the endpoint's MAC (on a
+            // non-passthru network no other link has it) under another name.
+            let renamed = links.iter().find(|l| {
+                net.mode != crate::model::Mode::Passthru
+                    && l.mac == Some(ep.mac)
+                    && !c.endpoints.values().any(|e| e.ifname == l.name)
+            });
+            if let Some(l) = renamed {
+                r.actions.push(format!(
+                    "{} link {} of container {} back to {}",
+                    if dry { "would rename" } else { "renamed" },
+                    l.name,
+                    c.name,
+                    ep.ifname
+                ));
+                if !dry {
+                    let (index, ifname) = (l.index, ep.ifname.clone());
+                    netlink::run(Some(&ns), move |nl| async move {
+                        nl.rename(index, &ifname).await
+                    })?;
+                }
+                continue;
+            }
             let what = format!("endpoint {}/{} on {}", c.name, ep.ifname, net.name);
             if dry {
                 r.actions.push(format!("would recreate {what}"));
