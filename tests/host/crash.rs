@@ -448,10 +448,25 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
                 c.name
             ));
         }
+        let marks = netlink::run(Some(&NetNs::from_path(&c.netns)), |nl| async move {
+            nl.links().await
+        })
+        .unwrap_or_default();
         for ep in c.endpoints.values() {
             let Some(l) = links.iter().find(|l| l.name == ep.ifname) else {
                 continue;
             };
+            let mark = mvnet::controller::endpoint::mark(ep);
+            let alias = marks
+                .iter()
+                .find(|m| m.name == ep.ifname)
+                .and_then(|m| m.alias.clone());
+            if alias.as_deref() != Some(mark.as_str()) {
+                bad.push(format!(
+                    "container {} link {}: alias {alias:?}, wants {mark}",
+                    c.name, l.name
+                ));
+            }
             let net = &state.networks[&ep.network_id];
             let mac = mvnet::ipam::format_mac(ep.mac);
             let addrs: BTreeSet<(IpAddr, u8)> = ep

@@ -362,3 +362,51 @@ fn a_command_from_another_namespace_says_where_the_state_lives() {
     assert!(s.ok(&["network", "ls"]).contains("nf"));
     s.ok(&["network", "rm", "nf"]);
 }
+
+#[test]
+fn restore_removes_orphan_links_with_our_mark_and_nothing_else() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    let cns = NetNs::named(&c).unwrap();
+    // An endpoint link of ours whose record is gone (marked, unknown id),
+    // and a link the user made (no mark): only the first goes.
+    ip(
+        &cns,
+        &[
+            "link", "add", "link", "eth0", "name", "eth7", "type", "macvlan",
+        ],
+    );
+    ip(
+        &cns,
+        &["link", "set", "eth7", "alias", "mvnet:0123456789abcdef"],
+    );
+    ip(
+        &cns,
+        &[
+            "link", "add", "link", "eth0", "name", "mine0", "type", "macvlan",
+        ],
+    );
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        format!("would delete leftover link eth7 in container {c}\n")
+    );
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!("deleted leftover link eth7 in container {c}\n")
+    );
+    let names: Vec<String> = netlink::run(Some(&cns), |nl| async move { nl.links().await })
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"mine0".to_owned()), "{names:?}");
+    assert!(!names.contains(&"eth7".to_owned()), "{names:?}");
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}

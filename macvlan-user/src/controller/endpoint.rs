@@ -18,6 +18,15 @@ fn mode(m: Mode) -> MacvlanMode {
     }
 }
 
+/// The alias (IFLA_IFALIAS) mvnet marks `ep`'s link with, so that it is
+/// recognised as its own whatever its name.
+pub fn mark(ep: &Endpoint) -> String {
+    format!("{MARK_PREFIX}{}", ep.id)
+}
+
+/// Prefix of [`mark`].
+pub const MARK_PREFIX: &str = "mvnet:";
+
 /// The name `ep`'s link has between its creation and its rename to
 /// `ep.ifname` (a crashed `run` or `connect` may leave it).
 pub fn temp_name(ep: &Endpoint) -> String {
@@ -53,6 +62,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     .map_err(|e| anyhow!(e))?;
 
     let ifname = ep.ifname.clone();
+    let alias = mark(ep);
     let addrs: Vec<_> = ep
         .addresses()
         .map(|a| {
@@ -69,7 +79,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
-            nl.rename(child.index, &ifname).await?;
+            nl.rename_marked(child.index, &ifname, &alias).await?;
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.

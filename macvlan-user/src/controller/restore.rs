@@ -169,11 +169,20 @@ impl Controller {
         let c = self.state.containers[cid].clone();
         let ns = NetNs::from_path(&c.netns);
         let links = netlink::run(Some(&ns), |nl| async move { nl.links().await })?;
+        // Our mark on a link no endpoint of this container has: left by a
+        // connect whose record is gone.
+        let orphan = |l: &netlink::Link| {
+            l.alias.as_deref().is_some_and(|a| {
+                a.starts_with(endpoint::MARK_PREFIX)
+                    && !c.endpoints.values().any(|e| endpoint::mark(e) == a)
+            })
+        };
         for l in &links {
-            if l.name.starts_with(TOMBSTONE_PREFIX) || l.name.starts_with(TEMP_PREFIX) {
+            if orphan(l) || l.name.starts_with(TOMBSTONE_PREFIX) || l.name.starts_with(TEMP_PREFIX)
+            {
                 r.actions.push(format!(
-                    "{}deleted leftover link {} in container {}",
-                    if dry { "would be " } else { "" },
+                    "{} leftover link {} in container {}",
+                    if dry { "would delete" } else { "deleted" },
                     l.name,
                     c.name
                 ));
@@ -192,10 +201,11 @@ impl Controller {
             };
             // Renamed behind mvnet's back: the endpoint's MAC (on a
             // non-passthru network no other link has it) under another name.
-            let renamed = links.iter().find(|l| {
-                net.mode != crate::model::Mode::Passthru
-                    && l.mac == Some(ep.mac)
-                    && !c.endpoints.values().any(|e| e.ifname == l.name)
+            let renamed = links.iter().filter(|l| !orphan(l)).find(|l| {
+                l.alias.as_deref() == Some(endpoint::mark(ep).as_str())
+                    || (net.mode != crate::model::Mode::Passthru
+                        && l.mac == Some(ep.mac)
+                        && !c.endpoints.values().any(|e| e.ifname == l.name))
             });
             if let Some(l) = renamed {
                 r.actions.push(format!(
