@@ -288,6 +288,12 @@ pub struct Container {
     pub netns: PathBuf,
     /// Whether mvnet created the namespace (and so removes it).
     pub netns_owned: bool,
+    /// The namespace's inode when it was attached: a name under /run/netns
+    /// or a /proc/PID/ns/net path can come to mean another namespace (a
+    /// namespace made again under that name, a reused pid), which is then
+    /// not this container's.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
     /// Remove on stop.
     pub auto_remove: bool,
     pub command: Vec<String>,
@@ -300,6 +306,21 @@ pub struct Container {
 impl Container {
     pub fn short_id(&self) -> &str {
         &self.id[..12]
+    }
+
+    /// Whether the container's namespace is there: a namespace (not a
+    /// stale file) at its path, with the recorded inode.
+    pub fn netns_alive(&self) -> bool {
+        match crate::netns::inode(&self.netns) {
+            Some(ino) => self.netns_inode.is_none_or(|want| want == ino),
+            None => false,
+        }
+    }
+
+    /// Whether its path now holds a namespace that is not its own.
+    pub fn netns_replaced(&self) -> bool {
+        crate::netns::inode(&self.netns)
+            .is_some_and(|ino| self.netns_inode.is_some_and(|want| want != ino))
     }
 }
 

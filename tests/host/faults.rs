@@ -410,3 +410,28 @@ fn restore_removes_orphan_links_with_our_mark_and_nothing_else() {
     s.ok(&["container", "rm", "--force", &c]);
     s.ok(&["network", "rm", "nf"]);
 }
+
+#[test]
+fn a_namespace_made_again_under_a_container_name_is_not_touched() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    // Deleted behind mvnet's back, and another namespace made under the
+    // same name (by someone else): it is not the container's.
+    netns::delete(&c).unwrap();
+    let other = netns::create(&c).unwrap();
+    let other_ino = netns::inode(other.path()).unwrap();
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!(
+            "purged container {c} (its namespace was replaced by another one, left alone)\n\
+             released address 10.130.0.2 on network nf (no endpoint has it)\n\
+             removed stale classifier entry 02:42:0a:82:00:02 (VLAN 0) on eth0\n"
+        )
+    );
+    assert_eq!(netns::inode(other.path()), Some(other_ino));
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    netns::delete(&c).unwrap();
+    s.ok(&["network", "rm", "nf"]);
+}

@@ -166,6 +166,7 @@ impl Controller {
             created: model::now_rfc3339(),
             netns: std::path::Path::new(netns::NETNS_RUN_DIR).join(&name),
             netns_owned: true,
+            netns_inode: None,
             auto_remove: spec.auto_remove,
             command: spec.command.clone(),
             pid: None,
@@ -231,6 +232,7 @@ impl Controller {
         // Into the classifier's table before the link goes up.
         self.datapath_add(net, &ep)?;
         let ns = netns::create(&container.name)?;
+        container.netns_inode = netns::inode(ns.path());
         endpoint::plumb(net, &ep, &ns)?;
         let mut foreground = None;
         if !spec.command.is_empty() {
@@ -279,7 +281,7 @@ impl Controller {
     /// pid: a shell's children are in it too); in one given with --netns,
     /// only the recorded pid (the namespace belongs to someone else).
     fn end_processes(&self, c: &Container) -> Result<()> {
-        if c.netns_owned {
+        if c.netns_owned && c.netns_alive() {
             if let Some(ino) = netns::inode(&c.netns) {
                 let left = netns::kill_all(ino, Duration::from_secs(10));
                 if !left.is_empty() {
@@ -302,15 +304,16 @@ impl Controller {
         if c.netns_owned {
             if let Some(name) = ns.name() {
                 // Also a file left by an interrupted create or delete,
-                // which is no namespace any more.
-                if c.netns.exists() {
+                // which is no namespace any more; but not a namespace made
+                // again under that name, which is not ours.
+                if c.netns.exists() && !c.netns_replaced() {
                     // The kernel destroys the namespace's links in the
                     // background; `endpoint::plumb` waits for a MAC still
                     // taken by one of them.
                     netns::delete(name)?;
                 }
             }
-        } else if netns::is_namespace(&c.netns) {
+        } else if c.netns_alive() {
             for ep in c.endpoints.values() {
                 endpoint::unplumb_detached(ep, &ns)?;
             }
@@ -375,6 +378,7 @@ impl Controller {
                         id: id.clone(),
                         name,
                         created: model::now_rfc3339(),
+                        netns_inode: netns::inode(&path),
                         netns: path,
                         netns_owned: false,
                         auto_remove: true,
@@ -400,7 +404,7 @@ impl Controller {
                 network
             );
         }
-        if existing.netns_owned && !netns::is_namespace(&existing.netns) {
+        if !existing.netns_alive() {
             bail!(
                 "container {} is not running (its namespace is gone); start a new one with `mvnet run`",
                 existing.name
@@ -463,7 +467,7 @@ impl Controller {
     pub(super) fn disconnect_apply(&mut self, net_id: &str, key: &str) -> Result<String> {
         let c = self.state.containers[key].clone();
         let ep = c.endpoints[net_id].clone();
-        if netns::is_namespace(&c.netns) {
+        if c.netns_alive() {
             let ns = NetNs::from_path(&c.netns);
             endpoint::unplumb_detached(&ep, &ns)?;
         }

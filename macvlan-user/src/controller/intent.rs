@@ -126,7 +126,7 @@ impl Controller {
         if let Some(c) = container_id.and_then(|id| self.state.containers.get(id)) {
             // A link a killed disconnect renamed to its tombstone but did
             // not get to delete.
-            if netns::is_namespace(&c.netns) {
+            if c.netns_alive() {
                 let _ = endpoint::reap_all(&NetNs::from_path(&c.netns));
             }
         }

@@ -130,12 +130,13 @@ impl Controller {
         let would = if dry { "would " } else { "" };
         let containers: Vec<_> = self.state.containers.values().cloned().collect();
         for c in containers {
-            if netns::is_namespace(&c.netns) {
+            if c.netns_alive() {
                 self.restore_endpoints(&c.id, dry, r)?;
                 continue;
             }
             let ns = NetNs::from_path(&c.netns);
-            if let (true, Some(name)) = (c.netns_owned && c.netns.exists(), ns.name()) {
+            let stale = c.netns_owned && c.netns.exists() && !netns::is_namespace(&c.netns);
+            if let (true, Some(name)) = (stale, ns.name()) {
                 // An interrupted create or delete: a file, no namespace.
                 r.actions.push(format!(
                     "{} the stale namespace file {}",
@@ -151,9 +152,14 @@ impl Controller {
                 continue;
             }
             r.actions.push(format!(
-                "{would}purge{} container {} (its namespace is gone)",
+                "{would}purge{} container {} ({})",
                 if dry { "" } else { "d" },
-                c.name
+                c.name,
+                if c.netns_replaced() {
+                    "its namespace was replaced by another one, left alone"
+                } else {
+                    "its namespace is gone"
+                }
             ));
             // Its addresses and classifier entries go in the IPAM and
             // classifier steps, which see it gone (also when dry: the
@@ -348,7 +354,7 @@ impl Controller {
         drop(maps);
         let mut wanted = BTreeMap::new();
         for c in self.state.containers.values() {
-            if !netns::is_namespace(&c.netns) {
+            if !c.netns_alive() {
                 continue;
             }
             for ep in c.endpoints.values() {
