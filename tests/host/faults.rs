@@ -119,6 +119,12 @@ fn a_deleted_parent_is_flagged_and_restore_rebuilds_on_the_new_one() {
     );
     let check = s.run(&["restore", "--check"]);
     assert_eq!(check.status.code(), Some(1));
+    let attached = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["network", "inspect", "nf"])).unwrap();
+        v[0]["Classifier"]["Attached"].clone()
+    };
+    assert_eq!(attached(), false);
     // The fault removed: a new eth0.
     let upstream = lab.upstream().clone();
     netlink::run(Some(lab.host()), |nl| async move {
@@ -143,6 +149,7 @@ fn a_deleted_parent_is_flagged_and_restore_rebuilds_on_the_new_one() {
         "{out}"
     );
     assert_converged(&s);
+    assert_eq!(attached(), true);
     let addr = s.ok(&["exec", &c, "ip", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.130.0.2/24"), "{addr}");
     s.ok(&["container", "rm", "--force", &c]);
