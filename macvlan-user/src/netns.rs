@@ -342,3 +342,28 @@ pub fn kill_all(ino: u64, grace: std::time::Duration) -> Vec<libc::pid_t> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_files_are_told_from_plain_files() {
+        let own = Path::new("/proc/self/ns/net");
+        assert!(is_namespace(own));
+        assert_eq!(inode(own), Some(current_inode().unwrap()));
+        let dir = std::env::temp_dir().join(format!("mvnet-ns-test-{}", std::process::id()));
+        fs::write(&dir, b"").unwrap();
+        // What an interrupted `ip netns add` leaves: a file, no namespace.
+        assert!(!is_namespace(&dir));
+        assert_eq!(inode(&dir), None);
+        fs::remove_file(&dir).unwrap();
+        assert_eq!(inode(&dir), None);
+    }
+
+    #[test]
+    fn this_process_is_never_listed_in_its_own_namespace() {
+        let pids = pids_in(current_inode().unwrap());
+        assert!(!pids.contains(&(std::process::id() as libc::pid_t)));
+    }
+}

@@ -252,8 +252,10 @@ impl Controller {
         self.state.networks.remove(&net.id);
         let (root, vid) = net.root();
         if self.state.networks.values().any(|n| n.root().0 == root) {
-            // Shared root: only this VLAN's policy may have changed.
-            self.apply_root_policy(root, Some(vid))?;
+            // Shared root: only this VLAN's policy may have changed. A
+            // classifier that is not attached now gets it back from
+            // `restore`, which writes every policy.
+            let _ = self.apply_root_policy(root, Some(vid));
         } else {
             self.detach_datapath_if_unused(root)?;
         }
