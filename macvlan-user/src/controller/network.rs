@@ -34,6 +34,14 @@ pub struct NetworkSpec {
     pub multicast: Option<String>,
 }
 
+/// A validated `network create`.
+#[derive(Clone, Debug)]
+pub struct NetworkPlan {
+    pub network: Network,
+    /// The parent is an 802.1Q sub-interface or dummy mvnet makes.
+    pub create_parent: bool,
+}
+
 /// Parses a `--broadcast`/`--multicast` rule: true = drop.
 pub fn parse_rule(flag: &str, v: Option<&str>) -> Result<bool> {
     match v {
@@ -144,8 +152,17 @@ fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
 }
 
 impl Controller {
-    /// `mvnet network create`. On any error nothing is left behind.
+    /// `mvnet network create`: validates, then applies the plan. On any
+    /// error (or a crash) nothing is left behind.
     pub fn create_network(&mut self, spec: NetworkSpec) -> Result<&Network> {
+        let plan = self.plan_network(&spec)?;
+        self.apply_network(plan)
+    }
+
+    /// Checks a `network create` against the state and the host without
+    /// changing anything; the network to create and whether its parent must
+    /// be created.
+    pub fn plan_network(&self, spec: &NetworkSpec) -> Result<NetworkPlan> {
         model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
         if !spec.driver.is_empty() && spec.driver != "macvlan" {
             bail!(
@@ -185,7 +202,7 @@ impl Controller {
         }
         let drop_broadcast = parse_rule("broadcast", spec.broadcast.as_deref())?;
         let drop_multicast = parse_rule("multicast", spec.multicast.as_deref())?;
-        let pools = pools(&spec)?;
+        let pools = pools(spec)?;
         if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
             bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
         }
@@ -284,13 +301,28 @@ impl Controller {
             netns_inode: crate::netns::current_inode().ok(),
             parent_ifindex: None,
         };
+        Ok(NetworkPlan {
+            network,
+            create_parent: must_create,
+        })
+    }
+
+    /// The kernel side of `network create`, after its intent: the parent
+    /// (if ours to create), the classifier on the root (unless attached),
+    /// the policy, then the state.
+    fn apply_network(&mut self, plan: NetworkPlan) -> Result<&Network> {
+        let NetworkPlan {
+            network,
+            create_parent: must_create,
+        } = plan;
+        let (id, parent) = (network.id.clone(), network.parent.clone());
         self.begin(Intent::CreateNetwork {
             network: network.clone(),
             create_parent: must_create,
         })?;
         let created = (|| -> Result<()> {
             if must_create {
-                create_parent(&parent, origin, network.vlan.as_ref())?;
+                create_parent(&parent, network.parent_origin, network.vlan.as_ref())?;
             }
             let mut network = network;
             network.parent_ifindex = Some(link_index(&parent)?);
