@@ -84,8 +84,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Recreate owned parents and endpoints after links were lost (reboot).
-    Restore,
+    /// Make the kernel match the state: finish or roll back commands that
+    /// were killed, recreate owned parents and lost endpoints, purge
+    /// containers whose namespace is gone, fix IPAM, re-attach the
+    /// classifier and its entries, remove leftovers of mvnet.
+    Restore {
+        /// Only list what would be done; exit 1 if anything would.
+        #[arg(long)]
+        check: bool,
+    },
     /// Stream the classifier's anomaly events (unknown MAC, VLAN mismatch,
     /// spoofed source), rate-limited in the kernel.
     Monitor {
@@ -429,9 +436,30 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 pub fn run(cli: Cli) -> Result<i32> {
     cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
+    // Writers lock the state while they change it; readers take a
+    // snapshot without the lock, so they never wait behind a writer.
     let open = |what: &str| -> Result<Controller> {
         crate::require_root(what)?;
-        Controller::open(&state_dir)
+        let mut ctl = Controller::open(&state_dir)?;
+        ctl.check_namespace()?;
+        // What a killed command left pending is undone (or finished)
+        // before this one starts, so it can retry with the same names.
+        for rec in ctl.recover(false) {
+            match rec.result {
+                Ok(()) => eprintln!("mvnet: {}", rec.what),
+                Err(e) => eprintln!(
+                    "mvnet: warning: {}: {e:#}; run `mvnet restore` to converge",
+                    rec.what
+                ),
+            }
+        }
+        Ok(ctl)
+    };
+    let read = |what: &str| -> Result<Controller> {
+        crate::require_root(what)?;
+        let ctl = Controller::snapshot(&state_dir)?;
+        ctl.check_namespace()?;
+        Ok(ctl)
     };
     match cli.command {
         Command::Network { command } => match command {
@@ -441,7 +469,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 outln!("{}", net.id);
             }
             NetworkCommand::Ls => {
-                let ctl = open("mvnet network ls")?;
+                let ctl = read("mvnet network ls")?;
                 outln!(
                     "{:<12}   {:<30} {:<10} SCOPE",
                     "NETWORK ID",
@@ -458,7 +486,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             NetworkCommand::Inspect { names } => {
-                let ctl = open("mvnet network inspect")?;
+                let ctl = read("mvnet network inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.network_json(ctl.network(n)?));
@@ -507,7 +535,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         },
         Command::Container { command } => match command {
             ContainerCommand::Inspect { names } => {
-                let ctl = open("mvnet container inspect")?;
+                let ctl = read("mvnet container inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.container_json(ctl.container(n)?));
@@ -515,7 +543,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print_json(&serde_json::Value::Array(out))?;
             }
             ContainerCommand::Ls => {
-                let ctl = open("mvnet container ls")?;
+                let ctl = read("mvnet container ls")?;
                 outln!(
                     "{:<12}   {:<10} {:<30} NETWORKS",
                     "CONTAINER ID",
@@ -556,7 +584,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut ctl = open("mvnet run")?;
             let _ = (a.interactive, a.tty);
             if !a.detach && !a.command.is_empty() {
-                // Foreground: do not hold the state lock while the command runs.
+                // Foreground: `run` lets go of the state lock while the
+                // command runs, and takes it again to record its exit.
                 let outcome = ctl.run(RunSpec {
                     name: a.name,
                     network: a.network,
@@ -584,7 +613,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Exec { container, command } => {
             let c = {
-                let ctl = open("mvnet exec")?;
+                let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
             return container::exec(&c, &command);
@@ -594,19 +623,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::datapath::monitor::run(duration.map(std::time::Duration::from_secs))?;
         }
         Command::Verify { network } => {
-            let ctl = open("mvnet verify")?;
+            let ctl = read("mvnet verify")?;
             let checks = ctl.verify(network.as_deref())?;
             out!("{}", crate::controller::verify::render(&checks));
+            let problems = ctl.root_problems(network.as_deref())?;
+            for p in &problems {
+                eprintln!("mvnet: verify: {p}");
+            }
             let bad = checks.iter().filter(|c| c.unexplained()).count();
             if bad > 0 {
                 eprintln!(
                     "mvnet: verify: {bad} endpoint(s) with a difference that has no explanation"
                 );
+            }
+            if bad > 0 || !problems.is_empty() {
                 return Ok(1);
             }
         }
         Command::Stats(a) => {
-            crate::require_root("mvnet stats")?;
+            read("mvnet stats")?;
             crate::stats::run(
                 &state_dir,
                 &crate::stats::StatsOptions {
@@ -621,35 +656,33 @@ pub fn run(cli: Cli) -> Result<i32> {
             metrics_addr,
             no_events,
         } => {
-            crate::require_root("mvnet serve")?;
+            read("mvnet serve")?;
             crate::serve::run(crate::serve::ServeOptions {
                 state_dir,
                 addr: metrics_addr,
                 events: !no_events,
             })?;
         }
-        Command::Restore => {
-            let mut ctl = open("mvnet restore")?;
-            let r = ctl.restore()?;
-            for p in &r.parents_recreated {
-                outln!("recreated parent {p}");
+        Command::Restore { check } => {
+            let mut ctl = if check {
+                read("mvnet restore --check")?
+            } else {
+                crate::require_root("mvnet restore")?;
+                let ctl = Controller::open(&state_dir)?;
+                ctl.check_namespace()?;
+                ctl
+            };
+            let r = ctl.restore(check)?;
+            for a in &r.actions {
+                outln!("{a}");
             }
-            for root in &r.classifiers_attached {
-                outln!("re-attached the classifier to {root}");
-            }
-            for e in &r.endpoints_recreated {
-                outln!("recreated endpoint {e}");
-            }
-            for c in &r.containers_purged {
-                outln!("purged container {c} (its namespace is gone)");
-            }
-            for t in &r.teardowns_finished {
-                println!("finished the {t}");
+            if r.actions.is_empty() && r.problems.is_empty() {
+                outln!("nothing to do: the kernel matches the state");
             }
             for p in &r.problems {
                 eprintln!("mvnet: problem: {p}");
             }
-            if !r.problems.is_empty() {
+            if !r.problems.is_empty() || (check && !r.actions.is_empty()) {
                 return Ok(1);
             }
         }
@@ -659,7 +692,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             count,
             plain,
         } => {
-            crate::require_root("mvnet top")?;
+            read("mvnet top")?;
             crate::top::run(crate::top::Options {
                 state_dir,
                 network,

@@ -82,6 +82,8 @@ pub struct Link {
     pub name: String,
     pub mac: Option<Mac>,
     pub up: bool,
+    /// IFLA_IFALIAS: `mvnet:<endpoint id>` on the links mvnet makes.
+    pub alias: Option<String>,
 }
 
 /// A netlink connection inside one namespace.
@@ -122,10 +124,12 @@ fn link_from_message(msg: &LinkMessage) -> Link {
             .header
             .flags
             .contains(rtnetlink::packet_route::link::LinkFlags::Up),
+        alias: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 link.mac = Some(Mac::new([a[0], a[1], a[2], a[3], a[4], a[5]]))
             }
@@ -256,6 +260,23 @@ impl Netlink {
                     .name(name.to_owned())
                     .build(),
             )
+            .execute()
+            .await
+            .map_err(request_error(format!("rename link {index} to {name}")))
+    }
+
+    /// Renames link `index` to `name` and sets its alias (IFLA_IFALIAS) to
+    /// `alias`, in one request. (The kernel ignores an alias given at
+    /// creation, so marks are set here.)
+    pub async fn rename_marked(&self, index: u32, name: &str, alias: &str) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index)
+            .name(name.to_owned())
+            .build();
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_owned()));
+        self.handle
+            .link()
+            .set(msg)
             .execute()
             .await
             .map_err(request_error(format!("rename link {index} to {name}")))

@@ -177,6 +177,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
                 created: mvnet::model::now_rfc3339(),
                 netns: PathBuf::from(format!("/run/netns/bench-{i:04}")),
                 netns_owned: false,
+                netns_inode: None,
                 auto_remove: false,
                 command: Vec::new(),
                 pid: None,

@@ -5,8 +5,10 @@ mod common;
 
 mod classifier;
 mod control_plane;
+mod crash;
 mod datapath;
 mod datapath_cp;
+mod faults;
 mod lab;
 mod observability;
 mod refusals;

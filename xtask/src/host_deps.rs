@@ -3,8 +3,9 @@
 //! * tmux, the pseudo-terminal in which they drive `mvnet top` (Debian
 //!   package `tmux`);
 //! * Debian's `prometheus` (the `prometheus` server and `promtool`, which the
-//!   observability tests run against `mvnet serve`) and `bpftool` (which
-//!   dumps the pinned maps).
+//!   observability tests run against `mvnet serve`), `bpftool` (which
+//!   dumps the pinned maps) and `strace` (whose fault injection kills
+//!   commands at every syscall in the crash suite).
 
 use std::path::Path;
 
@@ -54,6 +55,7 @@ pub fn ensure_tmux() -> Result<()> {
 pub const PACKAGES: &[(&str, &[&str])] = &[
     ("prometheus", &["/usr/bin/prometheus", "/usr/bin/promtool"]),
     ("bpftool", &["/usr/sbin/bpftool"]),
+    ("strace", &["/usr/bin/strace"]),
 ];
 
 fn missing_packages() -> Vec<&'static str> {
@@ -79,11 +81,11 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let what = format!(
-        "the host tests run promtool, prometheus and bpftool; missing packages: {}",
+        "the host tests run promtool, prometheus, bpftool and strace; missing packages: {}",
         missing.join(" ")
     );
     if util::os_id().as_deref() != Some("debian") {
-        bail!("{what}\nfix: install your distribution's prometheus and bpftool packages");
+        bail!("{what}\nfix: install your distribution's prometheus, bpftool and strace packages");
     }
     if !util::is_root() {
         bail!(

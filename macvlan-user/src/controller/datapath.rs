@@ -10,7 +10,7 @@ use super::Controller;
 use crate::{
     datapath::{
         pinned::{self, PinnedMaps},
-        EndpointEntry,
+        sys, EndpointEntry,
     },
     model::{Endpoint, Network, Policy},
 };
@@ -19,6 +19,49 @@ use macvlan_common::{config_flags, vlan_policy, Config};
 /// The pin directory of `root` in mvnet's own namespace.
 pub fn pin_dir(root: &str) -> Result<PathBuf> {
     Ok(pinned::pin_dir(pinned::netns_inode(None)?, root))
+}
+
+/// What the kernel says about the classifier of a root device (in mvnet's
+/// namespace): not what the state or the pin files claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Its pinned XDP link (and, with tcx, both TC links) are attached to
+    /// the device of that name, and its maps are pinned.
+    Attached,
+    /// No pin directory.
+    Absent,
+    /// Pins without a working attachment: an interrupted attach or detach,
+    /// or the device gone, renamed or replaced.
+    Broken,
+}
+
+/// Asks the kernel whether the classifier is attached to `root`: the
+/// ifindex each pinned bpf_link is attached to must be `root`'s.
+pub fn attachment(root: &str) -> Result<Attachment> {
+    use std::os::fd::AsFd as _;
+    let dir = pin_dir(root)?;
+    if !dir.exists() {
+        return Ok(Attachment::Absent);
+    }
+    let name = root.to_owned();
+    let ifindex =
+        crate::netlink::run(None, move |nl| async move { nl.link(&name).await })?.map(|l| l.index);
+    let on = |pin: &str| -> Option<u32> {
+        let fd = sys::obj_get(&dir.join(pin)).ok()?;
+        sys::link_info(fd.as_fd()).ok().map(|i| i.ifindex)
+    };
+    let tcx = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+    let attached = ifindex.is_some()
+        && on(pinned::LINK_XDP) == ifindex
+        && (!tcx
+            || (on(pinned::LINK_TC_INGRESS) == ifindex && on(pinned::LINK_TC_EGRESS) == ifindex))
+        && dir.join(macvlan_common::map_names::ENDPOINTS).exists();
+    Ok(if attached {
+        Attachment::Attached
+    } else {
+        Attachment::Broken
+    })
 }
 
 fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
@@ -37,8 +80,13 @@ impl Controller {
     pub(super) fn attach_datapath(&self, net: &Network) -> Result<bool> {
         let (root, _) = net.root();
         let dir = pin_dir(root)?;
-        if pinned::is_attached(&dir) {
-            return Ok(false);
+        match attachment(root)? {
+            Attachment::Attached => return Ok(false),
+            Attachment::Absent => {}
+            // Left by an interrupted attach or detach: pins alone would
+            // pass for an attached classifier.
+            Attachment::Broken => pinned::detach(root, &dir)
+                .map_err(|e| anyhow!("removing the broken classifier pins of {root}: {e}"))?,
         }
         pinned::attach(root, &dir, net.xdp_mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;

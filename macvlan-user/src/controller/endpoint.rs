@@ -9,6 +9,21 @@ use crate::{
     netns::NetNs,
 };
 
+/// The alias (IFLA_IFALIAS) mvnet marks `ep`'s link with, so that it is
+/// recognised as its own whatever its name.
+pub fn mark(ep: &Endpoint) -> String {
+    format!("{MARK_PREFIX}{}", ep.id)
+}
+
+/// Prefix of [`mark`].
+pub const MARK_PREFIX: &str = "mvnet:";
+
+/// The name `ep`'s link has between its creation and its rename to
+/// `ep.ifname` (a crashed `run` or `connect` may leave it).
+pub fn temp_name(ep: &Endpoint) -> String {
+    format!("mvt{}", &ep.id[..10])
+}
+
 /// Creates `ep` in `ns`. On error the half-made link is removed.
 ///
 /// The macvlan is created directly inside the
@@ -24,7 +39,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     // Created under a temporary name, renamed inside the container: kernels
     // before ~6.11 look the new name up in the *creating* namespace, where
     // the parent itself may well be called eth0 (EEXIST).
-    let tmp = format!("mvt{}", &ep.id[..10]);
+    let tmp = temp_name(ep);
     let name = tmp.clone();
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
@@ -38,6 +53,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     .map_err(|e| anyhow!(e))?;
 
     let ifname = ep.ifname.clone();
+    let alias = mark(ep);
     let addrs: Vec<_> = ep
         .addresses()
         .map(|a| {
@@ -54,7 +70,7 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
-            nl.rename(child.index, &ifname).await?;
+            nl.rename_marked(child.index, &ifname, &alias).await?;
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.

@@ -76,6 +76,15 @@ impl Controller {
             "Containers": containers,
             "Options": options,
             "Labels": {},
+            // mvnet's own: the classifier on the root device, with whether
+            // it is attached as the kernel says (not as the state claims).
+            "Classifier": {
+                "Root": net.root().0,
+                "Vlan": net.root().1,
+                "Policy": net.policy.as_str(),
+                "Attached": super::datapath::attachment(net.root().0)
+                    .is_ok_and(|a| a == super::datapath::Attachment::Attached),
+            },
         })
     }
 

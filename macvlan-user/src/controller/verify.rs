@@ -16,7 +16,10 @@
 //! so a surplus up to that count is explained.
 use anyhow::Result;
 
-use super::{datapath::pin_dir, Controller};
+use super::{
+    datapath::{attachment, pin_dir, Attachment},
+    Controller,
+};
 use crate::{datapath::pinned::PinnedMaps, model::Mac, netlink, netns::NetNs};
 
 /// One endpoint's reconciliation.
@@ -49,6 +52,62 @@ impl EndpointCheck {
 }
 
 impl Controller {
+    /// What the kernel says is wrong under the networks (of `network`, if
+    /// given): a parent down, renamed, replaced or gone, a classifier not
+    /// attached to its root. One line each, naming the fix.
+    pub fn root_problems(&self, network: Option<&str>) -> Result<Vec<String>> {
+        let only = match network {
+            Some(n) => Some(self.network(n)?.id.clone()),
+            None => None,
+        };
+        let links = netlink::run(None, |nl| async move { nl.links().await })?;
+        let mut problems = Vec::new();
+        let mut roots = std::collections::BTreeSet::new();
+        for net in self.state.networks.values() {
+            if only.as_ref().is_some_and(|id| *id != net.id) {
+                continue;
+            }
+            let p = &net.parent;
+            let by_name = links.iter().find(|l| l.name == *p);
+            let by_index = net
+                .parent_ifindex
+                .and_then(|i| links.iter().find(|l| l.index == i));
+            match (by_name, by_index) {
+                (None, Some(renamed)) => problems.push(format!(
+                    "network {}: parent {p} was renamed to {}; rename it back with `ip link set {} name {p}`",
+                    net.name, renamed.name, renamed.name
+                )),
+                (None, None) => problems.push(format!(
+                    "network {}: parent {p} is gone; bring it back, then run `mvnet restore`",
+                    net.name
+                )),
+                (Some(l), _) if net.parent_ifindex.is_some_and(|i| i != l.index) => {
+                    problems.push(format!(
+                        "network {}: parent {p} was replaced (ifindex {} is now {}); run `mvnet restore` to attach the classifier to it",
+                        net.name,
+                        net.parent_ifindex.unwrap_or_default(),
+                        l.index
+                    ))
+                }
+                (Some(l), _) if !l.up => problems.push(format!(
+                    "network {}: parent {p} is down, so its endpoints receive nothing; bring it up with `ip link set {p} up`",
+                    net.name
+                )),
+                _ => {}
+            }
+            let (root, _) = net.root();
+            if roots.insert(root.to_owned())
+                && links.iter().any(|l| l.name == root)
+                && attachment(root)? != Attachment::Attached
+            {
+                problems.push(format!(
+                    "the classifier is not attached to {root} (the kernel has no mvnet program there); run `mvnet restore`"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Reconciles every endpoint (of `network`, if given).
     pub fn verify(&self, network: Option<&str>) -> Result<Vec<EndpointCheck>> {
         let only = match network {

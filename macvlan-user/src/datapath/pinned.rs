@@ -110,10 +110,24 @@ pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(format!("{ino}-{root}"))
 }
 
-/// Whether the classifier is attached (pinned) for this directory: its
-/// maps are pinned and its pinned XDP link is not [stale](is_stale).
+/// Whether the classifier of this directory is attached, as the kernel
+/// says: its maps are pinned, its pinned XDP link is attached to a device,
+/// and (with tcx) both TC links to that same device. Map pins alone (an
+/// interrupted attach or detach) are not an attached classifier.
 pub fn is_attached(dir: &Path) -> bool {
-    dir.join(map_names::ENDPOINTS).exists() && !is_stale(dir)
+    if !dir.join(map_names::ENDPOINTS).exists() {
+        return false;
+    }
+    let Some(ifindex) = xdp_link_ifindex(&dir.join(LINK_XDP)).filter(|&i| i != 0) else {
+        return false;
+    };
+    !uses_tcx()
+        || [LINK_TC_INGRESS, LINK_TC_EGRESS].iter().all(|name| {
+            use std::os::fd::AsFd as _;
+            sys::obj_get(&dir.join(name))
+                .and_then(|fd| sys::link_info(fd.as_fd()))
+                .is_ok_and(|i| i.kind == sys::BPF_LINK_TYPE_TCX && i.ifindex == ifindex)
+        })
 }
 
 /// Whether the pins in `dir` are left from a namespace that is gone: its
