@@ -1,15 +1,15 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, mac_bytes, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP,
-    ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, mac_bytes, mac_word, vlan_policy, Endpoint, EndpointKey, Hook, Verdict,
+    ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
     events,
     maps::{
-        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MISMATCH, ENDPOINT_STATS, VERDICT_STATS,
-        VLAN_POLICY, VLAN_STATS,
+        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MALFORMED, ENDPOINT_MISMATCH, ENDPOINT_STATS,
+        VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
     },
     parse::{self, Ethernet},
 };
@@ -65,7 +65,7 @@ const NO_VLAN: u32 = u32::MAX;
 
 /// Whether an invalid frame on VLAN `vlan` (or [`NO_VLAN`]) is dropped.
 #[inline(always)]
-fn enforcing(vlan: u32) -> bool {
+pub(crate) fn enforcing(vlan: u32) -> bool {
     let flags = match CONFIG.get(0) {
         Some(cfg) => cfg.flags,
         None => 0,
@@ -83,7 +83,7 @@ fn enforcing(vlan: u32) -> bool {
 }
 
 #[inline(always)]
-fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
+pub(crate) fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
     if let Some(c) = VERDICT_STATS.get_ptr_mut(verdict.index(hook)) {
         // SAFETY: per-CPU slot, no other writer on this CPU.
         unsafe { (*c).add(bytes) };
@@ -221,7 +221,11 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
+        let action = action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
+        if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
+            count_malformed_passed(frame, bytes);
+        }
+        return action;
     };
     // Fast path: unicast to an endpoint the direct index holds, nearly
     // every frame. Kept apart from the general path below so that LLVM
@@ -268,6 +272,28 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     action
 }
 
+/// A malformed wire frame XDP passed: counted for the endpoint that owns
+/// its destination MAC, if any (ENDPOINT_MALFORMED). The kernel may untag
+/// what the parser gave up on and deliver it to that endpoint by MAC.
+#[inline(always)]
+fn count_malformed_passed(frame: &Frame, bytes: u64) {
+    let Some(dst) = parse::bytes_at::<6>(frame.data, frame.data_end, 0) else {
+        return;
+    };
+    let dst = mac_word(&dst);
+    if dst & 1 != 0 {
+        return;
+    }
+    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(dst, VLAN_ANY)) {
+        // SAFETY: as in verdict_for_destination.
+        let slot = unsafe { (*ep).slot };
+        if let Some(c) = ENDPOINT_MALFORMED.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot, no other writer on this CPU.
+            unsafe { (*c).add(bytes) };
+        }
+    }
+}
+
 /// Counts a frame delivered to endpoint `slot` on its path.
 #[inline(always)]
 fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes: u64) {
@@ -291,15 +317,21 @@ fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes
 }
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
-/// source or ARP sender must be its IPv4 address; an IPv6 source its IPv6
-/// address, link-local (fe80::/10) or unspecified (DAD). Other protocols
+/// source its IPv4 address (0.0.0.0 for DHCP only), the ARP sender its
+/// IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6 address,
+/// link-local (fe80::/10) or unspecified (DAD). The endpoint device's own
+/// checks (`source`) are stricter; these see frames by source MAC. Other protocols
 /// carry no address we check.
 #[inline(always)]
 fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
     let (data, end, l3) = (frame.data, frame.data_end, eth.l3_offset);
     match eth.proto {
-        ETH_P_IPV4 => Some(parse::bytes_at::<4>(data, end, l3 + 12)? == ep.ipv4),
-        ETH_P_ARP => Some(parse::bytes_at::<4>(data, end, l3 + 14)? == ep.ipv4),
+        ETH_P_IPV4 => crate::source::ipv4_source_is_own(data, end, l3, ep.ipv4),
+        ETH_P_ARP => {
+            // Its address, or 0.0.0.0 (an RFC 5227 probe), as on the device.
+            let spa = parse::bytes_at::<4>(data, end, l3 + 14)?;
+            Some(spa == [0; 4] || spa == ep.ipv4)
+        }
         ETH_P_IPV6 => {
             let src = parse::bytes_at::<16>(data, end, l3 + 8)?;
             let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;

@@ -9,12 +9,13 @@ use anyhow::{anyhow, Context as _, Result};
 use super::Controller;
 use crate::{
     datapath::{
+        devices,
         pinned::{self, PinnedMaps},
         EndpointEntry, XdpMode,
     },
-    model::{Endpoint, Network, Policy},
+    model::{Endpoint, Mode, Network, Policy},
 };
-use macvlan_common::{config_flags, vlan_policy, Config};
+use macvlan_common::{config_flags, vlan_policy, Config, DeviceIdentity};
 
 pub fn parse_xdp_mode(s: &str) -> Option<XdpMode> {
     match s {
@@ -37,6 +38,61 @@ fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
         ipv4: ep.ipv4,
         ipv6: ep.ipv6,
         enforce: net.policy == Policy::Enforce,
+    }
+}
+
+/// What plumbing an endpoint needs for its device's source checks: the
+/// classifier's pins, the endpoint's slot and what its device may send as.
+/// The endpoint is in the classifier's table by then (`datapath_add`).
+pub struct DeviceRegistration {
+    dir: PathBuf,
+    identity: DeviceIdentity,
+}
+
+impl DeviceRegistration {
+    /// `None` where there is nothing to register: no classifier entry for
+    /// `ep`, a classifier pinned by an mvnet without source checks on
+    /// devices, or passthru (the device takes the parent's MAC).
+    pub fn of(net: &Network, ep: &Endpoint) -> Result<Option<DeviceRegistration>> {
+        if net.mode == Mode::Passthru {
+            return Ok(None);
+        }
+        let (root, vlan) = net.root();
+        let dir = pin_dir(root)?;
+        let Ok(maps) = PinnedMaps::open(&dir) else {
+            return Ok(None);
+        };
+        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+            return Ok(None);
+        }
+        let Some(entry) = maps.endpoints_ro().and_then(|t| t.get(ep.mac, vlan)) else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceRegistration {
+            dir,
+            identity: DeviceIdentity {
+                mac: ep.mac,
+                vlan,
+                slot: entry.slot,
+                ipv4: ep.ipv4.map(|a| a.octets()).unwrap_or_default(),
+                ipv6: ep.ipv6.map(|a| a.octets()).unwrap_or_default(),
+            },
+        }))
+    }
+
+    /// The ifindexes to create the device with, in order (see
+    /// `datapath::devices`).
+    pub fn ifindex_candidates(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..devices::CANDIDATES).map(|k| devices::candidate(self.identity.slot, k))
+    }
+
+    /// Records the identity of device `ifindex` (`ifname`), then attaches
+    /// the source checks to it. Runs in the endpoint's namespace, before
+    /// the device is up.
+    pub fn register(&self, ifindex: u32, ifname: &str) -> Result<()> {
+        PinnedMaps::open(&self.dir)?.register_device(ifindex, self.identity)?;
+        devices::attach(&self.dir, ifindex, ifname)?;
+        Ok(())
     }
 }
 
@@ -102,7 +158,11 @@ impl Controller {
         let Ok(mut maps) = self.pinned_maps(net) else {
             return Ok(());
         };
-        let _ = maps.endpoints()?.remove(ep.mac, net.root().1);
+        let vlan = net.root().1;
+        if let Some(entry) = maps.endpoints_ro().and_then(|t| t.get(ep.mac, vlan)) {
+            maps.remove_devices(entry.slot)?;
+        }
+        let _ = maps.endpoints()?.remove(ep.mac, vlan);
         Ok(())
     }
 
