@@ -370,3 +370,68 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
         .is_none());
     s.ok(&["network", "rm", "en"]);
 }
+
+/// Issue 13: in observe, 13 QinQ frames cut inside the inner tag (20
+/// bytes: `88a8 TCI 8100 TCI`) to an endpoint's MAC are malformed, passed,
+/// untagged by the kernel and delivered by MAC; `verify` explains them and
+/// exits 0. Under enforce XDP drops them and the kernel delivers none.
+#[test]
+fn verify_explains_malformed_frames_passed_to_an_endpoint() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.network("em", "10.97.0.0/24", "eth0", &[]);
+    let name = s.name("m1");
+    s.container("em", &name, &["--ip", "10.97.0.11"]);
+    let mac = mac_of(&s, &name, "em");
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let qinq = ethernet(mac, up, &[(0x88a8, 10)], 0x8100);
+    let qinq = with(qinq, &[0x00, 0x14]);
+    assert_eq!(qinq.len(), 20);
+    let upns = lab.upstream().clone();
+    crate::datapath_cp::send(
+        &maps,
+        &upns,
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        qinq.clone(),
+        13,
+    );
+    let doc = json(&s.ok(&["stats", "--json"]));
+    let slot = doc["networks"][0]["endpoints"][0]["slot"].as_u64().unwrap() as u32;
+    assert_eq!(maps.malformed(slot).unwrap().unwrap().frames, 13);
+    assert_eq!(maps.mismatch(slot).unwrap().unwrap().frames, 0);
+
+    let out = s.run(&["verify", "em"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(name.as_str()))
+        .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+        .split_whitespace()
+        .collect();
+    // CLASSIFIED KERNEL DIFF
+    assert_eq!(row[3..6], ["0", "13", "13"], "{table}");
+    assert!(
+        table.contains("13 malformed frames to this MAC (cut short inside a tag or header) were passed by the classifier"),
+        "{table}"
+    );
+
+    // Enforce: dropped by XDP, counted malformed, delivered to no one.
+    s.ok(&["network", "update", "--policy", "enforce", "em"]);
+    let c0 = maps.counters().unwrap();
+    crate::datapath_cp::send(&maps, &upns, UPSTREAM_IF, Hook::XdpIngress, qinq, 7);
+    let c1 = maps.counters().unwrap();
+    let d = c1.verdicts.get(Hook::XdpIngress, Verdict::Malformed).frames
+        - c0.verdicts.get(Hook::XdpIngress, Verdict::Malformed).frames;
+    assert_eq!(d, 7);
+    assert_eq!(maps.malformed(slot).unwrap().unwrap().frames, 13);
+    let out = s.ok(&["verify", "em"]);
+    assert!(out.contains(" 13 "), "{out}");
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    s.ok(&["network", "rm", "em"]);
+}
