@@ -10,6 +10,7 @@ mod datapath_cp;
 mod enforce;
 mod lab;
 mod observability;
+mod source_checks;
 mod source_model;
 mod top;
 mod traffic;
