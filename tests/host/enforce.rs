@@ -29,6 +29,9 @@ struct Row {
     frame: Vec<u8>,
 }
 
+/// (what, source MAC, tags, Ethertype, payload).
+type RowSpec = (&'static str, [u8; 6], Vec<(u16, u16)>, u16, Vec<u8>);
+
 /// The destination MAC of row `i`: unicast, on no endpoint.
 fn row_mac(i: usize) -> [u8; 6] {
     [0x02, 0xee, 0, 0, 0, i as u8]
@@ -49,7 +52,7 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
     let m = b1.mac;
     // (what, src MAC, tags, Ethertype, payload); the destination is added
     // per row below.
-    let spec: Vec<(&'static str, [u8; 6], Vec<(u16, u16)>, u16, Vec<u8>)> = vec![
+    let spec: Vec<RowSpec> = vec![
         (
             "own MAC and IPv4",
             m,
