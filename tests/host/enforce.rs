@@ -262,7 +262,7 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
 /// too, though the receiving stack then discards it). The lab keeps IPv6
 /// quiet, so nothing else crosses that wire meanwhile. Returns (arrived,
 /// accepted by send, dropped on send) per row.
-fn send_rows(lab: &Lab, b1: &NetNs, rows: &[Row]) -> Vec<(u64, u64, u64)> {
+fn send_rows(lab: &Lab, b1: &NetNs, rows: &[Row], bypass_qdisc: bool) -> Vec<(u64, u64, u64)> {
     let rx = || {
         lab.link_stats(lab.upstream(), UPSTREAM_IF)
             .unwrap()
@@ -271,7 +271,8 @@ fn send_rows(lab: &Lab, b1: &NetNs, rows: &[Row]) -> Vec<(u64, u64, u64)> {
     rows.iter()
         .map(|row| {
             let before = rx();
-            let (ok, dropped) = wire::send_each_once(b1, "eth0", &row.frame, PER_ROW).unwrap();
+            let (ok, dropped) =
+                wire::send_each_once_with(b1, "eth0", &row.frame, PER_ROW, bypass_qdisc).unwrap();
             // veth counts in the sender's context: done when send returns.
             (rx() - before, ok, dropped)
         })
@@ -324,7 +325,7 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     let invalid = (spoofed + malformed) * PER_ROW;
 
     // Observe: everything reaches the wire; the invalid ones are counted.
-    let got = send_rows(&lab, &ns1, &rows);
+    let got = send_rows(&lab, &ns1, &rows, false);
     for (row, (arrived, ok, dropped)) in rows.iter().zip(&got) {
         assert_eq!(
             (*arrived, *ok, *dropped),
@@ -338,7 +339,7 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     // Enforce: 0 of every invalid row, 100 of every valid one.
     s.ok(&["network", "update", "--policy", "enforce", "en"]);
     let c0 = maps.counters().unwrap();
-    let got = send_rows(&lab, &ns1, &rows);
+    let got = send_rows(&lab, &ns1, &rows, false);
     let c1 = maps.counters().unwrap();
     let mut leaks = Vec::new();
     for ((row, j), (arrived, ok, dropped)) in rows.iter().zip(&judged).zip(&got) {
@@ -372,6 +373,63 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
         .device(mvnet::datapath::devices::candidate(slot, 0))
         .is_none());
     s.ok(&["network", "rm", "en"]);
+}
+
+/// A process with CAP_NET_RAW can set PACKET_QDISC_BYPASS and skip the
+/// device's TC egress (README, "What enforce guarantees"). The parent's
+/// egress still drops what it can judge by source MAC: a foreign MAC on an
+/// enforcing VLAN, the endpoint's own MAC with a foreign address, a tag on
+/// its MAC (its home VLAN enforces), a frame the parser gives up on or cut
+/// short. What it cannot tell from the endpoint's own frames passes: another
+/// local endpoint's whole identity, and a foreign MAC tagged for a VLAN no
+/// enforcing network uses.
+#[test]
+fn frames_that_bypass_the_device_check_meet_the_parents_egress() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("eb", "10.96.0.0/24", "eth0", &["--policy", "enforce"]);
+    let (n1, n2) = (s.name("b1"), s.name("b2"));
+    s.container("eb", &n1, &["--ip", "10.96.0.11"]);
+    s.container("eb", &n2, &["--ip", "10.96.0.12"]);
+    let b1 = Identity {
+        mac: mac_of(&s, &n1, "eb"),
+        ipv4: Some(Ipv4Addr::new(10, 96, 0, 11)),
+        ipv6: None,
+    };
+    let b2 = Identity {
+        mac: mac_of(&s, &n2, "eb"),
+        ipv4: Some(Ipv4Addr::new(10, 96, 0, 12)),
+        ipv6: None,
+    };
+    let rows = rows(&b1, &b2);
+    let holes = [
+        "b1 using b2's MAC and IPv4",
+        "b1 using b2's MAC, ARP as b2",
+        "foreign source MAC + 802.1Q VID 10",
+        "foreign source MAC + 802.1ad VID 10",
+    ];
+    let ns1 = NetNs::named(&n1).unwrap();
+    let got = send_rows(&lab, &ns1, &rows, true);
+    let mut wrong = Vec::new();
+    for (row, (arrived, ok, dropped)) in rows.iter().zip(&got) {
+        assert_eq!(ok + dropped, PER_ROW, "{}", row.what);
+        let passes = judge(&row.frame, &b1) == Judgement::Valid || holes.contains(&row.what);
+        let want = if passes { PER_ROW } else { 0 };
+        if *arrived != want {
+            wrong.push(format!("{}: arrived {arrived}, want {want}", row.what));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "bypassing the device:\n{}",
+        wrong.join("\n")
+    );
+    for n in [&n1, &n2] {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "eb"]);
 }
 
 /// Issue 13: in observe, 13 QinQ frames cut inside the inner tag (20
