@@ -496,3 +496,96 @@ fn verify_explains_malformed_frames_passed_to_an_endpoint() {
     s.ok(&["container", "rm", &name]);
     s.ok(&["network", "rm", "em"]);
 }
+
+/// The endpoint programs on `ifname` in `ns` (tcx egress): their ids.
+fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u32> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        let (_, programs) = SchedClassifier::query_tcx(&ifname, TcAttachType::Egress).unwrap();
+        programs
+            .iter()
+            .filter(|p| p.name_as_str() == Some("mvnet_tc_endpoi"))
+            .map(|p| p.id())
+            .collect()
+    })
+    .unwrap()
+}
+
+/// Pins lost while the containers live (bpffs emptied): `restore`
+/// re-attaches the classifier, registers the living devices with it and
+/// detaches the old classifier's endpoint programs, which would otherwise
+/// go on checking against orphaned maps with a frozen policy.
+#[test]
+fn restore_registers_living_devices_and_detaches_orphaned_checks() {
+    use mvnet::{
+        datapath::{devices, pinned},
+        lab::PARENT,
+    };
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.network("er", "10.97.1.0/24", "eth0", &["--policy", "enforce"]);
+    let name = s.name("r1");
+    s.container("er", &name, &["--ip", "10.97.1.11"]);
+    let mac = mac_of(&s, &name, "er");
+    let ns = NetNs::named(&name).unwrap();
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = maps.endpoints_ro().unwrap().get(mac, 0).unwrap().slot;
+    let ifindex = ns
+        .run(|| {
+            let n = std::ffi::CString::new("eth0").unwrap();
+            // SAFETY: a valid NUL-terminated string.
+            unsafe { libc::if_nametoindex(n.as_ptr()) }
+        })
+        .unwrap();
+    assert_eq!(ifindex, devices::candidate(slot, 0));
+    assert_eq!(maps.device(ifindex).unwrap().mac, mac);
+    let old = endpoint_programs(&ns, "eth0");
+    assert_eq!(old.len(), 1);
+    drop(maps);
+
+    lab.host()
+        .run(|| pinned::detach(PARENT, &dir))
+        .unwrap()
+        .unwrap();
+    // The old check is still on the device.
+    assert_eq!(endpoint_programs(&ns, "eth0"), old);
+    s.ok(&["restore"]);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = maps.endpoints_ro().unwrap().get(mac, 0).unwrap().slot;
+    let id = maps.device(ifindex).expect("device registered again");
+    assert_eq!((id.mac, id.slot, id.vlan), (mac, slot, 0));
+    assert_eq!(id.ipv4, [10, 97, 1, 11]);
+    let now = endpoint_programs(&ns, "eth0");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old);
+
+    // Checked against the new maps, and the policy follows the network.
+    let up = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let spoofed = with(
+        ethernet(up, mac, &[], 0x0800),
+        &udp4(
+            Ipv4Addr::new(10, 97, 1, 77),
+            Ipv4Addr::new(10, 97, 1, 1),
+            1,
+            2,
+        ),
+    );
+    assert_eq!(
+        wire::send_each_once(&ns, "eth0", &spoofed, 10).unwrap(),
+        (0, 10)
+    );
+    assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, 10);
+    s.ok(&["network", "update", "--policy", "observe", "er"]);
+    assert_eq!(
+        wire::send_each_once(&ns, "eth0", &spoofed, 10).unwrap(),
+        (10, 0)
+    );
+    assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, 20);
+    s.ok(&["container", "stop", &name]);
+    s.ok(&["container", "rm", &name]);
+    assert!(maps.device(ifindex).is_none());
+    s.ok(&["network", "rm", "er"]);
+}

@@ -14,6 +14,7 @@ use crate::{
         EndpointEntry, XdpMode,
     },
     model::{Endpoint, Mode, Network, Policy},
+    netns::NetNs,
 };
 use macvlan_common::{config_flags, vlan_policy, Config, DeviceIdentity};
 
@@ -47,6 +48,8 @@ fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
 pub struct DeviceRegistration {
     dir: PathBuf,
     identity: DeviceIdentity,
+    /// The candidate ifindexes no registered device has.
+    free: Vec<u32>,
 }
 
 impl DeviceRegistration {
@@ -68,8 +71,15 @@ impl DeviceRegistration {
         let Some(entry) = maps.endpoints_ro().and_then(|t| t.get(ep.mac, vlan)) else {
             return Ok(None);
         };
+        // A device restored with an ifindex from its old slot may hold one
+        // of this slot's candidates.
+        let free = (0..devices::CANDIDATES)
+            .map(|k| devices::candidate(entry.slot, k))
+            .filter(|i| maps.device(*i).is_none())
+            .collect();
         Ok(Some(DeviceRegistration {
             dir,
+            free,
             identity: DeviceIdentity {
                 mac: ep.mac,
                 vlan,
@@ -83,7 +93,7 @@ impl DeviceRegistration {
     /// The ifindexes to create the device with, in order (see
     /// `datapath::devices`).
     pub fn ifindex_candidates(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..devices::CANDIDATES).map(|k| devices::candidate(self.identity.slot, k))
+        self.free.iter().copied()
     }
 
     /// Records the identity of device `ifindex` (`ifname`), then attaches
@@ -149,7 +159,49 @@ impl Controller {
     pub(super) fn datapath_add(&self, net: &Network, ep: &Endpoint) -> Result<()> {
         let mut maps = self.pinned_maps(net)?;
         maps.add_endpoint(entry(net, ep))?;
-        Ok(())
+        drop(maps);
+        self.reregister_device(net, ep)
+    }
+
+    /// Registers the device of `ep` with the classifier if the device
+    /// exists already: `restore` re-attaching a classifier whose pins were
+    /// lost while the containers lived. The old classifier's endpoint
+    /// program stays attached to the device, checking against orphaned
+    /// maps, so it is detached first. (On `run`/`connect` the device does
+    /// not exist yet; `endpoint::plumb` registers it.)
+    fn reregister_device(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let Some(c) = self
+            .state
+            .containers
+            .values()
+            .find(|c| c.endpoints.values().any(|e| e.id == ep.id))
+        else {
+            return Ok(());
+        };
+        if !c.netns.exists() {
+            return Ok(());
+        }
+        let Some(registration) = DeviceRegistration::of(net, ep)? else {
+            return Ok(());
+        };
+        let ns = NetNs::from_path(&c.netns);
+        let ifname = ep.ifname.clone();
+        crate::netns::run_in(Some(&ns), move || -> Result<()> {
+            let name = std::ffi::CString::new(ifname.as_str())?;
+            // SAFETY: a valid NUL-terminated string.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Ok(());
+            }
+            devices::detach_all(index, &ifname)?;
+            registration.register(index, &ifname)
+        })?
+        .with_context(|| {
+            format!(
+                "registering {} of {} with the classifier",
+                ep.ifname, c.name
+            )
+        })
     }
 
     /// Takes `ep` out of the classifier's endpoint table (after its link is

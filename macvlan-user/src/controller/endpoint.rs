@@ -42,6 +42,13 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
         Some(r) => r.ifindex_candidates().map(Some).collect(),
         None => vec![None],
     };
+    if indexes.is_empty() {
+        return Err(anyhow!(
+            "every ifindex mvnet would give {}'s device is taken by a device the classifier \
+             already knows; remove the endpoint and connect it again, or run `mvnet restore`",
+            ep.ifname
+        ));
+    }
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
             netlink::NetlinkError::LinkNotFound(format!(

@@ -44,6 +44,46 @@ pub const fn candidate(slot: u32, k: u32) -> u32 {
     IFINDEX_BASE + k * MAX_ENDPOINTS + slot
 }
 
+/// Whether TC programs attach through tcx (6.6+).
+fn uses_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// The endpoint program's name as the kernel keeps it (BPF_OBJ_NAME_LEN:
+/// 15 characters).
+const KERNEL_NAME: &str = "mvnet_tc_endpoi";
+
+/// Detaches every endpoint program from TC egress of device `ifindex`
+/// (`ifname`, calling thread's namespace): ones a classifier whose pins
+/// are gone left behind, still checking against its orphaned maps.
+/// Returns how many were attached.
+pub fn detach_all(ifindex: u32, ifname: &str) -> Result<usize, DatapathError> {
+    let name = macvlan_common::program_names::TC_ENDPOINT;
+    if uses_tcx() {
+        let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let mut n = 0;
+        for p in programs
+            .iter()
+            .filter(|p| p.name_as_str() == Some(KERNEL_NAME))
+        {
+            let fd = p
+                .fd()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            sys::prog_detach(ifindex, fd.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
+                DatapathError::Pin(format!("detaching a stale source check from {ifname}: {e}"))
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    } else {
+        // Filters carry the program's full name; none attached is fine.
+        Ok(usize::from(
+            tc::qdisc_detach_program(ifname, TcAttachType::Egress, name).is_ok(),
+        ))
+    }
+}
+
 /// Attaches the pinned endpoint program of the classifier in `dir` to TC
 /// egress of device `ifindex` (named `ifname`) in the calling thread's
 /// namespace.

@@ -453,7 +453,9 @@ impl PinnedMaps {
         self.get(map_names::ENDPOINT_DEVICES).is_ok()
     }
 
-    /// Records what the endpoint device `ifindex` may send as.
+    /// Records what the endpoint device `ifindex` may send as. An ifindex
+    /// recorded already (for another endpoint, in another namespace) is an
+    /// error: its frames would be judged by the wrong identity.
     pub fn register_device(
         &mut self,
         ifindex: u32,
@@ -463,7 +465,8 @@ impl PinnedMaps {
         let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
             aya::maps::HashMap::try_from(self.get_mut(name)?)
                 .map_err(|source| DatapathError::Map { name, source })?;
-        map.insert(ifindex, identity, 0)
+        const BPF_NOEXIST: u64 = 1;
+        map.insert(ifindex, identity, BPF_NOEXIST)
             .map_err(|source| DatapathError::Map { name, source })
     }
 

@@ -189,3 +189,30 @@ pub fn prog_attach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
 }
+
+const BPF_PROG_DETACH: libc::c_long = 9;
+
+/// Detaches `prog` from device `ifindex` (of the calling thread's
+/// namespace) at `attach_type`, as [`prog_attach`] attached it.
+pub fn prog_detach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    #[repr(C, align(8))]
+    struct ProgDetach {
+        target_ifindex: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+        relative_fd: u32,
+        expected_revision: u64,
+    }
+    let mut attr = ProgDetach {
+        target_ifindex: ifindex,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+        relative_fd: 0,
+        expected_revision: 0,
+    };
+    bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
+}
