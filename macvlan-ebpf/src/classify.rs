@@ -323,20 +323,19 @@ fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
 /// source its IPv4 address (0.0.0.0 for DHCP only), the ARP sender its MAC
-/// and its IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6 address,
-/// link-local (fe80::/10) or unspecified (DAD). The endpoint device's own
-/// checks (`source`) are stricter; these see frames by source MAC. Other protocols
-/// carry no address we check.
+/// and its IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6
+/// address, link-local (fe80::/10) or unspecified (DAD). Headers must be
+/// whole. Other protocols carry no address we check. The endpoint device's
+/// own checks (`source`) are stricter; these judge by source MAC.
 #[inline(always)]
 fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
     let (data, end, l3) = (frame.data, frame.data_end, eth.l3_offset);
     match eth.proto {
         ETH_P_IPV4 => crate::source::ipv4_source_is_own(data, end, l3, ep.ipv4),
         ETH_P_ARP => {
-            // Sender MAC the frame's own source (the endpoint's: it was
-            // looked up by it); sender IP its address, or 0.0.0.0 (an
-            // RFC 5227 probe), as on the device.
-            // The whole 28-byte body must be there.
+            // The whole 28-byte body; sender MAC the frame's source (the
+            // endpoint's: it was looked up by it); sender IP its address,
+            // or 0.0.0.0 (an RFC 5227 probe), as on the device.
             parse::bytes_at::<4>(data, end, l3 + 24)?;
             let sha = parse::bytes_at::<6>(data, end, l3 + 8)?;
             let spa = parse::bytes_at::<4>(data, end, l3 + 14)?;

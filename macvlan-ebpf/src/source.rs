@@ -20,7 +20,11 @@
 //!   (MLD) only;
 //! * any other Ethertype carries no address we check and passes.
 //!
-//! A header cut short is malformed. Invalid frames are counted per
+//! A header cut short is malformed: the IPv4 header with its options, the
+//! UDP header of a DHCP frame, the 28-byte Ethernet/IPv4 ARP body (other
+//! address sizes too), the IPv6 header; so is a wrong IP version. The
+//! test crate's `source_model` states the same rules independently.
+//! Invalid frames are counted per
 //! endpoint (ENDPOINT_TX_INVALID) and dropped when the endpoint's VLAN
 //! enforces; a dropped frame is also counted as a TC egress verdict, since
 //! the parent's egress will never see it.
