@@ -200,6 +200,21 @@ impl Netlink {
         mac: Option<Mac>,
         ns: &NetNs,
     ) -> Result<()> {
+        self.add_macvlan_at(name, parent, mode, mac, ns, None).await
+    }
+
+    /// As [`Self::add_macvlan_in`], with the new link's ifindex in `ns`
+    /// chosen by the caller (`None`: by the kernel). A taken ifindex is
+    /// refused with EEXIST or EBUSY.
+    pub async fn add_macvlan_at(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mac: Option<Mac>,
+        ns: &NetNs,
+        index: Option<u32>,
+    ) -> Result<()> {
         let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
             op: format!("open namespace {}", ns.path().display()),
             message: e.to_string(),
@@ -209,9 +224,13 @@ impl Netlink {
         if let Some(mac) = mac {
             builder = builder.address(mac.octets().to_vec());
         }
+        let mut message = builder.build();
+        if let Some(index) = index {
+            message.header.index = index;
+        }
         self.handle
             .link()
-            .add(builder.build())
+            .add(message)
             .execute()
             .await
             .map_err(request_error(format!(

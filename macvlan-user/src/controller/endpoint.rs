@@ -3,6 +3,7 @@
 //! the gateway (none on internal networks).
 use anyhow::{anyhow, Result};
 
+use super::datapath::DeviceRegistration;
 use crate::{
     model::{Endpoint, MacvlanMode, Network},
     netlink,
@@ -41,14 +42,38 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     // the parent itself may well be called eth0 (EEXIST).
     let tmp = temp_name(ep);
     let name = tmp.clone();
+    // The source checks on the device identify it by an ifindex of ours.
+    let registration = DeviceRegistration::of(net, ep)?;
+    let indexes: Vec<Option<u32>> = match &registration {
+        Some(r) => r.ifindex_candidates().map(Some).collect(),
+        None => vec![None],
+    };
+    if indexes.is_empty() {
+        return Err(anyhow!(
+            "every ifindex mvnet would give {}'s device is taken by a device the classifier \
+             already knows; remove the endpoint and connect it again, or run `mvnet restore`",
+            ep.ifname
+        ));
+    }
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
             netlink::NetlinkError::LinkNotFound(format!(
                 "{parent} (the parent of this network; recreate it or run `mvnet restore`)"
             ))
         })?;
-        nl.add_macvlan_in(&name, parent_link.index, macvlan_mode, mac, &target)
-            .await
+        let mut result = Ok(());
+        for index in indexes {
+            result = nl
+                .add_macvlan_at(&name, parent_link.index, macvlan_mode, mac, &target, index)
+                .await;
+            // Taken in the container (or, for the lookup the kernel does
+            // first, in ours): the next candidate.
+            match &result {
+                Err(e) if matches!(e.errno(), Some(libc::EEXIST | libc::EBUSY)) => continue,
+                _ => break,
+            }
+        }
+        result
     })
     .map_err(|e| anyhow!(e))?;
 
@@ -71,6 +96,14 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
         let child = nl.require_link(&tmp).await?;
         let result = async {
             nl.rename_marked(child.index, &ifname, &alias).await?;
+            if let Some(r) = &registration {
+                r.register(child.index, &ifname)
+                    .map_err(|e| netlink::NetlinkError::Request {
+                        op: format!("source checks on {ifname}"),
+                        message: format!("{e:#}"),
+                        errno: None,
+                    })?;
+            }
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.

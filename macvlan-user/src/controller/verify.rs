@@ -14,6 +14,11 @@
 //! endpoint by MAC: the kernel counts it, the classifier did not. The
 //! classifier counts such passed frames per endpoint (ENDPOINT_MISMATCH),
 //! so a surplus up to that count is explained.
+//!
+//! Likewise a malformed frame to the endpoint's MAC (a QinQ frame cut
+//! inside its inner tag): under observe the classifier passes it, the
+//! kernel untags what it can and macvlan delivers it by MAC. The
+//! classifier counts those per endpoint too (ENDPOINT_MALFORMED).
 use anyhow::Result;
 
 use super::{
@@ -39,6 +44,9 @@ pub struct EndpointCheck {
     /// passed (observe); the kernel may have delivered them by MAC. Read
     /// only when the kernel counted more than the classifier (else 0).
     pub vlan_mismatch_passed: u64,
+    /// Malformed frames to this endpoint's MAC that the classifier passed
+    /// (observe); read like `vlan_mismatch_passed`.
+    pub malformed_passed: u64,
     /// `kernel - classified`.
     pub diff: i64,
     /// Why they differ, when known.
@@ -133,6 +141,7 @@ impl Controller {
                     kernel: 0,
                     kernel_multicast: 0,
                     vlan_mismatch_passed: 0,
+                    malformed_passed: 0,
                     diff: 0,
                     explanation: None,
                 };
@@ -168,20 +177,18 @@ impl Controller {
                             // mismatch the kernel delivered is in it.
                             check.vlan_mismatch_passed =
                                 maps.mismatch(entry.slot)?.map_or(0, |c| c.frames);
+                            check.malformed_passed =
+                                maps.malformed(entry.slot)?.map_or(0, |c| c.frames);
                         }
+                        let passed = check.vlan_mismatch_passed + check.malformed_passed;
                         if check.diff < 0 && !up {
                             check.explanation = Some(format!(
                                 "{} is down: the kernel drops frames for a down macvlan without counting them",
                                 ep.ifname
                             ));
-                        } else if check.diff > 0 && check.diff as u64 <= check.vlan_mismatch_passed
-                        {
-                            check.explanation = Some(format!(
-                                "{} frames to this MAC tagged for another VLAN were passed by the \
-                                 classifier (the network observes; `--policy enforce` drops them) \
-                                 and delivered by MAC: no VLAN device on {root} takes their tag",
-                                check.diff
-                            ));
+                        } else if check.diff > 0 && check.diff as u64 <= passed {
+                            check.explanation =
+                                Some(passed_invalid(check.diff as u64, &check, root));
                         } else if check.diff < 0 && stats.rx_dropped > 0 {
                             check.explanation = Some(format!(
                                 "the kernel dropped {} received frames on {}",
@@ -200,6 +207,28 @@ impl Controller {
             }
         }
         Ok(out)
+    }
+}
+
+/// Why `diff` more frames reached the endpoint than the classifier
+/// delivered: invalid frames to its MAC it passed under observe.
+fn passed_invalid(diff: u64, check: &EndpointCheck, root: &str) -> String {
+    const PASSED: &str = "were passed by the classifier (the network observes; \
+                          `--policy enforce` drops them) and delivered by MAC";
+    let mismatch = check.vlan_mismatch_passed.min(diff);
+    let malformed = diff - mismatch;
+    match (mismatch, malformed) {
+        (m, 0) => format!(
+            "{m} frames to this MAC tagged for another VLAN {PASSED}: no VLAN device on {root} \
+             takes their tag"
+        ),
+        (0, b) => format!(
+            "{b} malformed frames to this MAC (cut short inside a tag or header) {PASSED}: \
+             the kernel untagged what it could"
+        ),
+        (m, b) => format!(
+            "{m} frames to this MAC tagged for another VLAN and {b} malformed ones {PASSED}"
+        ),
     }
 }
 
