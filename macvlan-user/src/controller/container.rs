@@ -347,7 +347,15 @@ impl Controller {
                 network
             );
         }
-        let ifname = format!("eth{}", existing.endpoints.len());
+        // Past the highest ethN in use, as Docker's sandbox counts: after a
+        // disconnect, the count of endpoints can name a link that exists.
+        let next = existing
+            .endpoints
+            .values()
+            .filter_map(|e| e.ifname.strip_prefix("eth")?.parse::<u32>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        let ifname = format!("eth{next}");
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
         let ns = NetNs::from_path(&existing.netns);
         let added = self.datapath_add(&self.state.networks[&net_id], &ep);
