@@ -214,6 +214,61 @@ impl Engine {
         }
     }
 
+    /// What is left of the engine's own objects: networks and containers
+    /// besides Docker's built-in ones, and for mvnet the container
+    /// namespaces and the classifier's pins of the lab's parents. "none"
+    /// after a scenario's cleanup.
+    pub fn leftovers(&self) -> String {
+        let mut left: Vec<String> = Vec::new();
+        match &self.kind {
+            Kind::Docker(d) => {
+                let nets = Outcome::from(d.docker(&["network", "ls", "--format", "{{.Name}}"]));
+                left.extend(
+                    nets.stdout
+                        .lines()
+                        .filter(|n| !["host", "none"].contains(n))
+                        .map(|n| format!("network {n}")),
+                );
+                let ctrs = Outcome::from(d.docker(&["ps", "-a", "--format", "{{.Names}}"]));
+                left.extend(ctrs.stdout.lines().map(|c| format!("container {c}")));
+            }
+            Kind::Mvnet(s) => {
+                let state: Value = serde_json::from_str(&s.state()).unwrap_or_default();
+                for kind in ["networks", "containers"] {
+                    for v in state[kind].as_object().into_iter().flat_map(|m| m.values()) {
+                        left.push(format!("{kind} {}", v["name"].as_str().unwrap_or("?")));
+                    }
+                }
+                let mine = format!("{}-", self.lab.id());
+                left.extend(
+                    mvnet::netns::list()
+                        .into_iter()
+                        .filter(|n| {
+                            n.starts_with(&mine) && !n.ends_with("-host") && !n.ends_with("-up")
+                        })
+                        .map(|n| format!("namespace {n}")),
+                );
+                let ino = std::fs::metadata(self.lab.host().path())
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                    .unwrap_or(0);
+                left.extend(
+                    std::fs::read_dir("/sys/fs/bpf/mvnet")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(&format!("{ino}-")))
+                        .map(|n| format!("pins /sys/fs/bpf/mvnet/{n}")),
+                );
+            }
+        }
+        if left.is_empty() {
+            "none".into()
+        } else {
+            left.join(", ")
+        }
+    }
+
     /// Removes the scenario's containers and networks (whatever exists).
     pub fn cleanup(&self, containers: &[&str], networks: &[&str]) {
         for c in containers {

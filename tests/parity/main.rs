@@ -162,13 +162,21 @@ fn play(engine: &mut Engine, scenario: &Scenario) -> Facts {
         );
     }
     engine.cleanup(&containers, &networks);
+    facts.insert(
+        "leftovers after removing everything".into(),
+        engine.leftovers(),
+    );
     facts
 }
 
-/// Prints SAME or DIFF for a scenario; returns the number of differing
-/// fields that the README does not list.
+/// Prints SAME or DIFF for a scenario, with the differing fields: listed
+/// ones by the README entry that excuses them (with both values when
+/// PARITY_VERBOSE is set), unlisted ones with both values. Returns the
+/// number of unlisted differing fields.
 fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Difference]) -> usize {
-    let mut lines = Vec::new();
+    let verbose = std::env::var_os("PARITY_VERBOSE").is_some();
+    let mut listed: Vec<String> = Vec::new();
+    let mut details = Vec::new();
     let mut unlisted = 0;
     let keys: std::collections::BTreeSet<&String> = d.keys().chain(m.keys()).collect();
     for key in keys {
@@ -181,31 +189,43 @@ fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Diffe
             continue;
         }
         let excuse = known.iter().find(|k| k.excuses(scenario.name, key));
-        let tag = match excuse {
-            Some(k) => {
-                k.used.set(true);
-                format!("listed: {}", k.kind)
+        if let Some(k) = excuse {
+            k.used.set(true);
+            let name = format!("{} ({})", k.field, k.kind);
+            if !listed.contains(&name) {
+                listed.push(name);
             }
-            None => {
-                unlisted += 1;
-                "UNLISTED".to_owned()
+            if !verbose {
+                continue;
             }
-        };
+        } else {
+            unlisted += 1;
+        }
         let show = |v: Option<&String>| v.map(|s| format!("{s:?}")).unwrap_or("(absent)".into());
-        let mut line = format!("    {key}: docker {} mvnet {} [{tag}]", show(dv), show(mv));
+        let tag = if excuse.is_some() {
+            "listed"
+        } else {
+            "UNLISTED"
+        };
+        let mut line = format!("    {tag} {key}: docker {} mvnet {}", show(dv), show(mv));
         // A refusal's reason helps the reader of an unexpected one.
         for (who, f) in [("docker", d), ("mvnet", m)] {
             if let Some(e) = f.get(&format!("{key} (error)")) {
                 line += &format!("\n      {who}: {e}");
             }
         }
-        lines.push(line);
+        details.push(line);
     }
-    if lines.is_empty() {
+    if listed.is_empty() && details.is_empty() {
         println!("SAME {} ({})", scenario.name, scenario.source);
     } else {
-        println!("DIFF {} ({})", scenario.name, scenario.source);
-        for l in lines {
+        let listed = if listed.is_empty() {
+            String::new()
+        } else {
+            format!(": listed {}", listed.join(", "))
+        };
+        println!("DIFF {} ({}){listed}", scenario.name, scenario.source);
+        for l in details {
             println!("{l}");
         }
     }

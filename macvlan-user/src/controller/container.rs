@@ -59,37 +59,12 @@ impl Controller {
         if req.ip.is_some() && !net.pools.iter().any(|p| p.config.subnet.is_ipv4()) {
             bail!("--ip given, but network {} has no IPv4 subnet", net.name);
         }
-        let mut ipv4 = None;
-        let mut ipv6 = None;
-        let mut result = Ok(());
-        for pool in net.pools.iter_mut() {
-            if pool.config.subnet.is_ipv4() {
-                match pool.allocate(req.ip.map(IpAddr::V4)) {
-                    Ok(IpAddr::V4(a)) => ipv4 = Some(a),
-                    Ok(_) => unreachable!("v4 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            } else if net.enable_ipv6 {
-                match pool.allocate(req.ip6.map(IpAddr::V6)) {
-                    Ok(IpAddr::V6(a)) => ipv6 = Some(a),
-                    Ok(_) => unreachable!("v6 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            }
-        }
+        let (ipv4, ipv6) = net
+            .allocate_addresses(req.ip, req.ip6)
+            .map_err(|e| anyhow!("{e}"))?;
         let release = |net: &mut Network| {
             net.release(ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)))
         };
-        if let Err(e) = result {
-            release(net);
-            return Err(e);
-        }
         let mac = match req.mac {
             Some(mac) => {
                 if let Err(e) = ipam::validate_mac(mac) {
