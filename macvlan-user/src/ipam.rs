@@ -402,6 +402,11 @@ pub struct PoolConfig {
     /// Addresses never handed out, by name (`--aux-address name=ip`).
     #[serde(default)]
     pub aux_addresses: BTreeMap<String, IpAddr>,
+    /// Whether [`PoolConfig::validate`] chose the gateway because none was
+    /// given. It is used all the same, but Docker 20.10's inspect leaves
+    /// such a gateway out of IPAM.Config.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit_gateway: bool,
 }
 
 impl PoolConfig {
@@ -413,6 +418,7 @@ impl PoolConfig {
             ip_range: None,
             gateway: None,
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         }
     }
 
@@ -466,6 +472,9 @@ impl PoolConfig {
                     .ok_or(IpamError::NoUsableAddress { subnet })?,
             ),
         };
+        if self.gateway.is_none() {
+            self.implicit_gateway = gateway.is_some();
+        }
         self.gateway = gateway;
         let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
         for (name, &addr) in &self.aux_addresses {
@@ -784,6 +793,7 @@ mod tests {
             ip_range: range.map(sn),
             gateway: gateway.map(ip),
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         })
         .unwrap()
     }
@@ -931,6 +941,18 @@ mod tests {
         let mut c = PoolConfig::new(sn("10.0.0.0/16"));
         c.validate().unwrap();
         assert_eq!(c.gateway, Some(ip("10.0.0.1")));
+        // Chosen, not given: marked so (inspect leaves it out, as Docker
+        // 20.10 does); given: not marked, also when it is the first host.
+        assert!(pool("172.16.86.0/24", None, None).config.implicit_gateway);
+        assert!(
+            !pool("172.16.86.0/24", None, Some("172.16.86.1"))
+                .config
+                .implicit_gateway
+        );
+        let mut c = PoolConfig::new(sn("10.0.0.0/24"));
+        c.validate().unwrap();
+        c.validate().unwrap();
+        assert!(c.implicit_gateway, "a second validate keeps the mark");
     }
 
     #[test]
@@ -1096,6 +1118,7 @@ mod tests {
             ip_range: range.map(sn),
             gateway: gateway.map(ip),
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         };
         assert_eq!(
             config_err(with("172.16.86.0/24", None, Some("10.0.0.1"))),

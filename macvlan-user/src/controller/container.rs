@@ -139,7 +139,9 @@ impl Controller {
             // Into the classifier's table before the link goes up.
             self.datapath_add(net, &ep)?;
             let ns = netns::create(&name)?;
-            if let Err(e) = endpoint::plumb(net, &ep, &ns) {
+            if let Err(e) = endpoint::loopback_up(&ns, net.enable_ipv6)
+                .and_then(|()| endpoint::plumb(net, &ep, &ns))
+            {
                 let _ = netns::delete(&name);
                 return Err(e);
             }

@@ -19,7 +19,8 @@ impl Controller {
                 if let Some(r) = &p.config.ip_range {
                     m.insert("IPRange".into(), json!(r.to_string()));
                 }
-                if let Some(g) = p.config.gateway {
+                // Docker 20.10 shows a gateway here only if one was given.
+                if let Some(g) = p.config.gateway.filter(|_| !p.config.implicit_gateway) {
                     m.insert("Gateway".into(), json!(g.to_string()));
                 }
                 if !p.config.aux_addresses.is_empty() {

@@ -108,6 +108,7 @@ fn pools(spec: &NetworkSpec, internal: bool) -> Result<Vec<Pool>> {
             ip_range,
             gateway,
             aux_addresses,
+            implicit_gateway: false,
         };
         pools.push(Pool::new_for(config, internal).map_err(|e| anyhow!("{e}"))?);
     }
