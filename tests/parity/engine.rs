@@ -33,6 +33,8 @@ pub struct Engine {
 /// What a command did.
 pub struct Outcome {
     pub ok: bool,
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
@@ -41,6 +43,7 @@ impl From<Output> for Outcome {
     fn from(o: Output) -> Outcome {
         Outcome {
             ok: o.status.success(),
+            code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }

@@ -11,6 +11,9 @@ pub enum Step {
     Container(&'static str),
     /// Compare the network's inspect fields.
     Network(&'static str),
+    /// `exec C ARGV`: compare its standard output and exit code (Docker
+    /// runs busybox's applet, mvnet the host's command of that name).
+    Exec(&'static str, &'static [&'static str]),
 }
 
 pub struct Scenario {
@@ -393,6 +396,27 @@ pub fn all() -> Vec<Scenario> {
             ],
         ),
         s(
+            "passthru-rerun",
+            "issue 14 item 6 (a passthru endpoint right after the last one is removed)",
+            vec![
+                create!(
+                    "--subnet",
+                    "10.65.4.0/24",
+                    "--gateway",
+                    "10.65.4.1",
+                    "-o",
+                    "parent=eth0",
+                    "-o",
+                    "macvlan_mode=passthru",
+                    "ptagain"
+                ),
+                Run("c1", &["--network", "ptagain"]),
+                Cmd(&["container", "rm", "-f", "%c1"]),
+                Run("c2", &["--network", "ptagain"]),
+                Container("c2"),
+            ],
+        ),
+        s(
             "connect-disconnect",
             "Docker docs, network connect/disconnect; issue 14 item 4",
             vec![
@@ -421,6 +445,24 @@ pub fn all() -> Vec<Scenario> {
                 Container("c1"),
                 Cmd(&["network", "connect", "--ip", "10.70.1.50", "front", "%c1"]),
                 Container("c1"),
+            ],
+        ),
+        s(
+            "exec-sysfs",
+            "issue 14 item 9 (exec sees the container's /sys)",
+            vec![
+                create!("--subnet", "10.74.0.0/24", "-o", "parent=eth0", "execnet"),
+                Run("c1", &["--network", "execnet"]),
+                Exec("c1", &["cat", "/sys/class/net/eth0/address"]),
+            ],
+        ),
+        s(
+            "exec-missing",
+            "issue 14 item 10 (exit code of a missing command)",
+            vec![
+                create!("--subnet", "10.75.0.0/24", "-o", "parent=eth0", "execnet"),
+                Run("c1", &["--network", "execnet"]),
+                Exec("c1", &["mvnet-parity-no-such-command"]),
             ],
         ),
         s(
