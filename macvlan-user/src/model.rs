@@ -292,6 +292,38 @@ impl Network {
         }
     }
 
+    /// The pool whose subnet holds `ip` (an endpoint's gateway and prefix
+    /// are its subnet's).
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.config.subnet.contains(ip))
+    }
+
+    /// Hands out an endpoint's addresses: IPv4 if the network has an IPv4
+    /// subnet, IPv6 if it has IPv6 on; each the requested one, or from the
+    /// first subnet of its family with a free address (see
+    /// [`crate::ipam::allocate_in`]). Nothing stays allocated on error.
+    pub fn allocate_addresses(
+        &mut self,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), crate::ipam::IpamError> {
+        let v4 = match crate::ipam::allocate_in(&mut self.pools, true, ip.map(IpAddr::V4))? {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        };
+        if !self.enable_ipv6 {
+            return Ok((v4, None));
+        }
+        match crate::ipam::allocate_in(&mut self.pools, false, ip6.map(IpAddr::V6)) {
+            Ok(Some(IpAddr::V6(a))) => Ok((v4, Some(a))),
+            Ok(_) => Ok((v4, None)),
+            Err(e) => {
+                self.release(v4.map(IpAddr::V4));
+                Err(e)
+            }
+        }
+    }
+
     pub fn pool_v4(&self) -> Option<&Pool> {
         self.pools.iter().find(|p| p.config.subnet.is_ipv4())
     }

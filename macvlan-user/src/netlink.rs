@@ -8,7 +8,11 @@ use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkMessage},
+    packet_route::{
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
+        link::{LinkAttribute, LinkMessage},
+        route::RouteProtocol,
+    },
     LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
 use thiserror::Error;
@@ -220,7 +224,11 @@ impl Netlink {
             message: e.to_string(),
             errno: e.raw_os_error(),
         })?;
-        let mut builder = LinkMacVlan::new(name, parent, mode.into()).setns_by_fd(file.as_raw_fd());
+        // qlen 0, as Docker's driver creates its macvlans (the link has no
+        // queue either way: its qdisc is noqueue).
+        let mut builder = LinkMacVlan::new(name, parent, mode.into())
+            .setns_by_fd(file.as_raw_fd())
+            .txqueuelen(0);
         if let Some(mac) = mac {
             builder = builder.address(mac.octets().to_vec());
         }
@@ -342,11 +350,19 @@ impl Netlink {
             .map_err(request_error(format!("delete link {index}")))
     }
 
-    /// Adds `addr/prefix` to link `index`.
+    /// Adds `addr/prefix` to link `index`. IPv6 addresses are added with
+    /// `nodad`, as Docker does: assigned, not autoconfigured, and usable at
+    /// once instead of tentative for the 1-2 s of duplicate detection.
     pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, addr, prefix)
+        let mut request = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request
             .execute()
             .await
             .map_err(request_error(format!("add address {addr}/{prefix}")))
@@ -362,16 +378,19 @@ impl Netlink {
             .map_err(request_error(format!("create dummy link {name}")))
     }
 
-    /// Adds a default route via `gateway` on link `index`.
+    /// Adds a default route via `gateway` on link `index`, `proto boot` as
+    /// Docker's (rtnetlink's builder says static otherwise).
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
         let msg = match gateway {
             IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
                 .output_interface(index)
                 .gateway(gw)
+                .protocol(RouteProtocol::Boot)
                 .build(),
             IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
                 .output_interface(index)
                 .gateway(gw)
+                .protocol(RouteProtocol::Boot)
                 .build(),
         };
         self.handle

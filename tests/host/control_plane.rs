@@ -888,3 +888,52 @@ fn an_address_is_reusable_right_after_stop_and_disconnect() {
     }
     s.ok(&["network", "rm", "nr"]);
 }
+
+/// Issue 14 item 7 (current moby's TestPointToPoint; Docker 20.10 refuses
+/// these networks, so the parity suite lists it as intended): an internal
+/// /31 has no gateway, both addresses go to containers, then it is full;
+/// an internal /32 hands out its one address.
+#[test]
+fn internal_point_to_point_subnets_have_no_gateway() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("p2p", "10.63.0.0/31", "eth0", &["--internal"]);
+    let n = json(&s.ok(&["network", "inspect", "p2p"]));
+    assert_eq!(
+        n[0]["IPAM"]["Config"],
+        json(r#"[{"Subnet": "10.63.0.0/31"}]"#)
+    );
+    let (a, b, c) = (s.name("a"), s.name("b"), s.name("c"));
+    s.container("p2p", &a, &[]);
+    s.container("p2p", &b, &[]);
+    for (name, ip) in [(&a, "10.63.0.0"), (&b, "10.63.0.1")] {
+        let c = json(&s.ok(&["container", "inspect", name]));
+        let ep = &c[0]["NetworkSettings"]["Networks"]["p2p"];
+        assert_eq!(ep["IPAddress"], ip);
+        assert_eq!(ep["IPPrefixLen"], 31);
+        assert_eq!(ep["Gateway"], "");
+    }
+    let err = s.fails(&["run", "-d", "--network", "p2p", "--name", &c]);
+    assert_eq!(
+        err.trim(),
+        "mvnet: error: no free address left in 10.63.0.0/31; use a larger --subnet or --ip-range"
+    );
+    assert!(
+        !netns::list().contains(&c),
+        "a refused run leaves no namespace"
+    );
+
+    s.network("one", "10.64.0.7/32", "eth0", &["--internal"]);
+    let d = s.name("d");
+    s.container("one", &d, &[]);
+    let c = json(&s.ok(&["container", "inspect", &d]));
+    assert_eq!(
+        c[0]["NetworkSettings"]["Networks"]["one"]["IPAddress"],
+        "10.64.0.7"
+    );
+    for name in [&a, &b, &d] {
+        s.ok(&["container", "rm", "-f", name]);
+    }
+    s.ok(&["network", "rm", "p2p", "one"]);
+}

@@ -74,37 +74,12 @@ impl Controller {
         if req.ip.is_some() && !net.pools.iter().any(|p| p.config.subnet.is_ipv4()) {
             bail!("--ip given, but network {} has no IPv4 subnet", net.name);
         }
-        let mut ipv4 = None;
-        let mut ipv6 = None;
-        let mut result = Ok(());
-        for pool in net.pools.iter_mut() {
-            if pool.config.subnet.is_ipv4() {
-                match pool.allocate(req.ip.map(IpAddr::V4)) {
-                    Ok(IpAddr::V4(a)) => ipv4 = Some(a),
-                    Ok(_) => unreachable!("v4 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            } else if net.enable_ipv6 {
-                match pool.allocate(req.ip6.map(IpAddr::V6)) {
-                    Ok(IpAddr::V6(a)) => ipv6 = Some(a),
-                    Ok(_) => unreachable!("v6 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            }
-        }
+        let (ipv4, ipv6) = net
+            .allocate_addresses(req.ip, req.ip6)
+            .map_err(|e| anyhow!("{e}"))?;
         let release = |net: &mut Network| {
             net.release(ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)))
         };
-        if let Err(e) = result {
-            release(net);
-            return Err(e);
-        }
         let mac = match req.mac {
             Some(mac) => {
                 let checked = ipam::validate_mac(mac)
@@ -250,6 +225,7 @@ impl Controller {
         self.datapath_add(net, &ep)?;
         let ns = netns::create(&container.name)?;
         container.netns_inode = netns::inode(ns.path());
+        endpoint::loopback_up(&ns, net.enable_ipv6)?;
         endpoint::plumb(net, &ep, &ns)?;
         let mut foreground = None;
         if !spec.command.is_empty() {
@@ -447,7 +423,15 @@ impl Controller {
                 existing.name
             );
         }
-        let ifname = format!("eth{}", existing.endpoints.len());
+        // Past the highest ethN in use, as Docker's sandbox counts: after a
+        // disconnect, the count of endpoints can name a link that exists.
+        let next = existing
+            .endpoints
+            .values()
+            .filter_map(|e| e.ifname.strip_prefix("eth")?.parse::<u32>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        let ifname = format!("eth{next}");
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
         if let Err(e) = self.begin(Intent::Connect {
             container_id: cid.clone(),

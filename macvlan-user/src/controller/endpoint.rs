@@ -154,6 +154,22 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// Brings `lo` up in a namespace mvnet made for a container, as Docker's
+/// sandbox does: 127.0.0.1/8, and ::1 only when the network has IPv6
+/// (Docker's `lo` has no IPv6 otherwise).
+pub fn loopback_up(ns: &NetNs, ipv6: bool) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        if !ipv6 {
+            // Before lo is up, so ::1 is never added. (/proc/sys/net
+            // follows this thread's namespace.)
+            let _ = std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1");
+        }
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
+    })
+    .map_err(|e| anyhow!(e))
+}
+
 /// Removes `ep`'s link from `ns` (for namespaces we do not own; owned ones
 /// are deleted whole).
 /// Prefix of a removed endpoint's link while the kernel finishes deleting it.

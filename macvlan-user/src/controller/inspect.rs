@@ -16,7 +16,8 @@ impl Controller {
                 if let Some(r) = &p.config.ip_range {
                     m.insert("IPRange".into(), json!(r.to_string()));
                 }
-                if let Some(g) = p.config.gateway {
+                // Docker 20.10 shows a gateway here only if one was given.
+                if let Some(g) = p.config.gateway.filter(|_| !p.config.implicit_gateway) {
                     m.insert("Gateway".into(), json!(g.to_string()));
                 }
                 if !p.config.aux_addresses.is_empty() {
@@ -95,8 +96,9 @@ impl Controller {
             let Some(net) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
-            let v4 = net.pool_v4();
-            let v6 = net.pool_v6();
+            // The gateway and prefix of the subnet each address came from.
+            let v4 = ep.ipv4.and_then(|a| net.pool_of(a.into()));
+            let v6 = ep.ipv6.and_then(|a| net.pool_of(a.into()));
             networks.insert(
                 net.name.clone(),
                 json!({
@@ -106,12 +108,12 @@ impl Controller {
                         v4.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
                     },
                     "IPAddress": ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
-                    "IPPrefixLen": ep.ipv4.and(v4).map(|p| p.config.subnet.prefix()).unwrap_or(0),
+                    "IPPrefixLen": v4.map(|p| p.config.subnet.prefix()).unwrap_or(0),
                     "IPv6Gateway": if net.internal { String::new() } else {
-                        ep.ipv6.and(v6).and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                        v6.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
                     },
                     "GlobalIPv6Address": ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-                    "GlobalIPv6PrefixLen": ep.ipv6.and(v6).map(|p| p.config.subnet.prefix()).unwrap_or(0),
+                    "GlobalIPv6PrefixLen": v6.map(|p| p.config.subnet.prefix()).unwrap_or(0),
                     "MacAddress": ep.mac.to_string(),
                     "Aliases": [c.short_id()],
                     "InterfaceName": ep.ifname,

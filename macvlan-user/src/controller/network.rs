@@ -50,7 +50,7 @@ fn parse_ip(flag: &str, s: &str) -> Result<IpAddr> {
 
 /// Builds the IPAM pools: each subnet with the gateway, ip-range and aux
 /// addresses that fall inside it (Docker matches them the same way).
-fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
+fn pools(spec: &NetworkSpec, internal: bool) -> Result<Vec<Pool>> {
     if spec.subnets.is_empty() {
         bail!("network create needs a --subnet (for example --subnet=172.16.86.0/24): a macvlan network shares the physical network's addressing");
     }
@@ -103,8 +103,9 @@ fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
             ip_range,
             gateway,
             aux_addresses,
+            implicit_gateway: false,
         };
-        pools.push(Pool::new(config).map_err(|e| anyhow!("{e}"))?);
+        pools.push(Pool::new_for(config, internal).map_err(|e| anyhow!("{e}"))?);
     }
     if let Some(g) = gateways.first() {
         bail!("invalid gateway {g}: not inside any --subnet of this network");
@@ -180,7 +181,8 @@ pub fn validate(spec: &NetworkSpec) -> Result<ValidSpec> {
     let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
     let drop_broadcast = spec.broadcast.drops();
     let drop_multicast = spec.multicast.drops();
-    let pools = pools(spec)?;
+    let no_parent = matches!(options.get("parent").map(String::as_str), None | Some(""));
+    let pools = pools(spec, spec.internal || no_parent)?;
     if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
         bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
     }
