@@ -37,8 +37,7 @@ pub mod top;
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::sys::process::is_root() {
         anyhow::bail!(
             "{what} needs root (network namespaces, links and BPF); run it as root or with sudo"
         );

@@ -7,12 +7,13 @@
 //! ([`run_in`]); sockets it creates there (netlink, AF_PACKET) stay bound to
 //! that namespace for their whole life.
 use std::{
-    ffi::CString,
     fs::{self, File, OpenOptions},
     io,
-    os::fd::AsRawFd,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
+
+use crate::sys::{self, mount::mount, process};
 
 use thiserror::Error;
 
@@ -104,13 +105,11 @@ where
     std::thread::scope(|scope| {
         let handle = scope.spawn(move || -> Result<T, NetnsError> {
             if let (Some(file), Some(ns)) = (&file, ns) {
-                // SAFETY: plain syscall on a valid fd; affects this thread only.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
+                if let Err(source) = sys::netns::setns_net(file.as_fd()) {
                     return Err(NetnsError::Io {
                         what: "setns",
                         path: ns.path.clone(),
-                        source: io::Error::last_os_error(),
+                        source,
                     });
                 }
             }
@@ -135,27 +134,6 @@ pub fn validate_name(name: &str) -> Result<(), NetnsError> {
         Ok(())
     } else {
         Err(NetnsError::InvalidName(name.to_owned()))
-    }
-}
-
-fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong) -> io::Result<()> {
-    let src = CString::new(src)?;
-    let target = CString::new(target.as_os_str().as_encoded_bytes())?;
-    let fstype = CString::new(fstype)?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -193,10 +171,8 @@ pub fn create(name: &str) -> Result<NetNs, NetnsError> {
     let bind = std::thread::scope(|scope| {
         scope
             .spawn(|| -> io::Result<()> {
-                // SAFETY: affects this (short-lived) thread only.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // Affects this (short-lived) thread only.
+                sys::netns::unshare_net()?;
                 mount("/proc/thread-self/ns/net", &path, "none", libc::MS_BIND)
             })
             .join()
@@ -217,9 +193,8 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     if !path.exists() {
         return Err(NetnsError::NotFound(name.to_owned()));
     }
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
-    // SAFETY: valid NUL-terminated path. EINVAL = not mounted, fine.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    // EINVAL = not mounted, fine.
+    let _ = sys::mount::umount_detach(&path);
     fs::remove_file(&path).map_err(io_err("remove", &path))
 }
 
@@ -236,17 +211,12 @@ pub fn list() -> Vec<String> {
     names
 }
 
-/// `ioctl(NS_GET_NSTYPE)` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
-const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
-
 /// Whether `path` is a network namespace (`/proc/PID/ns/net`, a bind mount
 /// under `/run/netns`): the kernel tells the type of an nsfs file; any
 /// other file fails the ioctl.
 pub fn is_network_namespace(path: &Path) -> io::Result<bool> {
     let file = File::open(path)?;
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
-    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-    Ok(kind == libc::CLONE_NEWNET)
+    Ok(sys::netns::ns_type(file.as_fd()).is_ok_and(|kind| kind == libc::CLONE_NEWNET))
 }
 
 /// `statfs` magic of nsfs, the filesystem of namespace files.
@@ -266,13 +236,7 @@ pub fn inode(path: &Path) -> Option<u64> {
 
 /// Whether `path` is a namespace file (on nsfs).
 pub fn is_namespace(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: valid NUL-terminated path and an out-parameter of the right type.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut buf) };
-    rc == 0 && buf.f_type as i64 == NSFS_MAGIC
+    sys::mount::fs_type(path).is_ok_and(|t| t == NSFS_MAGIC)
 }
 
 /// The inode of the calling thread's network namespace.
@@ -312,16 +276,14 @@ pub fn kill_all(ino: u64, grace: std::time::Duration) -> Vec<libc::pid_t> {
     let start = Instant::now();
     let mut killed = false;
     for pid in pids_in(ino) {
-        // SAFETY: plain signal syscall.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = process::kill(pid, libc::SIGTERM);
     }
     loop {
         let left = pids_in(ino);
         for &pid in &left {
             // Reap our own children (a foreground or detached command);
             // harmless for others.
-            // SAFETY: plain syscall with a null status pointer.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            process::reap_nohang(pid);
         }
         let left: Vec<_> = left
             .into_iter()
@@ -347,8 +309,7 @@ pub fn kill_all(ino: u64, grace: std::time::Duration) -> Vec<libc::pid_t> {
         }
         if elapsed >= grace && !killed {
             for &pid in &left {
-                // SAFETY: plain signal syscall.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = process::kill(pid, libc::SIGKILL);
             }
             killed = true;
         }

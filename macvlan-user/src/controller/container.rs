@@ -514,14 +514,7 @@ fn spawn_in(ns: &NetNs, command: &[String], log: Option<File>) -> Result<std::pr
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
-            // SAFETY: setsid is async-signal-safe.
-            unsafe {
-                use std::os::unix::process::CommandExt as _;
-                cmd.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
+            crate::sys::process::new_session_on_exec(&mut cmd);
         }
         cmd.spawn().with_context(|| {
             format!(
@@ -564,18 +557,18 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 fn kill_gracefully(pid: u32, grace: Duration) {
     let pid = pid as libc::pid_t;
-    // SAFETY: plain signal syscalls.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    use crate::sys::process;
+    let _ = process::kill(pid, libc::SIGTERM);
     let start = Instant::now();
     while start.elapsed() < grace {
         // Reap if it is our child; harmless otherwise.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        process::reap_nohang(pid);
+        if !process::exists(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = process::kill(pid, libc::SIGKILL);
 }
 
 /// The name of container `id`'s log file in the state directory.

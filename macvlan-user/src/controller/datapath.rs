@@ -230,12 +230,9 @@ impl Controller {
         let ns = NetNs::from_path(&c.netns);
         let ifname = ep.ifname.clone();
         crate::netns::run_in(Some(&ns), move || -> Result<()> {
-            let name = std::ffi::CString::new(ifname.as_str())?;
-            // SAFETY: a valid NUL-terminated string.
-            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            if index == 0 {
+            let Some(index) = crate::sys::net::if_index(&ifname) else {
                 return Ok(());
-            }
+            };
             devices::detach_all(index, &ifname)?;
             registration.register(index, &ifname)
         })?

@@ -206,7 +206,6 @@ pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
         return Ok(());
     };
     let spawned = {
-        use std::os::unix::process::CommandExt as _;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("__reap-link")
             .arg("--netns")
@@ -216,13 +215,7 @@ pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        crate::sys::process::new_session_on_exec(&mut cmd);
         cmd.spawn()
     };
     if spawned.is_err() {

@@ -2,27 +2,12 @@
 //! kernel 5.6+), which aya does not wrap. Reading the 4096-slot counter
 //! arrays one element at a time costs a system call per slot, several
 //! milliseconds per read; a batch costs one.
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::AsFd as _;
 
 use aya::maps::{Map, MapData};
 
 use super::DatapathError;
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// `union bpf_attr`, the `batch` member.
-#[repr(C, align(8))]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
+use crate::sys::bpf::{map_lookup_batch, read_pod, BatchToken};
 
 /// The map behind an untyped [`Map`].
 pub(super) fn map_data(map: &Map) -> &MapData {
@@ -48,39 +33,26 @@ pub(super) fn lookup_all(
     value_size: usize,
     capacity: usize,
 ) -> Result<(Vec<u8>, Vec<u8>, usize), DatapathError> {
-    let fd = map.fd().as_fd().as_raw_fd();
+    let fd = map.fd().as_fd();
     let mut keys = vec![0u8; key_size * capacity];
     let mut values = vec![0u8; value_size * capacity];
-    // Batch tokens: a u32 for arrays and hash tables; room for more.
-    let mut tokens = [[0u64; 2]; 2];
+    let mut token: Option<BatchToken> = None;
     let mut done = 0usize;
-    let mut first = true;
     while done < capacity {
-        let (cur, next) = tokens.split_at_mut(1);
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { cur[0].as_ptr() as u64 },
-            out_batch: next[0].as_mut_ptr() as u64,
-            keys: keys[done * key_size..].as_mut_ptr() as u64,
-            values: values[done * value_size..].as_mut_ptr() as u64,
-            count: (capacity - done) as u32,
-            map_fd: fd as u32,
-            ..Default::default()
-        };
-        // SAFETY: attr points at buffers sized for `count` elements that
-        // live across the call; the kernel writes at most that many.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
-        done += attr.count as usize;
+        let mut next = BatchToken::default();
+        let (read, err) = map_lookup_batch(
+            fd,
+            token.as_ref(),
+            &mut next,
+            &mut keys[done * key_size..],
+            key_size,
+            &mut values[done * value_size..],
+            value_size,
+        );
+        done += read;
         match err {
             None => {}
-            // The end of the map: `count` holds what this call read.
+            // The end of the map: `read` is what this call read.
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
             Some(e) => {
                 return Err(DatapathError::Pin(format!(
@@ -88,8 +60,7 @@ pub(super) fn lookup_all(
                 )))
             }
         }
-        tokens[0] = tokens[1];
-        first = false;
+        token = Some(next);
     }
     keys.truncate(done * key_size);
     values.truncate(done * value_size);
@@ -114,10 +85,9 @@ pub(super) fn per_cpu_array_sum<V: aya::Pod + Default + Copy>(
     for (i, total) in out.iter_mut().enumerate().take(n) {
         for cpu in 0..cpus {
             let at = i * row + cpu * stride;
-            // SAFETY: V is Pod; `at..at + size_of::<V>()` lies within
-            // `values` (n rows of `row` bytes); read_unaligned needs no
-            // alignment.
-            let v: V = unsafe { std::ptr::read_unaligned(values[at..].as_ptr() as *const V) };
+            // `at..at + size_of::<V>()` lies within `values` (n rows of
+            // `row` bytes).
+            let v: V = read_pod(&values[at..]);
             merge(total, &v);
         }
     }
@@ -133,14 +103,6 @@ pub(super) fn hash_entries<K: aya::Pod, V: aya::Pod>(
     let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
     let (keys, values, n) = lookup_all(map, name, ks, vs, capacity as usize)?;
     Ok((0..n)
-        .map(|i| {
-            // SAFETY: K and V are Pod; the slices hold n elements each.
-            unsafe {
-                (
-                    std::ptr::read_unaligned(keys[i * ks..].as_ptr() as *const K),
-                    std::ptr::read_unaligned(values[i * vs..].as_ptr() as *const V),
-                )
-            }
-        })
+        .map(|i| (read_pod(&keys[i * ks..]), read_pod(&values[i * vs..])))
         .collect())
 }

@@ -3,7 +3,7 @@
 //! memory, each word written with one atomic store so the classifier never
 //! reads half an entry.
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -11,46 +11,22 @@ use aya::maps::MapData;
 use macvlan_common::{direct, mac_word};
 
 use super::DatapathError;
+use crate::sys::bpf::MappedWords;
 
 pub struct DirectIndex {
-    words: *mut AtomicU64,
-    len: usize,
+    words: MappedWords,
 }
 
 impl DirectIndex {
     /// Maps the ENDPOINT_INDEX array (created `BPF_F_MMAPABLE`).
     pub fn map(map: &MapData) -> Result<DirectIndex, DatapathError> {
-        let len = direct::SLOTS as usize;
-        let bytes = len * std::mem::size_of::<u64>();
-        // SAFETY: a shared mapping of a BPF array fd; the kernel checks
-        // that the map is mmapable and at least `bytes` long.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(DatapathError::Pin(format!(
-                "mapping the endpoint index: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(DirectIndex {
-            words: ptr.cast(),
-            len,
-        })
+        let words = MappedWords::map(map.fd().as_fd(), direct::SLOTS as usize)
+            .map_err(|e| DatapathError::Pin(format!("mapping the endpoint index: {e}")))?;
+        Ok(DirectIndex { words })
     }
 
     fn word(&self, index: u32) -> &AtomicU64 {
-        assert!((index as usize) < self.len);
-        // SAFETY: in bounds of the live mapping; AtomicU64 has u64's layout
-        // and the kernel only reads these words.
-        unsafe { &*self.words.add(index as usize) }
+        self.words.word(index as usize)
     }
 
     /// Puts (`mac`, `vlan`) → `slot` in the index unless its word belongs
@@ -82,12 +58,5 @@ impl DirectIndex {
         let mac = mac_word(mac);
         let cur = self.word(direct::index(mac, vlan)).load(Ordering::Acquire);
         (cur & direct::KEY_MASK == direct::key(mac, vlan)).then(|| direct::slot(cur))
-    }
-}
-
-impl Drop for DirectIndex {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.words.cast(), self.len * std::mem::size_of::<u64>()) };
     }
 }

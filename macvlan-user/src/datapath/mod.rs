@@ -8,7 +8,7 @@ mod direct;
 mod endpoints;
 pub mod monitor;
 pub mod pinned;
-pub mod sys;
+pub use crate::sys::bpf as sys;
 
 use aya::{
     programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},

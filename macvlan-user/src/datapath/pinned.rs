@@ -20,7 +20,6 @@
 //! On kernels before 6.6 (no tcx) the TC programs hang off a clsact qdisc
 //! as netlink filters, which need no pin to stay and are removed by name.
 use std::{
-    ffi::CString,
     fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -85,27 +84,11 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
 
 /// Mounts bpffs at [`BPFFS`] unless it is there already.
 pub fn ensure_bpffs() -> Result<(), DatapathError> {
-    let path = CString::new(BPFFS).expect("no NUL");
-    // SAFETY: zeroed statfs is valid output storage.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and output pointer.
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+    if crate::sys::mount::fs_type(Path::new(BPFFS)).is_ok_and(|t| t == BPF_FS_MAGIC) {
         return Ok(());
     }
     let _ = fs::create_dir_all(BPFFS);
-    let fstype = CString::new("bpf").expect("no NUL");
-    // SAFETY: valid NUL-terminated strings, no data.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            path.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = crate::sys::mount::mount("bpf", Path::new(BPFFS), "bpf", 0) {
         return Err(DatapathError::Pin(format!(
             "bpffs is not mounted at {BPFFS} and mounting it failed ({e}); mount it with `mount -t bpf bpf {BPFFS}`"
         )));

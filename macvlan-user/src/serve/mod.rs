@@ -146,13 +146,11 @@ fn stream_events() {
 #[cfg(target_env = "gnu")]
 mod footprint {
     pub fn init() {
-        // SAFETY: mallopt only sets an allocator parameter.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        crate::sys::process::malloc_single_arena();
     }
 
     pub fn trim() {
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe { libc::malloc_trim(0) };
+        crate::sys::process::malloc_trim();
     }
 }
 
@@ -165,23 +163,8 @@ mod footprint {
 /// Raises the soft limit on open files to the hard limit, and returns how
 /// many connections fit under it ([`MAX_CONNECTIONS`] at most).
 fn connection_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid output pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
-    {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: valid input pointer; failure leaves the old limit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    let usable = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(16);
+    let soft = crate::sys::process::raise_nofile_limit();
+    let usable = soft.saturating_sub(RESERVED_FDS).max(16);
     usize::try_from(usable).map_or(MAX_CONNECTIONS, |u| u.min(MAX_CONNECTIONS))
 }
 

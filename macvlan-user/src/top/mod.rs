@@ -145,10 +145,8 @@ struct Screen {
 
 impl Screen {
     fn enter() -> Result<Screen> {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
+        // The handler only stores to an atomic.
+        crate::sys::process::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], on_signal);
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore();
@@ -191,10 +189,7 @@ impl Screen {
 /// EIO, while its reads return at once with nothing, which would otherwise
 /// spin this loop forever.
 fn terminal_gone() -> bool {
-    // SAFETY: zeroed termios is valid output storage for tcgetattr.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd number and output pointer.
-    unsafe { libc::tcgetattr(libc::STDOUT_FILENO, &mut t) != 0 }
+    !crate::sys::term::tty_answers(libc::STDOUT_FILENO)
 }
 
 /// Gives the terminal back: cooked mode, main screen, cursor shown.

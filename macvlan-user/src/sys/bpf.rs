@@ -1,7 +1,8 @@
 //! bpf(2) commands aya does not expose: open a pinned object, read a
-//! link's info, open a program by id, and replace the program of an
-//! attached link in place (BPF_LINK_UPDATE: the hook never runs without a
-//! program, and no frame sees the device detached).
+//! link's info, open a program by id, replace the program of an attached
+//! link in place (BPF_LINK_UPDATE: the hook never runs without a program,
+//! and no frame sees the device detached), read a whole map in one call
+//! (BPF_MAP_LOOKUP_BATCH), and map a `BPF_F_MMAPABLE` array into memory.
 use std::{
     ffi::CString,
     io,
@@ -10,6 +11,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::Path,
+    sync::atomic::AtomicU64,
 };
 
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -215,4 +217,120 @@ pub fn prog_detach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::
         expected_revision: 0,
     };
     bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `union bpf_attr`, the `batch` member.
+#[repr(C, align(8))]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// An opaque batch position (a u32 for arrays and hash tables; room for
+/// more).
+pub type BatchToken = [u64; 2];
+
+/// One BPF_MAP_LOOKUP_BATCH call: reads up to `keys.len() / key_size`
+/// elements after `in_batch` (from the start when `None`) into `keys` and
+/// `values`, and sets `out_batch` to where the next call resumes. Returns
+/// how many elements were read, and the error if the call failed (ENOENT
+/// at the end of the map, with the count still valid).
+pub fn map_lookup_batch(
+    map: BorrowedFd<'_>,
+    in_batch: Option<&BatchToken>,
+    out_batch: &mut BatchToken,
+    keys: &mut [u8],
+    key_size: usize,
+    values: &mut [u8],
+    value_size: usize,
+) -> (usize, Option<io::Error>) {
+    let count = (keys.len() / key_size).min(values.len() / value_size);
+    let mut attr = BatchAttr {
+        in_batch: in_batch.map_or(0, |t| t.as_ptr().expose_provenance() as u64),
+        out_batch: out_batch.as_mut_ptr().expose_provenance() as u64,
+        keys: keys.as_mut_ptr().expose_provenance() as u64,
+        values: values.as_mut_ptr().expose_provenance() as u64,
+        count: count as u32,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // The kernel writes at most `count` keys and values, which both
+    // buffers have room for; they and the tokens outlive the call.
+    let err = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr).err();
+    // SAFETY: a volatile read of an initialised local the kernel wrote
+    // through the attr pointer (the compiler cannot see that write).
+    let read = unsafe { std::ptr::read_volatile(&attr.count) } as usize;
+    (read.min(count), err)
+}
+
+/// Reads a `T` from the start of `bytes` (any alignment).
+///
+/// # Panics
+/// If `bytes` is shorter than a `T`.
+pub fn read_pod<T: aya::Pod>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= std::mem::size_of::<T>(), "short Pod read");
+    // SAFETY: T is Pod (any bit pattern is a valid T); the assert keeps the
+    // read in bounds; read_unaligned needs no alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// A `BPF_F_MMAPABLE` array of u64 mapped shared into our memory, each
+/// word reachable as an atomic.
+pub struct MappedWords {
+    words: *mut AtomicU64,
+    len: usize,
+}
+
+impl MappedWords {
+    /// Maps the first `len` u64 words of the array map `map`.
+    pub fn map(map: BorrowedFd<'_>, len: usize) -> io::Result<MappedWords> {
+        let bytes = len * std::mem::size_of::<u64>();
+        // SAFETY: a new shared mapping of a BPF array fd (no existing memory
+        // is touched); the kernel checks that the map is mmapable and at
+        // least `bytes` long.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MappedWords {
+            words: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Word `index`.
+    ///
+    /// # Panics
+    /// If `index` is out of bounds.
+    pub fn word(&self, index: usize) -> &AtomicU64 {
+        assert!(index < self.len);
+        // SAFETY: in bounds of the live mapping; AtomicU64 has u64's layout
+        // and the kernel only reads these words.
+        unsafe { &*self.words.add(index) }
+    }
+}
+
+impl Drop for MappedWords {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.words.cast(), self.len * std::mem::size_of::<u64>()) };
+    }
 }
