@@ -2,55 +2,34 @@
 //! sockets opened inside a lab namespace, every loop bounded in count and
 //! time.
 use std::{
-    ffi::CString,
     io,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use mvnet::netns::NetNs;
+use mvnet::{
+    netns::NetNs,
+    sys::{net::if_index, packet::PacketSocket},
+};
 
-struct PacketSocket {
-    fd: libc::c_int,
+/// A raw AF_PACKET socket bound to one device.
+struct WireSocket {
+    sock: PacketSocket,
     ifindex: i32,
 }
 
-impl PacketSocket {
+impl WireSocket {
     /// Opens a raw AF_PACKET socket bound to `iface` (in the calling
     /// thread's namespace), receiving `protocol` (0 = nothing).
     fn open(iface: &str, protocol: u16) -> Result<Self> {
-        let name = CString::new(iface)?;
-        // SAFETY: valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-        if ifindex == 0 {
+        let Some(ifindex) = if_index(iface) else {
             bail!("interface {iface} not found in the lab namespace");
-        }
-        let proto = protocol.to_be() as libc::c_int;
-        // SAFETY: plain socket call.
-        let fd =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
-        }
-        let sock = PacketSocket { fd, ifindex };
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = protocol.to_be();
-        addr.sll_ifindex = ifindex;
-        // SAFETY: addr is a valid sockaddr_ll of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
         };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("bind(AF_PACKET)");
-        }
-        Ok(sock)
+        let ifindex = ifindex as i32;
+        let sock = PacketSocket::new(protocol)?;
+        sock.bind(ifindex, protocol)?;
+        Ok(WireSocket { sock, ifindex })
     }
 
     /// Sends one frame. The skb's protocol is taken from the frame's
@@ -62,40 +41,16 @@ impl PacketSocket {
         } else {
             0
         };
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto.to_be();
-        addr.sll_ifindex = self.ifindex;
-        addr.sll_halen = 6;
+        let mut dst = [0u8; 6];
         if frame.len() >= 6 {
-            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            dst.copy_from_slice(&frame[..6]);
         }
-        // SAFETY: frame and addr are valid for the given lengths.
-        let n = unsafe {
-            libc::sendto(
-                self.fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else if n as usize != frame.len() {
+        let n = self.sock.send_to(frame, self.ifindex, proto, dst)?;
+        if n != frame.len() {
             Err(io::Error::other("short send"))
         } else {
             Ok(())
         }
-    }
-}
-
-impl Drop for PacketSocket {
-    fn drop(&mut self) {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(self.fd) };
     }
 }
 
@@ -122,7 +77,7 @@ pub fn send(
 ) -> Result<u64> {
     let iface = iface.to_owned();
     ns.run(move || -> Result<u64> {
-        let sock = PacketSocket::open(&iface, 0)?;
+        let sock = WireSocket::open(&iface, 0)?;
         let start = Instant::now();
         let total = plan.rounds * plan.frames.len() as u64;
         let mut sent = 0u64;
@@ -177,23 +132,11 @@ pub fn send_each_once_with(
     let iface = iface.to_owned();
     let frame = frame.to_vec();
     ns.run(move || -> Result<(u64, u64)> {
-        let sock = PacketSocket::open(&iface, 0)?;
+        let sock = WireSocket::open(&iface, 0)?;
         if bypass_qdisc {
-            const PACKET_QDISC_BYPASS: libc::c_int = 20;
-            let one: libc::c_int = 1;
-            // SAFETY: a valid option value of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.fd,
-                    libc::SOL_PACKET,
-                    PACKET_QDISC_BYPASS,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error()).context("PACKET_QDISC_BYPASS");
-            }
+            sock.sock
+                .set_qdisc_bypass()
+                .context("PACKET_QDISC_BYPASS")?;
         }
         let (mut ok, mut dropped) = (0, 0);
         for _ in 0..count {
@@ -219,22 +162,6 @@ pub fn capture(
     capture_with_vlan(ns, iface, want, timeout, move |frame, _| filter(frame))
 }
 
-// From <linux/if_packet.h>.
-const PACKET_AUXDATA: libc::c_int = 8;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-
-#[repr(C)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
-
 /// A VLAN tag the kernel took out of a captured frame's bytes (RX VLAN
 /// offload, or untagging before the tap) and reported in PACKET_AUXDATA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,85 +182,25 @@ pub fn capture_with_vlan(
     let iface = iface.to_owned();
     ns.run(move || -> Result<u64> {
         const ETH_P_ALL: u16 = 0x0003;
-        let sock = PacketSocket::open(&iface, ETH_P_ALL)?;
-        let one: libc::c_int = 1;
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
+        let sock = WireSocket::open(&iface, ETH_P_ALL)?;
+        let _ = sock.sock.set_auxdata();
+        let _ = sock.sock.set_recv_timeout(Duration::from_millis(100));
         // A large buffer, so a burst is queued rather than dropped while
         // this loop catches up (root may exceed rmem_max with *FORCE).
-        let rcvbuf: libc::c_int = 16 << 20;
-        // SAFETY: valid option values of the right sizes.
-        unsafe {
-            libc::setsockopt(
-                sock.fd,
-                libc::SOL_PACKET,
-                PACKET_AUXDATA,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-            libc::setsockopt(
-                sock.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            libc::setsockopt(
-                sock.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                &rcvbuf as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
+        let _ = sock.sock.set_recv_buffer_force(16 << 20);
         let start = Instant::now();
         let mut buf = vec![0u8; 65536];
-        let mut control = [0u64; 16];
         let mut count = 0;
         while count < want && start.elapsed() < timeout {
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
+            let (n, aux) = match sock.sock.recv(&mut buf) {
+                Ok((n, aux)) if n > 0 => (n, aux),
+                _ => continue,
             };
-            // SAFETY: zeroed msghdr is valid; pointers set below outlive the call.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
-            // SAFETY: msg describes valid buffers.
-            let n = unsafe { libc::recvmsg(sock.fd, &mut msg, 0) };
-            if n <= 0 {
-                continue;
-            }
-            let mut tag = None;
-            // SAFETY: walking the control messages the kernel wrote into msg.
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-                while !cmsg.is_null() {
-                    if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA
-                    {
-                        let aux = std::ptr::read_unaligned(
-                            libc::CMSG_DATA(cmsg) as *const TpacketAuxdata
-                        );
-                        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                                aux.tp_vlan_tpid
-                            } else {
-                                0x8100
-                            };
-                            tag = Some(StrippedTag {
-                                tpid,
-                                vid: aux.tp_vlan_tci & 0x0fff,
-                            });
-                        }
-                    }
-                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-                }
-            }
-            if filter(&buf[..n as usize], tag) {
+            let tag = aux.map(|a| StrippedTag {
+                tpid: a.tpid,
+                vid: a.tci & 0x0fff,
+            });
+            if filter(&buf[..n], tag) {
                 count += 1;
             }
         }

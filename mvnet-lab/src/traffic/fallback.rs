@@ -8,26 +8,17 @@
 //! rate, the sender keeps at most `window` frames in flight, counting as
 //! landed what the receiver's own counter (`progress`) reports. Every loop
 //! is bounded by the frame count and by a deadline.
-use std::{
-    ffi::CString,
-    io,
-    sync::atomic::{fence, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use mvnet::netns::NetNs;
-
-// From <linux/if_packet.h>.
-const PACKET_VERSION: libc::c_int = 10;
-const PACKET_TX_RING: libc::c_int = 13;
-const TPACKET_V2: libc::c_int = 1;
-const TP_STATUS_AVAILABLE: u32 = 0;
-const TP_STATUS_SEND_REQUEST: u32 = 1;
-const TP_STATUS_WRONG_FORMAT: u32 = 4;
-/// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where a TX frame's bytes start.
-const DATA_OFFSET: usize = 32;
+use mvnet::{
+    netns::NetNs,
+    sys::{
+        net::if_index,
+        packet::{TxRing, TP_STATUS_AVAILABLE, TP_STATUS_WRONG_FORMAT, TX_DATA_OFFSET},
+    },
+};
 
 const FRAME_SIZE: u32 = 2048;
 const BLOCK_SIZE: u32 = 1 << 16;
@@ -36,14 +27,6 @@ const RING_FRAMES: u32 = 256;
 const BATCH: u64 = 64;
 /// A receiver that sees nothing for this long is not connected.
 const STALL: Duration = Duration::from_secs(3);
-
-#[repr(C)]
-struct TpacketReq {
-    tp_block_size: u32,
-    tp_block_nr: u32,
-    tp_frame_size: u32,
-    tp_frame_nr: u32,
-}
 
 /// What to send and how fast.
 pub struct Plan<'a> {
@@ -74,161 +57,13 @@ pub struct Sent {
     pub timed_out: bool,
 }
 
-struct TxRing {
-    fd: libc::c_int,
-    ring: *mut u8,
-    len: usize,
-    addr: libc::sockaddr_ll,
-}
-
-impl TxRing {
-    fn open(iface: &str) -> Result<TxRing> {
-        let name = CString::new(iface)?;
-        // SAFETY: valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-        if ifindex == 0 {
-            bail!("interface {iface} not found in the sending namespace; list them with `ip link`");
-        }
-        // Protocol 0: this socket receives nothing.
-        // SAFETY: plain socket call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
-        }
-        let mut ring = TxRing {
-            fd,
-            ring: std::ptr::null_mut(),
-            len: 0,
-            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-            addr: unsafe { std::mem::zeroed() },
-        };
-        let version = TPACKET_V2;
-        let req = TpacketReq {
-            tp_block_size: BLOCK_SIZE,
-            tp_block_nr: RING_FRAMES * FRAME_SIZE / BLOCK_SIZE,
-            tp_frame_size: FRAME_SIZE,
-            tp_frame_nr: RING_FRAMES,
-        };
-        // SAFETY: option values of the right sizes.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                PACKET_VERSION,
-                &version as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("setsockopt(PACKET_VERSION)");
-        }
-        // SAFETY: as above.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                PACKET_TX_RING,
-                &req as *const _ as *const libc::c_void,
-                std::mem::size_of::<TpacketReq>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("setsockopt(PACKET_TX_RING)");
-        }
-        ring.addr.sll_family = libc::AF_PACKET as u16;
-        ring.addr.sll_ifindex = ifindex;
-        // SAFETY: addr is a valid sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                &ring.addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context(format!("bind(AF_PACKET) to {iface}"));
-        }
-        ring.len = (RING_FRAMES * FRAME_SIZE) as usize;
-        // SAFETY: mapping the ring the kernel just set up for this socket.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring.len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            ring.len = 0;
-            return Err(io::Error::last_os_error()).context("mmap of the TX ring");
-        }
-        ring.ring = p.cast();
-        Ok(ring)
-    }
-
-    fn slot(&self, i: u64) -> *mut u8 {
-        // SAFETY: the index is reduced to the ring; the ring is len bytes.
-        unsafe {
-            self.ring
-                .add((i % RING_FRAMES as u64) as usize * FRAME_SIZE as usize)
-        }
-    }
-
-    fn status(&self, i: u64) -> u32 {
-        // SAFETY: tp_status is the first u32 of an aligned ring slot, shared
-        // with the kernel: read it volatile.
-        let s = unsafe { std::ptr::read_volatile(self.slot(i) as *const u32) };
-        fence(Ordering::Acquire);
-        s
-    }
-
-    /// Writes `frame` into slot `i` and marks it for sending.
-    fn fill(&self, i: u64, frame: &[u8]) {
-        let p = self.slot(i);
-        // SAFETY: the frame fits the slot (checked by the caller); the header
-        // fields are at their tpacket2_hdr offsets.
-        unsafe {
-            std::ptr::copy_nonoverlapping(frame.as_ptr(), p.add(DATA_OFFSET), frame.len());
-            std::ptr::write_volatile(p.add(4) as *mut u32, frame.len() as u32);
-            fence(Ordering::Release);
-            std::ptr::write_volatile(p as *mut u32, TP_STATUS_SEND_REQUEST);
-        }
-    }
-
-    /// Asks the kernel to send every slot marked for sending; it returns
-    /// once those it took are out of the ring.
-    fn flush(&self) -> io::Result<()> {
-        // SAFETY: no data (the ring holds it); addr names the device.
-        let n = unsafe {
-            libc::sendto(
-                self.fd,
-                std::ptr::null(),
-                0,
-                0,
-                &self.addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        // SAFETY: we own the mapping and the fd.
-        unsafe {
-            if self.len > 0 {
-                libc::munmap(self.ring.cast(), self.len);
-            }
-            libc::close(self.fd);
-        }
-    }
+/// Opens the TX ring on `iface` (in the calling thread's namespace).
+fn open_ring(iface: &str) -> Result<TxRing> {
+    let Some(ifindex) = if_index(iface) else {
+        bail!("interface {iface} not found in the sending namespace; list them with `ip link`");
+    };
+    TxRing::open(ifindex as i32, RING_FRAMES, FRAME_SIZE, BLOCK_SIZE)
+        .with_context(|| format!("setting up the TX ring on {iface}"))
 }
 
 /// Sends `plan` out of `iface` (in `ns`, or mvnet's own namespace).
@@ -246,7 +81,7 @@ pub fn send(
     if let Some(f) = plan
         .frames
         .iter()
-        .find(|f| f.len() + DATA_OFFSET > FRAME_SIZE as usize)
+        .find(|f| f.len() + TX_DATA_OFFSET > FRAME_SIZE as usize)
     {
         bail!(
             "frames of {} bytes do not fit the TX ring's {FRAME_SIZE}-byte slots",
@@ -255,7 +90,7 @@ pub fn send(
     }
     let iface = iface.to_owned();
     mvnet::netns::run_in(ns, move || -> Result<Sent> {
-        let ring = TxRing::open(&iface)?;
+        let ring = open_ring(&iface)?;
         let total: u64 = plan.counts.iter().sum();
         let window = plan.window.max(1);
         let mut left = plan.counts.to_vec();
@@ -369,9 +204,5 @@ pub fn send(
 
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
-    // SAFETY: zeroed timespec is valid output storage.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid clock id and output pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    mvnet::sys::process::thread_cpu_time()
 }
