@@ -14,27 +14,32 @@ use std::{
     sync::atomic::AtomicU64,
 };
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_UPDATE: libc::c_long = 29;
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
 
 /// `enum bpf_link_type` values we name.
-pub const BPF_LINK_TYPE_XDP: u32 = 6;
-pub const BPF_LINK_TYPE_TCX: u32 = 11;
+pub const BPF_LINK_TYPE_XDP: u32 = bpf_link_type::BPF_LINK_TYPE_XDP as u32;
+pub const BPF_LINK_TYPE_TCX: u32 = bpf_link_type::BPF_LINK_TYPE_TCX as u32;
+/// `enum bpf_attach_type`: tcx egress (Linux 6.6+).
+pub const BPF_TCX_EGRESS: u32 = bpf_attach_type::BPF_TCX_EGRESS as u32;
 
-/// One bpf(2) call with `attr` (a `#[repr(C)]` prefix of `union bpf_attr`;
-/// the kernel zero-extends a shorter attr but rejects non-zero unused
-/// bytes, so every attr struct spells out its padding).
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
+/// An all-zero `union bpf_attr`: the kernel rejects non-zero bytes past the
+/// members a command uses.
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a union of integer-only structs, for which
+    // all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// One bpf(2) call with `attr`.
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, fully initialised attr for `cmd`, and any
     // pointer inside it outlives the call (guaranteed by the callers).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as u32,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>() as u32,
         )
     };
     if rc < 0 {
@@ -53,26 +58,13 @@ unsafe fn owned(rc: i64) -> OwnedFd {
 
 /// Opens the bpf object (map, program, link) pinned at `path`.
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    #[repr(C, align(8))]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: u32,
-    }
     let cpath = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let mut attr = ObjGet {
-        // Exposed: the kernel reads through an address the compiler sees
-        // only as an integer.
-        pathname: cpath.as_ptr().expose_provenance() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-        _pad: 0,
-    };
-    let rc = bpf(BPF_OBJ_GET, &mut attr)?;
+    let mut attr = zeroed_attr();
+    // Exposed: the kernel reads through an address the compiler sees only
+    // as an integer.
+    attr.__bindgen_anon_4.pathname = cpath.as_ptr().expose_provenance() as u64;
+    let rc = bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
     // SAFETY: a fresh fd from BPF_OBJ_GET.
     Ok(unsafe { owned(rc) })
 }
@@ -85,60 +77,48 @@ pub struct LinkInfo {
     pub id: u32,
     /// The program attached through the link.
     pub prog_id: u32,
-    /// XDP and tcx links: the device's ifindex, 0 once the device is gone.
+    /// XDP and tcx links: the device's ifindex, 0 once the device is gone
+    /// (0 for other link types).
     pub ifindex: u32,
 }
 
+/// The info of the link `link` (aya's `LinkInfo` does not give the
+/// device of XDP and tcx links).
 pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
-    #[repr(C, align(8))]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // struct bpf_link_info: type, id, prog_id, then a union (8-aligned)
-    // whose xdp and tcx members both start with the ifindex.
-    let mut info = [0u64; 16];
-    let mut attr = InfoByFd {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr().expose_provenance() as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    // Read back without assuming the buffer is still what was written
-    // before the call (the compiler cannot see the kernel's writes).
-    // SAFETY: in-bounds reads of an initialised array.
-    let (w0, w1, w2) = unsafe {
-        (
-            std::ptr::read_volatile(&info[0]),
-            std::ptr::read_volatile(&info[1]),
-            std::ptr::read_volatile(&info[2]),
-        )
+    // SAFETY: bpf_link_info holds integers and unions of integer-only
+    // structs, for which all-zero bytes are valid.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = link.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_link_info>() as u32;
+    attr.info.info = (&mut info as *mut bpf_link_info).expose_provenance() as u64;
+    bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // Read back without assuming `info` is still what was written before
+    // the call (the compiler cannot see the kernel's writes).
+    // SAFETY: a volatile read of an initialised local.
+    let info: bpf_link_info = unsafe { std::ptr::read_volatile(&info) };
+    // SAFETY: the union member read is the one the kernel filled for
+    // `type_`; both are integer-only, so any bytes are valid anyway.
+    let ifindex = unsafe {
+        match info.type_ {
+            BPF_LINK_TYPE_XDP => info.__bindgen_anon_1.xdp.ifindex,
+            BPF_LINK_TYPE_TCX => info.__bindgen_anon_1.tcx.ifindex,
+            _ => 0,
+        }
     };
     Ok(LinkInfo {
-        kind: w0 as u32,
-        id: (w0 >> 32) as u32,
-        prog_id: w1 as u32,
-        ifindex: w2 as u32,
+        kind: info.type_,
+        id: info.id,
+        prog_id: info.prog_id,
+        ifindex,
     })
 }
 
 /// Opens the loaded program with id `id`.
 pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
-    #[repr(C, align(8))]
-    struct GetById {
-        id: u32,
-        next_id: u32,
-        open_flags: u32,
-        _pad: u32,
-    }
-    let mut attr = GetById {
-        id,
-        next_id: 0,
-        open_flags: 0,
-        _pad: 0,
-    };
-    let rc = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_6.__bindgen_anon_1.prog_id = id;
+    let rc = bpf(bpf_cmd::BPF_PROG_GET_FD_BY_ID, &mut attr)?;
     // SAFETY: a fresh fd from BPF_PROG_GET_FD_BY_ID.
     Ok(unsafe { owned(rc) })
 }
@@ -146,93 +126,35 @@ pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
 /// Replaces the program of `link` with `prog` (same program type and
 /// attach type) without detaching.
 pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
-    #[repr(C, align(8))]
-    struct LinkUpdate {
-        link_fd: u32,
-        new_prog_fd: u32,
-        flags: u32,
-        old_prog_fd: u32,
-    }
-    let mut attr = LinkUpdate {
-        link_fd: link.as_raw_fd() as u32,
-        new_prog_fd: prog.as_raw_fd() as u32,
-        flags: 0,
-        old_prog_fd: 0,
-    };
-    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+    let mut attr = zeroed_attr();
+    attr.link_update.link_fd = link.as_raw_fd() as u32;
+    attr.link_update.__bindgen_anon_1.new_prog_fd = prog.as_raw_fd() as u32;
+    bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
 
-const BPF_PROG_ATTACH: libc::c_long = 8;
-/// `enum bpf_attach_type`: tcx egress (Linux 6.6+).
-pub const BPF_TCX_EGRESS: u32 = 47;
+/// The attr of BPF_PROG_ATTACH and BPF_PROG_DETACH for `prog` on device
+/// `ifindex` at `attach_type`.
+fn attach_attr(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> bpf_attr {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_5.__bindgen_anon_1.target_ifindex = ifindex;
+    attr.__bindgen_anon_5.attach_bpf_fd = prog.as_raw_fd() as u32;
+    attr.__bindgen_anon_5.attach_type = attach_type;
+    attr
+}
 
 /// Attaches `prog` to device `ifindex` (of the calling thread's
 /// namespace) at `attach_type` without a bpf_link (BPF_PROG_ATTACH): the
 /// attachment needs no fd or pin to stay, and goes with the device.
 pub fn prog_attach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
-    #[repr(C, align(8))]
-    struct ProgAttach {
-        target_ifindex: u32,
-        attach_bpf_fd: u32,
-        attach_type: u32,
-        attach_flags: u32,
-        replace_bpf_fd: u32,
-        relative_fd: u32,
-        expected_revision: u64,
-    }
-    let mut attr = ProgAttach {
-        target_ifindex: ifindex,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type,
-        attach_flags: 0,
-        replace_bpf_fd: 0,
-        relative_fd: 0,
-        expected_revision: 0,
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
+    let mut attr = attach_attr(ifindex, prog, attach_type);
+    bpf(bpf_cmd::BPF_PROG_ATTACH, &mut attr).map(|_| ())
 }
-
-const BPF_PROG_DETACH: libc::c_long = 9;
 
 /// Detaches `prog` from device `ifindex` (of the calling thread's
 /// namespace) at `attach_type`, as [`prog_attach`] attached it.
 pub fn prog_detach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
-    #[repr(C, align(8))]
-    struct ProgDetach {
-        target_ifindex: u32,
-        attach_bpf_fd: u32,
-        attach_type: u32,
-        attach_flags: u32,
-        replace_bpf_fd: u32,
-        relative_fd: u32,
-        expected_revision: u64,
-    }
-    let mut attr = ProgDetach {
-        target_ifindex: ifindex,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type,
-        attach_flags: 0,
-        replace_bpf_fd: 0,
-        relative_fd: 0,
-        expected_revision: 0,
-    };
-    bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// `union bpf_attr`, the `batch` member.
-#[repr(C, align(8))]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+    let mut attr = attach_attr(ifindex, prog, attach_type);
+    bpf(bpf_cmd::BPF_PROG_DETACH, &mut attr).map(|_| ())
 }
 
 /// An opaque batch position (a u32 for arrays and hash tables; room for
@@ -254,21 +176,19 @@ pub fn map_lookup_batch(
     value_size: usize,
 ) -> (usize, Option<io::Error>) {
     let count = (keys.len() / key_size).min(values.len() / value_size);
-    let mut attr = BatchAttr {
-        in_batch: in_batch.map_or(0, |t| t.as_ptr().expose_provenance() as u64),
-        out_batch: out_batch.as_mut_ptr().expose_provenance() as u64,
-        keys: keys.as_mut_ptr().expose_provenance() as u64,
-        values: values.as_mut_ptr().expose_provenance() as u64,
-        count: count as u32,
-        map_fd: map.as_raw_fd() as u32,
-        ..Default::default()
-    };
+    let mut attr = zeroed_attr();
+    attr.batch.in_batch = in_batch.map_or(0, |t| t.as_ptr().expose_provenance() as u64);
+    attr.batch.out_batch = out_batch.as_mut_ptr().expose_provenance() as u64;
+    attr.batch.keys = keys.as_mut_ptr().expose_provenance() as u64;
+    attr.batch.values = values.as_mut_ptr().expose_provenance() as u64;
+    attr.batch.count = count as u32;
+    attr.batch.map_fd = map.as_raw_fd() as u32;
     // The kernel writes at most `count` keys and values, which both
     // buffers have room for; they and the tokens outlive the call.
-    let err = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr).err();
-    // SAFETY: a volatile read of an initialised local the kernel wrote
-    // through the attr pointer (the compiler cannot see that write).
-    let read = unsafe { std::ptr::read_volatile(&attr.count) } as usize;
+    let err = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr).err();
+    // SAFETY: reading the `batch` member written above (and updated by the
+    // kernel; volatile, as the compiler cannot see that write).
+    let read = unsafe { std::ptr::read_volatile(&attr.batch.count) } as usize;
     (read.min(count), err)
 }
 
