@@ -158,6 +158,9 @@ pub struct Network {
     /// Under enforce, drop multicast frames on this network's VLAN too.
     #[serde(default)]
     pub drop_multicast: bool,
+    /// `--label KEY=VALUE` at create.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The classifier's policy for a network.
@@ -236,7 +239,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     pub name: String,
@@ -253,6 +256,25 @@ pub struct Container {
     pub running: bool,
     /// By network id.
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// `--label KEY=VALUE` at run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The addresses asked for with --ip/--ip6, by network id (Docker's
+    /// `IPAMConfig`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipam_config: BTreeMap<String, IpamConfig>,
+    /// A stopped container's endpoints as they were, by network id: no
+    /// kernel resources and no addresses held, kept for inspect and for
+    /// `start`, which asks for the same addresses again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stopped_endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// The addresses a container asked for on one network (`--ip`, `--ip6`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamConfig {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Container {

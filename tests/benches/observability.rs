@@ -168,6 +168,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
                 pid: None,
                 running: false,
                 endpoints,
+                ..Default::default()
             },
         );
     }

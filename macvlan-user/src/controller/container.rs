@@ -35,6 +35,23 @@ pub struct RunSpec {
     pub auto_remove: bool,
     pub detach: bool,
     pub command: Vec<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Docker's `IPAMConfig` of an endpoint: what --ip/--ip6 asked for.
+pub(super) fn requested_ipam(
+    net_id: &str,
+    req: &AddressRequest,
+) -> std::collections::BTreeMap<String, model::IpamConfig> {
+    if req.ip.is_none() && req.ip6.is_none() {
+        return Default::default();
+    }
+    let cfg = model::IpamConfig {
+        ipv4: req.ip,
+        ipv6: req.ip6,
+    };
+    [(net_id.to_owned(), cfg)].into()
 }
 
 /// How a `run` ended.
@@ -47,7 +64,7 @@ pub enum RunOutcome {
 
 impl Controller {
     /// Allocates addresses and a MAC for a new endpoint on `net_id`.
-    fn allocate_endpoint(
+    pub(super) fn allocate_endpoint(
         &mut self,
         net_id: &str,
         req: &AddressRequest,
@@ -188,6 +205,9 @@ impl Controller {
             pid: None,
             running: true,
             endpoints: [(net_id.clone(), ep.clone())].into(),
+            labels: spec.labels.clone(),
+            ipam_config: requested_ipam(&net_id, &spec.addresses),
+            stopped_endpoints: Default::default(),
         };
         let mut foreground = None;
         if !spec.command.is_empty() {
@@ -278,7 +298,7 @@ impl Controller {
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
         stored.pid = None;
-        stored.endpoints.clear();
+        stored.stopped_endpoints = std::mem::take(&mut stored.endpoints);
         self.state.teardowns.remove(&c.id);
         if c.auto_remove {
             self.state.containers.remove(&c.id);
@@ -407,7 +427,7 @@ impl Controller {
                         command: Vec::new(),
                         pid: None,
                         running: true,
-                        endpoints: Default::default(),
+                        ..Default::default()
                     };
                     (id, Some(c))
                 }
@@ -437,6 +457,7 @@ impl Controller {
             return Err(e);
         }
         let mut c = existing;
+        c.ipam_config.extend(requested_ipam(&net_id, &req));
         c.endpoints.insert(net_id, ep.clone());
         let name = c.name.clone();
         let previous = self.state.containers.insert(cid.clone(), c);
@@ -513,6 +534,7 @@ impl Controller {
         }
         let stored = self.state.containers.get_mut(key).expect("exists");
         stored.endpoints.remove(net_id);
+        stored.ipam_config.remove(net_id);
         self.state.teardowns.remove(key);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
@@ -523,7 +545,11 @@ impl Controller {
 
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
 /// in the foreground (inheriting stdio).
-fn spawn_in(ns: &NetNs, command: &[String], log: Option<File>) -> Result<std::process::Child> {
+pub(super) fn spawn_in(
+    ns: &NetNs,
+    command: &[String],
+    log: Option<File>,
+) -> Result<std::process::Child> {
     let command = command.to_vec();
     ns.run(move || -> Result<std::process::Child> {
         let mut cmd = Command::new(&command[0]);
@@ -576,7 +602,7 @@ pub fn exec(c: &Container, command: &[String]) -> Result<i32> {
     Ok(status.code().unwrap_or(128 + 9))
 }
 
-fn kill_gracefully(pid: u32, grace: Duration) {
+pub(super) fn kill_gracefully(pid: u32, grace: Duration) {
     let pid = pid as libc::pid_t;
     // SAFETY: plain signal syscalls.
     unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -9,6 +9,7 @@ pub mod container;
 pub mod datapath;
 pub mod endpoint;
 pub mod inspect;
+pub mod lifecycle;
 pub mod network;
 pub mod restore;
 pub mod verify;

@@ -30,6 +30,8 @@ pub struct NetworkSpec {
     /// Under enforce: broadcast and multicast frames.
     pub broadcast: GroupRule,
     pub multicast: GroupRule,
+    /// `--label KEY=VALUE`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -264,6 +266,7 @@ impl Controller {
             xdp_mode,
             drop_broadcast,
             drop_multicast,
+            labels: spec.labels.clone(),
         };
         let ctl_vlan = network.vlan.clone();
         let undo = |ctl: &mut Controller, attached: bool| {

@@ -303,6 +303,7 @@ mod tests {
                     pid: None,
                     running: true,
                     endpoints,
+                    ..Default::default()
                 },
             );
         }
