@@ -582,7 +582,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "mvnet", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mvnet", &mut script);
+            std::io::stdout().write_all(&script)?;
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();

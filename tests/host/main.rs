@@ -9,6 +9,7 @@ mod datapath;
 mod datapath_cp;
 mod lab;
 mod observability;
+mod scripting;
 mod state_dir;
 mod top;
 mod traffic;
