@@ -121,6 +121,8 @@ impl Controller {
                     "GlobalIPv6PrefixLen": if live { ep.ipv6.and(v6).map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
                     "MacAddress": text(ep.mac.to_string()),
                     "DriverOpts": null,
+                    // mvnet's own: the interface's name in the namespace.
+                    "InterfaceName": ep.ifname,
                 }),
             );
         }

@@ -109,6 +109,13 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             bail!("--duration needs --rate (frames per second over all flows)");
         }
         let per_flow = limits::count_for(spec.rate, secs, mix.flows.len())?;
+        announce(&format!(
+            "mvnet pktgen: --duration {secs} s at --rate {} fps sets {per_flow} frames per flow \
+             over {} flows, in place of --count {}",
+            spec.rate,
+            mix.flows.len(),
+            spec.mix.count
+        ));
         for f in &mut mix.flows {
             f.count = per_flow;
         }
@@ -159,6 +166,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         })
         .collect::<Result<_>>()?;
 
+    // Said here, once; the text report names the generator only.
     let (generator, reason) = choose(spec.generator, ns.as_ref())?;
     announce(&format!("mvnet pktgen: {reason}"));
 
@@ -281,6 +289,14 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         notes: Vec::new(),
         exact: false,
     };
+    // The VLANs with a device on the root: those of its networks.
+    let root_vlans: std::collections::BTreeSet<u16> = state
+        .networks
+        .values()
+        .map(|n| n.root())
+        .filter(|(root, vid)| *root == mix.root && *vid != 0)
+        .map(|(_, vid)| vid)
+        .collect();
     for (i, t) in mix.targets.iter().enumerate() {
         let sent_valid: u64 = mix
             .flows
@@ -298,6 +314,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             counted: after.endpoint(slots[i]).rx_wire.frames
                 - before.endpoint(slots[i]).rx_wire.frames,
             delivered: unicast_rx(&kernel_after[i]) - unicast_rx(&kernel_before[i]),
+            wrong_vlan_delivered: 0,
         };
         // Wrong-VLAN frames to this MAC that the kernel delivered anyway.
         let wrong: Vec<(u16, u64)> = mix
@@ -308,6 +325,25 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .map(|(f, n)| (f.vlan, *n))
             .collect();
         let wrong_total: u64 = wrong.iter().map(|w| w.1).sum();
+        // Expected: under observe the classifier passes them, and with no
+        // VLAN device for the tag on the root, macvlan hands a tagged frame
+        // to the endpoint with that MAC.
+        let observes = state
+            .networks
+            .values()
+            .any(|n| n.name == t.network && n.policy == mvnet::model::Policy::Observe);
+        let row = EndpointRow {
+            wrong_vlan_delivered: if observes {
+                wrong
+                    .iter()
+                    .filter(|(tag, _)| !root_vlans.contains(tag))
+                    .map(|w| w.1)
+                    .sum()
+            } else {
+                0
+            },
+            ..row
+        };
         if wrong_total > 0 && row.delivered == row.sent + wrong_total {
             let tags: Vec<String> = wrong.iter().map(|w| w.0.to_string()).collect();
             report.notes.push(format!(
