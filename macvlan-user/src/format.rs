@@ -266,28 +266,46 @@ mod tests {
     fn fields_range_and_functions() {
         let c = json!({"Name": "web", "Labels": {"a": "1"}, "Nets": ["n1", "n2"],
                        "NetworkSettings": {"Networks": {"lan": {"IPAddress": "10.0.0.2"}}}});
-        assert_eq!(render("{{.Name}}", &[c.clone()]), "web\n");
+        assert_eq!(render("{{.Name}}", std::slice::from_ref(&c)), "web\n");
         assert_eq!(
             render(
                 "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                &[c.clone()]
+                std::slice::from_ref(&c)
             ),
             "10.0.0.2\n"
         );
-        assert_eq!(render("{{join .Nets \",\"}}", &[c.clone()]), "n1,n2\n");
         assert_eq!(
-            render("{{upper .Name}} {{title \"ab cd\"}}", &[c.clone()]),
+            render("{{join .Nets \",\"}}", std::slice::from_ref(&c)),
+            "n1,n2\n"
+        );
+        assert_eq!(
+            render(
+                "{{upper .Name}} {{title \"ab cd\"}}",
+                std::slice::from_ref(&c)
+            ),
             "WEB Ab Cd\n"
         );
-        assert_eq!(render("{{lower \"AB\"}}", &[c.clone()]), "ab\n");
-        assert_eq!(render("{{index .Labels \"a\"}}", &[c.clone()]), "1\n");
-        assert_eq!(render("{{len .Nets}}", &[c.clone()]), "2\n");
+        assert_eq!(render("{{lower \"AB\"}}", std::slice::from_ref(&c)), "ab\n");
         assert_eq!(
-            render("{{index (split \"a:b\" \":\") 1}}", &[c.clone()]),
+            render("{{index .Labels \"a\"}}", std::slice::from_ref(&c)),
+            "1\n"
+        );
+        assert_eq!(render("{{len .Nets}}", std::slice::from_ref(&c)), "2\n");
+        assert_eq!(
+            render(
+                "{{index (split \"a:b\" \":\") 1}}",
+                std::slice::from_ref(&c)
+            ),
             "b\n"
         );
-        assert_eq!(render("{{json .Labels}}", &[c.clone()]), "{\"a\":\"1\"}\n");
-        assert_eq!(render("{{println .Name}}", &[c]), "web\n\n");
+        assert_eq!(
+            render("{{json .Labels}}", std::slice::from_ref(&c)),
+            "{\"a\":\"1\"}\n"
+        );
+        assert_eq!(
+            render("{{println .Name}}", std::slice::from_ref(&c)),
+            "web\n\n"
+        );
     }
 
     #[test]

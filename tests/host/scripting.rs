@@ -277,11 +277,8 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
     assert_eq!(s.ok(&["start", &web]), format!("{web}\n"));
     assert!(mvnet::netns::list().contains(&web));
     assert_eq!(ip(&web), "10.72.0.20\n");
-    assert_eq!(
-        s.ok(&["exec", &web, "cat", "/proc/net/dev"])
-            .contains("eth0:"),
-        true
-    );
+    let dev = s.ok(&["exec", &web, "cat", "/proc/net/dev"]);
+    assert!(dev.contains("eth0:"), "{dev}");
     assert_eq!(
         s.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]),
         format!("{web} running\n")

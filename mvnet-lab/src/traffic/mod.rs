@@ -179,6 +179,13 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             })
             .collect()
     };
+    let passed_mismatches = |maps: &PinnedMaps| -> Result<Vec<u64>> {
+        slots
+            .iter()
+            .map(|&slot| Ok(maps.mismatch(slot)?.map_or(0, |c| c.frames)))
+            .collect()
+    };
+    let mismatch_before = passed_mismatches(&maps)?;
     let before = maps.counters()?;
     let kernel_before = target_stats(&mix)?;
     let wire_before = link_stats(ns.as_ref(), &device)?;
@@ -233,6 +240,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
     );
 
     let after = maps.counters()?;
+    let mismatch_after = passed_mismatches(&maps)?;
     let kernel_after = target_stats(&mix)?;
     let wire_after = link_stats(ns.as_ref(), &device)?;
     let root_after = link_stats(None, &mix.root)?;
@@ -325,23 +333,16 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .map(|(f, n)| (f.vlan, *n))
             .collect();
         let wrong_total: u64 = wrong.iter().map(|w| w.1).sum();
-        // Expected: under observe the classifier passes them, and with no
-        // VLAN device for the tag on the root, macvlan hands a tagged frame
-        // to the endpoint with that MAC.
-        let observes = state
-            .networks
-            .values()
-            .any(|n| n.name == t.network && n.policy == mvnet::model::Policy::Observe);
+        // Expected too: the ones the classifier passed (by its own
+        // per-endpoint count) on a tag with no VLAN device on the root,
+        // which macvlan hands to the endpoint with that MAC.
+        let no_device: u64 = wrong
+            .iter()
+            .filter(|(tag, _)| !root_vlans.contains(tag))
+            .map(|w| w.1)
+            .sum();
         let row = EndpointRow {
-            wrong_vlan_delivered: if observes {
-                wrong
-                    .iter()
-                    .filter(|(tag, _)| !root_vlans.contains(tag))
-                    .map(|w| w.1)
-                    .sum()
-            } else {
-                0
-            },
+            wrong_vlan_delivered: no_device.min(mismatch_after[i] - mismatch_before[i]),
             ..row
         };
         if wrong_total > 0 && row.delivered == row.sent + wrong_total {

@@ -35,7 +35,8 @@ pub struct EndpointRow {
     /// Unicast frames its macvlan received (kernel rx_packets - multicast).
     pub delivered: u64,
     /// Wrong-VLAN frames to its MAC that the kernel is expected to deliver
-    /// too: its network observes, and the tag has no VLAN device on the root.
+    /// too: the classifier passed them (its per-endpoint count), and their
+    /// tag has no VLAN device on the root.
     pub wrong_vlan_delivered: u64,
 }
 
