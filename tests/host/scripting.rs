@@ -272,6 +272,10 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
         )
     );
     assert_eq!(s.ok(&["logs", &web]), "hello\n");
+    // restore keeps a stopped container (Docker keeps them too).
+    let out = s.ok(&["restore"]);
+    assert!(!out.contains("purged"), "{out}");
+    assert_eq!(s.ok(&["ps", "-a", "-q", "--no-trunc"]), format!("{id}\n"));
 
     // Start: the same address again, the command restarted, its output appended.
     assert_eq!(s.ok(&["start", &web]), format!("{web}\n"));

@@ -61,6 +61,10 @@ impl Controller {
                 // Finishing it failed (a problem is reported): not restored.
                 continue;
             }
+            if !c.running && c.endpoints.is_empty() {
+                // Stopped: holds nothing in the kernel; `start` brings it back.
+                continue;
+            }
             let ns_alive = c.netns.exists();
             if !ns_alive {
                 // Out of the classifier too, and addresses back to the pools.
