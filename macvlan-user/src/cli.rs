@@ -70,7 +70,7 @@ enum Command {
     /// Stop and start containers (`container restart`).
     Restart(NamesArgs),
     /// Print a detached container's output (`container logs`).
-    Logs { container: String },
+    Logs(LogsArgs),
     /// Print a shell completion script: `source <(mvnet completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -178,6 +178,14 @@ struct FormatArg {
 struct NamesArgs {
     #[arg(required = true)]
     names: Vec<String>,
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// Keep printing new output until the container's command exits.
+    #[arg(short, long)]
+    follow: bool,
+    container: String,
 }
 
 #[derive(Args)]
@@ -426,7 +434,7 @@ enum ContainerCommand {
     /// Stop and start containers.
     Restart(NamesArgs),
     /// Print a detached container's output.
-    Logs { container: String },
+    Logs(LogsArgs),
     /// Remove the stopped containers.
     Prune(PruneArgs),
 }
@@ -543,9 +551,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Rm(a) => return container_command(&state_dir, ContainerCommand::Rm(a)),
         Command::Start(a) => return container_command(&state_dir, ContainerCommand::Start(a)),
         Command::Restart(a) => return container_command(&state_dir, ContainerCommand::Restart(a)),
-        Command::Logs { container } => {
-            return container_command(&state_dir, ContainerCommand::Logs { container })
-        }
+        Command::Logs(a) => return container_command(&state_dir, ContainerCommand::Logs(a)),
         Command::Inspect {
             kind,
             format,
@@ -786,14 +792,33 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
                 println!("{}", ctl.start(&c.id)?);
             }
         }
-        ContainerCommand::Logs { container } => {
-            let ctl = open("mvnet container logs")?;
-            let c = ctl.container(&container)?;
-            let log = ctl
-                .state_files()
-                .read(&container::log_name(&c.id))?
-                .unwrap_or_default();
-            std::io::stdout().write_all(&log)?;
+        ContainerCommand::Logs(a) => {
+            let (name, pid) = {
+                let ctl = open("mvnet container logs")?;
+                let c = ctl.container(&a.container)?;
+                let pid = if c.running { c.pid } else { None };
+                (container::log_name(&c.id), pid)
+            };
+            // Without the state lock: reads the log file only.
+            let dir = crate::state_dir::StateDir::open_existing(state_dir)?
+                .ok_or_else(|| anyhow!("state directory {} is gone", state_dir.display()))?;
+            let mut printed = 0;
+            loop {
+                // The process first: output written before it exited is read after.
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                let log = dir.read(&name)?.unwrap_or_default();
+                if log.len() > printed {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&log[printed..])?;
+                    out.flush()?;
+                    printed = log.len();
+                }
+                if !a.follow || !alive {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         ContainerCommand::Prune(a) => {
             let filters = Filters::parse(&a.filter, &["label"], "container prune")?;

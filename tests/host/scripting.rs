@@ -299,6 +299,24 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
+    // logs -f follows until the command exits.
+    let short = s.name("short");
+    s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "lan",
+        "--name",
+        &short,
+        "sh",
+        "-c",
+        "echo a; sleep 0.5; echo b",
+    ]);
+    let t = std::time::Instant::now();
+    assert_eq!(s.ok(&["logs", "-f", &short]), "a\nb\n");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    s.ok(&["rm", "-f", &short]);
+
     // Prune: declined, then forced after the stop.
     let warning = "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ";
     let out = with_stdin(&s, &["container", "prune"], "\n");
