@@ -218,7 +218,7 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
         format!(
             "{{\"Aliases\":[\"{}\"],\"DriverOpts\":null,\"EndpointID\":\"{}\",\"Gateway\":\"10.72.0.1\",\
              \"GlobalIPv6Address\":\"\",\"GlobalIPv6PrefixLen\":0,\
-             \"IPAMConfig\":{{\"IPv4Address\":\"10.72.0.20\",\"IPv6Address\":\"\"}},\
+             \"IPAMConfig\":{{\"IPv4Address\":\"10.72.0.20\"}},\
              \"IPAddress\":\"10.72.0.20\",\"IPPrefixLen\":24,\"IPv6Gateway\":\"\",\"InterfaceName\":\"eth0\",\"Links\":null,\
              \"MacAddress\":\"02:42:0a:48:00:14\",\"NetworkID\":\"{net_id}\"}}\n",
             &id[..12],
@@ -265,7 +265,7 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
         format!(
             "{{\"Aliases\":[\"{}\"],\"DriverOpts\":null,\"EndpointID\":\"\",\"Gateway\":\"\",\
              \"GlobalIPv6Address\":\"\",\"GlobalIPv6PrefixLen\":0,\
-             \"IPAMConfig\":{{\"IPv4Address\":\"10.72.0.20\",\"IPv6Address\":\"\"}},\
+             \"IPAMConfig\":{{\"IPv4Address\":\"10.72.0.20\"}},\
              \"IPAddress\":\"\",\"IPPrefixLen\":0,\"IPv6Gateway\":\"\",\"InterfaceName\":\"eth0\",\"Links\":null,\
              \"MacAddress\":\"\",\"NetworkID\":\"{net_id}\"}}\n",
             &id[..12]

@@ -94,11 +94,16 @@ impl Controller {
             };
             let v4 = net.pool_v4();
             let v6 = net.pool_v6();
+            // moby's EndpointIPAMConfig: each address omitted when empty.
             let ipam_config = c.ipam_config.get(&net.id).map(|a| {
-                json!({
-                    "IPv4Address": a.ipv4.map(|a| a.to_string()).unwrap_or_default(),
-                    "IPv6Address": a.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-                })
+                let mut m = Map::new();
+                if let Some(v4) = a.ipv4 {
+                    m.insert("IPv4Address".into(), json!(v4.to_string()));
+                }
+                if let Some(v6) = a.ipv6 {
+                    m.insert("IPv6Address".into(), json!(v6.to_string()));
+                }
+                Value::Object(m)
             });
             let text = |s: String| if live { s } else { String::new() };
             networks.insert(

@@ -112,7 +112,7 @@ impl Controller {
     }
 
     /// Names of the networks no container has an endpoint on (Docker's
-    /// "unused" networks), that carry every label in `labels`.
+    /// "unused" networks) that `keep` accepts, sorted.
     pub fn unused_networks(&self, keep: impl Fn(&crate::model::Network) -> bool) -> Vec<String> {
         let mut names: Vec<String> = self
             .state
