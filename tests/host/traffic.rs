@@ -144,7 +144,7 @@ fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
     let s = Session::new(&lab);
     let names = three_endpoints(&s, "observe");
     // 4 flows at 20 000 frames/s for 0.5 s: 2500 frames per flow.
-    let (r, _) = pktgen(
+    let (r, stderr) = pktgen(
         &lab,
         &s,
         &[
@@ -161,6 +161,12 @@ fn fallback_generator_accounts_exactly_under_observe_at_a_set_rate() {
         ],
     );
     assert_eq!(u(&r["sent"]), 4 * 2500);
+    assert_eq!(
+        stderr,
+        "mvnet pktgen: --duration 0.5 s at --rate 20000 fps sets 2500 frames per flow over 4 flows, \
+         in place of --count 1000\n\
+         mvnet pktgen: the AF_PACKET TX-ring generator, as asked (--generator fallback)\n"
+    );
     assert_eq!(u(&r["frame_size"]), 128);
     check_endpoints(&r, &names, 2500);
     let xdp = &r["verdicts"]["xdp"];

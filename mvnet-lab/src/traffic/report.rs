@@ -463,6 +463,29 @@ mod tests {
     }
 
     #[test]
+    fn expected_wrong_vlan_deliveries_keep_the_run_exact() {
+        let mut r = report();
+        r.generator_reason = "said on standard error".into();
+        r.endpoints[0].delivered = 25;
+        r.endpoints[0].wrong_vlan_delivered = 5;
+        r.notes.push("why".into());
+        r.check();
+        assert!(r.exact, "{:#?}", r.checks);
+        let text = r.render();
+        assert!(text.starts_with("generator: af_packet_tx_ring\n"), "{text}");
+        assert!(!text.contains("said on standard error"), "{text}");
+        assert!(
+            text.contains("5 wrong-VLAN frames also delivered by MAC, as expected under observe"),
+            "{text}"
+        );
+        assert!(text.contains("  note: why\n"), "{text}");
+        // One more than expected is caught.
+        r.endpoints[0].delivered = 26;
+        r.check();
+        assert!(!r.exact);
+    }
+
+    #[test]
     fn one_frame_off_anywhere_fails_and_is_named() {
         let mut r = report();
         r.endpoints[0].delivered = 19;
