@@ -360,6 +360,9 @@ struct CreateArgs {
     /// KEY=VALUE metadata (repeatable).
     #[arg(long)]
     label: Vec<String>,
+    /// A file of KEY=VALUE lines (# comments), read before --label.
+    #[arg(long)]
+    label_file: Vec<PathBuf>,
     name: String,
 }
 
@@ -407,6 +410,9 @@ struct RunArgs {
     /// KEY=VALUE metadata (repeatable).
     #[arg(long)]
     label: Vec<String>,
+    /// A file of KEY=VALUE lines (# comments), read before --label.
+    #[arg(long)]
+    label_file: Vec<PathBuf>,
     /// Command to start inside the container's namespace.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -480,7 +486,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     xdp_mode: a.xdp_mode,
                     broadcast: a.broadcast,
                     multicast: a.multicast,
-                    labels: scripting::parse_labels(&a.label)?,
+                    labels: scripting::labels(&a.label_file, &a.label)?,
                 })?;
                 println!("{}", net.id);
             }
@@ -598,7 +604,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Run(a) => {
             refuse_image(&a)?;
-            let labels = scripting::parse_labels(&a.label)?;
+            let labels = scripting::labels(&a.label_file, &a.label)?;
             let mut ctl = open("mvnet run")?;
             let _ = (a.interactive, a.tty);
             if !a.detach && !a.command.is_empty() {

@@ -73,6 +73,28 @@ pub fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(labels)
 }
 
+/// `--label-file` lines (blank lines and `#` comments skipped), then
+/// `--label`s; a later value of a key wins, as in Docker.
+pub fn labels(files: &[std::path::PathBuf], flags: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut all = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            anyhow::anyhow!(
+                "reading --label-file {}: {e}; give a file of KEY=VALUE lines",
+                f.display()
+            )
+        })?;
+        all.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    all.extend(flags.iter().cloned());
+    parse_labels(&all)
+}
+
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
@@ -279,6 +301,22 @@ mod tests {
         assert_eq!(
             parse_labels(&["=1".into()]).unwrap_err().to_string(),
             "invalid label \"=1\": give KEY=VALUE, e.g. --label env=prod"
+        );
+    }
+
+    #[test]
+    fn label_files_come_before_flags() {
+        let dir = std::env::temp_dir().join(format!("mvnet-labels-{}", std::process::id()));
+        std::fs::write(&dir, "# team labels\nteam=net\n\nenv=dev\n").unwrap();
+        let l = labels(std::slice::from_ref(&dir), &["env=prod".into()]).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(labels_text(&l), "env=prod,team=net");
+        let e = labels(&["/nonexistent/labels".into()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("reading --label-file /nonexistent/labels: "),
+            "{e}"
         );
     }
 

@@ -355,6 +355,22 @@ fn an_image_argument_is_refused_with_the_mvnet_form() {
     );
     assert_eq!(s.state(), before);
     assert!(!mvnet::netns::list().contains(&s.name("a")));
+
+    // --label-file, then --label (the later value wins).
+    let file = std::env::temp_dir().join(format!("{}-labels", lab.id()));
+    std::fs::write(&file, "# ours\nteam=net\nenv=dev\n").unwrap();
+    let file_arg = file.display().to_string();
+    s.network(
+        "lab2",
+        "10.73.1.0/24",
+        PARENT,
+        &["--label-file", &file_arg, "--label", "env=prod"],
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        s.ok(&["network", "inspect", "-f", "{{json .Labels}}", "lab2"]),
+        "{\"env\":\"prod\",\"team\":\"net\"}\n"
+    );
 }
 
 #[test]
