@@ -272,6 +272,18 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
         )
     );
     assert_eq!(s.ok(&["logs", &web]), "hello\n");
+    // A second stop changes nothing.
+    s.ok(&["container", "stop", &web]);
+    assert_eq!(ip(&web), "\n");
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.lan.NetworkID}}",
+            &web
+        ]),
+        format!("{net_id}\n")
+    );
     // restore keeps a stopped container (Docker keeps them too).
     let out = s.ok(&["restore"]);
     assert!(!out.contains("purged"), "{out}");

@@ -298,7 +298,10 @@ impl Controller {
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
         stored.pid = None;
-        stored.stopped_endpoints = std::mem::take(&mut stored.endpoints);
+        // Kept for inspect and `start`; a second stop keeps the first's.
+        if !stored.endpoints.is_empty() {
+            stored.stopped_endpoints = std::mem::take(&mut stored.endpoints);
+        }
         self.state.teardowns.remove(&c.id);
         if c.auto_remove {
             self.state.containers.remove(&c.id);
