@@ -203,13 +203,14 @@ struct NetworkLsArgs {
     #[arg(short, long)]
     quiet: bool,
     /// KEY=VALUE: dangling, driver, id, label, name, scope, type.
-    #[arg(long)]
+    #[arg(short, long)]
     filter: Vec<String>,
     /// Full ids.
     #[arg(long)]
     no_trunc: bool,
-    #[command(flatten)]
-    format: FormatArg,
+    /// Go template, as Docker's (`{{json .}}`, `table {{.ID}}\t{{.Name}}`).
+    #[arg(long)]
+    format: Option<String>,
 }
 
 /// `container ls` and `ps`.
@@ -222,13 +223,14 @@ struct ContainerLsArgs {
     #[arg(short, long)]
     quiet: bool,
     /// KEY=VALUE: id, label, name, network, status.
-    #[arg(long)]
+    #[arg(short, long)]
     filter: Vec<String>,
     /// Full ids and commands.
     #[arg(long)]
     no_trunc: bool,
-    #[command(flatten)]
-    format: FormatArg,
+    /// Go template, as Docker's (`{{json .}}`, `table {{.ID}}\t{{.Names}}`).
+    #[arg(long)]
+    format: Option<String>,
 }
 
 /// `network prune` and `container prune`.
@@ -497,7 +499,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 print_rows(
                     &rows,
                     a.quiet,
-                    a.format.format.as_deref(),
+                    a.format.as_deref(),
                     scripting::NETWORK_TABLE,
                     scripting::NETWORK_HEADERS,
                 )?;
@@ -762,7 +764,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
             print_rows(
                 &rows,
                 a.quiet,
-                a.format.format.as_deref(),
+                a.format.as_deref(),
                 scripting::CONTAINER_TABLE,
                 scripting::CONTAINER_HEADERS,
             )?;

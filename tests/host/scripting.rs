@@ -105,6 +105,11 @@ fn network_ls_formats_filters_quiet_no_trunc_and_prune() {
         3
     );
     assert_eq!(names(&["driver=bridge"]), "");
+    // As in Docker, -f is --filter on ls (and --format on inspect).
+    assert_eq!(
+        s.ok(&["network", "ls", "-q", "-f", "name=net10"]),
+        format!("{}\n", &id10[..12])
+    );
     assert_eq!(
         s.fails(&["network", "ls", "--filter", "x=1"]),
         "mvnet: error: invalid filter 'x'; valid filters for network ls: \
