@@ -239,7 +239,8 @@ struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
-    /// label=KEY or label=KEY=VALUE.
+    /// label=KEY, label=KEY=VALUE, or until=TIME (10m, 1h, Unix seconds,
+    /// 2026-12-01T10:00:00Z): only those created before.
     #[arg(long)]
     filter: Vec<String>,
 }
@@ -829,7 +830,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
             }
         }
         ContainerCommand::Prune(a) => {
-            let filters = Filters::parse(&a.filter, &["label"], "container prune")?;
+            let filters = Filters::parse(&a.filter, &["label", "until"], "container prune")?;
             crate::require_root("mvnet container prune")?;
             let warning = "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?";
             if a.force
@@ -850,6 +851,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
                             id: &c.id,
                             name: &c.name,
                             labels: &c.labels,
+                            created: &c.created,
                             fields: Vec::new(),
                         })
                     })
@@ -872,7 +874,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
 
 /// `network prune`: removes the networks without containers.
 fn network_prune(state_dir: &std::path::Path, a: PruneArgs) -> Result<i32> {
-    let filters = Filters::parse(&a.filter, &["label"], "network prune")?;
+    let filters = Filters::parse(&a.filter, &["label", "until"], "network prune")?;
     crate::require_root("mvnet network prune")?;
     let warning = "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue?";
     if !a.force
@@ -890,6 +892,7 @@ fn network_prune(state_dir: &std::path::Path, a: PruneArgs) -> Result<i32> {
             id: &n.id,
             name: &n.name,
             labels: &n.labels,
+            created: &n.created,
             fields: Vec::new(),
         })
     });

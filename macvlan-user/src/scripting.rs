@@ -154,6 +154,7 @@ pub fn network_rows(ctl: &Controller, filters: &Filters, no_trunc: bool) -> Vec<
                 id: &n.id,
                 name: &n.name,
                 labels: &n.labels,
+                created: &n.created,
                 fields: vec![
                     ("driver", "macvlan".into()),
                     ("scope", "local".into()),
@@ -215,6 +216,7 @@ pub fn container_rows(
                 id: &c.id,
                 name: &c.name,
                 labels: &c.labels,
+                created: &c.created,
                 fields,
             })
         })

@@ -159,9 +159,22 @@ fn network_ls_formats_filters_quiet_no_trunc_and_prune() {
     assert!(out.status.success());
     assert_eq!(stdout(&out), warning);
     assert_eq!(names(&[]).lines().count(), 3);
+    // Created within the last hour: none is older.
+    assert_eq!(
+        s.ok(&["network", "prune", "-f", "--filter", "until=1h"]),
+        ""
+    );
     // With a label filter and -f: only net10; then all unused ones.
     assert_eq!(
-        s.ok(&["network", "prune", "-f", "--filter", "label=env=prod"]),
+        s.ok(&[
+            "network",
+            "prune",
+            "-f",
+            "--filter",
+            "label=env=prod",
+            "--filter",
+            "until=2099-01-01"
+        ]),
         "Deleted Networks:\nnet10\n\n"
     );
     let out = with_stdin(&s, &["network", "prune"], "y\n");
