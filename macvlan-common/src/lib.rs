@@ -34,6 +34,20 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_ARP: u16 = 0x0806;
+/// Pre-standard QinQ TPIDs some switches still use: a tag to us.
+pub const ETH_P_QINQ1: u16 = 0x9100;
+pub const ETH_P_QINQ2: u16 = 0x9200;
+pub const ETH_P_QINQ3: u16 = 0x9300;
+
+/// Whether Ethertype `t` announces a VLAN tag (802.1Q, 802.1ad or a
+/// pre-standard QinQ TPID).
+#[inline(always)]
+pub const fn is_tag_tpid(t: u16) -> bool {
+    matches!(
+        t,
+        ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1 | ETH_P_QINQ2 | ETH_P_QINQ3
+    )
+}
 
 /// Pin names of the maps, under the root device's pin directory.
 pub mod map_names {
@@ -45,6 +59,9 @@ pub mod map_names {
     pub const VLAN_POLICY: &str = "VLAN_POLICY";
     pub const ENDPOINT_INDEX: &str = "ENDPOINT_INDEX";
     pub const ENDPOINT_MISMATCH: &str = "ENDPOINT_MISMATCH";
+    pub const ENDPOINT_MALFORMED: &str = "ENDPOINT_MALFORMED";
+    pub const ENDPOINT_DEVICES: &str = "ENDPOINT_DEVICES";
+    pub const ENDPOINT_TX_INVALID: &str = "ENDPOINT_TX_INVALID";
 }
 
 /// Program names as they appear in the object file.
@@ -52,6 +69,9 @@ pub mod program_names {
     pub const XDP: &str = "mvnet_xdp";
     pub const TC_INGRESS: &str = "mvnet_tc_ingress";
     pub const TC_EGRESS: &str = "mvnet_tc_egress";
+    /// TC egress on each endpoint's own macvlan device (inside the
+    /// container's namespace): the source checks, by device.
+    pub const TC_ENDPOINT: &str = "mvnet_tc_endpoint";
     /// Returns XDP_PASS only: the benchmarks' baseline.
     pub const XDP_PASS: &str = "mvnet_xdp_pass";
     /// Returns TC_ACT_OK only: the end-to-end benchmark attaches it to TC
@@ -120,6 +140,23 @@ pub struct Endpoint {
     /// The endpoint's IPv4 address in network order (0.0.0.0 = none).
     pub ipv4: [u8; 4],
     /// The endpoint's IPv6 address (:: = none).
+    pub ipv6: [u8; 16],
+}
+
+/// Value of the device identity map (`ENDPOINT_DEVICES`), keyed by the
+/// ifindex of the endpoint's macvlan device: what that device may send as.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DeviceIdentity {
+    /// The endpoint's MAC: the only source MAC (and ARP sender MAC) allowed.
+    pub mac: [u8; 6],
+    /// The endpoint's VLAN (0 = untagged); its policy applies.
+    pub vlan: u16,
+    /// The endpoint's slot, for its counters.
+    pub slot: u32,
+    /// The endpoint's IPv4 address in network order (0.0.0.0 = none).
+    pub ipv4: [u8; 4],
+    /// The endpoint's global IPv6 address (:: = none).
     pub ipv6: [u8; 16],
 }
 
@@ -351,6 +388,7 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointCounters {}
     unsafe impl aya::Pod for super::VlanCounters {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::DeviceIdentity {}
 }
 
 #[cfg(test)]
@@ -366,6 +404,7 @@ mod tests {
         assert_eq!(size_of::<EndpointCounters>(), 48);
         assert_eq!(size_of::<VlanCounters>(), 48);
         assert_eq!(size_of::<Config>(), 8);
+        assert_eq!(size_of::<DeviceIdentity>(), 32);
     }
 
     #[test]

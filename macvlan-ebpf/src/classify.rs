@@ -1,15 +1,15 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, mac_bytes, vlan_policy, Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP,
-    ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, is_tag_tpid, mac_bytes, mac_word, vlan_policy, Endpoint, EndpointKey,
+    Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
     events,
     maps::{
-        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MISMATCH, ENDPOINT_STATS, VERDICT_STATS,
-        VLAN_POLICY, VLAN_STATS,
+        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MALFORMED, ENDPOINT_MISMATCH, ENDPOINT_STATS,
+        VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
     },
     parse::{self, Ethernet},
 };
@@ -65,7 +65,7 @@ const NO_VLAN: u32 = u32::MAX;
 
 /// Whether an invalid frame on VLAN `vlan` (or [`NO_VLAN`]) is dropped.
 #[inline(always)]
-fn enforcing(vlan: u32) -> bool {
+pub(crate) fn enforcing(vlan: u32) -> bool {
     let flags = match CONFIG.get(0) {
         Some(cfg) => cfg.flags,
         None => 0,
@@ -83,7 +83,7 @@ fn enforcing(vlan: u32) -> bool {
 }
 
 #[inline(always)]
-fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
+pub(crate) fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
     if let Some(c) = VERDICT_STATS.get_ptr_mut(verdict.index(hook)) {
         // SAFETY: per-CPU slot, no other writer on this CPU.
         unsafe { (*c).add(bytes) };
@@ -187,12 +187,17 @@ fn vlan_policy_flags(vlan: u32) -> u32 {
 /// malformed one). `home` is, for a VLAN mismatch, the VLAN of the
 /// endpoint that owns the MAC (else [`NO_VLAN`]): such a frame is dropped
 /// when either VLAN enforces, since with no VLAN device for the frame's tag
-/// macvlan would hand it to the endpoint by MAC.
+/// macvlan would hand it to the endpoint by MAC. On egress, for a spoofed
+/// frame with a local endpoint's MAC on another VLAN, it is that
+/// endpoint's VLAN, whose policy applies as well.
 fn action_for(verdict: Verdict, vlan: u32, home: u32) -> Action {
     match verdict {
         Verdict::UnknownMac | Verdict::Malformed | Verdict::Spoofed if enforcing(vlan) => {
             Action::Drop
         }
+        // Egress: a local endpoint's MAC on a VLAN that is not its own, so
+        // its home VLAN's policy applies too.
+        Verdict::Spoofed if home != NO_VLAN && enforcing(home) => Action::Drop,
         Verdict::VlanMismatch if enforcing(vlan) || (home != NO_VLAN && enforcing(home)) => {
             Action::Drop
         }
@@ -221,7 +226,11 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
-        return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
+        let action = action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
+        if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
+            count_malformed_passed(frame, bytes);
+        }
+        return action;
     };
     // Fast path: unicast to an endpoint the direct index holds, nearly
     // every frame. Kept apart from the general path below so that LLVM
@@ -268,6 +277,28 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     action
 }
 
+/// A malformed wire frame XDP passed: counted for the endpoint that owns
+/// its destination MAC, if any (ENDPOINT_MALFORMED). The kernel may untag
+/// what the parser gave up on and deliver it to that endpoint by MAC.
+#[inline(always)]
+fn count_malformed_passed(frame: &Frame, bytes: u64) {
+    let Some(dst) = parse::bytes_at::<6>(frame.data, frame.data_end, 0) else {
+        return;
+    };
+    let dst = mac_word(&dst);
+    if dst & 1 != 0 {
+        return;
+    }
+    if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(dst, VLAN_ANY)) {
+        // SAFETY: as in verdict_for_destination.
+        let slot = unsafe { (*ep).slot };
+        if let Some(c) = ENDPOINT_MALFORMED.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot, no other writer on this CPU.
+            unsafe { (*c).add(bytes) };
+        }
+    }
+}
+
 /// Counts a frame delivered to endpoint `slot` on its path.
 #[inline(always)]
 fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes: u64) {
@@ -291,16 +322,28 @@ fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes
 }
 
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
-/// source or ARP sender must be its IPv4 address; an IPv6 source its IPv6
-/// address, link-local (fe80::/10) or unspecified (DAD). Other protocols
-/// carry no address we check.
+/// source its IPv4 address (0.0.0.0 for DHCP only), the ARP sender its MAC
+/// and its IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6
+/// address, link-local (fe80::/10) or unspecified (DAD). Headers must be
+/// whole. Other protocols carry no address we check. The endpoint device's
+/// own checks (`source`) are stricter; these judge by source MAC.
 #[inline(always)]
 fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
     let (data, end, l3) = (frame.data, frame.data_end, eth.l3_offset);
     match eth.proto {
-        ETH_P_IPV4 => Some(parse::bytes_at::<4>(data, end, l3 + 12)? == ep.ipv4),
-        ETH_P_ARP => Some(parse::bytes_at::<4>(data, end, l3 + 14)? == ep.ipv4),
+        ETH_P_IPV4 => crate::source::ipv4_source_is_own(data, end, l3, ep.ipv4),
+        ETH_P_ARP => {
+            // The whole 28-byte body; sender MAC the frame's source (the
+            // endpoint's: it was looked up by it); sender IP its address,
+            // or 0.0.0.0 (an RFC 5227 probe), as on the device.
+            parse::bytes_at::<4>(data, end, l3 + 24)?;
+            let sha = parse::bytes_at::<6>(data, end, l3 + 8)?;
+            let spa = parse::bytes_at::<4>(data, end, l3 + 14)?;
+            Some(mac_word(&sha) == eth.src && (spa == [0; 4] || spa == ep.ipv4))
+        }
         ETH_P_IPV6 => {
+            // The whole 40-byte header must be there.
+            parse::bytes_at::<16>(data, end, l3 + 24)?;
             let src = parse::bytes_at::<16>(data, end, l3 + 8)?;
             let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;
             Some(src == ep.ipv6 || link_local || src == [0; 16])
@@ -319,7 +362,13 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         return action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
     };
     count_vlan(hook, eth.vlan, bytes);
+    // The home VLAN of the endpoint whose MAC a spoofed frame carries.
+    let mut home = NO_VLAN;
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, eth.vlan)) {
+        // More tags than the parser takes, or a pre-standard TPID: where
+        // it gives up, egress calls the frame malformed (no VLAN device
+        // of ours sends that).
+        _ if is_tag_tpid(eth.proto) => Verdict::Malformed,
         Some(ep) => {
             // SAFETY: as in verdict_for_destination.
             let ep = unsafe { &*ep };
@@ -341,8 +390,16 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         {
             Verdict::Delivered
         }
-        // A source MAC that is no endpoint's on this VLAN: forged.
-        None => Verdict::Spoofed,
+        // A source MAC that is no endpoint's on this VLAN: forged. Frames
+        // normally leave an endpoint through its own device's checks
+        // (`source`); these are what skipped them (PACKET_QDISC_BYPASS).
+        None => {
+            if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, VLAN_ANY)) {
+                // SAFETY: as in verdict_for_destination.
+                home = unsafe { (*ep).vlan as u32 };
+            }
+            Verdict::Spoofed
+        }
     };
     count_verdict(hook, verdict, bytes);
     if verdict == Verdict::Spoofed {
@@ -353,5 +410,5 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     } else {
         eth.vlan as u32
     };
-    action_for(verdict, vlan, NO_VLAN)
+    action_for(verdict, vlan, home)
 }

@@ -7,6 +7,8 @@
 //!   one endpoint to another, which re-enter the parent via dev_forward_skb
 //!   and never pass XDP.
 //! * `mvnet_tc_egress` — TC egress on the parent: frames endpoints send out.
+//! * `mvnet_tc_endpoint` — TC egress on each endpoint's own macvlan device,
+//!   in the container's namespace: the source checks, by device.
 //!
 //! All three share one parser and one set of maps; see `macvlan-common` for
 //! the map ABI.
@@ -17,6 +19,7 @@ mod classify;
 mod events;
 mod maps;
 mod parse;
+mod source;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
@@ -69,6 +72,15 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
 pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);
     match classify::egress(&ctx, &frame) {
+        Action::Pass => TC_ACT_OK as i32,
+        Action::Drop => TC_ACT_SHOT as i32,
+    }
+}
+
+#[classifier]
+pub fn mvnet_tc_endpoint(ctx: TcContext) -> i32 {
+    let frame = Frame::from_tc(&ctx);
+    match source::endpoint_egress(&ctx, &frame) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }

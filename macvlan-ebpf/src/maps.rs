@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use macvlan_common::{
-    direct, Config, Counter, Endpoint, EndpointCounters, EndpointKey, VlanCounters, ENDPOINT_KEYS,
-    MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
+    direct, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters, EndpointKey, VlanCounters,
+    ENDPOINT_KEYS, MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
 };
 
 /// The direct index in front of ENDPOINTS (see `macvlan_common::direct`).
@@ -32,6 +32,32 @@ pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { MAX_ENDPOINTS as usiz
 /// of EndpointCounters, so that pins made before it keep their layout.
 #[btf_map]
 pub static ENDPOINT_MISMATCH: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> = PerCpuArray::new();
+
+/// Per-endpoint, indexed by `Endpoint::slot`: malformed frames to the
+/// endpoint's MAC that XDP passed (observe). The kernel may untag what the
+/// parser could not and deliver them by MAC (a truncated QinQ frame), so
+/// `mvnet verify` needs them as it needs ENDPOINT_MISMATCH.
+#[btf_map]
+pub static ENDPOINT_MALFORMED: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> =
+    PerCpuArray::new();
+
+/// Ifindex of an endpoint's macvlan device (in its container's namespace)
+/// → what that device may send as. Read by `mvnet_tc_endpoint`, which is
+/// attached to that device only. Ifindexes are per namespace: the
+/// controller creates every endpoint device with an ifindex derived from
+/// its slot, unique among this root's endpoints (see the controller's
+/// `datapath::devices`), because `bpf_get_netns_cookie` is not available
+/// to TC programs before Linux 6.14 and the VM kernel is 6.1.
+#[btf_map]
+pub static ENDPOINT_DEVICES: HashMap<u32, DeviceIdentity, { MAX_ENDPOINTS as usize }> =
+    HashMap::new();
+
+/// Per-endpoint, indexed by `Endpoint::slot`: frames the endpoint's own
+/// device sent that failed the source checks (a tag, another source MAC
+/// or address, truncated), dropped under enforce, passed under observe.
+#[btf_map]
+pub static ENDPOINT_TX_INVALID: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> =
+    PerCpuArray::new();
 
 /// Per-VLAN counters, indexed by VLAN id (0 = untagged).
 #[btf_map]

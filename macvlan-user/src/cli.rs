@@ -20,6 +20,37 @@ use crate::{
     scripting, store,
 };
 
+/// `println!` to standard output that returns the write error instead of
+/// panicking: a closed pipe (`mvnet network ls | head -0`) ends the command
+/// quietly in `main` (see [`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// `print!` to standard output, returning the write error (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*)?;
+        stdout.flush()?
+    }};
+}
+
+/// Whether `e` is a write to a closed pipe: the reader went away
+/// (`mvnet network ls | true`), so the command ends quietly with status 0,
+/// as `ls` does.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "mvnet",
@@ -85,13 +116,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Recreate owned parents and endpoints after links were lost (reboot).
-    Restore,
+    /// Make the kernel match the state: finish or roll back commands that
+    /// were killed, recreate owned parents and lost endpoints, purge
+    /// containers whose namespace is gone, fix IPAM, re-attach the
+    /// classifier and its entries, remove leftovers of mvnet.
+    Restore {
+        /// Only list what would be done; exit 1 if anything would.
+        #[arg(long)]
+        check: bool,
+    },
     /// Stream the classifier's anomaly events (unknown MAC, VLAN mismatch,
     /// spoofed source), rate-limited in the kernel.
     Monitor {
-        /// Stop after this many seconds (default: run until interrupted).
-        #[arg(long)]
+        /// Stop after this many seconds, 1 to 604800 (a week; default: run
+        /// until interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_MONITOR_SECS))]
         duration: Option<u64>,
     },
     /// Reconcile the classifier's per-endpoint delivery counts with the
@@ -106,8 +145,15 @@ enum Command {
     /// Prometheus exporter of the classifier's counters (GET /metrics);
     /// also streams the anomaly events to standard error.
     Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = crate::serve::DEFAULT_ADDR)]
+        /// Address to listen on: ADDR:PORT, [IPv6]:PORT, localhost:PORT
+        /// (127.0.0.1) or :PORT (127.0.0.1 too: loopback only unless an
+        /// address is given); port 0 to 65535 (0: any free port).
+        #[arg(
+            long,
+            value_name = "ADDR:PORT",
+            default_value = crate::serve::DEFAULT_ADDR,
+            value_parser = crate::serve::addr::parse
+        )]
         metrics_addr: std::net::SocketAddr,
         /// Do not stream the classifier's anomaly events.
         #[arg(long)]
@@ -120,11 +166,11 @@ enum Command {
     Top {
         /// Only this network.
         network: Option<String>,
-        /// Seconds between refreshes.
+        /// Seconds between refreshes, 0.1 to 3600.
         #[arg(long, default_value = "1", value_parser = parse_interval)]
         interval: std::time::Duration,
-        /// Stop after this many refreshes (default: until quit).
-        #[arg(long)]
+        /// Stop after this many refreshes, 1 to 1000000 (default: until quit).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_UPDATES))]
         count: Option<u64>,
         /// Print plain text even on a terminal.
         #[arg(long)]
@@ -143,7 +189,7 @@ enum Command {
     ReapLink {
         #[arg(long)]
         netns: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
         ifindex: u32,
     },
     /// Throwaway lab topologies in network namespaces: smoke, tutorial,
@@ -245,15 +291,26 @@ struct PruneArgs {
     filter: Vec<String>,
 }
 
+/// Longest `monitor --duration`: a week, in seconds.
+const MAX_MONITOR_SECS: u64 = 7 * 24 * 3600;
+/// Most `--count` updates of `stats --watch` and `top`.
+const MAX_UPDATES: u64 = 1_000_000;
+/// Shortest and longest refresh interval of `stats --watch` and `top`, in seconds.
+const INTERVAL_SECS: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
+
 /// `--watch`'s optional SECS. A word there is most likely the network
 /// (`stats --watch NET`), which clap hands to the option: say so.
-fn parse_watch(s: &str) -> Result<f64, String> {
-    s.parse::<f64>().map_err(|_| {
-        format!(
+fn parse_watch(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if INTERVAL_SECS.contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!(
+            "{s} is out of range; give seconds between 0.1 and 3600, e.g. 1 or 0.5"
+        )),
+        Err(_) => Err(format!(
             "not a number of seconds; to watch network {s:?} put it first: \
              `mvnet stats {s} --watch [SECS]`"
-        )
-    })
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -263,7 +320,7 @@ struct StatsArgs {
     /// One JSON document (one per line with --watch); schema in the README.
     #[arg(long)]
     json: bool,
-    /// Print rates per second every SECS seconds (default 1).
+    /// Print rates per second every SECS seconds, 0.1 to 3600 (default 1).
     #[arg(
         long,
         value_name = "SECS",
@@ -271,9 +328,9 @@ struct StatsArgs {
         default_missing_value = "1",
         value_parser = parse_watch
     )]
-    watch: Option<f64>,
-    /// With --watch: stop after this many updates.
-    #[arg(long, requires = "watch")]
+    watch: Option<std::time::Duration>,
+    /// With --watch: stop after this many updates, 1 to 1000000.
+    #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..=MAX_UPDATES))]
     count: Option<u64>,
 }
 
@@ -345,7 +402,8 @@ struct CreateArgs {
     internal: bool,
     #[arg(long)]
     ipv6: bool,
-    /// Driver options: parent=IF, macvlan_mode=bridge|vepa|private|passthru.
+    /// Driver options: parent=IF (IF.VID: an 802.1Q sub-interface, VID 1 to
+    /// 4094), macvlan_mode=bridge|vepa|private|passthru.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// Classifier policy: observe (count and pass) or enforce (drop invalid frames).
@@ -450,10 +508,59 @@ enum ContainerCommand {
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     match s.parse::<f64>() {
-        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(secs) if INTERVAL_SECS.contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
         _ => Err(format!(
             "invalid interval {s:?}; give seconds between 0.1 and 3600, e.g. 1 or 0.5"
         )),
+    }
+}
+
+impl CreateArgs {
+    fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+            subnets: self.subnet.clone(),
+            gateways: self.gateway.clone(),
+            ip_ranges: self.ip_range.clone(),
+            aux_addresses: self.aux_address.clone(),
+            internal: self.internal,
+            ipv6: self.ipv6,
+            options: self.opt.clone(),
+            policy: self.policy,
+            xdp_mode: self.xdp_mode,
+            broadcast: self.broadcast,
+            multicast: self.multicast,
+            // Read from --label-file at run time, not by the pure checks.
+            labels: Default::default(),
+        }
+    }
+}
+
+impl Cli {
+    /// Every check of the arguments that needs neither the state nor the
+    /// kernel, so that bad input is refused before anything changes (and
+    /// can be fuzzed without root). Clap's value parsers did the rest.
+    pub fn validate(&self) -> Result<()> {
+        match &self.command {
+            Command::Network { command } => match command {
+                NetworkCommand::Create(a) => {
+                    crate::controller::network::validate(&a.spec())?;
+                }
+                NetworkCommand::Connect { addresses, .. } => {
+                    addresses.request()?;
+                }
+                _ => {}
+            },
+            Command::Run(a) => {
+                if let Some(name) = &a.name {
+                    crate::model::validate_name("container", name).map_err(|e| anyhow!(e))?;
+                }
+                a.addresses.request()?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -464,38 +571,54 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+// Writers lock the state while they change it; readers take a snapshot
+// without the lock, so they never wait behind a writer.
+
+/// A writer's controller: the state locked, and what a killed command left
+/// pending undone (or finished) before this one starts, so it can retry
+/// with the same names.
+fn writer(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+    crate::require_root(what)?;
+    let mut ctl = Controller::open(state_dir)?;
+    ctl.check_namespace()?;
+    for rec in ctl.recover(false) {
+        match rec.result {
+            Ok(()) => eprintln!("mvnet: {}", rec.what),
+            Err(e) => eprintln!(
+                "mvnet: warning: {}: {e:#}; run `mvnet restore` to converge",
+                rec.what
+            ),
+        }
+    }
+    Ok(ctl)
+}
+
+/// A reader's controller: a snapshot of the state, without the lock.
+fn reader(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+    crate::require_root(what)?;
+    let ctl = Controller::snapshot(state_dir)?;
+    ctl.check_namespace()?;
+    Ok(ctl)
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
-    let open = |what: &str| -> Result<Controller> {
-        crate::require_root(what)?;
-        Controller::open(&state_dir)
-    };
+    let open = |what: &str| writer(&state_dir, what);
+    let read = |what: &str| reader(&state_dir, what);
     match cli.command {
         Command::Network { command } => match command {
             NetworkCommand::Create(a) => {
+                let mut spec = a.spec();
+                spec.labels = scripting::labels(&a.label_file, &a.label)?;
                 let mut ctl = open("mvnet network create")?;
-                let net = ctl.create_network(NetworkSpec {
-                    name: a.name,
-                    driver: a.driver,
-                    subnets: a.subnet,
-                    gateways: a.gateway,
-                    ip_ranges: a.ip_range,
-                    aux_addresses: a.aux_address,
-                    internal: a.internal,
-                    ipv6: a.ipv6,
-                    options: a.opt,
-                    policy: a.policy,
-                    xdp_mode: a.xdp_mode,
-                    broadcast: a.broadcast,
-                    multicast: a.multicast,
-                    labels: scripting::labels(&a.label_file, &a.label)?,
-                })?;
-                println!("{}", net.id);
+                let net = ctl.create_network(spec)?;
+                outln!("{}", net.id);
             }
             NetworkCommand::Ls(a) => {
                 let filters = Filters::parse(&a.filter, scripting::NETWORK_FILTERS, "network ls")?;
-                let ctl = open("mvnet network ls")?;
+                let ctl = read("mvnet network ls")?;
                 let rows = scripting::network_rows(&ctl, &filters, a.no_trunc);
                 print_rows(
                     &rows,
@@ -506,7 +629,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 )?;
             }
             NetworkCommand::Inspect { format, names } => {
-                let ctl = open("mvnet network inspect")?;
+                let ctl = read("mvnet network inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.network_json(ctl.network(n)?));
@@ -519,7 +642,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let mut failed = false;
                 for n in &names {
                     match ctl.remove_network(n) {
-                        Ok(name) => println!("{name}"),
+                        Ok(name) => outln!("{name}"),
                         Err(e) => {
                             eprintln!("mvnet: error: {e:#}");
                             failed = true;
@@ -544,7 +667,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 network,
             } => {
                 let mut ctl = open("mvnet network update")?;
-                println!(
+                outln!(
                     "{}",
                     ctl.update_network(&network, policy, broadcast, multicast)?
                 );
@@ -566,7 +689,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             format,
             names,
         } => {
-            let ctl = open("mvnet inspect")?;
+            let ctl = read("mvnet inspect")?;
             let mut out = Vec::new();
             for n in &names {
                 let container = match kind {
@@ -611,7 +734,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut ctl = open("mvnet run")?;
             let _ = (a.interactive, a.tty);
             if !a.detach && !a.command.is_empty() {
-                // Foreground: do not hold the state lock while the command runs.
+                // Foreground: `run` lets go of the state lock while the
+                // command runs, and takes it again to record its exit.
                 let outcome = ctl.run(RunSpec {
                     name: a.name,
                     network: a.network,
@@ -635,13 +759,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 command: a.command,
                 labels,
             })? {
-                RunOutcome::Started(id) => println!("{id}"),
+                RunOutcome::Started(id) => outln!("{id}"),
                 RunOutcome::Exited(code) => return Ok(code),
             }
         }
         Command::Exec { container, command } => {
             let c = {
-                let ctl = open("mvnet exec")?;
+                let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
             return container::exec(&c, &command);
@@ -651,33 +775,31 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::datapath::monitor::run(duration.map(std::time::Duration::from_secs))?;
         }
         Command::Verify { network } => {
-            let ctl = open("mvnet verify")?;
+            let ctl = read("mvnet verify")?;
             let checks = ctl.verify(network.as_deref())?;
-            print!("{}", crate::controller::verify::render(&checks));
+            out!("{}", crate::controller::verify::render(&checks));
+            let problems = ctl.root_problems(network.as_deref())?;
+            for p in &problems {
+                eprintln!("mvnet: verify: {p}");
+            }
             let bad = checks.iter().filter(|c| c.unexplained()).count();
             if bad > 0 {
                 eprintln!(
                     "mvnet: verify: {bad} endpoint(s) with a difference that has no explanation"
                 );
+            }
+            if bad > 0 || !problems.is_empty() {
                 return Ok(1);
             }
         }
         Command::Stats(a) => {
-            crate::require_root("mvnet stats")?;
-            let watch = match a.watch {
-                Some(s) if !(s.is_finite() && s > 0.0) => {
-                    return Err(anyhow!(
-                        "--watch {s}: give an interval above 0 seconds, e.g. `--watch 1`"
-                    ))
-                }
-                s => s.map(std::time::Duration::from_secs_f64),
-            };
+            read("mvnet stats")?;
             crate::stats::run(
                 &state_dir,
                 &crate::stats::StatsOptions {
                     network: a.network,
                     json: a.json,
-                    watch,
+                    watch: a.watch,
                     count: a.count,
                 },
             )?;
@@ -686,35 +808,33 @@ pub fn run(cli: Cli) -> Result<i32> {
             metrics_addr,
             no_events,
         } => {
-            crate::require_root("mvnet serve")?;
+            read("mvnet serve")?;
             crate::serve::run(crate::serve::ServeOptions {
                 state_dir,
                 addr: metrics_addr,
                 events: !no_events,
             })?;
         }
-        Command::Restore => {
-            let mut ctl = open("mvnet restore")?;
-            let r = ctl.restore()?;
-            for p in &r.parents_recreated {
-                println!("recreated parent {p}");
+        Command::Restore { check } => {
+            let mut ctl = if check {
+                read("mvnet restore --check")?
+            } else {
+                crate::require_root("mvnet restore")?;
+                let ctl = Controller::open(&state_dir)?;
+                ctl.check_namespace()?;
+                ctl
+            };
+            let r = ctl.restore(check)?;
+            for a in &r.actions {
+                outln!("{a}");
             }
-            for root in &r.classifiers_attached {
-                println!("re-attached the classifier to {root}");
-            }
-            for e in &r.endpoints_recreated {
-                println!("recreated endpoint {e}");
-            }
-            for c in &r.containers_purged {
-                println!("purged container {c} (its namespace is gone)");
-            }
-            for t in &r.teardowns_finished {
-                println!("finished the {t}");
+            if r.actions.is_empty() && r.problems.is_empty() {
+                outln!("nothing to do: the kernel matches the state");
             }
             for p in &r.problems {
                 eprintln!("mvnet: problem: {p}");
             }
-            if !r.problems.is_empty() {
+            if !r.problems.is_empty() || (check && !r.actions.is_empty()) {
                 return Ok(1);
             }
         }
@@ -724,7 +844,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             count,
             plain,
         } => {
-            crate::require_root("mvnet top")?;
+            read("mvnet top")?;
             crate::top::run(crate::top::Options {
                 state_dir,
                 network,
@@ -745,13 +865,11 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// `container …` and its top-level forms (`ps`, `stop`, `rm`, `start`,
 /// `restart`, `logs`).
 fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> Result<i32> {
-    let open = |what: &str| -> Result<Controller> {
-        crate::require_root(what)?;
-        Controller::open(state_dir)
-    };
+    let open = |what: &str| writer(state_dir, what);
+    let read = |what: &str| reader(state_dir, what);
     match command {
         ContainerCommand::Inspect { format, names } => {
-            let ctl = open("mvnet container inspect")?;
+            let ctl = read("mvnet container inspect")?;
             let mut out = Vec::new();
             for n in &names {
                 out.push(ctl.container_json(ctl.container(n)?));
@@ -760,7 +878,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
         }
         ContainerCommand::Ls(a) => {
             let filters = Filters::parse(&a.filter, scripting::CONTAINER_FILTERS, "container ls")?;
-            let ctl = open("mvnet container ls")?;
+            let ctl = read("mvnet container ls")?;
             let rows = scripting::container_rows(&ctl, &filters, a.all, a.no_trunc);
             print_rows(
                 &rows,
@@ -773,19 +891,19 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
         ContainerCommand::Stop(a) => {
             let mut ctl = open("mvnet container stop")?;
             for n in &a.names {
-                println!("{}", ctl.stop(n)?);
+                outln!("{}", ctl.stop(n)?);
             }
         }
         ContainerCommand::Rm(a) => {
             let mut ctl = open("mvnet container rm")?;
             for n in &a.names {
-                println!("{}", ctl.remove_container(n, a.force)?);
+                outln!("{}", ctl.remove_container(n, a.force)?);
             }
         }
         ContainerCommand::Start(a) => {
             let mut ctl = open("mvnet container start")?;
             for n in &a.names {
-                println!("{}", ctl.start(n)?);
+                outln!("{}", ctl.start(n)?);
             }
         }
         ContainerCommand::Restart(a) => {
@@ -798,12 +916,12 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
                 if c.running {
                     ctl.stop(&c.id)?;
                 }
-                println!("{}", ctl.start(&c.id)?);
+                outln!("{}", ctl.start(&c.id)?);
             }
         }
         ContainerCommand::Logs(a) => {
             let (name, pid) = {
-                let ctl = open("mvnet container logs")?;
+                let ctl = read("mvnet container logs")?;
                 let c = ctl.container(&a.container)?;
                 let pid = if c.running { c.pid } else { None };
                 (container::log_name(&c.id), pid)
@@ -840,7 +958,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
                     &mut std::io::stdout(),
                 )?
             {
-                let mut ctl = Controller::open(state_dir)?;
+                let mut ctl = writer(state_dir, "mvnet container prune")?;
                 let ids: Vec<String> = ctl
                     .state
                     .containers
@@ -858,15 +976,15 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
                     .map(|c| c.id.clone())
                     .collect();
                 if !ids.is_empty() {
-                    println!("Deleted Containers:");
+                    outln!("Deleted Containers:");
                     for id in &ids {
                         ctl.remove_container(id, false)?;
-                        println!("{id}");
+                        outln!("{id}");
                     }
-                    println!();
+                    outln!();
                 }
             }
-            println!("Total reclaimed space: 0B");
+            outln!("Total reclaimed space: 0B");
         }
     }
     Ok(0)
@@ -886,7 +1004,7 @@ fn network_prune(state_dir: &std::path::Path, a: PruneArgs) -> Result<i32> {
     {
         return Ok(0);
     }
-    let mut ctl = Controller::open(state_dir)?;
+    let mut ctl = writer(state_dir, "mvnet network prune")?;
     let names = ctl.unused_networks(|n| {
         filters.matches(&crate::filter::Subject {
             id: &n.id,
@@ -897,12 +1015,12 @@ fn network_prune(state_dir: &std::path::Path, a: PruneArgs) -> Result<i32> {
         })
     });
     if !names.is_empty() {
-        println!("Deleted Networks:");
+        outln!("Deleted Networks:");
         for n in &names {
             ctl.remove_network(n)?;
-            println!("{n}");
+            outln!("{n}");
         }
-        println!();
+        outln!();
     }
     Ok(0)
 }

@@ -89,6 +89,20 @@ pub enum IpamError {
         /// Where addresses are handed out from: the ip-range, or the subnet.
         range: Subnet,
     },
+    /// No address left in any of a network's subnets of one family.
+    #[error("no free address left in any subnet of this network ({ranges}); remove a container, or use larger subnets or ip-ranges")]
+    AllExhausted {
+        /// Where addresses are handed out from, comma-separated.
+        ranges: String,
+    },
+    /// A requested (static) address outside every subnet of its family.
+    #[error("invalid address {addr}: not inside any subnet of this network ({subnets}); choose a {flag} within one of them", flag = ip_flag(*addr))]
+    OutsideAll {
+        /// The address requested.
+        addr: IpAddr,
+        /// The network's subnets of that family, comma-separated.
+        subnets: String,
+    },
     /// A MAC address no container may have.
     #[error("MAC {mac} is {reason}")]
     InvalidMac {
@@ -252,7 +266,12 @@ impl Subnet {
     /// Whether the network address is reserved (everything but IPv4 /31
     /// and /32, like Docker).
     fn reserves_network(&self) -> bool {
-        !(self.is_ipv4() && self.prefix >= 31)
+        !self.is_point_to_point()
+    }
+
+    /// An IPv4 /31 or /32: no network or broadcast address.
+    pub fn is_point_to_point(&self) -> bool {
+        self.is_ipv4() && self.prefix >= 31
     }
 
     fn first_bits(&self) -> u128 {
@@ -378,12 +397,18 @@ pub struct PoolConfig {
     /// Where dynamic addresses come from; the whole subnet if `None`.
     #[serde(default)]
     pub ip_range: Option<Subnet>,
-    /// The gateway; filled in by [`PoolConfig::validate`] if `None`.
+    /// The gateway; filled in by [`PoolConfig::validate`] if `None`, except
+    /// on internal /31 and /32 subnets, which have none.
     #[serde(default)]
     pub gateway: Option<IpAddr>,
     /// Addresses never handed out, by name (`--aux-address name=ip`).
     #[serde(default)]
     pub aux_addresses: BTreeMap<String, IpAddr>,
+    /// Whether [`PoolConfig::validate`] chose the gateway because none was
+    /// given. It is used all the same, but Docker 20.10's inspect leaves
+    /// such a gateway out of IPAM.Config.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit_gateway: bool,
 }
 
 impl PoolConfig {
@@ -395,6 +420,7 @@ impl PoolConfig {
             ip_range: None,
             gateway: None,
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         }
     }
 
@@ -403,6 +429,14 @@ impl PoolConfig {
     /// host address of the subnet (`x.x.x.1` on an IPv4 /24, `prefix::1` on
     /// IPv6), as Docker does.
     pub fn validate(&mut self) -> Result<(), IpamError> {
+        self.validate_for(false)
+    }
+
+    /// [`PoolConfig::validate`] for a network that is `internal` or not.
+    /// An internal IPv4 /31 or /32 without `--gateway` gets no gateway, so
+    /// that every address is usable, as current moby does (its
+    /// `TestPointToPoint`); Docker 20.10 refused such networks.
+    pub fn validate_for(&mut self, internal: bool) -> Result<(), IpamError> {
         let subnet = self.subnet;
         let v4 = subnet.is_ipv4();
         if let Some(range) = self.ip_range {
@@ -431,13 +465,19 @@ impl PoolConfig {
                 if let Some(reason) = host_problem(&subnet, gateway, "--gateway") {
                     return Err(IpamError::InvalidGateway { gateway, reason });
                 }
-                gateway
+                Some(gateway)
             }
-            None => subnet
-                .first_host()
-                .ok_or(IpamError::NoUsableAddress { subnet })?,
+            None if internal && subnet.is_point_to_point() => None,
+            None => Some(
+                subnet
+                    .first_host()
+                    .ok_or(IpamError::NoUsableAddress { subnet })?,
+            ),
         };
-        self.gateway = Some(gateway);
+        if self.gateway.is_none() {
+            self.implicit_gateway = gateway.is_some();
+        }
+        self.gateway = gateway;
         let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
         for (name, &addr) in &self.aux_addresses {
             let invalid = |reason: String| IpamError::InvalidAuxAddress {
@@ -448,7 +488,7 @@ impl PoolConfig {
             if let Some(reason) = host_problem(&subnet, addr, "--aux-address") {
                 return Err(invalid(reason));
             }
-            if addr == gateway {
+            if Some(addr) == gateway {
                 return Err(invalid(
                     "it is the gateway; choose another --aux-address or a different --gateway"
                         .to_string(),
@@ -483,8 +523,14 @@ pub struct Pool {
 
 impl Pool {
     /// A pool with nothing allocated; validates (and completes) `config`.
-    pub fn new(mut config: PoolConfig) -> Result<Pool, IpamError> {
-        config.validate()?;
+    pub fn new(config: PoolConfig) -> Result<Pool, IpamError> {
+        Pool::new_for(config, false)
+    }
+
+    /// [`Pool::new`] for a network that is `internal` or not (see
+    /// [`PoolConfig::validate_for`]).
+    pub fn new_for(mut config: PoolConfig, internal: bool) -> Result<Pool, IpamError> {
+        config.validate_for(internal)?;
         Ok(Pool {
             config,
             allocated: BTreeSet::new(),
@@ -599,6 +645,60 @@ impl Pool {
     }
 }
 
+/// Hands out an address of one family (`v4` or not) from a network's
+/// pools, as Docker's default IPAM does with several subnets: a requested
+/// address from the pool whose subnet holds it; otherwise the lowest free
+/// address of the first pool, in `--subnet` order, that has one. `None`
+/// when the network has no subnet of that family.
+pub fn allocate_in(
+    pools: &mut [Pool],
+    v4: bool,
+    requested: Option<IpAddr>,
+) -> Result<Option<IpAddr>, IpamError> {
+    let mut family: Vec<&mut Pool> = pools
+        .iter_mut()
+        .filter(|p| p.config.subnet.is_ipv4() == v4)
+        .collect();
+    let joined = |family: &[&mut Pool], f: &dyn Fn(&Pool) -> Subnet| {
+        family
+            .iter()
+            .map(|p| f(p).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (requested, family.len()) {
+        (_, 0) => Ok(None),
+        // One subnet: its own checks and messages.
+        (_, 1) => family[0].allocate(requested).map(Some),
+        (Some(ip), _) => match family.iter_mut().find(|p| p.config.subnet.contains(ip)) {
+            Some(pool) => pool.allocate(Some(ip)).map(Some),
+            None => Err(IpamError::OutsideAll {
+                addr: ip,
+                subnets: joined(&family, &|p| p.config.subnet),
+            }),
+        },
+        (None, _) => {
+            for pool in family.iter_mut() {
+                match pool.allocate(None) {
+                    Err(IpamError::Exhausted { .. }) => continue,
+                    other => return other.map(Some),
+                }
+            }
+            Err(IpamError::AllExhausted {
+                ranges: joined(&family, &|p| p.config.ip_range.unwrap_or(p.config.subnet)),
+            })
+        }
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The MAC Docker derives from an IPv4 address: `02:42` followed by the
 /// four address bytes (172.16.86.2 → 02:42:ac:10:56:02).
 pub fn mac_for_ipv4(ip: Ipv4Addr) -> Mac {
@@ -670,6 +770,7 @@ mod tests {
             ip_range: range.map(sn),
             gateway: gateway.map(ip),
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         })
         .unwrap()
     }
@@ -817,6 +918,18 @@ mod tests {
         let mut c = PoolConfig::new(sn("10.0.0.0/16"));
         c.validate().unwrap();
         assert_eq!(c.gateway, Some(ip("10.0.0.1")));
+        // Chosen, not given: marked so (inspect leaves it out, as Docker
+        // 20.10 does); given: not marked, also when it is the first host.
+        assert!(pool("172.16.86.0/24", None, None).config.implicit_gateway);
+        assert!(
+            !pool("172.16.86.0/24", None, Some("172.16.86.1"))
+                .config
+                .implicit_gateway
+        );
+        let mut c = PoolConfig::new(sn("10.0.0.0/24"));
+        c.validate().unwrap();
+        c.validate().unwrap();
+        assert!(c.implicit_gateway, "a second validate keeps the mark");
     }
 
     #[test]
@@ -982,6 +1095,7 @@ mod tests {
             ip_range: range.map(sn),
             gateway: gateway.map(ip),
             aux_addresses: BTreeMap::new(),
+            implicit_gateway: false,
         };
         assert_eq!(
             config_err(with("172.16.86.0/24", None, Some("10.0.0.1"))),
@@ -1126,5 +1240,136 @@ mod tests {
         assert!(!p.mark_allocated(ip("172.16.86.2")));
         assert!(p.is_allocated(ip("172.16.86.2")));
         assert_eq!(p.allocate(None).unwrap(), ip("172.16.86.3"));
+    }
+
+    /// moby's testMacvlanMultiSubnet: two IPv4 subnets, the gateway given
+    /// for the second only.
+    fn two_subnets() -> Vec<Pool> {
+        vec![
+            pool("172.28.100.0/24", None, None),
+            pool("172.28.102.0/24", None, Some("172.28.102.254")),
+        ]
+    }
+
+    #[test]
+    fn multi_subnet_static_in_either_subnet() {
+        let mut pools = two_subnets();
+        for a in ["172.28.100.20", "172.28.102.20"] {
+            assert_eq!(
+                allocate_in(&mut pools, true, Some(ip(a))).unwrap(),
+                Some(ip(a))
+            );
+        }
+        // Each address is held by its own subnet's pool only.
+        assert_eq!(
+            pools[0].allocated().collect::<Vec<_>>(),
+            [ip("172.28.100.20")]
+        );
+        assert_eq!(
+            pools[1].allocated().collect::<Vec<_>>(),
+            [ip("172.28.102.20")]
+        );
+        assert_eq!(
+            allocate_in(&mut pools, true, Some(ip("172.28.102.20"))).unwrap_err().to_string(),
+            "address 172.28.102.20 is already in use on this network; choose another --ip or leave it out to get a free one"
+        );
+        assert_eq!(
+            allocate_in(&mut pools, true, Some(ip("172.28.101.5")))
+                .unwrap_err()
+                .to_string(),
+            "invalid address 172.28.101.5: not inside any subnet of this network \
+             (172.28.100.0/24, 172.28.102.0/24); choose a --ip within one of them"
+        );
+        // A reserved address of the subnet that holds it keeps its message.
+        assert_eq!(
+            allocate_in(&mut pools, true, Some(ip("172.28.102.254")))
+                .unwrap_err()
+                .to_string(),
+            "invalid address 172.28.102.254: it is the gateway of subnet 172.28.102.0/24; \
+             choose another --ip or leave it out to get a free one"
+        );
+        // No pool of the other family: nothing to hand out, no error.
+        assert_eq!(allocate_in(&mut pools, false, None).unwrap(), None);
+    }
+
+    #[test]
+    fn multi_subnet_dynamic_takes_the_first_subnet_with_room() {
+        let mut pools = two_subnets();
+        assert_eq!(
+            allocate_in(&mut pools, true, None).unwrap(),
+            Some(ip("172.28.100.2"))
+        );
+        assert_eq!(pools[1].allocated().count(), 0);
+
+        // Two /30s: one host each besides the implicit gateways.
+        let mut pools = vec![
+            pool("10.61.0.0/30", None, None),
+            pool("10.61.0.4/30", None, None),
+        ];
+        assert_eq!(
+            allocate_in(&mut pools, true, None).unwrap(),
+            Some(ip("10.61.0.2"))
+        );
+        assert_eq!(pools[1].allocated().count(), 0, "only one address is taken");
+        assert_eq!(
+            allocate_in(&mut pools, true, None).unwrap(),
+            Some(ip("10.61.0.6"))
+        );
+        assert_eq!(
+            allocate_in(&mut pools, true, None).unwrap_err().to_string(),
+            "no free address left in any subnet of this network (10.61.0.0/30, 10.61.0.4/30); \
+             remove a container, or use larger subnets or ip-ranges"
+        );
+        // Released addresses are handed out again, first subnet first.
+        assert!(pools[0].release(ip("10.61.0.2")));
+        assert_eq!(
+            allocate_in(&mut pools, true, None).unwrap(),
+            Some(ip("10.61.0.2"))
+        );
+
+        // One subnet keeps its own message.
+        let mut one = vec![pool("10.61.0.0/30", None, None)];
+        allocate_in(&mut one, true, None).unwrap();
+        assert_eq!(
+            allocate_in(&mut one, true, None).unwrap_err().to_string(),
+            "no free address left in 10.61.0.0/30; use a larger --subnet or --ip-range"
+        );
+    }
+
+    #[test]
+    fn internal_point_to_point_has_no_gateway() {
+        let internal = |s: &str, gw: Option<&str>| {
+            Pool::new_for(
+                PoolConfig {
+                    gateway: gw.map(ip),
+                    ..PoolConfig::new(sn(s))
+                },
+                true,
+            )
+            .unwrap()
+        };
+        // /31: both addresses are usable (moby TestPointToPoint).
+        let mut p = internal("10.63.0.0/31", None);
+        assert_eq!(p.config.gateway, None);
+        assert_eq!(p.allocate(None).unwrap(), ip("10.63.0.0"));
+        assert_eq!(p.allocate(None).unwrap(), ip("10.63.0.1"));
+        assert!(matches!(p.allocate(None), Err(IpamError::Exhausted { .. })));
+        // /32: its one address.
+        let mut p = internal("10.64.0.7/32", None);
+        assert_eq!(p.config.gateway, None);
+        assert_eq!(p.allocate(None).unwrap(), ip("10.64.0.7"));
+        // A gateway given is still reserved.
+        let mut p = internal("10.63.0.0/31", Some("10.63.0.0"));
+        assert_eq!(p.allocate(None).unwrap(), ip("10.63.0.1"));
+        // Larger internal subnets keep the implicit gateway (Docker 20.10).
+        assert_eq!(
+            internal("10.62.0.0/24", None).config.gateway,
+            Some(ip("10.62.0.1"))
+        );
+        // Not internal: the /31 reserves a gateway, as before.
+        assert_eq!(
+            pool("10.63.0.0/31", None, None).config.gateway,
+            Some(ip("10.63.0.0"))
+        );
     }
 }

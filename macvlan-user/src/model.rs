@@ -18,24 +18,106 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     /// By container id.
     pub containers: BTreeMap<String, Container>,
-    /// Teardowns saved before they touched the kernel and not finished yet
-    /// (a failed save or a crash stopped them), by container id: the next
-    /// `container stop`/`rm` or `mvnet restore` finishes them.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub teardowns: BTreeMap<String, Teardown>,
+    /// Changes a writer recorded before touching the kernel and did not
+    /// finish (it was killed): the next writer or `mvnet restore` rolls
+    /// them back or finishes them. Empty between commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Intent>,
 }
 
-/// A teardown of a container's network, recorded in the state before it
-/// starts, so that a save that fails afterwards leaves an intent, not a lie.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Teardown {
-    /// `container stop`: every endpoint and the namespace.
-    Stop,
-    /// `container rm`: as `Stop`, then the container leaves the state.
-    Remove,
-    /// `network disconnect`: the endpoint on this network.
-    Disconnect { network_id: String },
+/// A change a writer is about to make, saved durably before its first
+/// kernel effect and cleared (in the same save as its result) after the
+/// last one. Each names everything the change creates, so that what a
+/// crash leaves can be found and removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Intent {
+    /// `run`: creates the namespace `container.netns` and its endpoints
+    /// (their addresses are reserved in the pools with this intent). Rolled
+    /// back: the container is not in the state until it is done.
+    Run { container: Container },
+    /// `start` of a stopped container: creates the namespace
+    /// `container.netns` and its endpoints (`container` as it is once
+    /// started; their addresses are reserved with this intent). Rolled
+    /// back: the state keeps the container stopped until it is done.
+    Start { container: Container },
+    /// `network connect`: creates `endpoint` (link `mvt<id>`, then its
+    /// ifname) in `netns`. Rolled back.
+    Connect {
+        container_id: String,
+        netns: PathBuf,
+        endpoint: Endpoint,
+    },
+    /// `network disconnect`. Finished.
+    Disconnect {
+        container_id: String,
+        network_id: String,
+    },
+    /// `container stop`. Finished.
+    Stop { container_id: String },
+    /// `container rm` (and the removal of a `--rm` container). Finished.
+    Remove { container_id: String },
+    /// `network create`: attaches the classifier to the network's root
+    /// (if none is) and creates the parent if `create_parent`. Rolled back.
+    CreateNetwork {
+        network: Network,
+        create_parent: bool,
+    },
+    /// `network rm`. Finished.
+    RemoveNetwork { network_id: String },
+}
+
+impl Intent {
+    /// What the interrupted command was, for messages.
+    pub fn describe(&self, state: &State) -> String {
+        let container = |id: &str| {
+            state
+                .containers
+                .get(id)
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| id[..12.min(id.len())].to_owned())
+        };
+        let network = |id: &str| {
+            state
+                .networks
+                .get(id)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| id[..12.min(id.len())].to_owned())
+        };
+        match self {
+            Intent::Run { container } => format!("run of container {}", container.name),
+            Intent::Start { container } => format!("start of container {}", container.name),
+            Intent::Connect {
+                container_id,
+                endpoint,
+                ..
+            } => format!(
+                "connect of container {} to network {}",
+                container(container_id),
+                network(&endpoint.network_id)
+            ),
+            Intent::Disconnect {
+                container_id,
+                network_id,
+            } => format!(
+                "disconnect of container {} from network {}",
+                container(container_id),
+                network(network_id)
+            ),
+            Intent::Stop { container_id } => {
+                format!("stop of container {}", container(container_id))
+            }
+            Intent::Remove { container_id } => {
+                format!("removal of container {}", container(container_id))
+            }
+            Intent::CreateNetwork { network, .. } => {
+                format!("creation of network {}", network.name)
+            }
+            Intent::RemoveNetwork { network_id } => {
+                format!("removal of network {}", network(network_id))
+            }
+        }
+    }
 }
 
 /// A network's macvlan mode (`-o macvlan_mode=`), as in
@@ -161,6 +243,15 @@ pub struct Network {
     /// `--label KEY=VALUE` at create.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Inode of the network namespace the parent lives in (where `mvnet`
+    /// ran at create): commands from another namespace would see other
+    /// links and other classifier pins.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
+    /// The parent's ifindex when last seen: tells a renamed parent (the
+    /// index under another name) from a gone or replaced one.
+    #[serde(default)]
+    pub parent_ifindex: Option<u32>,
 }
 
 /// The classifier's policy for a network.
@@ -210,6 +301,38 @@ impl Network {
         }
     }
 
+    /// The pool whose subnet holds `ip` (an endpoint's gateway and prefix
+    /// are its subnet's).
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.config.subnet.contains(ip))
+    }
+
+    /// Hands out an endpoint's addresses: IPv4 if the network has an IPv4
+    /// subnet, IPv6 if it has IPv6 on; each the requested one, or from the
+    /// first subnet of its family with a free address (see
+    /// [`crate::ipam::allocate_in`]). Nothing stays allocated on error.
+    pub fn allocate_addresses(
+        &mut self,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), crate::ipam::IpamError> {
+        let v4 = match crate::ipam::allocate_in(&mut self.pools, true, ip.map(IpAddr::V4))? {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        };
+        if !self.enable_ipv6 {
+            return Ok((v4, None));
+        }
+        match crate::ipam::allocate_in(&mut self.pools, false, ip6.map(IpAddr::V6)) {
+            Ok(Some(IpAddr::V6(a))) => Ok((v4, Some(a))),
+            Ok(_) => Ok((v4, None)),
+            Err(e) => {
+                self.release(v4.map(IpAddr::V4));
+                Err(e)
+            }
+        }
+    }
+
     pub fn pool_v4(&self) -> Option<&Pool> {
         self.pools.iter().find(|p| p.config.subnet.is_ipv4())
     }
@@ -249,6 +372,12 @@ pub struct Container {
     pub netns: PathBuf,
     /// Whether mvnet created the namespace (and so removes it).
     pub netns_owned: bool,
+    /// The namespace's inode when it was attached: a name under /run/netns
+    /// or a /proc/PID/ns/net path can come to mean another namespace (a
+    /// namespace made again under that name, a reused pid), which is then
+    /// not this container's.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
     /// Remove on stop.
     pub auto_remove: bool,
     pub command: Vec<String>,
@@ -280,6 +409,21 @@ pub struct IpamConfig {
 impl Container {
     pub fn short_id(&self) -> &str {
         &self.id[..12]
+    }
+
+    /// Whether the container's namespace is there: a namespace (not a
+    /// stale file) at its path, with the recorded inode.
+    pub fn netns_alive(&self) -> bool {
+        match crate::netns::inode(&self.netns) {
+            Some(ino) => self.netns_inode.is_none_or(|want| want == ino),
+            None => false,
+        }
+    }
+
+    /// Whether its path now holds a namespace that is not its own.
+    pub fn netns_replaced(&self) -> bool {
+        crate::netns::inode(&self.netns)
+            .is_some_and(|ino| self.netns_inode.is_some_and(|want| want != ino))
     }
 }
 

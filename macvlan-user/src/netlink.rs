@@ -8,7 +8,11 @@ use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkMessage},
+    packet_route::{
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
+        link::{LinkAttribute, LinkMessage},
+        route::RouteProtocol,
+    },
     LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
 use thiserror::Error;
@@ -82,6 +86,8 @@ pub struct Link {
     pub name: String,
     pub mac: Option<Mac>,
     pub up: bool,
+    /// IFLA_IFALIAS: `mvnet:<endpoint id>` on the links mvnet makes.
+    pub alias: Option<String>,
 }
 
 /// A netlink connection inside one namespace.
@@ -122,10 +128,12 @@ fn link_from_message(msg: &LinkMessage) -> Link {
             .header
             .flags
             .contains(rtnetlink::packet_route::link::LinkFlags::Up),
+        alias: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::Address(a) if a.len() == 6 => {
                 link.mac = Some(Mac::new([a[0], a[1], a[2], a[3], a[4], a[5]]))
             }
@@ -196,18 +204,41 @@ impl Netlink {
         mac: Option<Mac>,
         ns: &NetNs,
     ) -> Result<()> {
+        self.add_macvlan_at(name, parent, mode, mac, ns, None).await
+    }
+
+    /// As [`Self::add_macvlan_in`], with the new link's ifindex in `ns`
+    /// chosen by the caller (`None`: by the kernel). A taken ifindex is
+    /// refused with EEXIST or EBUSY.
+    pub async fn add_macvlan_at(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mac: Option<Mac>,
+        ns: &NetNs,
+        index: Option<u32>,
+    ) -> Result<()> {
         let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
             op: format!("open namespace {}", ns.path().display()),
             message: e.to_string(),
             errno: e.raw_os_error(),
         })?;
-        let mut builder = LinkMacVlan::new(name, parent, mode.into()).setns_by_fd(file.as_raw_fd());
+        // qlen 0, as Docker's driver creates its macvlans (the link has no
+        // queue either way: its qdisc is noqueue).
+        let mut builder = LinkMacVlan::new(name, parent, mode.into())
+            .setns_by_fd(file.as_raw_fd())
+            .txqueuelen(0);
         if let Some(mac) = mac {
             builder = builder.address(mac.octets().to_vec());
         }
+        let mut message = builder.build();
+        if let Some(index) = index {
+            message.header.index = index;
+        }
         self.handle
             .link()
-            .add(builder.build())
+            .add(message)
             .execute()
             .await
             .map_err(request_error(format!(
@@ -261,6 +292,23 @@ impl Netlink {
             .map_err(request_error(format!("rename link {index} to {name}")))
     }
 
+    /// Renames link `index` to `name` and sets its alias (IFLA_IFALIAS) to
+    /// `alias`, in one request. (The kernel ignores an alias given at
+    /// creation, so marks are set here.)
+    pub async fn rename_marked(&self, index: u32, name: &str, alias: &str) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index)
+            .name(name.to_owned())
+            .build();
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_owned()));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(request_error(format!("rename link {index} to {name}")))
+    }
+
     pub async fn set_up(&self, index: u32) -> Result<()> {
         self.handle
             .link()
@@ -302,11 +350,19 @@ impl Netlink {
             .map_err(request_error(format!("delete link {index}")))
     }
 
-    /// Adds `addr/prefix` to link `index`.
+    /// Adds `addr/prefix` to link `index`. IPv6 addresses are added with
+    /// `nodad`, as Docker does: assigned, not autoconfigured, and usable at
+    /// once instead of tentative for the 1-2 s of duplicate detection.
     pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, addr, prefix)
+        let mut request = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request
             .execute()
             .await
             .map_err(request_error(format!("add address {addr}/{prefix}")))
@@ -322,16 +378,19 @@ impl Netlink {
             .map_err(request_error(format!("create dummy link {name}")))
     }
 
-    /// Adds a default route via `gateway` on link `index`.
+    /// Adds a default route via `gateway` on link `index`, `proto boot` as
+    /// Docker's (rtnetlink's builder says static otherwise).
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
         let msg = match gateway {
             IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
                 .output_interface(index)
                 .gateway(gw)
+                .protocol(RouteProtocol::Boot)
                 .build(),
             IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
                 .output_interface(index)
                 .gateway(gw)
+                .protocol(RouteProtocol::Boot)
                 .build(),
         };
         self.handle

@@ -235,3 +235,148 @@ pub fn list() -> Vec<String> {
     names.sort();
     names
 }
+
+/// `ioctl(NS_GET_NSTYPE)` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
+
+/// Whether `path` is a network namespace (`/proc/PID/ns/net`, a bind mount
+/// under `/run/netns`): the kernel tells the type of an nsfs file; any
+/// other file fails the ioctl.
+pub fn is_network_namespace(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Ok(kind == libc::CLONE_NEWNET)
+}
+
+/// `statfs` magic of nsfs, the filesystem of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// The inode of the network namespace at `path` (a bind mount under
+/// [`NETNS_RUN_DIR`] or a `/proc/PID/ns/net` file); `None` unless `path`
+/// really is a namespace (a file left by an interrupted `ip netns add` or
+/// `delete` is not).
+pub fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    if !is_namespace(path) {
+        return None;
+    }
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Whether `path` is a namespace file (on nsfs).
+pub fn is_namespace(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid NUL-terminated path and an out-parameter of the right type.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut buf) };
+    rc == 0 && buf.f_type as i64 == NSFS_MAGIC
+}
+
+/// The inode of the calling thread's network namespace.
+pub fn current_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+}
+
+/// The named namespace `name` if it is not really one: a file left behind
+/// when `create` or `delete` was interrupted between the file and the
+/// mount. `None` if it is a namespace or does not exist.
+pub fn stale_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    (path.exists() && !is_namespace(&path)).then_some(path)
+}
+
+/// Every process whose network namespace has inode `ino`, except this one.
+pub fn pids_in(ino: u64) -> Vec<libc::pid_t> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = std::process::id() as libc::pid_t;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino))
+        .collect()
+}
+
+/// Ends every process in the namespace with inode `ino`: SIGTERM, then
+/// SIGKILL after `grace`; returns once none is left (or after `grace` plus
+/// five seconds, with the pids still there).
+pub fn kill_all(ino: u64, grace: std::time::Duration) -> Vec<libc::pid_t> {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut killed = false;
+    for pid in pids_in(ino) {
+        // SAFETY: plain signal syscall.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    loop {
+        let left = pids_in(ino);
+        for &pid in &left {
+            // Reap our own children (a foreground or detached command);
+            // harmless for others.
+            // SAFETY: plain syscall with a null status pointer.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+        let left: Vec<_> = left
+            .into_iter()
+            .filter(|&pid| {
+                // A zombie keeps its /proc entry but not its namespace.
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        !s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if left.is_empty() {
+            return left;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= grace + Duration::from_secs(5) {
+            return left;
+        }
+        if elapsed >= grace && !killed {
+            for &pid in &left {
+                // SAFETY: plain signal syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_files_are_told_from_plain_files() {
+        let own = Path::new("/proc/self/ns/net");
+        assert!(is_namespace(own));
+        assert_eq!(inode(own), Some(current_inode().unwrap()));
+        let dir = std::env::temp_dir().join(format!("mvnet-ns-test-{}", std::process::id()));
+        fs::write(&dir, b"").unwrap();
+        // What an interrupted `ip netns add` leaves: a file, no namespace.
+        assert!(!is_namespace(&dir));
+        assert_eq!(inode(&dir), None);
+        fs::remove_file(&dir).unwrap();
+        assert_eq!(inode(&dir), None);
+    }
+
+    #[test]
+    fn this_process_is_never_listed_in_its_own_namespace() {
+        let pids = pids_in(current_inode().unwrap());
+        assert!(!pids.contains(&(std::process::id() as libc::pid_t)));
+    }
+}

@@ -60,6 +60,27 @@ impl Session {
             .unwrap()
     }
 
+    /// Starts `mvnet ARGS` in the host namespace without waiting, output
+    /// piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let bin = mvnet_bin();
+        let state = self.state_dir.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.ns
+            .run(move || {
+                Command::new(bin)
+                    .arg("--state-dir")
+                    .arg(state)
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .unwrap()
+    }
+
     /// Runs `mvnet ARGS`, asserts success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -7,7 +7,9 @@
 //! (CONFIG flags, VLAN_POLICY) and for every counter it moves: the (hook,
 //! verdict) counter, its VLAN counter, the endpoint counter of a delivered
 //! frame, for a VLAN mismatch XDP passes the mismatch counter of the MAC's
-//! owner, and nothing else in any of the four counter maps. The expected
+//! owner, for a malformed frame XDP passes the malformed counter of the
+//! owner of its destination MAC, and nothing else in any of the five
+//! counter maps. The expected
 //! outcomes of the crafted frames are written out by hand; those of random
 //! frames come from [`reference`], a plain-Rust classifier that the crafted
 //! table checks first.
@@ -365,6 +367,11 @@ impl Rig {
                 a.tx.merge(&b.tx);
             }),
             mismatch: self.per_cpu_sum(map_names::ENDPOINT_MISMATCH, MAX_ENDPOINTS, Counter::merge),
+            malformed: self.per_cpu_sum(
+                map_names::ENDPOINT_MALFORMED,
+                MAX_ENDPOINTS,
+                Counter::merge,
+            ),
             vlans: self.per_cpu_sum(map_names::VLAN_STATS, VLAN_SLOTS, |a, b| {
                 let (a, b): (&mut VlanCounters, &VlanCounters) = (a, b);
                 a.rx_xdp.merge(&b.rx_xdp);
@@ -407,6 +414,8 @@ struct Counters {
     endpoints: Vec<EndpointCounters>,
     /// ENDPOINT_MISMATCH, by slot.
     mismatch: Vec<Counter>,
+    /// ENDPOINT_MALFORMED, by slot.
+    malformed: Vec<Counter>,
     vlans: Vec<VlanCounters>,
 }
 
@@ -416,6 +425,7 @@ impl Counters {
             verdicts: vec![Counter::default(); VERDICT_SLOTS as usize],
             endpoints: vec![EndpointCounters::default(); MAX_ENDPOINTS as usize],
             mismatch: vec![Counter::default(); MAX_ENDPOINTS as usize],
+            malformed: vec![Counter::default(); MAX_ENDPOINTS as usize],
             vlans: vec![VlanCounters::default(); VLAN_SLOTS as usize],
         }
     }
@@ -446,9 +456,13 @@ impl Counters {
                 _ => {}
             }
         }
-        // A VLAN mismatch XDP lets through counts for the MAC's owner.
+        // A VLAN mismatch or malformed frame XDP lets through counts for
+        // the MAC's owner.
         if let (Hook::XdpIngress, Some(owner), false) = (hook, outcome.owner, dropped) {
-            add(&mut self.mismatch[owner as usize]);
+            match outcome.verdict {
+                Verdict::Malformed => add(&mut self.malformed[owner as usize]),
+                _ => add(&mut self.mismatch[owner as usize]),
+            }
         }
     }
 
@@ -487,6 +501,11 @@ impl Counters {
                 out += &format!("  ENDPOINT_MISMATCH[{i}]: got {g:?}, want {w:?}\n");
             }
         }
+        for (i, (g, w)) in self.malformed.iter().zip(&want.malformed).enumerate() {
+            if g != w {
+                out += &format!("  ENDPOINT_MALFORMED[{i}]: got {g:?}, want {w:?}\n");
+            }
+        }
         for (i, (g, w)) in self.vlans.iter().zip(&want.vlans).enumerate() {
             if g != w {
                 out += &format!("  VLAN_STATS[{i}]: got {g:?}, want {w:?}\n");
@@ -516,7 +535,8 @@ struct Outcome {
     src_local: bool,
     /// For a VLAN mismatch: the VLAN of the endpoint that owns the MAC.
     home: Option<u16>,
-    /// For a VLAN mismatch: the slot of the endpoint that owns the MAC.
+    /// For a VLAN mismatch, and for a malformed frame to a unicast MAC: the
+    /// slot of the endpoint that owns the MAC.
     owner: Option<u32>,
 }
 
@@ -541,8 +561,18 @@ const MALFORMED: Outcome = Outcome {
 ///   else MAC an endpoint's on another VLAN → vlan_mismatch; else
 ///   unknown_mac.
 fn reference(frame: &[u8]) -> Outcome {
+    // A malformed frame still has an owner if its first 6 bytes are an
+    // endpoint's (unicast) MAC.
+    let malformed = Outcome {
+        owner: frame
+            .get(0..6)
+            .filter(|dst| dst[0] & 1 == 0)
+            .and_then(|dst| ENDPOINTS.iter().find(|e| e.mac == dst))
+            .map(|e| e.slot),
+        ..MALFORMED
+    };
     if frame.len() < ETH_HLEN {
-        return MALFORMED;
+        return malformed;
     }
     let be16 = |at: usize| {
         frame
@@ -557,12 +587,12 @@ fn reference(frame: &[u8]) -> Outcome {
             break;
         }
         let Some(tci) = be16(at) else {
-            return MALFORMED;
+            return malformed;
         };
         let service = if ethertype == ETH_P_8021AD { 0x1000 } else { 0 };
         vlan.get_or_insert((tci & 0x0fff) | service);
         let Some(next) = be16(at + 2) else {
-            return MALFORMED;
+            return malformed;
         };
         ethertype = next;
         at += 4;
@@ -753,6 +783,15 @@ fn crafted_cases() -> Vec<Case> {
     // Cut inside the inner tag.
     let qinq = frame(v10, src, &[q(10), q(30)]);
     cut("QinQ 10 + 30", &qinq, h + 4..h + 8, bad);
+    // Issue 13: `88a8 TCI 8100 TCI` (20 bytes) to an endpoint's MAC; under
+    // observe XDP passes it and counts it for that endpoint.
+    let s_qinq = frame(u, src, &[ad(10), q(20)]);
+    cut(
+        "802.1ad 10 + 802.1Q 20 to the untagged endpoint",
+        &s_qinq,
+        h + 4..h + 8,
+        bad,
+    );
     // A third tag cut short is payload: the frame is whole to the parser.
     let three = frame(v10, src, &[q(10), q(20), q(30)]);
     cut("three tags", &three, h + 8..h + 12, to(EP_VLAN10, 10));

@@ -5,11 +5,17 @@ mod common;
 
 mod classifier;
 mod control_plane;
+mod crash;
 mod datapath;
 mod datapath_cp;
+mod enforce;
+mod faults;
 mod lab;
 mod observability;
+mod refusals;
 mod scripting;
+mod source_checks;
+mod source_model;
 mod state_dir;
 mod top;
 mod traffic;

@@ -696,3 +696,179 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
     s.ok(&["container", "rm", &c]);
     s.ok(&["network", "rm", "op"]);
 }
+
+/// A raw HTTP/1.1 exchange on `c`: sends `req`, reads one response with a
+/// Content-Length body: (head, body).
+fn exchange(c: &mut TcpStream, req: &str) -> (String, Vec<u8>) {
+    c.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "closed inside the head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0; len];
+    c.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn serve_cuts_off_slow_and_idle_clients_gzips_and_counts_scrape_errors() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let host = lab.host().clone();
+    mvnet::netlink::run(Some(&host), |nl| async move {
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
+    })
+    .unwrap();
+    std::fs::create_dir_all(&s.state_dir).unwrap();
+    let log = s.state_dir.with_extension("serve.log");
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = Rm(log.clone());
+    let port = 9437;
+    // `:PORT` listens on loopback.
+    let mut serve = Command::new(mvnet_bin());
+    serve.arg("--state-dir").arg(&s.state_dir).args([
+        "serve",
+        "--no-events",
+        "--metrics-addr",
+        &format!(":{port}"),
+    ]);
+    let _serve = spawn_in(&host, serve, &log);
+    let start = Instant::now();
+    while http_get(&host, port, "/metrics", None).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mvnet serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains(&format!(
+            "mvnet serve: metrics at http://127.0.0.1:{port}/metrics"
+        )),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    let report = host
+        .run(move || {
+            let connect = || TcpStream::connect(("127.0.0.1", port)).unwrap();
+            // 100 idle clients and 20 slow-loris ones (a byte every 500 ms).
+            let idle: Vec<TcpStream> = (0..100).map(|_| connect()).collect();
+            let mut slow: Vec<TcpStream> = (0..20).map(|_| connect()).collect();
+            let opened = Instant::now();
+            let request =
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+            let mut scrapes = Vec::new();
+            let mut sent = 0;
+            // Seven seconds: past the 5 s header deadline.
+            while opened.elapsed() < Duration::from_secs(7) {
+                for c in &mut slow {
+                    let _ = c.write_all(&request[sent % request.len()..][..1]);
+                }
+                sent += 1;
+                let t = Instant::now();
+                let mut c = connect();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let (head, _) = exchange(
+                    &mut c,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                );
+                assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+                scrapes.push(t.elapsed());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // Every slow and idle client was cut off by now: the server
+            // closed them (EOF or a reset) without answering a request.
+            let mut closed = 0;
+            for mut c in slow.into_iter().chain(idle) {
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut got = Vec::new();
+                match c.read_to_end(&mut got) {
+                    Ok(_) => closed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+                    Err(_) => {}
+                }
+                assert!(
+                    !got.starts_with(b"HTTP/1.1 200"),
+                    "a slow client was answered"
+                );
+            }
+            (scrapes, closed)
+        })
+        .unwrap();
+    let (scrapes, closed) = report;
+    assert_eq!(closed, 120, "slow and idle clients still open");
+    let worst = scrapes.iter().max().unwrap();
+    assert!(
+        scrapes.len() >= 10 && *worst < Duration::from_secs(1),
+        "{} scrapes, the slowest {worst:?}",
+        scrapes.len()
+    );
+
+    // Keep-alive: two scrapes on one connection, the second gzipped.
+    let (plain, zipped) = host
+        .run(move || {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let plain = exchange(&mut c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let zipped = exchange(
+                &mut c,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+            );
+            (plain, zipped)
+        })
+        .unwrap();
+    assert!(
+        !plain.0.to_ascii_lowercase().contains("content-encoding"),
+        "{}",
+        plain.0
+    );
+    assert!(
+        zipped
+            .0
+            .to_ascii_lowercase()
+            .contains("\r\ncontent-encoding: gzip\r\n"),
+        "{}",
+        zipped.0
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped.1[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(zipped.1.len() < text.len());
+    let version = env!("CARGO_PKG_VERSION");
+    for body in [&String::from_utf8(plain.1).unwrap(), &text] {
+        assert!(
+            body.contains(&format!("\nmvnet_build_info{{version=\"{version}\"}} 1\n")),
+            "{body}"
+        );
+        assert!(body.contains("\nmvnet_scrape_errors_total 0\n"), "{body}");
+    }
+
+    // A state file that does not parse fails the scrape (500), counted.
+    std::fs::write(s.state_dir.join("state.json"), b"{not json").unwrap();
+    let (status, body) = http_get(&host, port, "/metrics", None).unwrap();
+    assert_eq!(status, 500, "{body}");
+    std::fs::remove_file(s.state_dir.join("state.json")).unwrap();
+    let (status, body) = http_get(&host, port, "/metrics", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nmvnet_scrape_errors_total 1\n"), "{body}");
+}

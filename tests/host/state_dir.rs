@@ -475,6 +475,9 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         "writing {}/state.json.tmp: No space left on device (os error 28); free space on that filesystem and retry\n",
         dir.display()
     );
+    // Every writer saves its intent before it touches the kernel: on a
+    // full disk that first save fails, and nothing was changed.
+    let nothing = format!("mvnet: error: {}; nothing was changed\n", enospc.trim_end());
 
     // run: the error, and no namespace, link, temp file or log left.
     let e = fails(
@@ -492,10 +495,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
             "60",
         ],
     );
-    assert_eq!(
-        e,
-        format!("mvnet: error: saving container {b}; it was removed again (namespace, endpoint and process): {enospc}")
-    );
+    assert_eq!(e, nothing);
     assert!(!mvnet::netns::list().contains(&b));
     assert_eq!(names(&dir), files);
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
@@ -513,7 +513,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
             "sd2",
         ],
     );
-    assert_eq!(e, format!("mvnet: error: {enospc}"));
+    assert_eq!(e, nothing);
     assert_eq!(names(&dir), files);
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
 
@@ -525,12 +525,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         &dir,
         &["network", "connect", "--netns", &ext_path, "sd", &b],
     );
-    assert_eq!(
-        e,
-        format!(
-            "mvnet: error: saving the connection of {b} to network sd; it was undone: {enospc}"
-        )
-    );
+    assert_eq!(e, nothing);
     let ext_links = netlink::run(Some(&ext), |nl| async move { nl.links().await }).unwrap();
     assert_eq!(
         ext_links
@@ -548,11 +543,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         &["container", "rm", "-f", &a],
         &["network", "disconnect", "sd", &a],
     ] {
-        assert_eq!(
-            fails(host, &dir, args),
-            format!("mvnet: error: recording the teardown of container {a} before it starts; nothing was changed: {enospc}"),
-            "{args:?}"
-        );
+        assert_eq!(fails(host, &dir, args), nothing, "{args:?}");
         assert!(mvnet::netns::list().contains(&a), "{args:?}");
         assert_eq!(links_in(&a), ["eth0", "lo"], "{args:?}");
         assert_eq!(names(&dir), files, "{args:?}");
@@ -694,57 +685,61 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
         "renaming over {}/state.json: No space left on device (os error 28); free space on that filesystem and retry\n",
         dir.display()
     );
-    let teardowns = || -> serde_json::Value {
+    let done_in_kernel = |what: &str| {
+        format!("mvnet: error: the {what} is done in the kernel, but saving the state failed, so the state still records it as under way; once that is fixed, the next mvnet command that changes state, or `mvnet restore`, finishes it: {enospc}")
+    };
+    let pending = || -> serde_json::Value {
         let state: serde_json::Value = serde_json::from_str(&s.state()).unwrap();
-        state["teardowns"].clone()
+        state["pending"].clone()
     };
 
-    // stop: the first save (the record) works, the last one fails.
+    // stop: the first save (the intent) works, the last one fails.
     let a = s.name("intent-a");
     let id = s.container("sd", &a, &[]).trim().to_owned();
     let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "stop", &a]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("mvnet: error: the stop of container {a} is done in the kernel, but saving the state failed, so it still records the stop as under way; once the disk has space, `mvnet container stop {a}` or `mvnet restore` finishes it: {enospc}")
+        done_in_kernel(&format!("stop of container {a}"))
     );
     assert!(
         !mvnet::netns::list().contains(&a),
         "the kernel side is done"
     );
-    assert_eq!(teardowns(), serde_json::json!({ id.clone(): "stop" }));
+    assert_eq!(
+        pending(),
+        serde_json::json!([{ "op": "stop", "container_id": id.clone() }])
+    );
     assert!(!dir.join("state.json.tmp").exists());
     let restored = s.ok(&["restore"]);
     assert!(
         restored
             .lines()
-            .any(|l| l == format!("finished the stop of container {a}")),
+            .any(|l| l == format!("finished the interrupted stop of container {a}")),
         "{restored}"
     );
-    assert_eq!(teardowns(), serde_json::Value::Null);
+    assert_eq!(pending(), serde_json::Value::Null);
     // The address went back to the pool: a new container gets it.
     let b = s.name("intent-b");
     s.container("sd", &b, &["--ip", "10.97.7.2"]);
 
-    // rm: recorded as a removal; `container rm` again finishes it.
+    // rm: recorded as a removal; the next writer finishes it.
     let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "rm", "-f", &b]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
-            "mvnet: error: the removal of container {b} is done in the kernel"
-        )),
-        "{out:?}"
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        done_in_kernel(&format!("removal of container {b}"))
     );
     assert!(!mvnet::netns::list().contains(&b));
-    s.ok(&["container", "rm", &b]);
-    assert!(!s.state().contains(&b));
-    assert_eq!(teardowns(), serde_json::Value::Null);
-
-    // disconnect: recorded per network; disconnecting again finishes it.
+    assert!(s.state().contains(&b), "still recorded: {}", s.state());
     let c = s.name("intent-c");
     let cid = s.container("sd", &c, &[]).trim().to_owned();
+    assert!(!s.state().contains(&b), "finished by the next writer");
+    assert_eq!(pending(), serde_json::Value::Null);
+
+    // disconnect: recorded; the next writer finishes it.
     let out = mvnet_enospc_at_rename(host, &dir, 2, &["network", "disconnect", "sd", &c]);
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with(&format!(
-            "mvnet: error: the disconnect of container {c} is done in the kernel"
+            "mvnet: error: the disconnect of container {c} from network sd is done in the kernel"
         )),
         "{out:?}"
     );
@@ -753,14 +748,23 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
         "{:?}",
         links_in(&c)
     );
-    let net_id = s.ok(&["network", "inspect", "sd"]);
-    let net_id: serde_json::Value = serde_json::from_str(&net_id).unwrap();
+    let net = s.ok(&["network", "inspect", "sd"]);
+    let net: serde_json::Value = serde_json::from_str(&net).unwrap();
     assert_eq!(
-        teardowns(),
-        serde_json::json!({ cid: { "disconnect": { "network_id": net_id[0]["Id"] } } })
+        pending(),
+        serde_json::json!([{ "op": "disconnect", "container_id": cid, "network_id": net[0]["Id"] }])
     );
-    s.ok(&["network", "disconnect", "sd", &c]);
-    assert_eq!(teardowns(), serde_json::Value::Null);
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).lines().next(),
+        Some(
+            format!("would finish the interrupted disconnect of container {c} from network sd")
+                .as_str()
+        )
+    );
+    s.ok(&["restore"]);
+    assert_eq!(pending(), serde_json::Value::Null);
     s.ok(&["container", "rm", "-f", &c]);
     s.ok(&["network", "rm", "sd"]);
 }

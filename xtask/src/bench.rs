@@ -47,7 +47,8 @@ pub const BENCHES: &[Bench] = &[
         name: "observability",
         target: "observability",
         about: "with 4096 endpoints: one full read of every counter, one /metrics scrape \
-                of mvnet serve, and the exporter's RSS",
+                of mvnet serve, the exporter's RSS, and scrapes while 500 idle and 50 \
+                slow-loris clients hold connections",
     },
 ];
 

@@ -3,8 +3,11 @@
 //! * tmux, the pseudo-terminal in which they drive `mvnet top` (Debian
 //!   package `tmux`);
 //! * Debian's `prometheus` (the `prometheus` server and `promtool`, which the
-//!   observability tests run against `mvnet serve`) and `bpftool` (which
-//!   dumps the pinned maps).
+//!   observability tests run against `mvnet serve`), `bpftool` (which
+//!   dumps the pinned maps) and `strace` (whose fault injection kills
+//!   commands at every syscall in the crash suite);
+//! * Debian's `docker.io` (20.10) and `busybox-static`, for the parity suite
+//!   (tests/parity), which compares mvnet with Docker's macvlan driver.
 
 use std::path::Path;
 
@@ -54,6 +57,12 @@ pub fn ensure_tmux() -> Result<()> {
 pub const PACKAGES: &[(&str, &[&str])] = &[
     ("prometheus", &["/usr/bin/prometheus", "/usr/bin/promtool"]),
     ("bpftool", &["/usr/sbin/bpftool"]),
+    ("strace", &["/usr/bin/strace"]),
+    // The parity suite (tests/parity) starts its own dockerd in a lab
+    // namespace (apt's policy here does not start the system service) and
+    // imports a busybox image from a tarball.
+    ("docker.io", &["/usr/sbin/dockerd", "/usr/bin/docker"]),
+    ("busybox-static", &["/bin/busybox"]),
 ];
 
 fn missing_packages() -> Vec<&'static str> {
@@ -79,11 +88,11 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let what = format!(
-        "the host tests run promtool, prometheus and bpftool; missing packages: {}",
+        "the host tests run promtool, prometheus, bpftool and strace, the parity suite dockerd and busybox; missing packages: {}",
         missing.join(" ")
     );
     if util::os_id().as_deref() != Some("debian") {
-        bail!("{what}\nfix: install your distribution's prometheus and bpftool packages");
+        bail!("{what}\nfix: install your distribution's prometheus, bpftool, strace, docker (20.10) and busybox-static packages");
     }
     if !util::is_root() {
         bail!(

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: unit tests, host integration tests, VM tests, in that
-//! order, stopping at the first failure. After each part, `mvnet lab clean`
+//! `cargo xtask test`: unit tests, host integration tests, the parity
+//! suite against Docker, VM tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
 //! runs and no `mvl-*` network namespace may be left.
 
 use std::ffi::OsStr;
@@ -26,6 +26,7 @@ pub struct Opts {
 enum Part {
     Unit,
     Host,
+    Parity,
     Vm,
 }
 
@@ -34,6 +35,7 @@ impl Part {
         match self {
             Part::Unit => "unit tests",
             Part::Host => "host integration tests",
+            Part::Parity => "parity with Docker",
             Part::Vm => "VM tests",
         }
     }
@@ -61,7 +63,7 @@ pub fn test(opts: Opts) -> Result<i32> {
     }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {
-        Part::Unit | Part::Host => !opts.vm_only,
+        Part::Unit | Part::Host | Part::Parity => !opts.vm_only,
         Part::Vm => !opts.host_only,
     };
     // mvnet is needed for `lab clean` and by the tests (MVNET_BIN).
@@ -70,7 +72,7 @@ pub fn test(opts: Opts) -> Result<i32> {
 
     let mut results: Vec<(Part, Outcome)> = Vec::new();
     let mut failed = false;
-    for part in [Part::Unit, Part::Host, Part::Vm] {
+    for part in [Part::Unit, Part::Host, Part::Parity, Part::Vm] {
         let outcome = if !selected(part) {
             Outcome::Skipped(if opts.vm_only {
                 "--vm-only"
@@ -134,6 +136,14 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
         Part::Host => {
             let mut cmd = env.cargo();
             cmd.args(["test", "--package", "macvlan-tests", "--test", "host"])
+                .env("MVNET_BIN", mvnet);
+            util::run(with_test_args(&mut cmd, args))
+        }
+        Part::Parity => {
+            // tests/parity: the differential suite against Debian's Docker
+            // engine, started by the suite in a lab namespace.
+            let mut cmd = env.cargo();
+            cmd.args(["test", "--package", "macvlan-tests", "--test", "parity"])
                 .env("MVNET_BIN", mvnet);
             util::run(with_test_args(&mut cmd, args))
         }

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{endpoint, Controller};
 use crate::{
     ipam,
-    model::{self, Container, Endpoint, Mac, Network, Teardown},
+    model::{self, Container, Endpoint, Intent, Mac, Network},
     netns::{self, NetNs},
 };
 
@@ -54,6 +54,20 @@ pub(super) fn requested_ipam(
     [(net_id.to_owned(), cfg)].into()
 }
 
+/// Refuses the parent's own MAC for an endpoint: the kernel rejects a
+/// macvlan with its lower device's address (EADDRINUSE).
+fn refuse_parent_mac(parent: &str, mac: Mac) -> Result<()> {
+    let name = parent.to_owned();
+    let link = crate::netlink::run(None, |nl| async move { nl.link(&name).await })?;
+    if link.and_then(|l| l.mac) == Some(mac) {
+        bail!(
+            "MAC address {mac} is the address of the parent {parent}; an endpoint needs its own: \
+             pick another --mac-address, or leave it out to get one"
+        );
+    }
+    Ok(())
+}
+
 /// How a `run` ended.
 pub enum RunOutcome {
     /// The container is up (detached, or no command).
@@ -77,42 +91,20 @@ impl Controller {
         if req.ip.is_some() && !net.pools.iter().any(|p| p.config.subnet.is_ipv4()) {
             bail!("--ip given, but network {} has no IPv4 subnet", net.name);
         }
-        let mut ipv4 = None;
-        let mut ipv6 = None;
-        let mut result = Ok(());
-        for pool in net.pools.iter_mut() {
-            if pool.config.subnet.is_ipv4() {
-                match pool.allocate(req.ip.map(IpAddr::V4)) {
-                    Ok(IpAddr::V4(a)) => ipv4 = Some(a),
-                    Ok(_) => unreachable!("v4 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            } else if net.enable_ipv6 {
-                match pool.allocate(req.ip6.map(IpAddr::V6)) {
-                    Ok(IpAddr::V6(a)) => ipv6 = Some(a),
-                    Ok(_) => unreachable!("v6 pool"),
-                    Err(e) => {
-                        result = Err(anyhow!("{e}"));
-                        break;
-                    }
-                }
-            }
-        }
+        let (ipv4, ipv6) = net
+            .allocate_addresses(req.ip, req.ip6)
+            .map_err(|e| anyhow!("{e}"))?;
         let release = |net: &mut Network| {
             net.release(ipv4.map(IpAddr::V4).into_iter().chain(ipv6.map(IpAddr::V6)))
         };
-        if let Err(e) = result {
-            release(net);
-            return Err(e);
-        }
         let mac = match req.mac {
             Some(mac) => {
-                if let Err(e) = ipam::validate_mac(mac) {
+                let checked = ipam::validate_mac(mac)
+                    .map_err(|e| anyhow!("{e}"))
+                    .and_then(|()| refuse_parent_mac(&net.parent, mac));
+                if let Err(e) = checked {
                     release(net);
-                    bail!("{e}");
+                    return Err(e);
                 }
                 mac
             }
@@ -160,7 +152,8 @@ impl Controller {
         }
     }
 
-    /// `mvnet run`. On any error nothing is left behind.
+    /// `mvnet run`. On any error (or a crash) nothing is left behind: the
+    /// run is recorded as an intent first (see [`super::intent`]).
     pub fn run(&mut self, spec: RunSpec) -> Result<RunOutcome> {
         let net_id = self.network(&spec.network)?.id.clone();
         let id = model::new_id();
@@ -176,30 +169,13 @@ impl Controller {
             bail!("a network namespace named {name} already exists; pick another --name or remove it with `ip netns delete {name}`");
         }
         let ep = self.allocate_endpoint(&net_id, &spec.addresses, "eth0")?;
-        let built = (|| -> Result<NetNs> {
-            let net = &self.state.networks[&net_id];
-            // Into the classifier's table before the link goes up.
-            self.datapath_add(net, &ep)?;
-            let ns = netns::create(&name)?;
-            if let Err(e) = endpoint::plumb(net, &ep, &ns) {
-                let _ = netns::delete(&name);
-                return Err(e);
-            }
-            Ok(ns)
-        })();
-        let ns = match built {
-            Ok(ns) => ns,
-            Err(e) => {
-                self.release_endpoint(&ep);
-                return Err(e);
-            }
-        };
-        let mut container = Container {
+        let container = Container {
             id: id.clone(),
             name: name.clone(),
             created: model::now_rfc3339(),
-            netns: ns.path().to_owned(),
+            netns: std::path::Path::new(netns::NETNS_RUN_DIR).join(&name),
             netns_owned: true,
+            netns_inode: None,
             auto_remove: spec.auto_remove,
             command: spec.command.clone(),
             pid: None,
@@ -209,55 +185,39 @@ impl Controller {
             ipam_config: requested_ipam(&net_id, &spec.addresses),
             stopped_endpoints: Default::default(),
         };
-        let mut foreground = None;
-        if !spec.command.is_empty() {
-            let log = match spec.detach {
-                true => self.state_files().create_log(&log_name(&id)).map(Some),
-                false => Ok(None),
-            };
-            match log
-                .map_err(anyhow::Error::from)
-                .and_then(|log| spawn_in(&ns, &spec.command, log))
-            {
-                Ok(child) => {
-                    container.pid = Some(child.id());
-                    if !spec.detach {
-                        foreground = Some(child);
-                    }
-                }
-                Err(e) => {
-                    let _ = self.state_files().remove(&log_name(&id));
-                    let _ = netns::delete(&name);
-                    self.release_endpoint(&ep);
-                    return Err(e);
-                }
-            }
-        }
-        let pid = container.pid;
-        self.state.containers.insert(id.clone(), container);
-        if let Err(e) = self.save() {
-            self.state.containers.remove(&id);
-            if let Some(pid) = pid {
-                kill_gracefully(pid, Duration::from_secs(10));
-            }
-            let _ = self.state_files().remove(&log_name(&id));
-            let _ = netns::delete(&name);
+        if let Err(e) = self.begin(Intent::Run {
+            container: container.clone(),
+        }) {
             self.release_endpoint(&ep);
-            return Err(e.context(format!(
-                "saving container {name}; it was removed again (namespace, endpoint and process)"
-            )));
+            return Err(e);
         }
+        let foreground = match self.run_apply(container, &spec) {
+            Ok(child) => child,
+            Err(e) => return Err(self.fail(e)),
+        };
         match foreground {
             None => Ok(RunOutcome::Started(id)),
             Some(mut child) => {
+                // Other commands (a second `run`, `stop` of this very
+                // container) go on while the command runs.
+                self.unlock();
                 let status = child
                     .wait()
                     .context("waiting for the container's command")?;
-                let code = status.code().unwrap_or(128 + 9);
-                if let Some(c) = self.state.containers.get_mut(&id) {
-                    c.running = false;
-                    c.pid = None;
-                }
+                let code = exit_code(status);
+                self.relock()?;
+                // Stopped or removed meanwhile by another command: its
+                // state is theirs.
+                let Some(c) = self
+                    .state
+                    .containers
+                    .get_mut(&id)
+                    .filter(|c| c.pid == Some(child.id()))
+                else {
+                    return Ok(RunOutcome::Exited(code));
+                };
+                c.running = false;
+                c.pid = None;
                 self.save()?;
                 if spec.auto_remove {
                     self.remove_container(&id, true)?;
@@ -267,34 +227,60 @@ impl Controller {
         }
     }
 
-    /// `mvnet container stop`: ends the process, tears the network down and
-    /// releases the addresses; with `--rm` at run, removes the container.
-    pub fn stop(&mut self, key: &str) -> Result<String> {
-        let c = self.container(key)?.clone();
-        self.record_teardown(&c, Teardown::Stop)?;
-        self.finish_stop(&c)?;
-        self.save_after_teardown(&c, "stop", &format!("mvnet container stop {}", c.name))?;
-        Ok(c.name)
-    }
-
-    /// Saves the state once a teardown is done in the kernel; when that
-    /// fails, the state on disk still records the teardown as under way.
-    fn save_after_teardown(&self, c: &Container, what: &str, retry: &str) -> Result<()> {
-        self.save().with_context(|| {
-            format!(
-                "the {what} of container {} is done in the kernel, but saving the state failed, so it still records the {what} as under way; once the disk has space, `{retry}` or `mvnet restore` finishes it",
-                c.name
-            )
-        })
-    }
-
-    /// Ends the process and tears the network down, then updates the state
-    /// (not saved): stopped, or gone with `--rm` (its log too).
-    pub(super) fn finish_stop(&mut self, c: &Container) -> Result<()> {
-        if let Some(pid) = c.pid {
-            kill_gracefully(pid, Duration::from_secs(10));
+    /// The kernel side of `run`, after its intent; returns the foreground
+    /// command.
+    fn run_apply(
+        &mut self,
+        mut container: Container,
+        spec: &RunSpec,
+    ) -> Result<Option<std::process::Child>> {
+        let (net_id, ep) = container
+            .endpoints
+            .iter()
+            .next()
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .expect("one endpoint");
+        let net = &self.state.networks[&net_id];
+        // Into the classifier's table before the link goes up.
+        self.datapath_add(net, &ep)?;
+        let ns = netns::create(&container.name)?;
+        container.netns_inode = netns::inode(ns.path());
+        endpoint::loopback_up(&ns, net.enable_ipv6)?;
+        endpoint::plumb(net, &ep, &ns)?;
+        let mut foreground = None;
+        if !spec.command.is_empty() {
+            let log = match spec.detach {
+                true => Some(self.state_files()?.create_log(&log_name(&container.id))?),
+                false => None,
+            };
+            let child = spawn_in(&ns, &spec.command, log)?;
+            container.pid = Some(child.id());
+            if !spec.detach {
+                foreground = Some(child);
+            }
         }
-        self.teardown_network(c)?;
+        self.state
+            .containers
+            .insert(container.id.clone(), container);
+        self.commit()?;
+        Ok(foreground)
+    }
+
+    /// `mvnet container stop`: ends every process in the container's
+    /// namespace, tears the network down and releases the addresses; with
+    /// `--rm` at run, removes the container.
+    pub fn stop(&mut self, key: &str) -> Result<String> {
+        let id = self.container(key)?.id.clone();
+        self.begin(Intent::Stop {
+            container_id: id.clone(),
+        })?;
+        self.stop_apply(&id).map_err(|e| self.fail(e))
+    }
+
+    pub(super) fn stop_apply(&mut self, id: &str) -> Result<String> {
+        let c = self.state.containers[id].clone();
+        self.end_processes(&c)?;
+        self.teardown_network(&c)?;
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
         stored.pid = None;
@@ -302,56 +288,65 @@ impl Controller {
         if !stored.endpoints.is_empty() {
             stored.stopped_endpoints = std::mem::take(&mut stored.endpoints);
         }
-        self.state.teardowns.remove(&c.id);
         if c.auto_remove {
             self.state.containers.remove(&c.id);
+        }
+        self.commit()?;
+        if c.auto_remove {
             self.remove_log(&c.id);
         }
-        Ok(())
-    }
-
-    /// Saves that `teardown` of `c` is about to start, before it touches
-    /// the kernel: when that save fails (a full disk), nothing was changed,
-    /// and when a later one fails, the state says what was under way.
-    fn record_teardown(&mut self, c: &Container, teardown: Teardown) -> Result<()> {
-        let in_kernel = c.running || c.pid.is_some() || !c.endpoints.is_empty();
-        if !in_kernel || self.state.teardowns.get(&c.id) == Some(&teardown) {
-            return Ok(());
-        }
-        let previous = self.state.teardowns.insert(c.id.clone(), teardown);
-        if let Err(e) = self.save() {
-            match previous {
-                Some(p) => self.state.teardowns.insert(c.id.clone(), p),
-                None => self.state.teardowns.remove(&c.id),
-            };
-            return Err(e.context(format!(
-                "recording the teardown of container {} before it starts; nothing was changed",
-                c.name
-            )));
-        }
-        Ok(())
+        Ok(c.name)
     }
 
     /// Removes a container's log file; a failure is reported, not fatal
     /// (the container is gone from the state by then).
-    fn remove_log(&self, id: &str) {
-        if let Err(e) = self.state_files().remove(&log_name(id)) {
-            eprintln!("mvnet: warning: {e}");
+    pub(super) fn remove_log(&self, id: &str) {
+        let removed = self
+            .state_files()
+            .and_then(|dir| Ok(dir.remove(&log_name(id))?));
+        if let Err(e) = removed {
+            eprintln!("mvnet: warning: {e:#}");
         }
+    }
+
+    /// Ends the container's processes: in a namespace of ours, every
+    /// process in it (found by the namespace's inode, not only the recorded
+    /// pid: a shell's children are in it too); in one given with --netns,
+    /// only the recorded pid (the namespace belongs to someone else).
+    fn end_processes(&self, c: &Container) -> Result<()> {
+        if c.netns_owned && c.netns_alive() {
+            if let Some(ino) = netns::inode(&c.netns) {
+                let left = netns::kill_all(ino, Duration::from_secs(10));
+                if !left.is_empty() {
+                    bail!(
+                        "processes {left:?} in container {} do not end even with SIGKILL; \
+                         try again once they are gone",
+                        c.name
+                    );
+                }
+            }
+        }
+        if let Some(pid) = c.pid {
+            kill_gracefully(pid, Duration::from_secs(10));
+        }
+        Ok(())
     }
 
     fn teardown_network(&mut self, c: &Container) -> Result<()> {
         let ns = NetNs::from_path(&c.netns);
         if c.netns_owned {
             if let Some(name) = ns.name() {
-                if c.netns.exists() {
+                // Also a file left by an interrupted create or delete,
+                // which is no namespace any more; but not a namespace made
+                // again under that name, which is not ours.
+                if c.netns.exists() && !c.netns_replaced() {
                     // The kernel destroys the namespace's links in the
                     // background; `endpoint::plumb` waits for a MAC still
                     // taken by one of them.
                     netns::delete(name)?;
                 }
             }
-        } else if c.netns.exists() {
+        } else if c.netns_alive() {
             for ep in c.endpoints.values() {
                 endpoint::unplumb_detached(ep, &ns)?;
             }
@@ -366,31 +361,23 @@ impl Controller {
     /// `force`).
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?.clone();
-        // A stop or rm whose last save failed is finished here.
-        let stopping = matches!(
-            self.state.teardowns.get(&c.id),
-            Some(Teardown::Stop | Teardown::Remove)
-        );
-        if c.running && !force && !stopping {
+        if c.running && !force {
             bail!("container {} is running; stop it first with `mvnet container stop {}` or use --force", c.name, c.name);
         }
-        self.record_teardown(&c, Teardown::Remove)?;
-        self.finish_remove(&c)?;
-        self.save_after_teardown(&c, "removal", &format!("mvnet container rm {}", c.name))?;
-        self.remove_log(&c.id);
-        Ok(c.name)
+        self.begin(Intent::Remove {
+            container_id: c.id.clone(),
+        })?;
+        self.remove_apply(&c.id).map_err(|e| self.fail(e))
     }
 
-    /// Ends the process, tears the network down and takes the container out
-    /// of the state (not saved).
-    pub(super) fn finish_remove(&mut self, c: &Container) -> Result<()> {
-        if let Some(pid) = c.pid {
-            kill_gracefully(pid, Duration::from_secs(10));
-        }
-        self.teardown_network(c)?;
+    pub(super) fn remove_apply(&mut self, id: &str) -> Result<String> {
+        let c = self.state.containers[id].clone();
+        self.end_processes(&c)?;
+        self.teardown_network(&c)?;
         self.state.containers.remove(&c.id);
-        self.state.teardowns.remove(&c.id);
-        Ok(())
+        self.commit()?;
+        self.remove_log(&c.id);
+        Ok(c.name)
     }
 
     /// `mvnet network connect`: attaches a container (ours, or an existing
@@ -409,6 +396,9 @@ impl Controller {
                 if !path.exists() {
                     bail!("network namespace {} not found; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
                 }
+                if !netns::is_network_namespace(&path).unwrap_or(false) {
+                    bail!("{} is not a network namespace; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
+                }
                 if let Some(c) = self.state.containers.values().find(|c| c.netns == path) {
                     (c.id.clone(), None)
                 } else {
@@ -424,6 +414,7 @@ impl Controller {
                         id: id.clone(),
                         name,
                         created: model::now_rfc3339(),
+                        netns_inode: netns::inode(&path),
                         netns: path,
                         netns_owned: false,
                         auto_remove: true,
@@ -449,33 +440,44 @@ impl Controller {
                 network
             );
         }
-        let ifname = format!("eth{}", existing.endpoints.len());
+        if !existing.netns_alive() {
+            bail!(
+                "container {} is not running (its namespace is gone); start a new one with `mvnet run`",
+                existing.name
+            );
+        }
+        // Past the highest ethN in use, as Docker's sandbox counts: after a
+        // disconnect, the count of endpoints can name a link that exists.
+        let next = existing
+            .endpoints
+            .values()
+            .filter_map(|e| e.ifname.strip_prefix("eth")?.parse::<u32>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        let ifname = format!("eth{next}");
         let ep = self.allocate_endpoint(&net_id, &req, &ifname)?;
-        let ns = NetNs::from_path(&existing.netns);
-        let added = self.datapath_add(&self.state.networks[&net_id], &ep);
-        if let Err(e) =
-            added.and_then(|()| endpoint::plumb(&self.state.networks[&net_id], &ep, &ns))
-        {
+        if let Err(e) = self.begin(Intent::Connect {
+            container_id: cid.clone(),
+            netns: existing.netns.clone(),
+            endpoint: ep.clone(),
+        }) {
             self.release_endpoint(&ep);
             return Err(e);
         }
-        let mut c = existing;
-        c.ipam_config.extend(requested_ipam(&net_id, &req));
-        c.endpoints.insert(net_id, ep.clone());
-        let name = c.name.clone();
-        let previous = self.state.containers.insert(cid.clone(), c);
-        if let Err(e) = self.save() {
-            match previous {
-                Some(p) => self.state.containers.insert(cid, p),
-                None => self.state.containers.remove(&cid),
-            };
-            let _ = endpoint::unplumb(&ep, &ns);
-            self.release_endpoint(&ep);
-            return Err(e.context(format!(
-                "saving the connection of {name} to network {network}; it was undone"
-            )));
-        }
-        Ok(name)
+        let connected = (|| -> Result<String> {
+            let ns = NetNs::from_path(&existing.netns);
+            let net = &self.state.networks[&net_id];
+            self.datapath_add(net, &ep)?;
+            endpoint::plumb(net, &ep, &ns)?;
+            let mut c = existing;
+            c.ipam_config.extend(requested_ipam(&net_id, &req));
+            c.endpoints.insert(net_id, ep.clone());
+            let name = c.name.clone();
+            self.state.containers.insert(cid.clone(), c);
+            self.commit()?;
+            Ok(name)
+        })();
+        connected.map_err(|e| self.fail(e))
     }
 
     /// `mvnet network disconnect`: removes the container's endpoint on a
@@ -495,54 +497,34 @@ impl Controller {
                     .ok_or(e)?
             }
         };
-        let c = self.state.containers[&key].clone();
+        let c = &self.state.containers[&key];
         if !c.endpoints.contains_key(&net_id) {
             bail!("container {} is not connected to network {network}", c.name);
         }
-        let teardown = Teardown::Disconnect {
+        self.begin(Intent::Disconnect {
+            container_id: key.clone(),
             network_id: net_id.clone(),
-        };
-        if let Some(other) = self.state.teardowns.get(&key).filter(|t| **t != teardown) {
-            bail!(
-                "container {} has an unfinished {} (a save failed); finish it with `mvnet restore` first",
-                c.name,
-                match other {
-                    Teardown::Stop => "stop",
-                    Teardown::Remove => "removal",
-                    Teardown::Disconnect { .. } => "disconnect",
-                }
-            );
-        }
-        self.record_teardown(&c, teardown)?;
-        self.finish_disconnect(&key, &net_id)?;
-        self.save_after_teardown(
-            &c,
-            "disconnect",
-            &format!("mvnet network disconnect {network} {}", c.name),
-        )?;
-        Ok(c.name)
+        })?;
+        self.disconnect_apply(&net_id, &key)
+            .map_err(|e| self.fail(e))
     }
 
-    /// Removes container `key`'s endpoint on network `net_id` from the
-    /// kernel, then from the state (not saved); a namespace attached with
-    /// --netns is forgotten once it has no endpoint left.
-    pub(super) fn finish_disconnect(&mut self, key: &str, net_id: &str) -> Result<()> {
+    pub(super) fn disconnect_apply(&mut self, net_id: &str, key: &str) -> Result<String> {
         let c = self.state.containers[key].clone();
-        if let Some(ep) = c.endpoints.get(net_id) {
+        let ep = c.endpoints[net_id].clone();
+        if c.netns_alive() {
             let ns = NetNs::from_path(&c.netns);
-            if c.netns.exists() {
-                endpoint::unplumb_detached(ep, &ns)?;
-            }
-            self.release_endpoint(ep);
+            endpoint::unplumb_detached(&ep, &ns)?;
         }
+        self.release_endpoint(&ep);
         let stored = self.state.containers.get_mut(key).expect("exists");
         stored.endpoints.remove(net_id);
         stored.ipam_config.remove(net_id);
-        self.state.teardowns.remove(key);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
         }
-        Ok(())
+        self.commit()?;
+        Ok(c.name)
     }
 }
 
@@ -579,11 +561,6 @@ pub(super) fn spawn_in(
     })?
 }
 
-/// The name of container `id`'s log file in the state directory.
-pub fn log_name(id: &str) -> String {
-    format!("{id}.log")
-}
-
 /// Runs `command` inside the container's namespace with inherited stdio and
 /// returns its exit code (`mvnet exec`).
 pub fn exec(c: &Container, command: &[String]) -> Result<i32> {
@@ -602,7 +579,16 @@ pub fn exec(c: &Container, command: &[String]) -> Result<i32> {
     let ns = NetNs::from_path(&c.netns);
     let mut child = spawn_in(&ns, command, None)?;
     let status = child.wait()?;
-    Ok(status.code().unwrap_or(128 + 9))
+    Ok(exit_code(status))
+}
+
+/// A command's exit code as a shell gives it: 128 + the signal that ended
+/// it (143 for SIGTERM), as Docker does.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(libc::SIGKILL))
 }
 
 pub(super) fn kill_gracefully(pid: u32, grace: Duration) {
@@ -619,4 +605,9 @@ pub(super) fn kill_gracefully(pid: u32, grace: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// The name of container `id`'s log file in the state directory.
+pub fn log_name(id: &str) -> String {
+    format!("{id}.log")
 }

@@ -9,16 +9,61 @@ use anyhow::{anyhow, Context as _, Result};
 use super::Controller;
 use crate::{
     datapath::{
+        devices,
         pinned::{self, PinnedMaps},
-        EndpointEntry,
+        sys, EndpointEntry,
     },
-    model::{Endpoint, Network, Policy},
+    model::{Endpoint, MacvlanMode, Network, Policy},
+    netns::NetNs,
 };
-use macvlan_common::{config_flags, vlan_policy, Config};
+use macvlan_common::{config_flags, vlan_policy, Config, DeviceIdentity};
 
 /// The pin directory of `root` in mvnet's own namespace.
 pub fn pin_dir(root: &str) -> Result<PathBuf> {
     Ok(pinned::pin_dir(pinned::netns_inode(None)?, root))
+}
+
+/// What the kernel says about the classifier of a root device (in mvnet's
+/// namespace): not what the state or the pin files claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Its pinned XDP link (and, with tcx, both TC links) are attached to
+    /// the device of that name, and its maps are pinned.
+    Attached,
+    /// No pin directory.
+    Absent,
+    /// Pins without a working attachment: an interrupted attach or detach,
+    /// or the device gone, renamed or replaced.
+    Broken,
+}
+
+/// Asks the kernel whether the classifier is attached to `root`: the
+/// ifindex each pinned bpf_link is attached to must be `root`'s.
+pub fn attachment(root: &str) -> Result<Attachment> {
+    use std::os::fd::AsFd as _;
+    let dir = pin_dir(root)?;
+    if !dir.exists() {
+        return Ok(Attachment::Absent);
+    }
+    let name = root.to_owned();
+    let ifindex =
+        crate::netlink::run(None, move |nl| async move { nl.link(&name).await })?.map(|l| l.index);
+    let on = |pin: &str| -> Option<u32> {
+        let fd = sys::obj_get(&dir.join(pin)).ok()?;
+        sys::link_info(fd.as_fd()).ok().map(|i| i.ifindex)
+    };
+    let tcx = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+    let attached = ifindex.is_some()
+        && on(pinned::LINK_XDP) == ifindex
+        && (!tcx
+            || (on(pinned::LINK_TC_INGRESS) == ifindex && on(pinned::LINK_TC_EGRESS) == ifindex))
+        && dir.join(macvlan_common::map_names::ENDPOINTS).exists();
+    Ok(if attached {
+        Attachment::Attached
+    } else {
+        Attachment::Broken
+    })
 }
 
 fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
@@ -31,14 +76,86 @@ fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
     }
 }
 
+/// What plumbing an endpoint needs for its device's source checks: the
+/// classifier's pins, the endpoint's slot and what its device may send as.
+/// The endpoint is in the classifier's table by then (`datapath_add`).
+pub struct DeviceRegistration {
+    dir: PathBuf,
+    identity: DeviceIdentity,
+    /// The candidate ifindexes no registered device has.
+    free: Vec<u32>,
+}
+
+impl DeviceRegistration {
+    /// `None` where there is nothing to register: no classifier entry for
+    /// `ep`, a classifier pinned by an mvnet without source checks on
+    /// devices, or passthru (the device takes the parent's MAC).
+    pub fn of(net: &Network, ep: &Endpoint) -> Result<Option<DeviceRegistration>> {
+        if net.mode == MacvlanMode::Passthru {
+            return Ok(None);
+        }
+        let (root, vlan) = net.root();
+        let dir = pin_dir(root)?;
+        let Ok(maps) = PinnedMaps::open(&dir) else {
+            return Ok(None);
+        };
+        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+            return Ok(None);
+        }
+        let Some(entry) = maps
+            .endpoints_ro()
+            .and_then(|t| t.get(ep.mac.octets(), vlan))
+        else {
+            return Ok(None);
+        };
+        // A device restored with an ifindex from its old slot may hold one
+        // of this slot's candidates.
+        let free = (0..devices::CANDIDATES)
+            .map(|k| devices::candidate(entry.slot, k))
+            .filter(|i| maps.device(*i).is_none())
+            .collect();
+        Ok(Some(DeviceRegistration {
+            dir,
+            free,
+            identity: DeviceIdentity {
+                mac: ep.mac.octets(),
+                vlan,
+                slot: entry.slot,
+                ipv4: ep.ipv4.map(|a| a.octets()).unwrap_or_default(),
+                ipv6: ep.ipv6.map(|a| a.octets()).unwrap_or_default(),
+            },
+        }))
+    }
+
+    /// The ifindexes to create the device with, in order (see
+    /// `datapath::devices`).
+    pub fn ifindex_candidates(&self) -> impl Iterator<Item = u32> + '_ {
+        self.free.iter().copied()
+    }
+
+    /// Records the identity of device `ifindex` (`ifname`), then attaches
+    /// the source checks to it. Runs in the endpoint's namespace, before
+    /// the device is up.
+    pub fn register(&self, ifindex: u32, ifname: &str) -> Result<()> {
+        PinnedMaps::open(&self.dir)?.register_device(ifindex, self.identity)?;
+        devices::attach(&self.dir, ifindex, ifname)?;
+        Ok(())
+    }
+}
+
 impl Controller {
     /// Attaches the classifier to `net`'s root device unless a network on
     /// it did already. Returns whether this call attached it.
     pub(super) fn attach_datapath(&self, net: &Network) -> Result<bool> {
         let (root, _) = net.root();
         let dir = pin_dir(root)?;
-        if pinned::is_attached(&dir) {
-            return Ok(false);
+        match attachment(root)? {
+            Attachment::Attached => return Ok(false),
+            Attachment::Absent => {}
+            // Left by an interrupted attach or detach: pins alone would
+            // pass for an attached classifier.
+            Attachment::Broken => pinned::detach(root, &dir)
+                .map_err(|e| anyhow!("removing the broken classifier pins of {root}: {e}"))?,
         }
         pinned::attach(root, &dir, net.xdp_mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;
@@ -85,7 +202,49 @@ impl Controller {
     pub(super) fn datapath_add(&self, net: &Network, ep: &Endpoint) -> Result<()> {
         let mut maps = self.pinned_maps(net)?;
         maps.add_endpoint(entry(net, ep))?;
-        Ok(())
+        drop(maps);
+        self.reregister_device(net, ep)
+    }
+
+    /// Registers the device of `ep` with the classifier if the device
+    /// exists already: `restore` re-attaching a classifier whose pins were
+    /// lost while the containers lived. The old classifier's endpoint
+    /// program stays attached to the device, checking against orphaned
+    /// maps, so it is detached first. (On `run`/`connect` the device does
+    /// not exist yet; `endpoint::plumb` registers it.)
+    fn reregister_device(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let Some(c) = self
+            .state
+            .containers
+            .values()
+            .find(|c| c.endpoints.values().any(|e| e.id == ep.id))
+        else {
+            return Ok(());
+        };
+        if !c.netns.exists() {
+            return Ok(());
+        }
+        let Some(registration) = DeviceRegistration::of(net, ep)? else {
+            return Ok(());
+        };
+        let ns = NetNs::from_path(&c.netns);
+        let ifname = ep.ifname.clone();
+        crate::netns::run_in(Some(&ns), move || -> Result<()> {
+            let name = std::ffi::CString::new(ifname.as_str())?;
+            // SAFETY: a valid NUL-terminated string.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Ok(());
+            }
+            devices::detach_all(index, &ifname)?;
+            registration.register(index, &ifname)
+        })?
+        .with_context(|| {
+            format!(
+                "registering {} of {} with the classifier",
+                ep.ifname, c.name
+            )
+        })
     }
 
     /// Takes `ep` out of the classifier's endpoint table (after its link is
@@ -94,7 +253,14 @@ impl Controller {
         let Ok(mut maps) = self.pinned_maps(net) else {
             return Ok(());
         };
-        let _ = maps.endpoints()?.remove(ep.mac.octets(), net.root().1);
+        let vlan = net.root().1;
+        if let Some(entry) = maps
+            .endpoints_ro()
+            .and_then(|t| t.get(ep.mac.octets(), vlan))
+        {
+            maps.remove_devices(entry.slot)?;
+        }
+        let _ = maps.endpoints()?.remove(ep.mac.octets(), vlan);
         Ok(())
     }
 

@@ -3,11 +3,27 @@
 //! the gateway (none on internal networks).
 use anyhow::{anyhow, Result};
 
+use super::datapath::DeviceRegistration;
 use crate::{
     model::{Endpoint, MacvlanMode, Network},
     netlink,
     netns::NetNs,
 };
+
+/// The alias (IFLA_IFALIAS) mvnet marks `ep`'s link with, so that it is
+/// recognised as its own whatever its name.
+pub fn mark(ep: &Endpoint) -> String {
+    format!("{MARK_PREFIX}{}", ep.id)
+}
+
+/// Prefix of [`mark`].
+pub const MARK_PREFIX: &str = "mvnet:";
+
+/// The name `ep`'s link has between its creation and its rename to
+/// `ep.ifname` (a crashed `run` or `connect` may leave it).
+pub fn temp_name(ep: &Endpoint) -> String {
+    format!("mvt{}", &ep.id[..10])
+}
 
 /// Creates `ep` in `ns`. On error the half-made link is removed.
 ///
@@ -24,20 +40,45 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     // Created under a temporary name, renamed inside the container: kernels
     // before ~6.11 look the new name up in the *creating* namespace, where
     // the parent itself may well be called eth0 (EEXIST).
-    let tmp = format!("mvt{}", &ep.id[..10]);
+    let tmp = temp_name(ep);
     let name = tmp.clone();
+    // The source checks on the device identify it by an ifindex of ours.
+    let registration = DeviceRegistration::of(net, ep)?;
+    let indexes: Vec<Option<u32>> = match &registration {
+        Some(r) => r.ifindex_candidates().map(Some).collect(),
+        None => vec![None],
+    };
+    if indexes.is_empty() {
+        return Err(anyhow!(
+            "every ifindex mvnet would give {}'s device is taken by a device the classifier \
+             already knows; remove the endpoint and connect it again, or run `mvnet restore`",
+            ep.ifname
+        ));
+    }
     netlink::run(None, move |nl| async move {
         let parent_link = nl.link(&parent).await?.ok_or_else(|| {
             netlink::NetlinkError::LinkNotFound(format!(
                 "{parent} (the parent of this network; recreate it or run `mvnet restore`)"
             ))
         })?;
-        nl.add_macvlan_in(&name, parent_link.index, macvlan_mode, mac, &target)
-            .await
+        let mut result = Ok(());
+        for index in indexes {
+            result = nl
+                .add_macvlan_at(&name, parent_link.index, macvlan_mode, mac, &target, index)
+                .await;
+            // Taken in the container (or, for the lookup the kernel does
+            // first, in ours): the next candidate.
+            match &result {
+                Err(e) if matches!(e.errno(), Some(libc::EEXIST | libc::EBUSY)) => continue,
+                _ => break,
+            }
+        }
+        result
     })
     .map_err(|e| anyhow!(e))?;
 
     let ifname = ep.ifname.clone();
+    let alias = mark(ep);
     let addrs: Vec<_> = ep
         .addresses()
         .map(|a| {
@@ -54,7 +95,15 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
-            nl.rename(child.index, &ifname).await?;
+            nl.rename_marked(child.index, &ifname, &alias).await?;
+            if let Some(r) = &registration {
+                r.register(child.index, &ifname)
+                    .map_err(|e| netlink::NetlinkError::Request {
+                        op: format!("source checks on {ifname}"),
+                        message: format!("{e:#}"),
+                        errno: None,
+                    })?;
+            }
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.
@@ -101,6 +150,22 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             let _ = nl.delete(child.index).await;
         }
         result
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// Brings `lo` up in a namespace mvnet made for a container, as Docker's
+/// sandbox does: 127.0.0.1/8, and ::1 only when the network has IPv6
+/// (Docker's `lo` has no IPv6 otherwise).
+pub fn loopback_up(ns: &NetNs, ipv6: bool) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        if !ipv6 {
+            // Before lo is up, so ::1 is never added. (/proc/sys/net
+            // follows this thread's namespace.)
+            let _ = std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1");
+        }
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
     })
     .map_err(|e| anyhow!(e))
 }

@@ -16,7 +16,8 @@ impl Controller {
                 if let Some(r) = &p.config.ip_range {
                     m.insert("IPRange".into(), json!(r.to_string()));
                 }
-                if let Some(g) = p.config.gateway {
+                // Docker 20.10 shows a gateway here only if one was given.
+                if let Some(g) = p.config.gateway.filter(|_| !p.config.implicit_gateway) {
                     m.insert("Gateway".into(), json!(g.to_string()));
                 }
                 if !p.config.aux_addresses.is_empty() {
@@ -76,6 +77,15 @@ impl Controller {
             "Containers": containers,
             "Options": options,
             "Labels": net.labels,
+            // mvnet's own: the classifier on the root device, with whether
+            // it is attached as the kernel says (not as the state claims).
+            "Classifier": {
+                "Root": net.root().0,
+                "Vlan": net.root().1,
+                "Policy": net.policy.as_str(),
+                "Attached": super::datapath::attachment(net.root().0)
+                    .is_ok_and(|a| a == super::datapath::Attachment::Attached),
+            },
         })
     }
 
@@ -92,8 +102,9 @@ impl Controller {
             let Some(net) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
-            let v4 = net.pool_v4();
-            let v6 = net.pool_v6();
+            // The gateway and prefix of the subnet each address came from.
+            let v4 = ep.ipv4.and_then(|a| net.pool_of(a.into()));
+            let v6 = ep.ipv6.and_then(|a| net.pool_of(a.into()));
             // moby's EndpointIPAMConfig: each address omitted when empty.
             let ipam_config = c.ipam_config.get(&net.id).map(|a| {
                 let mut m = Map::new();
@@ -118,12 +129,12 @@ impl Controller {
                         v4.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
                     }),
                     "IPAddress": text(ep.ipv4.map(|a| a.to_string()).unwrap_or_default()),
-                    "IPPrefixLen": if live { ep.ipv4.and(v4).map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
+                    "IPPrefixLen": if live { v4.map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
                     "IPv6Gateway": text(if net.internal { String::new() } else {
-                        ep.ipv6.and(v6).and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                        v6.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
                     }),
                     "GlobalIPv6Address": text(ep.ipv6.map(|a| a.to_string()).unwrap_or_default()),
-                    "GlobalIPv6PrefixLen": if live { ep.ipv6.and(v6).map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
+                    "GlobalIPv6PrefixLen": if live { v6.map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
                     "MacAddress": text(ep.mac.to_string()),
                     "DriverOpts": null,
                     // mvnet's own: the interface's name in the namespace.

@@ -4,11 +4,14 @@
 //! * [`container`] — run, stop and remove containers; connect, disconnect;
 //! * [`endpoint`] — plumb one endpoint (macvlan, addresses, routes);
 //! * [`inspect`] — the Docker-shaped JSON views;
+//! * [`intent`] — intent before action: what a killed command left is
+//!   rolled back or finished;
 //! * [`restore`] — bring links back after a reboot or a lost parent.
 pub mod container;
 pub mod datapath;
 pub mod endpoint;
 pub mod inspect;
+pub mod intent;
 pub mod lifecycle;
 pub mod network;
 pub mod restore;
@@ -24,22 +27,48 @@ use crate::{
     store::Store,
 };
 
-/// The controller, holding the state lock for its lifetime.
+/// The controller: the state, and (for writers) the state lock.
 pub struct Controller {
     store: Store,
     pub state: State,
 }
 
 impl Controller {
-    /// Locks the state directory and loads the state.
+    /// For writers: locks the state directory and loads the state.
     pub fn open(dir: &Path) -> Result<Controller> {
-        let store = Store::open(dir)?;
+        let store = Store::open(dir).map_err(store_error)?;
         let state = store.load()?;
         Ok(Controller { store, state })
     }
 
+    /// For readers (`ls`, `inspect`, `verify`, `top`, `pktgen`, `exec`): a
+    /// consistent snapshot of the state, without the lock, so that they
+    /// never wait behind a writer. It cannot be saved.
+    pub fn snapshot(dir: &Path) -> Result<Controller> {
+        Ok(Controller {
+            store: Store::unlocked(dir)?,
+            state: crate::store::peek(dir)?,
+        })
+    }
+
     pub fn save(&self) -> Result<()> {
-        Ok(self.store.save(&self.state)?)
+        if !self.store.is_locked() {
+            bail!("internal error: state changed without the state lock");
+        }
+        self.store.save(&self.state).map_err(store_error)
+    }
+
+    /// Lets go of the state lock while a foreground container runs.
+    pub(crate) fn unlock(&mut self) {
+        self.store.unlock();
+    }
+
+    /// Takes the state lock again and re-reads the state, which other
+    /// writers may have changed meanwhile.
+    pub(crate) fn relock(&mut self) -> Result<()> {
+        self.store.relock()?;
+        self.state = self.store.load()?;
+        Ok(())
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -47,8 +76,38 @@ impl Controller {
     }
 
     /// The state directory's files (the containers' logs).
-    pub fn state_files(&self) -> &StateDir {
-        self.store.files()
+    pub fn state_files(&self) -> Result<&StateDir> {
+        self.store.files().map_err(store_error)
+    }
+
+    /// Fails unless this command runs in the network namespace the state
+    /// lives in (where its parents are): from another one it would see
+    /// other links and no classifier, and "repair" the wrong namespace.
+    pub fn check_namespace(&self) -> Result<()> {
+        let here = crate::netns::current_inode()?;
+        let Some(net) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.netns_inode.is_some_and(|i| i != here))
+        else {
+            return Ok(());
+        };
+        let ino = net.netns_inode.unwrap_or_default();
+        let named = crate::netns::list().into_iter().find(|n| {
+            crate::netns::inode(&Path::new(crate::netns::NETNS_RUN_DIR).join(n)) == Some(ino)
+        });
+        let how = match &named {
+            Some(n) => format!("`nsenter --net=/run/netns/{n} mvnet ...`"),
+            None => "mvnet inside it (e.g. `nsenter --net=/proc/PID/ns/net mvnet ...` with the PID of a process there)".to_owned(),
+        };
+        bail!(
+            "the state in {} belongs to network namespace {ino}{}, where network {} and its parent {} live, but this command runs in namespace {here}, which has other links and no classifier of this state; run {how}",
+            self.state_dir().display(),
+            named.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+            net.name,
+            net.parent
+        )
     }
 
     /// A network by exact name, exact id, or unambiguous id prefix.
@@ -76,6 +135,30 @@ impl Controller {
         )?;
         Ok(&self.state.containers[&id])
     }
+}
+
+/// A state directory error, with the fix for a full or read-only one.
+fn store_error(e: crate::store::StoreError) -> anyhow::Error {
+    use crate::{state_dir::StateDirError, store::StoreError};
+    let errno = match &e {
+        StoreError::Io { source, .. } => source.raw_os_error(),
+        StoreError::Dir(StateDirError::Io { err, .. }) => err.raw_os_error(),
+        _ => None,
+    };
+    let hint = match (&e, errno) {
+        // The state directory's own message already says how to fix it.
+        (StoreError::Dir(_), Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)) => {
+            "; nothing was changed"
+        }
+        (_, Some(libc::ENOSPC | libc::EDQUOT)) => {
+            "; free space there (or give another --state-dir), then retry: nothing was changed"
+        }
+        (_, Some(libc::EROFS)) => {
+            "; remount it read-write (or give another --state-dir), then retry: nothing was changed"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// Docker's lookup order: exact name, exact id, then id prefix (which must

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use super::Controller;
 use crate::{
     ipam::{Pool, PoolConfig, Subnet},
-    model::{self, GroupRule, MacvlanMode, Network, ParentOrigin, Policy, XdpMode},
+    model::{self, GroupRule, Intent, MacvlanMode, Network, ParentOrigin, Policy, XdpMode},
     netlink::{self, NetlinkError},
 };
 
@@ -34,6 +34,14 @@ pub struct NetworkSpec {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// A validated `network create`.
+#[derive(Clone, Debug)]
+pub struct NetworkPlan {
+    pub network: Network,
+    /// The parent is an 802.1Q sub-interface or dummy mvnet makes.
+    pub create_parent: bool,
+}
+
 /// Linux interface names are at most 15 bytes.
 const IFNAMSIZ: usize = 15;
 
@@ -44,7 +52,7 @@ fn parse_ip(flag: &str, s: &str) -> Result<IpAddr> {
 
 /// Builds the IPAM pools: each subnet with the gateway, ip-range and aux
 /// addresses that fall inside it (Docker matches them the same way).
-fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
+fn pools(spec: &NetworkSpec, internal: bool) -> Result<Vec<Pool>> {
     if spec.subnets.is_empty() {
         bail!("network create needs a --subnet (for example --subnet=172.16.86.0/24): a macvlan network shares the physical network's addressing");
     }
@@ -97,8 +105,9 @@ fn pools(spec: &NetworkSpec) -> Result<Vec<Pool>> {
             ip_range,
             gateway,
             aux_addresses,
+            implicit_gateway: false,
         };
-        pools.push(Pool::new(config).map_err(|e| anyhow!("{e}"))?);
+        pools.push(Pool::new_for(config, internal).map_err(|e| anyhow!("{e}"))?);
     }
     if let Some(g) = gateways.first() {
         bail!("invalid gateway {g}: not inside any --subnet of this network");
@@ -132,50 +141,95 @@ fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
     Ok(Some((base.to_owned(), n as u16)))
 }
 
-impl Controller {
-    /// `mvnet network create`. On any error nothing is left behind.
-    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<&Network> {
-        model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
-        if !spec.driver.is_empty() && spec.driver != "macvlan" {
+/// A `network create` request that passed every check needing neither the
+/// state nor the kernel.
+pub struct ValidSpec {
+    pub options: BTreeMap<String, String>,
+    pub mode: MacvlanMode,
+    pub policy: Policy,
+    pub xdp_mode: XdpMode,
+    pub drop_broadcast: bool,
+    pub drop_multicast: bool,
+    pub pools: Vec<Pool>,
+}
+
+/// The checks of `network create` that touch neither the state nor the
+/// kernel: name, driver, options, policy, rules, subnets and their pools.
+pub fn validate(spec: &NetworkSpec) -> Result<ValidSpec> {
+    model::validate_name("network", &spec.name).map_err(|e| anyhow!(e))?;
+    if !spec.driver.is_empty() && spec.driver != "macvlan" {
+        bail!(
+            "driver {:?} is not supported: mvnet creates macvlan networks (-d macvlan)",
+            spec.driver
+        );
+    }
+    let mut options = BTreeMap::new();
+    for o in &spec.options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid option {o:?}: use -o key=value"))?;
+        match k {
+            "parent" | "macvlan_mode" => {}
+            _ => bail!("unknown option {k:?}: the macvlan driver takes -o parent=IF and -o macvlan_mode=bridge|vepa|private|passthru"),
+        }
+        options.insert(k.to_owned(), v.to_owned());
+    }
+    let mode = match options.get("macvlan_mode") {
+        None => MacvlanMode::Bridge,
+        Some(m) => MacvlanMode::parse(m).ok_or_else(|| {
+            anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
+        })?,
+    };
+    let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
+    let drop_broadcast = spec.broadcast.drops();
+    let drop_multicast = spec.multicast.drops();
+    let no_parent = matches!(options.get("parent").map(String::as_str), None | Some(""));
+    let pools = pools(spec, spec.internal || no_parent)?;
+    if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
+        bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
+    }
+    if !spec.ipv6 {
+        if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
             bail!(
-                "driver {:?} is not supported: mvnet creates macvlan networks (-d macvlan)",
-                spec.driver
+                "IPv6 subnet {} given without --ipv6; add --ipv6 to enable it",
+                p.config.subnet
             );
         }
+    }
+    Ok(ValidSpec {
+        options,
+        mode,
+        policy,
+        xdp_mode,
+        drop_broadcast,
+        drop_multicast,
+        pools,
+    })
+}
+
+impl Controller {
+    /// `mvnet network create`: validates, then applies the plan. On any
+    /// error (or a crash) nothing is left behind.
+    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<&Network> {
+        let plan = self.plan_network(&spec)?;
+        self.apply_network(plan)
+    }
+
+    /// Checks a `network create` against the state and the host without
+    /// changing anything; the network to create and whether its parent must
+    /// be created.
+    pub fn plan_network(&self, spec: &NetworkSpec) -> Result<NetworkPlan> {
+        let ValidSpec {
+            options,
+            mode,
+            policy,
+            xdp_mode,
+            drop_broadcast,
+            drop_multicast,
+            pools,
+        } = validate(spec)?;
         if self.state.networks.values().any(|n| n.name == spec.name) {
             bail!("network with name {} already exists; remove it with `mvnet network rm {}` or pick another name", spec.name, spec.name);
-        }
-        let mut options = BTreeMap::new();
-        for o in &spec.options {
-            let (k, v) = o
-                .split_once('=')
-                .ok_or_else(|| anyhow!("invalid option {o:?}: use -o key=value"))?;
-            match k {
-                "parent" | "macvlan_mode" => {}
-                _ => bail!("unknown option {k:?}: the macvlan driver takes -o parent=IF and -o macvlan_mode=bridge|vepa|private|passthru"),
-            }
-            options.insert(k.to_owned(), v.to_owned());
-        }
-        let mode = match options.get("macvlan_mode") {
-            None => MacvlanMode::Bridge,
-            Some(m) => MacvlanMode::parse(m).ok_or_else(|| {
-                anyhow!("requested macvlan mode '{m}' is not valid, 'bridge' mode is the macvlan driver default")
-            })?,
-        };
-        let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
-        let drop_broadcast = spec.broadcast.drops();
-        let drop_multicast = spec.multicast.drops();
-        let pools = pools(&spec)?;
-        if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
-            bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
-        }
-        if !spec.ipv6 {
-            if let Some(p) = pools.iter().find(|p| !p.config.subnet.is_ipv4()) {
-                bail!(
-                    "IPv6 subnet {} given without --ipv6; add --ipv6 to enable it",
-                    p.config.subnet
-                );
-            }
         }
         for pool in &pools {
             for other in self.state.networks.values() {
@@ -246,9 +300,6 @@ impl Controller {
             origin
         };
         let must_create = !shared_vlan && origin != ParentOrigin::Existing;
-        if must_create {
-            create_parent(&parent, origin, vlan.as_ref())?;
-        }
 
         let network = Network {
             id: id.clone(),
@@ -267,33 +318,43 @@ impl Controller {
             drop_broadcast,
             drop_multicast,
             labels: spec.labels.clone(),
+            netns_inode: crate::netns::current_inode().ok(),
+            parent_ifindex: None,
         };
-        let ctl_vlan = network.vlan.clone();
-        let undo = |ctl: &mut Controller, attached: bool| {
-            ctl.state.networks.remove(&id);
-            if attached {
-                let _ = ctl.detach_datapath_if_unused(network_root(&parent, &ctl_vlan));
-            }
+        Ok(NetworkPlan {
+            network,
+            create_parent: must_create,
+        })
+    }
+
+    /// The kernel side of `network create`, after its intent: the parent
+    /// (if ours to create), the classifier on the root (unless attached),
+    /// the policy, then the state.
+    fn apply_network(&mut self, plan: NetworkPlan) -> Result<&Network> {
+        let NetworkPlan {
+            network,
+            create_parent: must_create,
+        } = plan;
+        let (id, parent) = (network.id.clone(), network.parent.clone());
+        self.begin(Intent::CreateNetwork {
+            network: network.clone(),
+            create_parent: must_create,
+        })?;
+        let created = (|| -> Result<()> {
             if must_create {
-                let _ = delete_link(&parent);
+                create_parent(&parent, network.parent_origin, network.vlan.as_ref())?;
             }
-        };
-        let attached = match self.attach_datapath(&network) {
-            Ok(a) => a,
-            Err(e) => {
-                undo(self, false);
-                return Err(e);
-            }
-        };
-        self.state.networks.insert(id.clone(), network);
-        if let Err(e) = self
-            .apply_policy(&self.state.networks[&id].clone())
-            .and_then(|()| self.save())
-        {
-            undo(self, attached);
-            return Err(e);
+            let mut network = network;
+            network.parent_ifindex = Some(link_index(&parent)?);
+            self.attach_datapath(&network)?;
+            self.state.networks.insert(id.clone(), network);
+            self.apply_policy(&self.state.networks[&id].clone())?;
+            self.commit()
+        })();
+        match created {
+            Ok(()) => Ok(&self.state.networks[&id]),
+            Err(e) => Err(self.fail(e)),
         }
-        Ok(&self.state.networks[&id])
     }
 
     /// `mvnet network update --policy`: changes the classifier's policy.
@@ -344,40 +405,34 @@ impl Controller {
                 users.join(", ")
             );
         }
+        self.begin(Intent::RemoveNetwork {
+            network_id: net.id.clone(),
+        })?;
+        self.remove_network_apply(&net.id).map_err(|e| self.fail(e))
+    }
+
+    /// The kernel side of `network rm`, after its intent: the parent we
+    /// own, the classifier (with the last network on its root), then the
+    /// state, in one save with the intent's end.
+    pub(super) fn remove_network_apply(&mut self, id: &str) -> Result<String> {
+        let net = self.state.networks[id].clone();
         let others_on_parent = self
             .state
             .networks
             .values()
             .any(|n| n.id != net.id && n.parent == net.parent);
         if net.parent_origin != ParentOrigin::Existing && !others_on_parent {
-            delete_link(&net.parent)
-                .or_else(|e| match e.errno() {
-                    // Already gone (deleted by hand, or lost on a reboot).
-                    Some(libc::ENODEV) => Ok(()),
-                    _ => Err(e),
-                })
-                .or_else(|e| match e {
-                    NetlinkError::LinkNotFound(_) => Ok(()),
-                    e => Err(e),
-                })?;
+            delete_link_if_present(&net.parent)?;
         }
         self.state.networks.remove(&net.id);
-        self.save()?;
         let (root, vid) = net.root();
         self.detach_datapath_if_unused(root)?;
         if self.state.networks.values().any(|n| n.root().0 == root) {
             // Others remain on the root: recompute this VLAN's policy.
             self.apply_root_policy(root, Some(vid))?;
         }
+        self.commit()?;
         Ok(net.name)
-    }
-}
-
-/// The root device of a network with this parent (see `Network::root`).
-fn network_root<'a>(parent: &'a str, vlan: &'a Option<(String, u16)>) -> &'a str {
-    match vlan {
-        Some((base, _)) => base,
-        None => parent,
     }
 }
 
@@ -421,12 +476,28 @@ pub(super) fn create_parent(
     .map_err(|e| anyhow!(e))
 }
 
-fn delete_link(name: &str) -> std::result::Result<(), NetlinkError> {
+/// The ifindex of the link `name` (in mvnet's namespace).
+pub(super) fn link_index(name: &str) -> Result<u32> {
+    let name = name.to_owned();
+    netlink::run(None, move |nl| async move { nl.require_link(&name).await })
+        .map(|l| l.index)
+        .map_err(|e| anyhow!(e))
+}
+
+/// Deletes the link `name` (a parent we own) unless it is gone already
+/// (deleted by hand, lost on a reboot, or by an interrupted command).
+pub(super) fn delete_link_if_present(name: &str) -> Result<()> {
     let name = name.to_owned();
     netlink::run(None, move |nl| async move {
-        let link = nl.require_link(&name).await?;
-        nl.delete(link.index).await
+        match nl.link(&name).await? {
+            Some(link) => match nl.delete(link.index).await {
+                Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
+                other => other,
+            },
+            None => Ok(()),
+        }
     })
+    .map_err(|e| anyhow!(e))
 }
 
 #[cfg(test)]

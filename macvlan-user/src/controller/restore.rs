@@ -1,25 +1,47 @@
-//! `mvnet restore`: after a reboot or a parent lost behind our back,
-//! recreate the parents we own and the endpoints whose namespaces still
-//! exist; purge what can no longer be restored.
-use anyhow::Result;
-
-use super::{endpoint, network::create_parent, Controller};
-use crate::{
-    model::{ParentOrigin, Teardown},
-    netlink,
-    netns::NetNs,
+//! `mvnet restore`: one idempotent step that makes the kernel match the
+//! state, after a reboot, a crash or a change behind mvnet's back. It
+//! observes the kernel (namespaces, links, the classifier's bpf_links and
+//! map entries), never trusts the state file for what exists, and
+//! * rolls back or finishes commands that were killed ([`super::intent`]);
+//! * recreates the parents we own and the endpoints whose namespace lives;
+//! * purges containers whose namespace is gone, clears stale /run/netns
+//!   files and leftover links of ours (`mvt…`, `mvd…`) in containers;
+//! * releases or re-reserves addresses so IPAM matches the endpoints;
+//! * re-attaches a classifier the kernel does not have, adds missing and
+//!   removes stale endpoint entries, removes pins of roots no network uses.
+//!
+//! With `dry` (`restore --check`) it only says what it would do. A second
+//! run has nothing to do. It touches only what mvnet made: the names it
+//! recorded, its link name prefixes, its pin directories.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
 };
 
-/// What a restore did, for the user.
+use anyhow::{anyhow, Result};
+
+use super::{
+    datapath::{attachment, pin_dir, Attachment},
+    endpoint::{self, TOMBSTONE_PREFIX},
+    network::create_parent,
+    Controller,
+};
+use crate::{
+    datapath::pinned::{self, PinnedMaps},
+    model::{Mac, ParentOrigin},
+    netlink,
+    netns::{self, NetNs},
+};
+
+/// Prefix of an endpoint's link before its rename (see
+/// [`endpoint::temp_name`]).
+const TEMP_PREFIX: &str = "mvt";
+
+/// What a restore did (or, dry, would do), one line each.
 #[derive(Debug, Default)]
 pub struct RestoreReport {
-    pub parents_recreated: Vec<String>,
-    pub endpoints_recreated: Vec<String>,
-    pub containers_purged: Vec<String>,
-    /// Stops, removals and disconnects whose last save had failed, now
-    /// finished.
-    pub teardowns_finished: Vec<String>,
-    pub classifiers_attached: Vec<String>,
+    pub actions: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -29,160 +51,377 @@ fn link_exists(ns: Option<&NetNs>, name: &str) -> Result<bool> {
 }
 
 impl Controller {
-    pub fn restore(&mut self) -> Result<RestoreReport> {
-        let mut report = RestoreReport::default();
-        let mut created = std::collections::BTreeSet::new();
+    /// Converges the kernel and the state; with `dry`, changes nothing.
+    pub fn restore(&mut self, dry: bool) -> Result<RestoreReport> {
+        let mut r = RestoreReport::default();
+        for rec in self.recover(dry) {
+            match rec.result {
+                Ok(()) => r.actions.push(rec.what),
+                Err(e) => r.problems.push(format!("{}: {e:#}", rec.what)),
+            }
+        }
+        self.restore_parents(dry, &mut r)?;
+        self.restore_containers(dry, &mut r)?;
+        self.restore_ipam(dry, &mut r);
+        self.restore_classifiers(dry, &mut r)?;
+        if !dry {
+            self.save()?;
+        }
+        Ok(r)
+    }
+
+    fn restore_parents(&mut self, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let links = netlink::run(None, |nl| async move { nl.links().await })?;
+        for net in self.state.networks.values_mut() {
+            let Some(l) = links.iter().find(|l| l.name == net.parent) else {
+                continue;
+            };
+            match net.parent_ifindex {
+                Some(i) if i == l.index => {}
+                // Recorded from now on (states from before it was).
+                None if !dry => net.parent_ifindex = Some(l.index),
+                None => {}
+                Some(i) => {
+                    r.actions.push(format!(
+                        "{} parent {} of network {} as the new device (ifindex {i} is now {})",
+                        if dry { "would adopt" } else { "adopted" },
+                        net.parent,
+                        net.name,
+                        l.index
+                    ));
+                    if !dry {
+                        net.parent_ifindex = Some(l.index);
+                    }
+                }
+            }
+        }
+        let mut created = BTreeSet::new();
         for net in self.state.networks.values() {
-            if link_exists(None, &net.parent)? || created.contains(&net.parent) {
+            if created.contains(&net.parent) || link_exists(None, &net.parent)? {
                 continue;
             }
             if net.parent_origin == ParentOrigin::Existing {
-                report.problems.push(format!(
+                r.problems.push(format!(
                     "network {}: parent {} is missing and was not created by mvnet; bring it back, then run `mvnet restore` again",
                     net.name, net.parent
                 ));
                 continue;
             }
+            if dry {
+                r.actions
+                    .push(format!("would recreate parent {}", net.parent));
+                created.insert(net.parent.clone());
+                continue;
+            }
             match create_parent(&net.parent, net.parent_origin, net.vlan.as_ref()) {
                 Ok(()) => {
+                    // Its new ifindex is recorded by the next restore.
                     created.insert(net.parent.clone());
-                    report.parents_recreated.push(net.parent.clone());
+                    r.actions.push(format!("recreated parent {}", net.parent));
                 }
-                Err(e) => report.problems.push(format!("network {}: {e:#}", net.name)),
+                Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
             }
-        }
-
-        self.finish_teardowns(&mut report);
-        self.restore_datapath(&mut report)?;
-
-        let containers: Vec<_> = self.state.containers.values().cloned().collect();
-        for c in containers {
-            if self.state.teardowns.contains_key(&c.id) {
-                // Finishing it failed (a problem is reported): not restored.
-                continue;
-            }
-            if !c.running && c.endpoints.is_empty() {
-                // Stopped: holds nothing in the kernel; `start` brings it back.
-                continue;
-            }
-            let ns_alive = c.netns.exists();
-            if !ns_alive {
-                // Out of the classifier too, and addresses back to the pools.
-                for ep in c.endpoints.values() {
-                    self.release_endpoint(ep);
-                }
-                self.state.containers.remove(&c.id);
-                let _ = self
-                    .state_files()
-                    .remove(&super::container::log_name(&c.id));
-                report.containers_purged.push(c.name.clone());
-                continue;
-            }
-            self.restore_endpoints(&c.id, &mut report)?;
-        }
-        self.save()?;
-        Ok(report)
-    }
-
-    /// Finishes the teardowns that were recorded but not completed.
-    fn finish_teardowns(&mut self, report: &mut RestoreReport) {
-        for (id, teardown) in self.state.teardowns.clone() {
-            let Some(c) = self.state.containers.get(&id).cloned() else {
-                self.state.teardowns.remove(&id);
-                continue;
-            };
-            let (what, done) = match &teardown {
-                Teardown::Stop => ("stop", self.finish_stop(&c)),
-                Teardown::Remove => {
-                    let done = self.finish_remove(&c);
-                    if done.is_ok() {
-                        let _ = self
-                            .state_files()
-                            .remove(&super::container::log_name(&c.id));
-                    }
-                    ("removal", done)
-                }
-                Teardown::Disconnect { network_id } => {
-                    ("disconnect", self.finish_disconnect(&id, network_id))
-                }
-            };
-            match done {
-                Ok(()) => report
-                    .teardowns_finished
-                    .push(format!("{what} of container {}", c.name)),
-                Err(e) => report
-                    .problems
-                    .push(format!("container {}: finishing its {what}: {e:#}", c.name)),
-            }
-        }
-    }
-
-    /// Re-attaches the classifier where its pins are gone (bpffs is empty
-    /// after a reboot) and puts back every endpoint of that root.
-    fn restore_datapath(&mut self, report: &mut RestoreReport) -> Result<()> {
-        let mut roots: Vec<String> = self
-            .state
-            .networks
-            .values()
-            .map(|n| n.root().0.to_owned())
-            .collect();
-        roots.sort();
-        roots.dedup();
-        for root in roots {
-            let dir = super::datapath::pin_dir(&root)?;
-            if crate::datapath::pinned::is_attached(&dir) {
-                continue;
-            }
-            let nets: Vec<_> = self
-                .state
-                .networks
-                .values()
-                .filter(|n| n.root().0 == root)
-                .cloned()
-                .collect();
-            if let Err(e) = self.attach_datapath(&nets[0]) {
-                report.problems.push(format!("classifier on {root}: {e:#}"));
-                continue;
-            }
-            for c in self.state.containers.values() {
-                if !c.netns.exists() {
-                    continue;
-                }
-                for ep in c.endpoints.values() {
-                    if let Some(net) = nets.iter().find(|n| n.id == ep.network_id) {
-                        if let Err(e) = self.datapath_add(net, ep) {
-                            report
-                                .problems
-                                .push(format!("classifier entry of {}: {e:#}", c.name));
-                        }
-                    }
-                }
-            }
-            self.apply_root_policy(&root, None)?;
-            report.classifiers_attached.push(root);
         }
         Ok(())
     }
 
-    fn restore_endpoints(&mut self, cid: &str, report: &mut RestoreReport) -> Result<()> {
+    fn restore_containers(&mut self, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let would = if dry { "would " } else { "" };
+        let containers: Vec<_> = self.state.containers.values().cloned().collect();
+        for c in containers {
+            if c.netns_alive() {
+                self.restore_endpoints(&c.id, dry, r)?;
+                continue;
+            }
+            let ns = NetNs::from_path(&c.netns);
+            let stale = c.netns_owned && c.netns.exists() && !netns::is_namespace(&c.netns);
+            if let (true, Some(name)) = (stale, ns.name()) {
+                // An interrupted create or delete: a file, no namespace.
+                r.actions.push(format!(
+                    "{} the stale namespace file {}",
+                    if dry { "would remove" } else { "removed" },
+                    c.netns.display()
+                ));
+                if !dry {
+                    netns::delete(name)?;
+                }
+            }
+            if !c.running && c.endpoints.is_empty() {
+                // Stopped: nothing of it is in the kernel.
+                continue;
+            }
+            r.actions.push(format!(
+                "{would}purge{} container {} ({})",
+                if dry { "" } else { "d" },
+                c.name,
+                if c.netns_replaced() {
+                    "its namespace was replaced by another one, left alone"
+                } else {
+                    "its namespace is gone"
+                }
+            ));
+            // Its addresses and classifier entries go in the IPAM and
+            // classifier steps, which see it gone (also when dry: the
+            // state is not saved then).
+            self.state.containers.remove(&c.id);
+        }
+        Ok(())
+    }
+
+    /// Deletes leftover links of ours in a live container and recreates
+    /// its missing endpoints.
+    fn restore_endpoints(&mut self, cid: &str, dry: bool, r: &mut RestoreReport) -> Result<()> {
         let c = self.state.containers[cid].clone();
         let ns = NetNs::from_path(&c.netns);
-        // Links of removed endpoints whose deletion a crash interrupted.
-        let _ = endpoint::reap_all(&ns);
+        let links = netlink::run(Some(&ns), |nl| async move { nl.links().await })?;
+        // Our mark on a link no endpoint of this container has: left by a
+        // connect whose record is gone.
+        let orphan = |l: &netlink::Link| {
+            l.alias.as_deref().is_some_and(|a| {
+                a.starts_with(endpoint::MARK_PREFIX)
+                    && !c.endpoints.values().any(|e| endpoint::mark(e) == a)
+            })
+        };
+        for l in &links {
+            if orphan(l) || l.name.starts_with(TOMBSTONE_PREFIX) || l.name.starts_with(TEMP_PREFIX)
+            {
+                r.actions.push(format!(
+                    "{} leftover link {} in container {}",
+                    if dry { "would delete" } else { "deleted" },
+                    l.name,
+                    c.name
+                ));
+                if !dry {
+                    let index = l.index;
+                    netlink::run(Some(&ns), move |nl| async move { nl.delete(index).await })?;
+                }
+            }
+        }
         for ep in c.endpoints.values() {
-            if link_exists(Some(&ns), &ep.ifname)? {
+            if links.iter().any(|l| l.name == ep.ifname) {
                 continue;
             }
             let Some(net) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
+            // Renamed behind mvnet's back: the endpoint's MAC (on a
+            // non-passthru network no other link has it) under another name.
+            let renamed = links.iter().filter(|l| !orphan(l)).find(|l| {
+                l.alias.as_deref() == Some(endpoint::mark(ep).as_str())
+                    || (net.mode != crate::model::MacvlanMode::Passthru
+                        && l.mac == Some(ep.mac)
+                        && !c.endpoints.values().any(|e| e.ifname == l.name))
+            });
+            if let Some(l) = renamed {
+                r.actions.push(format!(
+                    "{} link {} of container {} back to {}",
+                    if dry { "would rename" } else { "renamed" },
+                    l.name,
+                    c.name,
+                    ep.ifname
+                ));
+                if !dry {
+                    let (index, ifname) = (l.index, ep.ifname.clone());
+                    netlink::run(Some(&ns), move |nl| async move {
+                        nl.rename(index, &ifname).await
+                    })?;
+                }
+                continue;
+            }
+            let what = format!("endpoint {}/{} on {}", c.name, ep.ifname, net.name);
+            if dry {
+                r.actions.push(format!("would recreate {what}"));
+                continue;
+            }
             match endpoint::plumb(net, ep, &ns) {
-                Ok(()) => report
-                    .endpoints_recreated
-                    .push(format!("{}/{} on {}", c.name, ep.ifname, net.name)),
-                Err(e) => report
-                    .problems
-                    .push(format!("container {} on {}: {e:#}", c.name, net.name)),
+                Ok(()) => r.actions.push(format!("recreated {what}")),
+                Err(e) => r.problems.push(format!("{what}: {e:#}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes each pool's allocations the addresses of the endpoints on it.
+    fn restore_ipam(&mut self, dry: bool, r: &mut RestoreReport) {
+        let mut used: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        for c in self.state.containers.values() {
+            for ep in c.endpoints.values() {
+                used.entry(ep.network_id.clone())
+                    .or_default()
+                    .extend(ep.addresses());
+            }
+        }
+        for net in self.state.networks.values_mut() {
+            let want = used.remove(&net.id).unwrap_or_default();
+            for pool in net.pools.iter_mut() {
+                let have: BTreeSet<IpAddr> = pool.allocated().collect();
+                for a in have.difference(&want) {
+                    r.actions.push(format!(
+                        "{} address {a} on network {} (no endpoint has it)",
+                        if dry { "would release" } else { "released" },
+                        net.name
+                    ));
+                    if !dry {
+                        pool.release(*a);
+                    }
+                }
+                for a in want.difference(&have) {
+                    if !pool.config.subnet.contains(*a) {
+                        continue;
+                    }
+                    r.actions.push(format!(
+                        "{} address {a} on network {} (an endpoint has it)",
+                        if dry {
+                            "would re-reserve"
+                        } else {
+                            "re-reserved"
+                        },
+                        net.name
+                    ));
+                    if !dry {
+                        pool.mark_allocated(*a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each root with networks has its classifier attached (as the kernel
+    /// says) with exactly the endpoints of live containers; roots without
+    /// networks have none.
+    fn restore_classifiers(&mut self, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let roots: BTreeSet<String> = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.root().0.to_owned())
+            .collect();
+        for root in &roots {
+            if !link_exists(None, root)? {
+                r.problems.push(format!(
+                    "classifier of {root}: the device is gone; bring it back, then run `mvnet restore` again"
+                ));
+                continue;
+            }
+            let att = attachment(root)?;
+            if att != Attachment::Attached {
+                let why = if att == Attachment::Absent {
+                    "not attached"
+                } else {
+                    "pins without an attached program"
+                };
+                if dry {
+                    r.actions
+                        .push(format!("would re-attach the classifier to {root} ({why})"));
+                    continue;
+                }
+                let first = self
+                    .state
+                    .networks
+                    .values()
+                    .find(|n| n.root().0 == root)
+                    .cloned()
+                    .expect("a network on the root");
+                if let Err(e) = self.attach_datapath(&first) {
+                    r.problems.push(format!("classifier on {root}: {e:#}"));
+                    continue;
+                }
+                r.actions
+                    .push(format!("re-attached the classifier to {root} ({why})"));
+            }
+            self.restore_entries(root, dry, r)?;
+            if !dry {
+                self.apply_root_policy(root, None)?;
+            }
+        }
+        self.remove_unused_pins(&roots, dry, r)
+    }
+
+    /// Adds the endpoints missing from `root`'s classifier, removes those
+    /// no live endpoint has.
+    fn restore_entries(&mut self, root: &str, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let dir = pin_dir(root)?;
+        let maps = PinnedMaps::open(&dir).map_err(|e| anyhow!("classifier of {root}: {e}"))?;
+        let actual: BTreeSet<(Mac, u16)> = maps
+            .endpoints_ro()
+            .ok_or_else(|| anyhow!("classifier of {root}: no endpoint table"))?
+            .entries()
+            .map_err(|e| anyhow!("classifier of {root}: {e}"))?
+            .into_iter()
+            .map(|(k, _)| (Mac::new(k.mac), k.vlan))
+            .collect();
+        drop(maps);
+        let mut wanted = BTreeMap::new();
+        for c in self.state.containers.values() {
+            if !c.netns_alive() {
+                continue;
+            }
+            for ep in c.endpoints.values() {
+                if let Some(net) = self.state.networks.get(&ep.network_id) {
+                    if net.root().0 == root {
+                        wanted.insert(
+                            (ep.mac, net.root().1),
+                            (net.clone(), ep.clone(), c.name.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        for (key, (net, ep, name)) in &wanted {
+            if actual.contains(key) {
+                continue;
+            }
+            r.actions.push(format!(
+                "{} classifier entry {} of container {name} on {root}",
+                if dry { "would add" } else { "added" },
+                ep.mac
+            ));
+            if !dry {
+                self.datapath_add(net, ep)?;
+            }
+        }
+        for (mac, vlan) in actual.difference(&wanted.keys().copied().collect()) {
+            r.actions.push(format!(
+                "{} stale classifier entry {} (VLAN {vlan}) on {root}",
+                if dry { "would remove" } else { "removed" },
+                mac
+            ));
+            if !dry {
+                let mut maps = PinnedMaps::open(&dir)?;
+                maps.endpoints()?.remove(mac.octets(), *vlan)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pin directories of this namespace whose root no network uses (an
+    /// interrupted `network create` or `network rm`).
+    fn remove_unused_pins(
+        &self,
+        roots: &BTreeSet<String>,
+        dry: bool,
+        r: &mut RestoreReport,
+    ) -> Result<()> {
+        let prefix = format!("{}-", pinned::netns_inode(None)?);
+        let Ok(entries) = std::fs::read_dir(pinned::PIN_ROOT) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(root) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if roots.contains(root) {
+                continue;
+            }
+            r.actions.push(format!(
+                "{} the classifier pins of {root}, which no network uses ({})",
+                if dry { "would remove" } else { "removed" },
+                e.path().display()
+            ));
+            if !dry {
+                pinned::detach(root, Path::new(&e.path()))
+                    .map_err(|e| anyhow!("removing the classifier of {root}: {e}"))?;
             }
         }
         Ok(())

@@ -14,9 +14,17 @@
 //! endpoint by MAC: the kernel counts it, the classifier did not. The
 //! classifier counts such passed frames per endpoint (ENDPOINT_MISMATCH),
 //! so a surplus up to that count is explained.
+//!
+//! Likewise a malformed frame to the endpoint's MAC (a QinQ frame cut
+//! inside its inner tag): under observe the classifier passes it, the
+//! kernel untags what it can and macvlan delivers it by MAC. The
+//! classifier counts those per endpoint too (ENDPOINT_MALFORMED).
 use anyhow::Result;
 
-use super::{datapath::pin_dir, Controller};
+use super::{
+    datapath::{attachment, pin_dir, Attachment},
+    Controller,
+};
 use crate::{datapath::pinned::PinnedMaps, model::Mac, netlink, netns::NetNs};
 
 /// One endpoint's reconciliation.
@@ -36,6 +44,9 @@ pub struct EndpointCheck {
     /// passed (observe); the kernel may have delivered them by MAC. Read
     /// only when the kernel counted more than the classifier (else 0).
     pub vlan_mismatch_passed: u64,
+    /// Malformed frames to this endpoint's MAC that the classifier passed
+    /// (observe); read like `vlan_mismatch_passed`.
+    pub malformed_passed: u64,
     /// `kernel - classified`.
     pub diff: i64,
     /// Why they differ, when known.
@@ -49,6 +60,62 @@ impl EndpointCheck {
 }
 
 impl Controller {
+    /// What the kernel says is wrong under the networks (of `network`, if
+    /// given): a parent down, renamed, replaced or gone, a classifier not
+    /// attached to its root. One line each, naming the fix.
+    pub fn root_problems(&self, network: Option<&str>) -> Result<Vec<String>> {
+        let only = match network {
+            Some(n) => Some(self.network(n)?.id.clone()),
+            None => None,
+        };
+        let links = netlink::run(None, |nl| async move { nl.links().await })?;
+        let mut problems = Vec::new();
+        let mut roots = std::collections::BTreeSet::new();
+        for net in self.state.networks.values() {
+            if only.as_ref().is_some_and(|id| *id != net.id) {
+                continue;
+            }
+            let p = &net.parent;
+            let by_name = links.iter().find(|l| l.name == *p);
+            let by_index = net
+                .parent_ifindex
+                .and_then(|i| links.iter().find(|l| l.index == i));
+            match (by_name, by_index) {
+                (None, Some(renamed)) => problems.push(format!(
+                    "network {}: parent {p} was renamed to {}; rename it back with `ip link set {} name {p}`",
+                    net.name, renamed.name, renamed.name
+                )),
+                (None, None) => problems.push(format!(
+                    "network {}: parent {p} is gone; bring it back, then run `mvnet restore`",
+                    net.name
+                )),
+                (Some(l), _) if net.parent_ifindex.is_some_and(|i| i != l.index) => {
+                    problems.push(format!(
+                        "network {}: parent {p} was replaced (ifindex {} is now {}); run `mvnet restore` to attach the classifier to it",
+                        net.name,
+                        net.parent_ifindex.unwrap_or_default(),
+                        l.index
+                    ))
+                }
+                (Some(l), _) if !l.up => problems.push(format!(
+                    "network {}: parent {p} is down, so its endpoints receive nothing; bring it up with `ip link set {p} up`",
+                    net.name
+                )),
+                _ => {}
+            }
+            let (root, _) = net.root();
+            if roots.insert(root.to_owned())
+                && links.iter().any(|l| l.name == root)
+                && attachment(root)? != Attachment::Attached
+            {
+                problems.push(format!(
+                    "the classifier is not attached to {root} (the kernel has no mvnet program there); run `mvnet restore`"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Reconciles every endpoint (of `network`, if given).
     pub fn verify(&self, network: Option<&str>) -> Result<Vec<EndpointCheck>> {
         let only = match network {
@@ -74,6 +141,7 @@ impl Controller {
                     kernel: 0,
                     kernel_multicast: 0,
                     vlan_mismatch_passed: 0,
+                    malformed_passed: 0,
                     diff: 0,
                     explanation: None,
                 };
@@ -109,20 +177,18 @@ impl Controller {
                             // mismatch the kernel delivered is in it.
                             check.vlan_mismatch_passed =
                                 maps.mismatch(entry.slot)?.map_or(0, |c| c.frames);
+                            check.malformed_passed =
+                                maps.malformed(entry.slot)?.map_or(0, |c| c.frames);
                         }
+                        let passed = check.vlan_mismatch_passed + check.malformed_passed;
                         if check.diff < 0 && !up {
                             check.explanation = Some(format!(
                                 "{} is down: the kernel drops frames for a down macvlan without counting them",
                                 ep.ifname
                             ));
-                        } else if check.diff > 0 && check.diff as u64 <= check.vlan_mismatch_passed
-                        {
-                            check.explanation = Some(format!(
-                                "{} frames to this MAC tagged for another VLAN were passed by the \
-                                 classifier (the network observes; `--policy enforce` drops them) \
-                                 and delivered by MAC: no VLAN device on {root} takes their tag",
-                                check.diff
-                            ));
+                        } else if check.diff > 0 && check.diff as u64 <= passed {
+                            check.explanation =
+                                Some(passed_invalid(check.diff as u64, &check, root));
                         } else if check.diff < 0 && stats.rx_dropped > 0 {
                             check.explanation = Some(format!(
                                 "the kernel dropped {} received frames on {}",
@@ -141,6 +207,28 @@ impl Controller {
             }
         }
         Ok(out)
+    }
+}
+
+/// Why `diff` more frames reached the endpoint than the classifier
+/// delivered: invalid frames to its MAC it passed under observe.
+fn passed_invalid(diff: u64, check: &EndpointCheck, root: &str) -> String {
+    const PASSED: &str = "were passed by the classifier (the network observes; \
+                          `--policy enforce` drops them) and delivered by MAC";
+    let mismatch = check.vlan_mismatch_passed.min(diff);
+    let malformed = diff - mismatch;
+    match (mismatch, malformed) {
+        (m, 0) => format!(
+            "{m} frames to this MAC tagged for another VLAN {PASSED}: no VLAN device on {root} \
+             takes their tag"
+        ),
+        (0, b) => format!(
+            "{b} malformed frames to this MAC (cut short inside a tag or header) {PASSED}: \
+             the kernel untagged what it could"
+        ),
+        (m, b) => format!(
+            "{m} frames to this MAC tagged for another VLAN and {b} malformed ones {PASSED}"
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! endpoint table, read the counters.
 mod batch;
 mod counters;
+pub mod devices;
 mod direct;
 mod endpoints;
 pub mod monitor;

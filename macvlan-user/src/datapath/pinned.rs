@@ -7,8 +7,14 @@
 //! ```text
 //! /sys/fs/bpf/mvnet/<netns inode>-<root device>/
 //!     ENDPOINTS ENDPOINT_STATS VLAN_STATS VERDICT_STATS CONFIG   maps
+//!     VLAN_POLICY ENDPOINT_INDEX ENDPOINT_MISMATCH               maps
+//!     ENDPOINT_MALFORMED ENDPOINT_DEVICES ENDPOINT_TX_INVALID    maps
 //!     link_xdp link_tc_ingress link_tc_egress                    bpf_links
+//!     prog_xdp prog_tc_endpoint                                  programs
 //! ```
+//!
+//! `prog_tc_endpoint` is attached to every endpoint's own device (see
+//! `devices`); those attachments are not pinned: they go with the device.
 //!
 //! The network namespace inode keeps the `eth0` of two namespaces apart.
 //! On kernels before 6.6 (no tcx) the TC programs hang off a clsact qdisc
@@ -38,9 +44,9 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-/// Pinned by every mvnet; ENDPOINT_INDEX and ENDPOINT_MISMATCH, added
+/// Pinned by every mvnet; ENDPOINT_INDEX and the maps after it, added
 /// later, are optional (see `PinnedMaps::open`).
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 11] = [
     map_names::ENDPOINTS,
     map_names::ENDPOINT_STATS,
     map_names::VLAN_STATS,
@@ -49,15 +55,28 @@ const MAPS: [&str; 8] = [
     map_names::VLAN_POLICY,
     map_names::ENDPOINT_INDEX,
     map_names::ENDPOINT_MISMATCH,
+    map_names::ENDPOINT_MALFORMED,
+    map_names::ENDPOINT_DEVICES,
+    map_names::ENDPOINT_TX_INVALID,
 ];
 /// Maps a classifier pinned by an older mvnet may lack.
-const OPTIONAL: [&str; 2] = [map_names::ENDPOINT_INDEX, map_names::ENDPOINT_MISMATCH];
+const OPTIONAL: [&str; 5] = [
+    map_names::ENDPOINT_INDEX,
+    map_names::ENDPOINT_MISMATCH,
+    map_names::ENDPOINT_MALFORMED,
+    map_names::ENDPOINT_DEVICES,
+    map_names::ENDPOINT_TX_INVALID,
+];
 /// The pinned bpf_links (tcx links only on kernels with tcx): the
 /// programs can be replaced in place through them (`sys::link_update`).
 pub const LINK_XDP: &str = "link_xdp";
 /// The XDP program itself, pinned so `mvnet monitor` can find its log ring.
 pub const PROG_XDP: &str = "prog_xdp";
 pub const LINK_TC_INGRESS: &str = "link_tc_ingress";
+/// The endpoint-device program (`mvnet_tc_endpoint`), loaded with the
+/// classifier's maps and pinned so that every later `mvnet` attaches it
+/// to a new endpoint's device without loading anything.
+pub const PROG_TC_ENDPOINT: &str = "prog_tc_endpoint";
 pub const LINK_TC_EGRESS: &str = "link_tc_egress";
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
@@ -110,10 +129,24 @@ pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(format!("{ino}-{root}"))
 }
 
-/// Whether the classifier is attached (pinned) for this directory: its
-/// maps are pinned and its pinned XDP link is not [stale](is_stale).
+/// Whether the classifier of this directory is attached, as the kernel
+/// says: its maps are pinned, its pinned XDP link is attached to a device,
+/// and (with tcx) both TC links to that same device. Map pins alone (an
+/// interrupted attach or detach) are not an attached classifier.
 pub fn is_attached(dir: &Path) -> bool {
-    dir.join(map_names::ENDPOINTS).exists() && !is_stale(dir)
+    if !dir.join(map_names::ENDPOINTS).exists() {
+        return false;
+    }
+    let Some(ifindex) = xdp_link_ifindex(&dir.join(LINK_XDP)).filter(|&i| i != 0) else {
+        return false;
+    };
+    !uses_tcx()
+        || [LINK_TC_INGRESS, LINK_TC_EGRESS].iter().all(|name| {
+            use std::os::fd::AsFd as _;
+            sys::obj_get(&dir.join(name))
+                .and_then(|fd| sys::link_info(fd.as_fd()))
+                .is_ok_and(|i| i.kind == sys::BPF_LINK_TYPE_TCX && i.ifindex == ifindex)
+        })
 }
 
 /// Whether the pins in `dir` are left from a namespace that is gone: its
@@ -185,6 +218,14 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
         let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
         xdp.pin(dir.join(PROG_XDP))
             .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        let name = program_names::TC_ENDPOINT;
+        let endpoint: &mut SchedClassifier = super::program(&mut ebpf, name)?;
+        endpoint
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        endpoint
+            .pin(dir.join(PROG_TC_ENDPOINT))
+            .map_err(|e| DatapathError::Pin(format!("pin {PROG_TC_ENDPOINT}: {e}")))?;
         Ok(mode)
     })();
     if result.is_err() {
@@ -244,7 +285,13 @@ fn pin_links(
 /// if the device still exists) and removes every pin under `dir`.
 pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
     // Removing the last reference to a bpf_link (its pin) detaches it.
-    for name in [LINK_XDP, LINK_TC_INGRESS, LINK_TC_EGRESS, PROG_XDP] {
+    for name in [
+        LINK_XDP,
+        LINK_TC_INGRESS,
+        LINK_TC_EGRESS,
+        PROG_XDP,
+        PROG_TC_ENDPOINT,
+    ] {
         let _ = fs::remove_file(dir.join(name));
     }
     if !uses_tcx() {
@@ -402,10 +449,103 @@ impl PinnedMaps {
         let slot = self.endpoints()?.insert(entry)?;
         self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?;
         // Absent from classifiers pinned before it existed.
-        if self.get(map_names::ENDPOINT_MISMATCH).is_ok() {
-            self.zero_slot::<macvlan_common::Counter>(map_names::ENDPOINT_MISMATCH, slot)?;
+        for name in [
+            map_names::ENDPOINT_MISMATCH,
+            map_names::ENDPOINT_MALFORMED,
+            map_names::ENDPOINT_TX_INVALID,
+        ] {
+            if self.get(name).is_ok() {
+                self.zero_slot::<macvlan_common::Counter>(name, slot)?;
+            }
         }
         Ok(slot)
+    }
+
+    /// Whether this classifier checks sources on endpoint devices (pinned
+    /// by an mvnet that has ENDPOINT_DEVICES).
+    pub fn has_devices(&self) -> bool {
+        self.get(map_names::ENDPOINT_DEVICES).is_ok()
+    }
+
+    /// Records what the endpoint device `ifindex` may send as. An ifindex
+    /// recorded already (for another endpoint, in another namespace) is an
+    /// error: its frames would be judged by the wrong identity.
+    pub fn register_device(
+        &mut self,
+        ifindex: u32,
+        identity: macvlan_common::DeviceIdentity,
+    ) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINT_DEVICES;
+        let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
+            aya::maps::HashMap::try_from(self.get_mut(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        const BPF_NOEXIST: u64 = 1;
+        map.insert(ifindex, identity, BPF_NOEXIST)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+
+    /// The identity registered for device `ifindex`, if any.
+    pub fn device(&self, ifindex: u32) -> Option<macvlan_common::DeviceIdentity> {
+        let map: aya::maps::HashMap<&MapData, u32, macvlan_common::DeviceIdentity> =
+            aya::maps::HashMap::try_from(self.get(map_names::ENDPOINT_DEVICES).ok()?).ok()?;
+        map.get(&ifindex, 0).ok()
+    }
+
+    /// Removes every device entry of endpoint `slot` (its device is gone).
+    pub fn remove_devices(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINT_DEVICES;
+        let Ok(map) = self.get_mut(name) else {
+            return Ok(());
+        };
+        let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
+            aya::maps::HashMap::try_from(map)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let stale: Vec<u32> = map
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, id)| id.slot == slot)
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = map.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Element `slot` of the per-CPU [`Counter`](macvlan_common::Counter)
+    /// array `name`, summed over CPUs; `None` if the pins lack the map.
+    fn slot_counter(
+        &self,
+        name: &'static str,
+        slot: u32,
+    ) -> Result<Option<macvlan_common::Counter>, DatapathError> {
+        let Ok(map) = self.get(name) else {
+            return Ok(None);
+        };
+        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::Counter> =
+            aya::maps::PerCpuArray::try_from(map)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let mut total = macvlan_common::Counter::default();
+        for c in array
+            .get(&slot, 0)
+            .map_err(|source| DatapathError::Map { name, source })?
+            .iter()
+        {
+            total.merge(c);
+        }
+        Ok(Some(total))
+    }
+
+    /// ENDPOINT_MALFORMED of `slot`: malformed frames to that endpoint's
+    /// MAC that XDP passed. `None` for a classifier pinned before the map.
+    pub fn malformed(&self, slot: u32) -> Result<Option<macvlan_common::Counter>, DatapathError> {
+        self.slot_counter(map_names::ENDPOINT_MALFORMED, slot)
+    }
+
+    /// ENDPOINT_TX_INVALID of `slot`: frames the endpoint's device sent that
+    /// failed the source checks. `None` for a classifier pinned before it.
+    pub fn tx_invalid(&self, slot: u32) -> Result<Option<macvlan_common::Counter>, DatapathError> {
+        self.slot_counter(map_names::ENDPOINT_TX_INVALID, slot)
     }
 
     /// Zeroes element `slot` of the per-CPU array `name` on every CPU.

@@ -159,3 +159,60 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()>
     };
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
+
+const BPF_PROG_ATTACH: libc::c_long = 8;
+/// `enum bpf_attach_type`: tcx egress (Linux 6.6+).
+pub const BPF_TCX_EGRESS: u32 = 47;
+
+/// Attaches `prog` to device `ifindex` (of the calling thread's
+/// namespace) at `attach_type` without a bpf_link (BPF_PROG_ATTACH): the
+/// attachment needs no fd or pin to stay, and goes with the device.
+pub fn prog_attach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    #[repr(C, align(8))]
+    struct ProgAttach {
+        target_ifindex: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+        relative_fd: u32,
+        expected_revision: u64,
+    }
+    let mut attr = ProgAttach {
+        target_ifindex: ifindex,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+        relative_fd: 0,
+        expected_revision: 0,
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
+}
+
+const BPF_PROG_DETACH: libc::c_long = 9;
+
+/// Detaches `prog` from device `ifindex` (of the calling thread's
+/// namespace) at `attach_type`, as [`prog_attach`] attached it.
+pub fn prog_detach(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> io::Result<()> {
+    #[repr(C, align(8))]
+    struct ProgDetach {
+        target_ifindex: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+        relative_fd: u32,
+        expected_revision: u64,
+    }
+    let mut attr = ProgDetach {
+        target_ifindex: ifindex,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+        relative_fd: 0,
+        expected_revision: 0,
+    };
+    bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
+}

@@ -13,6 +13,8 @@
 //! | `mvnet_endpoint_map_entries`, `mvnet_endpoint_map_capacity` | gauge | root |
 //! | `mvnet_endpoint_map_fill_ratio` | gauge | root |
 //! | `mvnet_scrape_read_seconds` | gauge | (none) |
+//! | `mvnet_scrape_errors_total` | counter | (none) |
+//! | `mvnet_build_info` | gauge (always 1) | version |
 use macvlan_common::{Counter, Hook, Verdict};
 use prometheus_client::{
     collector::Collector,
@@ -49,11 +51,20 @@ impl Format {
     }
 }
 
-/// A snapshot, and how long reading it took.
+/// What a scrape knows about itself and the exporter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScrapeInfo {
+    /// How long reading the state and every map took.
+    pub read_secs: f64,
+    /// Scrapes that failed before this one, since the exporter started.
+    pub scrape_errors: u64,
+}
+
+/// A snapshot, and the scrape that read it.
 #[derive(Debug)]
 struct SnapshotCollector {
     snap: Snapshot,
-    read_secs: f64,
+    info: ScrapeInfo,
 }
 
 fn counter<S: EncodeLabelSet>(
@@ -257,18 +268,39 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Gauge,
         )?;
-        m.encode_gauge(&self.read_secs)?;
+        m.encode_gauge(&self.info.read_secs)?;
+
+        let mut m = encoder.encode_descriptor(
+            "mvnet_scrape_errors",
+            "Scrapes that failed (reading the state file or a pinned map, encoding) since the exporter started; each is logged to its standard error.",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&self.info.scrape_errors, None)?;
+
+        let mut m = encoder.encode_descriptor(
+            "mvnet_build_info",
+            "Always 1; the version label is the mvnet that serves these metrics.",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_gauge(&1i64)?;
         Ok(())
     }
 }
 
 /// The exposition of `snap` in `format`.
-pub fn encode(snap: Snapshot, read_secs: f64, format: Format) -> Result<String, std::fmt::Error> {
+pub fn encode(
+    snap: Snapshot,
+    info: &ScrapeInfo,
+    format: Format,
+) -> Result<String, std::fmt::Error> {
     // Roughly 200 bytes per series; one allocation up front.
     let endpoints: usize = snap.networks.iter().map(|n| n.endpoints.len()).sum();
     let mut out = String::with_capacity(16 * 1024 + 6 * 200 * endpoints);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector { snap, read_secs }));
+    registry.register_collector(Box::new(SnapshotCollector { snap, info: *info }));
     match format {
         Format::Prometheus => {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?
@@ -285,7 +317,11 @@ mod tests {
     #[test]
     fn exposition_has_help_type_and_labelled_series() {
         let snap = crate::stats::json::tests::snapshot(7, std::time::Instant::now());
-        let text = encode(snap, 0.001, Format::Prometheus).unwrap();
+        let info = ScrapeInfo {
+            read_secs: 0.001,
+            scrape_errors: 3,
+        };
+        let text = encode(snap, &info, Format::Prometheus).unwrap();
         assert!(
             text.contains("# TYPE mvnet_endpoint_frames_total counter\n"),
             "{text}"
@@ -308,9 +344,22 @@ mod tests {
             text.contains("mvnet_endpoint_map_capacity{root=\"eth0\"} 4096"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "# TYPE mvnet_scrape_errors_total counter\nmvnet_scrape_errors_total 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "# TYPE mvnet_build_info gauge\nmvnet_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         let om = encode(
             crate::stats::json::tests::snapshot(7, std::time::Instant::now()),
-            0.001,
+            &info,
             Format::OpenMetrics,
         )
         .unwrap();

@@ -3,15 +3,19 @@
 //! state lock) when it changed since the last scrape, so the exporter starts and stops independently of the
 //! datapath and shows networks created after it started. The classifier's
 //! anomaly events (aya-log) are streamed to its standard error.
+//!
+//! [`http`] is the server (hyper on tokio, deadlines and limits), [`addr`]
+//! parses `--metrics-addr`, [`metrics`] encodes a snapshot.
+pub mod addr;
 pub mod http;
 pub mod metrics;
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -24,8 +28,13 @@ use metrics::Format;
 
 /// The default listen address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9435";
-/// Connections served at once; more get 503.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections held open at once; past that, new ones are closed. Idle and
+/// slow ones are cut off after [`http::HEADER_TIMEOUT`], so only this many
+/// clients stalling at the same moment can keep a scraper out.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// File descriptors kept for everything but connections (the listener,
+/// pinned maps, the event stream's perf buffers, the state file).
+const RESERVED_FDS: u64 = 128;
 
 pub struct ServeOptions {
     pub state_dir: PathBuf,
@@ -65,83 +74,59 @@ impl StateCache {
     }
 }
 
+/// What every scrape shares: where the state is, its last parse, and the
+/// exporter's own counters.
+pub struct Exporter {
+    pub state_dir: PathBuf,
+    cache: StateCache,
+    /// Scrapes that failed since the exporter started.
+    pub scrape_errors: AtomicU64,
+    /// Scrapes being encoded right now.
+    in_flight: AtomicUsize,
+}
+
+impl Exporter {
+    pub fn new(state_dir: PathBuf) -> Exporter {
+        Exporter {
+            state_dir,
+            cache: StateCache::default(),
+            scrape_errors: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads every counter and encodes it: the body of one scrape.
+    pub fn scrape(&self, format: Format) -> Result<String> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let body = scrape(
+            &self.state_dir,
+            &self.cache,
+            format,
+            self.scrape_errors.load(Ordering::Relaxed),
+        );
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            footprint::trim();
+        }
+        body
+    }
+}
+
 /// Reads every counter and encodes it: the body of one scrape.
-pub fn scrape(state_dir: &Path, cache: &StateCache, format: Format) -> Result<String> {
+pub fn scrape(
+    state_dir: &Path,
+    cache: &StateCache,
+    format: Format,
+    scrape_errors: u64,
+) -> Result<String> {
     let started = Instant::now();
     let state = cache.get(state_dir)?;
     let snap = stats::collect(&state, None)?;
     drop(state);
-    let read = started.elapsed().as_secs_f64();
-    metrics::encode(snap, read, format).context("encoding the metrics")
-}
-
-const INDEX: &str = "<html><head><title>mvnet exporter</title></head><body>\
-<h1>mvnet exporter</h1><p><a href=\"/metrics\">/metrics</a></p></body></html>\n";
-
-fn handle(mut stream: TcpStream, state_dir: &Path, cache: &StateCache) {
-    let req = match http::read_request(&mut stream) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            let _ = http::respond(
-                &mut stream,
-                "400 Bad Request",
-                "text/plain",
-                b"bad request\n",
-                false,
-            );
-            return;
-        }
-        Err(_) => return,
+    let info = metrics::ScrapeInfo {
+        read_secs: started.elapsed().as_secs_f64(),
+        scrape_errors,
     };
-    let head_only = req.method == "HEAD";
-    if req.method != "GET" && !head_only {
-        let _ = http::respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            b"only GET and HEAD\n",
-            false,
-        );
-        return;
-    }
-    let _ = match req.path.as_str() {
-        "/metrics" => {
-            let format = Format::for_accept(req.accept.as_deref());
-            match scrape(state_dir, cache, format) {
-                Ok(body) => http::respond(
-                    &mut stream,
-                    "200 OK",
-                    format.content_type(),
-                    body.as_bytes(),
-                    head_only,
-                ),
-                Err(e) => {
-                    eprintln!("mvnet serve: scrape failed: {e:#}");
-                    http::respond(
-                        &mut stream,
-                        "500 Internal Server Error",
-                        "text/plain",
-                        format!("mvnet: {e:#}\n").as_bytes(),
-                        head_only,
-                    )
-                }
-            }
-        }
-        "/" => http::respond(
-            &mut stream,
-            "200 OK",
-            "text/html",
-            INDEX.as_bytes(),
-            head_only,
-        ),
-        _ => http::respond(
-            &mut stream,
-            "404 Not Found",
-            "text/plain",
-            b"not found; metrics are at /metrics\n",
-            head_only,
-        ),
-    };
+    metrics::encode(snap, &info, format).context("encoding the metrics")
 }
 
 /// Streams anomaly events forever, picking up roots attached later;
@@ -177,21 +162,59 @@ mod footprint {
     pub fn trim() {}
 }
 
+/// Raises the soft limit on open files to the hard limit, and returns how
+/// many connections fit under it ([`MAX_CONNECTIONS`] at most).
+fn connection_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid output pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max
+    {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid input pointer; failure leaves the old limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let usable = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(16);
+    usize::try_from(usable).map_or(MAX_CONNECTIONS, |u| u.min(MAX_CONNECTIONS))
+}
+
 /// Serves until killed.
 pub fn run(opts: ServeOptions) -> Result<()> {
     footprint::init();
-    let listener = TcpListener::bind(opts.addr).with_context(|| {
-        format!(
-            "cannot listen on {}; pick another address with --metrics-addr",
-            opts.addr
-        )
-    })?;
+    let limits = http::Limits {
+        connections: connection_limit(),
+        header_timeout: http::HEADER_TIMEOUT,
+    };
+    // One thread for every connection (they only wait), a small blocking
+    // pool for the scrapes themselves.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(http::SCRAPE_THREADS)
+        .thread_name("scrape")
+        .thread_stack_size(1024 * 1024)
+        .build()
+        .context("starting the exporter's runtime")?;
+    let listener = rt
+        .block_on(async { tokio::net::TcpListener::bind(opts.addr).await })
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; pick another address with --metrics-addr",
+                opts.addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     eprintln!("mvnet serve: metrics at http://{addr}/metrics");
     if !addr.ip().is_loopback() {
         eprintln!(
-            "mvnet serve: warning: {addr} is not a loopback address; the metrics (MACs, IPs, \
-             container names) are readable from other hosts"
+            "mvnet serve: warning: {addr} is not a loopback address; the metrics (MACs, \
+             container and network names) are readable from other hosts"
         );
     }
     if opts.events {
@@ -200,44 +223,6 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .spawn(stream_events)
             .context("starting the event thread")?;
     }
-    let busy = Arc::new(AtomicUsize::new(0));
-    let state_dir: Arc<Path> = opts.state_dir.into();
-    let cache = Arc::new(StateCache::default());
-    for conn in listener.incoming() {
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: do not spin.
-                eprintln!("mvnet serve: accept: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            busy.fetch_sub(1, Ordering::AcqRel);
-            let _ = http::respond(
-                &mut stream,
-                "503 Service Unavailable",
-                "text/plain",
-                b"too many scrapes at once\n",
-                false,
-            );
-            continue;
-        }
-        let (done, state_dir, cache) = (busy.clone(), state_dir.clone(), cache.clone());
-        let spawned = std::thread::Builder::new()
-            .name("scrape".into())
-            .stack_size(1024 * 1024)
-            .spawn(move || {
-                handle(stream, &state_dir, &cache);
-                if done.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    footprint::trim();
-                }
-            });
-        if let Err(e) = spawned {
-            busy.fetch_sub(1, Ordering::AcqRel);
-            eprintln!("mvnet serve: cannot start a thread for a connection: {e}");
-        }
-    }
-    Ok(())
+    let exporter = Arc::new(Exporter::new(opts.state_dir));
+    rt.block_on(http::serve(listener, exporter, limits))
 }

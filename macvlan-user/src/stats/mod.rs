@@ -99,15 +99,16 @@ pub fn run(state_dir: &Path, opts: &StatsOptions) -> Result<()> {
         let cur = read(state_dir, network)?;
         let rates = Rates::between(&prev, &cur);
         if !opts.json {
-            println!(
+            writeln!(
+                std::io::stdout().lock(),
                 "--- {} (per second over {:.1} s)",
                 crate::model::rfc3339(cur.taken),
                 rates.secs
-            );
+            )?;
         }
         print(&cur, Some(&rates), opts.json, false)?;
         if !opts.json {
-            println!();
+            writeln!(std::io::stdout().lock())?;
         }
         prev = cur;
         done += 1;

@@ -77,7 +77,7 @@ pub fn run(opts: Options) -> Result<()> {
     }
 }
 
-/// Reads a snapshot per refresh: the state (briefly locked, so other
+/// Reads a snapshot per refresh: the state (without the lock, so other
 /// `mvnet` commands are not held up, and new endpoints show up), then the
 /// counters.
 struct Source {
@@ -88,7 +88,7 @@ struct Source {
 impl Source {
     fn collect(&self) -> Result<Snapshot> {
         let (state, only) = {
-            let ctl = Controller::open(&self.state_dir)?;
+            let ctl = Controller::snapshot(&self.state_dir)?;
             let only = match &self.network {
                 Some(n) => Some(ctl.network(n)?.id.clone()),
                 None => None,

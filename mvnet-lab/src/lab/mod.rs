@@ -45,8 +45,8 @@ pub struct Lab {
 
 impl Lab {
     /// Builds `upstream` and `host` joined by a veth pair (`wire0` ⇄ `eth0`),
-    /// both ends up, IPv6 off (so no autoconfiguration traffic disturbs
-    /// exact counts).
+    /// both ends up, with [`PINNED_SYSCTLS`] (no forwarding, redirects or
+    /// IPv6 traffic disturbs exact counts, whatever the host's settings).
     pub fn new() -> Result<Lab> {
         let id = format!(
             "{PREFIX}{}-{}",
@@ -66,8 +66,8 @@ impl Lab {
     }
 
     fn build_wire(&self) -> Result<()> {
-        quiet_ipv6(&self.upstream)?;
-        quiet_ipv6(&self.host)?;
+        pin_sysctls(&self.upstream)?;
+        pin_sysctls(&self.host)?;
         let upstream = self.upstream.clone();
         netlink::run(Some(&self.host), |nl| async move {
             nl.add_veth(PARENT, UPSTREAM_IF).await?;
@@ -101,7 +101,7 @@ impl Lab {
     pub fn add_container(&mut self, name: &str) -> Result<NetNs> {
         let ns = netns::create(&format!("{}-{name}", self.id))?;
         self.containers.push(ns.clone());
-        quiet_ipv6(&ns)?;
+        pin_sysctls(&ns)?;
         Ok(ns)
     }
 
@@ -165,24 +165,54 @@ impl Drop for Lab {
     }
 }
 
-/// Turns IPv6 off in `ns`, for this and future links: router solicitations
-/// and DAD would otherwise add frames to exact counts.
-fn quiet_ipv6(ns: &NetNs) -> Result<()> {
-    ns.run(|| -> std::io::Result<()> {
-        for key in ["all", "default"] {
-            std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1")?;
+/// The sysctls every lab namespace pins, for this and future links:
+/// `(path under /proc/sys/net, value)`.
+///
+/// A new namespace copies the IPv4 `all`/`default` settings of the root
+/// namespace (net.core.devconf_inherit_init_net = 0). On a host where a
+/// Docker engine runs, `net.ipv4.ip_forward` is 1, so every lab namespace
+/// would be a router: a namespace that receives a frame for its MAC but not
+/// its address routes it back out through its gateway, and the ARP exchange
+/// for the gateway adds a frame to exact counts (pktgen's 101 of 100).
+/// Redirects follow from forwarding. IPv6 (which a new namespace does not
+/// inherit) is off: router solicitations, DAD and autoconfiguration would
+/// add frames too; forwarding, router advertisements and autoconfiguration
+/// are pinned off as well, for a kernel booted with inheritance on.
+pub const PINNED_SYSCTLS: &[(&str, &str)] = &[
+    ("ipv4/conf/all/forwarding", "0"),
+    ("ipv4/conf/default/forwarding", "0"),
+    ("ipv4/conf/all/send_redirects", "0"),
+    ("ipv4/conf/default/send_redirects", "0"),
+    ("ipv4/conf/all/accept_redirects", "0"),
+    ("ipv4/conf/default/accept_redirects", "0"),
+    ("ipv6/conf/all/disable_ipv6", "1"),
+    ("ipv6/conf/default/disable_ipv6", "1"),
+    ("ipv6/conf/all/forwarding", "0"),
+    ("ipv6/conf/default/forwarding", "0"),
+    ("ipv6/conf/all/accept_ra", "0"),
+    ("ipv6/conf/default/accept_ra", "0"),
+    ("ipv6/conf/all/autoconf", "0"),
+    ("ipv6/conf/default/autoconf", "0"),
+];
+
+/// Pins [`PINNED_SYSCTLS`] in `ns`, so that what a lab counts does not
+/// depend on the host's settings. The lab does it for every namespace it
+/// creates; scenarios call it for the containers they start with `mvnet
+/// run` (those namespaces are mvnet's, and inherit like Docker's do).
+pub fn pin_sysctls(ns: &NetNs) -> Result<()> {
+    ns.run(|| -> Result<()> {
+        for (key, value) in PINNED_SYSCTLS {
+            let path = format!("/proc/sys/net/{key}");
+            match std::fs::write(&path, value) {
+                Ok(()) => {}
+                // A kernel without IPv6 has nothing to pin there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.starts_with("ipv6/") => {}
+                Err(e) => return Err(e).with_context(|| format!("writing {value} to {path}")),
+            }
         }
         Ok(())
     })?
-    .or_else(|e| {
-        // A kernel without IPv6 has nothing to quiet.
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })
-    .context("disabling IPv6 in a lab namespace")
+    .context("pinning the sysctls of a lab namespace")
 }
 
 /// Removes every lab namespace whose creating process is gone (all of them

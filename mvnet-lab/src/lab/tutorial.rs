@@ -10,8 +10,11 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{Lab, UPSTREAM_IF};
-use mvnet::{netlink, netns};
+use super::{pin_sysctls, Lab, UPSTREAM_IF};
+use mvnet::{
+    netlink,
+    netns::{self, NetNs},
+};
 
 /// One tutorial step: the mvnet arguments and what the tutorial says.
 struct Step {
@@ -220,6 +223,12 @@ pub fn run() -> Result<()> {
         upstream_gateway(&lab, UPSTREAM_IF, None, gw)?;
         println!("\n=== Bridge example ===");
         run_steps(&lab, &state, BRIDGE)?;
+        // The container's namespace inherits the root's IPv4 settings, as a
+        // Docker container's does; on a Docker host that includes
+        // forwarding, and the container would route the frames below back
+        // out (see lab::PINNED_SYSCTLS).
+        println!("\n# (lab) Pin forwarding, redirects and IPv6 autoconfiguration off in the container's namespace");
+        pin_sysctls(&NetNs::named("my-macvlan-alpine")?)?;
         // Traffic from the rest of the L2 network: exact frame counts to
         // the container and to a MAC nobody has, sent from the lab's wire.
         let up = lab.upstream().name().unwrap_or_default().to_owned();

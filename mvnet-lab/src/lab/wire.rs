@@ -160,10 +160,41 @@ pub fn send(
 /// drops are the behaviour under test; [`send`] retries ENOBUFS, which is
 /// right for a full veth ring. Returns (accepted, dropped).
 pub fn send_each_once(ns: &NetNs, iface: &str, frame: &[u8], count: u64) -> Result<(u64, u64)> {
+    send_each_once_with(ns, iface, frame, count, false)
+}
+
+/// As [`send_each_once`], with PACKET_QDISC_BYPASS set on the socket when
+/// `bypass_qdisc`: the kernel then transmits through `dev_direct_xmit`,
+/// which skips the device's qdisc and TC egress hook (what a process with
+/// CAP_NET_RAW can do to dodge a device's egress program).
+pub fn send_each_once_with(
+    ns: &NetNs,
+    iface: &str,
+    frame: &[u8],
+    count: u64,
+    bypass_qdisc: bool,
+) -> Result<(u64, u64)> {
     let iface = iface.to_owned();
     let frame = frame.to_vec();
     ns.run(move || -> Result<(u64, u64)> {
         let sock = PacketSocket::open(&iface, 0)?;
+        if bypass_qdisc {
+            const PACKET_QDISC_BYPASS: libc::c_int = 20;
+            let one: libc::c_int = 1;
+            // SAFETY: a valid option value of the right size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.fd,
+                    libc::SOL_PACKET,
+                    PACKET_QDISC_BYPASS,
+                    &one as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error()).context("PACKET_QDISC_BYPASS");
+            }
+        }
         let (mut ok, mut dropped) = (0, 0);
         for _ in 0..count {
             match sock.send(&frame) {

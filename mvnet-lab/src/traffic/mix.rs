@@ -298,6 +298,7 @@ mod tests {
                     created: String::new(),
                     netns: "/run/netns/x".into(),
                     netns_owned: true,
+                    netns_inode: None,
                     auto_remove: false,
                     command: vec![],
                     pid: None,

@@ -102,7 +102,7 @@ fn xdp_frames(maps: &PinnedMaps) -> u64 {
 /// `announce` gets one line on the generator chosen, before traffic starts.
 pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<Report> {
     limits::check(spec)?;
-    let state = Controller::open(state_dir)?.state.clone();
+    let state = Controller::snapshot(state_dir)?.state.clone();
     let mut mix = Mix::from_state(&state, &spec.mix)?;
     if let Some(secs) = spec.duration {
         if spec.rate == 0 {
@@ -244,7 +244,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
     let kernel_after = target_stats(&mix)?;
     let wire_after = link_stats(ns.as_ref(), &device)?;
     let root_after = link_stats(None, &mix.root)?;
-    let verify = Controller::open(state_dir)?.verify(None)?;
+    let verify = Controller::snapshot(state_dir)?.verify(None)?;
 
     let mut report = Report {
         generator: match generator {

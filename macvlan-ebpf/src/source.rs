@@ -1,0 +1,182 @@
+//! Source checks on an endpoint's own device (`mvnet_tc_endpoint`, TC
+//! egress on the macvlan inside the container's namespace).
+//!
+//! The parent's egress cannot tell which endpoint sent a frame: macvlan has
+//! already switched the skb to the lower device, and bridge-mode frames to
+//! another local endpoint never reach it. Here the device the frame leaves
+//! by is `skb->ifindex`, and that device's identity comes from
+//! ENDPOINT_DEVICES, so another endpoint's MAC or address is a spoof like
+//! any foreign one.
+//!
+//! Valid, from an endpoint device:
+//! * no VLAN tag at all: the endpoint's VLAN, if any, is added below it by
+//!   the 802.1Q parent, so any tag in its bytes (or skb metadata) is forged;
+//! * source MAC = the endpoint's;
+//! * IPv4: source = its address, or 0.0.0.0 for DHCP only (UDP 68 → 67);
+//! * ARP: sender MAC = its MAC, sender IP = its address or 0.0.0.0 (an
+//!   RFC 5227 probe, which claims no address);
+//! * IPv6: source = its global address, the link-local address derived
+//!   from its MAC (EUI-64), or :: (DAD, MLD) for ICMPv6 and hop-by-hop
+//!   (MLD) only;
+//! * any other Ethertype carries no address we check and passes.
+//!
+//! A header cut short is malformed: the IPv4 header with its options, the
+//! UDP header of a DHCP frame, the 28-byte Ethernet/IPv4 ARP body (other
+//! address sizes too), the IPv6 header; so is a wrong IP version. The
+//! test crate's `source_model` states the same rules independently.
+//! Invalid frames are counted per
+//! endpoint (ENDPOINT_TX_INVALID) and dropped when the endpoint's VLAN
+//! enforces; a dropped frame is also counted as a TC egress verdict, since
+//! the parent's egress will never see it.
+use aya_ebpf::programs::TcContext;
+use macvlan_common::{
+    is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
+};
+
+use crate::{
+    classify::{count_verdict, enforcing, Action, Frame},
+    maps::{ENDPOINT_DEVICES, ENDPOINT_TX_INVALID},
+    parse,
+};
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// Checks a frame leaving an endpoint's device.
+#[inline(always)]
+pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> Action {
+    // SAFETY: the context pointer is valid for the program's duration.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // A device without an entry is not (or no longer) an endpoint: the
+    // controller inserts the entry before it attaches this program and
+    // removes it only after the device is gone.
+    let Some(id) = ENDPOINT_DEVICES.get_ptr(ifindex) else {
+        return Action::Pass;
+    };
+    // SAFETY: hash value pointer valid until the program returns.
+    let id = unsafe { &*id };
+    let verdict = source_verdict(frame, id);
+    if verdict == Verdict::Delivered {
+        return Action::Pass;
+    }
+    let bytes = (frame.data_end - frame.data) as u64;
+    if let Some(c) = ENDPOINT_TX_INVALID.get_ptr_mut(id.slot) {
+        // SAFETY: per-CPU slot, no other writer on this CPU.
+        unsafe { (*c).add(bytes) };
+    }
+    if enforcing(id.vlan as u32) {
+        count_verdict(Hook::TcEgress, verdict, bytes);
+        Action::Drop
+    } else {
+        Action::Pass
+    }
+}
+
+/// `Delivered` for a valid frame, else `Spoofed` or `Malformed`.
+#[inline(always)]
+fn source_verdict(frame: &Frame, id: &DeviceIdentity) -> Verdict {
+    if frame.meta_vlan != 0 {
+        return Verdict::Spoofed;
+    }
+    let (data, end) = (frame.data, frame.data_end);
+    let Some(eth) = parse::bytes_at::<14>(data, end, 0) else {
+        return Verdict::Malformed;
+    };
+    let src = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
+    if mac_word(&src) != mac_word(&id.mac) {
+        return Verdict::Spoofed;
+    }
+    let proto = u16::from_be_bytes([eth[12], eth[13]]);
+    if is_tag_tpid(proto) {
+        return Verdict::Spoofed;
+    }
+    let l3 = parse::ETH_HLEN;
+    let own = match proto {
+        ETH_P_IPV4 => ipv4_source_is_own(data, end, l3, id.ipv4),
+        ETH_P_ARP => arp_sender_is_own(data, end, l3, id),
+        ETH_P_IPV6 => ipv6_source_is_own(data, end, l3, id),
+        _ => Some(true),
+    };
+    match own {
+        Some(true) => Verdict::Delivered,
+        Some(false) => Verdict::Spoofed,
+        None => Verdict::Malformed,
+    }
+}
+
+/// Whether the IPv4 source at `l3` is `own` (0.0.0.0 = none), or 0.0.0.0
+/// from a DHCP client. `None` for a header cut short. Also used by the
+/// parent's egress (`classify::egress`).
+#[inline(always)]
+pub fn ipv4_source_is_own(data: usize, end: usize, l3: usize, own: [u8; 4]) -> Option<bool> {
+    let h = parse::bytes_at::<20>(data, end, l3)?;
+    let ihl = (h[0] & 0x0f) as usize;
+    if h[0] >> 4 != 4 || ihl < 5 {
+        return None;
+    }
+    // The whole header, options included, must be there. `ihl` is 4 bits,
+    // so the offset is bounded for the verifier.
+    parse::bytes_at::<1>(data, end, l3 + ihl * 4 - 1)?;
+    let src = [h[12], h[13], h[14], h[15]];
+    if own != [0; 4] && src == own {
+        return Some(true);
+    }
+    if src != [0; 4] || h[9] != IPPROTO_UDP {
+        return Some(false);
+    }
+    // 0.0.0.0: a DHCP client (UDP 68 → 67) only; the UDP header must be
+    // whole.
+    let udp = parse::bytes_at::<8>(data, end, l3 + ihl * 4)?;
+    Some(udp[..4] == [0, 68, 0, 67])
+}
+
+#[inline(always)]
+fn arp_sender_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -> Option<bool> {
+    // Ethernet/IPv4 ARP: sender MAC at 8, sender IP at 14 (28 bytes).
+    // Other address sizes are not ARP an endpoint sends: malformed.
+    let a = parse::bytes_at::<28>(data, end, l3)?;
+    if a[4] != 6 || a[5] != 4 {
+        return None;
+    }
+    let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
+    let spa = [a[14], a[15], a[16], a[17]];
+    let ip_ok = spa == [0; 4] || (id.ipv4 != [0; 4] && spa == id.ipv4);
+    Some(mac_word(&sha) == mac_word(&id.mac) && ip_ok)
+}
+
+#[inline(always)]
+fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -> Option<bool> {
+    let h = parse::bytes_at::<40>(data, end, l3)?;
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    if id.ipv6 != [0; 16] && src == id.ipv6 {
+        return Some(true);
+    }
+    if src == [0; 16] {
+        return Some(h[6] == IPPROTO_ICMPV6 || h[6] == IPPROTO_HOPOPTS);
+    }
+    let m = id.mac;
+    let link_local = [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ];
+    Some(src == link_local)
+}

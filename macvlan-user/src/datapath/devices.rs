@@ -1,0 +1,125 @@
+//! The source checks on endpoint devices: each endpoint's macvlan gets
+//! `mvnet_tc_endpoint` on its TC egress, and ENDPOINT_DEVICES says what
+//! that device (by ifindex) may send as.
+//!
+//! Ifindexes are per namespace, and a fresh container namespace numbers
+//! its first device 2, so the ifindex alone would not tell two endpoints
+//! of one root apart. `bpf_get_netns_cookie` would, but TC programs may
+//! call it only from Linux 6.14 (the VM kernel is 6.1). So the controller
+//! creates each endpoint device with an ifindex of its own choosing
+//! ([`candidate`]): distinct slots of a root never share one, whatever the
+//! namespace, and a taken number (another root's endpoint in the same
+//! container, any other device) is skipped for the next candidate.
+//!
+//! Attaching costs no load and no pin: the program was loaded and pinned
+//! with the classifier (`pinned::PROG_TC_ENDPOINT`), and the attachment
+//! (tcx through BPF_PROG_ATTACH from 6.6, a clsact filter before) lives as
+//! long as the device. What it does cost is the kernel's wait for an RCU
+//! grace period in every tcx attach (`tcx_entry_sync`): measured on 6.18,
+//! a `network connect` took 57 ms instead of 41.5 (medians of 50, debug
+//! build, a busy machine). A clsact filter waited less there (an expedited
+//! grace period: 29 against 40 ms per connect) but can be deleted by whoever
+//! administers the container's namespace, while detaching a tcx program
+//! takes CAP_BPF and CAP_NET_ADMIN in the initial user namespace; tcx it is
+//! wherever the kernel has it.
+use std::{os::fd::AsFd as _, path::Path};
+
+use aya::{
+    programs::{tc, SchedClassifier, TcAttachType},
+    util::KernelVersion,
+};
+use macvlan_common::MAX_ENDPOINTS;
+
+use super::{pinned::PROG_TC_ENDPOINT, sys, DatapathError};
+
+/// First ifindex of endpoint devices: far above what the kernel hands out
+/// (it counts up from 1 per namespace), below `i32::MAX`.
+pub const IFINDEX_BASE: u32 = 0x6d76_0000;
+/// Candidates tried per endpoint before giving up.
+pub const CANDIDATES: u32 = 16;
+
+/// The `k`-th candidate ifindex for the device of endpoint `slot`: equal
+/// modulo [`MAX_ENDPOINTS`] to the slot, so two slots never meet.
+pub const fn candidate(slot: u32, k: u32) -> u32 {
+    IFINDEX_BASE + k * MAX_ENDPOINTS + slot
+}
+
+/// Whether TC programs attach through tcx (6.6+).
+fn uses_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// The endpoint program's name as the kernel keeps it (BPF_OBJ_NAME_LEN:
+/// 15 characters).
+const KERNEL_NAME: &str = "mvnet_tc_endpoi";
+
+/// Detaches every endpoint program from TC egress of device `ifindex`
+/// (`ifname`, calling thread's namespace): ones a classifier whose pins
+/// are gone left behind, still checking against its orphaned maps.
+/// Returns how many were attached.
+pub fn detach_all(ifindex: u32, ifname: &str) -> Result<usize, DatapathError> {
+    let name = macvlan_common::program_names::TC_ENDPOINT;
+    if uses_tcx() {
+        let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let mut n = 0;
+        for p in programs
+            .iter()
+            .filter(|p| p.name_as_str() == Some(KERNEL_NAME))
+        {
+            let fd = p
+                .fd()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            sys::prog_detach(ifindex, fd.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
+                DatapathError::Pin(format!("detaching a stale source check from {ifname}: {e}"))
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    } else {
+        // Filters carry the program's full name; none attached is fine.
+        Ok(usize::from(
+            tc::qdisc_detach_program(ifname, TcAttachType::Egress, name).is_ok(),
+        ))
+    }
+}
+
+/// Attaches the pinned endpoint program of the classifier in `dir` to TC
+/// egress of device `ifindex` (named `ifname`) in the calling thread's
+/// namespace.
+pub fn attach(dir: &Path, ifindex: u32, ifname: &str) -> Result<(), DatapathError> {
+    let path = dir.join(PROG_TC_ENDPOINT);
+    let err = |what: String| DatapathError::Pin(format!("{what}; run `mvnet restore`"));
+    if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+        let prog =
+            sys::obj_get(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        sys::prog_attach(ifindex, prog.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
+            DatapathError::Pin(format!(
+                "attaching the source checks to {ifname} (tcx egress): {e}"
+            ))
+        })
+    } else {
+        // Before tcx: a cls_bpf filter on a clsact qdisc, which stays on
+        // the device once we let go of it.
+        let _ = tc::qdisc_add_clsact(ifname);
+        let name = macvlan_common::program_names::TC_ENDPOINT;
+        let mut prog = SchedClassifier::from_pin(&path)
+            .map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+            )
+            .map_err(|source| DatapathError::AttachTc {
+                iface: ifname.to_owned(),
+                direction: "egress",
+                source,
+            })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        std::mem::forget(link);
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! Faults behind mvnet's back: a parent downed, renamed or deleted, a
+//! container's namespace deleted, its link renamed, a full or read-only
+//! state directory. Each gives a clear message naming the fix, and once
+//! the fault is gone `restore` converges (a second `restore --check` has
+//! nothing to do). Also: a command run from another network namespace than
+//! the state's says so.
+use std::{path::Path, process::Command};
+
+use mvnet::{
+    netlink,
+    netns::{self, NetNs},
+};
+use mvnet_lab::lab::{Lab, PARENT, UPSTREAM_IF};
+
+use crate::common::{cli::Session, require_root};
+
+const CONVERGED: &str = "nothing to do: the kernel matches the state\n";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `ip ARGS` in `ns`, asserting success.
+fn ip(ns: &NetNs, args: &[&str]) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = ns
+        .run(move || Command::new("ip").args(&args).output().unwrap())
+        .unwrap();
+    assert!(out.status.success(), "ip: {}", stderr(&out));
+}
+
+/// `restore --check` reports nothing to do and `verify` is clean.
+fn assert_converged(s: &Session) {
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    let v = s.run(&["verify"]);
+    assert!(v.status.success(), "verify: {}", stderr(&v));
+    assert_eq!(stderr(&v), "");
+}
+
+/// A network `nf` on the lab's parent with one container; returns its name.
+fn one_container(lab: &Lab, s: &Session) -> String {
+    s.network("nf", "10.130.0.0/24", PARENT, &[]);
+    let name = format!("{}-f", lab.id());
+    s.container("nf", &name, &[]);
+    name
+}
+
+#[test]
+fn a_downed_parent_is_flagged_until_it_is_up() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    ip(lab.host(), &["link", "set", PARENT, "down"]);
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert_eq!(
+        stderr(&v),
+        "mvnet: verify: network nf: parent eth0 is down, so its endpoints receive nothing; \
+         bring it up with `ip link set eth0 up`\n"
+    );
+    ip(lab.host(), &["link", "set", PARENT, "up"]);
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn a_renamed_parent_is_named_and_converges_once_renamed_back() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    ip(lab.host(), &["link", "set", PARENT, "down"]);
+    ip(lab.host(), &["link", "set", PARENT, "name", "eth9"]);
+    ip(lab.host(), &["link", "set", "eth9", "up"]);
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert_eq!(
+        stderr(&v),
+        "mvnet: verify: network nf: parent eth0 was renamed to eth9; rename it back with \
+         `ip link set eth9 name eth0`\n"
+    );
+    // Nothing of mvnet's is touched on the renamed device.
+    let r = s.run(&["restore"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr(&r).contains(
+            "network nf: parent eth0 is missing and was not created by mvnet; bring it back, then run `mvnet restore` again"
+        ),
+        "{}",
+        stderr(&r)
+    );
+    ip(lab.host(), &["link", "set", "eth9", "down"]);
+    ip(lab.host(), &["link", "set", "eth9", "name", PARENT]);
+    ip(lab.host(), &["link", "set", PARENT, "up"]);
+    assert_eq!(s.ok(&["restore"]), CONVERGED);
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn a_deleted_parent_is_flagged_and_restore_rebuilds_on_the_new_one() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    // Deleting the veth takes its macvlan children (the endpoint) along.
+    ip(lab.host(), &["link", "delete", PARENT]);
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(
+        stderr(&v).contains(
+            "mvnet: verify: network nf: parent eth0 is gone; bring it back, then run `mvnet restore`\n"
+        ),
+        "{}",
+        stderr(&v)
+    );
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let attached = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["network", "inspect", "nf"])).unwrap();
+        v[0]["Classifier"]["Attached"].clone()
+    };
+    assert_eq!(attached(), false);
+    // The fault removed: a new eth0.
+    let upstream = lab.upstream().clone();
+    netlink::run(Some(lab.host()), |nl| async move {
+        nl.add_veth(PARENT, UPSTREAM_IF).await?;
+        let peer = nl.require_link(UPSTREAM_IF).await?;
+        nl.move_to(peer.index, &upstream).await?;
+        let parent = nl.require_link(PARENT).await?;
+        nl.set_up(parent.index).await
+    })
+    .unwrap();
+    let out = s.ok(&["restore"]);
+    assert!(
+        out.contains("adopted parent eth0 of network nf as the new device"),
+        "{out}"
+    );
+    assert!(
+        out.contains("re-attached the classifier to eth0 (pins without an attached program)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("recreated endpoint {c}/eth0 on nf")),
+        "{out}"
+    );
+    assert_converged(&s);
+    assert_eq!(attached(), true);
+    let addr = s.ok(&["exec", &c, "ip", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet 10.130.0.2/24"), "{addr}");
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn a_container_namespace_deleted_or_left_as_a_stale_file_is_purged() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    netns::delete(&c).unwrap();
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        format!(
+            "would purge container {c} (its namespace is gone)\n\
+             would release address 10.130.0.2 on network nf (no endpoint has it)\n\
+             would remove stale classifier entry 02:42:0a:82:00:02 (VLAN 0) on eth0\n"
+        )
+    );
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!(
+            "purged container {c} (its namespace is gone)\n\
+             released address 10.130.0.2 on network nf (no endpoint has it)\n\
+             removed stale classifier entry 02:42:0a:82:00:02 (VLAN 0) on eth0\n"
+        )
+    );
+    assert_converged(&s);
+    // An interrupted `ip netns delete`: unmounted, the file left.
+    let c2 = format!("{}-g", lab.id());
+    s.container("nf", &c2, &[]);
+    let path = Path::new(netns::NETNS_RUN_DIR).join(&c2);
+    let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) },
+        0
+    );
+    assert!(path.exists() && !netns::is_namespace(&path));
+    let out = s.ok(&["restore"]);
+    assert!(
+        out.starts_with(&format!(
+            "removed the stale namespace file {}\npurged container {c2}",
+            path.display()
+        )),
+        "{out}"
+    );
+    assert!(!path.exists());
+    assert_converged(&s);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn a_renamed_container_link_is_explained_and_renamed_back() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    let cns = NetNs::named(&c).unwrap();
+    ip(&cns, &["link", "set", "eth0", "down"]);
+    ip(&cns, &["link", "set", "eth0", "name", "foo"]);
+    ip(&cns, &["link", "set", "foo", "up"]);
+    let v = s.ok(&["verify"]);
+    assert!(
+        v.contains("eth0 is gone from the container; run `mvnet restore`"),
+        "{v}"
+    );
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!("renamed link foo of container {c} back to eth0\n")
+    );
+    assert_converged(&s);
+    let addr = s.ok(&["exec", &c, "ip", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet 10.130.0.2/24"), "{addr}");
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+/// A tmpfs mounted on the session's state directory, unmounted on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(dir: &'a Path, size: &str) -> Tmpfs<'a> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Tmpfs(dir)
+    }
+
+    fn remount(&self, opt: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {}", stderr(&out));
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_full_state_filesystem_is_a_clear_error_that_changes_nothing() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let fs = Tmpfs::mount(&s.state_dir, "64k");
+    s.network("nf", "10.130.0.0/24", PARENT, &[]);
+    let before = s.state();
+    // Fill it up.
+    let filler = s.state_dir.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    let c = format!("{}-full", lab.id());
+    let err = stderr(&s.run(&["run", "-d", "--network", "nf", "--name", &c]));
+    assert!(
+        err.contains("No space left on device (os error 28); free space on that filesystem and retry; nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(s.state(), before);
+    assert!(!netns::list().contains(&c));
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(s.ok(&["restore"]), CONVERGED);
+    s.container("nf", &c, &[]);
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+    drop(fs);
+}
+
+#[test]
+fn a_read_only_state_dir_is_a_clear_error_and_readers_still_read() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let fs = Tmpfs::mount(&s.state_dir, "1m");
+    s.network("nf", "10.130.0.0/24", PARENT, &[]);
+    fs.remount("ro");
+    let c = format!("{}-ro", lab.id());
+    let err = stderr(&s.run(&["run", "-d", "--network", "nf", "--name", &c]));
+    assert!(
+        err.contains("Read-only file system (os error 30); the filesystem is read-only: remount it read-write or give another --state-dir; nothing was changed"),
+        "{err}"
+    );
+    assert!(!netns::list().contains(&c));
+    assert!(s.ok(&["network", "ls"]).contains("nf"));
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    fs.remount("rw");
+    assert_eq!(s.ok(&["restore"]), CONVERGED);
+    s.container("nf", &c, &[]);
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+    drop(fs);
+}
+
+#[test]
+fn a_command_from_another_namespace_says_where_the_state_lives() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("nf", "10.130.0.0/24", PARENT, &[]);
+    let host = format!("{}-host", lab.id());
+    let ino = netns::inode(&Path::new(netns::NETNS_RUN_DIR).join(&host)).unwrap();
+    // The same state, from the lab's upstream namespace.
+    let bin = crate::common::cli::mvnet_bin();
+    let dir = s.state_dir.clone();
+    for args in [
+        vec!["stats"],
+        vec!["verify"],
+        vec!["restore"],
+        vec!["network", "rm", "nf"],
+    ] {
+        let (bin, dir) = (bin.clone(), dir.clone());
+        let a = args.clone();
+        let out = lab
+            .upstream()
+            .run(move || {
+                Command::new(bin)
+                    .arg("--state-dir")
+                    .arg(dir)
+                    .args(&a)
+                    .output()
+                    .unwrap()
+            })
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "belongs to network namespace {ino} ({host}), where network nf and its parent eth0 live, but this command runs in namespace "
+            )) && err.contains(&format!("run `nsenter --net=/run/netns/{host} mvnet ...`")),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(s.ok(&["network", "ls"]).contains("nf"));
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn restore_removes_orphan_links_with_our_mark_and_nothing_else() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    let cns = NetNs::named(&c).unwrap();
+    // An endpoint link of ours whose record is gone (marked, unknown id),
+    // and a link the user made (no mark): only the first goes.
+    ip(
+        &cns,
+        &[
+            "link", "add", "link", "eth0", "name", "eth7", "type", "macvlan",
+        ],
+    );
+    ip(
+        &cns,
+        &["link", "set", "eth7", "alias", "mvnet:0123456789abcdef"],
+    );
+    ip(
+        &cns,
+        &[
+            "link", "add", "link", "eth0", "name", "mine0", "type", "macvlan",
+        ],
+    );
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        format!("would delete leftover link eth7 in container {c}\n")
+    );
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!("deleted leftover link eth7 in container {c}\n")
+    );
+    let names: Vec<String> = netlink::run(Some(&cns), |nl| async move { nl.links().await })
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"mine0".to_owned()), "{names:?}");
+    assert!(!names.contains(&"eth7".to_owned()), "{names:?}");
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
+#[test]
+fn a_namespace_made_again_under_a_container_name_is_not_touched() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    // Deleted behind mvnet's back, and another namespace made under the
+    // same name (by someone else): it is not the container's.
+    netns::delete(&c).unwrap();
+    let other = netns::create(&c).unwrap();
+    let other_ino = netns::inode(other.path()).unwrap();
+    assert_eq!(
+        s.ok(&["restore"]),
+        format!(
+            "purged container {c} (its namespace was replaced by another one, left alone)\n\
+             released address 10.130.0.2 on network nf (no endpoint has it)\n\
+             removed stale classifier entry 02:42:0a:82:00:02 (VLAN 0) on eth0\n"
+        )
+    );
+    assert_eq!(netns::inode(other.path()), Some(other_ino));
+    assert_eq!(s.ok(&["restore", "--check"]), CONVERGED);
+    netns::delete(&c).unwrap();
+    s.ok(&["network", "rm", "nf"]);
+}

@@ -1,0 +1,156 @@
+//! Clear refusals, no panics: a closed output pipe ends every listing
+//! quietly with status 0; out-of-range numbers, the parent's own MAC and a
+//! file that is not a network namespace are refused at once, with the
+//! problem and the fix, and change nothing.
+use std::{
+    os::fd::{FromRawFd as _, OwnedFd},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mvnet_lab::lab::Lab;
+
+use crate::common::{
+    cli::{mvnet_bin, Session},
+    require_root,
+};
+
+/// Runs `mvnet ARGS` in the session's namespace with standard output a pipe
+/// whose reader has already gone: (exit code, stderr).
+fn into_closed_pipe(s: &Session, args: &[&str]) -> (Option<i32>, String) {
+    let mut fds = [0; 2];
+    // SAFETY: valid output array for two fds.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 returned two fresh fds we own.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let mut cmd = Command::new(mvnet_bin());
+    cmd.arg("--state-dir")
+        .arg(&s.state_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped());
+    let out = s.ns.run(move || cmd.output().unwrap()).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn listings_into_a_closed_pipe_exit_quietly() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("pipe", "10.84.0.0/24", "eth0", &[]);
+    let c = s.name("p1");
+    s.container("pipe", &c, &[]);
+    for args in [
+        &["network", "ls"][..],
+        &["network", "inspect", "pipe"],
+        &["container", "ls"],
+        &["container", "inspect", &c],
+        &["verify"],
+        &["stats"],
+        &["stats", "--json"],
+        &["stats", "--watch", "0.1", "--count", "2"],
+        &["top", "--plain", "--interval", "0.1", "--count", "2"],
+    ] {
+        assert_eq!(
+            into_closed_pipe(&s, args),
+            (Some(0), String::new()),
+            "mvnet {args:?} | true"
+        );
+    }
+    s.ok(&["container", "stop", &c]);
+    s.ok(&["container", "rm", &c]);
+    s.ok(&["network", "rm", "pipe"]);
+}
+
+#[test]
+fn out_of_range_intervals_are_refused_with_the_range() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    for v in ["1e300", "NaN", "-1", "0", "3601"] {
+        let out = s.run(&["stats", &format!("--watch={v}")]);
+        assert_eq!(out.status.code(), Some(2), "--watch={v}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!(
+                "error: invalid value '{v}' for '--watch [<SECS>]': {v} is out of range; \
+                 give seconds between 0.1 and 3600, e.g. 1 or 0.5\n"
+            )),
+            "{err}"
+        );
+    }
+    let out = s.run(&["top", "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("invalid interval \"0\"; give seconds between 0.1 and 3600"));
+    assert_eq!(s.state(), "", "a refusal wrote the state");
+}
+
+#[test]
+fn the_parents_own_mac_is_refused_at_once() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("pmac", "10.85.0.0/24", "eth0", &[]);
+    let before = s.state();
+    let links = s.links();
+    let parent = mvnet::model::Mac::new(lab.mac_of(lab.host(), "eth0").unwrap()).to_string();
+    let c = s.name("m1");
+    let t = Instant::now();
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "pmac",
+        "--name",
+        &c,
+        "--mac-address",
+        &parent,
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        err.trim(),
+        format!(
+            "mvnet: error: MAC address {parent} is the address of the parent eth0; an endpoint \
+             needs its own: pick another --mac-address, or leave it out to get one"
+        )
+    );
+    assert_eq!(s.state(), before, "the refusal changed the state");
+    assert_eq!(s.links(), links);
+    assert!(
+        !mvnet::netns::list().contains(&c),
+        "a namespace was left behind"
+    );
+    s.ok(&["network", "rm", "pmac"]);
+}
+
+#[test]
+fn connect_netns_refuses_a_file_that_is_not_a_network_namespace() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("nsf", "10.86.0.0/24", "eth0", &[]);
+    let before = s.state();
+    for path in ["/etc/passwd", "/proc/self/ns/mnt"] {
+        let err = s.fails(&["network", "connect", "--netns", path, "nsf"]);
+        assert_eq!(
+            err.trim(),
+            format!(
+                "mvnet: error: {path} is not a network namespace; give a path such as \
+                 /proc/PID/ns/net or /run/netns/NAME"
+            )
+        );
+    }
+    assert_eq!(s.state(), before, "the refusal changed the state");
+    s.ok(&["network", "rm", "nsf"]);
+}

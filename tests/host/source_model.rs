@@ -1,0 +1,240 @@
+//! What an endpoint may send, written out independently of the eBPF code:
+//! the reference model of the source checks on an endpoint's own device
+//! (`mvnet_tc_endpoint`), on etherparse's header parsers, and the frames
+//! the tests send.
+//!
+//! The rules (README, "What enforce guarantees"):
+//! * no VLAN tag (802.1Q, 802.1ad, 0x9100/0x9200/0x9300) anywhere in what
+//!   the device sends: the endpoint's own VLAN is added below it;
+//! * source MAC = the endpoint's;
+//! * IPv4 (a whole header): source = its address; 0.0.0.0 only for DHCP
+//!   (a whole UDP header, 68 → 67);
+//! * ARP (28 bytes, 6-byte hardware and 4-byte protocol addresses): sender
+//!   MAC = its MAC, sender IP = its address or 0.0.0.0 (a probe);
+//! * IPv6 (a whole header): source = its global address, the EUI-64
+//!   link-local of its MAC, or :: for ICMPv6 / hop-by-hop (DAD, MLD);
+//! * other Ethertypes carry nothing checked.
+//!
+//! A header cut short is malformed; both malformed and spoofed frames are
+//! dropped under enforce and passed under observe.
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use etherparse::{
+    Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, PacketBuilder, UdpHeaderSlice,
+};
+
+/// What an endpoint is.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity {
+    pub mac: [u8; 6],
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// The reference's verdict on a frame from the endpoint's device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Valid,
+    Spoofed,
+    Malformed,
+}
+
+impl Identity {
+    /// The EUI-64 link-local address of the endpoint's MAC.
+    pub fn link_local(&self) -> Ipv6Addr {
+        let m = self.mac;
+        Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            m[0] ^ 0x02,
+            m[1],
+            m[2],
+            0xff,
+            0xfe,
+            m[3],
+            m[4],
+            m[5],
+        ])
+    }
+}
+
+const TAG_TPIDS: [u16; 5] = [0x8100, 0x88a8, 0x9100, 0x9200, 0x9300];
+
+/// Judges `frame` as sent by the device of `id`.
+pub fn judge(frame: &[u8], id: &Identity) -> Judgement {
+    use Judgement::*;
+    let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
+        return Malformed;
+    };
+    if eth.source() != id.mac {
+        return Spoofed;
+    }
+    let ether_type = eth.ether_type().0;
+    if TAG_TPIDS.contains(&ether_type) {
+        return Spoofed;
+    }
+    let l3 = &frame[14..];
+    let own = match ether_type {
+        0x0800 => ipv4_is_own(l3, id),
+        0x0806 => arp_is_own(l3, id),
+        0x86dd => ipv6_is_own(l3, id),
+        _ => Some(true),
+    };
+    match own {
+        Some(true) => Valid,
+        Some(false) => Spoofed,
+        None => Malformed,
+    }
+}
+
+fn ipv4_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
+    let h = Ipv4HeaderSlice::from_slice(l3).ok()?;
+    let src = h.source_addr();
+    if id.ipv4 == Some(src) {
+        return Some(true);
+    }
+    if !src.is_unspecified() || h.protocol().0 != 17 {
+        return Some(false);
+    }
+    let udp = UdpHeaderSlice::from_slice(&l3[h.slice().len()..]).ok()?;
+    Some(udp.source_port() == 68 && udp.destination_port() == 67)
+}
+
+fn arp_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
+    if l3.len() < 28 || l3[4] != 6 || l3[5] != 4 {
+        return None;
+    }
+    let spa = Ipv4Addr::new(l3[14], l3[15], l3[16], l3[17]);
+    Some(l3[8..14] == id.mac && (spa.is_unspecified() || id.ipv4 == Some(spa)))
+}
+
+fn ipv6_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
+    let h = Ipv6HeaderSlice::from_slice(l3).ok()?;
+    let src = h.source_addr();
+    if id.ipv6 == Some(src) || src == id.link_local() {
+        return Some(true);
+    }
+    let next = h.next_header().0;
+    Some(src.is_unspecified() && (next == 58 || next == 0))
+}
+
+// ---- frames -------------------------------------------------------------
+
+/// Ethernet header: `dst`, `src`, then each `(TPID, TCI)` tag, then `ether_type`.
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    for (tpid, tci) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+/// IPv4/UDP `src` → `dst`, ports `sport` → `dport`, 18 bytes of data.
+pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).udp(sport, dport);
+    let data = [0x5a; 18];
+    let mut out = Vec::with_capacity(b.size(data.len()));
+    b.write(&mut out, &data).expect("write to Vec");
+    out
+}
+
+/// IPv6/UDP `src` → `dst`, 18 bytes of data.
+pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let b = PacketBuilder::ipv6(src.octets(), dst.octets(), 64).udp(40000, 9);
+    let data = [0x5a; 18];
+    let mut out = Vec::with_capacity(b.size(data.len()));
+    b.write(&mut out, &data).expect("write to Vec");
+    out
+}
+
+/// IPv6 neighbour solicitation for `target` from `src` (ICMPv6 type 135,
+/// checksum not computed: nothing on the path checks it).
+pub fn ndp_solicit(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[58, 255]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(&icmp);
+    h
+}
+
+/// An Ethernet/IPv4 ARP request: sender `sha`/`spa`, target `tpa`.
+pub fn arp(sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&sha);
+    a.extend_from_slice(&spa.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&tpa.octets());
+    a
+}
+
+/// `header` followed by `payload`.
+pub fn with(mut header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    header.extend_from_slice(payload);
+    header
+}
+
+/// The first `len` bytes of `frame`.
+pub fn cut(frame: &[u8], len: usize) -> Vec<u8> {
+    frame[..len.min(frame.len())].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Judgement::*;
+
+    const ME: Identity = Identity {
+        mac: [0x02, 0x42, 0x0a, 0x00, 0x00, 0x02],
+        ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+        ipv6: None,
+    };
+
+    #[test]
+    fn the_reference_judges_the_obvious_cases() {
+        let dst = [0x02, 0, 0, 0, 0, 1];
+        let own = Ipv4Addr::new(10, 0, 0, 2);
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let ok = with(ethernet(dst, ME.mac, &[], 0x0800), &udp4(own, gw, 1, 2));
+        assert_eq!(judge(&ok, &ME), Valid);
+        let tagged = with(
+            ethernet(dst, ME.mac, &[(0x8100, 10)], 0x0800),
+            &udp4(own, gw, 1, 2),
+        );
+        assert_eq!(judge(&tagged, &ME), Spoofed);
+        assert_eq!(judge(&cut(&ok, 20), &ME), Malformed);
+        assert_eq!(judge(&cut(&ok, 13), &ME), Malformed);
+        let dhcp = with(
+            ethernet(dst, ME.mac, &[], 0x0800),
+            &udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67),
+        );
+        assert_eq!(judge(&dhcp, &ME), Valid);
+        let not_dhcp = with(
+            ethernet(dst, ME.mac, &[], 0x0800),
+            &udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 67, 68),
+        );
+        assert_eq!(judge(&not_dhcp, &ME), Spoofed);
+        let ll = with(
+            ethernet(dst, ME.mac, &[], 0x86dd),
+            &udp6(ME.link_local(), "fe80::1".parse().unwrap()),
+        );
+        assert_eq!(judge(&ll, &ME), Valid);
+        assert_eq!(
+            ME.link_local(),
+            "fe80::42:aff:fe00:2".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The differential suite: each scenario runs on Debian's Docker engine
+//! (20.10, in a lab namespace) and on mvnet, in twin labs, and the
+//! normalized results are compared field by field. Prints one line per
+//! scenario, SAME or DIFF; fails on any difference not listed in the
+//! README's table of differences. Run by `cargo xtask test` (as root):
+//! `cargo test -p macvlan-tests --test parity [-- SCENARIO-SUBSTRING]`.
+#[path = "../common/mod.rs"]
+mod common;
+
+mod differences;
+mod docker;
+mod docker_host;
+mod engine;
+mod observe;
+mod scenarios;
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use mvnet_lab::lab::Lab;
+
+use crate::{
+    common::cli::Session,
+    docker::Dockerd,
+    engine::{Engine, Kind},
+    observe::Facts,
+    scenarios::{Scenario, Step},
+};
+
+fn main() {
+    common::require_root();
+    match suite() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("parity suite: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Returns whether every difference was a documented one.
+fn suite() -> Result<bool> {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .context("reading README.md")?;
+    let known = differences::load(&readme)?;
+    let started = Instant::now();
+
+    let docker_lab = Lab::new()?;
+    let dockerd = Dockerd::start(docker_lab.host().path(), docker_lab.id())?;
+    println!("Docker engine {} (/usr/sbin/dockerd)", dockerd.version);
+    let mut docker = Engine::new("docker", docker_lab, Kind::Docker(dockerd));
+    let mvnet_lab = Lab::new()?;
+    let session = Session::new(&mvnet_lab);
+    let mut mvnet = Engine::new("mvnet", mvnet_lab, Kind::Mvnet(session));
+
+    let mut unlisted = 0;
+    let mut ran = 0;
+    for scenario in scenarios::all() {
+        if !filter.is_empty() && !filter.iter().any(|f| scenario.name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        // The two labs share nothing: play both at once.
+        let (d, m) = std::thread::scope(|s| {
+            let d = s.spawn(|| play(&mut docker, &scenario));
+            let m = play(&mut mvnet, &scenario);
+            (d.join().expect("the Docker side panicked"), m)
+        });
+        unlisted += report(&scenario, &d, &m, &known);
+    }
+    // Not a comparison: the tutorial on a host whose Docker engine turned
+    // forwarding on.
+    let mut host_check_failed = false;
+    if filter.is_empty()
+        || filter
+            .iter()
+            .any(|f| "docker-host-tutorial".contains(f.as_str()))
+    {
+        match docker_host::tutorial_with_forwarding_on() {
+            Ok(()) => println!("PASS docker-host-tutorial (mvnet lab tutorial, exact, with net.ipv4.ip_forward=1 in the root namespace)"),
+            Err(e) => {
+                println!("FAIL docker-host-tutorial: {e:#}");
+                host_check_failed = true;
+            }
+        }
+    }
+    for k in known.iter().filter(|k| !k.used.get()) {
+        if filter.is_empty() {
+            println!(
+                "note: listed difference not seen: {} {}",
+                k.scenario, k.field
+            );
+        }
+    }
+    println!(
+        "{ran} scenarios in {:.0?}; {unlisted} unlisted difference(s)",
+        started.elapsed()
+    );
+    Ok(unlisted == 0 && !host_check_failed)
+}
+
+/// Runs a scenario on one engine and collects its facts.
+fn play(engine: &mut Engine, scenario: &Scenario) -> Facts {
+    engine.reset_parents();
+    let mut facts = Facts::new();
+    let mut containers: Vec<&str> = Vec::new();
+    let mut networks: Vec<&str> = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let n = i + 1;
+        match step {
+            Step::Cmd(argv) | Step::Run(_, argv) => {
+                let before = engine.snapshot();
+                let (label, out) = match step {
+                    Step::Run(c, args) => {
+                        containers.push(c);
+                        (format!("run {c} {}", args.join(" ")), engine.run(c, args))
+                    }
+                    _ => {
+                        if argv[..2] == ["network", "create"] {
+                            networks.push(argv[argv.len() - 1]);
+                        }
+                        (argv.join(" "), engine.cmd(argv))
+                    }
+                };
+                let key = format!("step {n}: {label}");
+                facts.insert(key.clone(), if out.ok { "ok" } else { "refused" }.into());
+                if !out.ok {
+                    let after = engine.snapshot();
+                    let left = if after == before {
+                        "nothing changed".to_owned()
+                    } else {
+                        format!("changed: before {before} / after {after}")
+                    };
+                    facts.insert(format!("{key} (leftovers)"), left);
+                    facts.insert(format!("{key} (error)"), out.stderr.trim().to_owned());
+                }
+            }
+            Step::Container(c) => {
+                let prefix = format!("step {n}: {c}");
+                let inspect = engine.inspect("container", &format!("%{c}"));
+                match inspect
+                    .as_ref()
+                    .and_then(|i| Some((i, engine.netns_of(c, i)?)))
+                {
+                    Some((inspect, ns)) => {
+                        observe::container(&prefix, &ns, &engine.parent_macs, &mut facts);
+                        observe::endpoints(&prefix, inspect, &mut facts);
+                    }
+                    None => {
+                        facts.insert(prefix, "no running container".into());
+                    }
+                }
+            }
+            Step::Exec(c, argv) => {
+                let prefix = format!("step {n}: {c}");
+                let name = format!("%{c}");
+                let mut args = vec!["exec", name.as_str()];
+                args.extend_from_slice(argv);
+                let out = engine.cmd(&args);
+                // The output of a command that ran; a failure's text is the
+                // engine's own (Docker prints the OCI runtime's error).
+                if out.ok {
+                    facts.insert(
+                        format!("{prefix}.exec_stdout"),
+                        observe::normalize_mac(out.stdout.trim(), &engine.parent_macs),
+                    );
+                }
+                facts.insert(format!("{prefix}.exec_exit"), out.code.to_string());
+            }
+            Step::Network(net) => {
+                let prefix = format!("step {n}: {net}");
+                match engine.inspect("network", net) {
+                    Some(inspect) => observe::network(&prefix, &inspect, &mut facts),
+                    None => {
+                        facts.insert(prefix, "no such network".into());
+                    }
+                }
+            }
+        }
+    }
+    // What the scenario did to the host namespace: its links and the
+    // parents' MACs (passthru).
+    facts.insert("host.links".into(), engine.host_links().join(", "));
+    for (parent, _) in engine::PARENTS {
+        let mac = engine.lab.mac_of(engine.lab.host(), parent).ok().map(|m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        });
+        facts.insert(
+            format!("host.{parent}.mac"),
+            observe::normalize_mac(&mac.unwrap_or_default(), &engine.parent_macs),
+        );
+    }
+    engine.cleanup(&containers, &networks);
+    facts.insert(
+        "leftovers after removing everything".into(),
+        engine.leftovers(),
+    );
+    facts
+}
+
+/// Prints SAME or DIFF for a scenario, with the differing fields: listed
+/// ones by the README entry that excuses them (with both values when
+/// PARITY_VERBOSE is set), unlisted ones with both values. Returns the
+/// number of unlisted differing fields.
+fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Difference]) -> usize {
+    let verbose = std::env::var_os("PARITY_VERBOSE").is_some();
+    let mut listed: Vec<String> = Vec::new();
+    let mut details = Vec::new();
+    let mut unlisted = 0;
+    let keys: std::collections::BTreeSet<&String> = d.keys().chain(m.keys()).collect();
+    for key in keys {
+        // Error texts differ by design; only refusal and leftovers count.
+        if key.ends_with("(error)") {
+            continue;
+        }
+        let (dv, mv) = (d.get(key), m.get(key));
+        if dv == mv {
+            continue;
+        }
+        let excuse = known.iter().find(|k| k.excuses(scenario.name, key));
+        if let Some(k) = excuse {
+            k.used.set(true);
+            let name = format!("{} ({})", k.field, k.kind);
+            if !listed.contains(&name) {
+                listed.push(name);
+            }
+            if !verbose {
+                continue;
+            }
+        } else {
+            unlisted += 1;
+        }
+        let show = |v: Option<&String>| v.map(|s| format!("{s:?}")).unwrap_or("(absent)".into());
+        let tag = if excuse.is_some() {
+            "listed"
+        } else {
+            "UNLISTED"
+        };
+        let mut line = format!("    {tag} {key}: docker {} mvnet {}", show(dv), show(mv));
+        // A refusal's reason helps the reader of an unexpected one.
+        for (who, f) in [("docker", d), ("mvnet", m)] {
+            if let Some(e) = f.get(&format!("{key} (error)")) {
+                line += &format!("\n      {who}: {e}");
+            }
+        }
+        details.push(line);
+    }
+    if listed.is_empty() && details.is_empty() {
+        println!("SAME {} ({})", scenario.name, scenario.source);
+    } else {
+        let listed = if listed.is_empty() {
+            String::new()
+        } else {
+            format!(": listed {}", listed.join(", "))
+        };
+        println!("DIFF {} ({}){listed}", scenario.name, scenario.source);
+        for l in details {
+            println!("{l}");
+        }
+    }
+    unlisted
+}
