@@ -264,6 +264,16 @@ fn containers_ps_inspect_stop_start_restart_logs_and_prune() {
          id, label, name, network, status\n"
     );
 
+    // The command has written its line before it is stopped (under load
+    // its shell can start late; bounded at 10 s).
+    let start = std::time::Instant::now();
+    while s.ok(&["logs", &web]) != "hello\n" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no output from the container's command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Stop: gone from ps, kept by ps -a; inspect keeps the network with
     // the operational data cleared, as Docker's does.
     assert_eq!(s.ok(&["stop", &web]), format!("{web}\n"));
