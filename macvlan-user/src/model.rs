@@ -397,6 +397,11 @@ pub struct Container {
     /// `start`, which asks for the same addresses again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stopped_endpoints: BTreeMap<String, Endpoint>,
+    /// Docker's `DriverOpts` of the networks joined by `network connect`
+    /// (docker/cli sends a map there, `{}` without --driver-opt; `run`
+    /// sends none), by network id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The addresses a container asked for on one network (`--ip`, `--ip6`).

@@ -184,6 +184,7 @@ impl Controller {
             labels: spec.labels.clone(),
             ipam_config: requested_ipam(&net_id, &spec.addresses),
             stopped_endpoints: Default::default(),
+            driver_opts: Default::default(),
         };
         if let Err(e) = self.begin(Intent::Run {
             container: container.clone(),
@@ -470,7 +471,14 @@ impl Controller {
             self.datapath_add(net, &ep)?;
             endpoint::plumb(net, &ep, &ns)?;
             let mut c = existing;
-            c.ipam_config.extend(requested_ipam(&net_id, &req));
+            // docker/cli's `network connect` always sends an IPAMConfig:
+            // `{}` without --ip/--ip6.
+            let asked = model::IpamConfig {
+                ipv4: req.ip,
+                ipv6: req.ip6,
+            };
+            c.ipam_config.insert(net_id.clone(), asked);
+            c.driver_opts.insert(net_id.clone(), Default::default());
             c.endpoints.insert(net_id, ep.clone());
             let name = c.name.clone();
             self.state.containers.insert(cid.clone(), c);
@@ -520,6 +528,7 @@ impl Controller {
         let stored = self.state.containers.get_mut(key).expect("exists");
         stored.endpoints.remove(net_id);
         stored.ipam_config.remove(net_id);
+        stored.driver_opts.remove(net_id);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
         }

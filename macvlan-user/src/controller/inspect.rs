@@ -136,7 +136,7 @@ impl Controller {
                     "GlobalIPv6Address": text(ep.ipv6.map(|a| a.to_string()).unwrap_or_default()),
                     "GlobalIPv6PrefixLen": if live { v6.map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
                     "MacAddress": text(ep.mac.to_string()),
-                    "DriverOpts": null,
+                    "DriverOpts": c.driver_opts.get(&net.id),
                     // mvnet's own: the interface's name in the namespace.
                     "InterfaceName": ep.ifname,
                 }),
