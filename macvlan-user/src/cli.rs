@@ -14,8 +14,10 @@ use crate::{
         network::NetworkSpec,
         Controller,
     },
+    filter::Filters,
+    format::Format,
     model::{GroupRule, Mac, Policy, XdpMode},
-    store,
+    scripting, store,
 };
 
 /// `println!` to standard output that returns the write error instead of
@@ -78,6 +80,36 @@ enum Command {
     /// Create a container (a network namespace with an endpoint) and
     /// optionally start a command in it.
     Run(RunArgs),
+    /// List containers (`container ls`).
+    Ps(ContainerLsArgs),
+    /// Show containers or networks as JSON (containers are looked up first).
+    Inspect {
+        /// Only this kind of object.
+        #[arg(long = "type", value_enum)]
+        kind: Option<ObjectKind>,
+        #[command(flatten)]
+        format: FormatArg,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop containers (`container stop`).
+    Stop(NamesArgs),
+    /// Remove containers (`container rm`).
+    Rm(RmArgs),
+    /// Start stopped containers (`container start`).
+    Start(NamesArgs),
+    /// Stop and start containers (`container restart`).
+    Restart(NamesArgs),
+    /// Print a detached container's output (`container logs`).
+    Logs(LogsArgs),
+    /// Print a shell completion script: `source <(mvnet completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output; see the README to
+    /// install it.
+    Man,
     /// Run a command inside a container's network namespace.
     Exec {
         container: String,
@@ -173,6 +205,92 @@ struct LabArgs {
     args: Vec<String>,
 }
 
+/// `inspect --type`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ObjectKind {
+    Container,
+    Network,
+}
+
+/// `-f/--format`.
+#[derive(Args, Default)]
+struct FormatArg {
+    /// Go template, as Docker's (`{{json .}}`, `table {{.ID}}\t{{.Name}}`).
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+struct NamesArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// Keep printing new output until the container's command exits.
+    #[arg(short, long)]
+    follow: bool,
+    container: String,
+}
+
+#[derive(Args)]
+struct RmArgs {
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `network ls`.
+#[derive(Args)]
+struct NetworkLsArgs {
+    /// Only the network ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// KEY=VALUE: dangling, driver, id, label, name, scope, type.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Full ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Go template, as Docker's (`{{json .}}`, `table {{.ID}}\t{{.Name}}`).
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `container ls` and `ps`.
+#[derive(Args)]
+struct ContainerLsArgs {
+    /// Stopped containers too.
+    #[arg(short, long)]
+    all: bool,
+    /// Only the container ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// KEY=VALUE: id, label, name, network, status.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Full ids and commands.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Go template, as Docker's (`{{json .}}`, `table {{.ID}}\t{{.Names}}`).
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `network prune` and `container prune`.
+#[derive(Args)]
+struct PruneArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+    /// label=KEY, label=KEY=VALUE, or until=TIME (10m, 1h, Unix seconds,
+    /// 2026-12-01T10:00:00Z): only those created before.
+    #[arg(long)]
+    filter: Vec<String>,
+}
+
 /// Longest `monitor --duration`: a week, in seconds.
 const MAX_MONITOR_SECS: u64 = 7 * 24 * 3600;
 /// Most `--count` updates of `stats --watch` and `top`.
@@ -220,14 +338,18 @@ struct StatsArgs {
 enum NetworkCommand {
     /// Create a macvlan network.
     Create(CreateArgs),
-    /// List networks.
+    /// List networks, sorted by name.
     #[command(alias = "list")]
-    Ls,
+    Ls(NetworkLsArgs),
     /// Show networks as JSON.
     Inspect {
+        #[command(flatten)]
+        format: FormatArg,
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove the networks no container uses.
+    Prune(PruneArgs),
     /// Remove networks.
     #[command(alias = "remove")]
     Rm {
@@ -296,6 +418,12 @@ struct CreateArgs {
     /// Under enforce: pass or drop multicast frames.
     #[arg(long, value_enum, default_value_t)]
     multicast: GroupRule,
+    /// KEY=VALUE metadata (repeatable).
+    #[arg(long)]
+    label: Vec<String>,
+    /// A file of KEY=VALUE lines (# comments), read before --label.
+    #[arg(long)]
+    label_file: Vec<PathBuf>,
     name: String,
 }
 
@@ -340,6 +468,12 @@ struct RunArgs {
     name: Option<String>,
     #[command(flatten)]
     addresses: AddressArgs,
+    /// KEY=VALUE metadata (repeatable).
+    #[arg(long)]
+    label: Vec<String>,
+    /// A file of KEY=VALUE lines (# comments), read before --label.
+    #[arg(long)]
+    label_file: Vec<PathBuf>,
     /// Command to start inside the container's namespace.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -349,24 +483,27 @@ struct RunArgs {
 enum ContainerCommand {
     /// Show containers as JSON.
     Inspect {
+        #[command(flatten)]
+        format: FormatArg,
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// List containers.
+    /// List running containers (-a: all).
     #[command(alias = "list", alias = "ps")]
-    Ls,
+    Ls(ContainerLsArgs),
     /// Stop containers (removing those run with --rm).
-    Stop {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Stop(NamesArgs),
     /// Remove containers.
-    Rm {
-        #[arg(short, long)]
-        force: bool,
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Rm(RmArgs),
+    /// Start stopped containers: their endpoints again (same addresses
+    /// where still free) and their command in the background.
+    Start(NamesArgs),
+    /// Stop and start containers.
+    Restart(NamesArgs),
+    /// Print a detached container's output.
+    Logs(LogsArgs),
+    /// Remove the stopped containers.
+    Prune(PruneArgs),
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -394,6 +531,8 @@ impl CreateArgs {
             xdp_mode: self.xdp_mode,
             broadcast: self.broadcast,
             multicast: self.multicast,
+            // Read from --label-file at run time, not by the pure checks.
+            labels: Default::default(),
         }
     }
 }
@@ -432,67 +571,72 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+// Writers lock the state while they change it; readers take a snapshot
+// without the lock, so they never wait behind a writer.
+
+/// A writer's controller: the state locked, and what a killed command left
+/// pending undone (or finished) before this one starts, so it can retry
+/// with the same names.
+fn writer(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+    crate::require_root(what)?;
+    let mut ctl = Controller::open(state_dir)?;
+    ctl.check_namespace()?;
+    for rec in ctl.recover(false) {
+        match rec.result {
+            Ok(()) => eprintln!("mvnet: {}", rec.what),
+            Err(e) => eprintln!(
+                "mvnet: warning: {}: {e:#}; run `mvnet restore` to converge",
+                rec.what
+            ),
+        }
+    }
+    Ok(ctl)
+}
+
+/// A reader's controller: a snapshot of the state, without the lock.
+fn reader(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+    crate::require_root(what)?;
+    let ctl = Controller::snapshot(state_dir)?;
+    ctl.check_namespace()?;
+    Ok(ctl)
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
-    // Writers lock the state while they change it; readers take a
-    // snapshot without the lock, so they never wait behind a writer.
-    let open = |what: &str| -> Result<Controller> {
-        crate::require_root(what)?;
-        let mut ctl = Controller::open(&state_dir)?;
-        ctl.check_namespace()?;
-        // What a killed command left pending is undone (or finished)
-        // before this one starts, so it can retry with the same names.
-        for rec in ctl.recover(false) {
-            match rec.result {
-                Ok(()) => eprintln!("mvnet: {}", rec.what),
-                Err(e) => eprintln!(
-                    "mvnet: warning: {}: {e:#}; run `mvnet restore` to converge",
-                    rec.what
-                ),
-            }
-        }
-        Ok(ctl)
-    };
-    let read = |what: &str| -> Result<Controller> {
-        crate::require_root(what)?;
-        let ctl = Controller::snapshot(&state_dir)?;
-        ctl.check_namespace()?;
-        Ok(ctl)
-    };
+    let open = |what: &str| writer(&state_dir, what);
+    let read = |what: &str| reader(&state_dir, what);
     match cli.command {
         Command::Network { command } => match command {
             NetworkCommand::Create(a) => {
+                let mut spec = a.spec();
+                spec.labels = scripting::labels(&a.label_file, &a.label)?;
                 let mut ctl = open("mvnet network create")?;
-                let net = ctl.create_network(a.spec())?;
+                let net = ctl.create_network(spec)?;
                 outln!("{}", net.id);
             }
-            NetworkCommand::Ls => {
+            NetworkCommand::Ls(a) => {
+                let filters = Filters::parse(&a.filter, scripting::NETWORK_FILTERS, "network ls")?;
                 let ctl = read("mvnet network ls")?;
-                outln!(
-                    "{:<12}   {:<30} {:<10} SCOPE",
-                    "NETWORK ID",
-                    "NAME",
-                    "DRIVER"
-                );
-                for n in ctl.state.networks.values() {
-                    outln!(
-                        "{:<12}   {:<30} {:<10} local",
-                        n.short_id(),
-                        n.name,
-                        "macvlan"
-                    );
-                }
+                let rows = scripting::network_rows(&ctl, &filters, a.no_trunc);
+                print_rows(
+                    &rows,
+                    a.quiet,
+                    a.format.as_deref(),
+                    scripting::NETWORK_TABLE,
+                    scripting::NETWORK_HEADERS,
+                )?;
             }
-            NetworkCommand::Inspect { names } => {
+            NetworkCommand::Inspect { format, names } => {
                 let ctl = read("mvnet network inspect")?;
                 let mut out = Vec::new();
                 for n in &names {
                     out.push(ctl.network_json(ctl.network(n)?));
                 }
-                print_json(&serde_json::Value::Array(out))?;
+                print_inspect(out, format.format.as_deref())?;
             }
+            NetworkCommand::Prune(a) => return network_prune(&state_dir, a),
             NetworkCommand::Rm { names } => {
                 let mut ctl = open("mvnet network rm")?;
                 let mut failed = false;
@@ -533,54 +677,60 @@ pub fn run(cli: Cli) -> Result<i32> {
                 ctl.disconnect(&network, &container)?;
             }
         },
-        Command::Container { command } => match command {
-            ContainerCommand::Inspect { names } => {
-                let ctl = read("mvnet container inspect")?;
-                let mut out = Vec::new();
-                for n in &names {
-                    out.push(ctl.container_json(ctl.container(n)?));
-                }
-                print_json(&serde_json::Value::Array(out))?;
-            }
-            ContainerCommand::Ls => {
-                let ctl = read("mvnet container ls")?;
-                outln!(
-                    "{:<12}   {:<10} {:<30} NETWORKS",
-                    "CONTAINER ID",
-                    "STATUS",
-                    "NAMES"
-                );
-                for c in ctl.state.containers.values() {
-                    let nets: Vec<&str> = c
-                        .endpoints
-                        .keys()
-                        .filter_map(|id| ctl.state.networks.get(id))
-                        .map(|n| n.name.as_str())
-                        .collect();
-                    let status = if c.running { "running" } else { "exited" };
-                    outln!(
-                        "{:<12}   {:<10} {:<30} {}",
-                        c.short_id(),
-                        status,
-                        c.name,
-                        nets.join(",")
-                    );
-                }
-            }
-            ContainerCommand::Stop { names } => {
-                let mut ctl = open("mvnet container stop")?;
-                for n in &names {
-                    outln!("{}", ctl.stop(n)?);
-                }
-            }
-            ContainerCommand::Rm { force, names } => {
-                let mut ctl = open("mvnet container rm")?;
-                for n in &names {
-                    outln!("{}", ctl.remove_container(n, force)?);
+        Command::Container { command } => return container_command(&state_dir, command),
+        Command::Ps(a) => return container_command(&state_dir, ContainerCommand::Ls(a)),
+        Command::Stop(a) => return container_command(&state_dir, ContainerCommand::Stop(a)),
+        Command::Rm(a) => return container_command(&state_dir, ContainerCommand::Rm(a)),
+        Command::Start(a) => return container_command(&state_dir, ContainerCommand::Start(a)),
+        Command::Restart(a) => return container_command(&state_dir, ContainerCommand::Restart(a)),
+        Command::Logs(a) => return container_command(&state_dir, ContainerCommand::Logs(a)),
+        Command::Inspect {
+            kind,
+            format,
+            names,
+        } => {
+            let ctl = read("mvnet inspect")?;
+            let mut out = Vec::new();
+            for n in &names {
+                let container = match kind {
+                    Some(ObjectKind::Network) => None,
+                    _ => ctl.container(n).ok(),
+                };
+                let network = match kind {
+                    Some(ObjectKind::Container) => None,
+                    _ if container.is_some() => None,
+                    _ => ctl.network(n).ok(),
+                };
+                match (container, network) {
+                    (Some(c), _) => out.push(ctl.container_json(c)),
+                    (None, Some(net)) => out.push(ctl.network_json(net)),
+                    (None, None) => {
+                        let what = match kind {
+                            Some(ObjectKind::Container) => "container",
+                            Some(ObjectKind::Network) => "network",
+                            None => "object",
+                        };
+                        return Err(anyhow!(
+                            "no such {what}: {n}; list them with `mvnet ps -a` and `mvnet network ls`"
+                        ));
+                    }
                 }
             }
-        },
+            print_inspect(out, format.format.as_deref())?;
+        }
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mvnet", &mut script);
+            std::io::stdout().write_all(&script)?;
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
         Command::Run(a) => {
+            refuse_image(&a)?;
+            let labels = scripting::labels(&a.label_file, &a.label)?;
             let mut ctl = open("mvnet run")?;
             let _ = (a.interactive, a.tty);
             if !a.detach && !a.command.is_empty() {
@@ -593,6 +743,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     auto_remove: a.rm,
                     detach: false,
                     command: a.command,
+                    labels,
                 })?;
                 return Ok(match outcome {
                     RunOutcome::Exited(code) => code,
@@ -606,6 +757,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 auto_remove: a.rm,
                 detach: a.detach,
                 command: a.command,
+                labels,
             })? {
                 RunOutcome::Started(id) => outln!("{id}"),
                 RunOutcome::Exited(code) => return Ok(code),
@@ -708,4 +860,221 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lab(a) => return Err(crate::external::exec_lab("lab", &state_dir, &a.args)),
     }
     Ok(0)
+}
+
+/// `container …` and its top-level forms (`ps`, `stop`, `rm`, `start`,
+/// `restart`, `logs`).
+fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> Result<i32> {
+    let open = |what: &str| writer(state_dir, what);
+    let read = |what: &str| reader(state_dir, what);
+    match command {
+        ContainerCommand::Inspect { format, names } => {
+            let ctl = read("mvnet container inspect")?;
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(ctl.container_json(ctl.container(n)?));
+            }
+            print_inspect(out, format.format.as_deref())?;
+        }
+        ContainerCommand::Ls(a) => {
+            let filters = Filters::parse(&a.filter, scripting::CONTAINER_FILTERS, "container ls")?;
+            let ctl = read("mvnet container ls")?;
+            let rows = scripting::container_rows(&ctl, &filters, a.all, a.no_trunc);
+            print_rows(
+                &rows,
+                a.quiet,
+                a.format.as_deref(),
+                scripting::CONTAINER_TABLE,
+                scripting::CONTAINER_HEADERS,
+            )?;
+        }
+        ContainerCommand::Stop(a) => {
+            let mut ctl = open("mvnet container stop")?;
+            for n in &a.names {
+                outln!("{}", ctl.stop(n)?);
+            }
+        }
+        ContainerCommand::Rm(a) => {
+            let mut ctl = open("mvnet container rm")?;
+            for n in &a.names {
+                outln!("{}", ctl.remove_container(n, a.force)?);
+            }
+        }
+        ContainerCommand::Start(a) => {
+            let mut ctl = open("mvnet container start")?;
+            for n in &a.names {
+                outln!("{}", ctl.start(n)?);
+            }
+        }
+        ContainerCommand::Restart(a) => {
+            let mut ctl = open("mvnet container restart")?;
+            for n in &a.names {
+                let c = ctl.container(n)?.clone();
+                if c.auto_remove {
+                    return Err(anyhow!("container {} was run with --rm, so a stop removes it; it cannot be restarted", c.name));
+                }
+                if c.running {
+                    ctl.stop(&c.id)?;
+                }
+                outln!("{}", ctl.start(&c.id)?);
+            }
+        }
+        ContainerCommand::Logs(a) => {
+            let (name, pid) = {
+                let ctl = read("mvnet container logs")?;
+                let c = ctl.container(&a.container)?;
+                let pid = if c.running { c.pid } else { None };
+                (container::log_name(&c.id), pid)
+            };
+            // Without the state lock: reads the log file only.
+            let dir = crate::state_dir::StateDir::open_existing(state_dir)?
+                .ok_or_else(|| anyhow!("state directory {} is gone", state_dir.display()))?;
+            let mut printed = 0;
+            loop {
+                // The process first: output written before it exited is read after.
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                let log = dir.read(&name)?.unwrap_or_default();
+                if log.len() > printed {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&log[printed..])?;
+                    out.flush()?;
+                    printed = log.len();
+                }
+                if !a.follow || !alive {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        ContainerCommand::Prune(a) => {
+            let filters = Filters::parse(&a.filter, &["label", "until"], "container prune")?;
+            crate::require_root("mvnet container prune")?;
+            let warning = "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?";
+            if a.force
+                || scripting::confirm(
+                    warning,
+                    &mut std::io::stdin().lock(),
+                    &mut std::io::stdout(),
+                )?
+            {
+                let mut ctl = writer(state_dir, "mvnet container prune")?;
+                let ids: Vec<String> = ctl
+                    .state
+                    .containers
+                    .values()
+                    .filter(|c| !c.running)
+                    .filter(|c| {
+                        filters.matches(&crate::filter::Subject {
+                            id: &c.id,
+                            name: &c.name,
+                            labels: &c.labels,
+                            created: &c.created,
+                            fields: Vec::new(),
+                        })
+                    })
+                    .map(|c| c.id.clone())
+                    .collect();
+                if !ids.is_empty() {
+                    outln!("Deleted Containers:");
+                    for id in &ids {
+                        ctl.remove_container(id, false)?;
+                        outln!("{id}");
+                    }
+                    outln!();
+                }
+            }
+            outln!("Total reclaimed space: 0B");
+        }
+    }
+    Ok(0)
+}
+
+/// `network prune`: removes the networks without containers.
+fn network_prune(state_dir: &std::path::Path, a: PruneArgs) -> Result<i32> {
+    let filters = Filters::parse(&a.filter, &["label", "until"], "network prune")?;
+    crate::require_root("mvnet network prune")?;
+    let warning = "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue?";
+    if !a.force
+        && !scripting::confirm(
+            warning,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+        )?
+    {
+        return Ok(0);
+    }
+    let mut ctl = writer(state_dir, "mvnet network prune")?;
+    let names = ctl.unused_networks(|n| {
+        filters.matches(&crate::filter::Subject {
+            id: &n.id,
+            name: &n.name,
+            labels: &n.labels,
+            created: &n.created,
+            fields: Vec::new(),
+        })
+    });
+    if !names.is_empty() {
+        outln!("Deleted Networks:");
+        for n in &names {
+            ctl.remove_network(n)?;
+            outln!("{n}");
+        }
+        outln!();
+    }
+    Ok(0)
+}
+
+/// Prints list rows: ids with `quiet`, else the `--format` template, else
+/// the command's default table.
+fn print_rows(
+    rows: &[serde_json::Value],
+    quiet: bool,
+    format: Option<&str>,
+    default_table: &str,
+    headers: &[(&str, &str)],
+) -> Result<()> {
+    let spec = match (quiet, format) {
+        (true, _) => "{{.ID}}",
+        (false, Some(f)) => f,
+        (false, None) => default_table,
+    };
+    let default_body = default_table.trim_start_matches("table").trim_start();
+    let text = Format::parse(spec, default_body)?.render_all(rows, headers)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Prints inspect output: a JSON array, or each object through `--format`.
+fn print_inspect(objects: Vec<serde_json::Value>, format: Option<&str>) -> Result<()> {
+    match format {
+        None => print_json(&serde_json::Value::Array(objects)),
+        Some(f) => {
+            let text = Format::parse(f, "")?.render_all(&objects, &[])?;
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+/// `docker run IMAGE CMD` given to `mvnet run`: say that mvnet has no images.
+fn refuse_image(a: &RunArgs) -> Result<()> {
+    let Some(first) = a.command.first() else {
+        return Ok(());
+    };
+    if !scripting::looks_like_image(first) {
+        return Ok(());
+    }
+    let rest = a.command[1..].join(" ");
+    let example = if rest.is_empty() {
+        "sh".to_owned()
+    } else {
+        rest
+    };
+    Err(anyhow!(
+        "{first:?} is not a program on this host; it looks like a Docker image. mvnet has no images: \
+         it runs host binaries in a network namespace. Give a host command instead, \
+         e.g. `mvnet run --network {} -- {example}`",
+        a.network
+    ))
 }

@@ -3,7 +3,8 @@
 //! every frame.
 //!
 //! Layout (data flows one way: CLI → controller → store, netlink, datapath):
-//! * [`cli`] — the `mvnet` command line;
+//! * [`cli`] — the `mvnet` command line; [`format`], [`filter`] and
+//!   [`scripting`] — Docker's `--format`, `--filter` and list rows;
 //! * [`controller`] — Docker's macvlan driver rules (networks, containers);
 //! * [`ipam`] — subnets, pools, addresses and MACs;
 //! * [`model`] and [`store`] — the persisted state, written atomically;
@@ -23,10 +24,13 @@ pub mod cli;
 pub mod controller;
 pub mod datapath;
 pub mod external;
+pub mod filter;
+pub mod format;
 pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod scripting;
 pub mod serve;
 pub mod state_dir;
 pub mod stats;

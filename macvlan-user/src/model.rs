@@ -36,6 +36,11 @@ pub enum Intent {
     /// (their addresses are reserved in the pools with this intent). Rolled
     /// back: the container is not in the state until it is done.
     Run { container: Container },
+    /// `start` of a stopped container: creates the namespace
+    /// `container.netns` and its endpoints (`container` as it is once
+    /// started; their addresses are reserved with this intent). Rolled
+    /// back: the state keeps the container stopped until it is done.
+    Start { container: Container },
     /// `network connect`: creates `endpoint` (link `mvt<id>`, then its
     /// ifname) in `netns`. Rolled back.
     Connect {
@@ -81,6 +86,7 @@ impl Intent {
         };
         match self {
             Intent::Run { container } => format!("run of container {}", container.name),
+            Intent::Start { container } => format!("start of container {}", container.name),
             Intent::Connect {
                 container_id,
                 endpoint,
@@ -234,6 +240,9 @@ pub struct Network {
     /// Under enforce, drop multicast frames on this network's VLAN too.
     #[serde(default)]
     pub drop_multicast: bool,
+    /// `--label KEY=VALUE` at create.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Inode of the network namespace the parent lives in (where `mvnet`
     /// ran at create): commands from another namespace would see other
     /// links and other classifier pins.
@@ -353,7 +362,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     pub name: String,
@@ -376,6 +385,30 @@ pub struct Container {
     pub running: bool,
     /// By network id.
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// `--label KEY=VALUE` at run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The addresses asked for with --ip/--ip6, by network id (Docker's
+    /// `IPAMConfig`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipam_config: BTreeMap<String, IpamConfig>,
+    /// A stopped container's endpoints as they were, by network id: no
+    /// kernel resources and no addresses held, kept for inspect and for
+    /// `start`, which asks for the same addresses again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stopped_endpoints: BTreeMap<String, Endpoint>,
+    /// Docker's `DriverOpts` of the networks joined by `network connect`
+    /// (docker/cli sends a map there, `{}` without --driver-opt; `run`
+    /// sends none), by network id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The addresses a container asked for on one network (`--ip`, `--ip6`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamConfig {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Container {

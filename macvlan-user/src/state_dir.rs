@@ -231,6 +231,11 @@ impl StateDir {
         self.open_own(name, Open::Truncate)
     }
 
+    /// Opens the log file `name` for appending (creating it, mode 0600).
+    pub fn append_log(&self, name: &str) -> Result<File> {
+        self.open_own(name, Open::Append)
+    }
+
     /// Opens (creating it if missing, mode 0600) the lock file `name`.
     pub fn open_lock(&self, name: &str) -> Result<File> {
         self.open_own(name, Open::ReadWriteCreate)

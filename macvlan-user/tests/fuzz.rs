@@ -190,8 +190,17 @@ fn valid_for(long: Option<&str>) -> &'static [&'static str] {
     }
 }
 
-/// Positional words: names, ids, commands.
-const WORDS: &[&str] = &["net1", "c1", "sh", "-c", "true", "0123456789ab", "x"];
+/// Positional words: names, ids, commands, a shell (`completion`).
+const WORDS: &[&str] = &[
+    "net1",
+    "c1",
+    "sh",
+    "-c",
+    "true",
+    "0123456789ab",
+    "x",
+    "bash",
+];
 
 /// How one token of the argument vector is made.
 #[derive(Debug, Clone)]

@@ -183,6 +183,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
                 pid: None,
                 running: false,
                 endpoints,
+                ..Default::default()
             },
         );
     }

@@ -666,7 +666,8 @@ fn a_foreground_run_blocks_no_other_command() {
     s.ok(&["container", "stop", &fg]);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{out:?}");
-    let ls = s.ok(&["container", "ls"]);
+    // Stopped containers are listed with -a (`container ls` is Docker's `ps`).
+    let ls = s.ok(&["container", "ls", "-a"]);
     let line = ls.lines().find(|l| l.contains(&fg)).unwrap();
     assert!(line.contains("exited"), "{ls}");
     s.ok(&["container", "rm", &fg]);

@@ -1,5 +1,5 @@
 //! Crash injection: each mutating command (network create and rm, run,
-//! connect, disconnect, stop, container rm) is killed with SIGKILL at the
+//! connect, disconnect, stop, start, container rm) is killed with SIGKILL at the
 //! k-th occurrence of each class of syscall it makes, by strace's fault
 //! injection. Then `mvnet restore` must exit 0, the kernel must match the
 //! state exactly (namespaces, links with their names, MACs, addresses and
@@ -219,6 +219,28 @@ fn cases() -> Vec<Case> {
             reset: |f| {
                 if f.container().is_some_and(|c| !c.running) {
                     f.s.ok(&["container", "rm", &f.c]);
+                }
+            },
+        },
+        Case {
+            what: "container start",
+            setup: |f| {
+                f.ensure_network("n", "10.129.0.0/24");
+                // A command that ends at once: strace -f waits for every
+                // process it traced, the started command too.
+                if f.container().is_none() {
+                    f.s.container("n", &f.c, &["--", "true"]);
+                }
+                if f.container().is_some_and(|c| c.running) {
+                    f.s.ok(&["container", "stop", &f.c]);
+                }
+            },
+            args: |f| strs(&["container", "start", &f.c]),
+            // Starting a running container succeeds.
+            done: |f| f.container().filter(|c| c.running).map(|_| None),
+            reset: |f| {
+                if f.container().is_some_and(|c| c.running) {
+                    f.s.ok(&["container", "stop", &f.c]);
                 }
             },
         },

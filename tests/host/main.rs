@@ -13,6 +13,7 @@ mod faults;
 mod lab;
 mod observability;
 mod refusals;
+mod scripting;
 mod source_checks;
 mod source_model;
 mod state_dir;

@@ -35,6 +35,23 @@ pub struct RunSpec {
     pub auto_remove: bool,
     pub detach: bool,
     pub command: Vec<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Docker's `IPAMConfig` of an endpoint: what --ip/--ip6 asked for.
+pub(super) fn requested_ipam(
+    net_id: &str,
+    req: &AddressRequest,
+) -> std::collections::BTreeMap<String, model::IpamConfig> {
+    if req.ip.is_none() && req.ip6.is_none() {
+        return Default::default();
+    }
+    let cfg = model::IpamConfig {
+        ipv4: req.ip,
+        ipv6: req.ip6,
+    };
+    [(net_id.to_owned(), cfg)].into()
 }
 
 /// Refuses the parent's own MAC for an endpoint: the kernel rejects a
@@ -61,7 +78,7 @@ pub enum RunOutcome {
 
 impl Controller {
     /// Allocates addresses and a MAC for a new endpoint on `net_id`.
-    fn allocate_endpoint(
+    pub(super) fn allocate_endpoint(
         &mut self,
         net_id: &str,
         req: &AddressRequest,
@@ -164,6 +181,10 @@ impl Controller {
             pid: None,
             running: true,
             endpoints: [(net_id.clone(), ep.clone())].into(),
+            labels: spec.labels.clone(),
+            ipam_config: requested_ipam(&net_id, &spec.addresses),
+            stopped_endpoints: Default::default(),
+            driver_opts: Default::default(),
         };
         if let Err(e) = self.begin(Intent::Run {
             container: container.clone(),
@@ -264,7 +285,10 @@ impl Controller {
         let stored = self.state.containers.get_mut(&c.id).expect("exists");
         stored.running = false;
         stored.pid = None;
-        stored.endpoints.clear();
+        // Kept for inspect and `start`; a second stop keeps the first's.
+        if !stored.endpoints.is_empty() {
+            stored.stopped_endpoints = std::mem::take(&mut stored.endpoints);
+        }
         if c.auto_remove {
             self.state.containers.remove(&c.id);
         }
@@ -398,7 +422,7 @@ impl Controller {
                         command: Vec::new(),
                         pid: None,
                         running: true,
-                        endpoints: Default::default(),
+                        ..Default::default()
                     };
                     (id, Some(c))
                 }
@@ -447,6 +471,14 @@ impl Controller {
             self.datapath_add(net, &ep)?;
             endpoint::plumb(net, &ep, &ns)?;
             let mut c = existing;
+            // docker/cli's `network connect` always sends an IPAMConfig:
+            // `{}` without --ip/--ip6.
+            let asked = model::IpamConfig {
+                ipv4: req.ip,
+                ipv6: req.ip6,
+            };
+            c.ipam_config.insert(net_id.clone(), asked);
+            c.driver_opts.insert(net_id.clone(), Default::default());
             c.endpoints.insert(net_id, ep.clone());
             let name = c.name.clone();
             self.state.containers.insert(cid.clone(), c);
@@ -495,6 +527,8 @@ impl Controller {
         self.release_endpoint(&ep);
         let stored = self.state.containers.get_mut(key).expect("exists");
         stored.endpoints.remove(net_id);
+        stored.ipam_config.remove(net_id);
+        stored.driver_opts.remove(net_id);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
         }
@@ -505,7 +539,11 @@ impl Controller {
 
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
 /// in the foreground (inheriting stdio).
-fn spawn_in(ns: &NetNs, command: &[String], log: Option<File>) -> Result<std::process::Child> {
+pub(super) fn spawn_in(
+    ns: &NetNs,
+    command: &[String],
+    log: Option<File>,
+) -> Result<std::process::Child> {
     let command = command.to_vec();
     ns.run(move || -> Result<std::process::Child> {
         let mut cmd = Command::new(&command[0]);
@@ -555,7 +593,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(libc::SIGKILL))
 }
 
-fn kill_gracefully(pid: u32, grace: Duration) {
+pub(super) fn kill_gracefully(pid: u32, grace: Duration) {
     let pid = pid as libc::pid_t;
     use crate::sys::process;
     let _ = process::kill(pid, libc::SIGTERM);

@@ -76,7 +76,7 @@ impl Controller {
             "ConfigOnly": false,
             "Containers": containers,
             "Options": options,
-            "Labels": {},
+            "Labels": net.labels,
             // mvnet's own: the classifier on the root device, with whether
             // it is attached as the kernel says (not as the state claims).
             "Classifier": {
@@ -89,38 +89,68 @@ impl Controller {
         })
     }
 
-    /// `mvnet container inspect`: Docker's fields and names.
+    /// `mvnet container inspect`: Docker's fields and names. Each network
+    /// carries moby's `EndpointSettings` as Docker 20.10 has them (20.10
+    /// has no `DNSNames`, so neither do we). A stopped container keeps its
+    /// networks with the operational data cleared, as moby's
+    /// `cleanOperationalData` does: NetworkID, IPAMConfig and Aliases stay.
     pub fn container_json(&self, c: &Container) -> Value {
         let mut networks = Map::new();
-        for ep in c.endpoints.values() {
+        let running = c.endpoints.values().map(|ep| (ep, true));
+        let stopped = c.stopped_endpoints.values().map(|ep| (ep, false));
+        for (ep, live) in running.chain(stopped) {
             let Some(net) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
             // The gateway and prefix of the subnet each address came from.
             let v4 = ep.ipv4.and_then(|a| net.pool_of(a.into()));
             let v6 = ep.ipv6.and_then(|a| net.pool_of(a.into()));
+            // moby's EndpointIPAMConfig: each address omitted when empty.
+            let ipam_config = c.ipam_config.get(&net.id).map(|a| {
+                let mut m = Map::new();
+                if let Some(v4) = a.ipv4 {
+                    m.insert("IPv4Address".into(), json!(v4.to_string()));
+                }
+                if let Some(v6) = a.ipv6 {
+                    m.insert("IPv6Address".into(), json!(v6.to_string()));
+                }
+                Value::Object(m)
+            });
+            let text = |s: String| if live { s } else { String::new() };
             networks.insert(
                 net.name.clone(),
                 json!({
-                    "NetworkID": net.id,
-                    "EndpointID": ep.id,
-                    "Gateway": if net.internal { String::new() } else {
-                        v4.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
-                    },
-                    "IPAddress": ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
-                    "IPPrefixLen": v4.map(|p| p.config.subnet.prefix()).unwrap_or(0),
-                    "IPv6Gateway": if net.internal { String::new() } else {
-                        v6.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
-                    },
-                    "GlobalIPv6Address": ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-                    "GlobalIPv6PrefixLen": v6.map(|p| p.config.subnet.prefix()).unwrap_or(0),
-                    "MacAddress": ep.mac.to_string(),
+                    "IPAMConfig": ipam_config,
+                    "Links": null,
                     "Aliases": [c.short_id()],
+                    "NetworkID": net.id,
+                    "EndpointID": text(ep.id.clone()),
+                    "Gateway": text(if net.internal { String::new() } else {
+                        v4.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                    }),
+                    "IPAddress": text(ep.ipv4.map(|a| a.to_string()).unwrap_or_default()),
+                    "IPPrefixLen": if live { v4.map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
+                    "IPv6Gateway": text(if net.internal { String::new() } else {
+                        v6.and_then(|p| p.config.gateway).map(|g| g.to_string()).unwrap_or_default()
+                    }),
+                    "GlobalIPv6Address": text(ep.ipv6.map(|a| a.to_string()).unwrap_or_default()),
+                    "GlobalIPv6PrefixLen": if live { v6.map(|p| p.config.subnet.prefix()).unwrap_or(0) } else { 0 },
+                    "MacAddress": text(ep.mac.to_string()),
+                    "DriverOpts": c.driver_opts.get(&net.id),
+                    // mvnet's own: the interface's name in the namespace.
                     "InterfaceName": ep.ifname,
                 }),
             );
         }
         let status = if c.running { "running" } else { "exited" };
+        let network_mode = c
+            .endpoints
+            .values()
+            .chain(c.stopped_endpoints.values())
+            .next()
+            .and_then(|e| self.state.networks.get(&e.network_id))
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
         json!({
             "Id": c.id,
             "Created": c.created,
@@ -132,15 +162,13 @@ impl Controller {
                 "Running": c.running,
                 "Pid": c.pid.unwrap_or(0),
             },
-            "Config": { "Cmd": c.command },
+            "Config": { "Cmd": c.command, "Labels": c.labels },
             "HostConfig": {
                 "AutoRemove": c.auto_remove,
-                "NetworkMode": c.endpoints.values().next()
-                    .and_then(|e| self.state.networks.get(&e.network_id))
-                    .map(|n| n.name.clone()).unwrap_or_default(),
+                "NetworkMode": network_mode,
             },
             "NetworkSettings": {
-                "SandboxKey": c.netns.display().to_string(),
+                "SandboxKey": if c.running { c.netns.display().to_string() } else { String::new() },
                 "Networks": networks,
             },
         })

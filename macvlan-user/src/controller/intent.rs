@@ -202,6 +202,7 @@ impl Controller {
     pub(super) fn roll_back(&mut self, intent: &Intent) -> Result<()> {
         match intent {
             Intent::Run { container } => self.roll_back_run(container),
+            Intent::Start { container } => self.undo_namespace(container),
             Intent::Connect {
                 container_id,
                 netns,
@@ -224,6 +225,16 @@ impl Controller {
         {
             self.state.containers.remove(&c.id);
         }
+        self.undo_namespace(c)?;
+        self.remove_log(&c.id);
+        Ok(())
+    }
+
+    /// Ends the processes in the namespace `run` or `start` made for `c`,
+    /// deletes it and releases its endpoints (the state keeps whatever it
+    /// had before the command: nothing for `run`, the stopped container
+    /// for `start`).
+    fn undo_namespace(&mut self, c: &Container) -> Result<()> {
         let ns = NetNs::from_path(&c.netns);
         if let Some(ino) = netns::inode(&c.netns) {
             let left = netns::kill_all(ino, std::time::Duration::from_secs(2));
@@ -242,7 +253,6 @@ impl Controller {
         for ep in c.endpoints.values() {
             self.release_endpoint(ep);
         }
-        self.remove_log(&c.id);
         Ok(())
     }
 

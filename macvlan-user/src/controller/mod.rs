@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod endpoint;
 pub mod inspect;
 pub mod intent;
+pub mod lifecycle;
 pub mod network;
 pub mod restore;
 pub mod verify;

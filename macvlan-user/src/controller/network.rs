@@ -30,6 +30,8 @@ pub struct NetworkSpec {
     /// Under enforce: broadcast and multicast frames.
     pub broadcast: GroupRule,
     pub multicast: GroupRule,
+    /// `--label KEY=VALUE`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A validated `network create`.
@@ -315,6 +317,7 @@ impl Controller {
             xdp_mode,
             drop_broadcast,
             drop_multicast,
+            labels: spec.labels.clone(),
             netns_inode: crate::netns::current_inode().ok(),
             parent_ifindex: None,
         };

@@ -193,7 +193,13 @@ impl Controller {
                 ));
                 if !dry {
                     let index = l.index;
-                    netlink::run(Some(&ns), move |nl| async move { nl.delete(index).await })?;
+                    // A tombstone's background reaper may delete it first.
+                    netlink::run(Some(&ns), move |nl| async move {
+                        match nl.delete(index).await {
+                            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
+                            other => other,
+                        }
+                    })?;
                 }
             }
         }

@@ -9,11 +9,21 @@ use macvlan_common::{Counter, Hook, Verdict};
 
 use super::{json::direction, Rate, Rates, Snapshot};
 
-/// A cell: an exact count, or a per-second rate.
+/// A cell: an exact count, or a per-second rate (k, M, G from 1000 on,
+/// so that `--watch` fits 100 columns).
 fn cell(c: Counter, r: Option<Rate>) -> (String, String) {
     match r {
         None => (c.frames.to_string(), c.bytes.to_string()),
-        Some(r) => (format!("{:.1}", r.frames), format!("{:.1}", r.bytes)),
+        Some(r) => (per_second(r.frames), per_second(r.bytes)),
+    }
+}
+
+pub(super) fn per_second(v: f64) -> String {
+    match v {
+        v if v < 1e3 => format!("{v:.1}"),
+        v if v < 1e6 => format!("{:.1}k", v / 1e3),
+        v if v < 1e9 => format!("{:.1}M", v / 1e6),
+        v => format!("{:.1}G", v / 1e9),
     }
 }
 
@@ -66,21 +76,38 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             out.push_str("  no endpoints\n");
             continue;
         }
-        let h = |s: &str| format!("{s}{unit}");
-        let header = [
-            "CONTAINER".to_owned(),
-            "IFNAME".to_owned(),
-            "MAC".to_owned(),
-            "VLAN".to_owned(),
-            "IPV4".to_owned(),
-            "IPV6".to_owned(),
-            h("RX-WIRE-FRAMES"),
-            h("RX-WIRE-BYTES"),
-            h("RX-LOCAL-FRAMES"),
-            h("RX-LOCAL-BYTES"),
-            h("TX-FRAMES"),
-            h("TX-BYTES"),
-        ];
+        // Under --watch: rates only (addresses are in the plain table),
+        // short headers, to fit 100 columns.
+        let header: Vec<String> = match rates {
+            None => [
+                "CONTAINER",
+                "IFNAME",
+                "MAC",
+                "VLAN",
+                "IPV4",
+                "IPV6",
+                "RX-WIRE-FRAMES",
+                "RX-WIRE-BYTES",
+                "RX-LOCAL-FRAMES",
+                "RX-LOCAL-BYTES",
+                "TX-FRAMES",
+                "TX-BYTES",
+            ]
+            .map(String::from)
+            .to_vec(),
+            Some(_) => [
+                "CONTAINER",
+                "IFNAME",
+                "WIRE-F/S",
+                "WIRE-B/S",
+                "LOCAL-F/S",
+                "LOCAL-B/S",
+                "TX-F/S",
+                "TX-B/S",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
         let rows = n
             .endpoints
             .iter()
@@ -97,6 +124,9 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
                 let mut container = e.container.clone();
                 if e.slot.is_none() {
                     container.push_str(" (not in classifier)");
+                }
+                if r.is_some() {
+                    return vec![container, e.ifname.clone(), wf, wb, lf, lb, tf, tb];
                 }
                 vec![
                     container,
@@ -133,15 +163,28 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             r.root, r.endpoints, r.capacity
         );
         let h = |s: &str| format!("{s}{unit}");
-        let header = [
-            "VLAN".to_owned(),
-            h("RX-XDP-FRAMES"),
-            h("RX-XDP-BYTES"),
-            h("RX-TC-FRAMES"),
-            h("RX-TC-BYTES"),
-            h("TX-TC-FRAMES"),
-            h("TX-TC-BYTES"),
-        ];
+        let header = match rates {
+            None => [
+                "VLAN",
+                "RX-XDP-FRAMES",
+                "RX-XDP-BYTES",
+                "RX-TC-FRAMES",
+                "RX-TC-BYTES",
+                "TX-TC-FRAMES",
+                "TX-TC-BYTES",
+            ]
+            .map(String::from),
+            Some(_) => [
+                "VLAN",
+                "XDP-F/S",
+                "XDP-B/S",
+                "TC-F/S",
+                "TC-B/S",
+                "TX-TC-F/S",
+                "TX-TC-B/S",
+            ]
+            .map(String::from),
+        };
         let rows = r
             .vlans
             .iter()

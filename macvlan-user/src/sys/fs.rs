@@ -91,6 +91,8 @@ pub enum Open {
     CreateNew,
     /// Write from empty, creating it if missing (a log file).
     Truncate,
+    /// Write at the end, creating it if missing (a restarted container's log).
+    Append,
 }
 
 /// Opens `name` in `dir` with mode `perm` for files it creates (the umask
@@ -102,6 +104,7 @@ pub fn open_at(dir: impl AsFd, name: &str, how: Open, perm: u32) -> io::Result<F
         Open::ReadWriteCreate => OFlag::O_RDWR | OFlag::O_CREAT,
         Open::CreateNew => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
         Open::Truncate => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+        Open::Append => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND,
     };
     let fd = fcntl::openat(dir, name, base | flags, Mode::from_bits_truncate(perm))?;
     Ok(File::from(fd))

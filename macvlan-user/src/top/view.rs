@@ -70,8 +70,9 @@ fn head(cells: &[&'static str], text: usize) -> Row<'static> {
 /// totals shown).
 fn endpoint_widths(view: &View, width: u16) -> (u16, u16, u16, bool) {
     let longest = |f: fn(&EndpointRow) -> usize| view.endpoints.iter().map(f).max().unwrap_or(0);
-    let mut net = (longest(|r| r.network.chars().count()) as u16).clamp(7, 12);
-    let mut cont = (longest(|r| r.container.chars().count()) as u16).clamp(9, 20);
+    // Whole names where the terminal has room (up to 32 and 40).
+    let mut net = (longest(|r| r.network.chars().count()) as u16).clamp(7, 32);
+    let mut cont = (longest(|r| r.container.chars().count()) as u16).clamp(9, 40);
     // MAC, VLAN, three rates, and a space between the eight columns.
     let fixed = 17 + 4 + 3 * 6 + 7;
     let mut rest = width as i32 - (net + cont + fixed) as i32;
@@ -454,6 +455,24 @@ mod tests {
             .position(|l| l.starts_with("broadcast"))
             .unwrap() as u16;
         assert_ne!(buf[(0, y)].fg, ratatui::style::Color::Red);
+    }
+
+    #[test]
+    fn long_network_names_are_whole_at_120_columns() {
+        let name = "a-network-name-of-28-letters";
+        let eps = vec![endpoint("mvl-123456-0-c01", [2, 0x42, 10, 0, 0, 1], 5)];
+        let snap = fixtures::snapshot(&[0], VerdictTable::default(), vec![network(name, 0, eps)]);
+        let view = Model::new(Duration::from_secs(1), 60).view(&snap, None);
+        let (net, cont, trend, _) = endpoint_widths(&view, 120);
+        assert_eq!((net, cont), (28, 16));
+        assert!(trend >= MIN_TREND, "{trend}");
+        let mut term = Terminal::new(TestBackend::new(120, 24)).unwrap();
+        term.draw(|f| draw(f, &view)).unwrap();
+        let buf = term.backend().buffer().clone();
+        let screen: String = (0..24)
+            .map(|y| (0..120).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
+            .collect();
+        assert!(screen.contains(name), "{screen}");
     }
 
     #[test]

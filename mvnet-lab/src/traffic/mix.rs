@@ -304,6 +304,7 @@ mod tests {
                     pid: None,
                     running: true,
                     endpoints,
+                    ..Default::default()
                 },
             );
         }

@@ -109,6 +109,13 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             bail!("--duration needs --rate (frames per second over all flows)");
         }
         let per_flow = limits::count_for(spec.rate, secs, mix.flows.len())?;
+        announce(&format!(
+            "mvnet pktgen: --duration {secs} s at --rate {} fps sets {per_flow} frames per flow \
+             over {} flows, in place of --count {}",
+            spec.rate,
+            mix.flows.len(),
+            spec.mix.count
+        ));
         for f in &mut mix.flows {
             f.count = per_flow;
         }
@@ -159,6 +166,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         })
         .collect::<Result<_>>()?;
 
+    // Said here, once; the text report names the generator only.
     let (generator, reason) = choose(spec.generator, ns.as_ref())?;
     announce(&format!("mvnet pktgen: {reason}"));
 
@@ -171,6 +179,13 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             })
             .collect()
     };
+    let passed_mismatches = |maps: &PinnedMaps| -> Result<Vec<u64>> {
+        slots
+            .iter()
+            .map(|&slot| Ok(maps.mismatch(slot)?.map_or(0, |c| c.frames)))
+            .collect()
+    };
+    let mismatch_before = passed_mismatches(&maps)?;
     let before = maps.counters()?;
     let kernel_before = target_stats(&mix)?;
     let wire_before = link_stats(ns.as_ref(), &device)?;
@@ -225,6 +240,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
     );
 
     let after = maps.counters()?;
+    let mismatch_after = passed_mismatches(&maps)?;
     let kernel_after = target_stats(&mix)?;
     let wire_after = link_stats(ns.as_ref(), &device)?;
     let root_after = link_stats(None, &mix.root)?;
@@ -281,6 +297,14 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         notes: Vec::new(),
         exact: false,
     };
+    // The VLANs with a device on the root: those of its networks.
+    let root_vlans: std::collections::BTreeSet<u16> = state
+        .networks
+        .values()
+        .map(|n| n.root())
+        .filter(|(root, vid)| *root == mix.root && *vid != 0)
+        .map(|(_, vid)| vid)
+        .collect();
     for (i, t) in mix.targets.iter().enumerate() {
         let sent_valid: u64 = mix
             .flows
@@ -298,6 +322,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             counted: after.endpoint(slots[i]).rx_wire.frames
                 - before.endpoint(slots[i]).rx_wire.frames,
             delivered: unicast_rx(&kernel_after[i]) - unicast_rx(&kernel_before[i]),
+            wrong_vlan_delivered: 0,
         };
         // Wrong-VLAN frames to this MAC that the kernel delivered anyway.
         let wrong: Vec<(u16, u64)> = mix
@@ -308,6 +333,18 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .map(|(f, n)| (f.vlan, *n))
             .collect();
         let wrong_total: u64 = wrong.iter().map(|w| w.1).sum();
+        // Expected too: the ones the classifier passed (by its own
+        // per-endpoint count) on a tag with no VLAN device on the root,
+        // which macvlan hands to the endpoint with that MAC.
+        let no_device: u64 = wrong
+            .iter()
+            .filter(|(tag, _)| !root_vlans.contains(tag))
+            .map(|w| w.1)
+            .sum();
+        let row = EndpointRow {
+            wrong_vlan_delivered: no_device.min(mismatch_after[i] - mismatch_before[i]),
+            ..row
+        };
         if wrong_total > 0 && row.delivered == row.sent + wrong_total {
             let tags: Vec<String> = wrong.iter().map(|w| w.0.to_string()).collect();
             report.notes.push(format!(
