@@ -267,7 +267,15 @@ fn pin_links(
 /// Detaches the classifier from `root` (in the calling thread's namespace,
 /// if the device still exists) and removes every pin under `dir`.
 pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
-    // Removing the last reference to a bpf_link (its pin) detaches it.
+    // Detach the links first: removing a link's last pin detaches it only
+    // once bpffs frees the inode, after an RCU grace period, and the
+    // classifier must be off the device when `network rm` returns.
+    for name in [LINK_XDP, LINK_TC_INGRESS, LINK_TC_EGRESS] {
+        if let Ok(link) = crate::sys::bpf::obj_get(&dir.join(name)) {
+            use std::os::fd::AsFd as _;
+            let _ = crate::sys::bpf::link_detach(link.as_fd());
+        }
+    }
     for name in [
         LINK_XDP,
         LINK_TC_INGRESS,

@@ -132,6 +132,16 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()>
     bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
 
+/// Detaches `link` from its hook now (BPF_LINK_DETACH, Linux 5.9+). Only
+/// removing a link's last pin would detach it too, but late: bpffs frees
+/// the inode, and with it the link, after an RCU grace period, so the
+/// program would stay on the device for a while after the pin is gone.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = zeroed_attr();
+    attr.link_detach.link_fd = link.as_raw_fd() as u32;
+    bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr).map(|_| ())
+}
+
 /// The attr of BPF_PROG_ATTACH and BPF_PROG_DETACH for `prog` on device
 /// `ifindex` at `attach_type`.
 fn attach_attr(ifindex: u32, prog: BorrowedFd<'_>, attach_type: u32) -> bpf_attr {
