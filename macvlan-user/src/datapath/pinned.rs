@@ -392,22 +392,7 @@ impl PinnedMaps {
     /// endpoint's MAC on another VLAN that XDP passed. `None` for a
     /// classifier pinned before the map existed.
     pub fn mismatch(&self, slot: u32) -> Result<Option<macvlan_common::Counter>, DatapathError> {
-        let name = map_names::ENDPOINT_MISMATCH;
-        let Ok(map) = self.get(name) else {
-            return Ok(None);
-        };
-        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::Counter> =
-            aya::maps::PerCpuArray::try_from(map)
-                .map_err(|source| DatapathError::Map { name, source })?;
-        let mut total = macvlan_common::Counter::default();
-        for c in array
-            .get(&slot, 0)
-            .map_err(|source| DatapathError::Map { name, source })?
-            .iter()
-        {
-            total.merge(c);
-        }
-        Ok(Some(total))
+        self.slot_counter(map_names::ENDPOINT_MISMATCH, slot)
     }
 
     /// Only the verdict counters (a few lookups instead of thousands):
