@@ -4,6 +4,7 @@
 mod common;
 
 mod classifier;
+mod cni;
 mod control_plane;
 mod crash;
 mod datapath;
