@@ -14,6 +14,7 @@ mod faults;
 mod foreign;
 mod lab;
 mod observability;
+mod podman;
 mod refusals;
 mod scripting;
 mod source_checks;

@@ -7,7 +7,11 @@
 //!   dumps the pinned maps) and `strace` (whose fault injection kills
 //!   commands at every syscall in the crash suite);
 //! * Debian's `docker.io` (20.10) and `busybox-static`, for the parity suite
-//!   (tests/parity), which compares mvnet with Docker's macvlan driver.
+//!   (tests/parity), which compares mvnet with Docker's macvlan driver;
+//! * Debian's `podman` (4.3, CNI backend), `runc` and
+//!   `containernetworking-plugins`, for the CNI tests (tests/host/cni.rs,
+//!   tests/host/podman.rs): mvnet-cni beside the reference macvlan plugin,
+//!   and real `podman run` in a lab namespace.
 
 use std::path::Path;
 
@@ -63,6 +67,15 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     // imports a busybox image from a tarball.
     ("docker.io", &["/usr/sbin/dockerd", "/usr/bin/docker"]),
     ("busybox-static", &["/bin/busybox"]),
+    // The CNI tests: the reference plugins mvnet-cni chains after and is
+    // compared with, and a real runtime calling them (runc: crun fails in
+    // this machine's hybrid cgroup setup).
+    (
+        "containernetworking-plugins",
+        &["/usr/lib/cni/macvlan", "/usr/lib/cni/host-local"],
+    ),
+    ("podman", &["/usr/bin/podman"]),
+    ("runc", &["/usr/sbin/runc"]),
 ];
 
 fn missing_packages() -> Vec<&'static str> {
@@ -88,11 +101,11 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let what = format!(
-        "the host tests run promtool, prometheus, bpftool and strace, the parity suite dockerd and busybox; missing packages: {}",
+        "the host tests run promtool, prometheus, bpftool, strace, podman and the CNI plugins, the parity suite dockerd and busybox; missing packages: {}",
         missing.join(" ")
     );
     if util::os_id().as_deref() != Some("debian") {
-        bail!("{what}\nfix: install your distribution's prometheus, bpftool, strace, docker (20.10) and busybox-static packages");
+        bail!("{what}\nfix: install your distribution's prometheus, bpftool, strace, docker (20.10), busybox-static, podman, runc and containernetworking-plugins packages");
     }
     if !util::is_root() {
         bail!(
