@@ -12,6 +12,7 @@ mod datapath_cp;
 mod enforce;
 mod faults;
 mod foreign;
+mod kubernetes;
 mod lab;
 mod observability;
 mod podman;

@@ -139,3 +139,48 @@ pub fn ensure() -> Result<()> {
     eprintln!("ok: host test tools ({names})");
     Ok(())
 }
+
+// Kubernetes manifests (deploy/kubernetes).
+
+/// The schema validator the manifest test runs (PyPI; it ships the
+/// Kubernetes JSON schemas, so no cluster and no network are needed).
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Installs kubernetes-validate into a venv under the cache
+/// (`~/.cache/mvnet/k8s-validate`, where tests/host/kubernetes.rs looks).
+pub fn ensure_kubernetes_validate() -> Result<()> {
+    let venv = util::cache_dir()?.join("k8s-validate");
+    let exe = venv.join("bin/kubernetes-validate");
+    if util::is_executable(&exe) {
+        eprintln!("ok: kubernetes-validate ({})", exe.display());
+        return Ok(());
+    }
+    eprintln!(
+        "installing: {KUBERNETES_VALIDATE} into {} (the Kubernetes manifest test)",
+        venv.display()
+    );
+    let python = util::find_in_path("python3").context(
+        "python3 not found\nfix: apt-get install python3-venv (or install python 3 by other means)",
+    )?;
+    util::run(
+        std::process::Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )
+    .context("fix: on Debian, apt-get install python3-venv")?;
+    util::run(std::process::Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        KUBERNETES_VALIDATE,
+    ]))
+    .context("installing kubernetes-validate from PyPI failed; see pip's error above")?;
+    if !util::is_executable(&exe) {
+        bail!(
+            "pip installed kubernetes-validate but {} is missing",
+            exe.display()
+        );
+    }
+    eprintln!("ok: kubernetes-validate ({})", exe.display());
+    Ok(())
+}

@@ -123,6 +123,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
             host_deps::ensure_tmux()?;
             // The host tests' tools, and Docker and busybox for the parity suite.
             host_deps::ensure()?;
+            host_deps::ensure_kubernetes_validate()?;
             Ok(0)
         }
         Cmd::Build { release } => {
