@@ -123,7 +123,7 @@ events_logger = "file"
         let root = self.dir.join("image");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "ip"] {
+        for applet in ["sh", "sleep", "cat", "ip", "true"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         let tar = self.dir.join("image.tar");
