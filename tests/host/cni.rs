@@ -608,6 +608,21 @@ fn cni_chained_add_check_del_for_every_version() {
         msg.contains("the classifier is not attached to eth0"),
         "{msg}"
     );
+    // DEL in every version; the rest go.
+    for (cid, v) in [
+        ("chained3", "1.1.0"),
+        ("chained0", "0.3.1"),
+        ("chained0", "0.4.0"),
+    ] {
+        let r = h.mvnet(
+            "DEL",
+            cid,
+            &netns3,
+            &h.chained_conf(v, &json!({"cniVersion": v})),
+        );
+        assert_eq!(r.ok(), Value::Null, "{cid} {v}");
+    }
+    assert_eq!(h.endpoints(), vec![]);
 }
 
 #[test]

@@ -130,13 +130,15 @@ fn dispatch(env: &Env, stdin: &[u8], version: &mut String) -> CniResult<Option<V
     }
 }
 
-/// STATUS: whether mvnet can work here: root, its state directory, bpffs.
+/// STATUS: whether mvnet can work here: root, its state directory (checked
+/// as mvnet's readers check it, changing nothing; a missing one is made by
+/// the first ADD), bpffs (mounted if absent, as every mvnet command does).
 fn status(conf: &NetConf) -> CniResult<()> {
     let unavailable = |msg: String| Err(CniError::new(Code::PluginNotAvailable, msg));
     if !crate::sys::process::is_root() {
         return unavailable("mvnet-cni needs root (namespaces, links and BPF)".into());
     }
-    if let Err(e) = crate::state_dir::StateDir::open(&conf.state_dir) {
+    if let Err(e) = crate::state_dir::StateDir::open_existing(&conf.state_dir) {
         return unavailable(format!(
             "mvnet's state directory {} is not usable: {e:#}",
             conf.state_dir.display()
