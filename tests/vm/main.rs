@@ -11,7 +11,7 @@ use std::{net::UdpSocket, time::Duration};
 
 use common::cli::Session;
 use mvnet::{
-    datapath::{AttachOptions, Datapath, XdpMode},
+    datapath::{Classifier, XdpMode},
     netlink, netns,
 };
 use mvnet_lab::lab::{smoke, Lab, PARENT, UPSTREAM_IF};
@@ -45,8 +45,9 @@ fn kernel_is_the_debian_one() {
 fn programs_load_and_attach_on_this_kernel() {
     in_vm();
     let lab = Lab::new().unwrap();
-    let dp = Datapath::attach(Some(lab.host()), PARENT, AttachOptions::default()).unwrap();
-    assert_eq!(dp.xdp_mode, Some(XdpMode::Native));
+    let dp = Classifier::attach(Some(lab.host()), PARENT, XdpMode::Auto).unwrap();
+    assert_eq!(dp.xdp_mode(), Some(XdpMode::Native));
+    assert!(dp.is_attached());
     dp.detach().unwrap();
 }
 
