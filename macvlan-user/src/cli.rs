@@ -729,46 +729,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         }
         Command::Run(a) => {
-            refuse_image(&a)?;
-            let labels = scripting::labels(&a.label_file, &a.label)?;
-            let mut ctl = open("mvnet run")?;
-            let _ = (a.interactive, a.tty);
-            if !a.detach && !a.command.is_empty() {
-                // Foreground: `run` lets go of the state lock while the
-                // command runs, and takes it again to record its exit.
-                let outcome = ctl.run(RunSpec {
-                    name: a.name,
-                    network: a.network,
-                    addresses: a.addresses.request()?,
-                    auto_remove: a.rm,
-                    detach: false,
-                    command: a.command,
-                    labels,
-                })?;
-                return Ok(match outcome {
-                    RunOutcome::Exited(code) => code,
-                    RunOutcome::Started(_) => 0,
-                });
-            }
-            match ctl.run(RunSpec {
-                name: a.name,
-                network: a.network,
-                addresses: a.addresses.request()?,
-                auto_remove: a.rm,
-                detach: a.detach,
-                command: a.command,
-                labels,
-            })? {
-                RunOutcome::Started(id) => outln!("{id}"),
-                RunOutcome::Exited(code) => return Ok(code),
-            }
+            // As docker/cli: 125 for run's own errors, 126/127 for a
+            // command that cannot be started.
+            return Ok(run_container(&state_dir, a).unwrap_or_else(|e| {
+                eprintln!("mvnet: error: {e:#}");
+                container::exit_code_of(&e, 125)
+            }));
         }
         Command::Exec { container, command } => {
             let c = {
                 let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
-            return container::exec(&c, &command);
+            // 126/127 for a command that cannot be started, as Docker.
+            return container::exec(&c, &command).or_else(|e| {
+                match container::exit_code_of(&e, 0) {
+                    0 => Err(e),
+                    code => {
+                        eprintln!("mvnet: error: {e:#}");
+                        Ok(code)
+                    }
+                }
+            });
         }
         Command::Monitor { duration } => {
             crate::require_root("mvnet monitor")?;
@@ -1055,6 +1037,44 @@ fn print_inspect(objects: Vec<serde_json::Value>, format: Option<&str>) -> Resul
             Ok(())
         }
     }
+}
+
+/// `mvnet run`; returns the exit code of a foreground command (0 otherwise).
+fn run_container(state_dir: &std::path::Path, a: RunArgs) -> Result<i32> {
+    refuse_image(&a)?;
+    let labels = scripting::labels(&a.label_file, &a.label)?;
+    let mut ctl = writer(state_dir, "mvnet run")?;
+    let _ = (a.interactive, a.tty);
+    if !a.detach && !a.command.is_empty() {
+        // Foreground: `run` lets go of the state lock while the
+        // command runs, and takes it again to record its exit.
+        let outcome = ctl.run(RunSpec {
+            name: a.name,
+            network: a.network,
+            addresses: a.addresses.request()?,
+            auto_remove: a.rm,
+            detach: false,
+            command: a.command,
+            labels,
+        })?;
+        return Ok(match outcome {
+            RunOutcome::Exited(code) => code,
+            RunOutcome::Started(_) => 0,
+        });
+    }
+    match ctl.run(RunSpec {
+        name: a.name,
+        network: a.network,
+        addresses: a.addresses.request()?,
+        auto_remove: a.rm,
+        detach: a.detach,
+        command: a.command,
+        labels,
+    })? {
+        RunOutcome::Started(id) => outln!("{id}"),
+        RunOutcome::Exited(code) => return Ok(code),
+    }
+    Ok(0)
 }
 
 /// `docker run IMAGE CMD` given to `mvnet run`: say that mvnet has no images.

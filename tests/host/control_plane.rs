@@ -383,6 +383,97 @@ fn exec_passes_the_exit_code_through() {
     s.ok(&["network", "rm", "n"]);
 }
 
+/// Exit codes as Docker's CLI gives them: 127 for a command that is not
+/// found, 126 for one that cannot be executed, 125 for `run`'s own errors;
+/// the message names the problem, and a failed `run` leaves nothing.
+#[test]
+fn commands_that_cannot_start_exit_126_or_127() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("n", "10.78.1.0/24", "eth0", &[]);
+    let name = format!("{}-x", lab.id());
+    // A file without execute permission, and an executable one that is no
+    // program.
+    let plain = std::env::temp_dir().join(format!("{}-plain", lab.id()));
+    let junk = std::env::temp_dir().join(format!("{}-junk", lab.id()));
+    for (file, mode) in [(&plain, 0o644), (&junk, 0o755)] {
+        std::fs::write(file, "not a program\n").unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(mode);
+        std::fs::set_permissions(file, mode).unwrap();
+    }
+    let (plain, junk) = (plain.display().to_string(), junk.display().to_string());
+    let before = (s.state(), s.links());
+    let host = "mvnet runs host programs in the container's network namespace";
+    let denied = |p: &str| {
+        format!(
+            "{p:?} cannot be executed: permission denied (a directory, or a file without \
+             execute permission); give a program, or make it executable with `chmod +x`"
+        )
+    };
+    let cases: [(&[&str], i32, String); 6] = [
+        (
+            &["--network", "n", "--", "/nonexistent"],
+            127,
+            format!(
+                "\"/nonexistent\": no such file or directory on the host ({host}); check the path"
+            ),
+        ),
+        (
+            &["-d", "--network", "n", "--", "mvnet-no-such-command"],
+            127,
+            ("executable file \"mvnet-no-such-command\" not found in $PATH on the host; mvnet \
+                 has no images: it runs host programs in the container's network namespace. \
+                 Install it, or give its full path")
+                .to_owned(),
+        ),
+        (&["--network", "n", "--", &plain], 126, denied(&plain)),
+        (&["--network", "n", "--", "/etc"], 126, denied("/etc")),
+        (
+            &["--network", "n", "--", &junk],
+            126,
+            format!(
+                "{junk:?} cannot be executed: exec format error (not a binary for this machine, \
+                 or a script without a #! line)"
+            ),
+        ),
+        (
+            &["--network", "missing", "--", "true"],
+            125,
+            "network missing not found; list them with `mvnet network ls`".to_owned(),
+        ),
+    ];
+    for (tail, code, message) in &cases {
+        let mut args = vec!["run", "--name", &name];
+        args.extend_from_slice(tail);
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("mvnet: error: {message}\n"),
+            "{args:?}"
+        );
+        assert_eq!((s.state(), s.links()), before, "{args:?} changed something");
+        assert!(!netns::list().contains(&name), "{args:?} left a namespace");
+    }
+    // exec: the same codes; the command's own code otherwise.
+    s.ok(&["run", "-d", "--network", "n", "--name", &name]);
+    for (argv, code) in [
+        (&["mvnet-no-such-command"][..], 127),
+        (&[plain.as_str()], 126),
+        (&[junk.as_str()], 126),
+        (&["sh", "-c", "exit 3"], 3),
+    ] {
+        let mut args = vec!["exec", &name];
+        args.extend_from_slice(argv);
+        assert_eq!(s.run(&args).status.code(), Some(code), "{args:?}");
+    }
+    s.ok(&["rm", "-f", &name]);
+    s.ok(&["network", "rm", "n"]);
+    std::fs::remove_file(&plain).unwrap();
+    std::fs::remove_file(&junk).unwrap();
+}
+
 #[test]
 fn restore_brings_back_lost_endpoints() {
     require_root();

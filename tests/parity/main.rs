@@ -113,6 +113,26 @@ fn play(engine: &mut Engine, scenario: &Scenario) -> Facts {
     for (i, step) in scenario.steps.iter().enumerate() {
         let n = i + 1;
         match step {
+            Step::RunCommand(c, args, argv) => {
+                containers.push(c);
+                let before = engine.snapshot();
+                let out = engine.run_command(c, args, argv);
+                let key = format!("step {n}: run {c} {} -- {}", args.join(" "), argv.join(" "));
+                facts.insert(key.clone(), if out.ok { "ok" } else { "refused" }.into());
+                facts.insert(format!("{key} (exit)"), out.code.to_string());
+                if (125..=127).contains(&out.code) {
+                    // A container whose command could not start (126,
+                    // 127) or was refused (125) leaves nothing running.
+                    let after = engine.snapshot();
+                    let left = if after == before {
+                        "nothing changed".to_owned()
+                    } else {
+                        format!("changed: before {before} / after {after}")
+                    };
+                    facts.insert(format!("{key} (leftovers)"), left);
+                    facts.insert(format!("{key} (error)"), out.stderr.trim().to_owned());
+                }
+            }
             Step::Cmd(argv) | Step::Run(_, argv) => {
                 let before = engine.snapshot();
                 let (label, out) = match step {

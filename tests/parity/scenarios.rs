@@ -7,6 +7,14 @@ pub enum Step {
     Cmd(&'static [&'static str]),
     /// `run -d --name C ARGS` (Docker adds the busybox image and a shell).
     Run(&'static str, &'static [&'static str]),
+    /// `run --name C ARGS` with the command ARGV (Docker runs it in the
+    /// busybox image, mvnet on the host): compare success or refusal and
+    /// the exit code.
+    RunCommand(
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    ),
     /// Compare the container's interfaces, routes and inspect fields.
     Container(&'static str),
     /// Compare the network's inspect fields.
@@ -463,6 +471,29 @@ pub fn all() -> Vec<Scenario> {
                 create!("--subnet", "10.75.0.0/24", "-o", "parent=eth0", "execnet"),
                 Run("c1", &["--network", "execnet"]),
                 Exec("c1", &["mvnet-parity-no-such-command"]),
+            ],
+        ),
+        s(
+            "exit-codes",
+            "issue 14 item 10; Docker docs, run's exit status (125, 126, 127)",
+            vec![
+                create!("--subnet", "10.76.0.0/24", "-o", "parent=eth0", "exitnet"),
+                RunCommand("c1", &["--network", "exitnet"], &["/nonexistent"]),
+                RunCommand(
+                    "c2",
+                    &["--network", "exitnet"],
+                    &["mvnet-parity-no-such-command"],
+                ),
+                RunCommand("c3", &["-d", "--network", "exitnet"], &["/nonexistent"]),
+                // A file without execute permission (procfs is mounted in
+                // Docker's container as on the host).
+                RunCommand("c4", &["--network", "exitnet"], &["/proc/version"]),
+                RunCommand("c5", &["--network", "exitnet"], &["/etc"]),
+                RunCommand("c6", &["--network", "missing"], &["sh", "-c", "exit 0"]),
+                RunCommand("c7", &["--network", "exitnet"], &["sh", "-c", "exit 3"]),
+                Run("c8", &["--network", "exitnet"]),
+                Exec("c8", &["/proc/version"]),
+                Exec("c8", &["sh", "-c", "exit 4"]),
             ],
         ),
         s(

@@ -152,6 +152,22 @@ impl Controller {
         }
     }
 
+    /// Moves the default routes of container `c` (a namespace of ours) to
+    /// its gateway endpoint ([`endpoint::gateway_endpoint`]), as Docker
+    /// does on connect and disconnect; a namespace attached with --netns
+    /// keeps its own.
+    pub(super) fn route_via_gateway_endpoint(&self, c: &Container) -> Result<()> {
+        if !c.netns_owned || !c.netns_alive() {
+            return Ok(());
+        }
+        let gateway = endpoint::gateway_endpoint(
+            c.endpoints
+                .values()
+                .filter_map(|ep| Some((self.state.networks.get(&ep.network_id)?, ep))),
+        );
+        endpoint::set_default_routes(&NetNs::from_path(&c.netns), gateway)
+    }
+
     /// `mvnet run`. On any error (or a crash) nothing is left behind: the
     /// run is recorded as an intent first (see [`super::intent`]).
     pub fn run(&mut self, spec: RunSpec) -> Result<RunOutcome> {
@@ -480,6 +496,7 @@ impl Controller {
             c.ipam_config.insert(net_id.clone(), asked);
             c.driver_opts.insert(net_id.clone(), Default::default());
             c.endpoints.insert(net_id, ep.clone());
+            self.route_via_gateway_endpoint(&c)?;
             let name = c.name.clone();
             self.state.containers.insert(cid.clone(), c);
             self.commit()?;
@@ -531,14 +548,81 @@ impl Controller {
         stored.driver_opts.remove(net_id);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
+        } else {
+            let c = stored.clone();
+            self.route_via_gateway_endpoint(&c)?;
         }
         self.commit()?;
         Ok(c.name)
     }
 }
 
+/// A container's command that could not be started, with the exit code
+/// Docker (and a shell) gives it: 127 when it is not found, 126 when it
+/// cannot be executed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandNotStarted {
+    /// 126 or 127.
+    pub code: i32,
+    message: String,
+}
+
+impl CommandNotStarted {
+    /// Classifies `spawn`'s error for `program`; None for an error that is
+    /// not about the program itself (e.g. out of memory).
+    fn from_spawn(program: &str, e: &std::io::Error) -> Option<CommandNotStarted> {
+        let searched = !program.contains('/');
+        let (code, message) = match e.raw_os_error()? {
+            libc::ENOENT if searched => (
+                127,
+                format!(
+                    "executable file {program:?} not found in $PATH on the host; mvnet has no \
+                     images: it runs host programs in the container's network namespace. \
+                     Install it, or give its full path"
+                ),
+            ),
+            libc::ENOENT | libc::ENOTDIR => (
+                127,
+                format!(
+                    "{program:?}: no such file or directory on the host (mvnet runs host \
+                     programs in the container's network namespace); check the path"
+                ),
+            ),
+            libc::EACCES | libc::EPERM => (
+                126,
+                format!(
+                    "{program:?} cannot be executed: permission denied (a directory, or a file \
+                     without execute permission); give a program, or make it executable \
+                     with `chmod +x`"
+                ),
+            ),
+            libc::ENOEXEC => (
+                126,
+                format!(
+                    "{program:?} cannot be executed: exec format error (not a binary for this \
+                     machine, or a script without a #! line)"
+                ),
+            ),
+            _ => return None,
+        };
+        Some(CommandNotStarted { code, message })
+    }
+}
+
+/// The exit code a failed command gives as Docker's CLI does: 127 or 126
+/// when the container's command could not be started, else `otherwise`
+/// (125 for `run`'s own errors).
+pub fn exit_code_of(error: &anyhow::Error, otherwise: i32) -> i32 {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CommandNotStarted>())
+        .map_or(otherwise, |c| c.code)
+}
+
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
-/// in the foreground (inheriting stdio).
+/// in the foreground (inheriting stdio). A program that is missing or not
+/// executable is a [`CommandNotStarted`].
 pub(super) fn spawn_in(
     ns: &NetNs,
     command: &[String],
@@ -554,12 +638,11 @@ pub(super) fn spawn_in(
                 .stderr(out);
             crate::sys::process::new_session_on_exec(&mut cmd);
         }
-        cmd.spawn().with_context(|| {
-            format!(
-                "starting {:?} in the container; is it installed on the host?",
-                command[0]
-            )
-        })
+        cmd.spawn()
+            .map_err(|e| match CommandNotStarted::from_spawn(&command[0], &e) {
+                Some(not_started) => anyhow!(not_started),
+                None => anyhow!(e).context(format!("starting {:?} in the container", command[0])),
+            })
     })?
 }
 

@@ -1,6 +1,8 @@
 //! Plumbing one endpoint: a macvlan on the network's parent, moved into the
 //! container's namespace, renamed, addressed, up, with a default route via
 //! the gateway (none on internal networks).
+use std::net::IpAddr;
+
 use anyhow::{anyhow, Result};
 
 use super::datapath::DeviceRegistration;
@@ -150,6 +152,69 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             let _ = nl.delete(child.index).await;
         }
         result
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// The endpoint whose gateways give a container its default routes, as
+/// Docker's sandbox picks it: of the endpoints on networks that are not
+/// internal and have a gateway for the endpoint's address, the one on the
+/// network whose name sorts first (libnetwork orders a sandbox's endpoints
+/// by network name). Its link name and gateways.
+pub fn gateway_endpoint<'a>(
+    endpoints: impl IntoIterator<Item = (&'a Network, &'a Endpoint)>,
+) -> Option<(String, Vec<IpAddr>)> {
+    let mut candidates: Vec<(&Network, &Endpoint, Vec<IpAddr>)> = endpoints
+        .into_iter()
+        .filter(|(net, _)| !net.internal)
+        .map(|(net, ep)| (net, ep, gateways(net, ep)))
+        .filter(|(_, _, gws)| !gws.is_empty())
+        .collect();
+    candidates.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    candidates
+        .into_iter()
+        .next()
+        .map(|(_, ep, gws)| (ep.ifname.clone(), gws))
+}
+
+/// The gateways of the pools `ep`'s addresses come from.
+fn gateways(net: &Network, ep: &Endpoint) -> Vec<IpAddr> {
+    ep.addresses()
+        .filter_map(|a| {
+            net.pools
+                .iter()
+                .find(|p| p.config.subnet.contains(a))
+                .and_then(|p| p.config.gateway)
+        })
+        .collect()
+}
+
+/// Makes `ns`'s default routes (per family) go via `gateway`'s gateways on
+/// its link, replacing what is there, and removes those of a family it
+/// has no gateway for (as Docker's sandbox does when its gateway endpoint
+/// changes). For namespaces mvnet owns.
+pub fn set_default_routes(ns: &NetNs, gateway: Option<(String, Vec<IpAddr>)>) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        let via = match &gateway {
+            Some((ifname, gws)) => Some((nl.require_link(ifname).await?.index, gws.clone())),
+            None => None,
+        };
+        for ipv6 in [false, true] {
+            let want = via.as_ref().and_then(|(index, gws)| {
+                let gw = gws.iter().find(|g| g.is_ipv6() == ipv6)?;
+                Some((*index, *gw))
+            });
+            let have = nl.default_routes(ipv6).await?;
+            match want {
+                Some((index, gw)) if have != [(Some(index), Some(gw))] => {
+                    nl.replace_default_route(index, gw).await?
+                }
+                Some(_) => {}
+                None if have.is_empty() => {}
+                None => nl.del_default_routes(ipv6).await?,
+            }
+        }
+        Ok(())
     })
     .map_err(|e| anyhow!(e))
 }
