@@ -474,6 +474,63 @@ fn commands_that_cannot_start_exit_126_or_127() {
     std::fs::remove_file(&junk).unwrap();
 }
 
+/// `exec` and `run`'s command see a /sys of the container's network
+/// namespace, as under `ip netns exec`: its links and its MAC; the host's
+/// /sys (and the classifier's pins under it) stay as they were.
+#[test]
+fn exec_sees_the_containers_sysfs() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("n", "10.79.0.0/24", "eth0", &[]);
+    let name = format!("{}-sys", lab.id());
+    // The mounts at and under /sys (others, e.g. /run/netns, change with
+    // other labs).
+    let mounts = || -> Vec<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let point = l.split(' ').nth(4).unwrap_or_default();
+                point == "/sys" || point.starts_with("/sys/")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    s.container("n", &name, &["--ip", "10.79.0.9"]);
+    let mounts_before = mounts();
+    assert_eq!(
+        s.ok(&["exec", &name, "cat", "/sys/class/net/eth0/address"]),
+        "02:42:0a:4f:00:09\n"
+    );
+    assert_eq!(s.ok(&["exec", &name, "ls", "/sys/class/net"]), "eth0\nlo\n");
+    // A foreground run's command too.
+    let fg = format!("{}-fg", lab.id());
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "n",
+            "--name",
+            &fg,
+            "--mac-address",
+            "02:42:0a:4f:00:77",
+            "--",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]),
+        "02:42:0a:4f:00:77\n"
+    );
+    // Nothing propagated back: this mount namespace's mounts (its /sys,
+    // the bpffs with the classifier's pins) are as they were.
+    assert_eq!(mounts(), mounts_before);
+    assert!(std::path::Path::new("/sys/fs/bpf/mvnet").is_dir());
+    s.ok(&["stats", "n"]);
+    s.ok(&["rm", "-f", &name]);
+    s.ok(&["network", "rm", "n"]);
+}
+
 #[test]
 fn restore_brings_back_lost_endpoints() {
     require_root();

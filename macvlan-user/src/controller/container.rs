@@ -621,8 +621,9 @@ pub fn exit_code_of(error: &anyhow::Error, otherwise: i32) -> i32 {
 }
 
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
-/// in the foreground (inheriting stdio). A program that is missing or not
-/// executable is a [`CommandNotStarted`].
+/// in the foreground (inheriting stdio), with a private mount namespace
+/// whose /sys shows the container's links. A program that is missing or
+/// not executable is a [`CommandNotStarted`].
 pub(super) fn spawn_in(
     ns: &NetNs,
     command: &[String],
@@ -630,6 +631,10 @@ pub(super) fn spawn_in(
 ) -> Result<std::process::Child> {
     let command = command.to_vec();
     ns.run(move || -> Result<std::process::Child> {
+        // The command inherits this thread's namespaces: a /sys of the
+        // container's network namespace, as `ip netns exec` gives.
+        crate::sys::mount::private_sysfs()
+            .context("mounting a sysfs of the container's network namespace on /sys")?;
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..]);
         if let Some(out) = log {
