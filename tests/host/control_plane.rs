@@ -531,6 +531,52 @@ fn exec_sees_the_containers_sysfs() {
     s.ok(&["network", "rm", "n"]);
 }
 
+/// `stop` and `rm -f` return only once the container's macvlan is gone
+/// from the parent in the kernel, even while something else still holds
+/// the namespace: a passthru macvlan, which the kernel refuses while any
+/// other macvlan is on the parent, can be made at once.
+#[test]
+fn stop_and_rm_return_once_the_link_is_gone() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let host = lab.host().name().unwrap().to_owned();
+    s.network("n", "10.79.1.0/24", "eth0", &[]);
+    let name = format!("{}-st", lab.id());
+    let passthru_now = |how: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "add", "link", "eth0", "name", "pt0"])
+            .args(["type", "macvlan", "mode", "passthru"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "passthru macvlan right after {how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let del = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "del", "pt0"])
+            .status()
+            .unwrap();
+        assert!(del.success());
+    };
+    for _ in 0..3 {
+        s.container("n", &name, &["--", "sleep", "60"]);
+        // Something else holding the namespace (a tool with its file
+        // open) keeps it alive after stop, and with it any link left in it.
+        let held = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        s.ok(&["stop", &name]);
+        passthru_now("stop");
+        drop(held);
+        s.ok(&["rm", &name]);
+        s.container("n", &name, &[]);
+        s.ok(&["rm", "-f", &name]);
+        passthru_now("rm -f");
+    }
+    assert_eq!(s.links(), ["eth0", "lo"]);
+    s.ok(&["network", "rm", "n"]);
+}
+
 #[test]
 fn restore_brings_back_lost_endpoints() {
     require_root();

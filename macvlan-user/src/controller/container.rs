@@ -357,9 +357,17 @@ impl Controller {
                 // which is no namespace any more; but not a namespace made
                 // again under that name, which is not ours.
                 if c.netns.exists() && !c.netns_replaced() {
-                    // The kernel destroys the namespace's links in the
-                    // background; `endpoint::plumb` waits for a MAC still
-                    // taken by one of them.
+                    // The links first, waiting for the kernel (as Docker's
+                    // driver deletes its links): with the namespace, they
+                    // would go in the background, after `stop` returned.
+                    if c.netns_alive() {
+                        endpoint::delete_links(
+                            &c.name,
+                            c.endpoints.values(),
+                            &ns,
+                            endpoint::LINK_DELETE_TIMEOUT,
+                        )?;
+                    }
                     netns::delete(name)?;
                 }
             }

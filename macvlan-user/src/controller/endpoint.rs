@@ -316,6 +316,54 @@ pub fn reap_all(ns: &NetNs) -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// How long `stop` and `rm` wait for the kernel to delete a container's
+/// links.
+pub const LINK_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes the links of `endpoints` (and tombstones of earlier
+/// disconnects) in `ns`, the namespace of container `container`, and
+/// returns once the kernel is done: the macvlans are gone from their
+/// parents, so a passthru endpoint (or one with the same MAC) can be made
+/// there at once. Deleting the namespace alone leaves that to the kernel's
+/// background cleanup. An error names the links after `timeout`.
+pub fn delete_links<'a>(
+    container: &str,
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    ns: &NetNs,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let names: Vec<String> = endpoints.into_iter().map(|e| e.ifname.clone()).collect();
+    let (done, wait) = std::sync::mpsc::channel();
+    let (ns, doomed) = (ns.clone(), names.clone());
+    // RTM_DELLINK is answered once the device is unregistered, which waits
+    // for every reference to it; a leaked one would block it for good.
+    std::thread::spawn(move || {
+        let result = netlink::run(Some(&ns), move |nl| async move {
+            for l in nl.links().await? {
+                if doomed.contains(&l.name) || l.name.starts_with(TOMBSTONE_PREFIX) {
+                    // ENODEV: a reaper deleted the tombstone meanwhile.
+                    match nl.delete(l.index).await {
+                        Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                        other => other?,
+                    }
+                }
+            }
+            Ok(())
+        });
+        let _ = done.send(result);
+    });
+    match wait.recv_timeout(timeout) {
+        Ok(result) => result.map_err(|e| anyhow!(e)),
+        Err(_) => Err(anyhow!(
+            "the kernel has not finished deleting the links of container {container} ({}) \
+             after {} s: something still holds a reference to them (`dmesg` shows \
+             \"unregister_netdevice: waiting for\"); retry once it is done",
+            names.join(", "),
+            timeout.as_secs()
+        )),
+    }
+}
+
 /// Removes `ep`'s link from `ns`, waiting for the kernel.
 pub fn unplumb(ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let ifname = ep.ifname.clone();
