@@ -577,6 +577,78 @@ fn stop_and_rm_return_once_the_link_is_gone() {
     s.ok(&["network", "rm", "n"]);
 }
 
+/// A passthru endpoint has its own MAC on the wire, as in Docker: the
+/// kernel gives the device its parent's, mvnet then sets the endpoint's
+/// on it and so on the parent. The container's eth0, inspect, the parent,
+/// the classifier's table and verify all agree on it; a second endpoint on
+/// the network is refused, naming the one it has.
+#[test]
+fn a_passthru_endpoint_puts_its_mac_on_the_wire() {
+    use crate::datapath_cp::{pin_dir, send};
+    use macvlan_common::Hook;
+    use mvnet::datapath::pinned::PinnedMaps;
+    use mvnet_lab::lab::frames::FrameSpec;
+
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network(
+        "pt",
+        "10.79.2.0/24",
+        "eth0",
+        &["-o", "macvlan_mode=passthru"],
+    );
+    let a = format!("{}-pa", lab.id());
+    s.container("pt", &a, &["--ip", "10.79.2.5"]);
+    let mac = [0x02, 0x42, 0x0a, 0x4f, 0x02, 0x05];
+    let text = "02:42:0a:4f:02:05";
+    assert_eq!(
+        s.ok(&["exec", &a, "cat", "/sys/class/net/eth0/address"]),
+        format!("{text}\n")
+    );
+    let inspect = json(&s.ok(&["container", "inspect", &a]));
+    assert_eq!(
+        inspect[0]["NetworkSettings"]["Networks"]["pt"]["MacAddress"],
+        text
+    );
+    assert_eq!(lab.mac_of(lab.host(), "eth0").unwrap(), mac);
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    assert!(maps.endpoints_ro().unwrap().get(mac, 0).is_some());
+
+    // 40 frames to that MAC: delivered by the classifier and the kernel.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let up = lab.upstream().clone();
+    let frame = FrameSpec::udp4(mac, src).build().unwrap();
+    send(&maps, &up, UPSTREAM_IF, Hook::XdpIngress, frame, 40);
+    let out = s.ok(&["verify", "pt"]);
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with(&a))
+        .unwrap_or_else(|| panic!("no row for {a} in {out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[3..6], ["40", "40", "0"], "{out}");
+
+    // One endpoint per passthru network.
+    let before = (s.state(), s.links());
+    let b = format!("{}-pb", lab.id());
+    assert_eq!(
+        s.fails(&["run", "-d", "--network", "pt", "--name", &b]),
+        format!(
+            "mvnet: error: network pt is in passthru mode, which takes one endpoint, and \
+             container {a} has it; disconnect it (`mvnet network disconnect pt {a}`) or remove \
+             it first, or use a bridge-mode network for several containers\n"
+        )
+    );
+    assert_eq!((s.state(), s.links()), before);
+    assert!(!netns::list().contains(&b));
+    s.ok(&["rm", "-f", &a]);
+    // Free again once it is gone.
+    s.container("pt", &b, &[]);
+    s.ok(&["rm", "-f", &b]);
+    s.ok(&["network", "rm", "pt"]);
+}
+
 #[test]
 fn restore_brings_back_lost_endpoints() {
     require_root();

@@ -234,11 +234,21 @@ fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Diffe
     let verbose = std::env::var_os("PARITY_VERBOSE").is_some();
     let mut listed: Vec<String> = Vec::new();
     let mut details = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let mut unlisted = 0;
     let keys: std::collections::BTreeSet<&String> = d.keys().chain(m.keys()).collect();
     for key in keys {
-        // Error texts differ by design; only refusal and leftovers count.
+        // Error texts differ by design; only refusal and leftovers count
+        // (PARITY_VERBOSE shows both).
         if key.ends_with("(error)") {
+            if verbose {
+                let show = |f: &Facts| f.get(key).cloned().unwrap_or_default();
+                errors.push(format!(
+                    "    error of {key}\n      docker: {}\n      mvnet: {}",
+                    show(d),
+                    show(m)
+                ));
+            }
             continue;
         }
         let (dv, mv) = (d.get(key), m.get(key));
@@ -285,6 +295,9 @@ fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Diffe
         for l in details {
             println!("{l}");
         }
+    }
+    for l in errors {
+        println!("{l}");
     }
     unlisted
 }

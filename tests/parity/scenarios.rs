@@ -400,7 +400,13 @@ pub fn all() -> Vec<Scenario> {
                 Run("c1", &["--network", "ptnet"]),
                 Network("ptnet"),
                 Container("c1"),
+                Exec("c1", &["cat", "/sys/class/net/eth0/address"]),
+                // One endpoint per passthru network: by run and by connect.
                 Run("c2", &["--network", "ptnet"]),
+                create!("--subnet", "10.65.5.0/24", "-o", "parent=eth1", "other"),
+                Run("c3", &["--network", "other"]),
+                Cmd(&["network", "connect", "ptnet", "%c3"]),
+                Container("c1"),
             ],
         ),
         s(

@@ -84,6 +84,23 @@ impl Controller {
         req: &AddressRequest,
         ifname: &str,
     ) -> Result<Endpoint> {
+        if self.state.networks[net_id].mode == model::MacvlanMode::Passthru {
+            let holder = self
+                .state
+                .containers
+                .values()
+                .find(|c| c.endpoints.contains_key(net_id));
+            if let Some(c) = holder {
+                let net = &self.state.networks[net_id].name;
+                bail!(
+                    "network {net} is in passthru mode, which takes one endpoint, and container \
+                     {} has it; disconnect it (`mvnet network disconnect {net} {}`) or remove it \
+                     first, or use a bridge-mode network for several containers",
+                    c.name,
+                    c.name
+                );
+            }
+        }
         let net = self.state.networks.get_mut(net_id).expect("network exists");
         if req.ip6.is_some() && !net.enable_ipv6 {
             bail!("--ip6 given, but network {} has no IPv6 (create it with --ipv6 and an IPv6 --subnet)", net.name);

@@ -36,7 +36,8 @@ pub fn temp_name(ep: &Endpoint) -> String {
 pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let parent = net.parent.clone();
     let macvlan_mode = net.mode;
-    // passthru takes over the parent's MAC; the others get the endpoint's.
+    // passthru takes over the parent's MAC whatever is asked (set after);
+    // the others get the endpoint's.
     let mac = (net.mode != MacvlanMode::Passthru).then_some(ep.mac);
     let target = ns.clone();
     // Created under a temporary name, renamed inside the container: kernels
@@ -94,10 +95,19 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
         .collect();
     let internal = net.internal;
     let ipv6 = net.enable_ipv6;
+    let passthru = net.mode == MacvlanMode::Passthru;
+    let endpoint_mac = ep.mac;
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
             nl.rename_marked(child.index, &ifname, &alias).await?;
+            if passthru {
+                // The kernel gave the device its parent's MAC; the
+                // endpoint's goes on it, and through it on the parent (as
+                // Docker sets it), so the MAC on the wire is the one in
+                // inspect and the classifier's table.
+                nl.set_mac(child.index, endpoint_mac).await?;
+            }
             if let Some(r) = &registration {
                 r.register(child.index, &ifname)
                     .map_err(|e| netlink::NetlinkError::Request {
