@@ -1,6 +1,7 @@
 //! The scenarios: moby's `integration/network/macvlan` tests and Docker's
-//! macvlan documentation, as far as this kernel runs them (802.1Q and
-//! no-parent networks need the VM and are not here yet).
+//! macvlan documentation. 802.1Q and no-parent networks need a kernel with
+//! 8021q and dummy links: those scenarios run in the VM (`cargo xtask
+//! test`), where both engines can make them.
 pub enum Step {
     /// A Docker-shaped command line (`%c1` is container c1); both engines'
     /// success or refusal is compared, and a refusal must change nothing.
@@ -29,6 +30,8 @@ pub struct Scenario {
     /// Where the case comes from.
     pub source: &'static str,
     pub steps: Vec<Step>,
+    /// Needs 802.1Q and dummy links: runs only in the VM.
+    pub needs_vm: bool,
 }
 
 use Step::*;
@@ -38,6 +41,15 @@ fn s(name: &'static str, source: &'static str, steps: Vec<Step>) -> Scenario {
         name,
         source,
         steps,
+        needs_vm: false,
+    }
+}
+
+/// A scenario with 802.1Q or no-parent networks (the VM's kernel).
+fn vm(name: &'static str, source: &'static str, steps: Vec<Step>) -> Scenario {
+    Scenario {
+        needs_vm: true,
+        ..s(name, source, steps)
     }
 }
 
@@ -500,6 +512,78 @@ pub fn all() -> Vec<Scenario> {
                 Run("c8", &["--network", "exitnet"]),
                 Exec("c8", &["/proc/version"]),
                 Exec("c8", &["sh", "-c", "exit 4"]),
+            ],
+        ),
+        vm(
+            "vlan-8021q",
+            "moby testMacvlan8021q; Docker docs, 802.1Q trunk bridge mode",
+            vec![
+                create!(
+                    "--subnet=192.168.50.0/24",
+                    "--gateway=192.168.50.1",
+                    "-o",
+                    "parent=eth0.50",
+                    "macvlan50"
+                ),
+                Run("c1", &["--network", "macvlan50"]),
+                Network("macvlan50"),
+                Container("c1"),
+                // The 802.1Q link the network made goes with the network.
+                Cmd(&["container", "rm", "-f", "%c1"]),
+                Cmd(&["network", "rm", "macvlan50"]),
+            ],
+        ),
+        vm(
+            "vlan-two-networks",
+            "Docker docs, two 802.1Q sub-interfaces of one parent",
+            vec![
+                create!(
+                    "--subnet=192.168.60.0/24",
+                    "--gateway=192.168.60.1",
+                    "-o",
+                    "parent=eth0.60",
+                    "macvlan60"
+                ),
+                create!(
+                    "--subnet=192.168.70.0/24",
+                    "--gateway=192.168.70.1",
+                    "-o",
+                    "parent=eth0.70",
+                    "macvlan70"
+                ),
+                Run("c1", &["--network", "macvlan60"]),
+                Run("c2", &["--network", "macvlan70"]),
+                Cmd(&["network", "connect", "macvlan60", "%c2"]),
+                Container("c1"),
+                Container("c2"),
+                create!(
+                    "--subnet=192.168.80.0/24",
+                    "-o",
+                    "parent=eth0.60",
+                    "again60"
+                ),
+            ],
+        ),
+        vm(
+            "nil-parent",
+            "moby testMacvlanNilParent",
+            vec![
+                create!("--subnet", "10.91.0.0/24", "nilparent"),
+                Run("c1", &["--network", "nilparent"]),
+                Run("c2", &["--network", "nilparent"]),
+                Network("nilparent"),
+                Container("c1"),
+                Container("c2"),
+            ],
+        ),
+        vm(
+            "nil-parent-internal",
+            "moby testMacvlanInternalMode",
+            vec![
+                create!("--internal", "--subnet", "10.92.0.0/24", "dm-internal"),
+                Run("c1", &["--network", "dm-internal"]),
+                Network("dm-internal"),
+                Container("c1"),
             ],
         ),
         s(
