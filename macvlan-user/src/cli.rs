@@ -630,13 +630,29 @@ pub fn run(cli: Cli) -> Result<i32> {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         }
-        Command::Run(a) => return run_command(&state_dir, a),
+        Command::Run(a) => {
+            // As docker/cli: 125 for run's own errors, 126/127 for a
+            // command that cannot be started.
+            return Ok(run_container(&state_dir, a).unwrap_or_else(|e| {
+                eprintln!("mvnet: error: {e:#}");
+                container::exit_code_of(&e, 125)
+            }));
+        }
         Command::Exec { container, command } => {
             let c = {
                 let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
-            return container::exec(&c, &command);
+            // 126/127 for a command that cannot be started, as Docker.
+            return container::exec(&c, &command).or_else(|e| {
+                match container::exit_code_of(&e, 0) {
+                    0 => Err(e),
+                    code => {
+                        eprintln!("mvnet: error: {e:#}");
+                        Ok(code)
+                    }
+                }
+            });
         }
         Command::Monitor { duration } => {
             crate::require_root("mvnet monitor")?;
@@ -803,45 +819,6 @@ fn inspect_command(
         }
     }
     print_inspect(out, format.format.as_deref())?;
-    Ok(0)
-}
-
-/// `run`: detached, or in the foreground until its command exits.
-fn run_command(state_dir: &std::path::Path, a: RunArgs) -> Result<i32> {
-    let open = |what: &str| writer(state_dir, what);
-    refuse_image(&a)?;
-    let labels = scripting::labels(&a.label_file, &a.label)?;
-    let mut ctl = open("mvnet run")?;
-    let _ = (a.interactive, a.tty);
-    if !a.detach && !a.command.is_empty() {
-        // Foreground: `run` lets go of the state lock while the
-        // command runs, and takes it again to record its exit.
-        let outcome = ctl.run(RunSpec {
-            name: a.name,
-            network: a.network,
-            addresses: a.addresses.request()?,
-            auto_remove: a.rm,
-            detach: false,
-            command: a.command,
-            labels,
-        })?;
-        return Ok(match outcome {
-            RunOutcome::Exited(code) => code,
-            RunOutcome::Started(_) => 0,
-        });
-    }
-    match ctl.run(RunSpec {
-        name: a.name,
-        network: a.network,
-        addresses: a.addresses.request()?,
-        auto_remove: a.rm,
-        detach: a.detach,
-        command: a.command,
-        labels,
-    })? {
-        RunOutcome::Started(id) => outln!("{id}"),
-        RunOutcome::Exited(code) => return Ok(code),
-    }
     Ok(0)
 }
 
@@ -1086,6 +1063,44 @@ fn print_inspect(objects: Vec<serde_json::Value>, format: Option<&str>) -> Resul
             Ok(())
         }
     }
+}
+
+/// `mvnet run`; returns the exit code of a foreground command (0 otherwise).
+fn run_container(state_dir: &std::path::Path, a: RunArgs) -> Result<i32> {
+    refuse_image(&a)?;
+    let labels = scripting::labels(&a.label_file, &a.label)?;
+    let mut ctl = writer(state_dir, "mvnet run")?;
+    let _ = (a.interactive, a.tty);
+    if !a.detach && !a.command.is_empty() {
+        // Foreground: `run` lets go of the state lock while the
+        // command runs, and takes it again to record its exit.
+        let outcome = ctl.run(RunSpec {
+            name: a.name,
+            network: a.network,
+            addresses: a.addresses.request()?,
+            auto_remove: a.rm,
+            detach: false,
+            command: a.command,
+            labels,
+        })?;
+        return Ok(match outcome {
+            RunOutcome::Exited(code) => code,
+            RunOutcome::Started(_) => 0,
+        });
+    }
+    match ctl.run(RunSpec {
+        name: a.name,
+        network: a.network,
+        addresses: a.addresses.request()?,
+        auto_remove: a.rm,
+        detach: a.detach,
+        command: a.command,
+        labels,
+    })? {
+        RunOutcome::Started(id) => outln!("{id}"),
+        RunOutcome::Exited(code) => return Ok(code),
+    }
+    Ok(0)
 }
 
 /// `docker run IMAGE CMD` given to `mvnet run`: say that mvnet has no images.

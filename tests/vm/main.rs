@@ -1,7 +1,7 @@
-//! VM integration tests: run by `cargo xtask test` inside a virtme-ng VM
-//! booting a Debian kernel (6.1), which has 802.1Q and pktgen as modules and
-//! no tcx (so TC programs go through clsact). Built with `test = false`; a
-//! plain `cargo test` does not run them.
+//! VM integration tests: run by `cargo xtask test` inside a virtme-ng VM,
+//! once on each Debian kernel (6.1, which has no tcx so TC programs go
+//! through clsact, and 6.12); both have 802.1Q and pktgen as modules.
+//! Built with `test = false`; a plain `cargo test` does not run them.
 #[path = "../common/mod.rs"]
 mod common;
 

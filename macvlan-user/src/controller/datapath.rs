@@ -89,7 +89,8 @@ pub struct DeviceRegistration {
 impl DeviceRegistration {
     /// `None` where there is nothing to register: no classifier entry for
     /// `ep`, a classifier pinned by an mvnet without source checks on
-    /// devices, or passthru (the device takes the parent's MAC).
+    /// devices, or passthru (the device shares its MAC with the parent,
+    /// whose own frames carry it too).
     pub fn of(net: &Network, ep: &Endpoint) -> Result<Option<DeviceRegistration>> {
         if net.mode == MacvlanMode::Passthru {
             return Ok(None);
