@@ -448,6 +448,21 @@ fn frames_that_bypass_the_device_check_are_dropped_at_the_parents_egress() {
     let slot = maps.endpoints_ro().unwrap().get(b1.mac, 0).unwrap().slot;
     assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, 0);
 
+    // Under observe they all reach the wire, and are counted the same.
+    s.ok(&["network", "update", "--policy", "observe", "eb"]);
+    let c0 = maps.counters().unwrap();
+    let got = send_rows(&lab, &ns1, &rows, true);
+    let c1 = maps.counters().unwrap();
+    for (row, got) in rows.iter().zip(&got) {
+        assert_eq!(*got, (PER_ROW, PER_ROW, 0), "observe: {}", row.what);
+    }
+    assert_eq!(d(&c0, &c1, Verdict::Delivered), 0);
+    assert_eq!(
+        d(&c0, &c1, Verdict::Spoofed) + d(&c0, &c1, Verdict::Malformed),
+        all
+    );
+    s.ok(&["network", "update", "--policy", "enforce", "eb"]);
+
     // The valid ones through the device: stamped, 100 of 100.
     let valid: Vec<Row> = rows
         .into_iter()
