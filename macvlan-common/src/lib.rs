@@ -163,7 +163,21 @@ pub struct DeviceIdentity {
 pub mod endpoint_flags {
     /// Frames that are invalid for this endpoint are dropped, not only counted.
     pub const ENFORCE: u16 = 1 << 0;
+    /// The endpoint's device has the source checks (`mvnet_tc_endpoint`,
+    /// registered in ENDPOINT_DEVICES): every frame of its own that reaches
+    /// the parent's egress carries [`DEVICE_STAMP`](super::DEVICE_STAMP);
+    /// one without it skipped the checks (PACKET_QDISC_BYPASS, AF_XDP).
+    pub const DEVICE_CHECKED: u16 = 1 << 1;
 }
+
+/// What `mvnet_tc_endpoint` writes to `__sk_buff.cb[0]` of a frame that
+/// passed its source checks (0 for any other frame), for the parent's
+/// egress to see. The kernel keeps it in `qdisc_skb_cb(skb)->data`, which
+/// nothing between the endpoint device's TC egress and the parent's
+/// (`macvlan_queue_xmit`, `__dev_queue_xmit` on the lower device, an 802.1Q
+/// device's xmit) writes; a process cannot set it (a packet socket's skb
+/// starts zeroed, and there is no socket option for it).
+pub const DEVICE_STAMP: u32 = 0x6d76_6f6b;
 
 /// A frame and byte counter.
 #[repr(C)]
@@ -355,8 +369,11 @@ pub mod config_flags {
     /// Enforce on every VLAN of this root: drop frames to unknown MACs, on
     /// the wrong VLAN, or malformed (an operator's override).
     pub const ENFORCE: u32 = 1 << 0;
-    /// Drop malformed frames (set while any network on the root enforces;
-    /// a malformed frame has no VLAN to take a policy from).
+    /// Set while any network on the root enforces. Drop malformed frames (a
+    /// malformed frame has no VLAN to take a policy from), and on egress
+    /// frames whose source MAC is neither the root's nor an endpoint's,
+    /// whatever their VLAN: only a forgery that skipped an endpoint
+    /// device's checks sends those (see `DEVICE_STAMP`).
     pub const DROP_MALFORMED: u32 = 1 << 1;
 }
 

@@ -1,8 +1,9 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, is_tag_tpid, mac_bytes, mac_word, vlan_policy, Endpoint, EndpointKey,
-    Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, vlan_policy, Endpoint,
+    EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT,
+    VLAN_SLOTS,
 };
 
 use crate::{
@@ -352,9 +353,33 @@ fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool
     }
 }
 
-/// Classifies a frame an endpoint sends out through the parent.
+/// Whether some network on this root enforces (`DROP_MALFORMED` is set
+/// then) or the operator's override is on.
 #[inline(always)]
-pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
+fn root_enforces() -> bool {
+    let flags = match CONFIG.get(0) {
+        Some(cfg) => cfg.flags,
+        None => 0,
+    };
+    flags & (config_flags::ENFORCE | config_flags::DROP_MALFORMED) != 0
+}
+
+/// Classifies a frame an endpoint sends out through the parent. `stamped`:
+/// the frame passed an endpoint device's source checks on its way
+/// (`source::stamped`).
+///
+/// The rule for frames that skipped those checks (PACKET_QDISC_BYPASS on a
+/// packet socket, AF_XDP: `dev_direct_xmit` runs no TC egress on the
+/// endpoint's device, but `macvlan_queue_xmit` hands the skb to the
+/// parent's `dev_queue_xmit`, whose TC egress runs): a frame with the MAC
+/// of an endpoint whose device has checks must carry the stamp, else it is
+/// spoofed, whatever its addresses say (they may be that endpoint's whole
+/// identity, forged by another); a source MAC that is neither the root's
+/// nor any endpoint's is dropped whatever its VLAN while any network on the
+/// root enforces. Frames with the root's own MAC are the host's and pass:
+/// the parent cannot tell its host stack from a forgery of its MAC.
+#[inline(always)]
+pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
     let hook = Hook::TcEgress;
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
@@ -364,6 +389,8 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     count_vlan(hook, eth.vlan, bytes);
     // The home VLAN of the endpoint whose MAC a spoofed frame carries.
     let mut home = NO_VLAN;
+    // The source MAC is no endpoint's (on any VLAN) and not the root's.
+    let mut foreign = false;
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, eth.vlan)) {
         // More tags than the parser takes, or a pre-standard TPID: where
         // it gives up, egress calls the frame malformed (no VLAN device
@@ -376,7 +403,10 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
                 // SAFETY: per-CPU slot, no other writer on this CPU.
                 unsafe { (*c).tx.add(bytes) };
             }
+            let checked = ep.flags & endpoint_flags::DEVICE_CHECKED != 0;
             match l3_source_is_own(frame, &eth, ep) {
+                // Its device would have stamped it: it skipped the checks.
+                Some(true) if checked && !stamped => Verdict::Spoofed,
                 Some(true) => Verdict::Delivered,
                 Some(false) => Verdict::Spoofed,
                 // Too short for the L3 header it announces.
@@ -392,11 +422,14 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         }
         // A source MAC that is no endpoint's on this VLAN: forged. Frames
         // normally leave an endpoint through its own device's checks
-        // (`source`); these are what skipped them (PACKET_QDISC_BYPASS).
+        // (`source`); these are what skipped them (PACKET_QDISC_BYPASS),
+        // or a host device that is no endpoint.
         None => {
             if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, VLAN_ANY)) {
                 // SAFETY: as in verdict_for_destination.
                 home = unsafe { (*ep).vlan as u32 };
+            } else {
+                foreign = true;
             }
             Verdict::Spoofed
         }
@@ -410,5 +443,8 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     } else {
         eth.vlan as u32
     };
+    if foreign && root_enforces() {
+        return Action::Drop;
+    }
     action_for(verdict, vlan, home)
 }

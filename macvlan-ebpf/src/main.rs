@@ -71,7 +71,7 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);
-    match classify::egress(&ctx, &frame) {
+    match classify::egress(&ctx, &frame, source::stamped(&ctx)) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }
@@ -80,7 +80,9 @@ pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn mvnet_tc_endpoint(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx);
-    match source::endpoint_egress(&ctx, &frame) {
+    let (action, stamp) = source::endpoint_egress(&ctx, &frame);
+    source::stamp(&ctx, stamp);
+    match action {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }

@@ -1,9 +1,9 @@
 //! Our one door to rtnetlink. The rest of mvnet speaks in links, parents
 //! and addresses; only this module builds netlink messages.
 //!
-//! Every call runs inside a namespace chosen by the caller: [`run`] starts a
-//! thread in that namespace with a single-threaded tokio runtime and a
-//! netlink socket created there.
+//! Every call runs inside a namespace chosen by the caller ([`run`]), on a
+//! connection made in that namespace once per command and reused
+//! ([`connections`]): one runtime per process, one socket per namespace.
 use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
@@ -11,7 +11,7 @@ use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
         link::{LinkAttribute, LinkMessage},
-        route::RouteProtocol,
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol},
     },
     LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
@@ -21,6 +21,8 @@ use crate::{
     model::{Mac, MacvlanMode},
     netns::{self, NetNs, NetnsError},
 };
+
+pub mod connections;
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
@@ -114,27 +116,39 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-/// Runs `f` with a netlink connection inside `ns` (or the caller's
-/// namespace) and returns its result.
+/// Runs `f` with the netlink connection of `ns` (or of the caller's
+/// namespace) and returns its result. `f` runs on a thread inside that
+/// namespace, so whatever else it does (files under /proc/sys/net, BPF
+/// attachments by ifindex) happens there too: for `ns`, a thread of its
+/// own; for the caller's namespace, the calling thread, unless that thread
+/// is running async code already (a tokio runtime's, or another `run`'s),
+/// which cannot block on `f`.
 pub fn run<T, F, Fut>(ns: Option<&NetNs>, f: F) -> Result<T>
 where
     T: Send,
     F: FnOnce(Netlink) -> Fut + Send,
     Fut: Future<Output = Result<T>>,
 {
-    netns::run_in(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(NetlinkError::Runtime)?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-            let task = tokio::spawn(conn);
-            let out = f(Netlink { handle }).await;
-            task.abort();
-            out
-        })
-    })?
+    if ns.is_none() && tokio::runtime::Handle::try_current().is_err() {
+        return run_here(f);
+    }
+    netns::run_in(ns, move || run_here(f))?
+}
+
+/// Runs `f` on the calling thread with its namespace's connection.
+fn run_here<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Netlink) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let lease = connections::checkout()?;
+    // With the runtime's handle entered, timers and sockets `f` makes are
+    // driven by the runtime's thread while this one waits for `f`.
+    let rt = connections::runtime()?;
+    let _enter = rt.enter();
+    futures::executor::block_on(f(Netlink {
+        handle: lease.handle.clone(),
+    }))
 }
 
 fn link_from_message(msg: &LinkMessage) -> Link {
@@ -399,24 +413,83 @@ impl Netlink {
     /// Adds a default route via `gateway` on link `index`, `proto boot` as
     /// Docker's (rtnetlink's builder says static otherwise).
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
-        let msg = match gateway {
-            IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .output_interface(index)
-                .gateway(gw)
-                .protocol(RouteProtocol::Boot)
-                .build(),
-            IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .output_interface(index)
-                .gateway(gw)
-                .protocol(RouteProtocol::Boot)
-                .build(),
-        };
         self.handle
             .route()
-            .add(msg)
+            .add(default_route(index, gateway))
             .execute()
             .await
             .map_err(request_error(format!("add default route via {gateway}")))
+    }
+
+    /// Sets the default route of `gateway`'s family to `gateway` on link
+    /// `index`, in place of any (`ip route replace default`), `proto boot`.
+    pub async fn replace_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
+        self.handle
+            .route()
+            .add(default_route(index, gateway))
+            .replace()
+            .execute()
+            .await
+            .map_err(request_error(format!(
+                "replace default route via {gateway}"
+            )))
+    }
+
+    /// The default routes (main table) of one family: (output link, gateway).
+    pub async fn default_routes(&self, ipv6: bool) -> Result<Vec<(Option<u32>, Option<IpAddr>)>> {
+        Ok(self
+            .default_route_messages(ipv6)
+            .await?
+            .iter()
+            .map(|m| {
+                let mut oif = None;
+                let mut gw = None;
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some((*g).into()),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some((*g).into()),
+                        _ => {}
+                    }
+                }
+                (oif, gw)
+            })
+            .collect())
+    }
+
+    /// Removes the default routes (main table) of one family (`ip route del
+    /// default`); none is fine.
+    pub async fn del_default_routes(&self, ipv6: bool) -> Result<()> {
+        for msg in self.default_route_messages(ipv6).await? {
+            match self.handle.route().del(msg).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.code.map(|c| -c.get()) == Some(libc::ESRCH) => {}
+                other => other.map_err(request_error("delete default route"))?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn default_route_messages(&self, ipv6: bool) -> Result<Vec<RouteMessage>> {
+        let filter = match ipv6 {
+            false => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            true => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("list routes"))?;
+        Ok(routes
+            .into_iter()
+            .filter(|m| {
+                m.header.destination_prefix_length == 0
+                    && m.header.table == RouteHeader::RT_TABLE_MAIN
+            })
+            .collect())
     }
 
     /// Removes `addr` from link `index` (no error if it is not there).
@@ -573,5 +646,22 @@ impl Netlink {
             }
             Err(e) => Err(request_error(format!("get link {index}"))(e)),
         }
+    }
+}
+
+/// `default via GATEWAY dev INDEX proto boot` (rtnetlink's builder says
+/// static otherwise; Docker's routes say boot).
+fn default_route(index: u32, gateway: IpAddr) -> RouteMessage {
+    match gateway {
+        IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .output_interface(index)
+            .gateway(gw)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+        IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .output_interface(index)
+            .gateway(gw)
+            .protocol(RouteProtocol::Boot)
+            .build(),
     }
 }

@@ -176,7 +176,7 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
     }
     fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     let result = (|| {
-        let mut ebpf = super::Datapath::load()?;
+        let mut ebpf = super::load()?;
         let attached = attach_programs(
             &mut ebpf,
             root,
@@ -443,9 +443,14 @@ impl PinnedMaps {
         self.get(map_names::ENDPOINT_DEVICES).is_ok()
     }
 
-    /// Records what the endpoint device `ifindex` may send as. An ifindex
-    /// recorded already (for another endpoint, in another namespace) is an
-    /// error: its frames would be judged by the wrong identity.
+    /// Records what the endpoint device `ifindex` may send as, and marks
+    /// the endpoint's entry `DEVICE_CHECKED`: the parent's egress then drops
+    /// (under enforce) frames with its MAC that skipped the device's checks.
+    /// Called before the check is attached: on a device that is up already
+    /// (`restore`), its frames are dropped under enforce until it is, which
+    /// fails closed. An ifindex recorded already (for another endpoint, in
+    /// another namespace) is an error: its frames would be judged by the
+    /// wrong identity.
     pub fn register_device(
         &mut self,
         ifindex: u32,
@@ -457,7 +462,9 @@ impl PinnedMaps {
                 .map_err(|source| DatapathError::Map { name, source })?;
         const BPF_NOEXIST: u64 = 1;
         map.insert(ifindex, identity, BPF_NOEXIST)
-            .map_err(|source| DatapathError::Map { name, source })
+            .map_err(|source| DatapathError::Map { name, source })?;
+        self.endpoints()?
+            .mark_device_checked(identity.mac, identity.vlan)
     }
 
     /// The identity registered for device `ifindex`, if any.
