@@ -771,6 +771,17 @@ fn cni_standalone_makes_the_macvlan_like_the_reference_plugin() {
             let mut check = conf.clone();
             check["prevResult"] = out.clone();
             h.mvnet("CHECK", &cid, &netns, &check).ok();
+            if *v == "1.1.0" {
+                // CHECK asks the IPAM plugin too: host-local no longer
+                // holding the address fails it with host-local's error.
+                let reserved = h.ipam_dir.join(NET).join(format!("10.64.0.{}", i + 2));
+                let held = std::fs::read(&reserved).unwrap();
+                std::fs::remove_file(&reserved).unwrap();
+                let (c, m) = h.mvnet("CHECK", &cid, &netns, &check).err();
+                assert!(m.starts_with("host-local: "), "{c} {m}");
+                std::fs::write(&reserved, held).unwrap();
+                h.mvnet("CHECK", &cid, &netns, &check).ok();
+            }
         }
     }
     // The reference plugin on the same input gives the same shape of result.

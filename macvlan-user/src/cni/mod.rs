@@ -117,7 +117,13 @@ fn dispatch(env: &Env, stdin: &[u8], version: &mut String) -> CniResult<Option<V
                     "CHECK needs the prevResult of the ADD it checks",
                 ));
             }
-            chained::check(&conf, env).map(|()| None)
+            chained::check(&conf, env)?;
+            if let Role::Standalone { ipam, .. } = &conf.role {
+                // The addresses are still the IPAM plugin's for this
+                // attachment.
+                delegate::ipam(env, ipam, "CHECK", &conf.raw)?;
+            }
+            Ok(None)
         }
         Command::Gc => {
             needs(Version(1, 1, 0), "GC")?;
