@@ -609,8 +609,26 @@ fn bench() -> Result<()> {
             s.push(t);
         }
     }
+    // The CNI networks go with a GC that lists no attachment, so that the
+    // classifier leaves eth0 with the last network.
+    for net in [STANDALONE_NET, PODMAN_MV_NET] {
+        let gc = serde_json::json!({"cniVersion": "1.1.0", "name": net,
+            "stateDir": ctx.mvnet.state_dir, "cni.dev/valid-attachments": []});
+        let mut cmd = Command::new(&plugin);
+        cmd.env("CNI_COMMAND", "GC").env("CNI_PATH", CNI_DIR);
+        let stdin = serde_json::to_vec(&gc)?;
+        ctx.host
+            .run(|| execute("mvnet-cni GC", cmd, Some(&stdin)))??;
+    }
     let cmd = ctx.mvnet.cmd(&["network", "rm", MVNET_NET]);
     ctx.host.run(|| execute("mvnet network rm", cmd, None))??;
+    let pinned = ctx
+        .host
+        .run(|| mvnet::controller::datapath::pin_dir("eth0").map(|d| d.exists()))??;
+    ensure!(
+        !pinned,
+        "the classifier's pins on the lab's eth0 are still there after the last network went"
+    );
 
     println!();
     print!("{:<34}", format!("phase ({OPS} ops*), seconds"));
