@@ -60,10 +60,13 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{
+    maps::{MapData, PerCpuArray},
     programs::{SchedClassifier, Xdp},
     Ebpf,
 };
-use macvlan_common::{config_flags, program_names, vlan_policy, Config, Hook, Verdict};
+use macvlan_common::{
+    config_flags, map_names, program_names, vlan_policy, Config, EndpointCounters, Hook, Verdict,
+};
 use mvnet::{
     datapath::{
         pinned::{self, PinnedMaps},
@@ -104,6 +107,9 @@ const TARGET_ENFORCE_VS_NONE: f64 = 0.93;
 const TARGET_IN_PLACE_NS: f64 = 10.0;
 const TARGET_VS_NFT_FPS: f64 = 1.0;
 const TARGET_VS_NFT_COST: f64 = 0.5;
+/// Rounds of the reference pairs (pass-only and floor; TC-only pass and
+/// observe).
+const REF_ROUNDS: usize = 24;
 /// Rounds of one `none` and one `nftables` chunk, alternating.
 const NFT_ROUNDS: usize = 48;
 /// Elements of the nftables peer's per-MAC counter set.
@@ -117,6 +123,10 @@ enum Variant {
     Pass,
     Observe,
     Enforce,
+    /// Reference: `mvnet_xdp_floor` at XDP (one direct-index lookup, one
+    /// per-CPU counter, no mark), pass-only at TC: the least per-endpoint
+    /// counting at XDP costs in place.
+    Floor,
 }
 
 const VARIANTS: [Variant; 3] = [Variant::Pass, Variant::Observe, Variant::Enforce];
@@ -138,6 +148,7 @@ impl Variant {
             Variant::Pass => "pass-only (XDP + TC)",
             Variant::Observe => "classifier, observe",
             Variant::Enforce => "classifier, enforce",
+            Variant::Floor => "floor (XDP), pass (TC)",
         }
     }
 }
@@ -157,9 +168,16 @@ struct Swapper {
     maps: PinnedMaps,
     /// XDP, TC ingress and TC egress links, in that order.
     links: [OwnedFd; 3],
-    /// The programs for each link: the classifier's and the pass-only ones.
+    /// The programs for each link: the classifier's, the pass-only ones and
+    /// the floor's.
     classifier: [OwnedFd; 3],
     pass: [OwnedFd; 3],
+    floor: [OwnedFd; 3],
+    /// The endpoints' slots in the floor program's own maps.
+    floor_slots: Vec<u32>,
+    /// The XDP link was detached ([`Swapper::detach_xdp`]): TC ingress
+    /// classifies every frame.
+    xdp_detached: bool,
     /// Keeps the pass-only programs loaded.
     _pass_obj: Ebpf,
 }
@@ -241,25 +259,63 @@ impl Swapper {
             .try_into()?;
         tc.load()?;
         let tc_pass = tc.fd()?.as_fd().try_clone_to_owned()?;
+        let xdp: &mut Xdp = obj
+            .program_mut(program_names::XDP_FLOOR)
+            .context("XDP floor program")?
+            .try_into()?;
+        xdp.load()?;
+        let xdp_floor = xdp.fd()?.as_fd().try_clone_to_owned()?;
+        let floor = [xdp_floor, tc_pass.try_clone()?, tc_pass.try_clone()?];
         let pass = [xdp_pass, tc_pass.try_clone()?, tc_pass];
+        // The floor program looks up and counts in its own object's maps:
+        // the three endpoints go into its direct index too.
+        let mut floor_slots = Vec::new();
+        {
+            let mut table = Datapath::endpoint_table(&mut obj)?;
+            for i in 0..3 {
+                floor_slots.push(table.insert(EndpointEntry {
+                    mac: mac(i),
+                    vlan: 0,
+                    ipv4: None,
+                    ipv6: None,
+                    enforce: false,
+                })?);
+            }
+        }
         Ok(Swapper {
             dir,
             maps,
             links,
             classifier: classifier.try_into().expect("three links"),
             pass,
+            floor,
+            floor_slots,
+            xdp_detached: false,
             _pass_obj: obj,
         })
     }
 
+    /// Detaches the classifier's XDP link: from now on TC ingress finds no
+    /// mark and classifies every frame, and the veth receives without
+    /// NAPI, as with no XDP program at all.
+    fn detach_xdp(&mut self) -> Result<()> {
+        sys::link_detach(self.links[0].as_fd()).context("BPF_LINK_DETACH of the XDP link")?;
+        self.xdp_detached = true;
+        Ok(())
+    }
+
+    fn progs(&self, v: Variant) -> &[OwnedFd; 3] {
+        match v {
+            Variant::Pass => &self.pass,
+            Variant::Floor => &self.floor,
+            Variant::Observe | Variant::Enforce => &self.classifier,
+        }
+    }
+
     /// Puts `v`'s programs behind the links and its policy in the maps.
     fn set(&mut self, v: Variant) -> Result<()> {
-        let progs = if v == Variant::Pass {
-            &self.pass
-        } else {
-            &self.classifier
-        };
-        for (link, prog) in self.links.iter().zip(progs) {
+        let skip = usize::from(self.xdp_detached);
+        for (link, prog) in self.links.iter().zip(self.progs(v)).skip(skip) {
             sys::link_update(link.as_fd(), prog.as_fd()).context("BPF_LINK_UPDATE")?;
         }
         let enforce = v == Variant::Enforce;
@@ -278,13 +334,12 @@ impl Swapper {
 
     /// The run-time statistics of `v`'s programs, per link.
     fn run_stats(&self, v: Variant) -> Result<[sys::ProgRunStats; 3]> {
-        let progs = if v == Variant::Pass {
-            &self.pass
-        } else {
-            &self.classifier
-        };
         let mut out = [sys::ProgRunStats::default(); 3];
-        for (o, p) in out.iter_mut().zip(progs) {
+        for (o, p) in out
+            .iter_mut()
+            .zip(self.progs(v))
+            .skip(usize::from(self.xdp_detached))
+        {
             *o = sys::prog_run_stats(p.as_fd()).context("BPF_OBJ_GET_INFO_BY_FD")?;
         }
         Ok(out)
@@ -307,7 +362,7 @@ impl Swapper {
         // The pass-only TC program sits behind both TC links: its egress
         // runs (none in this traffic but stray host frames) count as
         // ingress.
-        let shared_tc = v == Variant::Pass;
+        let shared_tc = matches!(v, Variant::Pass | Variant::Floor);
         for h in 0..3 {
             if shared_tc && h == 2 {
                 continue;
@@ -317,25 +372,54 @@ impl Swapper {
         }
         in_place.frames += r.delivered;
         let after = self.delivered()?;
-        let counted = (after.0 - before.0, after.1 - before.1);
-        // XDP counts each frame and marks it; TC ingress counts none again.
-        let expect = if v == Variant::Pass { 0 } else { r.delivered };
+        let counted = (
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            after.3 - before.3,
+        );
+        // XDP counts each frame and marks it; TC ingress counts none again,
+        // unless there is no XDP. The floor counts per endpoint only, in
+        // its own maps.
+        let n = r.delivered;
+        let expect = match v {
+            Variant::Pass => (0, 0, 0, 0),
+            Variant::Floor => (0, 0, 0, n),
+            _ if self.xdp_detached => (0, n, n, 0),
+            _ => (n, 0, n, 0),
+        };
         ensure!(
-            counted == (expect, 0),
-            "{}: the classifier counted {counted:?} delivered frames (XDP, TC) in a chunk of {} \
-             frames; the program swap did not take effect",
+            counted == expect,
+            "{}: counted {counted:?} delivered frames (classifier at XDP, at TC, its \
+             endpoints' rx_wire, the floor's) in a chunk of {n} frames; the program swap did \
+             not take effect",
             v.name(),
-            r.delivered
         );
         Ok(r)
     }
 
-    /// Frames the classifier counted as delivered, at XDP and at TC ingress.
-    fn delivered(&self) -> Result<(u64, u64)> {
+    /// Frames the classifier counted as delivered, at XDP and at TC
+    /// ingress, its endpoints' rx_wire, and the floor program's.
+    fn delivered(&self) -> Result<(u64, u64, u64, u64)> {
         let c = self.maps.counters()?;
+        let floor: PerCpuArray<&MapData, EndpointCounters> = PerCpuArray::try_from(
+            self._pass_obj
+                .map(map_names::ENDPOINT_STATS)
+                .context("the floor's ENDPOINT_STATS")?,
+        )?;
+        let mut floor_rx = 0;
+        for slot in &self.floor_slots {
+            floor_rx += floor
+                .get(slot, 0)?
+                .iter()
+                .map(|e| e.rx_wire.frames)
+                .sum::<u64>();
+        }
         Ok((
             c.verdicts.get(Hook::XdpIngress, Verdict::Delivered).frames,
             c.verdicts.get(Hook::TcIngress, Verdict::Delivered).frames,
+            c.endpoints.iter().map(|e| e.rx_wire.frames).sum(),
+            floor_rx,
         ))
     }
 
@@ -700,6 +784,46 @@ fn bench() -> Result<()> {
             t.merge(b);
         }
     }
+
+    // References, on one more attach: the floor beside pass-only (what the
+    // least per-endpoint counting costs at XDP in place), then with the
+    // XDP link detached, the classifier at TC alone beside a pass-only TC
+    // program (what `--xdp-mode` choosing TC only would cost on a veth).
+    let mut refs = [Total::default(); 4];
+    let mut refs_in_place = [InPlace::default(); 4];
+    let mut tc_only_ratios = Vec::new();
+    let mut swap = Swapper::attach(&lab)?;
+    let result = (|| -> Result<()> {
+        for (phase, [a, b]) in [
+            [Variant::Pass, Variant::Floor],
+            [Variant::Pass, Variant::Observe],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if phase == 1 {
+                swap.detach_xdp()?;
+            }
+            for round in 0..REF_ROUNDS {
+                let order = if round % 2 == 0 { [a, b] } else { [b, a] };
+                let mut fps = [0f64; 2];
+                for v in order {
+                    let i = 2 * phase + usize::from(v != a);
+                    let r = swap.measure(v, &mut refs_in_place[i], || {
+                        measure(&lab, &mut rx, &frames, CHUNK)
+                    })?;
+                    refs[i].add(&r);
+                    fps[usize::from(v != a)] = r.fps();
+                }
+                if phase == 1 {
+                    tc_only_ratios.push(fps[1] / fps[0]);
+                }
+            }
+        }
+        Ok(())
+    })();
+    swap.detach(&lab)?;
+    result.context("reference rounds")?;
     none_chunks(&mut rx, &mut none)?;
 
     // The nftables peer, alternating chunk by chunk with no program.
@@ -811,6 +935,32 @@ fn bench() -> Result<()> {
             cpu_ns(&totals[vi])
         );
     }
+    for (i, name) in [
+        (1, "floor (XDP), pass (TC)"),
+        (2, "TC only: pass-only"),
+        (3, "TC only: observe"),
+    ] {
+        let base = if i == 1 { 0 } else { 2 };
+        let (t, ip) = (&refs[i], &refs_in_place[i]);
+        println!(
+            "{:<24} {:>10.0} {:>9.3} {:>9.3} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>10.1} {:>10.1}",
+            name,
+            t.fps(),
+            t.fps() / none.fps(),
+            t.fps() / refs[base].fps(),
+            if i == 3 {
+                format!("{:.3}", median(&tc_only_ratios))
+            } else {
+                dash.to_owned()
+            },
+            ip.per_run(0),
+            ip.per_run(1),
+            ip.per_run(2),
+            ip.per_frame(),
+            ip.per_frame() - refs_in_place[base].per_frame(),
+            cpu_ns(t)
+        );
+    }
     let nft_added = median(&nft_cpu);
     println!(
         "{:<24} {:>10.0} {:>9.3} {:>9.3} {:>10} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10.1}",
@@ -829,7 +979,8 @@ fn bench() -> Result<()> {
     println!(
         "x none: ratio of totals (none measured before attaching and after detaching; nftables: \
          median of {NFT_ROUNDS} per-round ratios to none chunks alternating with it). x pass med: \
-         median of {ROUNDS} per-round ratios. XDP/TC-in/TC-eg ns: run_time_ns / run_cnt of the \
+         median of {ROUNDS} per-round ratios; the floor and TC-only rows: against their own \
+         pass-only rows, measured beside them ({REF_ROUNDS} rounds each). XDP/TC-in/TC-eg ns: run_time_ns / run_cnt of the \
          program behind each link (BPF_ENABLE_STATS); ns/frame: all hooks per delivered frame. \
          *nftables has no bpf_stats: its in-place cost is the median per-round growth of CPU ns \
          per frame (sender + ksoftirqd) over the none chunk beside it."
@@ -897,8 +1048,19 @@ fn bench() -> Result<()> {
     );
     println!(
         "(pass-only delivers {:.3}x no program: native XDP on a veth switches its receive path \
-         to NAPI, which every variant with an XDP program pays)",
-        pass.fps() / none.fps()
+         to NAPI, which every variant with an XDP program pays; the classifier at TC alone \
+         delivers {:.3}x no program (totals) and {:.3}x a pass-only TC program (median))",
+        pass.fps() / none.fps(),
+        refs[3].fps() / none.fps(),
+        median(&tc_only_ratios)
+    );
+    println!(
+        "floor: the least per-endpoint counting at XDP (one index lookup, one per-CPU counter) \
+         costs {:.1} ns per frame in place over pass-only; the classifier's XDP {:.1} ns \
+         (marking included), its TC ingress reading the mark {:.1} ns",
+        refs_in_place[1].per_frame() - refs_in_place[0].per_frame(),
+        in_place[1].per_run(0) - in_place[0].per_run(0),
+        in_place[1].per_run(1) - in_place[0].per_run(1),
     );
     Ok(())
 }
