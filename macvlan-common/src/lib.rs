@@ -349,11 +349,11 @@ pub mod direct {
 /// once: by XDP if XDP saw it, else by TC (bridge-mode frames between
 /// endpoints, drivers that keep no metadata, no XDP at all).
 pub mod xdp_mark {
-    /// Bytes of metadata: the mark twice. The kernel's VLAN untag (before
-    /// TC ingress) moves the MAC header 4 bytes on, and with it the end of
-    /// the metadata, but not the metadata itself (checked on 6.18): TC
-    /// then reads from 4 bytes into it, which holds the mark again.
-    pub const LEN: usize = 8;
+    /// Bytes of metadata: one `u32` (the kernel takes multiples of 4). The
+    /// kernel's VLAN untag before TC ingress moves the metadata with the
+    /// MAC header (`skb_reorder_vlan_header`), so TC finds the mark of a
+    /// tagged frame too.
+    pub const LEN: usize = 4;
     /// The mark's value, with [`TAGGED`] clear.
     pub const MAGIC: u32 = 0x6d76_6e00;
     /// Set when XDP saw a VLAN tag in the frame's bytes. TC ingress

@@ -62,10 +62,7 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
     let mark = xdp_mark::word(tagged);
     // SAFETY: meta + LEN <= data was checked above; the metadata area is
     // ours until the program returns.
-    unsafe {
-        *(meta as *mut u32) = mark;
-        *((meta + 4) as *mut u32) = mark;
-    }
+    unsafe { *(meta as *mut u32) = mark };
     match classify::ingress(&ctx, &frame, Hook::XdpIngress) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
