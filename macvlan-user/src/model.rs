@@ -199,6 +199,46 @@ impl GroupRule {
     }
 }
 
+/// Who made a network or container. mvnet's own are created, restored and
+/// removed by mvnet; another runtime's (foreign) were made by that runtime,
+/// which keeps their links and namespaces: mvnet only counts, verifies and
+/// enforces them, and forgets them when they go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Owner {
+    #[default]
+    Mvnet,
+    /// Docker's own macvlan driver (`mvnet docker sync|watch`).
+    Docker,
+    /// A CNI runtime through the `mvnet-cni` plugin, for the CNI network
+    /// (conflist) of that name.
+    Cni { network: String },
+}
+
+impl Owner {
+    pub fn is_foreign(&self) -> bool {
+        *self != Owner::Mvnet
+    }
+
+    /// As shown: `mvnet`, `docker`, `cni:NAME`.
+    pub fn describe(&self) -> String {
+        match self {
+            Owner::Mvnet => "mvnet".to_owned(),
+            Owner::Docker => "docker".to_owned(),
+            Owner::Cni { network } => format!("cni:{network}"),
+        }
+    }
+
+    /// The command that manages what it owns, for refusals.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            Owner::Mvnet => "mvnet",
+            Owner::Docker => "docker",
+            Owner::Cni { .. } => "the container runtime (podman, kubectl, ...)",
+        }
+    }
+}
+
 /// How the parent link came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -252,6 +292,13 @@ pub struct Network {
     /// index under another name) from a gone or replaced one.
     #[serde(default)]
     pub parent_ifindex: Option<u32>,
+    /// Who made it (see [`Owner`]).
+    #[serde(default, skip_serializing_if = "is_mvnet")]
+    pub owner: Owner,
+}
+
+fn is_mvnet(o: &Owner) -> bool {
+    !o.is_foreign()
 }
 
 /// The classifier's policy for a network.
@@ -289,7 +336,7 @@ impl Network {
 
 impl Network {
     pub fn short_id(&self) -> &str {
-        &self.id[..12]
+        short(&self.id)
     }
 
     /// Gives `addrs` back to their pools.
@@ -351,6 +398,16 @@ pub struct Endpoint {
     pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// The kernel's count of unicast frames the device had received when
+    /// its classifier entry was (re)made: another runtime's device, or one
+    /// whose classifier was re-attached, has history the classifier never
+    /// saw. `verify` compares what came after.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_base: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Endpoint {
@@ -402,6 +459,12 @@ pub struct Container {
     /// sends none), by network id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, BTreeMap<String, String>>,
+    /// Who made it (see [`Owner`]).
+    #[serde(default, skip_serializing_if = "is_mvnet")]
+    pub owner: Owner,
+    /// The Kubernetes pod (`NAMESPACE/NAME`) of a CNI container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// The addresses a container asked for on one network (`--ip`, `--ip6`).
@@ -413,7 +476,7 @@ pub struct IpamConfig {
 
 impl Container {
     pub fn short_id(&self) -> &str {
-        &self.id[..12]
+        short(&self.id)
     }
 
     /// Whether the container's namespace is there: a namespace (not a
@@ -556,6 +619,12 @@ impl<'de> Deserialize<'de> for Mac {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// An id's first 12 characters (all of a shorter one: another runtime's
+/// ids need not be Docker's 64 hex digits).
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// A new 64-hex-digit id, as Docker's.

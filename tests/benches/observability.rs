@@ -167,6 +167,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
                 mac: mac.into(),
                 ipv4: Some(ip),
                 ipv6: None,
+                rx_base: 0,
             },
         );
         state.containers.insert(

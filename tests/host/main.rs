@@ -10,6 +10,7 @@ mod datapath;
 mod datapath_cp;
 mod enforce;
 mod faults;
+mod foreign;
 mod lab;
 mod observability;
 mod refusals;

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{endpoint, Controller};
 use crate::{
     ipam,
-    model::{self, Container, Endpoint, Intent, Mac, Network},
+    model::{self, Container, Endpoint, Intent, Mac, Network, Owner},
     netns::{self, NetNs},
 };
 
@@ -84,6 +84,10 @@ impl Controller {
         req: &AddressRequest,
         ifname: &str,
     ) -> Result<Endpoint> {
+        super::foreign::refuse_foreign_network(
+            &self.state.networks[net_id],
+            "attach containers to",
+        )?;
         let net = self.state.networks.get_mut(net_id).expect("network exists");
         if req.ip6.is_some() && !net.enable_ipv6 {
             bail!("--ip6 given, but network {} has no IPv6 (create it with --ipv6 and an IPv6 --subnet)", net.name);
@@ -138,6 +142,7 @@ impl Controller {
             mac,
             ipv4,
             ipv6,
+            rx_base: 0,
         })
     }
 
@@ -185,6 +190,8 @@ impl Controller {
             ipam_config: requested_ipam(&net_id, &spec.addresses),
             stopped_endpoints: Default::default(),
             driver_opts: Default::default(),
+            owner: Owner::Mvnet,
+            pod: None,
         };
         if let Err(e) = self.begin(Intent::Run {
             container: container.clone(),
@@ -271,6 +278,7 @@ impl Controller {
     /// namespace, tears the network down and releases the addresses; with
     /// `--rm` at run, removes the container.
     pub fn stop(&mut self, key: &str) -> Result<String> {
+        super::foreign::refuse_foreign_container(self.container(key)?, "stop")?;
         let id = self.container(key)?.id.clone();
         self.begin(Intent::Stop {
             container_id: id.clone(),
@@ -362,6 +370,7 @@ impl Controller {
     /// `force`).
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?.clone();
+        super::foreign::refuse_foreign_container(&c, "remove")?;
         if c.running && !force {
             bail!("container {} is running; stop it first with `mvnet container stop {}` or use --force", c.name, c.name);
         }
@@ -391,8 +400,15 @@ impl Controller {
         req: AddressRequest,
     ) -> Result<String> {
         let net_id = self.network(network)?.id.clone();
+        super::foreign::refuse_foreign_network(
+            &self.state.networks[&net_id],
+            "connect containers to",
+        )?;
         let (cid, new) = match (container, netns_path) {
-            (Some(key), None) => (self.container(key)?.id.clone(), None),
+            (Some(key), None) => {
+                super::foreign::refuse_foreign_container(self.container(key)?, "connect")?;
+                (self.container(key)?.id.clone(), None)
+            }
             (name, Some(path)) => {
                 if !path.exists() {
                     bail!("network namespace {} not found; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
@@ -506,6 +522,7 @@ impl Controller {
             }
         };
         let c = &self.state.containers[&key];
+        super::foreign::refuse_foreign_container(c, "disconnect")?;
         if !c.endpoints.contains_key(&net_id) {
             bail!("container {} is not connected to network {network}", c.name);
         }

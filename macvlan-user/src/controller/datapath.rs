@@ -133,6 +133,18 @@ impl DeviceRegistration {
         self.free.iter().copied()
     }
 
+    /// The identity registered for device `ifindex`, if any.
+    fn registered(&self, ifindex: u32) -> Result<Option<DeviceIdentity>> {
+        Ok(PinnedMaps::open(&self.dir)?.device(ifindex))
+    }
+
+    /// Whether `held` is this endpoint's identity.
+    fn is_mine(&self, held: &DeviceIdentity) -> bool {
+        held.mac == self.identity.mac
+            && held.vlan == self.identity.vlan
+            && held.slot == self.identity.slot
+    }
+
     /// Records the identity of device `ifindex` (`ifname`), then attaches
     /// the source checks to it. Runs in the endpoint's namespace, before
     /// the device is up.
@@ -229,19 +241,37 @@ impl Controller {
         };
         let ns = NetNs::from_path(&c.netns);
         let ifname = ep.ifname.clone();
-        crate::netns::run_in(Some(&ns), move || -> Result<()> {
+        let foreign = c.owner.is_foreign();
+        let taken = crate::netns::run_in(Some(&ns), move || -> Result<Option<u32>> {
             let Some(index) = crate::sys::net::if_index(&ifname) else {
-                return Ok(());
+                return Ok(None);
             };
+            if foreign {
+                // Another runtime numbered this device: the number may be
+                // another endpoint's device's in another namespace.
+                if let Some(held) = registration.registered(index)? {
+                    if !registration.is_mine(&held) {
+                        return Ok(Some(index));
+                    }
+                    devices::detach_all(index, &ifname)?;
+                    devices::attach(&registration.dir, index, &ifname)?;
+                    return Ok(None);
+                }
+            }
             devices::detach_all(index, &ifname)?;
-            registration.register(index, &ifname)
+            registration.register(index, &ifname)?;
+            Ok(None)
         })?
         .with_context(|| {
             format!(
                 "registering {} of {} with the classifier",
                 ep.ifname, c.name
             )
-        })
+        })?;
+        if let Some(index) = taken {
+            eprintln!("{}", super::foreign::foreign_device_note(c, ep, index));
+        }
+        Ok(())
     }
 
     /// Takes `ep` out of the classifier's endpoint table (after its link is

@@ -126,7 +126,7 @@ impl Controller {
                     .values()
                     .any(|c| c.endpoints.contains_key(&n.id))
             })
-            .filter(|n| keep(n))
+            .filter(|n| !n.owner.is_foreign() && keep(n))
             .map(|n| n.name.clone())
             .collect();
         names.sort();

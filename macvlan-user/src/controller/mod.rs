@@ -3,6 +3,8 @@
 //! * [`network`] — create and remove networks, resolve and own parents;
 //! * [`container`] — run, stop and remove containers; connect, disconnect;
 //! * [`endpoint`] — plumb one endpoint (macvlan, addresses, routes);
+//! * [`foreign`] — other runtimes' networks and containers (Docker, CNI),
+//!   counted and enforced, not created;
 //! * [`inspect`] — the Docker-shaped JSON views;
 //! * [`intent`] — intent before action: what a killed command left is
 //!   rolled back or finished;
@@ -10,6 +12,7 @@
 pub mod container;
 pub mod datapath;
 pub mod endpoint;
+pub mod foreign;
 pub mod inspect;
 pub mod intent;
 pub mod lifecycle;

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use super::Controller;
 use crate::{
     ipam::{Pool, PoolConfig, Subnet},
-    model::{self, GroupRule, Intent, MacvlanMode, Network, ParentOrigin, Policy, XdpMode},
+    model::{self, GroupRule, Intent, MacvlanMode, Network, Owner, ParentOrigin, Policy, XdpMode},
     netlink::{self, NetlinkError},
 };
 
@@ -127,7 +127,7 @@ fn take_first<T>(items: &mut Vec<T>, pred: impl Fn(&T) -> bool) -> Option<T> {
 }
 
 /// Splits `eth0.10` into (`eth0`, 10) when the suffix is a number.
-fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
+pub(super) fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>> {
     let Some((base, vid)) = parent.rsplit_once('.') else {
         return Ok(None);
     };
@@ -320,6 +320,7 @@ impl Controller {
             labels: spec.labels.clone(),
             netns_inode: crate::netns::current_inode().ok(),
             parent_ifindex: None,
+            owner: Owner::Mvnet,
         };
         Ok(NetworkPlan {
             network,
@@ -367,6 +368,17 @@ impl Controller {
     ) -> Result<String> {
         let id = self.network(key)?.id.clone();
         let old = self.state.networks[&id].clone();
+        if old.owner.is_foreign() {
+            let how = match old.owner {
+                Owner::Docker => "with `mvnet docker sync --policy ...` (or `docker watch`)",
+                _ => "with \"policy\" in the network's CNI configuration",
+            };
+            bail!(
+                "network {} belongs to {}, whose adoption sets its policy: change it {how}",
+                old.name,
+                old.owner.describe()
+            );
+        }
         let mut new = old.clone();
         if let Some(p) = policy {
             new.policy = p;
@@ -390,6 +402,7 @@ impl Controller {
     /// parent we created once no network uses it.
     pub fn remove_network(&mut self, key: &str) -> Result<String> {
         let net = self.network(key)?.clone();
+        super::foreign::refuse_foreign_network(&net, "remove")?;
         let users: Vec<&str> = self
             .state
             .containers

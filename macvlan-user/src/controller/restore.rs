@@ -129,6 +129,12 @@ impl Controller {
         let would = if dry { "would " } else { "" };
         let containers: Vec<_> = self.state.containers.values().cloned().collect();
         for c in containers {
+            if c.owner.is_foreign() {
+                // Another runtime's: never created or deleted here, only
+                // forgotten where the kernel no longer has it.
+                self.restore_foreign(&c, dry, r);
+                continue;
+            }
             if c.netns_alive() {
                 self.restore_endpoints(&c.id, dry, r)?;
                 continue;
@@ -166,6 +172,51 @@ impl Controller {
             self.state.containers.remove(&c.id);
         }
         Ok(())
+    }
+
+    /// Forgets the endpoints of a foreign container whose device or
+    /// namespace is gone (its runtime removed it while nothing watched),
+    /// and the container once none is left.
+    fn restore_foreign(&mut self, c: &crate::model::Container, dry: bool, r: &mut RestoreReport) {
+        let would = if dry { "would forget" } else { "forgot" };
+        let links = if c.netns_alive() {
+            let ns = NetNs::from_path(&c.netns);
+            netlink::run(Some(&ns), |nl| async move { nl.links().await }).ok()
+        } else {
+            None
+        };
+        let mut gone = Vec::new();
+        for (nid, ep) in &c.endpoints {
+            let why = match &links {
+                None => "its namespace is gone",
+                Some(ls)
+                    if !ls
+                        .iter()
+                        .any(|l| l.name == ep.ifname && l.mac == Some(ep.mac)) =>
+                {
+                    "its device is gone"
+                }
+                Some(_) => continue,
+            };
+            r.actions.push(format!(
+                "{would} {} container {}'s endpoint {} ({why})",
+                c.owner.describe(),
+                c.name,
+                ep.ifname
+            ));
+            gone.push(nid.clone());
+        }
+        // Its classifier entries go in the classifier step, which sees
+        // them gone (also when dry: the state is not saved then).
+        let Some(rec) = self.state.containers.get_mut(&c.id) else {
+            return;
+        };
+        for nid in gone {
+            rec.endpoints.remove(&nid);
+        }
+        if rec.endpoints.is_empty() {
+            self.state.containers.remove(&c.id);
+        }
     }
 
     /// Deletes leftover links of ours in a live container and recreates
@@ -383,6 +434,9 @@ impl Controller {
                 ep.mac
             ));
             if !dry {
+                // The device's history is not in the new entry's counters:
+                // verify compares what comes from now on.
+                self.rebase(ep);
                 self.datapath_add(net, ep)?;
             }
         }
@@ -398,6 +452,22 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// Records the kernel's count of `ep`'s device now as its base.
+    fn rebase(&mut self, ep: &crate::model::Endpoint) {
+        let Some(c) = self
+            .state
+            .containers
+            .values_mut()
+            .find(|c| c.endpoints.values().any(|e| e.id == ep.id))
+        else {
+            return;
+        };
+        let base = super::foreign::kernel_unicast_rx(&c.netns, &ep.ifname).unwrap_or(0);
+        if let Some(e) = c.endpoints.values_mut().find(|e| e.id == ep.id) {
+            e.rx_base = base;
+        }
     }
 
     /// Pin directories of this namespace whose root no network uses (an

@@ -170,7 +170,10 @@ impl Controller {
                 match link {
                     Ok(Some((up, stats))) => {
                         check.kernel_multicast = stats.multicast;
-                        check.kernel = stats.rx_packets.saturating_sub(stats.multicast);
+                        check.kernel = stats
+                            .rx_packets
+                            .saturating_sub(stats.multicast)
+                            .saturating_sub(ep.rx_base);
                         check.diff = check.kernel as i64 - check.classified as i64;
                         if check.diff > 0 {
                             // Read after the kernel's count, so every

@@ -27,6 +27,8 @@ pub struct Document {
 pub struct Network {
     pub name: String,
     pub id: String,
+    /// `mvnet`, `docker`, `cni:NAME`: who made the network.
+    pub owner: String,
     pub parent: String,
     pub root: String,
     pub vlan: u16,
@@ -38,6 +40,8 @@ pub struct Network {
 pub struct Endpoint {
     pub container: String,
     pub container_id: String,
+    /// `mvnet`, `docker`, `cni:NAME`: who made the container.
+    pub owner: String,
     pub ifname: String,
     pub mac: String,
     /// The endpoint's VLAN on the root (its network's; 0 = untagged).
@@ -151,6 +155,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
         .map(|n| Network {
             name: n.name.clone(),
             id: n.id.clone(),
+            owner: n.owner.describe(),
             parent: n.parent.clone(),
             root: n.root.clone(),
             vlan: n.vlan,
@@ -163,6 +168,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                     Endpoint {
                         container: e.container.clone(),
                         container_id: e.container_id.clone(),
+                        owner: e.owner.describe(),
                         ifname: e.ifname.clone(),
                         mac: e.mac.to_string(),
                         vlan: n.vlan,
@@ -294,6 +300,7 @@ pub(crate) mod tests {
             networks: vec![NetworkStats {
                 id: "ab".repeat(32),
                 name: "net".into(),
+                owner: Default::default(),
                 parent: "eth0".into(),
                 root: "eth0".into(),
                 vlan: 0,
@@ -301,6 +308,7 @@ pub(crate) mod tests {
                 endpoints: vec![EndpointStats {
                     container: "c1".into(),
                     container_id: "cd".repeat(32),
+                    owner: Default::default(),
                     ifname: "eth0".into(),
                     mac: crate::model::Mac::new([2, 0x42, 10, 0, 0, 2]),
                     ipv4: Some("10.0.0.2".parse().unwrap()),

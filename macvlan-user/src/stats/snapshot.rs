@@ -15,7 +15,7 @@ use crate::{
         pinned::{self, PinnedMaps},
         VerdictTable,
     },
-    model::{Mac, Network, Policy, State},
+    model::{Mac, Network, Owner, Policy, State},
 };
 
 /// Counters of one endpoint, with who it is.
@@ -23,6 +23,8 @@ use crate::{
 pub struct EndpointStats {
     pub container: String,
     pub container_id: String,
+    /// Who made the container: mvnet, or the runtime it was adopted from.
+    pub owner: Owner,
     /// Interface name inside the container.
     pub ifname: String,
     pub mac: Mac,
@@ -41,6 +43,8 @@ pub struct EndpointStats {
 pub struct NetworkStats {
     pub id: String,
     pub name: String,
+    /// Who made the network: mvnet, or the runtime it was adopted from.
+    pub owner: Owner,
     pub parent: String,
     /// The device the classifier sits on.
     pub root: String,
@@ -159,6 +163,7 @@ fn listed(state: &State, net: &Network) -> NetworkStats {
         endpoints.push(EndpointStats {
             container: c.name.clone(),
             container_id: c.id.clone(),
+            owner: c.owner.clone(),
             ifname: ep.ifname.clone(),
             mac: ep.mac,
             ipv4: ep.ipv4,
@@ -171,6 +176,7 @@ fn listed(state: &State, net: &Network) -> NetworkStats {
     NetworkStats {
         id: net.id.clone(),
         name: net.name.clone(),
+        owner: net.owner.clone(),
         parent: net.parent.clone(),
         root: root.to_owned(),
         vlan,

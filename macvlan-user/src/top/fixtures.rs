@@ -15,6 +15,7 @@ pub fn endpoint(container: &str, mac: [u8; 6], rx: u64) -> EndpointStats {
     EndpointStats {
         container: container.into(),
         container_id: format!("id-{container}"),
+        owner: Default::default(),
         ifname: "eth0".into(),
         mac: Mac::new(mac),
         ipv4: None,
@@ -35,6 +36,7 @@ pub fn network(name: &str, vlan: u16, endpoints: Vec<EndpointStats>) -> NetworkS
     NetworkStats {
         id: format!("id-{name}"),
         name: name.into(),
+        owner: Default::default(),
         parent: "eth0".into(),
         root: "eth0".into(),
         vlan,

@@ -288,6 +288,7 @@ mod tests {
                     mac: Mac::new([2, 0x42, 0, 0, 0, i as u8]),
                     ipv4: None,
                     ipv6: None,
+                    rx_base: 0,
                 },
             );
             state.containers.insert(

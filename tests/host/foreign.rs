@@ -1,0 +1,240 @@
+//! Another runtime's endpoints through the reconciling core: a macvlan
+//! made behind mvnet's back (as Docker's driver or the CNI macvlan plugin
+//! makes one) is adopted, counted exactly, verified, enforced, protected
+//! from mvnet's own commands, converged and forgotten when it goes.
+use std::{collections::BTreeMap, path::Path};
+
+use macvlan_common::Hook;
+use mvnet::{
+    controller::{
+        foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
+        Controller,
+    },
+    datapath::pinned::{self, PinnedMaps},
+    model::{MacvlanMode, Owner, Policy, XdpMode},
+    netns::NetNs,
+};
+use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
+
+use crate::{
+    common::{cli::Session, require_root},
+    datapath_cp::{json, pin_dir, send},
+};
+
+const NET_ID: &str = "d0cce2000000000000000000000000000000000000000000000000000000beef";
+
+fn network(policy: Policy) -> ForeignNetwork {
+    ForeignNetwork {
+        owner: Owner::Docker,
+        id: NET_ID.into(),
+        name: "dmac".into(),
+        parent: "eth0".into(),
+        mode: MacvlanMode::Bridge,
+        policy,
+        xdp_mode: XdpMode::Auto,
+        options: BTreeMap::from([("parent".into(), "eth0".into())]),
+    }
+}
+
+fn container(id: &str, name: &str, ns: &NetNs) -> ForeignContainer {
+    ForeignContainer {
+        owner: Owner::Docker,
+        id: id.into(),
+        name: name.into(),
+        netns: ns.path().to_owned(),
+        pod: None,
+    }
+}
+
+fn endpoint(mac: [u8; 6], ip: &str) -> ForeignEndpoint {
+    ForeignEndpoint {
+        network_id: NET_ID.into(),
+        ifname: "eth0".into(),
+        mac: mac.into(),
+        ipv4: Some(ip.parse().unwrap()),
+        ipv6: None,
+    }
+}
+
+/// Runs `f` on a writer controller of `dir`, in the lab's host namespace.
+fn with_controller<T: Send + 'static>(
+    lab: &Lab,
+    dir: &Path,
+    f: impl FnOnce(&mut Controller) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let dir = dir.to_owned();
+    lab.host()
+        .run(move || {
+            let mut ctl = Controller::open(&dir)?;
+            f(&mut ctl)
+        })
+        .unwrap()
+}
+
+fn endpoints_of(stats: &serde_json::Value) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for n in stats["networks"].as_array().unwrap() {
+        for e in n["endpoints"].as_array().unwrap() {
+            out.push((
+                e["container"].as_str().unwrap().to_owned(),
+                e["owner"].as_str().unwrap().to_owned(),
+                e["rx"]["wire"]["frames"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = s.state_dir.clone();
+    let (m1, m2) = (
+        [0x02, 0x42, 0x0a, 0x6e, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x6e, 0x00, 0x03],
+    );
+    let d1 = lab.add_container("d1").unwrap();
+    let d2 = lab.add_container("d2").unwrap();
+    lab.add_macvlan(&d1, m1).unwrap();
+    lab.add_macvlan(&d2, m2).unwrap();
+    // Traffic the classifier never saw: verify must hold only what comes
+    // after the adoption against the classifier.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+
+    let (c1, c2) = (
+        container(&"1".repeat(64), "web", &d1),
+        container(&"2".repeat(64), "db", &d2),
+    );
+    {
+        let (c1, c2) = (c1.clone(), c2.clone());
+        with_controller(&lab, &dir, move |ctl| {
+            ctl.adopt_network(network(Policy::Observe))?;
+            ctl.adopt_endpoint(&c1, endpoint(m1, "10.110.0.2"))?;
+            ctl.adopt_endpoint(&c2, endpoint(m2, "10.110.0.3"))?;
+            // Idempotent: the same again changes nothing.
+            ctl.adopt_network(network(Policy::Observe))?;
+            ctl.adopt_endpoint(&c1, endpoint(m1, "10.110.0.2"))
+        })
+        .unwrap();
+    }
+    let pins = pin_dir(&lab);
+    assert!(pinned::is_attached(&pins), "classifier not attached");
+    let maps = PinnedMaps::open(&pins).unwrap();
+    assert_eq!(maps.endpoints_ro().unwrap().entries().unwrap().len(), 2);
+    for (mac, n) in [(m1, 43), (m2, 19)] {
+        let frame = FrameSpec::udp4(mac, src).build().unwrap();
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            frame,
+            n,
+        );
+    }
+    let stats = json(&s.ok(&["stats", "--json"]));
+    assert_eq!(
+        endpoints_of(&stats),
+        [
+            ("db".to_owned(), "docker".to_owned(), 19),
+            ("web".to_owned(), "docker".to_owned(), 43)
+        ]
+    );
+    assert_eq!(stats["networks"][0]["owner"], "docker");
+    let verify = s.ok(&["verify"]);
+    assert!(verify.contains("web") && verify.contains("db"), "{verify}");
+
+    // mvnet's own commands leave another runtime's objects alone.
+    let e = s.fails(&["rm", "-f", "web"]);
+    assert!(
+        e.contains("container web belongs to docker, which creates and removes it: remove it with docker, not mvnet"),
+        "{e}"
+    );
+    let e = s.fails(&["network", "rm", "dmac"]);
+    assert!(e.contains("network dmac belongs to docker"), "{e}");
+    let e = s.fails(&["run", "-d", "--network", "dmac", "--name", &s.name("x")]);
+    assert!(e.contains("network dmac belongs to docker"), "{e}");
+    let e = s.fails(&["network", "update", "--policy", "enforce", "dmac"]);
+    assert!(e.contains("mvnet docker sync --policy"), "{e}");
+
+    // Enforce through the adoption: unknown MACs are dropped at XDP, the
+    // endpoints still get theirs.
+    with_controller(&lab, &dir, |ctl| {
+        ctl.adopt_network(network(Policy::Enforce))
+    })
+    .unwrap();
+    let before = lab.link_stats(&d1, "eth0").unwrap().rx_packets;
+    let c0 = maps.counters().unwrap();
+    let unknown = [0x02, 0x42, 0x0a, 0x6e, 0x00, 0x63];
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(unknown, src).build().unwrap(),
+        31,
+    );
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        FrameSpec::udp4(m1, src).build().unwrap(),
+        7,
+    );
+    let c1c = maps.counters().unwrap();
+    let d = |v| {
+        c1c.verdicts.get(Hook::XdpIngress, v).frames - c0.verdicts.get(Hook::XdpIngress, v).frames
+    };
+    assert_eq!(d(macvlan_common::Verdict::UnknownMac), 31);
+    assert_eq!(d(macvlan_common::Verdict::Delivered), 7);
+    assert_eq!(
+        c1c.verdicts
+            .get(Hook::TcIngress, macvlan_common::Verdict::UnknownMac)
+            .frames
+            - c0.verdicts
+                .get(Hook::TcIngress, macvlan_common::Verdict::UnknownMac)
+                .frames,
+        0,
+        "dropped at XDP under enforce"
+    );
+    assert_eq!(lab.link_stats(&d1, "eth0").unwrap().rx_packets - before, 7);
+
+    // Converge to what the runtime has now: db is gone from the runtime.
+    let report = with_controller(&lab, &dir, move |ctl| {
+        ctl.converge_foreign(
+            |o| *o == Owner::Docker,
+            vec![network(Policy::Enforce)],
+            vec![(c1, vec![endpoint(m1, "10.110.0.2")])],
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        report.to_string(),
+        "removed docker container db from network dmac\n"
+    );
+    assert_eq!(maps.endpoints_ro().unwrap().entries().unwrap().len(), 1);
+    assert!(maps.endpoints_ro().unwrap().get(m2, 0).is_none());
+
+    // The runtime removed web's namespace while nothing watched: restore
+    // forgets it (and never touches another runtime's links).
+    drop(d2);
+    mvnet::netns::delete(d1.name().unwrap()).unwrap();
+    let out = s.ok(&["restore"]);
+    assert!(
+        out.contains("forgot docker container web's endpoint eth0 (its namespace is gone)"),
+        "{out}"
+    );
+    assert!(maps.endpoints_ro().unwrap().get(m1, 0).is_none(), "{out}");
+    let again = s.ok(&["restore", "--check"]);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    // The network goes: so does the classifier it alone used.
+    with_controller(&lab, &dir, |ctl| ctl.forget_network(NET_ID)).unwrap();
+    drop(maps);
+    assert!(!pins.exists(), "pins left at {}", pins.display());
+    assert_eq!(s.ok(&["network", "ls", "-q"]), "");
+}
