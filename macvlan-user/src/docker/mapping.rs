@@ -10,8 +10,10 @@ use std::{
 
 use bollard::models::{ContainerInspectResponse, Network};
 
-use super::contract::{ForeignContainer, ForeignEndpoint, ForeignNetwork, Owner};
-use crate::model::{Mac, MacvlanMode, Policy, XdpMode};
+use crate::{
+    controller::foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
+    model::{Mac, MacvlanMode, Owner, Policy, XdpMode},
+};
 
 /// One endpoint of a container as Docker reports it, before its interface
 /// name in the sandbox is known.

@@ -10,8 +10,13 @@
 //!   errors that say what is wrong with the socket;
 //! * [`mapping`] — Docker's networks and endpoints in mvnet's terms (pure);
 //! * [`read`] — what Docker has now, with each endpoint's link name read in
-//!   its sandbox.
+//!   its sandbox;
+//! * [`apply`] — the state changes, each under the state lock only while it
+//!   runs;
+//! * [`watch`] — `sync` (read and converge once) and `watch` (sync, then
+//!   follow Docker's events; re-sync after a lost connection).
+pub mod apply;
 pub mod client;
-mod contract;
 pub mod mapping;
 pub mod read;
+pub mod watch;

@@ -6,12 +6,9 @@ use std::{collections::HashMap, path::Path};
 use anyhow::Result;
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::{
-    client::Engine,
-    contract::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
-    mapping,
-};
+use super::{client::Engine, mapping};
 use crate::{
+    controller::foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
     model::{Mac, Policy, XdpMode},
     netlink,
     netns::NetNs,
