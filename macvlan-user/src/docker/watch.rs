@@ -47,11 +47,27 @@ fn report_problems(snap: &Snapshot) {
     }
 }
 
-/// Reads everything and converges; returns the snapshot it applied.
-async fn sync_once(engine: &Engine, opts: &Options) -> Result<Snapshot> {
+/// What one sync did: the snapshot it applied, and whether anything of it
+/// had to be left out (reported on standard error, or by the core as
+/// `skipped …` lines).
+struct Synced {
+    snap: Snapshot,
+    incomplete: bool,
+}
+
+/// Reads everything and converges.
+async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
+    let started = std::time::Instant::now();
     let snap = read::snapshot(engine, opts.adopt).await?;
+    let read = started.elapsed();
     report_problems(&snap);
     let report = apply::converge(&opts.state_dir, &snap)?;
+    log::info!(
+        "docker sync: read {} endpoint(s) from Docker in {:.1} ms, converged in {:.1} ms",
+        snap.endpoints(),
+        read.as_secs_f64() * 1e3,
+        (started.elapsed() - read).as_secs_f64() * 1e3
+    );
     let text = report.to_string();
     if !text.trim().is_empty() {
         say(text.trim_end());
@@ -65,16 +81,18 @@ async fn sync_once(engine: &Engine, opts: &Options) -> Result<Snapshot> {
         snap.endpoints(),
         snap.containers.len()
     ));
-    Ok(snap)
+    let incomplete =
+        !snap.problems.is_empty() || report.lines.iter().any(|l| l.starts_with("skipped "));
+    Ok(Synced { snap, incomplete })
 }
 
 /// `mvnet docker sync`: exit 1 when a network or endpoint was left out
-/// (each is reported on standard error).
+/// (each is reported).
 pub fn sync(opts: Options) -> Result<i32> {
     runtime()?.block_on(async {
         let engine = Engine::connect(&opts.host).await?;
-        let snap = sync_once(&engine, &opts).await?;
-        Ok(if snap.problems.is_empty() { 0 } else { 1 })
+        let synced = sync_once(&engine, &opts).await?;
+        Ok(if synced.incomplete { 1 } else { 0 })
     })
 }
 
@@ -89,9 +107,9 @@ pub fn watch(opts: Options) -> Result<i32> {
         loop {
             let since = SystemTime::now();
             let lost = match sync_once(&engine, &opts).await {
-                Ok(snap) => {
+                Ok(synced) => {
                     delay = BACKOFF.0;
-                    follow(&engine, &opts, snap.network_names(), since).await
+                    follow(&engine, &opts, synced.snap.network_names(), since).await
                 }
                 Err(e) => e,
             };
