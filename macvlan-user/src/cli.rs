@@ -648,78 +648,9 @@ fn reader(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
 pub fn run(cli: Cli) -> Result<i32> {
     cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
-    let open = |what: &str| writer(&state_dir, what);
     let read = |what: &str| reader(&state_dir, what);
     match cli.command {
-        Command::Network { command } => match command {
-            NetworkCommand::Create(a) => {
-                let mut spec = a.spec();
-                spec.labels = scripting::labels(&a.label_file, &a.label)?;
-                let mut ctl = open("mvnet network create")?;
-                let net = ctl.create_network(spec)?;
-                outln!("{}", net.id);
-            }
-            NetworkCommand::Ls(a) => {
-                let filters = Filters::parse(&a.filter, scripting::NETWORK_FILTERS, "network ls")?;
-                let ctl = read("mvnet network ls")?;
-                let rows = scripting::network_rows(&ctl, &filters, a.no_trunc);
-                print_rows(
-                    &rows,
-                    a.quiet,
-                    a.format.as_deref(),
-                    scripting::NETWORK_TABLE,
-                    scripting::NETWORK_HEADERS,
-                )?;
-            }
-            NetworkCommand::Inspect { format, names } => {
-                let ctl = read("mvnet network inspect")?;
-                let mut out = Vec::new();
-                for n in &names {
-                    out.push(ctl.network_json(ctl.network(n)?));
-                }
-                print_inspect(out, format.format.as_deref())?;
-            }
-            NetworkCommand::Prune(a) => return network_prune(&state_dir, a),
-            NetworkCommand::Rm { names } => {
-                let mut ctl = open("mvnet network rm")?;
-                let mut failed = false;
-                for n in &names {
-                    match ctl.remove_network(n) {
-                        Ok(name) => outln!("{name}"),
-                        Err(e) => {
-                            eprintln!("mvnet: error: {e:#}");
-                            failed = true;
-                        }
-                    }
-                }
-                return Ok(if failed { 1 } else { 0 });
-            }
-            NetworkCommand::Connect {
-                addresses,
-                netns,
-                network,
-                container,
-            } => {
-                let mut ctl = open("mvnet network connect")?;
-                ctl.connect(&network, container.as_deref(), netns, addresses.request()?)?;
-            }
-            NetworkCommand::Update {
-                policy,
-                broadcast,
-                multicast,
-                network,
-            } => {
-                let mut ctl = open("mvnet network update")?;
-                outln!(
-                    "{}",
-                    ctl.update_network(&network, policy, broadcast, multicast)?
-                );
-            }
-            NetworkCommand::Disconnect { network, container } => {
-                let mut ctl = open("mvnet network disconnect")?;
-                ctl.disconnect(&network, &container)?;
-            }
-        },
+        Command::Network { command } => return network_command(&state_dir, command),
         Command::Container { command } => return container_command(&state_dir, command),
         Command::Ps(a) => return container_command(&state_dir, ContainerCommand::Ls(a)),
         Command::Stop(a) => return container_command(&state_dir, ContainerCommand::Stop(a)),
@@ -731,36 +662,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             kind,
             format,
             names,
-        } => {
-            let ctl = read("mvnet inspect")?;
-            let mut out = Vec::new();
-            for n in &names {
-                let container = match kind {
-                    Some(ObjectKind::Network) => None,
-                    _ => ctl.container(n).ok(),
-                };
-                let network = match kind {
-                    Some(ObjectKind::Container) => None,
-                    _ if container.is_some() => None,
-                    _ => ctl.network(n).ok(),
-                };
-                match (container, network) {
-                    (Some(c), _) => out.push(ctl.container_json(c)),
-                    (None, Some(net)) => out.push(ctl.network_json(net)),
-                    (None, None) => {
-                        let what = match kind {
-                            Some(ObjectKind::Container) => "container",
-                            Some(ObjectKind::Network) => "network",
-                            None => "object",
-                        };
-                        return Err(anyhow!(
-                            "no such {what}: {n}; list them with `mvnet ps -a` and `mvnet network ls`"
-                        ));
-                    }
-                }
-            }
-            print_inspect(out, format.format.as_deref())?;
-        }
+        } => return inspect_command(&state_dir, kind, format, names),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -772,69 +674,34 @@ pub fn run(cli: Cli) -> Result<i32> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         }
         Command::Run(a) => {
-            refuse_image(&a)?;
-            let labels = scripting::labels(&a.label_file, &a.label)?;
-            let mut ctl = open("mvnet run")?;
-            let _ = (a.interactive, a.tty);
-            if !a.detach && !a.command.is_empty() {
-                // Foreground: `run` lets go of the state lock while the
-                // command runs, and takes it again to record its exit.
-                let outcome = ctl.run(RunSpec {
-                    name: a.name,
-                    network: a.network,
-                    addresses: a.addresses.request()?,
-                    auto_remove: a.rm,
-                    detach: false,
-                    command: a.command,
-                    labels,
-                })?;
-                return Ok(match outcome {
-                    RunOutcome::Exited(code) => code,
-                    RunOutcome::Started(_) => 0,
-                });
-            }
-            match ctl.run(RunSpec {
-                name: a.name,
-                network: a.network,
-                addresses: a.addresses.request()?,
-                auto_remove: a.rm,
-                detach: a.detach,
-                command: a.command,
-                labels,
-            })? {
-                RunOutcome::Started(id) => outln!("{id}"),
-                RunOutcome::Exited(code) => return Ok(code),
-            }
+            // As docker/cli: 125 for run's own errors, 126/127 for a
+            // command that cannot be started.
+            return Ok(run_container(&state_dir, a).unwrap_or_else(|e| {
+                eprintln!("mvnet: error: {e:#}");
+                container::exit_code_of(&e, 125)
+            }));
         }
         Command::Exec { container, command } => {
             let c = {
                 let ctl = read("mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
-            return container::exec(&c, &command);
+            // 126/127 for a command that cannot be started, as Docker.
+            return container::exec(&c, &command).or_else(|e| {
+                match container::exit_code_of(&e, 0) {
+                    0 => Err(e),
+                    code => {
+                        eprintln!("mvnet: error: {e:#}");
+                        Ok(code)
+                    }
+                }
+            });
         }
         Command::Monitor { duration } => {
             crate::require_root("mvnet monitor")?;
             crate::datapath::monitor::run(duration.map(std::time::Duration::from_secs))?;
         }
-        Command::Verify { network } => {
-            let ctl = read("mvnet verify")?;
-            let checks = ctl.verify(network.as_deref())?;
-            out!("{}", crate::controller::verify::render(&checks));
-            let problems = ctl.root_problems(network.as_deref())?;
-            for p in &problems {
-                eprintln!("mvnet: verify: {p}");
-            }
-            let bad = checks.iter().filter(|c| c.unexplained()).count();
-            if bad > 0 {
-                eprintln!(
-                    "mvnet: verify: {bad} endpoint(s) with a difference that has no explanation"
-                );
-            }
-            if bad > 0 || !problems.is_empty() {
-                return Ok(1);
-            }
-        }
+        Command::Verify { network } => return verify_command(&state_dir, network),
         Command::Stats(a) => {
             read("mvnet stats")?;
             crate::stats::run(
@@ -858,54 +725,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 events: !no_events,
             })?;
         }
-        Command::Docker { command } => {
-            let (a, follow) = match command {
-                DockerCommand::Sync(a) => (a, false),
-                DockerCommand::Watch(a) => (a, true),
-            };
-            let what = if follow {
-                "mvnet docker watch"
-            } else {
-                "mvnet docker sync"
-            };
-            read(what)?;
-            let opts = crate::docker::watch::Options {
-                host: crate::docker::client::DockerHost::resolve(a.docker_host.as_deref())?,
-                adopt: crate::docker::read::Adopt {
-                    policy: a.policy,
-                    xdp_mode: a.xdp_mode,
-                },
-                state_dir,
-            };
-            return if follow {
-                crate::docker::watch::watch(opts)
-            } else {
-                crate::docker::watch::sync(opts)
-            };
-        }
-        Command::Restore { check } => {
-            let mut ctl = if check {
-                read("mvnet restore --check")?
-            } else {
-                crate::require_root("mvnet restore")?;
-                let ctl = Controller::open(&state_dir)?;
-                ctl.check_namespace()?;
-                ctl
-            };
-            let r = ctl.restore(check)?;
-            for a in &r.actions {
-                outln!("{a}");
-            }
-            if r.actions.is_empty() && r.problems.is_empty() {
-                outln!("nothing to do: the kernel matches the state");
-            }
-            for p in &r.problems {
-                eprintln!("mvnet: problem: {p}");
-            }
-            if !r.problems.is_empty() || (check && !r.actions.is_empty()) {
-                return Ok(1);
-            }
-        }
+        Command::Docker { command } => return docker_command(&state_dir, command),
+        Command::Restore { check } => return restore_command(&state_dir, check),
         Command::Top {
             network,
             interval,
@@ -928,6 +749,197 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lab(a) => return Err(crate::external::exec_lab("lab", &state_dir, &a.args)),
     }
     Ok(0)
+}
+
+/// `network …`.
+fn network_command(state_dir: &std::path::Path, command: NetworkCommand) -> Result<i32> {
+    let open = |what: &str| writer(state_dir, what);
+    let read = |what: &str| reader(state_dir, what);
+    match command {
+        NetworkCommand::Create(a) => {
+            let mut spec = a.spec();
+            spec.labels = scripting::labels(&a.label_file, &a.label)?;
+            let mut ctl = open("mvnet network create")?;
+            let net = ctl.create_network(spec)?;
+            outln!("{}", net.id);
+        }
+        NetworkCommand::Ls(a) => {
+            let filters = Filters::parse(&a.filter, scripting::NETWORK_FILTERS, "network ls")?;
+            let ctl = read("mvnet network ls")?;
+            let rows = scripting::network_rows(&ctl, &filters, a.no_trunc);
+            print_rows(
+                &rows,
+                a.quiet,
+                a.format.as_deref(),
+                scripting::NETWORK_TABLE,
+                scripting::NETWORK_HEADERS,
+            )?;
+        }
+        NetworkCommand::Inspect { format, names } => {
+            let ctl = read("mvnet network inspect")?;
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(ctl.network_json(ctl.network(n)?));
+            }
+            print_inspect(out, format.format.as_deref())?;
+        }
+        NetworkCommand::Prune(a) => return network_prune(state_dir, a),
+        NetworkCommand::Rm { names } => {
+            let mut ctl = open("mvnet network rm")?;
+            let mut failed = false;
+            for n in &names {
+                match ctl.remove_network(n) {
+                    Ok(name) => outln!("{name}"),
+                    Err(e) => {
+                        eprintln!("mvnet: error: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(if failed { 1 } else { 0 });
+        }
+        NetworkCommand::Connect {
+            addresses,
+            netns,
+            network,
+            container,
+        } => {
+            let mut ctl = open("mvnet network connect")?;
+            ctl.connect(&network, container.as_deref(), netns, addresses.request()?)?;
+        }
+        NetworkCommand::Update {
+            policy,
+            broadcast,
+            multicast,
+            network,
+        } => {
+            let mut ctl = open("mvnet network update")?;
+            outln!(
+                "{}",
+                ctl.update_network(&network, policy, broadcast, multicast)?
+            );
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            let mut ctl = open("mvnet network disconnect")?;
+            ctl.disconnect(&network, &container)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `inspect [--type container|network] NAME…`: containers first, as Docker.
+fn inspect_command(
+    state_dir: &std::path::Path,
+    kind: Option<ObjectKind>,
+    format: FormatArg,
+    names: Vec<String>,
+) -> Result<i32> {
+    let read = |what: &str| reader(state_dir, what);
+    let ctl = read("mvnet inspect")?;
+    let mut out = Vec::new();
+    for n in &names {
+        let container = match kind {
+            Some(ObjectKind::Network) => None,
+            _ => ctl.container(n).ok(),
+        };
+        let network = match kind {
+            Some(ObjectKind::Container) => None,
+            _ if container.is_some() => None,
+            _ => ctl.network(n).ok(),
+        };
+        match (container, network) {
+            (Some(c), _) => out.push(ctl.container_json(c)),
+            (None, Some(net)) => out.push(ctl.network_json(net)),
+            (None, None) => {
+                let what = match kind {
+                    Some(ObjectKind::Container) => "container",
+                    Some(ObjectKind::Network) => "network",
+                    None => "object",
+                };
+                return Err(anyhow!(
+                    "no such {what}: {n}; list them with `mvnet ps -a` and `mvnet network ls`"
+                ));
+            }
+        }
+    }
+    print_inspect(out, format.format.as_deref())?;
+    Ok(0)
+}
+
+/// `verify [NET]`: exit 1 on an unexplained difference or a problem.
+fn verify_command(state_dir: &std::path::Path, network: Option<String>) -> Result<i32> {
+    let read = |what: &str| reader(state_dir, what);
+    let ctl = read("mvnet verify")?;
+    let checks = ctl.verify(network.as_deref())?;
+    out!("{}", crate::controller::verify::render(&checks));
+    let problems = ctl.root_problems(network.as_deref())?;
+    for p in &problems {
+        eprintln!("mvnet: verify: {p}");
+    }
+    let bad = checks.iter().filter(|c| c.unexplained()).count();
+    if bad > 0 {
+        eprintln!("mvnet: verify: {bad} endpoint(s) with a difference that has no explanation");
+    }
+    if bad > 0 || !problems.is_empty() {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `restore [--check]`: exit 1 on a problem, or with `--check` when
+/// anything is to do.
+fn restore_command(state_dir: &std::path::Path, check: bool) -> Result<i32> {
+    let read = |what: &str| reader(state_dir, what);
+    let mut ctl = if check {
+        read("mvnet restore --check")?
+    } else {
+        crate::require_root("mvnet restore")?;
+        let ctl = Controller::open(state_dir)?;
+        ctl.check_namespace()?;
+        ctl
+    };
+    let r = ctl.restore(check)?;
+    for a in &r.actions {
+        outln!("{a}");
+    }
+    if r.actions.is_empty() && r.problems.is_empty() {
+        outln!("nothing to do: the kernel matches the state");
+    }
+    for p in &r.problems {
+        eprintln!("mvnet: problem: {p}");
+    }
+    if !r.problems.is_empty() || (check && !r.actions.is_empty()) {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `docker sync|watch`: Docker's own macvlan networks, read through its
+/// Engine API and registered as foreign networks.
+fn docker_command(state_dir: &std::path::Path, command: DockerCommand) -> Result<i32> {
+    let (a, follow) = match command {
+        DockerCommand::Sync(a) => (a, false),
+        DockerCommand::Watch(a) => (a, true),
+    };
+    let what = if follow {
+        "mvnet docker watch"
+    } else {
+        "mvnet docker sync"
+    };
+    reader(state_dir, what)?;
+    let opts = crate::docker::watch::Options {
+        host: crate::docker::client::DockerHost::resolve(a.docker_host.as_deref())?,
+        adopt: crate::docker::read::Adopt {
+            policy: a.policy,
+            xdp_mode: a.xdp_mode,
+        },
+        state_dir: state_dir.to_owned(),
+    };
+    if follow {
+        crate::docker::watch::watch(opts)
+    } else {
+        crate::docker::watch::sync(opts)
+    }
 }
 
 /// `container …` and its top-level forms (`ps`, `stop`, `rm`, `start`,
@@ -1123,6 +1135,44 @@ fn print_inspect(objects: Vec<serde_json::Value>, format: Option<&str>) -> Resul
             Ok(())
         }
     }
+}
+
+/// `mvnet run`; returns the exit code of a foreground command (0 otherwise).
+fn run_container(state_dir: &std::path::Path, a: RunArgs) -> Result<i32> {
+    refuse_image(&a)?;
+    let labels = scripting::labels(&a.label_file, &a.label)?;
+    let mut ctl = writer(state_dir, "mvnet run")?;
+    let _ = (a.interactive, a.tty);
+    if !a.detach && !a.command.is_empty() {
+        // Foreground: `run` lets go of the state lock while the
+        // command runs, and takes it again to record its exit.
+        let outcome = ctl.run(RunSpec {
+            name: a.name,
+            network: a.network,
+            addresses: a.addresses.request()?,
+            auto_remove: a.rm,
+            detach: false,
+            command: a.command,
+            labels,
+        })?;
+        return Ok(match outcome {
+            RunOutcome::Exited(code) => code,
+            RunOutcome::Started(_) => 0,
+        });
+    }
+    match ctl.run(RunSpec {
+        name: a.name,
+        network: a.network,
+        addresses: a.addresses.request()?,
+        auto_remove: a.rm,
+        detach: a.detach,
+        command: a.command,
+        labels,
+    })? {
+        RunOutcome::Started(id) => outln!("{id}"),
+        RunOutcome::Exited(code) => return Ok(code),
+    }
+    Ok(0)
 }
 
 /// `docker run IMAGE CMD` given to `mvnet run`: say that mvnet has no images.

@@ -11,7 +11,7 @@ use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
         link::{LinkAttribute, LinkMessage},
-        route::RouteProtocol,
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol},
     },
     LinkDummy, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
 };
@@ -381,24 +381,83 @@ impl Netlink {
     /// Adds a default route via `gateway` on link `index`, `proto boot` as
     /// Docker's (rtnetlink's builder says static otherwise).
     pub async fn add_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
-        let msg = match gateway {
-            IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .output_interface(index)
-                .gateway(gw)
-                .protocol(RouteProtocol::Boot)
-                .build(),
-            IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .output_interface(index)
-                .gateway(gw)
-                .protocol(RouteProtocol::Boot)
-                .build(),
-        };
         self.handle
             .route()
-            .add(msg)
+            .add(default_route(index, gateway))
             .execute()
             .await
             .map_err(request_error(format!("add default route via {gateway}")))
+    }
+
+    /// Sets the default route of `gateway`'s family to `gateway` on link
+    /// `index`, in place of any (`ip route replace default`), `proto boot`.
+    pub async fn replace_default_route(&self, index: u32, gateway: IpAddr) -> Result<()> {
+        self.handle
+            .route()
+            .add(default_route(index, gateway))
+            .replace()
+            .execute()
+            .await
+            .map_err(request_error(format!(
+                "replace default route via {gateway}"
+            )))
+    }
+
+    /// The default routes (main table) of one family: (output link, gateway).
+    pub async fn default_routes(&self, ipv6: bool) -> Result<Vec<(Option<u32>, Option<IpAddr>)>> {
+        Ok(self
+            .default_route_messages(ipv6)
+            .await?
+            .iter()
+            .map(|m| {
+                let mut oif = None;
+                let mut gw = None;
+                for a in &m.attributes {
+                    match a {
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some((*g).into()),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some((*g).into()),
+                        _ => {}
+                    }
+                }
+                (oif, gw)
+            })
+            .collect())
+    }
+
+    /// Removes the default routes (main table) of one family (`ip route del
+    /// default`); none is fine.
+    pub async fn del_default_routes(&self, ipv6: bool) -> Result<()> {
+        for msg in self.default_route_messages(ipv6).await? {
+            match self.handle.route().del(msg).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.code.map(|c| -c.get()) == Some(libc::ESRCH) => {}
+                other => other.map_err(request_error("delete default route"))?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn default_route_messages(&self, ipv6: bool) -> Result<Vec<RouteMessage>> {
+        let filter = match ipv6 {
+            false => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            true => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request_error("list routes"))?;
+        Ok(routes
+            .into_iter()
+            .filter(|m| {
+                m.header.destination_prefix_length == 0
+                    && m.header.table == RouteHeader::RT_TABLE_MAIN
+            })
+            .collect())
     }
 
     /// Removes `addr` from link `index` (no error if it is not there).
@@ -450,5 +509,22 @@ impl Netlink {
             message: "the kernel sent no IFLA_STATS64".into(),
             errno: None,
         })
+    }
+}
+
+/// `default via GATEWAY dev INDEX proto boot` (rtnetlink's builder says
+/// static otherwise; Docker's routes say boot).
+fn default_route(index: u32, gateway: IpAddr) -> RouteMessage {
+    match gateway {
+        IpAddr::V4(gw) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .output_interface(index)
+            .gateway(gw)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+        IpAddr::V6(gw) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .output_interface(index)
+            .gateway(gw)
+            .protocol(RouteProtocol::Boot)
+            .build(),
     }
 }

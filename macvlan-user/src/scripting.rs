@@ -266,23 +266,18 @@ pub fn confirm(warning: &str, input: &mut impl BufRead, out: &mut impl Write) ->
 }
 
 /// Whether `run`'s first command word looks like a Docker image rather
-/// than a host program: `NAME:TAG`, `REGISTRY/NAME`, or a word that is
-/// neither a path nor an executable found on $PATH.
+/// than a host program: `NAME:TAG` or `REGISTRY/NAME` that is no file
+/// here. A plain word not found on $PATH is a missing command (exit 127,
+/// as Docker's), not an image.
 pub fn looks_like_image(word: &str) -> bool {
+    if word.starts_with('/') || word.starts_with('.') {
+        return false;
+    }
     if word.contains('/') {
-        // A path to a host program, or an image like library/alpine.
+        // A relative path to a host program, or an image like library/alpine.
         return !Path::new(word).exists();
     }
-    if word.contains(':') {
-        return true;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    !std::env::split_paths(&path).any(|dir| is_executable(&dir.join(word)))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    word.contains(':')
 }
 
 #[cfg(test)]
@@ -335,7 +330,8 @@ mod tests {
     fn images_are_told_from_host_programs() {
         assert!(looks_like_image("alpine:latest"));
         assert!(looks_like_image("library/alpine"));
-        assert!(looks_like_image("alpine-no-such-binary"));
+        assert!(!looks_like_image("alpine-no-such-binary"));
+        assert!(!looks_like_image("/no/such/binary"));
         assert!(!looks_like_image("sh"));
         assert!(!looks_like_image("/bin/sh"));
     }

@@ -20,7 +20,7 @@ use aya::{
     Ebpf,
 };
 use macvlan_common::program_names;
-use mvnet::datapath::{Datapath, EndpointEntry};
+use mvnet::datapath::{self, EndpointEntry};
 use mvnet_lab::lab::frames::{FrameSpec, Tag};
 
 #[path = "../common/mod.rs"]
@@ -58,9 +58,9 @@ type Judged = ([f64; 2], f64, Option<f64>);
 
 /// A classifier object with `n` endpoints (half untagged, half on VLAN 10).
 fn classifier(n: u32) -> Ebpf {
-    let mut ebpf = Datapath::load().expect("load the classifier");
+    let mut ebpf = datapath::load().expect("load the classifier");
     {
-        let mut table = Datapath::endpoint_table(&mut ebpf).unwrap();
+        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
         for i in 0..n {
             table
                 .insert(EndpointEntry {

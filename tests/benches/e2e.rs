@@ -54,8 +54,9 @@ use aya::{
 use macvlan_common::{config_flags, program_names, vlan_policy, Config, Hook, Verdict};
 use mvnet::{
     datapath::{
+        self,
         pinned::{self, PinnedMaps},
-        sys, Datapath, EndpointEntry, XdpMode,
+        sys, EndpointEntry, XdpMode,
     },
     netlink,
     netns::NetNs,
@@ -177,7 +178,7 @@ impl Swapper {
             classifier.push(sys::prog_fd_by_id(id)?);
         }
 
-        let mut obj = Datapath::load()?;
+        let mut obj = datapath::load()?;
         let xdp: &mut Xdp = obj
             .program_mut(program_names::XDP_PASS)
             .context("XDP pass program")?

@@ -42,7 +42,7 @@ use macvlan_common::{
     EndpointCounters, EndpointKey, Hook, Verdict, VlanCounters, ETH_P_8021AD, ETH_P_8021Q,
     MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_ANY, VLAN_SLOTS,
 };
-use mvnet::datapath::{Datapath, EndpointEntry};
+use mvnet::datapath::{self, EndpointEntry};
 use mvnet_lab::lab::frames::{FrameSpec, Payload, Tag};
 
 use crate::common::require_root;
@@ -162,7 +162,7 @@ impl Rig {
     }
 
     fn with_table(table: Table) -> Self {
-        let mut ebpf = Datapath::load().expect("loading the classifier object");
+        let mut ebpf = datapath::load().expect("loading the classifier object");
         let xdp: &mut Xdp = ebpf
             .program_mut(program_names::XDP)
             .expect("XDP program")
@@ -179,7 +179,7 @@ impl Rig {
         match table {
             // Through the controller's table: the hash and the direct index.
             Table::Indexed => {
-                let mut table = Datapath::endpoint_table(&mut ebpf).expect("endpoint table");
+                let mut table = datapath::endpoint_table(&mut ebpf).expect("endpoint table");
                 for ep in ENDPOINTS {
                     table
                         .insert_at(
@@ -972,7 +972,7 @@ fn direct_index_collisions_fall_back_to_the_hash() {
     let b = [0x02, 0x42, 0x0a, 0x02, 0x77, 0x33];
     let (slot_a, slot_b) = (100, 200);
     {
-        let mut table = Datapath::endpoint_table(&mut rig.ebpf).unwrap();
+        let mut table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
         for (mac, slot) in [(a, slot_a), (b, slot_b)] {
             let entry = EndpointEntry {
                 mac,
@@ -999,7 +999,7 @@ fn direct_index_collisions_fall_back_to_the_hash() {
     assert_eq!(c.endpoints[slot_b as usize].rx_wire.bytes, 5 * len);
 
     // a leaves: its word is freed, b is still found through the hash.
-    Datapath::endpoint_table(&mut rig.ebpf)
+    datapath::endpoint_table(&mut rig.ebpf)
         .unwrap()
         .remove(a, 0)
         .unwrap();
@@ -1015,7 +1015,7 @@ fn direct_index_collisions_fall_back_to_the_hash() {
         "frames to the removed MAC are unknown_mac"
     );
     // b leaves too; a re-enters and takes the free word again.
-    let mut table = Datapath::endpoint_table(&mut rig.ebpf).unwrap();
+    let mut table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
     table.remove(b, 0).unwrap();
     table
         .insert_at(

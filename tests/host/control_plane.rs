@@ -383,6 +383,272 @@ fn exec_passes_the_exit_code_through() {
     s.ok(&["network", "rm", "n"]);
 }
 
+/// Exit codes as Docker's CLI gives them: 127 for a command that is not
+/// found, 126 for one that cannot be executed, 125 for `run`'s own errors;
+/// the message names the problem, and a failed `run` leaves nothing.
+#[test]
+fn commands_that_cannot_start_exit_126_or_127() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("n", "10.78.1.0/24", "eth0", &[]);
+    let name = format!("{}-x", lab.id());
+    // A file without execute permission, and an executable one that is no
+    // program.
+    let plain = std::env::temp_dir().join(format!("{}-plain", lab.id()));
+    let junk = std::env::temp_dir().join(format!("{}-junk", lab.id()));
+    for (file, mode) in [(&plain, 0o644), (&junk, 0o755)] {
+        std::fs::write(file, "not a program\n").unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(mode);
+        std::fs::set_permissions(file, mode).unwrap();
+    }
+    let (plain, junk) = (plain.display().to_string(), junk.display().to_string());
+    let before = (s.state(), s.links());
+    let host = "mvnet runs host programs in the container's network namespace";
+    let denied = |p: &str| {
+        format!(
+            "{p:?} cannot be executed: permission denied (a directory, or a file without \
+             execute permission); give a program, or make it executable with `chmod +x`"
+        )
+    };
+    let cases: [(&[&str], i32, String); 6] = [
+        (
+            &["--network", "n", "--", "/nonexistent"],
+            127,
+            format!(
+                "\"/nonexistent\": no such file or directory on the host ({host}); check the path"
+            ),
+        ),
+        (
+            &["-d", "--network", "n", "--", "mvnet-no-such-command"],
+            127,
+            ("executable file \"mvnet-no-such-command\" not found in $PATH on the host; mvnet \
+                 has no images: it runs host programs in the container's network namespace. \
+                 Install it, or give its full path")
+                .to_owned(),
+        ),
+        (&["--network", "n", "--", &plain], 126, denied(&plain)),
+        (&["--network", "n", "--", "/etc"], 126, denied("/etc")),
+        (
+            &["--network", "n", "--", &junk],
+            126,
+            format!(
+                "{junk:?} cannot be executed: exec format error (not a binary for this machine, \
+                 or a script without a #! line)"
+            ),
+        ),
+        (
+            &["--network", "missing", "--", "true"],
+            125,
+            "network missing not found; list them with `mvnet network ls`".to_owned(),
+        ),
+    ];
+    for (tail, code, message) in &cases {
+        let mut args = vec!["run", "--name", &name];
+        args.extend_from_slice(tail);
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("mvnet: error: {message}\n"),
+            "{args:?}"
+        );
+        assert_eq!((s.state(), s.links()), before, "{args:?} changed something");
+        assert!(!netns::list().contains(&name), "{args:?} left a namespace");
+    }
+    // exec: the same codes; the command's own code otherwise.
+    s.ok(&["run", "-d", "--network", "n", "--name", &name]);
+    for (argv, code) in [
+        (&["mvnet-no-such-command"][..], 127),
+        (&[plain.as_str()], 126),
+        (&[junk.as_str()], 126),
+        (&["sh", "-c", "exit 3"], 3),
+    ] {
+        let mut args = vec!["exec", &name];
+        args.extend_from_slice(argv);
+        assert_eq!(s.run(&args).status.code(), Some(code), "{args:?}");
+    }
+    s.ok(&["rm", "-f", &name]);
+    s.ok(&["network", "rm", "n"]);
+    std::fs::remove_file(&plain).unwrap();
+    std::fs::remove_file(&junk).unwrap();
+}
+
+/// `exec` and `run`'s command see a /sys of the container's network
+/// namespace, as under `ip netns exec`: its links and its MAC; the host's
+/// /sys (and the classifier's pins under it) stay as they were.
+#[test]
+fn exec_sees_the_containers_sysfs() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("n", "10.79.0.0/24", "eth0", &[]);
+    let name = format!("{}-sys", lab.id());
+    // The mounts at and under /sys (others, e.g. /run/netns, change with
+    // other labs).
+    let mounts = || -> Vec<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let point = l.split(' ').nth(4).unwrap_or_default();
+                point == "/sys" || point.starts_with("/sys/")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    s.container("n", &name, &["--ip", "10.79.0.9"]);
+    let mounts_before = mounts();
+    assert_eq!(
+        s.ok(&["exec", &name, "cat", "/sys/class/net/eth0/address"]),
+        "02:42:0a:4f:00:09\n"
+    );
+    assert_eq!(s.ok(&["exec", &name, "ls", "/sys/class/net"]), "eth0\nlo\n");
+    // A foreground run's command too.
+    let fg = format!("{}-fg", lab.id());
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "n",
+            "--name",
+            &fg,
+            "--mac-address",
+            "02:42:0a:4f:00:77",
+            "--",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]),
+        "02:42:0a:4f:00:77\n"
+    );
+    // Nothing propagated back: this mount namespace's mounts (its /sys,
+    // the bpffs with the classifier's pins) are as they were.
+    assert_eq!(mounts(), mounts_before);
+    assert!(std::path::Path::new("/sys/fs/bpf/mvnet").is_dir());
+    s.ok(&["stats", "n"]);
+    s.ok(&["rm", "-f", &name]);
+    s.ok(&["network", "rm", "n"]);
+}
+
+/// `stop` and `rm -f` return only once the container's macvlan is gone
+/// from the parent in the kernel, even while something else still holds
+/// the namespace: a passthru macvlan, which the kernel refuses while any
+/// other macvlan is on the parent, can be made at once.
+#[test]
+fn stop_and_rm_return_once_the_link_is_gone() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let host = lab.host().name().unwrap().to_owned();
+    s.network("n", "10.79.1.0/24", "eth0", &[]);
+    let name = format!("{}-st", lab.id());
+    let passthru_now = |how: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "add", "link", "eth0", "name", "pt0"])
+            .args(["type", "macvlan", "mode", "passthru"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "passthru macvlan right after {how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let del = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "del", "pt0"])
+            .status()
+            .unwrap();
+        assert!(del.success());
+    };
+    for _ in 0..3 {
+        s.container("n", &name, &["--", "sleep", "60"]);
+        // Something else holding the namespace (a tool with its file
+        // open) keeps it alive after stop, and with it any link left in it.
+        let held = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        s.ok(&["stop", &name]);
+        passthru_now("stop");
+        drop(held);
+        s.ok(&["rm", &name]);
+        s.container("n", &name, &[]);
+        s.ok(&["rm", "-f", &name]);
+        passthru_now("rm -f");
+    }
+    assert_eq!(s.links(), ["eth0", "lo"]);
+    s.ok(&["network", "rm", "n"]);
+}
+
+/// A passthru endpoint has its own MAC on the wire, as in Docker: the
+/// kernel gives the device its parent's, mvnet then sets the endpoint's
+/// on it and so on the parent. The container's eth0, inspect, the parent,
+/// the classifier's table and verify all agree on it; a second endpoint on
+/// the network is refused, naming the one it has.
+#[test]
+fn a_passthru_endpoint_puts_its_mac_on_the_wire() {
+    use crate::datapath_cp::{pin_dir, send};
+    use macvlan_common::Hook;
+    use mvnet::datapath::pinned::PinnedMaps;
+    use mvnet_lab::lab::frames::FrameSpec;
+
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network(
+        "pt",
+        "10.79.2.0/24",
+        "eth0",
+        &["-o", "macvlan_mode=passthru"],
+    );
+    let a = format!("{}-pa", lab.id());
+    s.container("pt", &a, &["--ip", "10.79.2.5"]);
+    let mac = [0x02, 0x42, 0x0a, 0x4f, 0x02, 0x05];
+    let text = "02:42:0a:4f:02:05";
+    assert_eq!(
+        s.ok(&["exec", &a, "cat", "/sys/class/net/eth0/address"]),
+        format!("{text}\n")
+    );
+    let inspect = json(&s.ok(&["container", "inspect", &a]));
+    assert_eq!(
+        inspect[0]["NetworkSettings"]["Networks"]["pt"]["MacAddress"],
+        text
+    );
+    assert_eq!(lab.mac_of(lab.host(), "eth0").unwrap(), mac);
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    assert!(maps.endpoints_ro().unwrap().get(mac, 0).is_some());
+
+    // 40 frames to that MAC: delivered by the classifier and the kernel.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let up = lab.upstream().clone();
+    let frame = FrameSpec::udp4(mac, src).build().unwrap();
+    send(&maps, &up, UPSTREAM_IF, Hook::XdpIngress, frame, 40);
+    let out = s.ok(&["verify", "pt"]);
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with(&a))
+        .unwrap_or_else(|| panic!("no row for {a} in {out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[3..6], ["40", "40", "0"], "{out}");
+
+    // One endpoint per passthru network.
+    let before = (s.state(), s.links());
+    let b = format!("{}-pb", lab.id());
+    assert_eq!(
+        s.fails(&["run", "-d", "--network", "pt", "--name", &b]),
+        format!(
+            "mvnet: error: network pt is in passthru mode, which takes one endpoint, and \
+             container {a} has it; disconnect it (`mvnet network disconnect pt {a}`) or remove \
+             it first, or use a bridge-mode network for several containers\n"
+        )
+    );
+    assert_eq!((s.state(), s.links()), before);
+    assert!(!netns::list().contains(&b));
+    s.ok(&["rm", "-f", &a]);
+    // Free again once it is gone.
+    s.container("pt", &b, &[]);
+    s.ok(&["rm", "-f", &b]);
+    s.ok(&["network", "rm", "pt"]);
+}
+
 #[test]
 fn restore_brings_back_lost_endpoints() {
     require_root();

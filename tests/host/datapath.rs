@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use macvlan_common::{Hook, Verdict};
-use mvnet::datapath::{AttachOptions, Datapath, EndpointEntry, XdpMode};
+use mvnet::datapath::{Classifier, EndpointEntry, XdpMode};
 use mvnet_lab::lab::{
     frames::{FrameSpec, Tag},
     smoke,
@@ -62,8 +62,8 @@ const EP_UNTAGGED: [u8; 6] = [0x02, 0x42, 0x0a, 0x00, 0x00, 0x02];
 const EP_VLAN10: [u8; 6] = [0x02, 0x42, 0x0a, 0x0a, 0x00, 0x02];
 
 /// Sends `n` copies of `frame` from upstream, waiting until XDP counted them.
-fn send(lab: &Lab, dp: &Datapath, frame: Vec<u8>, n: u64) {
-    let total = |dp: &Datapath| {
+fn send(lab: &Lab, dp: &Classifier, frame: Vec<u8>, n: u64) {
+    let total = |dp: &Classifier| {
         dp.counters()
             .unwrap()
             .verdicts
@@ -90,7 +90,7 @@ fn send(lab: &Lab, dp: &Datapath, frame: Vec<u8>, n: u64) {
 fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
     require_root();
     let lab = Lab::new().unwrap();
-    let mut dp = Datapath::attach(Some(lab.host()), PARENT, AttachOptions::default()).unwrap();
+    let mut dp = Classifier::attach(Some(lab.host()), PARENT, XdpMode::Auto).unwrap();
     let mut table = dp.endpoints().unwrap();
     let untagged = table
         .insert(EndpointEntry {
@@ -203,4 +203,7 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
     assert_eq!(c.vlan(10).rx_tc.frames, 13 + 23 + 29);
     // Wire frames are counted once per endpoint (at XDP), not again at TC.
     assert_eq!(c.endpoint(vlan10).rx_local.frames, 0);
+    let dir = dp.dir().to_owned();
+    dp.detach().unwrap();
+    assert!(!dir.exists(), "pins left at {}", dir.display());
 }

@@ -446,14 +446,21 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
     let arrivals = |frame: &[u8], n: u64| -> u64 {
         let upns = lab.upstream().clone();
         let want = frame.to_vec();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|sc| {
-            let cap = sc.spawn(|| {
-                wire::capture(&upns, UPSTREAM_IF, n, Duration::from_secs(3), |f| {
-                    f == want.as_slice()
-                })
+            let cap = sc.spawn(move || {
+                wire::capture_when_ready(
+                    &upns,
+                    UPSTREAM_IF,
+                    n,
+                    Duration::from_secs(3),
+                    |f, _| f == want.as_slice(),
+                    move || tx.send(()).unwrap(),
+                )
                 .unwrap()
             });
-            std::thread::sleep(Duration::from_millis(150));
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("capture socket ready");
             let (ok, dropped) = wire::send_each_once(&ns, "eth0", frame, n).unwrap();
             assert_eq!(ok + dropped, n);
             cap.join().unwrap()
@@ -675,8 +682,8 @@ fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
 #[test]
 fn a_full_endpoint_table_is_a_clear_error() {
     require_root();
-    let mut ebpf = mvnet::datapath::Datapath::load().unwrap();
-    let mut table = mvnet::datapath::Datapath::endpoint_table(&mut ebpf).unwrap();
+    let mut ebpf = mvnet::datapath::load().unwrap();
+    let mut table = mvnet::datapath::endpoint_table(&mut ebpf).unwrap();
     let entry = |i: u32| {
         let b = i.to_be_bytes();
         mvnet::datapath::EndpointEntry {

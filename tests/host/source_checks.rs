@@ -23,7 +23,7 @@ use aya::{
 use macvlan_common::{
     map_names, program_names, vlan_policy, Counter, DeviceIdentity, Hook, Verdict,
 };
-use mvnet::datapath::Datapath;
+use mvnet::datapath;
 
 use crate::{
     common::require_root,
@@ -58,7 +58,7 @@ struct Rig {
 
 impl Rig {
     fn new(id: &Identity, enforce: bool) -> Rig {
-        let mut ebpf = Datapath::load().expect("loading the classifier object");
+        let mut ebpf = datapath::load().expect("loading the classifier object");
         let p: &mut SchedClassifier = ebpf
             .program_mut(program_names::TC_ENDPOINT)
             .expect("endpoint program")

@@ -102,9 +102,9 @@ impl Tmux {
         self.tmux(&["send-keys", "-t", target, keys]);
     }
 
-    /// Waits (at most 15 s) until `target`'s screen satisfies `ok`.
+    /// Waits (at most 30 s: a loaded machine redraws late) until `target`'s screen satisfies `ok`.
     fn wait_for(&self, target: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let screen = self.screen(target, false);
             if ok(&screen) {

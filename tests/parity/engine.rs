@@ -143,6 +143,20 @@ impl Engine {
         self.cmd(&argv)
     }
 
+    /// `run --name short ARGS` with the command `argv`, in the foreground
+    /// unless ARGS has `-d`.
+    pub fn run_command(&self, short: &str, args: &[&str], argv: &[&str]) -> Outcome {
+        let name = format!("%{short}");
+        let mut all = vec!["run", "--name", &name];
+        all.extend_from_slice(args);
+        match self.kind {
+            Kind::Docker(_) => all.push(crate::docker::IMAGE),
+            Kind::Mvnet(_) => all.push("--"),
+        }
+        all.extend_from_slice(argv);
+        self.cmd(&all)
+    }
+
     /// `WHAT inspect NAME`'s one object, or None when it does not exist.
     pub fn inspect(&self, what: &str, name: &str) -> Option<Value> {
         let out = self.cmd(&[what, "inspect", name]);

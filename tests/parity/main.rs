@@ -50,6 +50,15 @@ fn suite() -> Result<bool> {
         .context("reading README.md")?;
     let known = differences::load(&readme)?;
     let started = Instant::now();
+    let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
+    if in_vm {
+        for module in ["8021q", "dummy"] {
+            let st = std::process::Command::new("modprobe")
+                .arg(module)
+                .status()?;
+            anyhow::ensure!(st.success(), "modprobe {module} failed");
+        }
+    }
 
     let docker_lab = Lab::new()?;
     let dockerd = Dockerd::start(docker_lab.host().path(), docker_lab.id())?;
@@ -65,6 +74,17 @@ fn suite() -> Result<bool> {
         if !filter.is_empty() && !filter.iter().any(|f| scenario.name.contains(f.as_str())) {
             continue;
         }
+        // In the VM only its own scenarios (the host ran the others); on
+        // the host, say which ones it leaves to the VM.
+        if scenario.needs_vm != in_vm {
+            if !in_vm {
+                println!(
+                    "skip {} ({}): needs 802.1Q and dummy links, runs in the VM (cargo xtask test)",
+                    scenario.name, scenario.source
+                );
+            }
+            continue;
+        }
         ran += 1;
         // The two labs share nothing: play both at once.
         let (d, m) = std::thread::scope(|s| {
@@ -77,10 +97,11 @@ fn suite() -> Result<bool> {
     // Not a comparison: the tutorial on a host whose Docker engine turned
     // forwarding on.
     let mut host_check_failed = false;
-    if filter.is_empty()
-        || filter
-            .iter()
-            .any(|f| "docker-host-tutorial".contains(f.as_str()))
+    if !in_vm
+        && (filter.is_empty()
+            || filter
+                .iter()
+                .any(|f| "docker-host-tutorial".contains(f.as_str())))
     {
         match docker_host::tutorial_with_forwarding_on() {
             Ok(()) => println!("PASS docker-host-tutorial (mvnet lab tutorial, exact, with net.ipv4.ip_forward=1 in the root namespace)"),
@@ -91,7 +112,7 @@ fn suite() -> Result<bool> {
         }
     }
     for k in known.iter().filter(|k| !k.used.get()) {
-        if filter.is_empty() {
+        if filter.is_empty() && !in_vm {
             println!(
                 "note: listed difference not seen: {} {}",
                 k.scenario, k.field
@@ -114,6 +135,26 @@ fn play(engine: &mut Engine, scenario: &Scenario) -> Facts {
     for (i, step) in scenario.steps.iter().enumerate() {
         let n = i + 1;
         match step {
+            Step::RunCommand(c, args, argv) => {
+                containers.push(c);
+                let before = engine.snapshot();
+                let out = engine.run_command(c, args, argv);
+                let key = format!("step {n}: run {c} {} -- {}", args.join(" "), argv.join(" "));
+                facts.insert(key.clone(), if out.ok { "ok" } else { "refused" }.into());
+                facts.insert(format!("{key} (exit)"), out.code.to_string());
+                if (125..=127).contains(&out.code) {
+                    // A container whose command could not start (126,
+                    // 127) or was refused (125) leaves nothing running.
+                    let after = engine.snapshot();
+                    let left = if after == before {
+                        "nothing changed".to_owned()
+                    } else {
+                        format!("changed: before {before} / after {after}")
+                    };
+                    facts.insert(format!("{key} (leftovers)"), left);
+                    facts.insert(format!("{key} (error)"), out.stderr.trim().to_owned());
+                }
+            }
             Step::Cmd(argv) | Step::Run(_, argv) => {
                 let before = engine.snapshot();
                 let (label, out) = match step {
@@ -186,7 +227,10 @@ fn play(engine: &mut Engine, scenario: &Scenario) -> Facts {
     }
     // What the scenario did to the host namespace: its links and the
     // parents' MACs (passthru).
-    facts.insert("host.links".into(), engine.host_links().join(", "));
+    facts.insert(
+        "host.links".into(),
+        observe::normalize_dummy(&engine.host_links().join(", ")),
+    );
     for (parent, _) in engine::PARENTS {
         let mac = engine.lab.mac_of(engine.lab.host(), parent).ok().map(|m| {
             m.iter()
@@ -215,11 +259,21 @@ fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Diffe
     let verbose = std::env::var_os("PARITY_VERBOSE").is_some();
     let mut listed: Vec<String> = Vec::new();
     let mut details = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let mut unlisted = 0;
     let keys: std::collections::BTreeSet<&String> = d.keys().chain(m.keys()).collect();
     for key in keys {
-        // Error texts differ by design; only refusal and leftovers count.
+        // Error texts differ by design; only refusal and leftovers count
+        // (PARITY_VERBOSE shows both).
         if key.ends_with("(error)") {
+            if verbose {
+                let show = |f: &Facts| f.get(key).cloned().unwrap_or_default();
+                errors.push(format!(
+                    "    error of {key}\n      docker: {}\n      mvnet: {}",
+                    show(d),
+                    show(m)
+                ));
+            }
             continue;
         }
         let (dv, mv) = (d.get(key), m.get(key));
@@ -266,6 +320,9 @@ fn report(scenario: &Scenario, d: &Facts, m: &Facts, known: &[differences::Diffe
         for l in details {
             println!("{l}");
         }
+    }
+    for l in errors {
+        println!("{l}");
     }
     unlisted
 }

@@ -130,10 +130,34 @@ pub fn container(
     }
 }
 
+/// Replaces the names of dummy parents (`dm-` and 12 hex digits of the
+/// network id, which differ per engine) by their shape.
+pub fn normalize_dummy(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("dm-") {
+        out.push_str(&rest[..at]);
+        let id = &rest[at + 3..];
+        let hex = id.chars().take_while(|c| c.is_ascii_hexdigit()).count();
+        if hex == 12 {
+            out.push_str("dm-<network id>");
+            rest = &id[12..];
+        } else {
+            out.push_str("dm-");
+            rest = id;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The network inspect fields issue 14 compares.
 pub fn network(prefix: &str, inspect: &Value, facts: &mut Facts) {
     for field in ["Driver", "Options", "Internal", "EnableIPv6"] {
-        facts.insert(format!("{prefix}.{field}"), s(&inspect[field]));
+        facts.insert(
+            format!("{prefix}.{field}"),
+            normalize_dummy(&s(&inspect[field])),
+        );
     }
     facts.insert(
         format!("{prefix}.IPAM.Config"),

@@ -1,12 +1,21 @@
 //! The scenarios: moby's `integration/network/macvlan` tests and Docker's
-//! macvlan documentation, as far as this kernel runs them (802.1Q and
-//! no-parent networks need the VM and are not here yet).
+//! macvlan documentation. 802.1Q and no-parent networks need a kernel with
+//! 8021q and dummy links: those scenarios run in the VM (`cargo xtask
+//! test`), where both engines can make them.
 pub enum Step {
     /// A Docker-shaped command line (`%c1` is container c1); both engines'
     /// success or refusal is compared, and a refusal must change nothing.
     Cmd(&'static [&'static str]),
     /// `run -d --name C ARGS` (Docker adds the busybox image and a shell).
     Run(&'static str, &'static [&'static str]),
+    /// `run --name C ARGS` with the command ARGV (Docker runs it in the
+    /// busybox image, mvnet on the host): compare success or refusal and
+    /// the exit code.
+    RunCommand(
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    ),
     /// Compare the container's interfaces, routes and inspect fields.
     Container(&'static str),
     /// Compare the network's inspect fields.
@@ -21,6 +30,8 @@ pub struct Scenario {
     /// Where the case comes from.
     pub source: &'static str,
     pub steps: Vec<Step>,
+    /// Needs 802.1Q and dummy links: runs only in the VM.
+    pub needs_vm: bool,
 }
 
 use Step::*;
@@ -30,6 +41,15 @@ fn s(name: &'static str, source: &'static str, steps: Vec<Step>) -> Scenario {
         name,
         source,
         steps,
+        needs_vm: false,
+    }
+}
+
+/// A scenario with 802.1Q or no-parent networks (the VM's kernel).
+fn vm(name: &'static str, source: &'static str, steps: Vec<Step>) -> Scenario {
+    Scenario {
+        needs_vm: true,
+        ..s(name, source, steps)
     }
 }
 
@@ -392,7 +412,13 @@ pub fn all() -> Vec<Scenario> {
                 Run("c1", &["--network", "ptnet"]),
                 Network("ptnet"),
                 Container("c1"),
+                Exec("c1", &["cat", "/sys/class/net/eth0/address"]),
+                // One endpoint per passthru network: by run and by connect.
                 Run("c2", &["--network", "ptnet"]),
+                create!("--subnet", "10.65.5.0/24", "-o", "parent=eth1", "other"),
+                Run("c3", &["--network", "other"]),
+                Cmd(&["network", "connect", "ptnet", "%c3"]),
+                Container("c1"),
             ],
         ),
         s(
@@ -463,6 +489,101 @@ pub fn all() -> Vec<Scenario> {
                 create!("--subnet", "10.75.0.0/24", "-o", "parent=eth0", "execnet"),
                 Run("c1", &["--network", "execnet"]),
                 Exec("c1", &["mvnet-parity-no-such-command"]),
+            ],
+        ),
+        s(
+            "exit-codes",
+            "issue 14 item 10; Docker docs, run's exit status (125, 126, 127)",
+            vec![
+                create!("--subnet", "10.76.0.0/24", "-o", "parent=eth0", "exitnet"),
+                RunCommand("c1", &["--network", "exitnet"], &["/nonexistent"]),
+                RunCommand(
+                    "c2",
+                    &["--network", "exitnet"],
+                    &["mvnet-parity-no-such-command"],
+                ),
+                RunCommand("c3", &["-d", "--network", "exitnet"], &["/nonexistent"]),
+                // A file without execute permission (procfs is mounted in
+                // Docker's container as on the host).
+                RunCommand("c4", &["--network", "exitnet"], &["/proc/version"]),
+                RunCommand("c5", &["--network", "exitnet"], &["/etc"]),
+                RunCommand("c6", &["--network", "missing"], &["sh", "-c", "exit 0"]),
+                RunCommand("c7", &["--network", "exitnet"], &["sh", "-c", "exit 3"]),
+                Run("c8", &["--network", "exitnet"]),
+                Exec("c8", &["/proc/version"]),
+                Exec("c8", &["sh", "-c", "exit 4"]),
+            ],
+        ),
+        vm(
+            "vlan-8021q",
+            "moby testMacvlan8021q; Docker docs, 802.1Q trunk bridge mode",
+            vec![
+                create!(
+                    "--subnet=192.168.50.0/24",
+                    "--gateway=192.168.50.1",
+                    "-o",
+                    "parent=eth0.50",
+                    "macvlan50"
+                ),
+                Run("c1", &["--network", "macvlan50"]),
+                Network("macvlan50"),
+                Container("c1"),
+                // The 802.1Q link the network made goes with the network.
+                Cmd(&["container", "rm", "-f", "%c1"]),
+                Cmd(&["network", "rm", "macvlan50"]),
+            ],
+        ),
+        vm(
+            "vlan-two-networks",
+            "Docker docs, two 802.1Q sub-interfaces of one parent",
+            vec![
+                create!(
+                    "--subnet=192.168.60.0/24",
+                    "--gateway=192.168.60.1",
+                    "-o",
+                    "parent=eth0.60",
+                    "macvlan60"
+                ),
+                create!(
+                    "--subnet=192.168.70.0/24",
+                    "--gateway=192.168.70.1",
+                    "-o",
+                    "parent=eth0.70",
+                    "macvlan70"
+                ),
+                Run("c1", &["--network", "macvlan60"]),
+                Run("c2", &["--network", "macvlan70"]),
+                Cmd(&["network", "connect", "macvlan60", "%c2"]),
+                Container("c1"),
+                Container("c2"),
+                create!(
+                    "--subnet=192.168.80.0/24",
+                    "-o",
+                    "parent=eth0.60",
+                    "again60"
+                ),
+            ],
+        ),
+        vm(
+            "nil-parent",
+            "moby testMacvlanNilParent",
+            vec![
+                create!("--subnet", "10.91.0.0/24", "nilparent"),
+                Run("c1", &["--network", "nilparent"]),
+                Run("c2", &["--network", "nilparent"]),
+                Network("nilparent"),
+                Container("c1"),
+                Container("c2"),
+            ],
+        ),
+        vm(
+            "nil-parent-internal",
+            "moby testMacvlanInternalMode",
+            vec![
+                create!("--internal", "--subnet", "10.92.0.0/24", "dm-internal"),
+                Run("c1", &["--network", "dm-internal"]),
+                Network("dm-internal"),
+                Container("c1"),
             ],
         ),
         s(

@@ -1,7 +1,7 @@
-//! VM integration tests: run by `cargo xtask test` inside a virtme-ng VM
-//! booting a Debian kernel (6.1), which has 802.1Q and pktgen as modules and
-//! no tcx (so TC programs go through clsact). Built with `test = false`; a
-//! plain `cargo test` does not run them.
+//! VM integration tests: run by `cargo xtask test` inside a virtme-ng VM,
+//! once on each Debian kernel (6.1, which has no tcx so TC programs go
+//! through clsact, and 6.12); both have 802.1Q and pktgen as modules.
+//! Built with `test = false`; a plain `cargo test` does not run them.
 #[path = "../common/mod.rs"]
 mod common;
 
@@ -11,7 +11,7 @@ use std::{net::UdpSocket, time::Duration};
 
 use common::cli::Session;
 use mvnet::{
-    datapath::{AttachOptions, Datapath, XdpMode},
+    datapath::{Classifier, XdpMode},
     netlink, netns,
 };
 use mvnet_lab::lab::{smoke, Lab, PARENT, UPSTREAM_IF};
@@ -45,8 +45,9 @@ fn kernel_is_the_debian_one() {
 fn programs_load_and_attach_on_this_kernel() {
     in_vm();
     let lab = Lab::new().unwrap();
-    let dp = Datapath::attach(Some(lab.host()), PARENT, AttachOptions::default()).unwrap();
-    assert_eq!(dp.xdp_mode, Some(XdpMode::Native));
+    let dp = Classifier::attach(Some(lab.host()), PARENT, XdpMode::Auto).unwrap();
+    assert_eq!(dp.xdp_mode(), Some(XdpMode::Native));
+    assert!(dp.is_attached());
     dp.detach().unwrap();
 }
 

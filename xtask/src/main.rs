@@ -85,8 +85,9 @@ enum Cmd {
         /// Benches to run (default: all).
         names: Vec<String>,
     },
-    /// Boot the VM and run a shell command in it (as root, in the current
-    /// directory); exits with the command's status.
+    /// Boot the VM on each of its kernels in turn (MVNET_VM_KERNEL picks)
+    /// and run a shell command there (as root, in the current directory);
+    /// exits with the first non-zero status.
     #[command(hide = true)]
     VmExec {
         /// The command (joined with spaces and run by /bin/sh).
@@ -153,7 +154,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
         Cmd::VmExec { command } => {
             let env = setup::setup(false)?;
             let vm = env.vm.expect("setup prepared the VM part");
-            vm.exec(&command.join(" "), &std::env::current_dir()?)
+            vm.exec_on_each(&command.join(" "), &std::env::current_dir()?)
         }
     }
 }

@@ -41,10 +41,12 @@ pub fn setup(host_only: bool) -> Result<Env> {
         None
     } else {
         vm_deps::ensure_packages()?;
-        let kernel = vm::find_kernel()?;
-        eprintln!("ok: VM kernel ({})", kernel.display());
+        let kernels = vm::find_kernels()?;
+        for kernel in &kernels {
+            eprintln!("ok: VM kernel ({})", kernel.display());
+        }
         let vng = vm_deps::ensure_vng()?;
-        Some(vm::Vm { vng, kernel })
+        Some(vm::Vm { vng, kernels })
     };
     Ok(Env { bpf_linker_bin, vm })
 }

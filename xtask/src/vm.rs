@@ -3,7 +3,7 @@
 //! host's filesystem shared read-only (writes to /tmp, /etc, /var, ... go to
 //! a throwaway overlay), and runs the command as root in the workspace root.
 //!
-//! Checked with virtme-ng 1.42, qemu 7.2 and Debian's 6.1 kernel on a 2-core
+//! Checked with virtme-ng 1.42, qemu 7.2 and Debian's 6.1 and 6.12 kernels on a 2-core
 //! VM: boot plus a trivial command takes 30-50 s. KVM is not usable here, so
 //! qemu always runs with software emulation (`--disable-kvm`). vng itself
 //! propagates the command's exit status (and exits 255 on a guest panic); we
@@ -34,51 +34,78 @@ const MARKER: &str = "MVNET_VM_EXIT=";
 
 pub struct Vm {
     pub vng: PathBuf,
-    pub kernel: PathBuf,
+    /// The kernels to boot, oldest first; the VM tests run on each.
+    pub kernels: Vec<PathBuf>,
 }
 
-/// The kernel to boot: MVNET_VM_KERNEL if set, else the newest Debian kernel
-/// in /boot (`vmlinuz-<release>-amd64` with modules in /lib/modules) that is
-/// not the running one.
-pub fn find_kernel() -> Result<PathBuf> {
-    if let Some(kernel) = env::var_os("MVNET_VM_KERNEL") {
-        let kernel = PathBuf::from(kernel);
-        if !kernel.is_file() {
-            bail!("MVNET_VM_KERNEL={} is not a file", kernel.display());
+/// The kernels to boot: MVNET_VM_KERNEL if set (one path, or several
+/// separated by commas), else the newest Debian kernel in /boot of each
+/// series (`vmlinuz-<release>-amd64` with modules in /lib/modules; 6.1 and
+/// 6.12 on bookworm) that is not the running one, oldest series first.
+pub fn find_kernels() -> Result<Vec<PathBuf>> {
+    if let Some(list) = env::var_os("MVNET_VM_KERNEL") {
+        let mut kernels = Vec::new();
+        for kernel in list.to_string_lossy().split(',').filter(|k| !k.is_empty()) {
+            let kernel = PathBuf::from(kernel);
+            if !kernel.is_file() {
+                bail!("MVNET_VM_KERNEL: {} is not a file", kernel.display());
+            }
+            kernels.push(kernel);
         }
-        return Ok(kernel);
+        if kernels.is_empty() {
+            bail!(
+                "MVNET_VM_KERNEL is empty; give a path to a vmlinuz (or several, comma-separated)"
+            );
+        }
+        return Ok(kernels);
     }
     let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let running = running.trim();
-    let mut best: Option<(Vec<u64>, PathBuf)> = None;
+    let mut releases = Vec::new();
     for entry in std::fs::read_dir("/boot").context("reading /boot")? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(release) = name.to_str().and_then(|n| n.strip_prefix("vmlinuz-")) else {
-            continue;
-        };
+        if let Some(release) = name.to_str().and_then(|n| n.strip_prefix("vmlinuz-")) {
+            let modules = Path::new("/lib/modules").join(release).join("modules.dep");
+            if modules.is_file() {
+                releases.push(release.to_owned());
+            }
+        }
+    }
+    let kernels: Vec<PathBuf> = newest_per_series(&releases, running.trim())
+        .into_iter()
+        .map(|r| Path::new("/boot").join(format!("vmlinuz-{r}")))
+        .collect();
+    if kernels.is_empty() {
+        bail!(
+            "no Debian kernel for the VM tests in /boot (vmlinuz-<release>-amd64 with /lib/modules/<release>)\n\
+             fix: as root: apt-get install --no-install-recommends {} \
+             (`cargo xtask setup` does this on Debian), or set MVNET_VM_KERNEL=/path/to/vmlinuz",
+            crate::vm_deps::KERNEL_PACKAGES.join(" ")
+        );
+    }
+    Ok(kernels)
+}
+
+/// Of Debian kernel `releases` (`6.1.0-57-amd64`, `6.12.117+deb12-amd64`),
+/// the newest of each major.minor series except `running`, oldest series
+/// first.
+fn newest_per_series(releases: &[String], running: &str) -> Vec<String> {
+    let mut best: std::collections::BTreeMap<Vec<u64>, (Vec<u64>, String)> = Default::default();
+    for release in releases {
         let debian_like = release.ends_with("-amd64")
             && release.starts_with(|c: char| c.is_ascii_digit())
-            && release != running
-            && Path::new("/lib/modules")
-                .join(release)
-                .join("modules.dep")
-                .is_file();
+            && release != running;
         if !debian_like {
             continue;
         }
         let key = util::version_key(release);
-        if best.as_ref().is_none_or(|(k, _)| key > *k) {
-            best = Some((key, entry.path()));
+        let series = key.iter().take(2).copied().collect::<Vec<_>>();
+        let newer = best.get(&series).is_none_or(|(k, _)| key > *k);
+        if newer {
+            best.insert(series, (key, release.clone()));
         }
     }
-    best.map(|(_, p)| p).ok_or_else(|| {
-        anyhow!(
-            "no Debian kernel for the VM tests in /boot (vmlinuz-<release>-amd64 with /lib/modules/<release>)\n\
-             fix: as root: apt-get install --no-install-recommends linux-image-amd64 \
-             (`cargo xtask setup` does this on Debian), or set MVNET_VM_KERNEL=/path/to/vmlinuz"
-        )
-    })
+    best.into_values().map(|(_, r)| r).collect()
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -115,8 +142,9 @@ impl Drop for SignalGuard {
 }
 
 impl Vm {
-    /// The vng command line that runs `script` (a /bin/sh script) in `cwd`.
-    fn command(&self, script: &str, cwd: &Path) -> Command {
+    /// The vng command line that runs `script` (a /bin/sh script) in `cwd`
+    /// on `kernel`.
+    fn command(&self, kernel: &Path, script: &str, cwd: &Path) -> Command {
         let mut cmd = Command::new(&self.vng);
         // vng starts `virtme-run` through the shell: it must be on PATH
         // (it is not when vng lives in a venv that is not activated).
@@ -124,7 +152,7 @@ impl Vm {
             cmd.env("PATH", util::path_with(dir));
         }
         cmd.arg("--run")
-            .arg(&self.kernel)
+            .arg(kernel)
             .args([
                 "--disable-kvm",
                 "--memory",
@@ -141,13 +169,27 @@ impl Vm {
         cmd
     }
 
-    /// Boots the VM, runs `script` with /bin/sh as root in `cwd`, and
-    /// returns its exit status. Output is streamed as it comes.
-    pub fn exec(&self, script: &str, cwd: &Path) -> Result<i32> {
-        if let Err(e) = File::open(&self.kernel) {
+    /// Boots the VM on each kernel in turn and runs `script` there; the
+    /// first non-zero exit status (the others still run), else 0.
+    pub fn exec_on_each(&self, script: &str, cwd: &Path) -> Result<i32> {
+        let mut first_failure = 0;
+        for kernel in &self.kernels {
+            eprintln!("vm: booting {}", kernel.display());
+            let code = self.exec(kernel, script, cwd)?;
+            if code != 0 && first_failure == 0 {
+                first_failure = code;
+            }
+        }
+        Ok(first_failure)
+    }
+
+    /// Boots the VM on `kernel`, runs `script` with /bin/sh as root in
+    /// `cwd`, and returns its exit status. Output is streamed as it comes.
+    pub fn exec(&self, kernel: &Path, script: &str, cwd: &Path) -> Result<i32> {
+        if let Err(e) = File::open(kernel) {
             bail!(
                 "cannot read {}: {e}\nfix: run as root (Debian installs kernels readable by root only)",
-                self.kernel.display()
+                kernel.display()
             );
         }
         let timeout = match env::var("MVNET_VM_TIMEOUT") {
@@ -158,7 +200,7 @@ impl Vm {
         };
         let wrapped =
             format!("(\n{script}\n)\nmvnet_vm_rc=$?\necho {MARKER}$mvnet_vm_rc\nexit $mvnet_vm_rc");
-        let mut cmd = self.command(&wrapped, cwd);
+        let mut cmd = self.command(kernel, &wrapped, cwd);
         // Pipes, not inherited fds: qemu reopens /proc/self/fd/1 and 2, which
         // for a regular file gives two offsets that overwrite each other.
         // Own process group: vng -> sh -> virtme-run -> qemu, all killed together.
@@ -272,5 +314,29 @@ fn forward_stdout(out: impl io::Read) -> Option<i32> {
         let mut lock = stdout.lock();
         let _ = lock.write_all(&line);
         let _ = lock.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_kernel_of_each_series_oldest_series_first() {
+        let releases: Vec<String> = [
+            "6.12.117+deb12-amd64",
+            "6.1.0-57-amd64",
+            "6.1.0-9-amd64",
+            "6.12.38+deb12-amd64",
+            "6.18.0-1-amd64",
+            "6.1.0-57-rt-amd64x",
+            "5.10.0-30-cloud-arm64",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            newest_per_series(&releases, "6.18.0-1-amd64"),
+            ["6.1.0-57-amd64", "6.12.117+deb12-amd64"]
+        );
     }
 }

@@ -8,10 +8,16 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::util;
 
-/// Debian packages for the VM tests (python3-venv: to install virtme-ng in a venv).
+/// The kernels the VM tests boot, one after the other: bookworm's default
+/// (6.1) and its 6.12 (bookworm-security ships it by this name).
+pub const KERNEL_PACKAGES: &[&str] = &["linux-image-amd64", "linux-image-6.12-amd64"];
+
+/// Debian packages for the VM tests (python3-venv: to install virtme-ng in a
+/// venv), besides [`KERNEL_PACKAGES`].
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "linux-image-amd64",
+    "linux-image-6.12-amd64",
     "busybox-static",
     "bpftool",
     "tcpdump",

@@ -88,6 +88,23 @@ impl Controller {
             &self.state.networks[net_id],
             "attach containers to",
         )?;
+        if self.state.networks[net_id].mode == model::MacvlanMode::Passthru {
+            let holder = self
+                .state
+                .containers
+                .values()
+                .find(|c| c.endpoints.contains_key(net_id));
+            if let Some(c) = holder {
+                let net = &self.state.networks[net_id].name;
+                bail!(
+                    "network {net} is in passthru mode, which takes one endpoint, and container \
+                     {} has it; disconnect it (`mvnet network disconnect {net} {}`) or remove it \
+                     first, or use a bridge-mode network for several containers",
+                    c.name,
+                    c.name
+                );
+            }
+        }
         let net = self.state.networks.get_mut(net_id).expect("network exists");
         if req.ip6.is_some() && !net.enable_ipv6 {
             bail!("--ip6 given, but network {} has no IPv6 (create it with --ipv6 and an IPv6 --subnet)", net.name);
@@ -155,6 +172,22 @@ impl Controller {
         if let Some(net) = self.state.networks.get_mut(&ep.network_id) {
             net.release(ep.addresses());
         }
+    }
+
+    /// Moves the default routes of container `c` (a namespace of ours) to
+    /// its gateway endpoint ([`endpoint::gateway_endpoint`]), as Docker
+    /// does on connect and disconnect; a namespace attached with --netns
+    /// keeps its own.
+    pub(super) fn route_via_gateway_endpoint(&self, c: &Container) -> Result<()> {
+        if !c.netns_owned || !c.netns_alive() {
+            return Ok(());
+        }
+        let gateway = endpoint::gateway_endpoint(
+            c.endpoints
+                .values()
+                .filter_map(|ep| Some((self.state.networks.get(&ep.network_id)?, ep))),
+        );
+        endpoint::set_default_routes(&NetNs::from_path(&c.netns), gateway)
     }
 
     /// `mvnet run`. On any error (or a crash) nothing is left behind: the
@@ -349,9 +382,17 @@ impl Controller {
                 // which is no namespace any more; but not a namespace made
                 // again under that name, which is not ours.
                 if c.netns.exists() && !c.netns_replaced() {
-                    // The kernel destroys the namespace's links in the
-                    // background; `endpoint::plumb` waits for a MAC still
-                    // taken by one of them.
+                    // The links first, waiting for the kernel (as Docker's
+                    // driver deletes its links): with the namespace, they
+                    // would go in the background, after `stop` returned.
+                    if c.netns_alive() {
+                        endpoint::delete_links(
+                            &c.name,
+                            c.endpoints.values(),
+                            &ns,
+                            endpoint::LINK_DELETE_TIMEOUT,
+                        )?;
+                    }
                     netns::delete(name)?;
                 }
             }
@@ -496,6 +537,7 @@ impl Controller {
             c.ipam_config.insert(net_id.clone(), asked);
             c.driver_opts.insert(net_id.clone(), Default::default());
             c.endpoints.insert(net_id, ep.clone());
+            self.route_via_gateway_endpoint(&c)?;
             let name = c.name.clone();
             self.state.containers.insert(cid.clone(), c);
             self.commit()?;
@@ -548,14 +590,82 @@ impl Controller {
         stored.driver_opts.remove(net_id);
         if !stored.netns_owned && stored.endpoints.is_empty() {
             self.state.containers.remove(key);
+        } else {
+            let c = stored.clone();
+            self.route_via_gateway_endpoint(&c)?;
         }
         self.commit()?;
         Ok(c.name)
     }
 }
 
+/// A container's command that could not be started, with the exit code
+/// Docker (and a shell) gives it: 127 when it is not found, 126 when it
+/// cannot be executed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandNotStarted {
+    /// 126 or 127.
+    pub code: i32,
+    message: String,
+}
+
+impl CommandNotStarted {
+    /// Classifies `spawn`'s error for `program`; None for an error that is
+    /// not about the program itself (e.g. out of memory).
+    fn from_spawn(program: &str, e: &std::io::Error) -> Option<CommandNotStarted> {
+        let searched = !program.contains('/');
+        let (code, message) = match e.raw_os_error()? {
+            libc::ENOENT if searched => (
+                127,
+                format!(
+                    "executable file {program:?} not found in $PATH on the host; mvnet has no \
+                     images: it runs host programs in the container's network namespace. \
+                     Install it, or give its full path"
+                ),
+            ),
+            libc::ENOENT | libc::ENOTDIR => (
+                127,
+                format!(
+                    "{program:?}: no such file or directory on the host (mvnet runs host \
+                     programs in the container's network namespace); check the path"
+                ),
+            ),
+            libc::EACCES | libc::EPERM => (
+                126,
+                format!(
+                    "{program:?} cannot be executed: permission denied (a directory, or a file \
+                     without execute permission); give a program, or make it executable \
+                     with `chmod +x`"
+                ),
+            ),
+            libc::ENOEXEC => (
+                126,
+                format!(
+                    "{program:?} cannot be executed: exec format error (not a binary for this \
+                     machine, or a script without a #! line)"
+                ),
+            ),
+            _ => return None,
+        };
+        Some(CommandNotStarted { code, message })
+    }
+}
+
+/// The exit code a failed command gives as Docker's CLI does: 127 or 126
+/// when the container's command could not be started, else `otherwise`
+/// (125 for `run`'s own errors).
+pub fn exit_code_of(error: &anyhow::Error, otherwise: i32) -> i32 {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CommandNotStarted>())
+        .map_or(otherwise, |c| c.code)
+}
+
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or
-/// in the foreground (inheriting stdio).
+/// in the foreground (inheriting stdio), with a private mount namespace
+/// whose /sys shows the container's links. A program that is missing or
+/// not executable is a [`CommandNotStarted`].
 pub(super) fn spawn_in(
     ns: &NetNs,
     command: &[String],
@@ -563,6 +673,10 @@ pub(super) fn spawn_in(
 ) -> Result<std::process::Child> {
     let command = command.to_vec();
     ns.run(move || -> Result<std::process::Child> {
+        // The command inherits this thread's namespaces: a /sys of the
+        // container's network namespace, as `ip netns exec` gives.
+        crate::sys::mount::private_sysfs()
+            .context("mounting a sysfs of the container's network namespace on /sys")?;
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..]);
         if let Some(out) = log {
@@ -571,12 +685,11 @@ pub(super) fn spawn_in(
                 .stderr(out);
             crate::sys::process::new_session_on_exec(&mut cmd);
         }
-        cmd.spawn().with_context(|| {
-            format!(
-                "starting {:?} in the container; is it installed on the host?",
-                command[0]
-            )
-        })
+        cmd.spawn()
+            .map_err(|e| match CommandNotStarted::from_spawn(&command[0], &e) {
+                Some(not_started) => anyhow!(not_started),
+                None => anyhow!(e).context(format!("starting {:?} in the container", command[0])),
+            })
     })?
 }
 

@@ -11,7 +11,7 @@ use crate::{
     datapath::{
         devices,
         pinned::{self, PinnedMaps},
-        sys, EndpointEntry,
+        sys, Classifier, EndpointEntry,
     },
     model::{Endpoint, MacvlanMode, Network, Policy},
     netns::NetNs,
@@ -20,7 +20,7 @@ use macvlan_common::{config_flags, vlan_policy, Config, DeviceIdentity};
 
 /// The pin directory of `root` in mvnet's own namespace.
 pub fn pin_dir(root: &str) -> Result<PathBuf> {
-    Ok(pinned::pin_dir(pinned::netns_inode(None)?, root))
+    Ok(Classifier::dir_of(None, root)?)
 }
 
 /// What the kernel says about the classifier of a root device (in mvnet's
@@ -89,7 +89,8 @@ pub struct DeviceRegistration {
 impl DeviceRegistration {
     /// `None` where there is nothing to register: no classifier entry for
     /// `ep`, a classifier pinned by an mvnet without source checks on
-    /// devices, or passthru (the device takes the parent's MAC).
+    /// devices, or passthru (the device shares its MAC with the parent,
+    /// whose own frames carry it too).
     pub fn of(net: &Network, ep: &Endpoint) -> Result<Option<DeviceRegistration>> {
         if net.mode == MacvlanMode::Passthru {
             return Ok(None);
@@ -166,24 +167,26 @@ impl Controller {
             Attachment::Absent => {}
             // Left by an interrupted attach or detach: pins alone would
             // pass for an attached classifier.
-            Attachment::Broken => pinned::detach(root, &dir)
-                .map_err(|e| anyhow!("removing the broken classifier pins of {root}: {e}"))?,
+            Attachment::Broken => Classifier::remove(None, root).map_err(|e| {
+                anyhow!(
+                    "removing the broken classifier pins of {root} ({}): {e}",
+                    dir.display()
+                )
+            })?,
         }
-        pinned::attach(root, &dir, net.xdp_mode)
+        let mut classifier = Classifier::attach(None, root, net.xdp_mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;
         let result = (|| -> Result<()> {
             let name = root.to_owned();
             let link =
                 crate::netlink::run(None, move |nl| async move { nl.require_link(&name).await })?;
             if let Some(mac) = link.mac {
-                PinnedMaps::open(&dir)?
-                    .endpoints()?
-                    .insert_root(mac.octets())?;
+                classifier.endpoints()?.insert_root(mac.octets())?;
             }
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = pinned::detach(root, &dir);
+            let _ = classifier.detach();
             return Err(e.context(format!("attaching the classifier to {root}")));
         }
         Ok(true)
@@ -194,14 +197,13 @@ impl Controller {
         if self.state.networks.values().any(|n| n.root().0 == root) {
             return Ok(());
         }
-        let dir = pin_dir(root)?;
-        pinned::detach(root, &dir).map_err(|e| anyhow!("detaching the classifier from {root}: {e}"))
+        Classifier::remove(None, root)
+            .map_err(|e| anyhow!("detaching the classifier from {root}: {e}"))
     }
 
-    fn pinned_maps(&self, net: &Network) -> Result<PinnedMaps> {
+    fn pinned_maps(&self, net: &Network) -> Result<Classifier> {
         let (root, _) = net.root();
-        let dir = pin_dir(root)?;
-        PinnedMaps::open(&dir).map_err(|e| {
+        Classifier::open(None, root).map_err(|e| {
             anyhow!(
                 "the classifier of {root} is not attached ({e}); run `mvnet restore` to re-attach it \
                  (under `ip netns exec`, which gives mvnet a private /sys without the pins in \

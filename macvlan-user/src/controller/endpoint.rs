@@ -1,6 +1,8 @@
 //! Plumbing one endpoint: a macvlan on the network's parent, moved into the
 //! container's namespace, renamed, addressed, up, with a default route via
 //! the gateway (none on internal networks).
+use std::net::IpAddr;
+
 use anyhow::{anyhow, Result};
 
 use super::datapath::DeviceRegistration;
@@ -34,7 +36,8 @@ pub fn temp_name(ep: &Endpoint) -> String {
 pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
     let parent = net.parent.clone();
     let macvlan_mode = net.mode;
-    // passthru takes over the parent's MAC; the others get the endpoint's.
+    // passthru takes over the parent's MAC whatever is asked (set after);
+    // the others get the endpoint's.
     let mac = (net.mode != MacvlanMode::Passthru).then_some(ep.mac);
     let target = ns.clone();
     // Created under a temporary name, renamed inside the container: kernels
@@ -92,10 +95,19 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
         .collect();
     let internal = net.internal;
     let ipv6 = net.enable_ipv6;
+    let passthru = net.mode == MacvlanMode::Passthru;
+    let endpoint_mac = ep.mac;
     netlink::run(Some(ns), move |nl| async move {
         let child = nl.require_link(&tmp).await?;
         let result = async {
             nl.rename_marked(child.index, &ifname, &alias).await?;
+            if passthru {
+                // The kernel gave the device its parent's MAC; the
+                // endpoint's goes on it, and through it on the parent (as
+                // Docker sets it), so the MAC on the wire is the one in
+                // inspect and the classifier's table.
+                nl.set_mac(child.index, endpoint_mac).await?;
+            }
             if let Some(r) = &registration {
                 r.register(child.index, &ifname)
                     .map_err(|e| netlink::NetlinkError::Request {
@@ -150,6 +162,69 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             let _ = nl.delete(child.index).await;
         }
         result
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// The endpoint whose gateways give a container its default routes, as
+/// Docker's sandbox picks it: of the endpoints on networks that are not
+/// internal and have a gateway for the endpoint's address, the one on the
+/// network whose name sorts first (libnetwork orders a sandbox's endpoints
+/// by network name). Its link name and gateways.
+pub fn gateway_endpoint<'a>(
+    endpoints: impl IntoIterator<Item = (&'a Network, &'a Endpoint)>,
+) -> Option<(String, Vec<IpAddr>)> {
+    let mut candidates: Vec<(&Network, &Endpoint, Vec<IpAddr>)> = endpoints
+        .into_iter()
+        .filter(|(net, _)| !net.internal)
+        .map(|(net, ep)| (net, ep, gateways(net, ep)))
+        .filter(|(_, _, gws)| !gws.is_empty())
+        .collect();
+    candidates.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    candidates
+        .into_iter()
+        .next()
+        .map(|(_, ep, gws)| (ep.ifname.clone(), gws))
+}
+
+/// The gateways of the pools `ep`'s addresses come from.
+fn gateways(net: &Network, ep: &Endpoint) -> Vec<IpAddr> {
+    ep.addresses()
+        .filter_map(|a| {
+            net.pools
+                .iter()
+                .find(|p| p.config.subnet.contains(a))
+                .and_then(|p| p.config.gateway)
+        })
+        .collect()
+}
+
+/// Makes `ns`'s default routes (per family) go via `gateway`'s gateways on
+/// its link, replacing what is there, and removes those of a family it
+/// has no gateway for (as Docker's sandbox does when its gateway endpoint
+/// changes). For namespaces mvnet owns.
+pub fn set_default_routes(ns: &NetNs, gateway: Option<(String, Vec<IpAddr>)>) -> Result<()> {
+    netlink::run(Some(ns), move |nl| async move {
+        let via = match &gateway {
+            Some((ifname, gws)) => Some((nl.require_link(ifname).await?.index, gws.clone())),
+            None => None,
+        };
+        for ipv6 in [false, true] {
+            let want = via.as_ref().and_then(|(index, gws)| {
+                let gw = gws.iter().find(|g| g.is_ipv6() == ipv6)?;
+                Some((*index, *gw))
+            });
+            let have = nl.default_routes(ipv6).await?;
+            match want {
+                Some((index, gw)) if have != [(Some(index), Some(gw))] => {
+                    nl.replace_default_route(index, gw).await?
+                }
+                Some(_) => {}
+                None if have.is_empty() => {}
+                None => nl.del_default_routes(ipv6).await?,
+            }
+        }
+        Ok(())
     })
     .map_err(|e| anyhow!(e))
 }
@@ -249,6 +324,54 @@ pub fn reap_all(ns: &NetNs) -> Result<()> {
         Ok(())
     })
     .map_err(|e| anyhow!(e))
+}
+
+/// How long `stop` and `rm` wait for the kernel to delete a container's
+/// links.
+pub const LINK_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes the links of `endpoints` (and tombstones of earlier
+/// disconnects) in `ns`, the namespace of container `container`, and
+/// returns once the kernel is done: the macvlans are gone from their
+/// parents, so a passthru endpoint (or one with the same MAC) can be made
+/// there at once. Deleting the namespace alone leaves that to the kernel's
+/// background cleanup. An error names the links after `timeout`.
+pub fn delete_links<'a>(
+    container: &str,
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    ns: &NetNs,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let names: Vec<String> = endpoints.into_iter().map(|e| e.ifname.clone()).collect();
+    let (done, wait) = std::sync::mpsc::channel();
+    let (ns, doomed) = (ns.clone(), names.clone());
+    // RTM_DELLINK is answered once the device is unregistered, which waits
+    // for every reference to it; a leaked one would block it for good.
+    std::thread::spawn(move || {
+        let result = netlink::run(Some(&ns), move |nl| async move {
+            for l in nl.links().await? {
+                if doomed.contains(&l.name) || l.name.starts_with(TOMBSTONE_PREFIX) {
+                    // ENODEV: a reaper deleted the tombstone meanwhile.
+                    match nl.delete(l.index).await {
+                        Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                        other => other?,
+                    }
+                }
+            }
+            Ok(())
+        });
+        let _ = done.send(result);
+    });
+    match wait.recv_timeout(timeout) {
+        Ok(result) => result.map_err(|e| anyhow!(e)),
+        Err(_) => Err(anyhow!(
+            "the kernel has not finished deleting the links of container {container} ({}) \
+             after {} s: something still holds a reference to them (`dmesg` shows \
+             \"unregister_netdevice: waiting for\"); retry once it is done",
+            names.join(", "),
+            timeout.as_secs()
+        )),
+    }
 }
 
 /// Removes `ep`'s link from `ns`, waiting for the kernel.

@@ -104,6 +104,7 @@ impl Controller {
             self.datapath_add(net, ep)?;
             endpoint::plumb(net, ep, &ns)?;
         }
+        self.route_via_gateway_endpoint(&c)?;
         if !c.command.is_empty() {
             let log = self.state_files()?.append_log(&log_name(&c.id))?;
             c.pid = Some(spawn_in(&ns, &c.command, Some(log))?.id());

@@ -16,7 +16,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    path::Path,
 };
 
 use anyhow::{anyhow, Result};
@@ -28,7 +27,10 @@ use super::{
     Controller,
 };
 use crate::{
-    datapath::pinned::{self, PinnedMaps},
+    datapath::{
+        pinned::{self, PinnedMaps},
+        Classifier,
+    },
     model::{Mac, ParentOrigin},
     netlink,
     netns::{self, NetNs},
@@ -496,7 +498,7 @@ impl Controller {
                 e.path().display()
             ));
             if !dry {
-                pinned::detach(root, Path::new(&e.path()))
+                Classifier::remove(None, root)
                     .map_err(|e| anyhow!("removing the classifier of {root}: {e}"))?;
             }
         }

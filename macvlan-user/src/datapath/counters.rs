@@ -1,8 +1,5 @@
 //! Reading the per-CPU counter arrays into totals.
-use aya::{
-    maps::{Map, MapData, PerCpuArray},
-    Ebpf,
-};
+use aya::maps::{Map, MapData, PerCpuArray};
 use macvlan_common::{
     map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, MAX_ENDPOINTS,
     VERDICT_SLOTS, VLAN_SLOTS,
@@ -75,10 +72,6 @@ fn merge_vlan(a: &mut VlanCounters, b: &VlanCounters) {
 }
 
 impl CounterSnapshot {
-    pub(super) fn read(ebpf: &Ebpf) -> Result<Self, DatapathError> {
-        Self::read_with(|name| ebpf.map(name).ok_or(DatapathError::MissingMap(name)))
-    }
-
     /// Reads through `map`, which finds a map by name (loaded or pinned).
     pub(super) fn read_with<'m>(
         map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,

@@ -1,7 +1,9 @@
-//! The eBPF side, seen from the controller: load the classifier object,
-//! attach it to a root device (XDP + TC ingress + TC egress), fill the
-//! endpoint table, read the counters.
+//! The eBPF side, seen from the controller: the classifier of a root
+//! device ([`Classifier`]: attached, pinned, opened again by every later
+//! command, its endpoint table filled and its counters read), and the bare
+//! object ([`load`]) for tests that run its programs directly.
 mod batch;
+mod classifier;
 mod counters;
 pub mod devices;
 mod direct;
@@ -18,10 +20,11 @@ use direct::DirectIndex;
 use macvlan_common::{map_names, program_names};
 use thiserror::Error;
 
+pub use classifier::Classifier;
 pub use counters::{CounterSnapshot, VerdictTable};
 pub use endpoints::{EndpointEntry, EndpointTable};
 
-use crate::netns::{NetNs, NetnsError};
+use crate::netns::NetnsError;
 
 /// The classifier object, built by aya-build from `macvlan-ebpf`.
 pub fn object() -> &'static [u8] {
@@ -81,7 +84,7 @@ pub use crate::model::XdpMode;
 
 /// Which programs to attach.
 #[derive(Clone, Copy, Debug)]
-pub struct AttachOptions {
+pub(crate) struct AttachOptions {
     pub xdp: Option<XdpMode>,
     pub tc: bool,
 }
@@ -95,96 +98,20 @@ impl Default for AttachOptions {
     }
 }
 
-/// The classifier loaded and attached to one root device.
-pub struct Datapath {
-    ebpf: Ebpf,
-    ns: Option<NetNs>,
-    iface: String,
-    /// The XDP mode actually in use, if XDP is attached.
-    pub xdp_mode: Option<XdpMode>,
+/// Loads the classifier object (not attached): what BPF_PROG_TEST_RUN
+/// tests and benchmarks drive directly.
+pub fn load() -> Result<Ebpf, DatapathError> {
+    Ok(EbpfLoader::new().load(object())?)
 }
 
-impl Datapath {
-    /// Loads the classifier (not attached yet).
-    pub fn load() -> Result<Ebpf, DatapathError> {
-        Ok(EbpfLoader::new().load(object())?)
-    }
-
-    /// The endpoint table of a loaded (not necessarily attached) object,
-    /// for tests and benchmarks that drive programs with BPF_PROG_TEST_RUN.
-    pub fn endpoint_table(ebpf: &mut Ebpf) -> Result<EndpointTable<'_>, DatapathError> {
-        let index = direct_index(ebpf.map(map_names::ENDPOINT_INDEX))?;
-        let name = map_names::ENDPOINTS;
-        EndpointTable::new(
-            ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?,
-            index,
-        )
-    }
-
-    /// Loads the classifier and attaches it to `iface` inside `ns`.
-    pub fn attach(
-        ns: Option<&NetNs>,
-        iface: &str,
-        options: AttachOptions,
-    ) -> Result<Datapath, DatapathError> {
-        let mut ebpf = Self::load()?;
-        let xdp_mode =
-            crate::netns::run_in(ns, || attach_programs(&mut ebpf, iface, options))??.xdp_mode;
-        Ok(Datapath {
-            ebpf,
-            ns: ns.cloned(),
-            iface: iface.to_owned(),
-            xdp_mode,
-        })
-    }
-
-    pub fn iface(&self) -> &str {
-        &self.iface
-    }
-
-    /// The endpoint table (MAC + VLAN → endpoint slot).
-    pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        Self::endpoint_table(&mut self.ebpf)
-    }
-
-    /// A snapshot of all counters, summed over CPUs.
-    pub fn counters(&self) -> Result<CounterSnapshot, DatapathError> {
-        CounterSnapshot::read(&self.ebpf)
-    }
-
-    /// Detaches every program (also done on drop). TC links made through
-    /// netlink (kernels before 6.6) are removed from inside the namespace.
-    pub fn detach(mut self) -> Result<(), DatapathError> {
-        self.detach_all()
-    }
-
-    fn detach_all(&mut self) -> Result<(), DatapathError> {
-        let ns = self.ns.clone();
-        let ebpf = &mut self.ebpf;
-        crate::netns::run_in(ns.as_ref(), move || {
-            for name in [
-                program_names::XDP,
-                program_names::TC_INGRESS,
-                program_names::TC_EGRESS,
-            ] {
-                if let Some(p) = ebpf.program_mut(name) {
-                    // Unloading drops the program's links, inside this namespace.
-                    let _ = match p {
-                        aya::programs::Program::Xdp(p) => p.unload(),
-                        aya::programs::Program::SchedClassifier(p) => p.unload(),
-                        _ => Ok(()),
-                    };
-                }
-            }
-        })?;
-        Ok(())
-    }
-}
-
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        let _ = self.detach_all();
-    }
+/// The endpoint table of a loaded (not necessarily attached) object.
+pub fn endpoint_table(ebpf: &mut Ebpf) -> Result<EndpointTable<'_>, DatapathError> {
+    let index = direct_index(ebpf.map(map_names::ENDPOINT_INDEX))?;
+    let name = map_names::ENDPOINTS;
+    EndpointTable::new(
+        ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?,
+        index,
+    )
 }
 
 pub(crate) fn program<'a, T>(

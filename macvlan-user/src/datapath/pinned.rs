@@ -176,7 +176,7 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
     }
     fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     let result = (|| {
-        let mut ebpf = super::Datapath::load()?;
+        let mut ebpf = super::load()?;
         let attached = attach_programs(
             &mut ebpf,
             root,

@@ -1,5 +1,6 @@
 //! mount(2), umount2(2) and statfs(2): bind mounts of namespace files,
-//! shared propagation of /run/netns, bpffs.
+//! shared propagation of /run/netns, bpffs, and the private /sys of a
+//! container's command.
 use std::{ffi::CString, io, path::Path};
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -52,4 +53,40 @@ pub fn fs_type(path: &Path) -> io::Result<i64> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Gives the calling thread a mount namespace of its own whose /sys is a
+/// sysfs of the thread's network namespace, as `ip netns exec` does:
+/// processes it starts see their namespace's links under
+/// /sys/class/net. Mounts made in it do not propagate back (slave), and
+/// the thread's end takes the namespace with it (unless a child holds it).
+/// /sys stays read-only if it was.
+pub fn private_sysfs() -> io::Result<()> {
+    let sys = Path::new("/sys");
+    let read_only = {
+        let c = c_path(sys)?;
+        // SAFETY: all-zero bytes are a valid `struct statvfs` (integers only).
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid path and an output pointer of the right type.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        rc == 0 && st.f_flag & libc::ST_RDONLY != 0
+    };
+    // SAFETY: a plain syscall; CLONE_NEWNS (with the CLONE_FS it implies)
+    // affects this thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    mount(
+        "none",
+        Path::new("/"),
+        "none",
+        libc::MS_SLAVE | libc::MS_REC,
+    )?;
+    // EINVAL: /sys was not a mount point; mount over it anyway.
+    match umount_detach(sys) {
+        Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
+        _ => {}
+    }
+    let flags = if read_only { libc::MS_RDONLY } else { 0 };
+    mount("sysfs", sys, "sysfs", flags)
 }

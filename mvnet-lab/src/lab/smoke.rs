@@ -11,7 +11,7 @@ use super::{
     Lab, UPSTREAM_IF,
 };
 use mvnet::datapath::EndpointEntry;
-use mvnet::datapath::{AttachOptions, Datapath, XdpMode};
+use mvnet::datapath::{Classifier, XdpMode};
 use mvnet::model::Mac;
 
 /// The child's MAC: 02:42 + 172.16.86.2, as Docker would give it.
@@ -114,16 +114,22 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
          (asked: {to_child} and {to_unknown})"
     );
     let mut lab = Lab::new().context("building the lab")?;
-    let mut dp = Datapath::attach(
-        Some(lab.host()),
-        super::PARENT,
-        AttachOptions {
-            xdp: Some(mode),
-            tc: true,
-        },
-    )
-    .context("attaching the classifier to the lab parent")?;
+    let mut dp = Classifier::attach(Some(lab.host()), super::PARENT, mode)
+        .context("attaching the classifier to the lab parent")?;
+    let report = measure(&mut lab, &mut dp, mode, to_child, to_unknown);
+    // Pinned like the controller's: detached and unpinned whatever happened.
+    dp.detach()?;
+    drop(lab);
+    report
+}
 
+fn measure(
+    lab: &mut Lab,
+    dp: &mut Classifier,
+    mode: XdpMode,
+    to_child: u64,
+    to_unknown: u64,
+) -> Result<SmokeReport> {
     // The endpoint enters the map before its link goes up.
     let slot = dp.endpoints()?.insert(EndpointEntry {
         mac: CHILD_MAC,
@@ -141,14 +147,14 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
 
     let to_child_frame = FrameSpec::udp4(CHILD_MAC, src).build()?;
     let to_unknown_frame = FrameSpec::udp4(UNKNOWN_MAC, src).build()?;
-    let xdp_total = |dp: &Datapath| -> u64 {
+    let xdp_total = |dp: &Classifier| -> u64 {
         dp.counters()
             .map(|c| c.verdicts.total(Hook::XdpIngress).frames)
             .unwrap_or(0)
     };
-    let base = xdp_total(&dp);
+    let base = xdp_total(dp);
     for (frame, count) in [(&to_child_frame, to_child), (&to_unknown_frame, to_unknown)] {
-        let already = xdp_total(&dp) - base;
+        let already = xdp_total(dp) - base;
         let frames = [frame.clone()];
         wire::send(
             lab.upstream(),
@@ -159,7 +165,7 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
                 deadline: Duration::from_secs(60),
                 burst: 64,
             },
-            |sent| xdp_total(&dp) - base >= already + sent,
+            |sent| xdp_total(dp) - base >= already + sent,
         )?;
     }
 
@@ -168,7 +174,7 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
     let delta =
         |h: Hook, v: Verdict| after.verdicts.get(h, v).frames - before.verdicts.get(h, v).frames;
     let report = SmokeReport {
-        xdp_mode: dp.xdp_mode.unwrap_or(mode),
+        xdp_mode: dp.xdp_mode().unwrap_or(mode),
         sent_to_child: to_child,
         sent_to_unknown: to_unknown,
         child_rx_wire: after.endpoint(slot).rx_wire.frames - before.endpoint(slot).rx_wire.frames,
@@ -178,7 +184,5 @@ pub fn run(mode: XdpMode, to_child: u64, to_unknown: u64) -> Result<SmokeReport>
         kernel_rx_after: kernel_after.rx_packets,
         vlan0_xdp: after.vlan(0).rx_xdp.frames - before.vlan(0).rx_xdp.frames,
     };
-    dp.detach()?;
-    drop(lab);
     Ok(report)
 }

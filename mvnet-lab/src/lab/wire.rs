@@ -179,6 +179,21 @@ pub fn capture_with_vlan(
     timeout: Duration,
     filter: impl Fn(&[u8], Option<StrippedTag>) -> bool + Send,
 ) -> Result<u64> {
+    capture_when_ready(ns, iface, want, timeout, filter, || {})
+}
+
+/// Like [`capture_with_vlan`], calling `ready` once the socket is bound
+/// and receiving: frames sent after that are all seen, however slowly
+/// this thread was scheduled (a fixed sleep before sending is not enough
+/// on a loaded machine).
+pub fn capture_when_ready(
+    ns: &NetNs,
+    iface: &str,
+    want: u64,
+    timeout: Duration,
+    filter: impl Fn(&[u8], Option<StrippedTag>) -> bool + Send,
+    ready: impl FnOnce() + Send,
+) -> Result<u64> {
     let iface = iface.to_owned();
     ns.run(move || -> Result<u64> {
         const ETH_P_ALL: u16 = 0x0003;
@@ -188,6 +203,7 @@ pub fn capture_with_vlan(
         // A large buffer, so a burst is queued rather than dropped while
         // this loop catches up (root may exceed rmem_max with *FORCE).
         let _ = sock.sock.set_recv_buffer_force(16 << 20);
+        ready();
         let start = Instant::now();
         let mut buf = vec![0u8; 65536];
         let mut count = 0;
