@@ -19,6 +19,27 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// The image every Docker container of the suites runs.
 pub const IMAGE: &str = "mvnet-parity-bb:latest";
 
+/// Adds another parent to a lab: `parent` in its host namespace ⇄ `wire` in
+/// its upstream one, both up. Docker 20.10 takes one macvlan network per
+/// parent, so more networks need more parents.
+pub fn add_parent(lab: &mvnet_lab::lab::Lab, parent: &str, wire: &str) -> Result<()> {
+    let (p, w) = (parent.to_owned(), wire.to_owned());
+    let up = lab.upstream().clone();
+    mvnet::netlink::run(Some(lab.host()), |nl| async move {
+        nl.add_veth(&p, &w).await?;
+        let peer = nl.require_link(&w).await?;
+        nl.move_to(peer.index, &up).await?;
+        let link = nl.require_link(&p).await?;
+        nl.set_up(link.index).await
+    })?;
+    let w = wire.to_owned();
+    mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
+        let link = nl.require_link(&w).await?;
+        nl.set_up(link.index).await
+    })?;
+    Ok(())
+}
+
 /// A running dockerd; stopped by its pid file on drop (also on panic).
 pub struct Dockerd {
     dir: PathBuf,

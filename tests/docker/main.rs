@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use common::{
     cli::{mvnet_bin, Session},
-    docker::{Dockerd, IMAGE},
+    docker::{add_parent, Dockerd, IMAGE},
     require_root,
 };
 
@@ -102,13 +102,23 @@ impl Env {
     }
 
     fn pins(&self) -> PathBuf {
-        pinned::pin_dir(pinned::netns_inode(Some(self.lab.host())).unwrap(), PARENT)
+        self.pins_of(PARENT)
+    }
+
+    fn pins_of(&self, root: &str) -> PathBuf {
+        pinned::pin_dir(pinned::netns_inode(Some(self.lab.host())).unwrap(), root)
     }
 
     /// Sends `n` frames to `mac` from the upstream end of the wire, waiting
     /// until XDP has classified each burst.
     fn send(&self, mac: [u8; 6], n: u64) {
-        let maps = PinnedMaps::open(&self.pins()).unwrap();
+        self.send_on(PARENT, UPSTREAM_IF, mac, n)
+    }
+
+    /// As [`Env::send`], through the parent `root` (whose upstream end is
+    /// `wire`).
+    fn send_on(&self, root: &str, wire: &str, mac: [u8; 6], n: u64) {
+        let maps = PinnedMaps::open(&self.pins_of(root)).unwrap();
         let total = |m: &PinnedMaps| {
             m.counters()
                 .unwrap()
@@ -117,11 +127,11 @@ impl Env {
                 .frames
         };
         let base = total(&maps);
-        let src = self.lab.mac_of(self.lab.upstream(), UPSTREAM_IF).unwrap();
+        let src = self.lab.mac_of(self.lab.upstream(), wire).unwrap();
         let frames = [FrameSpec::udp4(mac, src).build().unwrap()];
         wire::send(
             self.lab.upstream(),
-            UPSTREAM_IF,
+            wire,
             &SendPlan {
                 frames: &frames,
                 rounds: n,
@@ -355,6 +365,93 @@ fn watch_counts_dockers_containers_exactly_and_follows_them() {
 
     drop(w);
     env.teardown(&["dnet"], true);
+}
+
+/// (container, network, ifname, rx wire frames) of `stats --json`,
+/// sorted.
+fn placed(stats: &Value) -> Vec<(String, String, String, u64)> {
+    let mut out = Vec::new();
+    for n in stats["networks"].as_array().unwrap() {
+        for e in n["endpoints"].as_array().unwrap() {
+            out.push((
+                e["container"].as_str().unwrap().to_owned(),
+                n["name"].as_str().unwrap().to_owned(),
+                e["ifname"].as_str().unwrap().to_owned(),
+                e["rx"]["wire"]["frames"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn watch_follows_networks_created_connected_disconnected_and_destroyed() {
+    let env = Env::new();
+    add_parent(&env.lab, "eth1", "wire1").unwrap();
+    env.network("front", "10.81.0.0/24");
+    let web = env.run("web", "front", &[]);
+    let w = Watch::start(&env.s, &["--docker-host", &env.d.host()]);
+    w.wait_for("1 macvlan network(s), 1 endpoint(s) of 1 container(s)");
+
+    // A network made after watch started, on another parent, then joined
+    // by the running container: its second link, eth1 in its sandbox.
+    env.docker(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.82.0.0/24",
+        "-o",
+        "parent=eth1",
+        "back",
+    ]);
+    w.wait_for("+ network back (parent eth1)");
+    env.docker(&["network", "connect", "back", "web"]);
+    let back_mac = env.mac("web", "back");
+    let v = env.stats_until("web joins back", |v| placed(v).len() == 2);
+    assert_eq!(
+        placed(&v),
+        [
+            ("web".into(), "back".into(), "eth1".into(), 0),
+            ("web".into(), "front".into(), "eth0".into(), 0)
+        ]
+    );
+    env.send_on("eth1", "wire1", back_mac, 33);
+    env.send(web, 11);
+    assert_eq!(
+        placed(&env.stats()),
+        [
+            ("web".into(), "back".into(), "eth1".into(), 33),
+            ("web".into(), "front".into(), "eth0".into(), 11)
+        ]
+    );
+    env.s.ok(&["verify"]);
+
+    // Disconnected: that endpoint goes, the other stays.
+    env.docker(&["network", "disconnect", "back", "web"]);
+    let v = env.stats_until("web leaves back", |v| placed(v).len() == 1);
+    assert_eq!(
+        placed(&v),
+        [("web".into(), "front".into(), "eth0".into(), 11)]
+    );
+    let maps = PinnedMaps::open(&env.pins_of("eth1")).unwrap();
+    assert!(maps.endpoints_ro().unwrap().get(back_mac, 0).is_none());
+    drop(maps);
+    // Destroyed: the network goes, and with it the classifier of eth1.
+    env.docker(&["network", "rm", "back"]);
+    w.wait_for("- network back");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.pins_of("eth1").exists() {
+        assert!(Instant::now() < deadline, "eth1's classifier still pinned");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let nets = env.s.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(nets, "front\n");
+
+    drop(w);
+    env.teardown(&["front"], true);
 }
 
 #[test]

@@ -22,11 +22,10 @@ use anyhow::{bail, ensure, Context as _, Result};
 use mvnet::{
     datapath::pinned::{self, PinnedMaps},
     model::Mac,
-    netlink,
 };
 use mvnet_lab::lab::Lab;
 
-use crate::common::docker::{Dockerd, IMAGE};
+use crate::common::docker::{add_parent, Dockerd, IMAGE};
 
 /// Macvlan networks, one per parent (`eth0`, and `eth1..` made here).
 const PARENTS: usize = 4;
@@ -153,23 +152,10 @@ impl Drop for Rig {
     }
 }
 
-/// Adds `ethI` ⇄ `wireI` (I = 1..PARENTS-1) to the lab, both up.
+/// Adds `ethI` ⇄ `wireI` (I = 1..PARENTS-1) to the lab.
 fn add_parents(lab: &Lab) -> Result<()> {
     for i in 1..PARENTS {
-        let (parent, wire) = (format!("eth{i}"), format!("wire{i}"));
-        let up = lab.upstream().clone();
-        let w = wire.clone();
-        netlink::run(Some(lab.host()), |nl| async move {
-            nl.add_veth(&parent, &w).await?;
-            let peer = nl.require_link(&w).await?;
-            nl.move_to(peer.index, &up).await?;
-            let p = nl.require_link(&parent).await?;
-            nl.set_up(p.index).await
-        })?;
-        netlink::run(Some(lab.upstream()), |nl| async move {
-            let w = nl.require_link(&wire).await?;
-            nl.set_up(w.index).await
-        })?;
+        add_parent(lab, &format!("eth{i}"), &format!("wire{i}"))?;
     }
     Ok(())
 }
