@@ -163,7 +163,21 @@ pub struct DeviceIdentity {
 pub mod endpoint_flags {
     /// Frames that are invalid for this endpoint are dropped, not only counted.
     pub const ENFORCE: u16 = 1 << 0;
+    /// The endpoint's device has the source checks (`mvnet_tc_endpoint`,
+    /// registered in ENDPOINT_DEVICES): every frame of its own that reaches
+    /// the parent's egress carries [`DEVICE_STAMP`](super::DEVICE_STAMP);
+    /// one without it skipped the checks (PACKET_QDISC_BYPASS, AF_XDP).
+    pub const DEVICE_CHECKED: u16 = 1 << 1;
 }
+
+/// What `mvnet_tc_endpoint` writes to `__sk_buff.cb[0]` of a frame that
+/// passed its source checks (0 for any other frame), for the parent's
+/// egress to see. The kernel keeps it in `qdisc_skb_cb(skb)->data`, which
+/// nothing between the endpoint device's TC egress and the parent's
+/// (`macvlan_queue_xmit`, `__dev_queue_xmit` on the lower device, an 802.1Q
+/// device's xmit) writes; a process cannot set it (a packet socket's skb
+/// starts zeroed, and there is no socket option for it).
+pub const DEVICE_STAMP: u32 = 0x6d76_6f6b;
 
 /// A frame and byte counter.
 #[repr(C)]
@@ -342,6 +356,42 @@ pub mod direct {
     }
 }
 
+/// The mark the XDP classifier leaves in a frame's XDP metadata
+/// (`bpf_xdp_adjust_meta`) for TC ingress on the same device, which reads
+/// it as `__sk_buff.data_meta`: "XDP classified and counted this frame".
+/// TC ingress then passes it without counting, so each frame is counted
+/// once: by XDP if XDP saw it, else by TC (bridge-mode frames between
+/// endpoints, drivers that keep no metadata, no XDP at all).
+pub mod xdp_mark {
+    /// Bytes of metadata: one `u32` (the kernel takes multiples of 4). The
+    /// kernel's VLAN untag before TC ingress moves the metadata with the
+    /// MAC header (`skb_reorder_vlan_header`), so TC finds the mark of a
+    /// tagged frame too.
+    pub const LEN: usize = 4;
+    /// The mark's value, with [`TAGGED`] clear.
+    pub const MAGIC: u32 = 0x6d76_6e00;
+    /// Set when XDP saw a VLAN tag in the frame's bytes. TC ingress
+    /// classifies a marked frame anyway when it finds a tag in the skb's
+    /// metadata and XDP saw none: a tag the NIC took out before XDP.
+    pub const TAGGED: u32 = 1;
+
+    /// The mark of a frame XDP saw with a tag in its bytes or not.
+    #[inline(always)]
+    pub const fn word(tagged: bool) -> u32 {
+        MAGIC | tagged as u32
+    }
+
+    /// Whether `word` is a mark, and then whether XDP saw a tag.
+    #[inline(always)]
+    pub const fn read(word: u32) -> Option<bool> {
+        if word & !TAGGED == MAGIC {
+            Some(word & TAGGED != 0)
+        } else {
+            None
+        }
+    }
+}
+
 /// Per-root-device settings (an array of one element).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -355,8 +405,11 @@ pub mod config_flags {
     /// Enforce on every VLAN of this root: drop frames to unknown MACs, on
     /// the wrong VLAN, or malformed (an operator's override).
     pub const ENFORCE: u32 = 1 << 0;
-    /// Drop malformed frames (set while any network on the root enforces;
-    /// a malformed frame has no VLAN to take a policy from).
+    /// Set while any network on the root enforces. Drop malformed frames (a
+    /// malformed frame has no VLAN to take a policy from), and on egress
+    /// frames whose source MAC is neither the root's nor an endpoint's,
+    /// whatever their VLAN: only a forgery that skipped an endpoint
+    /// device's checks sends those (see `DEVICE_STAMP`).
     pub const DROP_MALFORMED: u32 = 1 << 1;
 }
 
@@ -438,6 +491,18 @@ mod tests {
             EndpointKey::from_word(mac_word(&m) | 0xabcd << 48, VLAN_ANY),
             EndpointKey::new(m, VLAN_ANY)
         );
+    }
+
+    #[test]
+    fn xdp_marks_read_back() {
+        assert_eq!(xdp_mark::read(xdp_mark::word(false)), Some(false));
+        assert_eq!(xdp_mark::read(xdp_mark::word(true)), Some(true));
+        // The first bytes of a MAC (what the untag leaves) are no mark.
+        assert_eq!(
+            xdp_mark::read(u32::from_le_bytes([0x02, 0x42, 0xac, 0x10])),
+            None
+        );
+        assert_eq!(xdp_mark::read(0), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, is_tag_tpid, mac_bytes, mac_word, vlan_policy, Endpoint, EndpointKey,
-    Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, vlan_policy, xdp_mark,
+    Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY,
+    VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
@@ -47,9 +48,36 @@ impl Frame {
         }
     }
 
+    /// The frame's length on the wire: its bytes, plus the 4 of a tag
+    /// already taken out of them (TC), so that every hook counts the same
+    /// bytes for the same frame.
     #[inline(always)]
     fn len(&self) -> u64 {
-        (self.data_end - self.data) as u64
+        let tag = if self.meta_vlan != 0 { 4 } else { 0 };
+        (self.data_end - self.data) as u64 + tag
+    }
+}
+
+/// Whether XDP classified and counted this frame, which TC ingress then
+/// passes untouched: XDP's mark is in the frame's metadata (see
+/// `macvlan_common::xdp_mark`), and XDP saw the frame's tag if it has one.
+/// A tag in skb metadata that XDP did not see was taken out by the NIC
+/// before XDP: XDP classified that frame as untagged, TC classifies it on
+/// its VLAN.
+#[inline(always)]
+pub fn counted_by_xdp(ctx: &TcContext) -> bool {
+    // SAFETY: the context pointer is valid for the program's duration.
+    let skb = unsafe { &*ctx.skb.skb };
+    let (meta, data) = (skb.data_meta as usize, skb.data as usize);
+    // The verifier accepts a metadata read checked against `data`.
+    if meta + 4 > data {
+        return false;
+    }
+    // SAFETY: bounds checked just above.
+    let word = unsafe { *(meta as *const u32) };
+    match xdp_mark::read(word) {
+        Some(tagged) => tagged || skb.vlan_present == 0,
+        None => false,
     }
 }
 
@@ -220,14 +248,15 @@ fn action_for(verdict: Verdict, vlan: u32, home: u32) -> Action {
     }
 }
 
-/// Classifies a frame arriving on the parent.
+/// Classifies a frame arriving on the parent: at XDP, every frame; at TC
+/// ingress, the frames XDP did not count (see [`counted_by_xdp`]).
 #[inline(always)]
 pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
         let action = action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
-        if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
+        if matches!(action, Action::Pass) {
             count_malformed_passed(frame, bytes);
         }
         return action;
@@ -240,7 +269,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
             count_vlan(hook, eth.vlan, bytes);
             count_verdict(hook, Verdict::Delivered, bytes);
-            count_endpoint_rx(hook, frame, &eth, slot, bytes);
+            count_endpoint_rx(path_local(hook, frame, &eth), slot, bytes);
             // Delivered frames always pass (see action_for).
             return Action::Pass;
         }
@@ -248,8 +277,10 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot, home) = verdict_for_destination(&eth);
     count_verdict(hook, verdict, bytes);
-    // Events from XDP only: TC ingress sees the same wire frames again.
-    if hook == Hook::XdpIngress {
+    // Events for frames from the wire (TC ingress sees them only when XDP
+    // did not), not for bridge-mode frames from a local endpoint.
+    let from_wire = !path_local(hook, frame, &eth);
+    if from_wire {
         match verdict {
             Verdict::UnknownMac => {
                 events::unknown_mac(ctx, mac_bytes(eth.dst), mac_bytes(eth.src), eth.vlan)
@@ -264,10 +295,10 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let action = action_for(verdict, eth.vlan as u32, home);
     if let Some(slot) = slot {
         if verdict == Verdict::Delivered {
-            count_endpoint_rx(hook, frame, &eth, slot, bytes);
-        } else if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
-            // A VLAN mismatch let through to the MAC's owner: the wire
-            // frames XDP sees, as rx_wire.
+            count_endpoint_rx(!from_wire, slot, bytes);
+        } else if from_wire && matches!(action, Action::Pass) {
+            // A VLAN mismatch let through to the MAC's owner: wire frames,
+            // as rx_wire.
             if let Some(c) = ENDPOINT_MISMATCH.get_ptr_mut(slot) {
                 // SAFETY: per-CPU slot, no other writer on this CPU.
                 unsafe { (*c).add(bytes) };
@@ -277,7 +308,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     action
 }
 
-/// A malformed wire frame XDP passed: counted for the endpoint that owns
+/// A malformed frame passed: counted for the endpoint that owns
 /// its destination MAC, if any (ENDPOINT_MALFORMED). The kernel may untag
 /// what the parser gave up on and deliver it to that endpoint by MAC.
 #[inline(always)]
@@ -299,24 +330,28 @@ fn count_malformed_passed(frame: &Frame, bytes: u64) {
     }
 }
 
-/// Counts a frame delivered to endpoint `slot` on its path.
+/// Whether a frame came from a local endpoint (bridge mode) rather than
+/// the wire. XDP sees only wire frames. TC ingress sees the wire frames
+/// XDP did not count and bridge-mode frames from a local endpoint, which
+/// are the ones whose source is one of ours.
 #[inline(always)]
-fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes: u64) {
-    // XDP sees only wire frames. TC ingress sees wire frames too (already
-    // counted by XDP) and bridge-mode frames from a local endpoint, which
-    // are the ones whose source is one of ours.
+fn path_local(hook: Hook, frame: &Frame, eth: &Ethernet) -> bool {
     // A frame a device's NAPI poll received came from the wire: skip the
     // source lookup (a hash miss for every wire frame otherwise).
-    let path_local = hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
-    if hook == Hook::XdpIngress || path_local {
-        if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
-            // SAFETY: per-CPU slot, no other writer on this CPU.
-            let c = unsafe { &mut *c };
-            if path_local {
-                c.rx_local.add(bytes);
-            } else {
-                c.rx_wire.add(bytes);
-            }
+    hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src)
+}
+
+/// Counts a frame delivered to endpoint `slot` on its path (`local`: see
+/// [`path_local`]).
+#[inline(always)]
+fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no other writer on this CPU.
+        let c = unsafe { &mut *c };
+        if local {
+            c.rx_local.add(bytes);
+        } else {
+            c.rx_wire.add(bytes);
         }
     }
 }
@@ -352,9 +387,33 @@ fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool
     }
 }
 
-/// Classifies a frame an endpoint sends out through the parent.
+/// Whether some network on this root enforces (`DROP_MALFORMED` is set
+/// then) or the operator's override is on.
 #[inline(always)]
-pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
+fn root_enforces() -> bool {
+    let flags = match CONFIG.get(0) {
+        Some(cfg) => cfg.flags,
+        None => 0,
+    };
+    flags & (config_flags::ENFORCE | config_flags::DROP_MALFORMED) != 0
+}
+
+/// Classifies a frame an endpoint sends out through the parent. `stamped`:
+/// the frame passed an endpoint device's source checks on its way
+/// (`source::stamped`).
+///
+/// The rule for frames that skipped those checks (PACKET_QDISC_BYPASS on a
+/// packet socket, AF_XDP: `dev_direct_xmit` runs no TC egress on the
+/// endpoint's device, but `macvlan_queue_xmit` hands the skb to the
+/// parent's `dev_queue_xmit`, whose TC egress runs): a frame with the MAC
+/// of an endpoint whose device has checks must carry the stamp, else it is
+/// spoofed, whatever its addresses say (they may be that endpoint's whole
+/// identity, forged by another); a source MAC that is neither the root's
+/// nor any endpoint's is dropped whatever its VLAN while any network on the
+/// root enforces. Frames with the root's own MAC are the host's and pass:
+/// the parent cannot tell its host stack from a forgery of its MAC.
+#[inline(always)]
+pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
     let hook = Hook::TcEgress;
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
@@ -364,6 +423,8 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     count_vlan(hook, eth.vlan, bytes);
     // The home VLAN of the endpoint whose MAC a spoofed frame carries.
     let mut home = NO_VLAN;
+    // The source MAC is no endpoint's (on any VLAN) and not the root's.
+    let mut foreign = false;
     let verdict = match ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, eth.vlan)) {
         // More tags than the parser takes, or a pre-standard TPID: where
         // it gives up, egress calls the frame malformed (no VLAN device
@@ -376,7 +437,10 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
                 // SAFETY: per-CPU slot, no other writer on this CPU.
                 unsafe { (*c).tx.add(bytes) };
             }
+            let checked = ep.flags & endpoint_flags::DEVICE_CHECKED != 0;
             match l3_source_is_own(frame, &eth, ep) {
+                // Its device would have stamped it: it skipped the checks.
+                Some(true) if checked && !stamped => Verdict::Spoofed,
                 Some(true) => Verdict::Delivered,
                 Some(false) => Verdict::Spoofed,
                 // Too short for the L3 header it announces.
@@ -392,11 +456,14 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
         }
         // A source MAC that is no endpoint's on this VLAN: forged. Frames
         // normally leave an endpoint through its own device's checks
-        // (`source`); these are what skipped them (PACKET_QDISC_BYPASS).
+        // (`source`); these are what skipped them (PACKET_QDISC_BYPASS),
+        // or a host device that is no endpoint.
         None => {
             if let Some(ep) = ENDPOINTS.get_ptr(EndpointKey::from_word(eth.src, VLAN_ANY)) {
                 // SAFETY: as in verdict_for_destination.
                 home = unsafe { (*ep).vlan as u32 };
+            } else {
+                foreign = true;
             }
             Verdict::Spoofed
         }
@@ -410,5 +477,8 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame) -> Action {
     } else {
         eth.vlan as u32
     };
+    if foreign && root_enforces() {
+        return Action::Drop;
+    }
     action_for(verdict, vlan, home)
 }

@@ -28,9 +28,16 @@
 //! endpoint (ENDPOINT_TX_INVALID) and dropped when the endpoint's VLAN
 //! enforces; a dropped frame is also counted as a TC egress verdict, since
 //! the parent's egress will never see it.
+//!
+//! A valid frame leaves with `DEVICE_STAMP` in its skb's cb, which the
+//! parent's egress (`classify::egress`) requires of every frame from an
+//! endpoint with checks: a frame sent with PACKET_QDISC_BYPASS skips this
+//! program (`dev_direct_xmit` runs no TC egress) but not the parent's, and
+//! arrives there unstamped.
 use aya_ebpf::programs::TcContext;
 use macvlan_common::{
-    is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
+    is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, DEVICE_STAMP, ETH_P_ARP, ETH_P_IPV4,
+    ETH_P_IPV6,
 };
 
 use crate::{
@@ -43,34 +50,59 @@ const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 
-/// Checks a frame leaving an endpoint's device.
+/// Checks a frame leaving an endpoint's device: what to do with it, and
+/// the value to [`stamp`] it with.
 #[inline(always)]
-pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> Action {
+pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     // SAFETY: the context pointer is valid for the program's duration.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // A device without an entry is not (or no longer) an endpoint: the
     // controller inserts the entry before it attaches this program and
     // removes it only after the device is gone.
     let Some(id) = ENDPOINT_DEVICES.get_ptr(ifindex) else {
-        return Action::Pass;
+        return (Action::Pass, 0);
     };
     // SAFETY: hash value pointer valid until the program returns.
     let id = unsafe { &*id };
     let verdict = source_verdict(frame, id);
     if verdict == Verdict::Delivered {
-        return Action::Pass;
+        return (Action::Pass, DEVICE_STAMP);
     }
     let bytes = (frame.data_end - frame.data) as u64;
     if let Some(c) = ENDPOINT_TX_INVALID.get_ptr_mut(id.slot) {
         // SAFETY: per-CPU slot, no other writer on this CPU.
         unsafe { (*c).add(bytes) };
     }
+    // An invalid frame passed under observe goes on without the stamp
+    // (whatever the IP layer left in the cb), so the parent's egress sees
+    // it as unchecked too.
     if enforcing(id.vlan as u32) {
         count_verdict(Hook::TcEgress, verdict, bytes);
-        Action::Drop
+        (Action::Drop, 0)
     } else {
-        Action::Pass
+        (Action::Pass, 0)
     }
+}
+
+/// Writes `value` to `__sk_buff.cb[0]`: [`DEVICE_STAMP`] on a frame that
+/// passed the checks, for the parent's egress (see `macvlan_common`).
+/// Called once per program run: the verifier takes a context store only
+/// at a constant offset from the context pointer itself, and two stores
+/// on different branches let LLVM share one `ctx + 48` register between
+/// them ("dereference of modified ctx ptr").
+#[inline(always)]
+pub fn stamp(ctx: &TcContext, value: u32) {
+    // SAFETY: the context pointer is valid for the program's duration, and
+    // TC programs may write cb[0..5].
+    unsafe { core::ptr::write_volatile(&raw mut (*ctx.skb.skb).cb[0], value) };
+}
+
+/// Whether the frame on the parent's egress passed an endpoint device's
+/// checks on its way (see [`stamp`]).
+#[inline(always)]
+pub fn stamped(ctx: &TcContext) -> bool {
+    // SAFETY: as in `stamp`.
+    unsafe { (*ctx.skb.skb).cb[0] == DEVICE_STAMP }
 }
 
 /// `Delivered` for a valid frame, else `Spoofed` or `Malformed`.

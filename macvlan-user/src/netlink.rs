@@ -1,9 +1,9 @@
 //! Our one door to rtnetlink. The rest of mvnet speaks in links, parents
 //! and addresses; only this module builds netlink messages.
 //!
-//! Every call runs inside a namespace chosen by the caller: [`run`] starts a
-//! thread in that namespace with a single-threaded tokio runtime and a
-//! netlink socket created there.
+//! Every call runs inside a namespace chosen by the caller ([`run`]), on a
+//! connection made in that namespace once per command and reused
+//! ([`connections`]): one runtime per process, one socket per namespace.
 use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
@@ -21,6 +21,8 @@ use crate::{
     model::{Mac, MacvlanMode},
     netns::{self, NetNs, NetnsError},
 };
+
+pub mod connections;
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
@@ -96,27 +98,39 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-/// Runs `f` with a netlink connection inside `ns` (or the caller's
-/// namespace) and returns its result.
+/// Runs `f` with the netlink connection of `ns` (or of the caller's
+/// namespace) and returns its result. `f` runs on a thread inside that
+/// namespace, so whatever else it does (files under /proc/sys/net, BPF
+/// attachments by ifindex) happens there too: for `ns`, a thread of its
+/// own; for the caller's namespace, the calling thread, unless that thread
+/// is running async code already (a tokio runtime's, or another `run`'s),
+/// which cannot block on `f`.
 pub fn run<T, F, Fut>(ns: Option<&NetNs>, f: F) -> Result<T>
 where
     T: Send,
     F: FnOnce(Netlink) -> Fut + Send,
     Fut: Future<Output = Result<T>>,
 {
-    netns::run_in(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(NetlinkError::Runtime)?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-            let task = tokio::spawn(conn);
-            let out = f(Netlink { handle }).await;
-            task.abort();
-            out
-        })
-    })?
+    if ns.is_none() && tokio::runtime::Handle::try_current().is_err() {
+        return run_here(f);
+    }
+    netns::run_in(ns, move || run_here(f))?
+}
+
+/// Runs `f` on the calling thread with its namespace's connection.
+fn run_here<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Netlink) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let lease = connections::checkout()?;
+    // With the runtime's handle entered, timers and sockets `f` makes are
+    // driven by the runtime's thread while this one waits for `f`.
+    let rt = connections::runtime()?;
+    let _enter = rt.enter();
+    futures::executor::block_on(f(Netlink {
+        handle: lease.handle.clone(),
+    }))
 }
 
 fn link_from_message(msg: &LinkMessage) -> Link {

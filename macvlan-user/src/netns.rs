@@ -193,9 +193,15 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     if !path.exists() {
         return Err(NetnsError::NotFound(name.to_owned()));
     }
+    let ino = inode(&path);
     // EINVAL = not mounted, fine.
     let _ = sys::mount::umount_detach(&path);
-    fs::remove_file(&path).map_err(io_err("remove", &path))
+    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+    // A netlink socket of ours in it would keep it, and its links, alive.
+    if let Some(ino) = ino {
+        crate::netlink::connections::forget(ino);
+    }
+    Ok(())
 }
 
 /// Names of the namespaces under [`NETNS_RUN_DIR`].

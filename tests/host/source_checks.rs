@@ -21,13 +21,16 @@ use aya::{
     Ebpf, TestRun, TestRunOptions,
 };
 use macvlan_common::{
-    map_names, program_names, vlan_policy, Counter, DeviceIdentity, Hook, Verdict,
+    map_names, program_names, vlan_policy, Counter, DeviceIdentity, Hook, Verdict, DEVICE_STAMP,
 };
 use mvnet::datapath;
 
 use crate::{
     common::require_root,
-    source_model::{arp, cut, ethernet, judge, ndp_solicit, udp4, udp6, with, Identity, Judgement},
+    source_model::{
+        arp, cut, ethernet, judge, ndp_solicit, parent_passes, udp4, udp6, with, Identity,
+        Judgement, Sender,
+    },
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -92,19 +95,31 @@ impl Rig {
 
     /// The program's return value, or `None` if the runner refused the frame.
     fn run(&self, frame: &[u8]) -> Option<u32> {
+        self.run_stamped(frame).map(|(ret, _)| ret)
+    }
+
+    /// The program's return value and the `cb[0]` it left (the stamp the
+    /// parent's egress looks for), or `None` if the runner refused the
+    /// frame. The cb starts as [`CB_LEFTOVER`], as a real skb's may hold
+    /// what the IP layer left there.
+    fn run_stamped(&self, frame: &[u8]) -> Option<(u32, u32)> {
         let p: &SchedClassifier = self
             .ebpf
             .program(program_names::TC_ENDPOINT)
             .unwrap()
             .try_into()
             .unwrap();
+        let ctx_in = skb_ctx(CB_LEFTOVER);
+        let mut ctx_out = [0u8; SKB_CTX_LEN];
         let opts = TestRunOptions {
             data_in: Some(frame),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
             repeat: 1,
             ..TestRunOptions::new()
         };
         match p.test_run(opts) {
-            Ok(r) => Some(r.return_value),
+            Ok(r) => Some((r.return_value, cb0(&ctx_out))),
             Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
                 if io_error.raw_os_error() == Some(libc::EINVAL) =>
             {
@@ -138,6 +153,28 @@ impl Rig {
             v(Verdict::Delivered),
         ]
     }
+}
+
+/// Room for a `struct __sk_buff` (192 bytes from Linux 5.18; the runner
+/// takes a longer context if the rest is zero, and copies back as much as
+/// it has).
+pub const SKB_CTX_LEN: usize = 256;
+/// Offset of `cb[0]` in `struct __sk_buff`.
+const CB0: usize = 48;
+/// What `cb[0]` holds before the endpoint program runs.
+const CB_LEFTOVER: u32 = 0x5a5a_5a5a;
+
+/// A `struct __sk_buff` context for the skb runner: all zero (the runner's
+/// defaults) but `cb[0]`.
+pub fn skb_ctx(cb0: u32) -> [u8; SKB_CTX_LEN] {
+    let mut ctx = [0u8; SKB_CTX_LEN];
+    ctx[CB0..CB0 + 4].copy_from_slice(&cb0.to_ne_bytes());
+    ctx
+}
+
+/// `cb[0]` of a context the runner wrote back.
+pub fn cb0(ctx: &[u8]) -> u32 {
+    u32::from_ne_bytes(ctx[CB0..CB0 + 4].try_into().unwrap())
 }
 
 /// Whether the skb runner refuses `frame` (see the module comment).
@@ -418,7 +455,7 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
         let mut ran = 0;
         for ((what, frame), j) in cases.iter().zip(&judged) {
             let before = rig.counts();
-            let got = rig.run(frame);
+            let got = rig.run_stamped(frame);
             let after = rig.counts();
             let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
             if runner_refuses(frame) {
@@ -428,9 +465,16 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             }
             ran += 1;
             let (ret, counts) = expected(*j, enforce);
+            // Valid frames leave stamped for the parent's egress; any other
+            // leaves with the cb cleared, passed or not.
+            let stamp = if *j == Judgement::Valid {
+                DEVICE_STAMP
+            } else {
+                0
+            };
             assert_eq!(
                 got,
-                Some(ret),
+                Some((ret, stamp)),
                 "{what} ({j:?}, enforce {enforce}): {frame:02x?}"
             );
             assert_eq!(delta, counts, "{what} ({j:?}, enforce {enforce}): counters");
@@ -574,11 +618,14 @@ fn one_million_random_egress_frames_under_enforce_match_the_reference() {
     for _ in 0..FRAMES {
         random_frame(&mut rng, &templates, &mut frame);
         let j = judge(&frame, &ME);
-        let Some(got) = rig.run(&frame) else {
+        let Some((got, stamp)) = rig.run_stamped(&frame) else {
             assert!(runner_refuses(&frame), "refused: {frame:02x?}");
             refused += 1;
             continue;
         };
+        if (stamp == DEVICE_STAMP) != (j == Judgement::Valid) && wrong.len() < 10 {
+            wrong.push(format!("{j:?} but left cb[0] {stamp:#x}: {frame:02x?}"));
+        }
         match j {
             Judgement::Valid => valid += 1,
             Judgement::Spoofed => spoofed += 1,
@@ -606,5 +653,160 @@ fn one_million_random_egress_frames_under_enforce_match_the_reference() {
     eprintln!(
         "{FRAMES} frames: {valid} valid, {spoofed} spoofed, {malformed} malformed, {refused} refused by the runner; {:?}",
         started.elapsed()
+    );
+}
+
+/// The parent's egress (`mvnet_tc_egress`) under enforce, through
+/// BPF_PROG_TEST_RUN with the device's stamp in the cb or not, against
+/// [`parent_passes`]: frames from an endpoint with device checks pass only
+/// stamped; an endpoint without checks is judged by its addresses; a
+/// foreign MAC is dropped on any VLAN; the root's own MAC passes.
+#[test]
+fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
+    use macvlan_common::{config_flags, Config};
+    use mvnet::datapath::EndpointEntry;
+    require_root();
+    const ROOT: [u8; 6] = [0x02, 0x42, 0x0a, 0x62, 0x00, 0xfe];
+    let unchecked = Identity {
+        mac: [0x02, 0x42, 0x0a, 0x62, 0x00, 0x0d],
+        ipv4: Some(Ipv4Addr::new(10, 98, 0, 13)),
+        ipv6: None,
+    };
+    let foreign_mac = [0x02, 0x66, 0, 0, 0, 1];
+    let sender = |mac: [u8; 6]| match mac {
+        m if m == ROOT => Sender::Root,
+        m if m == ME.mac => Sender::Checked(ME),
+        m if m == OTHER.mac => Sender::Checked(OTHER),
+        m if m == unchecked.mac => Sender::Unchecked(unchecked),
+        _ => Sender::Foreign,
+    };
+
+    let mut ebpf = datapath::load().expect("loading the classifier object");
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.load().expect("loading mvnet_tc_egress");
+    {
+        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
+        table.insert_root(ROOT).unwrap();
+        for id in [ME, OTHER, unchecked] {
+            table
+                .insert(EndpointEntry {
+                    mac: id.mac,
+                    vlan: VLAN,
+                    ipv4: id.ipv4,
+                    ipv6: id.ipv6,
+                    enforce: true,
+                })
+                .unwrap();
+        }
+        for id in [ME, OTHER] {
+            table.mark_device_checked(id.mac, VLAN).unwrap();
+        }
+    }
+    let mut policy: Array<_, u32> =
+        Array::try_from(ebpf.map_mut(map_names::VLAN_POLICY).unwrap()).unwrap();
+    policy
+        .set(u32::from(VLAN), vlan_policy::ENFORCE, 0)
+        .unwrap();
+    // As the controller sets it while a network on the root enforces.
+    let mut config: Array<_, Config> =
+        Array::try_from(ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
+    config
+        .set(
+            0,
+            Config {
+                flags: config_flags::DROP_MALFORMED,
+                _pad: 0,
+            },
+            0,
+        )
+        .unwrap();
+    let p: &SchedClassifier = ebpf
+        .program(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+
+    let gw = Ipv4Addr::new(10, 98, 0, 1);
+    let foreign4 = Ipv4Addr::new(10, 98, 0, 77);
+    let ll_peer: Ipv6Addr = "fe80::1".parse().unwrap();
+    let e = |src: [u8; 6], tags: &[(u16, u16)], ty: u16, payload: Vec<u8>| {
+        with(ethernet(PEER, src, tags, ty), &payload)
+    };
+    let mut frames = Vec::new();
+    for id in [ME, OTHER, unchecked] {
+        let own4 = id.ipv4.unwrap();
+        let m = id.mac;
+        frames.extend([
+            e(m, &[], 0x0800, udp4(own4, gw, 40000, 9)),
+            e(
+                m,
+                &[],
+                0x0800,
+                udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67),
+            ),
+            e(m, &[], 0x0806, arp(m, own4, gw)),
+            e(m, &[], 0x0806, arp(m, Ipv4Addr::UNSPECIFIED, own4)),
+            e(m, &[], 0x86dd, udp6(id.link_local(), ll_peer)),
+            e(m, &[], 0x0800, udp4(foreign4, gw, 40000, 9)),
+            e(m, &[], 0x0806, arp(m, foreign4, gw)),
+        ]);
+    }
+    // Another endpoint's whole identity from ME's container is, on the
+    // parent, that endpoint's frame: covered by OTHER's rows above.
+    frames.extend([
+        e(ROOT, &[], 0x0800, udp4(gw, foreign4, 1, 2)),
+        e(ROOT, &[(0x8100, 10)], 0x0800, udp4(gw, foreign4, 1, 2)),
+        e(foreign_mac, &[], 0x0800, udp4(foreign4, gw, 40000, 9)),
+        e(
+            foreign_mac,
+            &[(0x8100, 10)],
+            0x0800,
+            udp4(foreign4, gw, 40000, 9),
+        ),
+        e(
+            foreign_mac,
+            &[(0x88a8, 10)],
+            0x0800,
+            udp4(foreign4, gw, 40000, 9),
+        ),
+    ]);
+
+    let (mut passed, mut dropped, mut wrong) = (0, 0, Vec::new());
+    for frame in &frames {
+        let src: [u8; 6] = frame[6..12].try_into().unwrap();
+        for stamp in [0, DEVICE_STAMP, CB_LEFTOVER] {
+            let ctx_in = skb_ctx(stamp);
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx_in),
+                repeat: 1,
+                ..TestRunOptions::new()
+            };
+            let got = p.test_run(opts).expect("test run").return_value;
+            let want = if parent_passes(frame, sender(src), stamp == DEVICE_STAMP) {
+                passed += 1;
+                TC_ACT_OK
+            } else {
+                dropped += 1;
+                TC_ACT_SHOT
+            };
+            if got != want {
+                wrong.push(format!(
+                    "{:?}, cb[0] {stamp:#x}: returned {got}, want {want}: {frame:02x?}",
+                    sender(src)
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // ME and OTHER: 5 valid kinds stamped; the unchecked endpoint: 5 valid
+    // kinds, stamped or not; the root: 2 frames, stamped or not.
+    assert_eq!(
+        (passed, dropped),
+        (2 * 5 + 5 * 3 + 2 * 3, frames.len() * 3 - 31)
     );
 }

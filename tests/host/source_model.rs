@@ -192,6 +192,39 @@ pub fn cut(frame: &[u8], len: usize) -> Vec<u8> {
     frame[..len.min(frame.len())].to_vec()
 }
 
+/// Whose a source MAC is, as the parent's egress knows it.
+#[derive(Clone, Copy, Debug)]
+pub enum Sender {
+    /// The root device's own MAC: the host's traffic.
+    Root,
+    /// An endpoint whose device has the source checks.
+    Checked(Identity),
+    /// An endpoint without them (passthru, a classifier without
+    /// ENDPOINT_DEVICES, a device mvnet did not make).
+    Unchecked(Identity),
+    /// No endpoint's, not the root's.
+    Foreign,
+}
+
+/// The parent egress rule under enforce for frames that may have skipped
+/// the device's checks (README, "What enforce guarantees"): whether the
+/// frame reaches the wire. `stamped`: it passed the sender's device checks
+/// on its way. The frame's addresses are read as the device's checks read
+/// them (`judge`; the parent's own reading of IPv6 link-locals is looser,
+/// so callers keep to frames where both agree).
+pub fn parent_passes(frame: &[u8], sender: Sender, stamped: bool) -> bool {
+    match sender {
+        Sender::Root => true,
+        // Its frames reach the parent only through its device, which stamps
+        // exactly the valid ones: unstamped is a bypass, whatever it says.
+        Sender::Checked(id) => stamped && judge(frame, &id) == Judgement::Valid,
+        Sender::Unchecked(id) => judge(frame, &id) == Judgement::Valid,
+        // On any VLAN, enforcing or not, while a network on the root
+        // enforces: nothing but a forgery sends it.
+        Sender::Foreign => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

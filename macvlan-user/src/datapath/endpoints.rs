@@ -154,6 +154,23 @@ impl<'a> EndpointTable<'a> {
         Ok(())
     }
 
+    /// Marks the endpoint (`mac`, `vlan`) as checked on its device
+    /// (`endpoint_flags::DEVICE_CHECKED`): from now on the parent's egress
+    /// takes a frame with its MAC only with the device's stamp. Missing
+    /// entries are skipped.
+    pub fn mark_device_checked(&mut self, mac: [u8; 6], vlan: u16) -> Result<(), DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let map_err = |source| DatapathError::Map { name, source };
+        for key in [EndpointKey::new(mac, vlan), EndpointKey::new(mac, VLAN_ANY)] {
+            let Ok(mut v) = self.map.get(&key, 0) else {
+                continue;
+            };
+            v.flags |= macvlan_common::endpoint_flags::DEVICE_CHECKED;
+            self.map.insert(key, v, 0).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
     /// Removes an endpoint.
     pub fn remove(&mut self, mac: [u8; 6], vlan: u16) -> Result<(), DatapathError> {
         // Out of the index first, so no reader finds it there after it has

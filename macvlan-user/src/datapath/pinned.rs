@@ -158,6 +158,17 @@ fn uses_tcx() -> bool {
 /// Loads the classifier, attaches it to `root` (in the calling thread's
 /// namespace) and pins maps and links under `dir`. On error nothing stays.
 pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, DatapathError> {
+    attach_hooks(root, dir, Some(xdp_mode)).map(|m| m.unwrap_or(xdp_mode))
+}
+
+/// [`attach`], with XDP (`Some(mode)`) or without it (`None`: the TC
+/// programs alone, which then count every frame; tests compare the two).
+/// Returns the XDP mode in use.
+pub fn attach_hooks(
+    root: &str,
+    dir: &Path,
+    xdp_mode: Option<XdpMode>,
+) -> Result<Option<XdpMode>, DatapathError> {
     ensure_bpffs()?;
     if is_attached(dir) {
         return Err(DatapathError::Pin(format!(
@@ -181,7 +192,7 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
             &mut ebpf,
             root,
             AttachOptions {
-                xdp: Some(xdp_mode),
+                xdp: xdp_mode,
                 tc: true,
             },
         )?;
@@ -196,11 +207,13 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
                 _ => return Err(DatapathError::MissingMap(name)),
             }
         }
-        let mode = attached.xdp_mode.unwrap_or(xdp_mode);
+        let mode = attached.xdp_mode;
         pin_links(&mut ebpf, attached, dir)?;
-        let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
-        xdp.pin(dir.join(PROG_XDP))
-            .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        if mode.is_some() {
+            let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
+            xdp.pin(dir.join(PROG_XDP))
+                .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        }
         let name = program_names::TC_ENDPOINT;
         let endpoint: &mut SchedClassifier = super::program(&mut ebpf, name)?;
         endpoint
@@ -443,9 +456,14 @@ impl PinnedMaps {
         self.get(map_names::ENDPOINT_DEVICES).is_ok()
     }
 
-    /// Records what the endpoint device `ifindex` may send as. An ifindex
-    /// recorded already (for another endpoint, in another namespace) is an
-    /// error: its frames would be judged by the wrong identity.
+    /// Records what the endpoint device `ifindex` may send as, and marks
+    /// the endpoint's entry `DEVICE_CHECKED`: the parent's egress then drops
+    /// (under enforce) frames with its MAC that skipped the device's checks.
+    /// Called before the check is attached: on a device that is up already
+    /// (`restore`), its frames are dropped under enforce until it is, which
+    /// fails closed. An ifindex recorded already (for another endpoint, in
+    /// another namespace) is an error: its frames would be judged by the
+    /// wrong identity.
     pub fn register_device(
         &mut self,
         ifindex: u32,
@@ -457,7 +475,9 @@ impl PinnedMaps {
                 .map_err(|source| DatapathError::Map { name, source })?;
         const BPF_NOEXIST: u64 = 1;
         map.insert(ifindex, identity, BPF_NOEXIST)
-            .map_err(|source| DatapathError::Map { name, source })
+            .map_err(|source| DatapathError::Map { name, source })?;
+        self.endpoints()?
+            .mark_device_checked(identity.mac, identity.vlan)
     }
 
     /// The identity registered for device `ifindex`, if any.
