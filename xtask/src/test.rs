@@ -1,5 +1,6 @@
 //! `cargo xtask test`: unit tests, host integration tests, the parity
-//! suite against Docker, VM tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
+//! suite against Docker, `mvnet docker sync|watch` against Docker, VM
+//! tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
 //! runs and no `mvl-*` network namespace may be left.
 
 use std::ffi::OsStr;
@@ -27,6 +28,7 @@ enum Part {
     Unit,
     Host,
     Parity,
+    Docker,
     Vm,
 }
 
@@ -36,6 +38,7 @@ impl Part {
             Part::Unit => "unit tests",
             Part::Host => "host integration tests",
             Part::Parity => "parity with Docker",
+            Part::Docker => "Docker's networks",
             Part::Vm => "VM tests",
         }
     }
@@ -63,7 +66,7 @@ pub fn test(opts: Opts) -> Result<i32> {
     }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {
-        Part::Unit | Part::Host | Part::Parity => !opts.vm_only,
+        Part::Unit | Part::Host | Part::Parity | Part::Docker => !opts.vm_only,
         Part::Vm => !opts.host_only,
     };
     // mvnet is needed for `lab clean` and by the tests (MVNET_BIN).
@@ -72,7 +75,7 @@ pub fn test(opts: Opts) -> Result<i32> {
 
     let mut results: Vec<(Part, Outcome)> = Vec::new();
     let mut failed = false;
-    for part in [Part::Unit, Part::Host, Part::Parity, Part::Vm] {
+    for part in [Part::Unit, Part::Host, Part::Parity, Part::Docker, Part::Vm] {
         let outcome = if !selected(part) {
             Outcome::Skipped(if opts.vm_only {
                 "--vm-only"
@@ -144,6 +147,14 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
             // engine, started by the suite in a lab namespace.
             let mut cmd = env.cargo();
             cmd.args(["test", "--package", "macvlan-tests", "--test", "parity"])
+                .env("MVNET_BIN", mvnet);
+            util::run(with_test_args(&mut cmd, args))
+        }
+        Part::Docker => {
+            // tests/docker: `mvnet docker sync|watch` against Docker's own
+            // macvlan driver, each test with its own dockerd in a lab.
+            let mut cmd = env.cargo();
+            cmd.args(["test", "--package", "macvlan-tests", "--test", "docker"])
                 .env("MVNET_BIN", mvnet);
             util::run(with_test_args(&mut cmd, args))
         }

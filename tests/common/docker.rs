@@ -1,6 +1,7 @@
 //! Debian's Docker engine (docker.io, 20.10) inside a lab's host namespace,
 //! with its own data root, exec root, socket and pid file in a temp dir, and
-//! a busybox image imported from a tarball (no registry).
+//! a busybox image imported from a tarball (no registry). Used by the
+//! parity suite and the Docker tests.
 //!
 //! `/usr/local/bin/docker` on some machines is an unrelated client: the
 //! binaries are always called by their Debian paths.
@@ -15,14 +16,36 @@ use anyhow::{bail, Context as _, Result};
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
 pub const DOCKER: &str = "/usr/bin/docker";
 pub const BUSYBOX: &str = "/bin/busybox";
-/// The image every Docker container of the suite runs.
+/// The image every Docker container of the suites runs.
 pub const IMAGE: &str = "mvnet-parity-bb:latest";
+
+/// Adds another parent to a lab: `parent` in its host namespace ⇄ `wire` in
+/// its upstream one, both up. Docker 20.10 takes one macvlan network per
+/// parent, so more networks need more parents.
+pub fn add_parent(lab: &mvnet_lab::lab::Lab, parent: &str, wire: &str) -> Result<()> {
+    let (p, w) = (parent.to_owned(), wire.to_owned());
+    let up = lab.upstream().clone();
+    mvnet::netlink::run(Some(lab.host()), |nl| async move {
+        nl.add_veth(&p, &w).await?;
+        let peer = nl.require_link(&w).await?;
+        nl.move_to(peer.index, &up).await?;
+        let link = nl.require_link(&p).await?;
+        nl.set_up(link.index).await
+    })?;
+    let w = wire.to_owned();
+    mvnet::netlink::run(Some(lab.upstream()), |nl| async move {
+        let link = nl.require_link(&w).await?;
+        nl.set_up(link.index).await
+    })?;
+    Ok(())
+}
 
 /// A running dockerd; stopped by its pid file on drop (also on panic).
 pub struct Dockerd {
     dir: PathBuf,
     socket: PathBuf,
     pidfile: PathBuf,
+    netns: PathBuf,
     pub version: String,
 }
 
@@ -33,7 +56,7 @@ impl Dockerd {
         for exe in [DOCKERD, DOCKER, BUSYBOX] {
             if !Path::new(exe).exists() {
                 bail!(
-                    "{exe} is missing: the parity suite needs Debian's docker.io and \
+                    "{exe} is missing: the Docker tests need Debian's docker.io and \
                      busybox-static; install them with `cargo xtask setup` \
                      (or apt-get install docker.io busybox-static)"
                 );
@@ -42,24 +65,36 @@ impl Dockerd {
         let dir = std::env::temp_dir().join(format!("{tag}-docker"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let d = Dockerd {
+        let mut d = Dockerd {
             socket: dir.join("docker.sock"),
             pidfile: dir.join("docker.pid"),
+            netns: netns.to_owned(),
             dir,
             version: String::new(),
         };
-        let log = std::fs::File::create(d.dir.join("dockerd.log"))?;
+        d.spawn()?;
+        d.import_busybox()?;
+        Ok(d)
+    }
+
+    /// Starts dockerd on this engine's directories and waits (at most 30 s)
+    /// until it answers.
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))?;
         Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
+            .arg(format!("--net={}", self.netns.display()))
             .arg(DOCKERD)
             .arg("--data-root")
-            .arg(d.dir.join("data"))
+            .arg(self.dir.join("data"))
             .arg("--exec-root")
-            .arg(d.dir.join("exec"))
+            .arg(self.dir.join("exec"))
             .arg("-H")
-            .arg(format!("unix://{}", d.socket.display()))
+            .arg(format!("unix://{}", self.socket.display()))
             .arg("--pidfile")
-            .arg(&d.pidfile)
+            .arg(&self.pidfile)
             .args([
                 "--bridge=none",
                 "--iptables=false",
@@ -71,24 +106,53 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .context("starting dockerd under nsenter")?;
-        let mut d = d;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = d.docker(&["version", "--format", "{{.Server.Version}}"]);
+            let out = self.docker(&["version", "--format", "{{.Server.Version}}"]);
             if out.status.success() {
-                d.version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                break;
+                self.version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
                     "dockerd did not answer within 30 s; its log: {}",
-                    d.dir.join("dockerd.log").display()
+                    self.dir.join("dockerd.log").display()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        d.import_busybox()?;
-        Ok(d)
+    }
+
+    /// The engine's socket, as `DOCKER_HOST` / `--docker-host` take it.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Stops dockerd (SIGTERM, as `systemctl stop docker` does) and starts
+    /// it again on the same data; waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// SIGTERM to dockerd, SIGKILL after 15 s; returns when it is gone.
+    fn stop(&self) {
+        let Some(pid) = std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        // dockerd removes its containers' links and namespaces on a clean
+        // stop.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 
     /// `docker ARGS` against this engine.
@@ -133,22 +197,7 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let Some(pid) = std::fs::read_to_string(&self.pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
-            return;
-        };
-        // SIGTERM, then SIGKILL after 15 s: dockerd removes its containers'
-        // links and namespaces on a clean stop.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        self.stop();
         // containerd-shims outlive a killed dockerd; their namespaces go with
         // the lab. The exec root may hold mounts: unmount before removing.
         let _ = Command::new("umount")
