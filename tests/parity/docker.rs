@@ -72,7 +72,14 @@ impl Dockerd {
             .spawn()
             .context("starting dockerd under nsenter")?;
         let mut d = d;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Under the VM's software emulation dockerd and its containerd take
+        // minutes to start.
+        let wait = if std::env::var_os("MVNET_IN_VM").is_some() {
+            Duration::from_secs(300)
+        } else {
+            Duration::from_secs(30)
+        };
+        let deadline = Instant::now() + wait;
         loop {
             let out = d.docker(&["version", "--format", "{{.Server.Version}}"]);
             if out.status.success() {
@@ -80,9 +87,14 @@ impl Dockerd {
                 break;
             }
             if Instant::now() > deadline {
+                let log = std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
-                    "dockerd did not answer within 30 s; its log: {}",
-                    d.dir.join("dockerd.log").display()
+                    "dockerd did not answer within {} s; the end of its log ({}):\n{}",
+                    wait.as_secs(),
+                    d.dir.join("dockerd.log").display(),
+                    tail.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
