@@ -23,6 +23,8 @@ pub struct Dockerd {
     dir: PathBuf,
     socket: PathBuf,
     pidfile: PathBuf,
+    /// The containerd the suite started (in the VM).
+    containerd: Option<std::process::Child>,
     pub version: String,
 }
 
@@ -45,10 +47,44 @@ impl Dockerd {
         let d = Dockerd {
             socket: dir.join("docker.sock"),
             pidfile: dir.join("docker.pid"),
+            containerd: None,
             dir,
             version: String::new(),
         };
         let log = std::fs::File::create(d.dir.join("dockerd.log"))?;
+        let mut d = d;
+        // Under the VM's software emulation dockerd and its containerd take
+        // minutes to start; dockerd waits less than that for a containerd
+        // it starts itself, so in the VM the suite starts containerd first.
+        let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
+        let wait = Duration::from_secs(if in_vm { 600 } else { 30 });
+        let mut containerd_arg = Vec::new();
+        if in_vm {
+            let socket = d.dir.join("containerd.sock");
+            let child = Command::new("containerd")
+                .arg("--config")
+                .arg("/dev/null")
+                .arg("--root")
+                .arg(d.dir.join("containerd-root"))
+                .arg("--state")
+                .arg(d.dir.join("containerd-state"))
+                .arg("--address")
+                .arg(&socket)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log.try_clone()?)
+                .spawn()
+                .context("starting containerd")?;
+            d.containerd = Some(child);
+            let deadline = Instant::now() + wait;
+            while !socket.exists() {
+                if Instant::now() > deadline {
+                    bail!("containerd made no socket within {} s", wait.as_secs());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            containerd_arg.push(format!("--containerd={}", socket.display()));
+        }
         Command::new("nsenter")
             .arg(format!("--net={}", netns.display()))
             .arg(DOCKERD)
@@ -66,19 +102,12 @@ impl Dockerd {
                 "--ip6tables=false",
                 "--ip-masq=false",
             ])
+            .args(&containerd_arg)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting dockerd under nsenter")?;
-        let mut d = d;
-        // Under the VM's software emulation dockerd and its containerd take
-        // minutes to start.
-        let wait = if std::env::var_os("MVNET_IN_VM").is_some() {
-            Duration::from_secs(300)
-        } else {
-            Duration::from_secs(30)
-        };
         let deadline = Instant::now() + wait;
         loop {
             let out = d.docker(&["version", "--format", "{{.Server.Version}}"]);
@@ -145,6 +174,25 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
+        self.stop_dockerd();
+        if let Some(mut containerd) = self.containerd.take() {
+            let _ = containerd.kill();
+            let _ = containerd.wait();
+        }
+        // containerd-shims outlive a killed dockerd; their namespaces go with
+        // the lab. The exec root may hold mounts: unmount before removing.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.join("exec"))
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Dockerd {
+    /// SIGTERM to dockerd (by its pid file), SIGKILL after 15 s.
+    fn stop_dockerd(&self) {
         let Some(pid) = std::fs::read_to_string(&self.pidfile)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
@@ -161,13 +209,5 @@ impl Drop for Dockerd {
         if Path::new(&format!("/proc/{pid}")).exists() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        // containerd-shims outlive a killed dockerd; their namespaces go with
-        // the lab. The exec root may hold mounts: unmount before removing.
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg(self.dir.join("exec"))
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
