@@ -58,7 +58,7 @@ impl Dockerd {
         // it starts itself, so in the VM the suite starts containerd first.
         let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
         let wait = Duration::from_secs(if in_vm { 600 } else { 30 });
-        let mut containerd_arg = Vec::new();
+        let mut vm_args = Vec::new();
         if in_vm {
             let socket = d.dir.join("containerd.sock");
             let child = Command::new("containerd")
@@ -83,7 +83,10 @@ impl Dockerd {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
-            containerd_arg.push(format!("--containerd={}", socket.display()));
+            vm_args.push(format!("--containerd={}", socket.display()));
+            // The VM's /tmp is an overlayfs, which overlay2 cannot stack
+            // on; the image is one busybox layer, so plain copies do.
+            vm_args.push("--storage-driver=vfs".to_owned());
         }
         Command::new("nsenter")
             .arg(format!("--net={}", netns.display()))
@@ -102,7 +105,7 @@ impl Dockerd {
                 "--ip6tables=false",
                 "--ip-masq=false",
             ])
-            .args(&containerd_arg)
+            .args(&vm_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
