@@ -17,6 +17,10 @@ pub const DOCKER: &str = "/usr/bin/docker";
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The image every Docker container of the suite runs.
 pub const IMAGE: &str = "mvnet-parity-bb:latest";
+/// Options of every `docker run`: no AppArmor profile (the VM's kernel has
+/// AppArmor on but no `apparmor_parser` to load Docker's; the host's has
+/// it off, where this changes nothing).
+pub const RUN_OPTIONS: &[&str] = &["--security-opt", "apparmor=unconfined"];
 
 /// A running dockerd; stopped by its pid file on drop (also on panic).
 pub struct Dockerd {
