@@ -678,7 +678,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             // command that cannot be started.
             return Ok(run_container(&state_dir, a).unwrap_or_else(|e| {
                 eprintln!("mvnet: error: {e:#}");
-                container::exit_code_of(&e, 125)
+                container::not_started_code(&e).unwrap_or(125)
             }));
         }
         Command::Exec { container, command } => {
@@ -688,12 +688,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             // 126/127 for a command that cannot be started, as Docker.
             return container::exec(&c, &command).or_else(|e| {
-                match container::exit_code_of(&e, 0) {
-                    0 => Err(e),
-                    code => {
+                match container::not_started_code(&e) {
+                    Some(code) => {
                         eprintln!("mvnet: error: {e:#}");
                         Ok(code)
                     }
+                    None => Err(e),
                 }
             });
         }

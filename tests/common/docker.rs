@@ -18,6 +18,10 @@ pub const DOCKER: &str = "/usr/bin/docker";
 pub const BUSYBOX: &str = "/bin/busybox";
 /// The image every Docker container of the suites runs.
 pub const IMAGE: &str = "mvnet-parity-bb:latest";
+/// Options of every `docker run`: no AppArmor profile (the VM's kernel has
+/// AppArmor on but no `apparmor_parser` to load Docker's; the host's has
+/// it off, where this changes nothing).
+pub const RUN_OPTIONS: &[&str] = &["--security-opt", "apparmor=unconfined"];
 
 /// Adds another parent to a lab: `parent` in its host namespace ⇄ `wire` in
 /// its upstream one, both up. Docker 20.10 takes one macvlan network per
@@ -46,7 +50,18 @@ pub struct Dockerd {
     socket: PathBuf,
     pidfile: PathBuf,
     netns: PathBuf,
+    /// The containerd the suite started (in the VM), and dockerd's options
+    /// for it.
+    containerd: Option<std::process::Child>,
+    vm_args: Vec<String>,
     pub version: String,
+}
+
+/// How long dockerd (and in the VM its containerd) may take to start:
+/// under the VM's software emulation they take minutes.
+fn start_wait() -> Duration {
+    let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
+    Duration::from_secs(if in_vm { 600 } else { 30 })
 }
 
 impl Dockerd {
@@ -69,16 +84,61 @@ impl Dockerd {
             socket: dir.join("docker.sock"),
             pidfile: dir.join("docker.pid"),
             netns: netns.to_owned(),
+            containerd: None,
+            vm_args: Vec::new(),
             dir,
             version: String::new(),
         };
+        if std::env::var_os("MVNET_IN_VM").is_some() {
+            d.start_containerd()?;
+        }
         d.spawn()?;
         d.import_busybox()?;
         Ok(d)
     }
 
-    /// Starts dockerd on this engine's directories and waits (at most 30 s)
-    /// until it answers.
+    /// Under the VM's software emulation dockerd waits less for a
+    /// containerd it starts itself than that takes, so in the VM the suite
+    /// starts containerd first and hands it to dockerd.
+    fn start_containerd(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))?;
+        let wait = start_wait();
+        let socket = self.dir.join("containerd.sock");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--root")
+            .arg(self.dir.join("containerd-root"))
+            .arg("--state")
+            .arg(self.dir.join("containerd-state"))
+            .arg("--address")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        self.containerd = Some(child);
+        let deadline = Instant::now() + wait;
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!("containerd made no socket within {} s", wait.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.vm_args
+            .push(format!("--containerd={}", socket.display()));
+        // The VM's /tmp is an overlayfs, which overlay2 cannot stack on;
+        // the image is one busybox layer, so plain copies do.
+        self.vm_args.push("--storage-driver=vfs".to_owned());
+        Ok(())
+    }
+
+    /// Starts dockerd on this engine's directories and waits (30 s, in the
+    /// VM 600 s) until it answers.
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -101,12 +161,14 @@ impl Dockerd {
                 "--ip6tables=false",
                 "--ip-masq=false",
             ])
+            .args(&self.vm_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting dockerd under nsenter")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let wait = start_wait();
+        let deadline = Instant::now() + wait;
         loop {
             let out = self.docker(&["version", "--format", "{{.Server.Version}}"]);
             if out.status.success() {
@@ -114,9 +176,14 @@ impl Dockerd {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
-                    "dockerd did not answer within 30 s; its log: {}",
-                    self.dir.join("dockerd.log").display()
+                    "dockerd did not answer within {} s; the end of its log ({}):\n{}",
+                    wait.as_secs(),
+                    self.dir.join("dockerd.log").display(),
+                    tail.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -198,6 +265,10 @@ impl Dockerd {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
+        if let Some(mut containerd) = self.containerd.take() {
+            let _ = containerd.kill();
+            let _ = containerd.wait();
+        }
         // containerd-shims outlive a killed dockerd; their namespaces go with
         // the lab. The exec root may hold mounts: unmount before removing.
         let _ = Command::new("umount")
