@@ -5,6 +5,7 @@
 //! Layout (data flows one way: CLI → controller → store, netlink, datapath):
 //! * [`cli`] — the `mvnet` command line; [`format`], [`filter`] and
 //!   [`scripting`] — Docker's `--format`, `--filter` and list rows;
+//! * [`cni`] — `mvnet-cni`, the CNI plugin (chained or standalone);
 //! * [`controller`] — Docker's macvlan driver rules (networks, containers);
 //! * [`ipam`] — subnets, pools, addresses and MACs;
 //! * [`model`] and [`store`] — the persisted state, written atomically;
@@ -23,6 +24,7 @@
 //!   `mvnet-lab` binary (the lab crate, built on this library; the product
 //!   never imports it).
 pub mod cli;
+pub mod cni;
 pub mod controller;
 pub mod datapath;
 pub mod docker;

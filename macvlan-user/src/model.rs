@@ -137,6 +137,18 @@ impl MacvlanMode {
         <MacvlanMode as ValueEnum>::from_str(s, false).ok()
     }
 
+    /// The mode the kernel reports (IFLA_MACVLAN_MODE); `None` for one
+    /// mvnet does not make (source).
+    pub fn from_kernel(m: RtMacvlanMode) -> Option<MacvlanMode> {
+        match m {
+            RtMacvlanMode::Bridge => Some(MacvlanMode::Bridge),
+            RtMacvlanMode::Vepa => Some(MacvlanMode::Vepa),
+            RtMacvlanMode::Private => Some(MacvlanMode::Private),
+            RtMacvlanMode::Passthrough => Some(MacvlanMode::Passthru),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MacvlanMode::Bridge => "bridge",

@@ -93,6 +93,24 @@ pub struct Link {
     pub alias: Option<String>,
 }
 
+/// A link's lower device as the kernel reports it (IFLA_LINK and
+/// IFLA_LINK_NETNSID): a macvlan's parent, possibly in another namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowerLink {
+    /// The link itself.
+    pub link: Link,
+    /// Its kind (IFLA_INFO_KIND: "macvlan", "veth", ...).
+    pub kind: Option<String>,
+    /// For a macvlan: its mode.
+    pub macvlan_mode: Option<MacvlanMode>,
+    /// The lower device's ifindex, in the namespace [`Self::lower_netnsid`]
+    /// names (or this link's own when that is `None`).
+    pub lower_index: Option<u32>,
+    /// The namespace id (as seen from this link's namespace) where the
+    /// lower device lives.
+    pub lower_netnsid: Option<i32>,
+}
+
 /// A netlink connection inside one namespace.
 #[derive(Clone)]
 pub struct Netlink {
@@ -526,6 +544,111 @@ impl Netlink {
             message: "the kernel sent no IFLA_STATS64".into(),
             errno: None,
         })
+    }
+
+    /// Link `name` with its kind and lower device (a macvlan's parent).
+    pub async fn lower_link(&self, name: &str) -> Result<Option<LowerLink>> {
+        use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkInfo};
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let msg = match stream.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(request_error(format!("get link {name}"))(e)),
+        };
+        let mut out = LowerLink {
+            link: link_from_message(&msg),
+            kind: None,
+            macvlan_mode: None,
+            lower_index: None,
+            lower_netnsid: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::Link(i) => out.lower_index = Some(*i),
+                LinkAttribute::LinkNetNsId(n) => out.lower_netnsid = Some(*n),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => out.kind = Some(k.to_string()),
+                            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                                for d in data {
+                                    if let InfoMacVlan::Mode(m) = d {
+                                        out.macvlan_mode = MacvlanMode::from_kernel(*m);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The id this namespace gives the namespace `ns` (RTM_GETNSID with
+    /// NETNSA_FD), `None` when it has given it none.
+    pub async fn nsid_of(&self, ns: &NetNs) -> Result<Option<i32>> {
+        use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+        use rtnetlink::packet_route::{
+            nsid::{NsidAttribute, NsidMessage},
+            RouteNetlinkMessage,
+        };
+        let op = format!("get the nsid of namespace {}", ns.path().display());
+        let file = std::fs::File::open(ns.path()).map_err(|e| NetlinkError::Request {
+            op: op.clone(),
+            message: e.to_string(),
+            errno: e.raw_os_error(),
+        })?;
+        let mut msg = NsidMessage::default();
+        msg.attributes
+            .push(NsidAttribute::Fd(file.as_raw_fd() as u32));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+        let mut stream = handle.request(req).map_err(request_error(op.clone()))?;
+        while let Some(reply) = futures::StreamExt::next(&mut stream).await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                    let id = m.attributes.iter().find_map(|a| match a {
+                        NsidAttribute::Id(i) => Some(*i),
+                        _ => None,
+                    });
+                    return Ok(id.filter(|i| *i >= 0));
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(request_error(op)(rtnetlink::Error::NetlinkError(e)))
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The link with ifindex `index`, if any.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        match stream.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(request_error(format!("get link {index}"))(e)),
+        }
     }
 }
 

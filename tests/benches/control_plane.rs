@@ -14,7 +14,14 @@
 //! * CNI: `/usr/lib/cni/macvlan` with `CNI_COMMAND=ADD` for every `cI`
 //!   (attach), then `CNI_COMMAND=DEL` (detach);
 //! * mvnet: `mvnet run --rm -d --network benchnet --name N` of 100 new
-//!   containers, then `mvnet container stop N` of each (reported, no target).
+//!   containers, then `mvnet container stop N` of each (reported, no target);
+//! * mvnet-cni, standalone (`"type": "mvnet"`, master eth0, host-local):
+//!   `CNI_COMMAND=ADD` for every `cI`, then DEL: the plugin against the
+//!   reference plugin on the same namespaces (target: at most half its time);
+//! * Podman (4.3, CNI backend, runc; tests/common/podman.rs):
+//!   `podman run --rm --network N IMAGE true`, 10 per round, with a conflist
+//!   of macvlan + host-local, then with mvnet-cni chained after them
+//!   (target: mvnet adds at most 10%).
 //!
 //! Every process is started from a thread inside the lab's host namespace
 //! (where the parent `eth0` is), with a timeout; any failed or timed-out
@@ -44,6 +51,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use common::podman::{self, Podman};
 use mvnet::netns::{self, NetNs};
 use mvnet_lab::lab::Lab;
 
@@ -59,6 +67,19 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const BENCH_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// mvnet's time divided by the reference plugin's must not exceed this.
 const TARGET_RATIO: f64 = 0.5;
+/// `podman run`s per round and per conflist (each takes most of a second).
+const PODMAN_OPS: usize = 10;
+/// ... in the warm-up round.
+const PODMAN_WARMUP_OPS: usize = 2;
+/// Podman with mvnet-cni chained, divided by Podman without, must not
+/// exceed this.
+const PODMAN_TARGET_RATIO: f64 = 1.10;
+const STANDALONE_NET: &str = "cnibench-mv";
+const STANDALONE_SUBNET: &str = "10.70.0.0/16";
+const PODMAN_REF_NET: &str = "podbench-ref";
+const PODMAN_MV_NET: &str = "podbench-mvnet";
+const PODMAN_SUBNET_REF: &str = "10.71.0.0/16";
+const PODMAN_SUBNET_MV: &str = "10.72.0.0/16";
 
 const CNI_DIR: &str = "/usr/lib/cni";
 const CNI_NET: &str = "cnibench";
@@ -255,12 +276,15 @@ impl Mvnet {
     }
 }
 
-/// How to run the CNI macvlan plugin on the bench's network.
+/// How to run a CNI plugin (the reference macvlan plugin, or mvnet-cni
+/// standalone) on one of the bench's networks.
 struct Cni {
+    plugin: PathBuf,
     config: Vec<u8>,
 }
 
 impl Cni {
+    /// The reference macvlan plugin with host-local.
     fn new(version: &str, data_dir: &Path) -> Cni {
         let config = serde_json::json!({
             "cniVersion": version,
@@ -275,12 +299,34 @@ impl Cni {
             },
         });
         Cni {
+            plugin: Path::new(CNI_DIR).join("macvlan"),
+            config: serde_json::to_vec(&config).expect("serialisable"),
+        }
+    }
+
+    /// mvnet-cni standalone with host-local, recording into `state_dir`.
+    fn standalone(plugin: PathBuf, version: &str, data_dir: &Path, state_dir: &Path) -> Cni {
+        let config = serde_json::json!({
+            "cniVersion": version,
+            "name": STANDALONE_NET,
+            "type": "mvnet",
+            "master": "eth0",
+            "mode": "bridge",
+            "stateDir": state_dir,
+            "ipam": {
+                "type": "host-local",
+                "subnet": STANDALONE_SUBNET,
+                "dataDir": data_dir,
+            },
+        });
+        Cni {
+            plugin,
             config: serde_json::to_vec(&config).expect("serialisable"),
         }
     }
 
     fn cmd(&self, command: &str, container_id: &str, ns: &NetNs) -> (Command, Option<Vec<u8>>) {
-        let mut cmd = Command::new(Path::new(CNI_DIR).join("macvlan"));
+        let mut cmd = Command::new(&self.plugin);
         cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container_id)
             .env("CNI_NETNS", ns.path())
@@ -408,6 +454,8 @@ impl Drop for Cleanup {
 /// One phase over the measured rounds.
 struct Series {
     name: &'static str,
+    /// Operations per round.
+    per_round: usize,
     /// Per round.
     totals: Vec<Duration>,
     /// Every operation of every round.
@@ -418,12 +466,14 @@ impl Series {
     fn new(name: &'static str) -> Series {
         Series {
             name,
+            per_round: 0,
             totals: Vec::new(),
             ops: Vec::new(),
         }
     }
 
     fn push(&mut self, t: Timing) {
+        self.per_round = t.ops.len();
         self.totals.push(t.total);
         self.ops.extend(t.ops);
     }
@@ -470,6 +520,19 @@ fn bench() -> Result<()> {
     };
     let cni_data = dir.join("cni-host-local");
     let cni = Cni::new(&cni_version, &cni_data);
+    let plugin = bin.with_file_name("mvnet-cni");
+    ensure!(
+        plugin.exists(),
+        "{} not found beside mvnet; `cargo xtask bench` builds it",
+        plugin.display()
+    );
+    let standalone = Cni::standalone(
+        plugin.clone(),
+        &cni_version,
+        &dir.join("cni-host-local-mvnet"),
+        // One state (and so one classifier on eth0) for every mvnet front-end.
+        &mvnet.state_dir,
+    );
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -521,6 +584,30 @@ fn bench() -> Result<()> {
         .collect();
     let run_names: Vec<String> = (0..OPS).map(|i| format!("{}-r{i}", lab.id())).collect();
 
+    let podman = Podman::new(&host, dir.join("podman"), &plugin);
+    let podman_state = mvnet.state_dir.clone();
+    let ipam = |subnet: &str, name: &str| {
+        serde_json::json!({"type": "host-local", "subnet": subnet,
+                           "dataDir": dir.join(format!("podman-host-local-{name}"))})
+    };
+    podman.conflist(
+        PODMAN_REF_NET,
+        serde_json::json!([
+            {"type": "macvlan", "master": "eth0", "ipam": ipam(PODMAN_SUBNET_REF, "ref")}
+        ]),
+    );
+    podman.conflist(
+        PODMAN_MV_NET,
+        serde_json::json!([
+            {"type": "macvlan", "master": "eth0", "ipam": ipam(PODMAN_SUBNET_MV, "mvnet")},
+            {"type": "mvnet-cni", "stateDir": podman_state}
+        ]),
+    );
+    println!(
+        "Podman: {} (vfs storage, runc), {PODMAN_OPS} runs per round per conflist",
+        podman.ok(&["--version"])
+    );
+
     let subnet = format!("--subnet={MVNET_SUBNET}");
     let cmd = mvnet.cmd(&["network", "create", &subnet, "-o", "parent=eth0", MVNET_NET]);
     host.run(|| execute("mvnet network create", cmd, None))??;
@@ -530,6 +617,9 @@ fn bench() -> Result<()> {
         budget,
         mvnet,
         cni,
+        standalone,
+        podman,
+        podman_state,
         m_ns,
         c_ns,
         paths,
@@ -547,7 +637,7 @@ fn bench() -> Result<()> {
     ctx.host.run(|| execute("mvnet network rm", cmd, None))??;
 
     println!();
-    print!("{:<26}", format!("phase ({OPS} ops), seconds"));
+    print!("{:<34}", format!("phase ({OPS} ops*), seconds"));
     for r in 1..=ROUNDS {
         print!("{:>8}", format!("r{r}"));
     }
@@ -556,7 +646,7 @@ fn bench() -> Result<()> {
         "median", "ms/op", "p50", "p90", "max"
     );
     for s in &series {
-        print!("{:<26}", s.name);
+        print!("{:<34}", s.name);
         for t in &s.totals {
             print!("{:>8.3}", t.as_secs_f64());
         }
@@ -564,17 +654,27 @@ fn bench() -> Result<()> {
         println!(
             "{:>8.3}{:>8.2} |             {:>6.1}{:>6.1}{:>6.1}",
             med.as_secs_f64(),
-            ms(med) / OPS as f64,
+            ms(med) / s.per_round as f64,
             ms(percentile(&s.ops, 50)),
             ms(percentile(&s.ops, 90)),
             ms(percentile(&s.ops, 100)),
         );
     }
     println!();
-    let [m_attach, c_attach, m_detach, c_detach, ..] = &series;
+    let [m_attach, c_attach, m_detach, c_detach, _, _, s_add, s_del, p_ref, p_mv] = &series;
     for (what, m, c) in [
         ("attach", m_attach, c_attach),
         ("detach", m_detach, c_detach),
+        (
+            "plugin ADD (mvnet-cni standalone vs macvlan)",
+            s_add,
+            c_attach,
+        ),
+        (
+            "plugin DEL (mvnet-cni standalone vs macvlan)",
+            s_del,
+            c_detach,
+        ),
     ] {
         let r = ratio(m.median(), c.median());
         let rounds: Vec<String> = m
@@ -589,17 +689,34 @@ fn bench() -> Result<()> {
             if r <= TARGET_RATIO { "PASS" } else { "FAIL" }
         );
     }
+    let r = ratio(p_mv.median(), p_ref.median());
+    let rounds: Vec<String> = p_mv
+        .totals
+        .iter()
+        .zip(&p_ref.totals)
+        .map(|(a, b)| format!("{:.2}", ratio(*a, *b)))
+        .collect();
+    println!(
+        "podman run: mvnet-cni chained/macvlan alone = {r:.3} ({:+.1}%; medians; per round {}) -> {} (target <= {PODMAN_TARGET_RATIO:.2})",
+        (r - 1.0) * 100.0,
+        rounds.join(" "),
+        if r <= PODMAN_TARGET_RATIO { "PASS" } else { "FAIL" }
+    );
     Ok(())
 }
 
 /// The phases of a round, in the order they run and are reported.
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 10] = [
     "mvnet network connect",
     "CNI macvlan ADD",
     "mvnet network disconnect",
     "CNI macvlan DEL",
     "mvnet run --rm -d",
     "mvnet container stop",
+    "mvnet-cni ADD (standalone)",
+    "mvnet-cni DEL (standalone)",
+    "podman run (macvlan)*",
+    "podman run (macvlan+mvnet-cni)*",
 ];
 
 /// Everything a round needs.
@@ -609,6 +726,11 @@ struct Ctx {
     budget: Budget,
     mvnet: Mvnet,
     cni: Cni,
+    /// mvnet-cni standalone.
+    standalone: Cni,
+    podman: Podman,
+    /// mvnet-cni's state directory in the chained conflist (mvnet's).
+    podman_state: PathBuf,
     /// Namespaces for mvnet and for CNI.
     m_ns: Vec<NetNs>,
     c_ns: Vec<NetNs>,
@@ -622,7 +744,7 @@ impl Ctx {
     /// One round of `n` operations per phase (round 0: the warm-up), in
     /// [`PHASES`] order of the result; it runs mvnet attach/detach, CNI
     /// attach/detach, mvnet run/stop. Ends with everything detached.
-    fn round(&self, round: usize, n: usize) -> Result<[Timing; 6]> {
+    fn round(&self, round: usize, n: usize) -> Result<[Timing; 10]> {
         let tag = if round == 0 {
             "warm-up".to_owned()
         } else {
@@ -711,6 +833,46 @@ impl Ctx {
             mvnet.containers_in_state()? == 0,
             "mvnet's state file still lists containers after stop"
         );
-        Ok([m_attach, c_attach, m_detach, c_detach, r_run, r_stop])
+
+        eprintln!("{tag}: mvnet-cni (standalone) ADD/DEL");
+        let s_add = timed(host, budget, n, PHASES[6], |i| {
+            self.standalone.cmd("ADD", &cid(i), &self.c_ns[i])
+        })?;
+        if check {
+            for ns in [&self.c_ns[0], &self.c_ns[n - 1]] {
+                let addr = check_attached(ns, "10.70.")?;
+                eprintln!("  checked: eth0 {addr} in {}", ns.path().display());
+            }
+        }
+        let s_del = timed(host, budget, n, PHASES[7], |i| {
+            self.standalone.cmd("DEL", &cid(i), &self.c_ns[i])
+        })?;
+        check_detached(&self.c_ns[..n], "mvnet-cni")?;
+
+        eprintln!("{tag}: podman run, macvlan alone and with mvnet-cni chained");
+        let p = if round == 0 {
+            PODMAN_WARMUP_OPS
+        } else {
+            PODMAN_OPS
+        };
+        let run = |net: &'static str| {
+            move |_: usize| {
+                let args = ["run", "--rm", "--network", net, podman::IMAGE, "true"];
+                (self.podman.command(&args), None)
+            }
+        };
+        let p_ref = timed(host, budget, p, PHASES[8], run(PODMAN_REF_NET))?;
+        let p_mv = timed(host, budget, p, PHASES[9], run(PODMAN_MV_NET))?;
+        let left = self.podman.ok(&["ps", "-a", "-q"]);
+        ensure!(left.is_empty(), "podman run --rm left containers: {left}");
+        let state = std::fs::read_to_string(self.podman_state.join("state.json"))?;
+        let v: serde_json::Value = serde_json::from_str(&state)?;
+        ensure!(
+            v["containers"].as_object().is_none_or(|c| c.is_empty()),
+            "mvnet-cni's state still lists containers after podman run --rm"
+        );
+        Ok([
+            m_attach, c_attach, m_detach, c_detach, r_run, r_stop, s_add, s_del, p_ref, p_mv,
+        ])
     }
 }

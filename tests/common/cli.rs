@@ -24,6 +24,17 @@ pub fn mvnet_bin() -> PathBuf {
     bin
 }
 
+/// The `mvnet-cni` plugin binary, beside `mvnet` (built with it).
+pub fn cni_bin() -> PathBuf {
+    let bin = mvnet_bin().with_file_name("mvnet-cni");
+    assert!(
+        bin.exists(),
+        "mvnet-cni not found at {}; build it with `cargo build -p macvlan-user` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A CLI session: a lab host namespace and a private state directory.
 pub struct Session {
     pub ns: NetNs,

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod docker;
+pub mod podman;
 
 use mvnet::netns;
 

@@ -4,6 +4,7 @@
 mod common;
 
 mod classifier;
+mod cni;
 mod control_plane;
 mod crash;
 mod datapath;
@@ -11,8 +12,10 @@ mod datapath_cp;
 mod enforce;
 mod faults;
 mod foreign;
+mod kubernetes;
 mod lab;
 mod observability;
+mod podman;
 mod refusals;
 mod scripting;
 mod source_checks;

@@ -29,7 +29,8 @@ pub const BENCHES: &[Bench] = &[
         name: "control-plane",
         target: "control_plane",
         about: "mvnet network connect/disconnect against the CNI macvlan plugin (ADD/DEL), \
-            100 each, plus mvnet run/stop",
+            100 each, plus mvnet run/stop; mvnet-cni standalone ADD/DEL against the macvlan \
+            plugin; podman run with macvlan alone and with mvnet-cni chained",
     },
     Bench {
         name: "datapath",
@@ -88,6 +89,8 @@ pub fn bench(names: &[String]) -> Result<i32> {
     let env = setup::setup(true)?;
     if selected.iter().any(|b| b.name == "control-plane") {
         bench_deps::ensure_cni_plugins()?;
+        // Podman, runc and busybox-static for the podman rows.
+        crate::host_deps::ensure()?;
     }
     if selected.iter().any(|b| b.name == "datapath") {
         bench_deps::ensure_xdp_tools();

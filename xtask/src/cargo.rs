@@ -104,8 +104,8 @@ pub fn executable(
 }
 
 /// Builds the `mvnet` binary and, beside it, `mvnet-lab` (which runs
-/// `mvnet lab …` and `mvnet pktgen`), debug unless `release`; returns
-/// mvnet's path.
+/// `mvnet lab …` and `mvnet pktgen`) and `mvnet-cni` (the CNI plugin the
+/// host tests drive), debug unless `release`; returns mvnet's path.
 pub fn build_mvnet(env: &Env, release: bool) -> Result<PathBuf> {
     let mut cmd = env.cargo();
     cmd.args([
@@ -114,6 +114,8 @@ pub fn build_mvnet(env: &Env, release: bool) -> Result<PathBuf> {
         "macvlan-user",
         "--bin",
         "mvnet",
+        "--bin",
+        "mvnet-cni",
         "--package",
         "mvnet-lab",
         "--bin",

@@ -9,7 +9,11 @@
 //! * Debian's `docker.io` (20.10) and `busybox-static`, for the parity suite
 //!   (tests/parity), which compares mvnet with Docker's macvlan driver, and
 //!   the Docker tests (tests/docker), where `mvnet docker sync|watch` serves
-//!   that driver's networks.
+//!   that driver's networks;
+//! * Debian's `podman` (4.3, CNI backend), `runc` and
+//!   `containernetworking-plugins`, for the CNI tests (tests/host/cni.rs,
+//!   tests/host/podman.rs): mvnet-cni beside the reference macvlan plugin,
+//!   and real `podman run` in a lab namespace.
 
 use std::path::Path;
 
@@ -65,6 +69,15 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     // imports a busybox image from a tarball.
     ("docker.io", &["/usr/sbin/dockerd", "/usr/bin/docker"]),
     ("busybox-static", &["/bin/busybox"]),
+    // The CNI tests: the reference plugins mvnet-cni chains after and is
+    // compared with, and a real runtime calling them (runc: crun fails in
+    // this machine's hybrid cgroup setup).
+    (
+        "containernetworking-plugins",
+        &["/usr/lib/cni/macvlan", "/usr/lib/cni/host-local"],
+    ),
+    ("podman", &["/usr/bin/podman"]),
+    ("runc", &["/usr/sbin/runc"]),
 ];
 
 fn missing_packages() -> Vec<&'static str> {
@@ -90,11 +103,11 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let what = format!(
-        "the host tests run promtool, prometheus, bpftool and strace, the parity suite and the Docker tests dockerd and busybox; missing packages: {}",
+        "the host tests run promtool, prometheus, bpftool, strace, podman and the CNI plugins, the parity suite and the Docker tests dockerd and busybox; missing packages: {}",
         missing.join(" ")
     );
     if util::os_id().as_deref() != Some("debian") {
-        bail!("{what}\nfix: install your distribution's prometheus, bpftool, strace, docker (20.10) and busybox-static packages");
+        bail!("{what}\nfix: install your distribution's prometheus, bpftool, strace, docker (20.10), busybox-static, podman, runc and containernetworking-plugins packages");
     }
     if !util::is_root() {
         bail!(
@@ -126,5 +139,50 @@ pub fn ensure() -> Result<()> {
         );
     }
     eprintln!("ok: host test tools ({names})");
+    Ok(())
+}
+
+// Kubernetes manifests (deploy/kubernetes).
+
+/// The schema validator the manifest test runs (PyPI; it ships the
+/// Kubernetes JSON schemas, so no cluster and no network are needed).
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Installs kubernetes-validate into a venv under the cache
+/// (`~/.cache/mvnet/k8s-validate`, where tests/host/kubernetes.rs looks).
+pub fn ensure_kubernetes_validate() -> Result<()> {
+    let venv = util::cache_dir()?.join("k8s-validate");
+    let exe = venv.join("bin/kubernetes-validate");
+    if util::is_executable(&exe) {
+        eprintln!("ok: kubernetes-validate ({})", exe.display());
+        return Ok(());
+    }
+    eprintln!(
+        "installing: {KUBERNETES_VALIDATE} into {} (the Kubernetes manifest test)",
+        venv.display()
+    );
+    let python = util::find_in_path("python3").context(
+        "python3 not found\nfix: apt-get install python3-venv (or install python 3 by other means)",
+    )?;
+    util::run(
+        std::process::Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )
+    .context("fix: on Debian, apt-get install python3-venv")?;
+    util::run(std::process::Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        KUBERNETES_VALIDATE,
+    ]))
+    .context("installing kubernetes-validate from PyPI failed; see pip's error above")?;
+    if !util::is_executable(&exe) {
+        bail!(
+            "pip installed kubernetes-validate but {} is missing",
+            exe.display()
+        );
+    }
+    eprintln!("ok: kubernetes-validate ({})", exe.display());
     Ok(())
 }

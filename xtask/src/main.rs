@@ -125,6 +125,7 @@ fn dispatch(command: Cmd) -> Result<i32> {
             // The host tests' tools, and Docker and busybox for the parity
             // suite and the Docker tests.
             host_deps::ensure()?;
+            host_deps::ensure_kubernetes_validate()?;
             Ok(0)
         }
         Cmd::Build { release } => {

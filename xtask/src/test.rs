@@ -63,6 +63,7 @@ pub fn test(opts: Opts) -> Result<i32> {
     if !opts.vm_only {
         host_deps::ensure_tmux()?;
         host_deps::ensure()?;
+        host_deps::ensure_kubernetes_validate()?;
     }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {

@@ -1,0 +1,847 @@
+//! CNI conformance: `mvnet-cni` driven directly as a runtime drives a
+//! plugin (the spec's CNI_* environment and the network config on stdin),
+//! for every verb and spec version, error case and idempotence rule; side by
+//! side with the reference `macvlan` plugin (Debian's
+//! containernetworking-plugins, which `cargo xtask setup` installs) where
+//! their behaviour should match. Every plugin runs in the lab's host
+//! namespace, where the parent `eth0` is.
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use macvlan_common::Hook;
+use mvnet::{datapath::pinned::PinnedMaps, model::Mac, netns::NetNs};
+use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
+use serde_json::{json, Value};
+
+use crate::{
+    common::{
+        cli::{cni_bin, Session},
+        require_root,
+    },
+    datapath_cp::{json, pin_dir, send},
+};
+
+/// Where Debian installs the reference plugins.
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// The spec versions mvnet-cni speaks.
+pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// The CNI network name the tests use.
+pub const NET: &str = "cninet";
+
+/// What a plugin answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: i32,
+    pub stdout: String,
+}
+
+impl Reply {
+    /// The JSON it printed (`Null` for none).
+    pub fn json(&self) -> Value {
+        if self.stdout.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("plugin printed no JSON ({e}): {}", self.stdout))
+    }
+
+    /// Asserts success; the result.
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.status, 0, "plugin failed: {}", self.stdout);
+        self.json()
+    }
+
+    /// Asserts a CNI error; (code, msg).
+    pub fn err(&self) -> (u64, String) {
+        assert_eq!(
+            self.status, 1,
+            "plugin did not fail with 1: {}",
+            self.stdout
+        );
+        let v = self.json();
+        (
+            v["code"].as_u64().expect("error code"),
+            v["msg"].as_str().expect("error msg").to_owned(),
+        )
+    }
+}
+
+/// One plugin call: CNI_* from `env` only (none inherited), `stdin`.
+pub fn exec(ns: &NetNs, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Reply {
+    let plugin = plugin.to_owned();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.to_owned();
+    ns.run(move || {
+        let mut cmd = Command::new(&plugin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CNI_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", plugin.display()));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Reply {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+        }
+    })
+    .unwrap()
+}
+
+/// A lab, an mvnet state directory, and host-local's data directory.
+pub struct Harness {
+    pub lab: Lab,
+    pub s: Session,
+    pub ipam_dir: PathBuf,
+    /// CNI_PATH: mvnet-cni's directory, then the reference plugins.
+    pub cni_path: String,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        require_root();
+        assert!(
+            Path::new(REFERENCE_DIR).join("macvlan").exists(),
+            "{REFERENCE_DIR}/macvlan not found; install containernetworking-plugins (`cargo xtask setup` does)"
+        );
+        let lab = Lab::new().unwrap();
+        let s = Session::new(&lab);
+        let ipam_dir = std::env::temp_dir().join(format!("{}-ipam", lab.id()));
+        let _ = std::fs::remove_dir_all(&ipam_dir);
+        let cni_path = format!("{}:{REFERENCE_DIR}", cni_bin().parent().unwrap().display());
+        Harness {
+            lab,
+            s,
+            ipam_dir,
+            cni_path,
+        }
+    }
+
+    /// host-local on `subnet`, with this lab's data directory.
+    pub fn ipam(&self, subnet: &str) -> Value {
+        json!({"type": "host-local", "subnet": subnet, "dataDir": self.ipam_dir,
+               "routes": [{"dst": "0.0.0.0/0"}], "gateway": subnet.replace("0/24", "1")})
+    }
+
+    /// A call's environment.
+    pub fn env<'a>(
+        &'a self,
+        command: &'a str,
+        cid: &'a str,
+        netns: &'a str,
+        ifname: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("CNI_COMMAND", command),
+            ("CNI_PATH", self.cni_path.as_str()),
+        ];
+        for (k, v) in [
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname),
+        ] {
+            if !v.is_empty() {
+                env.push((k, v));
+            }
+        }
+        env
+    }
+
+    /// Calls mvnet-cni.
+    pub fn mvnet(&self, command: &str, cid: &str, netns: &str, conf: &Value) -> Reply {
+        exec(
+            self.lab.host(),
+            &cni_bin(),
+            &self.env(command, cid, netns, "eth0"),
+            &conf.to_string(),
+        )
+    }
+
+    /// Calls the reference macvlan plugin.
+    pub fn reference(&self, command: &str, cid: &str, netns: &str, conf: &Value) -> Reply {
+        exec(
+            self.lab.host(),
+            &Path::new(REFERENCE_DIR).join("macvlan"),
+            &self.env(command, cid, netns, "eth0"),
+            &conf.to_string(),
+        )
+    }
+
+    /// The reference macvlan plugin's config (it speaks up to 1.0.0).
+    pub fn macvlan_conf(&self, version: &str, subnet: &str) -> Value {
+        let version = if version == "1.1.0" { "1.0.0" } else { version };
+        json!({"cniVersion": version, "name": NET, "type": "macvlan", "master": "eth0",
+               "ipam": self.ipam(subnet)})
+    }
+
+    /// mvnet-cni's chained config after `prev`.
+    pub fn chained_conf(&self, version: &str, prev: &Value) -> Value {
+        json!({"cniVersion": version, "name": NET, "type": "mvnet-cni",
+               "stateDir": self.s.state_dir, "prevResult": prev})
+    }
+
+    /// mvnet-cni's standalone config.
+    pub fn standalone_conf(&self, version: &str, subnet: &str) -> Value {
+        json!({"cniVersion": version, "name": NET, "type": "mvnet", "master": "eth0",
+               "mode": "bridge", "stateDir": self.s.state_dir, "ipam": self.ipam(subnet)})
+    }
+
+    /// A container namespace; its path.
+    pub fn container(&mut self, name: &str) -> String {
+        let ns = self.lab.add_container(name).unwrap();
+        ns.path().display().to_string()
+    }
+
+    /// The endpoints mvnet counts on the CNI network: (container id, MAC).
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let doc = json(&self.s.ok(&["stats", "--json"]));
+        let mut out: Vec<(String, String)> = doc["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["name"] == NET)
+            .flat_map(|n| n["endpoints"].as_array().unwrap().clone())
+            .map(|e| {
+                (
+                    e["container_id"].as_str().unwrap().to_owned(),
+                    e["mac"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The classifier's table on the lab's eth0 (None: not attached).
+    pub fn maps(&self) -> Option<PinnedMaps> {
+        PinnedMaps::open(&pin_dir(&self.lab)).ok()
+    }
+
+    /// Entries in the classifier's table.
+    pub fn table_len(&self) -> usize {
+        self.maps().map_or(0, |mut m| m.endpoints().unwrap().len())
+    }
+
+    /// Sends `n` frames from the wire to `mac`, waiting until classified.
+    pub fn send_to(&self, mac: Mac, n: u64) {
+        let maps = self.maps().expect("classifier attached");
+        let src = self.lab.mac_of(self.lab.upstream(), UPSTREAM_IF).unwrap();
+        send(
+            &maps,
+            self.lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(mac.octets(), src).build().unwrap(),
+            n,
+        );
+    }
+
+    /// `rx.wire.frames` mvnet counted for container `cid`.
+    pub fn rx_wire(&self, cid: &str) -> u64 {
+        let doc = json(&self.s.ok(&["stats", "--json"]));
+        doc["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["endpoints"].as_array().unwrap().clone())
+            .find(|e| e["container_id"] == cid)
+            .unwrap_or_else(|| panic!("no endpoint of {cid} in {doc}"))["rx"]["wire"]["frames"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ipam_dir);
+    }
+}
+
+fn mac(result: &Value) -> Mac {
+    result["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn cni_version_lists_the_spec_versions() {
+    let h = Harness::new();
+    for v in VERSIONS {
+        let out = exec(
+            h.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", "VERSION")],
+            &json!({ "cniVersion": v }).to_string(),
+        )
+        .ok();
+        assert_eq!(
+            out,
+            json!({"cniVersion": "1.1.0", "supportedVersions": VERSIONS})
+        );
+    }
+    // Without stdin too, as the reference plugins answer.
+    let out = exec(h.lab.host(), &cni_bin(), &[("CNI_COMMAND", "VERSION")], "").ok();
+    assert_eq!(out["supportedVersions"], json!(VERSIONS));
+}
+
+#[test]
+fn cni_errors_match_the_reference_plugin() {
+    let h = Harness::new();
+    let conf =
+        |v: &str| json!({"cniVersion": v, "name": NET, "type": "x", "stateDir": h.s.state_dir});
+    let good = conf("1.0.0").to_string();
+    let path = h.cni_path.as_str();
+    // (what, env, stdin, expected code, expected msg): both plugins.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u64, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "no netns",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "required env variables [CNI_NETNS] missing",
+        ),
+        (
+            "no container id",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "required env variables [CNI_CONTAINERID] missing",
+        ),
+        (
+            "no path",
+            vec![
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            good.clone(),
+            4,
+            "required env variables [CNI_PATH] missing",
+        ),
+        (
+            "bad container id",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "a/b"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "invalid characters in containerID",
+        ),
+        (
+            "bad ifname",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0/1"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "interface name contains / or : or whitespace characters",
+        ),
+        (
+            "long ifname",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0123456789abc"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "interface name is too long",
+        ),
+        (
+            "no name",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            json!({"cniVersion": "1.0.0", "type": "x"}).to_string(),
+            7,
+            "missing network name",
+        ),
+        (
+            "unknown version",
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            conf("9.9.9").to_string(),
+            1,
+            "incompatible CNI versions",
+        ),
+        (
+            "CHECK before 0.4.0",
+            vec![
+                ("CNI_COMMAND", "CHECK"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            conf("0.3.1").to_string(),
+            1,
+            "config version does not allow CHECK",
+        ),
+        (
+            "unknown command",
+            vec![
+                ("CNI_COMMAND", "FOO"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", "/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", path),
+            ],
+            good.clone(),
+            4,
+            "unknown CNI_COMMAND: FOO",
+        ),
+    ];
+    let reference = Path::new(REFERENCE_DIR).join("macvlan");
+    for (what, env, stdin, code, msg) in &cases {
+        for plugin in [cni_bin(), reference.clone()] {
+            let (c, m) = exec(h.lab.host(), &plugin, env, stdin).err();
+            assert_eq!(
+                (c, m.as_str()),
+                (*code, *msg),
+                "{what}: {}",
+                plugin.display()
+            );
+        }
+    }
+    // Malformed JSON: code 6 from both, the decoder's words after the same prefix.
+    let env = h.env("ADD", "c1", "/x", "eth0");
+    for plugin in [cni_bin(), reference] {
+        let (c, m) = exec(h.lab.host(), &plugin, &env, "{nojson").err();
+        assert_eq!(c, 6, "{}", plugin.display());
+        assert!(m.starts_with("error unmarshall network config: "), "{m}");
+    }
+    // The error object carries the config's cniVersion and the details.
+    let out = exec(
+        h.lab.host(),
+        &cni_bin(),
+        &h.env("ADD", "c1", "/x", "eth0"),
+        &conf("0.2.0").to_string(),
+    );
+    assert_eq!(
+        out.json(),
+        json!({"cniVersion": "0.2.0", "code": 1, "msg": "incompatible CNI versions",
+               "details": "config is \"0.2.0\", plugin supports [\"0.3.1\" \"0.4.0\" \"1.0.0\" \"1.1.0\"]"})
+    );
+    // GC and STATUS are 1.1.0 verbs.
+    for verb in ["GC", "STATUS"] {
+        let (c, m) = exec(
+            h.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", verb), ("CNI_PATH", path)],
+            &good,
+        )
+        .err();
+        assert_eq!((c, m), (1, format!("config version does not allow {verb}")));
+    }
+    // mvnet's own keys: a bad value is a config error naming the fix, and
+    // nothing was recorded.
+    let bad = json!({"cniVersion": "1.0.0", "name": NET, "policy": "drop", "prevResult": {}});
+    let (c, m) = h.mvnet("ADD", "c1", "/x", &bad).err();
+    assert_eq!(c, 7);
+    assert_eq!(
+        m,
+        "invalid \"policy\": \"drop\"; use \"observe\" (count and pass) or \"enforce\" (drop what is not valid)"
+    );
+    assert!(!h.s.state_dir.join("state.json").exists());
+}
+
+#[test]
+fn cni_chained_add_check_del_for_every_version() {
+    let mut h = Harness::new();
+    for (i, v) in VERSIONS.iter().enumerate() {
+        let cid = format!("chained{i}");
+        let netns = h.container(&format!("c{i}"));
+        let prev = h
+            .reference("ADD", &cid, &netns, &h.macvlan_conf(v, "10.61.0.0/24"))
+            .ok();
+        let conf = h.chained_conf(v, &prev);
+        let out = h.mvnet("ADD", &cid, &netns, &conf).ok();
+        // prevResult is passed on, in the config's version.
+        assert_eq!(out["cniVersion"], *v);
+        assert_eq!(out["interfaces"], prev["interfaces"]);
+        assert_eq!(out["ips"][0]["address"], prev["ips"][0]["address"]);
+        assert_eq!(
+            out["ips"][0].get("version").is_some(),
+            v.starts_with("0."),
+            "{v}: {out}"
+        );
+        let m = mac(&prev);
+        // Counted exactly, and verified against the kernel.
+        h.send_to(m, 17 + i as u64);
+        assert_eq!(h.rx_wire(&cid), 17 + i as u64);
+        h.s.ok(&["verify"]);
+        // ADD again changes nothing: one entry.
+        h.mvnet("ADD", &cid, &netns, &conf).ok();
+        assert_eq!(h.endpoints().len(), i + 1);
+        assert_eq!(h.table_len(), i + 1);
+        if *v != "0.3.1" {
+            let mut check = conf.clone();
+            check["prevResult"] = out.clone();
+            assert_eq!(h.mvnet("CHECK", &cid, &netns, &check).ok(), Value::Null);
+        }
+    }
+    let listed = h.endpoints();
+    assert_eq!(listed.len(), 4);
+    // The endpoint is shown with its owner and id.
+    let ls = h.s.ok(&["stats", "--json"]);
+    assert!(ls.contains("chained3"), "{ls}");
+
+    // CHECK fails when the entry is gone from the classifier's table...
+    let v = "1.0.0";
+    let netns = NetNs::named(&format!("{}-c2", h.lab.id())).unwrap();
+    let netns = netns.path().display().to_string();
+    let prev_conf = h.chained_conf(v, &json!({"cniVersion": v}));
+    let (_, m2) = &listed[2];
+    let m2: Mac = m2.parse().unwrap();
+    h.maps()
+        .unwrap()
+        .endpoints()
+        .unwrap()
+        .remove(m2.octets(), 0)
+        .unwrap();
+    let (c, msg) = h.mvnet("CHECK", "chained2", &netns, &prev_conf).err();
+    assert_eq!(c, 100, "{msg}");
+    assert!(
+        msg.contains("not in the classifier's table on eth0"),
+        "{msg}"
+    );
+    // ...and for a container mvnet never saw.
+    let (c, _) = h.mvnet("CHECK", "nosuch", &netns, &prev_conf).err();
+    assert_eq!(c, 3);
+    // `mvnet restore` puts the entry back; CHECK passes again.
+    h.s.ok(&["restore"]);
+    h.mvnet("CHECK", "chained2", &netns, &prev_conf).ok();
+
+    // DEL: gone from the state and the table; again: still fine.
+    h.mvnet("DEL", "chained2", &netns, &prev_conf).ok();
+    assert_eq!(h.endpoints().len(), 3);
+    assert_eq!(h.table_len(), 3);
+    h.mvnet("DEL", "chained2", &netns, &prev_conf).ok();
+    // DEL after the sandbox is gone, without CNI_NETNS.
+    mvnet::netns::delete(&format!("{}-c1", h.lab.id())).unwrap();
+    let r = exec(
+        h.lab.host(),
+        &cni_bin(),
+        &h.env("DEL", "chained1", "", "eth0"),
+        &prev_conf.to_string(),
+    );
+    assert_eq!(r.ok(), Value::Null);
+    assert_eq!(h.endpoints().len(), 2);
+    assert_eq!(h.table_len(), 2);
+
+    // CHECK fails once the classifier is detached.
+    let netns3 = format!("/run/netns/{}-c3", h.lab.id());
+    h.mvnet(
+        "CHECK",
+        "chained3",
+        &netns3,
+        &h.chained_conf("1.1.0", &json!({"cniVersion": "1.1.0"})),
+    )
+    .ok();
+    let detached = h.lab.host().run({
+        let dir = pin_dir(&h.lab);
+        move || mvnet::datapath::pinned::detach("eth0", &dir)
+    });
+    detached.unwrap().unwrap();
+    let (c, msg) = h
+        .mvnet(
+            "CHECK",
+            "chained3",
+            &netns3,
+            &h.chained_conf("1.1.0", &json!({"cniVersion": "1.1.0"})),
+        )
+        .err();
+    assert_eq!(c, 100, "{msg}");
+    assert!(
+        msg.contains("the classifier is not attached to eth0"),
+        "{msg}"
+    );
+    // DEL in every version; the rest go.
+    for (cid, v) in [
+        ("chained3", "1.1.0"),
+        ("chained0", "0.3.1"),
+        ("chained0", "0.4.0"),
+    ] {
+        let r = h.mvnet(
+            "DEL",
+            cid,
+            &netns3,
+            &h.chained_conf(v, &json!({"cniVersion": v})),
+        );
+        assert_eq!(r.ok(), Value::Null, "{cid} {v}");
+    }
+    assert_eq!(h.endpoints(), vec![]);
+}
+
+#[test]
+fn cni_gc_drops_what_the_runtime_no_longer_lists() {
+    let mut h = Harness::new();
+    let mut cids = Vec::new();
+    for i in 0..3 {
+        let cid = format!("gc{i}");
+        let netns = h.container(&format!("g{i}"));
+        let prev = h
+            .reference(
+                "ADD",
+                &cid,
+                &netns,
+                &h.macvlan_conf("1.0.0", "10.62.0.0/24"),
+            )
+            .ok();
+        h.mvnet("ADD", &cid, &netns, &h.chained_conf("1.1.0", &prev))
+            .ok();
+        cids.push(cid);
+    }
+    assert_eq!(h.endpoints().len(), 3);
+    let gc = |valid: Value| {
+        let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "mvnet-cni",
+                          "stateDir": h.s.state_dir, "cni.dev/valid-attachments": valid});
+        exec(
+            h.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+            &conf.to_string(),
+        )
+    };
+    // gc1 is listed on another interface: not this attachment.
+    gc(json!([{"containerID": "gc0", "ifname": "eth0"}, {"containerID": "gc1", "ifname": "net1"}]))
+        .ok();
+    let left: Vec<String> = h.endpoints().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(left, vec!["gc0".to_owned()]);
+    assert_eq!(h.table_len(), 1);
+    // Again: nothing more to drop.
+    gc(json!([{"containerID": "gc0", "ifname": "eth0"}])).ok();
+    assert_eq!(h.endpoints().len(), 1);
+    // Nothing valid: the network goes too, and the classifier with it.
+    gc(json!([])).ok();
+    assert_eq!(h.endpoints().len(), 0);
+    assert!(h.maps().is_none(), "classifier still pinned");
+    // GC without the list is a config error.
+    let conf = json!({"cniVersion": "1.1.0", "name": NET, "stateDir": h.s.state_dir});
+    let (c, _) = exec(
+        h.lab.host(),
+        &cni_bin(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+        &conf.to_string(),
+    )
+    .err();
+    assert_eq!(c, 7);
+}
+
+#[test]
+fn cni_status_reports_whether_mvnet_can_work() {
+    let h = Harness::new();
+    let status = |state: &Path| {
+        let conf = json!({"cniVersion": "1.1.0", "name": NET, "stateDir": state});
+        exec(
+            h.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", h.cni_path.as_str())],
+            &conf.to_string(),
+        )
+    };
+    let r = status(&h.s.state_dir);
+    assert_eq!((r.status, r.stdout.as_str()), (0, ""));
+    // A state directory that cannot be one: a regular file.
+    let file = std::env::temp_dir().join(format!("{}-not-a-dir", h.lab.id()));
+    std::fs::write(&file, "x").unwrap();
+    let (c, m) = status(&file).err();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(c, 50);
+    assert!(m.starts_with("mvnet's state directory"), "{m}");
+}
+
+#[test]
+fn cni_parallel_adds_and_dels_lose_and_duplicate_nothing() {
+    const N: usize = 20;
+    let mut h = Harness::new();
+    let mut calls = Vec::new();
+    for i in 0..N {
+        let cid = format!("par{i:02}");
+        let netns = h.container(&format!("p{i}"));
+        let prev = h
+            .reference(
+                "ADD",
+                &cid,
+                &netns,
+                &h.macvlan_conf("1.0.0", "10.63.0.0/24"),
+            )
+            .ok();
+        calls.push((cid, netns, h.chained_conf("1.0.0", &prev)));
+    }
+    let run_all = |verb: &'static str| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|(cid, netns, conf)| scope.spawn(|| h.mvnet(verb, cid, netns, conf)))
+                .collect();
+            for t in handles {
+                t.join().unwrap().ok();
+            }
+        })
+    };
+    run_all("ADD");
+    let eps = h.endpoints();
+    assert_eq!(eps.len(), N, "{eps:?}");
+    let ids: Vec<String> = eps.iter().map(|(c, _)| c.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("par{i:02}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(h.table_len(), N);
+    run_all("DEL");
+    assert_eq!(h.endpoints().len(), 0);
+    assert_eq!(h.table_len(), 0);
+}
+
+#[test]
+fn cni_standalone_makes_the_macvlan_like_the_reference_plugin() {
+    let mut h = Harness::new();
+    for (i, v) in VERSIONS.iter().enumerate() {
+        let cid = format!("alone{i}");
+        let netns = h.container(&format!("s{i}"));
+        let conf = h.standalone_conf(v, "10.64.0.0/24");
+        let out = h.mvnet("ADD", &cid, &netns, &conf).ok();
+        assert_eq!(out["cniVersion"], *v);
+        assert_eq!(out["interfaces"][0]["name"], "eth0");
+        assert_eq!(out["interfaces"][0]["sandbox"], netns.as_str());
+        assert_eq!(out["ips"][0]["address"], format!("10.64.0.{}/24", i + 2));
+        let m = mac(&out);
+        // The device is there with that MAC and address.
+        let ns = NetNs::from_path(&netns);
+        assert_eq!(
+            h.lab.mac_of(&ns, "eth0").unwrap(),
+            m.octets(),
+            "the result's MAC is the device's"
+        );
+        h.send_to(m, 11);
+        assert_eq!(h.rx_wire(&cid), 11);
+        h.s.ok(&["verify"]);
+        if *v != "0.3.1" {
+            let mut check = conf.clone();
+            check["prevResult"] = out.clone();
+            h.mvnet("CHECK", &cid, &netns, &check).ok();
+            if *v == "1.1.0" {
+                // CHECK asks the IPAM plugin too: host-local no longer
+                // holding the address fails it with host-local's error.
+                let reserved = h.ipam_dir.join(NET).join(format!("10.64.0.{}", i + 2));
+                let held = std::fs::read(&reserved).unwrap();
+                std::fs::remove_file(&reserved).unwrap();
+                let (c, m) = h.mvnet("CHECK", &cid, &netns, &check).err();
+                assert!(m.starts_with("host-local: "), "{c} {m}");
+                std::fs::write(&reserved, held).unwrap();
+                h.mvnet("CHECK", &cid, &netns, &check).ok();
+            }
+        }
+    }
+    // The reference plugin on the same input gives the same shape of result.
+    let netns = h.container("ref");
+    let mut rconf = h.standalone_conf("1.0.0", "10.64.0.0/24");
+    rconf["type"] = json!("macvlan");
+    let reference = h.reference("ADD", "ref0", &netns, &rconf).ok();
+    let netns2 = h.container("mine");
+    let mine = h
+        .mvnet(
+            "ADD",
+            "mine0",
+            &netns2,
+            &h.standalone_conf("1.0.0", "10.64.0.0/24"),
+        )
+        .ok();
+    let shape = |r: &Value| {
+        let mut r = r.clone();
+        r["interfaces"][0]["mac"] = json!("");
+        r["interfaces"][0]["sandbox"] = json!("");
+        r["ips"][0]["address"] = json!("");
+        r
+    };
+    assert_eq!(shape(&mine), shape(&reference));
+    // DEL removes the link and the entry, and is idempotent.
+    let conf = h.standalone_conf("1.0.0", "10.64.0.0/24");
+    h.mvnet("DEL", "mine0", &netns2, &conf).ok();
+    h.mvnet("DEL", "mine0", &netns2, &conf).ok();
+    let links = mvnet::netlink::run(Some(&NetNs::from_path(&netns2)), |nl| async move {
+        nl.links().await
+    })
+    .unwrap();
+    assert_eq!(
+        links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        vec!["lo"]
+    );
+    assert_eq!(h.endpoints().len(), VERSIONS.len());
+
+    // network create's rules for the parent and the mode.
+    let netns = h.container("bad");
+    for (name, master, mode, msg) in [
+        (NET, "lo", "bridge", "loopback interface is not a valid macvlan parent link"),
+        (NET, "nosuch0", "bridge", "\"master\" interface was not found in mvnet-cni's network namespace: nosuch0"),
+        ("other", "eth0", "passthru", "parent interface eth0 is already used by network cninet; a passthru network needs its parent to itself"),
+        (NET, "eth0", "vepa", "CNI network cninet has containers on eth0 in bridge mode; its config now says eth0 in vepa mode"),
+        (NET, "eth0", "wild", "requested macvlan mode 'wild' is not valid, 'bridge' mode is the macvlan driver default"),
+    ] {
+        let mut conf = h.standalone_conf("1.0.0", "10.64.0.0/24");
+        conf["name"] = json!(name);
+        conf["master"] = json!(master);
+        conf["mode"] = json!(mode);
+        let (c, m) = h.mvnet("ADD", "bad0", &netns, &conf).err();
+        assert_eq!(c, 7, "{m}");
+        assert!(m.starts_with(msg), "{master}/{mode}: {m}");
+    }
+    // Nothing was made or recorded by the refused ADDs.
+    assert_eq!(h.endpoints().len(), VERSIONS.len());
+    let links = mvnet::netlink::run(Some(&NetNs::from_path(&netns)), |nl| async move {
+        nl.links().await
+    })
+    .unwrap();
+    assert_eq!(links.len(), 1);
+}

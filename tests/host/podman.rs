@@ -1,0 +1,93 @@
+//! A real CNI runtime: Debian's Podman (4.3, CNI backend) with runc, run
+//! inside the lab's host namespace (tests/common/podman.rs).
+//! `podman run --network` calls the reference macvlan plugin and mvnet-cni
+//! (chained, or standalone as `mvnet`); mvnet then counts and verifies
+//! those containers exactly, and `podman rm` takes them out of its table.
+use mvnet::model::Mac;
+use serde_json::{json, Value};
+
+use crate::{
+    cni::{Harness, NET},
+    common::{cli::cni_bin, podman::Podman},
+};
+
+fn podman(h: &Harness) -> Podman {
+    Podman::new(
+        h.lab.host(),
+        std::env::temp_dir().join(format!("{}-podman", h.lab.id())),
+        &cni_bin(),
+    )
+}
+
+/// Two containers on `network`: counted exactly, verified, then removed
+/// from mvnet's table by `podman rm`.
+fn count_verify_remove(h: &Harness, p: &Podman, network: &str) {
+    let names: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|n| format!("{}-{network}-{n}", h.lab.id()))
+        .collect();
+    let ids: Vec<String> = names.iter().map(|n| p.start(network, n)).collect();
+    let macs: Vec<Mac> = names.iter().map(|n| p.mac(n)).collect();
+    let mut want: Vec<(String, String)> = ids
+        .iter()
+        .zip(&macs)
+        .map(|(id, m)| (id.clone(), m.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(h.endpoints(), want);
+    assert_eq!(h.table_len(), 2);
+    // Shown with the runtime's name (podman passes it as K8S_POD_NAME).
+    let doc: Value = serde_json::from_str(&h.s.ok(&["stats", "--json"])).unwrap();
+    let shown: Vec<&str> = doc["networks"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["container"].as_str().unwrap())
+        .collect();
+    for n in &names {
+        assert!(
+            shown.iter().any(|s| s.ends_with(n.as_str())),
+            "{n} not in {shown:?}"
+        );
+    }
+    h.send_to(macs[0], 41);
+    h.send_to(macs[1], 7);
+    assert_eq!(h.rx_wire(&ids[0]), 41);
+    assert_eq!(h.rx_wire(&ids[1]), 7);
+    h.s.ok(&["verify"]);
+
+    p.ok(&["rm", "-f", "-t", "0", &names[0]]);
+    assert_eq!(h.endpoints(), vec![(ids[1].clone(), macs[1].to_string())]);
+    assert_eq!(h.table_len(), 1);
+    p.ok(&["rm", "-f", "-t", "0", &names[1]]);
+    assert_eq!(h.endpoints(), vec![]);
+    assert_eq!(h.table_len(), 0);
+}
+
+#[test]
+fn podman_chained_containers_are_counted_verified_and_removed() {
+    let h = Harness::new();
+    let p = podman(&h);
+    p.conflist(
+        NET,
+        json!([
+            {"type": "macvlan", "master": "eth0", "ipam": h.ipam("10.65.0.0/24")},
+            {"type": "mvnet-cni", "stateDir": h.s.state_dir}
+        ]),
+    );
+    count_verify_remove(&h, &p, NET);
+}
+
+#[test]
+fn podman_standalone_containers_are_counted_verified_and_removed() {
+    let h = Harness::new();
+    let p = podman(&h);
+    p.conflist(
+        NET,
+        json!([
+            {"type": "mvnet", "master": "eth0", "mode": "bridge",
+             "stateDir": h.s.state_dir, "ipam": h.ipam("10.66.0.0/24")}
+        ]),
+    );
+    count_verify_remove(&h, &p, NET);
+}
