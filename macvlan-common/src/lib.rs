@@ -356,6 +356,42 @@ pub mod direct {
     }
 }
 
+/// The mark the XDP classifier leaves in a frame's XDP metadata
+/// (`bpf_xdp_adjust_meta`) for TC ingress on the same device, which reads
+/// it as `__sk_buff.data_meta`: "XDP classified and counted this frame".
+/// TC ingress then passes it without counting, so each frame is counted
+/// once: by XDP if XDP saw it, else by TC (bridge-mode frames between
+/// endpoints, drivers that keep no metadata, no XDP at all).
+pub mod xdp_mark {
+    /// Bytes of metadata: one `u32` (the kernel takes multiples of 4). The
+    /// kernel's VLAN untag before TC ingress moves the metadata with the
+    /// MAC header (`skb_reorder_vlan_header`), so TC finds the mark of a
+    /// tagged frame too.
+    pub const LEN: usize = 4;
+    /// The mark's value, with [`TAGGED`] clear.
+    pub const MAGIC: u32 = 0x6d76_6e00;
+    /// Set when XDP saw a VLAN tag in the frame's bytes. TC ingress
+    /// classifies a marked frame anyway when it finds a tag in the skb's
+    /// metadata and XDP saw none: a tag the NIC took out before XDP.
+    pub const TAGGED: u32 = 1;
+
+    /// The mark of a frame XDP saw with a tag in its bytes or not.
+    #[inline(always)]
+    pub const fn word(tagged: bool) -> u32 {
+        MAGIC | tagged as u32
+    }
+
+    /// Whether `word` is a mark, and then whether XDP saw a tag.
+    #[inline(always)]
+    pub const fn read(word: u32) -> Option<bool> {
+        if word & !TAGGED == MAGIC {
+            Some(word & TAGGED != 0)
+        } else {
+            None
+        }
+    }
+}
+
 /// Per-root-device settings (an array of one element).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -455,6 +491,18 @@ mod tests {
             EndpointKey::from_word(mac_word(&m) | 0xabcd << 48, VLAN_ANY),
             EndpointKey::new(m, VLAN_ANY)
         );
+    }
+
+    #[test]
+    fn xdp_marks_read_back() {
+        assert_eq!(xdp_mark::read(xdp_mark::word(false)), Some(false));
+        assert_eq!(xdp_mark::read(xdp_mark::word(true)), Some(true));
+        // The first bytes of a MAC (what the untag leaves) are no mark.
+        assert_eq!(
+            xdp_mark::read(u32::from_le_bytes([0x02, 0x42, 0xac, 0x10])),
+            None
+        );
+        assert_eq!(xdp_mark::read(0), None);
     }
 
     #[test]

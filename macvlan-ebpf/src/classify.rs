@@ -1,9 +1,9 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
 use aya_ebpf::{programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, vlan_policy, Endpoint,
-    EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT,
-    VLAN_SLOTS,
+    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, vlan_policy, xdp_mark,
+    Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY,
+    VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
@@ -48,9 +48,36 @@ impl Frame {
         }
     }
 
+    /// The frame's length on the wire: its bytes, plus the 4 of a tag
+    /// already taken out of them (TC), so that every hook counts the same
+    /// bytes for the same frame.
     #[inline(always)]
     fn len(&self) -> u64 {
-        (self.data_end - self.data) as u64
+        let tag = if self.meta_vlan != 0 { 4 } else { 0 };
+        (self.data_end - self.data) as u64 + tag
+    }
+}
+
+/// Whether XDP classified and counted this frame, which TC ingress then
+/// passes untouched: XDP's mark is in the frame's metadata (see
+/// `macvlan_common::xdp_mark`), and XDP saw the frame's tag if it has one.
+/// A tag in skb metadata that XDP did not see was taken out by the NIC
+/// before XDP: XDP classified that frame as untagged, TC classifies it on
+/// its VLAN.
+#[inline(always)]
+pub fn counted_by_xdp(ctx: &TcContext) -> bool {
+    // SAFETY: the context pointer is valid for the program's duration.
+    let skb = unsafe { &*ctx.skb.skb };
+    let (meta, data) = (skb.data_meta as usize, skb.data as usize);
+    // The verifier accepts a metadata read checked against `data`.
+    if meta + 4 > data {
+        return false;
+    }
+    // SAFETY: bounds checked just above.
+    let word = unsafe { *(meta as *const u32) };
+    match xdp_mark::read(word) {
+        Some(tagged) => tagged || skb.vlan_present == 0,
+        None => false,
     }
 }
 
@@ -221,14 +248,15 @@ fn action_for(verdict: Verdict, vlan: u32, home: u32) -> Action {
     }
 }
 
-/// Classifies a frame arriving on the parent.
+/// Classifies a frame arriving on the parent: at XDP, every frame; at TC
+/// ingress, the frames XDP did not count (see [`counted_by_xdp`]).
 #[inline(always)]
 pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
         count_verdict(hook, Verdict::Malformed, bytes);
         let action = action_for(Verdict::Malformed, NO_VLAN, NO_VLAN);
-        if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
+        if matches!(action, Action::Pass) {
             count_malformed_passed(frame, bytes);
         }
         return action;
@@ -241,7 +269,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
         if let Some(slot) = direct_slot(eth.dst, eth.vlan) {
             count_vlan(hook, eth.vlan, bytes);
             count_verdict(hook, Verdict::Delivered, bytes);
-            count_endpoint_rx(hook, frame, &eth, slot, bytes);
+            count_endpoint_rx(path_local(hook, frame, &eth), slot, bytes);
             // Delivered frames always pass (see action_for).
             return Action::Pass;
         }
@@ -249,8 +277,10 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot, home) = verdict_for_destination(&eth);
     count_verdict(hook, verdict, bytes);
-    // Events from XDP only: TC ingress sees the same wire frames again.
-    if hook == Hook::XdpIngress {
+    // Events for frames from the wire (TC ingress sees them only when XDP
+    // did not), not for bridge-mode frames from a local endpoint.
+    let from_wire = !path_local(hook, frame, &eth);
+    if from_wire {
         match verdict {
             Verdict::UnknownMac => {
                 events::unknown_mac(ctx, mac_bytes(eth.dst), mac_bytes(eth.src), eth.vlan)
@@ -265,10 +295,10 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     let action = action_for(verdict, eth.vlan as u32, home);
     if let Some(slot) = slot {
         if verdict == Verdict::Delivered {
-            count_endpoint_rx(hook, frame, &eth, slot, bytes);
-        } else if hook == Hook::XdpIngress && matches!(action, Action::Pass) {
-            // A VLAN mismatch let through to the MAC's owner: the wire
-            // frames XDP sees, as rx_wire.
+            count_endpoint_rx(!from_wire, slot, bytes);
+        } else if from_wire && matches!(action, Action::Pass) {
+            // A VLAN mismatch let through to the MAC's owner: wire frames,
+            // as rx_wire.
             if let Some(c) = ENDPOINT_MISMATCH.get_ptr_mut(slot) {
                 // SAFETY: per-CPU slot, no other writer on this CPU.
                 unsafe { (*c).add(bytes) };
@@ -278,7 +308,7 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
     action
 }
 
-/// A malformed wire frame XDP passed: counted for the endpoint that owns
+/// A malformed frame passed: counted for the endpoint that owns
 /// its destination MAC, if any (ENDPOINT_MALFORMED). The kernel may untag
 /// what the parser gave up on and deliver it to that endpoint by MAC.
 #[inline(always)]
@@ -300,24 +330,28 @@ fn count_malformed_passed(frame: &Frame, bytes: u64) {
     }
 }
 
-/// Counts a frame delivered to endpoint `slot` on its path.
+/// Whether a frame came from a local endpoint (bridge mode) rather than
+/// the wire. XDP sees only wire frames. TC ingress sees the wire frames
+/// XDP did not count and bridge-mode frames from a local endpoint, which
+/// are the ones whose source is one of ours.
 #[inline(always)]
-fn count_endpoint_rx(hook: Hook, frame: &Frame, eth: &Ethernet, slot: u32, bytes: u64) {
-    // XDP sees only wire frames. TC ingress sees wire frames too (already
-    // counted by XDP) and bridge-mode frames from a local endpoint, which
-    // are the ones whose source is one of ours.
+fn path_local(hook: Hook, frame: &Frame, eth: &Ethernet) -> bool {
     // A frame a device's NAPI poll received came from the wire: skip the
     // source lookup (a hash miss for every wire frame otherwise).
-    let path_local = hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src);
-    if hook == Hook::XdpIngress || path_local {
-        if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
-            // SAFETY: per-CPU slot, no other writer on this CPU.
-            let c = unsafe { &mut *c };
-            if path_local {
-                c.rx_local.add(bytes);
-            } else {
-                c.rx_wire.add(bytes);
-            }
+    hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src)
+}
+
+/// Counts a frame delivered to endpoint `slot` on its path (`local`: see
+/// [`path_local`]).
+#[inline(always)]
+fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no other writer on this CPU.
+        let c = unsafe { &mut *c };
+        if local {
+            c.rx_local.add(bytes);
+        } else {
+            c.rx_wire.add(bytes);
         }
     }
 }

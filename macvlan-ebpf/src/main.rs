@@ -2,10 +2,13 @@
 //!
 //! * `mvnet_xdp` — XDP on the parent: every frame from the wire, before the
 //!   macvlan rx_handler picks a child.
-//! * `mvnet_tc_ingress` — TC ingress on the parent: the same frames after VLAN
-//!   untagging (the tag is then in skb metadata), plus bridge-mode frames from
-//!   one endpoint to another, which re-enter the parent via dev_forward_skb
-//!   and never pass XDP.
+//! * `mvnet_tc_ingress` — TC ingress on the parent: what XDP did not count.
+//!   XDP marks every frame it classified in the frame's XDP metadata, and TC
+//!   passes marked frames untouched; it classifies bridge-mode frames from
+//!   one endpoint to another (they re-enter the parent via dev_forward_skb
+//!   and never pass XDP), frames of a driver that keeps no metadata, frames
+//!   with no XDP program at all, and frames whose tag the NIC took out
+//!   before XDP (the tag is then in skb metadata).
 //! * `mvnet_tc_egress` — TC egress on the parent: frames endpoints send out.
 //! * `mvnet_tc_endpoint` — TC egress on each endpoint's own macvlan device,
 //!   in the container's namespace: the source checks, by device.
@@ -23,21 +26,43 @@ mod source;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::bpf_xdp_adjust_meta,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use classify::{Action, Frame};
-use macvlan_common::{direct, Hook};
+use macvlan_common::{direct, is_tag_tpid, xdp_mark, Hook};
 
 #[xdp]
 pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
+    // Room for the mark that tells TC ingress this frame is counted. A
+    // driver that keeps no XDP metadata refuses it: TC ingress then
+    // classifies and counts every frame, and XDP leaves them all to it.
+    // SAFETY: the context is the program's own.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(xdp_mark::LEN as i32)) } != 0 {
+        return xdp_action::XDP_PASS;
+    }
+    // After the helper every packet pointer is reloaded and checked again.
+    let (meta, data, data_end) = (ctx.metadata(), ctx.data(), ctx.data_end());
+    if meta + xdp_mark::LEN > data {
+        return xdp_action::XDP_PASS;
+    }
     let frame = Frame {
-        data: ctx.data(),
-        data_end: ctx.data_end(),
+        data,
+        data_end,
         // XDP sees the tag in the bytes unless the NIC stripped it.
         meta_vlan: 0,
         napi_id: 0,
     };
+    let tagged = match parse::ptr_at::<u16>(data, data_end, 12) {
+        // SAFETY: bounds checked by ptr_at.
+        Some(t) => is_tag_tpid(u16::from_be(unsafe { *t })),
+        None => false,
+    };
+    let mark = xdp_mark::word(tagged);
+    // SAFETY: meta + LEN <= data was checked above; the metadata area is
+    // ours until the program returns.
+    unsafe { *(meta as *mut u32) = mark };
     match classify::ingress(&ctx, &frame, Hook::XdpIngress) {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
@@ -61,6 +86,9 @@ pub fn mvnet_tc_pass(_ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
+    if classify::counted_by_xdp(&ctx) {
+        return TC_ACT_OK as i32;
+    }
     let frame = Frame::from_tc(&ctx);
     match classify::ingress(&ctx, &frame, Hook::TcIngress) {
         Action::Pass => TC_ACT_OK as i32,

@@ -159,6 +159,13 @@ enum Command {
         #[arg(long)]
         no_events: bool,
     },
+    /// Count, verify and enforce Docker's own macvlan networks: read them
+    /// through Docker's Engine API and keep their containers' endpoints in
+    /// the classifier's table (`sync` once, `watch` to follow Docker).
+    Docker {
+        #[command(subcommand)]
+        command: DockerCommand,
+    },
     /// Live view of the classifier's counters: per-endpoint rates with
     /// sparklines, per-VLAN and per-verdict tables (q quits, s sorts, r
     /// reverses, n filters by network). Plain text when stdout is not a
@@ -384,6 +391,35 @@ enum NetworkCommand {
     Disconnect { network: String, container: String },
 }
 
+#[derive(Subcommand)]
+enum DockerCommand {
+    /// Read Docker's macvlan networks and running containers once, and make
+    /// the state and the classifier's table hold exactly their endpoints;
+    /// exits 1 when a network or endpoint had to be left out (each is
+    /// reported with the reason).
+    Sync(DockerArgs),
+    /// Sync, then follow Docker's events (network create/destroy/connect/
+    /// disconnect, container start/die/destroy) until killed; a lost
+    /// connection or a daemon restart is retried with backoff and followed
+    /// by a full sync.
+    Watch(DockerArgs),
+}
+
+#[derive(Args)]
+struct DockerArgs {
+    /// Docker's socket, unix:///PATH or /PATH (default: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock).
+    #[arg(long, value_name = "HOST")]
+    docker_host: Option<String>,
+    /// Classifier policy of the Docker networks adopted: observe (count and
+    /// pass) or enforce (drop invalid frames).
+    #[arg(long, value_enum, default_value_t)]
+    policy: Policy,
+    /// How XDP attaches to a root device the classifier is not on yet.
+    #[arg(long, value_enum, default_value_t)]
+    xdp_mode: XdpMode,
+}
+
 #[derive(Args)]
 struct CreateArgs {
     /// Driver (only macvlan).
@@ -552,6 +588,13 @@ impl Cli {
                 }
                 _ => {}
             },
+            Command::Docker {
+                command: DockerCommand::Sync(a) | DockerCommand::Watch(a),
+            } => {
+                if let Some(h) = &a.docker_host {
+                    crate::docker::client::DockerHost::parse(h, "from --docker-host")?;
+                }
+            }
             Command::Run(a) => {
                 if let Some(name) = &a.name {
                     crate::model::validate_name("container", name).map_err(|e| anyhow!(e))?;
@@ -635,7 +678,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             // command that cannot be started.
             return Ok(run_container(&state_dir, a).unwrap_or_else(|e| {
                 eprintln!("mvnet: error: {e:#}");
-                container::exit_code_of(&e, 125)
+                container::not_started_code(&e).unwrap_or(125)
             }));
         }
         Command::Exec { container, command } => {
@@ -645,12 +688,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             // 126/127 for a command that cannot be started, as Docker.
             return container::exec(&c, &command).or_else(|e| {
-                match container::exit_code_of(&e, 0) {
-                    0 => Err(e),
-                    code => {
+                match container::not_started_code(&e) {
+                    Some(code) => {
                         eprintln!("mvnet: error: {e:#}");
                         Ok(code)
                     }
+                    None => Err(e),
                 }
             });
         }
@@ -682,6 +725,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 events: !no_events,
             })?;
         }
+        Command::Docker { command } => return docker_command(&state_dir, command),
         Command::Restore { check } => return restore_command(&state_dir, check),
         Command::Top {
             network,
@@ -868,6 +912,34 @@ fn restore_command(state_dir: &std::path::Path, check: bool) -> Result<i32> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// `docker sync|watch`: Docker's own macvlan networks, read through its
+/// Engine API and registered as foreign networks.
+fn docker_command(state_dir: &std::path::Path, command: DockerCommand) -> Result<i32> {
+    let (a, follow) = match command {
+        DockerCommand::Sync(a) => (a, false),
+        DockerCommand::Watch(a) => (a, true),
+    };
+    let what = if follow {
+        "mvnet docker watch"
+    } else {
+        "mvnet docker sync"
+    };
+    reader(state_dir, what)?;
+    let opts = crate::docker::watch::Options {
+        host: crate::docker::client::DockerHost::resolve(a.docker_host.as_deref())?,
+        adopt: crate::docker::read::Adopt {
+            policy: a.policy,
+            xdp_mode: a.xdp_mode,
+        },
+        state_dir: state_dir.to_owned(),
+    };
+    if follow {
+        crate::docker::watch::watch(opts)
+    } else {
+        crate::docker::watch::sync(opts)
+    }
 }
 
 /// `container …` and its top-level forms (`ps`, `stop`, `rm`, `start`,

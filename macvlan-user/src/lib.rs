@@ -14,6 +14,8 @@
 //! * [`netns`] — named network namespaces and running code inside one;
 //! * [`netlink`] — the only module that speaks rtnetlink;
 //! * [`datapath`] — loading, attaching and reading the eBPF classifier;
+//! * [`docker`] — Docker's own macvlan networks, read through its Engine
+//!   API and registered as foreign networks (`mvnet docker sync|watch`);
 //! * [`stats`] — every counter joined with the endpoints it belongs to,
 //!   rendered for `mvnet stats`;
 //! * [`serve`] — the Prometheus exporter (`mvnet serve`);
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod cni;
 pub mod controller;
 pub mod datapath;
+pub mod docker;
 pub mod external;
 pub mod filter;
 pub mod format;

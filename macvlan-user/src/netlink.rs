@@ -3,7 +3,8 @@
 //!
 //! Every call runs inside a namespace chosen by the caller ([`run`]), on a
 //! connection made in that namespace once per command and reused
-//! ([`connections`]): one runtime per process, one socket per namespace.
+//! ([`connections`]): one socket and the runtime that drives it per
+//! namespace, never one per call.
 use std::{future::Future, net::IpAddr, os::fd::AsRawFd};
 
 use futures::TryStreamExt as _;
@@ -129,25 +130,27 @@ where
     F: FnOnce(Netlink) -> Fut + Send,
     Fut: Future<Output = Result<T>>,
 {
+    // The namespace's inode, which names its connection.
+    let inode = match ns {
+        Some(ns) => netns::inode(ns.path()),
+        None => Some(netns::current_inode().map_err(NetlinkError::Socket)?),
+    };
     if ns.is_none() && tokio::runtime::Handle::try_current().is_err() {
-        return run_here(f);
+        return run_here(inode, f);
     }
-    netns::run_in(ns, move || run_here(f))?
+    netns::run_in(ns, move || run_here(inode, f))?
 }
 
-/// Runs `f` on the calling thread with its namespace's connection.
-fn run_here<T, F, Fut>(f: F) -> Result<T>
+/// Runs `f` on the calling thread with the connection of its namespace
+/// (inode `inode`).
+fn run_here<T, F, Fut>(inode: Option<u64>, f: F) -> Result<T>
 where
     F: FnOnce(Netlink) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let lease = connections::checkout()?;
-    // With the runtime's handle entered, timers and sockets `f` makes are
-    // driven by the runtime's thread while this one waits for `f`.
-    let rt = connections::runtime()?;
-    let _enter = rt.enter();
-    futures::executor::block_on(f(Netlink {
-        handle: lease.handle.clone(),
+    let lease = connections::checkout(inode)?;
+    lease.block_on(f(Netlink {
+        handle: lease.handle(),
     }))
 }
 

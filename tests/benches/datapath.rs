@@ -5,8 +5,9 @@
 //! program when the xdp-tools package is installed.
 //!
 //! Rounds alternate between the programs; each row reports the median of
-//! its rounds. Targets (issue): classifier at 4096 endpoints <= 1.5x the
-//! baseline and <= 0.6x xdp-filter, judged on the median of per-round
+//! its rounds. Target (issue 17): classifier at 4096 endpoints <= 0.5x
+//! xdp-filter (the ratio to the pass-only baseline is printed, no longer
+//! judged: issue 17 retired it), judged on the median of per-round
 //! ratios: each compares runs a few milliseconds apart, so the drift of
 //! this VM's speed between rounds (a quarter and more) cancels out.
 //!
@@ -274,30 +275,28 @@ fn main() {
     let ratio = median(&vs_pass);
     println!(
         "classifier at 4096 endpoints: {ratio:.2}x the pass-only baseline (median of {ROUNDS} \
-         per-round ratios, the worse frame type; target <= 1.5): {}",
-        if ratio <= 1.5 { "PASS" } else { "FAIL" }
+         per-round ratios, the worse frame type; XDP's mark for TC included)"
     );
     if let Some((_, (k, _), (bk, _))) = rows
         .iter()
         .find(|(n, _, _)| n.starts_with("floor") && n.contains("(4096"))
     {
         println!(
-            "floor at 4096 endpoints: {k:.1} ns = {:.2}x the baseline; counting per endpoint at all \
-             takes {:.0}% of the {:.1} ns the 1.5x target leaves above the baseline",
+            "floor at 4096 endpoints: {k:.1} ns = {:.2}x the baseline ({:+.1} ns): the least \
+             counting per endpoint costs",
             k / bk,
-            (k - bk) / (0.5 * bk) * 100.0,
-            0.5 * bk
+            k - bk
         );
     }
     if let Some(vs_filter) = judge(&|j| j.2) {
         let r = median(&vs_filter);
         println!(
             "classifier at 4096 endpoints / xdp-filter: {r:.2} (median of {} per-round ratios, \
-             the worse frame type, range {:.2}..{:.2}; target <= 0.6): {}",
+             the worse frame type, range {:.2}..{:.2}; target <= 0.5): {}",
             vs_filter.len(),
             vs_filter.iter().cloned().fold(f64::INFINITY, f64::min),
             vs_filter.iter().cloned().fold(0.0, f64::max),
-            if r <= 0.6 { "PASS" } else { "FAIL" }
+            if r <= 0.5 { "PASS" } else { "FAIL" }
         );
     } else {
         println!("xdp-filter: not installed or not loadable (Debian package xdp-tools); ratio not measured");

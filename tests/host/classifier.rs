@@ -449,16 +449,19 @@ impl Counters {
         if let Some(slot) = outcome.slot {
             let e = &mut self.endpoints[slot as usize];
             match hook {
-                Hook::XdpIngress => add(&mut e.rx_wire),
-                // Wire frames were counted at XDP; only bridge-mode frames
-                // (from a local endpoint) count at TC ingress.
+                // Bridge-mode frames (from a local endpoint) reach TC
+                // ingress only. TC ingress classifies only what XDP did
+                // not count (a test run's frame carries no XDP mark), so
+                // it counts wire frames too.
                 Hook::TcIngress if outcome.src_local => add(&mut e.rx_local),
-                _ => {}
+                Hook::XdpIngress | Hook::TcIngress => add(&mut e.rx_wire),
+                Hook::TcEgress => {}
             }
         }
-        // A VLAN mismatch or malformed frame XDP lets through counts for
+        // A VLAN mismatch or malformed wire frame let through counts for
         // the MAC's owner.
-        if let (Hook::XdpIngress, Some(owner), false) = (hook, outcome.owner, dropped) {
+        let from_wire = hook == Hook::XdpIngress || !outcome.src_local;
+        if let (true, Some(owner), false) = (from_wire, outcome.owner, dropped) {
             match outcome.verdict {
                 Verdict::Malformed => add(&mut self.malformed[owner as usize]),
                 _ => add(&mut self.mismatch[owner as usize]),

@@ -61,15 +61,10 @@ fn smoke_leaves_nothing_behind() {
 const EP_UNTAGGED: [u8; 6] = [0x02, 0x42, 0x0a, 0x00, 0x00, 0x02];
 const EP_VLAN10: [u8; 6] = [0x02, 0x42, 0x0a, 0x0a, 0x00, 0x02];
 
-/// Sends `n` copies of `frame` from upstream, waiting until XDP counted them.
-fn send(lab: &Lab, dp: &Classifier, frame: Vec<u8>, n: u64) {
-    let total = |dp: &Classifier| {
-        dp.counters()
-            .unwrap()
-            .verdicts
-            .total(Hook::XdpIngress)
-            .frames
-    };
+/// Sends `n` copies of `frame` from upstream, waiting until `hook`
+/// counted them.
+fn send(lab: &Lab, dp: &Classifier, hook: Hook, frame: Vec<u8>, n: u64) {
+    let total = |dp: &Classifier| dp.counters().unwrap().verdicts.total(hook).frames;
     let base = total(dp);
     let frames = [frame];
     wire::send(
@@ -86,31 +81,35 @@ fn send(lab: &Lab, dp: &Classifier, frame: Vec<u8>, n: u64) {
     .unwrap();
 }
 
+/// The classifier on the lab's parent with (`xdp`) or without XDP, and
+/// the slots of an untagged endpoint and one on VLAN 10.
+fn attach_two_endpoints(lab: &Lab, xdp: Option<XdpMode>) -> (Classifier, u32, u32) {
+    let mut dp = Classifier::attach_hooks(Some(lab.host()), PARENT, xdp).unwrap();
+    let mut table = dp.endpoints().unwrap();
+    let mut slot = |mac, vlan| {
+        table
+            .insert(EndpointEntry {
+                mac,
+                vlan,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            })
+            .unwrap()
+    };
+    let slots = (slot(EP_UNTAGGED, 0), slot(EP_VLAN10, 10));
+    drop(table);
+    (dp, slots.0, slots.1)
+}
+
+/// Every frame is counted once: at XDP, which marks it for TC ingress, or
+/// at TC ingress when there is no XDP. Both reach the same verdicts for
+/// the same frames (TC sees the outer tag in skb metadata, not in the
+/// bytes) and count the same wire bytes.
 #[test]
 fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
     require_root();
     let lab = Lab::new().unwrap();
-    let mut dp = Classifier::attach(Some(lab.host()), PARENT, XdpMode::Auto).unwrap();
-    let mut table = dp.endpoints().unwrap();
-    let untagged = table
-        .insert(EndpointEntry {
-            mac: EP_UNTAGGED,
-            vlan: 0,
-            ipv4: None,
-            ipv6: None,
-            enforce: false,
-        })
-        .unwrap();
-    let vlan10 = table
-        .insert(EndpointEntry {
-            mac: EP_VLAN10,
-            vlan: 10,
-            ipv4: None,
-            ipv6: None,
-            enforce: false,
-        })
-        .unwrap();
-    let _ = table;
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let unknown = [0x02, 0x99, 0, 0, 0, 1];
 
@@ -166,12 +165,22 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
             41,
         ),
     ];
+    let wire_bytes = |pick: &dyn Fn(usize) -> bool| -> u64 {
+        cases
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| pick(*i))
+            .map(|(_, (f, n))| f.len() as u64 * n)
+            .sum()
+    };
+
+    // XDP and TC ingress: XDP counts every frame, TC none.
+    let (dp, untagged, vlan10) = attach_two_endpoints(&lab, Some(XdpMode::Native));
     for (frame, n) in &cases {
-        send(&lab, &dp, frame.clone(), *n);
+        send(&lab, &dp, Hook::XdpIngress, frame.clone(), *n);
     }
     let c = dp.counters().unwrap();
     let v = |h, verdict| c.verdicts.get(h, verdict).frames;
-
     assert_eq!(v(Hook::XdpIngress, Verdict::Delivered), 11 + 13 + 23);
     assert_eq!(v(Hook::XdpIngress, Verdict::VlanMismatch), 17 + 19);
     assert_eq!(v(Hook::XdpIngress, Verdict::UnknownMac), 29);
@@ -182,11 +191,27 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
     assert_eq!(c.endpoint(vlan10).rx_wire.frames, 13 + 23);
     assert_eq!(c.vlan(0).rx_xdp.frames, 11 + 19 + 31 + 37);
     assert_eq!(c.vlan(10).rx_xdp.frames, 13 + 23 + 29);
+    assert_eq!(
+        c.vlan(10).rx_xdp.bytes,
+        wire_bytes(&|i| [1, 4, 5].contains(&i))
+    );
     assert_eq!(c.vlan(20).rx_xdp.frames, 17);
+    // XDP's mark in the frames' metadata reached TC ingress, tagged or not
+    // (the kernel untags between them): TC counted none of them again.
+    assert_eq!(c.verdicts.total(Hook::TcIngress).frames, 0);
+    for vlan in [0, 10, 20] {
+        assert_eq!(c.vlan(vlan).rx_tc.frames, 0, "VLAN {vlan}");
+    }
+    assert_eq!(c.endpoint(vlan10).rx_local.frames, 0);
+    dp.detach().unwrap();
 
-    // TC ingress sees the outer tag in skb metadata, not in the bytes, and
-    // must reach the same verdicts. The stack drops the truncated frame
-    // before TC, so TC sees no malformed frame.
+    // TC ingress alone classifies the same frames the same way. The stack
+    // drops the truncated frame before TC, so TC sees no malformed frame.
+    let (dp, untagged, vlan10) = attach_two_endpoints(&lab, None);
+    for (frame, n) in &cases[..cases.len() - 1] {
+        send(&lab, &dp, Hook::TcIngress, frame.clone(), *n);
+    }
+    let t = dp.counters().unwrap();
     for verdict in [
         Verdict::Delivered,
         Verdict::VlanMismatch,
@@ -195,15 +220,17 @@ fn vlan_tags_are_parsed_identically_at_xdp_and_tc() {
         Verdict::Multicast,
     ] {
         assert_eq!(
-            v(Hook::TcIngress, verdict),
-            v(Hook::XdpIngress, verdict),
-            "verdict {verdict:?} differs between XDP and TC"
+            t.verdicts.get(Hook::TcIngress, verdict),
+            c.verdicts.get(Hook::XdpIngress, verdict),
+            "verdict {verdict:?} differs between XDP and TC (frames, wire bytes)"
         );
     }
-    assert_eq!(c.vlan(10).rx_tc.frames, 13 + 23 + 29);
-    // Wire frames are counted once per endpoint (at XDP), not again at TC.
-    assert_eq!(c.endpoint(vlan10).rx_local.frames, 0);
-    let dir = dp.dir().to_owned();
+    // Wire frames, with the 4 bytes of the tag the kernel took out of them.
+    assert_eq!(t.vlan(10).rx_tc, c.vlan(10).rx_xdp);
+    assert_eq!(t.vlan(0).rx_tc, c.vlan(0).rx_xdp);
+    assert_eq!(t.endpoint(untagged).rx_wire, c.endpoint(untagged).rx_wire);
+    assert_eq!(t.endpoint(vlan10).rx_wire, c.endpoint(vlan10).rx_wire);
+    assert_eq!(t.endpoint(vlan10).rx_local.frames, 0);
+    assert_eq!(t.verdicts.total(Hook::XdpIngress).frames, 0);
     dp.detach().unwrap();
-    assert!(!dir.exists(), "pins left at {}", dir.display());
 }

@@ -64,6 +64,25 @@ pub(crate) fn send(maps: &PinnedMaps, ns: &NetNs, iface: &str, hook: Hook, frame
     .unwrap();
 }
 
+/// Frames from upstream to `dst` that got past the parent's XDP while `send` ran, as a
+/// packet socket on the parent sees them (taps run after XDP, before TC
+/// ingress). TC ingress no longer tells: it counts only what XDP did not.
+/// Waits up to 2 s for `want` frames.
+pub(crate) fn passed_xdp(lab: &Lab, dst: [u8; 6], want: u64, send: impl FnOnce()) -> u64 {
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            wire::capture(lab.host(), PARENT, want, Duration::from_secs(2), |f| {
+                f.len() >= 12 && f[..6] == dst && f[6..12] == src
+            })
+        });
+        // The socket opens in the capturing thread.
+        std::thread::sleep(Duration::from_millis(300));
+        send();
+        capture.join().unwrap().unwrap()
+    })
+}
+
 #[test]
 fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     require_root();
@@ -140,7 +159,13 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     assert_eq!(ep(2), (59, 0));
     assert_eq!(d(Hook::XdpIngress, Verdict::Delivered), 101 + 37 + 59);
     assert_eq!(d(Hook::XdpIngress, Verdict::UnknownMac), 23);
-    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 101 + 37 + 59 + 13);
+    // Each frame counted once: the wire frames at XDP, which marked them
+    // for TC ingress; the bridge-mode frames at TC ingress, never at XDP.
+    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 13);
+    assert_eq!(
+        c.verdicts.total(Hook::TcIngress).frames - c0.verdicts.total(Hook::TcIngress).frames,
+        13
+    );
     assert_eq!(
         c.vlan(0).rx_xdp.frames - c0.vlan(0).rx_xdp.frames,
         101 + 37 + 59 + 23
@@ -157,14 +182,17 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     // unknown MACs there are dropped at XDP): valid frames still arrive.
     s.ok(&["network", "update", "--policy", "enforce", "na"]);
     let c1 = maps.counters().unwrap();
-    send(
-        &maps,
-        lab.upstream(),
-        UPSTREAM_IF,
-        Hook::XdpIngress,
-        FrameSpec::udp4(unknown, src).build().unwrap(),
-        29,
-    );
+    let passed = passed_xdp(&lab, unknown, 29, || {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(unknown, src).build().unwrap(),
+            29,
+        )
+    });
+    assert_eq!(passed, 0, "frames to an unknown MAC dropped at XDP");
     send(
         &maps,
         lab.upstream(),
@@ -176,26 +204,34 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     let c2 = maps.counters().unwrap();
     let dd = |h, v| c2.verdicts.get(h, v).frames - c1.verdicts.get(h, v).frames;
     assert_eq!(dd(Hook::XdpIngress, Verdict::UnknownMac), 29);
-    // Dropped at XDP: TC never saw them.
-    assert_eq!(dd(Hook::TcIngress, Verdict::UnknownMac), 0);
-    assert_eq!(dd(Hook::TcIngress, Verdict::Delivered), 7);
+    assert_eq!(dd(Hook::XdpIngress, Verdict::Delivered), 7);
+    assert_eq!(
+        c2.verdicts.total(Hook::TcIngress).frames - c1.verdicts.total(Hook::TcIngress).frames,
+        0
+    );
     assert_eq!(rx_packets(&nss[2]) - before_rx[2], 59 + 7);
     s.ok(&["network", "update", "--policy", "observe", "na"]);
     let c3 = maps.counters().unwrap();
-    send(
-        &maps,
-        lab.upstream(),
-        UPSTREAM_IF,
-        Hook::XdpIngress,
-        FrameSpec::udp4(unknown, src).build().unwrap(),
-        3,
-    );
+    let passed = passed_xdp(&lab, unknown, 3, || {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(unknown, src).build().unwrap(),
+            3,
+        )
+    });
+    assert_eq!(passed, 3, "observe again: frames to unknown MACs pass");
     let c4 = maps.counters().unwrap();
     assert_eq!(
-        c4.verdicts.get(Hook::TcIngress, Verdict::UnknownMac).frames
-            - c3.verdicts.get(Hook::TcIngress, Verdict::UnknownMac).frames,
-        3,
-        "observe again: frames to unknown MACs pass"
+        c4.verdicts
+            .get(Hook::XdpIngress, Verdict::UnknownMac)
+            .frames
+            - c3.verdicts
+                .get(Hook::XdpIngress, Verdict::UnknownMac)
+                .frames,
+        3
     );
 
     // Endpoints leave the map with their links; the classifier leaves with
@@ -593,19 +629,22 @@ fn host_traffic_to_the_parent_passes_under_enforce() {
     let parent = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let c0 = maps.counters().unwrap();
-    send(
-        &maps,
-        lab.upstream(),
-        UPSTREAM_IF,
-        Hook::XdpIngress,
-        FrameSpec::udp4(parent, src).build().unwrap(),
-        19,
-    );
+    let passed = passed_xdp(&lab, parent, 19, || {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(parent, src).build().unwrap(),
+            19,
+        )
+    });
     let c1 = maps.counters().unwrap();
     let d = |h, v| c1.verdicts.get(h, v).frames - c0.verdicts.get(h, v).frames;
     assert_eq!(d(Hook::XdpIngress, Verdict::Delivered), 19);
-    // Not dropped at XDP: TC ingress saw every one.
-    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 19);
+    // Not dropped at XDP, and counted there only.
+    assert_eq!(passed, 19);
+    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), 0);
     s.ok(&["network", "rm", "ne"]);
 }
 
@@ -626,22 +665,30 @@ fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
         .build()
         .unwrap();
     let bcast = FrameSpec::udp4([0xff; 6], src).build().unwrap();
-    // Returns (seen at XDP, seen at TC ingress after XDP) for n frames.
+    // Returns (counted at XDP, got past XDP) for n frames; TC ingress
+    // counts none of them (XDP did).
     let through = |frame: &[u8], v: Verdict, n: u64| {
         let c0 = maps.counters().unwrap();
-        send(
-            &maps,
-            lab.upstream(),
-            UPSTREAM_IF,
-            Hook::XdpIngress,
-            frame.to_vec(),
-            n,
-        );
+        let dst: [u8; 6] = frame[..6].try_into().unwrap();
+        let passed = passed_xdp(&lab, dst, n, || {
+            send(
+                &maps,
+                lab.upstream(),
+                UPSTREAM_IF,
+                Hook::XdpIngress,
+                frame.to_vec(),
+                n,
+            )
+        });
         let c1 = maps.counters().unwrap();
+        assert_eq!(
+            c1.verdicts.total(Hook::TcIngress).frames - c0.verdicts.total(Hook::TcIngress).frames,
+            0
+        );
         (
             c1.verdicts.get(Hook::XdpIngress, v).frames
                 - c0.verdicts.get(Hook::XdpIngress, v).frames,
-            c1.verdicts.get(Hook::TcIngress, v).frames - c0.verdicts.get(Hook::TcIngress, v).frames,
+            passed,
         )
     };
     assert_eq!(

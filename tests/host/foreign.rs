@@ -18,7 +18,7 @@ use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 
 use crate::{
     common::{cli::Session, require_root},
-    datapath_cp::{json, pin_dir, send},
+    datapath_cp::{json, passed_xdp, pin_dir, send},
 };
 
 const NET_ID: &str = "d0cce2000000000000000000000000000000000000000000000000000000beef";
@@ -169,14 +169,17 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
     let before = lab.link_stats(&d1, "eth0").unwrap().rx_packets;
     let c0 = maps.counters().unwrap();
     let unknown = [0x02, 0x42, 0x0a, 0x6e, 0x00, 0x63];
-    send(
-        &maps,
-        lab.upstream(),
-        UPSTREAM_IF,
-        Hook::XdpIngress,
-        FrameSpec::udp4(unknown, src).build().unwrap(),
-        31,
-    );
+    let passed = passed_xdp(&lab, unknown, 31, || {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(unknown, src).build().unwrap(),
+            31,
+        )
+    });
+    assert_eq!(passed, 0, "dropped at XDP under enforce");
     send(
         &maps,
         lab.upstream(),
@@ -191,15 +194,10 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
     };
     assert_eq!(d(macvlan_common::Verdict::UnknownMac), 31);
     assert_eq!(d(macvlan_common::Verdict::Delivered), 7);
+    // Counted once, at XDP.
     assert_eq!(
-        c1c.verdicts
-            .get(Hook::TcIngress, macvlan_common::Verdict::UnknownMac)
-            .frames
-            - c0.verdicts
-                .get(Hook::TcIngress, macvlan_common::Verdict::UnknownMac)
-                .frames,
-        0,
-        "dropped at XDP under enforce"
+        c1c.verdicts.total(Hook::TcIngress).frames - c0.verdicts.total(Hook::TcIngress).frames,
+        0
     );
     assert_eq!(lab.link_stats(&d1, "eth0").unwrap().rx_packets - before, 7);
 

@@ -271,7 +271,25 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     assert_eq!(d("xdp_ingress", "unknown_mac"), (23, 23 * len));
     assert_eq!(d("xdp_ingress", "broadcast"), (8, 8 * len));
     assert_eq!(d("xdp_ingress", "vlan_mismatch"), (5, 5 * tlen));
-    assert_eq!(d("tc_ingress", "delivered").0, unicast + 13);
+    // Each frame counted once: wire frames at XDP only, bridge-mode frames
+    // at TC ingress only, bytes as on the wire at both.
+    assert_eq!(d("tc_ingress", "delivered"), (13, 13 * len));
+    for v in [
+        "unknown_mac",
+        "vlan_mismatch",
+        "malformed",
+        "broadcast",
+        "multicast",
+    ] {
+        assert_eq!(d("tc_ingress", v), (0, 0), "tc_ingress {v}");
+    }
+    assert_eq!(
+        (
+            vlan(&doc, 0, "rx_tc").0 - vlan(&before, 0, "rx_tc").0,
+            vlan(&doc, 0, "rx_tc").1 - vlan(&before, 0, "rx_tc").1
+        ),
+        (13, 13 * len)
+    );
     assert_eq!(d("tc_egress", "delivered"), (21, 21 * len));
     assert_eq!(d("tc_egress", "spoofed"), (4, 4 * len));
     let dv = |vid, f| {

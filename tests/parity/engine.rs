@@ -138,6 +138,7 @@ impl Engine {
         let mut argv = vec!["run", "-d", "--name", &name];
         argv.extend_from_slice(args);
         if let Kind::Docker(_) = self.kind {
+            argv.extend_from_slice(crate::docker::RUN_OPTIONS);
             argv.extend_from_slice(&["-it", crate::docker::IMAGE, "/bin/sh"]);
         }
         self.cmd(&argv)
@@ -150,7 +151,10 @@ impl Engine {
         let mut all = vec!["run", "--name", &name];
         all.extend_from_slice(args);
         match self.kind {
-            Kind::Docker(_) => all.push(crate::docker::IMAGE),
+            Kind::Docker(_) => {
+                all.extend_from_slice(crate::docker::RUN_OPTIONS);
+                all.push(crate::docker::IMAGE)
+            }
             Kind::Mvnet(_) => all.push("--"),
         }
         all.extend_from_slice(argv);

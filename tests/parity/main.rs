@@ -8,7 +8,6 @@
 mod common;
 
 mod differences;
-mod docker;
 mod docker_host;
 mod engine;
 mod observe;
@@ -18,6 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use mvnet_lab::lab::Lab;
+
+use common::docker;
 
 use crate::{
     common::cli::Session,

@@ -556,12 +556,6 @@ pub fn all() -> Vec<Scenario> {
                 Cmd(&["network", "connect", "macvlan60", "%c2"]),
                 Container("c1"),
                 Container("c2"),
-                create!(
-                    "--subnet=192.168.80.0/24",
-                    "-o",
-                    "parent=eth0.60",
-                    "again60"
-                ),
             ],
         ),
         vm(

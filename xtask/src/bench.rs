@@ -95,6 +95,9 @@ pub fn bench(names: &[String]) -> Result<i32> {
     if selected.iter().any(|b| b.name == "datapath") {
         bench_deps::ensure_xdp_tools();
     }
+    if selected.iter().any(|b| b.name == "e2e") {
+        bench_deps::ensure_nftables()?;
+    }
     let mvnet = cargo::build_mvnet(&env, true).context("building mvnet (release) failed")?;
     let exes = build_benches(&env, &selected)?;
     let _lock = util::lock_labs()?;

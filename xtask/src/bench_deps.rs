@@ -1,6 +1,7 @@
 //! What the benches need besides the build: the CNI reference plugins the
 //! control-plane bench compares mvnet against (Debian package
-//! `containernetworking-plugins`, binaries in /usr/lib/cni).
+//! `containernetworking-plugins`, binaries in /usr/lib/cni), xdp-tools for
+//! the datapath bench and nftables for the e2e bench.
 
 use std::path::Path;
 
@@ -96,4 +97,34 @@ pub fn ensure_xdp_tools() {
             "note: installing {XDP_TOOLS_PACKAGE} failed ({e:#}); xdp-filter will not be measured"
         );
     }
+}
+
+/// Debian's nftables: the e2e bench's per-MAC counting peer.
+pub const NFT_BINARY: &str = "/usr/sbin/nft";
+pub const NFTABLES_PACKAGE: &str = "nftables";
+
+/// Installs nftables when `nft` is missing (Debian, as root); the e2e
+/// bench fails without it, naming the package.
+pub fn ensure_nftables() -> Result<()> {
+    if Path::new(NFT_BINARY).exists() {
+        eprintln!("ok: nftables ({NFT_BINARY})");
+        return Ok(());
+    }
+    if util::os_id().as_deref() != Some("debian") || !util::is_root() {
+        bail!(
+            "{NFT_BINARY} is missing: the e2e bench compares mvnet with an nftables per-MAC \
+             counter set\nfix: apt-get install {NFTABLES_PACKAGE}"
+        );
+    }
+    eprintln!("installing: apt package {NFTABLES_PACKAGE} (nft, for the e2e bench)");
+    if !apt_knows(NFTABLES_PACKAGE) {
+        let _ = util::run(apt().arg("update"));
+    }
+    util::run(
+        apt()
+            .args(["install", "-y", "--no-install-recommends"])
+            .arg(NFTABLES_PACKAGE),
+    )
+    .with_context(|| format!("apt-get install {NFTABLES_PACKAGE}"))?;
+    Ok(())
 }

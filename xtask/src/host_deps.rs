@@ -7,7 +7,9 @@
 //!   dumps the pinned maps) and `strace` (whose fault injection kills
 //!   commands at every syscall in the crash suite);
 //! * Debian's `docker.io` (20.10) and `busybox-static`, for the parity suite
-//!   (tests/parity), which compares mvnet with Docker's macvlan driver;
+//!   (tests/parity), which compares mvnet with Docker's macvlan driver, and
+//!   the Docker tests (tests/docker), where `mvnet docker sync|watch` serves
+//!   that driver's networks;
 //! * Debian's `podman` (4.3, CNI backend), `runc` and
 //!   `containernetworking-plugins`, for the CNI tests (tests/host/cni.rs,
 //!   tests/host/podman.rs): mvnet-cni beside the reference macvlan plugin,
@@ -62,8 +64,8 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("prometheus", &["/usr/bin/prometheus", "/usr/bin/promtool"]),
     ("bpftool", &["/usr/sbin/bpftool"]),
     ("strace", &["/usr/bin/strace"]),
-    // The parity suite (tests/parity) starts its own dockerd in a lab
-    // namespace (apt's policy here does not start the system service) and
+    // The parity suite (tests/parity) and the Docker tests (tests/docker)
+    // start their own dockerd in a lab namespace (apt's policy here does not start the system service) and
     // imports a busybox image from a tarball.
     ("docker.io", &["/usr/sbin/dockerd", "/usr/bin/docker"]),
     ("busybox-static", &["/bin/busybox"]),
@@ -101,7 +103,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let what = format!(
-        "the host tests run promtool, prometheus, bpftool, strace, podman and the CNI plugins, the parity suite dockerd and busybox; missing packages: {}",
+        "the host tests run promtool, prometheus, bpftool, strace, podman and the CNI plugins, the parity suite and the Docker tests dockerd and busybox; missing packages: {}",
         missing.join(" ")
     );
     if util::os_id().as_deref() != Some("debian") {

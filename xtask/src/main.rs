@@ -122,7 +122,8 @@ fn dispatch(command: Cmd) -> Result<i32> {
         Cmd::Setup { host_only } => {
             setup::setup(host_only)?;
             host_deps::ensure_tmux()?;
-            // The host tests' tools, and Docker and busybox for the parity suite.
+            // The host tests' tools, and Docker and busybox for the parity
+            // suite and the Docker tests.
             host_deps::ensure()?;
             host_deps::ensure_kubernetes_validate()?;
             Ok(0)

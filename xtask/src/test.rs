@@ -1,5 +1,6 @@
 //! `cargo xtask test`: unit tests, host integration tests, the parity
-//! suite against Docker, VM tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
+//! suite against Docker, `mvnet docker sync|watch` against Docker, VM
+//! tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
 //! runs and no `mvl-*` network namespace may be left.
 
 use std::ffi::OsStr;
@@ -27,6 +28,7 @@ enum Part {
     Unit,
     Host,
     Parity,
+    Docker,
     Vm,
 }
 
@@ -36,6 +38,7 @@ impl Part {
             Part::Unit => "unit tests",
             Part::Host => "host integration tests",
             Part::Parity => "parity with Docker",
+            Part::Docker => "Docker's networks",
             Part::Vm => "VM tests",
         }
     }
@@ -64,7 +67,7 @@ pub fn test(opts: Opts) -> Result<i32> {
     }
     let _lock = util::lock_labs()?;
     let selected = |p: Part| match p {
-        Part::Unit | Part::Host | Part::Parity => !opts.vm_only,
+        Part::Unit | Part::Host | Part::Parity | Part::Docker => !opts.vm_only,
         Part::Vm => !opts.host_only,
     };
     // mvnet is needed for `lab clean` and by the tests (MVNET_BIN).
@@ -73,7 +76,7 @@ pub fn test(opts: Opts) -> Result<i32> {
 
     let mut results: Vec<(Part, Outcome)> = Vec::new();
     let mut failed = false;
-    for part in [Part::Unit, Part::Host, Part::Parity, Part::Vm] {
+    for part in [Part::Unit, Part::Host, Part::Parity, Part::Docker, Part::Vm] {
         let outcome = if !selected(part) {
             Outcome::Skipped(if opts.vm_only {
                 "--vm-only"
@@ -148,21 +151,26 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
                 .env("MVNET_BIN", mvnet);
             util::run(with_test_args(&mut cmd, args))
         }
+        Part::Docker => {
+            // tests/docker: `mvnet docker sync|watch` against Docker's own
+            // macvlan driver, each test with its own dockerd in a lab.
+            let mut cmd = env.cargo();
+            cmd.args(["test", "--package", "macvlan-tests", "--test", "docker"])
+                .env("MVNET_BIN", mvnet);
+            util::run(with_test_args(&mut cmd, args))
+        }
         Part::Vm => {
             let vm = env.vm.as_ref().expect("setup prepared the VM part");
-            let exe = build_test_exe(env, "vm")?;
-            let parity = build_test_exe(env, "parity")?;
+            let exe = build_vm_tests(env)?;
             // The VM sees the host's filesystem but with a fresh /tmp, so a
             // checkout under /tmp is invisible there: stage both binaries
             // in our cache directory (under $HOME, which the VM shares).
             let stage = vm_stage_dir()?;
             let staged_exe = stage.join("vm-tests");
-            let staged_parity = stage.join("parity");
             let staged_mvnet = stage.join("mvnet");
-            for (from, to) in [(&exe, &staged_exe), (&parity, &staged_parity)] {
-                std::fs::copy(from, to)
-                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-            }
+            std::fs::copy(&exe, &staged_exe).with_context(|| {
+                format!("copying {} to {}", exe.display(), staged_exe.display())
+            })?;
             // mvnet runs `mvnet-lab` (lab, pktgen) from beside itself.
             let lab = mvnet.with_file_name("mvnet-lab");
             for (from, to) in [
@@ -172,7 +180,7 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
                 std::fs::copy(&from, &to)
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
-            let script = vm_script(&staged_exe, &staged_parity, &staged_mvnet, args);
+            let script = vm_script(&staged_exe, &staged_mvnet, args);
             // Each kernel in turn (6.1, 6.12): every one must pass.
             let mut failed = Vec::new();
             for kernel in &vm.kernels {
@@ -197,43 +205,41 @@ fn with_test_args<'a>(cmd: &'a mut Command, args: &[String]) -> &'a mut Command 
     cmd
 }
 
-/// Builds the test binary `name` of macvlan-tests (`vm`, `parity`).
-fn build_test_exe(env: &Env, name: &str) -> Result<PathBuf> {
+fn build_vm_tests(env: &Env) -> Result<PathBuf> {
     let mut cmd = env.cargo();
     cmd.args([
         "test",
         "--package",
         "macvlan-tests",
         "--test",
-        name,
+        "vm",
         "--no-run",
     ]);
     let found = cargo::artifacts(&mut cmd)?;
-    cargo::executable(&found, "macvlan-tests", name, "test")
+    cargo::executable(&found, "macvlan-tests", "vm", "test")
 }
 
 fn sh_quote(s: impl AsRef<OsStr>) -> String {
     format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The guest script: the VM test binary, the parity suite's VM scenarios
-/// (802.1Q and no-parent networks, against Docker in the VM), then a check
-/// that they removed their namespaces (they would vanish with the VM and
-/// hide the leak otherwise).
-fn vm_script(exe: &Path, parity: &Path, mvnet: &Path, args: &[String]) -> String {
-    let env = format!("env MVNET_IN_VM=1 MVNET_BIN={}", sh_quote(mvnet));
-    let mut run = format!("{env} {} --test-threads=1", sh_quote(exe));
-    let mut suite = format!("{env} {}", sh_quote(parity));
+/// The guest script: the VM test binary, then a check that it removed its
+/// namespaces (they would vanish with the VM and hide the leak otherwise).
+/// (The parity suite's VM scenarios are not run here yet: Docker's engine
+/// does not run a container in the VM; see README, "Parity with Docker".)
+fn vm_script(exe: &Path, mvnet: &Path, args: &[String]) -> String {
+    let mut run = format!(
+        "env MVNET_IN_VM=1 MVNET_BIN={} {} --test-threads=1",
+        sh_quote(mvnet),
+        sh_quote(exe)
+    );
     for arg in args {
         run.push(' ');
         run.push_str(&sh_quote(arg));
-        suite.push(' ');
-        suite.push_str(&sh_quote(arg));
     }
     format!(
         "{run}\n\
          rc=$?\n\
-         {suite} || [ $rc -ne 0 ] || rc=1\n\
          left=$(ip netns list 2>/dev/null | awk '$1 ~ /^{NETNS_PREFIX}/ {{print $1}}' | tr '\\n' ' ')\n\
          if [ -n \"$left\" ]; then echo \"error: the VM tests left network namespaces behind: $left\" >&2; [ $rc -ne 0 ] || rc=1; fi\n\
          exit $rc"
@@ -319,14 +325,11 @@ mod tests {
     fn vm_script_quotes_and_checks_leftovers() {
         let s = vm_script(
             Path::new("/t/vm-1"),
-            Path::new("/t/parity"),
             Path::new("/t/mvnet"),
             &["it's".into()],
         );
         assert!(s.starts_with(
-            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1 'it'\\''s'\n\
-             rc=$?\n\
-             env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/parity' 'it'\\''s' || [ $rc -ne 0 ] || rc=1\n"
+            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1 'it'\\''s'\n"
         ));
         assert!(s.contains("/^mvl-/"));
         assert!(s.ends_with("exit $rc"));

@@ -652,14 +652,13 @@ impl CommandNotStarted {
     }
 }
 
-/// The exit code a failed command gives as Docker's CLI does: 127 or 126
-/// when the container's command could not be started, else `otherwise`
-/// (125 for `run`'s own errors).
-pub fn exit_code_of(error: &anyhow::Error, otherwise: i32) -> i32 {
+/// The exit code Docker's CLI gives when the container's command could
+/// not be started (127 or 126), if that is what `error` is about.
+pub fn not_started_code(error: &anyhow::Error) -> Option<i32> {
     error
         .chain()
         .find_map(|e| e.downcast_ref::<CommandNotStarted>())
-        .map_or(otherwise, |c| c.code)
+        .map(|c| c.code)
 }
 
 /// Starts `command` inside `ns`: detached (new session, output to `log`) or

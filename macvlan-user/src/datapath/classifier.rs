@@ -36,10 +36,21 @@ impl Classifier {
         root: &str,
         xdp_mode: XdpMode,
     ) -> Result<Classifier, DatapathError> {
+        Self::attach_hooks(ns, root, Some(xdp_mode))
+    }
+
+    /// [`Classifier::attach`], with XDP or (`None`) with the TC programs
+    /// alone, which then count every frame themselves: what the tests
+    /// compare XDP's counting against. The control plane always uses XDP.
+    pub fn attach_hooks(
+        ns: Option<&NetNs>,
+        root: &str,
+        xdp_mode: Option<XdpMode>,
+    ) -> Result<Classifier, DatapathError> {
         let name = root.to_owned();
         let (dir, mode) = crate::netns::run_in(ns, move || {
             let dir = pinned::pin_dir(pinned::netns_inode(None)?, &name);
-            let mode = pinned::attach(&name, &dir, xdp_mode)?;
+            let mode = pinned::attach_hooks(&name, &dir, xdp_mode)?;
             Ok::<_, DatapathError>((dir, mode))
         })??;
         let maps = match PinnedMaps::open(&dir) {
@@ -54,7 +65,7 @@ impl Classifier {
             ns: ns.cloned(),
             dir,
             maps,
-            xdp_mode: Some(mode),
+            xdp_mode: mode,
         })
     }
 

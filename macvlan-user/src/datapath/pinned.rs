@@ -158,6 +158,17 @@ fn uses_tcx() -> bool {
 /// Loads the classifier, attaches it to `root` (in the calling thread's
 /// namespace) and pins maps and links under `dir`. On error nothing stays.
 pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, DatapathError> {
+    attach_hooks(root, dir, Some(xdp_mode)).map(|m| m.unwrap_or(xdp_mode))
+}
+
+/// [`attach`], with XDP (`Some(mode)`) or without it (`None`: the TC
+/// programs alone, which then count every frame; tests compare the two).
+/// Returns the XDP mode in use.
+pub fn attach_hooks(
+    root: &str,
+    dir: &Path,
+    xdp_mode: Option<XdpMode>,
+) -> Result<Option<XdpMode>, DatapathError> {
     ensure_bpffs()?;
     if is_attached(dir) {
         return Err(DatapathError::Pin(format!(
@@ -181,7 +192,7 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
             &mut ebpf,
             root,
             AttachOptions {
-                xdp: Some(xdp_mode),
+                xdp: xdp_mode,
                 tc: true,
             },
         )?;
@@ -196,11 +207,13 @@ pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, Data
                 _ => return Err(DatapathError::MissingMap(name)),
             }
         }
-        let mode = attached.xdp_mode.unwrap_or(xdp_mode);
+        let mode = attached.xdp_mode;
         pin_links(&mut ebpf, attached, dir)?;
-        let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
-        xdp.pin(dir.join(PROG_XDP))
-            .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        if mode.is_some() {
+            let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
+            xdp.pin(dir.join(PROG_XDP))
+                .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        }
         let name = program_names::TC_ENDPOINT;
         let endpoint: &mut SchedClassifier = super::program(&mut ebpf, name)?;
         endpoint

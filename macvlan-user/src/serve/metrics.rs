@@ -118,7 +118,7 @@ impl Collector for SnapshotCollector {
             (
                 Field::Frames,
                 "mvnet_endpoint_frames",
-                "Frames the classifier counted for an endpoint: received from the wire (XDP) or from a neighbour on the same parent (path=local, TC ingress), sent (TC egress).",
+                "Frames the classifier counted for an endpoint: received from the wire (XDP, or TC ingress where XDP did not see them) or from a neighbour on the same parent (path=local, TC ingress), sent (TC egress). Each frame once.",
             ),
             (
                 Field::Bytes,
@@ -151,12 +151,12 @@ impl Collector for SnapshotCollector {
             (
                 Field::Frames,
                 "mvnet_vlan_frames",
-                "Frames per VLAN (0 = untagged) seen by each hook of the classifier on a root device.",
+                "Frames per VLAN (0 = untagged) counted by each hook of the classifier on a root device; each frame at one hook only (TC ingress counts what XDP did not), so sums over hooks count each frame once.",
             ),
             (
                 Field::Bytes,
                 "mvnet_vlan_bytes",
-                "Bytes per VLAN (0 = untagged) seen by each hook of the classifier on a root device.",
+                "Bytes per VLAN (0 = untagged) counted by each hook of the classifier on a root device: frame lengths on the wire, VLAN tags included.",
             ),
         ] {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -184,12 +184,12 @@ impl Collector for SnapshotCollector {
             (
                 Field::Frames,
                 "mvnet_verdict_frames",
-                "Frames per classifier verdict (delivered, unknown_mac, vlan_mismatch, malformed, broadcast, multicast, spoofed) and hook.",
+                "Frames per classifier verdict (delivered, unknown_mac, vlan_mismatch, malformed, broadcast, multicast, spoofed) and hook; each frame at one hook only (TC ingress counts what XDP did not).",
             ),
             (
                 Field::Bytes,
                 "mvnet_verdict_bytes",
-                "Bytes per classifier verdict and hook.",
+                "Bytes per classifier verdict and hook: frame lengths on the wire, VLAN tags included.",
             ),
         ] {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

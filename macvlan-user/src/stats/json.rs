@@ -58,7 +58,8 @@ pub struct Endpoint {
 
 #[derive(Serialize)]
 pub struct EndpointRx<T> {
-    /// From the wire (XDP on the root).
+    /// From the wire (XDP on the root; TC ingress for frames XDP did not
+    /// see). Each frame once.
     pub wire: T,
     /// From another endpoint on the same parent (bridge mode; TC ingress).
     pub local: T,
@@ -98,7 +99,10 @@ pub struct Root {
 pub struct Vlan {
     /// 0 = untagged.
     pub vlan: u16,
+    /// Counted by XDP: the wire frames it saw.
     pub rx_xdp: Count,
+    /// Counted by TC ingress: what XDP did not count (bridge-mode frames,
+    /// no XDP or no XDP metadata, tags the NIC took out before XDP).
     pub rx_tc: Count,
     pub tx_tc: Count,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,5 @@
 //! bpf(2) commands aya does not expose: open a pinned object, read a
-//! link's info, open a program by id, replace the program of an attached
+//! link's info or a program's run-time statistics, open a program by id, replace the program of an attached
 //! link in place (BPF_LINK_UPDATE: the hook never runs without a program,
 //! and no frame sees the device detached), read a whole map in one call
 //! (BPF_MAP_LOOKUP_BATCH), and map a `BPF_F_MMAPABLE` array into memory.
@@ -14,7 +14,9 @@ use std::{
     sync::atomic::AtomicU64,
 };
 
-use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
+use aya_obj::generated::{
+    bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type, bpf_prog_info,
+};
 
 /// `enum bpf_link_type` values we name.
 pub const BPF_LINK_TYPE_XDP: u32 = bpf_link_type::BPF_LINK_TYPE_XDP as u32;
@@ -111,6 +113,34 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         id: info.id,
         prog_id: info.prog_id,
         ifindex,
+    })
+}
+
+/// What the kernel's run-time statistics say about a program (collected
+/// while `kernel.bpf_stats_enabled` is 1 or a BPF_ENABLE_STATS fd is open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgRunStats {
+    /// Nanoseconds spent in the program, all runs.
+    pub run_time_ns: u64,
+    /// Runs.
+    pub run_cnt: u64,
+}
+
+/// The run-time statistics of the program `prog`.
+pub fn prog_run_stats(prog: BorrowedFd<'_>) -> io::Result<ProgRunStats> {
+    // SAFETY: bpf_prog_info holds integers only, for which all-zero bytes
+    // are valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = prog.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = (&mut info as *mut bpf_prog_info).expose_provenance() as u64;
+    bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // SAFETY: a volatile read of an initialised local (see link_info).
+    let info: bpf_prog_info = unsafe { std::ptr::read_volatile(&info) };
+    Ok(ProgRunStats {
+        run_time_ns: info.run_time_ns,
+        run_cnt: info.run_cnt,
     })
 }
 
