@@ -154,6 +154,23 @@ where
     }))
 }
 
+/// The one link a GETLINK by name or index answers, `None` for ENODEV.
+async fn first_link(
+    mut stream: impl futures::Stream<Item = std::result::Result<LinkMessage, rtnetlink::Error>> + Unpin,
+    op: impl FnOnce() -> String,
+) -> Result<Option<Link>> {
+    match stream.try_next().await {
+        Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(m))
+            if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(request_error(op())(e)),
+    }
+}
+
 fn link_from_message(msg: &LinkMessage) -> Link {
     let mut link = Link {
         index: msg.header.index,
@@ -181,22 +198,13 @@ fn link_from_message(msg: &LinkMessage) -> Link {
 impl Netlink {
     /// The link called `name`, if it exists.
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
-        let mut stream = self
+        let stream = self
             .handle
             .link()
             .get()
             .match_name(name.to_owned())
             .execute();
-        match stream.try_next().await {
-            Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
-            Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m))
-                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(request_error(format!("get link {name}"))(e)),
-        }
+        first_link(stream, || format!("get link {name}")).await
     }
 
     /// The link called `name`, which must exist.
@@ -638,17 +646,8 @@ impl Netlink {
 
     /// The link with ifindex `index`, if any.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        let mut stream = self.handle.link().get().match_index(index).execute();
-        match stream.try_next().await {
-            Ok(Some(msg)) => Ok(Some(link_from_message(&msg))),
-            Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(m))
-                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(request_error(format!("get link {index}"))(e)),
-        }
+        let stream = self.handle.link().get().match_index(index).execute();
+        first_link(stream, || format!("get link {index}")).await
     }
 }
 

@@ -29,6 +29,7 @@
 //! * The skb runner builds the skb from the bytes without VLAN untagging:
 //!   `vlan_present` is 0 and the tag stays in the bytes, so TC parses the
 //!   same bytes as XDP and must reach the same verdicts.
+use crate::rng::Rng;
 use std::time::Instant;
 
 use aya::{
@@ -1066,24 +1067,6 @@ fn tc_ingress_and_xdp_agree() {
             hex(&case.frame)
         );
         assert_eq!(delta(Hook::XdpIngress).iter().sum::<u64>(), 3);
-    }
-}
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

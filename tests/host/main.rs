@@ -17,6 +17,7 @@ mod lab;
 mod observability;
 mod podman;
 mod refusals;
+mod rng;
 mod scripting;
 mod source_checks;
 mod source_model;

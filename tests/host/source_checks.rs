@@ -9,6 +9,7 @@
 //! registered there. What the runner refuses (shorter than 14 bytes, or an
 //! IPv4/IPv6 Ethertype without a whole IP header: EINVAL before the program
 //! runs) is checked to be refused with nothing counted.
+use crate::rng::Rng;
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     time::Instant,
@@ -500,24 +501,6 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             ret == TC_ACT_OK
         );
         assert_eq!(rig.run(&frame), Some(ret), "{frame:02x?}");
-    }
-}
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

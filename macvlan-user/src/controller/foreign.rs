@@ -280,6 +280,20 @@ impl Controller {
                 );
             }
         }
+        let old_container = self.state.containers.get(&c.id).cloned();
+        let old_ep = old_container
+            .as_ref()
+            .and_then(|o| o.endpoints.get(&ep.network_id).cloned());
+        let unchanged = old_container
+            .as_ref()
+            .is_some_and(|o| o.name == c.name && o.netns == c.netns && o.pod == c.pod)
+            && old_ep.as_ref().is_some_and(|o| {
+                o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
+            });
+        // The common case of a re-sync first: nothing to scan or change.
+        if unchanged && self.has_entry(&net, ep.mac)? {
+            return Ok(());
+        }
         let (root, vlan) = net.root();
         // Another endpoint with this MAC on the root and VLAN would share
         // its classifier entry.
@@ -303,19 +317,6 @@ impl Controller {
                     );
                 }
             }
-        }
-        let old_container = self.state.containers.get(&c.id).cloned();
-        let old_ep = old_container
-            .as_ref()
-            .and_then(|o| o.endpoints.get(&ep.network_id).cloned());
-        let unchanged = old_container
-            .as_ref()
-            .is_some_and(|o| o.name == c.name && o.netns == c.netns && o.pod == c.pod)
-            && old_ep.as_ref().is_some_and(|o| {
-                o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
-            });
-        if unchanged && self.has_entry(&net, ep.mac)? {
-            return Ok(());
         }
         if let Some(o) = &old_ep {
             // Replaced (another MAC, a re-created device): out with the old.
