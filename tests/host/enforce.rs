@@ -575,29 +575,24 @@ fn verify_explains_malformed_frames_passed_to_an_endpoint() {
     s.ok(&["network", "rm", "em"]);
 }
 
-/// The endpoint programs on `ifname` in `ns` (tcx egress): their ids;
-/// `None` on a kernel without tcx (before 6.6: clsact filters, which the
-/// behaviour below checks instead).
-fn endpoint_programs(ns: &NetNs, ifname: &str) -> Option<Vec<u32>> {
-    use aya::{
-        programs::{SchedClassifier, TcAttachType},
-        util::KernelVersion,
-    };
-    if KernelVersion::current().unwrap() < KernelVersion::new(6, 6, 0) {
-        return None;
-    }
-    let ifname = ifname.to_owned();
-    let ids = ns
-        .run(move || {
-            let (_, programs) = SchedClassifier::query_tcx(&ifname, TcAttachType::Egress).unwrap();
-            programs
-                .iter()
-                .filter(|p| p.name_as_str() == Some("mvnet_tc_endpoi"))
-                .map(|p| p.id())
-                .collect()
-        })
+/// The endpoint programs on `ifname` in `ns`, as the kernel lists the
+/// device's TC egress filters (`tc -j filter show`): their program ids.
+fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u64> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args(["tc", "-j", "filter", "show", "dev", ifname, "egress"])
+        .output()
         .unwrap();
-    Some(ids)
+    assert!(out.status.success(), "{out:?}");
+    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.pointer("/options/prog"))
+        .filter(|p| p["name"] == "mvnet_tc_endpoi")
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
 }
 
 /// Pins lost while the containers live (bpffs emptied): `restore`
@@ -629,9 +624,7 @@ fn restore_registers_living_devices_and_detaches_orphaned_checks() {
     assert_eq!(ifindex, devices::candidate(slot, 0));
     assert_eq!(maps.device(ifindex).unwrap().mac, mac);
     let old = endpoint_programs(&ns, "eth0");
-    if let Some(old) = &old {
-        assert_eq!(old.len(), 1);
-    }
+    assert_eq!(old.len(), 1, "{old:?}");
     drop(maps);
 
     lab.host()
@@ -646,10 +639,9 @@ fn restore_registers_living_devices_and_detaches_orphaned_checks() {
     let id = maps.device(ifindex).expect("device registered again");
     assert_eq!((id.mac, id.slot, id.vlan), (mac, slot, 0));
     assert_eq!(id.ipv4, [10, 97, 1, 11]);
-    if let (Some(now), Some(old)) = (endpoint_programs(&ns, "eth0"), &old) {
-        assert_eq!(now.len(), 1);
-        assert_ne!(&now, old);
-    }
+    let now = endpoint_programs(&ns, "eth0");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, old);
 
     // Checked against the new maps, and the policy follows the network:
     // an orphaned check, still enforcing, would drop the frames under

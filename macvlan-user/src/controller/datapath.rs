@@ -151,7 +151,7 @@ impl DeviceRegistration {
     /// the device is up.
     pub fn register(&self, ifindex: u32, ifname: &str) -> Result<()> {
         PinnedMaps::open(&self.dir)?.register_device(ifindex, self.identity)?;
-        devices::attach(&self.dir, ifindex, ifname)?;
+        devices::attach(&self.dir, ifname)?;
         Ok(())
     }
 }
@@ -256,7 +256,7 @@ impl Controller {
                         return Ok(Some(index));
                     }
                     devices::detach_all(index, &ifname)?;
-                    devices::attach(&registration.dir, index, &ifname)?;
+                    devices::attach(&registration.dir, &ifname)?;
                     return Ok(None);
                 }
             }
