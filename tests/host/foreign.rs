@@ -236,3 +236,165 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
     assert!(!pins.exists(), "pins left at {}", pins.display());
     assert_eq!(s.ok(&["network", "ls", "-q"]), "");
 }
+
+/// The endpoint programs attached to `ifname` in `ns` (TC egress filters,
+/// as `tc` lists them).
+fn endpoint_filters(ns: &NetNs, ifname: &str) -> usize {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args(["tc", "-j", "filter", "show", "dev", ifname, "egress"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f.pointer("/options/prog/name") == Some(&"mvnet_tc_endpoi".into()))
+        .count()
+}
+
+/// What `docker sync` and CNI register through: one batch, one result per
+/// endpoint. The valid ones are adopted (entries, devices, baselines),
+/// the invalid ones are refused with the reason and leave no trace, and
+/// the same batch again changes nothing, not even the state file.
+#[test]
+fn a_batch_adopts_every_valid_endpoint_and_refuses_the_rest() {
+    use mvnet::controller::adopt::Adopted;
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = s.state_dir.clone();
+    let (m1, m2) = (
+        [0x02, 0x42, 0x0a, 0x6f, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x6f, 0x00, 0x03],
+    );
+    let d1 = lab.add_container("b1").unwrap();
+    let d2 = lab.add_container("b2").unwrap();
+    let d3 = lab.add_container("b3").unwrap();
+    lab.add_macvlan(&d1, m1).unwrap();
+    lab.add_macvlan(&d2, m2).unwrap();
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    // Before the adoption: the kernel counts these, the classifier cannot.
+    let before = lab.link_stats(&d1, "eth0").unwrap().rx_packets;
+    let frames = [FrameSpec::udp4(m1, src).build().unwrap()];
+    mvnet_lab::lab::wire::send(
+        lab.upstream(),
+        UPSTREAM_IF,
+        &mvnet_lab::lab::wire::SendPlan {
+            frames: &frames,
+            rounds: 11,
+            deadline: std::time::Duration::from_secs(30),
+            burst: 32,
+        },
+        |sent| lab.link_stats(&d1, "eth0").unwrap().rx_packets - before >= sent,
+    )
+    .unwrap();
+    let items = vec![
+        (
+            container(&"a".repeat(64), "web", &d1),
+            endpoint(m1, "10.111.0.2"),
+        ),
+        (
+            container(&"b".repeat(64), "db", &d2),
+            endpoint(m2, "10.111.0.3"),
+        ),
+        // m1 again, from another container: would share web's entry.
+        (
+            container(&"c".repeat(64), "dup", &d3),
+            endpoint(m1, "10.111.0.4"),
+        ),
+        (
+            container(&"d".repeat(64), "multi", &d3),
+            endpoint([0x01, 0, 0x5e, 0, 0, 1], "10.111.0.5"),
+        ),
+    ];
+    let batch = items.clone();
+    let results = with_controller(&lab, &dir, move |ctl| {
+        ctl.adopt_network(network(Policy::Observe))?;
+        Ok(ctl
+            .adopt_endpoints(batch)
+            .into_iter()
+            .map(|r| r.map_err(|e| format!("{e:#}")))
+            .collect::<Vec<_>>())
+    })
+    .unwrap();
+    assert_eq!(results[0], Ok(Adopted::Added));
+    assert_eq!(results[1], Ok(Adopted::Added));
+    assert_eq!(
+        results[2],
+        Err("docker container dup: MAC 02:42:0a:6f:00:02 on eth0 (VLAN 0) is already endpoint eth0 \
+             of container web (docker); the classifier tells endpoints apart by MAC and VLAN"
+            .into())
+    );
+    assert_eq!(
+        results[3],
+        Err(
+            "docker container multi: eth0 has the MAC 01:00:5e:00:00:01, which is not a unicast \
+             address"
+                .into()
+        )
+    );
+
+    // The table holds the two, the state the two containers and no more.
+    let pins = pin_dir(&lab);
+    let maps = PinnedMaps::open(&pins).unwrap();
+    let table = maps.endpoints_ro().unwrap();
+    assert_eq!(table.entries().unwrap().len(), 2);
+    assert!(table.get(m1, 0).is_some() && table.get(m2, 0).is_some());
+    let state = json(&s.state());
+    let mut names: Vec<&str> = state["containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db", "web"]);
+    // The runtime numbered both devices 2 in their namespaces: web's got
+    // the source checks, db's number was taken.
+    assert_eq!(maps.device(2).unwrap().mac, m1);
+    assert_eq!(endpoint_filters(&d1, "eth0"), 1);
+    assert_eq!(endpoint_filters(&d2, "eth0"), 0);
+    // The 11 frames before the adoption are the baseline, not a mismatch.
+    let web = &state["containers"][&"a".repeat(64)]["endpoints"][NET_ID];
+    assert_eq!(
+        web["rx_base"].as_u64().unwrap(),
+        lab.link_stats(&d1, "eth0").unwrap().rx_packets
+    );
+    assert_eq!(web["rx_base"].as_u64().unwrap(), before + 11);
+    let frame = FrameSpec::udp4(m1, src).build().unwrap();
+    send(
+        &maps,
+        lab.upstream(),
+        UPSTREAM_IF,
+        Hook::XdpIngress,
+        frame,
+        5,
+    );
+    let verify = s.ok(&["verify"]);
+    assert!(verify.contains("web"), "{verify}");
+
+    // Again: nothing changes, and nothing is written.
+    let modified = || {
+        std::fs::metadata(dir.join("state.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let written = modified();
+    let results = with_controller(&lab, &dir, move |ctl| {
+        Ok(ctl
+            .adopt_endpoints(items)
+            .into_iter()
+            .map(|r| r.is_ok_and(|a| a == Adopted::Unchanged))
+            .collect::<Vec<_>>())
+    })
+    .unwrap();
+    assert_eq!(results, [true, true, false, false]);
+    assert_eq!(modified(), written);
+    drop(maps);
+    with_controller(&lab, &dir, |ctl| ctl.forget_network(NET_ID)).unwrap();
+    assert!(!pins.exists(), "pins left at {}", pins.display());
+}

@@ -13,7 +13,7 @@ use crate::{
         pinned::{self, PinnedMaps},
         sys, Classifier, EndpointEntry,
     },
-    model::{Endpoint, MacvlanMode, Network, Policy},
+    model::{Endpoint, MacvlanMode, Network, Policy, XdpMode},
     netns::NetNs,
 };
 use macvlan_common::{config_flags, vlan_policy, Config, DeviceIdentity};
@@ -66,7 +66,7 @@ pub fn attachment(root: &str) -> Result<Attachment> {
     })
 }
 
-fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
+pub(super) fn entry(net: &Network, ep: &Endpoint) -> EndpointEntry {
     EndpointEntry {
         mac: ep.mac.octets(),
         vlan: net.root().1,
@@ -95,29 +95,44 @@ impl DeviceRegistration {
         if net.mode == MacvlanMode::Passthru {
             return Ok(None);
         }
-        let (root, vlan) = net.root();
-        let dir = pin_dir(root)?;
+        let dir = pin_dir(net.root().0)?;
         let Ok(maps) = PinnedMaps::open(&dir) else {
             return Ok(None);
         };
-        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
-            return Ok(None);
-        }
-        let Some(entry) = maps
-            .endpoints_ro()
-            .and_then(|t| t.get(ep.mac.octets(), vlan))
-        else {
+        let Some(mut r) = Self::with_maps(net, ep, &dir, &maps) else {
             return Ok(None);
         };
         // A device restored with an ifindex from its old slot may hold one
         // of this slot's candidates.
-        let free = (0..devices::CANDIDATES)
-            .map(|k| devices::candidate(entry.slot, k))
+        r.free = (0..devices::CANDIDATES)
+            .map(|k| devices::candidate(r.identity.slot, k))
             .filter(|i| maps.device(*i).is_none())
             .collect();
-        Ok(Some(DeviceRegistration {
-            dir,
-            free,
+        Ok(Some(r))
+    }
+
+    /// [`DeviceRegistration::of`] with the classifier's maps (pinned in
+    /// `dir`) open already, for a device that exists: without ifindex
+    /// candidates.
+    pub fn with_maps(
+        net: &Network,
+        ep: &Endpoint,
+        dir: &std::path::Path,
+        maps: &PinnedMaps,
+    ) -> Option<DeviceRegistration> {
+        if net.mode == MacvlanMode::Passthru {
+            return None;
+        }
+        let vlan = net.root().1;
+        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+            return None;
+        }
+        let entry = maps
+            .endpoints_ro()
+            .and_then(|t| t.get(ep.mac.octets(), vlan))?;
+        Some(DeviceRegistration {
+            dir: dir.to_owned(),
+            free: Vec::new(),
             identity: DeviceIdentity {
                 mac: ep.mac.octets(),
                 vlan,
@@ -125,7 +140,7 @@ impl DeviceRegistration {
                 ipv4: ep.ipv4.map(|a| a.octets()).unwrap_or_default(),
                 ipv6: ep.ipv6.map(|a| a.octets()).unwrap_or_default(),
             },
-        }))
+        })
     }
 
     /// The ifindexes to create the device with, in order (see
@@ -140,18 +155,31 @@ impl DeviceRegistration {
     }
 
     /// Whether `held` is this endpoint's identity.
-    fn is_mine(&self, held: &DeviceIdentity) -> bool {
+    pub(super) fn is_mine(&self, held: &DeviceIdentity) -> bool {
         held.mac == self.identity.mac
             && held.vlan == self.identity.vlan
             && held.slot == self.identity.slot
     }
 
     /// Records the identity of device `ifindex` (`ifname`), then attaches
-    /// the source checks to it. Runs in the endpoint's namespace, before
+    /// the source checks to it (in place of any attached before). Runs in the endpoint's namespace, before
     /// the device is up.
     pub fn register(&self, ifindex: u32, ifname: &str) -> Result<()> {
-        PinnedMaps::open(&self.dir)?.register_device(ifindex, self.identity)?;
-        devices::attach(&self.dir, ifname)?;
+        self.register_with(&mut PinnedMaps::open(&self.dir)?, ifindex, ifname)
+    }
+
+    /// [`DeviceRegistration::register`] through the classifier's maps,
+    /// open already.
+    pub fn register_with(&self, maps: &mut PinnedMaps, ifindex: u32, ifname: &str) -> Result<()> {
+        maps.register_device(ifindex, self.identity)?;
+        devices::attach(&self.dir, ifindex, ifname)?;
+        Ok(())
+    }
+
+    /// Attaches the source checks again (in place of any attached) to
+    /// device `ifindex`, whose identity is registered already.
+    pub(super) fn reattach(&self, ifindex: u32, ifname: &str) -> Result<()> {
+        devices::attach(&self.dir, ifindex, ifname)?;
         Ok(())
     }
 }
@@ -160,7 +188,11 @@ impl Controller {
     /// Attaches the classifier to `net`'s root device unless a network on
     /// it did already. Returns whether this call attached it.
     pub(super) fn attach_datapath(&self, net: &Network) -> Result<bool> {
-        let (root, _) = net.root();
+        self.attach_root(net.root().0, net.xdp_mode)
+    }
+
+    /// [`Controller::attach_datapath`] by root device and XDP mode.
+    pub(super) fn attach_root(&self, root: &str, xdp_mode: XdpMode) -> Result<bool> {
         let dir = pin_dir(root)?;
         match attachment(root)? {
             Attachment::Attached => return Ok(false),
@@ -174,7 +206,7 @@ impl Controller {
                 )
             })?,
         }
-        let mut classifier = Classifier::attach(None, root, net.xdp_mode)
+        let mut classifier = Classifier::attach(None, root, xdp_mode)
             .with_context(|| format!("attaching the classifier to {root}"))?;
         let result = (|| -> Result<()> {
             let name = root.to_owned();
@@ -201,7 +233,7 @@ impl Controller {
             .map_err(|e| anyhow!("detaching the classifier from {root}: {e}"))
     }
 
-    fn pinned_maps(&self, net: &Network) -> Result<Classifier> {
+    pub(super) fn pinned_maps(&self, net: &Network) -> Result<Classifier> {
         let (root, _) = net.root();
         Classifier::open(None, root).map_err(|e| {
             anyhow!(
@@ -255,12 +287,10 @@ impl Controller {
                     if !registration.is_mine(&held) {
                         return Ok(Some(index));
                     }
-                    devices::detach_all(index, &ifname)?;
-                    devices::attach(&registration.dir, &ifname)?;
+                    registration.reattach(index, &ifname)?;
                     return Ok(None);
                 }
             }
-            devices::detach_all(index, &ifname)?;
             registration.register(index, &ifname)?;
             Ok(None)
         })?

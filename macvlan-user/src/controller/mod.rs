@@ -4,11 +4,13 @@
 //! * [`container`] — run, stop and remove containers; connect, disconnect;
 //! * [`endpoint`] — plumb one endpoint (macvlan, addresses, routes);
 //! * [`foreign`] — other runtimes' networks and containers (Docker, CNI),
-//!   counted and enforced, not created;
+//!   counted and enforced, not created; [`adopt`] registers their
+//!   endpoints in batches;
 //! * [`inspect`] — the Docker-shaped JSON views;
 //! * [`intent`] — intent before action: what a killed command left is
 //!   rolled back or finished;
 //! * [`restore`] — bring links back after a reboot or a lost parent.
+pub mod adopt;
 pub mod container;
 pub mod datapath;
 pub mod endpoint;

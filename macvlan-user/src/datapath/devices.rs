@@ -61,44 +61,58 @@ const KERNEL_NAME: &str = "mvnet_tc_endpoi";
 /// Detaches every endpoint program from TC egress of device `ifindex`
 /// (`ifname`, calling thread's namespace): ones a classifier whose pins
 /// are gone left behind, still checking against its orphaned maps, and
-/// the tcx attachments earlier mvnet releases made (kernels 6.6+). Returns how
-/// many were attached.
+/// the tcx attachments earlier mvnet releases made (kernels 6.6+). Returns
+/// how many were attached.
 pub fn detach_all(ifindex: u32, ifname: &str) -> Result<usize, DatapathError> {
-    let name = macvlan_common::program_names::TC_ENDPOINT;
-    let mut n = 0;
-    if uses_tcx() {
-        let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
-            .map_err(|source| DatapathError::Program { name, source })?;
-        for p in programs
-            .iter()
-            .filter(|p| p.name_as_str() == Some(KERNEL_NAME))
-        {
-            let fd = p
-                .fd()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            sys::prog_detach(ifindex, fd.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
-                DatapathError::Pin(format!("detaching a stale source check from {ifname}: {e}"))
-            })?;
-            n += 1;
-        }
+    let n = detach_tcx(ifindex, ifname)?;
+    Ok(n + detach_filters(ifname))
+}
+
+/// The tcx half of [`detach_all`].
+fn detach_tcx(ifindex: u32, ifname: &str) -> Result<usize, DatapathError> {
+    if !uses_tcx() {
+        return Ok(0);
     }
-    // The filters are named as the pinned program's kernel name (aya takes
-    // it from the program's info); none attached is fine.
-    if tc::qdisc_detach_program(ifname, TcAttachType::Egress, KERNEL_NAME).is_ok() {
+    let name = macvlan_common::program_names::TC_ENDPOINT;
+    let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
+        .map_err(|source| DatapathError::Program { name, source })?;
+    let mut n = 0;
+    for p in programs
+        .iter()
+        .filter(|p| p.name_as_str() == Some(KERNEL_NAME))
+    {
+        let fd = p
+            .fd()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        sys::prog_detach(ifindex, fd.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
+            DatapathError::Pin(format!("detaching a stale source check from {ifname}: {e}"))
+        })?;
         n += 1;
     }
     Ok(n)
 }
 
+/// The clsact half of [`detach_all`]: the filters are named as the pinned
+/// program's kernel name (aya takes it from the program's info); none
+/// attached is fine.
+fn detach_filters(ifname: &str) -> usize {
+    usize::from(tc::qdisc_detach_program(ifname, TcAttachType::Egress, KERNEL_NAME).is_ok())
+}
+
 /// Attaches the pinned endpoint program of the classifier in `dir` to TC
-/// egress of device `ifname` in the calling thread's namespace: a
-/// cls_bpf filter on its clsact qdisc, which stays on the device once we
-/// let go of it.
-pub fn attach(dir: &Path, ifname: &str) -> Result<(), DatapathError> {
+/// egress of device `ifindex` (named `ifname`) in the calling thread's
+/// namespace, in place of any endpoint program attached before (see
+/// [`detach_all`]): a cls_bpf filter on its clsact qdisc, which stays on
+/// the device once we let go of it.
+pub fn attach(dir: &Path, ifindex: u32, ifname: &str) -> Result<(), DatapathError> {
     let path = dir.join(PROG_TC_ENDPOINT);
     let name = macvlan_common::program_names::TC_ENDPOINT;
-    // EEXIST: the runtime or an earlier attach made it.
-    let _ = tc::qdisc_add_clsact(ifname);
+    detach_tcx(ifindex, ifname)?;
+    // A qdisc made now has no filters to look for; EEXIST: the runtime or
+    // an earlier attach made it, maybe with a stale check.
+    if tc::qdisc_add_clsact(ifname).is_err() {
+        detach_filters(ifname);
+    }
     let mut prog = SchedClassifier::from_pin(&path).map_err(|e| {
         DatapathError::Pin(format!(
             "opening {}: {e}; run `mvnet restore`",

@@ -23,6 +23,24 @@ pub struct EndpointTable<'a> {
     index: Option<DirectIndex>,
 }
 
+/// The slots of a table, taken or free, as read once.
+pub struct Slots {
+    taken: Vec<bool>,
+}
+
+impl Slots {
+    /// Takes the lowest free slot.
+    pub fn take(&mut self) -> Result<u32, DatapathError> {
+        let slot = self
+            .taken
+            .iter()
+            .position(|t| !t)
+            .ok_or(DatapathError::Full(MAX_ENDPOINTS))?;
+        self.taken[slot] = true;
+        Ok(slot as u32)
+    }
+}
+
 /// Every entry of the ENDPOINTS map, in one batched read.
 fn all_entries(map: &aya::maps::MapData) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
     super::batch::hash_entries(map, map_names::ENDPOINTS, ENDPOINT_KEYS)
@@ -61,12 +79,22 @@ impl<'a> EndpointTable<'a> {
 
     /// Adds an endpoint and returns its slot (the lowest free one).
     pub fn insert(&mut self, entry: EndpointEntry) -> Result<u32, DatapathError> {
-        let used = self.used_slots();
-        let slot = (0..MAX_ENDPOINTS)
-            .find(|s| !used.contains(s))
-            .ok_or(DatapathError::Full(MAX_ENDPOINTS))?;
+        let mut slots = self.slots();
+        let slot = slots.take()?;
         self.insert_at(entry, slot)?;
         Ok(slot)
+    }
+
+    /// Which slots are taken, read once: for adding many endpoints
+    /// without a read of the whole table per endpoint.
+    pub fn slots(&self) -> Slots {
+        let mut taken = vec![false; MAX_ENDPOINTS as usize];
+        for s in self.used_slots() {
+            if let Some(t) = taken.get_mut(s as usize) {
+                *t = true;
+            }
+        }
+        Slots { taken }
     }
 
     /// Adds an endpoint at a given slot.

@@ -436,6 +436,30 @@ impl PinnedMaps {
     /// Adds an endpoint with its counters zeroed; returns its slot.
     pub fn add_endpoint(&mut self, entry: super::EndpointEntry) -> Result<u32, DatapathError> {
         let slot = self.endpoints()?.insert(entry)?;
+        self.zero_counters(slot)?;
+        Ok(slot)
+    }
+
+    /// Adds endpoints as [`PinnedMaps::add_endpoint`] does, with one read
+    /// of the table for all of them: one result each, in order.
+    pub fn add_endpoints(
+        &mut self,
+        entries: &[super::EndpointEntry],
+    ) -> Result<Vec<Result<u32, DatapathError>>, DatapathError> {
+        let mut slots = self.endpoints()?.slots();
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let slot = slots.take()?;
+                self.endpoints()?.insert_at(*e, slot)?;
+                self.zero_counters(slot)?;
+                Ok(slot)
+            })
+            .collect())
+    }
+
+    /// Zeroes the per-endpoint counters of a new endpoint's slot.
+    fn zero_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
         self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?;
         // Absent from classifiers pinned before it existed.
         for name in [
@@ -447,7 +471,7 @@ impl PinnedMaps {
                 self.zero_slot::<macvlan_common::Counter>(name, slot)?;
             }
         }
-        Ok(slot)
+        Ok(())
     }
 
     /// Whether this classifier checks sources on endpoint devices (pinned

@@ -76,6 +76,8 @@ pub fn container(
             .map(|n| n.name.clone())
             .unwrap_or_else(|| id.to_owned())
     };
+    let mut items = Vec::new();
+    let mut lines = Vec::new();
     for ep in &endpoints {
         let same = known.as_ref().is_some_and(|k| {
             k.netns == c.netns
@@ -90,14 +92,18 @@ pub fn container(
         if same {
             continue;
         }
-        let line = format!(
+        lines.push(format!(
             "+ endpoint {} {} {} on {}",
             c.name,
             ep.ifname,
             ep.mac,
             net_name(&ctl, &ep.network_id)
-        );
-        ctl.adopt_endpoint(c, ep.clone())?;
+        ));
+        items.push((c.clone(), ep.clone()));
+    }
+    // One batch: one save for all of the container's endpoints.
+    for (line, result) in lines.into_iter().zip(ctl.adopt_endpoints(items)) {
+        result?;
         changes.push(line);
     }
     for e in known.iter().flat_map(|k| k.endpoints.values()) {

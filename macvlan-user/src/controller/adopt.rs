@@ -1,0 +1,511 @@
+//! Adopting foreign endpoints in batches: what `docker sync`, `docker
+//! watch` and CNI's ADD register through. Per batch the state is saved
+//! once (each save rewrites and fsyncs the whole state, so one per
+//! endpoint made a 1000-endpoint sync take most of a minute), each root's
+//! classifier is opened once, MAC clashes are found through one index
+//! instead of a scan of every endpoint per endpoint, and each container's
+//! namespace is entered once for all its devices' source checks.
+//!
+//! Crash order as in [`super::foreign`]: the state is saved first and the
+//! kernel follows. An endpoint the kernel then refuses is taken out of the
+//! state again (one more save); a command killed in between leaves the
+//! state ahead of the kernel, which `mvnet restore` converges.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::{
+    datapath::{entry, DeviceRegistration},
+    foreign::{foreign_device_note, kernel_unicast_rx_all, ForeignContainer, ForeignEndpoint},
+    Controller,
+};
+use crate::{
+    datapath::Classifier,
+    model::{self, Container, Endpoint, Mac, Network},
+    netns::NetNs,
+};
+
+/// What adopting one endpoint did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// It was not in the state.
+    Added,
+    /// It was, with another MAC, device, address or namespace, or without
+    /// its classifier entry.
+    Updated,
+    /// It was, as it is, and so was its classifier entry.
+    Unchanged,
+}
+
+/// An endpoint changed in the state, for the kernel to follow.
+struct Planned {
+    /// Its place in the caller's list.
+    at: usize,
+    container_id: String,
+    network: Network,
+    /// The endpoint it replaces: its entry goes first.
+    old: Option<Endpoint>,
+    endpoint: Endpoint,
+    adopted: Adopted,
+}
+
+/// Threads registering devices side by side.
+const REGISTER_THREADS: usize = 4;
+
+/// Every endpoint in the state by its classifier key: (root, VLAN, MAC)
+/// → (container id, network id).
+type MacIndex = HashMap<(String, u16, Mac), (String, String)>;
+
+/// The classifiers a batch uses, opened on first use; the error of one
+/// that cannot be opened is kept for each endpoint on it.
+#[derive(Default)]
+struct Classifiers(BTreeMap<String, Result<Classifier, String>>);
+
+impl Classifiers {
+    fn get(&mut self, ctl: &Controller, net: &Network) -> Result<&mut Classifier> {
+        let root = net.root().0;
+        self.0
+            .entry(root.to_owned())
+            .or_insert_with(|| ctl.pinned_maps(net).map_err(|e| format!("{e:#}")))
+            .as_mut()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Whether the classifier of `net`'s root has an entry for `mac` on
+    /// its VLAN.
+    fn has_entry(&mut self, ctl: &Controller, net: &Network, mac: Mac) -> bool {
+        let vlan = net.root().1;
+        self.get(ctl, net).is_ok_and(|c| {
+            c.endpoints_ro()
+                .and_then(|t| t.get(mac.octets(), vlan))
+                .is_some()
+        })
+    }
+}
+
+impl Controller {
+    /// Adds (or replaces) endpoints of foreign containers, creating the
+    /// containers' records: puts them in the classifiers' tables and
+    /// registers their devices' source checks where the devices' ifindexes
+    /// allow. Idempotent. One result per item, in order; one that fails
+    /// leaves the others adopted.
+    pub fn adopt_endpoints(
+        &mut self,
+        items: Vec<(ForeignContainer, ForeignEndpoint)>,
+    ) -> Vec<Result<Adopted>> {
+        let mut results: Vec<Option<Result<Adopted>>> = items.iter().map(|_| None).collect();
+        let mut classifiers = Classifiers::default();
+        let mut index = self.mac_index();
+        let before = self.state.containers.clone();
+        let mut planned = Vec::new();
+        // The kernel's counts per namespace, read once.
+        let mut rx = HashMap::new();
+        let mut names = Vec::with_capacity(items.len());
+        for (at, (c, ep)) in items.into_iter().enumerate() {
+            names.push((c.name.clone(), c.owner.describe(), ep.ifname.clone()));
+            match self.plan_endpoint(at, &c, ep, &mut index, &mut classifiers, &mut rx) {
+                Ok(Some(p)) => planned.push(p),
+                Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),
+                Err(e) => results[at] = Some(Err(e)),
+            }
+        }
+        if planned.is_empty() {
+            return results.into_iter().map(Option::unwrap).collect();
+        }
+        if let Err(e) = self.save() {
+            self.state.containers = before;
+            for p in &planned {
+                results[p.at] = Some(Err(anyhow!("{e:#}")));
+            }
+            return results.into_iter().map(Option::unwrap).collect();
+        }
+
+        let (entered, mut failed) = self.add_entries(&mut classifiers, planned);
+        let mut by_container: BTreeMap<String, Vec<Planned>> = BTreeMap::new();
+        for p in entered {
+            by_container
+                .entry(p.container_id.clone())
+                .or_default()
+                .push(p);
+        }
+        let groups = by_container
+            .into_iter()
+            .map(|(cid, ps)| (self.state.containers[&cid].clone(), ps))
+            .collect();
+        for (p, outcome) in self.register_all(groups) {
+            match outcome {
+                Ok(()) => results[p.at] = Some(Ok(p.adopted)),
+                Err(e) => failed.push((p, e)),
+            }
+        }
+        if !failed.is_empty() {
+            for (p, e) in failed {
+                let root = p.network.root().0.to_owned();
+                self.take_back(&mut classifiers, &p);
+                let (name, owner, ifname) = &names[p.at];
+                results[p.at] = Some(Err(e.context(format!(
+                    "adding {name}/{ifname} of {owner} container {name} to the classifier of {root}"
+                ))));
+            }
+            if let Err(e) = self.save() {
+                // The kernel has none of the failed ones; the state keeps
+                // them until `restore` converges it.
+                eprintln!("mvnet: warning: {e:#}; run `mvnet restore` to converge");
+            }
+        }
+        results.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Adds (or replaces) one endpoint of a foreign container: a batch of
+    /// one.
+    pub fn adopt_endpoint(&mut self, c: &ForeignContainer, ep: ForeignEndpoint) -> Result<()> {
+        self.adopt_endpoints(vec![(c.clone(), ep)])
+            .pop()
+            .expect("one result per item")
+            .map(drop)
+    }
+
+    fn mac_index(&self) -> MacIndex {
+        let mut index = MacIndex::new();
+        for c in self.state.containers.values() {
+            for e in c.endpoints.values() {
+                if let Some(n) = self.state.networks.get(&e.network_id) {
+                    let (root, vlan) = n.root();
+                    index.insert(
+                        (root.to_owned(), vlan, e.mac),
+                        (c.id.clone(), e.network_id.clone()),
+                    );
+                }
+            }
+        }
+        index
+    }
+
+    /// Checks one endpoint and changes the state for it; `None` when it is
+    /// recorded as it is and has its entry.
+    fn plan_endpoint(
+        &mut self,
+        at: usize,
+        c: &ForeignContainer,
+        ep: ForeignEndpoint,
+        index: &mut MacIndex,
+        classifiers: &mut Classifiers,
+        rx: &mut HashMap<PathBuf, BTreeMap<String, u64>>,
+    ) -> Result<Option<Planned>> {
+        if !c.owner.is_foreign() {
+            bail!("internal error: adopt_endpoint of a container owned by mvnet");
+        }
+        if c.id.is_empty() {
+            bail!("{} container without an id", c.owner.describe());
+        }
+        let net = match self.state.networks.get(&ep.network_id) {
+            Some(n) if n.owner.is_foreign() => n.clone(),
+            Some(n) => bail!(
+                "network {} is mvnet's own; attach containers to it with `mvnet run` or `mvnet network connect`",
+                n.name
+            ),
+            None => bail!(
+                "network {} of {} container {} is not adopted (internal error: adopt the network first)",
+                ep.network_id,
+                c.owner.describe(),
+                c.name
+            ),
+        };
+        if ep.mac.is_multicast() || ep.mac.octets() == [0; 6] {
+            bail!(
+                "{} container {}: {} has the MAC {}, which is not a unicast address",
+                c.owner.describe(),
+                c.name,
+                ep.ifname,
+                ep.mac
+            );
+        }
+        let old_container = self.state.containers.get(&c.id).cloned();
+        if let Some(old) = &old_container {
+            if old.owner != c.owner {
+                bail!(
+                    "container id {} is already {}'s container {}; not adopting it for {}",
+                    c.id,
+                    old.owner.describe(),
+                    old.name,
+                    c.owner.describe()
+                );
+            }
+        }
+        let old_ep = old_container
+            .as_ref()
+            .and_then(|o| o.endpoints.get(&ep.network_id).cloned());
+        let unchanged = old_container
+            .as_ref()
+            .is_some_and(|o| o.name == c.name && o.netns == c.netns && o.pod == c.pod)
+            && old_ep.as_ref().is_some_and(|o| {
+                o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
+            });
+        if unchanged && classifiers.has_entry(self, &net, ep.mac) {
+            return Ok(None);
+        }
+        let (root, vlan) = net.root();
+        let key = (root.to_owned(), vlan, ep.mac);
+        let me = (c.id.clone(), ep.network_id.clone());
+        if let Some(holder) = index.get(&key).filter(|h| **h != me) {
+            // Another endpoint with this MAC on the root and VLAN would
+            // share its classifier entry.
+            let other = &self.state.containers[&holder.0];
+            let e = &other.endpoints[&holder.1];
+            bail!(
+                "{} container {}: MAC {} on {root} (VLAN {vlan}) is already endpoint {} of container {} ({}); the classifier tells endpoints apart by MAC and VLAN",
+                c.owner.describe(),
+                c.name,
+                ep.mac,
+                e.ifname,
+                other.name,
+                other.owner.describe()
+            );
+        }
+        let mut container = old_container.unwrap_or_else(|| Container {
+            id: c.id.clone(),
+            created: model::now_rfc3339(),
+            netns_owned: false,
+            running: true,
+            ..Default::default()
+        });
+        container.name = c.name.clone();
+        container.netns = c.netns.clone();
+        container.netns_inode = crate::netns::inode(&c.netns);
+        container.pod = c.pod.clone();
+        container.owner = c.owner.clone();
+        let endpoint = Endpoint {
+            id: model::new_id(),
+            network_id: ep.network_id.clone(),
+            ifname: ep.ifname.clone(),
+            mac: ep.mac,
+            ipv4: ep.ipv4,
+            ipv6: ep.ipv6,
+            // Read before the entry exists: a frame in between is counted
+            // by the kernel only (verify then sees one more, not one less).
+            rx_base: rx
+                .entry(c.netns.clone())
+                .or_insert_with(|| kernel_unicast_rx_all(&c.netns).unwrap_or_default())
+                .get(&ep.ifname)
+                .copied()
+                .unwrap_or(0),
+        };
+        container
+            .endpoints
+            .insert(ep.network_id.clone(), endpoint.clone());
+        self.state.containers.insert(c.id.clone(), container);
+        if let Some(o) = &old_ep {
+            if index.get(&(root.to_owned(), vlan, o.mac)) == Some(&me) {
+                index.remove(&(root.to_owned(), vlan, o.mac));
+            }
+        }
+        index.insert(key, me);
+        Ok(Some(Planned {
+            at,
+            container_id: c.id.clone(),
+            adopted: if old_ep.is_none() {
+                Adopted::Added
+            } else {
+                Adopted::Updated
+            },
+            network: net,
+            old: old_ep,
+            endpoint,
+        }))
+    }
+
+    /// Puts the planned endpoints into their classifiers' tables, each
+    /// replacing its old entry (if any); per root one read of the table
+    /// for all its new entries. Returns the ones entered and the ones not.
+    #[allow(clippy::type_complexity)]
+    fn add_entries(
+        &self,
+        classifiers: &mut Classifiers,
+        planned: Vec<Planned>,
+    ) -> (Vec<Planned>, Vec<(Planned, anyhow::Error)>) {
+        let mut failed = Vec::new();
+        let mut by_root: BTreeMap<String, Vec<Planned>> = BTreeMap::new();
+        for p in planned {
+            let removed = (|| -> Result<()> {
+                let Some(o) = &p.old else {
+                    return Ok(());
+                };
+                // Replaced (another MAC, a re-created device): out with the
+                // old first, as its MAC may be the new one's.
+                let vlan = p.network.root().1;
+                let cl = classifiers.get(self, &p.network)?;
+                if let Some(e) = cl.endpoints_ro().and_then(|t| t.get(o.mac.octets(), vlan)) {
+                    cl.remove_devices(e.slot)?;
+                }
+                let _ = cl.endpoints()?.remove(o.mac.octets(), vlan);
+                Ok(())
+            })();
+            match removed {
+                Ok(()) => by_root
+                    .entry(p.network.root().0.to_owned())
+                    .or_default()
+                    .push(p),
+                Err(e) => failed.push((p, e)),
+            }
+        }
+        let mut entered = Vec::new();
+        for ps in by_root.into_values() {
+            let entries: Vec<_> = ps.iter().map(|p| entry(&p.network, &p.endpoint)).collect();
+            let added = classifiers
+                .get(self, &ps[0].network)
+                .and_then(|cl| Ok(cl.add_endpoints(&entries)?));
+            match added {
+                Ok(results) => {
+                    for (p, r) in ps.into_iter().zip(results) {
+                        match r {
+                            Ok(_) => entered.push(p),
+                            Err(e) => failed.push((p, e.into())),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    failed.extend(ps.into_iter().map(|p| (p, anyhow!("{msg}"))));
+                }
+            }
+        }
+        (entered, failed)
+    }
+
+    /// [`Controller::register_devices`] of many containers, on a few
+    /// threads: a container's registrations wait on the kernel (netlink
+    /// round trips in its namespace, the qdisc's RCU swap), so containers
+    /// go side by side. Each thread opens the classifiers for itself.
+    fn register_all(&self, groups: Vec<(Container, Vec<Planned>)>) -> Vec<(Planned, Result<()>)> {
+        let lanes = groups.len().clamp(1, REGISTER_THREADS);
+        let mut work: Vec<Vec<(Container, Vec<Planned>)>> =
+            (0..lanes).map(|_| Vec::new()).collect();
+        for (i, g) in groups.into_iter().enumerate() {
+            work[i % lanes].push(g);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .into_iter()
+                .map(|lane| {
+                    scope.spawn(move || {
+                        let mut classifiers = Classifiers::default();
+                        let mut out = Vec::new();
+                        for (c, ps) in lane {
+                            let outcomes = self.register_devices(&mut classifiers, &c, &ps);
+                            out.extend(ps.into_iter().zip(outcomes));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a registering thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Registers the devices of `ps`, endpoints of container `c`, with
+    /// their classifiers and attaches their source checks, in one visit to
+    /// the container's namespace. A device whose ifindex another
+    /// endpoint's device holds (the runtime numbered it, not mvnet) is left
+    /// without source checks, and a line on stderr says so.
+    fn register_devices(
+        &self,
+        classifiers: &mut Classifiers,
+        c: &Container,
+        ps: &[Planned],
+    ) -> Vec<Result<()>> {
+        if !c.netns.exists() {
+            // Gone meanwhile: the runtime's stop follows.
+            return ps.iter().map(|_| Ok(())).collect();
+        }
+        let mut work = Vec::new();
+        for p in ps {
+            let registration = classifiers.get(self, &p.network).ok().and_then(|cl| {
+                DeviceRegistration::with_maps(&p.network, &p.endpoint, cl.dir(), cl)
+            });
+            work.push(registration.map(|r| (r, p.network.root().0.to_owned())));
+        }
+        let ns = NetNs::from_path(&c.netns);
+        let ifnames: Vec<String> = ps.iter().map(|p| p.endpoint.ifname.clone()).collect();
+        let entered = crate::netns::run_in(Some(&ns), || {
+            let mut outcomes = Vec::new();
+            for (job, ifname) in work.iter().zip(&ifnames) {
+                let Some((registration, root)) = job else {
+                    outcomes.push(Ok(None));
+                    continue;
+                };
+                outcomes.push((|| -> Result<Option<u32>> {
+                    let Some(index) = crate::sys::net::if_index(ifname) else {
+                        return Ok(None);
+                    };
+                    let Some(Ok(cl)) = classifiers.0.get_mut(root) else {
+                        bail!("internal error: the classifier of {root} is not open");
+                    };
+                    if let Some(held) = cl.device(index) {
+                        // Another runtime numbered this device: the number
+                        // may be another endpoint's device's in another
+                        // namespace.
+                        if !registration.is_mine(&held) {
+                            return Ok(Some(index));
+                        }
+                        registration.reattach(index, ifname)?;
+                        return Ok(None);
+                    }
+                    registration.register_with(cl, index, ifname)?;
+                    Ok(None)
+                })());
+            }
+            outcomes
+        });
+        let outcomes = match entered {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("{e}");
+                return ps.iter().map(|_| Err(anyhow!("{msg}"))).collect();
+            }
+        };
+        ps.iter()
+            .zip(outcomes)
+            .map(|(p, o)| {
+                let taken = o.map_err(|e| {
+                    e.context(format!(
+                        "registering {} of {} with the classifier",
+                        p.endpoint.ifname, c.name
+                    ))
+                })?;
+                if let Some(index) = taken {
+                    eprintln!("{}", foreign_device_note(c, &p.endpoint, index));
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// Takes a planned endpoint the kernel refused out of the state and
+    /// its entry out of the classifier.
+    fn take_back(&mut self, classifiers: &mut Classifiers, p: &Planned) {
+        if let Some(c) = self.state.containers.get_mut(&p.container_id) {
+            c.endpoints.remove(&p.endpoint.network_id);
+            if c.endpoints.is_empty() {
+                self.state.containers.remove(&p.container_id);
+            }
+        }
+        let vlan = p.network.root().1;
+        if let Ok(cl) = classifiers.get(self, &p.network) {
+            if let Some(e) = cl
+                .endpoints_ro()
+                .and_then(|t| t.get(p.endpoint.mac.octets(), vlan))
+            {
+                let _ = cl.remove_devices(e.slot);
+            }
+            if let Ok(mut t) = cl.endpoints() {
+                let _ = t.remove(p.endpoint.mac.octets(), vlan);
+            }
+        }
+    }
+}
