@@ -575,9 +575,28 @@ fn verify_explains_malformed_frames_passed_to_an_endpoint() {
     s.ok(&["network", "rm", "em"]);
 }
 
-/// The endpoint programs on `ifname` in `ns`, as the kernel lists the
-/// device's TC egress filters (`tc -j filter show`): their program ids.
+/// The endpoint programs on `ifname` in `ns`, tcx (6.6+) and clsact
+/// filters (`tc -j filter show`) alike: their program ids.
 fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u64> {
+    use aya::{
+        programs::{SchedClassifier, TcAttachType},
+        util::KernelVersion,
+    };
+    let mut ids = Vec::new();
+    if KernelVersion::current().unwrap() >= KernelVersion::new(6, 6, 0) {
+        let name = ifname.to_owned();
+        ids = ns
+            .run(move || {
+                let (_, programs) =
+                    SchedClassifier::query_tcx(&name, TcAttachType::Egress).unwrap();
+                programs
+                    .iter()
+                    .filter(|p| p.name_as_str() == Some("mvnet_tc_endpoi"))
+                    .map(|p| u64::from(p.id()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+    }
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net={}", ns.path().display()))
         .args(["tc", "-j", "filter", "show", "dev", ifname, "egress"])
@@ -585,14 +604,16 @@ fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u64> {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    filters
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.pointer("/options/prog"))
-        .filter(|p| p["name"] == "mvnet_tc_endpoi")
-        .map(|p| p["id"].as_u64().unwrap())
-        .collect()
+    ids.extend(
+        filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f.pointer("/options/prog"))
+            .filter(|p| p["name"] == "mvnet_tc_endpoi")
+            .map(|p| p["id"].as_u64().unwrap()),
+    );
+    ids
 }
 
 /// Pins lost while the containers live (bpffs emptied): `restore`

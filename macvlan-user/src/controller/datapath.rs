@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context as _, Result};
 use super::Controller;
 use crate::{
     datapath::{
-        devices,
+        devices::{self, CheckHook},
         pinned::{self, PinnedMaps},
         sys, Classifier, EndpointEntry,
     },
@@ -84,6 +84,9 @@ pub struct DeviceRegistration {
     identity: DeviceIdentity,
     /// The candidate ifindexes no registered device has.
     free: Vec<u32>,
+    /// tcx for mvnet's own endpoints, clsact for adopted ones (see
+    /// `datapath::devices`).
+    hook: CheckHook,
 }
 
 impl DeviceRegistration {
@@ -133,6 +136,11 @@ impl DeviceRegistration {
         Some(DeviceRegistration {
             dir: dir.to_owned(),
             free: Vec::new(),
+            hook: if net.owner.is_foreign() {
+                CheckHook::Clsact
+            } else {
+                CheckHook::Tcx
+            },
             identity: DeviceIdentity {
                 mac: ep.mac.octets(),
                 vlan,
@@ -172,14 +180,14 @@ impl DeviceRegistration {
     /// open already.
     pub fn register_with(&self, maps: &mut PinnedMaps, ifindex: u32, ifname: &str) -> Result<()> {
         maps.register_device(ifindex, self.identity)?;
-        devices::attach(&self.dir, ifindex, ifname)?;
+        devices::attach(&self.dir, ifindex, ifname, self.hook)?;
         Ok(())
     }
 
     /// Attaches the source checks again (in place of any attached) to
     /// device `ifindex`, whose identity is registered already.
     pub(super) fn reattach(&self, ifindex: u32, ifname: &str) -> Result<()> {
-        devices::attach(&self.dir, ifindex, ifname)?;
+        devices::attach(&self.dir, ifindex, ifname, self.hook)?;
         Ok(())
     }
 }

@@ -12,21 +12,28 @@
 //! container, any other device) is skipped for the next candidate.
 //!
 //! Attaching costs no load and no pin: the program was loaded and pinned
-//! with the classifier (`pinned::PROG_TC_ENDPOINT`), and the attachment, a
-//! cls_bpf filter on the device's clsact qdisc, lives as long as the
-//! device. Not tcx, although the parent's hooks use it: every tcx attach
-//! swaps the device's program array and waits, under the RTNL lock, for a
-//! full RCU grace period (`tcx_entry_sync` in `tcx_prog_attach`), so
-//! attaches serialise on grace periods. On 6.18 (this machine, idle) 50
-//! tcx attaches took 10.1 ms each, while 50 clsact qdiscs with a filter
-//! each took 0.2 ms in all per device (`tc -batch`): the difference
-//! between a `docker sync` of 1000 endpoints in seconds and in a tenth of
-//! one. A filter can be deleted by whoever administers the container's
-//! namespace (CAP_NET_ADMIN there), but that opens no hole: a device
-//! without its check sends unstamped frames, which the parent's egress
-//! counts as spoofed and, under enforce, drops (see
-//! `mvnet_tc_parent_egress`); only bridge-mode frames between two
-//! endpoints of one parent, which never reach the parent, go unchecked.
+//! with the classifier (`pinned::PROG_TC_ENDPOINT`), and the attachment
+//! lives as long as the device. It takes one of two forms ([`CheckHook`]):
+//! * **tcx** (Linux 6.6+), for mvnet's own endpoints: detaching it takes
+//!   `CAP_BPF` and `CAP_NET_ADMIN` in the initial user namespace, so a
+//!   container that administers its own namespace cannot remove it. But
+//!   every tcx attach swaps the device's program array and waits, under the
+//!   RTNL lock, for a full RCU grace period (`tcx_entry_sync` in
+//!   `tcx_prog_attach`), so attaches serialise on grace periods: on 6.18
+//!   (this machine, idle) 50 tcx attaches took 10.1 ms each, 29 ms under
+//!   load. One per `run` or `connect` is affordable.
+//! * **a cls_bpf filter on the device's clsact qdisc** (every kernel; the
+//!   only form before 6.6), for endpoints mvnet adopts from another runtime
+//!   (Docker, CNI), which come by the thousand in one `docker sync`: 50
+//!   clsact qdiscs with a filter each took 0.2 ms per device (`tc -batch`),
+//!   a 1000-endpoint sync in a fraction of a second instead of 10 to 30 s.
+//!   Whoever administers the container's namespace (`CAP_NET_ADMIN` there,
+//!   which that runtime's containers do not hold by default) can delete
+//!   it; the device's frames then reach the parent unstamped, and its
+//!   egress counts them spoofed and, under enforce, drops them (see
+//!   `mvnet_tc_parent_egress`). Only bridge-mode frames to another
+//!   endpoint of the same parent, which never pass the parent, go
+//!   unchecked then.
 use std::{os::fd::AsFd as _, path::Path};
 
 use aya::{
@@ -49,6 +56,15 @@ pub const fn candidate(slot: u32, k: u32) -> u32 {
     IFINDEX_BASE + k * MAX_ENDPOINTS + slot
 }
 
+/// How a device's check is attached (see the module's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckHook {
+    /// tcx where the kernel has it (6.6+), else a clsact filter.
+    Tcx,
+    /// A clsact filter on every kernel.
+    Clsact,
+}
+
 /// Whether TC programs attach through tcx (6.6+).
 fn uses_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
@@ -59,10 +75,9 @@ fn uses_tcx() -> bool {
 const KERNEL_NAME: &str = "mvnet_tc_endpoi";
 
 /// Detaches every endpoint program from TC egress of device `ifindex`
-/// (`ifname`, calling thread's namespace): ones a classifier whose pins
-/// are gone left behind, still checking against its orphaned maps, and
-/// the tcx attachments earlier mvnet releases made (kernels 6.6+). Returns
-/// how many were attached.
+/// (`ifname`, calling thread's namespace), tcx or clsact: ones a
+/// classifier whose pins are gone left behind, still checking against its
+/// orphaned maps. Returns how many were attached.
 pub fn detach_all(ifindex: u32, ifname: &str) -> Result<usize, DatapathError> {
     let n = detach_tcx(ifindex, ifname)?;
     Ok(n + detach_filters(ifname))
@@ -101,13 +116,31 @@ fn detach_filters(ifname: &str) -> usize {
 
 /// Attaches the pinned endpoint program of the classifier in `dir` to TC
 /// egress of device `ifindex` (named `ifname`) in the calling thread's
-/// namespace, in place of any endpoint program attached before (see
-/// [`detach_all`]): a cls_bpf filter on its clsact qdisc, which stays on
-/// the device once we let go of it.
-pub fn attach(dir: &Path, ifindex: u32, ifname: &str) -> Result<(), DatapathError> {
+/// namespace, through `hook`, in place of any endpoint program attached
+/// before (see [`detach_all`]).
+pub fn attach(
+    dir: &Path,
+    ifindex: u32,
+    ifname: &str,
+    hook: CheckHook,
+) -> Result<(), DatapathError> {
     let path = dir.join(PROG_TC_ENDPOINT);
     let name = macvlan_common::program_names::TC_ENDPOINT;
     detach_tcx(ifindex, ifname)?;
+    if hook == CheckHook::Tcx && uses_tcx() {
+        detach_filters(ifname);
+        let prog = sys::obj_get(&path).map_err(|e| {
+            DatapathError::Pin(format!(
+                "opening {}: {e}; run `mvnet restore`",
+                path.display()
+            ))
+        })?;
+        return sys::prog_attach(ifindex, prog.as_fd(), sys::BPF_TCX_EGRESS).map_err(|e| {
+            DatapathError::Pin(format!(
+                "attaching the source checks to {ifname} (tcx egress): {e}"
+            ))
+        });
+    }
     // A qdisc made now has no filters to look for; EEXIST: the runtime or
     // an earlier attach made it, maybe with a stale check.
     if tc::qdisc_add_clsact(ifname).is_err() {
