@@ -177,12 +177,41 @@ impl Harness {
         )
     }
 
+    /// Calls mvnet-cni for the container's interface `ifname`.
+    pub fn mvnet_if(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Reply {
+        exec(
+            self.lab.host(),
+            &cni_bin(),
+            &self.env(command, cid, netns, ifname),
+            &conf.to_string(),
+        )
+    }
+
     /// Calls the reference macvlan plugin.
     pub fn reference(&self, command: &str, cid: &str, netns: &str, conf: &Value) -> Reply {
+        self.reference_if(command, cid, netns, "eth0", conf)
+    }
+
+    /// Calls the reference macvlan plugin for the interface `ifname`.
+    pub fn reference_if(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Reply {
         exec(
             self.lab.host(),
             &Path::new(REFERENCE_DIR).join("macvlan"),
-            &self.env(command, cid, netns, "eth0"),
+            &self.env(command, cid, netns, ifname),
             &conf.to_string(),
         )
     }
@@ -844,4 +873,115 @@ fn cni_standalone_makes_the_macvlan_like_the_reference_plugin() {
     })
     .unwrap();
     assert_eq!(links.len(), 1);
+}
+
+/// Each CNI network's endpoints as `stats --json` shows them:
+/// (network, container id, owner, interface, rx.wire.frames), sorted.
+fn endpoints_by_network(h: &Harness) -> Vec<(String, String, String, String, u64)> {
+    let doc = json(&h.s.ok(&["stats", "--json"]));
+    let mut out: Vec<_> = doc["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| {
+            n["endpoints"].as_array().unwrap().iter().map(move |e| {
+                (
+                    n["name"].as_str().unwrap().to_owned(),
+                    e["container_id"].as_str().unwrap().to_owned(),
+                    e["owner"].as_str().unwrap().to_owned(),
+                    e["ifname"].as_str().unwrap().to_owned(),
+                    e["rx"]["wire"]["frames"].as_u64().unwrap(),
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn cni_one_container_on_two_networks_like_multus() {
+    // A pod on two NetworkAttachmentDefinitions: the runtime (Multus) calls
+    // the conflist of each with the same CNI_CONTAINERID, eth0 then net1.
+    const NET_B: &str = "cninet-b";
+    let mut h = Harness::new();
+    let netns = h.container("pod");
+    let nets = [
+        (NET, "eth0", "10.65.0.0/24"),
+        (NET_B, "net1", "10.66.0.0/24"),
+    ];
+    let mut macs = Vec::new();
+    let mut confs = Vec::new();
+    for (name, ifname, subnet) in nets {
+        let mut rconf = h.macvlan_conf("1.0.0", subnet);
+        rconf["name"] = json!(name);
+        let prev = h.reference_if("ADD", "pod0", &netns, ifname, &rconf).ok();
+        let mut conf = h.chained_conf("1.1.0", &prev);
+        conf["name"] = json!(name);
+        h.mvnet_if("ADD", "pod0", &netns, ifname, &conf).ok();
+        macs.push(mac(&prev));
+        confs.push(conf);
+    }
+    // Two endpoints, each shown with its own network's owner.
+    h.send_to(macs[0], 5);
+    h.send_to(macs[1], 7);
+    let row = |net: &str, ifname: &str, rx: u64| {
+        (
+            net.to_owned(),
+            "pod0".to_owned(),
+            format!("cni:{net}"),
+            ifname.to_owned(),
+            rx,
+        )
+    };
+    assert_eq!(
+        endpoints_by_network(&h),
+        vec![row(NET, "eth0", 5), row(NET_B, "net1", 7)]
+    );
+    assert_eq!(h.table_len(), 2);
+    h.s.ok(&["verify"]);
+    // ADD again on either changes nothing.
+    h.mvnet_if("ADD", "pod0", &netns, "net1", &confs[1]).ok();
+    assert_eq!(h.table_len(), 2);
+    let mut check = confs[0].clone();
+    check["prevResult"] = json!({"cniVersion": "1.1.0"});
+    h.mvnet_if("CHECK", "pod0", &netns, "eth0", &check).ok();
+
+    // DEL on network A leaves B's endpoint and its counts.
+    h.mvnet_if("DEL", "pod0", &netns, "eth0", &confs[0]).ok();
+    h.send_to(macs[1], 3);
+    assert_eq!(endpoints_by_network(&h), vec![row(NET_B, "net1", 10)]);
+    assert_eq!(h.table_len(), 1);
+    h.s.ok(&["verify"]);
+
+    // Back on A; then GC of network B (nothing valid) leaves A's endpoint.
+    h.mvnet_if("ADD", "pod0", &netns, "eth0", &confs[0]).ok();
+    h.send_to(macs[0], 2);
+    let gc = json!({"cniVersion": "1.1.0", "name": NET_B, "type": "mvnet-cni",
+                    "stateDir": h.s.state_dir, "cni.dev/valid-attachments": []});
+    exec(
+        h.lab.host(),
+        &cni_bin(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+        &gc.to_string(),
+    )
+    .ok();
+    assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
+    assert_eq!(h.table_len(), 1);
+    // GC of network A listing the pod keeps it.
+    let mut gc_a = gc.clone();
+    gc_a["name"] = json!(NET);
+    gc_a["cni.dev/valid-attachments"] = json!([{"containerID": "pod0", "ifname": "eth0"}]);
+    exec(
+        h.lab.host(),
+        &cni_bin(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+        &gc_a.to_string(),
+    )
+    .ok();
+    assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
+    h.s.ok(&["verify"]);
+    h.mvnet_if("DEL", "pod0", &netns, "eth0", &confs[0]).ok();
+    assert_eq!(endpoints_by_network(&h), vec![]);
+    assert_eq!(h.table_len(), 0);
 }

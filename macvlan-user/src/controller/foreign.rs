@@ -263,14 +263,25 @@ impl Controller {
         if ep.mac.is_multicast() || ep.mac.octets() == [0; 6] {
             bail!(
                 "{} container {}: {} has the MAC {}, which is not a unicast address",
-                c.owner.describe(),
+                net.owner.describe(),
                 c.name,
                 ep.ifname,
                 ep.mac
             );
         }
+        if !net.owner.same_runtime(&c.owner) {
+            bail!(
+                "{} container {} cannot be on {}'s network {}",
+                c.owner.describe(),
+                c.name,
+                net.owner.describe(),
+                net.name
+            );
+        }
         if let Some(old) = self.state.containers.get(&c.id) {
-            if old.owner != c.owner {
+            // One runtime's container may be on several of its networks
+            // (a pod on several CNI networks).
+            if !old.owner.same_runtime(&c.owner) {
                 bail!(
                     "container id {} is already {}'s container {}; not adopting it for {}",
                     c.id,
@@ -284,12 +295,11 @@ impl Controller {
         let old_ep = old_container
             .as_ref()
             .and_then(|o| o.endpoints.get(&ep.network_id).cloned());
-        let unchanged = old_container
-            .as_ref()
-            .is_some_and(|o| o.name == c.name && o.netns == c.netns && o.pod == c.pod)
-            && old_ep.as_ref().is_some_and(|o| {
-                o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
-            });
+        let unchanged = old_container.as_ref().is_some_and(|o| {
+            o.name == c.name && o.netns == c.netns && o.pod == c.pod && o.owner == c.owner
+        }) && old_ep.as_ref().is_some_and(|o| {
+            o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
+        });
         // The common case of a re-sync first: nothing to scan or change.
         if unchanged && self.has_entry(&net, ep.mac)? {
             return Ok(());
@@ -308,12 +318,12 @@ impl Controller {
                 if e.mac == ep.mac && on.root() == (root, vlan) {
                     bail!(
                         "{} container {}: MAC {} on {root} (VLAN {vlan}) is already endpoint {} of container {} ({}); the classifier tells endpoints apart by MAC and VLAN",
-                        c.owner.describe(),
+                        net.owner.describe(),
                         c.name,
                         ep.mac,
                         e.ifname,
                         other.name,
-                        other.owner.describe()
+                        other.endpoint_owner(on).describe()
                     );
                 }
             }
@@ -361,7 +371,7 @@ impl Controller {
                 "adding {}/{} of {} container {} to the classifier of {root}",
                 c.name,
                 ep.ifname,
-                c.owner.describe(),
+                net.owner.describe(),
                 c.name
             )));
         }
