@@ -985,3 +985,76 @@ fn cni_one_container_on_two_networks_like_multus() {
     assert_eq!(endpoints_by_network(&h), vec![]);
     assert_eq!(h.table_len(), 0);
 }
+
+#[test]
+fn cni_standalone_containers_each_get_their_devices_source_checks() {
+    use mvnet::datapath::devices;
+    use mvnet_lab::lab::wire;
+    use std::net::Ipv4Addr;
+
+    use crate::source_model::{ethernet, udp4, with};
+    let mut h = Harness::new();
+    let dir = pin_dir(&h.lab);
+    let up = h.lab.mac_of(h.lab.upstream(), UPSTREAM_IF).unwrap();
+    let gw = Ipv4Addr::new(10, 67, 0, 1);
+    let mut conf = h.standalone_conf("1.1.0", "10.67.0.0/24");
+    conf["policy"] = json!("enforce");
+    // Both sandboxes number their first device 2; mvnet-cni gives each
+    // macvlan an ifindex of its classifier slot instead.
+    let mut pods = Vec::new();
+    for i in 0..2u8 {
+        let cid = format!("checked{i}");
+        let netns = h.container(&format!("k{i}"));
+        let out = h.mvnet("ADD", &cid, &netns, &conf).ok();
+        let m = mac(&out);
+        let ip = Ipv4Addr::new(10, 67, 0, 2 + i);
+        assert_eq!(out["ips"][0]["address"], format!("{ip}/24"));
+        let maps = PinnedMaps::open(&dir).unwrap();
+        let slot = maps
+            .endpoints_ro()
+            .unwrap()
+            .get(m.octets(), 0)
+            .unwrap()
+            .slot;
+        let ns = NetNs::from_path(&netns);
+        let ifindex =
+            mvnet::netlink::run(Some(&ns), |nl| async move { nl.require_link("eth0").await })
+                .unwrap()
+                .index;
+        assert_eq!(ifindex, devices::candidate(slot, 0), "{cid}");
+        let id = maps.device(ifindex).expect("device registered");
+        assert_eq!(
+            (id.mac, id.slot, id.vlan, id.ipv4),
+            (m.octets(), slot, 0, ip.octets())
+        );
+        pods.push((cid, netns, ns, m, ip, slot));
+    }
+    assert_eq!(h.table_len(), 2);
+    // From each: its own MAC and address pass; a forged source MAC (a
+    // stranger's, or the other pod's) is dropped on its device.
+    let maps = PinnedMaps::open(&dir).unwrap();
+    for (i, (cid, _, ns, m, ip, slot)) in pods.iter().enumerate() {
+        let other = pods[1 - i].3;
+        let valid = with(ethernet(up, m.octets(), &[], 0x0800), &udp4(*ip, gw, 1, 2));
+        assert_eq!(
+            wire::send_each_once(ns, "eth0", &valid, 10).unwrap(),
+            (10, 0),
+            "{cid}: valid"
+        );
+        for forged_src in [[0x02, 0x66, 0, 0, 0, 1], other.octets()] {
+            let forged = with(ethernet(up, forged_src, &[], 0x0800), &udp4(*ip, gw, 1, 2));
+            assert_eq!(
+                wire::send_each_once(ns, "eth0", &forged, 10).unwrap(),
+                (0, 10),
+                "{cid}: forged source MAC {forged_src:02x?}"
+            );
+        }
+        assert_eq!(maps.tx_invalid(*slot).unwrap().unwrap().frames, 20, "{cid}");
+    }
+    // DEL takes the device and its registration away.
+    for (cid, netns, _, _, _, slot) in &pods {
+        h.mvnet("DEL", cid, netns, &conf).ok();
+        assert!(maps.device(devices::candidate(*slot, 0)).is_none(), "{cid}");
+    }
+    assert_eq!(h.table_len(), 0);
+}
