@@ -222,9 +222,16 @@ pub enum Owner {
     Mvnet,
     /// Docker's own macvlan driver (`mvnet docker sync|watch`).
     Docker,
-    /// A CNI runtime through the `mvnet-cni` plugin, for the CNI network
-    /// (conflist) of that name.
-    Cni { network: String },
+    /// A CNI runtime through the `mvnet-cni` plugin. A network's owner
+    /// names its CNI network (conflist); a container's names none
+    /// ([`Owner::cni_runtime`]): one container (a pod sandbox) may be on
+    /// several CNI networks (Multus), and each of its endpoints is shown
+    /// with its network's owner. Records from before that named the
+    /// container's first network, which is read the same.
+    Cni {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        network: String,
+    },
 }
 
 impl Owner {
@@ -232,11 +239,27 @@ impl Owner {
         *self != Owner::Mvnet
     }
 
-    /// As shown: `mvnet`, `docker`, `cni:NAME`.
+    /// The owner of a CNI container: the CNI runtime, on whichever CNI
+    /// networks its endpoints are.
+    pub fn cni_runtime() -> Owner {
+        Owner::Cni {
+            network: String::new(),
+        }
+    }
+
+    /// Whether both are the same runtime (CNI owners of different
+    /// networks are: the runtime that calls mvnet-cni for each).
+    pub fn same_runtime(&self, other: &Owner) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// As shown: `mvnet`, `docker`, `cni:NAME` (`cni` for a CNI container,
+    /// whose endpoints show their network's).
     pub fn describe(&self) -> String {
         match self {
             Owner::Mvnet => "mvnet".to_owned(),
             Owner::Docker => "docker".to_owned(),
+            Owner::Cni { network } if network.is_empty() => "cni".to_owned(),
             Owner::Cni { network } => format!("cni:{network}"),
         }
     }
@@ -491,6 +514,17 @@ impl Container {
         short(&self.id)
     }
 
+    /// Who made its endpoint on `net`: a foreign container's endpoints are
+    /// their network's runtime's (`cni:NAME` for each CNI network of a pod
+    /// on several), mvnet's own are mvnet's.
+    pub fn endpoint_owner(&self, net: &Network) -> Owner {
+        if self.owner.is_foreign() {
+            net.owner.clone()
+        } else {
+            self.owner.clone()
+        }
+    }
+
     /// Whether the container's namespace is there: a namespace (not a
     /// stale file) at its path, with the recorded inode.
     pub fn netns_alive(&self) -> bool {
@@ -710,6 +744,33 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_819), (2027, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn cni_owners_of_networks_and_containers() {
+        // A container's CNI owner names no network; one stored before that
+        // named its first network and still reads as the same runtime.
+        let runtime = Owner::cni_runtime();
+        assert_eq!(
+            serde_json::to_string(&runtime).unwrap(),
+            r#"{"kind":"cni"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Owner>(r#"{"kind":"cni"}"#).unwrap(),
+            runtime
+        );
+        let old: Owner = serde_json::from_str(r#"{"kind":"cni","network":"a"}"#).unwrap();
+        assert_eq!(
+            old,
+            Owner::Cni {
+                network: "a".into()
+            }
+        );
+        assert!(old.same_runtime(&runtime));
+        assert!(!runtime.same_runtime(&Owner::Docker));
+        assert!(!Owner::Mvnet.same_runtime(&Owner::Docker));
+        assert_eq!(runtime.describe(), "cni");
+        assert_eq!(old.describe(), "cni:a");
     }
 
     #[test]

@@ -109,6 +109,60 @@ pub struct LowerLink {
     /// The namespace id (as seen from this link's namespace) where the
     /// lower device lives.
     pub lower_netnsid: Option<i32>,
+    /// For a VLAN link (kind "vlan"): its id (IFLA_VLAN_ID).
+    pub vlan_id: Option<u16>,
+    /// For a VLAN link: the Ethertype of its tag (IFLA_VLAN_PROTOCOL,
+    /// 0x8100 for 802.1Q, 0x88a8 for 802.1ad).
+    pub vlan_protocol: Option<u16>,
+}
+
+/// A link message as a [`LowerLink`]: its kind, macvlan mode, VLAN id and
+/// protocol, and its lower device (IFLA_LINK, IFLA_LINK_NETNSID).
+pub fn lower_link_of(msg: &LinkMessage) -> LowerLink {
+    use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, InfoVlan, LinkInfo};
+    let mut out = LowerLink {
+        link: link_from_message(msg),
+        kind: None,
+        macvlan_mode: None,
+        lower_index: None,
+        lower_netnsid: None,
+        vlan_id: None,
+        vlan_protocol: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Link(i) => out.lower_index = Some(*i),
+            LinkAttribute::LinkNetNsId(n) => out.lower_netnsid = Some(*n),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => out.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::MacVlan(data)) => {
+                            for d in data {
+                                if let InfoMacVlan::Mode(m) = d {
+                                    out.macvlan_mode = MacvlanMode::from_kernel(*m);
+                                }
+                            }
+                        }
+                        LinkInfo::Data(InfoData::Vlan(data)) => {
+                            for d in data {
+                                match d {
+                                    InfoVlan::Id(id) => out.vlan_id = Some(*id),
+                                    InfoVlan::Protocol(p) => {
+                                        out.vlan_protocol = Some(u16::from(*p))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A netlink connection inside one namespace.
@@ -554,9 +608,9 @@ impl Netlink {
         })
     }
 
-    /// Link `name` with its kind and lower device (a macvlan's parent).
+    /// Link `name` with its kind and lower device (a macvlan's parent, a
+    /// VLAN's real device).
     pub async fn lower_link(&self, name: &str) -> Result<Option<LowerLink>> {
-        use rtnetlink::packet_route::link::{InfoData, InfoMacVlan, LinkInfo};
         let mut stream = self
             .handle
             .link()
@@ -573,36 +627,7 @@ impl Netlink {
             }
             Err(e) => return Err(request_error(format!("get link {name}"))(e)),
         };
-        let mut out = LowerLink {
-            link: link_from_message(&msg),
-            kind: None,
-            macvlan_mode: None,
-            lower_index: None,
-            lower_netnsid: None,
-        };
-        for attr in &msg.attributes {
-            match attr {
-                LinkAttribute::Link(i) => out.lower_index = Some(*i),
-                LinkAttribute::LinkNetNsId(n) => out.lower_netnsid = Some(*n),
-                LinkAttribute::LinkInfo(infos) => {
-                    for info in infos {
-                        match info {
-                            LinkInfo::Kind(k) => out.kind = Some(k.to_string()),
-                            LinkInfo::Data(InfoData::MacVlan(data)) => {
-                                for d in data {
-                                    if let InfoMacVlan::Mode(m) = d {
-                                        out.macvlan_mode = MacvlanMode::from_kernel(*m);
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(Some(out))
+        Ok(Some(lower_link_of(&msg)))
     }
 
     /// The id this namespace gives the namespace `ns` (RTM_GETNSID with

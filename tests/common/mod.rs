@@ -2,6 +2,7 @@
 //! Shared by the host and VM test binaries.
 
 pub mod cli;
+pub mod cni;
 pub mod docker;
 pub mod podman;
 

@@ -5,17 +5,14 @@
 //! containernetworking-plugins, which `cargo xtask setup` installs) where
 //! their behaviour should match. Every plugin runs in the lab's host
 //! namespace, where the parent `eth0` is.
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::path::{Path, PathBuf};
 
 use macvlan_common::Hook;
 use mvnet::{datapath::pinned::PinnedMaps, model::Mac, netns::NetNs};
 use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 use serde_json::{json, Value};
 
+pub use crate::common::cni::{exec, Reply, REFERENCE_DIR};
 use crate::{
     common::{
         cli::{cni_bin, Session},
@@ -24,89 +21,11 @@ use crate::{
     datapath_cp::{json, pin_dir, send},
 };
 
-/// Where Debian installs the reference plugins.
-pub const REFERENCE_DIR: &str = "/usr/lib/cni";
-
 /// The spec versions mvnet-cni speaks.
 pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The CNI network name the tests use.
 pub const NET: &str = "cninet";
-
-/// What a plugin answered.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: i32,
-    pub stdout: String,
-}
-
-impl Reply {
-    /// The JSON it printed (`Null` for none).
-    pub fn json(&self) -> Value {
-        if self.stdout.trim().is_empty() {
-            return Value::Null;
-        }
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("plugin printed no JSON ({e}): {}", self.stdout))
-    }
-
-    /// Asserts success; the result.
-    pub fn ok(&self) -> Value {
-        assert_eq!(self.status, 0, "plugin failed: {}", self.stdout);
-        self.json()
-    }
-
-    /// Asserts a CNI error; (code, msg).
-    pub fn err(&self) -> (u64, String) {
-        assert_eq!(
-            self.status, 1,
-            "plugin did not fail with 1: {}",
-            self.stdout
-        );
-        let v = self.json();
-        (
-            v["code"].as_u64().expect("error code"),
-            v["msg"].as_str().expect("error msg").to_owned(),
-        )
-    }
-}
-
-/// One plugin call: CNI_* from `env` only (none inherited), `stdin`.
-pub fn exec(ns: &NetNs, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Reply {
-    let plugin = plugin.to_owned();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let stdin = stdin.to_owned();
-    ns.run(move || {
-        let mut cmd = Command::new(&plugin);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CNI_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .envs(env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {}: {e}", plugin.display()));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Reply {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
-    })
-    .unwrap()
-}
 
 /// A lab, an mvnet state directory, and host-local's data directory.
 pub struct Harness {
@@ -177,12 +96,41 @@ impl Harness {
         )
     }
 
+    /// Calls mvnet-cni for the container's interface `ifname`.
+    pub fn mvnet_if(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Reply {
+        exec(
+            self.lab.host(),
+            &cni_bin(),
+            &self.env(command, cid, netns, ifname),
+            &conf.to_string(),
+        )
+    }
+
     /// Calls the reference macvlan plugin.
     pub fn reference(&self, command: &str, cid: &str, netns: &str, conf: &Value) -> Reply {
+        self.reference_if(command, cid, netns, "eth0", conf)
+    }
+
+    /// Calls the reference macvlan plugin for the interface `ifname`.
+    pub fn reference_if(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Reply {
         exec(
             self.lab.host(),
             &Path::new(REFERENCE_DIR).join("macvlan"),
-            &self.env(command, cid, netns, "eth0"),
+            &self.env(command, cid, netns, ifname),
             &conf.to_string(),
         )
     }
@@ -844,4 +792,188 @@ fn cni_standalone_makes_the_macvlan_like_the_reference_plugin() {
     })
     .unwrap();
     assert_eq!(links.len(), 1);
+}
+
+/// Each CNI network's endpoints as `stats --json` shows them:
+/// (network, container id, owner, interface, rx.wire.frames), sorted.
+fn endpoints_by_network(h: &Harness) -> Vec<(String, String, String, String, u64)> {
+    let doc = json(&h.s.ok(&["stats", "--json"]));
+    let mut out: Vec<_> = doc["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| {
+            n["endpoints"].as_array().unwrap().iter().map(move |e| {
+                (
+                    n["name"].as_str().unwrap().to_owned(),
+                    e["container_id"].as_str().unwrap().to_owned(),
+                    e["owner"].as_str().unwrap().to_owned(),
+                    e["ifname"].as_str().unwrap().to_owned(),
+                    e["rx"]["wire"]["frames"].as_u64().unwrap(),
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn cni_one_container_on_two_networks_like_multus() {
+    // A pod on two NetworkAttachmentDefinitions: the runtime (Multus) calls
+    // the conflist of each with the same CNI_CONTAINERID, eth0 then net1.
+    const NET_B: &str = "cninet-b";
+    let mut h = Harness::new();
+    let netns = h.container("pod");
+    let nets = [
+        (NET, "eth0", "10.65.0.0/24"),
+        (NET_B, "net1", "10.66.0.0/24"),
+    ];
+    let mut macs = Vec::new();
+    let mut confs = Vec::new();
+    for (name, ifname, subnet) in nets {
+        let mut rconf = h.macvlan_conf("1.0.0", subnet);
+        rconf["name"] = json!(name);
+        let prev = h.reference_if("ADD", "pod0", &netns, ifname, &rconf).ok();
+        let mut conf = h.chained_conf("1.1.0", &prev);
+        conf["name"] = json!(name);
+        h.mvnet_if("ADD", "pod0", &netns, ifname, &conf).ok();
+        macs.push(mac(&prev));
+        confs.push(conf);
+    }
+    // Two endpoints, each shown with its own network's owner.
+    h.send_to(macs[0], 5);
+    h.send_to(macs[1], 7);
+    let row = |net: &str, ifname: &str, rx: u64| {
+        (
+            net.to_owned(),
+            "pod0".to_owned(),
+            format!("cni:{net}"),
+            ifname.to_owned(),
+            rx,
+        )
+    };
+    assert_eq!(
+        endpoints_by_network(&h),
+        vec![row(NET, "eth0", 5), row(NET_B, "net1", 7)]
+    );
+    assert_eq!(h.table_len(), 2);
+    h.s.ok(&["verify"]);
+    // ADD again on either changes nothing.
+    h.mvnet_if("ADD", "pod0", &netns, "net1", &confs[1]).ok();
+    assert_eq!(h.table_len(), 2);
+    let mut check = confs[0].clone();
+    check["prevResult"] = json!({"cniVersion": "1.1.0"});
+    h.mvnet_if("CHECK", "pod0", &netns, "eth0", &check).ok();
+
+    // DEL on network A leaves B's endpoint and its counts.
+    h.mvnet_if("DEL", "pod0", &netns, "eth0", &confs[0]).ok();
+    h.send_to(macs[1], 3);
+    assert_eq!(endpoints_by_network(&h), vec![row(NET_B, "net1", 10)]);
+    assert_eq!(h.table_len(), 1);
+    h.s.ok(&["verify"]);
+
+    // Back on A; then GC of network B (nothing valid) leaves A's endpoint.
+    h.mvnet_if("ADD", "pod0", &netns, "eth0", &confs[0]).ok();
+    h.send_to(macs[0], 2);
+    let gc = json!({"cniVersion": "1.1.0", "name": NET_B, "type": "mvnet-cni",
+                    "stateDir": h.s.state_dir, "cni.dev/valid-attachments": []});
+    exec(
+        h.lab.host(),
+        &cni_bin(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+        &gc.to_string(),
+    )
+    .ok();
+    assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
+    assert_eq!(h.table_len(), 1);
+    // GC of network A listing the pod keeps it.
+    let mut gc_a = gc.clone();
+    gc_a["name"] = json!(NET);
+    gc_a["cni.dev/valid-attachments"] = json!([{"containerID": "pod0", "ifname": "eth0"}]);
+    exec(
+        h.lab.host(),
+        &cni_bin(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+        &gc_a.to_string(),
+    )
+    .ok();
+    assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
+    h.s.ok(&["verify"]);
+    h.mvnet_if("DEL", "pod0", &netns, "eth0", &confs[0]).ok();
+    assert_eq!(endpoints_by_network(&h), vec![]);
+    assert_eq!(h.table_len(), 0);
+}
+
+#[test]
+fn cni_standalone_containers_each_get_their_devices_source_checks() {
+    use mvnet::datapath::devices;
+    use mvnet_lab::lab::wire;
+    use std::net::Ipv4Addr;
+
+    use crate::source_model::{ethernet, udp4, with};
+    let mut h = Harness::new();
+    let dir = pin_dir(&h.lab);
+    let up = h.lab.mac_of(h.lab.upstream(), UPSTREAM_IF).unwrap();
+    let gw = Ipv4Addr::new(10, 67, 0, 1);
+    let mut conf = h.standalone_conf("1.1.0", "10.67.0.0/24");
+    conf["policy"] = json!("enforce");
+    // Both sandboxes number their first device 2; mvnet-cni gives each
+    // macvlan an ifindex of its classifier slot instead.
+    let mut pods = Vec::new();
+    for i in 0..2u8 {
+        let cid = format!("checked{i}");
+        let netns = h.container(&format!("k{i}"));
+        let out = h.mvnet("ADD", &cid, &netns, &conf).ok();
+        let m = mac(&out);
+        let ip = Ipv4Addr::new(10, 67, 0, 2 + i);
+        assert_eq!(out["ips"][0]["address"], format!("{ip}/24"));
+        let maps = PinnedMaps::open(&dir).unwrap();
+        let slot = maps
+            .endpoints_ro()
+            .unwrap()
+            .get(m.octets(), 0)
+            .unwrap()
+            .slot;
+        let ns = NetNs::from_path(&netns);
+        let ifindex =
+            mvnet::netlink::run(Some(&ns), |nl| async move { nl.require_link("eth0").await })
+                .unwrap()
+                .index;
+        assert_eq!(ifindex, devices::candidate(slot, 0), "{cid}");
+        let id = maps.device(ifindex).expect("device registered");
+        assert_eq!(
+            (id.mac, id.slot, id.vlan, id.ipv4),
+            (m.octets(), slot, 0, ip.octets())
+        );
+        pods.push((cid, netns, ns, m, ip, slot));
+    }
+    assert_eq!(h.table_len(), 2);
+    // From each: its own MAC and address pass; a forged source MAC (a
+    // stranger's, or the other pod's) is dropped on its device.
+    let maps = PinnedMaps::open(&dir).unwrap();
+    for (i, (cid, _, ns, m, ip, slot)) in pods.iter().enumerate() {
+        let other = pods[1 - i].3;
+        let valid = with(ethernet(up, m.octets(), &[], 0x0800), &udp4(*ip, gw, 1, 2));
+        assert_eq!(
+            wire::send_each_once(ns, "eth0", &valid, 10).unwrap(),
+            (10, 0),
+            "{cid}: valid"
+        );
+        for forged_src in [[0x02, 0x66, 0, 0, 0, 1], other.octets()] {
+            let forged = with(ethernet(up, forged_src, &[], 0x0800), &udp4(*ip, gw, 1, 2));
+            assert_eq!(
+                wire::send_each_once(ns, "eth0", &forged, 10).unwrap(),
+                (0, 10),
+                "{cid}: forged source MAC {forged_src:02x?}"
+            );
+        }
+        assert_eq!(maps.tx_invalid(*slot).unwrap().unwrap().frames, 20, "{cid}");
+    }
+    // DEL takes the device and its registration away.
+    for (cid, netns, _, _, _, slot) in &pods {
+        h.mvnet("DEL", cid, netns, &conf).ok();
+        assert!(maps.device(devices::candidate(*slot, 0)).is_none(), "{cid}");
+    }
+    assert_eq!(h.table_len(), 0);
 }

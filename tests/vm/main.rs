@@ -575,3 +575,153 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
     }
     s.ok(&["network", "rm", "p10", "p20"]);
 }
+
+/// mvnet-cni chained after the reference macvlan plugin on an 802.1Q
+/// master (`eth0.10`, made beforehand as a CNI user would): the root and
+/// the VLAN come from the link (its real device eth0, id 10), frames
+/// tagged 10 are counted exactly on eth0's classifier, and DEL removes the
+/// entry; GC then drops the network and the classifier, never eth0.10.
+#[test]
+fn cni_chained_on_an_8021q_master_counts_its_vlan_on_the_real_device() {
+    use common::cni::{exec, REFERENCE_DIR};
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::{
+        datapath::pinned::{self, PinnedMaps},
+        model::Mac,
+    };
+    use mvnet_lab::lab::{
+        frames::{FrameSpec, Tag},
+        wire::{self, SendPlan},
+    };
+    use serde_json::json;
+    use std::path::Path;
+    in_vm();
+    modprobe("8021q");
+    let mut lab = Lab::new().unwrap();
+    netlink::run(Some(lab.host()), |nl| async move {
+        let p = nl.require_link(PARENT).await?;
+        nl.add_vlan("eth0.10", p.index, 10).await?;
+        let v = nl.require_link("eth0.10").await?;
+        nl.set_up(v.index).await
+    })
+    .unwrap();
+    let s = Session::new(&lab);
+    let sandbox = lab.add_container("cni10").unwrap();
+    let netns = sandbox.path().display().to_string();
+    let ipam_dir = std::env::temp_dir().join(format!("{}-ipam", lab.id()));
+    let cni = common::cli::cni_bin();
+    let cni_path = format!("{}:{REFERENCE_DIR}", cni.parent().unwrap().display());
+    let env = |command: &'static str| {
+        vec![
+            ("CNI_COMMAND", command),
+            ("CNI_PATH", cni_path.as_str()),
+            ("CNI_CONTAINERID", "vlan10"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let macvlan = json!({"cniVersion": "1.0.0", "name": "v10", "type": "macvlan",
+        "master": "eth0.10",
+        "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "dataDir": ipam_dir}});
+    let reference = Path::new(REFERENCE_DIR).join("macvlan");
+    let prev = exec(lab.host(), &reference, &env("ADD"), &macvlan.to_string()).ok();
+    let conf = json!({"cniVersion": "1.0.0", "name": "v10", "type": "mvnet-cni",
+        "stateDir": s.state_dir, "prevResult": prev});
+    exec(lab.host(), &cni, &env("ADD"), &conf.to_string()).ok();
+    let mac: Mac = prev["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let doc = json(&s.ok(&["stats", "--json"]));
+    let net = &doc["networks"][0];
+    assert_eq!(
+        (&net["parent"], &net["root"], &net["vlan"]),
+        (&json!("eth0.10"), &json!("eth0"), &json!(10)),
+        "{doc}"
+    );
+    assert_eq!(net["endpoints"][0]["owner"], "cni:v10");
+    // One classifier, on eth0 where the tags are, with the entry on VLAN 10.
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = maps
+        .endpoints_ro()
+        .unwrap()
+        .get(mac.octets(), 10)
+        .expect("entry on VLAN 10")
+        .slot;
+    assert!(maps.endpoints_ro().unwrap().get(mac.octets(), 0).is_none());
+    let rx = || {
+        netlink::run(Some(&sandbox), |nl| async move {
+            let l = nl.require_link("eth0").await?;
+            nl.stats(l.index).await
+        })
+        .unwrap()
+        .rx_packets
+    };
+    let rx0 = rx();
+    let c0 = maps.counters().unwrap();
+    let total = |m: &PinnedMaps| {
+        m.counters()
+            .unwrap()
+            .verdicts
+            .total(Hook::XdpIngress)
+            .frames
+    };
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    for (vid, n) in [(10, 23u64), (20, 9)] {
+        let frames = [FrameSpec::udp4(mac.octets(), src)
+            .tagged(&[Tag::dot1q(vid)])
+            .build()
+            .unwrap()];
+        let base = total(&maps);
+        wire::send(
+            lab.upstream(),
+            UPSTREAM_IF,
+            &SendPlan {
+                frames: &frames,
+                rounds: n,
+                deadline: Duration::from_secs(60),
+                burst: 16,
+            },
+            |sent| total(&maps) - base >= sent,
+        )
+        .unwrap();
+    }
+    let c = maps.counters().unwrap();
+    let d = |v| {
+        c.verdicts.get(Hook::XdpIngress, v).frames - c0.verdicts.get(Hook::XdpIngress, v).frames
+    };
+    assert_eq!(d(Verdict::Delivered), 23);
+    assert_eq!(d(Verdict::VlanMismatch), 9, "its MAC tagged 20");
+    assert_eq!(
+        c.endpoint(slot).rx_wire.frames - c0.endpoint(slot).rx_wire.frames,
+        23
+    );
+    assert_eq!(c.vlan(10).rx_xdp.frames - c0.vlan(10).rx_xdp.frames, 23);
+    assert_eq!(rx() - rx0, 23, "the kernel delivered the VLAN 10 frames");
+    let out = s.ok(&["verify"]);
+    assert!(!out.contains("UNEXPLAINED"), "{out}");
+
+    // DEL: the entry goes; the reference plugin then removes its macvlan.
+    exec(lab.host(), &cni, &env("DEL"), &conf.to_string()).ok();
+    assert!(maps.endpoints_ro().unwrap().get(mac.octets(), 10).is_none());
+    let doc = json(&s.ok(&["stats", "--json"]));
+    assert_eq!(doc["networks"][0]["endpoints"], json!([]), "{doc}");
+    exec(lab.host(), &reference, &env("DEL"), &macvlan.to_string()).ok();
+    drop(maps);
+    // GC with nothing valid: network and classifier gone, eth0.10 kept.
+    let gc = json!({"cniVersion": "1.1.0", "name": "v10", "type": "mvnet-cni",
+        "stateDir": s.state_dir, "cni.dev/valid-attachments": []});
+    exec(
+        lab.host(),
+        &cni,
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", cni_path.as_str())],
+        &gc.to_string(),
+    )
+    .ok();
+    assert!(!dir.exists(), "classifier pins left on eth0");
+    assert!(s.links().contains(&"eth0.10".to_owned()));
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}

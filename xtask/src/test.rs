@@ -171,11 +171,14 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
             std::fs::copy(&exe, &staged_exe).with_context(|| {
                 format!("copying {} to {}", exe.display(), staged_exe.display())
             })?;
-            // mvnet runs `mvnet-lab` (lab, pktgen) from beside itself.
+            // mvnet runs `mvnet-lab` (lab, pktgen) from beside itself; the
+            // tests find `mvnet-cni` beside mvnet.
             let lab = mvnet.with_file_name("mvnet-lab");
+            let cni = mvnet.with_file_name("mvnet-cni");
             for (from, to) in [
                 (mvnet.to_path_buf(), staged_mvnet.clone()),
                 (lab, stage.join("mvnet-lab")),
+                (cni, stage.join("mvnet-cni")),
             ] {
                 std::fs::copy(&from, &to)
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;

@@ -52,11 +52,12 @@ pub fn open(conf: &NetConf) -> CniResult<Controller> {
 }
 
 /// The container as the core records it.
-pub fn container(conf: &NetConf, env: &Env) -> CniResult<ForeignContainer> {
+pub fn container(env: &Env) -> CniResult<ForeignContainer> {
     let pod = env.pod()?;
     let short: String = env.container_id.chars().take(12).collect();
     Ok(ForeignContainer {
-        owner: owner(conf),
+        // The runtime's, not this network's: a pod may be on several.
+        owner: Owner::cni_runtime(),
         id: env.container_id.clone(),
         name: pod.clone().unwrap_or(short),
         netns: env.netns.clone().into(),
@@ -97,7 +98,7 @@ pub fn register(
         _ => None,
     });
     ctl.adopt_endpoint(
-        &container(conf, env)?,
+        &container(env)?,
         ForeignEndpoint {
             network_id: id,
             ifname: env.ifname.clone(),
@@ -238,7 +239,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
         .state
         .containers
         .values()
-        .filter(|c| c.owner == owner(conf))
+        .filter(|c| c.owner.same_runtime(&owner(conf)))
         .filter(|c| {
             c.endpoints
                 .get(&id)

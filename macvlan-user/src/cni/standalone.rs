@@ -13,7 +13,7 @@ use super::{
     spec::{CniError, CniResult, Code, Env},
 };
 use crate::{
-    controller::Controller,
+    controller::{datapath::DeviceRegistration, Controller},
     model::{Mac, MacvlanMode},
     netlink,
     netns::NetNs,
@@ -36,7 +36,7 @@ fn check_master(
     conf: &NetConf,
     master: &str,
     mode: MacvlanMode,
-) -> CniResult<u32> {
+) -> CniResult<netlink::Link> {
     let invalid = |m: String| Err(CniError::new(Code::InvalidConfig, m));
     if master == "lo" {
         return invalid("loopback interface is not a valid macvlan parent link".into());
@@ -83,7 +83,7 @@ fn check_master(
             ));
         }
     }
-    Ok(link.index)
+    Ok(link)
 }
 
 /// An IPAM result's addresses (with prefix and gateway) and default routes.
@@ -159,23 +159,73 @@ fn addressing(ipam: &Value) -> CniResult<Addressing> {
     })
 }
 
+/// The MAC the new macvlan gets: passthru takes its parent's (the kernel
+/// gives it that), the others a random one, chosen before the device
+/// exists so that its classifier entry, and with it the device's ifindex,
+/// can be too.
+fn choose_mac(parent: &netlink::Link, mode: MacvlanMode) -> CniResult<Mac> {
+    if mode != MacvlanMode::Passthru {
+        return Ok(crate::ipam::random_mac());
+    }
+    parent.mac.ok_or_else(|| {
+        CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "\"master\" {} has no MAC address; a passthru macvlan takes its parent's",
+                parent.name
+            ),
+        )
+    })
+}
+
 /// Makes the macvlan in the container (created there directly under a
 /// temporary name, then renamed: kernels before 6.11 look the new name up
-/// in the creating namespace), addressed, up, with its default routes.
+/// in the creating namespace), with `mac`, addressed, up, with its default
+/// routes. With a `registration`, the device gets an ifindex of the
+/// classifier's choosing (every sandbox's first device would otherwise be
+/// ifindex 2, which tells no two apart) and its source checks before it
+/// is up, as `mvnet run`'s endpoints do.
 fn plumb(
     ns: &NetNs,
     parent: u32,
     mode: MacvlanMode,
+    mac: Mac,
     ifname: &str,
     a: &Addressing,
-) -> CniResult<Mac> {
+    registration: Option<DeviceRegistration>,
+) -> CniResult<()> {
+    let io = |e: netlink::NetlinkError| CniError::new(Code::Io, format!("{e}"));
     let tmp = format!("mvc{}", std::process::id());
     let target = ns.clone();
     let name = tmp.clone();
+    let indexes: Vec<Option<u32>> = match &registration {
+        Some(r) => r.ifindex_candidates().map(Some).collect(),
+        None => vec![None],
+    };
+    if indexes.is_empty() {
+        return Err(CniError::new(
+            Code::Mvnet,
+            format!("every ifindex mvnet would give {ifname}'s device is taken by a device the classifier already knows; run `mvnet restore` and ADD again"),
+        ));
+    }
+    // passthru: the kernel gives the device its parent's MAC, `mac`.
+    let asked = (mode != MacvlanMode::Passthru).then_some(mac);
     netlink::run(None, move |nl| async move {
-        nl.add_macvlan_in(&name, parent, mode, None, &target).await
+        let mut result = Ok(());
+        for index in indexes {
+            result = nl
+                .add_macvlan_at(&name, parent, mode, asked, &target, index)
+                .await;
+            // Taken in the sandbox (or, for the kernel's first lookup, in
+            // ours): the next candidate.
+            match &result {
+                Err(e) if matches!(e.errno(), Some(libc::EEXIST | libc::EBUSY)) => continue,
+                _ => break,
+            }
+        }
+        result
     })
-    .map_err(|e| CniError::new(Code::Io, format!("{e}")))?;
+    .map_err(io)?;
     let ifname = ifname.to_owned();
     let ips: Vec<_> = a.ips.iter().map(|(a, p, _)| (*a, *p)).collect();
     let gws = a.default_gateways.clone();
@@ -183,6 +233,14 @@ fn plumb(
         let link = nl.require_link(&tmp).await?;
         let result: netlink::Result<()> = async {
             nl.rename(link.index, &ifname).await?;
+            if let Some(r) = &registration {
+                r.register(link.index, &ifname)
+                    .map_err(|e| netlink::NetlinkError::Request {
+                        op: format!("source checks on {ifname}"),
+                        message: format!("{e:#}"),
+                        errno: None,
+                    })?;
+            }
             for (addr, prefix) in &ips {
                 nl.add_address(link.index, *addr, *prefix).await?;
             }
@@ -196,12 +254,9 @@ fn plumb(
         if result.is_err() {
             let _ = nl.delete(link.index).await;
         }
-        result?;
-        nl.require_link(&ifname).await
+        result
     })
-    .map_err(|e| CniError::new(Code::Io, format!("{e}")))?
-    .mac
-    .ok_or_else(|| CniError::new(Code::Io, "the new macvlan has no MAC address"))
+    .map_err(io)
 }
 
 /// Deletes `ifname` in `ns` if both are there.
@@ -241,7 +296,8 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         ));
     }
     let mut ctl = chained::open(conf)?;
-    let parent_index = check_master(&ctl, conf, master, mode)?;
+    let parent = check_master(&ctl, conf, master, mode)?;
+    let mac = choose_mac(&parent, mode)?;
     let ipam_result = delegate::ipam(env, ipam, "ADD", &conf.raw)?.unwrap_or_default();
     let release = |e: CniError| {
         let _ = unplumb(&env.netns, &env.ifname);
@@ -249,7 +305,6 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         e
     };
     let a = addressing(&ipam_result).map_err(release)?;
-    let mac = plumb(&ns, parent_index, mode, &env.ifname, &a).map_err(release)?;
     let options = BTreeMap::from([
         ("parent".to_owned(), master.to_owned()),
         ("macvlan_mode".to_owned(), mode.as_str().to_owned()),
@@ -263,8 +318,17 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         ),
     ]);
     let addresses: Vec<(IpAddr, u8)> = a.ips.iter().map(|(a, p, _)| (*a, *p)).collect();
+    // In the classifier's table first, as `mvnet run` does: its slot
+    // decides the device's ifindex.
     chained::register(&mut ctl, conf, env, master, mode, mac, &addresses, options)
         .map_err(release)?;
+    let registration = device_registration(&ctl, conf, env).map_err(release);
+    let plumbed = registration
+        .and_then(|r| plumb(&ns, parent.index, mode, mac, &env.ifname, &a, r).map_err(release));
+    if let Err(e) = plumbed {
+        let _ = ctl.forget_endpoint(&env.container_id, &chained::network_id(&conf.name));
+        return Err(e);
+    }
     let ips: Vec<Value> = ipam_result
         .get("ips")
         .and_then(Value::as_array)
@@ -284,6 +348,19 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         "dns": ipam_result.get("dns").cloned().unwrap_or(json!({})),
     });
     result::convert(&out, conf.version)
+}
+
+/// What registering the new endpoint's device takes (`None`: nothing to
+/// register, e.g. passthru).
+fn device_registration(
+    ctl: &Controller,
+    conf: &NetConf,
+    env: &Env,
+) -> CniResult<Option<DeviceRegistration>> {
+    let id = chained::network_id(&conf.name);
+    let net = &ctl.state.networks[&id];
+    let ep = &ctl.state.containers[&env.container_id].endpoints[&id];
+    DeviceRegistration::of(net, ep).map_err(CniError::mvnet)
 }
 
 /// DEL: the addresses back to IPAM, the macvlan gone (when the namespace

@@ -105,7 +105,7 @@ impl Controller {
         let mut rx = HashMap::new();
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
-            names.push((c.name.clone(), c.owner.describe(), ep.ifname.clone()));
+            names.push((c.name.clone(), ep.ifname.clone()));
             match self.plan_endpoint(at, &c, ep, &mut index, &mut classifiers, &mut rx) {
                 Ok(Some(p)) => planned.push(p),
                 Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),
@@ -145,7 +145,8 @@ impl Controller {
             for (p, e) in failed {
                 let root = p.network.root().0.to_owned();
                 self.take_back(&mut classifiers, &p);
-                let (name, owner, ifname) = &names[p.at];
+                let (name, ifname) = &names[p.at];
+                let owner = p.network.owner.describe();
                 results[p.at] = Some(Err(e.context(format!(
                     "adding {name}/{ifname} of {owner} container {name} to the classifier of {root}"
                 ))));
@@ -217,15 +218,26 @@ impl Controller {
         if ep.mac.is_multicast() || ep.mac.octets() == [0; 6] {
             bail!(
                 "{} container {}: {} has the MAC {}, which is not a unicast address",
-                c.owner.describe(),
+                net.owner.describe(),
                 c.name,
                 ep.ifname,
                 ep.mac
             );
         }
+        if !net.owner.same_runtime(&c.owner) {
+            bail!(
+                "{} container {} cannot be on {}'s network {}",
+                c.owner.describe(),
+                c.name,
+                net.owner.describe(),
+                net.name
+            );
+        }
         let old_container = self.state.containers.get(&c.id).cloned();
         if let Some(old) = &old_container {
-            if old.owner != c.owner {
+            // One runtime's container may be on several of its networks
+            // (a pod on several CNI networks).
+            if !old.owner.same_runtime(&c.owner) {
                 bail!(
                     "container id {} is already {}'s container {}; not adopting it for {}",
                     c.id,
@@ -238,12 +250,11 @@ impl Controller {
         let old_ep = old_container
             .as_ref()
             .and_then(|o| o.endpoints.get(&ep.network_id).cloned());
-        let unchanged = old_container
-            .as_ref()
-            .is_some_and(|o| o.name == c.name && o.netns == c.netns && o.pod == c.pod)
-            && old_ep.as_ref().is_some_and(|o| {
-                o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
-            });
+        let unchanged = old_container.as_ref().is_some_and(|o| {
+            o.name == c.name && o.netns == c.netns && o.pod == c.pod && o.owner == c.owner
+        }) && old_ep.as_ref().is_some_and(|o| {
+            o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
+        });
         if unchanged && classifiers.has_entry(self, &net, ep.mac) {
             return Ok(None);
         }
@@ -255,14 +266,15 @@ impl Controller {
             // share its classifier entry.
             let other = &self.state.containers[&holder.0];
             let e = &other.endpoints[&holder.1];
+            let on = &self.state.networks[&holder.1];
             bail!(
                 "{} container {}: MAC {} on {root} (VLAN {vlan}) is already endpoint {} of container {} ({}); the classifier tells endpoints apart by MAC and VLAN",
-                c.owner.describe(),
+                net.owner.describe(),
                 c.name,
                 ep.mac,
                 e.ifname,
                 other.name,
-                other.owner.describe()
+                other.endpoint_owner(on).describe()
             );
         }
         let mut container = old_container.unwrap_or_else(|| Container {

@@ -23,13 +23,13 @@ use anyhow::{anyhow, bail, Result};
 use super::{
     adopt::Adopted,
     datapath::{attachment, Attachment},
-    network::{link_index, vlan_parent},
     Controller,
 };
 use crate::{
     model::{
         self, Container, Endpoint, Mac, MacvlanMode, Network, Owner, ParentOrigin, Policy, XdpMode,
     },
+    netlink,
     netns::NetNs,
 };
 
@@ -140,10 +140,7 @@ impl Controller {
         if n.id.is_empty() || n.name.is_empty() {
             bail!("{} network without an id or a name", n.owner.describe());
         }
-        let vlan = vlan_parent(&n.parent)?;
-        let root = vlan.as_ref().map_or(n.parent.clone(), |(b, _)| b.clone());
-        let root = root.as_str();
-        let parent_ifindex = link_index(&n.parent).map_err(|_| {
+        let parent_link = parent_link(&n.parent).map_err(|_| {
             anyhow!(
                 "{} network {}: its parent {} is not a link in this network namespace (inode {}); run mvnet in the namespace where {}'s parent links are (e.g. `nsenter --net=/proc/PID/ns/net mvnet ...` with the PID of the {} daemon)",
                 n.owner.describe(),
@@ -154,6 +151,10 @@ impl Controller {
                 n.owner.tool()
             )
         })?;
+        let parent_ifindex = parent_link.link.index;
+        let vlan = real_device_and_vlan(&n.parent, &parent_link)?;
+        let root = vlan.as_ref().map_or(n.parent.clone(), |(b, _)| b.clone());
+        let root = root.as_str();
         if let Some(old) = self.state.networks.get(&n.id) {
             if old.owner != n.owner {
                 bail!(
@@ -438,7 +439,8 @@ impl Controller {
     fn attach_fresh_roots(&self, networks: &[ForeignNetwork]) {
         let mut fresh: BTreeMap<String, XdpMode> = BTreeMap::new();
         for n in networks {
-            let Ok(vlan) = vlan_parent(&n.parent) else {
+            let Ok(vlan) = parent_link(&n.parent).and_then(|l| real_device_and_vlan(&n.parent, &l))
+            else {
                 continue;
             };
             let root = vlan.map_or(n.parent.clone(), |(b, _)| b);
@@ -457,6 +459,63 @@ impl Controller {
             }
         });
     }
+}
+
+/// The parent link `name` of a foreign network, with its kind and lower
+/// device.
+fn parent_link(name: &str) -> Result<netlink::LowerLink> {
+    let name = name.to_owned();
+    netlink::run(None, move |nl| async move {
+        let found = nl.lower_link(&name).await?;
+        found.ok_or(netlink::NetlinkError::LinkNotFound(name))
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// The root device and VLAN of a foreign network's parent, from the link
+/// as the kernel describes it (another runtime named it, so its name says
+/// nothing): for an 802.1Q link, its real device (by name) and VLAN id;
+/// `None` for any other link, which is its own root.
+fn real_device_and_vlan(parent: &str, link: &netlink::LowerLink) -> Result<Option<(String, u16)>> {
+    let Some((index, vid)) = vlan_of(parent, link)? else {
+        return Ok(None);
+    };
+    let real = netlink::run(None, move |nl| async move { nl.link_by_index(index).await })
+        .map_err(|e| anyhow!(e))?
+        .ok_or_else(|| {
+            anyhow!("the real device (ifindex {index}) of VLAN link {parent} is gone; recreate {parent}")
+        })?;
+    Ok(Some((real.name, vid)))
+}
+
+/// For a VLAN link: the ifindex of its real device (IFLA_LINK) and its id
+/// (IFLA_VLAN_ID); `None` for any other kind of link. The classifier on
+/// the real device reads 802.1Q tags, so 802.1ad links are refused.
+fn vlan_of(parent: &str, link: &netlink::LowerLink) -> Result<Option<(u32, u16)>> {
+    if link.kind.as_deref() != Some("vlan") {
+        return Ok(None);
+    }
+    const ETH_P_8021Q: u16 = 0x8100;
+    if let Some(p) = link.vlan_protocol.filter(|p| *p != ETH_P_8021Q) {
+        bail!(
+            "parent {parent} is a VLAN link with Ethertype {p:#06x} (802.1ad); mvnet's classifier reads 802.1Q tags: make the parent an 802.1Q link (`ip link add link DEV name {parent} type vlan id VID`)"
+        );
+    }
+    let vid = match link.vlan_id {
+        Some(v @ 1..=4094) => v,
+        other => bail!(
+            "parent {parent} is a VLAN link with the id {other:?}; the kernel reports ids 1-4094"
+        ),
+    };
+    let Some(index) = link.lower_index else {
+        bail!("the kernel reports no real device (IFLA_LINK) for VLAN link {parent}");
+    };
+    if link.lower_netnsid.is_some() {
+        bail!(
+            "the real device of VLAN link {parent} is in another network namespace; the classifier goes on the real device, so run mvnet where it is"
+        );
+    }
+    Ok(Some((index, vid)))
 }
 
 /// Whether two records of one foreign network say the same.
@@ -543,5 +602,88 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m["lo"], 10);
         assert_eq!(m["eth0"], 4_999_999_994);
+    }
+
+    use rtnetlink::packet_route::link::{
+        InfoData, InfoKind, InfoMacVlan, InfoVlan, LinkAttribute, LinkInfo, LinkMessage,
+        MacVlanMode, VlanProtocol,
+    };
+
+    use super::*;
+
+    /// A link message as the kernel sends it for `ip link show NAME`.
+    fn message(name: &str, index: u32, lower: u32, info: Vec<LinkInfo>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes = vec![
+            LinkAttribute::IfName(name.into()),
+            LinkAttribute::Link(lower),
+            LinkAttribute::LinkInfo(info),
+        ];
+        m
+    }
+
+    fn vlan(id: u16, protocol: VlanProtocol) -> Vec<LinkInfo> {
+        vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![
+                InfoVlan::Id(id),
+                InfoVlan::Protocol(protocol),
+            ])),
+        ]
+    }
+
+    #[test]
+    fn a_vlan_parent_is_its_real_device_and_id_from_the_link() {
+        // eth0.10 on eth0 (ifindex 2): root 2, VLAN 10.
+        let l =
+            netlink::lower_link_of(&message("eth0.10", 7, 2, vlan(10, VlanProtocol::Ieee8021Q)));
+        assert_eq!((l.vlan_id, l.vlan_protocol), (Some(10), Some(0x8100)));
+        assert_eq!(vlan_of("eth0.10", &l).unwrap(), Some((2, 10)));
+        // The name says nothing: "trunk" with id 300 on ifindex 4.
+        let l = netlink::lower_link_of(&message("trunk", 8, 4, vlan(300, VlanProtocol::Ieee8021Q)));
+        assert_eq!(vlan_of("trunk", &l).unwrap(), Some((4, 300)));
+        // ...and a macvlan called eth0.10 is no VLAN.
+        let l = netlink::lower_link_of(&message(
+            "eth0.10",
+            9,
+            2,
+            vec![
+                LinkInfo::Kind(InfoKind::MacVlan),
+                LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                    MacVlanMode::Bridge,
+                )])),
+            ],
+        ));
+        assert_eq!(l.macvlan_mode, Some(MacvlanMode::Bridge));
+        assert_eq!(vlan_of("eth0.10", &l).unwrap(), None);
+    }
+
+    #[test]
+    fn vlan_parents_the_classifier_cannot_serve_are_refused() {
+        let qinq = netlink::lower_link_of(&message(
+            "eth0.20",
+            7,
+            2,
+            vlan(20, VlanProtocol::Ieee8021Ad),
+        ));
+        let e = vlan_of("eth0.20", &qinq).unwrap_err().to_string();
+        assert!(
+            e.starts_with("parent eth0.20 is a VLAN link with Ethertype 0x88a8 (802.1ad)"),
+            "{e}"
+        );
+        let mut elsewhere =
+            netlink::lower_link_of(&message("eth0.10", 7, 2, vlan(10, VlanProtocol::Ieee8021Q)));
+        elsewhere.lower_netnsid = Some(3);
+        let e = vlan_of("eth0.10", &elsewhere).unwrap_err().to_string();
+        assert!(e.contains("is in another network namespace"), "{e}");
+        let mut no_id = elsewhere.clone();
+        no_id.lower_netnsid = None;
+        no_id.vlan_id = None;
+        let e = vlan_of("eth0.10", &no_id).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "parent eth0.10 is a VLAN link with the id None; the kernel reports ids 1-4094"
+        );
     }
 }

@@ -200,9 +200,14 @@ impl Controller {
                 }
                 Some(_) => continue,
             };
+            let owner = self
+                .state
+                .networks
+                .get(nid)
+                .map_or_else(|| c.owner.clone(), |n| c.endpoint_owner(n));
             r.actions.push(format!(
                 "{would} {} container {}'s endpoint {} ({why})",
-                c.owner.describe(),
+                owner.describe(),
                 c.name,
                 ep.ifname
             ));

@@ -40,7 +40,8 @@ pub struct Network {
 pub struct Endpoint {
     pub container: String,
     pub container_id: String,
-    /// `mvnet`, `docker`, `cni:NAME`: who made the container.
+    /// `mvnet`, `docker`, `cni:NAME`: who made the endpoint (for CNI, its
+    /// network's).
     pub owner: String,
     pub ifname: String,
     pub mac: String,

@@ -23,7 +23,8 @@ use crate::{
 pub struct EndpointStats {
     pub container: String,
     pub container_id: String,
-    /// Who made the container: mvnet, or the runtime it was adopted from.
+    /// Who made the endpoint: mvnet, or the runtime it was adopted from
+    /// (`cni:NAME`: its CNI network's).
     pub owner: Owner,
     /// Interface name inside the container.
     pub ifname: String,
@@ -163,7 +164,7 @@ fn listed(state: &State, net: &Network) -> NetworkStats {
         endpoints.push(EndpointStats {
             container: c.name.clone(),
             container_id: c.id.clone(),
-            owner: c.owner.clone(),
+            owner: c.endpoint_owner(net),
             ifname: ep.ifname.clone(),
             mac: ep.mac,
             ipv4: ep.ipv4,
