@@ -12,20 +12,22 @@
 //! state ahead of the kernel, which `mvnet restore` converges.
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::{
     datapath::{entry, DeviceRegistration},
-    foreign::{foreign_device_note, kernel_unicast_rx_all, ForeignContainer, ForeignEndpoint},
+    foreign::{
+        foreign_device_note, kernel_unicast_rx_all, kernel_unicast_rx_here, ForeignContainer,
+        ForeignEndpoint,
+    },
     Controller,
 };
 use crate::{
     datapath::Classifier,
     model::{self, Container, Endpoint, Mac, Network},
-    netns::NetNs,
 };
 
 /// What adopting one endpoint did.
@@ -101,8 +103,9 @@ impl Controller {
         let mut index = self.mac_index();
         let before = self.state.containers.clone();
         let mut planned = Vec::new();
-        // The kernel's counts per namespace, read once.
-        let mut rx = HashMap::new();
+        // The kernel's counts per namespace, read once, side by side, for
+        // the containers that may change.
+        let mut rx = self.read_baselines(&items, &mut classifiers);
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
@@ -167,6 +170,60 @@ impl Controller {
             .pop()
             .expect("one result per item")
             .map(drop)
+    }
+
+    /// The kernel's unicast counts of the devices in the namespaces of
+    /// the items that may change (not recorded as they are with their
+    /// entry), read on a few threads that enter one namespace after the
+    /// other. A namespace that cannot be read is left out (its endpoints
+    /// then read it themselves, or record 0).
+    fn read_baselines(
+        &self,
+        items: &[(ForeignContainer, ForeignEndpoint)],
+        classifiers: &mut Classifiers,
+    ) -> HashMap<PathBuf, BTreeMap<String, u64>> {
+        let mut wanted: Vec<PathBuf> = Vec::new();
+        for (c, ep) in items {
+            let recorded = self.state.containers.get(&c.id).is_some_and(|o| {
+                o.netns == c.netns
+                    && o.endpoints
+                        .get(&ep.network_id)
+                        .is_some_and(|e| e.mac == ep.mac)
+            });
+            let has_entry = recorded
+                && self
+                    .state
+                    .networks
+                    .get(&ep.network_id)
+                    .is_some_and(|n| classifiers.has_entry(self, n, ep.mac));
+            if !has_entry && !wanted.contains(&c.netns) {
+                wanted.push(c.netns.clone());
+            }
+        }
+        let lanes = wanted.len().clamp(1, REGISTER_THREADS);
+        let mut work: Vec<Vec<PathBuf>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (i, p) in wanted.into_iter().enumerate() {
+            work[i % lanes].push(p);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .into_iter()
+                .map(|lane| {
+                    scope.spawn(move || {
+                        lane.into_iter()
+                            .filter_map(|p| {
+                                enter(&p).ok()?;
+                                Some((p, kernel_unicast_rx_here().ok()?))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a reading thread panicked"))
+                .collect()
+        })
     }
 
     fn mac_index(&self) -> MacIndex {
@@ -390,7 +447,10 @@ impl Controller {
     /// [`Controller::register_devices`] of many containers, on a few
     /// threads: a container's registrations wait on the kernel (netlink
     /// round trips in its namespace, the qdisc's RCU swap), so containers
-    /// go side by side. Each thread opens the classifiers for itself.
+    /// go side by side. Each thread opens the classifiers for itself, then
+    /// enters one container's namespace after the other (a thread per
+    /// namespace costs a stack mapped and unmapped, and a wake-up that a
+    /// loaded machine makes slow).
     fn register_all(&self, groups: Vec<(Container, Vec<Planned>)>) -> Vec<(Planned, Result<()>)> {
         let lanes = groups.len().clamp(1, REGISTER_THREADS);
         let mut work: Vec<Vec<(Container, Vec<Planned>)>> =
@@ -403,7 +463,14 @@ impl Controller {
                 .into_iter()
                 .map(|lane| {
                     scope.spawn(move || {
+                        // Opened before the thread leaves mvnet's namespace:
+                        // the pins are found by its inode.
                         let mut classifiers = Classifiers::default();
+                        for (_, ps) in &lane {
+                            for p in ps {
+                                let _ = classifiers.get(self, &p.network);
+                            }
+                        }
                         let mut out = Vec::new();
                         for (c, ps) in lane {
                             let outcomes = self.register_devices(&mut classifiers, &c, &ps);
@@ -442,9 +509,8 @@ impl Controller {
             });
             work.push(registration.map(|r| (r, p.network.root().0.to_owned())));
         }
-        let ns = NetNs::from_path(&c.netns);
         let ifnames: Vec<String> = ps.iter().map(|p| p.endpoint.ifname.clone()).collect();
-        let entered = crate::netns::run_in(Some(&ns), || {
+        let entered = enter(&c.netns).map(|()| {
             let mut outcomes = Vec::new();
             for (job, ifname) in work.iter().zip(&ifnames) {
                 let Some((registration, root)) = job else {
@@ -468,7 +534,14 @@ impl Controller {
                         registration.reattach(index, ifname)?;
                         return Ok(None);
                     }
-                    registration.register_with(cl, index, ifname)?;
+                    if let Err(e) = registration.register_with(cl, index, ifname) {
+                        // Another thread of this batch registered the same
+                        // number for another endpoint's device meanwhile.
+                        if cl.device(index).is_some_and(|h| !registration.is_mine(&h)) {
+                            return Ok(Some(index));
+                        }
+                        return Err(e);
+                    }
                     Ok(None)
                 })());
             }
@@ -520,4 +593,15 @@ impl Controller {
             }
         }
     }
+}
+
+/// Moves the calling thread into the network namespace at `path`: for the
+/// threads of a batch, which visit one namespace after the other and end
+/// with the batch (never the process's main thread).
+fn enter(path: &Path) -> Result<()> {
+    use std::os::fd::AsFd as _;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the network namespace {}", path.display()))?;
+    crate::sys::netns::setns_net(file.as_fd())
+        .with_context(|| format!("entering the network namespace {}", path.display()))
 }

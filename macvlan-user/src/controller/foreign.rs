@@ -106,10 +106,13 @@ pub(super) fn kernel_unicast_rx(netns: &std::path::Path, ifname: &str) -> Option
 /// a batch of a thousand endpoints in 250 containers notices.
 pub(super) fn kernel_unicast_rx_all(netns: &std::path::Path) -> Result<BTreeMap<String, u64>> {
     let ns = NetNs::from_path(netns);
-    let text = crate::netns::run_in(Some(&ns), || {
-        // thread-self: this thread's namespace, not the process's.
-        std::fs::read_to_string("/proc/thread-self/net/dev")
-    })??;
+    crate::netns::run_in(Some(&ns), kernel_unicast_rx_here)?
+}
+
+/// [`kernel_unicast_rx_all`] of the calling thread's namespace.
+pub(super) fn kernel_unicast_rx_here() -> Result<BTreeMap<String, u64>> {
+    // thread-self: this thread's namespace, not the process's.
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
     Ok(parse_net_dev(&text))
 }
 
