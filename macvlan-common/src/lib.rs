@@ -6,15 +6,39 @@
 //! layout byte for byte and BTF describes it field by field for `bpftool`.
 #![no_std]
 
-/// Number of endpoint slots per root device (size of the per-endpoint
-/// counter array and bound of the endpoint hash map).
-pub const MAX_ENDPOINTS: u32 = 4096;
+/// Endpoint slots per root device unless `--max-endpoints` says otherwise:
+/// the size the object's per-endpoint maps are compiled with. The
+/// controller sets the real size of each root's maps when it loads the
+/// classifier (see [`endpoint_map_sizes`]); their `max_entries` then record it.
+pub const DEFAULT_ENDPOINTS: u32 = 4096;
 
-/// Hash map capacity: every endpoint has an exact (MAC, VLAN) entry plus one
-/// (MAC, [`VLAN_ANY`]) entry used to tell a VLAN mismatch from an unknown MAC,
-/// and the root device's own MAC has one ([`VLAN_ROOT`]), so that a full
-/// table of [`MAX_ENDPOINTS`] still fits beside it.
-pub const ENDPOINT_KEYS: u32 = 2 * MAX_ENDPOINTS + 1;
+/// The largest `--max-endpoints`: slots are 16 bits in the direct index's
+/// words (see [`direct`]).
+pub const MAX_ENDPOINTS: u32 = 1 << 16;
+
+/// Endpoint hash capacity for `capacity` endpoint slots: every endpoint has
+/// an exact (MAC, VLAN) entry plus one (MAC, [`VLAN_ANY`]) entry used to
+/// tell a VLAN mismatch from an unknown MAC, and the root device's own MAC
+/// has one ([`VLAN_ROOT`]), so that a full table still fits beside it.
+pub const fn endpoint_keys(capacity: u32) -> u32 {
+    2 * capacity + 1
+}
+
+/// [`endpoint_keys`] of [`DEFAULT_ENDPOINTS`]: the compiled hash size.
+pub const ENDPOINT_KEYS: u32 = endpoint_keys(DEFAULT_ENDPOINTS);
+
+/// The maps sized by the endpoint capacity, as (name, entries for
+/// `capacity` slots): what the controller sets at load time.
+pub const fn endpoint_map_sizes(capacity: u32) -> [(&'static str, u32); 6] {
+    [
+        (map_names::ENDPOINTS, endpoint_keys(capacity)),
+        (map_names::ENDPOINT_STATS, capacity),
+        (map_names::ENDPOINT_MISMATCH, capacity),
+        (map_names::ENDPOINT_MALFORMED, capacity),
+        (map_names::ENDPOINT_DEVICES, capacity),
+        (map_names::ENDPOINT_TX_INVALID, capacity),
+    ]
+}
 
 /// Number of VLAN counters: one per 12-bit VLAN id, 0 meaning untagged.
 pub const VLAN_SLOTS: u32 = 4096;
@@ -131,7 +155,8 @@ pub const fn mac_bytes(word: u64) -> [u8; 6] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Endpoint {
-    /// Index into [`EndpointCounters`] arrays; `< MAX_ENDPOINTS`.
+    /// Index into [`EndpointCounters`] arrays; below the root's capacity
+    /// (at most [`MAX_ENDPOINTS`]).
     pub slot: u32,
     /// The endpoint's own VLAN (0 = untagged).
     pub vlan: u16,
@@ -319,7 +344,10 @@ pub mod direct {
     /// `BPF_F_MMAPABLE`.
     pub const MAP_FLAGS: usize = 1 << 10;
     pub const VALID: u64 = 1 << 63;
-    const SLOT_SHIFT: u32 = 48;
+    /// The slot: bits 47..62, 16 bits for up to 65,536 endpoints (the key
+    /// takes bits 0..44, the valid bit 63).
+    const SLOT_SHIFT: u32 = 47;
+    const SLOT_MASK: u64 = 0xffff;
     /// The bits that identify the key: MAC bytes 0..4, VLAN, valid.
     pub const KEY_MASK: u64 = VALID | 0x1fff_ffff_ffff;
 
@@ -343,16 +371,16 @@ pub mod direct {
         VALID | (mac & 0xffff_ffff) | ((vlan as u64 & 0x1fff) << 32)
     }
 
-    /// The word for the key with endpoint slot `slot` (< 4096).
+    /// The word for the key with endpoint slot `slot` (< 65,536).
     #[inline(always)]
     pub const fn word(mac: u64, vlan: u16, slot: u32) -> u64 {
-        key(mac, vlan) | ((slot as u64 & 0xfff) << SLOT_SHIFT)
+        key(mac, vlan) | ((slot as u64 & SLOT_MASK) << SLOT_SHIFT)
     }
 
     /// The slot of a word whose key part matched.
     #[inline(always)]
     pub const fn slot(word: u64) -> u32 {
-        ((word >> SLOT_SHIFT) & 0xfff) as u32
+        ((word >> SLOT_SHIFT) & SLOT_MASK) as u32
     }
 }
 
@@ -467,6 +495,11 @@ mod tests {
         let w = direct::word(a, 10, 4095);
         assert_eq!(direct::slot(w), 4095);
         assert_eq!(w & direct::KEY_MASK, direct::key(a, 10));
+        // The largest slot keeps the key and the valid bit intact.
+        let w = direct::word(a, 0x1fff, MAX_ENDPOINTS - 1);
+        assert_eq!(direct::slot(w), MAX_ENDPOINTS - 1);
+        assert_eq!(w & direct::KEY_MASK, direct::key(a, 0x1fff));
+        assert_eq!(direct::slot(direct::word(a, 0, 0)), 0);
         assert_ne!(direct::key(a, 10), direct::key(a, 11));
         assert_ne!(direct::key(a, 0), direct::key(b, 0));
         // Service-tag marked ids are kept apart from plain ones.

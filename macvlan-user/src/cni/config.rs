@@ -31,6 +31,8 @@ struct Raw {
     state_dir: Option<PathBuf>,
     #[serde(rename = "xdpMode")]
     xdp_mode: Option<String>,
+    #[serde(rename = "maxEndpoints")]
+    max_endpoints: Option<u32>,
     master: Option<String>,
     mode: Option<String>,
     ipam: Option<Value>,
@@ -62,6 +64,9 @@ pub struct NetConf {
     pub kind: String,
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `maxEndpoints`: the root classifier's endpoint slots (see
+    /// `mvnet network create --max-endpoints`).
+    pub max_endpoints: Option<u32>,
     pub state_dir: PathBuf,
     pub role: Role,
     pub prev_result: Option<Value>,
@@ -120,6 +125,16 @@ pub fn parse(raw: Value) -> CniResult<NetConf> {
             ))
         }
     };
+    if let Some(n) = r.max_endpoints {
+        crate::datapath::check_capacity(n).map_err(|_| {
+            CniError::new(
+                Code::InvalidConfig,
+                format!(
+                    "invalid \"maxEndpoints\": {n}; give a capacity from 1 to 65536 (default 4096)"
+                ),
+            )
+        })?;
+    }
     let role = match r.master {
         None => {
             if let Some(key) = [("mode", r.mode.is_some()), ("ipam", r.ipam.is_some())]
@@ -159,6 +174,7 @@ pub fn parse(raw: Value) -> CniResult<NetConf> {
         kind: r.kind,
         policy,
         xdp_mode,
+        max_endpoints: r.max_endpoints,
         state_dir: crate::store::state_dir(r.state_dir),
         role,
         prev_result: r.prev_result,

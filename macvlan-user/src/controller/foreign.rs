@@ -47,6 +47,9 @@ pub struct ForeignNetwork {
     pub mode: MacvlanMode,
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `--max-endpoints` of the root's classifier (`None`: the root's, else
+    /// the default); another value than an attached root's is refused.
+    pub max_endpoints: Option<u32>,
     /// Shown in inspect (e.g. Docker's `Options`).
     pub options: BTreeMap<String, String>,
 }
@@ -169,6 +172,7 @@ impl Controller {
             options: n.options.clone(),
             policy: n.policy,
             xdp_mode,
+            max_endpoints: self.endpoint_capacity(root, n.max_endpoints, Some(&n.id))?,
             drop_broadcast: false,
             drop_multicast: false,
             labels: BTreeMap::new(),

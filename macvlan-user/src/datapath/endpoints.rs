@@ -2,7 +2,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{HashMap, IterableMap as _, Map};
-use macvlan_common::{map_names, Endpoint, EndpointKey, ENDPOINT_KEYS, MAX_ENDPOINTS, VLAN_ANY};
+use macvlan_common::{map_names, Endpoint, EndpointKey, VLAN_ANY};
 
 use super::{direct::DirectIndex, DatapathError};
 
@@ -21,11 +21,18 @@ pub struct EndpointEntry {
 pub struct EndpointTable<'a> {
     map: HashMap<&'a mut aya::maps::MapData, EndpointKey, Endpoint>,
     index: Option<DirectIndex>,
+    /// Endpoint slots: the root's `--max-endpoints`.
+    capacity: u32,
 }
 
 /// Every entry of the ENDPOINTS map, in one batched read.
 fn all_entries(map: &aya::maps::MapData) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
-    super::batch::hash_entries(map, map_names::ENDPOINTS, ENDPOINT_KEYS)
+    let name = map_names::ENDPOINTS;
+    let keys = map
+        .info()
+        .map_err(|source| DatapathError::Map { name, source })?
+        .max_entries();
+    super::batch::hash_entries(map, name, keys)
 }
 
 /// The slots of real endpoints (not the VLAN_ANY twins, not the root).
@@ -39,10 +46,28 @@ fn slots(entries: &[(EndpointKey, Endpoint)]) -> Vec<u32> {
 
 impl<'a> EndpointTable<'a> {
     /// The table over the ENDPOINTS map (of a loaded object or a pin).
-    pub(super) fn new(map: &'a mut Map, index: Option<DirectIndex>) -> Result<Self, DatapathError> {
+    pub(super) fn new(
+        map: &'a mut Map,
+        index: Option<DirectIndex>,
+        capacity: u32,
+    ) -> Result<Self, DatapathError> {
         let name = map_names::ENDPOINTS;
         let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-        Ok(Self { map, index })
+        // Never hand out more slots than the hash holds keys for (two per
+        // endpoint and the root's, see `endpoint_keys`).
+        let fits = map.map().info().map_or(capacity, |i| {
+            (i.max_entries().saturating_sub(1) / 2).min(capacity)
+        });
+        Ok(Self {
+            map,
+            index,
+            capacity: fits,
+        })
+    }
+
+    /// Endpoint slots in this table (the root's `--max-endpoints`).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
     }
 
     fn used_slots(&self) -> Vec<u32> {
@@ -61,10 +86,16 @@ impl<'a> EndpointTable<'a> {
 
     /// Adds an endpoint and returns its slot (the lowest free one).
     pub fn insert(&mut self, entry: EndpointEntry) -> Result<u32, DatapathError> {
-        let used = self.used_slots();
-        let slot = (0..MAX_ENDPOINTS)
-            .find(|s| !used.contains(s))
-            .ok_or(DatapathError::Full(MAX_ENDPOINTS))?;
+        let mut used = vec![false; self.capacity as usize];
+        for s in self.used_slots() {
+            if let Some(u) = used.get_mut(s as usize) {
+                *u = true;
+            }
+        }
+        let slot = used
+            .iter()
+            .position(|u| !u)
+            .ok_or(DatapathError::Full(self.capacity))? as u32;
         self.insert_at(entry, slot)?;
         Ok(slot)
     }
