@@ -344,10 +344,14 @@ pub mod direct {
     /// `BPF_F_MMAPABLE`.
     pub const MAP_FLAGS: usize = 1 << 10;
     pub const VALID: u64 = 1 << 63;
-    /// The slot: bits 47..62, 16 bits for up to 65,536 endpoints (the key
-    /// takes bits 0..44, the valid bit 63).
-    const SLOT_SHIFT: u32 = 47;
-    const SLOT_MASK: u64 = 0xffff;
+    /// Slot bits 0..14 sit at word bits 48..62 and slot bit 15 at word bit
+    /// 47 (the key takes bits 0..44, the valid bit 63). A slot below 4096
+    /// gives the word of the 12-bit layout before `--max-endpoints`, so
+    /// classifiers pinned by an earlier mvnet (4096 slots) read the words
+    /// this one writes, and the other way round.
+    const SLOT_SHIFT: u32 = 48;
+    const SLOT_LOW: u64 = 0x7fff;
+    const SLOT_HIGH_BIT: u32 = 47;
     /// The bits that identify the key: MAC bytes 0..4, VLAN, valid.
     pub const KEY_MASK: u64 = VALID | 0x1fff_ffff_ffff;
 
@@ -374,13 +378,14 @@ pub mod direct {
     /// The word for the key with endpoint slot `slot` (< 65,536).
     #[inline(always)]
     pub const fn word(mac: u64, vlan: u16, slot: u32) -> u64 {
-        key(mac, vlan) | ((slot as u64 & SLOT_MASK) << SLOT_SHIFT)
+        let slot = slot as u64;
+        key(mac, vlan) | (slot & SLOT_LOW) << SLOT_SHIFT | (slot >> 15 & 1) << SLOT_HIGH_BIT
     }
 
     /// The slot of a word whose key part matched.
     #[inline(always)]
     pub const fn slot(word: u64) -> u32 {
-        ((word >> SLOT_SHIFT) & SLOT_MASK) as u32
+        ((word >> SLOT_SHIFT) & SLOT_LOW | (word >> (SLOT_HIGH_BIT - 15)) & 0x8000) as u32
     }
 }
 
@@ -500,6 +505,13 @@ mod tests {
         assert_eq!(direct::slot(w), MAX_ENDPOINTS - 1);
         assert_eq!(w & direct::KEY_MASK, direct::key(a, 0x1fff));
         assert_eq!(direct::slot(direct::word(a, 0, 0)), 0);
+        for slot in [1, 4095, 4096, 0x7fff, 0x8000, 0xabcd] {
+            let w = direct::word(a, 10, slot);
+            assert_eq!(direct::slot(w), slot);
+            assert_eq!(w & direct::KEY_MASK, direct::key(a, 10));
+        }
+        // Below 4096, the word of the 12-bit layout of earlier pins.
+        assert_eq!(direct::word(a, 10, 4095), direct::key(a, 10) | 4095 << 48);
         assert_ne!(direct::key(a, 10), direct::key(a, 11));
         assert_ne!(direct::key(a, 0), direct::key(b, 0));
         // Service-tag marked ids are kept apart from plain ones.
