@@ -217,6 +217,24 @@ mod tests {
     }
 
     #[test]
+    fn max_endpoints_is_checked() {
+        let c =
+            parse(json!({"cniVersion": "1.0.0", "name": "lan", "maxEndpoints": 65536})).unwrap();
+        assert_eq!(c.max_endpoints, Some(65536));
+        let c = parse(json!({"cniVersion": "1.0.0", "name": "lan"})).unwrap();
+        assert_eq!(c.max_endpoints, None);
+        for bad in [0, 65537] {
+            let e = parse(json!({"cniVersion": "1.0.0", "name": "lan", "maxEndpoints": bad}))
+                .unwrap_err();
+            assert_eq!(e.code, Code::InvalidConfig);
+            assert_eq!(
+                e.msg,
+                format!("invalid \"maxEndpoints\": {bad}; give a capacity from 1 to 65536 (default 4096)")
+            );
+        }
+    }
+
+    #[test]
     fn wrong_types_are_decode_errors() {
         let e = parse(json!({"cniVersion": "1.0.0", "name": 3})).unwrap_err();
         assert_eq!(e.code, Code::Decode);
