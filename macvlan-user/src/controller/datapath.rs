@@ -214,6 +214,11 @@ impl Controller {
             .values()
             .filter(|n| n.root().0 == root && Some(n.id.as_str()) != except)
             .collect();
+        // Without a request, the root's recorded capacity answers without
+        // touching the kernel (docker sync asks for every network).
+        if let (None, Some(n)) = (requested, others.first()) {
+            return Ok(n.max_endpoints);
+        }
         let attached = match attachment(root)? {
             Attachment::Attached => Some(PinnedMaps::open(&pin_dir(root)?)?.capacity()?),
             _ => None,
