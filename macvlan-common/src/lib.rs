@@ -6,15 +6,39 @@
 //! layout byte for byte and BTF describes it field by field for `bpftool`.
 #![no_std]
 
-/// Number of endpoint slots per root device (size of the per-endpoint
-/// counter array and bound of the endpoint hash map).
-pub const MAX_ENDPOINTS: u32 = 4096;
+/// Endpoint slots per root device unless `--max-endpoints` says otherwise:
+/// the size the object's per-endpoint maps are compiled with. The
+/// controller sets the real size of each root's maps when it loads the
+/// classifier (see [`endpoint_map_sizes`]); their `max_entries` then record it.
+pub const DEFAULT_ENDPOINTS: u32 = 4096;
 
-/// Hash map capacity: every endpoint has an exact (MAC, VLAN) entry plus one
-/// (MAC, [`VLAN_ANY`]) entry used to tell a VLAN mismatch from an unknown MAC,
-/// and the root device's own MAC has one ([`VLAN_ROOT`]), so that a full
-/// table of [`MAX_ENDPOINTS`] still fits beside it.
-pub const ENDPOINT_KEYS: u32 = 2 * MAX_ENDPOINTS + 1;
+/// The largest `--max-endpoints`: slots are 16 bits in the direct index's
+/// words (see [`direct`]).
+pub const MAX_ENDPOINTS: u32 = 1 << 16;
+
+/// Endpoint hash capacity for `capacity` endpoint slots: every endpoint has
+/// an exact (MAC, VLAN) entry plus one (MAC, [`VLAN_ANY`]) entry used to
+/// tell a VLAN mismatch from an unknown MAC, and the root device's own MAC
+/// has one ([`VLAN_ROOT`]), so that a full table still fits beside it.
+pub const fn endpoint_keys(capacity: u32) -> u32 {
+    2 * capacity + 1
+}
+
+/// [`endpoint_keys`] of [`DEFAULT_ENDPOINTS`]: the compiled hash size.
+pub const ENDPOINT_KEYS: u32 = endpoint_keys(DEFAULT_ENDPOINTS);
+
+/// The maps sized by the endpoint capacity, as (name, entries for
+/// `capacity` slots): what the controller sets at load time.
+pub const fn endpoint_map_sizes(capacity: u32) -> [(&'static str, u32); 6] {
+    [
+        (map_names::ENDPOINTS, endpoint_keys(capacity)),
+        (map_names::ENDPOINT_STATS, capacity),
+        (map_names::ENDPOINT_MISMATCH, capacity),
+        (map_names::ENDPOINT_MALFORMED, capacity),
+        (map_names::ENDPOINT_DEVICES, capacity),
+        (map_names::ENDPOINT_TX_INVALID, capacity),
+    ]
+}
 
 /// Number of VLAN counters: one per 12-bit VLAN id, 0 meaning untagged.
 pub const VLAN_SLOTS: u32 = 4096;
@@ -131,7 +155,8 @@ pub const fn mac_bytes(word: u64) -> [u8; 6] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Endpoint {
-    /// Index into [`EndpointCounters`] arrays; `< MAX_ENDPOINTS`.
+    /// Index into [`EndpointCounters`] arrays; below the root's capacity
+    /// (at most [`MAX_ENDPOINTS`]).
     pub slot: u32,
     /// The endpoint's own VLAN (0 = untagged).
     pub vlan: u16,
@@ -319,7 +344,14 @@ pub mod direct {
     /// `BPF_F_MMAPABLE`.
     pub const MAP_FLAGS: usize = 1 << 10;
     pub const VALID: u64 = 1 << 63;
+    /// Slot bits 0..14 sit at word bits 48..62 and slot bit 15 at word bit
+    /// 47 (the key takes bits 0..44, the valid bit 63). A slot below 4096
+    /// gives the word of the 12-bit layout before `--max-endpoints`, so
+    /// classifiers pinned by an earlier mvnet (4096 slots) read the words
+    /// this one writes, and the other way round.
     const SLOT_SHIFT: u32 = 48;
+    const SLOT_LOW: u64 = 0x7fff;
+    const SLOT_HIGH_BIT: u32 = 47;
     /// The bits that identify the key: MAC bytes 0..4, VLAN, valid.
     pub const KEY_MASK: u64 = VALID | 0x1fff_ffff_ffff;
 
@@ -343,16 +375,17 @@ pub mod direct {
         VALID | (mac & 0xffff_ffff) | ((vlan as u64 & 0x1fff) << 32)
     }
 
-    /// The word for the key with endpoint slot `slot` (< 4096).
+    /// The word for the key with endpoint slot `slot` (< 65,536).
     #[inline(always)]
     pub const fn word(mac: u64, vlan: u16, slot: u32) -> u64 {
-        key(mac, vlan) | ((slot as u64 & 0xfff) << SLOT_SHIFT)
+        let slot = slot as u64;
+        key(mac, vlan) | (slot & SLOT_LOW) << SLOT_SHIFT | (slot >> 15 & 1) << SLOT_HIGH_BIT
     }
 
     /// The slot of a word whose key part matched.
     #[inline(always)]
     pub const fn slot(word: u64) -> u32 {
-        ((word >> SLOT_SHIFT) & 0xfff) as u32
+        ((word >> SLOT_SHIFT) & SLOT_LOW | (word >> (SLOT_HIGH_BIT - 15)) & 0x8000) as u32
     }
 }
 
@@ -467,6 +500,18 @@ mod tests {
         let w = direct::word(a, 10, 4095);
         assert_eq!(direct::slot(w), 4095);
         assert_eq!(w & direct::KEY_MASK, direct::key(a, 10));
+        // The largest slot keeps the key and the valid bit intact.
+        let w = direct::word(a, 0x1fff, MAX_ENDPOINTS - 1);
+        assert_eq!(direct::slot(w), MAX_ENDPOINTS - 1);
+        assert_eq!(w & direct::KEY_MASK, direct::key(a, 0x1fff));
+        assert_eq!(direct::slot(direct::word(a, 0, 0)), 0);
+        for slot in [1, 4095, 4096, 0x7fff, 0x8000, 0xabcd] {
+            let w = direct::word(a, 10, slot);
+            assert_eq!(direct::slot(w), slot);
+            assert_eq!(w & direct::KEY_MASK, direct::key(a, 10));
+        }
+        // Below 4096, the word of the 12-bit layout of earlier pins.
+        assert_eq!(direct::word(a, 10, 4095), direct::key(a, 10) | 4095 << 48);
         assert_ne!(direct::key(a, 10), direct::key(a, 11));
         assert_ne!(direct::key(a, 0), direct::key(b, 0));
         // Service-tag marked ids are kept apart from plain ones.

@@ -1,13 +1,18 @@
 //! The classifier's maps. BTF-defined (`#[btf_map]`) so that `bpftool map
 //! dump` prints named fields. Counters live in per-CPU arrays: the hot path
 //! never takes an atomic.
+//!
+//! The per-endpoint maps are compiled with `DEFAULT_ENDPOINTS` entries;
+//! the controller resizes them at load time to the root's
+//! `--max-endpoints` (`macvlan_common::endpoint_map_sizes`). Nothing here
+//! depends on their size: array lookups are bounds-checked by the kernel.
 use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::btf_map,
 };
 use macvlan_common::{
     direct, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters, EndpointKey, VlanCounters,
-    ENDPOINT_KEYS, MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_SLOTS,
+    DEFAULT_ENDPOINTS, ENDPOINT_KEYS, VERDICT_SLOTS, VLAN_SLOTS,
 };
 
 /// The direct index in front of ENDPOINTS (see `macvlan_common::direct`).
@@ -22,7 +27,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { ENDPOINT_KEYS as usize }>
 
 /// Per-endpoint counters, indexed by `Endpoint::slot`.
 #[btf_map]
-pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { MAX_ENDPOINTS as usize }> =
+pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { DEFAULT_ENDPOINTS as usize }> =
     PerCpuArray::new();
 
 /// Per-endpoint, indexed by `Endpoint::slot`: frames to the endpoint's MAC
@@ -31,14 +36,15 @@ pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { MAX_ENDPOINTS as usiz
 /// needs them to explain the kernel's count. A map of its own, not a field
 /// of EndpointCounters, so that pins made before it keep their layout.
 #[btf_map]
-pub static ENDPOINT_MISMATCH: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> = PerCpuArray::new();
+pub static ENDPOINT_MISMATCH: PerCpuArray<Counter, { DEFAULT_ENDPOINTS as usize }> =
+    PerCpuArray::new();
 
 /// Per-endpoint, indexed by `Endpoint::slot`: malformed frames to the
 /// endpoint's MAC that XDP passed (observe). The kernel may untag what the
 /// parser could not and deliver them by MAC (a truncated QinQ frame), so
 /// `mvnet verify` needs them as it needs ENDPOINT_MISMATCH.
 #[btf_map]
-pub static ENDPOINT_MALFORMED: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> =
+pub static ENDPOINT_MALFORMED: PerCpuArray<Counter, { DEFAULT_ENDPOINTS as usize }> =
     PerCpuArray::new();
 
 /// Ifindex of an endpoint's macvlan device (in its container's namespace)
@@ -49,14 +55,14 @@ pub static ENDPOINT_MALFORMED: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> 
 /// `datapath::devices`), because `bpf_get_netns_cookie` is not available
 /// to TC programs before Linux 6.14 and the VM kernel is 6.1.
 #[btf_map]
-pub static ENDPOINT_DEVICES: HashMap<u32, DeviceIdentity, { MAX_ENDPOINTS as usize }> =
+pub static ENDPOINT_DEVICES: HashMap<u32, DeviceIdentity, { DEFAULT_ENDPOINTS as usize }> =
     HashMap::new();
 
 /// Per-endpoint, indexed by `Endpoint::slot`: frames the endpoint's own
 /// device sent that failed the source checks (a tag, another source MAC
 /// or address, truncated), dropped under enforce, passed under observe.
 #[btf_map]
-pub static ENDPOINT_TX_INVALID: PerCpuArray<Counter, { MAX_ENDPOINTS as usize }> =
+pub static ENDPOINT_TX_INVALID: PerCpuArray<Counter, { DEFAULT_ENDPOINTS as usize }> =
     PerCpuArray::new();
 
 /// Per-VLAN counters, indexed by VLAN id (0 = untagged).

@@ -418,6 +418,10 @@ struct DockerArgs {
     /// How XDP attaches to a root device the classifier is not on yet.
     #[arg(long, value_enum, default_value_t)]
     xdp_mode: XdpMode,
+    /// Endpoint slots of the classifier on a root device it is not on yet
+    /// (1 to 65536; default: the root's, else 4096).
+    #[arg(long, value_name = "N")]
+    max_endpoints: Option<u32>,
 }
 
 #[derive(Args)]
@@ -448,6 +452,11 @@ struct CreateArgs {
     /// How XDP attaches to the root device.
     #[arg(long, value_enum, default_value_t)]
     xdp_mode: XdpMode,
+    /// Endpoint slots of the classifier on the root device, fixed when the
+    /// first network on it attaches it (1 to 65536; default: the attached
+    /// classifier's, else 4096).
+    #[arg(long, value_name = "N")]
+    max_endpoints: Option<u32>,
     /// Under enforce: pass or drop broadcast frames.
     #[arg(long, value_enum, default_value_t)]
     broadcast: GroupRule,
@@ -565,6 +574,7 @@ impl CreateArgs {
             options: self.opt.clone(),
             policy: self.policy,
             xdp_mode: self.xdp_mode,
+            max_endpoints: self.max_endpoints,
             broadcast: self.broadcast,
             multicast: self.multicast,
             // Read from --label-file at run time, not by the pure checks.
@@ -932,6 +942,7 @@ fn docker_command(state_dir: &std::path::Path, command: DockerCommand) -> Result
         adopt: crate::docker::read::Adopt {
             policy: a.policy,
             xdp_mode: a.xdp_mode,
+            max_endpoints: a.max_endpoints,
         },
         state_dir: state_dir.to_owned(),
     };

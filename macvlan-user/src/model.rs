@@ -309,6 +309,12 @@ pub struct Network {
     /// network on it).
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// Endpoint slots of the classifier on the root device
+    /// (`--max-endpoints`, decided by the first network on it). Once the
+    /// classifier is attached, its pinned maps' `max_entries` are the
+    /// truth; this is what `restore` attaches it with again.
+    #[serde(default = "default_max_endpoints")]
+    pub max_endpoints: u32,
     /// Under enforce, drop broadcast frames on this network's VLAN too.
     #[serde(default)]
     pub drop_broadcast: bool,
@@ -330,6 +336,11 @@ pub struct Network {
     /// Who made it (see [`Owner`]).
     #[serde(default, skip_serializing_if = "is_mvnet")]
     pub owner: Owner,
+}
+
+/// State files written before `--max-endpoints` had the default capacity.
+fn default_max_endpoints() -> u32 {
+    macvlan_common::DEFAULT_ENDPOINTS
 }
 
 fn is_mvnet(o: &Owner) -> bool {

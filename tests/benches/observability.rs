@@ -20,6 +20,11 @@
 //! the scrape touch only the maps and the state file, as they would with
 //! real ones.
 //!
+//! Then the same at 65,536 endpoints (issue 17, item 5): a network
+//! created with `--max-endpoints 65536`, filled the same way, its full
+//! read (target under 20 ms, median) and the exporter's VmRSS after a few
+//! scrapes (target under 64 MiB).
+//!
 //! Targets: full read under 5 ms, scrape under 50 ms (medians), exporter
 //! VmRSS under 30 MiB, p99 scrape under 100 ms with the hostile clients.
 //! Reported as PASS or FAIL; missing a target does not fail the run (this
@@ -37,7 +42,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuValues};
-use macvlan_common::{map_names, Counter, EndpointCounters, MAX_ENDPOINTS};
+use macvlan_common::{map_names, Counter, EndpointCounters, DEFAULT_ENDPOINTS, MAX_ENDPOINTS};
 use mvnet::{
     datapath::{
         pinned::{self, PinnedMaps},
@@ -49,8 +54,15 @@ use mvnet::{
 };
 use mvnet_lab::lab::{Lab, PARENT};
 
-const ENDPOINTS: u32 = MAX_ENDPOINTS;
+const ENDPOINTS: u32 = DEFAULT_ENDPOINTS;
 const NETWORK: &str = "obsbench";
+/// The large root: `--max-endpoints 65536`, full.
+const LARGE: u32 = MAX_ENDPOINTS;
+const LARGE_NETWORK: &str = "obsbench-large";
+const LARGE_READS: usize = 50;
+const LARGE_SCRAPES: usize = 5;
+const TARGET_LARGE_READ_MS: f64 = 20.0;
+const TARGET_LARGE_RSS_MIB: f64 = 64.0;
 const READS: usize = 200;
 const SCRAPES: usize = 50;
 const PORT: u16 = 9435;
@@ -100,19 +112,20 @@ fn mvnet(ns: &NetNs, bin: &Path, state: &Path, args: &[&str]) -> Result<String> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Endpoint `i`: its MAC and IPv4 address in 10.64.0.0/16.
+/// Endpoint `i`: its MAC and IPv4 address in 10.64.0.0/14 (10.64.0.2 on).
 fn endpoint(i: u32) -> ([u8; 6], Ipv4Addr) {
-    let ip = Ipv4Addr::new(10, 64, (i / 250) as u8, (i % 250 + 2) as u8);
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 2)) + i);
     let o = ip.octets();
     ([0x02, 0x42, o[0], o[1], o[2], o[3]], ip)
 }
 
-/// The 4096 entries, their counters, and the state describing them.
-fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
+/// `n` entries, their counters, and the state describing them (on
+/// network `network`).
+fn populate(dir: &Path, state_dir: &Path, network: &str, n: u32) -> Result<()> {
     let mut maps = PinnedMaps::open(dir)?;
     {
         let mut table = maps.endpoints()?;
-        for i in 0..ENDPOINTS {
+        for i in 0..n {
             let (mac, ip) = endpoint(i);
             table.insert_at(
                 EndpointEntry {
@@ -130,7 +143,7 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
     let mut stats: PerCpuArray<MapData, EndpointCounters> =
         PerCpuArray::try_from(Map::PerCpuArray(data))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    for i in 0..ENDPOINTS {
+    for i in 0..n {
         let n = u64::from(i);
         let c = |f: u64| Counter {
             frames: f,
@@ -151,10 +164,10 @@ fn populate(dir: &Path, state_dir: &Path) -> Result<()> {
     let net_id = state
         .networks
         .values()
-        .find(|n| n.name == NETWORK)
-        .map(|n| n.id.clone())
+        .find(|net| net.name == network)
+        .map(|net| net.id.clone())
         .context("the bench network is not in the state")?;
-    for i in 0..ENDPOINTS {
+    for i in 0..n {
         let (mac, ip) = endpoint(i);
         let id = format!("{i:064x}");
         let mut endpoints = BTreeMap::new();
@@ -434,7 +447,7 @@ fn bench() -> Result<()> {
     )?;
     let dir = pinned::pin_dir(pinned::netns_inode(Some(&host))?, PARENT);
     let t = Instant::now();
-    populate(&dir, &state_dir)?;
+    populate(&dir, &state_dir, NETWORK, ENDPOINTS)?;
     println!(
         "endpoints: {ENDPOINTS} on {PARENT}, made by writing the pinned ENDPOINTS map (with \
          VLAN_ANY twins), non-zero per-CPU ENDPOINT_STATS and 4096 containers in the state file \
@@ -615,12 +628,128 @@ fn bench() -> Result<()> {
     drop(serve);
     // The made-up containers go first, so that the network and the
     // classifier can be removed the ordinary way.
-    {
-        let lock = store::Store::open(&state_dir)?;
-        let mut state = lock.load()?;
-        state.containers.clear();
-        lock.save(&state)?;
-    }
+    clear_containers(&state_dir)?;
     mvnet(&host, &bin, &state_dir, &["network", "rm", NETWORK])?;
+    large(&host, &bin, &state_dir, &dir)
+}
+
+/// Removes the made-up containers of the state in `state_dir`.
+fn clear_containers(state_dir: &Path) -> Result<()> {
+    let lock = store::Store::open(state_dir)?;
+    let mut state = lock.load()?;
+    state.containers.clear();
+    lock.save(&state)?;
     Ok(())
+}
+
+/// Full reads and the exporter's memory with [`LARGE`] endpoints on a
+/// root attached with `--max-endpoints 65536`.
+fn large(host: &NetNs, bin: &Path, state_dir: &Path, dir: &Path) -> Result<()> {
+    let max = LARGE.to_string();
+    mvnet(
+        host,
+        bin,
+        state_dir,
+        &[
+            "network",
+            "create",
+            "--subnet=10.64.0.0/14",
+            "--max-endpoints",
+            &max,
+            "-o",
+            "parent=eth0",
+            LARGE_NETWORK,
+        ],
+    )?;
+    let result = (|| -> Result<()> {
+        let capacity = PinnedMaps::open(dir)?.capacity()?;
+        ensure!(capacity == LARGE, "the classifier has {capacity} slots");
+        let t = Instant::now();
+        populate(dir, state_dir, LARGE_NETWORK, LARGE)?;
+        println!();
+        println!(
+            "{LARGE} endpoints on a root attached with --max-endpoints {LARGE}, made the same way \
+             in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let sd = state_dir.to_owned();
+        let d = dir.to_owned();
+        let (reads, counter_reads) = host.run(move || -> Result<(Vec<f64>, Vec<f64>)> {
+            let state = store::peek(&sd)?;
+            let maps = PinnedMaps::open(&d)?;
+            let (mut reads, mut counters) = (vec![], vec![]);
+            for _ in 0..LARGE_READS {
+                let t = Instant::now();
+                let snap = stats::collect(&state, None)?;
+                reads.push(t.elapsed().as_secs_f64() * 1e3);
+                let seen: usize = snap.networks.iter().map(|n| n.endpoints.len()).sum();
+                ensure!(seen == LARGE as usize, "a read saw {seen} endpoints");
+                let t = Instant::now();
+                let c = maps.counters()?;
+                counters.push(t.elapsed().as_secs_f64() * 1e3);
+                ensure!(c.endpoints.len() == LARGE as usize);
+            }
+            Ok((reads, counters))
+        })??;
+        let read_med = common::percentile(&reads, 0.5);
+        println!(
+            "full read at {LARGE} (stats::collect, as above), {LARGE_READS} reads: median \
+             {read_med:.2} ms, p90 {:.2} ms; the counter arrays alone (PinnedMaps::counters): \
+             median {:.2} ms",
+            common::percentile(&reads, 0.9),
+            common::percentile(&counter_reads, 0.5)
+        );
+        let mut cmd = Command::new(bin);
+        cmd.arg("--state-dir")
+            .arg(state_dir)
+            .args(["serve", "--metrics-addr", &format!("127.0.0.1:{PORT}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let serve = Killed(host.run(move || cmd.spawn())??);
+        let pid = serve.0.id();
+        let start = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < LARGE_SCRAPES {
+            match scrape(host, "text/plain") {
+                Ok((ms, body)) => {
+                    let series = body
+                        .lines()
+                        .filter(|l| l.starts_with("mvnet_endpoint_frames_total{"))
+                        .count();
+                    ensure!(
+                        series == 3 * LARGE as usize,
+                        "{series} endpoint frame series"
+                    );
+                    times.push(ms);
+                }
+                Err(e) if times.is_empty() && start.elapsed() > Duration::from_secs(30) => {
+                    return Err(e).context("mvnet serve did not answer within 30 s")
+                }
+                Err(_) if times.is_empty() => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(e),
+            }
+        }
+        let (rss, hwm) = rss_mib(pid)?;
+        drop(serve);
+        println!(
+            "exporter at {LARGE}: {LARGE_SCRAPES} scrapes, median {:.1} ms; VmRSS {rss:.1} MiB, \
+             peak VmHWM {hwm:.1} MiB; load average (1 min) {}",
+            common::percentile(&times, 0.5),
+            loadavg()
+        );
+        println!();
+        println!(
+            "  full read at {LARGE}  median {read_med:>8.2} ms  target < {TARGET_LARGE_READ_MS} ms  {}",
+            verdict(read_med < TARGET_LARGE_READ_MS)
+        );
+        println!(
+            "  RSS at {LARGE}              {rss:>8.1} MiB target < {TARGET_LARGE_RSS_MIB} MiB {}",
+            verdict(rss < TARGET_LARGE_RSS_MIB)
+        );
+        Ok(())
+    })();
+    clear_containers(state_dir)?;
+    mvnet(host, bin, state_dir, &["network", "rm", LARGE_NETWORK])?;
+    result
 }

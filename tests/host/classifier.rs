@@ -40,8 +40,8 @@ use aya::{
 };
 use macvlan_common::{
     config_flags, map_names, program_names, vlan_policy, Config, Counter, Endpoint,
-    EndpointCounters, EndpointKey, Hook, Verdict, VlanCounters, ETH_P_8021AD, ETH_P_8021Q,
-    MAX_ENDPOINTS, VERDICT_SLOTS, VLAN_ANY, VLAN_SLOTS,
+    EndpointCounters, EndpointKey, Hook, Verdict, VlanCounters, DEFAULT_ENDPOINTS, ETH_P_8021AD,
+    ETH_P_8021Q, VERDICT_SLOTS, VLAN_ANY, VLAN_SLOTS,
 };
 use mvnet::datapath::{self, EndpointEntry};
 use mvnet_lab::lab::frames::{FrameSpec, Payload, Tag};
@@ -78,7 +78,7 @@ const EP_VLAN10: Ep = Ep {
 const EP_VLAN20: Ep = Ep {
     mac: [0x02, 0x42, 0x0a, 0x14, 0x00, 0x02],
     vlan: 20,
-    slot: MAX_ENDPOINTS - 1,
+    slot: DEFAULT_ENDPOINTS - 1,
 };
 const ENDPOINTS: [Ep; 3] = [EP_UNTAGGED, EP_VLAN10, EP_VLAN20];
 
@@ -361,16 +361,20 @@ impl Rig {
     fn counters(&self) -> Counters {
         Counters {
             verdicts: self.per_cpu_sum(map_names::VERDICT_STATS, VERDICT_SLOTS, Counter::merge),
-            endpoints: self.per_cpu_sum(map_names::ENDPOINT_STATS, MAX_ENDPOINTS, |a, b| {
+            endpoints: self.per_cpu_sum(map_names::ENDPOINT_STATS, DEFAULT_ENDPOINTS, |a, b| {
                 let (a, b): (&mut EndpointCounters, &EndpointCounters) = (a, b);
                 a.rx_wire.merge(&b.rx_wire);
                 a.rx_local.merge(&b.rx_local);
                 a.tx.merge(&b.tx);
             }),
-            mismatch: self.per_cpu_sum(map_names::ENDPOINT_MISMATCH, MAX_ENDPOINTS, Counter::merge),
+            mismatch: self.per_cpu_sum(
+                map_names::ENDPOINT_MISMATCH,
+                DEFAULT_ENDPOINTS,
+                Counter::merge,
+            ),
             malformed: self.per_cpu_sum(
                 map_names::ENDPOINT_MALFORMED,
-                MAX_ENDPOINTS,
+                DEFAULT_ENDPOINTS,
                 Counter::merge,
             ),
             vlans: self.per_cpu_sum(map_names::VLAN_STATS, VLAN_SLOTS, |a, b| {
@@ -424,9 +428,9 @@ impl Counters {
     fn zero() -> Self {
         Self {
             verdicts: vec![Counter::default(); VERDICT_SLOTS as usize],
-            endpoints: vec![EndpointCounters::default(); MAX_ENDPOINTS as usize],
-            mismatch: vec![Counter::default(); MAX_ENDPOINTS as usize],
-            malformed: vec![Counter::default(); MAX_ENDPOINTS as usize],
+            endpoints: vec![EndpointCounters::default(); DEFAULT_ENDPOINTS as usize],
+            mismatch: vec![Counter::default(); DEFAULT_ENDPOINTS as usize],
+            malformed: vec![Counter::default(); DEFAULT_ENDPOINTS as usize],
             vlans: vec![VlanCounters::default(); VLAN_SLOTS as usize],
         }
     }
@@ -1301,5 +1305,116 @@ fn find_culprit(rig: &Rig, hook: Hook, seed: u64, n: u64) {
                 hex(&buf)
             );
         }
+    }
+}
+
+/// `--max-endpoints 65536`: the per-endpoint maps get 65,536 slots (the
+/// hash twice that and the root's key), and endpoints in the highest
+/// slots are found through the direct index (16 slot bits in its words)
+/// and through the hash fallback, each frame counted in its own slot.
+#[test]
+fn the_largest_capacity_counts_in_its_highest_slots() {
+    require_root();
+    let capacity = macvlan_common::MAX_ENDPOINTS;
+    assert_eq!(capacity, 65_536);
+    let mut ebpf = datapath::load_with_capacity(capacity).expect("loading at 65536");
+    let xdp: &mut Xdp = ebpf
+        .program_mut(program_names::XDP)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    xdp.load().unwrap();
+    for (name, entries) in macvlan_common::endpoint_map_sizes(capacity) {
+        let map = ebpf.map(name).expect(name);
+        let data = match map {
+            aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuArray(m) => m,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(data.info().unwrap().max_entries(), entries, "{name}");
+    }
+    // Same bytes 4 and 5 as `indexed`: one index word, so `hashed` lives
+    // in the hash only.
+    let indexed = [0x02, 0x42, 0x0a, 0x00, 0xff, 0xfe];
+    let hashed = [0x02, 0x42, 0x0a, 0x01, 0xff, 0xfe];
+    let second = [0x02, 0x42, 0x0a, 0x00, 0x10, 0x00];
+    let (slot_indexed, slot_hashed, slot_second) = (capacity - 1, capacity - 2, 4096);
+    {
+        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
+        assert_eq!(table.capacity(), capacity);
+        for (mac, slot) in [
+            (indexed, slot_indexed),
+            (hashed, slot_hashed),
+            (second, slot_second),
+        ] {
+            let entry = EndpointEntry {
+                mac,
+                vlan: 0,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            };
+            table.insert_at(entry, slot).unwrap();
+        }
+        assert!(table.is_indexed(indexed, 0));
+        assert!(table.is_indexed(second, 0));
+        assert!(!table.is_indexed(hashed, 0), "hashed collides with indexed");
+        // The lowest free slot comes next.
+        let next = table
+            .insert(EndpointEntry {
+                mac: [0x02, 0x42, 0x0a, 0x00, 0x00, 0x07],
+                vlan: 0,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            })
+            .unwrap();
+        assert_eq!(next, 0);
+    }
+    let xdp: &Xdp = ebpf
+        .program(program_names::XDP)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut len = 0;
+    for (mac, n) in [(indexed, 3), (hashed, 5), (second, 7)] {
+        let f = frame(mac, WIRE_SRC, &[]);
+        len = f.len() as u64;
+        let r = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(&f),
+                repeat: n,
+                ..TestRunOptions::new()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, XDP_PASS);
+    }
+    let stats: PerCpuArray<_, EndpointCounters> =
+        PerCpuArray::try_from(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    assert_eq!(stats.len(), capacity);
+    let rx = |slot: u32| {
+        let mut total = Counter::default();
+        for c in stats.get(&slot, 0).unwrap().iter() {
+            total.merge(&c.rx_wire);
+        }
+        total
+    };
+    assert_eq!(rx(slot_indexed).frames, 3);
+    assert_eq!(rx(slot_indexed).bytes, 3 * len);
+    assert_eq!(rx(slot_hashed).frames, 5);
+    assert_eq!(rx(slot_second).frames, 7);
+    assert_eq!(rx(0).frames, 0);
+}
+
+/// A capacity outside 1..=65536 is refused before anything is loaded.
+#[test]
+fn an_out_of_range_capacity_is_refused() {
+    for bad in [0, 65_537] {
+        let err = datapath::load_with_capacity(bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--max-endpoints {bad} is out of range; give a capacity from 1 to 65536 (default 4096)"
+            )
+        );
     }
 }

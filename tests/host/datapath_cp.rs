@@ -741,14 +741,110 @@ fn a_full_endpoint_table_is_a_clear_error() {
             enforce: false,
         }
     };
-    for i in 0..macvlan_common::MAX_ENDPOINTS {
+    for i in 0..macvlan_common::DEFAULT_ENDPOINTS {
         table.insert_at(entry(i), i).unwrap();
     }
     let err = table
-        .insert(entry(macvlan_common::MAX_ENDPOINTS))
+        .insert(entry(macvlan_common::DEFAULT_ENDPOINTS))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "all 4096 endpoint slots of this parent are in use; remove an endpoint or use another parent"
+        "all 4096 endpoint slots of this parent's classifier are in use (its --max-endpoints is \
+         4096); remove an endpoint, or remove the parent's networks and create them again with \
+         a larger --max-endpoints (up to 65536)"
     );
+}
+
+/// `--max-endpoints`: the first network on a root sizes its classifier
+/// (the pinned maps' `max_entries` record it, `inspect` and `stats` show
+/// it); another network on that root with another value is refused and
+/// leaves nothing; a full table names the option; `restore` attaches
+/// the classifier again with the recorded capacity.
+#[test]
+fn max_endpoints_sizes_the_root_once_and_a_full_table_names_it() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    let err = s.fails(&[
+        "network",
+        "create",
+        "--subnet=10.95.0.0/24",
+        "--max-endpoints",
+        "70000",
+        "-o",
+        "parent=eth0",
+        "nbad",
+    ]);
+    assert_eq!(
+        err.trim_end(),
+        "mvnet: error: --max-endpoints 70000 is out of range; give a capacity from 1 to 65536 (default 4096)"
+    );
+    assert!(!dir.exists(), "a refused create attached the classifier");
+    s.network("m4", "10.95.0.0/24", "eth0", &["--max-endpoints", "4"]);
+    assert_eq!(PinnedMaps::open(&dir).unwrap().capacity().unwrap(), 4);
+    let inspect = json(&s.ok(&["network", "inspect", "m4"]));
+    assert_eq!(inspect[0]["Classifier"]["MaxEndpoints"], 4, "{inspect}");
+
+    let err = s.fails(&[
+        "network",
+        "create",
+        "--subnet=10.96.0.0/24",
+        "--max-endpoints",
+        "8",
+        "-o",
+        "parent=eth0",
+        "m8",
+    ]);
+    assert_eq!(
+        err.trim_end(),
+        "mvnet: error: the classifier on eth0 was attached with --max-endpoints 4 (shared by network m4), \
+         and every network on one root device shares it; omit --max-endpoints or give 4, or \
+         remove the networks on eth0 first to attach it with 8"
+    );
+    assert!(!s.ok(&["network", "ls"]).contains("m8"));
+    // Without the option a second network takes the root's capacity.
+    s.network("m4b", "10.96.0.0/24", "eth0", &[]);
+    let inspect = json(&s.ok(&["network", "inspect", "m4b"]));
+    assert_eq!(inspect[0]["Classifier"]["MaxEndpoints"], 4, "{inspect}");
+
+    let names: Vec<String> = (0..5).map(|i| s.name(&format!("m{i}"))).collect();
+    for (i, n) in names[..4].iter().enumerate() {
+        s.container(if i % 2 == 0 { "m4" } else { "m4b" }, n, &[]);
+    }
+    let err = s.fails(&["run", "-d", "--network", "m4", "--name", &names[4]]);
+    assert!(
+        err.contains(
+            "all 4 endpoint slots of this parent's classifier are in use (its --max-endpoints \
+             is 4); remove an endpoint, or remove the parent's networks and create them again \
+             with a larger --max-endpoints (up to 65536)"
+        ),
+        "{err}"
+    );
+    assert!(!s.ok(&["container", "ls", "-a"]).contains(&names[4]));
+    assert!(!mvnet::netns::list().contains(&names[4]));
+    let stats = s.ok(&["stats"]);
+    assert!(
+        stats.contains("ROOT eth0: classifier attached, 4 of 4 endpoint slots in use"),
+        "{stats}"
+    );
+
+    // A reboot empties bpffs: restore attaches it again with 4 slots.
+    lab.host()
+        .run(|| pinned::detach(PARENT, &dir))
+        .unwrap()
+        .unwrap();
+    let out = s.ok(&["restore"]);
+    assert!(out.contains("re-attached the classifier to eth0"), "{out}");
+    let mut maps = PinnedMaps::open(&dir).unwrap();
+    assert_eq!(maps.capacity().unwrap(), 4);
+    assert_eq!(maps.endpoints().unwrap().len(), 4);
+    drop(maps);
+    for n in &names[..4] {
+        s.ok(&["container", "stop", n]);
+        s.ok(&["container", "rm", n]);
+    }
+    s.ok(&["network", "rm", "m4"]);
+    s.ok(&["network", "rm", "m4b"]);
+    assert!(!dir.exists(), "pins left at {}", dir.display());
 }

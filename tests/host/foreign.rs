@@ -32,6 +32,7 @@ fn network(policy: Policy) -> ForeignNetwork {
         mode: MacvlanMode::Bridge,
         policy,
         xdp_mode: XdpMode::Auto,
+        max_endpoints: None,
         options: BTreeMap::from([("parent".into(), "eth0".into())]),
     }
 }

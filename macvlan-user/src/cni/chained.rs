@@ -86,6 +86,7 @@ pub fn register(
         mode,
         policy: conf.policy,
         xdp_mode: conf.xdp_mode,
+        max_endpoints: conf.max_endpoints,
         options,
     })
     .map_err(CniError::mvnet)?;

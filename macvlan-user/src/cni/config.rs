@@ -31,6 +31,8 @@ struct Raw {
     state_dir: Option<PathBuf>,
     #[serde(rename = "xdpMode")]
     xdp_mode: Option<String>,
+    #[serde(rename = "maxEndpoints")]
+    max_endpoints: Option<u32>,
     master: Option<String>,
     mode: Option<String>,
     ipam: Option<Value>,
@@ -62,6 +64,9 @@ pub struct NetConf {
     pub kind: String,
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `maxEndpoints`: the root classifier's endpoint slots (see
+    /// `mvnet network create --max-endpoints`).
+    pub max_endpoints: Option<u32>,
     pub state_dir: PathBuf,
     pub role: Role,
     pub prev_result: Option<Value>,
@@ -120,6 +125,16 @@ pub fn parse(raw: Value) -> CniResult<NetConf> {
             ))
         }
     };
+    if let Some(n) = r.max_endpoints {
+        crate::datapath::check_capacity(n).map_err(|_| {
+            CniError::new(
+                Code::InvalidConfig,
+                format!(
+                    "invalid \"maxEndpoints\": {n}; give a capacity from 1 to 65536 (default 4096)"
+                ),
+            )
+        })?;
+    }
     let role = match r.master {
         None => {
             if let Some(key) = [("mode", r.mode.is_some()), ("ipam", r.ipam.is_some())]
@@ -159,6 +174,7 @@ pub fn parse(raw: Value) -> CniResult<NetConf> {
         kind: r.kind,
         policy,
         xdp_mode,
+        max_endpoints: r.max_endpoints,
         state_dir: crate::store::state_dir(r.state_dir),
         role,
         prev_result: r.prev_result,
@@ -198,6 +214,24 @@ mod tests {
         assert_eq!(e.code, Code::UnsupportedField);
         let e = parse(json!({"cniVersion": "1.0.0", "name": "lan", "master": "eth0"})).unwrap_err();
         assert_eq!(e.code, Code::InvalidConfig);
+    }
+
+    #[test]
+    fn max_endpoints_is_checked() {
+        let c =
+            parse(json!({"cniVersion": "1.0.0", "name": "lan", "maxEndpoints": 65536})).unwrap();
+        assert_eq!(c.max_endpoints, Some(65536));
+        let c = parse(json!({"cniVersion": "1.0.0", "name": "lan"})).unwrap();
+        assert_eq!(c.max_endpoints, None);
+        for bad in [0, 65537] {
+            let e = parse(json!({"cniVersion": "1.0.0", "name": "lan", "maxEndpoints": bad}))
+                .unwrap_err();
+            assert_eq!(e.code, Code::InvalidConfig);
+            assert_eq!(
+                e.msg,
+                format!("invalid \"maxEndpoints\": {bad}; give a capacity from 1 to 65536 (default 4096)")
+            );
+        }
     }
 
     #[test]

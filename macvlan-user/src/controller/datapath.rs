@@ -4,7 +4,7 @@
 //! its link is gone.
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::Controller;
 use crate::{
@@ -196,11 +196,17 @@ impl Controller {
     /// Attaches the classifier to `net`'s root device unless a network on
     /// it did already. Returns whether this call attached it.
     pub(super) fn attach_datapath(&self, net: &Network) -> Result<bool> {
-        self.attach_root(net.root().0, net.xdp_mode)
+        self.attach_root(net.root().0, net.xdp_mode, net.max_endpoints)
     }
 
-    /// [`Controller::attach_datapath`] by root device and XDP mode.
-    pub(super) fn attach_root(&self, root: &str, xdp_mode: XdpMode) -> Result<bool> {
+    /// [`Controller::attach_datapath`] by root device, XDP mode and
+    /// endpoint capacity.
+    pub(super) fn attach_root(
+        &self,
+        root: &str,
+        xdp_mode: XdpMode,
+        max_endpoints: u32,
+    ) -> Result<bool> {
         let dir = pin_dir(root)?;
         match attachment(root)? {
             Attachment::Attached => return Ok(false),
@@ -214,7 +220,7 @@ impl Controller {
                 )
             })?,
         }
-        let mut classifier = Classifier::attach(None, root, xdp_mode)
+        let mut classifier = Classifier::attach_sized(None, root, Some(xdp_mode), max_endpoints)
             .with_context(|| format!("attaching the classifier to {root}"))?;
         let result = (|| -> Result<()> {
             let name = root.to_owned();
@@ -230,6 +236,57 @@ impl Controller {
             return Err(e.context(format!("attaching the classifier to {root}")));
         }
         Ok(true)
+    }
+
+    /// The endpoint capacity (`--max-endpoints`) of a network on `root`
+    /// (other than network `except`): the attached classifier's, as its
+    /// pinned maps say; without one attached, the one the other networks
+    /// on the root recorded (what `restore` attaches); else `requested`, or
+    /// the default. Every network on a root shares its classifier, so a
+    /// `requested` capacity other than the root's is refused.
+    pub(super) fn endpoint_capacity(
+        &self,
+        root: &str,
+        requested: Option<u32>,
+        except: Option<&str>,
+    ) -> Result<u32> {
+        if let Some(n) = requested {
+            crate::datapath::check_capacity(n)?;
+        }
+        let others: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.root().0 == root && Some(n.id.as_str()) != except)
+            .collect();
+        // Without a request, the root's recorded capacity answers without
+        // touching the kernel (docker sync asks for every network).
+        if let (None, Some(n)) = (requested, others.first()) {
+            return Ok(n.max_endpoints);
+        }
+        let attached = match attachment(root)? {
+            Attachment::Attached => Some(PinnedMaps::open(&pin_dir(root)?)?.capacity()?),
+            _ => None,
+        };
+        let Some(have) = attached.or_else(|| others.first().map(|n| n.max_endpoints)) else {
+            return Ok(requested.unwrap_or(macvlan_common::DEFAULT_ENDPOINTS));
+        };
+        match requested {
+            Some(n) if n != have => {
+                let names: Vec<&str> = others.iter().map(|n| n.name.as_str()).collect();
+                let users = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (shared by network {})", names.join(", "))
+                };
+                bail!(
+                    "the classifier on {root} was attached with --max-endpoints {have}{users}, \
+                     and every network on one root device shares it; omit --max-endpoints or \
+                     give {have}, or remove the networks on {root} first to attach it with {n}"
+                )
+            }
+            _ => Ok(have),
+        }
     }
 
     /// Detaches the classifier from `root` if no network uses it any more.

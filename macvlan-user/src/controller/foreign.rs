@@ -47,6 +47,9 @@ pub struct ForeignNetwork {
     pub mode: MacvlanMode,
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `--max-endpoints` of the root's classifier (`None`: the root's, else
+    /// the default); another value than an attached root's is refused.
+    pub max_endpoints: Option<u32>,
     /// Shown in inspect (e.g. Docker's `Options`).
     pub options: BTreeMap<String, String>,
 }
@@ -193,6 +196,7 @@ impl Controller {
             options: n.options.clone(),
             policy: n.policy,
             xdp_mode,
+            max_endpoints: self.endpoint_capacity(root, n.max_endpoints, Some(&n.id))?,
             drop_broadcast: false,
             drop_multicast: false,
             labels: BTreeMap::new(),
@@ -440,24 +444,27 @@ impl Controller {
     /// `adopt_network` saves, this leaves pins of a root no network uses,
     /// which `mvnet restore` removes.)
     fn attach_fresh_roots(&self, networks: &[ForeignNetwork]) {
-        let mut fresh: BTreeMap<String, XdpMode> = BTreeMap::new();
+        let mut fresh: BTreeMap<String, (XdpMode, u32)> = BTreeMap::new();
         for n in networks {
             let Ok(vlan) = parent_link(&n.parent).and_then(|l| real_device_and_vlan(&n.parent, &l))
             else {
                 continue;
             };
             let root = vlan.map_or(n.parent.clone(), |(b, _)| b);
-            if !self.state.networks.values().any(|o| o.root().0 == root) {
-                fresh.entry(root).or_insert(n.xdp_mode);
+            let capacity = n.max_endpoints.unwrap_or(macvlan_common::DEFAULT_ENDPOINTS);
+            if crate::datapath::check_capacity(capacity).is_ok()
+                && !self.state.networks.values().any(|o| o.root().0 == root)
+            {
+                fresh.entry(root).or_insert((n.xdp_mode, capacity));
             }
         }
         if fresh.len() < 2 {
             return;
         }
         std::thread::scope(|scope| {
-            for (root, mode) in &fresh {
+            for (root, (mode, capacity)) in &fresh {
                 scope.spawn(move || {
-                    let _ = self.attach_root(root, *mode);
+                    let _ = self.attach_root(root, *mode, *capacity);
                 });
             }
         });

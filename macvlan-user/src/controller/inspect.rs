@@ -61,6 +61,21 @@ impl Controller {
                 options.insert(k.clone(), json!(v));
             }
         }
+        let root = net.root().0;
+        let attached = super::datapath::attachment(root)
+            .is_ok_and(|a| a == super::datapath::Attachment::Attached);
+        // The attached classifier's capacity as its pinned maps record it;
+        // without one, what the network recorded (and `restore` attaches).
+        let max_endpoints = attached
+            .then(|| {
+                let dir = super::datapath::pin_dir(root).ok()?;
+                crate::datapath::pinned::PinnedMaps::open(&dir)
+                    .ok()?
+                    .capacity()
+                    .ok()
+            })
+            .flatten()
+            .unwrap_or(net.max_endpoints);
         json!({
             "Name": net.name,
             "Id": net.id,
@@ -83,8 +98,8 @@ impl Controller {
                 "Root": net.root().0,
                 "Vlan": net.root().1,
                 "Policy": net.policy.as_str(),
-                "Attached": super::datapath::attachment(net.root().0)
-                    .is_ok_and(|a| a == super::datapath::Attachment::Attached),
+                "Attached": attached,
+                "MaxEndpoints": max_endpoints,
             },
         })
     }

@@ -27,6 +27,9 @@ pub struct NetworkSpec {
     pub options: Vec<String>,
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `--max-endpoints`: endpoint slots of the root's classifier (`None`:
+    /// the attached classifier's, else the default 4096).
+    pub max_endpoints: Option<u32>,
     /// Under enforce: broadcast and multicast frames.
     pub broadcast: GroupRule,
     pub multicast: GroupRule,
@@ -181,6 +184,9 @@ pub fn validate(spec: &NetworkSpec) -> Result<ValidSpec> {
         })?,
     };
     let (policy, xdp_mode) = (spec.policy, spec.xdp_mode);
+    if let Some(n) = spec.max_endpoints {
+        crate::datapath::check_capacity(n)?;
+    }
     let drop_broadcast = spec.broadcast.drops();
     let drop_multicast = spec.multicast.drops();
     let no_parent = matches!(options.get("parent").map(String::as_str), None | Some(""));
@@ -300,6 +306,10 @@ impl Controller {
             origin
         };
         let must_create = !shared_vlan && origin != ParentOrigin::Existing;
+        let root = vlan
+            .as_ref()
+            .map_or(parent.as_str(), |(base, _)| base.as_str());
+        let max_endpoints = self.endpoint_capacity(root, spec.max_endpoints, None)?;
 
         let network = Network {
             id: id.clone(),
@@ -315,6 +325,7 @@ impl Controller {
             options,
             policy,
             xdp_mode,
+            max_endpoints,
             drop_broadcast,
             drop_multicast,
             labels: spec.labels.clone(),

@@ -47,10 +47,22 @@ impl Classifier {
         root: &str,
         xdp_mode: Option<XdpMode>,
     ) -> Result<Classifier, DatapathError> {
+        Self::attach_sized(ns, root, xdp_mode, macvlan_common::DEFAULT_ENDPOINTS)
+    }
+
+    /// [`Classifier::attach_hooks`] with room for `capacity` endpoints
+    /// (`--max-endpoints`, 1 to 65,536): the size of its per-endpoint
+    /// maps, fixed until it is detached.
+    pub fn attach_sized(
+        ns: Option<&NetNs>,
+        root: &str,
+        xdp_mode: Option<XdpMode>,
+        capacity: u32,
+    ) -> Result<Classifier, DatapathError> {
         let name = root.to_owned();
         let (dir, mode) = crate::netns::run_in(ns, move || {
             let dir = pinned::pin_dir(pinned::netns_inode(None)?, &name);
-            let mode = pinned::attach_hooks(&name, &dir, xdp_mode)?;
+            let mode = pinned::attach_hooks(&name, &dir, xdp_mode, capacity)?;
             Ok::<_, DatapathError>((dir, mode))
         })??;
         let maps = match PinnedMaps::open(&dir) {

@@ -1,8 +1,7 @@
 //! Reading the per-CPU counter arrays into totals.
 use aya::maps::{Map, MapData, PerCpuArray};
 use macvlan_common::{
-    map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, MAX_ENDPOINTS,
-    VERDICT_SLOTS, VLAN_SLOTS,
+    map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, VERDICT_SLOTS, VLAN_SLOTS,
 };
 
 use super::DatapathError;
@@ -76,11 +75,12 @@ impl CounterSnapshot {
     pub(super) fn read_with<'m>(
         map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,
     ) -> Result<Self, DatapathError> {
+        let stats = map(map_names::ENDPOINT_STATS)?;
         Ok(Self {
             endpoints: per_cpu_sum(
-                map(map_names::ENDPOINT_STATS)?,
+                stats,
                 map_names::ENDPOINT_STATS,
-                MAX_ENDPOINTS,
+                super::capacity_of(stats)?,
                 merge_endpoint,
             )?,
             vlans: per_cpu_sum(

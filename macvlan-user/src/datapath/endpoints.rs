@@ -2,7 +2,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{HashMap, IterableMap as _, Map};
-use macvlan_common::{map_names, Endpoint, EndpointKey, ENDPOINT_KEYS, MAX_ENDPOINTS, VLAN_ANY};
+use macvlan_common::{map_names, Endpoint, EndpointKey, VLAN_ANY};
 
 use super::{direct::DirectIndex, DatapathError};
 
@@ -21,6 +21,8 @@ pub struct EndpointEntry {
 pub struct EndpointTable<'a> {
     map: HashMap<&'a mut aya::maps::MapData, EndpointKey, Endpoint>,
     index: Option<DirectIndex>,
+    /// Endpoint slots: the root's `--max-endpoints`.
+    capacity: u32,
 }
 
 /// The slots of a table, taken or free, as read once.
@@ -35,7 +37,7 @@ impl Slots {
             .taken
             .iter()
             .position(|t| !t)
-            .ok_or(DatapathError::Full(MAX_ENDPOINTS))?;
+            .ok_or(DatapathError::Full(self.taken.len() as u32))?;
         self.taken[slot] = true;
         Ok(slot as u32)
     }
@@ -43,7 +45,12 @@ impl Slots {
 
 /// Every entry of the ENDPOINTS map, in one batched read.
 fn all_entries(map: &aya::maps::MapData) -> Result<Vec<(EndpointKey, Endpoint)>, DatapathError> {
-    super::batch::hash_entries(map, map_names::ENDPOINTS, ENDPOINT_KEYS)
+    let name = map_names::ENDPOINTS;
+    let keys = map
+        .info()
+        .map_err(|source| DatapathError::Map { name, source })?
+        .max_entries();
+    super::batch::hash_entries(map, name, keys)
 }
 
 /// The slots of real endpoints (not the VLAN_ANY twins, not the root).
@@ -57,10 +64,28 @@ fn slots(entries: &[(EndpointKey, Endpoint)]) -> Vec<u32> {
 
 impl<'a> EndpointTable<'a> {
     /// The table over the ENDPOINTS map (of a loaded object or a pin).
-    pub(super) fn new(map: &'a mut Map, index: Option<DirectIndex>) -> Result<Self, DatapathError> {
+    pub(super) fn new(
+        map: &'a mut Map,
+        index: Option<DirectIndex>,
+        capacity: u32,
+    ) -> Result<Self, DatapathError> {
         let name = map_names::ENDPOINTS;
         let map = HashMap::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-        Ok(Self { map, index })
+        // Never hand out more slots than the hash holds keys for (two per
+        // endpoint and the root's, see `endpoint_keys`).
+        let fits = map.map().info().map_or(capacity, |i| {
+            (i.max_entries().saturating_sub(1) / 2).min(capacity)
+        });
+        Ok(Self {
+            map,
+            index,
+            capacity: fits,
+        })
+    }
+
+    /// Endpoint slots in this table (the root's `--max-endpoints`).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
     }
 
     fn used_slots(&self) -> Vec<u32> {
@@ -88,7 +113,7 @@ impl<'a> EndpointTable<'a> {
     /// Which slots are taken, read once: for adding many endpoints
     /// without a read of the whole table per endpoint.
     pub fn slots(&self) -> Slots {
-        let mut taken = vec![false; MAX_ENDPOINTS as usize];
+        let mut taken = vec![false; self.capacity as usize];
         for s in self.used_slots() {
             if let Some(t) = taken.get_mut(s as usize) {
                 *t = true;

@@ -17,7 +17,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use direct::DirectIndex;
-use macvlan_common::{map_names, program_names};
+use macvlan_common::{
+    endpoint_map_sizes, map_names, program_names, DEFAULT_ENDPOINTS, MAX_ENDPOINTS,
+};
 use thiserror::Error;
 
 pub use classifier::Classifier;
@@ -65,8 +67,10 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("all {0} endpoint slots of this parent are in use; remove an endpoint or use another parent")]
+    #[error("all {0} endpoint slots of this parent's classifier are in use (its --max-endpoints is {0}); remove an endpoint, or remove the parent's networks and create them again with a larger --max-endpoints (up to 65536)")]
     Full(u32),
+    #[error("--max-endpoints {0} is out of range; give a capacity from 1 to 65536 (default 4096)")]
+    Capacity(u32),
     #[error("{0}")]
     Pin(String),
 }
@@ -98,19 +102,52 @@ impl Default for AttachOptions {
     }
 }
 
-/// Loads the classifier object (not attached): what BPF_PROG_TEST_RUN
-/// tests and benchmarks drive directly.
+/// Loads the classifier object (not attached) with the default endpoint
+/// capacity: what BPF_PROG_TEST_RUN tests and benchmarks drive directly.
 pub fn load() -> Result<Ebpf, DatapathError> {
-    Ok(EbpfLoader::new().load(object())?)
+    load_with_capacity(DEFAULT_ENDPOINTS)
+}
+
+/// Loads the classifier object with room for `capacity` endpoints (1 to
+/// [`MAX_ENDPOINTS`]): the per-endpoint maps get that many entries.
+pub fn load_with_capacity(capacity: u32) -> Result<Ebpf, DatapathError> {
+    check_capacity(capacity)?;
+    let mut loader = EbpfLoader::new();
+    for (name, entries) in endpoint_map_sizes(capacity) {
+        loader.map_max_entries(name, entries);
+    }
+    Ok(loader.load(object())?)
+}
+
+/// Refuses an endpoint capacity outside 1..=[`MAX_ENDPOINTS`].
+pub fn check_capacity(capacity: u32) -> Result<(), DatapathError> {
+    if (1..=MAX_ENDPOINTS).contains(&capacity) {
+        Ok(())
+    } else {
+        Err(DatapathError::Capacity(capacity))
+    }
+}
+
+/// The endpoint capacity a classifier was loaded with: the `max_entries`
+/// of its ENDPOINT_STATS (`map`), which the kernel keeps with the map.
+fn capacity_of(map: &aya::maps::Map) -> Result<u32, DatapathError> {
+    let name = map_names::ENDPOINT_STATS;
+    batch::map_data(map)
+        .info()
+        .map(|i| i.max_entries())
+        .map_err(|source| DatapathError::Map { name, source })
 }
 
 /// The endpoint table of a loaded (not necessarily attached) object.
 pub fn endpoint_table(ebpf: &mut Ebpf) -> Result<EndpointTable<'_>, DatapathError> {
     let index = direct_index(ebpf.map(map_names::ENDPOINT_INDEX))?;
+    let stats = map_names::ENDPOINT_STATS;
+    let capacity = capacity_of(ebpf.map(stats).ok_or(DatapathError::MissingMap(stats))?)?;
     let name = map_names::ENDPOINTS;
     EndpointTable::new(
         ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?,
         index,
+        capacity,
     )
 }
 

@@ -156,19 +156,24 @@ fn uses_tcx() -> bool {
 }
 
 /// Loads the classifier, attaches it to `root` (in the calling thread's
-/// namespace) and pins maps and links under `dir`. On error nothing stays.
+/// namespace) and pins maps and links under `dir`, with the default
+/// endpoint capacity. On error nothing stays.
 pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, DatapathError> {
-    attach_hooks(root, dir, Some(xdp_mode)).map(|m| m.unwrap_or(xdp_mode))
+    attach_hooks(root, dir, Some(xdp_mode), macvlan_common::DEFAULT_ENDPOINTS)
+        .map(|m| m.unwrap_or(xdp_mode))
 }
 
 /// [`attach`], with XDP (`Some(mode)`) or without it (`None`: the TC
-/// programs alone, which then count every frame; tests compare the two).
-/// Returns the XDP mode in use.
+/// programs alone, which then count every frame; tests compare the two),
+/// and room for `capacity` endpoints (`--max-endpoints`), which the pinned
+/// maps' `max_entries` record from then on. Returns the XDP mode in use.
 pub fn attach_hooks(
     root: &str,
     dir: &Path,
     xdp_mode: Option<XdpMode>,
+    capacity: u32,
 ) -> Result<Option<XdpMode>, DatapathError> {
+    super::check_capacity(capacity)?;
     ensure_bpffs()?;
     if is_attached(dir) {
         return Err(DatapathError::Pin(format!(
@@ -187,7 +192,7 @@ pub fn attach_hooks(
     }
     fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     let result = (|| {
-        let mut ebpf = super::load()?;
+        let mut ebpf = super::load_with_capacity(capacity)?;
         let attached = attach_programs(
             &mut ebpf,
             root,
@@ -389,7 +394,15 @@ impl PinnedMaps {
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
         let index = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
-        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index)
+        let capacity = self.capacity()?;
+        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index, capacity)
+    }
+
+    /// The endpoint capacity this classifier was attached with (its
+    /// `--max-endpoints`), as the kernel records it: the `max_entries` of
+    /// the pinned ENDPOINT_STATS.
+    pub fn capacity(&self) -> Result<u32, DatapathError> {
+        super::capacity_of(self.get(map_names::ENDPOINT_STATS)?)
     }
 
     /// A read-only view of the endpoint table.

@@ -65,6 +65,7 @@ pub fn network(n: &Network, policy: Policy, xdp_mode: XdpMode) -> Result<Foreign
         mode,
         policy,
         xdp_mode,
+        max_endpoints: None,
         options,
     })
 }
@@ -207,6 +208,7 @@ mod tests {
                 mode: MacvlanMode::Bridge,
                 policy: Policy::Enforce,
                 xdp_mode: XdpMode::Auto,
+                max_endpoints: None,
                 options: BTreeMap::from([("parent".into(), "eth0".into())]),
             }
         );

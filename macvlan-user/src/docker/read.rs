@@ -45,6 +45,8 @@ impl Snapshot {
 pub struct Adopt {
     pub policy: Policy,
     pub xdp_mode: XdpMode,
+    /// `--max-endpoints` for a root the classifier is not on yet.
+    pub max_endpoints: Option<u32>,
 }
 
 /// Reads every macvlan network and every running container's endpoints on
@@ -93,7 +95,8 @@ pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
 /// A Docker network as a foreign network, if its parent is a link of this
 /// namespace; else the reason, never a guess at another link.
 pub fn network(n: &bollard::models::Network, adopt: Adopt) -> Result<ForeignNetwork, String> {
-    let net = mapping::network(n, adopt.policy, adopt.xdp_mode)?;
+    let mut net = mapping::network(n, adopt.policy, adopt.xdp_mode)?;
+    net.max_endpoints = adopt.max_endpoints;
     let parent = net.parent.clone();
     match netlink::run(None, |nl| async move { nl.link(&parent).await }) {
         Ok(Some(_)) => Ok(net),

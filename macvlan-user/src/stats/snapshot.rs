@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Result;
-use macvlan_common::{EndpointCounters, VlanCounters, MAX_ENDPOINTS, VLAN_SLOTS};
+use macvlan_common::{EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLOTS};
 
 use crate::{
     controller::datapath::pin_dir,
@@ -195,7 +195,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         root: root.to_owned(),
         attached: false,
         endpoints: 0,
-        capacity: MAX_ENDPOINTS,
+        capacity: DEFAULT_ENDPOINTS,
         vlans: BTreeMap::new(),
         verdicts: VerdictTable::default(),
     };
@@ -216,6 +216,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
     let entries = entries?;
     let counters = counters.map_err(|_| anyhow::anyhow!("reading the counters panicked"))??;
     stats.attached = true;
+    stats.capacity = maps.capacity()?;
     stats.endpoints = entries.len();
     stats.verdicts = counters.verdicts.clone();
     for vid in 0..VLAN_SLOTS as u16 {
