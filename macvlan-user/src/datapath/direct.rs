@@ -13,8 +13,12 @@ use macvlan_common::{direct, mac_word};
 use super::DatapathError;
 use crate::sys::bpf::MappedWords;
 
+/// The mapping is shared by clones: mapping the array (and faulting its
+/// pages in) on every table access cost a 1000-endpoint `docker sync` a
+/// fifth of its CPU time.
+#[derive(Clone)]
 pub struct DirectIndex {
-    words: MappedWords,
+    words: std::sync::Arc<MappedWords>,
 }
 
 impl DirectIndex {
@@ -22,7 +26,9 @@ impl DirectIndex {
     pub fn map(map: &MapData) -> Result<DirectIndex, DatapathError> {
         let words = MappedWords::map(map.fd().as_fd(), direct::SLOTS as usize)
             .map_err(|e| DatapathError::Pin(format!("mapping the endpoint index: {e}")))?;
-        Ok(DirectIndex { words })
+        Ok(DirectIndex {
+            words: std::sync::Arc::new(words),
+        })
     }
 
     fn word(&self, index: u32) -> &AtomicU64 {

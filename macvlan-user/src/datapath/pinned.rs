@@ -361,6 +361,8 @@ pub fn clean_stale() -> Vec<PathBuf> {
 /// The pinned maps of an attached classifier.
 pub struct PinnedMaps {
     maps: Vec<(&'static str, Map)>,
+    /// The direct index, mapped on first use and kept.
+    index: std::sync::OnceLock<Option<super::direct::DirectIndex>>,
 }
 
 impl PinnedMaps {
@@ -381,7 +383,10 @@ impl PinnedMaps {
                 Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
             maps.push((name, map));
         }
-        Ok(PinnedMaps { maps })
+        Ok(PinnedMaps {
+            maps,
+            index: std::sync::OnceLock::new(),
+        })
     }
 
     fn get(&self, name: &'static str) -> Result<&Map, DatapathError> {
@@ -393,7 +398,13 @@ impl PinnedMaps {
     }
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        let index = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
+        let index = match self.index.get() {
+            Some(i) => i.clone(),
+            None => {
+                let i = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
+                self.index.get_or_init(|| i).clone()
+            }
+        };
         let capacity = self.capacity()?;
         EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index, capacity)
     }
@@ -460,12 +471,23 @@ impl PinnedMaps {
         entries: &[super::EndpointEntry],
     ) -> Result<Vec<Result<u32, DatapathError>>, DatapathError> {
         let mut slots = self.endpoints()?.slots();
+        // Counters zeroed before the entry exists: no frame counted in
+        // between is lost.
+        let zeroed: Vec<Result<u32, DatapathError>> = entries
+            .iter()
+            .map(|_| {
+                let slot = slots.take()?;
+                self.zero_counters(slot)?;
+                Ok(slot)
+            })
+            .collect();
+        let mut table = self.endpoints()?;
         Ok(entries
             .iter()
-            .map(|e| {
-                let slot = slots.take()?;
-                self.endpoints()?.insert_at(*e, slot)?;
-                self.zero_counters(slot)?;
+            .zip(zeroed)
+            .map(|(e, slot)| {
+                let slot = slot?;
+                table.insert_at(*e, slot)?;
                 Ok(slot)
             })
             .collect())

@@ -288,6 +288,13 @@ impl MappedWords {
     }
 }
 
+// SAFETY: the mapping stays valid until `drop` unmaps it, and every access
+// goes through `&AtomicU64`, so it may move to and be shared by threads as
+// an `AtomicU64` array may.
+unsafe impl Send for MappedWords {}
+// SAFETY: as for Send.
+unsafe impl Sync for MappedWords {}
+
 impl Drop for MappedWords {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
