@@ -190,15 +190,6 @@ enum Command {
     /// (`mvnet pktgen --help` for its options).
     #[command(disable_help_flag = true)]
     Pktgen(LabArgs),
-    /// Internal: deletes a removed endpoint's tombstoned link in the
-    /// background (spawned by `network disconnect` and `container stop`).
-    #[command(name = "__reap-link", hide = true)]
-    ReapLink {
-        #[arg(long)]
-        netns: PathBuf,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
-        ifindex: u32,
-    },
     /// Throwaway lab topologies in network namespaces: smoke, tutorial,
     /// clean. Run by `mvnet-lab` (`mvnet lab --help` for its commands).
     #[command(disable_help_flag = true)]
@@ -753,9 +744,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             })?;
         }
         Command::Pktgen(a) => return Err(crate::external::exec_lab("pktgen", &state_dir, &a.args)),
-        Command::ReapLink { netns, ifindex } => {
-            crate::controller::endpoint::reap(&crate::netns::NetNs::from_path(netns), ifindex)?;
-        }
         Command::Lab(a) => return Err(crate::external::exec_lab("lab", &state_dir, &a.args)),
     }
     Ok(0)

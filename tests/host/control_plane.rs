@@ -6,7 +6,10 @@ use mvnet::{netlink, netns};
 use mvnet_lab::lab::{Lab, UPSTREAM_IF};
 use serde_json::Value;
 
-use crate::common::{cli::Session, require_root};
+use crate::common::{
+    cli::{mvnet_bin, Session},
+    require_root,
+};
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
@@ -577,6 +580,95 @@ fn stop_and_rm_return_once_the_link_is_gone() {
     s.ok(&["network", "rm", "n"]);
 }
 
+/// `network disconnect` returns only once the endpoint's macvlan is gone
+/// from the parent in the kernel, for a namespace of mvnet's and for one
+/// attached with --netns: a passthru macvlan, which the kernel refuses
+/// while any other macvlan is on the parent, can be made at once. The
+/// disconnect runs under strace with every program it would start slowed
+/// by 2 s (as on a loaded machine), so work left to a background process
+/// shows (the previous binary renamed the link and left its deletion to a
+/// detached `mvnet __reap-link`).
+#[test]
+fn disconnect_returns_once_the_link_is_gone() {
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let host = lab.host().name().unwrap().to_owned();
+    s.network("n", "10.79.3.0/24", "eth0", &[]);
+    let name = format!("{}-dc", lab.id());
+    let disconnect = |container: &str| {
+        let (bin, state) = (mvnet_bin(), s.state_dir.clone());
+        let args = ["network", "disconnect", "n", container].map(str::to_owned);
+        // -D: strace is a detached grandchild, so the status is mvnet's
+        // own; the first execve (mvnet's) is not slowed.
+        let status =
+            s.ns.run(move || {
+                std::process::Command::new("strace")
+                    .args(["-D", "-f", "-qq", "-o", "/dev/null", "-e", "trace=execve"])
+                    .args(["-e", "inject=execve:delay_exit=1000000"])
+                    .arg(bin)
+                    .arg("--state-dir")
+                    .arg(state)
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap()
+            })
+            .unwrap();
+        assert!(status.success(), "disconnect {container}: {status}");
+    };
+    let passthru_now = |how: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "add", "link", "eth0", "name", "pt0"])
+            .args(["type", "macvlan", "mode", "passthru"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "passthru macvlan right after {how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let del = std::process::Command::new("ip")
+            .args(["-n", &host, "link", "del", "pt0"])
+            .status()
+            .unwrap();
+        assert!(del.success());
+    };
+    s.container("n", &name, &["--", "sleep", "60"]);
+    let ext = lab.add_container("runtime").unwrap();
+    let ext_path = ext.path().display().to_string();
+    let ext_name = format!("{}-dx", lab.id());
+    for _ in 0..2 {
+        disconnect(&name);
+        passthru_now("disconnect");
+        s.ok(&["network", "connect", "--netns", &ext_path, "n", &ext_name]);
+        disconnect(&ext_name);
+        passthru_now("disconnect of a --netns namespace");
+        s.ok(&["network", "connect", "n", &name]);
+    }
+    s.ok(&["network", "disconnect", "n", &name]);
+    assert_eq!(
+        s.ok(&["exec", &name, "ls", "/sys/class/net"]),
+        "lo\n",
+        "the endpoint's link is gone from the container"
+    );
+    // mvnet's own passthru network on that parent (which needs the
+    // parent to itself), right after.
+    s.ok(&["network", "rm", "n"]);
+    s.network(
+        "pt",
+        "10.79.4.0/24",
+        "eth0",
+        &["-o", "macvlan_mode=passthru"],
+    );
+    s.ok(&["network", "connect", "pt", &name]);
+    s.ok(&["rm", "-f", &name]);
+    assert_eq!(s.links(), ["eth0", "lo"]);
+    s.ok(&["network", "rm", "pt"]);
+}
+
 /// A passthru endpoint has its own MAC on the wire, as in Docker: the
 /// kernel gives the device its parent's, mvnet then sets the endpoint's
 /// on it and so on the parent. The container's eth0, inspect, the parent,
@@ -681,6 +773,74 @@ fn restore_brings_back_lost_endpoints() {
     let out = s.ok(&["restore"]);
     assert!(out.contains("purged container"), "{out}");
     s.ok(&["network", "rm", "my-macvlan-net"]);
+}
+
+/// `restore` (and `restore --check`) converges a container's default
+/// route to its gateway endpoint's, as `network connect`/`disconnect`
+/// leave it: deleted, or moved to another endpoint, behind mvnet's back.
+#[test]
+fn restore_converges_the_default_route() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("b", "10.79.6.0/24", "eth0", &[]);
+    s.network("a", "10.79.5.0/24", "eth0", &[]);
+    let name = format!("{}-gw", lab.id());
+    s.container("b", &name, &[]);
+    // `a` sorts first: connect moves the default route to it.
+    s.ok(&["network", "connect", "a", &name]);
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let via_a = "default via 10.79.5.1 dev eth1 \n";
+    assert_eq!(ip(&["route", "show", "default"]), via_a);
+    let nothing = "nothing to do: the kernel matches the state\n";
+    assert_eq!(s.ok(&["restore", "--check"]), nothing);
+    let set = format!("set the default routes of container {name}: IPv4 via 10.79.5.1 dev eth1\n");
+    for (how, change) in [
+        ("deleted", vec!["route", "del", "default"]),
+        (
+            "moved",
+            vec![
+                "route",
+                "replace",
+                "default",
+                "via",
+                "10.79.6.1",
+                "dev",
+                "eth0",
+            ],
+        ),
+    ] {
+        ip(&change);
+        assert_ne!(ip(&["route", "show", "default"]), via_a, "{how}");
+        let check = s.run(&["restore", "--check"]);
+        assert_eq!(check.status.code(), Some(1), "{how}: {check:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&check.stdout),
+            format!("would {set}"),
+            "{how}"
+        );
+        assert_eq!(s.ok(&["restore"]), set, "{how}");
+        assert_eq!(ip(&["route", "show", "default"]), via_a, "{how}");
+        assert_eq!(s.ok(&["restore"]), nothing, "{how}");
+    }
+    // Disconnect moves it back to `b`; restore agrees.
+    s.ok(&["network", "disconnect", "a", &name]);
+    assert_eq!(
+        ip(&["route", "show", "default"]),
+        "default via 10.79.6.1 dev eth0 \n"
+    );
+    assert_eq!(s.ok(&["restore"]), nothing);
+    s.ok(&["rm", "-f", &name]);
+    s.ok(&["network", "rm", "a"]);
+    s.ok(&["network", "rm", "b"]);
 }
 
 #[test]

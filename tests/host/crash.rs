@@ -158,27 +158,29 @@ fn cases() -> Vec<Case> {
                 }
             },
         },
+        // The network connected (and disconnected) sorts first: the
+        // command moves the default route too.
         Case {
             what: "network connect",
             setup: |f| {
                 f.ensure_network("n1", "10.123.0.0/24");
                 f.ensure_network("n2", "10.124.0.0/24");
                 if f.container().is_none() {
-                    f.s.container("n1", &f.c, &[]);
+                    f.s.container("n2", &f.c, &[]);
                 }
             },
-            args: |f| strs(&["network", "connect", "n2", &f.c]),
+            args: |f| strs(&["network", "connect", "n1", &f.c]),
             done: |f| {
-                f.connected("n2").then(|| {
+                f.connected("n1").then(|| {
                     Some(format!(
-                        "container {} is already connected to network n2",
+                        "container {} is already connected to network n1",
                         f.c
                     ))
                 })
             },
             reset: |f| {
-                if f.connected("n2") {
-                    f.s.ok(&["network", "disconnect", "n2", &f.c]);
+                if f.connected("n1") {
+                    f.s.ok(&["network", "disconnect", "n1", &f.c]);
                 }
             },
         },
@@ -188,20 +190,20 @@ fn cases() -> Vec<Case> {
                 f.ensure_network("n1", "10.125.0.0/24");
                 f.ensure_network("n2", "10.126.0.0/24");
                 if f.container().is_none() {
-                    f.s.container("n1", &f.c, &[]);
+                    f.s.container("n2", &f.c, &[]);
                 }
-                if !f.connected("n2") {
-                    f.s.ok(&["network", "connect", "n2", &f.c]);
+                if !f.connected("n1") {
+                    f.s.ok(&["network", "connect", "n1", &f.c]);
                 }
             },
-            args: |f| strs(&["network", "disconnect", "n2", &f.c]),
+            args: |f| strs(&["network", "disconnect", "n1", &f.c]),
             done: |f| {
-                (!f.connected("n2"))
-                    .then(|| Some(format!("container {} is not connected to network n2", f.c)))
+                (!f.connected("n1"))
+                    .then(|| Some(format!("container {} is not connected to network n1", f.c)))
             },
             reset: |f| {
-                if !f.connected("n2") {
-                    f.s.ok(&["network", "connect", "n2", &f.c]);
+                if !f.connected("n1") {
+                    f.s.ok(&["network", "connect", "n1", &f.c]);
                 }
             },
         },
@@ -470,6 +472,27 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
                 c.name
             ));
         }
+        // The default route: via the gateway of the network that sorts
+        // first (each network here has one, .1 of its subnet).
+        let first = c
+            .endpoints
+            .values()
+            .map(|ep| (&state.networks[&ep.network_id], ep))
+            .min_by(|a, b| a.0.name.cmp(&b.0.name));
+        let want_route = first.map(|(net, ep)| {
+            format!(
+                "default via {} dev {}",
+                net.pools[0].config.gateway.unwrap(),
+                ep.ifname
+            )
+        });
+        let route = default_route(&c.netns);
+        if route != want_route {
+            bad.push(format!(
+                "container {}: default route {route:?}, wants {want_route:?}",
+                c.name
+            ));
+        }
         let marks = netlink::run(Some(&NetNs::from_path(&c.netns)), |nl| async move {
             nl.links().await
         })
@@ -587,22 +610,24 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
     bad
 }
 
-/// Waits (at most 5 s) until no container of `f` has a tombstoned link
-/// (`mvd…`) left for a background reaper to delete.
-fn wait_for_reapers(f: &Fx) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(5) {
-        let busy = f.state().containers.values().any(|c| {
-            netns::is_namespace(&c.netns)
-                && ip_addrs(&NetNs::from_path(&c.netns)).iter().any(|l| {
-                    l.name
-                        .starts_with(mvnet::controller::endpoint::TOMBSTONE_PREFIX)
-                })
-        });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+/// `ip route show default` in the named namespace at `path`
+/// (/run/netns/NAME), its lines joined (None: no default route).
+fn default_route(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let out = Command::new("ip")
+        .args(["-n", name, "route", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    match lines[..] {
+        [] => None,
+        _ => Some(lines.join("; ")),
     }
 }
 
@@ -647,9 +672,6 @@ fn point(f: &Fx, case: &Case, class: &str, k: usize) -> Vec<String> {
         }
     }
     if bad.is_empty() {
-        // A retried disconnect, stop or rm deletes its link in the
-        // background (`__reap-link`): give it a moment.
-        wait_for_reapers(f);
         bad.extend(
             inconsistencies(f)
                 .into_iter()

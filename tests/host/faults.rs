@@ -221,13 +221,21 @@ fn a_renamed_container_link_is_explained_and_renamed_back() {
         v.contains("eth0 is gone from the container; run `mvnet restore`"),
         "{v}"
     );
+    // Setting the link down took its default route with it.
     assert_eq!(
         s.ok(&["restore"]),
-        format!("renamed link foo of container {c} back to eth0\n")
+        format!(
+            "renamed link foo of container {c} back to eth0\n\
+             set the default routes of container {c}: IPv4 via 10.130.0.1 dev eth0\n"
+        )
     );
     assert_converged(&s);
     let addr = s.ok(&["exec", &c, "ip", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.130.0.2/24"), "{addr}");
+    assert_eq!(
+        s.ok(&["exec", &c, "ip", "route", "show", "default"]),
+        "default via 10.130.0.1 dev eth0 \n"
+    );
     s.ok(&["container", "rm", "--force", &c]);
     s.ok(&["network", "rm", "nf"]);
 }

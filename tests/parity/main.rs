@@ -15,7 +15,7 @@ mod scenarios;
 
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use mvnet_lab::lab::Lab;
 
 use common::docker;
@@ -46,9 +46,9 @@ fn suite() -> Result<bool> {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .context("reading README.md")?;
-    let known = differences::load(&readme)?;
+    // Built in: in the VM the checkout may not be visible (a fresh /tmp).
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    let known = differences::load(readme)?;
     let started = Instant::now();
     let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
     if in_vm {

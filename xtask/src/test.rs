@@ -162,15 +162,18 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
         Part::Vm => {
             let vm = env.vm.as_ref().expect("setup prepared the VM part");
             let exe = build_vm_tests(env)?;
+            let parity = build_parity_suite(env)?;
             // The VM sees the host's filesystem but with a fresh /tmp, so a
-            // checkout under /tmp is invisible there: stage both binaries
+            // checkout under /tmp is invisible there: stage the binaries
             // in our cache directory (under $HOME, which the VM shares).
             let stage = vm_stage_dir()?;
             let staged_exe = stage.join("vm-tests");
+            let staged_parity = stage.join("parity");
             let staged_mvnet = stage.join("mvnet");
-            std::fs::copy(&exe, &staged_exe).with_context(|| {
-                format!("copying {} to {}", exe.display(), staged_exe.display())
-            })?;
+            for (from, to) in [(&exe, &staged_exe), (&parity, &staged_parity)] {
+                std::fs::copy(from, to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            }
             // mvnet runs `mvnet-lab` (lab, pktgen) from beside itself; the
             // tests find `mvnet-cni` beside mvnet.
             let lab = mvnet.with_file_name("mvnet-lab");
@@ -183,7 +186,12 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
                 std::fs::copy(&from, &to)
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
-            let script = vm_script(&staged_exe, &staged_mvnet, args);
+            // Opt-in until the suite's VM scenarios compare with no unlisted
+            // difference on both kernels (README, "Parity with Docker").
+            let parity = std::env::var_os("MVNET_VM_PARITY")
+                .is_some_and(|v| v == "1")
+                .then_some(staged_parity.as_path());
+            let script = vm_script(&staged_exe, parity, &staged_mvnet, args);
             // Each kernel in turn (6.1, 6.12): every one must pass.
             let mut failed = Vec::new();
             for kernel in &vm.kernels {
@@ -222,27 +230,51 @@ fn build_vm_tests(env: &Env) -> Result<PathBuf> {
     cargo::executable(&found, "macvlan-tests", "vm", "test")
 }
 
+/// The parity suite's binary: in the VM it runs the scenarios that need
+/// 802.1Q and dummy links (the host part runs the others).
+fn build_parity_suite(env: &Env) -> Result<PathBuf> {
+    let mut cmd = env.cargo();
+    cmd.args([
+        "test",
+        "--package",
+        "macvlan-tests",
+        "--test",
+        "parity",
+        "--no-run",
+    ]);
+    let found = cargo::artifacts(&mut cmd)?;
+    cargo::executable(&found, "macvlan-tests", "parity", "test")
+}
+
 fn sh_quote(s: impl AsRef<OsStr>) -> String {
     format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The guest script: the VM test binary, then a check that it removed its
+/// The guest script: the VM test binary, then (in the same boot, with
+/// `parity`) the parity suite's 802.1Q and no-parent scenarios, each run
+/// whatever the other gave, then a check that they removed their
 /// namespaces (they would vanish with the VM and hide the leak otherwise).
-/// (The parity suite's VM scenarios are not run here yet: Docker's engine
-/// does not run a container in the VM; see README, "Parity with Docker".)
-fn vm_script(exe: &Path, mvnet: &Path, args: &[String]) -> String {
-    let mut run = format!(
-        "env MVNET_IN_VM=1 MVNET_BIN={} {} --test-threads=1",
-        sh_quote(mvnet),
-        sh_quote(exe)
-    );
+fn vm_script(exe: &Path, parity: Option<&Path>, mvnet: &Path, args: &[String]) -> String {
+    let env = format!("env MVNET_IN_VM=1 MVNET_BIN={}", sh_quote(mvnet));
+    let mut run = format!("{env} {} --test-threads=1", sh_quote(exe));
+    let mut suite = parity
+        .map(|p| format!("{env} {}", sh_quote(p)))
+        .unwrap_or_default();
     for arg in args {
-        run.push(' ');
-        run.push_str(&sh_quote(arg));
+        for line in [&mut run, &mut suite] {
+            if !line.is_empty() {
+                line.push(' ');
+                line.push_str(&sh_quote(arg));
+            }
+        }
+    }
+    if !suite.is_empty() {
+        suite.push_str(" || rc=1\n");
     }
     format!(
         "{run}\n\
          rc=$?\n\
+         {suite}\
          left=$(ip netns list 2>/dev/null | awk '$1 ~ /^{NETNS_PREFIX}/ {{print $1}}' | tr '\\n' ' ')\n\
          if [ -n \"$left\" ]; then echo \"error: the VM tests left network namespaces behind: $left\" >&2; [ $rc -ne 0 ] || rc=1; fi\n\
          exit $rc"
@@ -328,11 +360,21 @@ mod tests {
     fn vm_script_quotes_and_checks_leftovers() {
         let s = vm_script(
             Path::new("/t/vm-1"),
+            Some(Path::new("/t/parity")),
             Path::new("/t/mvnet"),
             &["it's".into()],
         );
         assert!(s.starts_with(
-            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1 'it'\\''s'\n"
+            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1 'it'\\''s'\n\
+             rc=$?\n\
+             env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/parity' 'it'\\''s' || rc=1\n\
+             left="
+        ));
+        let s = vm_script(Path::new("/t/vm-1"), None, Path::new("/t/mvnet"), &[]);
+        assert!(s.starts_with(
+            "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1\n\
+             rc=$?\n\
+             left="
         ));
         assert!(s.contains("/^mvl-/"));
         assert!(s.ends_with("exit $rc"));

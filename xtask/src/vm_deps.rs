@@ -13,11 +13,13 @@ use crate::util;
 pub const KERNEL_PACKAGES: &[&str] = &["linux-image-amd64", "linux-image-6.12-amd64"];
 
 /// Debian packages for the VM tests (python3-venv: to install virtme-ng in a
-/// venv), besides [`KERNEL_PACKAGES`].
+/// venv; docker.io: the parity suite's 802.1Q and no-parent scenarios run
+/// Docker's engine in the VM), besides [`KERNEL_PACKAGES`].
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "linux-image-amd64",
     "linux-image-6.12-amd64",
+    "docker.io",
     "busybox-static",
     "bpftool",
     "tcpdump",
@@ -29,7 +31,14 @@ pub const APT_PACKAGES: &[&str] = &[
 pub const VIRTME_NG: &str = "virtme-ng==1.42";
 
 /// Commands that stand for the packages on a non-Debian system.
-const COMMANDS: &[&str] = &["qemu-system-x86_64", "busybox", "bpftool", "tcpdump", "ip"];
+const COMMANDS: &[&str] = &[
+    "qemu-system-x86_64",
+    "dockerd",
+    "busybox",
+    "bpftool",
+    "tcpdump",
+    "ip",
+];
 
 fn apt_command_lines(missing: &[&str]) -> String {
     format!(

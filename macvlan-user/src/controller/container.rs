@@ -397,9 +397,12 @@ impl Controller {
                 }
             }
         } else if c.netns_alive() {
-            for ep in c.endpoints.values() {
-                endpoint::unplumb_detached(ep, &ns)?;
-            }
+            endpoint::delete_links(
+                &c.name,
+                c.endpoints.values(),
+                &ns,
+                endpoint::LINK_DELETE_TIMEOUT,
+            )?;
         }
         for ep in c.endpoints.values() {
             self.release_endpoint(ep);
@@ -580,8 +583,10 @@ impl Controller {
         let c = self.state.containers[key].clone();
         let ep = c.endpoints[net_id].clone();
         if c.netns_alive() {
+            // Waiting for the kernel, as stop and rm do: a passthru
+            // endpoint can then be made on the parent at once.
             let ns = NetNs::from_path(&c.netns);
-            endpoint::unplumb_detached(&ep, &ns)?;
+            endpoint::delete_links(&c.name, [&ep], &ns, endpoint::LINK_DELETE_TIMEOUT)?;
         }
         self.release_endpoint(&ep);
         let stored = self.state.containers.get_mut(key).expect("exists");

@@ -205,28 +205,101 @@ fn gateways(net: &Network, ep: &Endpoint) -> Vec<IpAddr> {
 /// changes). For namespaces mvnet owns.
 pub fn set_default_routes(ns: &NetNs, gateway: Option<(String, Vec<IpAddr>)>) -> Result<()> {
     netlink::run(Some(ns), move |nl| async move {
-        let via = match &gateway {
-            Some((ifname, gws)) => Some((nl.require_link(ifname).await?.index, gws.clone())),
-            None => None,
-        };
-        for ipv6 in [false, true] {
-            let want = via.as_ref().and_then(|(index, gws)| {
-                let gw = gws.iter().find(|g| g.is_ipv6() == ipv6)?;
-                Some((*index, *gw))
-            });
-            let have = nl.default_routes(ipv6).await?;
-            match want {
-                Some((index, gw)) if have != [(Some(index), Some(gw))] => {
-                    nl.replace_default_route(index, gw).await?
-                }
-                Some(_) => {}
-                None if have.is_empty() => {}
-                None => nl.del_default_routes(ipv6).await?,
+        for change in default_route_changes(&nl, gateway.as_ref()).await? {
+            match change {
+                RouteChange::Set {
+                    index: Some(index),
+                    gateway,
+                    ..
+                } => nl.replace_default_route(index, gateway).await?,
+                RouteChange::Set {
+                    ifname,
+                    index: None,
+                    ..
+                } => return Err(netlink::NetlinkError::LinkNotFound(ifname)),
+                RouteChange::Remove { ipv6 } => nl.del_default_routes(ipv6).await?,
             }
         }
         Ok(())
     })
     .map_err(|e| anyhow!(e))
+}
+
+/// What [`set_default_routes`] would change in `ns`, one line per family
+/// (e.g. "IPv4 via 10.0.0.1 dev eth1", "no IPv6 default route"); empty
+/// when the routes are already those `gateway` gives. A gateway link that
+/// is missing counts as a change (`restore --check` before it recreates
+/// the link).
+pub fn default_route_drift(
+    ns: &NetNs,
+    gateway: Option<(String, Vec<IpAddr>)>,
+) -> Result<Vec<String>> {
+    netlink::run(Some(ns), move |nl| async move {
+        let changes = default_route_changes(&nl, gateway.as_ref()).await?;
+        Ok(changes.iter().map(RouteChange::to_string).collect())
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// One family's default route as it should become.
+enum RouteChange {
+    /// Via `gateway` on link `ifname` (`index`: None while it is missing).
+    Set {
+        ifname: String,
+        index: Option<u32>,
+        gateway: IpAddr,
+    },
+    /// None of this family.
+    Remove { ipv6: bool },
+}
+
+impl std::fmt::Display for RouteChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        match self {
+            RouteChange::Set {
+                ifname, gateway, ..
+            } => write!(
+                f,
+                "{} via {gateway} dev {ifname}",
+                family(gateway.is_ipv6())
+            ),
+            RouteChange::Remove { ipv6 } => write!(f, "no {} default route", family(*ipv6)),
+        }
+    }
+}
+
+/// Compares the default routes of the namespace `nl` speaks to with those
+/// `gateway` (link name, gateways) gives.
+async fn default_route_changes(
+    nl: &netlink::Netlink,
+    gateway: Option<&(String, Vec<IpAddr>)>,
+) -> netlink::Result<Vec<RouteChange>> {
+    let index = match gateway {
+        Some((ifname, _)) => nl.link(ifname).await?.map(|l| l.index),
+        None => None,
+    };
+    let mut changes = Vec::new();
+    for ipv6 in [false, true] {
+        let want = gateway.and_then(|(ifname, gws)| {
+            let gw = gws.iter().find(|g| g.is_ipv6() == ipv6)?;
+            Some((ifname, *gw))
+        });
+        let have = nl.default_routes(ipv6).await?;
+        match want {
+            Some((ifname, gw)) if index.is_none() || have != [(index, Some(gw))] => {
+                changes.push(RouteChange::Set {
+                    ifname: ifname.clone(),
+                    index,
+                    gateway: gw,
+                })
+            }
+            Some(_) => {}
+            None if have.is_empty() => {}
+            None => changes.push(RouteChange::Remove { ipv6 }),
+        }
+    }
+    Ok(changes)
 }
 
 /// Brings `lo` up in a namespace mvnet made for a container, as Docker's
@@ -245,94 +318,18 @@ pub fn loopback_up(ns: &NetNs, ipv6: bool) -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// Removes `ep`'s link from `ns` (for namespaces we do not own; owned ones
-/// are deleted whole).
-/// Prefix of a removed endpoint's link while the kernel finishes deleting it.
+/// Prefix of the links earlier mvnet versions renamed a removed endpoint's
+/// link to while a background reaper deleted it; [`delete_links`] and
+/// `restore` still delete any they find.
 pub const TOMBSTONE_PREFIX: &str = "mvd";
 
-/// Removes `ep`'s link from `ns` without waiting for the kernel: the link is
-/// renamed to a tombstone (its name is free at once; the classifier entry
-/// goes right after) and a detached `mvnet __reap-link` deletes it. A
-/// synchronous delete, like setting the link down or changing its MAC,
-/// waits in the kernel for an RCU grace period, most of a detach's time.
-/// Until the reaper is done the MAC stays taken on the parent; [`plumb`]
-/// waits for it when the same address is reused at once. Falls back to
-/// [`unplumb`] when not run as `mvnet`.
-pub fn unplumb_detached(ep: &Endpoint, ns: &NetNs) -> Result<()> {
-    let exe = std::env::current_exe().ok();
-    let is_mvnet = exe
-        .as_ref()
-        .and_then(|e| e.file_name())
-        .is_some_and(|n| n == "mvnet");
-    let Some(exe) = exe.filter(|_| is_mvnet) else {
-        return unplumb(ep, ns);
-    };
-    let ifname = ep.ifname.clone();
-    let tombstone = format!("{TOMBSTONE_PREFIX}{}", &ep.id[..10]);
-    let index = netlink::run(Some(ns), move |nl| async move {
-        let Some(link) = nl.link(&ifname).await? else {
-            return Ok(None);
-        };
-        nl.rename(link.index, &tombstone).await?;
-        Ok(Some(link.index))
-    })
-    .map_err(|e| anyhow!(e))?;
-    let Some(index) = index else {
-        return Ok(());
-    };
-    let spawned = {
-        let mut cmd = std::process::Command::new(exe);
-        cmd.arg("__reap-link")
-            .arg("--netns")
-            .arg(ns.path())
-            .arg("--ifindex")
-            .arg(index.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        crate::sys::process::new_session_on_exec(&mut cmd);
-        cmd.spawn()
-    };
-    if spawned.is_err() {
-        reap(ns, index)?;
-    }
-    Ok(())
-}
-
-/// Deletes the tombstoned link `index` in `ns` (`mvnet __reap-link`).
-pub fn reap(ns: &NetNs, index: u32) -> Result<()> {
-    netlink::run(Some(ns), move |nl| async move {
-        let links = nl.links().await?;
-        if let Some(l) = links.iter().find(|l| l.index == index) {
-            if l.name.starts_with(TOMBSTONE_PREFIX) {
-                nl.delete(l.index).await?;
-            }
-        }
-        Ok(())
-    })
-    .map_err(|e| anyhow!(e))
-}
-
-/// Deletes tombstoned links a crash left in `ns` (`mvnet restore`).
-pub fn reap_all(ns: &NetNs) -> Result<()> {
-    netlink::run(Some(ns), move |nl| async move {
-        for l in nl.links().await? {
-            if l.name.starts_with(TOMBSTONE_PREFIX) {
-                nl.delete(l.index).await?;
-            }
-        }
-        Ok(())
-    })
-    .map_err(|e| anyhow!(e))
-}
-
-/// How long `stop` and `rm` wait for the kernel to delete a container's
-/// links.
+/// How long `stop`, `rm` and `network disconnect` wait for the kernel to
+/// delete a container's links.
 pub const LINK_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Deletes the links of `endpoints` (and tombstones of earlier
-/// disconnects) in `ns`, the namespace of container `container`, and
-/// returns once the kernel is done: the macvlans are gone from their
+/// Deletes the links of `endpoints` (and tombstones of earlier versions)
+/// in `ns`, the namespace of container `container`, and returns once the
+/// kernel is done: the macvlans are gone from their
 /// parents, so a passthru endpoint (or one with the same MAC) can be made
 /// there at once. Deleting the namespace alone leaves that to the kernel's
 /// background cleanup. An error names the links after `timeout`.
@@ -351,7 +348,8 @@ pub fn delete_links<'a>(
         let result = netlink::run(Some(&ns), move |nl| async move {
             for l in nl.links().await? {
                 if doomed.contains(&l.name) || l.name.starts_with(TOMBSTONE_PREFIX) {
-                    // ENODEV: a reaper deleted the tombstone meanwhile.
+                    // ENODEV: an earlier version's reaper deleted the
+                    // tombstone meanwhile.
                     match nl.delete(l.index).await {
                         Err(e) if e.errno() == Some(libc::ENODEV) => {}
                         other => other?,
@@ -372,16 +370,4 @@ pub fn delete_links<'a>(
             timeout.as_secs()
         )),
     }
-}
-
-/// Removes `ep`'s link from `ns`, waiting for the kernel.
-pub fn unplumb(ep: &Endpoint, ns: &NetNs) -> Result<()> {
-    let ifname = ep.ifname.clone();
-    netlink::run(Some(ns), move |nl| async move {
-        if let Some(link) = nl.link(&ifname).await? {
-            nl.delete(link.index).await?;
-        }
-        Ok(())
-    })
-    .map_err(|e| anyhow!(e))
 }

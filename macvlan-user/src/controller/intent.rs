@@ -157,19 +157,6 @@ impl Controller {
 
     /// Finishes a removal: the same step the command runs after its intent.
     fn finish(&mut self, intent: &Intent) -> Result<()> {
-        let container_id = match intent {
-            Intent::Stop { container_id }
-            | Intent::Remove { container_id }
-            | Intent::Disconnect { container_id, .. } => Some(container_id),
-            _ => None,
-        };
-        if let Some(c) = container_id.and_then(|id| self.state.containers.get(id)) {
-            // A link a killed disconnect renamed to its tombstone but did
-            // not get to delete.
-            if c.netns_alive() {
-                let _ = endpoint::reap_all(&NetNs::from_path(&c.netns));
-            }
-        }
         match intent {
             Intent::Stop { container_id } if self.state.containers.contains_key(container_id) => {
                 self.stop_apply(container_id).map(drop)

@@ -6,6 +6,8 @@
 //! * recreates the parents we own and the endpoints whose namespace lives;
 //! * purges containers whose namespace is gone, clears stale /run/netns
 //!   files and leftover links of ours (`mvt…`, `mvd…`) in containers;
+//! * sets each container's default routes via its gateway endpoint, as
+//!   `network connect` and `disconnect` do;
 //! * releases or re-reserves addresses so IPAM matches the endpoints;
 //! * re-attaches a classifier the kernel does not have, adds missing and
 //!   removes stale endpoint entries, removes pins of roots no network uses.
@@ -31,7 +33,7 @@ use crate::{
         pinned::{self, PinnedMaps},
         Classifier,
     },
-    model::{Mac, ParentOrigin},
+    model::{Container, Mac, ParentOrigin},
     netlink,
     netns::{self, NetNs},
 };
@@ -251,7 +253,8 @@ impl Controller {
                 ));
                 if !dry {
                     let index = l.index;
-                    // A tombstone's background reaper may delete it first.
+                    // An earlier version's background reaper may delete
+                    // a tombstone first.
                     netlink::run(Some(&ns), move |nl| async move {
                         match nl.delete(index).await {
                             Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
@@ -302,7 +305,36 @@ impl Controller {
                 Err(e) => r.problems.push(format!("{what}: {e:#}")),
             }
         }
+        if c.netns_owned {
+            self.restore_default_routes(&c, dry, r);
+        }
         Ok(())
+    }
+
+    /// Makes a container's default routes those of its gateway endpoint,
+    /// as `network connect` and `disconnect` leave them: a command killed
+    /// between its endpoint change and the route move, or a route changed
+    /// behind mvnet's back. (Namespaces attached with --netns keep theirs.)
+    fn restore_default_routes(&self, c: &Container, dry: bool, r: &mut RestoreReport) {
+        let ns = NetNs::from_path(&c.netns);
+        let gateway = endpoint::gateway_endpoint(
+            c.endpoints
+                .values()
+                .filter_map(|ep| Some((self.state.networks.get(&ep.network_id)?, ep))),
+        );
+        let what = format!("the default routes of container {}", c.name);
+        let drift = match endpoint::default_route_drift(&ns, gateway.clone()) {
+            Ok(d) if d.is_empty() => return,
+            Ok(d) => d.join(", "),
+            Err(e) => return r.problems.push(format!("{what}: {e:#}")),
+        };
+        if dry {
+            return r.actions.push(format!("would set {what}: {drift}"));
+        }
+        match endpoint::set_default_routes(&ns, gateway) {
+            Ok(()) => r.actions.push(format!("set {what}: {drift}")),
+            Err(e) => r.problems.push(format!("{what}: {e:#}")),
+        }
     }
 
     /// Makes each pool's allocations the addresses of the endpoints on it.
