@@ -577,7 +577,7 @@ fn verify_explains_malformed_frames_passed_to_an_endpoint() {
 
 /// The endpoint programs on `ifname` in `ns`, tcx (6.6+) and clsact
 /// filters (`tc -j filter show`) alike: their program ids.
-fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u64> {
+pub(crate) fn endpoint_programs(ns: &NetNs, ifname: &str) -> Vec<u64> {
     use aya::{
         programs::{SchedClassifier, TcAttachType},
         util::KernelVersion,

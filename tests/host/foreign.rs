@@ -238,24 +238,6 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
     assert_eq!(s.ok(&["network", "ls", "-q"]), "");
 }
 
-/// The endpoint programs attached to `ifname` in `ns` (TC egress filters,
-/// as `tc` lists them).
-fn endpoint_filters(ns: &NetNs, ifname: &str) -> usize {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.path().display()))
-        .args(["tc", "-j", "filter", "show", "dev", ifname, "egress"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    filters
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f.pointer("/options/prog/name") == Some(&"mvnet_tc_endpoi".into()))
-        .count()
-}
-
 /// What `docker sync` and CNI register through: one batch, one result per
 /// endpoint. The valid ones are adopted (entries, devices, baselines),
 /// the invalid ones are refused with the reason and leave no trace, and
@@ -263,6 +245,8 @@ fn endpoint_filters(ns: &NetNs, ifname: &str) -> usize {
 #[test]
 fn a_batch_adopts_every_valid_endpoint_and_refuses_the_rest() {
     use mvnet::controller::adopt::Adopted;
+
+    use crate::enforce::endpoint_programs;
     require_root();
     let mut lab = Lab::new().unwrap();
     let s = Session::new(&lab);
@@ -362,8 +346,8 @@ fn a_batch_adopts_every_valid_endpoint_and_refuses_the_rest() {
         assert_eq!(maps.device(2).unwrap().mac, m2);
         (&d2, &d1)
     };
-    assert_eq!(endpoint_filters(got, "eth0"), 1);
-    assert_eq!(endpoint_filters(other, "eth0"), 0);
+    assert_eq!(endpoint_programs(got, "eth0").len(), 1);
+    assert_eq!(endpoint_programs(other, "eth0").len(), 0);
     // The 11 frames before the adoption are the baseline, not a mismatch.
     let web = &state["containers"][&"a".repeat(64)]["endpoints"][NET_ID];
     assert_eq!(

@@ -105,11 +105,12 @@ impl Controller {
         let mut planned = Vec::new();
         // The kernel's counts per namespace, read once, side by side, for
         // the containers that may change.
-        let mut rx = self.read_baselines(&items, &mut classifiers);
+        let present = self.present(&items, &mut classifiers);
+        let mut rx = self.read_baselines(&items, &present);
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
-            match self.plan_endpoint(at, &c, ep, &mut index, &mut classifiers, &mut rx) {
+            match self.plan_endpoint(at, &c, ep, present[at], &mut index, &mut rx) {
                 Ok(Some(p)) => planned.push(p),
                 Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),
                 Err(e) => results[at] = Some(Err(e)),
@@ -172,34 +173,51 @@ impl Controller {
             .map(drop)
     }
 
-    /// The kernel's unicast counts of the devices in the namespaces of
-    /// the items that may change (not recorded as they are with their
-    /// entry), read on a few threads that enter one namespace after the
-    /// other. A namespace that cannot be read is left out (its endpoints
-    /// then read it themselves, or record 0).
-    fn read_baselines(
+    /// Per item, whether it is recorded in its namespace with its MAC and
+    /// has its classifier entry: one lookup each, which both the baselines
+    /// and the plan go by.
+    fn present(
         &self,
         items: &[(ForeignContainer, ForeignEndpoint)],
         classifiers: &mut Classifiers,
-    ) -> HashMap<PathBuf, BTreeMap<String, u64>> {
-        let mut wanted: Vec<PathBuf> = Vec::new();
-        for (c, ep) in items {
-            let recorded = self.state.containers.get(&c.id).is_some_and(|o| {
-                o.netns == c.netns
-                    && o.endpoints
+    ) -> Vec<bool> {
+        items
+            .iter()
+            .map(|(c, ep)| {
+                let recorded = self.state.containers.get(&c.id).is_some_and(|o| {
+                    o.netns == c.netns
+                        && o.endpoints
+                            .get(&ep.network_id)
+                            .is_some_and(|e| e.mac == ep.mac)
+                });
+                recorded
+                    && self
+                        .state
+                        .networks
                         .get(&ep.network_id)
-                        .is_some_and(|e| e.mac == ep.mac)
-            });
-            let has_entry = recorded
-                && self
-                    .state
-                    .networks
-                    .get(&ep.network_id)
-                    .is_some_and(|n| classifiers.has_entry(self, n, ep.mac));
-            if !has_entry && !wanted.contains(&c.netns) {
-                wanted.push(c.netns.clone());
-            }
-        }
+                        .is_some_and(|n| classifiers.has_entry(self, n, ep.mac))
+            })
+            .collect()
+    }
+
+    /// The kernel's unicast counts of the devices in the namespaces of
+    /// the items that may change (not `present`), read on a few threads
+    /// that enter one namespace after the other. A namespace that cannot
+    /// be read is left out (its endpoints then read it themselves, or
+    /// record 0).
+    fn read_baselines(
+        &self,
+        items: &[(ForeignContainer, ForeignEndpoint)],
+        present: &[bool],
+    ) -> HashMap<PathBuf, BTreeMap<String, u64>> {
+        let mut seen = std::collections::HashSet::new();
+        let wanted: Vec<PathBuf> = items
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| !**p)
+            .map(|((c, _), _)| c.netns.clone())
+            .filter(|n| seen.insert(n.clone()))
+            .collect();
         let lanes = wanted.len().clamp(1, REGISTER_THREADS);
         let mut work: Vec<Vec<PathBuf>> = (0..lanes).map(|_| Vec::new()).collect();
         for (i, p) in wanted.into_iter().enumerate() {
@@ -243,14 +261,15 @@ impl Controller {
     }
 
     /// Checks one endpoint and changes the state for it; `None` when it is
-    /// recorded as it is and has its entry.
+    /// recorded as it is and has its entry (`present`: see
+    /// [`Controller::present`]).
     fn plan_endpoint(
         &mut self,
         at: usize,
         c: &ForeignContainer,
         ep: ForeignEndpoint,
+        present: bool,
         index: &mut MacIndex,
-        classifiers: &mut Classifiers,
         rx: &mut HashMap<PathBuf, BTreeMap<String, u64>>,
     ) -> Result<Option<Planned>> {
         if !c.owner.is_foreign() {
@@ -312,7 +331,7 @@ impl Controller {
         }) && old_ep.as_ref().is_some_and(|o| {
             o.ifname == ep.ifname && o.mac == ep.mac && o.ipv4 == ep.ipv4 && o.ipv6 == ep.ipv6
         });
-        if unchanged && classifiers.has_entry(self, &net, ep.mac) {
+        if unchanged && present {
             return Ok(None);
         }
         let (root, vlan) = net.root();
