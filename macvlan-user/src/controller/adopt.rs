@@ -54,7 +54,7 @@ struct Planned {
     adopted: Adopted,
 }
 
-/// Threads registering devices side by side.
+/// Threads a batch works on side by side (see [`in_lanes`]).
 const REGISTER_THREADS: usize = 4;
 
 /// Every endpoint in the state by its classifier key: (root, VLAN, MAC)
@@ -218,30 +218,16 @@ impl Controller {
             .map(|((c, _), _)| c.netns.clone())
             .filter(|n| seen.insert(n.clone()))
             .collect();
-        let lanes = wanted.len().clamp(1, REGISTER_THREADS);
-        let mut work: Vec<Vec<PathBuf>> = (0..lanes).map(|_| Vec::new()).collect();
-        for (i, p) in wanted.into_iter().enumerate() {
-            work[i % lanes].push(p);
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .into_iter()
-                .map(|lane| {
-                    scope.spawn(move || {
-                        lane.into_iter()
-                            .filter_map(|p| {
-                                enter(&p).ok()?;
-                                Some((p, kernel_unicast_rx_here().ok()?))
-                            })
-                            .collect::<Vec<_>>()
-                    })
+        in_lanes(wanted, |lane| {
+            lane.into_iter()
+                .filter_map(|p| {
+                    enter(&p).ok()?;
+                    Some((p, kernel_unicast_rx_here().ok()?))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a reading thread panicked"))
                 .collect()
         })
+        .into_iter()
+        .collect()
     }
 
     fn mac_index(&self) -> MacIndex {
@@ -471,38 +457,21 @@ impl Controller {
     /// namespace costs a stack mapped and unmapped, and a wake-up that a
     /// loaded machine makes slow).
     fn register_all(&self, groups: Vec<(Container, Vec<Planned>)>) -> Vec<(Planned, Result<()>)> {
-        let lanes = groups.len().clamp(1, REGISTER_THREADS);
-        let mut work: Vec<Vec<(Container, Vec<Planned>)>> =
-            (0..lanes).map(|_| Vec::new()).collect();
-        for (i, g) in groups.into_iter().enumerate() {
-            work[i % lanes].push(g);
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .into_iter()
-                .map(|lane| {
-                    scope.spawn(move || {
-                        // Opened before the thread leaves mvnet's namespace:
-                        // the pins are found by its inode.
-                        let mut classifiers = Classifiers::default();
-                        for (_, ps) in &lane {
-                            for p in ps {
-                                let _ = classifiers.get(self, &p.network);
-                            }
-                        }
-                        let mut out = Vec::new();
-                        for (c, ps) in lane {
-                            let outcomes = self.register_devices(&mut classifiers, &c, &ps);
-                            out.extend(ps.into_iter().zip(outcomes));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a registering thread panicked"))
-                .collect()
+        in_lanes(groups, |lane| {
+            // Opened before the thread leaves mvnet's namespace: the pins
+            // are found by its inode.
+            let mut classifiers = Classifiers::default();
+            for (_, ps) in &lane {
+                for p in ps {
+                    let _ = classifiers.get(self, &p.network);
+                }
+            }
+            let mut out = Vec::new();
+            for (c, ps) in lane {
+                let outcomes = self.register_devices(&mut classifiers, &c, &ps);
+                out.extend(ps.into_iter().zip(outcomes));
+            }
+            out
         })
     }
 
@@ -612,6 +581,27 @@ impl Controller {
             }
         }
     }
+}
+
+/// Deals `work` round-robin to up to [`REGISTER_THREADS`] threads, runs
+/// `lane` on each share, and gathers what they return.
+fn in_lanes<T: Send, R: Send>(work: Vec<T>, lane: impl Fn(Vec<T>) -> Vec<R> + Sync) -> Vec<R> {
+    let lanes = work.len().clamp(1, REGISTER_THREADS);
+    let mut shares: Vec<Vec<T>> = (0..lanes).map(|_| Vec::new()).collect();
+    for (i, w) in work.into_iter().enumerate() {
+        shares[i % lanes].push(w);
+    }
+    let lane = &lane;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || lane(share)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a batch thread panicked"))
+            .collect()
+    })
 }
 
 /// Moves the calling thread into the network namespace at `path`: for the
