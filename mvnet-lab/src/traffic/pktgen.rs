@@ -9,8 +9,14 @@
 //! `pgctrl` blocks until every device has sent its count; a deadline
 //! writes `stop` from a second thread.
 //!
-//! A run takes pktgen over in that namespace: it starts with `reset`
-//! (which removes every pktgen device there) and ends by removing its own.
+//! A run takes pktgen over in that namespace: it starts by removing every
+//! pktgen device there and ends by removing its own. Removal is
+//! asynchronous in the kernel: `rem_device_all` (and `pgctrl reset`) only
+//! sets a flag that the kernel thread acts on when it next wakes, up to
+//! 100 ms later and longer on a loaded machine. A device added before then
+//! is removed with the old ones, so every removal here waits until the
+//! thread files list no device, and a device file that vanishes during
+//! setup makes the whole setup start again.
 //! pktgen has no flow control of its own: where it outruns the receiver,
 //! the frames the kernel drops show in the report's drop counters; `--rate`
 //! paces it.
@@ -110,18 +116,16 @@ pub fn send(ns: Option<&NetNs>, plan: &Plan<'_>) -> Result<(Sent, u64)> {
     mvnet::netns::run_in(ns, || run_here(plan))?
 }
 
-fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
-    let d = dir();
-    let threads = plan.threads.max(1);
-    for t in 0..threads {
-        if !d.join(format!("kpktgend_{t}")).exists() {
-            bail!(
-                "pktgen has no thread kpktgend_{t} (one per CPU); use --threads {} or fewer",
-                t.max(1)
-            );
-        }
-    }
-    write(&d.join("pgctrl"), "reset")?;
+/// Whether `e` is a pktgen device file that was not there.
+fn vanished(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    })
+}
+
+/// Adds one pktgen device per flow and sets it up; returns their files.
+fn add_devices(d: &Path, plan: &Plan<'_>, threads: usize) -> Result<Vec<PathBuf>> {
     let flows = plan.flows.len() as u64;
     // Each device paces itself: the total rate split evenly over the flows.
     let delay_ns = (1_000_000_000u64 * flows)
@@ -156,6 +160,93 @@ fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
         }
         names.push(dev);
     }
+    // Every device must still be there: a late removal shows here.
+    for dev in &names {
+        fs::metadata(dev).with_context(|| format!("opening {}", dev.display()))?;
+    }
+    Ok(names)
+}
+
+/// The devices a pktgen thread file lists (`Running: a b` / `Stopped: c`).
+fn thread_devices(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("Running:")
+                .or_else(|| l.strip_prefix("Stopped:"))
+        })
+        .flat_map(|rest| rest.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// Every `kpktgend_N` file in this namespace's pktgen directory.
+fn thread_files(d: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for e in fs::read_dir(d).with_context(|| format!("listing {}", d.display()))? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("kpktgend_") {
+            files.push(e.path());
+        }
+    }
+    Ok(files)
+}
+
+/// Removes every pktgen device in this namespace and waits until the
+/// kernel threads have done it (see the module comment).
+fn remove_all_devices(d: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for thread in thread_files(d)? {
+        let listed = |thread: &Path| -> Result<Vec<String>> {
+            let text = fs::read_to_string(thread)
+                .with_context(|| format!("reading {}", thread.display()))?;
+            Ok(thread_devices(&text))
+        };
+        if listed(&thread)?.is_empty() {
+            continue;
+        }
+        write(&thread, "rem_device_all")?;
+        loop {
+            let left = listed(&thread)?;
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pktgen did not remove its devices {} from {} within 20 s",
+                    left.join(" "),
+                    thread.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
+    let d = dir();
+    let threads = plan.threads.max(1);
+    for t in 0..threads {
+        if !d.join(format!("kpktgend_{t}")).exists() {
+            bail!(
+                "pktgen has no thread kpktgend_{t} (one per CPU); use --threads {} or fewer",
+                t.max(1)
+            );
+        }
+    }
+    let mut attempt = 0;
+    let names = loop {
+        remove_all_devices(&d)?;
+        match add_devices(&d, plan, threads) {
+            Ok(names) => break names,
+            // A removal still pending in a kernel thread took a device
+            // we had just added: clear again and set up from the start.
+            Err(e) if attempt < 3 && vanished(&e) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     // `start` blocks until all devices are done; `stop` ends it early.
     let ctrl = d.join("pgctrl");
     let mut stop = fs::OpenOptions::new().write(true).open(&ctrl)?;
@@ -196,9 +287,7 @@ fn run_here(plan: &Plan<'_>) -> Result<(Sent, u64)> {
         sent.per_flow.push(r.sent);
         errors += r.errors;
     }
-    for t in 0..threads {
-        let _ = write(&d.join(format!("kpktgend_{t}")), "rem_device_all");
-    }
+    remove_all_devices(&d)?;
     Ok((sent, errors))
 }
 
@@ -223,5 +312,12 @@ mod tests {
             })
         );
         assert_eq!(parse_device("Result: Idle\n"), None);
+    }
+
+    #[test]
+    fn lists_a_threads_devices() {
+        let text = "Running: wire0@0 \nStopped: wire0@2 wire0@4 \nResult: OK: add_device=wire0@4\n";
+        assert_eq!(thread_devices(text), ["wire0@0", "wire0@2", "wire0@4"]);
+        assert!(thread_devices("Running: \nStopped: \nResult: NA\n").is_empty());
     }
 }
