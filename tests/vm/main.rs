@@ -94,28 +94,65 @@ fn pktgen_can_be_loaded() {
     assert!(std::path::Path::new("/proc/net/pktgen/pgctrl").exists());
 }
 
+/// A network without parent gets a dummy of its own and is otherwise as any
+/// other, as Docker 20.10's driver makes it (the parity suite's
+/// `nil-parent`, moby `testMacvlanNilParent`): not internal, its gateway in
+/// inspect and a default route via it. With `--internal` neither (moby
+/// `testMacvlanInternalMode`).
 #[test]
-fn internal_network_without_parent_gets_a_dummy() {
+fn network_without_parent_gets_a_dummy() {
     in_vm();
     modprobe("dummy");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    let id = s.ok(&["network", "create", "--subnet=10.77.0.0/24", "internal-net"]);
-    let dummy = format!("dm-{}", &id.trim()[..12]);
-    assert!(s.links().contains(&dummy), "{:?}", s.links());
-    let n = json(&s.ok(&["network", "inspect", "internal-net"]));
-    assert_eq!(n[0]["Internal"], true);
-    assert_eq!(n[0]["Options"]["parent"], dummy.as_str());
-    let name = format!("{}-int", lab.id());
-    s.container("internal-net", &name, &[]);
-    let route = s.ok(&["exec", &name, "ip", "route"]);
-    assert!(
-        !route.contains("default"),
-        "internal network got a default route: {route}"
-    );
-    s.ok(&["container", "stop", &name]);
-    s.ok(&["container", "rm", &name]);
-    s.ok(&["network", "rm", "internal-net"]);
+    let mut dummies = Vec::new();
+    for (net, internal) in [("open-net", false), ("internal-net", true)] {
+        let subnet = if internal {
+            "--subnet=10.78.0.0/24"
+        } else {
+            "--subnet=10.77.0.0/24"
+        };
+        let mut args = vec!["network", "create", subnet];
+        if internal {
+            args.push("--internal");
+        }
+        args.push(net);
+        let id = s.ok(&args);
+        let dummy = format!("dm-{}", &id.trim()[..12]);
+        assert!(s.links().contains(&dummy), "{:?}", s.links());
+        let n = json(&s.ok(&["network", "inspect", net]));
+        assert_eq!(n[0]["Internal"], internal, "{net}");
+        // Options as given (none), as Docker's inspect shows them.
+        assert_eq!(n[0]["Options"], serde_json::json!({}), "{net}");
+        dummies.push(dummy);
+        let name = format!("{}-{net}", lab.id());
+        s.container(net, &name, &[]);
+        let c = json(&s.ok(&["container", "inspect", &name]));
+        let route = s.ok(&["exec", &name, "ip", "-4", "route", "show", "default"]);
+        if internal {
+            assert_eq!(c[0]["NetworkSettings"]["Networks"][net]["Gateway"], "");
+            assert_eq!(route.trim(), "", "internal network got a default route");
+        } else {
+            assert_eq!(
+                c[0]["NetworkSettings"]["Networks"][net]["Gateway"],
+                "10.77.0.1"
+            );
+            // (`ip` omits `proto boot`, and adds `linkdown` if the link is.)
+            let words: Vec<&str> = route.split_whitespace().collect();
+            assert_eq!(route.lines().count(), 1, "{route}");
+            assert_eq!(
+                words[..5],
+                ["default", "via", "10.77.0.1", "dev", "eth0"],
+                "{route}"
+            );
+        }
+        s.ok(&["container", "stop", &name]);
+        s.ok(&["container", "rm", &name]);
+    }
+    for (net, dummy) in ["open-net", "internal-net"].iter().zip(&dummies) {
+        s.ok(&["network", "rm", net]);
+        assert!(!s.links().contains(dummy), "{:?}", s.links());
+    }
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
 

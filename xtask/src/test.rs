@@ -1,7 +1,8 @@
 //! `cargo xtask test`: unit tests, host integration tests, the parity
 //! suite against Docker, `mvnet docker sync|watch` against Docker, VM
-//! tests, in that order, stopping at the first failure. After each part, `mvnet lab clean`
-//! runs and no `mvl-*` network namespace may be left.
+//! tests, in that order, stopping at the first failure. After each host
+//! part, `mvnet lab clean` runs and no `mvl-*` network namespace may be
+//! left (the VM's guest script checks its own namespaces).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,12 @@ pub fn test(opts: Opts) -> Result<i32> {
     };
     // mvnet is needed for `lab clean` and by the tests (MVNET_BIN).
     let mvnet = cargo::build_mvnet(&env, false).context("building mvnet failed")?;
-    clean_stale(&mvnet)?;
+    // The VM part makes no namespace on the host (the guest has its own
+    // kernel and checks its own): with --vm-only the host's labs, other
+    // runs' included, are left alone.
+    if !opts.vm_only {
+        clean_stale(&mvnet)?;
+    }
 
     let mut results: Vec<(Part, Outcome)> = Vec::new();
     let mut failed = false;
@@ -90,7 +96,11 @@ pub fn test(opts: Opts) -> Result<i32> {
             let started = Instant::now();
             let result = run_part(part, &env, &mvnet, &opts.args);
             // Clean up after failures too, but report the part's own error first.
-            let clean = check_clean(part, &mvnet);
+            let clean = if part == Part::Vm {
+                Ok(())
+            } else {
+                check_clean(part, &mvnet)
+            };
             match (result, clean) {
                 (Ok(()), Ok(())) => Outcome::Passed(started.elapsed().as_secs()),
                 (Err(e), clean) => {
@@ -186,12 +196,7 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
                 std::fs::copy(&from, &to)
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
-            // Opt-in until the suite's VM scenarios compare with no unlisted
-            // difference on both kernels (README, "Parity with Docker").
-            let parity = std::env::var_os("MVNET_VM_PARITY")
-                .is_some_and(|v| v == "1")
-                .then_some(staged_parity.as_path());
-            let script = vm_script(&staged_exe, parity, &staged_mvnet, args);
+            let script = vm_script(&staged_exe, &staged_parity, &staged_mvnet, args);
             // Each kernel in turn (6.1, 6.12): every one must pass.
             let mut failed = Vec::new();
             for kernel in &vm.kernels {
@@ -250,27 +255,21 @@ fn sh_quote(s: impl AsRef<OsStr>) -> String {
     format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// The guest script: the VM test binary, then (in the same boot, with
-/// `parity`) the parity suite's 802.1Q and no-parent scenarios, each run
-/// whatever the other gave, then a check that they removed their
-/// namespaces (they would vanish with the VM and hide the leak otherwise).
-fn vm_script(exe: &Path, parity: Option<&Path>, mvnet: &Path, args: &[String]) -> String {
+/// The guest script: the VM test binary, then (in the same boot) the
+/// parity suite's 802.1Q and no-parent scenarios, each run whatever the
+/// other gave, then a check that they removed their namespaces (they would
+/// vanish with the VM and hide the leak otherwise).
+fn vm_script(exe: &Path, parity: &Path, mvnet: &Path, args: &[String]) -> String {
     let env = format!("env MVNET_IN_VM=1 MVNET_BIN={}", sh_quote(mvnet));
     let mut run = format!("{env} {} --test-threads=1", sh_quote(exe));
-    let mut suite = parity
-        .map(|p| format!("{env} {}", sh_quote(p)))
-        .unwrap_or_default();
+    let mut suite = format!("{env} {}", sh_quote(parity));
     for arg in args {
         for line in [&mut run, &mut suite] {
-            if !line.is_empty() {
-                line.push(' ');
-                line.push_str(&sh_quote(arg));
-            }
+            line.push(' ');
+            line.push_str(&sh_quote(arg));
         }
     }
-    if !suite.is_empty() {
-        suite.push_str(" || rc=1\n");
-    }
+    suite.push_str(" || rc=1\n");
     format!(
         "{run}\n\
          rc=$?\n\
@@ -360,7 +359,7 @@ mod tests {
     fn vm_script_quotes_and_checks_leftovers() {
         let s = vm_script(
             Path::new("/t/vm-1"),
-            Some(Path::new("/t/parity")),
+            Path::new("/t/parity"),
             Path::new("/t/mvnet"),
             &["it's".into()],
         );
@@ -370,10 +369,16 @@ mod tests {
              env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/parity' 'it'\\''s' || rc=1\n\
              left="
         ));
-        let s = vm_script(Path::new("/t/vm-1"), None, Path::new("/t/mvnet"), &[]);
+        let s = vm_script(
+            Path::new("/t/vm-1"),
+            Path::new("/t/parity"),
+            Path::new("/t/mvnet"),
+            &[],
+        );
         assert!(s.starts_with(
             "env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/vm-1' --test-threads=1\n\
              rc=$?\n\
+             env MVNET_IN_VM=1 MVNET_BIN='/t/mvnet' '/t/parity' || rc=1\n\
              left="
         ));
         assert!(s.contains("/^mvl-/"));

@@ -2,7 +2,7 @@
 use serde_json::{json, Map, Value};
 
 use super::Controller;
-use crate::model::{Container, Network};
+use crate::model::{Container, Network, ParentOrigin};
 
 impl Controller {
     /// `mvnet network inspect`: Docker's fields and names.
@@ -54,10 +54,15 @@ impl Controller {
                 );
             }
         }
+        // The parent mvnet uses; for a dummy it made (no parent given),
+        // the options as given, as Docker's inspect shows them.
         let mut options = Map::new();
-        options.insert("parent".into(), json!(net.parent));
+        let dummy = net.parent_origin == ParentOrigin::CreatedDummy;
+        if !dummy {
+            options.insert("parent".into(), json!(net.parent));
+        }
         for (k, v) in &net.options {
-            if k != "parent" {
+            if k != "parent" || dummy {
                 options.insert(k.clone(), json!(v));
             }
         }

@@ -189,8 +189,7 @@ pub fn validate(spec: &NetworkSpec) -> Result<ValidSpec> {
     }
     let drop_broadcast = spec.broadcast.drops();
     let drop_multicast = spec.multicast.drops();
-    let no_parent = matches!(options.get("parent").map(String::as_str), None | Some(""));
-    let pools = pools(spec, spec.internal || no_parent)?;
+    let pools = pools(spec, spec.internal)?;
     if spec.ipv6 && !pools.iter().any(|p| !p.config.subnet.is_ipv4()) {
         bail!("--ipv6 needs an IPv6 --subnet (for example --subnet=2001:db8:abc8::/64)");
     }
@@ -253,16 +252,17 @@ impl Controller {
         }
 
         let id = model::new_id();
-        let mut internal = spec.internal;
+        // Without a parent the network gets a dummy of its own and is
+        // otherwise as any other: not internal unless `--internal` says so,
+        // with a gateway and a default route through it (which reaches
+        // nothing), as Docker's driver does (moby `testMacvlanNilParent`).
+        let internal = spec.internal;
         let (parent, origin, vlan) = match options.get("parent").map(String::as_str) {
-            None | Some("") => {
-                internal = true;
-                (
-                    format!("dm-{}", &id[..12]),
-                    ParentOrigin::CreatedDummy,
-                    None,
-                )
-            }
+            None | Some("") => (
+                format!("dm-{}", &id[..12]),
+                ParentOrigin::CreatedDummy,
+                None,
+            ),
             Some("lo") => bail!("loopback interface is not a valid macvlan parent link"),
             Some(p) => {
                 if p.len() > IFNAMSIZ {

@@ -141,10 +141,20 @@ pub fn attach(
             ))
         });
     }
+    // Adding a qdisc to a device whose qlen is 0 makes it 1000 (seen on
+    // 6.1 and 6.18): the clsact must not change what the device shows, so
+    // its qlen goes back (0 on mvnet's endpoints, as on Docker's).
+    let qlen = crate::sys::net::tx_queue_len(ifname)
+        .map_err(|e| DatapathError::Pin(format!("reading the qlen of {ifname}: {e}")))?;
     // A qdisc made now has no filters to look for; EEXIST: the runtime or
     // an earlier attach made it, maybe with a stale check.
     if tc::qdisc_add_clsact(ifname).is_err() {
         detach_filters(ifname);
+    }
+    if crate::sys::net::tx_queue_len(ifname).ok() != Some(qlen) {
+        crate::sys::net::set_tx_queue_len(ifname, qlen).map_err(|e| {
+            DatapathError::Pin(format!("setting the qlen of {ifname} back to {qlen}: {e}"))
+        })?;
     }
     let mut prog = SchedClassifier::from_pin(&path).map_err(|e| {
         DatapathError::Pin(format!(
