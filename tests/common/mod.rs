@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cni;
 pub mod docker;
+pub mod http;
 pub mod podman;
 
 use mvnet::netns;

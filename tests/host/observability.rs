@@ -726,16 +726,13 @@ fn exchange(c: &mut TcpStream, req: &str) -> (String, Vec<u8>) {
         raw.push(byte[0]);
     }
     let head = String::from_utf8(raw).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a Content-Length");
-    let mut body = vec![0; len];
-    c.read_exact(&mut body).unwrap();
+    // The metrics are streamed as they are encoded: chunked, no length.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    let body = crate::common::http::read_body(c, &head).expect("a whole chunked body");
     (head, body)
 }
 

@@ -12,10 +12,10 @@
 //!   does not read it.
 //! * Scrapes run on tokio's blocking pool, at most [`SCRAPE_THREADS`] at once
 //!   (their memory is what the RSS target counts); each must finish within
-//!   [`SCRAPE_TIMEOUT`].
+//!   [`SCRAPE_TIMEOUT`], its body streamed to the client included (see
+//!   [`super::body`]).
 use std::{
     convert::Infallible,
-    io::Write as _,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -23,9 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use http_body_util::Full;
+use anyhow::Result;
 use hyper::{
     body::Incoming,
     header::{self, HeaderValue},
@@ -35,7 +33,11 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use super::{metrics::Format, Exporter};
+use super::{
+    body::{Body, Sink},
+    metrics::{self, Format},
+    Exporter,
+};
 
 /// Longest a client may take to send a request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +85,9 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     })
 }
 
+#[cfg(test)]
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 8),
         flate2::Compression::fast(),
@@ -92,8 +96,8 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::text(text));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -102,32 +106,47 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// A finished scrape: the body (gzipped when asked for) and its type.
-struct Scraped {
-    body: Vec<u8>,
-    format: Format,
-    gzipped: bool,
-}
-
-/// Scrapes on the blocking pool, under [`SCRAPE_TIMEOUT`].
-async fn scrape(exporter: Arc<Exporter>, format: Format, gzipped: bool) -> Result<Scraped> {
+/// Reads every counter on the blocking pool, then encodes them there into
+/// the returned body as the connection takes it (gzipped when asked), all
+/// within [`SCRAPE_TIMEOUT`]. A failed read is an error here (answered
+/// 500); a failure after the head went out cuts the body short.
+async fn scrape(exporter: Arc<Exporter>, format: Format, gzipped: bool) -> Result<Body> {
+    let deadline = tokio::time::Instant::now() + SCRAPE_TIMEOUT;
+    let rt = tokio::runtime::Handle::current();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<Body>>();
     let ex = exporter.clone();
-    let task = tokio::task::spawn_blocking(move || -> Result<Scraped> {
-        let text = ex.scrape(format)?;
-        let body = if gzipped {
-            gzip(text.as_bytes()).context("compressing the metrics")?
-        } else {
-            text.into_bytes()
-        };
-        Ok(Scraped {
-            body,
-            format,
-            gzipped,
+    tokio::task::spawn_blocking(move || {
+        ex.scraping(|| {
+            let (snap, info) = match ex.read() {
+                Ok(read) => read,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let (mut sink, body) = Sink::new(gzipped, deadline, rt);
+            if ready_tx.send(Ok(body)).is_err() {
+                return; // the request is gone
+            }
+            let sent = match metrics::encode_into(snap, &info, format, &mut sink) {
+                Ok(()) => sink.finish(),
+                Err(_) => Err(sink
+                    .error()
+                    .unwrap_or_else(|| std::io::Error::other("encoding the metrics failed"))),
+            };
+            match sent {
+                // A client that went away (or a HEAD request, whose body
+                // hyper drops) is no failure of the exporter's.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("mvnet serve: a scrape's response was cut short: {e}");
+                }
+                _ => {}
+            }
         })
     });
-    match tokio::time::timeout(SCRAPE_TIMEOUT, task).await {
+    match tokio::time::timeout_at(deadline, ready_rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(anyhow::anyhow!("the scrape task failed: {e}")),
+        Ok(Err(_)) => Err(anyhow::anyhow!("the scrape task failed")),
         Err(_) => Err(anyhow::anyhow!(
             "the scrape took longer than {} s",
             SCRAPE_TIMEOUT.as_secs()
@@ -135,7 +154,7 @@ async fn scrape(exporter: Arc<Exporter>, format: Format, gzipped: bool) -> Resul
     }
 }
 
-async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
@@ -145,7 +164,7 @@ async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
     match req.uri().path() {
         "/metrics" => {}
         "/" => {
-            let mut r = Response::new(Full::new(Bytes::from_static(INDEX.as_bytes())));
+            let mut r = Response::new(Body::text(INDEX));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
             return r;
@@ -161,15 +180,15 @@ async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
     let format = Format::for_accept(header(header::ACCEPT));
     let gzipped = accepts_gzip(header(header::ACCEPT_ENCODING));
     match scrape(exporter.clone(), format, gzipped).await {
-        Ok(s) => {
-            let mut r = Response::new(Full::new(Bytes::from(s.body)));
+        Ok(body) => {
+            let mut r = Response::new(body);
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(s.format.content_type()),
+                HeaderValue::from_static(format.content_type()),
             );
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-            if s.gzipped {
+            if gzipped {
                 h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
             r
@@ -177,7 +196,7 @@ async fn handle(exporter: Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
         Err(e) => {
             exporter.scrape_errors.fetch_add(1, Ordering::Relaxed);
             eprintln!("mvnet serve: scrape failed: {e:#}");
-            let mut r = Response::new(Full::new(Bytes::from(format!("mvnet: {e:#}\n"))));
+            let mut r = Response::new(Body::text(format!("mvnet: {e:#}\n")));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -5,8 +5,10 @@
 //! anomaly events (aya-log) are streamed to its standard error.
 //!
 //! [`http`] is the server (hyper on tokio, deadlines and limits), [`addr`]
-//! parses `--metrics-addr`, [`metrics`] encodes a snapshot.
+//! parses `--metrics-addr`, [`metrics`] encodes a snapshot, [`body`]
+//! streams the encoding to the client.
 pub mod addr;
+pub mod body;
 pub mod http;
 pub mod metrics;
 
@@ -23,8 +25,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{datapath::monitor, model::State, stats, store};
-use metrics::Format;
+use crate::{
+    datapath::monitor,
+    stats::{Roster, Snapshot},
+    store,
+};
 
 /// The default listen address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9435";
@@ -43,20 +48,22 @@ pub struct ServeOptions {
     pub events: bool,
 }
 
-/// The state file as last parsed, and which file that was. Every save
-/// replaces the file (a rename), so a new inode, size or mtime means a new
-/// state; an unchanged file is not parsed again (at 4096 endpoints parsing
-/// costs more than reading every map).
+/// The roster of the state file as last parsed, and which file that was.
+/// Every save replaces the file (a rename), so a new inode, size or mtime
+/// means a new state; an unchanged file is not parsed again (at 4096
+/// endpoints parsing costs more than reading every map). Only the roster
+/// is kept, not the state: at 65,536 endpoints the state takes about five
+/// times its memory.
 #[derive(Default)]
 pub struct StateCache {
-    seen: Mutex<Option<(FileKey, Arc<State>)>>,
+    seen: Mutex<Option<(FileKey, Arc<Roster>)>>,
 }
 
 type FileKey = (u64, u64, i64, i64);
 
 impl StateCache {
-    /// The current state of `state_dir`.
-    pub fn get(&self, state_dir: &Path) -> Result<Arc<State>> {
+    /// The roster of the current state of `state_dir`.
+    pub fn get(&self, state_dir: &Path) -> Result<Arc<Roster>> {
         // Looked at before reading: a file replaced meanwhile has another
         // key next time and is read again then.
         let key = std::fs::metadata(state_dir.join(store::STATE_FILE))
@@ -68,9 +75,9 @@ impl StateCache {
                 return Ok(state.clone());
             }
         }
-        let state = Arc::new(store::peek(state_dir)?);
-        *seen = key.map(|k| (k, state.clone()));
-        Ok(state)
+        let roster = Arc::new(Roster::of(&store::peek(state_dir)?, None)?);
+        *seen = key.map(|k| (k, roster.clone()));
+        Ok(roster)
     }
 }
 
@@ -95,38 +102,28 @@ impl Exporter {
         }
     }
 
-    /// Reads every counter and encodes it: the body of one scrape.
-    pub fn scrape(&self, format: Format) -> Result<String> {
+    /// Reads every counter (the roster of the state, every pinned map):
+    /// the part of a scrape whose failure is answered 500.
+    pub fn read(&self) -> Result<(Snapshot, metrics::ScrapeInfo)> {
+        let started = Instant::now();
+        let snap = self.cache.get(&self.state_dir)?.read()?;
+        let info = metrics::ScrapeInfo {
+            read_secs: started.elapsed().as_secs_f64(),
+            scrape_errors: self.scrape_errors.load(Ordering::Relaxed),
+        };
+        Ok((snap, info))
+    }
+
+    /// Runs `scrape` as one scrape: the heap it used is handed back to the
+    /// kernel when the last scrape running ends.
+    pub fn scraping<T>(&self, scrape: impl FnOnce() -> T) -> T {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let body = scrape(
-            &self.state_dir,
-            &self.cache,
-            format,
-            self.scrape_errors.load(Ordering::Relaxed),
-        );
+        let out = scrape();
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             footprint::trim();
         }
-        body
+        out
     }
-}
-
-/// Reads every counter and encodes it: the body of one scrape.
-pub fn scrape(
-    state_dir: &Path,
-    cache: &StateCache,
-    format: Format,
-    scrape_errors: u64,
-) -> Result<String> {
-    let started = Instant::now();
-    let state = cache.get(state_dir)?;
-    let snap = stats::collect(&state, None)?;
-    drop(state);
-    let info = metrics::ScrapeInfo {
-        read_secs: started.elapsed().as_secs_f64(),
-        scrape_errors,
-    };
-    metrics::encode(snap, &info, format).context("encoding the metrics")
 }
 
 /// Streams anomaly events forever, picking up roots attached later;

@@ -169,12 +169,16 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                 .endpoints
                 .iter()
                 .map(|e| {
-                    let key = (n.name.clone(), e.container.clone(), e.ifname.clone());
+                    let key = (
+                        n.name.clone(),
+                        e.container.to_string(),
+                        e.ifname.to_string(),
+                    );
                     Endpoint {
-                        container: e.container.clone(),
-                        container_id: e.container_id.clone(),
+                        container: e.container.to_string(),
+                        container_id: e.container_id.to_string(),
                         owner: e.owner.describe(),
-                        ifname: e.ifname.clone(),
+                        ifname: e.ifname.to_string(),
                         mac: e.mac.to_string(),
                         vlan: n.vlan,
                         ipv4: e.ipv4.map(|a| a.to_string()),
@@ -312,7 +316,7 @@ pub(crate) mod tests {
                 policy: Policy::Observe,
                 endpoints: vec![EndpointStats {
                     container: "c1".into(),
-                    container_id: "cd".repeat(32),
+                    container_id: "cd".repeat(32).into(),
                     owner: Default::default(),
                     ifname: "eth0".into(),
                     mac: crate::model::Mac::new([2, 0x42, 10, 0, 0, 2]),

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{bail, Result};
 
 pub use rates::{EndpointRates, Rate, Rates, VlanRates};
-pub use snapshot::{collect, EndpointStats, NetworkStats, RootStats, Snapshot};
+pub use snapshot::{collect, EndpointStats, NetworkStats, RootStats, Roster, Snapshot};
 
 use crate::{model::State, store};
 

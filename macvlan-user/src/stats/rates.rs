@@ -1,5 +1,5 @@
 //! Rates between two snapshots, for `stats --watch`, `top` and tests.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use macvlan_common::{Counter, EndpointCounters, Hook, Verdict, VlanCounters};
 
@@ -64,19 +64,29 @@ impl Rates {
             ..Default::default()
         };
         for net in &cur.networks {
-            let before = prev.network(&net.name);
+            // By (container id, ifname): a search per endpoint cost
+            // seconds at 65,536 of them.
+            let before: HashMap<(&str, &str), EndpointCounters> = prev
+                .network(&net.name)
+                .map(|n| {
+                    n.endpoints
+                        .iter()
+                        .map(|e| ((&*e.container_id, &*e.ifname), e.counters))
+                        .collect()
+                })
+                .unwrap_or_default();
             for ep in &net.endpoints {
                 let p: EndpointCounters = before
-                    .and_then(|n| {
-                        n.endpoints
-                            .iter()
-                            .find(|e| e.container_id == ep.container_id && e.ifname == ep.ifname)
-                    })
-                    .map(|e| e.counters)
+                    .get(&(&*ep.container_id, &*ep.ifname))
+                    .copied()
                     .unwrap_or_default();
                 let c = ep.counters;
                 out.endpoints.insert(
-                    (net.name.clone(), ep.container.clone(), ep.ifname.clone()),
+                    (
+                        net.name.clone(),
+                        ep.container.to_string(),
+                        ep.ifname.to_string(),
+                    ),
                     EndpointRates {
                         rx_wire: Rate::of(p.rx_wire, c.rx_wire, secs),
                         rx_local: Rate::of(p.rx_local, c.rx_local, secs),

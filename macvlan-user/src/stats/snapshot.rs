@@ -1,8 +1,10 @@
 //! Reading every counter of every root device at one moment.
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -18,16 +20,18 @@ use crate::{
     model::{Mac, Network, Owner, Policy, State},
 };
 
-/// Counters of one endpoint, with who it is.
+/// Counters of one endpoint, with who it is. The names are shared
+/// (`Arc<str>`): a [`Roster`] hands them to every snapshot read from it
+/// without copying them.
 #[derive(Clone, Debug)]
 pub struct EndpointStats {
-    pub container: String,
-    pub container_id: String,
+    pub container: Arc<str>,
+    pub container_id: Arc<str>,
     /// Who made the endpoint: mvnet, or the runtime it was adopted from
     /// (`cni:NAME`: its CNI network's).
     pub owner: Owner,
     /// Interface name inside the container.
-    pub ifname: String,
+    pub ifname: Arc<str>,
     pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
@@ -99,94 +103,195 @@ impl Snapshot {
 /// id, if given): one batched read per map and root device.
 pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
     let (taken, at) = (SystemTime::now(), Instant::now());
-    let nets: Vec<_> = state
+    let nets = selected(state, only);
+    let dirs = root_dirs(&nets)?;
+    // The maps are read on another thread (on another CPU) while this one
+    // lists the endpoints, which costs about as much at 4096 of them.
+    let (reads, networks) = std::thread::scope(|s| {
+        let reads = s.spawn(|| read_roots(&dirs));
+        let networks = listed(state, &nets);
+        let reads = reads
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the classifier's maps panicked"));
+        (reads, networks)
+    });
+    Ok(joined(taken, at, reads??, networks))
+}
+
+/// Who is on which network: the networks and endpoints of a state, listed
+/// and sorted once, with the pin directories of their root devices. Reads
+/// from it ([`Roster::read`]) only read the maps: the exporter keeps one
+/// per state file instead of the state itself, which at 65,536 endpoints
+/// is several times larger.
+#[derive(Clone, Debug)]
+pub struct Roster {
+    /// As in a [`Snapshot`], with no counters.
+    networks: Vec<NetworkStats>,
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+impl Roster {
+    /// The roster of `state` (of network `only`, an id, if given). Pin
+    /// directories are those of the calling thread's namespace.
+    pub fn of(state: &State, only: Option<&str>) -> Result<Roster> {
+        let nets = selected(state, only);
+        Ok(Roster {
+            dirs: root_dirs(&nets)?,
+            networks: listed(state, &nets),
+        })
+    }
+
+    /// Every counter of the roster's endpoints and root devices, now.
+    pub fn read(&self) -> Result<Snapshot> {
+        let (taken, at) = (SystemTime::now(), Instant::now());
+        let reads = read_roots(&self.dirs)?;
+        Ok(joined(taken, at, reads, self.networks.clone()))
+    }
+}
+
+fn selected<'s>(state: &'s State, only: Option<&str>) -> Vec<&'s Network> {
+    state
         .networks
         .values()
         .filter(|n| only.is_none_or(|id| n.id == id))
-        .collect();
+        .collect()
+}
 
-    // The root devices, with their pin directories found here: the reading
-    // thread below must not depend on which namespace it starts in.
-    let mut dirs: BTreeMap<&str, PathBuf> = BTreeMap::new();
-    for net in &nets {
+/// The root devices of `nets` and their pin directories, found in the
+/// calling thread's namespace: the thread that reads the maps must not
+/// depend on which namespace it starts in.
+fn root_dirs(nets: &[&Network]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut dirs = BTreeMap::new();
+    for net in nets {
         let root = net.root().0;
         if !dirs.contains_key(root) {
-            dirs.insert(root, pin_dir(root)?);
+            dirs.insert(root.to_owned(), pin_dir(root)?);
         }
     }
+    Ok(dirs)
+}
 
-    // The maps are read on another thread (on another CPU) while this one
-    // lists the endpoints, which costs about as much at 4096 of them.
-    let (roots, mut networks) = std::thread::scope(|s| {
-        let reads = s.spawn(|| -> Result<BTreeMap<String, RootRead>> {
-            dirs.iter()
-                .map(|(root, dir)| Ok(((*root).to_owned(), read_root(root, dir)?)))
-                .collect()
-        });
-        let networks: Vec<NetworkStats> = nets.iter().map(|net| listed(state, net)).collect();
-        let roots = reads
-            .join()
-            .map_err(|_| anyhow::anyhow!("reading the classifier's maps panicked"));
-        (roots, networks)
-    });
-    // Root device → (its maps' slots by (MAC, VLAN), its stats, counters).
-    let mut roots = roots??;
+fn read_roots(dirs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, RootRead>> {
+    dirs.iter()
+        .map(|(root, dir)| Ok((root.clone(), read_root(root, dir)?)))
+        .collect()
+}
+
+/// The snapshot of `networks` (listed, without counters) with the counters
+/// of their roots.
+fn joined(
+    taken: SystemTime,
+    at: Instant,
+    mut roots: BTreeMap<String, RootRead>,
+    mut networks: Vec<NetworkStats>,
+) -> Snapshot {
     for net in &mut networks {
         let (slots, stats, counters) = roots
             .get_mut(&net.root)
             .expect("every network's root was read");
         stats.vlans.entry(net.vlan).or_default();
         for ep in &mut net.endpoints {
-            ep.slot = slots.get(&(ep.mac, net.vlan)).copied();
+            ep.slot = slots.get(&slot_key(ep.mac, net.vlan)).copied();
             ep.counters = ep
                 .slot
                 .and_then(|s| counters.get(s as usize).copied())
                 .unwrap_or_default();
         }
     }
-    networks.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Snapshot {
+    Snapshot {
         taken,
         at,
         roots: roots.into_values().map(|(_, r, _)| r).collect(),
         networks,
-    })
-}
-
-/// `net` and its endpoints, sorted, without counters yet.
-fn listed(state: &State, net: &Network) -> NetworkStats {
-    let (root, vlan) = net.root();
-    let mut endpoints = Vec::with_capacity(state.containers.len());
-    for c in state.containers.values() {
-        let Some(ep) = c.endpoints.get(&net.id) else {
-            continue;
-        };
-        endpoints.push(EndpointStats {
-            container: c.name.clone(),
-            container_id: c.id.clone(),
-            owner: c.endpoint_owner(net),
-            ifname: ep.ifname.clone(),
-            mac: ep.mac,
-            ipv4: ep.ipv4,
-            ipv6: ep.ipv6,
-            slot: None,
-            counters: EndpointCounters::default(),
-        });
-    }
-    endpoints.sort_unstable_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
-    NetworkStats {
-        id: net.id.clone(),
-        name: net.name.clone(),
-        owner: net.owner.clone(),
-        parent: net.parent.clone(),
-        root: root.to_owned(),
-        vlan,
-        policy: net.policy,
-        endpoints,
     }
 }
 
-type RootRead = (HashMap<(Mac, u16), u32>, RootStats, Vec<EndpointCounters>);
+/// `nets` and their endpoints, sorted (networks by name), without
+/// counters yet.
+fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
+    // Most endpoints share a handful of interface names (eth0): one
+    // allocation each.
+    let mut ifnames: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut networks: Vec<NetworkStats> = nets
+        .iter()
+        .map(|net| {
+            let (root, vlan) = net.root();
+            let mut endpoints = Vec::with_capacity(state.containers.len());
+            for c in state.containers.values() {
+                let Some(ep) = c.endpoints.get(&net.id) else {
+                    continue;
+                };
+                let ifname = ifnames
+                    .entry(ep.ifname.as_str())
+                    .or_insert_with(|| Arc::from(ep.ifname.as_str()))
+                    .clone();
+                endpoints.push(EndpointStats {
+                    container: Arc::from(c.name.as_str()),
+                    container_id: Arc::from(c.id.as_str()),
+                    owner: c.endpoint_owner(net),
+                    ifname,
+                    mac: ep.mac,
+                    ipv4: ep.ipv4,
+                    ipv6: ep.ipv6,
+                    slot: None,
+                    counters: EndpointCounters::default(),
+                });
+            }
+            endpoints.shrink_to_fit();
+            endpoints
+                .sort_unstable_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
+            NetworkStats {
+                id: net.id.clone(),
+                name: net.name.clone(),
+                owner: net.owner.clone(),
+                parent: net.parent.clone(),
+                root: root.to_owned(),
+                vlan,
+                policy: net.policy,
+                endpoints,
+            }
+        })
+        .collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    networks
+}
+
+/// The slots of a classifier's endpoints by [`slot_key`].
+type Slots = HashMap<u64, u32, BuildHasherDefault<KeyHash>>;
+
+type RootRead = (Slots, RootStats, Vec<EndpointCounters>);
+
+/// (MAC, VLAN) in one word: the MAC's 48 bits and the VLAN above them.
+fn slot_key(mac: Mac, vlan: u16) -> u64 {
+    let m = mac.octets();
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]) | u64::from(vlan) << 48
+}
+
+/// A multiplicative hash of a [`slot_key`]: SipHash, the default, cost
+/// more than the rest of the join at 65,536 endpoints, and these keys come
+/// from the kernel's table, not from anyone who could choose them to
+/// collide.
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The high bits of the product mix every bit of the key; hashbrown
+        // takes its buckets from the low bits and its tags from the top.
+        let h = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
 
 /// The table and counters of the classifier on `root`; all zero when it
 /// is not attached.
@@ -200,7 +305,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         verdicts: VerdictTable::default(),
     };
     if !pinned::is_attached(dir) {
-        return Ok((HashMap::new(), stats, Vec::new()));
+        return Ok((Slots::default(), stats, Vec::new()));
     }
     let maps = PinnedMaps::open(dir)?;
     // The table and the counter arrays are read at once, on two CPUs: each
@@ -227,7 +332,30 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
     }
     let slots = entries
         .into_iter()
-        .map(|(k, v)| ((Mac::new(k.mac), k.vlan), v.slot))
+        .map(|(k, v)| (slot_key(Mac::new(k.mac), k.vlan), v.slot))
         .collect();
     Ok((slots, stats, counters.endpoints))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_keys_keep_mac_and_vlan_apart() {
+        let mac = |last: u8| Mac::new([0x02, 0x42, 0, 0, 0, last]);
+        let mut slots = Slots::default();
+        for (i, vlan) in [0u16, 1, 10, 4094, 0xffff].into_iter().enumerate() {
+            for last in 0..=255 {
+                slots.insert(slot_key(mac(last), vlan), i as u32 * 256 + u32::from(last));
+            }
+        }
+        assert_eq!(slots.len(), 5 * 256);
+        assert_eq!(slots.get(&slot_key(mac(7), 4094)), Some(&(3 * 256 + 7)));
+        assert_eq!(slots.get(&slot_key(mac(7), 4093)), None);
+        assert_eq!(
+            slot_key(Mac::new([1, 2, 3, 4, 5, 6]), 0x0a0b),
+            0x0a0b_0605_0403_0201
+        );
+    }
 }

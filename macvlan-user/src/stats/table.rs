@@ -114,23 +114,27 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             .map(|e| {
                 let r = rates.map(|r| {
                     r.endpoints
-                        .get(&(n.name.clone(), e.container.clone(), e.ifname.clone()))
+                        .get(&(
+                            n.name.clone(),
+                            e.container.to_string(),
+                            e.ifname.to_string(),
+                        ))
                         .copied()
                         .unwrap_or_default()
                 });
                 let (wf, wb) = cell(e.counters.rx_wire, r.map(|r| r.rx_wire));
                 let (lf, lb) = cell(e.counters.rx_local, r.map(|r| r.rx_local));
                 let (tf, tb) = cell(e.counters.tx, r.map(|r| r.tx));
-                let mut container = e.container.clone();
+                let mut container = e.container.to_string();
                 if e.slot.is_none() {
                     container.push_str(" (not in classifier)");
                 }
                 if r.is_some() {
-                    return vec![container, e.ifname.clone(), wf, wb, lf, lb, tf, tb];
+                    return vec![container, e.ifname.to_string(), wf, wb, lf, lb, tf, tb];
                 }
                 vec![
                     container,
-                    e.ifname.clone(),
+                    e.ifname.to_string(),
                     e.mac.to_string(),
                     n.vlan.to_string(),
                     e.ipv4.map_or("-".into(), |a| a.to_string()),

@@ -14,7 +14,7 @@ use crate::{
 pub fn endpoint(container: &str, mac: [u8; 6], rx: u64) -> EndpointStats {
     EndpointStats {
         container: container.into(),
-        container_id: format!("id-{container}"),
+        container_id: format!("id-{container}").into(),
         owner: Default::default(),
         ifname: "eth0".into(),
         mac: Mac::new(mac),

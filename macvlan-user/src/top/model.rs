@@ -250,7 +250,11 @@ impl Model {
             roots.insert(net.root.clone());
             vlans_shown.insert((net.root.clone(), net.vlan));
             for ep in &net.endpoints {
-                let id = (net.name.clone(), ep.container.clone(), ep.ifname.clone());
+                let id = (
+                    net.name.clone(),
+                    ep.container.to_string(),
+                    ep.ifname.to_string(),
+                );
                 endpoints.push(EndpointRow {
                     rates: rates.map(|r| r.endpoints.get(&id).copied().unwrap_or_default()),
                     history: self
