@@ -1060,3 +1060,67 @@ fn cni_standalone_host_local_in_process_shares_the_binarys_files() {
     assert_eq!(left, ["last_reserved_ip.0", "lock"]);
     assert_eq!(h.endpoints().len(), 0);
 }
+
+#[test]
+fn cni_parallel_standalone_adds_and_dels_share_out_addresses_exactly() {
+    // The in-process host-local under its lock: parallel ADDs get distinct
+    // addresses, each reserved once for its container; parallel DELs free
+    // them all.
+    const N: usize = 20;
+    let mut h = Harness::new();
+    let conf = h.standalone_conf("1.0.0", "10.69.0.0/24");
+    let calls: Vec<(String, String)> = (0..N)
+        .map(|i| (format!("spar{i:02}"), h.container(&format!("sp{i}"))))
+        .collect();
+    let run_all = |verb: &'static str| -> Vec<Value> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|(cid, netns)| scope.spawn(|| h.mvnet(verb, cid, netns, &conf)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|t| t.join().unwrap().ok())
+                .collect()
+        })
+    };
+    let results = run_all("ADD");
+    let mut got: Vec<(String, String)> = calls
+        .iter()
+        .zip(&results)
+        .map(|((cid, _), r)| {
+            (
+                r["ips"][0]["address"].as_str().unwrap().to_owned(),
+                cid.clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    got.dedup_by(|a, b| a.0 == b.0);
+    assert_eq!(got.len(), N, "an address was given twice: {got:?}");
+    let dir = h.ipam_dir.join(NET);
+    for (address, cid) in &got {
+        let ip = address.trim_end_matches("/24");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(ip)).unwrap(),
+            format!("{cid}\r\neth0")
+        );
+    }
+    let mut wanted: Vec<String> = (2..2 + N).map(|i| format!("10.69.0.{i}/24")).collect();
+    wanted.sort();
+    assert_eq!(
+        got.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(),
+        wanted
+    );
+    assert_eq!(h.endpoints().len(), N);
+    assert_eq!(h.table_len(), N);
+    run_all("DEL");
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+    assert_eq!(h.endpoints().len(), 0);
+    assert_eq!(h.table_len(), 0);
+}
