@@ -70,6 +70,16 @@ pub fn container(env: &Env) -> CniResult<ForeignContainer> {
     })
 }
 
+/// Whether the endpoint's device exists when it is registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// Made by the plugin before (chained): its counts are read and its
+    /// source checks registered now.
+    Exists,
+    /// Made by mvnet-cni right after (standalone), which registers it.
+    MadeNext,
+}
+
 /// Records the network (parent, mode, policy) and the endpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn register(
@@ -81,6 +91,7 @@ pub fn register(
     mac: crate::model::Mac,
     addresses: &[(IpAddr, u8)],
     options: BTreeMap<String, String>,
+    device: Device,
 ) -> CniResult<()> {
     let id = network_id(&conf.name);
     ctl.adopt_network(ForeignNetwork {
@@ -103,16 +114,17 @@ pub fn register(
         IpAddr::V6(v) => Some(*v),
         _ => None,
     });
-    ctl.adopt_endpoint(
-        &container(env)?,
-        ForeignEndpoint {
-            network_id: id,
-            ifname: env.ifname.clone(),
-            mac,
-            ipv4,
-            ipv6,
-        },
-    )
+    let ep = ForeignEndpoint {
+        network_id: id,
+        ifname: env.ifname.clone(),
+        mac,
+        ipv4,
+        ipv6,
+    };
+    match device {
+        Device::Exists => ctl.adopt_endpoint(&container(env)?, ep),
+        Device::MadeNext => ctl.adopt_endpoint_before_device(&container(env)?, ep),
+    }
     .map_err(CniError::mvnet)
 }
 
@@ -146,6 +158,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         link.mac,
         &addresses,
         options,
+        Device::Exists,
     )?;
     result::convert(prev, conf.version)
 }
