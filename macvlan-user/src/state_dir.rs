@@ -201,6 +201,17 @@ impl StateDir {
     /// full disk leaves the old file or the new one, never a torn or empty
     /// one, and no temporary file.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.replace(name, bytes, true)
+    }
+
+    /// [`StateDir::write_atomic`] without its two fsyncs: still the old file
+    /// or the new one after a killed process (temp file, then rename), but
+    /// after a power loss possibly the old one.
+    pub fn write_atomic_unsynced(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.replace(name, bytes, false)
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
         let tmp = format!("{name}.tmp");
         // A temporary file left by a crash, or something planted there
         // (a symbolic link is removed, never followed).
@@ -215,12 +226,17 @@ impl StateDir {
                 .map_err(|e| self.open_error(&tmp, e))?;
             sys::chmod(&f, FILE_MODE).map_err(self.io("setting the mode of", Some(&tmp)))?;
             f.write_all(bytes).map_err(self.io("writing", Some(&tmp)))?;
-            f.sync_all().map_err(self.io("syncing", Some(&tmp)))?;
+            if sync {
+                f.sync_all().map_err(self.io("syncing", Some(&tmp)))?;
+            }
             sys::rename_at(&self.fd, &tmp, name).map_err(self.io("renaming over", Some(name)))
         })();
         if let Err(e) = written {
             let _ = sys::unlink_at(&self.fd, &tmp);
             return Err(e);
+        }
+        if !sync {
+            return Ok(());
         }
         sys::sync(&self.fd).map_err(self.io("syncing", None))
     }

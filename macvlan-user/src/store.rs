@@ -63,6 +63,8 @@ pub struct Store {
     /// when the directory does not exist yet.
     dir: Option<StateDir>,
     lock: Option<Lock>,
+    /// Whether [`Store::save`] fsyncs (see [`Store::skip_fsync`]).
+    durable: bool,
 }
 
 /// How long a writer waits silently for the lock before it says whom it
@@ -78,6 +80,7 @@ impl Store {
             path: dir.to_owned(),
             dir: Some(StateDir::open(dir)?),
             lock: None,
+            durable: true,
         };
         store.relock()?;
         Ok(store)
@@ -90,6 +93,7 @@ impl Store {
             path: dir.to_owned(),
             dir: StateDir::open_existing(dir)?,
             lock: None,
+            durable: true,
         })
     }
 
@@ -145,7 +149,21 @@ impl Store {
     /// never a torn one.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        Ok(self.files()?.write_atomic(STATE_FILE, &bytes)?)
+        let files = self.files()?;
+        if !self.durable {
+            return Ok(files.write_atomic_unsynced(STATE_FILE, &bytes)?);
+        }
+        Ok(files.write_atomic(STATE_FILE, &bytes)?)
+    }
+
+    /// Saves from now on without fsync: a killed process still leaves the
+    /// old or the new file (temporary file, then rename), but a power loss
+    /// may bring back the state before the last saves. Only for callers
+    /// whose records are of kernel state that a power loss takes too (CNI
+    /// ADD and DEL: the sandbox namespace and its link), which `mvnet
+    /// restore` and the runtime's GC converge again.
+    pub fn skip_fsync(&mut self) {
+        self.durable = false;
     }
 }
 

@@ -999,3 +999,150 @@ fn cni_standalone_containers_each_get_their_devices_source_checks() {
     }
     assert_eq!(h.table_len(), 0);
 }
+
+#[test]
+fn cni_standalone_host_local_in_process_shares_the_binarys_files() {
+    // mvnet-cni allocates host-local's addresses itself (ADD and DEL);
+    // the host-local binary on the same data directory must see what it
+    // reserved and skip it, and the other way round, and a DEL by either
+    // must free the address for the other.
+    let mut h = Harness::new();
+    let sandboxes: Vec<String> = (0..3).map(|i| h.container(&format!("hl{i}"))).collect();
+    let mut conf = h.standalone_conf("1.0.0", "10.68.0.0/24");
+    conf["ipam"] = json!({"type": "host-local", "subnet": "10.68.0.0/24",
+        "rangeStart": "10.68.0.2", "rangeEnd": "10.68.0.4", "dataDir": h.ipam_dir});
+    let binary = |command: &str, cid: &str| {
+        exec(
+            h.lab.host(),
+            &Path::new(REFERENCE_DIR).join("host-local"),
+            &h.env(command, cid, "/nonexistent", "eth0"),
+            &conf.to_string(),
+        )
+    };
+    let dir = h.ipam_dir.join(NET);
+    let held = |ip: &str| std::fs::read_to_string(dir.join(ip)).ok();
+    let address = |r: &Value| r["ips"][0]["address"].as_str().unwrap().to_owned();
+    let mvnet = |command: &str, cid: &str, netns: &str| h.mvnet(command, cid, netns, &conf);
+
+    assert_eq!(
+        address(&mvnet("ADD", "a", &sandboxes[0]).ok()),
+        "10.68.0.2/24"
+    );
+    assert_eq!(address(&binary("ADD", "b").ok()), "10.68.0.3/24");
+    assert_eq!(
+        address(&mvnet("ADD", "c", &sandboxes[1]).ok()),
+        "10.68.0.4/24"
+    );
+    // The same files, whoever wrote them.
+    assert_eq!(held("10.68.0.2").as_deref(), Some("a\r\neth0"));
+    assert_eq!(held("10.68.0.3").as_deref(), Some("b\r\neth0"));
+    assert_eq!(held("10.68.0.4").as_deref(), Some("c\r\neth0"));
+    assert_eq!(held("last_reserved_ip.0").as_deref(), Some("10.68.0.4"));
+    // Full for both, with the same error.
+    let (bc, bm) = binary("ADD", "d").err();
+    let (mc, mm) = mvnet("ADD", "d", &sandboxes[2]).err();
+    assert_eq!((bc, bm.as_str()), (999, "failed to allocate for range 0: no IP addresses available in range set: 10.68.0.2-10.68.0.4"));
+    assert_eq!((mc, mm), (bc, format!("host-local: {bm}")));
+    // A container already holding an address in the range is refused.
+    let (c, m) = mvnet("ADD", "c", &sandboxes[2]).err();
+    assert_eq!(
+        (c, m.as_str()),
+        (999, "host-local: failed to allocate for range 0: 10.68.0.4 has been allocated to c, duplicate allocation is not allowed")
+    );
+    // The binary releases mvnet-cni's reservation, mvnet-cni the binary's.
+    binary("DEL", "a").ok();
+    assert_eq!(held("10.68.0.2"), None);
+    mvnet("DEL", "b", &sandboxes[2]).ok();
+    assert_eq!(held("10.68.0.3"), None);
+    assert_eq!(
+        address(&mvnet("ADD", "e", &sandboxes[2]).ok()),
+        "10.68.0.2/24"
+    );
+    assert_eq!(address(&binary("ADD", "f").ok()), "10.68.0.3/24");
+    // An address freed by mvnet-cni's DEL goes to the binary's next ADD.
+    mvnet("DEL", "c", &sandboxes[1]).ok();
+    assert_eq!(held("10.68.0.4"), None);
+    assert_eq!(address(&binary("ADD", "g").ok()), "10.68.0.4/24");
+    // A reservation of the older format (the container id alone) is
+    // released by DEL too, as the binary does.
+    std::fs::write(dir.join("10.68.0.9"), "old").unwrap();
+    mvnet("DEL", "old", &sandboxes[1]).ok();
+    assert_eq!(held("10.68.0.9"), None);
+    for cid in ["f", "g"] {
+        binary("DEL", cid).ok();
+    }
+    mvnet("DEL", "e", &sandboxes[2]).ok();
+    // a's address went with the binary's DEL; its endpoint goes now.
+    mvnet("DEL", "a", &sandboxes[0]).ok();
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+    assert_eq!(h.endpoints().len(), 0);
+}
+
+#[test]
+fn cni_parallel_standalone_adds_and_dels_share_out_addresses_exactly() {
+    // The in-process host-local under its lock: parallel ADDs get distinct
+    // addresses, each reserved once for its container; parallel DELs free
+    // them all.
+    const N: usize = 20;
+    let mut h = Harness::new();
+    let conf = h.standalone_conf("1.0.0", "10.69.0.0/24");
+    let calls: Vec<(String, String)> = (0..N)
+        .map(|i| (format!("spar{i:02}"), h.container(&format!("sp{i}"))))
+        .collect();
+    let run_all = |verb: &'static str| -> Vec<Value> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|(cid, netns)| scope.spawn(|| h.mvnet(verb, cid, netns, &conf)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|t| t.join().unwrap().ok())
+                .collect()
+        })
+    };
+    let results = run_all("ADD");
+    let mut got: Vec<(String, String)> = calls
+        .iter()
+        .zip(&results)
+        .map(|((cid, _), r)| {
+            (
+                r["ips"][0]["address"].as_str().unwrap().to_owned(),
+                cid.clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    got.dedup_by(|a, b| a.0 == b.0);
+    assert_eq!(got.len(), N, "an address was given twice: {got:?}");
+    let dir = h.ipam_dir.join(NET);
+    for (address, cid) in &got {
+        let ip = address.trim_end_matches("/24");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(ip)).unwrap(),
+            format!("{cid}\r\neth0")
+        );
+    }
+    let mut wanted: Vec<String> = (2..2 + N).map(|i| format!("10.69.0.{i}/24")).collect();
+    wanted.sort();
+    assert_eq!(
+        got.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(),
+        wanted
+    );
+    assert_eq!(h.endpoints().len(), N);
+    assert_eq!(h.table_len(), N);
+    run_all("DEL");
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+    assert_eq!(h.endpoints().len(), 0);
+    assert_eq!(h.table_len(), 0);
+}

@@ -38,9 +38,12 @@ fn owner(conf: &NetConf) -> Owner {
 }
 
 /// The writer's controller on the config's state directory (the lock
-/// serialises parallel ADDs and DELs).
+/// serialises parallel ADDs and DELs). It saves without fsync: what ADD,
+/// DEL and GC record is of the sandbox's namespace and link, which a power
+/// loss takes too, and `mvnet restore` and the runtime's GC converge the
+/// records again; a killed plugin still leaves the old or the new state.
 pub fn open(conf: &NetConf) -> CniResult<Controller> {
-    Controller::open(&conf.state_dir).map_err(|e| {
+    let mut ctl = Controller::open(&conf.state_dir).map_err(|e| {
         CniError::new(
             Code::Io,
             format!(
@@ -48,7 +51,9 @@ pub fn open(conf: &NetConf) -> CniResult<Controller> {
                 conf.state_dir.display()
             ),
         )
-    })
+    })?;
+    ctl.skip_fsync();
+    Ok(ctl)
 }
 
 /// The container as the core records it.
@@ -65,6 +70,16 @@ pub fn container(env: &Env) -> CniResult<ForeignContainer> {
     })
 }
 
+/// Whether the endpoint's device exists when it is registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// Made by the plugin before (chained): its counts are read and its
+    /// source checks registered now.
+    Exists,
+    /// Made by mvnet-cni right after (standalone), which registers it.
+    MadeNext,
+}
+
 /// Records the network (parent, mode, policy) and the endpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn register(
@@ -76,6 +91,7 @@ pub fn register(
     mac: crate::model::Mac,
     addresses: &[(IpAddr, u8)],
     options: BTreeMap<String, String>,
+    device: Device,
 ) -> CniResult<()> {
     let id = network_id(&conf.name);
     ctl.adopt_network(ForeignNetwork {
@@ -98,16 +114,17 @@ pub fn register(
         IpAddr::V6(v) => Some(*v),
         _ => None,
     });
-    ctl.adopt_endpoint(
-        &container(env)?,
-        ForeignEndpoint {
-            network_id: id,
-            ifname: env.ifname.clone(),
-            mac,
-            ipv4,
-            ipv6,
-        },
-    )
+    let ep = ForeignEndpoint {
+        network_id: id,
+        ifname: env.ifname.clone(),
+        mac,
+        ipv4,
+        ipv6,
+    };
+    match device {
+        Device::Exists => ctl.adopt_endpoint(&container(env)?, ep),
+        Device::MadeNext => ctl.adopt_endpoint_before_device(&container(env)?, ep),
+    }
     .map_err(CniError::mvnet)
 }
 
@@ -141,6 +158,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         link.mac,
         &addresses,
         options,
+        Device::Exists,
     )?;
     result::convert(prev, conf.version)
 }

@@ -8,13 +8,15 @@
 //! * [`sandbox`] — the container's interface and its parent;
 //! * [`chained`] — after the `macvlan` plugin: register what it made;
 //! * [`standalone`] — `master` given: make the macvlan, IPAM delegated;
-//! * [`delegate`] — running another plugin (IPAM) from CNI_PATH.
+//! * [`delegate`] — running another plugin (IPAM) from CNI_PATH;
+//! * [`host_local`] — host-local's ADD and DEL in-process, in its format.
 //!
 //! Every verb goes through the reconciling core's foreign records, under
 //! the state lock, so parallel ADDs and DELs serialise.
 pub mod chained;
 pub mod config;
 pub mod delegate;
+pub mod host_local;
 pub mod result;
 pub mod sandbox;
 pub mod spec;

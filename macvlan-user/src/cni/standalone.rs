@@ -320,8 +320,18 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let addresses: Vec<(IpAddr, u8)> = a.ips.iter().map(|(a, p, _)| (*a, *p)).collect();
     // In the classifier's table first, as `mvnet run` does: its slot
     // decides the device's ifindex.
-    chained::register(&mut ctl, conf, env, master, mode, mac, &addresses, options)
-        .map_err(release)?;
+    chained::register(
+        &mut ctl,
+        conf,
+        env,
+        master,
+        mode,
+        mac,
+        &addresses,
+        options,
+        chained::Device::MadeNext,
+    )
+    .map_err(release)?;
     let registration = device_registration(&ctl, conf, env).map_err(release);
     let plumbed = registration
         .and_then(|r| plumb(&ns, parent.index, mode, mac, &env.ifname, &a, r).map_err(release));

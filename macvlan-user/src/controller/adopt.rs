@@ -98,6 +98,19 @@ impl Controller {
         &mut self,
         items: Vec<(ForeignContainer, ForeignEndpoint)>,
     ) -> Vec<Result<Adopted>> {
+        self.adopt_batch(items, true)
+    }
+
+    /// [`Controller::adopt_endpoints`]; without `devices_exist` (the caller
+    /// makes the devices afterwards and registers them as it does, as
+    /// mvnet-cni standalone does) the containers' namespaces are not
+    /// visited: there is no count to read (a new device starts at 0) and no
+    /// device to register yet.
+    fn adopt_batch(
+        &mut self,
+        items: Vec<(ForeignContainer, ForeignEndpoint)>,
+        devices_exist: bool,
+    ) -> Vec<Result<Adopted>> {
         let mut results: Vec<Option<Result<Adopted>>> = items.iter().map(|_| None).collect();
         let mut classifiers = Classifiers::default();
         let mut index = self.mac_index();
@@ -106,7 +119,14 @@ impl Controller {
         // The kernel's counts per namespace, read once, side by side, for
         // the containers that may change.
         let present = self.present(&items, &mut classifiers);
-        let mut rx = self.read_baselines(&items, &present);
+        let mut rx = if devices_exist {
+            self.read_baselines(&items, &present)
+        } else {
+            items
+                .iter()
+                .map(|(c, _)| (c.netns.clone(), BTreeMap::new()))
+                .collect()
+        };
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
@@ -139,7 +159,16 @@ impl Controller {
             .into_iter()
             .map(|(cid, ps)| (self.state.containers[&cid].clone(), ps))
             .collect();
-        for (p, outcome) in self.register_all(groups) {
+        let registered = if devices_exist {
+            self.register_all(groups)
+        } else {
+            groups
+                .into_iter()
+                .flat_map(|(_, ps)| ps)
+                .map(|p| (p, Ok(())))
+                .collect()
+        };
+        for (p, outcome) in registered {
             match outcome {
                 Ok(()) => results[p.at] = Some(Ok(p.adopted)),
                 Err(e) => failed.push((p, e)),
@@ -168,6 +197,20 @@ impl Controller {
     /// one.
     pub fn adopt_endpoint(&mut self, c: &ForeignContainer, ep: ForeignEndpoint) -> Result<()> {
         self.adopt_endpoints(vec![(c.clone(), ep)])
+            .pop()
+            .expect("one result per item")
+            .map(drop)
+    }
+
+    /// [`Controller::adopt_endpoint`] of an endpoint whose device does not
+    /// exist yet: the caller makes it next and registers its source checks
+    /// (see [`Controller::adopt_batch`]).
+    pub fn adopt_endpoint_before_device(
+        &mut self,
+        c: &ForeignContainer,
+        ep: ForeignEndpoint,
+    ) -> Result<()> {
+        self.adopt_batch(vec![(c.clone(), ep)], false)
             .pop()
             .expect("one result per item")
             .map(drop)

@@ -63,6 +63,12 @@ impl Controller {
         self.store.save(&self.state).map_err(store_error)
     }
 
+    /// Saves without fsync from now on (see [`Store::skip_fsync`]): for
+    /// CNI ADD and DEL, whose runtime waits on every one.
+    pub fn skip_fsync(&mut self) {
+        self.store.skip_fsync();
+    }
+
     /// Lets go of the state lock while a foreground container runs.
     pub(crate) fn unlock(&mut self) {
         self.store.unlock();
