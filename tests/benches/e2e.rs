@@ -54,7 +54,6 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd as _, OwnedFd},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -68,11 +67,7 @@ use macvlan_common::{
     config_flags, map_names, program_names, vlan_policy, Config, EndpointCounters, Hook, Verdict,
 };
 use mvnet::{
-    datapath::{
-        self,
-        pinned::{self, PinnedMaps},
-        sys, EndpointEntry, XdpMode,
-    },
+    datapath::{self, pinned, sys, Classifier, EndpointEntry, XdpMode},
     netlink,
     netns::NetNs,
 };
@@ -165,8 +160,8 @@ fn ip(i: u8) -> Ipv4Addr {
 /// The classifier attached and pinned as the control plane does it, the
 /// pass-only programs loaded beside it, and the means to swap them.
 struct Swapper {
-    dir: PathBuf,
-    maps: PinnedMaps,
+    /// The classifier as the control plane holds it.
+    maps: Classifier,
     /// XDP, TC ingress and TC egress links, in that order.
     links: [OwnedFd; 3],
     /// The programs for each link: the classifier's, the pass-only ones and
@@ -213,10 +208,8 @@ impl InPlace {
 impl Swapper {
     fn attach(lab: &Lab) -> Result<Swapper> {
         let host = lab.host();
-        let dir = pinned::pin_dir(pinned::netns_inode(Some(host))?, PARENT);
-        let d = dir.clone();
-        host.run(move || pinned::attach(PARENT, &d, XdpMode::Native))??;
-        let mut maps = PinnedMaps::open(&dir)?;
+        let mut maps = Classifier::attach(Some(host), PARENT, XdpMode::Native)?;
+        let dir = maps.dir().to_owned();
         for i in 0..3 {
             maps.add_endpoint(EndpointEntry {
                 mac: mac(i),
@@ -284,7 +277,6 @@ impl Swapper {
             }
         }
         Ok(Swapper {
-            dir,
             maps,
             links,
             classifier: classifier.try_into().expect("three links"),
@@ -424,11 +416,8 @@ impl Swapper {
         ))
     }
 
-    fn detach(self, lab: &Lab) -> Result<()> {
-        let Swapper { dir, maps, .. } = self;
-        drop(maps);
-        lab.host().run(move || pinned::detach(PARENT, &dir))??;
-        Ok(())
+    fn detach(self) -> Result<()> {
+        Ok(self.maps.detach()?)
     }
 }
 
@@ -769,7 +758,7 @@ fn bench() -> Result<()> {
             }
             Ok(())
         })();
-        swap.detach(&lab)?;
+        swap.detach()?;
         result.with_context(|| format!("block {}", block + 1))?;
         println!(
             "block {:>2}: pass-only {:>7.0} fps, observe {:.3}x, enforce {:.3}x (totals of {ROUNDS_PER_BLOCK} rounds)",
@@ -823,7 +812,7 @@ fn bench() -> Result<()> {
         }
         Ok(())
     })();
-    swap.detach(&lab)?;
+    swap.detach()?;
     result.context("reference rounds")?;
     none_chunks(&mut rx, &mut none)?;
 
