@@ -290,15 +290,11 @@ impl Mvnet {
         cmd
     }
 
-    /// The number of containers in the state file.
+    /// The number of containers in the saved state.
     fn containers_in_state(&self) -> Result<usize> {
-        let path = self.state_dir.join("state.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        Ok(v.get("containers")
-            .and_then(|c| c.as_object())
-            .map_or(0, |c| c.len()))
+        let state = mvnet::store::peek(&self.state_dir)
+            .with_context(|| format!("reading the state in {}", self.state_dir.display()))?;
+        Ok(state.containers.len())
     }
 }
 
@@ -911,10 +907,9 @@ impl Ctx {
         let p_mv = timed(host, budget, p, PHASES[9], run(PODMAN_MV_NET))?;
         let left = self.podman.ok(&["ps", "-a", "-q"]);
         ensure!(left.is_empty(), "podman run --rm left containers: {left}");
-        let state = std::fs::read_to_string(self.podman_state.join("state.json"))?;
-        let v: serde_json::Value = serde_json::from_str(&state)?;
+        let state = mvnet::store::peek(&self.podman_state)?;
         ensure!(
-            v["containers"].as_object().is_none_or(|c| c.is_empty()),
+            state.containers.is_empty(),
             "mvnet-cni's state still lists containers after podman run --rm"
         );
         Ok([
