@@ -435,7 +435,7 @@ impl Network {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub network_id: String,
@@ -465,7 +465,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     pub name: String,

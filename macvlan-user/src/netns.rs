@@ -204,6 +204,12 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     Ok(())
 }
 
+/// Whether a namespace named `name` is under [`NETNS_RUN_DIR`] (one look
+/// at that entry, not a listing of every namespace there).
+pub fn is_named(name: &str) -> bool {
+    fs::symlink_metadata(Path::new(NETNS_RUN_DIR).join(name)).is_ok()
+}
+
 /// Names of the namespaces under [`NETNS_RUN_DIR`].
 pub fn list() -> Vec<String> {
     let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) else {

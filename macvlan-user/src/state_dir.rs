@@ -22,7 +22,7 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    store::{LOCK_FILE, STATE_FILE},
+    store::{JOURNAL_FILE, LOCK_FILE, STATE_FILE},
     sys::fs::{self as sys, FileKind, Open, Stat},
 };
 
@@ -96,6 +96,15 @@ pub struct StateDir {
     path: PathBuf,
     fd: OwnedFd,
     fixes: Vec<String>,
+}
+
+/// Whether a write waits for the disk (fsync) before it returns. Either
+/// way a killed process leaves a whole file or record, never a torn one;
+/// only a power loss can bring back an earlier state after an unsynced one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Synced,
+    Unsynced,
 }
 
 impl StateDir {
@@ -176,6 +185,11 @@ impl StateDir {
 
     /// [`StateDir::read`] with an explicit size cap.
     pub fn read_capped(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_stat(name, cap)?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`StateDir::read_capped`], and what the file read was (its inode).
+    pub fn read_stat(&self, name: &str, cap: u64) -> Result<Option<(Vec<u8>, Stat)>> {
         let file = match sys::open_at(&self.fd, name, Open::Read, 0) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             other => other.map_err(|e| self.open_error(name, e))?,
@@ -194,24 +208,31 @@ impl StateDir {
         if bytes.len() as u64 > cap {
             return Err(self.too_large(name, cap));
         }
-        Ok(Some(bytes))
+        Ok(Some((bytes, st)))
+    }
+
+    /// What `name` is now (without following a symbolic link), or `None`
+    /// if there is none.
+    pub fn stat(&self, name: &str) -> Result<Option<Stat>> {
+        match sys::stat_at(&self.fd, name) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("checking", Some(name))(e)),
+        }
     }
 
     /// Replaces `name` with `bytes` durably and atomically: a crash or a
     /// full disk leaves the old file or the new one, never a torn or empty
     /// one, and no temporary file.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.replace(name, bytes, true)
+        self.replace(name, bytes, Durability::Synced).map(drop)
     }
 
-    /// [`StateDir::write_atomic`] without its two fsyncs: still the old file
-    /// or the new one after a killed process (temp file, then rename), but
-    /// after a power loss possibly the old one.
-    pub fn write_atomic_unsynced(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.replace(name, bytes, false)
-    }
-
-    fn replace(&self, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
+    /// [`StateDir::write_atomic`], returning what the new file is (its
+    /// inode); [`Durability::Unsynced`] leaves out the two fsyncs (still the
+    /// old file or the new one after a killed process).
+    pub fn replace(&self, name: &str, bytes: &[u8], durability: Durability) -> Result<Stat> {
+        let synced = durability == Durability::Synced;
         let tmp = format!("{name}.tmp");
         // A temporary file left by a crash, or something planted there
         // (a symbolic link is removed, never followed).
@@ -226,19 +247,65 @@ impl StateDir {
                 .map_err(|e| self.open_error(&tmp, e))?;
             sys::chmod(&f, FILE_MODE).map_err(self.io("setting the mode of", Some(&tmp)))?;
             f.write_all(bytes).map_err(self.io("writing", Some(&tmp)))?;
-            if sync {
+            if synced {
                 f.sync_all().map_err(self.io("syncing", Some(&tmp)))?;
             }
-            sys::rename_at(&self.fd, &tmp, name).map_err(self.io("renaming over", Some(name)))
+            let st = sys::stat(&f).map_err(self.io("checking", Some(&tmp)))?;
+            sys::rename_at(&self.fd, &tmp, name).map_err(self.io("renaming over", Some(name)))?;
+            Ok(st)
         })();
-        if let Err(e) = written {
-            let _ = sys::unlink_at(&self.fd, &tmp);
-            return Err(e);
+        let st = match written {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = sys::unlink_at(&self.fd, &tmp);
+                return Err(e);
+            }
+        };
+        if synced {
+            sys::sync(&self.fd).map_err(self.io("syncing", None))?;
         }
-        if !sync {
-            return Ok(());
+        Ok(st)
+    }
+
+    /// Opens the existing file `name` for reading and writing in place
+    /// (an append-only journal), checked and made 0600.
+    pub fn open_in_place(&self, name: &str) -> Result<File> {
+        self.open_own(name, Open::ReadWriteCreate)
+    }
+
+    /// Writes `bytes` at `offset` of `file` (the file `name`, opened with
+    /// [`StateDir::open_in_place`]), after cutting off whatever is there
+    /// from `offset` on, and syncs the data ([`Durability::Synced`]). On
+    /// error it cuts the file at `offset` again, so that a half-written
+    /// record never stays.
+    pub fn write_at(
+        &self,
+        file: &File,
+        name: &str,
+        offset: u64,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let written = (|| {
+            let len = sys::stat(file)
+                .map_err(self.io("checking", Some(name)))?
+                .size;
+            if len != offset {
+                file.set_len(offset)
+                    .map_err(self.io("truncating", Some(name)))?;
+            }
+            file.write_all_at(bytes, offset)
+                .map_err(self.io("writing", Some(name)))?;
+            match durability {
+                Durability::Synced => file.sync_data().map_err(self.io("syncing", Some(name))),
+                Durability::Unsynced => Ok(()),
+            }
+        })();
+        if written.is_err() {
+            let _ = file.set_len(offset);
         }
-        sys::sync(&self.fd).map_err(self.io("syncing", None))
+        written
     }
 
     /// Creates (or empties) the log file `name`, mode 0600, for a
@@ -282,7 +349,7 @@ impl StateDir {
     fn is_mvnet_dir(&self) -> Result<bool> {
         let mut entries = std::fs::read_dir(&self.path).map_err(self.io("listing", None))?;
         Ok(entries.next().is_none()
-            || [STATE_FILE, LOCK_FILE]
+            || [STATE_FILE, JOURNAL_FILE, LOCK_FILE]
                 .iter()
                 .any(|f| sys::stat_at(&self.fd, f).is_ok()))
     }
@@ -382,11 +449,14 @@ impl StateDir {
     }
 }
 
-/// mvnet's files in the state directory: the state, its lock, and the
-/// containers' logs (`<64 hex digits>.log`).
+/// mvnet's files in the state directory: the state, its journal, its
+/// lock, and the containers' logs (`<64 hex digits>.log`).
 fn is_mvnet_file(name: &str) -> bool {
     let log_of = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    name == STATE_FILE || name == LOCK_FILE || name.strip_suffix(".log").is_some_and(log_of)
+    name == STATE_FILE
+        || name == JOURNAL_FILE
+        || name == LOCK_FILE
+        || name.strip_suffix(".log").is_some_and(log_of)
 }
 
 /// Creates the state directory 0700 (its missing parents 0755).

@@ -1,15 +1,27 @@
-//! Persistent state: one JSON document under the state directory, written
-//! atomically (temp file, fsync, rename, fsync of the directory) and guarded
-//! by an exclusive `flock` so that concurrent writers serialise instead of
-//! corrupting it. Writers hold the lock only while they change state (not
-//! while a foreground container runs); readers take no lock and read the
-//! old or the new file, never a torn one. The lock file holds the current
-//! holder's pid, so a waiting writer can say whom it waits for. Every file
-//! access goes through [`StateDir`].
+//! Persistent state, guarded by an exclusive `flock` so that concurrent
+//! writers serialise instead of corrupting it. Writers hold the lock only
+//! while they change state (not while a foreground container runs);
+//! readers take no lock and read a state that was saved, never a torn one.
+//! The lock file holds the current holder's pid, so a waiting writer can
+//! say whom it waits for. Every file access goes through [`StateDir`].
+//!
+//! The state is two files: `state.json`, the whole state as one JSON
+//! document, written atomically (temp file, fsync, rename, fsync of the
+//! directory), and `state.journal` ([`journal`]), the changes saved since,
+//! one line each, appended and synced. A save appends what changed, so
+//! that its cost does not grow with the containers there are; once the
+//! journal is larger than the state file (and than [`COMPACT_MIN`]), the
+//! save writes the state file whole instead and starts a new journal. A
+//! state directory of an older mvnet (a state file and no journal) loads
+//! as it is, and gets its journal at the next save.
+mod journal;
+
 use std::{
+    fs::File,
     io,
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -17,7 +29,7 @@ use thiserror::Error;
 
 use crate::{
     model::State,
-    state_dir::{StateDir, StateDirError},
+    state_dir::{Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
 };
 
@@ -28,6 +40,11 @@ pub const STATE_DIR_ENV: &str = "MVNET_STATE_DIR";
 
 /// The state file's name in the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// The journal's name in the state directory.
+pub const JOURNAL_FILE: &str = "state.journal";
+/// The journal may grow to the state file's size, and at least to this,
+/// before a save writes the state file whole again.
+pub const COMPACT_MIN: u64 = 256 << 10;
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "lock";
 
@@ -45,6 +62,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("state journal {path} is corrupt: {reason}; move it away to go back to the state in {STATE_FILE} as it was last written whole")]
+    CorruptJournal { path: PathBuf, reason: String },
     #[error(transparent)]
     Dir(#[from] StateDirError),
 }
@@ -63,8 +82,25 @@ pub struct Store {
     /// when the directory does not exist yet.
     dir: Option<StateDir>,
     lock: Option<Lock>,
-    /// Whether [`Store::save`] fsyncs (see [`Store::skip_fsync`]).
-    durable: bool,
+    /// Whether saves fsync (see [`Store::skip_fsync`]).
+    durability: Durability,
+    /// A writer's journal as it last loaded or saved it; `None` until then,
+    /// or when the journal does not go with the state file (the next save
+    /// writes both afresh).
+    journal: Mutex<Option<Journal>>,
+}
+
+/// The journal a writer appends to.
+struct Journal {
+    file: File,
+    /// Its length up to the last whole record (what follows is cut off
+    /// before the next append).
+    len: u64,
+    /// The size of the state file it goes with.
+    base_size: u64,
+    /// The state as saved (state file and journal): what the next save
+    /// records the changes from.
+    saved: State,
 }
 
 /// How long a writer waits silently for the lock before it says whom it
@@ -80,7 +116,8 @@ impl Store {
             path: dir.to_owned(),
             dir: Some(StateDir::open(dir)?),
             lock: None,
-            durable: true,
+            durability: Durability::Synced,
+            journal: Mutex::new(None),
         };
         store.relock()?;
         Ok(store)
@@ -93,7 +130,8 @@ impl Store {
             path: dir.to_owned(),
             dir: StateDir::open_existing(dir)?,
             lock: None,
-            durable: true,
+            durability: Durability::Synced,
+            journal: Mutex::new(None),
         })
     }
 
@@ -106,6 +144,8 @@ impl Store {
     /// state must be re-read after [`Store::relock`].
     pub fn unlock(&mut self) {
         self.lock = None;
+        // Other writers may change both files meanwhile.
+        *self.journal.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Takes the lock again (no-op if held).
@@ -118,6 +158,12 @@ impl Store {
         }
         let dir = self.files()?;
         let lock = lock(dir)?;
+        // A temporary file a killed writer left, or one planted there (a
+        // symbolic link is removed, never followed), before a save that
+        // may not write whole files at all.
+        for tmp in [STATE_FILE, JOURNAL_FILE].map(|f| format!("{f}.tmp")) {
+            dir.remove(&tmp)?;
+        }
         self.lock = Some(lock);
         Ok(())
     }
@@ -137,33 +183,152 @@ impl Store {
         })
     }
 
-    /// Reads the state (empty if none was written yet).
+    /// Reads the state (empty if none was written yet). A writer (holding
+    /// the lock) keeps the journal open for its saves.
     pub fn load(&self) -> Result<State, StoreError> {
-        match &self.dir {
-            Some(dir) => parse(dir),
-            None => Ok(State::default()),
+        let Some(dir) = &self.dir else {
+            return Ok(State::default());
+        };
+        let loaded = read(dir)?;
+        if self.lock.is_some() {
+            *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = match loaded.journal {
+                Some((len, base_size)) => Some(Journal {
+                    file: dir.open_in_place(JOURNAL_FILE)?,
+                    len,
+                    base_size,
+                    saved: loaded.state.clone(),
+                }),
+                None => None,
+            };
         }
+        Ok(loaded.state)
     }
 
-    /// Writes the state durably: a crash leaves the old or the new file,
-    /// never a torn one.
+    /// Saves the state durably: a crash leaves the state before or after
+    /// this save, never a torn one. Appends the changes since the last
+    /// load or save to the journal, or writes the state file whole (and a
+    /// new journal) when there is no journal to append to or it has grown
+    /// larger than the state file.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        let files = self.files()?;
-        if !self.durable {
-            return Ok(files.write_atomic_unsynced(STATE_FILE, &bytes)?);
+        let dir = self.files()?;
+        let mut slot = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(j) = slot.as_mut() {
+            let record = journal::diff(&j.saved, state);
+            let line = record.line();
+            if j.len + line.len() as u64 <= j.base_size.max(COMPACT_MIN) {
+                dir.write_at(&j.file, JOURNAL_FILE, j.len, &line, self.durability)?;
+                j.len += line.len() as u64;
+                journal::apply(&mut j.saved, record).expect("a record of ours applies");
+                return Ok(());
+            }
         }
-        Ok(files.write_atomic(STATE_FILE, &bytes)?)
+        // Until both files are written, what is on disk is unknown here.
+        *slot = None;
+        *slot = Some(compact(dir, state, self.durability)?);
+        Ok(())
     }
 
     /// Saves from now on without fsync: a killed process still leaves the
-    /// old or the new file (temporary file, then rename), but a power loss
-    /// may bring back the state before the last saves. Only for callers
-    /// whose records are of kernel state that a power loss takes too (CNI
-    /// ADD and DEL: the sandbox namespace and its link), which `mvnet
-    /// restore` and the runtime's GC converge again.
+    /// state before or after each save (temporary file and rename; a torn
+    /// journal line is ignored), but a power loss may bring back the state
+    /// before the last saves. Only for callers whose records are of kernel
+    /// state that a power loss takes too (CNI ADD and DEL: the sandbox
+    /// namespace and its link), which `mvnet restore` and the runtime's GC
+    /// converge again.
     pub fn skip_fsync(&mut self) {
-        self.durable = false;
+        self.durability = Durability::Unsynced;
+    }
+}
+
+/// Writes `state` whole to the state file, then a journal (with no records)
+/// that goes with it. A crash in between leaves a journal naming the old
+/// state file, which is ignored: the new one holds everything.
+fn compact(dir: &StateDir, state: &State, durability: Durability) -> Result<Journal, StoreError> {
+    let bytes = serde_json::to_vec(state).expect("state serialises");
+    let base = dir.replace(STATE_FILE, &bytes, durability)?;
+    let header = journal::Header {
+        journal: journal::Header::VERSION,
+        base_inode: base.ino,
+        base_size: base.size,
+    }
+    .line();
+    dir.replace(JOURNAL_FILE, &header, durability)?;
+    Ok(Journal {
+        file: dir.open_in_place(JOURNAL_FILE)?,
+        len: header.len() as u64,
+        base_size: base.size,
+        saved: state.clone(),
+    })
+}
+
+/// The state as read.
+struct Loaded {
+    state: State,
+    /// The journal's whole length and its state file's size, when there is
+    /// a journal that goes with the state file.
+    journal: Option<(u64, u64)>,
+}
+
+/// How often a reader reads again when a writer replaced the state file
+/// between its reads of the two files.
+const READ_ATTEMPTS: usize = 20;
+
+/// Reads the state file and applies the journal that goes with it.
+fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let base = dir.read_stat(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
+        let mut state = match &base {
+            Some((bytes, _)) => {
+                serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+                    path: dir.path().join(STATE_FILE),
+                    source,
+                })?
+            }
+            None => State::default(),
+        };
+        let Some(bytes) = dir.read(JOURNAL_FILE)? else {
+            return Ok(Loaded {
+                state,
+                journal: None,
+            });
+        };
+        let corrupt = |reason: String| StoreError::CorruptJournal {
+            path: dir.path().join(JOURNAL_FILE),
+            reason,
+        };
+        let parsed = journal::parse(&bytes).map_err(corrupt)?;
+        let goes_with = base.as_ref().is_some_and(|(_, st)| {
+            st.ino == parsed.header.base_inode && st.size == parsed.header.base_size
+        });
+        if !goes_with {
+            // Either a writer replaced both files between the two reads
+            // (the state file is not the one read any more: read again), or
+            // one was killed between writing the state file and the journal
+            // (the state file holds everything the journal had).
+            let now = dir.stat(STATE_FILE)?;
+            let replaced = match (&base, now) {
+                (Some((_, then)), Some(now)) => then.ino != now.ino,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if replaced && attempt < READ_ATTEMPTS {
+                continue;
+            }
+            return Ok(Loaded {
+                state,
+                journal: None,
+            });
+        }
+        let base_size = parsed.header.base_size;
+        for record in parsed.records {
+            journal::apply(&mut state, record).map_err(corrupt)?;
+        }
+        return Ok(Loaded {
+            state,
+            journal: Some((parsed.valid_len, base_size)),
+        });
     }
 }
 
@@ -205,24 +370,27 @@ fn lock(dir: &StateDir) -> Result<Lock, StoreError> {
 
 /// Reads the state in `dir` without taking the lock, for readers that must
 /// not wait behind a running command (`stats`, `serve`): [`Store::save`]
-/// replaces the file by a rename, so this sees the old or the new state,
-/// never a torn one. Empty if there is no state yet.
+/// replaces the state file by a rename and appends whole lines to the
+/// journal, so this sees the state before or after a save, never a torn
+/// one. Empty if there is no state yet.
 pub fn peek(dir: &Path) -> Result<State, StoreError> {
     match StateDir::open_existing(dir)? {
-        Some(dir) => parse(&dir),
+        Some(dir) => Ok(read(&dir)?.state),
         None => Ok(State::default()),
     }
 }
 
-/// The state file in `dir` (empty if none was written yet).
-fn parse(dir: &StateDir) -> Result<State, StoreError> {
-    match dir.read(STATE_FILE)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-            path: dir.path().join(STATE_FILE),
-            source,
-        }),
-        None => Ok(State::default()),
-    }
+/// What identifies the saved state in `dir` without reading it: the state
+/// file's and the journal's inode, size and modification time (a cache of
+/// a parsed state is good while this is the same).
+pub fn fingerprint(dir: &Path) -> Option<[(u64, u64, i64, i64); 2]> {
+    use std::os::unix::fs::MetadataExt as _;
+    let key = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    };
+    Some([key(STATE_FILE)?, key(JOURNAL_FILE).unwrap_or_default()])
 }
 
 /// The state directory to use: `--state-dir`, else `$MVNET_STATE_DIR`, else
@@ -230,4 +398,270 @@ fn parse(dir: &StateDir) -> Result<State, StoreError> {
 pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os(STATE_DIR_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        fs,
+        sync::atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+    use crate::{
+        ipam::{Pool, PoolConfig},
+        model::{Container, Endpoint, Intent, Network},
+    };
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "mvnet-store-unit-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            Scratch(p)
+        }
+
+        fn journal(&self) -> Vec<u8> {
+            fs::read(self.0.join(JOURNAL_FILE)).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn network(id: &str) -> Network {
+        let pool = Pool::new(PoolConfig::new("10.9.0.0/16".parse().unwrap())).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": format!("net-{id}"), "created": "2026-12-01T00:00:00Z",
+            "parent": "eth0", "parent_origin": "existing", "vlan": null, "mode": "bridge",
+            "internal": false, "enable_ipv6": false, "pools": [pool], "options": {},
+        }))
+        .unwrap()
+    }
+
+    /// Adds container `id` on `net` with the next free address.
+    fn run(state: &mut State, net: &str, id: &str) {
+        let (ip, _) = state
+            .networks
+            .get_mut(net)
+            .unwrap()
+            .allocate_addresses(None, None)
+            .unwrap();
+        let endpoint = Endpoint {
+            id: format!("ep-{id}"),
+            network_id: net.into(),
+            ifname: "eth0".into(),
+            mac: "02:42:0a:09:00:02".parse().unwrap(),
+            ipv4: ip,
+            ipv6: None,
+            rx_base: 0,
+        };
+        let c = Container {
+            id: id.into(),
+            name: format!("c-{id}"),
+            endpoints: [(net.to_owned(), endpoint)].into(),
+            ..Container::default()
+        };
+        state.containers.insert(id.into(), c);
+    }
+
+    /// Removes container `id`, giving its addresses back.
+    fn rm(state: &mut State, id: &str) {
+        let c = state.containers.remove(id).unwrap();
+        for (net, ep) in c.endpoints {
+            state
+                .networks
+                .get_mut(&net)
+                .unwrap()
+                .release(ep.addresses());
+        }
+    }
+
+    fn json(state: &State) -> serde_json::Value {
+        serde_json::to_value(state).unwrap()
+    }
+
+    /// A writer's store with the state loaded.
+    fn writer(dir: &Path) -> (Store, State) {
+        let store = Store::open(dir).unwrap();
+        let state = store.load().unwrap();
+        (store, state)
+    }
+
+    #[test]
+    fn saves_append_to_the_journal_and_loads_replay_it() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        let base = fs::read(s.0.join(STATE_FILE)).unwrap();
+        for i in 0..5 {
+            run(&mut state, "n1", &format!("c{i}"));
+            store.save(&state).unwrap();
+        }
+        rm(&mut state, "c1");
+        state.pending.push(Intent::Remove {
+            container_id: "c2".into(),
+        });
+        store.save(&state).unwrap();
+        // The state file as the first save wrote it; a line per save after.
+        assert_eq!(fs::read(s.0.join(STATE_FILE)).unwrap(), base);
+        let journal = String::from_utf8(s.journal()).unwrap();
+        assert_eq!(journal.lines().count(), 1 + 6, "{journal}");
+        // A save records the container and the address, not the network.
+        let last_run = journal.lines().nth(5).unwrap();
+        assert!(
+            last_run.contains("\"allocated\":[\"10.9.0.6\"]"),
+            "{last_run}"
+        );
+        assert!(!last_run.contains("\"networks\""), "{last_run}");
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+        drop(store);
+        // A new writer appends after what is there.
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(json(&again), json(&state));
+        run(&mut again, "n1", "c9");
+        store.save(&again).unwrap();
+        let n1 = &peek(&s.0).unwrap().networks["n1"];
+        let ip = "10.9.0.3".parse().unwrap();
+        assert!(
+            n1.pool_v4().unwrap().is_allocated(ip),
+            "c1's address, reused"
+        );
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_cut_off_by_the_next_save() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        run(&mut state, "n1", "c0");
+        store.save(&state).unwrap();
+        drop(store);
+        let whole = s.journal();
+        // A writer killed in the middle of its record.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"{\"containers\":{\"c1\":{\"id\":");
+        fs::write(s.0.join(JOURNAL_FILE), &torn).unwrap();
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(json(&again), json(&state));
+        run(&mut again, "n1", "c2");
+        store.save(&again).unwrap();
+        let journal = s.journal();
+        assert_eq!(&journal[..whole.len()], &whole[..]);
+        assert_eq!(journal.iter().filter(|b| **b == b'\n').count(), 3);
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+    }
+
+    #[test]
+    fn a_journal_older_than_the_state_file_is_ignored() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        run(&mut state, "n1", "c0");
+        store.save(&state).unwrap();
+        // Killed between writing the state file whole and the new journal:
+        // the state file holds everything.
+        run(&mut state, "n1", "c1");
+        let bytes = serde_json::to_vec(&state).unwrap();
+        store
+            .files()
+            .unwrap()
+            .write_atomic(STATE_FILE, &bytes)
+            .unwrap();
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+        drop(store);
+        // The next save starts a journal that goes with the state file.
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(json(&again), json(&state));
+        run(&mut again, "n1", "c2");
+        store.save(&again).unwrap();
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+        assert_eq!(String::from_utf8(s.journal()).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn an_older_mvnets_state_file_loads_and_gets_a_journal() {
+        let s = Scratch::new();
+        let mut state = State::default();
+        state.networks.insert("n1".into(), network("n1"));
+        run(&mut state, "n1", "c0");
+        fs::create_dir(&s.0).unwrap();
+        let pretty = serde_json::to_vec_pretty(&state).unwrap();
+        fs::write(s.0.join(STATE_FILE), &pretty).unwrap();
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(json(&again), json(&state));
+        run(&mut again, "n1", "c1");
+        store.save(&again).unwrap();
+        assert!(s.0.join(JOURNAL_FILE).exists());
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+    }
+
+    #[test]
+    fn the_state_file_is_written_whole_once_the_journal_outgrows_it() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        let first = fs::metadata(s.0.join(STATE_FILE)).unwrap();
+        let mut compactions = 0;
+        let mut ino = std::os::unix::fs::MetadataExt::ino(&first);
+        for i in 0..1000 {
+            run(&mut state, "n1", &format!("c{i:04}"));
+            store.save(&state).unwrap();
+            let now =
+                std::os::unix::fs::MetadataExt::ino(&fs::metadata(s.0.join(STATE_FILE)).unwrap());
+            if now != ino {
+                compactions += 1;
+                ino = now;
+                assert_eq!(String::from_utf8(s.journal()).unwrap().lines().count(), 1);
+            }
+            let journal = s.journal().len() as u64;
+            let base = fs::metadata(s.0.join(STATE_FILE)).unwrap().len();
+            assert!(journal <= base.max(COMPACT_MIN) + 4096, "{journal} {base}");
+        }
+        assert!(compactions >= 1, "the journal was never folded in");
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+    }
+
+    #[test]
+    fn a_complete_record_that_is_not_one_is_corruption() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        drop(store);
+        let mut journal = s.journal();
+        journal.extend_from_slice(b"{\"containers\":7}\n");
+        fs::write(s.0.join(JOURNAL_FILE), &journal).unwrap();
+        let e = peek(&s.0).unwrap_err().to_string();
+        let path = s.0.join(JOURNAL_FILE);
+        assert!(
+            e.starts_with(&format!(
+                "state journal {} is corrupt: record 1 (line 2) is not one: ",
+                path.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(
+                "; move it away to go back to the state in state.json as it was last written whole"
+            ),
+            "{e}"
+        );
+    }
 }

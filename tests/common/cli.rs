@@ -139,9 +139,14 @@ impl Session {
         format!("{}{short}", self.prefix)
     }
 
-    /// The state file's content ("" if none).
+    /// The saved state (the state file with its journal applied) as
+    /// pretty JSON ("" if nothing was saved yet).
     pub fn state(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default()
+        if !self.state_dir.join(mvnet::store::STATE_FILE).exists() {
+            return String::new();
+        }
+        let state = mvnet::store::peek(&self.state_dir).expect("the saved state reads");
+        serde_json::to_string_pretty(&state).expect("the state serialises")
     }
 
     /// Names of the links in the host namespace, sorted.

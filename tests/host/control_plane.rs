@@ -1364,3 +1364,27 @@ fn internal_point_to_point_subnets_have_no_gateway() {
     }
     s.ok(&["network", "rm", "p2p", "one"]);
 }
+
+#[test]
+fn run_refuses_a_name_a_namespace_already_has_and_changes_nothing() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("nt", "10.131.0.0/24", "eth0", &[]);
+    let c = s.name("taken");
+    let added = std::process::Command::new("ip")
+        .args(["netns", "add", &c])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let before = s.state();
+    let e = s.fails(&["run", "-d", "--network", "nt", "--name", &c]);
+    assert_eq!(
+        e,
+        format!("mvnet: error: a network namespace named {c} already exists; pick another --name or remove it with `ip netns delete {c}`\n")
+    );
+    assert_eq!(s.state(), before);
+    netns::delete(&c).unwrap();
+    s.ok(&["run", "-d", "--network", "nt", "--name", &c]);
+    assert!(netns::list().contains(&c));
+}

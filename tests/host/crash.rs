@@ -27,9 +27,19 @@ use crate::common::{
 
 /// The syscall classes a command is killed at: netlink requests, the state
 /// file's rename, pin and namespace file removal, BPF, file opens, writes
-/// (state, pins, stdout), and the namespace bind mount and unmount.
+/// (state, pins, stdout), a record's write to the state journal and its
+/// sync, and the namespace bind mount and unmount.
 const CLASSES: &[&str] = &[
-    "sendto", "rename", "unlink", "bpf", "openat", "write", "mount", "umount2",
+    "sendto",
+    "rename",
+    "unlink",
+    "bpf",
+    "openat",
+    "write",
+    "pwrite64",
+    "fdatasync",
+    "mount",
+    "umount2",
 ];
 /// Points per command and class at most, spread evenly over the
 /// occurrences (first and last included).

@@ -284,7 +284,6 @@ fn a_full_state_filesystem_is_a_clear_error_that_changes_nothing() {
     let s = Session::new(&lab);
     let fs = Tmpfs::mount(&s.state_dir, "64k");
     s.network("nf", "10.130.0.0/24", PARENT, &[]);
-    let before = s.state();
     // Fill it up.
     let filler = s.state_dir.join("filler");
     let _ = Command::new("dd")
@@ -292,8 +291,21 @@ fn a_full_state_filesystem_is_a_clear_error_that_changes_nothing() {
         .arg(format!("of={}", filler.display()))
         .output()
         .unwrap();
-    let c = format!("{}-full", lab.id());
-    let err = stderr(&s.run(&["run", "-d", "--network", "nf", "--name", &c]));
+    // A save appends a line to the state journal, which fits in the page
+    // the file already has until it does not: run containers until one
+    // fails (a line is about 1.5 KiB, a page 4 KiB).
+    let mut made = Vec::new();
+    let (c, err, before) = loop {
+        assert!(made.len() < 8, "8 runs on a full filesystem all succeeded");
+        let c = format!("{}-full{}", lab.id(), made.len());
+        let before = s.state();
+        let out = s.run(&["run", "-d", "--network", "nf", "--name", &c]);
+        if out.status.success() {
+            made.push(c);
+            continue;
+        }
+        break (c, stderr(&out), before);
+    };
     assert!(
         err.contains("No space left on device (os error 28); free space on that filesystem and retry; nothing was changed"),
         "{err}"
@@ -305,6 +317,9 @@ fn a_full_state_filesystem_is_a_clear_error_that_changes_nothing() {
     s.container("nf", &c, &[]);
     assert_converged(&s);
     s.ok(&["container", "rm", "--force", &c]);
+    for c in &made {
+        s.ok(&["container", "rm", "--force", c]);
+    }
     s.ok(&["network", "rm", "nf"]);
     drop(fs);
 }

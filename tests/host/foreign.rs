@@ -369,10 +369,8 @@ fn a_batch_adopts_every_valid_endpoint_and_refuses_the_rest() {
 
     // Again: nothing changes, and nothing is written.
     let modified = || {
-        std::fs::metadata(dir.join("state.json"))
-            .unwrap()
-            .modified()
-            .unwrap()
+        ["state.json", "state.journal"]
+            .map(|f| std::fs::metadata(dir.join(f)).unwrap().modified().unwrap())
     };
     let written = modified();
     let results = with_controller(&lab, &dir, move |ctl| {

@@ -175,11 +175,16 @@ fn state_is_private_whatever_the_umask() {
         "{}.log",
         container_id(&ok(lab.host(), &dir, &["container", "inspect", &c]))
     );
-    let mut expected = ["lock".to_owned(), "state.json".into(), log.clone()];
+    let mut expected = [
+        "lock".to_owned(),
+        "state.journal".into(),
+        "state.json".into(),
+        log.clone(),
+    ];
     expected.sort();
     assert_eq!(names(&dir), expected);
     assert_eq!(mode(&dir), 0o700);
-    for f in ["lock", "state.json", &log] {
+    for f in ["lock", "state.journal", "state.json", &log] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
 }
@@ -471,10 +476,25 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         ],
     );
     let filler = small.fill();
-    let before = fs::read(dir.join("state.json")).unwrap();
+    let saved = || {
+        (
+            fs::read(dir.join("state.json")).unwrap(),
+            fs::read(dir.join("state.journal")).unwrap(),
+        )
+    };
+    let before = saved();
     let files = names(&dir);
+    // A save appends to the journal, which may still fit in the page the
+    // file has; the sync of it is where a full disk (or a thin volume, or
+    // NFS) says so: injected there, on the first save.
+    let fails = |host: &NetNs, dir: &Path, args: &[&str]| {
+        let out = mvnet_enospc_at(host, dir, "fdatasync", 1, args);
+        let code = if args[0] == "run" { 125 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "mvnet {args:?}: {out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
     let enospc = format!(
-        "writing {}/state.json.tmp: No space left on device (os error 28); free space on that filesystem and retry\n",
+        "syncing {}/state.journal: No space left on device (os error 28); free space on that filesystem and retry\n",
         dir.display()
     );
     // Every writer saves its intent before it touches the kernel: on a
@@ -500,7 +520,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
     assert_eq!(e, nothing);
     assert!(!mvnet::netns::list().contains(&b));
     assert_eq!(names(&dir), files);
-    assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
+    assert_eq!(saved(), before);
 
     // network create: undone, the state as it was.
     let e = fails(
@@ -517,7 +537,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
     );
     assert_eq!(e, nothing);
     assert_eq!(names(&dir), files);
-    assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
+    assert_eq!(saved(), before);
 
     // connect: the endpoint is taken out again.
     let ext = lab.add_container("full-ext").unwrap();
@@ -537,7 +557,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         ["lo"]
     );
     assert_eq!(names(&dir), files);
-    assert_eq!(fs::read(dir.join("state.json")).unwrap(), before);
+    assert_eq!(saved(), before);
 
     // stop, rm and disconnect: refused before they touch the kernel.
     for args in [
@@ -549,11 +569,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
         assert!(mvnet::netns::list().contains(&a), "{args:?}");
         assert_eq!(links_in(&a), ["eth0", "lo"], "{args:?}");
         assert_eq!(names(&dir), files, "{args:?}");
-        assert_eq!(
-            fs::read(dir.join("state.json")).unwrap(),
-            before,
-            "{args:?}"
-        );
+        assert_eq!(saved(), before, "{args:?}");
     }
     let ps = ok(host, &dir, &["container", "ls"]);
     assert!(ps.contains(&a), "{ps}");
@@ -578,7 +594,7 @@ fn a_full_disk_fails_run_and_stop_cleanly_and_changes_nothing() {
     );
     ok(host, &dir, &["container", "rm", "-f", &b]);
     ok(host, &dir, &["container", "rm", &a]);
-    assert_eq!(names(&dir), ["lock", "state.json"]);
+    assert_eq!(names(&dir), ["lock", "state.journal", "state.json"]);
 }
 
 #[test]
@@ -588,7 +604,11 @@ fn removed_containers_leave_no_log_behind() {
     let s = Session::new(&lab);
     let dir = s.state_dir.clone();
     s.network("sd", "10.97.6.0/24", "eth0", &[]);
-    let only_state = ["lock".to_owned(), "state.json".into()];
+    let only_state = [
+        "lock".to_owned(),
+        "state.journal".into(),
+        "state.json".into(),
+    ];
 
     // Foreground --rm: removed when the command exits.
     let c = s.name("fg");
@@ -640,30 +660,28 @@ fn removed_containers_leave_no_log_behind() {
         "30",
     ]);
     s.ok(&["container", "stop", &c]);
-    assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir));
+    assert_eq!(names(&dir).len(), 4, "{:?}", names(&dir));
     s.ok(&["container", "rm", &c]);
     assert_eq!(names(&dir), only_state);
 }
 
 /// `mvnet --state-dir DIR ARGS` in `ns` under strace, failing its `n`-th
-/// rename of the state file with ENOSPC (the main thread's; the state is
-/// saved there): the deterministic "disk full at the last save".
-fn mvnet_enospc_at_rename(ns: &NetNs, dir: &Path, n: u32, args: &[&str]) -> Output {
+/// call of `syscall` with ENOSPC (the main thread's; the state is saved
+/// there): `fdatasync` is the sync of a record appended to the state's
+/// journal (a save; nothing else calls it), the deterministic "disk full
+/// at the n-th save".
+fn mvnet_enospc_at(ns: &NetNs, dir: &Path, syscall: &str, n: u32, args: &[&str]) -> Output {
     let (bin, dir) = (mvnet_bin(), dir.to_owned());
     let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (trace, inject) = (
+        format!("trace={syscall}"),
+        format!("inject={syscall}:error=ENOSPC:when={n}"),
+    );
     ns.run(move || {
         Command::new("strace")
-            .args([
-                "-qq",
-                "-o",
-                "/dev/null",
-                "-e",
-                "trace=rename,renameat,renameat2",
-            ])
+            .args(["-qq", "-o", "/dev/null", "-e", &trace])
             .arg("-e")
-            .arg(format!(
-                "inject=rename,renameat,renameat2:error=ENOSPC:when={n}"
-            ))
+            .arg(inject)
             .arg(bin)
             .arg("--state-dir")
             .arg(dir)
@@ -684,7 +702,7 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
     let host = lab.host();
     s.network("sd", "10.97.7.0/24", "eth0", &[]);
     let enospc = format!(
-        "renaming over {}/state.json: No space left on device (os error 28); free space on that filesystem and retry\n",
+        "syncing {}/state.journal: No space left on device (os error 28); free space on that filesystem and retry\n",
         dir.display()
     );
     let done_in_kernel = |what: &str| {
@@ -698,7 +716,7 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
     // stop: the first save (the intent) works, the last one fails.
     let a = s.name("intent-a");
     let id = s.container("sd", &a, &[]).trim().to_owned();
-    let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "stop", &a]);
+    let out = mvnet_enospc_at(host, &dir, "fdatasync", 2, &["container", "stop", &a]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         done_in_kernel(&format!("stop of container {a}"))
@@ -725,7 +743,7 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
     s.container("sd", &b, &["--ip", "10.97.7.2"]);
 
     // rm: recorded as a removal; the next writer finishes it.
-    let out = mvnet_enospc_at_rename(host, &dir, 2, &["container", "rm", "-f", &b]);
+    let out = mvnet_enospc_at(host, &dir, "fdatasync", 2, &["container", "rm", "-f", &b]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         done_in_kernel(&format!("removal of container {b}"))
@@ -738,7 +756,13 @@ fn a_teardown_whose_last_save_fails_stays_recorded_and_is_finished() {
     assert_eq!(pending(), serde_json::Value::Null);
 
     // disconnect: recorded; the next writer finishes it.
-    let out = mvnet_enospc_at_rename(host, &dir, 2, &["network", "disconnect", "sd", &c]);
+    let out = mvnet_enospc_at(
+        host,
+        &dir,
+        "fdatasync",
+        2,
+        &["network", "disconnect", "sd", &c],
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with(&format!(
             "mvnet: error: the disconnect of container {c} from network sd is done in the kernel"

@@ -30,7 +30,8 @@ pub const BENCHES: &[Bench] = &[
         target: "control_plane",
         about: "mvnet network connect/disconnect against the CNI macvlan plugin (ADD/DEL), \
             100 each, plus mvnet run/stop; mvnet-cni standalone ADD/DEL against the macvlan \
-            plugin; podman run with macvlan alone and with mvnet-cni chained",
+            plugin; podman run with macvlan alone and with mvnet-cni chained; Docker sync \
+            and watch; one run/container rm with 1, 100, 1000 and 4000 endpoints on the network",
     },
     Bench {
         name: "datapath",

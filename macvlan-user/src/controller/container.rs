@@ -203,7 +203,7 @@ impl Controller {
         if self.state.containers.values().any(|c| c.name == name) {
             bail!("container name {name} is already in use; remove it with `mvnet container rm {name}` or pick another --name");
         }
-        if netns::list().contains(&name) {
+        if netns::is_named(&name) {
             bail!("a network namespace named {name} already exists; pick another --name or remove it with `ip netns delete {name}`");
         }
         let ep = self.allocate_endpoint(&net_id, &spec.addresses, "eth0")?;

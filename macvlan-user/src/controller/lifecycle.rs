@@ -29,7 +29,7 @@ impl Controller {
                 bail!("container {}'s network {} was removed; remove the container with `mvnet rm {}` and run a new one", c.name, &net_id[..12], c.name);
             }
         }
-        if netns::list().contains(&c.name) {
+        if netns::is_named(&c.name) {
             bail!("a network namespace named {} already exists; remove it with `ip netns delete {}`, then start the container again", c.name, c.name);
         }
         let name = c.name.clone();

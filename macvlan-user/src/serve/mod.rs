@@ -14,7 +14,6 @@ pub mod metrics;
 
 use std::{
     net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -59,16 +58,15 @@ pub struct StateCache {
     seen: Mutex<Option<(FileKey, Arc<Roster>)>>,
 }
 
-type FileKey = (u64, u64, i64, i64);
+/// The state file's and the journal's inode, size and mtime.
+type FileKey = [(u64, u64, i64, i64); 2];
 
 impl StateCache {
     /// The roster of the current state of `state_dir`.
     pub fn get(&self, state_dir: &Path) -> Result<Arc<Roster>> {
         // Looked at before reading: a file replaced meanwhile has another
         // key next time and is read again then.
-        let key = std::fs::metadata(state_dir.join(store::STATE_FILE))
-            .ok()
-            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let key = store::fingerprint(state_dir);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(key), Some((k, state))) = (key, seen.as_ref()) {
             if *k == key {

@@ -64,6 +64,9 @@ pub struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub size: u64,
+    /// The inode number: tells a file replaced by a rename from the one
+    /// that was there.
+    pub ino: u64,
 }
 
 impl From<stat::FileStat> for Stat {
@@ -73,6 +76,7 @@ impl From<stat::FileStat> for Stat {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             size: st.st_size.max(0) as u64,
+            ino: st.st_ino,
         }
     }
 }

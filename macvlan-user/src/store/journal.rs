@@ -1,0 +1,274 @@
+//! The state's journal: the changes saved since the state file was last
+//! written whole, one JSON record per line, so that a command saves what
+//! it changed (a container, a network's new address) instead of every
+//! container there is.
+//!
+//! The first line is a [`Header`] naming the state file the records apply
+//! to (its inode and size): the journal is written afresh (by a rename)
+//! right after the state file is, so a journal whose header names another
+//! file predates that state file, which already holds its records. Each
+//! record after it holds whole networks and containers as they now are
+//! (`null` for a removed one), a network's address changes alone when
+//! nothing else of it changed, and the pending intents: applying a record
+//! twice gives what applying it once gave. A record is saved when its line
+//! and the newline after it are written and synced; a last line without
+//! its newline (a writer killed in the middle) was never saved and is
+//! ignored.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ipam::Pool,
+    model::{Container, Intent, Network, State},
+};
+
+/// What a journal holds records for.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The journal format (1).
+    pub journal: u32,
+    /// The state file the records apply to.
+    pub base_inode: u64,
+    pub base_size: u64,
+}
+
+impl Header {
+    pub const VERSION: u32 = 1;
+
+    /// The header line (with its newline).
+    pub fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a header serialises");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// The addresses handed out and given back in one pool of a network.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PoolChange {
+    /// Index in the network's pools.
+    pub pool: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocated: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<IpAddr>,
+}
+
+/// One save: what changed from the state before it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Record {
+    /// Networks added or changed (`null`: removed), by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Option<Network>>,
+    /// Networks of which only the addresses handed out changed, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Vec<PoolChange>>,
+    /// Containers added or changed (`null`: removed), by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, Option<Container>>,
+    /// The pending intents after the save (all of them: a handful).
+    #[serde(default)]
+    pub pending: Vec<Intent>,
+}
+
+impl Record {
+    /// The record's line (with its newline). Compact JSON escapes every
+    /// newline inside strings, so the line has no other.
+    pub fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a state record serialises");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// What changed from `old` to `new`. Containers are compared whole, which
+/// costs a comparison per container but no serialisation; a network whose
+/// addresses alone changed is recorded as those addresses, not as its
+/// pools of every address handed out.
+pub fn diff(old: &State, new: &State) -> Record {
+    // Every field of the state, so that a new one cannot be forgotten here.
+    let State {
+        networks,
+        containers,
+        pending,
+    } = new;
+    let mut record = Record {
+        pending: pending.clone(),
+        ..Record::default()
+    };
+    for (id, net) in networks {
+        match old.networks.get(id) {
+            None => {
+                record.networks.insert(id.clone(), Some(net.clone()));
+            }
+            Some(before) => match address_changes(before, net) {
+                Some(changes) if changes.is_empty() => {}
+                Some(changes) => {
+                    record.addresses.insert(id.clone(), changes);
+                }
+                None => {
+                    record.networks.insert(id.clone(), Some(net.clone()));
+                }
+            },
+        }
+    }
+    for id in old.networks.keys() {
+        if !networks.contains_key(id) {
+            record.networks.insert(id.clone(), None);
+        }
+    }
+    for (id, c) in containers {
+        if old.containers.get(id) != Some(c) {
+            record.containers.insert(id.clone(), Some(c.clone()));
+        }
+    }
+    for id in old.containers.keys() {
+        if !containers.contains_key(id) {
+            record.containers.insert(id.clone(), None);
+        }
+    }
+    record
+}
+
+/// The address changes from `old` to `new` when nothing else of the
+/// network changed (empty: nothing changed); `None` when something else
+/// did.
+fn address_changes(old: &Network, new: &Network) -> Option<Vec<PoolChange>> {
+    if old.pools.len() != new.pools.len()
+        || old
+            .pools
+            .iter()
+            .zip(&new.pools)
+            .any(|(a, b)| a.config != b.config)
+        || without_pools(old) != without_pools(new)
+    {
+        return None;
+    }
+    let mut changes = Vec::new();
+    for (i, (a, b)) in old.pools.iter().zip(&new.pools).enumerate() {
+        if a == b {
+            continue;
+        }
+        let (allocated, released) = set_difference(b, a);
+        changes.push(PoolChange {
+            pool: i,
+            allocated,
+            released,
+        });
+    }
+    Some(changes)
+}
+
+/// The network without its pools, serialised (small: no addresses).
+fn without_pools(n: &Network) -> Vec<u8> {
+    let mut v = serde_json::to_value(n).expect("a network serialises");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("pools");
+    }
+    serde_json::to_vec(&v).expect("a value serialises")
+}
+
+/// Addresses handed out in `new` and not in `old`, and the reverse: one
+/// walk over both sorted sets.
+fn set_difference(new: &Pool, old: &Pool) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut a = new.allocated().peekable();
+    let mut b = old.allocated().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                a.next();
+                b.next();
+            }
+            (Some(x), Some(y)) if x < y => added.extend(a.next()),
+            (Some(_), Some(_)) => removed.extend(b.next()),
+            (Some(_), None) => added.extend(a.next()),
+            (None, Some(_)) => removed.extend(b.next()),
+            (None, None) => break,
+        }
+    }
+    (added, removed)
+}
+
+/// Applies `record` to `state`. Fails (the journal is corrupt) when it
+/// changes the addresses of a network or pool that is not there.
+pub fn apply(state: &mut State, record: Record) -> Result<(), String> {
+    for (id, net) in record.networks {
+        match net {
+            Some(n) => state.networks.insert(id, n),
+            None => state.networks.remove(&id),
+        };
+    }
+    for (id, changes) in record.addresses {
+        let net = state.networks.get_mut(&id).ok_or_else(|| {
+            format!("a record changes the addresses of network {id}, which is not there")
+        })?;
+        let pools = net.pools.len();
+        for change in changes {
+            let pool = net.pools.get_mut(change.pool).ok_or_else(|| {
+                format!(
+                    "a record changes the addresses of pool {} of network {id}, which has {pools}",
+                    change.pool
+                )
+            })?;
+            for ip in change.released {
+                pool.release(ip);
+            }
+            for ip in change.allocated {
+                pool.mark_allocated(ip);
+            }
+        }
+    }
+    for (id, c) in record.containers {
+        match c {
+            Some(c) => state.containers.insert(id, c),
+            None => state.containers.remove(&id),
+        };
+    }
+    state.pending = record.pending;
+    Ok(())
+}
+
+/// A journal as read: its header and records, and the length of what is
+/// whole (the header and every complete line).
+pub struct Parsed {
+    pub header: Header,
+    pub records: Vec<Record>,
+    pub valid_len: u64,
+}
+
+/// Reads a journal's bytes. A last line without its newline is left out
+/// (never saved); a complete line that is not a record is corruption.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
+    let mut lines = bytes.split_inclusive(|b| *b == b'\n');
+    let first = lines
+        .next()
+        .filter(|l| l.ends_with(b"\n"))
+        .ok_or("it has no header line")?;
+    let header: Header =
+        serde_json::from_slice(first).map_err(|e| format!("its header is not one: {e}"))?;
+    if header.journal != Header::VERSION {
+        return Err(format!(
+            "it is format {}, which this mvnet does not know (it knows {})",
+            header.journal,
+            Header::VERSION
+        ));
+    }
+    let mut valid_len = first.len() as u64;
+    let mut records = Vec::new();
+    for (i, line) in lines.enumerate() {
+        if !line.ends_with(b"\n") {
+            break;
+        }
+        let record = serde_json::from_slice(line)
+            .map_err(|e| format!("record {} (line {}) is not one: {e}", i + 1, i + 2))?;
+        records.push(record);
+        valid_len += line.len() as u64;
+    }
+    Ok(Parsed {
+        header,
+        records,
+        valid_len,
+    })
+}
