@@ -139,14 +139,14 @@ fn width(v4: bool) -> u8 {
     }
 }
 
-fn to_bits(ip: IpAddr) -> u128 {
+pub(crate) fn to_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
     }
 }
 
-fn from_bits(bits: u128, v4: bool) -> IpAddr {
+pub(crate) fn from_bits(bits: u128, v4: bool) -> IpAddr {
     if v4 {
         // Only ever called with values that fit in 32 bits for IPv4.
         IpAddr::V4(Ipv4Addr::from(bits as u32))

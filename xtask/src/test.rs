@@ -171,8 +171,8 @@ fn run_part(part: Part, env: &Env, mvnet: &Path, args: &[String]) -> Result<()> 
         }
         Part::Vm => {
             let vm = env.vm.as_ref().expect("setup prepared the VM part");
-            let exe = build_vm_tests(env)?;
-            let parity = build_parity_suite(env)?;
+            let exe = build_test_binary(env, "vm")?;
+            let parity = build_test_binary(env, "parity")?;
             // The VM sees the host's filesystem but with a fresh /tmp, so a
             // checkout under /tmp is invisible there: stage the binaries
             // in our cache directory (under $HOME, which the VM shares).
@@ -221,34 +221,21 @@ fn with_test_args<'a>(cmd: &'a mut Command, args: &[String]) -> &'a mut Command 
     cmd
 }
 
-fn build_vm_tests(env: &Env) -> Result<PathBuf> {
+/// Builds the test binary `name` of macvlan-tests without running it: the
+/// VM tests, and the parity suite (in the VM it runs the scenarios that
+/// need 802.1Q and dummy links; the host part runs the others).
+fn build_test_binary(env: &Env, name: &str) -> Result<PathBuf> {
     let mut cmd = env.cargo();
     cmd.args([
         "test",
         "--package",
         "macvlan-tests",
         "--test",
-        "vm",
+        name,
         "--no-run",
     ]);
     let found = cargo::artifacts(&mut cmd)?;
-    cargo::executable(&found, "macvlan-tests", "vm", "test")
-}
-
-/// The parity suite's binary: in the VM it runs the scenarios that need
-/// 802.1Q and dummy links (the host part runs the others).
-fn build_parity_suite(env: &Env) -> Result<PathBuf> {
-    let mut cmd = env.cargo();
-    cmd.args([
-        "test",
-        "--package",
-        "macvlan-tests",
-        "--test",
-        "parity",
-        "--no-run",
-    ]);
-    let found = cargo::artifacts(&mut cmd)?;
-    cargo::executable(&found, "macvlan-tests", "parity", "test")
+    cargo::executable(&found, "macvlan-tests", name, "test")
 }
 
 fn sh_quote(s: impl AsRef<OsStr>) -> String {

@@ -33,7 +33,10 @@ use std::{
 use serde_json::{json, Map, Value};
 
 use super::spec::{CniError, CniResult, Code, Env};
-use crate::{ipam::Subnet, sys::fs as sys};
+use crate::{
+    ipam::{from_bits, to_bits, Subnet},
+    sys::fs as sys,
+};
 
 /// host-local's default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
@@ -76,7 +79,9 @@ struct Range {
 
 impl Range {
     fn contains(&self, ip: IpAddr) -> bool {
-        self.subnet.contains(ip) && bits(ip) >= bits(self.start) && bits(ip) <= bits(self.end)
+        self.subnet.contains(ip)
+            && to_bits(ip) >= to_bits(self.start)
+            && to_bits(ip) <= to_bits(self.end)
     }
 
     fn overlaps(&self, other: &Range) -> bool {
@@ -95,21 +100,6 @@ pub struct Config {
     dir: PathBuf,
     range_sets: Vec<Vec<Range>>,
     routes: Vec<Value>,
-}
-
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-fn from_bits(b: u128, v4: bool) -> IpAddr {
-    if v4 {
-        IpAddr::V4((b as u32).into())
-    } else {
-        IpAddr::V6(b.into())
-    }
 }
 
 /// An address as Go's `net.ParseIP` would take it and `String()` print it;
@@ -137,7 +127,7 @@ fn range(obj: &Map<String, Value>) -> Option<Range> {
     if u32::from(subnet.prefix()) + 2 > if v4 { 32 } else { 128 } {
         return None;
     }
-    let first = from_bits(bits(subnet.network()) + 1, v4);
+    let first = from_bits(to_bits(subnet.network()) + 1, v4);
     let opt = |key: &str| match obj.get(key) {
         None | Some(Value::Null) => Some(None),
         Some(v) => address(v).filter(|a| a.is_ipv4() == v4).map(Some),
@@ -145,9 +135,9 @@ fn range(obj: &Map<String, Value>) -> Option<Range> {
     let gateway = opt("gateway")?.unwrap_or(first);
     let start = opt("rangeStart")?.unwrap_or(first);
     // The last address, less the IPv4 broadcast.
-    let last = from_bits(bits(subnet.last()) - u128::from(v4), v4);
+    let last = from_bits(to_bits(subnet.last()) - u128::from(v4), v4);
     let end = opt("rangeEnd")?.unwrap_or(last);
-    if !subnet.contains(start) || !subnet.contains(end) || bits(start) > bits(end) {
+    if !subnet.contains(start) || !subnet.contains(end) || to_bits(start) > to_bits(end) {
         return None;
     }
     Some(Range {
@@ -421,7 +411,7 @@ impl Iterator for RangeIter<'_> {
                         self.idx = (self.idx + 1) % self.set.len();
                         self.set[self.idx].start
                     } else {
-                        from_bits(bits(c) + 1, c.is_ipv4())
+                        from_bits(to_bits(c) + 1, c.is_ipv4())
                     };
                     self.cur = Some(next);
                     match self.start {
