@@ -64,6 +64,24 @@ fn start_wait() -> Duration {
     Duration::from_secs(if in_vm { 600 } else { 30 })
 }
 
+/// How long one `docker` client call may take: under the VM's software
+/// emulation a `docker run` takes tens of seconds; on the host a few.
+fn call_wait() -> Duration {
+    let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
+    Duration::from_secs(if in_vm { 600 } else { 120 })
+}
+
+/// Reads a child's pipe to its end on a thread.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 impl Dockerd {
     /// Starts dockerd in the network namespace at `netns` and waits (at
     /// most 30 s) until it answers.
@@ -222,14 +240,90 @@ impl Dockerd {
         }
     }
 
-    /// `docker ARGS` against this engine.
+    /// `docker ARGS` against this engine, bounded in time: a client that
+    /// has not finished within [`call_wait`] is killed, and the failed
+    /// output says so, with what dockerd and containerd were doing (the end
+    /// of their log and their processes' states), instead of hanging the
+    /// suite.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
+        let mut child = Command::new(DOCKER)
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .args(args)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running /usr/bin/docker");
+        // Read both pipes on threads, so that a chatty client cannot block
+        // on a full pipe while we wait for it.
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let wait = call_wait();
+        let deadline = Instant::now() + wait;
+        let status = loop {
+            match child.try_wait().expect("waiting for /usr/bin/docker") {
+                Some(status) => break Some(status),
+                None if Instant::now() > deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let status = match status {
+            Some(status) => status,
+            None => {
+                let diagnosis = self.diagnose();
+                let _ = child.kill();
+                let status = child.wait().expect("waiting for /usr/bin/docker");
+                let mut stderr = err.join().unwrap_or_default();
+                stderr.extend_from_slice(
+                    format!(
+                        "\n`docker {}` did not finish within {} s and was killed\n{diagnosis}",
+                        args.join(" "),
+                        wait.as_secs()
+                    )
+                    .as_bytes(),
+                );
+                return Output {
+                    status,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr,
+                };
+            }
+        };
+        Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
+    }
+
+    /// What the engine was doing: the end of dockerd's (and containerd's)
+    /// log and the state of every docker/containerd/runc process.
+    fn diagnose(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let ps = Command::new("ps")
+            .args(["-eo", "pid,ppid,stat,etimes,time,wchan:32,args"])
             .output()
-            .expect("running /usr/bin/docker")
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ps: Vec<&str> = ps
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| {
+                *i == 0
+                    || ["docker", "containerd", "runc"]
+                        .iter()
+                        .any(|n| l.contains(n))
+            })
+            .map(|(_, l)| l)
+            .collect();
+        format!(
+            "the end of {}:\n{}\nprocesses:\n{}",
+            self.dir.join("dockerd.log").display(),
+            tail.join("\n"),
+            ps.join("\n")
+        )
     }
 
     /// `docker import` of a root with busybox and its applets.
