@@ -35,6 +35,13 @@ pub fn cni_bin() -> PathBuf {
     bin
 }
 
+/// How long one `mvnet` command may take before a test calls it hung:
+/// minutes under the VM's software emulation.
+fn call_wait() -> std::time::Duration {
+    let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
+    std::time::Duration::from_secs(if in_vm { 1200 } else { 300 })
+}
+
 /// A CLI session: a lab host namespace and a private state directory.
 pub struct Session {
     pub ns: NetNs,
@@ -61,12 +68,13 @@ impl Session {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         self.ns
             .run(move || {
-                Command::new(bin)
-                    .arg("--state-dir")
-                    .arg(state)
-                    .args(&args)
-                    .output()
-                    .unwrap()
+                let what = format!("mvnet {}", args.join(" "));
+                super::output_within(
+                    Command::new(bin).arg("--state-dir").arg(state).args(&args),
+                    call_wait(),
+                    &what,
+                    || format!("processes:\n{}", super::processes(&["mvnet"])),
+                )
             })
             .unwrap()
     }

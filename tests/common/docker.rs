@@ -71,17 +71,6 @@ fn call_wait() -> Duration {
     Duration::from_secs(if in_vm { 600 } else { 120 })
 }
 
-/// Reads a child's pipe to its end on a thread.
-fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
 impl Dockerd {
     /// Starts dockerd in the network namespace at `netns` and waits (at
     /// most 30 s) until it answers.
@@ -246,54 +235,15 @@ impl Dockerd {
     /// of their log and their processes' states), instead of hanging the
     /// suite.
     pub fn docker(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(DOCKER)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running /usr/bin/docker");
-        // Read both pipes on threads, so that a chatty client cannot block
-        // on a full pipe while we wait for it.
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
-        let wait = call_wait();
-        let deadline = Instant::now() + wait;
-        let status = loop {
-            match child.try_wait().expect("waiting for /usr/bin/docker") {
-                Some(status) => break Some(status),
-                None if Instant::now() > deadline => break None,
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let status = match status {
-            Some(status) => status,
-            None => {
-                let diagnosis = self.diagnose();
-                let _ = child.kill();
-                let status = child.wait().expect("waiting for /usr/bin/docker");
-                let mut stderr = err.join().unwrap_or_default();
-                stderr.extend_from_slice(
-                    format!(
-                        "\n`docker {}` did not finish within {} s and was killed\n{diagnosis}",
-                        args.join(" "),
-                        wait.as_secs()
-                    )
-                    .as_bytes(),
-                );
-                return Output {
-                    status,
-                    stdout: out.join().unwrap_or_default(),
-                    stderr,
-                };
-            }
-        };
-        Output {
-            status,
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-        }
+        let mut cmd = Command::new(DOCKER);
+        cmd.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .args(args);
+        crate::common::output_within(
+            &mut cmd,
+            call_wait(),
+            &format!("docker {}", args.join(" ")),
+            || self.diagnose(),
+        )
     }
 
     /// What the engine was doing: the end of dockerd's (and containerd's)
