@@ -28,16 +28,44 @@ pub const fn endpoint_keys(capacity: u32) -> u32 {
 pub const ENDPOINT_KEYS: u32 = endpoint_keys(DEFAULT_ENDPOINTS);
 
 /// The maps sized by the endpoint capacity, as (name, entries for
-/// `capacity` slots): what the controller sets at load time.
-pub const fn endpoint_map_sizes(capacity: u32) -> [(&'static str, u32); 6] {
+/// `capacity` slots on a machine with `stripes` possible CPUs, see
+/// [`stripes`]): what the controller sets at load time.
+pub const fn endpoint_map_sizes(capacity: u32, stripes: u32) -> [(&'static str, u32); 6] {
     [
         (map_names::ENDPOINTS, endpoint_keys(capacity)),
-        (map_names::ENDPOINT_STATS, capacity),
+        (map_names::ENDPOINT_STATS, capacity * stripes),
         (map_names::ENDPOINT_MISMATCH, capacity),
         (map_names::ENDPOINT_MALFORMED, capacity),
         (map_names::ENDPOINT_DEVICES, capacity),
         (map_names::ENDPOINT_TX_INVALID, capacity),
     ]
+}
+
+/// The per-endpoint counters ([`EndpointCounters`], map ENDPOINT_STATS):
+/// one `BPF_F_MMAPABLE` array striped by CPU, `[cpu][slot]`, so that the
+/// controller reads all of them through one mapping with no system call
+/// per element (a per-CPU array's batch lookup costs a `get_next_key`, a
+/// copy from every CPU and two `copy_to_user` per element: about 29 ms
+/// at 65,536 slots).
+///
+/// Stripe `cpu` is written only by programs running on that CPU, as a
+/// per-CPU map's copy is (see the classifier's `count_endpoint_rx`). There
+/// is one stripe per possible CPU (`/sys/devices/system/cpu/possible`, what
+/// aya's `nr_cpus` counts), each `capacity` elements long: the classifier
+/// learns the capacity at load time from its global [`CAPACITY_GLOBAL`].
+pub mod stripes {
+    /// `BPF_F_MMAPABLE`.
+    pub const MAP_FLAGS: usize = 1 << 10;
+    /// The classifier's global (`.rodata`, set by the loader) holding the
+    /// root's endpoint capacity: the length of each stripe.
+    pub const CAPACITY_GLOBAL: &str = "ENDPOINT_CAPACITY";
+
+    /// The element of `slot` in the stripe of `cpu`, for a root of
+    /// `capacity` slots. `slot < capacity` is the caller's to check.
+    #[inline(always)]
+    pub const fn index(cpu: u32, capacity: u32, slot: u32) -> u32 {
+        cpu * capacity + slot
+    }
 }
 
 /// Number of VLAN counters: one per 12-bit VLAN id, 0 meaning untagged.
@@ -225,7 +253,7 @@ impl Counter {
     }
 }
 
-/// Per-endpoint counters (a per-CPU array indexed by slot).
+/// Per-endpoint counters (an array striped by CPU, see [`stripes`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EndpointCounters {
@@ -339,8 +367,18 @@ pub const VERDICT_SLOTS: u32 = Hook::COUNT * Verdict::COUNT;
 /// controller writes it with a single atomic 64-bit store through an mmap of
 /// the (`BPF_F_MMAPABLE`) array, and the program reads it with one load.
 pub mod direct {
-    /// Entries: 64 Ki words, 512 KiB.
+    /// Index entries: 64 Ki words, 512 KiB.
     pub const SLOTS: u32 = 1 << 16;
+    /// The map's entries: the index, then one word ([`FILL`]) that the
+    /// program never reads.
+    pub const WORDS: u32 = SLOTS + 1;
+    /// The word after the index: how many endpoints the ENDPOINTS hash
+    /// holds (its keys on a real VLAN, not the VLAN_ANY twins or the
+    /// root's), which the controller adds to and takes from with atomic
+    /// operations through the mapping as it inserts and removes them, so
+    /// that a reader counts them without walking the hash (262,144 buckets
+    /// at 65,536 slots). Pins made before it have [`SLOTS`] words only.
+    pub const FILL: u32 = SLOTS;
     /// `BPF_F_MMAPABLE`.
     pub const MAP_FLAGS: usize = 1 << 10;
     pub const VALID: u64 = 1 << 63;

@@ -1,16 +1,16 @@
 //! Verdicts and counting, shared by the XDP and TC programs.
-use aya_ebpf::{programs::TcContext, EbpfContext};
+use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::TcContext, EbpfContext};
 use macvlan_common::{
-    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, vlan_policy, xdp_mark,
-    Endpoint, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, MAC_MASK, VLAN_ANY,
-    VLAN_ROOT, VLAN_SLOTS,
+    config_flags, direct, endpoint_flags, is_tag_tpid, mac_bytes, mac_word, stripes, vlan_policy,
+    xdp_mark, Endpoint, EndpointCounters, EndpointKey, Hook, Verdict, ETH_P_ARP, ETH_P_IPV4,
+    ETH_P_IPV6, MAC_MASK, VLAN_ANY, VLAN_ROOT, VLAN_SLOTS,
 };
 
 use crate::{
     events,
     maps::{
-        CONFIG, ENDPOINTS, ENDPOINT_INDEX, ENDPOINT_MALFORMED, ENDPOINT_MISMATCH, ENDPOINT_STATS,
-        VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
+        CONFIG, ENDPOINTS, ENDPOINT_CAPACITY, ENDPOINT_INDEX, ENDPOINT_MALFORMED,
+        ENDPOINT_MISMATCH, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
     },
     parse::{self, Ethernet},
 };
@@ -341,12 +341,34 @@ fn path_local(hook: Hook, frame: &Frame, eth: &Ethernet) -> bool {
     hook == Hook::TcIngress && frame.napi_id == 0 && is_local_source(eth.src)
 }
 
+/// The counters of endpoint `slot` in this CPU's stripe of ENDPOINT_STATS
+/// (see `macvlan_common::stripes`).
+///
+/// A stripe is written by one CPU only, as a per-CPU map's copy is, so a
+/// plain read-modify-write loses no count: BPF programs run with migration
+/// disabled, so the CPU id stays valid until the program returns, and on
+/// one CPU our programs never interleave (XDP runs in the driver's NAPI
+/// poll, TC in softirq or process context with bottom halves off, and
+/// neither can start on a CPU while the other runs there).
+#[inline(always)]
+pub(crate) fn endpoint_counters(slot: u32) -> Option<*mut EndpointCounters> {
+    let capacity = ENDPOINT_CAPACITY.load();
+    // A slot past the capacity would land in the next CPU's stripe: the
+    // kernel's bounds check covers only the whole array.
+    if slot >= capacity {
+        return None;
+    }
+    // SAFETY: no arguments; below nr_cpu_ids, the stripe count.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    ENDPOINT_STATS.get_ptr_mut(stripes::index(cpu, capacity, slot))
+}
+
 /// Counts a frame delivered to endpoint `slot` on its path (`local`: see
 /// [`path_local`]).
 #[inline(always)]
 fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
-    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no other writer on this CPU.
+    if let Some(c) = endpoint_counters(slot) {
+        // SAFETY: this CPU's stripe, no other writer (see above).
         let c = unsafe { &mut *c };
         if local {
             c.rx_local.add(bytes);

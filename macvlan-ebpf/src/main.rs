@@ -129,7 +129,7 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 /// The least any per-endpoint counting costs, for the datapath benchmark
 /// to print beside the classifier (never attached by the controller): the
 /// destination MAC of an untagged frame, one direct-index lookup and one
-/// per-CPU counter. No VLAN parse, no per-VLAN or per-verdict counters,
+/// counter in this CPU's stripe. No VLAN parse, no per-VLAN or per-verdict counters,
 /// no hash fallback, no policy.
 #[xdp]
 pub fn mvnet_xdp_floor(ctx: XdpContext) -> u32 {
@@ -141,8 +141,8 @@ pub fn mvnet_xdp_floor(ctx: XdpContext) -> u32 {
             // SAFETY: array value pointer, valid for the program's duration.
             let word = unsafe { core::ptr::read_volatile(word) };
             if word & direct::KEY_MASK == direct::key(mac, 0) {
-                if let Some(c) = maps::ENDPOINT_STATS.get_ptr_mut(direct::slot(word)) {
-                    // SAFETY: per-CPU slot, no other writer on this CPU.
+                if let Some(c) = classify::endpoint_counters(direct::slot(word)) {
+                    // SAFETY: this CPU's stripe, no other writer on it.
                     unsafe { (*c).rx_wire.add((end - data) as u64) };
                 }
             }

@@ -1,6 +1,7 @@
 //! The classifier's maps. BTF-defined (`#[btf_map]`) so that `bpftool map
-//! dump` prints named fields. Counters live in per-CPU arrays: the hot path
-//! never takes an atomic.
+//! dump` prints named fields. Counters live in per-CPU arrays, or in an
+//! array striped by CPU (ENDPOINT_STATS): the hot path never takes an
+//! atomic.
 //!
 //! The per-endpoint maps are compiled with `DEFAULT_ENDPOINTS` entries;
 //! the controller resizes them at load time to the root's
@@ -9,26 +10,42 @@
 use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::btf_map,
+    Global,
 };
 use macvlan_common::{
-    direct, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters, EndpointKey, VlanCounters,
-    DEFAULT_ENDPOINTS, ENDPOINT_KEYS, VERDICT_SLOTS, VLAN_SLOTS,
+    direct, stripes, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters, EndpointKey,
+    VlanCounters, DEFAULT_ENDPOINTS, ENDPOINT_KEYS, VERDICT_SLOTS, VLAN_SLOTS,
 };
 
-/// The direct index in front of ENDPOINTS (see `macvlan_common::direct`).
-/// Mmapable so the controller can write each word atomically.
+/// The direct index in front of ENDPOINTS (see `macvlan_common::direct`),
+/// and after it the fill word the controller keeps (`direct::FILL`, never
+/// read here). Mmapable so the controller can write each word atomically.
 #[btf_map]
-pub static ENDPOINT_INDEX: Array<u64, { direct::SLOTS as usize }, { direct::MAP_FLAGS }> =
+pub static ENDPOINT_INDEX: Array<u64, { direct::WORDS as usize }, { direct::MAP_FLAGS }> =
     Array::new();
+
+/// The root's endpoint capacity (`--max-endpoints`), set by the loader
+/// (`macvlan_common::stripes::CAPACITY_GLOBAL`): the length of each CPU's
+/// stripe of ENDPOINT_STATS. In `.rodata`, frozen once loaded, so the
+/// verifier knows its value.
+#[unsafe(no_mangle)]
+pub static ENDPOINT_CAPACITY: Global<u32> = Global::new(DEFAULT_ENDPOINTS);
 
 /// (destination MAC, VLAN) → endpoint. Written by the controller only.
 #[btf_map]
 pub static ENDPOINTS: HashMap<EndpointKey, Endpoint, { ENDPOINT_KEYS as usize }> = HashMap::new();
 
-/// Per-endpoint counters, indexed by `Endpoint::slot`.
+/// Per-endpoint counters, striped by CPU (`macvlan_common::stripes`):
+/// element `cpu * ENDPOINT_CAPACITY + slot`. Compiled for one stripe; the
+/// controller sizes it to one stripe per possible CPU at load time.
+/// Mmapable, so that the controller reads every counter through one
+/// mapping; see `count_endpoint_rx` for why it needs no atomics.
 #[btf_map]
-pub static ENDPOINT_STATS: PerCpuArray<EndpointCounters, { DEFAULT_ENDPOINTS as usize }> =
-    PerCpuArray::new();
+pub static ENDPOINT_STATS: Array<
+    EndpointCounters,
+    { DEFAULT_ENDPOINTS as usize },
+    { stripes::MAP_FLAGS },
+> = Array::new();
 
 /// Per-endpoint, indexed by `Endpoint::slot`: frames to the endpoint's MAC
 /// on another VLAN that XDP passed (observe). With no VLAN device for

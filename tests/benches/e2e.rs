@@ -59,13 +59,10 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::{
-    maps::{MapData, PerCpuArray},
     programs::{SchedClassifier, Xdp},
     Ebpf,
 };
-use macvlan_common::{
-    config_flags, map_names, program_names, vlan_policy, Config, EndpointCounters, Hook, Verdict,
-};
+use macvlan_common::{config_flags, map_names, program_names, vlan_policy, Config, Hook, Verdict};
 use mvnet::{
     datapath::{self, pinned, sys, Classifier, EndpointEntry, XdpMode},
     netlink,
@@ -395,18 +392,14 @@ impl Swapper {
     /// ingress, its endpoints' rx_wire, and the floor program's.
     fn delivered(&self) -> Result<(u64, u64, u64, u64)> {
         let c = self.maps.counters()?;
-        let floor: PerCpuArray<&MapData, EndpointCounters> = PerCpuArray::try_from(
+        let floor = datapath::endpoint_counters(
             self._pass_obj
                 .map(map_names::ENDPOINT_STATS)
                 .context("the floor's ENDPOINT_STATS")?,
         )?;
         let mut floor_rx = 0;
         for slot in &self.floor_slots {
-            floor_rx += floor
-                .get(slot, 0)?
-                .iter()
-                .map(|e| e.rx_wire.frames)
-                .sum::<u64>();
+            floor_rx += floor[*slot as usize].rx_wire.frames;
         }
         Ok((
             c.verdicts.get(Hook::XdpIngress, Verdict::Delivered).frames,

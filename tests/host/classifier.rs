@@ -361,12 +361,15 @@ impl Rig {
     fn counters(&self) -> Counters {
         Counters {
             verdicts: self.per_cpu_sum(map_names::VERDICT_STATS, VERDICT_SLOTS, Counter::merge),
-            endpoints: self.per_cpu_sum(map_names::ENDPOINT_STATS, DEFAULT_ENDPOINTS, |a, b| {
-                let (a, b): (&mut EndpointCounters, &EndpointCounters) = (a, b);
-                a.rx_wire.merge(&b.rx_wire);
-                a.rx_local.merge(&b.rx_local);
-                a.tx.merge(&b.tx);
-            }),
+            endpoints: {
+                let map = self
+                    .ebpf
+                    .map(map_names::ENDPOINT_STATS)
+                    .expect("ENDPOINT_STATS");
+                let all = datapath::endpoint_counters(map).expect("ENDPOINT_STATS");
+                assert_eq!(all.len(), DEFAULT_ENDPOINTS as usize, "ENDPOINT_STATS size");
+                all
+            },
             mismatch: self.per_cpu_sum(
                 map_names::ENDPOINT_MISMATCH,
                 DEFAULT_ENDPOINTS,
@@ -1324,14 +1327,22 @@ fn the_largest_capacity_counts_in_its_highest_slots() {
         .try_into()
         .unwrap();
     xdp.load().unwrap();
-    for (name, entries) in macvlan_common::endpoint_map_sizes(capacity) {
+    let stripes = datapath::stripes().unwrap();
+    for (name, entries) in macvlan_common::endpoint_map_sizes(capacity, stripes) {
         let map = ebpf.map(name).expect(name);
         let data = match map {
-            aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuArray(m) => m,
+            aya::maps::Map::HashMap(m)
+            | aya::maps::Map::PerCpuArray(m)
+            | aya::maps::Map::Array(m) => m,
             other => panic!("{name}: {other:?}"),
         };
         assert_eq!(data.info().unwrap().max_entries(), entries, "{name}");
     }
+    // ENDPOINT_STATS: one stripe of `capacity` per possible CPU.
+    assert_eq!(
+        macvlan_common::endpoint_map_sizes(capacity, stripes)[1],
+        (map_names::ENDPOINT_STATS, capacity * stripes)
+    );
     // Same bytes 4 and 5 as `indexed`: one index word, so `hashed` lives
     // in the hash only.
     let indexed = [0x02, 0x42, 0x0a, 0x00, 0xff, 0xfe];
@@ -1388,21 +1399,64 @@ fn the_largest_capacity_counts_in_its_highest_slots() {
             .unwrap();
         assert_eq!(r.return_value, XDP_PASS);
     }
-    let stats: PerCpuArray<_, EndpointCounters> =
-        PerCpuArray::try_from(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
-    assert_eq!(stats.len(), capacity);
-    let rx = |slot: u32| {
-        let mut total = Counter::default();
-        for c in stats.get(&slot, 0).unwrap().iter() {
-            total.merge(&c.rx_wire);
-        }
-        total
-    };
+    let stats = datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    assert_eq!(stats.len(), capacity as usize);
+    let rx = |slot: u32| stats[slot as usize].rx_wire;
     assert_eq!(rx(slot_indexed).frames, 3);
     assert_eq!(rx(slot_indexed).bytes, 3 * len);
     assert_eq!(rx(slot_hashed).frames, 5);
     assert_eq!(rx(slot_second).frames, 7);
     assert_eq!(rx(0).frames, 0);
+}
+
+/// The fill word beside the direct index counts the endpoints in the
+/// table without walking the hash: a new key adds one, a replaced one
+/// nothing, a removed one takes one away, and endpoints kept in the hash
+/// only (their index word taken) count as well.
+#[test]
+fn the_fill_word_counts_the_table() {
+    require_root();
+    let mut ebpf = datapath::load().unwrap();
+    let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
+    let entry = |mac: [u8; 6], vlan: u16| EndpointEntry {
+        mac,
+        vlan,
+        ipv4: None,
+        ipv6: None,
+        enforce: false,
+    };
+    // Same bytes 4 and 5: the second lives in the hash only.
+    let (a, b, c) = (
+        [0x02, 0x42, 0x0a, 0x00, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x01, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x00, 0x00, 0x03],
+    );
+    assert_eq!(table.len(), 0);
+    table.insert_at(entry(a, 0), 0).unwrap();
+    table.insert_at(entry(b, 0), 1).unwrap();
+    table.insert_at(entry(c, 10), 2).unwrap();
+    assert!(!table.is_indexed(b, 0));
+    assert_eq!(table.len(), 3);
+    // Replaced (the enforce flag, another slot): still three.
+    table
+        .insert_at(
+            EndpointEntry {
+                enforce: true,
+                ..entry(a, 0)
+            },
+            4,
+        )
+        .unwrap();
+    table.insert_root([0x02, 0, 0, 0, 0, 1]).unwrap();
+    assert_eq!(table.len(), 3);
+    table.remove(b, 0).unwrap();
+    assert_eq!(table.len(), 2);
+    // A key that is not there is an error and counts nothing.
+    assert!(table.remove(b, 0).is_err());
+    assert_eq!(table.len(), 2);
+    // The lowest free slot, from a walk of the hash: 0, 1 and 3 are free.
+    assert_eq!(table.insert(entry(b, 20)).unwrap(), 0);
+    assert_eq!(table.len(), 3);
 }
 
 /// A capacity outside 1..=65536 is refused before anything is loaded.

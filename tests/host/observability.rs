@@ -115,13 +115,30 @@ fn bpftool_dump(path: &Path) -> Vec<(u64, Value)> {
                 .get("formatted")
                 .unwrap_or_else(|| panic!("no BTF-formatted element in bpftool's output: {e}"));
             let key = f["key"].as_u64().unwrap_or_else(|| panic!("key {f}"));
+            // A per-CPU map: one value per CPU, summed; else the value.
+            let Some(cpus) = f.get("values") else {
+                return (key, f["value"].clone());
+            };
             let mut sum = Value::Null;
-            for cpu in f["values"].as_array().unwrap() {
+            for cpu in cpus.as_array().unwrap() {
                 add(&mut sum, &cpu["value"]);
             }
             (key, sum)
         })
         .collect()
+}
+
+/// The elements of a map striped by CPU (ENDPOINT_STATS: element
+/// `cpu * capacity + slot`), as a bpftool user sums them: by slot, over
+/// the stripes. There must be one stripe per possible CPU.
+fn stripes_summed(elems: Vec<(u64, Value)>, capacity: u64) -> Vec<(u64, Value)> {
+    let cpus = aya::util::nr_cpus().unwrap() as u64;
+    assert_eq!(elems.len() as u64, cpus * capacity, "one stripe per CPU");
+    let mut slots = vec![Value::Null; capacity as usize];
+    for (key, v) in elems {
+        add(&mut slots[(key % capacity) as usize], &v);
+    }
+    (0..capacity).zip(slots).collect()
 }
 
 /// `acc += v`, field by field (numbers added, objects recursed).
@@ -314,7 +331,7 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     );
 
     // bpftool, on the pins, with BTF names: the same numbers.
-    let eps = bpftool_dump(&dir.join("ENDPOINT_STATS"));
+    let eps = stripes_summed(bpftool_dump(&dir.join("ENDPOINT_STATS")), 4096);
     assert_eq!(eps.len(), 4096);
     for (net, name) in [("oa", &a1), ("oa", &a2), ("ob", &b1)] {
         let e = endpoint(&doc, net, name);

@@ -1,4 +1,4 @@
-//! Reading the per-CPU counter arrays into totals.
+//! Reading the counter arrays (per-CPU, or striped by CPU) into totals.
 use aya::maps::{Map, MapData, PerCpuArray};
 use macvlan_common::{
     map_names, Counter, EndpointCounters, Hook, Verdict, VlanCounters, VERDICT_SLOTS, VLAN_SLOTS,
@@ -70,19 +70,28 @@ fn merge_vlan(a: &mut VlanCounters, b: &VlanCounters) {
     a.tx_tc.merge(&b.tx_tc);
 }
 
+/// Every slot's counters in ENDPOINT_STATS (`map`, of a loaded object or
+/// a pin), summed over CPUs: through a mapping of its stripes, or for pins
+/// made before the stripes, a batch read of the per-CPU array.
+pub fn endpoint_counters(map: &Map) -> Result<Vec<EndpointCounters>, DatapathError> {
+    match map {
+        Map::Array(data) => Ok(super::striped::StripedCounters::map(data, true)?.sum()),
+        _ => per_cpu_sum(
+            map,
+            map_names::ENDPOINT_STATS,
+            super::capacity_of(map)?,
+            merge_endpoint,
+        ),
+    }
+}
+
 impl CounterSnapshot {
     /// Reads through `map`, which finds a map by name (loaded or pinned).
     pub(super) fn read_with<'m>(
         map: impl Fn(&'static str) -> Result<&'m Map, DatapathError>,
     ) -> Result<Self, DatapathError> {
-        let stats = map(map_names::ENDPOINT_STATS)?;
         Ok(Self {
-            endpoints: per_cpu_sum(
-                stats,
-                map_names::ENDPOINT_STATS,
-                super::capacity_of(stats)?,
-                merge_endpoint,
-            )?,
+            endpoints: endpoint_counters(map(map_names::ENDPOINT_STATS)?)?,
             vlans: per_cpu_sum(
                 map(map_names::VLAN_STATS)?,
                 map_names::VLAN_STATS,

@@ -19,16 +19,54 @@ use crate::sys::bpf::MappedWords;
 #[derive(Clone)]
 pub struct DirectIndex {
     words: std::sync::Arc<MappedWords>,
+    /// Whether the array has the fill word after the index
+    /// (`direct::FILL`); pins made before it have none.
+    has_fill: bool,
 }
 
 impl DirectIndex {
     /// Maps the ENDPOINT_INDEX array (created `BPF_F_MMAPABLE`).
     pub fn map(map: &MapData) -> Result<DirectIndex, DatapathError> {
-        let words = MappedWords::map(map.fd().as_fd(), direct::SLOTS as usize)
+        let name = macvlan_common::map_names::ENDPOINT_INDEX;
+        let entries = map
+            .info()
+            .map_err(|source| DatapathError::Map { name, source })?
+            .max_entries();
+        let has_fill = entries >= direct::WORDS;
+        let len = if has_fill {
+            direct::WORDS
+        } else {
+            direct::SLOTS
+        };
+        let words = MappedWords::map(map.fd().as_fd(), len as usize)
             .map_err(|e| DatapathError::Pin(format!("mapping the endpoint index: {e}")))?;
         Ok(DirectIndex {
             words: std::sync::Arc::new(words),
+            has_fill,
         })
+    }
+
+    /// How many endpoints the ENDPOINTS hash holds (`direct::FILL`), or
+    /// `None` for pins made before the fill word.
+    pub fn fill(&self) -> Option<u64> {
+        self.has_fill
+            .then(|| self.word(direct::FILL).load(Ordering::Acquire))
+    }
+
+    /// Counts an endpoint added to the hash (`added`) or removed from it.
+    /// Atomic, so that two processes changing the table at once keep it
+    /// exact.
+    pub fn count(&self, added: bool) {
+        if !self.has_fill {
+            return;
+        }
+        let w = self.word(direct::FILL);
+        if added {
+            w.fetch_add(1, Ordering::AcqRel);
+        } else {
+            // Never below zero, whatever an older mvnet did to the table.
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
     }
 
     fn word(&self, index: u32) -> &AtomicU64 {

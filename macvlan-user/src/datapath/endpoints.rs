@@ -6,6 +6,9 @@ use macvlan_common::{map_names, Endpoint, EndpointKey, VLAN_ANY};
 
 use super::{direct::DirectIndex, DatapathError};
 
+/// `BPF_NOEXIST`: create the key, fail with EEXIST if it is there.
+const BPF_NOEXIST: u64 = 1;
+
 /// One endpoint as the classifier knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointEntry {
@@ -137,9 +140,23 @@ impl<'a> EndpointTable<'a> {
         };
         let name = map_names::ENDPOINTS;
         let map_err = |source| DatapathError::Map { name, source };
-        self.map
-            .insert(EndpointKey::new(entry.mac, entry.vlan), value, 0)
-            .map_err(map_err)?;
+        let key = EndpointKey::new(entry.mac, entry.vlan);
+        // Created or replaced: only a new key adds to the fill count.
+        let added = match self.map.insert(key, value, BPF_NOEXIST) {
+            Ok(()) => true,
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                self.map.insert(key, value, 0).map_err(map_err)?;
+                false
+            }
+            Err(e) => return Err(map_err(e)),
+        };
+        if added {
+            if let Some(index) = &self.index {
+                index.count(true);
+            }
+        }
         self.map
             .insert(EndpointKey::new(entry.mac, VLAN_ANY), value, 0)
             .map_err(map_err)?;
@@ -174,9 +191,14 @@ impl<'a> EndpointTable<'a> {
             .map_err(|source| DatapathError::Map { name, source })
     }
 
-    /// Number of endpoints in the table.
+    /// Number of endpoints in the table: the fill word the controller
+    /// keeps beside the direct index, or for pins made before it, a walk
+    /// of the hash.
     pub fn len(&self) -> usize {
-        self.used_slots().len()
+        match self.index.as_ref().and_then(DirectIndex::fill) {
+            Some(n) => n as usize,
+            None => self.used_slots().len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,6 +257,9 @@ impl<'a> EndpointTable<'a> {
         self.map
             .remove(&EndpointKey::new(mac, vlan))
             .map_err(|source| DatapathError::Map { name, source })?;
+        if let Some(index) = &self.index {
+            index.count(false);
+        }
         let _ = self.map.remove(&EndpointKey::new(mac, VLAN_ANY));
         Ok(())
     }

@@ -10,6 +10,7 @@ mod direct;
 mod endpoints;
 pub mod monitor;
 pub mod pinned;
+mod striped;
 pub use crate::sys::bpf as sys;
 
 use aya::{
@@ -18,13 +19,15 @@ use aya::{
 };
 use direct::DirectIndex;
 use macvlan_common::{
-    endpoint_map_sizes, map_names, program_names, DEFAULT_ENDPOINTS, MAX_ENDPOINTS,
+    endpoint_map_sizes, map_names, program_names, stripes as striped_layout, DEFAULT_ENDPOINTS,
+    MAX_ENDPOINTS,
 };
 use thiserror::Error;
 
 pub use classifier::Classifier;
-pub use counters::{CounterSnapshot, VerdictTable};
+pub use counters::{endpoint_counters, CounterSnapshot, VerdictTable};
 pub use endpoints::{EndpointEntry, EndpointTable};
+pub use striped::stripes;
 
 use crate::netns::NetnsError;
 
@@ -109,13 +112,17 @@ pub fn load() -> Result<Ebpf, DatapathError> {
 }
 
 /// Loads the classifier object with room for `capacity` endpoints (1 to
-/// [`MAX_ENDPOINTS`]): the per-endpoint maps get that many entries.
+/// [`MAX_ENDPOINTS`]): the per-endpoint maps get that many entries
+/// (ENDPOINT_STATS that many per possible CPU, see [`stripes`]), and the
+/// program learns the stripe length from its global.
 pub fn load_with_capacity(capacity: u32) -> Result<Ebpf, DatapathError> {
     check_capacity(capacity)?;
+    let stripes = stripes()?;
     let mut loader = EbpfLoader::new();
-    for (name, entries) in endpoint_map_sizes(capacity) {
+    for (name, entries) in endpoint_map_sizes(capacity, stripes) {
         loader.map_max_entries(name, entries);
     }
+    loader.override_global(striped_layout::CAPACITY_GLOBAL, &capacity, true);
     Ok(loader.load(object())?)
 }
 
@@ -128,14 +135,20 @@ pub fn check_capacity(capacity: u32) -> Result<(), DatapathError> {
     }
 }
 
-/// The endpoint capacity a classifier was loaded with: the `max_entries`
-/// of its ENDPOINT_STATS (`map`), which the kernel keeps with the map.
+/// The endpoint capacity a classifier was loaded with, from the
+/// `max_entries` of its ENDPOINT_STATS (`map`), which the kernel keeps
+/// with the map: one stripe per possible CPU, or (pins made before the
+/// stripes) a per-CPU array of one element per slot.
 fn capacity_of(map: &aya::maps::Map) -> Result<u32, DatapathError> {
     let name = map_names::ENDPOINT_STATS;
-    batch::map_data(map)
+    let entries = batch::map_data(map)
         .info()
         .map(|i| i.max_entries())
-        .map_err(|source| DatapathError::Map { name, source })
+        .map_err(|source| DatapathError::Map { name, source })?;
+    match map {
+        aya::maps::Map::Array(_) => Ok(entries / stripes()?),
+        _ => Ok(entries),
+    }
 }
 
 /// The endpoint table of a loaded (not necessarily attached) object.

@@ -7,6 +7,7 @@
 //! ```text
 //! /sys/fs/bpf/mvnet/<netns inode>-<root device>/
 //!     ENDPOINTS ENDPOINT_STATS VLAN_STATS VERDICT_STATS CONFIG   maps
+//!     (ENDPOINT_STATS: striped by CPU, see `macvlan_common::stripes`)
 //!     VLAN_POLICY ENDPOINT_INDEX ENDPOINT_MISMATCH               maps
 //!     ENDPOINT_MALFORMED ENDPOINT_DEVICES ENDPOINT_TX_INVALID    maps
 //!     link_xdp link_tc_ingress link_tc_egress                    bpf_links
@@ -363,6 +364,8 @@ pub struct PinnedMaps {
     maps: Vec<(&'static str, Map)>,
     /// The direct index, mapped on first use and kept.
     index: std::sync::OnceLock<Option<super::direct::DirectIndex>>,
+    /// ENDPOINT_STATS mapped for zeroing new slots, on first use.
+    striped: std::sync::OnceLock<super::striped::StripedCounters>,
 }
 
 impl PinnedMaps {
@@ -386,6 +389,7 @@ impl PinnedMaps {
         Ok(PinnedMaps {
             maps,
             index: std::sync::OnceLock::new(),
+            striped: std::sync::OnceLock::new(),
         })
     }
 
@@ -398,15 +402,41 @@ impl PinnedMaps {
     }
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        let index = match self.index.get() {
+        let index = self.index()?;
+        let capacity = self.capacity()?;
+        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index, capacity)
+    }
+
+    /// The direct index, mapped once (`None` for pins made before it).
+    fn index(&self) -> Result<Option<super::direct::DirectIndex>, DatapathError> {
+        Ok(match self.index.get() {
             Some(i) => i.clone(),
             None => {
                 let i = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
                 self.index.get_or_init(|| i).clone()
             }
-        };
-        let capacity = self.capacity()?;
-        EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index, capacity)
+        })
+    }
+
+    /// The slot of endpoint (`mac`, `vlan`) if the direct index holds it:
+    /// a load from the mapping, no system call. `None` when it does not
+    /// (its word belongs to another endpoint, or it is not in the table):
+    /// then only the hash ([`PinnedMaps::endpoints_ro`]) can tell.
+    pub fn indexed_slot(&self, mac: [u8; 6], vlan: u16) -> Result<Option<u32>, DatapathError> {
+        Ok(self.index()?.and_then(|i| i.get(&mac, vlan)))
+    }
+
+    /// How many endpoints the table holds, from the fill word the
+    /// controller keeps beside the direct index, without walking the hash;
+    /// for pins made before the fill word, from a walk of the hash.
+    pub fn endpoint_count(&self) -> Result<usize, DatapathError> {
+        if let Some(n) = self.index()?.and_then(|i| i.fill()) {
+            return Ok(n as usize);
+        }
+        match self.endpoints_ro() {
+            Some(view) => Ok(view.entries()?.len()),
+            None => Ok(0),
+        }
     }
 
     /// The endpoint capacity this classifier was attached with (its
@@ -495,7 +525,22 @@ impl PinnedMaps {
 
     /// Zeroes the per-endpoint counters of a new endpoint's slot.
     fn zero_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
-        self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?;
+        match self.get(map_names::ENDPOINT_STATS)? {
+            Map::Array(data) => {
+                let striped = match self.striped.get() {
+                    Some(s) => s,
+                    None => {
+                        let s = super::striped::StripedCounters::map(data, false)?;
+                        self.striped.get_or_init(|| s)
+                    }
+                };
+                striped.zero(slot)?;
+            }
+            // Pins made before the stripes: a per-CPU array.
+            _ => {
+                self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?
+            }
+        }
         // Absent from classifiers pinned before it existed.
         for name in [
             map_names::ENDPOINT_MISMATCH,

@@ -100,7 +100,8 @@ impl Snapshot {
 }
 
 /// Reads the counters of every network's classifier (of `only`, a network
-/// id, if given): one batched read per map and root device.
+/// id, if given): the endpoint counters through a mapping, the other
+/// counters in one batch read per map, per root device.
 pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
     let (taken, at) = (SystemTime::now(), Instant::now());
     let nets = selected(state, only);
@@ -191,7 +192,7 @@ fn joined(
             .expect("every network's root was read");
         stats.vlans.entry(net.vlan).or_default();
         for ep in &mut net.endpoints {
-            ep.slot = slots.get(&slot_key(ep.mac, net.vlan)).copied();
+            ep.slot = slots.slot(ep.mac, net.vlan);
             ep.counters = ep
                 .slot
                 .and_then(|s| counters.get(s as usize).copied())
@@ -259,7 +260,51 @@ fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
 /// The slots of a classifier's endpoints by [`slot_key`].
 type Slots = HashMap<u64, u32, BuildHasherDefault<KeyHash>>;
 
-type RootRead = (Slots, RootStats, Vec<EndpointCounters>);
+type RootRead = (SlotFinder, RootStats, Vec<EndpointCounters>);
+
+/// Index misses after which [`SlotFinder`] reads the whole hash once
+/// instead of looking each endpoint up (a system call each, about a
+/// microsecond; the batch read walks every bucket, some 50 ms at 65,536
+/// slots).
+const LOOKUPS_BEFORE_BATCH: usize = 4096;
+
+/// Finds endpoints' slots in a classifier's table: in the mapped direct
+/// index (no system call), which holds nearly every endpoint; the few it
+/// does not hold (their word taken by another endpoint) in the ENDPOINTS
+/// hash, one lookup each, or, past [`LOOKUPS_BEFORE_BATCH`] of them, in
+/// one batch read of the whole hash.
+struct SlotFinder {
+    /// `None`: the classifier is not attached.
+    maps: Option<PinnedMaps>,
+    lookups: usize,
+    all: Option<Slots>,
+}
+
+impl SlotFinder {
+    fn slot(&mut self, mac: Mac, vlan: u16) -> Option<u32> {
+        if let Some(all) = &self.all {
+            return all.get(&slot_key(mac, vlan)).copied();
+        }
+        let maps = self.maps.as_ref()?;
+        if let Ok(Some(slot)) = maps.indexed_slot(mac.octets(), vlan) {
+            return Some(slot);
+        }
+        let view = maps.endpoints_ro()?;
+        self.lookups += 1;
+        if self.lookups > LOOKUPS_BEFORE_BATCH {
+            if let Ok(entries) = view.entries() {
+                let all: Slots = entries
+                    .into_iter()
+                    .map(|(k, v)| (slot_key(Mac::new(k.mac), k.vlan), v.slot))
+                    .collect();
+                let slot = all.get(&slot_key(mac, vlan)).copied();
+                self.all = Some(all);
+                return slot;
+            }
+        }
+        view.get(mac.octets(), vlan).map(|e| e.slot)
+    }
+}
 
 /// (MAC, VLAN) in one word: the MAC's 48 bits and the VLAN above them.
 fn slot_key(mac: Mac, vlan: u16) -> u64 {
@@ -304,25 +349,22 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         vlans: BTreeMap::new(),
         verdicts: VerdictTable::default(),
     };
+    let unattached = SlotFinder {
+        maps: None,
+        lookups: 0,
+        all: None,
+    };
     if !pinned::is_attached(dir) {
-        return Ok((Slots::default(), stats, Vec::new()));
+        return Ok((unattached, stats, Vec::new()));
     }
     let maps = PinnedMaps::open(dir)?;
-    // The table and the counter arrays are read at once, on two CPUs: each
-    // batch costs about a millisecond of kernel time at 4096 endpoints.
-    let (entries, counters) = std::thread::scope(|s| {
-        let counters = s.spawn(|| maps.counters());
-        let entries = match maps.endpoints_ro() {
-            Some(view) => view.entries(),
-            None => Ok(Vec::new()),
-        };
-        (entries, counters.join())
-    });
-    let entries = entries?;
-    let counters = counters.map_err(|_| anyhow::anyhow!("reading the counters panicked"))??;
+    // No walk of the ENDPOINTS hash: the count is the fill word beside the
+    // direct index, and the endpoints' slots are found in the index as
+    // they are joined (see SlotFinder).
+    let counters = maps.counters()?;
     stats.attached = true;
     stats.capacity = maps.capacity()?;
-    stats.endpoints = entries.len();
+    stats.endpoints = maps.endpoint_count()?;
     stats.verdicts = counters.verdicts.clone();
     for vid in 0..VLAN_SLOTS as u16 {
         let v = counters.vlan(vid);
@@ -330,10 +372,10 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
             stats.vlans.insert(vid, v);
         }
     }
-    let slots = entries
-        .into_iter()
-        .map(|(k, v)| (slot_key(Mac::new(k.mac), k.vlan), v.slot))
-        .collect();
+    let slots = SlotFinder {
+        maps: Some(maps),
+        ..unattached
+    };
     Ok((slots, stats, counters.endpoints))
 }
 

@@ -253,7 +253,15 @@ pub struct MappedWords {
 impl MappedWords {
     /// Maps the first `len` u64 words of the array map `map`.
     pub fn map(map: BorrowedFd<'_>, len: usize) -> io::Result<MappedWords> {
+        Self::map_with(map, len, false)
+    }
+
+    /// [`MappedWords::map`], with every page faulted in at once
+    /// (`MAP_POPULATE`) when `populate`: for a mapping read whole, one
+    /// system call instead of a page fault per page.
+    pub fn map_with(map: BorrowedFd<'_>, len: usize, populate: bool) -> io::Result<MappedWords> {
         let bytes = len * std::mem::size_of::<u64>();
+        let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: a new shared mapping of a BPF array fd (no existing memory
         // is touched); the kernel checks that the map is mmapable and at
         // least `bytes` long.
@@ -262,7 +270,7 @@ impl MappedWords {
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                flags,
                 map.as_raw_fd(),
                 0,
             )
@@ -285,6 +293,12 @@ impl MappedWords {
         // SAFETY: in bounds of the live mapping; AtomicU64 has u64's layout
         // and the kernel only reads these words.
         unsafe { &*self.words.add(index) }
+    }
+
+    /// Every word.
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `len` words of the live mapping, as in `word`.
+        unsafe { std::slice::from_raw_parts(self.words, self.len) }
     }
 }
 
