@@ -8,6 +8,7 @@ mod counters;
 pub mod devices;
 mod direct;
 mod endpoints;
+pub mod hooks;
 pub mod monitor;
 pub mod pinned;
 pub use crate::sys::bpf as sys;
@@ -73,6 +74,8 @@ pub enum DatapathError {
     Capacity(u32),
     #[error("{0}")]
     Pin(String),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// The direct endpoint index over `map` (ENDPOINT_INDEX), if the object
