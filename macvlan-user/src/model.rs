@@ -178,7 +178,9 @@ pub enum XdpMode {
     Native,
     /// In the stack, after the skb is built; works on every device.
     Generic,
-    /// Native, falling back to generic where the driver has no XDP.
+    /// TC alone on a veth (native XDP would switch its receive path to
+    /// NAPI, costing more than it saves; Linux 6.6+), else native, falling
+    /// back to generic where the driver has no XDP.
     #[default]
     // State files written before this enum stored "" for it.
     #[serde(alias = "")]

@@ -232,7 +232,8 @@ struct Watch {
 
 impl Watch {
     fn start(s: &Session, args: &[&str]) -> Watch {
-        let mut argv = vec!["docker", "watch"];
+        // The tests assert XDP's counts (auto: TC alone on the lab's veth).
+        let mut argv = vec!["docker", "watch", "--xdp-mode", "native"];
         argv.extend_from_slice(args);
         let mut child = s.spawn(&argv);
         let out = Arc::new(Mutex::new(String::new()));
@@ -467,6 +468,8 @@ fn sync_enforce_drops_unknown_macs_for_dockers_containers() {
         &host,
         "--policy",
         "enforce",
+        "--xdp-mode",
+        "native",
     ]);
     assert!(
         out.contains("1 macvlan network(s), 1 endpoint(s) of 1 container(s)"),
@@ -480,6 +483,8 @@ fn sync_enforce_drops_unknown_macs_for_dockers_containers() {
         &host,
         "--policy",
         "enforce",
+        "--xdp-mode",
+        "native",
     ]);
     assert!(again.starts_with("nothing to do\n"), "{again}");
     let v = env.stats();

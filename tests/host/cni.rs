@@ -7,7 +7,6 @@
 //! namespace, where the parent `eth0` is.
 use std::path::{Path, PathBuf};
 
-use macvlan_common::Hook;
 use mvnet::{datapath::pinned::PinnedMaps, model::Mac, netns::NetNs};
 use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 use serde_json::{json, Value};
@@ -198,7 +197,7 @@ impl Harness {
             &maps,
             self.lab.upstream(),
             UPSTREAM_IF,
-            Hook::XdpIngress,
+            crate::datapath_cp::wire_hook(&pin_dir(&self.lab)),
             FrameSpec::udp4(mac.octets(), src).build().unwrap(),
             n,
         );

@@ -677,7 +677,6 @@ fn disconnect_returns_once_the_link_is_gone() {
 #[test]
 fn a_passthru_endpoint_puts_its_mac_on_the_wire() {
     use crate::datapath_cp::{pin_dir, send};
-    use macvlan_common::Hook;
     use mvnet::datapath::pinned::PinnedMaps;
     use mvnet_lab::lab::frames::FrameSpec;
 
@@ -711,7 +710,8 @@ fn a_passthru_endpoint_puts_its_mac_on_the_wire() {
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let up = lab.upstream().clone();
     let frame = FrameSpec::udp4(mac, src).build().unwrap();
-    send(&maps, &up, UPSTREAM_IF, Hook::XdpIngress, frame, 40);
+    let hook = crate::datapath_cp::wire_hook(&pin_dir(&lab));
+    send(&maps, &up, UPSTREAM_IF, hook, frame, 40);
     let out = s.ok(&["verify", "pt"]);
     let row: Vec<&str> = out
         .lines()

@@ -560,8 +560,8 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
             ));
         }
     }
-    // The classifier: attached to the parent (XDP, tcx ingress and
-    // egress) exactly while a network uses it, its pins likewise, and its
+    // The classifier: attached to the parent (tcx ingress and egress)
+    // exactly while a network uses it, its pins likewise, and its
     // entries exactly the live endpoints.
     let ino = pinned::netns_inode(Some(f.lab.host())).unwrap();
     let pins: Vec<String> = std::fs::read_dir(pinned::PIN_ROOT)
@@ -582,8 +582,9 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
         }
         return bad;
     }
+    // `--xdp-mode auto` on the lab's veth parent: TC alone, no XDP program.
     if pins != [format!("{ino}-{PARENT}")]
-        || xdp != 1
+        || xdp != 0
         || tc != [pinned::LINK_TC_INGRESS, pinned::LINK_TC_EGRESS]
     {
         bad.push(format!(

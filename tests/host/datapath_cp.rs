@@ -31,6 +31,21 @@ pub(crate) fn mac_of(s: &Session, container: &str, net: &str) -> [u8; 6] {
     m.parse::<mvnet::model::Mac>().unwrap().octets()
 }
 
+/// `--xdp-mode native`: for the tests that assert XDP's counts and drops.
+/// Under the default (auto) the classifier runs on TC alone on the lab's
+/// veth parent (see `tc_only`), which counts the same frames at TC ingress.
+pub(crate) const XDP_NATIVE: [&str; 2] = ["--xdp-mode", "native"];
+
+/// The hook that counts frames from the wire on the classifier pinned in
+/// `dir`: XDP, or TC ingress when it runs on TC alone.
+pub(crate) fn wire_hook(dir: &std::path::Path) -> Hook {
+    if dir.join(pinned::LINK_XDP).exists() {
+        Hook::XdpIngress
+    } else {
+        Hook::TcIngress
+    }
+}
+
 pub(crate) fn pin_dir(lab: &Lab) -> std::path::PathBuf {
     pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT)
 }
@@ -89,13 +104,13 @@ fn three_endpoints_on_two_networks_are_counted_exactly_then_enforced() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("na", "10.91.0.0/24", "eth0", &[]);
+    s.network("na", "10.91.0.0/24", "eth0", &XDP_NATIVE);
     assert!(
         pinned::is_attached(&dir),
         "classifier not pinned at {}",
         dir.display()
     );
-    s.network("nb", "10.92.0.0/24", "eth0", &[]);
+    s.network("nb", "10.92.0.0/24", "eth0", &XDP_NATIVE);
     let names: Vec<String> = ["a1", "a2", "b1"].iter().map(|n| s.name(n)).collect();
     s.container("na", &names[0], &[]);
     s.container("na", &names[1], &[]);
@@ -257,7 +272,12 @@ fn restore_reattaches_a_lost_classifier_with_its_endpoints() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("nr", "10.93.0.0/24", "eth0", &["--policy", "enforce"]);
+    s.network(
+        "nr",
+        "10.93.0.0/24",
+        "eth0",
+        &["--policy", "enforce", XDP_NATIVE[0], XDP_NATIVE[1]],
+    );
     let name = format!("{}-r1", lab.id());
     s.container("nr", &name, &[]);
     let mac = mac_of(&s, &name, "nr");
@@ -309,7 +329,7 @@ fn verify_reconciles_classifier_and_kernel_counts() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("nv", "10.94.0.0/24", "eth0", &[]);
+    s.network("nv", "10.94.0.0/24", "eth0", &XDP_NATIVE);
     let a = format!("{}-va", lab.id());
     let b = format!("{}-vb", lab.id());
     s.container("nv", &a, &[]);
@@ -425,7 +445,7 @@ fn forged_source_mac_or_ip_is_counted_and_blocked_when_enforcing() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("ns1", "10.95.0.0/24", "eth0", &[]);
+    s.network("ns1", "10.95.0.0/24", "eth0", &XDP_NATIVE);
     let name = format!("{}-sp", lab.id());
     s.container("ns1", &name, &["--ip", "10.95.0.2"]);
     let mac = mac_of(&s, &name, "ns1");
@@ -545,7 +565,7 @@ fn monitor_streams_rate_limited_anomaly_events() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.network("nm", "10.96.0.0/24", "eth0", &[]);
+    s.network("nm", "10.96.0.0/24", "eth0", &XDP_NATIVE);
     let name = format!("{}-mo", lab.id());
     s.container("nm", &name, &["--ip", "10.96.0.2"]);
     let mac = mac_of(&s, &name, "nm");
@@ -624,7 +644,12 @@ fn host_traffic_to_the_parent_passes_under_enforce() {
     require_root();
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    s.network("ne", "10.97.0.0/24", "eth0", &["--policy", "enforce"]);
+    s.network(
+        "ne",
+        "10.97.0.0/24",
+        "eth0",
+        &["--policy", "enforce", XDP_NATIVE[0], XDP_NATIVE[1]],
+    );
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let parent = lab.mac_of(lab.host(), PARENT).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
@@ -657,7 +682,14 @@ fn broadcast_and_multicast_follow_the_configured_rule_under_enforce() {
         "nb",
         "10.99.0.0/24",
         "eth0",
-        &["--policy", "enforce", "--multicast", "drop"],
+        &[
+            "--policy",
+            "enforce",
+            "--multicast",
+            "drop",
+            XDP_NATIVE[0],
+            XDP_NATIVE[1],
+        ],
     );
     let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();

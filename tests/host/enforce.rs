@@ -520,7 +520,12 @@ fn verify_explains_malformed_frames_passed_to_an_endpoint() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("em", "10.97.0.0/24", "eth0", &[]);
+    s.network(
+        "em",
+        "10.97.0.0/24",
+        "eth0",
+        &crate::datapath_cp::XDP_NATIVE,
+    );
     let name = s.name("m1");
     s.container("em", &name, &["--ip", "10.97.0.11"]);
     let mac = mac_of(&s, &name, "em");

@@ -22,5 +22,6 @@ mod scripting;
 mod source_checks;
 mod source_model;
 mod state_dir;
+mod tc_only;
 mod top;
 mod traffic;

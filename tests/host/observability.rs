@@ -168,8 +168,18 @@ fn stats_json_counts_exactly_and_bpftool_reads_the_same_numbers() {
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
     let dir = pin_dir(&lab);
-    s.network("oa", "10.81.0.0/24", "eth0", &[]);
-    s.network("ob", "10.82.0.0/24", "eth0", &[]);
+    s.network(
+        "oa",
+        "10.81.0.0/24",
+        "eth0",
+        &crate::datapath_cp::XDP_NATIVE,
+    );
+    s.network(
+        "ob",
+        "10.82.0.0/24",
+        "eth0",
+        &crate::datapath_cp::XDP_NATIVE,
+    );
     let [a1, a2, b1] = ["a1", "a2", "b1"].map(|n| s.name(n));
     s.container("oa", &a1, &["--ip", "10.81.0.11"]);
     s.container("oa", &a2, &["--ip", "10.81.0.12"]);
@@ -585,7 +595,12 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
     assert_eq!(http_get(&host, mport, "/nothing", None).unwrap().0, 404);
 
     // Then a network, an endpoint: picked up without a restart.
-    s.network("op", "10.83.0.0/24", "eth0", &[]);
+    s.network(
+        "op",
+        "10.83.0.0/24",
+        "eth0",
+        &crate::datapath_cp::XDP_NATIVE,
+    );
     let c = format!("{}-p1", lab.id());
     s.container("op", &c, &[]);
     let mac = Mac::new(mac_of(&s, &c, "op")).to_string();

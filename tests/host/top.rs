@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use macvlan_common::Hook;
 use mvnet::{datapath::pinned::PinnedMaps, model::Mac};
 use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 
@@ -228,7 +227,8 @@ impl Scene {
         let lab = Lab::new().unwrap();
         let s = Session::new(&lab);
         for (net, subnet) in [("na", "10.81.0.0/24"), ("nb", "10.82.0.0/24")] {
-            s.network(net, subnet, "eth0", &[]);
+            // The rows assert XDP's column (auto: TC alone on the veth).
+            s.network(net, subnet, "eth0", &crate::datapath_cp::XDP_NATIVE);
         }
         let names: Vec<String> = ["a1", "a2", "b1"].iter().map(|n| s.name(n)).collect();
         let nets = ["na", "na", "nb"];
@@ -248,7 +248,7 @@ impl Scene {
                 &maps,
                 lab.upstream(),
                 UPSTREAM_IF,
-                Hook::XdpIngress,
+                crate::datapath_cp::wire_hook(&pin_dir(&lab)),
                 FrameSpec::udp4(mac, src).build().unwrap(),
                 n,
             );

@@ -38,7 +38,8 @@ pub enum Attachment {
 }
 
 /// Asks the kernel whether the classifier is attached to `root`: the
-/// ifindex each pinned bpf_link is attached to must be `root`'s.
+/// ifindex each pinned bpf_link is attached to must be `root`'s (the XDP
+/// link is absent when it runs on TC alone, see `datapath::hooks`).
 pub fn attachment(root: &str) -> Result<Attachment> {
     use std::os::fd::AsFd as _;
     let dir = pin_dir(root)?;
@@ -54,8 +55,10 @@ pub fn attachment(root: &str) -> Result<Attachment> {
     };
     let tcx = aya::util::KernelVersion::current()
         .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+    // On TC alone (tcx only) there is no XDP link; its TC links say it all.
+    let tc_only = tcx && !dir.join(pinned::LINK_XDP).exists();
     let attached = ifindex.is_some()
-        && on(pinned::LINK_XDP) == ifindex
+        && (tc_only || on(pinned::LINK_XDP) == ifindex)
         && (!tcx
             || (on(pinned::LINK_TC_INGRESS) == ifindex && on(pinned::LINK_TC_EGRESS) == ifindex))
         && dir.join(macvlan_common::map_names::ENDPOINTS).exists();

@@ -81,6 +81,10 @@ impl Controller {
             })
             .flatten()
             .unwrap_or(net.max_endpoints);
+        // The hooks it runs on, as its pinned links say, and why.
+        let hooks = attached
+            .then(|| crate::datapath::hooks::in_use(&super::datapath::pin_dir(root).ok()?))
+            .flatten();
         json!({
             "Name": net.name,
             "Id": net.id,
@@ -105,6 +109,9 @@ impl Controller {
                 "Policy": net.policy.as_str(),
                 "Attached": attached,
                 "MaxEndpoints": max_endpoints,
+                "XdpMode": net.xdp_mode.as_str(),
+                "Hooks": hooks.map_or(&[][..], |h| h.names()),
+                "HooksReason": hooks.map_or("", |h| h.reason(Some(net.xdp_mode))),
             },
         })
     }

@@ -29,8 +29,9 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the classifier and attaches it to `root` in `ns` (`None`: the
     /// calling thread's namespace), pinned; XDP as `xdp_mode` asks (auto:
-    /// native, else generic). Refuses if one is attached there already. On
-    /// error nothing stays.
+    /// TC alone on a veth with tcx, see [`super::hooks`]; else native,
+    /// falling back to generic). Refuses if one is attached there already.
+    /// On error nothing stays.
     pub fn attach(
         ns: Option<&NetNs>,
         root: &str,
@@ -41,7 +42,8 @@ impl Classifier {
 
     /// [`Classifier::attach`], with XDP or (`None`) with the TC programs
     /// alone, which then count every frame themselves: what the tests
-    /// compare XDP's counting against. The control plane always uses XDP.
+    /// compare XDP's counting against. The control plane passes its
+    /// `--xdp-mode`.
     pub fn attach_hooks(
         ns: Option<&NetNs>,
         root: &str,
@@ -126,7 +128,8 @@ impl Classifier {
         &self.dir
     }
 
-    /// How XDP was attached, when this handle attached it.
+    /// How XDP was attached, when this handle attached it (`None` also
+    /// for TC alone).
     pub fn xdp_mode(&self) -> Option<XdpMode> {
         self.xdp_mode
     }

@@ -8,6 +8,7 @@ mod counters;
 pub mod devices;
 mod direct;
 mod endpoints;
+pub mod hooks;
 pub mod monitor;
 pub mod pinned;
 mod striped;
@@ -76,6 +77,8 @@ pub enum DatapathError {
     Capacity(u32),
     #[error("{0}")]
     Pin(String),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// The direct endpoint index over `map` (ENDPOINT_INDEX), if the object

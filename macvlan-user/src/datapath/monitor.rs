@@ -12,7 +12,7 @@ use aya::programs::ProgramInfo;
 use aya_log::EbpfLogger;
 
 use super::{
-    pinned::{self, PIN_ROOT, PROG_XDP},
+    pinned::{self, PIN_ROOT, PROG_TC_INGRESS, PROG_XDP},
     DatapathError,
 };
 
@@ -89,7 +89,11 @@ pub fn run_to(duration: Option<Duration>, sink: Sink) -> Result<(), DatapathErro
                 if loggers.contains_key(&root) {
                     continue;
                 }
-                let Ok(info) = ProgramInfo::from_pin(dir.join(PROG_XDP)) else {
+                // The XDP program, or on TC alone the TC ingress program:
+                // either holds the log ring.
+                let Ok(info) = ProgramInfo::from_pin(dir.join(PROG_XDP))
+                    .or_else(|_| ProgramInfo::from_pin(dir.join(PROG_TC_INGRESS)))
+                else {
                     continue;
                 };
                 match EbpfLogger::init_from_id_with_logger(

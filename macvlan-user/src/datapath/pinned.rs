@@ -14,6 +14,9 @@
 //!     prog_xdp prog_tc_endpoint                                  programs
 //! ```
 //!
+//! On TC alone (`--xdp-mode auto` on a veth, see `hooks`) there is no
+//! `link_xdp` and `prog_tc_ingress` stands in for `prog_xdp`.
+//!
 //! `prog_tc_endpoint` is attached to every endpoint's own device (see
 //! `devices`); those attachments are not pinned: they go with the device.
 //!
@@ -72,6 +75,9 @@ const OPTIONAL: [&str; 5] = [
 pub const LINK_XDP: &str = "link_xdp";
 /// The XDP program itself, pinned so `mvnet monitor` can find its log ring.
 pub const PROG_XDP: &str = "prog_xdp";
+/// The TC ingress program, pinned in place of [`PROG_XDP`] when the
+/// classifier runs on TC alone (for `mvnet monitor`).
+pub const PROG_TC_INGRESS: &str = "prog_tc_ingress";
 pub const LINK_TC_INGRESS: &str = "link_tc_ingress";
 /// The endpoint-device program (`mvnet_tc_endpoint`), loaded with the
 /// classifier's maps and pinned so that every later `mvnet` attaches it
@@ -115,31 +121,51 @@ pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
 
 /// Whether the classifier of this directory is attached, as the kernel
 /// says: its maps are pinned, its pinned XDP link is attached to a device,
-/// and (with tcx) both TC links to that same device. Map pins alone (an
-/// interrupted attach or detach) are not an attached classifier.
+/// and (with tcx) both TC links to that same device. A classifier on TC
+/// alone (`hooks::HookSet::TcOnly`, tcx only) has no XDP link pin: its TC
+/// links then say which device. The XDP link is pinned before the TC
+/// links, so TC links without it are never an interrupted XDP attach.
+/// Map pins alone (an interrupted attach or detach) are not an attached
+/// classifier.
 pub fn is_attached(dir: &Path) -> bool {
     if !dir.join(map_names::ENDPOINTS).exists() {
         return false;
     }
-    let Some(ifindex) = xdp_link_ifindex(&dir.join(LINK_XDP)).filter(|&i| i != 0) else {
+    let tc_only = uses_tcx() && !dir.join(LINK_XDP).exists();
+    let ifindex = if tc_only {
+        tcx_link_ifindex(&dir.join(LINK_TC_INGRESS))
+    } else {
+        xdp_link_ifindex(&dir.join(LINK_XDP))
+    };
+    let Some(ifindex) = ifindex.filter(|&i| i != 0) else {
         return false;
     };
     !uses_tcx()
-        || [LINK_TC_INGRESS, LINK_TC_EGRESS].iter().all(|name| {
-            use std::os::fd::AsFd as _;
-            sys::obj_get(&dir.join(name))
-                .and_then(|fd| sys::link_info(fd.as_fd()))
-                .is_ok_and(|i| i.kind == sys::BPF_LINK_TYPE_TCX && i.ifindex == ifindex)
-        })
+        || [LINK_TC_INGRESS, LINK_TC_EGRESS]
+            .iter()
+            .all(|name| tcx_link_ifindex(&dir.join(name)) == Some(ifindex))
 }
 
 /// Whether the pins in `dir` are left from a namespace that is gone: its
-/// pinned XDP link lost its device. Namespace inodes are reused, so a new
-/// namespace can get the directory of a dead one whose pins nobody removed
-/// (a test that failed before `network rm`); taking those for an attached
-/// classifier would leave the new root without one.
+/// pinned XDP link (TC only: its TC ingress link) lost its device.
+/// Namespace inodes are reused, so a new namespace can get the directory
+/// of a dead one whose pins nobody removed (a test that failed before
+/// `network rm`); taking those for an attached classifier would leave the
+/// new root without one.
 pub fn is_stale(dir: &Path) -> bool {
-    xdp_link_ifindex(&dir.join(LINK_XDP)) == Some(0)
+    match xdp_link_ifindex(&dir.join(LINK_XDP)) {
+        Some(i) => i == 0,
+        None => tcx_link_ifindex(&dir.join(LINK_TC_INGRESS)) == Some(0),
+    }
+}
+
+/// The ifindex of the device the pinned tcx link at `path` is attached to
+/// (0 once that device is gone), or `None` without a readable tcx link.
+fn tcx_link_ifindex(path: &Path) -> Option<u32> {
+    use std::os::fd::AsFd as _;
+    let fd = sys::obj_get(path).ok()?;
+    let info = sys::link_info(fd.as_fd()).ok()?;
+    (info.kind == sys::BPF_LINK_TYPE_TCX).then_some(info.ifindex)
 }
 
 /// The ifindex of the device the pinned XDP link at `path` is attached to
@@ -152,22 +178,24 @@ fn xdp_link_ifindex(path: &Path) -> Option<u32> {
 }
 
 /// Whether TC programs attach through tcx (bpf_link), as aya does from 6.6.
-fn uses_tcx() -> bool {
+pub(crate) fn uses_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 /// Loads the classifier, attaches it to `root` (in the calling thread's
 /// namespace) and pins maps and links under `dir`, with the default
-/// endpoint capacity. On error nothing stays.
-pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<XdpMode, DatapathError> {
+/// endpoint capacity. Returns the XDP mode in use (`None`: TC alone). On
+/// error nothing stays.
+pub fn attach(root: &str, dir: &Path, xdp_mode: XdpMode) -> Result<Option<XdpMode>, DatapathError> {
     attach_hooks(root, dir, Some(xdp_mode), macvlan_common::DEFAULT_ENDPOINTS)
-        .map(|m| m.unwrap_or(xdp_mode))
 }
 
 /// [`attach`], with XDP (`Some(mode)`) or without it (`None`: the TC
 /// programs alone, which then count every frame; tests compare the two),
 /// and room for `capacity` endpoints (`--max-endpoints`), which the pinned
-/// maps' `max_entries` record from then on. Returns the XDP mode in use.
+/// maps' `max_entries` record from then on. `Some(XdpMode::Auto)` is TC
+/// alone on a veth (see `hooks`). Returns the XDP mode in use, `None` for
+/// TC alone.
 pub fn attach_hooks(
     root: &str,
     dir: &Path,
@@ -193,15 +221,9 @@ pub fn attach_hooks(
     }
     fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
     let result = (|| {
+        let xdp = super::hooks::resolve(root, xdp_mode)?;
         let mut ebpf = super::load_with_capacity(capacity)?;
-        let attached = attach_programs(
-            &mut ebpf,
-            root,
-            AttachOptions {
-                xdp: xdp_mode,
-                tc: true,
-            },
-        )?;
+        let attached = attach_programs(&mut ebpf, root, AttachOptions { xdp, tc: true })?;
         for name in MAPS {
             let map = ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
             let pin_err =
@@ -219,6 +241,12 @@ pub fn attach_hooks(
             let xdp: &mut Xdp = super::program(&mut ebpf, program_names::XDP)?;
             xdp.pin(dir.join(PROG_XDP))
                 .map_err(|e| DatapathError::Pin(format!("pin {PROG_XDP}: {e}")))?;
+        } else {
+            // TC alone: the ingress program carries the log ring then.
+            let name = program_names::TC_INGRESS;
+            let tc: &mut SchedClassifier = super::program(&mut ebpf, name)?;
+            tc.pin(dir.join(PROG_TC_INGRESS))
+                .map_err(|e| DatapathError::Pin(format!("pin {PROG_TC_INGRESS}: {e}")))?;
         }
         let name = program_names::TC_ENDPOINT;
         let endpoint: &mut SchedClassifier = super::program(&mut ebpf, name)?;
@@ -300,6 +328,7 @@ pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
         LINK_TC_INGRESS,
         LINK_TC_EGRESS,
         PROG_XDP,
+        PROG_TC_INGRESS,
         PROG_TC_ENDPOINT,
     ] {
         let _ = fs::remove_file(dir.join(name));

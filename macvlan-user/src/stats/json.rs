@@ -88,6 +88,9 @@ pub struct PerSec {
 pub struct Root {
     pub root: String,
     pub attached: bool,
+    /// The hooks the classifier runs on (empty when not attached), and why.
+    pub hooks: &'static [&'static str],
+    pub hooks_reason: &'static str,
     /// Endpoints in the classifier's table, and its capacity.
     pub endpoints: usize,
     pub capacity: u32,
@@ -210,6 +213,8 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
         .map(|r| Root {
             root: r.root.clone(),
             attached: r.attached,
+            hooks: r.hooks.map_or(&[][..], |h| h.names()),
+            hooks_reason: r.hooks.map_or("", |h| h.reason(r.xdp_mode)),
             endpoints: r.endpoints,
             capacity: r.capacity,
             vlans: r
@@ -279,7 +284,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::{
-        model::Policy,
+        datapath::hooks::HookSet,
+        model::{Policy, XdpMode},
         stats::{EndpointStats, NetworkStats, RootStats},
     };
 
@@ -295,6 +301,8 @@ pub(crate) mod tests {
             roots: vec![RootStats {
                 root: "eth0".into(),
                 attached: true,
+                hooks: Some(HookSet::TcOnly),
+                xdp_mode: Some(XdpMode::Auto),
                 endpoints: 1,
                 capacity: 4096,
                 vlans: BTreeMap::from([(
@@ -349,6 +357,11 @@ pub(crate) mod tests {
         assert!(e.get("rate").is_none());
         let r = &v["roots"][0];
         assert_eq!(r["vlans"][0]["rx_xdp"]["frames"], 7);
+        assert_eq!(r["hooks"], serde_json::json!(["tc_ingress", "tc_egress"]));
+        assert_eq!(
+            r["hooks_reason"],
+            "tc only: veth parent, native XDP would switch its receive path to NAPI"
+        );
         assert_eq!(r["verdicts"].as_array().unwrap().len(), 21);
         assert_eq!(r["verdicts"][20]["hook"], "tc_egress");
         assert_eq!(r["verdicts"][20]["direction"], "tx");

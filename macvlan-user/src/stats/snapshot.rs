@@ -14,10 +14,11 @@ use macvlan_common::{EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLO
 use crate::{
     controller::datapath::pin_dir,
     datapath::{
-        pinned::{self, PinnedMaps},
+        hooks::{self, HookSet},
+        pinned::PinnedMaps,
         VerdictTable,
     },
-    model::{Mac, Network, Owner, Policy, State},
+    model::{Mac, Network, Owner, Policy, State, XdpMode},
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
@@ -66,6 +67,10 @@ pub struct RootStats {
     pub root: String,
     /// Whether its pins exist (the classifier is attached).
     pub attached: bool,
+    /// The hooks it runs on, as its pinned links say (`None`: not
+    /// attached), and the `--xdp-mode` of its first network (why).
+    pub hooks: Option<HookSet>,
+    pub xdp_mode: Option<XdpMode>,
     /// Endpoints in its table, and the table's capacity.
     pub endpoints: usize,
     pub capacity: u32,
@@ -128,8 +133,12 @@ pub fn collect(state: &State, only: Option<&str>) -> Result<Snapshot> {
 pub struct Roster {
     /// As in a [`Snapshot`], with no counters.
     networks: Vec<NetworkStats>,
-    dirs: BTreeMap<String, PathBuf>,
+    dirs: BTreeMap<String, RootDir>,
 }
+
+/// A root device's pin directory and the `--xdp-mode` of its first
+/// network.
+type RootDir = (PathBuf, XdpMode);
 
 impl Roster {
     /// The roster of `state` (of network `only`, an id, if given). Pin
@@ -161,20 +170,24 @@ fn selected<'s>(state: &'s State, only: Option<&str>) -> Vec<&'s Network> {
 /// The root devices of `nets` and their pin directories, found in the
 /// calling thread's namespace: the thread that reads the maps must not
 /// depend on which namespace it starts in.
-fn root_dirs(nets: &[&Network]) -> Result<BTreeMap<String, PathBuf>> {
+fn root_dirs(nets: &[&Network]) -> Result<BTreeMap<String, RootDir>> {
     let mut dirs = BTreeMap::new();
     for net in nets {
         let root = net.root().0;
         if !dirs.contains_key(root) {
-            dirs.insert(root.to_owned(), pin_dir(root)?);
+            dirs.insert(root.to_owned(), (pin_dir(root)?, net.xdp_mode));
         }
     }
     Ok(dirs)
 }
 
-fn read_roots(dirs: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, RootRead>> {
+fn read_roots(dirs: &BTreeMap<String, RootDir>) -> Result<BTreeMap<String, RootRead>> {
     dirs.iter()
-        .map(|(root, dir)| Ok((root.clone(), read_root(root, dir)?)))
+        .map(|(root, (dir, mode))| {
+            let mut read = read_root(root, dir)?;
+            read.1.xdp_mode = Some(*mode);
+            Ok((root.clone(), read))
+        })
         .collect()
 }
 
@@ -344,6 +357,8 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
     let mut stats = RootStats {
         root: root.to_owned(),
         attached: false,
+        hooks: None,
+        xdp_mode: None,
         endpoints: 0,
         capacity: DEFAULT_ENDPOINTS,
         vlans: BTreeMap::new(),
@@ -354,9 +369,10 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         lookups: 0,
         all: None,
     };
-    if !pinned::is_attached(dir) {
+    let Some(hooks) = hooks::in_use(dir) else {
         return Ok((unattached, stats, Vec::new()));
-    }
+    };
+    stats.hooks = Some(hooks);
     let maps = PinnedMaps::open(dir)?;
     // No walk of the ENDPOINTS hash: the count is the fill word beside the
     // direct index, and the endpoints' slots are found in the index as

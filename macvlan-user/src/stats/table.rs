@@ -166,6 +166,9 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             "ROOT {}: classifier attached, {} of {} endpoint slots in use",
             r.root, r.endpoints, r.capacity
         );
+        if let Some(h) = r.hooks {
+            let _ = writeln!(out, "  hooks: {}", h.reason(r.xdp_mode));
+        }
         let h = |s: &str| format!("{s}{unit}");
         let header = match rates {
             None => [

@@ -23,6 +23,7 @@ pub const BPF_LINK_TYPE_XDP: u32 = bpf_link_type::BPF_LINK_TYPE_XDP as u32;
 pub const BPF_LINK_TYPE_TCX: u32 = bpf_link_type::BPF_LINK_TYPE_TCX as u32;
 /// `enum bpf_attach_type`: tcx egress (Linux 6.6+).
 pub const BPF_TCX_EGRESS: u32 = bpf_attach_type::BPF_TCX_EGRESS as u32;
+pub const BPF_TCX_INGRESS: u32 = bpf_attach_type::BPF_TCX_INGRESS as u32;
 
 /// An all-zero `union bpf_attr`: the kernel rejects non-zero bytes past the
 /// members a command uses.

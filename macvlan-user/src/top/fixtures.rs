@@ -4,8 +4,8 @@ use std::time::{Instant, SystemTime};
 use macvlan_common::{Counter, EndpointCounters};
 
 use crate::{
-    datapath::VerdictTable,
-    model::{Mac, Policy},
+    datapath::{hooks::HookSet, VerdictTable},
+    model::{Mac, Policy, XdpMode},
     stats::{EndpointStats, NetworkStats, RootStats, Snapshot},
 };
 
@@ -53,6 +53,8 @@ pub fn snapshot(vlans: &[u16], verdicts: VerdictTable, networks: Vec<NetworkStat
         roots: vec![RootStats {
             root: "eth0".into(),
             attached: true,
+            hooks: Some(HookSet::TcOnly),
+            xdp_mode: Some(XdpMode::Auto),
             endpoints: networks.iter().map(|n| n.endpoints.len()).sum(),
             capacity: 4096,
             vlans: vlans.iter().map(|v| (*v, Default::default())).collect(),

@@ -92,9 +92,11 @@ fn link_stats(ns: Option<&NetNs>, iface: &str) -> Result<LinkStats> {
     })?)
 }
 
-fn xdp_frames(maps: &PinnedMaps) -> u64 {
+/// Frames the classifier has classified on arrival: each is counted at
+/// one hook, XDP or (on TC alone, or what XDP did not see) TC ingress.
+fn ingress_frames(maps: &PinnedMaps) -> u64 {
     maps.verdicts()
-        .map(|v| v.total(Hook::XdpIngress).frames)
+        .map(|v| v.total(Hook::XdpIngress).frames + v.total(Hook::TcIngress).frames)
         .unwrap_or(0)
 }
 
@@ -228,7 +230,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
                     window: spec.window,
                     deadline: spec.deadline,
                 },
-                || xdp_frames(&maps),
+                || ingress_frames(&maps),
             )?;
             (sent, 0)
         }
@@ -236,7 +238,9 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
     let total_sent: u64 = sent.per_flow.iter().sum();
     settle(
         &maps,
-        before.verdicts.total(Hook::XdpIngress).frames + total_sent,
+        before.verdicts.total(Hook::XdpIngress).frames
+            + before.verdicts.total(Hook::TcIngress).frames
+            + total_sent,
     );
 
     let after = maps.counters()?;
@@ -425,9 +429,9 @@ fn choose(want: Generator, ns: Option<&NetNs>) -> Result<(Generator, String)> {
 /// counters), at most 5 s. Then a moment for delivery behind XDP.
 fn settle(maps: &PinnedMaps, want: u64) {
     let start = Instant::now();
-    let mut last = (xdp_frames(maps), Instant::now());
+    let mut last = (ingress_frames(maps), Instant::now());
     while start.elapsed() < Duration::from_secs(5) {
-        let now = xdp_frames(maps);
+        let now = ingress_frames(maps);
         if now >= want {
             break;
         }
