@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub mod connections;
+pub mod tc;
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
