@@ -267,12 +267,7 @@ fn unplumb(netns: &str, ifname: &str) -> CniResult<()> {
     let ns = NetNs::from_path(netns);
     let name = ifname.to_owned();
     netlink::run(Some(&ns), move |nl| async move {
-        if let Some(l) = nl.link(&name).await? {
-            match nl.delete(l.index).await {
-                Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                other => other?,
-            }
-        }
+        nl.delete_named(&name).await?;
         Ok(())
     })
     .map_err(|e| CniError::new(Code::Io, format!("{e}")))
