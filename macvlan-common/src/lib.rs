@@ -232,6 +232,26 @@ pub mod endpoint_flags {
 /// starts zeroed, and there is no socket option for it).
 pub const DEVICE_STAMP: u32 = 0x6d76_6f6b;
 
+/// How ENDPOINT_DEVICES is keyed. A device whose check runs from a cls_bpf
+/// filter (clsact: every foreign endpoint, and every endpoint before Linux
+/// 6.6) is keyed by its endpoint's slot with this bit set: the filter
+/// carries the slot as its classid's minor (TCA_BPF_CLASSID), and
+/// `cls_bpf_classify` copies that to `skb->tc_classid` before it runs the
+/// program, so it tells apart devices that share an ifindex in different
+/// namespaces (every sandbox numbers its first device 2). A device checked
+/// through tcx (no classid there) is keyed by its ifindex, which is below
+/// 2^31 and chosen by mvnet per slot.
+pub const DEVICE_KEY_CLASSID: u32 = 1 << 31;
+
+/// The major of the classid of a device's cls_bpf filter ("mv").
+pub const DEVICE_CLASSID_MAJOR: u16 = 0x6d76;
+
+/// The ENDPOINT_DEVICES key of a device whose filter's classid minor is
+/// `minor` (see [`DEVICE_KEY_CLASSID`]).
+pub const fn device_key_of_classid(minor: u16) -> u32 {
+    DEVICE_KEY_CLASSID | minor as u32
+}
+
 /// A frame and byte counter.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -4,7 +4,8 @@
 //! The parent's egress cannot tell which endpoint sent a frame: macvlan has
 //! already switched the skb to the lower device, and bridge-mode frames to
 //! another local endpoint never reach it. Here the device the frame leaves
-//! by is `skb->ifindex`, and that device's identity comes from
+//! by is `skb->ifindex` (or, for a check run from a cls_bpf filter, the
+//! filter's classid), and that device's identity comes from
 //! ENDPOINT_DEVICES, so another endpoint's MAC or address is a spoof like
 //! any foreign one.
 //!
@@ -36,8 +37,8 @@
 //! arrives there unstamped.
 use aya_ebpf::programs::TcContext;
 use macvlan_common::{
-    is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, DEVICE_STAMP, ETH_P_ARP, ETH_P_IPV4,
-    ETH_P_IPV6,
+    device_key_of_classid, is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, DEVICE_STAMP,
+    ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
 };
 
 use crate::{
@@ -55,12 +56,23 @@ const IPPROTO_ICMPV6: u8 = 58;
 #[inline(always)]
 pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     // SAFETY: the context pointer is valid for the program's duration.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (ifindex, classid) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).tc_classid) };
+    // A device checked through tcx is keyed by its ifindex, one checked
+    // from a cls_bpf filter by the filter's classid, which cls_bpf wrote to
+    // `tc_classid` just before this run (see `DEVICE_KEY_CLASSID`). The
+    // ifindex comes first: tcx sets no classid, so there `tc_classid` is
+    // whatever the stack left in the skb's cb (IP options among it), which
+    // must never pick a tcx device's identity. The kernel keeps it in 16
+    // bits (`qdisc_skb_cb`), the minor of the filter's classid.
     // A device without an entry is not (or no longer) an endpoint: the
     // controller inserts the entry before it attaches this program and
     // removes it only after the device is gone.
-    let Some(id) = ENDPOINT_DEVICES.get_ptr(ifindex) else {
-        return (Action::Pass, 0);
+    let id = match ENDPOINT_DEVICES.get_ptr(ifindex) {
+        Some(id) => id,
+        None => match ENDPOINT_DEVICES.get_ptr(device_key_of_classid(classid as u16)) {
+            Some(id) => id,
+            None => return (Action::Pass, 0),
+        },
     };
     // SAFETY: hash value pointer valid until the program returns.
     let id = unsafe { &*id };

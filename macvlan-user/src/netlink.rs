@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub mod connections;
+pub mod tc;
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
@@ -436,6 +437,25 @@ impl Netlink {
             .execute()
             .await
             .map_err(request_error(format!("set link {index} down")))
+    }
+
+    /// Deletes the link called `name` in one round trip (RTM_DELLINK by
+    /// IFLA_IFNAME). `Ok(false)`: there is none.
+    pub async fn delete_named(&self, name: &str) -> Result<bool> {
+        let mut request = self.handle.link().del(0);
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
+        match request.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(request_error(format!("delete link {name}"))(e)),
+        }
     }
 
     pub async fn delete(&self, index: u32) -> Result<()> {

@@ -928,7 +928,6 @@ fn cni_one_container_on_two_networks_like_multus() {
 
 #[test]
 fn cni_standalone_containers_each_get_their_devices_source_checks() {
-    use mvnet::datapath::devices;
     use mvnet_lab::lab::wire;
     use std::net::Ipv4Addr;
 
@@ -939,8 +938,8 @@ fn cni_standalone_containers_each_get_their_devices_source_checks() {
     let gw = Ipv4Addr::new(10, 67, 0, 1);
     let mut conf = h.standalone_conf("1.1.0", "10.67.0.0/24");
     conf["policy"] = json!("enforce");
-    // Both sandboxes number their first device 2; mvnet-cni gives each
-    // macvlan an ifindex of its classifier slot instead.
+    // Both sandboxes number their first device 2; the source checks know
+    // each by its slot, the classid of its filter.
     let mut pods = Vec::new();
     for i in 0..2u8 {
         let cid = format!("checked{i}");
@@ -961,8 +960,11 @@ fn cni_standalone_containers_each_get_their_devices_source_checks() {
             mvnet::netlink::run(Some(&ns), |nl| async move { nl.require_link("eth0").await })
                 .unwrap()
                 .index;
-        assert_eq!(ifindex, devices::candidate(slot, 0), "{cid}");
-        let id = maps.device(ifindex).expect("device registered");
+        assert_eq!(ifindex, 2, "{cid}");
+        assert!(maps.device(ifindex).is_none(), "{cid}");
+        let id = maps
+            .device(macvlan_common::device_key_of_classid(slot as u16))
+            .expect("device registered");
         assert_eq!(
             (id.mac, id.slot, id.vlan, id.ipv4),
             (m.octets(), slot, 0, ip.octets())
@@ -994,9 +996,109 @@ fn cni_standalone_containers_each_get_their_devices_source_checks() {
     // DEL takes the device and its registration away.
     for (cid, netns, _, _, _, slot) in &pods {
         h.mvnet("DEL", cid, netns, &conf).ok();
-        assert!(maps.device(devices::candidate(*slot, 0)).is_none(), "{cid}");
+        let key = macvlan_common::device_key_of_classid(*slot as u16);
+        assert!(maps.device(key).is_none(), "{cid}");
     }
     assert_eq!(h.table_len(), 0);
+}
+
+#[test]
+fn cni_chained_containers_each_get_their_devices_source_checks() {
+    use mvnet_lab::lab::wire;
+    use std::net::Ipv4Addr;
+
+    use crate::source_model::{ethernet, udp4, with};
+    // Three sandboxes on one root, each device made by the reference
+    // plugin in its sandbox (ifindex 2 in each); under observe every
+    // forged frame is counted and passes, under enforce counted and
+    // dropped, on each device.
+    for (p, policy) in ["observe", "enforce"].into_iter().enumerate() {
+        let mut h = Harness::new();
+        let dir = pin_dir(&h.lab);
+        let up = h.lab.mac_of(h.lab.upstream(), UPSTREAM_IF).unwrap();
+        let subnet = format!("10.6{}.0.0/24", 8 + p);
+        let gw = Ipv4Addr::new(10, 68 + p as u8, 0, 1);
+        let mut pods = Vec::new();
+        for i in 0..3u8 {
+            let cid = format!("{policy}{i}");
+            let netns = h.container(&format!("p{i}"));
+            let prev = h
+                .reference("ADD", &cid, &netns, &h.macvlan_conf("1.0.0", &subnet))
+                .ok();
+            let mut conf = h.chained_conf("1.0.0", &prev);
+            conf["policy"] = json!(policy);
+            h.mvnet("ADD", &cid, &netns, &conf).ok();
+            let m = mac(&prev);
+            let ip = Ipv4Addr::new(10, 68 + p as u8, 0, 2 + i);
+            assert_eq!(prev["ips"][0]["address"], format!("{ip}/24"));
+            let ns = NetNs::from_path(&netns);
+            let ifindex =
+                mvnet::netlink::run(Some(&ns), |nl| async move { nl.require_link("eth0").await })
+                    .unwrap()
+                    .index;
+            assert_eq!(ifindex, 2, "{cid}");
+            let maps = PinnedMaps::open(&dir).unwrap();
+            let slot = maps
+                .endpoints_ro()
+                .unwrap()
+                .get(m.octets(), 0)
+                .unwrap()
+                .slot;
+            let id = maps
+                .device(macvlan_common::device_key_of_classid(slot as u16))
+                .unwrap_or_else(|| panic!("{cid}: device not registered"));
+            assert_eq!(
+                (id.mac, id.slot, id.vlan, id.ipv4),
+                (m.octets(), slot, 0, ip.octets()),
+                "{cid}"
+            );
+            assert_eq!(
+                crate::enforce::endpoint_programs(&ns, "eth0").len(),
+                1,
+                "{cid}"
+            );
+            pods.push((cid, netns, ns, m, ip, slot, conf));
+        }
+        assert!(PinnedMaps::open(&dir).unwrap().device(2).is_none());
+        let maps = PinnedMaps::open(&dir).unwrap();
+        for (i, (cid, _, ns, m, ip, slot, _)) in pods.iter().enumerate() {
+            let other = &pods[(i + 1) % pods.len()];
+            let valid = with(ethernet(up, m.octets(), &[], 0x0800), &udp4(*ip, gw, 1, 2));
+            assert_eq!(
+                wire::send_each_once(ns, "eth0", &valid, 10).unwrap(),
+                (10, 0),
+                "{policy} {cid}: valid"
+            );
+            // A stranger's MAC, the next pod's MAC, the next pod's address
+            // with its own MAC: 10 + 11 + 12 forged frames.
+            let forged = [
+                ([0x02, 0x66, 0, 0, 0, 1], *ip, 10),
+                (other.3.octets(), *ip, 11),
+                (m.octets(), other.4, 12),
+            ];
+            for (src, src_ip, n) in forged {
+                let frame = with(ethernet(up, src, &[], 0x0800), &udp4(src_ip, gw, 1, 2));
+                let expect = if policy == "enforce" { (0, n) } else { (n, 0) };
+                assert_eq!(
+                    wire::send_each_once(ns, "eth0", &frame, n).unwrap(),
+                    expect,
+                    "{policy} {cid}: forged {src:02x?} {src_ip}"
+                );
+            }
+            assert_eq!(
+                maps.tx_invalid(*slot).unwrap().unwrap().frames,
+                33,
+                "{policy} {cid}"
+            );
+        }
+        // DEL takes each registration away with the endpoint.
+        for (cid, netns, _, _, _, slot, conf) in &pods {
+            h.mvnet("DEL", cid, netns, conf).ok();
+            let key = macvlan_common::device_key_of_classid(*slot as u16);
+            assert!(maps.device(key).is_none(), "{policy} {cid}");
+        }
+        assert_eq!(h.table_len(), 0);
+    }
 }
 
 #[test]

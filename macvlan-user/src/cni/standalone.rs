@@ -181,10 +181,10 @@ fn choose_mac(parent: &netlink::Link, mode: MacvlanMode) -> CniResult<Mac> {
 /// Makes the macvlan in the container (created there directly under a
 /// temporary name, then renamed: kernels before 6.11 look the new name up
 /// in the creating namespace), with `mac`, addressed, up, with its default
-/// routes. With a `registration`, the device gets an ifindex of the
-/// classifier's choosing (every sandbox's first device would otherwise be
-/// ifindex 2, which tells no two apart) and its source checks before it
-/// is up, as `mvnet run`'s endpoints do.
+/// routes. With a `registration`, the device gets its source checks
+/// before it is up, as `mvnet run`'s endpoints do; they know it by its
+/// slot (the classid of its filter), so the kernel numbers it (see
+/// `datapath::devices`).
 fn plumb(
     ns: &NetNs,
     parent: u32,
@@ -199,8 +199,8 @@ fn plumb(
     let target = ns.clone();
     let name = tmp.clone();
     let indexes: Vec<Option<u32>> = match &registration {
-        Some(r) => r.ifindex_candidates().map(Some).collect(),
-        None => vec![None],
+        Some(r) if r.chooses_ifindex() => r.ifindex_candidates().map(Some).collect(),
+        _ => vec![None],
     };
     if indexes.is_empty() {
         return Err(CniError::new(
@@ -267,12 +267,7 @@ fn unplumb(netns: &str, ifname: &str) -> CniResult<()> {
     let ns = NetNs::from_path(netns);
     let name = ifname.to_owned();
     netlink::run(Some(&ns), move |nl| async move {
-        if let Some(l) = nl.link(&name).await? {
-            match nl.delete(l.index).await {
-                Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                other => other?,
-            }
-        }
+        nl.delete_named(&name).await?;
         Ok(())
     })
     .map_err(|e| CniError::new(Code::Io, format!("{e}")))

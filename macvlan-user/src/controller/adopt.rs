@@ -555,7 +555,7 @@ impl Controller {
                     let Some(Ok(cl)) = classifiers.0.get_mut(root) else {
                         bail!("internal error: the classifier of {root} is not open");
                     };
-                    if let Some(held) = cl.device(index) {
+                    if let Some(held) = cl.device(registration.key(index)) {
                         // Another runtime numbered this device: the number
                         // may be another endpoint's device's in another
                         // namespace.
@@ -568,7 +568,10 @@ impl Controller {
                     if let Err(e) = registration.register_with(cl, index, ifname) {
                         // Another thread of this batch registered the same
                         // number for another endpoint's device meanwhile.
-                        if cl.device(index).is_some_and(|h| !registration.is_mine(&h)) {
+                        if cl
+                            .device(registration.key(index))
+                            .is_some_and(|h| !registration.is_mine(&h))
+                        {
                             return Ok(Some(index));
                         }
                         return Err(e);

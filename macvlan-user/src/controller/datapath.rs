@@ -108,12 +108,15 @@ impl DeviceRegistration {
         let Some(mut r) = Self::with_maps(net, ep, &dir, &maps) else {
             return Ok(None);
         };
-        // A device restored with an ifindex from its old slot may hold one
-        // of this slot's candidates.
-        r.free = (0..devices::CANDIDATES)
-            .map(|k| devices::candidate(r.identity.slot, k))
-            .filter(|i| maps.device(*i).is_none())
-            .collect();
+        // Only a device keyed by its ifindex needs one of mvnet's choosing
+        // (see `datapath::devices`). A device restored with an ifindex from
+        // its old slot may hold one of this slot's candidates.
+        if r.hook == CheckHook::Tcx {
+            r.free = (0..devices::CANDIDATES)
+                .map(|k| devices::candidate(r.identity.slot, k))
+                .filter(|i| maps.device(*i).is_none())
+                .collect();
+        }
         Ok(Some(r))
     }
 
@@ -155,14 +158,25 @@ impl DeviceRegistration {
     }
 
     /// The ifindexes to create the device with, in order (see
-    /// `datapath::devices`).
+    /// `datapath::devices`), where [`DeviceRegistration::chooses_ifindex`].
     pub fn ifindex_candidates(&self) -> impl Iterator<Item = u32> + '_ {
         self.free.iter().copied()
     }
 
+    /// Whether the device must have an ifindex of mvnet's choosing (its
+    /// check is keyed by it), or may have any (keyed by its slot).
+    pub fn chooses_ifindex(&self) -> bool {
+        self.hook == CheckHook::Tcx
+    }
+
+    /// The ENDPOINT_DEVICES key of this endpoint's device `ifindex`.
+    pub fn key(&self, ifindex: u32) -> u32 {
+        devices::key(self.hook, ifindex, self.identity.slot)
+    }
+
     /// The identity registered for device `ifindex`, if any.
     fn registered(&self, ifindex: u32) -> Result<Option<DeviceIdentity>> {
-        Ok(PinnedMaps::open(&self.dir)?.device(ifindex))
+        Ok(PinnedMaps::open(&self.dir)?.device(self.key(ifindex)))
     }
 
     /// Whether `held` is this endpoint's identity.
@@ -182,15 +196,15 @@ impl DeviceRegistration {
     /// [`DeviceRegistration::register`] through the classifier's maps,
     /// open already.
     pub fn register_with(&self, maps: &mut PinnedMaps, ifindex: u32, ifname: &str) -> Result<()> {
-        maps.register_device(ifindex, self.identity)?;
-        devices::attach(&self.dir, ifindex, ifname, self.hook)?;
+        maps.register_device(self.key(ifindex), self.identity)?;
+        devices::attach(&self.dir, ifindex, ifname, self.hook, self.identity.slot)?;
         Ok(())
     }
 
     /// Attaches the source checks again (in place of any attached) to
     /// device `ifindex`, whose identity is registered already.
     pub(super) fn reattach(&self, ifindex: u32, ifname: &str) -> Result<()> {
-        devices::attach(&self.dir, ifindex, ifname, self.hook)?;
+        devices::attach(&self.dir, ifindex, ifname, self.hook, self.identity.slot)?;
         Ok(())
     }
 }

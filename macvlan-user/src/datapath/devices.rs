@@ -5,11 +5,19 @@
 //! Ifindexes are per namespace, and a fresh container namespace numbers
 //! its first device 2, so the ifindex alone would not tell two endpoints
 //! of one root apart. `bpf_get_netns_cookie` would, but TC programs may
-//! call it only from Linux 6.14 (the VM kernel is 6.1). So the controller
-//! creates each endpoint device with an ifindex of its own choosing
-//! ([`candidate`]): distinct slots of a root never share one, whatever the
-//! namespace, and a taken number (another root's endpoint in the same
-//! container, any other device) is skipped for the next candidate.
+//! call it only from Linux 6.14 (the VM kernels are 6.1 and 6.12). So a
+//! device is known by one of two keys ([`key`]):
+//! * checked from a cls_bpf filter: its endpoint's slot, which the filter
+//!   carries as its classid (`TCA_BPF_CLASSID`) and `cls_bpf_classify`
+//!   hands the program in `skb->tc_classid` (on every kernel mvnet runs
+//!   on: the VM tests' 6.1 and 6.12 as this host's 6.18). This
+//!   covers the devices other runtimes number (CNI's macvlan plugin makes
+//!   every sandbox's device in the sandbox: ifindex 2 each).
+//! * checked through tcx (no classid there): its ifindex, which mvnet
+//!   chooses when it creates the device ([`candidate`]): distinct slots of
+//!   a root never share one, whatever the namespace, and a taken number
+//!   (another root's endpoint in the same container, any other device) is
+//!   skipped for the next candidate.
 //!
 //! Attaching costs no load and no pin: the program was loaded and pinned
 //! with the classifier (`pinned::PROG_TC_ENDPOINT`), and the attachment
@@ -40,7 +48,8 @@ use aya::{
     programs::{tc, SchedClassifier, TcAttachType},
     util::KernelVersion,
 };
-use macvlan_common::MAX_ENDPOINTS;
+use macvlan_common::{device_key_of_classid, DEVICE_CLASSID_MAJOR, MAX_ENDPOINTS};
+use rtnetlink::packet_route::tc::TcHandle;
 
 use super::{pinned::PROG_TC_ENDPOINT, sys, DatapathError};
 
@@ -115,19 +124,20 @@ fn detach_filters(ifname: &str) -> usize {
 }
 
 /// Attaches the pinned endpoint program of the classifier in `dir` to TC
-/// egress of device `ifindex` (named `ifname`) in the calling thread's
-/// namespace, through `hook`, in place of any endpoint program attached
-/// before (see [`detach_all`]).
+/// egress of device `ifindex` (named `ifname`, endpoint `slot`'s) in the
+/// calling thread's namespace, through `hook`, in place of any endpoint
+/// program attached before (see [`detach_all`]). Its identity is in
+/// ENDPOINT_DEVICES under [`key`] already.
 pub fn attach(
     dir: &Path,
     ifindex: u32,
     ifname: &str,
     hook: CheckHook,
+    slot: u32,
 ) -> Result<(), DatapathError> {
     let path = dir.join(PROG_TC_ENDPOINT);
-    let name = macvlan_common::program_names::TC_ENDPOINT;
     detach_tcx(ifindex, ifname)?;
-    if hook == CheckHook::Tcx && uses_tcx() {
+    if runs_from_tcx(hook) {
         detach_filters(ifname);
         let prog = sys::obj_get(&path).map_err(|e| {
             DatapathError::Pin(format!(
@@ -156,27 +166,47 @@ pub fn attach(
             DatapathError::Pin(format!("setting the qlen of {ifname} back to {qlen}: {e}"))
         })?;
     }
-    let mut prog = SchedClassifier::from_pin(&path).map_err(|e| {
+    let prog = sys::obj_get(&path).map_err(|e| {
         DatapathError::Pin(format!(
             "opening {}: {e}; run `mvnet restore`",
             path.display()
         ))
     })?;
-    let id = prog
-        .attach_with_options(
-            ifname,
-            TcAttachType::Egress,
-            tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
-        )
-        .map_err(|source| DatapathError::AttachTc {
-            iface: ifname.to_owned(),
-            direction: "egress",
-            source,
-        })?;
-    let link = prog
-        .take_link(id)
-        .map_err(|source| DatapathError::Program { name, source })?;
-    // Dropping the link would delete the filter.
-    std::mem::forget(link);
-    Ok(())
+    // The slot as the classid's minor: the program's key (see `key`).
+    let classid = TcHandle {
+        major: DEVICE_CLASSID_MAJOR,
+        minor: slot_minor(slot),
+    };
+    crate::netlink::tc::add_egress_bpf_filter(ifindex, prog.as_fd(), KERNEL_NAME, classid).map_err(
+        |e| {
+            DatapathError::Pin(format!(
+                "attaching the source checks to {ifname} (clsact egress): {e}"
+            ))
+        },
+    )
+}
+
+/// Whether a check attached through `hook` runs from tcx on this kernel
+/// (else from a cls_bpf filter).
+fn runs_from_tcx(hook: CheckHook) -> bool {
+    hook == CheckHook::Tcx && uses_tcx()
+}
+
+/// `slot` as a classid's minor (slots are below [`MAX_ENDPOINTS`], 2^16).
+fn slot_minor(slot: u32) -> u16 {
+    debug_assert!(slot < MAX_ENDPOINTS);
+    slot as u16
+}
+
+/// The ENDPOINT_DEVICES key of device `ifindex`, endpoint `slot`'s, with
+/// its check attached through `hook`: its ifindex under tcx, its slot
+/// through the classid of its cls_bpf filter otherwise (see
+/// `macvlan_common::DEVICE_KEY_CLASSID`), which no other device of the
+/// root shares, whatever its namespace and ifindex.
+pub fn key(hook: CheckHook, ifindex: u32, slot: u32) -> u32 {
+    if runs_from_tcx(hook) {
+        ifindex
+    } else {
+        device_key_of_classid(slot_minor(slot))
+    }
 }
