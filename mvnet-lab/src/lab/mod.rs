@@ -158,9 +158,31 @@ impl Drop for Lab {
             .chain([&self.host, &self.upstream])
             .rev()
         {
+            // The classifiers pinned for roots in this namespace go with
+            // it: their links die with its devices, and their directories,
+            // named by its inode, would otherwise outlive it and be taken
+            // for the pins of a later namespace that reuses the inode. They
+            // are removed while the namespace still holds the inode.
+            if let Some(ino) = netns::inode(ns.path()) {
+                remove_pins_of(ino);
+            }
             if let Some(name) = ns.name() {
                 let _ = netns::delete(name);
             }
+        }
+    }
+}
+
+/// Removes the pin directories of every classifier of the namespace with
+/// inode `ino` (`/sys/fs/bpf/mvnet/<ino>-<root>`).
+fn remove_pins_of(ino: u64) {
+    let prefix = format!("{ino}-");
+    let Ok(dir) = std::fs::read_dir(mvnet::datapath::pinned::PIN_ROOT) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
