@@ -110,7 +110,7 @@ impl Env {
     }
 
     /// Sends `n` frames to `mac` from the upstream end of the wire, waiting
-    /// until XDP has classified each burst.
+    /// until the classifier has classified each burst.
     fn send(&self, mac: [u8; 6], n: u64) {
         self.send_on(PARENT, UPSTREAM_IF, mac, n)
     }
@@ -119,12 +119,11 @@ impl Env {
     /// `wire`).
     fn send_on(&self, root: &str, wire: &str, mac: [u8; 6], n: u64) {
         let maps = PinnedMaps::open(&self.pins_of(root)).unwrap();
+        // Each frame is counted once, at XDP or (on TC alone: `docker
+        // sync` without --xdp-mode on the lab's veth) at TC ingress.
         let total = |m: &PinnedMaps| {
-            m.counters()
-                .unwrap()
-                .verdicts
-                .total(Hook::XdpIngress)
-                .frames
+            let v = m.counters().unwrap().verdicts;
+            v.total(Hook::XdpIngress).frames + v.total(Hook::TcIngress).frames
         };
         let base = total(&maps);
         let src = self.lab.mac_of(self.lab.upstream(), wire).unwrap();
