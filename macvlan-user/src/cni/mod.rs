@@ -162,6 +162,7 @@ fn status(conf: &NetConf) -> CniResult<()> {
 /// result or the error, returns the exit code.
 pub fn main() -> u8 {
     use std::io::{Read as _, Write as _};
+    crate::netlink::connections::one_shot();
     let env = Env::read(|k| std::env::var(k).ok());
     let mut stdin = Vec::new();
     if env.command != "VERSION" || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {

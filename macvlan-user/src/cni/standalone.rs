@@ -178,10 +178,10 @@ fn choose_mac(parent: &netlink::Link, mode: MacvlanMode) -> CniResult<Mac> {
     })
 }
 
-/// Makes the macvlan in the container (created there directly under a
-/// temporary name, then renamed: kernels before 6.11 look the new name up
-/// in the creating namespace), with `mac`, addressed, up, with its default
-/// routes. With a `registration`, the device gets its source checks
+/// Makes the macvlan in the container (created there directly, under a
+/// temporary name then renamed where the kernel looks the new name up in
+/// the creating namespace: before 6.11), with `mac`, addressed, up, with
+/// its default routes. With a `registration`, the device gets its source checks
 /// before it is up, as `mvnet run`'s endpoints do; they know it by its
 /// slot (the classid of its filter), so the kernel numbers it (see
 /// `datapath::devices`).
@@ -197,7 +197,6 @@ fn plumb(
     let io = |e: netlink::NetlinkError| CniError::new(Code::Io, format!("{e}"));
     let tmp = format!("mvc{}", std::process::id());
     let target = ns.clone();
-    let name = tmp.clone();
     let indexes: Vec<Option<u32>> = match &registration {
         Some(r) if r.chooses_ifindex() => r.ifindex_candidates().map(Some).collect(),
         _ => vec![None],
@@ -210,18 +209,27 @@ fn plumb(
     }
     // passthru: the kernel gives the device its parent's MAC, `mac`.
     let asked = (mode != MacvlanMode::Passthru).then_some(mac);
-    netlink::run(None, move |nl| async move {
-        let mut result = Ok(());
+    let wanted = ifname.to_owned();
+    // The device is made under its final name where the kernel looks the
+    // name up in the sandbox (6.11+), which spares the rename and the RCU
+    // grace period it waits for (`dev_change_name`); an older kernel finds
+    // the name in our namespace (our own eth0) and refuses with EEXIST:
+    // then under the temporary name, renamed below.
+    let made = netlink::run(None, move |nl| async move {
+        let mut result = Err(netlink::NetlinkError::LinkNotFound(wanted.clone()));
         for index in indexes {
-            result = nl
-                .add_macvlan_at(&name, parent, mode, asked, &target, index)
-                .await;
+            for name in [&wanted, &tmp] {
+                result = nl
+                    .add_macvlan_at(name, parent, mode, asked, &target, index)
+                    .await
+                    .map(|()| name.clone());
+                if !matches!(&result, Err(e) if matches!(e.errno(), Some(libc::EEXIST | libc::EBUSY)))
+                {
+                    return result;
+                }
+            }
             // Taken in the sandbox (or, for the kernel's first lookup, in
             // ours): the next candidate.
-            match &result {
-                Err(e) if matches!(e.errno(), Some(libc::EEXIST | libc::EBUSY)) => continue,
-                _ => break,
-            }
         }
         result
     })
@@ -230,9 +238,11 @@ fn plumb(
     let ips: Vec<_> = a.ips.iter().map(|(a, p, _)| (*a, *p)).collect();
     let gws = a.default_gateways.clone();
     netlink::run(Some(ns), move |nl| async move {
-        let link = nl.require_link(&tmp).await?;
+        let link = nl.require_link(&made).await?;
         let result: netlink::Result<()> = async {
-            nl.rename(link.index, &ifname).await?;
+            if made != ifname {
+                nl.rename(link.index, &ifname).await?;
+            }
             if let Some(r) = &registration {
                 r.register(link.index, &ifname)
                     .map_err(|e| netlink::NetlinkError::Request {

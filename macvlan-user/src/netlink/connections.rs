@@ -211,9 +211,24 @@ impl Drop for Lease {
     }
 }
 
-/// Starts, unless it runs already, the thread that closes idle
-/// connections into other namespaces; it ends when none is left.
+/// Whether this process lives for one short call ([`one_shot`]).
+static ONE_SHOT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the pool that the process exits right after its one call (a CNI
+/// plugin): its connections into other namespaces then close at exit, and
+/// no reaper thread is started for them, a thread creation less on the
+/// path of every call that visits a sandbox.
+pub fn one_shot() {
+    ONE_SHOT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts, unless it runs already or the process is [`one_shot`], the
+/// thread that closes idle connections into other namespaces; it ends
+/// when none is left.
 fn start_reaper() {
+    if ONE_SHOT.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     static RUNNING: Mutex<bool> = Mutex::new(false);
     let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     if *running {
