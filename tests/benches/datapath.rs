@@ -21,7 +21,7 @@
 //!
 //! A reference row, `floor`, measures the least any per-endpoint counting
 //! costs (`mvnet_xdp_floor`: an untagged destination MAC, one direct-index
-//! lookup, one per-CPU counter), so the classifier's cost can be read
+//! lookup, one counter in its CPU's stripe), so the classifier's cost can be read
 //! against what counting per endpoint needs at all, not only against a
 //! program that does nothing.
 use aya::{
