@@ -1457,6 +1457,8 @@ fn the_fill_word_counts_the_table() {
     // The lowest free slot, from a walk of the hash: 0, 1 and 3 are free.
     assert_eq!(table.insert(entry(b, 20)).unwrap(), 0);
     assert_eq!(table.len(), 3);
+    // `restore`'s check: the count agrees with a walk of the hash.
+    assert_eq!(table.resync_len(false), None);
 }
 
 /// A capacity outside 1..=65536 is refused before anything is loaded.

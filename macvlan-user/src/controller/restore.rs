@@ -490,6 +490,16 @@ impl Controller {
                 maps.endpoints()?.remove(mac.octets(), *vlan)?;
             }
         }
+        // The count beside the direct index (what `stats` reports as the
+        // table's fill) is one off when a writer was killed between its
+        // change of the hash and its count.
+        let mut maps = PinnedMaps::open(&dir)?;
+        if let Some((was, is)) = maps.endpoints()?.resync_len(!dry) {
+            r.actions.push(format!(
+                "{} the endpoint count of {root}'s classifier from {was} to {is}",
+                if dry { "would correct" } else { "corrected" }
+            ));
+        }
         Ok(())
     }
 

@@ -69,6 +69,15 @@ impl DirectIndex {
         }
     }
 
+    /// Sets the fill word to `n`, the count read from the hash (by
+    /// `restore`: a writer killed between its change of the hash and its
+    /// count leaves the word one off). Returns the value it replaced, or
+    /// `None` for pins made before the fill word.
+    pub fn set_fill(&self, n: u64) -> Option<u64> {
+        self.has_fill
+            .then(|| self.word(direct::FILL).swap(n, Ordering::AcqRel))
+    }
+
     fn word(&self, index: u32) -> &AtomicU64 {
         self.words.word(index as usize)
     }

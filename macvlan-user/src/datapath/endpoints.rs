@@ -201,6 +201,22 @@ impl<'a> EndpointTable<'a> {
         }
     }
 
+    /// Makes the fill word match the hash (counted by a walk of it; with
+    /// `fix` false, only compares). Returns `(was, is)` when it did not
+    /// match; `None` when it did, or for pins made before the fill word.
+    pub fn resync_len(&self, fix: bool) -> Option<(u64, u64)> {
+        let index = self.index.as_ref()?;
+        let is = self.used_slots().len() as u64;
+        let was = index.fill()?;
+        if was == is {
+            return None;
+        }
+        if fix {
+            index.set_fill(is);
+        }
+        Some((was, is))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
