@@ -237,24 +237,30 @@ impl Containers {
         records: BTreeMap<String, Box<RawValue>>,
         index: Option<BTreeMap<String, Head>>,
     ) -> Result<Containers, String> {
-        let mut index = index;
-        let mut map = BTreeMap::new();
+        // Both sorted by id: one walk over the two, and the map built in
+        // bulk.
+        let mut heads = index.map(|i| i.into_iter().peekable());
+        let mut map = Vec::with_capacity(records.len());
         for (id, raw) in records {
-            let head = index.as_mut().and_then(|i| i.remove(&id));
-            let slot = match head {
-                Some(head) => Slot {
-                    saved: OnceLock::from(Arc::from(raw)),
-                    head,
-                    parsed: OnceLock::new(),
-                },
-                None if index.is_some() => {
-                    return Err(format!("container {id} is not in the state file's index"))
+            let slot = match heads.as_mut() {
+                Some(heads) => {
+                    while heads.next_if(|(h, _)| *h < id).is_some() {}
+                    let Some((_, head)) = heads.next_if(|(h, _)| *h == id) else {
+                        return Err(format!("container {id} is not in the state file's index"));
+                    };
+                    Slot {
+                        saved: OnceLock::from(Arc::from(raw)),
+                        head,
+                        parsed: OnceLock::new(),
+                    }
                 }
                 None => saved_slot(&id, raw)?,
             };
-            map.insert(id, slot);
+            map.push((id, slot));
         }
-        Ok(Containers { map })
+        Ok(Containers {
+            map: map.into_iter().collect(),
+        })
     }
 
     /// Applies a journal record's container (`None`: removed).
@@ -278,6 +284,12 @@ impl Containers {
     /// The JSON `id` was read from or last saved as, while unchanged since.
     pub(crate) fn saved(&self, id: &str) -> Option<&Arc<RawValue>> {
         self.map.get(id).and_then(|s| s.saved.get())
+    }
+
+    /// Every container's id and the JSON it was read from or last saved as
+    /// (while unchanged since), sorted by id.
+    pub(crate) fn saved_all(&self) -> impl Iterator<Item = (&String, Option<&Arc<RawValue>>)> + '_ {
+        self.map.iter().map(|(id, s)| (id, s.saved.get()))
     }
 
     /// Records that `id`, unchanged since it was serialised as `raw`, is

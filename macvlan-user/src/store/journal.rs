@@ -161,9 +161,14 @@ pub fn diff(old: &Baseline, new: &State) -> Record {
             record.networks.insert(id.clone(), None);
         }
     }
-    for id in containers.keys() {
-        let before = old.containers.get(id);
-        if let (Some(a), Some(b)) = (before, containers.saved(id)) {
+    // Both sorted by id: one walk over the two, no lookups.
+    let mut baseline = old.containers.iter().peekable();
+    for (id, saved) in containers.saved_all() {
+        while let Some((gone, _)) = baseline.next_if(|(b, _)| b.as_str() < id.as_str()) {
+            record.containers.insert(gone.clone(), None);
+        }
+        let before = baseline.next_if(|(b, _)| *b == id).map(|(_, raw)| raw);
+        if let (Some(a), Some(b)) = (before, saved) {
             if Arc::ptr_eq(a, b) {
                 continue;
             }
@@ -176,10 +181,8 @@ pub fn diff(old: &Baseline, new: &State) -> Record {
         record.containers.insert(id.clone(), Some(copy));
         record.shared.insert(id.clone(), now);
     }
-    for id in old.containers.keys() {
-        if !containers.contains_key(id) {
-            record.containers.insert(id.clone(), None);
-        }
+    for (gone, _) in baseline {
+        record.containers.insert(gone.clone(), None);
     }
     record
 }
