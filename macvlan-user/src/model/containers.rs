@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn serialises_as_the_map_it_replaces() {
         let a = container("a1", "web", "02:42:0a:09:00:02");
-        let mut cs = saved(&[a.clone()]);
+        let mut cs = saved(std::slice::from_ref(&a));
         let b = container("b2", "db", "02:42:0a:09:00:03");
         cs.insert("b2".into(), b.clone());
         let map: BTreeMap<String, Container> = [("a1".into(), a), ("b2".into(), b)].into();
