@@ -12,12 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipam::Pool;
 
+mod containers;
+pub use containers::{Containers, Head, HeadEndpoint};
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     /// By network id.
     pub networks: BTreeMap<String, Network>,
-    /// By container id.
-    pub containers: BTreeMap<String, Container>,
+    /// By container id, each parsed when read (see [`Containers`]).
+    pub containers: Containers,
     /// Changes a writer recorded before touching the kernel and did not
     /// finish (it was killed): the next writer or `mvnet restore` rolls
     /// them back or finishes them. Empty between commands.

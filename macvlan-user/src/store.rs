@@ -10,13 +10,24 @@
 //! directory), and `state.journal` ([`journal`]), the changes saved since,
 //! one line each, appended and synced. A save appends what changed, so
 //! that its cost does not grow with the containers there are; once the
-//! journal is larger than the state file (and than [`COMPACT_MIN`]), the
-//! save writes the state file whole instead and starts a new journal. A
-//! state directory of an older mvnet (a state file and no journal) loads
-//! as it is, and gets its journal at the next save.
+//! journal is larger than an eighth of the state file (and than
+//! [`COMPACT_MIN`]), the save writes the state file whole instead and
+//! starts a new journal.
+//!
+//! Reading does not grow with the containers either, as far as JSON
+//! allows: the state file's containers are kept as their JSON text and
+//! parsed when a command reads them ([`crate::model::Containers`]), and
+//! what a command needs of the others (names, endpoint ids, MACs) is in the
+//! file's `index`. A save finds what changed by comparing each container's
+//! JSON pointer with the one it was read from, and writes an unchanged
+//! container back as the text it was read from. A state directory of an
+//! older mvnet (a state file without an index, with or without a journal)
+//! loads as it is (every container parsed), and the next save writes the
+//! state file whole, with its index.
 mod journal;
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     io,
     os::unix::fs::FileExt as _,
@@ -25,10 +36,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::{
-    model::State,
+    model::{Containers, Head, Intent, Network, State},
     state_dir::{Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
 };
@@ -42,9 +55,12 @@ pub const STATE_DIR_ENV: &str = "MVNET_STATE_DIR";
 pub const STATE_FILE: &str = "state.json";
 /// The journal's name in the state directory.
 pub const JOURNAL_FILE: &str = "state.journal";
-/// The journal may grow to the state file's size, and at least to this,
-/// before a save writes the state file whole again.
+/// The journal may grow to [`COMPACT_SHARE`] of the state file's size, and
+/// at least to this, before a save writes the state file whole again.
 pub const COMPACT_MIN: u64 = 256 << 10;
+/// The journal's records are parsed whole on every read (the state file's
+/// containers only when read): it is kept to this share of the state file.
+pub const COMPACT_SHARE: u64 = 8;
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "lock";
 
@@ -62,6 +78,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("state file {path} is corrupt ({reason}); move it away to start afresh")]
+    CorruptRecord { path: PathBuf, reason: String },
     #[error("state journal {path} is corrupt: {reason}; move it away to go back to the state in {STATE_FILE} as it was last written whole")]
     CorruptJournal { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -100,7 +118,7 @@ struct Journal {
     base_size: u64,
     /// The state as saved (state file and journal): what the next save
     /// records the changes from.
-    saved: State,
+    saved: journal::Baseline,
 }
 
 /// How long a writer waits silently for the lock before it says whom it
@@ -196,7 +214,7 @@ impl Store {
                     file: dir.open_in_place(JOURNAL_FILE)?,
                     len,
                     base_size,
-                    saved: loaded.state.clone(),
+                    saved: journal::Baseline::of(&loaded.state),
                 }),
                 None => None,
             };
@@ -215,10 +233,10 @@ impl Store {
         if let Some(j) = slot.as_mut() {
             let record = journal::diff(&j.saved, state);
             let line = record.line();
-            if j.len + line.len() as u64 <= j.base_size.max(COMPACT_MIN) {
+            if j.len + line.len() as u64 <= (j.base_size / COMPACT_SHARE).max(COMPACT_MIN) {
                 dir.write_at(&j.file, JOURNAL_FILE, j.len, &line, self.durability)?;
                 j.len += line.len() as u64;
-                journal::apply(&mut j.saved, record).expect("a record of ours applies");
+                journal::apply_to_baseline(&mut j.saved, record);
                 return Ok(());
             }
         }
@@ -244,7 +262,13 @@ impl Store {
 /// that goes with it. A crash in between leaves a journal naming the old
 /// state file, which is ignored: the new one holds everything.
 fn compact(dir: &StateDir, state: &State, durability: Durability) -> Result<Journal, StoreError> {
-    let bytes = serde_json::to_vec(state).expect("state serialises");
+    let file = StateFileOut {
+        networks: &state.networks,
+        containers: &state.containers,
+        index: state.containers.index(),
+        pending: &state.pending,
+    };
+    let bytes = serde_json::to_vec(&file).expect("state serialises");
     let base = dir.replace(STATE_FILE, &bytes, durability)?;
     let header = journal::Header {
         journal: journal::Header::VERSION,
@@ -257,8 +281,31 @@ fn compact(dir: &StateDir, state: &State, durability: Durability) -> Result<Jour
         file: dir.open_in_place(JOURNAL_FILE)?,
         len: header.len() as u64,
         base_size: base.size,
-        saved: state.clone(),
+        saved: journal::Baseline::of(state),
     })
+}
+
+/// The state file as written: the state, and the index of its containers'
+/// heads.
+#[derive(Serialize)]
+struct StateFileOut<'a> {
+    networks: &'a BTreeMap<String, Network>,
+    containers: &'a Containers,
+    index: BTreeMap<&'a str, Head>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pending: &'a Vec<Intent>,
+}
+
+/// The state file as read: each container's JSON, unparsed; no index in
+/// an older mvnet's.
+#[derive(Deserialize)]
+struct StateFileIn {
+    networks: BTreeMap<String, Network>,
+    containers: BTreeMap<String, Box<RawValue>>,
+    #[serde(default)]
+    index: Option<BTreeMap<String, Head>>,
+    #[serde(default)]
+    pending: Vec<Intent>,
 }
 
 /// The state as read.
@@ -279,14 +326,9 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
     loop {
         attempt += 1;
         let base = dir.read_stat(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
-        let mut state = match &base {
-            Some((bytes, _)) => {
-                serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
-                    path: dir.path().join(STATE_FILE),
-                    source,
-                })?
-            }
-            None => State::default(),
+        let (mut state, indexed) = match &base {
+            Some((bytes, _)) => parse_state_file(dir, bytes)?,
+            None => (State::default(), true),
         };
         let Some(bytes) = dir.read(JOURNAL_FILE)? else {
             return Ok(Loaded {
@@ -327,9 +369,34 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
         }
         return Ok(Loaded {
             state,
-            journal: Some((parsed.valid_len, base_size)),
+            // A state file without an index is written whole (with one) at
+            // the next save.
+            journal: indexed.then_some((parsed.valid_len, base_size)),
         });
     }
+}
+
+/// Parses the state file; says whether it has an index.
+fn parse_state_file(dir: &StateDir, bytes: &[u8]) -> Result<(State, bool), StoreError> {
+    let path = || dir.path().join(STATE_FILE);
+    let file: StateFileIn =
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+            path: path(),
+            source,
+        })?;
+    let indexed = file.index.is_some();
+    let containers = Containers::from_saved(file.containers, file.index).map_err(|reason| {
+        StoreError::CorruptRecord {
+            path: path(),
+            reason,
+        }
+    })?;
+    let state = State {
+        networks: file.networks,
+        containers,
+        pending: file.pending,
+    };
+    Ok((state, indexed))
 }
 
 /// Takes the exclusive lock of `dir`, recording our pid in the lock file
@@ -636,6 +703,98 @@ mod tests {
         }
         assert!(compactions >= 1, "the journal was never folded in");
         assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+    }
+
+    #[test]
+    fn a_command_parses_and_saves_only_the_containers_it_touches() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        for i in 0..50 {
+            run(&mut state, "n1", &format!("c{i:02}"));
+        }
+        // Written whole, with the index.
+        store.save(&state).unwrap();
+        drop(store);
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(file["index"]["c07"]["name"], "c-c07");
+        assert_eq!(file["index"].as_object().unwrap().len(), 50);
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(again.containers.parsed(), 0, "nothing parsed at load");
+        assert_eq!(again.containers.id_by_name("c-c31"), Some("c31"));
+        rm(&mut again, "c31");
+        run(&mut again, "n1", "c50");
+        store.save(&again).unwrap();
+        assert_eq!(again.containers.parsed(), 1, "the new container only");
+        let journal = String::from_utf8(s.journal()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            record["containers"],
+            serde_json::json!({ "c31": null, "c50": json(&again)["containers"]["c50"] })
+        );
+        // A container read and changed is saved; one only read is not.
+        let _ = again.containers["c10"].name.len();
+        again
+            .containers
+            .get_mut("c11")
+            .unwrap()
+            .labels
+            .insert("k".into(), "v".into());
+        store.save(&again).unwrap();
+        let journal = String::from_utf8(s.journal()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+        let changed: Vec<&String> = record["containers"].as_object().unwrap().keys().collect();
+        assert_eq!(changed, ["c11"]);
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+    }
+
+    #[test]
+    fn an_older_mvnets_state_file_and_journal_load_and_get_an_index() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        run(&mut state, "n1", "c0");
+        store.save(&state).unwrap();
+        run(&mut state, "n1", "c1");
+        store.save(&state).unwrap();
+        drop(store);
+        // As the mvnet before the index wrote them: no index in the state
+        // file, the journal's header naming it.
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
+        file.as_object_mut().unwrap().remove("index");
+        let bytes = serde_json::to_vec(&file).unwrap();
+        fs::write(s.0.join(STATE_FILE), &bytes).unwrap();
+        let st = fs::metadata(s.0.join(STATE_FILE)).unwrap();
+        let journal = String::from_utf8(s.journal()).unwrap();
+        let header = journal::Header {
+            journal: journal::Header::VERSION,
+            base_inode: std::os::unix::fs::MetadataExt::ino(&st),
+            base_size: st.len(),
+        };
+        let mut old = header.line();
+        for line in journal.lines().skip(1) {
+            old.extend_from_slice(line.as_bytes());
+            old.push(b'\n');
+        }
+        fs::write(s.0.join(JOURNAL_FILE), &old).unwrap();
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
+        let (store, mut again) = writer(&s.0);
+        assert_eq!(json(&again), json(&state));
+        assert_eq!(again.containers.id_by_name("c-c1"), Some("c1"));
+        run(&mut again, "n1", "c2");
+        store.save(&again).unwrap();
+        // Written whole, with its index, and a journal with no records.
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
+        let mut indexed: Vec<&String> = file["index"].as_object().unwrap().keys().collect();
+        indexed.sort();
+        assert_eq!(indexed, ["c0", "c1", "c2"]);
+        assert_eq!(String::from_utf8(s.journal()).unwrap().lines().count(), 1);
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
     }
 
     #[test]

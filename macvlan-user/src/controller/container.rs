@@ -135,12 +135,11 @@ impl Controller {
             },
         };
         let net_id = net.id.clone();
-        let dup = self.state.containers.values().find_map(|c| {
-            c.endpoints
-                .values()
-                .find(|e| e.network_id == net_id && e.mac == mac)
-                .map(|_| c.name.clone())
-        });
+        let dup = self
+            .state
+            .containers
+            .mac_holder(&net_id, mac)
+            .map(str::to_owned);
         if let Some(other) = dup {
             release(
                 self.state
@@ -200,7 +199,7 @@ impl Controller {
             .clone()
             .unwrap_or_else(|| format!("mvnet-{}", &id[..12]));
         model::validate_name("container", &name).map_err(|e| anyhow!(e))?;
-        if self.state.containers.values().any(|c| c.name == name) {
+        if self.state.containers.id_by_name(&name).is_some() {
             bail!("container name {name} is already in use; remove it with `mvnet container rm {name}` or pick another --name");
         }
         if netns::is_named(&name) {
@@ -460,15 +459,15 @@ impl Controller {
                 if !netns::is_network_namespace(&path).unwrap_or(false) {
                     bail!("{} is not a network namespace; give a path such as /proc/PID/ns/net or /run/netns/NAME", path.display());
                 }
-                if let Some(c) = self.state.containers.values().find(|c| c.netns == path) {
-                    (c.id.clone(), None)
+                if let Some(id) = self.state.containers.id_by_netns(&path) {
+                    (id.to_owned(), None)
                 } else {
                     let id = model::new_id();
                     let name = name
                         .map(str::to_owned)
                         .unwrap_or_else(|| format!("netns-{}", &id[..12]));
                     model::validate_name("container", &name).map_err(|e| anyhow!(e))?;
-                    if self.state.containers.values().any(|c| c.name == name) {
+                    if self.state.containers.id_by_name(&name).is_some() {
                         bail!("container name {name} is already in use; pick another --name");
                     }
                     let c = Container {
@@ -560,9 +559,8 @@ impl Controller {
                 let path = PathBuf::from(container);
                 self.state
                     .containers
-                    .values()
-                    .find(|c| c.netns == path)
-                    .map(|c| c.id.clone())
+                    .id_by_netns(&path)
+                    .map(str::to_owned)
                     .ok_or(e)?
             }
         };

@@ -344,8 +344,8 @@ impl Controller {
         let Some(c) = self
             .state
             .containers
-            .values()
-            .find(|c| c.endpoints.values().any(|e| e.id == ep.id))
+            .holder_of_endpoint(&ep.id)
+            .and_then(|id| self.state.containers.get(id))
         else {
             return Ok(());
         };

@@ -136,14 +136,7 @@ impl Controller {
 
     /// A container by exact name, exact id, or unambiguous id prefix.
     pub fn container(&self, key: &str) -> Result<&Container> {
-        let id = find(
-            "container",
-            key,
-            self.state
-                .containers
-                .values()
-                .map(|c| (c.id.as_str(), c.name.as_str())),
-        )?;
+        let id = find("container", key, self.state.containers.names())?;
         Ok(&self.state.containers[&id])
     }
 }

@@ -626,15 +626,23 @@ impl PinnedMaps {
         let Ok(map) = self.get_mut(name) else {
             return Ok(());
         };
+        // One read of the whole table (BPF_MAP_LOOKUP_BATCH), not two
+        // system calls per device there is: `rm` stays flat with thousands.
+        let data = super::batch::map_data(map);
+        let capacity = data
+            .info()
+            .map_err(|source| DatapathError::Map { name, source })?
+            .max_entries();
+        let stale: Vec<u32> = super::batch::hash_entries::<u32, macvlan_common::DeviceIdentity>(
+            data, name, capacity,
+        )?
+        .into_iter()
+        .filter(|(_, id)| id.slot == slot)
+        .map(|(k, _)| k)
+        .collect();
         let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
             aya::maps::HashMap::try_from(map)
                 .map_err(|source| DatapathError::Map { name, source })?;
-        let stale: Vec<u32> = map
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, id)| id.slot == slot)
-            .map(|(k, _)| k)
-            .collect();
         for k in stale {
             let _ = map.remove(&k);
         }

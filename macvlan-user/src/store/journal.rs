@@ -14,13 +14,14 @@
 //! and the newline after it are written and synced; a last line without
 //! its newline (a writer killed in the middle) was never saved and is
 //! ignored.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::{
     ipam::Pool,
-    model::{Container, Intent, Network, State},
+    model::{Intent, Network, State},
 };
 
 /// What a journal holds records for.
@@ -64,12 +65,17 @@ pub struct Record {
     /// Networks of which only the addresses handed out changed, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addresses: BTreeMap<String, Vec<PoolChange>>,
-    /// Containers added or changed (`null`: removed), by id.
+    /// Containers added or changed (`null`: removed), by id, as their JSON
+    /// (read: parsed when applied).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub containers: BTreeMap<String, Option<Container>>,
+    pub containers: BTreeMap<String, Option<Box<RawValue>>>,
     /// The pending intents after the save (all of them: a handful).
     #[serde(default)]
     pub pending: Vec<Intent>,
+    /// The containers' JSON as the state now shares it (a save's, for its
+    /// baseline).
+    #[serde(skip)]
+    shared: BTreeMap<String, Arc<RawValue>>,
 }
 
 impl Record {
@@ -82,11 +88,48 @@ impl Record {
     }
 }
 
-/// What changed from `old` to `new`. Containers are compared whole, which
-/// costs a comparison per container but no serialisation; a network whose
-/// addresses alone changed is recorded as those addresses, not as its
-/// pools of every address handed out.
-pub fn diff(old: &State, new: &State) -> Record {
+/// The state as saved (state file and journal), which the next save
+/// records the changes from: the networks, and each container's JSON.
+pub struct Baseline {
+    pub networks: BTreeMap<String, Network>,
+    /// The same JSON the state's unchanged containers hold, so that an
+    /// unchanged container is found by comparing pointers.
+    pub containers: BTreeMap<String, Arc<RawValue>>,
+}
+
+impl Baseline {
+    /// The baseline of `state` as just read or written whole.
+    pub fn of(state: &State) -> Baseline {
+        Baseline {
+            networks: state.networks.clone(),
+            containers: state
+                .containers
+                .keys()
+                .map(|id| (id.clone(), json_of(state, id)))
+                .collect(),
+        }
+    }
+}
+
+/// Container `id` of `state` as JSON: as read or last saved when it is
+/// unchanged since, else serialised (and shared with the state from now).
+fn json_of(state: &State, id: &str) -> Arc<RawValue> {
+    if let Some(raw) = state.containers.saved(id) {
+        return raw.clone();
+    }
+    let raw: Arc<RawValue> = Arc::from(
+        serde_json::value::to_raw_value(&state.containers[id]).expect("a container serialises"),
+    );
+    state.containers.mark_saved(id, raw.clone());
+    raw
+}
+
+/// What changed from `old` to `new`. A container that still holds the
+/// JSON it was read from is unchanged without a look at it; the others
+/// (the few a command changed) are serialised and compared. A network
+/// whose addresses alone changed is recorded as those addresses, not as
+/// its pools of every address handed out.
+pub fn diff(old: &Baseline, new: &State) -> Record {
     // Every field of the state, so that a new one cannot be forgotten here.
     let State {
         networks,
@@ -118,15 +161,28 @@ pub fn diff(old: &State, new: &State) -> Record {
             record.networks.insert(id.clone(), None);
         }
     }
-    for (id, c) in containers {
-        if old.containers.get(id) != Some(c) {
-            record.containers.insert(id.clone(), Some(c.clone()));
+    // Both sorted by id: one walk over the two, no lookups.
+    let mut baseline = old.containers.iter().peekable();
+    for (id, saved) in containers.saved_all() {
+        while let Some((gone, _)) = baseline.next_if(|(b, _)| b.as_str() < id.as_str()) {
+            record.containers.insert(gone.clone(), None);
         }
+        let before = baseline.next_if(|(b, _)| *b == id).map(|(_, raw)| raw);
+        if let (Some(a), Some(b)) = (before, saved) {
+            if Arc::ptr_eq(a, b) {
+                continue;
+            }
+        }
+        let now = json_of(new, id);
+        if before.is_some_and(|b| b.get() == now.get()) {
+            continue;
+        }
+        let copy = RawValue::from_string(now.get().to_owned()).expect("JSON stays JSON");
+        record.containers.insert(id.clone(), Some(copy));
+        record.shared.insert(id.clone(), now);
     }
-    for id in old.containers.keys() {
-        if !containers.contains_key(id) {
-            record.containers.insert(id.clone(), None);
-        }
+    for (gone, _) in baseline {
+        record.containers.insert(gone.clone(), None);
     }
     record
 }
@@ -192,16 +248,46 @@ fn set_difference(new: &Pool, old: &Pool) -> (Vec<IpAddr>, Vec<IpAddr>) {
 }
 
 /// Applies `record` to `state`. Fails (the journal is corrupt) when it
-/// changes the addresses of a network or pool that is not there.
+/// changes the addresses of a network or pool that is not there, or holds
+/// a container that is not one.
 pub fn apply(state: &mut State, record: Record) -> Result<(), String> {
-    for (id, net) in record.networks {
-        match net {
-            Some(n) => state.networks.insert(id, n),
-            None => state.networks.remove(&id),
+    apply_networks(&mut state.networks, record.networks, record.addresses)?;
+    for (id, c) in record.containers {
+        state.containers.apply_saved(id, c.map(Arc::from))?;
+    }
+    state.pending = record.pending;
+    Ok(())
+}
+
+/// Applies `record`, which a save just wrote, to the baseline.
+pub fn apply_to_baseline(base: &mut Baseline, record: Record) {
+    apply_networks(&mut base.networks, record.networks, record.addresses)
+        .expect("a record of ours applies");
+    let mut shared = record.shared;
+    for (id, c) in record.containers {
+        match c {
+            Some(raw) => {
+                let raw = shared.remove(&id).unwrap_or_else(|| Arc::from(raw));
+                base.containers.insert(id, raw)
+            }
+            None => base.containers.remove(&id),
         };
     }
-    for (id, changes) in record.addresses {
-        let net = state.networks.get_mut(&id).ok_or_else(|| {
+}
+
+fn apply_networks(
+    networks: &mut BTreeMap<String, Network>,
+    changed: BTreeMap<String, Option<Network>>,
+    addresses: BTreeMap<String, Vec<PoolChange>>,
+) -> Result<(), String> {
+    for (id, net) in changed {
+        match net {
+            Some(n) => networks.insert(id, n),
+            None => networks.remove(&id),
+        };
+    }
+    for (id, changes) in addresses {
+        let net = networks.get_mut(&id).ok_or_else(|| {
             format!("a record changes the addresses of network {id}, which is not there")
         })?;
         let pools = net.pools.len();
@@ -220,13 +306,6 @@ pub fn apply(state: &mut State, record: Record) -> Result<(), String> {
             }
         }
     }
-    for (id, c) in record.containers {
-        match c {
-            Some(c) => state.containers.insert(id, c),
-            None => state.containers.remove(&id),
-        };
-    }
-    state.pending = record.pending;
     Ok(())
 }
 

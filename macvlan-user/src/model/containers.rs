@@ -1,0 +1,474 @@
+//! The containers of a [`State`](super::State), by id, each parsed from
+//! its saved JSON only when a command reads it. A command that touches one
+//! container (`run`, `rm`, `connect`, `disconnect`) then parses that one,
+//! not every container there is: what it needs of the others (their
+//! names, and their endpoints' ids and MACs, to refuse a clash) is in a
+//! small [`Head`] per container, saved beside the records (the state
+//! file's `index`).
+//!
+//! A container keeps the saved JSON it was read from (shared with the
+//! store's record of what is on disk) until it is borrowed mutably, so
+//! that a save finds what changed by comparing pointers, not containers.
+use std::{
+    borrow::Borrow,
+    collections::BTreeMap,
+    ops::Index,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::{Container, Mac};
+
+/// What finding a container by name, endpoint or MAC needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub name: String,
+    pub netns: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<HeadEndpoint>,
+}
+
+/// One endpoint of a [`Head`] (of `Container::endpoints`; a stopped
+/// container's endpoints hold no MAC on the network).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadEndpoint {
+    pub network: String,
+    pub id: String,
+    pub mac: Mac,
+}
+
+impl Head {
+    pub fn of(c: &Container) -> Head {
+        Head {
+            name: c.name.clone(),
+            netns: c.netns.clone(),
+            endpoints: c
+                .endpoints
+                .iter()
+                .map(|(net, ep)| HeadEndpoint {
+                    network: net.clone(),
+                    id: ep.id.clone(),
+                    mac: ep.mac,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One container: its saved JSON and head, parsed on first read.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// The JSON it was read from or last saved as, while nothing can have
+    /// changed it (set by a save through a shared borrow).
+    saved: OnceLock<Arc<RawValue>>,
+    /// Read from the index; what [`Slot::container`] says once parsed.
+    head: Head,
+    parsed: OnceLock<Container>,
+}
+
+impl Slot {
+    fn new(c: Container) -> Slot {
+        Slot {
+            saved: OnceLock::new(),
+            head: Head::default(),
+            parsed: OnceLock::from(c),
+        }
+    }
+
+    fn container(&self) -> &Container {
+        self.parsed.get_or_init(|| {
+            let raw = self
+                .saved
+                .get()
+                .expect("an unparsed container has its JSON");
+            // The record was checked to be JSON when the state was read;
+            // only a state file edited by hand can make this fail.
+            serde_json::from_str(raw.get()).unwrap_or_else(|e| {
+                panic!(
+                    "the saved record of container {} is not one ({e}); move the state \
+                     directory's state.json and state.journal away to start afresh",
+                    self.head.name
+                )
+            })
+        })
+    }
+
+    fn container_mut(&mut self) -> &mut Container {
+        self.container();
+        self.saved.take();
+        self.parsed.get_mut().expect("parsed above")
+    }
+
+    fn into_container(self) -> Container {
+        self.container();
+        self.parsed.into_inner().expect("parsed above")
+    }
+
+    fn name(&self) -> &str {
+        match self.parsed.get() {
+            Some(c) => &c.name,
+            None => &self.head.name,
+        }
+    }
+
+    fn netns(&self) -> &Path {
+        match self.parsed.get() {
+            Some(c) => &c.netns,
+            None => &self.head.netns,
+        }
+    }
+
+    /// (network id, endpoint id, MAC) of each endpoint.
+    fn endpoints(&self) -> Vec<(&str, &str, Mac)> {
+        match self.parsed.get() {
+            Some(c) => c
+                .endpoints
+                .iter()
+                .map(|(n, ep)| (n.as_str(), ep.id.as_str(), ep.mac))
+                .collect(),
+            None => self
+                .head
+                .endpoints
+                .iter()
+                .map(|e| (e.network.as_str(), e.id.as_str(), e.mac))
+                .collect(),
+        }
+    }
+}
+
+/// The containers by id (the API of the `BTreeMap` it replaces).
+#[derive(Clone, Debug, Default)]
+pub struct Containers {
+    map: BTreeMap<String, Slot>,
+}
+
+impl Containers {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Container> {
+        self.map.get(id).map(Slot::container)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Container> {
+        self.map.get_mut(id).map(Slot::container_mut)
+    }
+
+    pub fn insert(&mut self, id: String, c: Container) -> Option<Container> {
+        self.map.insert(id, Slot::new(c)).map(Slot::into_container)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Container> {
+        self.map.remove(id).map(Slot::into_container)
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + '_ {
+        self.map.keys()
+    }
+
+    /// Every container, parsed: for commands that look at all of them.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Container> + '_ {
+        self.map.values().map(Slot::container)
+    }
+
+    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Container> + '_ {
+        self.map.values_mut().map(Slot::container_mut)
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &Container)> + '_ {
+        self.map.iter().map(|(id, s)| (id, s.container()))
+    }
+
+    pub fn into_values(self) -> impl Iterator<Item = Container> {
+        self.map.into_values().map(Slot::into_container)
+    }
+
+    /// (id, name) of every container, without parsing any.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
+        self.map.iter().map(|(id, s)| (id.as_str(), s.name()))
+    }
+
+    /// The id of the container called `name`.
+    pub fn id_by_name(&self, name: &str) -> Option<&str> {
+        self.names().find(|(_, n)| *n == name).map(|(id, _)| id)
+    }
+
+    /// The id of the container in network namespace `netns` (its path).
+    pub fn id_by_netns(&self, netns: &Path) -> Option<&str> {
+        self.map
+            .iter()
+            .find(|(_, s)| s.netns() == netns)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// The name of the container with an endpoint of MAC `mac` on network
+    /// `network`.
+    pub fn mac_holder(&self, network: &str, mac: Mac) -> Option<&str> {
+        self.map
+            .values()
+            .find(|s| s.endpoints().iter().any(|e| e.0 == network && e.2 == mac))
+            .map(Slot::name)
+    }
+
+    /// The id of the container holding endpoint `endpoint_id`.
+    pub fn holder_of_endpoint(&self, endpoint_id: &str) -> Option<&str> {
+        self.map
+            .iter()
+            .find(|(_, s)| s.endpoints().iter().any(|e| e.1 == endpoint_id))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// From the state file: each container's JSON, and the index of their
+    /// heads (`None` in a state file of an older mvnet: every container is
+    /// parsed for its head).
+    pub(crate) fn from_saved(
+        records: BTreeMap<String, Box<RawValue>>,
+        index: Option<BTreeMap<String, Head>>,
+    ) -> Result<Containers, String> {
+        // Both sorted by id: one walk over the two, and the map built in
+        // bulk.
+        let mut heads = index.map(|i| i.into_iter().peekable());
+        let mut map = Vec::with_capacity(records.len());
+        for (id, raw) in records {
+            let slot = match heads.as_mut() {
+                Some(heads) => {
+                    while heads.next_if(|(h, _)| *h < id).is_some() {}
+                    let Some((_, head)) = heads.next_if(|(h, _)| *h == id) else {
+                        return Err(format!("container {id} is not in the state file's index"));
+                    };
+                    Slot {
+                        saved: OnceLock::from(Arc::from(raw)),
+                        head,
+                        parsed: OnceLock::new(),
+                    }
+                }
+                None => saved_slot(&id, raw)?,
+            };
+            map.push((id, slot));
+        }
+        Ok(Containers {
+            map: map.into_iter().collect(),
+        })
+    }
+
+    /// Applies a journal record's container (`None`: removed).
+    pub(crate) fn apply_saved(
+        &mut self,
+        id: String,
+        raw: Option<Arc<RawValue>>,
+    ) -> Result<(), String> {
+        match raw {
+            None => {
+                self.map.remove(&id);
+            }
+            Some(raw) => {
+                let slot = saved_slot(&id, raw)?;
+                self.map.insert(id, slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON `id` was read from or last saved as, while unchanged since.
+    pub(crate) fn saved(&self, id: &str) -> Option<&Arc<RawValue>> {
+        self.map.get(id).and_then(|s| s.saved.get())
+    }
+
+    /// Every container's id and the JSON it was read from or last saved as
+    /// (while unchanged since), sorted by id.
+    pub(crate) fn saved_all(&self) -> impl Iterator<Item = (&String, Option<&Arc<RawValue>>)> + '_ {
+        self.map.iter().map(|(id, s)| (id, s.saved.get()))
+    }
+
+    /// Records that `id`, unchanged since it was serialised as `raw`, is
+    /// saved as that (a save's, through a shared borrow of the state).
+    pub(crate) fn mark_saved(&self, id: &str, raw: Arc<RawValue>) {
+        if let Some(s) = self.map.get(id) {
+            let _ = s.saved.set(raw);
+        }
+    }
+
+    /// How many containers were parsed (tests: a command parses what it
+    /// touches).
+    #[cfg(test)]
+    pub(crate) fn parsed(&self) -> usize {
+        self.map
+            .values()
+            .filter(|s| s.parsed.get().is_some())
+            .count()
+    }
+
+    /// Every container's head, for the state file's index.
+    pub(crate) fn index(&self) -> BTreeMap<&str, Head> {
+        self.map
+            .iter()
+            .map(|(id, s)| {
+                let head = match s.parsed.get() {
+                    Some(c) => Head::of(c),
+                    None => s.head.clone(),
+                };
+                (id.as_str(), head)
+            })
+            .collect()
+    }
+}
+
+/// A container read from a record: parsed (for its head and to check it),
+/// its JSON kept.
+fn saved_slot(id: &str, raw: impl Into<Arc<RawValue>>) -> Result<Slot, String> {
+    let raw: Arc<RawValue> = raw.into();
+    let c: Container =
+        serde_json::from_str(raw.get()).map_err(|e| format!("container {id} is not one: {e}"))?;
+    Ok(Slot {
+        saved: OnceLock::from(raw),
+        head: Head::of(&c),
+        parsed: OnceLock::from(c),
+    })
+}
+
+impl<Q: Borrow<str> + ?Sized> Index<&Q> for Containers {
+    type Output = Container;
+
+    fn index(&self, id: &Q) -> &Container {
+        self.get(id.borrow()).expect("no container with that id")
+    }
+}
+
+impl<'a> IntoIterator for &'a Containers {
+    type Item = (&'a String, &'a Container);
+    type IntoIter = Box<dyn Iterator<Item = (&'a String, &'a Container)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<(String, Container)> for Containers {
+    fn from_iter<I: IntoIterator<Item = (String, Container)>>(iter: I) -> Self {
+        Containers {
+            map: iter.into_iter().map(|(id, c)| (id, Slot::new(c))).collect(),
+        }
+    }
+}
+
+/// As the map it replaces: a container that was read and not changed is
+/// written as it was read.
+impl Serialize for Containers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.map.len()))?;
+        for (id, slot) in &self.map {
+            match slot.saved.get() {
+                Some(raw) => map.serialize_entry(id, &**raw)?,
+                None => map.serialize_entry(id, slot.container())?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// From any format (the store reads its own files with
+/// [`Containers::from_saved`]): every container parsed.
+impl<'de> Deserialize<'de> for Containers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<String, Container>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, name: &str, mac: &str) -> Container {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": name, "created": "2026-12-01T00:00:00Z", "netns": "/run/netns/x",
+            "netns_owned": true, "auto_remove": false, "command": [], "pid": null,
+            "running": true,
+            "endpoints": { "n1": { "id": format!("ep-{id}"), "network_id": "n1",
+                "ifname": "eth0", "mac": mac, "ipv4": "10.9.0.2", "ipv6": null, "rx_base": 0 } },
+        }))
+        .unwrap()
+    }
+
+    fn saved(cs: &[Container]) -> Containers {
+        let records = cs
+            .iter()
+            .map(|c| (c.id.clone(), serde_json::value::to_raw_value(c).unwrap()))
+            .collect();
+        let index = cs.iter().map(|c| (c.id.clone(), Head::of(c))).collect();
+        Containers::from_saved(records, Some(index)).unwrap()
+    }
+
+    #[test]
+    fn finds_by_name_mac_and_endpoint_without_parsing() {
+        let a = container("a1", "web", "02:42:0a:09:00:02");
+        let b = container("b2", "db", "02:42:0a:09:00:03");
+        let cs = saved(&[a.clone(), b.clone()]);
+        assert_eq!(cs.id_by_name("db"), Some("b2"));
+        assert_eq!(cs.id_by_name("nope"), None);
+        assert_eq!(cs.mac_holder("n1", b.endpoints["n1"].mac), Some("db"));
+        assert_eq!(cs.mac_holder("n2", b.endpoints["n1"].mac), None);
+        assert_eq!(cs.holder_of_endpoint("ep-a1"), Some("a1"));
+        assert!(cs.map.values().all(|s| s.parsed.get().is_none()));
+        // Read on demand, the one asked for only.
+        assert_eq!(cs["b2"], b);
+        assert_eq!(
+            cs.map.values().filter(|s| s.parsed.get().is_some()).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_renamed_container_is_found_by_its_new_name() {
+        let mut cs = saved(&[container("a1", "web", "02:42:0a:09:00:02")]);
+        cs.get_mut("a1").unwrap().name = "web2".into();
+        assert!(cs.saved("a1").is_none(), "changed: no longer as saved");
+        assert_eq!(cs.id_by_name("web2"), Some("a1"));
+        assert_eq!(cs.id_by_name("web"), None);
+        assert_eq!(cs.index()["a1"].name, "web2");
+    }
+
+    #[test]
+    fn an_index_that_misses_a_container_is_corruption() {
+        let a = container("a1", "web", "02:42:0a:09:00:02");
+        let records = [(
+            "a1".to_owned(),
+            serde_json::value::to_raw_value(&a).unwrap(),
+        )]
+        .into();
+        let e = Containers::from_saved(records, Some(BTreeMap::new())).unwrap_err();
+        assert_eq!(e, "container a1 is not in the state file's index");
+    }
+
+    #[test]
+    fn serialises_as_the_map_it_replaces() {
+        let a = container("a1", "web", "02:42:0a:09:00:02");
+        let mut cs = saved(std::slice::from_ref(&a));
+        let b = container("b2", "db", "02:42:0a:09:00:03");
+        cs.insert("b2".into(), b.clone());
+        let map: BTreeMap<String, Container> = [("a1".into(), a), ("b2".into(), b)].into();
+        assert_eq!(
+            serde_json::to_value(&cs).unwrap(),
+            serde_json::to_value(&map).unwrap()
+        );
+        let back: Containers = serde_json::from_value(serde_json::to_value(&map).unwrap()).unwrap();
+        assert_eq!(
+            back.values().cloned().collect::<Vec<_>>(),
+            map.into_values().collect::<Vec<_>>()
+        );
+    }
+}
