@@ -174,6 +174,10 @@ impl Containers {
         self.map.remove(id).map(Slot::into_container)
     }
 
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + '_ {
         self.map.keys()
     }
