@@ -259,6 +259,10 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         device: device.clone(),
         netns: spec.netns.clone(),
         root: mix.root.clone(),
+        wire_hook: match mvnet::datapath::hooks::in_use(&dir) {
+            Some(mvnet::datapath::hooks::HookSet::TcOnly) => "tc_ingress".into(),
+            _ => "xdp".into(),
+        },
         frame_size: spec.size,
         rate_target: spec.rate,
         threads: if generator == Generator::Pktgen {

@@ -105,6 +105,10 @@ pub struct Report {
     pub device: String,
     pub netns: Option<String>,
     pub root: String,
+    /// The hook that classifies the frames from the wire: `xdp` where the
+    /// classifier is attached with XDP, `tc_ingress` where it runs on TC
+    /// alone (`--xdp-mode auto` on a veth), as its pinned links say.
+    pub wire_hook: String,
     pub frame_size: usize,
     /// Frames per second asked for (0 = as fast as the generator goes).
     pub rate_target: u64,
@@ -189,27 +193,41 @@ impl Report {
                 );
             }
         }
+        let (hook, hook_name) = match self.wire_hook.as_str() {
+            "tc_ingress" => ("tc_ingress", "TC ingress"),
+            _ => ("xdp", "XDP"),
+        };
         for (kind, verdict) in [
             (FlowKind::Valid, "delivered"),
             (FlowKind::UnknownMac, "unknown_mac"),
             (FlowKind::WrongVlan, "vlan_mismatch"),
         ] {
             push(
-                format!("XDP verdict {verdict} = {} frames sent", kind.as_str()),
+                format!(
+                    "{hook_name} verdict {verdict} = {} frames sent",
+                    kind.as_str()
+                ),
                 self.sent_of(kind),
-                self.verdict("xdp", verdict),
+                self.verdict(hook, verdict),
             );
         }
         push(
-            "XDP verdict malformed".into(),
+            format!("{hook_name} verdict malformed"),
             0,
-            self.verdict("xdp", "malformed"),
+            self.verdict(hook, "malformed"),
         );
         for v in &self.vlans {
             push(
-                format!("VLAN {}: XDP counted = frames sent with this tag", v.vlan),
+                format!(
+                    "VLAN {}: {hook_name} counted = frames sent with this tag",
+                    v.vlan
+                ),
                 v.sent,
-                v.counted_xdp,
+                if hook == "xdp" {
+                    v.counted_xdp
+                } else {
+                    v.counted_tc
+                },
             );
         }
         push(
@@ -396,6 +414,7 @@ mod tests {
             device: "wire0".into(),
             netns: None,
             root: "eth0".into(),
+            wire_hook: "xdp".into(),
             frame_size: 60,
             rate_target: 0,
             threads: 1,
@@ -460,6 +479,43 @@ mod tests {
         r.check();
         assert!(r.exact, "{:#?}", r.checks);
         assert!(r.render().contains("exact accounting: PASS"));
+    }
+
+    #[test]
+    fn a_tc_only_classifier_is_held_to_its_tc_ingress_counts() {
+        // TC alone (`--xdp-mode auto` on a veth): XDP sees nothing.
+        let mut r = report();
+        r.wire_hook = "tc_ingress".into();
+        r.verdicts
+            .get_mut("xdp")
+            .unwrap()
+            .values_mut()
+            .for_each(|n| *n = 0);
+        r.vlans[0].counted_xdp = 0;
+        r.check();
+        assert!(r.exact, "{:#?}", r.checks);
+        // One frame off at TC ingress is caught and named.
+        r.vlans[0].counted_tc = 29;
+        r.check();
+        assert!(!r.exact);
+        assert!(
+            r.render().contains(
+                "VLAN 0: TC ingress counted = frames sent with this tag: expected 30, got 29"
+            ),
+            "{}",
+            r.render()
+        );
+        // And an XDP classifier is still held to XDP's.
+        let mut r = report();
+        r.verdicts
+            .get_mut("xdp")
+            .unwrap()
+            .insert("delivered".into(), 19);
+        r.check();
+        assert!(!r.exact);
+        assert!(r
+            .render()
+            .contains("XDP verdict delivered = valid frames sent: expected 20, got 19"));
     }
 
     #[test]
