@@ -85,6 +85,21 @@ use mvnet_lab::{
 mod common;
 #[path = "e2e/tc_only.rs"]
 mod tc_only;
+
+/// The classifier's policy for the enforce or the observe rounds: VLAN 0's
+/// ingress rule and the drop of malformed frames.
+fn set_policy(maps: &mut Classifier, enforce: bool) -> Result<()> {
+    maps.set_vlan_policy(0, if enforce { vlan_policy::ENFORCE } else { 0 })?;
+    maps.set_config(Config {
+        flags: if enforce {
+            config_flags::DROP_MALFORMED
+        } else {
+            0
+        },
+        _pad: 0,
+    })?;
+    Ok(())
+}
 use common::{median, percentile};
 
 /// Frames per measured chunk (a multiple of the 3 flows).
@@ -316,18 +331,7 @@ impl Swapper {
         for (link, prog) in self.links.iter().zip(self.progs(v)).skip(skip) {
             sys::link_update(link.as_fd(), prog.as_fd()).context("BPF_LINK_UPDATE")?;
         }
-        let enforce = v == Variant::Enforce;
-        self.maps
-            .set_vlan_policy(0, if enforce { vlan_policy::ENFORCE } else { 0 })?;
-        self.maps.set_config(Config {
-            flags: if enforce {
-                config_flags::DROP_MALFORMED
-            } else {
-                0
-            },
-            _pad: 0,
-        })?;
-        Ok(())
+        set_policy(&mut self.maps, v == Variant::Enforce)
     }
 
     /// The run-time statistics of `v`'s programs, per link.

@@ -949,12 +949,7 @@ fn cni_standalone_containers_each_get_their_devices_source_checks() {
         let ip = Ipv4Addr::new(10, 67, 0, 2 + i);
         assert_eq!(out["ips"][0]["address"], format!("{ip}/24"));
         let maps = PinnedMaps::open(&dir).unwrap();
-        let slot = maps
-            .endpoints_ro()
-            .unwrap()
-            .get(m.octets(), 0)
-            .unwrap()
-            .slot;
+        let slot = slot_of(&maps, m);
         let ns = NetNs::from_path(&netns);
         let ifindex =
             mvnet::netlink::run(Some(&ns), |nl| async move { nl.require_link("eth0").await })
@@ -1038,12 +1033,7 @@ fn cni_chained_containers_each_get_their_devices_source_checks() {
                     .index;
             assert_eq!(ifindex, 2, "{cid}");
             let maps = PinnedMaps::open(&dir).unwrap();
-            let slot = maps
-                .endpoints_ro()
-                .unwrap()
-                .get(m.octets(), 0)
-                .unwrap()
-                .slot;
+            let slot = slot_of(&maps, m);
             let id = maps
                 .device(macvlan_common::device_key_of_classid(slot as u16))
                 .unwrap_or_else(|| panic!("{cid}: device not registered"));
@@ -1246,4 +1236,13 @@ fn cni_parallel_standalone_adds_and_dels_share_out_addresses_exactly() {
     assert_eq!(left, ["last_reserved_ip.0", "lock"]);
     assert_eq!(h.endpoints().len(), 0);
     assert_eq!(h.table_len(), 0);
+}
+
+/// The classifier slot of the endpoint with `mac` on VLAN 0.
+fn slot_of(maps: &PinnedMaps, mac: mvnet::model::Mac) -> u32 {
+    maps.endpoints_ro()
+        .unwrap()
+        .get(mac.octets(), 0)
+        .unwrap()
+        .slot
 }

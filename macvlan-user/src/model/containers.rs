@@ -174,6 +174,14 @@ impl Containers {
         self.map.remove(id).map(Slot::into_container)
     }
 
+    /// Parses every container not parsed yet (at once, before a reader
+    /// allocates what it keeps: see `serve::StateCache`).
+    pub fn parse_all(&self) {
+        for slot in self.map.values() {
+            slot.container();
+        }
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
     }

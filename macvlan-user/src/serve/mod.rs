@@ -80,7 +80,7 @@ impl StateCache {
         // (at 65,536 containers the exporter kept 107 MiB after
         // `malloc_trim`, 32 MiB with this order: `cargo xtask bench
         // observability`).
-        for _ in state.containers.values() {}
+        state.containers.parse_all();
         let roster = Arc::new(Roster::of(&state, None)?);
         drop(state);
         *seen = key.map(|k| (k, roster.clone()));

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd as _, OwnedFd};
 
 use anyhow::{ensure, Context as _, Result};
 use aya::{programs::SchedClassifier, Ebpf};
-use macvlan_common::{config_flags, program_names, vlan_policy, Config, Hook, Verdict};
+use macvlan_common::{program_names, Hook, Verdict};
 use mvnet::{
     datapath::{self, pinned, sys, Classifier, EndpointEntry, XdpMode},
     netlink,
@@ -182,18 +182,7 @@ impl TcOnly {
             })??;
         }
         self.current = v;
-        let enforce = v == TcVariant::Enforce;
-        self.maps
-            .set_vlan_policy(0, if enforce { vlan_policy::ENFORCE } else { 0 })?;
-        self.maps.set_config(Config {
-            flags: if enforce {
-                config_flags::DROP_MALFORMED
-            } else {
-                0
-            },
-            _pad: 0,
-        })?;
-        Ok(())
+        super::set_policy(&mut self.maps, v == TcVariant::Enforce)
     }
 
     /// Frames the classifier counted as delivered (XDP, TC ingress) and
