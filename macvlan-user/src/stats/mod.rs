@@ -93,6 +93,10 @@ pub fn run(state_dir: &Path, opts: &StatsOptions) -> Result<()> {
     let mut next = Instant::now() + interval;
     let mut done = 0u64;
     while opts.count.is_none_or(|c| done < c) {
+        // On the grid of `interval`, but never less than `interval` after
+        // the previous snapshot: a read slowed by the machine's load must
+        // not leave the next rate over a fraction of the interval.
+        next = next.max(prev.at + interval);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         next += interval;
         // Re-read the state too: networks and endpoints come and go.
