@@ -474,6 +474,21 @@ impl Report {
                 verdict(cost <= super::TARGET_VS_NFT_COST),
             );
         }
+        // The same measure on the totals of all rounds: per-round values
+        // swing by hundreds of ns with the machine's other work.
+        let cpu_ns = |v: usize| 1e9 * self.totals[v].cpu / self.totals[v].frames as f64;
+        let added = |v: usize| cpu_ns(v) - cpu_ns(NONE);
+        println!(
+            "(cross-check on totals of {TC_ROUNDS} rounds: CPU ns per frame over none: pass-only \
+             {:.1}, observe {:.1}, enforce {:.1}, nftables {:.1}; observe/nftables {:.2}x, \
+             enforce/nftables {:.2}x)",
+            added(PASS),
+            added(OBSERVE),
+            added(ENFORCE),
+            added(NFT),
+            added(OBSERVE) / added(NFT),
+            added(ENFORCE) / added(NFT),
+        );
     }
 }
 
