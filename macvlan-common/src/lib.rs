@@ -445,6 +445,24 @@ pub mod direct {
     pub const fn slot(word: u64) -> u32 {
         ((word >> SLOT_SHIFT) & SLOT_LOW | (word >> (SLOT_HIGH_BIT - 15)) & 0x8000) as u32
     }
+
+    /// A word that holds no key ([`VALID`] clear, so it matches none) but
+    /// is not empty. The controller never sets a word back to 0: removing
+    /// a key leaves `RESERVED`, and before it puts an endpoint's MAC in the
+    /// ENDPOINTS hash it reserves the word at [`source_index`] of that MAC
+    /// if it is 0. So while the word at `source_index(mac)` is 0, no
+    /// endpoint (on any VLAN) has `mac`: TC ingress tells a wire frame from
+    /// a bridge-mode one without a hash lookup for nearly every wire frame.
+    /// A key may still take a reserved word ([`VALID`] clear = free).
+    pub const RESERVED: u64 = 1;
+
+    /// The word that says whether `mac` may be an endpoint's on any VLAN
+    /// (see [`RESERVED`]): the index of (`mac`, `VLAN_ANY`), a key that is
+    /// never in the index itself.
+    #[inline(always)]
+    pub const fn source_index(mac: u64) -> u32 {
+        index(mac, super::VLAN_ANY)
+    }
 }
 
 /// The mark the XDP classifier leaves in a frame's XDP metadata

@@ -198,9 +198,22 @@ impl Rig {
                 }
             }
             // The hash alone, as EndpointTable::insert_at writes it (the
-            // exact key and the VLAN_ANY key): every lookup takes the
-            // fallback path, as for an endpoint whose index word collides.
+            // exact key and the VLAN_ANY key, after reserving the MAC's
+            // source word): every lookup takes the fallback path, as for
+            // an endpoint whose index word collides.
             Table::HashOnly => {
+                {
+                    let mut index: aya::maps::Array<_, u64> = aya::maps::Array::try_from(
+                        ebpf.map_mut(map_names::ENDPOINT_INDEX)
+                            .expect("ENDPOINT_INDEX map"),
+                    )
+                    .expect("ENDPOINT_INDEX type");
+                    for ep in ENDPOINTS {
+                        let at =
+                            macvlan_common::direct::source_index(macvlan_common::mac_word(&ep.mac));
+                        index.set(at, macvlan_common::direct::RESERVED, 0).unwrap();
+                    }
+                }
                 let mut table: HashMap<_, EndpointKey, Endpoint> =
                     HashMap::try_from(ebpf.map_mut(map_names::ENDPOINTS).expect("ENDPOINTS map"))
                         .expect("ENDPOINTS type");
@@ -1041,6 +1054,57 @@ fn direct_index_collisions_fall_back_to_the_hash() {
         )
         .unwrap();
     assert!(table.is_indexed(a, 0));
+}
+
+/// TC ingress tells a bridge-mode frame (its source an endpoint's MAC)
+/// from a wire frame by the MAC's source word (`direct::source_index`)
+/// before any hash lookup: a zero word means "no endpoint". That word may
+/// have held another endpoint's key; when that endpoint leaves, the word
+/// must not go back to 0 while the MAC whose source word it is remains.
+#[test]
+fn source_word_stays_set_when_its_key_leaves() {
+    require_root();
+    use macvlan_common::{direct, mac_word};
+    let mut rig = Rig::new();
+    let b = [0x02, 0x42, 0x0a, 0x03, 0x10, 0x20];
+    // c's own index word (VLAN 0) is b's source word.
+    let si = direct::source_index(mac_word(&b));
+    let c = [0x02, 0x42, 0x0a, 0x04, si as u8, (si >> 8) as u8];
+    assert_eq!(direct::index(mac_word(&c), 0), si);
+    let (slot_b, slot_c) = (300, 301);
+    let entry = |mac| EndpointEntry {
+        mac,
+        vlan: 0,
+        ipv4: None,
+        ipv6: None,
+        enforce: false,
+    };
+    {
+        let mut table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
+        table.insert_at(entry(c), slot_c).unwrap();
+        table.insert_at(entry(b), slot_b).unwrap();
+        assert!(table.is_indexed(c, 0) && table.is_indexed(b, 0));
+        table.remove(c, 0).unwrap();
+    }
+    let to = EP_UNTAGGED;
+    let before = rig.counters().endpoints[to.slot as usize];
+    assert_eq!(
+        rig.run_ok(Hook::TcIngress, &frame(to.mac, b, &[]), 3),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        rig.run_ok(Hook::TcIngress, &frame(to.mac, WIRE_SRC, &[]), 2),
+        TC_ACT_OK
+    );
+    let after = rig.counters().endpoints[to.slot as usize];
+    assert_eq!(
+        (
+            after.rx_local.frames - before.rx_local.frames,
+            after.rx_wire.frames - before.rx_wire.frames
+        ),
+        (3, 2),
+        "(rx_local, rx_wire): b's frames are bridge-mode, WIRE_SRC's from the wire"
+    );
 }
 
 /// TC and XDP reach the same verdict on every crafted frame both can run,

@@ -96,14 +96,26 @@ impl DirectIndex {
         true
     }
 
-    /// Takes (`mac`, `vlan`) out of the index if it is there.
+    /// Takes (`mac`, `vlan`) out of the index if it is there. The word
+    /// becomes `direct::RESERVED`, never 0: it may be another MAC's source
+    /// word (see [`DirectIndex::reserve_source`]).
     pub fn release(&self, mac: &[u8; 6], vlan: u16) {
         let mac = mac_word(mac);
         let w = self.word(direct::index(mac, vlan));
         let cur = w.load(Ordering::Acquire);
         if cur & direct::VALID != 0 && cur & direct::KEY_MASK == direct::key(mac, vlan) {
-            w.store(0, Ordering::Release);
+            w.store(direct::RESERVED, Ordering::Release);
         }
+    }
+
+    /// Marks `mac`'s source word (`direct::source_index`) non-zero, before
+    /// the MAC goes into the hash: TC ingress takes a zero word there as
+    /// proof that a frame's source is no endpoint's. Words never go back
+    /// to 0, so the mark outlives the endpoint (a later frame from that
+    /// MAC then costs the hash lookup, and gets the right answer).
+    pub fn reserve_source(&self, mac: &[u8; 6]) {
+        let w = self.word(direct::source_index(mac_word(mac)));
+        let _ = w.compare_exchange(0, direct::RESERVED, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The slot indexed for (`mac`, `vlan`), if any.

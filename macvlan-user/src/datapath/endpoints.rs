@@ -141,6 +141,11 @@ impl<'a> EndpointTable<'a> {
         let name = map_names::ENDPOINTS;
         let map_err = |source| DatapathError::Map { name, source };
         let key = EndpointKey::new(entry.mac, entry.vlan);
+        // Before the hash: TC ingress takes a zero source word as proof
+        // that a frame's source MAC is no endpoint's.
+        if let Some(index) = &self.index {
+            index.reserve_source(&entry.mac);
+        }
         // Created or replaced: only a new key adds to the fill count.
         let added = match self.map.insert(key, value, BPF_NOEXIST) {
             Ok(()) => true,

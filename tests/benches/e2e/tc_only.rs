@@ -1,6 +1,7 @@
 //! Target 3 as `--xdp-mode auto` attaches the classifier on a veth: TC
 //! alone (tcx ingress and egress), measured chunk by chunk against no
-//! program at all.
+//! program at all, and target 2 against the nftables peer on the same
+//! receive path (no XDP, so no NAPI switch for either).
 //!
 //! The classifier is attached by `Classifier::attach(.., XdpMode::Auto)`,
 //! which on this veth must choose TC alone. Its two tcx links are then
@@ -34,7 +35,7 @@ use mvnet_lab::{
     traffic::rx::RxCounter,
 };
 
-use super::{mac, measure, median, percentile, InPlace, Run, Total, CHUNK};
+use super::{mac, measure, median, percentile, InPlace, Nft, Run, Total, CHUNK};
 
 /// Rounds: one chunk of each variant with statistics off, then pass-only,
 /// observe and enforce with them on.
@@ -46,27 +47,45 @@ pub enum TcVariant {
     Pass,
     Observe,
     Enforce,
+    /// The nftables peer's ingress chain, no program attached.
+    Nft,
 }
 
-pub const TC_VARIANTS: [TcVariant; 4] = [
+const N: usize = 5;
+
+pub const TC_VARIANTS: [TcVariant; N] = [
     TcVariant::None,
     TcVariant::Pass,
     TcVariant::Observe,
     TcVariant::Enforce,
+    TcVariant::Nft,
 ];
 
-/// Round r runs TC_ORDERS[r % 8]: each variant first, second, third and
-/// last equally often, after each of the others.
-const TC_ORDERS: [[usize; 4]; 8] = [
-    [0, 1, 2, 3],
-    [1, 2, 3, 0],
-    [2, 3, 0, 1],
-    [3, 0, 1, 2],
-    [3, 2, 1, 0],
-    [0, 3, 2, 1],
-    [1, 0, 3, 2],
-    [2, 1, 0, 3],
-];
+/// Indexes into TC_VARIANTS.
+pub const NONE: usize = 0;
+pub const PASS: usize = 1;
+pub const OBSERVE: usize = 2;
+pub const ENFORCE: usize = 3;
+pub const NFT: usize = 4;
+
+/// Round r runs TC_ORDERS[r % 10], a Williams design: each variant runs in
+/// each position equally often, and right after each other variant
+/// equally often.
+const TC_ORDERS: [[usize; N]; 2 * N] = {
+    const FIRST: [usize; N] = [0, 1, 4, 2, 3];
+    let mut out = [[0; N]; 2 * N];
+    let mut r = 0;
+    while r < N {
+        let mut k = 0;
+        while k < N {
+            out[r][k] = (FIRST[k] + r) % N;
+            out[N + r][N - 1 - k] = (FIRST[k] + r) % N;
+            k += 1;
+        }
+        r += 1;
+    }
+    out
+};
 
 impl TcVariant {
     pub fn name(self) -> &'static str {
@@ -75,13 +94,14 @@ impl TcVariant {
             TcVariant::Pass => "TC only: pass-only",
             TcVariant::Observe => "TC only: observe",
             TcVariant::Enforce => "TC only: enforce",
+            TcVariant::Nft => "nftables (4096 MACs)",
         }
     }
 }
 
 /// The classifier as `--xdp-mode auto` attaches it on a veth, with its
-/// programs attached and detached between chunks.
-struct TcOnly {
+/// programs attached and detached between chunks, and the nftables peer.
+struct TcOnly<'l> {
     maps: Classifier,
     /// The lab's host namespace, where the parent is.
     host: NetNs,
@@ -93,11 +113,15 @@ struct TcOnly {
     pass: OwnedFd,
     /// What is attached now.
     current: TcVariant,
+    /// The nftables table with its set (the chain only in its chunks).
+    nft: Nft<'l>,
+    /// Seconds each `nft -f` adding or deleting the chain took.
+    nft_calls: Vec<f64>,
     _pass_obj: Ebpf,
 }
 
-impl TcOnly {
-    fn attach(lab: &Lab) -> Result<TcOnly> {
+impl<'l> TcOnly<'l> {
+    fn attach(lab: &'l Lab) -> Result<TcOnly<'l>> {
         let host = lab.host();
         let mut maps = Classifier::attach(Some(host), PARENT, XdpMode::Auto)?;
         let dir = maps.dir().to_owned();
@@ -139,6 +163,8 @@ impl TcOnly {
             classifier: classifier.try_into().expect("two links"),
             pass,
             current: TcVariant::None,
+            nft: Nft::setup(lab)?,
+            nft_calls: Vec::new(),
             _pass_obj: obj,
         })
     }
@@ -146,7 +172,7 @@ impl TcOnly {
     /// The programs of `v` at (TC ingress, TC egress), none for `none`.
     fn progs(&self, v: TcVariant) -> Option<[&OwnedFd; 2]> {
         match v {
-            TcVariant::None => None,
+            TcVariant::None | TcVariant::Nft => None,
             TcVariant::Pass => Some([&self.pass, &self.pass]),
             TcVariant::Observe | TcVariant::Enforce => {
                 Some([&self.classifier[0], &self.classifier[1]])
@@ -154,14 +180,19 @@ impl TcOnly {
         }
     }
 
-    /// Attaches `v`'s programs (after detaching the current ones) and puts
-    /// its policy in the maps.
+    /// Attaches `v`'s programs (after detaching the current ones), or
+    /// nftables' chain, and puts its policy in the maps.
     fn set(&mut self, v: TcVariant) -> Result<()> {
         let hooks = [sys::BPF_TCX_INGRESS, sys::BPF_TCX_EGRESS];
         let ifindex = self.ifindex;
+        if self.current == TcVariant::Nft && v != TcVariant::Nft {
+            let t = std::time::Instant::now();
+            self.nft.hook(false)?;
+            self.nft_calls.push(t.elapsed().as_secs_f64());
+        }
         // Observe and enforce share the classifier's programs.
         let programs = |v: TcVariant| match v {
-            TcVariant::None => 0,
+            TcVariant::None | TcVariant::Nft => 0,
             TcVariant::Pass => 1,
             TcVariant::Observe | TcVariant::Enforce => 2,
         };
@@ -180,6 +211,11 @@ impl TcOnly {
                 }
                 Ok(())
             })??;
+        }
+        if v == TcVariant::Nft && self.current != TcVariant::Nft {
+            let t = std::time::Instant::now();
+            self.nft.hook(true)?;
+            self.nft_calls.push(t.elapsed().as_secs_f64());
         }
         self.current = v;
         super::set_policy(&mut self.maps, v == TcVariant::Enforce)
@@ -207,7 +243,7 @@ impl TcOnly {
     ) -> Result<Run> {
         self.set(v)?;
         let before = self.delivered()?;
-        let stats = |s: &TcOnly| -> Result<[sys::ProgRunStats; 2]> {
+        let stats = |s: &TcOnly<'_>| -> Result<[sys::ProgRunStats; 2]> {
             let mut out = [sys::ProgRunStats::default(); 2];
             if let Some(p) = s.progs(v) {
                 for (o, f) in out.iter_mut().zip(p) {
@@ -233,7 +269,7 @@ impl TcOnly {
         let counted = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
         let n = r.delivered;
         let expect = match v {
-            TcVariant::None | TcVariant::Pass => (0, 0, 0),
+            TcVariant::None | TcVariant::Pass | TcVariant::Nft => (0, 0, 0),
             TcVariant::Observe | TcVariant::Enforce => (0, n, n),
         };
         ensure!(
@@ -260,33 +296,54 @@ fn stats_on() -> bool {
 /// What [`run`] measured.
 pub struct Report {
     /// Per variant: totals over the statistics-off chunks.
-    pub totals: [Total; 4],
+    pub totals: [Total; N],
     /// Per round, per variant: fps with statistics off.
-    pub per_round: Vec<[f64; 4]>,
+    pub per_round: Vec<[f64; N]>,
+    /// Per round, per variant: CPU ns per delivered frame, statistics off.
+    pub cpu_round: Vec<[f64; N]>,
     /// Per variant (pass-only, observe, enforce at 1..=3): in-place ns
     /// from the statistics-on chunks.
-    pub in_place: [InPlace; 4],
+    pub in_place: [InPlace; N],
     /// Per round: observe's fps with statistics on over with them off.
     pub stats_cost: Vec<f64>,
     /// Statistics-off chunks during which someone else had them on.
     pub stats_elsewhere: usize,
+    /// Seconds per `nft -f` that added or deleted the chain.
+    pub nft_calls: Vec<f64>,
+    /// Frames nftables' set counted for the endpoints' MACs over the run.
+    pub nft_counted: u64,
 }
 
 impl Report {
-    /// Per-round ratios of variant `a` to variant `b`.
+    /// Per-round ratios of variant `a`'s fps to variant `b`'s.
     pub fn ratios(&self, a: usize, b: usize) -> Vec<f64> {
         self.per_round.iter().map(|r| r[a] / r[b]).collect()
+    }
+
+    /// Per round: CPU ns per frame that variant `v` adds over `none`.
+    pub fn added(&self, v: usize) -> Vec<f64> {
+        self.cpu_round.iter().map(|r| r[v] - r[NONE]).collect()
+    }
+
+    /// Per-round ratios of the CPU ns per frame `a` adds over `none` to
+    /// what `b` adds in the same round.
+    pub fn added_ratios(&self, a: usize, b: usize) -> Vec<f64> {
+        self.cpu_round
+            .iter()
+            .map(|r| (r[a] - r[NONE]) / (r[b] - r[NONE]))
+            .collect()
     }
 
     pub fn print(&self) {
         let dash = "-";
         println!(
-            "\nTarget 3 as `--xdp-mode auto` attaches on a veth (TC alone), {TC_ROUNDS} rounds of \
-             one {CHUNK}-frame chunk each of none, pass-only, observe, enforce (bpf_stats off), \
-             then pass-only, observe, enforce with bpf_stats on for the in-place ns:"
+            "\nTC alone, as `--xdp-mode auto` attaches on a veth: {TC_ROUNDS} rounds of one \
+             {CHUNK}-frame chunk each of none, pass-only, observe, enforce and nftables \
+             (bpf_stats off), then pass-only, observe, enforce with bpf_stats on for the \
+             in-place ns:"
         );
         println!(
-            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>10}",
+            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>10} {:>11}",
             "program",
             "fps",
             "x none med",
@@ -294,19 +351,25 @@ impl Report {
             "TC-in ns",
             "TC-eg ns",
             "ns/frame",
-            "over pass"
+            "over pass",
+            "CPU +ns/fr"
         );
         for (vi, v) in TC_VARIANTS.iter().enumerate() {
             let ip = &self.in_place[vi];
-            let cell = |s: String| if vi == 0 { dash.to_owned() } else { s };
+            let bpf = vi == PASS || vi == OBSERVE || vi == ENFORCE;
+            let cell = |s: String| if bpf { s } else { dash.to_owned() };
             println!(
-                "{:<24} {:>10.0} {:>10.3} {:>10} {:>9} {:>9} {:>11} {:>10}",
+                "{:<24} {:>10.0} {:>10.3} {:>10} {:>9} {:>9} {:>11} {:>10} {:>11}",
                 v.name(),
                 self.totals[vi].fps(),
-                median(&self.ratios(vi, 0)),
-                cell(format!("{:.3}", median(&self.ratios(vi, 1)))),
+                median(&self.ratios(vi, NONE)),
+                if vi == NONE {
+                    dash.to_owned()
+                } else {
+                    format!("{:.3}", median(&self.ratios(vi, PASS)))
+                },
                 cell(format!("{:.1}", ip.per_run(1))),
-                cell(if vi == 1 {
+                cell(if vi == PASS {
                     dash.to_owned()
                 } else {
                     format!("{:.1}", ip.per_run(2))
@@ -314,10 +377,22 @@ impl Report {
                 cell(format!("{:.1}", ip.per_frame())),
                 cell(format!(
                     "{:.1}",
-                    ip.per_frame() - self.in_place[1].per_frame()
+                    ip.per_frame() - self.in_place[PASS].per_frame()
                 )),
+                if vi == NONE {
+                    dash.to_owned()
+                } else {
+                    format!("{:.1}", median(&self.added(vi)))
+                },
             );
         }
+        println!(
+            "x none med, x pass med: medians of {TC_ROUNDS} per-round fps ratios. TC-in/TC-eg ns: \
+             run_time_ns / run_cnt (BPF_ENABLE_STATS); ns/frame: both hooks per delivered frame. \
+             CPU +ns/fr: median per-round growth of CPU ns per delivered frame (sending thread \
+             with its inline softirq, plus ksoftirqd) over the none chunk of the same round, the \
+             one measure that applies to nftables and the classifier alike."
+        );
         let spread = |v: &[f64]| {
             let q = |p: f64| percentile(v, p);
             format!(
@@ -331,11 +406,39 @@ impl Report {
         };
         println!(
             "per-round observe/none ratios (TC only): {}",
-            spread(&self.ratios(2, 0))
+            spread(&self.ratios(OBSERVE, NONE))
         );
         println!(
             "per-round enforce/none ratios (TC only): {}",
-            spread(&self.ratios(3, 0))
+            spread(&self.ratios(ENFORCE, NONE))
+        );
+        println!(
+            "per-round observe/nftables ratios:       {}",
+            spread(&self.ratios(OBSERVE, NFT))
+        );
+        println!(
+            "per-round nftables' added CPU ns/frame:  {}",
+            spread(&self.added(NFT))
+        );
+        println!(
+            "per-round observe's added CPU ns/frame:  {}",
+            spread(&self.added(OBSERVE))
+        );
+        let chunk_ms = median(
+            &self
+                .totals
+                .iter()
+                .map(|t| 1e3 * t.wall / TC_ROUNDS as f64)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "nftables: its set counted {} frames to the endpoints' MACs, exactly the frames its \
+             chunks delivered; adding or deleting its chain took {:.1} ms per `nft -f` (median \
+             of {}, max {:.1}) against {chunk_ms:.0} ms per chunk",
+            self.nft_counted,
+            1e3 * median(&self.nft_calls),
+            self.nft_calls.len(),
+            1e3 * percentile(&self.nft_calls, 1.0),
         );
         println!(
             "bpf_stats' own cost: observe with bpf_stats on delivers {:.3}x observe with them off \
@@ -352,22 +455,61 @@ impl Report {
             }
         );
     }
+
+    /// Target 2 (the nftables peer), on medians of per-round ratios.
+    pub fn print_target_2(&self) {
+        let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+        for (vi, name) in [(OBSERVE, "observe"), (ENFORCE, "enforce")] {
+            let fps = median(&self.ratios(vi, NFT));
+            let cost = median(&self.added_ratios(vi, NFT));
+            println!(
+                "target 2, nftables peer on TC alone ({name}): {fps:.3}x nftables' fps (target >= \
+                 {}): {}; added CPU per frame over none {:.1} ns against nftables' {:.1} ns \
+                 (medians), {cost:.2}x (median of per-round ratios; target <= {}x): {}",
+                super::TARGET_VS_NFT_FPS,
+                verdict(fps >= super::TARGET_VS_NFT_FPS),
+                median(&self.added(vi)),
+                median(&self.added(NFT)),
+                super::TARGET_VS_NFT_COST,
+                verdict(cost <= super::TARGET_VS_NFT_COST),
+            );
+        }
+        // The same measure on the totals of all rounds: per-round values
+        // swing by hundreds of ns with the machine's other work.
+        let cpu_ns = |v: usize| 1e9 * self.totals[v].cpu / self.totals[v].frames as f64;
+        let added = |v: usize| cpu_ns(v) - cpu_ns(NONE);
+        println!(
+            "(cross-check on totals of {TC_ROUNDS} rounds: CPU ns per frame over none: pass-only \
+             {:.1}, observe {:.1}, enforce {:.1}, nftables {:.1}; observe/nftables {:.2}x, \
+             enforce/nftables {:.2}x)",
+            added(PASS),
+            added(OBSERVE),
+            added(ENFORCE),
+            added(NFT),
+            added(OBSERVE) / added(NFT),
+            added(ENFORCE) / added(NFT),
+        );
+    }
 }
 
 /// Runs the TC-only rounds on `lab`'s parent (nothing else attached).
 pub fn run(lab: &Lab, rx: &mut [RxCounter], frames: &[Vec<u8>]) -> Result<Report> {
     let mut tc = TcOnly::attach(lab)?;
     let mut report = Report {
-        totals: [Total::default(); 4],
+        totals: [Total::default(); N],
         per_round: Vec::new(),
-        in_place: [InPlace::default(); 4],
+        cpu_round: Vec::new(),
+        in_place: [InPlace::default(); N],
         stats_cost: Vec::new(),
         stats_elsewhere: 0,
+        nft_calls: Vec::new(),
+        nft_counted: 0,
     };
     let result = (|| -> Result<()> {
+        let counted0 = tc.nft.counted()?;
         tc.measure(TcVariant::Observe, None, || measure(lab, rx, frames, CHUNK))?; // warm-up
         for round in 0..TC_ROUNDS {
-            let mut fps = [0f64; 4];
+            let (mut fps, mut cpu) = ([0f64; N], [0f64; N]);
             for vi in TC_ORDERS[round % TC_ORDERS.len()] {
                 if stats_on() {
                     report.stats_elsewhere += 1;
@@ -375,23 +517,35 @@ pub fn run(lab: &Lab, rx: &mut [RxCounter], frames: &[Vec<u8>]) -> Result<Report
                 let r = tc.measure(TC_VARIANTS[vi], None, || measure(lab, rx, frames, CHUNK))?;
                 report.totals[vi].add(&r);
                 fps[vi] = r.fps();
+                cpu[vi] = r.cpu.as_secs_f64() * 1e9 / r.delivered as f64;
             }
             report.per_round.push(fps);
+            report.cpu_round.push(cpu);
             // In place: BPF_ENABLE_STATS held for these chunks only.
             let stats =
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-            for vi in [1, 2, 3] {
+            for vi in [PASS, OBSERVE, ENFORCE] {
                 let r = tc.measure(TC_VARIANTS[vi], Some(&mut report.in_place[vi]), || {
                     measure(lab, rx, frames, CHUNK)
                 })?;
-                if vi == 2 {
-                    report.stats_cost.push(r.fps() / fps[2]);
+                if vi == OBSERVE {
+                    report.stats_cost.push(r.fps() / fps[OBSERVE]);
                 }
             }
             drop(stats);
         }
+        // The chain was there for nftables' chunks only: its counters grew
+        // by exactly the frames those chunks delivered.
+        report.nft_counted = tc.nft.counted()? - counted0;
+        ensure!(
+            report.nft_counted == report.totals[NFT].frames,
+            "nftables counted {} frames to the endpoints' MACs in chunks that delivered {}",
+            report.nft_counted,
+            report.totals[NFT].frames
+        );
         Ok(())
     })();
+    report.nft_calls = std::mem::take(&mut tc.nft_calls);
     tc.detach()?;
     result?;
     Ok(report)
