@@ -338,7 +338,8 @@ impl Store {
             return Err(io_failure("writing", &path, e));
         }
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
-        fs::write(&last, ip.to_string()).map_err(|e| io_failure("writing", &last, e))?;
+        write_over(&last, ip.to_string().as_bytes())
+            .map_err(|e| io_failure("writing", &last, e))?;
         Ok(true)
     }
 
@@ -493,6 +494,25 @@ pub fn del(cfg: &Config, env: &Env) -> CniResult<()> {
     let store = Store::open(&cfg.dir)?;
     if !store.release(&owner(env))? {
         store.release(env.container_id.trim())?;
+    }
+    Ok(())
+}
+
+/// Makes the file at `path` hold `data` (host-local's `os.WriteFile`, under
+/// the data directory's lock): written over what it held, then cut to
+/// length only if that was longer. An open with O_TRUNC truncates to 0,
+/// which waits on ext4's journal and makes the close start writeback
+/// (auto_da_alloc): 0.5-1.5 ms of every ADD on a busy disk.
+fn write_over(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all_at(data, 0)?;
+    if f.metadata()?.len() > data.len() as u64 {
+        f.set_len(data.len() as u64)?;
     }
     Ok(())
 }

@@ -380,9 +380,30 @@ fn device_registration(
 
 /// DEL: the addresses back to IPAM, the macvlan gone (when the namespace
 /// still is there), the endpoint forgotten. Idempotent.
+///
+/// The link's deletion is most of a DEL's time, and it is the kernel's
+/// waiting: RTM_DELLINK returns after `unregister_netdevice_many`'s
+/// `synchronize_net` and `netdev_run_todo`'s `rcu_barrier` (10-20 ms, as
+/// for the reference plugin). So it goes first, on its own thread, and the
+/// addresses go back to IPAM and mvnet's state is locked and read
+/// meanwhile; the endpoint leaves the classifier's table only once its
+/// device is gone, as on `mvnet rm` (its source checks never see their
+/// identity go while the device can still send).
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     let (_, _, ipam) = standalone(conf);
-    delegate::ipam(env, ipam, "DEL", &conf.raw)?;
-    unplumb(&env.netns, &env.ifname)?;
-    chained::del(conf, env)
+    std::thread::scope(|scope| {
+        let state = scope.spawn(|| {
+            delegate::ipam(env, ipam, "DEL", &conf.raw)?;
+            chained::open(conf)
+        });
+        let unplumbed = unplumb(&env.netns, &env.ifname);
+        let mut ctl = state.join().map_err(|_| {
+            CniError::new(
+                Code::Mvnet,
+                "mvnet-cni's DEL failed while releasing the addresses and reading the state",
+            )
+        })??;
+        unplumbed?;
+        chained::forget(&mut ctl, conf, env)
+    })
 }
