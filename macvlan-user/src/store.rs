@@ -571,6 +571,22 @@ mod tests {
     }
 
     #[test]
+    fn the_lock_file_holds_exactly_the_writers_pid() {
+        let s = Scratch::new();
+        drop(writer(&s.0));
+        // A longer holder's pid before (a pid is at most 7 digits).
+        fs::write(s.0.join(LOCK_FILE), "123456789012\n").unwrap();
+        let (store, _) = writer(&s.0);
+        let want = format!("{}\n", std::process::id());
+        assert_eq!(fs::read_to_string(s.0.join(LOCK_FILE)).unwrap(), want);
+        drop(store);
+        // A shorter one.
+        fs::write(s.0.join(LOCK_FILE), "1\n").unwrap();
+        let (_store, _) = writer(&s.0);
+        assert_eq!(fs::read_to_string(s.0.join(LOCK_FILE)).unwrap(), want);
+    }
+
+    #[test]
     fn saves_append_to_the_journal_and_loads_replay_it() {
         let s = Scratch::new();
         let (store, mut state) = writer(&s.0);

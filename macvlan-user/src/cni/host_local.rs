@@ -537,6 +537,26 @@ mod tests {
     }
 
     #[test]
+    fn last_reserved_is_written_over_to_exactly_the_new_address() {
+        let path = std::env::temp_dir().join(format!(
+            "mvnet-host-local-unit-{}-last_reserved_ip.0",
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&path);
+        for ip in [
+            "10.70.0.100",
+            "10.70.0.9",
+            "10.70.0.9",
+            "10.70.0.10",
+            "fd00::1",
+        ] {
+            write_over(&path, ip.as_bytes()).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), ip);
+        }
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn takes_the_configs_it_understands_and_leaves_the_rest() {
         let ok = |ipam: Value, args: &str| config(&conf(ipam), &env(args)).is_some();
         assert!(ok(
