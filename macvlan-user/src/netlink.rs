@@ -196,6 +196,34 @@ where
     netns::run_in(ns, move || run_here(inode, f))?
 }
 
+/// [`run`] in `ns` without waiting: `f` starts on a new thread of `scope`
+/// inside `ns`, and [`Pending::join`] gives its result.
+pub fn spawn<'scope, T, F, Fut>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    ns: &'scope NetNs,
+    f: F,
+) -> Result<Pending<'scope, T>>
+where
+    T: Send + 'scope,
+    F: FnOnce(Netlink) -> Fut + Send + 'scope,
+    Fut: Future<Output = Result<T>>,
+{
+    let inode = netns::inode(ns.path());
+    Ok(Pending(netns::spawn_in(scope, Some(ns), move || {
+        run_here(inode, f)
+    })?))
+}
+
+/// A [`spawn`]ed call.
+pub struct Pending<'scope, T>(netns::Spawned<'scope, Result<T>>);
+
+impl<T> Pending<'_, T> {
+    /// Waits for the call and returns its result.
+    pub fn join(self) -> Result<T> {
+        self.0.join()?
+    }
+}
+
 /// Runs `f` on the calling thread with the connection of its namespace
 /// (inode `inode`).
 fn run_here<T, F, Fut>(inode: Option<u64>, f: F) -> Result<T>

@@ -98,26 +98,55 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
+    std::thread::scope(|scope| spawn_in(scope, ns, f)?.join())
+}
+
+/// A thread started by [`spawn_in`].
+pub struct Spawned<'scope, T> {
+    handle: std::thread::ScopedJoinHandle<'scope, Result<T, NetnsError>>,
+    path: PathBuf,
+}
+
+impl<T> Spawned<'_, T> {
+    /// Waits for the thread and returns what `f` returned.
+    pub fn join(self) -> Result<T, NetnsError> {
+        self.handle
+            .join()
+            .map_err(|_| NetnsError::Panicked(self.path))?
+    }
+}
+
+/// [`run_in`] without waiting: starts `f` on a new thread of `scope`,
+/// inside `ns` if given, so that the caller works meanwhile (mvnet-cni's
+/// DEL reads its state while the kernel deletes the sandbox's link).
+pub fn spawn_in<'scope, T, F>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    ns: Option<&'scope NetNs>,
+    f: F,
+) -> Result<Spawned<'scope, T>, NetnsError>
+where
+    T: Send + 'scope,
+    F: FnOnce() -> T + Send + 'scope,
+{
     let file = match ns {
         Some(ns) => Some(File::open(&ns.path).map_err(io_err("open", &ns.path))?),
         None => None,
     };
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(move || -> Result<T, NetnsError> {
-            if let (Some(file), Some(ns)) = (&file, ns) {
-                if let Err(source) = sys::netns::setns_net(file.as_fd()) {
-                    return Err(NetnsError::Io {
-                        what: "setns",
-                        path: ns.path.clone(),
-                        source,
-                    });
-                }
+    let handle = scope.spawn(move || -> Result<T, NetnsError> {
+        if let (Some(file), Some(ns)) = (&file, ns) {
+            if let Err(source) = sys::netns::setns_net(file.as_fd()) {
+                return Err(NetnsError::Io {
+                    what: "setns",
+                    path: ns.path.clone(),
+                    source,
+                });
             }
-            Ok(f())
-        });
-        handle
-            .join()
-            .map_err(|_| NetnsError::Panicked(ns.map(|n| n.path.clone()).unwrap_or_default()))?
+        }
+        Ok(f())
+    });
+    Ok(Spawned {
+        handle,
+        path: ns.map(|n| n.path.clone()).unwrap_or_default(),
     })
 }
 

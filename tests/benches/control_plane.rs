@@ -15,9 +15,12 @@
 //!   (attach), then `CNI_COMMAND=DEL` (detach);
 //! * mvnet: `mvnet run --rm -d --network benchnet --name N` of 100 new
 //!   containers, then `mvnet container stop N` of each (reported, no target);
-//! * mvnet-cni, standalone (`"type": "mvnet"`, master eth0, host-local):
-//!   `CNI_COMMAND=ADD` for every `cI`, then DEL: the plugin against the
-//!   reference plugin on the same namespaces (target: at most half its time);
+//! * mvnet-cni, standalone (`"type": "mvnet"`, master eth0, host-local),
+//!   paired with the reference plugin: in each `cI` in turn, the reference
+//!   plugin's ADD and DEL and mvnet-cni's ADD and DEL (which goes first
+//!   alternates), so that both see the same load however it drifts on a
+//!   shared machine; mvnet-cni against these paired reference rows
+//!   (target: at most half its time);
 //! * Podman (4.3, CNI backend, runc; tests/common/podman.rs):
 //!   `podman run --rm --network N IMAGE true`, 10 per round, with a conflist
 //!   of macvlan + host-local, then with mvnet-cni chained after them
@@ -701,20 +704,21 @@ fn bench() -> Result<()> {
         );
     }
     println!();
-    let [m_attach, c_attach, m_detach, c_detach, _, _, s_add, s_del, p_ref, p_mv] = &series;
+    let [m_attach, c_attach, m_detach, c_detach, _, _, s_add, s_del, p_ref, p_mv, pc_add, pc_del] =
+        &series;
     for (what, m, c, target) in [
         ("attach", m_attach, c_attach, ATTACH_TARGET),
         ("detach", m_detach, c_detach, DETACH_TARGET),
         (
-            "plugin ADD (mvnet-cni standalone vs macvlan)",
+            "plugin ADD (mvnet-cni standalone vs macvlan, paired)",
             s_add,
-            c_attach,
+            pc_add,
             TARGET_RATIO,
         ),
         (
-            "plugin DEL (mvnet-cni standalone vs macvlan)",
+            "plugin DEL (mvnet-cni standalone vs macvlan, paired)",
             s_del,
-            c_detach,
+            pc_del,
             TARGET_RATIO,
         ),
     ] {
@@ -748,7 +752,7 @@ fn bench() -> Result<()> {
 }
 
 /// The phases of a round, in the order they run and are reported.
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 12] = [
     "mvnet network connect",
     "CNI macvlan ADD",
     "mvnet network disconnect",
@@ -759,6 +763,8 @@ const PHASES: [&str; 10] = [
     "mvnet-cni DEL (standalone)",
     "podman run (macvlan)*",
     "podman run (macvlan+mvnet-cni)*",
+    "CNI macvlan ADD (paired)",
+    "CNI macvlan DEL (paired)",
 ];
 
 /// Everything a round needs.
@@ -786,7 +792,7 @@ impl Ctx {
     /// One round of `n` operations per phase (round 0: the warm-up), in
     /// [`PHASES`] order of the result; it runs mvnet attach/detach, CNI
     /// attach/detach, mvnet run/stop. Ends with everything detached.
-    fn round(&self, round: usize, n: usize) -> Result<[Timing; 10]> {
+    fn round(&self, round: usize, n: usize) -> Result<[Timing; 12]> {
         let tag = if round == 0 {
             "warm-up".to_owned()
         } else {
@@ -876,19 +882,8 @@ impl Ctx {
             "mvnet's state file still lists containers after stop"
         );
 
-        eprintln!("{tag}: mvnet-cni (standalone) ADD/DEL");
-        let s_add = timed(host, budget, n, PHASES[6], |i| {
-            self.standalone.cmd("ADD", &cid(i), &self.c_ns[i])
-        })?;
-        if check {
-            for ns in [&self.c_ns[0], &self.c_ns[n - 1]] {
-                let addr = check_attached(ns, "10.70.")?;
-                eprintln!("  checked: eth0 {addr} in {}", ns.path().display());
-            }
-        }
-        let s_del = timed(host, budget, n, PHASES[7], |i| {
-            self.standalone.cmd("DEL", &cid(i), &self.c_ns[i])
-        })?;
+        eprintln!("{tag}: mvnet-cni (standalone) ADD/DEL, paired with the reference plugin's");
+        let [s_add, s_del, pc_add, pc_del] = self.paired(round, n, check)?;
         check_detached(&self.c_ns[..n], "mvnet-cni")?;
 
         eprintln!("{tag}: podman run, macvlan alone and with mvnet-cni chained");
@@ -914,6 +909,43 @@ impl Ctx {
         );
         Ok([
             m_attach, c_attach, m_detach, c_detach, r_run, r_stop, s_add, s_del, p_ref, p_mv,
+            pc_add, pc_del,
         ])
+    }
+
+    /// mvnet-cni standalone against the reference plugin, side by side: in
+    /// each namespace `cI` in turn, the reference plugin's ADD and DEL and
+    /// mvnet-cni's ADD and DEL (which plugin goes first alternates), so that
+    /// both see the same load, however it drifts during the round. Returns
+    /// mvnet-cni's ADD and DEL and the reference plugin's ADD and DEL; a
+    /// phase's total is the sum of its operations.
+    fn paired(&self, round: usize, n: usize, check: bool) -> Result<[Timing; 4]> {
+        let pid = std::process::id();
+        let cid = |i: usize| format!("mvnetbench-{pid}-{round}-p{i}");
+        let mut ops: [Vec<Duration>; 4] = Default::default();
+        for i in 0..n {
+            let ns = &self.c_ns[i];
+            let mut pair = [(&self.standalone, 0, "10.70."), (&self.cni, 2, "10.60.")];
+            if i % 2 == 1 {
+                pair.reverse();
+            }
+            for (plugin, at, prefix) in pair {
+                for (command, k) in [("ADD", at), ("DEL", at + 1)] {
+                    let what = [PHASES[6], PHASES[7], PHASES[10], PHASES[11]][k];
+                    let t = timed(&self.host, &self.budget, 1, what, |_| {
+                        plugin.cmd(command, &cid(i), ns)
+                    })?;
+                    ops[k].extend(t.ops);
+                    if command == "ADD" && check && (i == 0 || i == n - 1) {
+                        let addr = check_attached(ns, prefix)?;
+                        eprintln!("  checked: eth0 {addr} in {}", ns.path().display());
+                    }
+                }
+            }
+        }
+        Ok(ops.map(|ops| Timing {
+            total: ops.iter().sum(),
+            ops,
+        }))
     }
 }

@@ -166,7 +166,12 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
 /// DEL: forgets the endpoint. Idempotent; needs neither the namespace nor
 /// the interface.
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
-    let mut ctl = open(conf)?;
+    forget(&mut open(conf)?, conf, env)
+}
+
+/// Forgets the endpoint of `env`'s attachment on `conf`'s network, through
+/// the writer's controller `ctl` ([`open`]).
+pub fn forget(ctl: &mut Controller, conf: &NetConf, env: &Env) -> CniResult<()> {
     ctl.forget_endpoint(&env.container_id, &network_id(&conf.name))
         .map_err(CniError::mvnet)
 }

@@ -338,7 +338,8 @@ impl Store {
             return Err(io_failure("writing", &path, e));
         }
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
-        fs::write(&last, ip.to_string()).map_err(|e| io_failure("writing", &last, e))?;
+        write_over(&last, ip.to_string().as_bytes())
+            .map_err(|e| io_failure("writing", &last, e))?;
         Ok(true)
     }
 
@@ -497,6 +498,25 @@ pub fn del(cfg: &Config, env: &Env) -> CniResult<()> {
     Ok(())
 }
 
+/// Makes the file at `path` hold `data` (host-local's `os.WriteFile`, under
+/// the data directory's lock): written over what it held, then cut to
+/// length only if that was longer. An open with O_TRUNC truncates to 0,
+/// which waits on ext4's journal and makes the close start writeback
+/// (auto_da_alloc): 0.5-1.5 ms of every ADD on a busy disk.
+fn write_over(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all_at(data, 0)?;
+    if f.metadata()?.len() > data.len() as u64 {
+        f.set_len(data.len() as u64)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +534,26 @@ mod tests {
 
     fn conf(ipam: Value) -> Value {
         json!({"cniVersion": "1.0.0", "name": "net1", "type": "mvnet", "ipam": ipam})
+    }
+
+    #[test]
+    fn last_reserved_is_written_over_to_exactly_the_new_address() {
+        let path = std::env::temp_dir().join(format!(
+            "mvnet-host-local-unit-{}-last_reserved_ip.0",
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&path);
+        for ip in [
+            "10.70.0.100",
+            "10.70.0.9",
+            "10.70.0.9",
+            "10.70.0.10",
+            "fd00::1",
+        ] {
+            write_over(&path, ip.as_bytes()).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), ip);
+        }
+        fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -380,9 +380,36 @@ fn device_registration(
 
 /// DEL: the addresses back to IPAM, the macvlan gone (when the namespace
 /// still is there), the endpoint forgotten. Idempotent.
+///
+/// The link's deletion is most of a DEL's time, and it is the kernel's
+/// waiting: RTM_DELLINK returns after `unregister_netdevice_many`'s
+/// `synchronize_net` and `netdev_run_todo`'s `rcu_barrier` (10-30 ms, as
+/// for the reference plugin, longer under load). So it starts first, on
+/// the thread that enters the sandbox, and the addresses go back to IPAM
+/// and mvnet's state is locked and read meanwhile on this one; the
+/// endpoint leaves the classifier's table only once its device is gone, as
+/// on `mvnet rm` (its source checks never see their identity go while the
+/// device can still send).
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     let (_, _, ipam) = standalone(conf);
-    delegate::ipam(env, ipam, "DEL", &conf.raw)?;
-    unplumb(&env.netns, &env.ifname)?;
-    chained::del(conf, env)
+    let io = |e: netlink::NetlinkError| CniError::new(Code::Io, format!("{e}"));
+    let ns = super::netns_exists(&env.netns).then(|| NetNs::from_path(&env.netns));
+    std::thread::scope(|scope| {
+        let unplumbed = ns
+            .as_ref()
+            .map(|ns| {
+                let name = env.ifname.clone();
+                netlink::spawn(scope, ns, move |nl| async move {
+                    nl.delete_named(&name).await?;
+                    Ok(())
+                })
+            })
+            .transpose()
+            .map_err(io)?;
+        let state = delegate::ipam(env, ipam, "DEL", &conf.raw).and_then(|_| chained::open(conf));
+        let unplumbed = unplumbed.map(netlink::Pending::join).transpose();
+        let mut ctl = state?;
+        unplumbed.map_err(io)?;
+        chained::forget(&mut ctl, conf, env)
+    })
 }
