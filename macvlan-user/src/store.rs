@@ -30,7 +30,6 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io,
-    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant},
@@ -42,7 +41,7 @@ use thiserror::Error;
 
 use crate::{
     model::{Containers, Head, Intent, Network, State},
-    state_dir::{Durability, StateDir, StateDirError},
+    state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
 };
 
@@ -427,17 +426,9 @@ fn lock(dir: &StateDir) -> Result<Lock, StoreError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The holder's pid, for the message above in the next writer. Written
-    // over the last one, then cut to length only if that was longer: a
-    // truncation to 0 waits on ext4's journal and makes its close start
-    // writeback (auto_da_alloc), 0.5-3 ms a command on a busy disk.
+    // The holder's pid, for the message above in the next writer.
     let pid = format!("{}\n", std::process::id());
-    lock.write_all_at(pid.as_bytes(), 0)
-        .and_then(|()| match lock.metadata()?.len() {
-            len if len > pid.len() as u64 => lock.set_len(pid.len() as u64),
-            _ => Ok(()),
-        })
-        .map_err(io_err(&path))?;
+    state_dir::write_over(&lock, pid.as_bytes()).map_err(io_err(&path))?;
     Ok(lock)
 }
 

@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 use super::spec::{CniError, CniResult, Code, Env};
 use crate::{
     ipam::{from_bits, to_bits, Subnet},
+    state_dir,
     sys::fs as sys,
 };
 
@@ -499,22 +500,15 @@ pub fn del(cfg: &Config, env: &Env) -> CniResult<()> {
 }
 
 /// Makes the file at `path` hold `data` (host-local's `os.WriteFile`, under
-/// the data directory's lock): written over what it held, then cut to
-/// length only if that was longer. An open with O_TRUNC truncates to 0,
-/// which waits on ext4's journal and makes the close start writeback
-/// (auto_da_alloc): 0.5-1.5 ms of every ADD on a busy disk.
+/// the data directory's lock), without truncating it to 0 first
+/// ([`state_dir::write_over`]).
 fn write_over(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::FileExt as _;
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
-    f.write_all_at(data, 0)?;
-    if f.metadata()?.len() > data.len() as u64 {
-        f.set_len(data.len() as u64)?;
-    }
-    Ok(())
+    state_dir::write_over(&f, data)
 }
 
 #[cfg(test)]

@@ -47,8 +47,7 @@ fn check_master(
         ));
     }
     let name = master.to_owned();
-    let link = netlink::run(None, move |nl| async move { nl.link(&name).await })
-        .map_err(|e| CniError::new(Code::Io, format!("{e}")))?;
+    let link = netlink::run(None, move |nl| async move { nl.link(&name).await }).map_err(io)?;
     let Some(link) = link else {
         return invalid(format!(
             "\"master\" interface was not found in mvnet-cni's network namespace: {master}; list interfaces with `ip link` (mvnet-cni does not create 802.1Q sub-interfaces: create {master} first)"
@@ -194,7 +193,6 @@ fn plumb(
     a: &Addressing,
     registration: Option<DeviceRegistration>,
 ) -> CniResult<()> {
-    let io = |e: netlink::NetlinkError| CniError::new(Code::Io, format!("{e}"));
     let tmp = format!("mvc{}", std::process::id());
     let target = ns.clone();
     let indexes: Vec<Option<u32>> = match &registration {
@@ -271,16 +269,34 @@ fn plumb(
 
 /// Deletes `ifname` in `ns` if both are there.
 fn unplumb(netns: &str, ifname: &str) -> CniResult<()> {
-    if !super::netns_exists(netns) {
+    let Some(ns) = sandbox_if_there(netns) else {
         return Ok(());
-    }
-    let ns = NetNs::from_path(netns);
+    };
+    std::thread::scope(|scope| start_unplumb(scope, &ns, ifname)?.join().map_err(io))
+}
+
+/// The sandbox's namespace, unless the runtime removed it already.
+fn sandbox_if_there(netns: &str) -> Option<NetNs> {
+    super::netns_exists(netns).then(|| NetNs::from_path(netns))
+}
+
+/// Starts deleting `ifname` in `ns` on a new thread of `scope`.
+fn start_unplumb<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    ns: &'s NetNs,
+    ifname: &str,
+) -> CniResult<netlink::Pending<'s, ()>> {
     let name = ifname.to_owned();
-    netlink::run(Some(&ns), move |nl| async move {
+    netlink::spawn(scope, ns, move |nl| async move {
         nl.delete_named(&name).await?;
         Ok(())
     })
-    .map_err(|e| CniError::new(Code::Io, format!("{e}")))
+    .map_err(io)
+}
+
+/// A netlink failure as CNI reports it.
+fn io(e: netlink::NetlinkError) -> CniError {
+    CniError::new(Code::Io, format!("{e}"))
 }
 
 /// ADD: the IPAM plugin's addresses on a new macvlan of `master`, then
@@ -289,8 +305,8 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     let (master, mode, ipam) = standalone(conf);
     let ns = sandbox::open(Path::new(&env.netns))?;
     let name = env.ifname.clone();
-    let taken = netlink::run(Some(&ns), move |nl| async move { nl.link(&name).await })
-        .map_err(|e| CniError::new(Code::Io, format!("{e}")))?;
+    let taken =
+        netlink::run(Some(&ns), move |nl| async move { nl.link(&name).await }).map_err(io)?;
     if taken.is_some() {
         return Err(CniError::new(
             Code::InvalidConfig,
@@ -392,20 +408,12 @@ fn device_registration(
 /// device can still send).
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
     let (_, _, ipam) = standalone(conf);
-    let io = |e: netlink::NetlinkError| CniError::new(Code::Io, format!("{e}"));
-    let ns = super::netns_exists(&env.netns).then(|| NetNs::from_path(&env.netns));
+    let ns = sandbox_if_there(&env.netns);
     std::thread::scope(|scope| {
         let unplumbed = ns
             .as_ref()
-            .map(|ns| {
-                let name = env.ifname.clone();
-                netlink::spawn(scope, ns, move |nl| async move {
-                    nl.delete_named(&name).await?;
-                    Ok(())
-                })
-            })
-            .transpose()
-            .map_err(io)?;
+            .map(|ns| start_unplumb(scope, ns, &env.ifname))
+            .transpose()?;
         let state = delegate::ipam(env, ipam, "DEL", &conf.raw).and_then(|_| chained::open(conf));
         let unplumbed = unplumbed.map(netlink::Pending::join).transpose();
         let mut ctl = state?;
