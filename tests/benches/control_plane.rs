@@ -11,6 +11,11 @@
 //! then 5 rounds of 100; each round, in turn:
 //! * mvnet: `mvnet network connect --netns PATH benchnet mI` for every `mI`
 //!   (attach), then `mvnet network disconnect benchnet mI` (detach);
+//! * kernel floors (control_plane/floor.rs), in the same `mI`, in process:
+//!   the device made, addressed and up, then deleted; then the same with
+//!   mvnet's tcx source checks on it. Each row below is printed with its
+//!   floor over the reference plugin's time: a target under the floor is
+//!   out of reach of any tool that returns with the device made or gone;
 //! * CNI: `/usr/lib/cni/macvlan` with `CNI_COMMAND=ADD` for every `cI`
 //!   (attach), then `CNI_COMMAND=DEL` (detach);
 //! * mvnet: `mvnet run --rm -d --network benchnet --name N` of 100 new
@@ -107,6 +112,8 @@ const MVNET_SUBNET: &str = "10.50.0.0/16";
 mod common;
 #[path = "control_plane/docker.rs"]
 mod docker;
+#[path = "control_plane/floor.rs"]
+mod floor;
 #[path = "control_plane/growth.rs"]
 mod growth;
 
@@ -704,22 +711,40 @@ fn bench() -> Result<()> {
         );
     }
     println!();
-    let [m_attach, c_attach, m_detach, c_detach, _, _, s_add, s_del, p_ref, p_mv, pc_add, pc_del] =
+    let [m_attach, c_attach, m_detach, c_detach, _, _, s_add, s_del, p_ref, p_mv, pc_add, pc_del, f_make, f_del, ft_make, ft_del] =
         &series;
-    for (what, m, c, target) in [
-        ("attach", m_attach, c_attach, ATTACH_TARGET),
-        ("detach", m_detach, c_detach, DETACH_TARGET),
+    // Each row with the kernel floors that bound it (control_plane/floor.rs):
+    // mvnet's own endpoints carry tcx source checks, mvnet-cni's devices a
+    // cls_bpf filter (no grace period).
+    let tcx = "with tcx checks, as mvnet's endpoints";
+    for (what, m, c, target, floors) in [
+        (
+            "attach",
+            m_attach,
+            c_attach,
+            ATTACH_TARGET,
+            vec![("make", f_make), (tcx, ft_make)],
+        ),
+        (
+            "detach",
+            m_detach,
+            c_detach,
+            DETACH_TARGET,
+            vec![("RTM_DELLINK", f_del), (tcx, ft_del)],
+        ),
         (
             "plugin ADD (mvnet-cni standalone vs macvlan, paired)",
             s_add,
             pc_add,
             TARGET_RATIO,
+            vec![("make", f_make)],
         ),
         (
             "plugin DEL (mvnet-cni standalone vs macvlan, paired)",
             s_del,
             pc_del,
             TARGET_RATIO,
+            vec![("RTM_DELLINK", f_del)],
         ),
     ] {
         let r = ratio(m.median(), c.median());
@@ -733,6 +758,22 @@ fn bench() -> Result<()> {
             "{what}: mvnet/CNI = {r:.2} (medians; per round {}) -> {} (target <= {target:.2})",
             rounds.join(" "),
             if r <= target { "PASS" } else { "FAIL" }
+        );
+        let bounds: Vec<String> = floors
+            .iter()
+            .map(|(name, f)| format!("{name} {:.2}", ratio(f.median(), c.median())))
+            .collect();
+        // The floor of the least the kernel must do (the first): above the
+        // target, no tool that returns with the device made or gone meets it.
+        let least = ratio(floors[0].1.median(), c.median());
+        println!(
+            "  kernel floor / CNI: {} -> {}",
+            bounds.join(", "),
+            if least > target {
+                "the floor alone is above the target: unreachable by any tool that returns with the device made (or gone)"
+            } else {
+                "the target is above the floor"
+            }
         );
     }
     let r = ratio(p_mv.median(), p_ref.median());
@@ -752,7 +793,7 @@ fn bench() -> Result<()> {
 }
 
 /// The phases of a round, in the order they run and are reported.
-const PHASES: [&str; 12] = [
+const PHASES: [&str; 16] = [
     "mvnet network connect",
     "CNI macvlan ADD",
     "mvnet network disconnect",
@@ -765,6 +806,10 @@ const PHASES: [&str; 12] = [
     "podman run (macvlan+mvnet-cni)*",
     "CNI macvlan ADD (paired)",
     "CNI macvlan DEL (paired)",
+    "floor: make (in process)",
+    "floor: delete (RTM_DELLINK)",
+    "floor: make + tcx checks",
+    "floor: delete, tcx attached",
 ];
 
 /// Everything a round needs.
@@ -792,7 +837,7 @@ impl Ctx {
     /// One round of `n` operations per phase (round 0: the warm-up), in
     /// [`PHASES`] order of the result; it runs mvnet attach/detach, CNI
     /// attach/detach, mvnet run/stop. Ends with everything detached.
-    fn round(&self, round: usize, n: usize) -> Result<[Timing; 12]> {
+    fn round(&self, round: usize, n: usize) -> Result<[Timing; 16]> {
         let tag = if round == 0 {
             "warm-up".to_owned()
         } else {
@@ -836,6 +881,10 @@ impl Ctx {
             mvnet.containers_in_state()? == 0,
             "mvnet's state file still lists containers after detach"
         );
+
+        eprintln!("{tag}: kernel floors (in process)");
+        let [f_make, f_del, ft_make, ft_del] = self.floors(n)?;
+        check_detached(&self.m_ns[..n], "floor")?;
 
         eprintln!("{tag}: CNI attach/detach");
         let pid = std::process::id();
@@ -909,8 +958,39 @@ impl Ctx {
         );
         Ok([
             m_attach, c_attach, m_detach, c_detach, r_run, r_stop, s_add, s_del, p_ref, p_mv,
-            pc_add, pc_del,
+            pc_add, pc_del, f_make, f_del, ft_make, ft_del,
         ])
+    }
+
+    /// The kernel floors (control_plane/floor.rs) in the namespaces
+    /// `mI`: `n` devices made, then deleted; then the same with mvnet's tcx
+    /// source checks. Returns make, delete, make + tcx, delete with tcx.
+    fn floors(&self, n: usize) -> Result<[Timing; 4]> {
+        let (budget, m_ns) = (&self.budget, &self.m_ns);
+        self.host.run(|| -> Result<[Timing; 4]> {
+            let parent = floor::parent_index()?;
+            let dir = mvnet::controller::datapath::pin_dir("eth0")?;
+            let mut ops: [Vec<Duration>; 4] = Default::default();
+            for (k, tcx) in [(0, false), (2, true)] {
+                for (i, ns) in m_ns[..n].iter().enumerate() {
+                    budget.check()?;
+                    let addr =
+                        std::net::Ipv4Addr::new(10, 55, (i / 250) as u8, (i % 250 + 2) as u8);
+                    // Any slot: nothing sends, and the table has no entry
+                    // for the device.
+                    let checks = tcx.then_some((dir.as_path(), i as u32));
+                    ops[k].push(floor::make(ns, parent, addr, checks)?);
+                }
+                for ns in &m_ns[..n] {
+                    budget.check()?;
+                    ops[k + 1].push(floor::delete(ns)?);
+                }
+            }
+            Ok(ops.map(|ops| Timing {
+                total: ops.iter().sum(),
+                ops,
+            }))
+        })?
     }
 
     /// mvnet-cni standalone against the reference plugin, side by side: in

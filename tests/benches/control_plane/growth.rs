@@ -12,6 +12,13 @@
 //! medians. The population is counted (`mvnet ps -a -q`) at every size,
 //! and the probe's address checked once per size.
 //!
+//! At each size, as many times again, the kernel floor of a probe
+//! (control_plane/floor.rs), in process: a new named namespace with `lo`
+//! up, a macvlan in it made, addressed and up with mvnet's tcx source
+//! checks (the "run" floor); the device deleted and the namespace removed
+//! (the "rm" floor). Its growth is what the kernel's own work grows by
+//! with the population, whatever the tool.
+//!
 //! `MVNET_BENCH_GROWTH_MAX=N` stops at sizes up to N (for a quick run; the
 //! target is then not judged).
 use std::{
@@ -24,7 +31,7 @@ use anyhow::{ensure, Context as _, Result};
 use mvnet::netns::NetNs;
 use mvnet_lab::lab::Lab;
 
-use super::{check_attached, execute, execute_within, ms, percentile, Cleanup, Mvnet};
+use super::{check_attached, execute, execute_within, floor, ms, percentile, Cleanup, Mvnet};
 
 /// Endpoints already on the network when a probe runs.
 const SIZES: [usize; 4] = [1, 100, 1000, 4000];
@@ -56,6 +63,9 @@ struct Row {
     size: usize,
     run: Duration,
     rm: Duration,
+    /// The kernel floors of `run` and `rm`.
+    floor_run: Duration,
+    floor_rm: Duration,
     /// Seconds spent growing the population to this size.
     fill: Duration,
 }
@@ -87,24 +97,21 @@ pub fn bench() -> Result<()> {
     );
     let rows = host.run(|| measure(&mvnet, lab.id(), &sizes))??;
 
-    println!(
-        "{:>6} {:>10} {:>10} {:>10}",
-        "N", "run ms", "rm ms", "fill s"
-    );
+    println!("{HEADER}");
     for r in &rows {
-        println!(
-            "{:>6} {:>10.2} {:>10.2} {:>10.1}",
-            r.size,
-            ms(r.run),
-            ms(r.rm),
-            r.fill.as_secs_f64()
-        );
+        r.print();
     }
     let (first, last) = (&rows[0], &rows[rows.len() - 1]);
     let judged = first.size == SIZES[0] && last.size == SIZES[SIZES.len() - 1];
-    for (what, a, b) in [
-        ("run", first.run, last.run),
-        ("container rm", first.rm, last.rm),
+    for (what, a, b, fa, fb) in [
+        ("run", first.run, last.run, first.floor_run, last.floor_run),
+        (
+            "container rm",
+            first.rm,
+            last.rm,
+            first.floor_rm,
+            last.floor_rm,
+        ),
     ] {
         let growth = b.as_secs_f64() / a.as_secs_f64();
         println!(
@@ -116,6 +123,22 @@ pub fn bench() -> Result<()> {
                 (true, true) => "PASS",
                 (true, false) => "FAIL",
             }
+        );
+        // mvnet's time above the floor: what mvnet itself adds.
+        let own = |t: Duration, f: Duration| t.saturating_sub(f).as_secs_f64() * 1e3;
+        let floor_growth = fb.as_secs_f64() / fa.as_secs_f64();
+        println!(
+            "  kernel floor {:.2} -> {:.2} ms: {floor_growth:.2}x ({}); mvnet above it {:.2} -> {:.2} ms: {:.2}x",
+            ms(fa),
+            ms(fb),
+            if floor_growth > GROWTH_TARGET {
+                "the kernel's own work grows past the target"
+            } else {
+                "within the target"
+            },
+            own(a, fa),
+            own(b, fb),
+            own(b, fb) / own(a, fa).max(1e-3),
         );
     }
     Ok(())
@@ -136,6 +159,8 @@ fn measure(mvnet: &Mvnet, lab: &str, sizes: &[usize]) -> Result<Vec<Row>> {
         NET,
     ];
     execute("mvnet network create", mvnet.cmd(&args), None)?;
+    let parent = floor::parent_index()?;
+    let dir = mvnet::controller::datapath::pin_dir("eth0")?;
     let name = |i: usize| format!("{lab}-g{i}");
     let probe = format!("{lab}-gprobe");
     let fill_deadline = Instant::now() + FILL_BUDGET;
@@ -189,20 +214,22 @@ fn measure(mvnet: &Mvnet, lab: &str, sizes: &[usize]) -> Result<Vec<Row>> {
                 NetNs::named(&probe).is_err(),
                 "container rm -f left the probe's namespace {probe}"
             );
+            let (mut floor_runs, mut floor_rms) = (Vec::new(), Vec::new());
+            for _ in 0..SAMPLES {
+                let (run, rm) = floor_probe(&format!("{lab}-gfloor"), parent, &dir)?;
+                floor_runs.push(run);
+                floor_rms.push(rm);
+            }
             let row = Row {
                 size,
                 run: percentile(&runs, 50),
                 rm: percentile(&rms, 50),
+                floor_run: percentile(&floor_runs, 50),
+                floor_rm: percentile(&floor_rms, 50),
                 fill,
             };
             // As measured: a later size may fail or run out of time.
-            println!(
-                "{:>6} {:>10.2} {:>10.2} {:>10.1}",
-                row.size,
-                ms(row.run),
-                ms(row.rm),
-                row.fill.as_secs_f64()
-            );
+            row.print();
             rows.push(row);
         }
         Ok(())
@@ -218,4 +245,51 @@ fn measure(mvnet: &Mvnet, lab: &str, sizes: &[usize]) -> Result<Vec<Row>> {
     execute("mvnet network rm", mvnet.cmd(&["network", "rm", NET]), None)?;
     result?;
     Ok(rows)
+}
+
+const HEADER: &str = "     N     run ms      rm ms  floor run   floor rm     fill s";
+
+impl Row {
+    fn print(&self) {
+        println!(
+            "{:>6} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.1}",
+            self.size,
+            ms(self.run),
+            ms(self.rm),
+            ms(self.floor_run),
+            ms(self.floor_rm),
+            self.fill.as_secs_f64()
+        );
+    }
+}
+
+/// One kernel-floor probe (see the module's text) in a namespace called
+/// `name`, from the calling thread (in the parent's namespace): the time
+/// of its "run" and of its "rm".
+fn floor_probe(name: &str, parent: u32, dir: &std::path::Path) -> Result<(Duration, Duration)> {
+    let t = Instant::now();
+    let ns = mvnet::netns::create(name).with_context(|| format!("floor: namespace {name}"))?;
+    let made = (|| -> Result<()> {
+        mvnet::netlink::run(Some(&ns), |nl| async move {
+            // As mvnet's sandboxes: no IPv6 on an IPv4-only network, then
+            // lo up (/proc/sys/net follows this thread's namespace).
+            let _ = std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1");
+            let lo = nl.require_link("lo").await?;
+            nl.set_up(lo.index).await
+        })?;
+        floor::make(
+            &ns,
+            parent,
+            std::net::Ipv4Addr::new(10, 81, 0, 2),
+            Some((dir, 0)),
+        )?;
+        Ok(())
+    })();
+    let run = t.elapsed();
+    let t = Instant::now();
+    let deleted = made.and_then(|()| floor::delete(&ns).map(|_| ()));
+    let removed = mvnet::netns::delete(name).with_context(|| format!("floor: removing {name}"));
+    deleted?;
+    removed?;
+    Ok((run, t.elapsed()))
 }
