@@ -284,11 +284,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
         }
         ctl.forget_endpoint(&c, &id).map_err(CniError::mvnet)?;
     }
-    let used = ctl
-        .state
-        .containers
-        .values()
-        .any(|c| c.endpoints.contains_key(&id));
+    let used = ctl.state.containers.on_network(&id).next().is_some();
     if !used {
         ctl.forget_network(&id).map_err(CniError::mvnet)?;
     }

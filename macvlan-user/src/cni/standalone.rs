@@ -55,11 +55,7 @@ fn check_master(
     };
     let id = chained::network_id(&conf.name);
     if let Some(own) = ctl.state.networks.get(&id) {
-        let used = ctl
-            .state
-            .containers
-            .values()
-            .any(|c| c.endpoints.contains_key(&id));
+        let used = ctl.state.containers.on_network(&id).next().is_some();
         if used && (own.parent != master || own.mode != mode) {
             return invalid(format!(
                 "CNI network {} has containers on {} in {} mode; its config now says {master} in {} mode: remove those containers before changing \"master\" or \"mode\"",

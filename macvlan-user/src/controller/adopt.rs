@@ -114,7 +114,10 @@ impl Controller {
         let mut results: Vec<Option<Result<Adopted>>> = items.iter().map(|_| None).collect();
         let mut classifiers = Classifiers::default();
         let mut index = self.mac_index();
-        let before = self.state.containers.clone();
+        // What a failed save puts back: the containers the plan changes (it
+        // changes no other), as they were. Not a copy of every container:
+        // that would cost each adoption (each CNI ADD) the whole state.
+        let mut before: BTreeMap<String, Option<Container>> = BTreeMap::new();
         let mut planned = Vec::new();
         // The kernel's counts per namespace, read once, side by side, for
         // the containers that may change.
@@ -130,6 +133,9 @@ impl Controller {
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
+            if !before.contains_key(&c.id) {
+                before.insert(c.id.clone(), self.state.containers.get(&c.id).cloned());
+            }
             match self.plan_endpoint(at, &c, ep, present[at], &mut index, &mut rx) {
                 Ok(Some(p)) => planned.push(p),
                 Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),
@@ -140,7 +146,12 @@ impl Controller {
             return results.into_iter().map(Option::unwrap).collect();
         }
         if let Err(e) = self.save() {
-            self.state.containers = before;
+            for (id, old) in before {
+                match old {
+                    Some(c) => self.state.containers.insert(id, c),
+                    None => self.state.containers.remove(&id),
+                };
+            }
             for p in &planned {
                 results[p.at] = Some(Err(anyhow!("{e:#}")));
             }

@@ -92,8 +92,9 @@ impl Controller {
             let holder = self
                 .state
                 .containers
-                .values()
-                .find(|c| c.endpoints.contains_key(net_id));
+                .on_network(net_id)
+                .next()
+                .map(|(id, _)| &self.state.containers[id]);
             if let Some(c) = holder {
                 let net = &self.state.networks[net_id].name;
                 bail!(

@@ -247,9 +247,8 @@ impl Controller {
         let users: Vec<String> = self
             .state
             .containers
-            .values()
-            .filter(|c| c.endpoints.contains_key(id))
-            .map(|c| c.id.clone())
+            .on_network(id)
+            .map(|(cid, _)| cid.to_owned())
             .collect();
         for cid in users {
             self.forget_endpoint(&cid, id)?;

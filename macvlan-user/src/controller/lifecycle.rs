@@ -120,13 +120,7 @@ impl Controller {
             .state
             .networks
             .values()
-            .filter(|n| {
-                !self
-                    .state
-                    .containers
-                    .values()
-                    .any(|c| c.endpoints.contains_key(&n.id))
-            })
+            .filter(|n| self.state.containers.on_network(&n.id).next().is_none())
             .filter(|n| !n.owner.is_foreign() && keep(n))
             .map(|n| n.name.clone())
             .collect();

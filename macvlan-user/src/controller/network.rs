@@ -417,9 +417,8 @@ impl Controller {
         let users: Vec<&str> = self
             .state
             .containers
-            .values()
-            .filter(|c| c.endpoints.contains_key(&net.id))
-            .map(|c| c.name.as_str())
+            .on_network(&net.id)
+            .map(|(_, name)| name)
             .collect();
         if !users.is_empty() {
             bail!(

@@ -121,6 +121,15 @@ impl Slot {
         }
     }
 
+    /// Whether it has an endpoint on network `network` (from its head
+    /// while unparsed).
+    fn on_network(&self, network: &str) -> bool {
+        match self.parsed.get() {
+            Some(c) => c.endpoints.contains_key(network),
+            None => self.head.endpoints.iter().any(|e| e.network == network),
+        }
+    }
+
     /// (network id, endpoint id, MAC) of each endpoint.
     fn endpoints(&self) -> Vec<(&str, &str, Mac)> {
         match self.parsed.get() {
@@ -232,6 +241,19 @@ impl Containers {
             .values()
             .find(|s| s.endpoints().iter().any(|e| e.0 == network && e.2 == mac))
             .map(Slot::name)
+    }
+
+    /// (id, name) of the containers with an endpoint on network `network`
+    /// (its id), in id order, without parsing any: what "is the network in
+    /// use" and "who uses it" need, at every size of the state.
+    pub fn on_network<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.map
+            .iter()
+            .filter(move |(_, s)| s.on_network(network))
+            .map(|(id, s)| (id.as_str(), s.name()))
     }
 
     /// The id of the container holding endpoint `endpoint_id`.
@@ -423,6 +445,34 @@ mod tests {
             .collect();
         let index = cs.iter().map(|c| (c.id.clone(), Head::of(c))).collect();
         Containers::from_saved(records, Some(index)).unwrap()
+    }
+
+    #[test]
+    fn lists_a_networks_containers_without_parsing_and_after_a_change() {
+        let a = container("a1", "web", "02:42:0a:09:00:02");
+        let b = container("b2", "db", "02:42:0a:09:00:03");
+        let mut c = container("c3", "cache", "02:42:0a:09:00:04");
+        let ep = c.endpoints.remove("n1").unwrap();
+        c.endpoints.insert("n2".into(), ep);
+        let mut cs = saved(&[a, b, c]);
+        assert_eq!(
+            cs.on_network("n1").collect::<Vec<_>>(),
+            [("a1", "web"), ("b2", "db")]
+        );
+        assert_eq!(cs.on_network("n2").collect::<Vec<_>>(), [("c3", "cache")]);
+        assert_eq!(cs.on_network("n3").next(), None);
+        assert!(cs.map.values().all(|s| s.parsed.get().is_none()));
+        // A change made after the load counts, not the head read with it.
+        let moved = cs.get_mut("a1").unwrap().endpoints.remove("n1").unwrap();
+        cs.get_mut("a1")
+            .unwrap()
+            .endpoints
+            .insert("n2".into(), moved);
+        assert_eq!(cs.on_network("n1").collect::<Vec<_>>(), [("b2", "db")]);
+        assert_eq!(
+            cs.on_network("n2").collect::<Vec<_>>(),
+            [("a1", "web"), ("c3", "cache")]
+        );
     }
 
     #[test]
