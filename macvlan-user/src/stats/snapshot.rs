@@ -11,6 +11,7 @@ use std::{
 use anyhow::Result;
 use macvlan_common::{EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLOTS};
 
+use super::Name;
 use crate::{
     controller::datapath::pin_dir,
     datapath::{
@@ -18,16 +19,16 @@ use crate::{
         pinned::PinnedMaps,
         VerdictTable,
     },
-    model::{Mac, Network, Owner, Policy, State, XdpMode},
+    model::{Container, Mac, Network, Owner, Policy, State, XdpMode},
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
-/// (`Arc<str>`): a [`Roster`] hands them to every snapshot read from it
-/// without copying them.
+/// ([`Name`], `Arc<str>`): a [`Roster`] hands them to every snapshot read
+/// from it without copying them.
 #[derive(Clone, Debug)]
 pub struct EndpointStats {
-    pub container: Arc<str>,
-    pub container_id: Arc<str>,
+    pub container: Name,
+    pub container_id: Name,
     /// Who made the endpoint: mvnet, or the runtime it was adopted from
     /// (`cni:NAME`: its CNI network's).
     pub owner: Owner,
@@ -223,9 +224,11 @@ fn joined(
 /// `nets` and their endpoints, sorted (networks by name), without
 /// counters yet.
 fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
+    let (names, lists) = walked(state, nets);
+    let names: Arc<str> = Arc::from(names);
     let mut networks: Vec<NetworkStats> = nets
         .iter()
-        .zip(unsorted_endpoints(state, nets))
+        .zip(lists)
         .map(|(net, endpoints)| {
             let (root, vlan) = net.root();
             NetworkStats {
@@ -236,7 +239,7 @@ fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
                 root: root.to_owned(),
                 vlan,
                 policy: net.policy,
-                endpoints: sorted(endpoints),
+                endpoints: sorted(&names, endpoints),
             }
         })
         .collect();
@@ -244,63 +247,136 @@ fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
     networks
 }
 
-/// The endpoints of each of `nets` (in the same order), in the order of
-/// the containers: one walk over them, in the order their records lie in
-/// memory (each endpoint's network found by its id, the key of a
-/// container's endpoints). Copying the names out while walking costs a
-/// third of what it costs in sorted order, which jumps around the
-/// containers' records (at 65,536 of them, some 100 MiB).
-fn unsorted_endpoints(state: &State, nets: &[&Network]) -> Vec<Vec<EndpointStats>> {
+/// Containers from which [`walked`] walks them on two threads.
+const WALK_SPLIT_FROM: usize = 4096;
+
+/// [`unsorted_endpoints`] of every container: at [`WALK_SPLIT_FROM`] or
+/// more, the first half walked on this thread and the second (from its
+/// end) on another, which halves the wait for their records to come from
+/// memory (this walk is most of a listing's time; the order of endpoints
+/// from the two halves does not matter, they are sorted next).
+fn walked(state: &State, nets: &[&Network]) -> (String, Vec<Vec<Unsorted>>) {
+    let n = state.containers.len();
+    if n < WALK_SPLIT_FROM {
+        return unsorted_endpoints(state.containers.values(), nets);
+    }
+    let (front, back) = std::thread::scope(|s| {
+        let back =
+            s.spawn(|| unsorted_endpoints(state.containers.values().rev().take(n / 2), nets));
+        let front = unsorted_endpoints(state.containers.values().take(n - n / 2), nets);
+        (front, back.join().expect("listing endpoints panicked"))
+    });
+    let (mut names, mut lists) = front;
+    let shift = u32::try_from(names.len()).expect("names under 4 GiB");
+    names.push_str(&back.0);
+    for (list, more) in lists.iter_mut().zip(back.1) {
+        list.extend(more.into_iter().map(|mut e| {
+            e.name.0 += shift;
+            e.id.0 += shift;
+            e
+        }));
+    }
+    (names, lists)
+}
+
+/// An endpoint listed, its container's name and id still offsets into
+/// the names' buffer.
+struct Unsorted {
+    name: (u32, u32),
+    id: (u32, u32),
+    owner: Owner,
+    ifname: Arc<str>,
+    mac: Mac,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+}
+
+/// The containers' names and ids, one after the other (each container's
+/// once), and the endpoints of each of `nets` (in the same order) in the
+/// order of the containers: one walk over them, in the order their
+/// records lie in memory (each endpoint's network found by its id, the key
+/// of a container's endpoints). At 65,536 containers their records take
+/// some 100 MiB: reading them in sorted order, or allocating two strings
+/// per endpoint while reading them, costs several times more.
+fn unsorted_endpoints<'s>(
+    containers: impl Iterator<Item = &'s Container>,
+    nets: &[&Network],
+) -> (String, Vec<Vec<Unsorted>>) {
     let mut by_id: Vec<usize> = (0..nets.len()).collect();
     by_id.sort_by(|&a, &b| nets[a].id.cmp(&nets[b].id));
     // Most endpoints share a handful of interface names (eth0): one
     // allocation each.
     let mut ifnames = IfNames::default();
-    let mut lists: Vec<Vec<EndpointStats>> = vec![Vec::new(); nets.len()];
-    for c in state.containers.values() {
+    let mut names = String::new();
+    let mut push = |s: &str| {
+        let start = u32::try_from(names.len()).expect("names under 4 GiB");
+        names.push_str(s);
+        (start, s.len() as u32)
+    };
+    let mut lists: Vec<Vec<Unsorted>> = (0..nets.len()).map(|_| Vec::new()).collect();
+    for c in containers {
+        let mut pushed = None;
         for (net_id, ep) in &c.endpoints {
             let Ok(i) = by_id.binary_search_by(|&i| nets[i].id.as_str().cmp(net_id)) else {
                 continue;
             };
+            let (name, id) = *pushed.get_or_insert_with(|| (push(&c.name), push(&c.id)));
             let net = by_id[i];
-            lists[net].push(EndpointStats {
-                container: Arc::from(c.name.as_str()),
-                container_id: Arc::from(c.id.as_str()),
+            lists[net].push(Unsorted {
+                name,
+                id,
                 owner: c.endpoint_owner(nets[net]),
                 ifname: ifnames.get(&ep.ifname),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
                 ipv6: ep.ipv6,
-                slot: None,
-                counters: EndpointCounters::default(),
             });
         }
     }
-    lists
+    (names, lists)
 }
 
 /// `endpoints` sorted by container name, then interface: an order of
 /// their indices sorted by the names' first 16 bytes as one number (the
-/// names themselves compared only where those are equal), then the
-/// endpoints moved into it. (Sorting the endpoints by their names cost
-/// some 20 ms at 65,536 of them: a call to memcmp and two loads from other
-/// allocations per comparison, and 170-byte elements moved.)
-fn sorted(endpoints: Vec<EndpointStats>) -> Vec<EndpointStats> {
+/// names themselves compared only where those are equal). (Sorting the
+/// endpoints by their names cost some 20 ms at 65,536 of them: a call to
+/// memcmp and two loads from other allocations per comparison, and
+/// 170-byte elements moved.)
+fn sorted(names: &Arc<str>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
+    let name = |e: &Unsorted| &names[e.name.0 as usize..(e.name.0 + e.name.1) as usize];
     let mut order: Vec<(u128, u32)> = endpoints
         .iter()
         .enumerate()
-        .map(|(i, e)| (name_key(&e.container), i as u32))
+        .map(|(i, e)| (name_key(name(e)), i as u32))
         .collect();
-    order.sort_unstable_by(|(ka, a), (kb, b)| {
-        ka.cmp(kb).then_with(|| {
+    // Plain pairs sort fastest (no comparator to call); then the runs of
+    // equal keys, if any, by the names themselves.
+    order.sort_unstable();
+    for run in order
+        .chunk_by_mut(|a, b| a.0 == b.0)
+        .filter(|r| r.len() > 1)
+    {
+        run.sort_unstable_by(|(_, a), (_, b)| {
             let (a, b) = (&endpoints[*a as usize], &endpoints[*b as usize]);
-            (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname))
-        })
-    });
-    let mut endpoints: Vec<Option<EndpointStats>> = endpoints.into_iter().map(Some).collect();
+            (name(a), &a.ifname).cmp(&(name(b), &b.ifname))
+        });
+    }
     order
         .iter()
-        .map(|&(_, i)| endpoints[i as usize].take().expect("each index once"))
+        .map(|&(_, i)| {
+            let e = &endpoints[i as usize];
+            EndpointStats {
+                container: Name::in_buf(names, e.name.0, e.name.1),
+                container_id: Name::in_buf(names, e.id.0, e.id.1),
+                owner: e.owner.clone(),
+                ifname: e.ifname.clone(),
+                mac: e.mac,
+                ipv4: e.ipv4,
+                ipv6: e.ipv6,
+                slot: None,
+                counters: EndpointCounters::default(),
+            }
+        })
         .collect()
 }
 
@@ -465,7 +541,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Container, Endpoint};
+    use crate::model::Endpoint;
 
     fn network(id: &str, name: &str) -> Network {
         serde_json::from_value(serde_json::json!({
@@ -622,6 +698,42 @@ mod tests {
                 "bench-10000/c1/eth1/02:42:00:00:00:02/Some(10.9.0.2)",
                 "k8s_POD_web-7d4b9c-10/c4/eth0/02:42:00:00:00:07/Some(10.9.0.7)",
             ]
+        );
+    }
+
+    #[test]
+    fn many_containers_walked_on_two_threads_list_the_same() {
+        let mut state = State::default();
+        for (id, name) in [("n1", "one"), ("n2", "two")] {
+            state.networks.insert(id.into(), network(id, name));
+        }
+        let n = WALK_SPLIT_FROM + 7;
+        state.containers = (0..n)
+            .map(|i| {
+                // Ids and names in different orders; every third container
+                // on both networks, the rest on one; long names alike in
+                // their first 16 bytes.
+                let name = match i % 4 {
+                    0 => format!("web-{i}"),
+                    1 => format!("a-long-shared-prefix-{}", n - i),
+                    _ => format!("{}", i * 7919 % n),
+                };
+                let last = (i % 250) as u8;
+                let eps: &[(&str, &str, u8)] = match i % 3 {
+                    0 => &[("n1", "eth0", last), ("n2", "eth1", last)],
+                    1 => &[("n1", "net1", last)],
+                    _ => &[("n2", "eth0", last)],
+                };
+                container(&format!("{:08x}", i * 2654435761 % (1 << 32)), &name, eps)
+            })
+            .collect();
+        let all = selected(&state, None);
+        let listed_all = listed(&state, &all);
+        assert_eq!(shown(&listed_all), listed_per_network(&state, &all));
+        let counts: Vec<usize> = listed_all.iter().map(|n| n.endpoints.len()).collect();
+        assert_eq!(
+            counts,
+            [n / 3 + 1 + (n - 2) / 3 + 1, n / 3 + 1 + (n - 3) / 3 + 1]
         );
     }
 
