@@ -255,15 +255,20 @@ const WALK_SPLIT_FROM: usize = 4096;
 /// end) on another, which halves the wait for their records to come from
 /// memory (this walk is most of a listing's time; the order of endpoints
 /// from the two halves does not matter, they are sorted next).
-fn walked(state: &State, nets: &[&Network]) -> (String, Vec<Vec<Unsorted>>) {
+fn walked(state: &State, nets: &[&Network]) -> Listing {
     let n = state.containers.len();
     if n < WALK_SPLIT_FROM {
-        return unsorted_endpoints(state.containers.values(), nets);
+        return unsorted_endpoints(state.containers.values(), room(nets, n), nets);
     }
+    // The other thread's buffers are allocated here: memory a thread
+    // allocates comes from its own arena, which malloc gives back to the
+    // system when it is freed, to fault in afresh on the next read.
+    let (front_buf, back_buf) = (room(nets, n - n / 2), room(nets, n / 2));
     let (front, back) = std::thread::scope(|s| {
-        let back =
-            s.spawn(|| unsorted_endpoints(state.containers.values().rev().take(n / 2), nets));
-        let front = unsorted_endpoints(state.containers.values().take(n - n / 2), nets);
+        let back = s.spawn(|| {
+            unsorted_endpoints(state.containers.values().rev().take(n / 2), back_buf, nets)
+        });
+        let front = unsorted_endpoints(state.containers.values().take(n - n / 2), front_buf, nets);
         (front, back.join().expect("listing endpoints panicked"))
     });
     let (mut names, mut lists) = front;
@@ -277,6 +282,26 @@ fn walked(state: &State, nets: &[&Network]) -> (String, Vec<Vec<Unsorted>>) {
         }));
     }
     (names, lists)
+}
+
+/// The names' buffer and each network's endpoints, unsorted.
+type Listing = (String, Vec<Vec<Unsorted>>);
+
+/// Bytes of a container's name and id, for the first guess of the room
+/// they take (ids are 64 hex digits).
+const NAME_AND_ID_BYTES: usize = 80;
+
+/// Room for a listing of `containers` containers on `nets`: a network's
+/// list gets room for every container when it is the only one listed (the
+/// usual case); otherwise it grows as it fills.
+fn room(nets: &[&Network], containers: usize) -> Listing {
+    let per_net = if nets.len() == 1 { containers } else { 0 };
+    (
+        String::with_capacity(containers * NAME_AND_ID_BYTES),
+        (0..nets.len())
+            .map(|_| Vec::with_capacity(per_net))
+            .collect(),
+    )
 }
 
 /// An endpoint listed, its container's name and id still offsets into
@@ -300,20 +325,19 @@ struct Unsorted {
 /// per endpoint while reading them, costs several times more.
 fn unsorted_endpoints<'s>(
     containers: impl Iterator<Item = &'s Container>,
+    (mut names, mut lists): Listing,
     nets: &[&Network],
-) -> (String, Vec<Vec<Unsorted>>) {
+) -> Listing {
     let mut by_id: Vec<usize> = (0..nets.len()).collect();
     by_id.sort_by(|&a, &b| nets[a].id.cmp(&nets[b].id));
     // Most endpoints share a handful of interface names (eth0): one
     // allocation each.
     let mut ifnames = IfNames::default();
-    let mut names = String::new();
     let mut push = |s: &str| {
         let start = u32::try_from(names.len()).expect("names under 4 GiB");
         names.push_str(s);
         (start, s.len() as u32)
     };
-    let mut lists: Vec<Vec<Unsorted>> = (0..nets.len()).map(|_| Vec::new()).collect();
     for c in containers {
         let mut pushed = None;
         for (net_id, ep) in &c.endpoints {
