@@ -361,34 +361,36 @@ fn unsorted_endpoints<'s>(
 }
 
 /// `endpoints` sorted by container name, then interface: an order of
-/// their indices sorted by the names' first 16 bytes as one number (the
+/// their indices sorted by the names' first 12 bytes as one number (the
 /// names themselves compared only where those are equal). (Sorting the
 /// endpoints by their names cost some 20 ms at 65,536 of them: a call to
 /// memcmp and two loads from other allocations per comparison, and
 /// 170-byte elements moved.)
 fn sorted(names: &Arc<str>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
     let name = |e: &Unsorted| &names[e.name.0 as usize..(e.name.0 + e.name.1) as usize];
-    let mut order: Vec<(u128, u32)> = endpoints
+    // One number per endpoint, its name's key above its index: numbers
+    // sort fastest (no comparator to call, 16 bytes moved). Then the runs
+    // of equal keys, if any, by the names themselves.
+    let mut order: Vec<u128> = endpoints
         .iter()
         .enumerate()
-        .map(|(i, e)| (name_key(name(e)), i as u32))
+        .map(|(i, e)| name_key(name(e)) | i as u128)
         .collect();
-    // Plain pairs sort fastest (no comparator to call); then the runs of
-    // equal keys, if any, by the names themselves.
     order.sort_unstable();
+    let index = |o: u128| o as u32 as usize;
     for run in order
-        .chunk_by_mut(|a, b| a.0 == b.0)
+        .chunk_by_mut(|a, b| a >> 32 == b >> 32)
         .filter(|r| r.len() > 1)
     {
-        run.sort_unstable_by(|(_, a), (_, b)| {
-            let (a, b) = (&endpoints[*a as usize], &endpoints[*b as usize]);
+        run.sort_unstable_by(|a, b| {
+            let (a, b) = (&endpoints[index(*a)], &endpoints[index(*b)]);
             (name(a), &a.ifname).cmp(&(name(b), &b.ifname))
         });
     }
     order
         .iter()
-        .map(|&(_, i)| {
-            let e = &endpoints[i as usize];
+        .map(|&o| {
+            let e = &endpoints[index(o)];
             EndpointStats {
                 container: Name::in_buf(names, e.name.0, e.name.1),
                 container_id: Name::in_buf(names, e.id.0, e.id.1),
@@ -404,12 +406,13 @@ fn sorted(names: &Arc<str>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
         .collect()
 }
 
-/// The first 16 bytes of `name`, zero-padded, as a big-endian number: when
-/// two keys differ they order as their names do (a name that ends within
-/// the 16 bytes is a prefix of the other up to there, so the smaller).
+/// The first 12 bytes of `name`, zero-padded, as a big-endian number in
+/// the top 96 bits (the low 32 are 0): when two keys differ they order as
+/// their names do (a name that ends within the 12 bytes is a prefix of the
+/// other up to there, so the smaller).
 fn name_key(name: &str) -> u128 {
     let mut b = [0u8; 16];
-    let n = name.len().min(16);
+    let n = name.len().min(12);
     b[..n].copy_from_slice(&name.as_bytes()[..n]);
     u128::from_be_bytes(b)
 }
@@ -663,7 +666,7 @@ mod tests {
             state.networks.insert(id.into(), network(id, name));
         }
         // Container ids in another order than their names; names that
-        // share their first 16 bytes (and differ after), that are
+        // share their first 12 bytes (and differ after), that are
         // prefixes of others, empty; containers on several networks.
         let long = "k8s_POD_web-7d4b9c-";
         state.containers = [
@@ -736,7 +739,7 @@ mod tests {
             .map(|i| {
                 // Ids and names in different orders; every third container
                 // on both networks, the rest on one; long names alike in
-                // their first 16 bytes.
+                // their first 12 bytes.
                 let name = match i % 4 {
                     0 => format!("web-{i}"),
                     1 => format!("a-long-shared-prefix-{}", n - i),
@@ -776,6 +779,9 @@ mod tests {
             "0123456789abcdef",
             "0123456789abcdef0",
             "0123456789abcdeg",
+            "0123456789ab",
+            "0123456789ab0",
+            "0123456789ac",
             "\u{ff}",
         ];
         for a in names {
@@ -786,7 +792,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(name_key("0123456789abcdef"), name_key("0123456789abcdef0"));
+        assert_eq!(name_key("0123456789ab"), name_key("0123456789ab0"));
+        assert_eq!(name_key("0123456789ab") as u32, 0, "room for an index");
     }
 
     #[test]
