@@ -31,6 +31,8 @@
 //! is a measurement), a failed operation does.
 //!
 //! Without `--bench` (e.g. under `cargo test --benches`) it does nothing.
+//! With `MVNET_BENCH_OBS_ONLY=large` in the environment it runs only the
+//! 65,536-endpoint part.
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
@@ -443,6 +445,15 @@ fn bench() -> Result<()> {
         }
     }
     let _rm = Rm(state_dir.clone());
+    // The exporters listen on the lab's loopback.
+    mvnet::netlink::run(Some(&host), |nl| async move {
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo.index).await
+    })?;
+    if std::env::var_os("MVNET_BENCH_OBS_ONLY").is_some_and(|v| v == "large") {
+        let dir = pinned::pin_dir(pinned::netns_inode(Some(&host))?, PARENT);
+        return large(&host, &bin, &state_dir, &dir);
+    }
     mvnet(
         &host,
         &bin,
@@ -503,10 +514,6 @@ fn bench() -> Result<()> {
     );
 
     // The exporter, as a user runs it (events streamed too).
-    mvnet::netlink::run(Some(&host), |nl| async move {
-        let lo = nl.require_link("lo").await?;
-        nl.set_up(lo.index).await
-    })?;
     let mut cmd = Command::new(&bin);
     cmd.arg("--state-dir")
         .arg(&state_dir)

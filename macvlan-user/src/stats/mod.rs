@@ -5,6 +5,7 @@
 //!
 //! [`table`] and [`json`] render a snapshot (and rates) for `mvnet stats`.
 pub mod json;
+mod name;
 mod rates;
 mod snapshot;
 pub mod table;
@@ -17,6 +18,7 @@ use std::{
 
 use anyhow::{bail, Result};
 
+pub use name::Name;
 pub use rates::{EndpointRates, Rate, Rates, VlanRates};
 pub use snapshot::{collect, EndpointStats, NetworkStats, RootStats, Roster, Snapshot};
 

@@ -11,6 +11,7 @@ use std::{
 use anyhow::Result;
 use macvlan_common::{EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLOTS};
 
+use super::Name;
 use crate::{
     controller::datapath::pin_dir,
     datapath::{
@@ -18,16 +19,16 @@ use crate::{
         pinned::PinnedMaps,
         VerdictTable,
     },
-    model::{Mac, Network, Owner, Policy, State, XdpMode},
+    model::{Container, Mac, Network, Owner, Policy, State, XdpMode},
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
-/// (`Arc<str>`): a [`Roster`] hands them to every snapshot read from it
-/// without copying them.
+/// ([`Name`], `Arc<str>`): a [`Roster`] hands them to every snapshot read
+/// from it without copying them.
 #[derive(Clone, Debug)]
 pub struct EndpointStats {
-    pub container: Arc<str>,
-    pub container_id: Arc<str>,
+    pub container: Name,
+    pub container_id: Name,
     /// Who made the endpoint: mvnet, or the runtime it was adopted from
     /// (`cni:NAME`: its CNI network's).
     pub owner: Owner,
@@ -223,37 +224,13 @@ fn joined(
 /// `nets` and their endpoints, sorted (networks by name), without
 /// counters yet.
 fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
-    // Most endpoints share a handful of interface names (eth0): one
-    // allocation each.
-    let mut ifnames: HashMap<&str, Arc<str>> = HashMap::new();
+    let (names, lists) = walked(state, nets);
+    let names: Arc<str> = Arc::from(names);
     let mut networks: Vec<NetworkStats> = nets
         .iter()
-        .map(|net| {
+        .zip(lists)
+        .map(|(net, endpoints)| {
             let (root, vlan) = net.root();
-            let mut endpoints = Vec::with_capacity(state.containers.len());
-            for c in state.containers.values() {
-                let Some(ep) = c.endpoints.get(&net.id) else {
-                    continue;
-                };
-                let ifname = ifnames
-                    .entry(ep.ifname.as_str())
-                    .or_insert_with(|| Arc::from(ep.ifname.as_str()))
-                    .clone();
-                endpoints.push(EndpointStats {
-                    container: Arc::from(c.name.as_str()),
-                    container_id: Arc::from(c.id.as_str()),
-                    owner: c.endpoint_owner(net),
-                    ifname,
-                    mac: ep.mac,
-                    ipv4: ep.ipv4,
-                    ipv6: ep.ipv6,
-                    slot: None,
-                    counters: EndpointCounters::default(),
-                });
-            }
-            endpoints.shrink_to_fit();
-            endpoints
-                .sort_unstable_by(|a, b| (&a.container, &a.ifname).cmp(&(&b.container, &b.ifname)));
             NetworkStats {
                 id: net.id.clone(),
                 name: net.name.clone(),
@@ -262,12 +239,205 @@ fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
                 root: root.to_owned(),
                 vlan,
                 policy: net.policy,
-                endpoints,
+                endpoints: sorted(&names, endpoints),
             }
         })
         .collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     networks
+}
+
+/// Containers from which [`walked`] walks them on two threads.
+const WALK_SPLIT_FROM: usize = 4096;
+
+/// [`unsorted_endpoints`] of every container: at [`WALK_SPLIT_FROM`] or
+/// more, the first half walked on this thread and the second (from its
+/// end) on another, which halves the wait for their records to come from
+/// memory (this walk is most of a listing's time; the order of endpoints
+/// from the two halves does not matter, they are sorted next).
+fn walked(state: &State, nets: &[&Network]) -> Listing {
+    let n = state.containers.len();
+    if n < WALK_SPLIT_FROM {
+        return unsorted_endpoints(state.containers.values(), room(nets, n), nets);
+    }
+    // The other thread's buffers are allocated here: memory a thread
+    // allocates comes from its own arena, which malloc gives back to the
+    // system when it is freed, to fault in afresh on the next read.
+    let (front_buf, back_buf) = (room(nets, n - n / 2), room(nets, n / 2));
+    let (front, back) = std::thread::scope(|s| {
+        let back = s.spawn(|| {
+            unsorted_endpoints(state.containers.values().rev().take(n / 2), back_buf, nets)
+        });
+        let front = unsorted_endpoints(state.containers.values().take(n - n / 2), front_buf, nets);
+        (front, back.join().expect("listing endpoints panicked"))
+    });
+    let (mut names, mut lists) = front;
+    let shift = u32::try_from(names.len()).expect("names under 4 GiB");
+    names.push_str(&back.0);
+    for (list, more) in lists.iter_mut().zip(back.1) {
+        list.extend(more.into_iter().map(|mut e| {
+            e.name.0 += shift;
+            e.id.0 += shift;
+            e
+        }));
+    }
+    (names, lists)
+}
+
+/// The names' buffer and each network's endpoints, unsorted.
+type Listing = (String, Vec<Vec<Unsorted>>);
+
+/// Bytes of a container's name and id, for the first guess of the room
+/// they take (ids are 64 hex digits).
+const NAME_AND_ID_BYTES: usize = 80;
+
+/// Room for a listing of `containers` containers on `nets`: a network's
+/// list gets room for every container when it is the only one listed (the
+/// usual case); otherwise it grows as it fills.
+fn room(nets: &[&Network], containers: usize) -> Listing {
+    let per_net = if nets.len() == 1 { containers } else { 0 };
+    (
+        String::with_capacity(containers * NAME_AND_ID_BYTES),
+        (0..nets.len())
+            .map(|_| Vec::with_capacity(per_net))
+            .collect(),
+    )
+}
+
+/// An endpoint listed, its container's name and id still offsets into
+/// the names' buffer.
+struct Unsorted {
+    name: (u32, u32),
+    id: (u32, u32),
+    owner: Owner,
+    ifname: Arc<str>,
+    mac: Mac,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+}
+
+/// The containers' names and ids, one after the other (each container's
+/// once), and the endpoints of each of `nets` (in the same order) in the
+/// order of the containers: one walk over them, in the order their
+/// records lie in memory (each endpoint's network found by its id, the key
+/// of a container's endpoints). At 65,536 containers their records take
+/// some 100 MiB: reading them in sorted order, or allocating two strings
+/// per endpoint while reading them, costs several times more.
+fn unsorted_endpoints<'s>(
+    containers: impl Iterator<Item = &'s Container>,
+    (mut names, mut lists): Listing,
+    nets: &[&Network],
+) -> Listing {
+    let mut by_id: Vec<usize> = (0..nets.len()).collect();
+    by_id.sort_by(|&a, &b| nets[a].id.cmp(&nets[b].id));
+    // Most endpoints share a handful of interface names (eth0): one
+    // allocation each.
+    let mut ifnames = IfNames::default();
+    let mut push = |s: &str| {
+        let start = u32::try_from(names.len()).expect("names under 4 GiB");
+        names.push_str(s);
+        (start, s.len() as u32)
+    };
+    for c in containers {
+        let mut pushed = None;
+        for (net_id, ep) in &c.endpoints {
+            let Ok(i) = by_id.binary_search_by(|&i| nets[i].id.as_str().cmp(net_id)) else {
+                continue;
+            };
+            let (name, id) = *pushed.get_or_insert_with(|| (push(&c.name), push(&c.id)));
+            let net = by_id[i];
+            lists[net].push(Unsorted {
+                name,
+                id,
+                owner: c.endpoint_owner(nets[net]),
+                ifname: ifnames.get(&ep.ifname),
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+                ipv6: ep.ipv6,
+            });
+        }
+    }
+    (names, lists)
+}
+
+/// `endpoints` sorted by container name, then interface: an order of
+/// their indices sorted by the names' first 12 bytes as one number (the
+/// names themselves compared only where those are equal). (Sorting the
+/// endpoints by their names cost some 20 ms at 65,536 of them: a call to
+/// memcmp and two loads from other allocations per comparison, and
+/// 170-byte elements moved.)
+fn sorted(names: &Arc<str>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
+    let name = |e: &Unsorted| &names[e.name.0 as usize..(e.name.0 + e.name.1) as usize];
+    // One number per endpoint, its name's key above its index: numbers
+    // sort fastest (no comparator to call, 16 bytes moved). Then the runs
+    // of equal keys, if any, by the names themselves.
+    let mut order: Vec<u128> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| name_key(name(e)) | i as u128)
+        .collect();
+    order.sort_unstable();
+    let index = |o: u128| o as u32 as usize;
+    for run in order
+        .chunk_by_mut(|a, b| a >> 32 == b >> 32)
+        .filter(|r| r.len() > 1)
+    {
+        run.sort_unstable_by(|a, b| {
+            let (a, b) = (&endpoints[index(*a)], &endpoints[index(*b)]);
+            (name(a), &a.ifname).cmp(&(name(b), &b.ifname))
+        });
+    }
+    order
+        .iter()
+        .map(|&o| {
+            let e = &endpoints[index(o)];
+            EndpointStats {
+                container: Name::in_buf(names, e.name.0, e.name.1),
+                container_id: Name::in_buf(names, e.id.0, e.id.1),
+                owner: e.owner.clone(),
+                ifname: e.ifname.clone(),
+                mac: e.mac,
+                ipv4: e.ipv4,
+                ipv6: e.ipv6,
+                slot: None,
+                counters: EndpointCounters::default(),
+            }
+        })
+        .collect()
+}
+
+/// The first 12 bytes of `name`, zero-padded, as a big-endian number in
+/// the top 96 bits (the low 32 are 0): when two keys differ they order as
+/// their names do (a name that ends within the 12 bytes is a prefix of the
+/// other up to there, so the smaller).
+fn name_key(name: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = name.len().min(12);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// Interface names, each allocated once: nearly every endpoint has the
+/// previous one's (eth0).
+#[derive(Default)]
+struct IfNames {
+    last: Option<Arc<str>>,
+    seen: HashMap<String, Arc<str>>,
+}
+
+impl IfNames {
+    fn get(&mut self, ifname: &str) -> Arc<str> {
+        if let Some(last) = self.last.as_ref().filter(|l| &***l == ifname) {
+            return last.clone();
+        }
+        let name = self
+            .seen
+            .entry(ifname.to_owned())
+            .or_insert_with(|| Arc::from(ifname))
+            .clone();
+        self.last = Some(name.clone());
+        name
+    }
 }
 
 /// The slots of a classifier's endpoints by [`slot_key`].
@@ -398,6 +568,233 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Endpoint;
+
+    fn network(id: &str, name: &str) -> Network {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": name, "created": "2026-12-01T00:00:00Z",
+            "parent": "eth0", "parent_origin": "existing", "vlan": null, "mode": "bridge",
+            "internal": false, "enable_ipv6": false, "pools": [], "options": {},
+        }))
+        .unwrap()
+    }
+
+    /// Container `id` called `name` with an endpoint (interface, MAC's last
+    /// byte) on each network id given.
+    fn container(id: &str, name: &str, endpoints: &[(&str, &str, u8)]) -> (String, Container) {
+        let endpoints = endpoints
+            .iter()
+            .map(|&(net, ifname, mac)| {
+                let ep = Endpoint {
+                    id: format!("ep-{id}-{net}"),
+                    network_id: net.into(),
+                    ifname: ifname.into(),
+                    mac: Mac::new([2, 0x42, 0, 0, 0, mac]),
+                    ipv4: Some(Ipv4Addr::new(10, 9, 0, mac)),
+                    ipv6: None,
+                    rx_base: 0,
+                };
+                (net.to_owned(), ep)
+            })
+            .collect();
+        let c = Container {
+            id: id.into(),
+            name: name.into(),
+            endpoints,
+            ..Default::default()
+        };
+        (id.into(), c)
+    }
+
+    /// What `listed` printed before it walked the containers once: per
+    /// network, the containers with an endpoint on it, sorted by
+    /// (container name, interface).
+    fn listed_per_network(state: &State, nets: &[&Network]) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = nets
+            .iter()
+            .map(|net| {
+                let mut eps: Vec<(&str, &str, &Container)> = state
+                    .containers
+                    .values()
+                    .filter_map(|c| {
+                        Some((
+                            c.name.as_str(),
+                            c.endpoints.get(&net.id)?.ifname.as_str(),
+                            c,
+                        ))
+                    })
+                    .collect();
+                eps.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                let eps = eps
+                    .into_iter()
+                    .map(|(name, ifname, c)| {
+                        let ep = &c.endpoints[&net.id];
+                        format!("{name}/{}/{ifname}/{}/{:?}", c.id, ep.mac, ep.ipv4)
+                    })
+                    .collect();
+                (net.name.clone(), eps)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn shown(networks: &[NetworkStats]) -> Vec<(String, Vec<String>)> {
+        networks
+            .iter()
+            .map(|n| {
+                let eps = n
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}/{}/{}/{}/{:?}",
+                            e.container, e.container_id, e.ifname, e.mac, e.ipv4
+                        )
+                    })
+                    .collect();
+                (n.name.clone(), eps)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lists_endpoints_by_network_name_then_container_and_interface() {
+        let mut state = State::default();
+        // Network names in another order than their ids.
+        for (id, name) in [("n1", "zeta"), ("n2", "alpha"), ("n3", "mid")] {
+            state.networks.insert(id.into(), network(id, name));
+        }
+        // Container ids in another order than their names; names that
+        // share their first 12 bytes (and differ after), that are
+        // prefixes of others, empty; containers on several networks.
+        let long = "k8s_POD_web-7d4b9c-";
+        state.containers = [
+            container("c1", "bench-10000", &[("n1", "eth0", 1), ("n2", "eth1", 2)]),
+            container("c2", "bench-1000", &[("n1", "eth0", 3)]),
+            container(
+                "c3",
+                &format!("{long}2"),
+                &[("n1", "eth0", 4), ("n3", "net1", 5)],
+            ),
+            container(
+                "c4",
+                &format!("{long}10"),
+                &[("n1", "net2", 6), ("n2", "eth0", 7)],
+            ),
+            container("c5", long, &[("n1", "eth0", 8)]),
+            container("c6", "", &[("n2", "eth0", 9)]),
+            container(
+                "c7",
+                "bench-1000",
+                &[("n2", "eth0", 10), ("n3", "eth0", 11)],
+            ),
+            container("c8", "stopped", &[]),
+            container("c0", "bench-1000\0x", &[("n1", "eth0", 12)]),
+        ]
+        .into_iter()
+        .collect();
+        let all = selected(&state, None);
+        let listed_all = listed(&state, &all);
+        assert_eq!(shown(&listed_all), listed_per_network(&state, &all));
+        assert_eq!(
+            listed_all
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            ["alpha", "mid", "zeta"]
+        );
+        assert_eq!(
+            listed_all[2]
+                .endpoints
+                .iter()
+                .map(|e| &*e.container_id)
+                .collect::<Vec<_>>(),
+            ["c2", "c0", "c1", "c5", "c4", "c3"]
+        );
+        let one = selected(&state, Some("n2"));
+        assert_eq!(
+            shown(&listed(&state, &one)),
+            listed_per_network(&state, &one)
+        );
+        assert_eq!(
+            shown(&listed(&state, &one))[0].1,
+            [
+                "/c6/eth0/02:42:00:00:00:09/Some(10.9.0.9)",
+                "bench-1000/c7/eth0/02:42:00:00:00:0a/Some(10.9.0.10)",
+                "bench-10000/c1/eth1/02:42:00:00:00:02/Some(10.9.0.2)",
+                "k8s_POD_web-7d4b9c-10/c4/eth0/02:42:00:00:00:07/Some(10.9.0.7)",
+            ]
+        );
+    }
+
+    #[test]
+    fn many_containers_walked_on_two_threads_list_the_same() {
+        let mut state = State::default();
+        for (id, name) in [("n1", "one"), ("n2", "two")] {
+            state.networks.insert(id.into(), network(id, name));
+        }
+        let n = WALK_SPLIT_FROM + 7;
+        state.containers = (0..n)
+            .map(|i| {
+                // Ids and names in different orders; every third container
+                // on both networks, the rest on one; long names alike in
+                // their first 12 bytes.
+                let name = match i % 4 {
+                    0 => format!("web-{i}"),
+                    1 => format!("a-long-shared-prefix-{}", n - i),
+                    _ => format!("{}", i * 7919 % n),
+                };
+                let last = (i % 250) as u8;
+                let eps: &[(&str, &str, u8)] = match i % 3 {
+                    0 => &[("n1", "eth0", last), ("n2", "eth1", last)],
+                    1 => &[("n1", "net1", last)],
+                    _ => &[("n2", "eth0", last)],
+                };
+                container(&format!("{:08x}", i * 2654435761 % (1 << 32)), &name, eps)
+            })
+            .collect();
+        let all = selected(&state, None);
+        let listed_all = listed(&state, &all);
+        assert_eq!(shown(&listed_all), listed_per_network(&state, &all));
+        let counts: Vec<usize> = listed_all.iter().map(|n| n.endpoints.len()).collect();
+        assert_eq!(
+            counts,
+            [n / 3 + 1 + (n - 2) / 3 + 1, n / 3 + 1 + (n - 3) / 3 + 1]
+        );
+    }
+
+    #[test]
+    fn name_keys_order_as_the_names_where_they_differ() {
+        let names = [
+            "",
+            "\0",
+            "a",
+            "a\0",
+            "a\0\0b",
+            "ab",
+            "bench-1000",
+            "bench-10000",
+            "bench-1001",
+            "0123456789abcdef",
+            "0123456789abcdef0",
+            "0123456789abcdeg",
+            "0123456789ab",
+            "0123456789ab0",
+            "0123456789ac",
+            "\u{ff}",
+        ];
+        for a in names {
+            for b in names {
+                let (ka, kb) = (name_key(a), name_key(b));
+                if ka != kb {
+                    assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} {b:?}");
+                }
+            }
+        }
+        assert_eq!(name_key("0123456789ab"), name_key("0123456789ab0"));
+        assert_eq!(name_key("0123456789ab") as u32, 0, "room for an index");
+    }
 
     #[test]
     fn slot_keys_keep_mac_and_vlan_apart() {
