@@ -74,7 +74,6 @@ pub enum StateDirError {
     },
 }
 
-/// The fix for the errors a user can do something about.
 /// Makes the open file `f` hold exactly `data`: written over what it held
 /// from offset 0, then cut to length only if that was longer. (A
 /// truncation to 0 first, as `O_TRUNC` or `set_len(0)` do, waits on ext4's
@@ -90,6 +89,7 @@ pub fn write_over(f: &File, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The fix for the errors a user can do something about.
 fn hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => "; free space on that filesystem and retry",

@@ -133,9 +133,9 @@ impl Controller {
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
-            if !before.contains_key(&c.id) {
-                before.insert(c.id.clone(), self.state.containers.get(&c.id).cloned());
-            }
+            before
+                .entry(c.id.clone())
+                .or_insert_with(|| self.state.containers.get(&c.id).cloned());
             match self.plan_endpoint(at, &c, ep, present[at], &mut index, &mut rx) {
                 Ok(Some(p)) => planned.push(p),
                 Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),

@@ -270,13 +270,8 @@ fn floor_probe(name: &str, parent: u32, dir: &std::path::Path) -> Result<(Durati
     let t = Instant::now();
     let ns = mvnet::netns::create(name).with_context(|| format!("floor: namespace {name}"))?;
     let made = (|| -> Result<()> {
-        mvnet::netlink::run(Some(&ns), |nl| async move {
-            // As mvnet's sandboxes: no IPv6 on an IPv4-only network, then
-            // lo up (/proc/sys/net follows this thread's namespace).
-            let _ = std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1");
-            let lo = nl.require_link("lo").await?;
-            nl.set_up(lo.index).await
-        })?;
+        // As mvnet's sandboxes on an IPv4-only network.
+        mvnet::controller::endpoint::loopback_up(&ns, false)?;
         floor::make(
             &ns,
             parent,
