@@ -55,6 +55,9 @@ pub struct Dockerd {
     containerd: Option<std::process::Child>,
     vm_args: Vec<String>,
     pub version: String,
+    /// Set when a client call had to be killed: the engine stopped
+    /// answering, and later calls fail at once until [`Dockerd::recover`].
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 /// How long dockerd (and in the VM its containerd) may take to start:
@@ -68,7 +71,7 @@ fn start_wait() -> Duration {
 /// emulation a `docker run` takes tens of seconds; on the host a few.
 fn call_wait() -> Duration {
     let in_vm = std::env::var_os("MVNET_IN_VM").is_some();
-    Duration::from_secs(if in_vm { 600 } else { 120 })
+    Duration::from_secs(if in_vm { 360 } else { 120 })
 }
 
 impl Dockerd {
@@ -95,6 +98,7 @@ impl Dockerd {
             vm_args: Vec::new(),
             dir,
             version: String::new(),
+            stuck: Default::default(),
         };
         if std::env::var_os("MVNET_IN_VM").is_some() {
             d.start_containerd()?;
@@ -197,6 +201,11 @@ impl Dockerd {
         }
     }
 
+    /// dockerd's (and in the VM containerd's) log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("dockerd.log")
+    }
+
     /// The engine's socket, as `DOCKER_HOST` / `--docker-host` take it.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket.display())
@@ -234,16 +243,112 @@ impl Dockerd {
     /// output says so, with what dockerd and containerd were doing (the end
     /// of their log and their processes' states), instead of hanging the
     /// suite.
+    ///
+    /// Once a call has been killed the engine is stuck: later calls fail at
+    /// once (exit status 1, saying so) instead of each waiting out its
+    /// limit, until [`Dockerd::recover`].
     pub fn docker(&self, args: &[&str]) -> Output {
+        use std::sync::atomic::Ordering;
+        let what = format!("docker {}", args.join(" "));
+        if self.stuck.load(Ordering::SeqCst) {
+            crate::common::trace(&format!("skip  {what}: the engine is stuck"));
+            return Output {
+                status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+                stdout: Vec::new(),
+                stderr: format!(
+                    "`{what}` was not run: an earlier docker call did not finish in time"
+                )
+                .into_bytes(),
+            };
+        }
         let mut cmd = Command::new(DOCKER);
         cmd.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .args(args);
-        crate::common::output_within(
-            &mut cmd,
-            call_wait(),
-            &format!("docker {}", args.join(" ")),
-            || self.diagnose(),
-        )
+        crate::common::output_within(&mut cmd, call_wait(), &what, || {
+            self.stuck.store(true, Ordering::SeqCst);
+            self.diagnose()
+        })
+    }
+
+    /// SIGSTOP to dockerd: from now on it answers nothing, as a stuck
+    /// engine (to exercise [`Dockerd::recover`]).
+    pub fn freeze(&self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: signals this engine's dockerd, by its own pid file.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+    }
+
+    /// Whether a call had to be killed since the engine (re)started.
+    pub fn is_stuck(&self) -> bool {
+        self.stuck.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces a stuck engine with a new one: every process of the old
+    /// engine is killed (dockerd, containerd, shims, runc, and the
+    /// containers' own processes), its mounts and directory removed, and a
+    /// fresh dockerd (with, in the VM, its containerd) started in the same
+    /// network namespace with the image imported again. Starting again on
+    /// the old data does not work: the new containerd waits on the dead
+    /// containers' runc processes.
+    pub fn recover(&mut self) -> Result<()> {
+        self.kill_everything();
+        let tag = format!(
+            "{}-again",
+            self.dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix("-docker"))
+                .unwrap_or("mvnet-parity")
+        );
+        let fresh = Dockerd::start(&self.netns, &tag)?;
+        // The old one's Drop finds nothing left to stop and removes its
+        // directory.
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    /// SIGKILL to every process of this engine: those whose command line
+    /// names its directory (dockerd, containerd, the shims, runc) and the
+    /// containers' processes (whose root is under it); then its mounts are
+    /// detached.
+    fn kill_everything(&mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        if let Some(mut containerd) = self.containerd.take() {
+            let _ = containerd.kill();
+            let _ = containerd.wait();
+        }
+        let me = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let root = std::fs::read_link(entry.path().join("root")).unwrap_or_default();
+            if cmdline.contains(&dir) || root.starts_with(&self.dir) {
+                if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                    // SAFETY: signals a process of this engine, found above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::fs::remove_file(&self.pidfile);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        points.sort_unstable_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
     }
 
     /// What the engine was doing: the end of dockerd's (and containerd's)
@@ -268,12 +373,16 @@ impl Dockerd {
             })
             .map(|(_, l)| l)
             .collect();
-        format!(
+        let mut told = format!(
             "the end of {}:\n{}\nprocesses:\n{}",
             self.dir.join("dockerd.log").display(),
             tail.join("\n"),
             ps.join("\n")
-        )
+        );
+        if crate::common::tracing() {
+            told += &format!("\n{}", crate::common::kernel_diagnosis());
+        }
+        told
     }
 
     /// `docker import` of a root with busybox and its applets.

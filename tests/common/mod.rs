@@ -10,6 +10,7 @@ pub mod podman;
 use std::{
     io::Read,
     process::{Command, Output, Stdio},
+    sync::OnceLock,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -55,6 +56,8 @@ pub fn output_within(
     what: &str,
     diagnose: impl FnOnce() -> String,
 ) -> Output {
+    let started = Instant::now();
+    trace(&format!("start {what}"));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -72,6 +75,7 @@ pub fn output_within(
             break status;
         }
         if Instant::now() > deadline {
+            KILLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             late = Some(diagnose());
             let _ = child.kill();
             break child.wait().expect("waiting for a killed child");
@@ -79,14 +83,20 @@ pub fn output_within(
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut stderr = err.join().unwrap_or_default();
+    trace(&format!(
+        "done  {what}: {} in {:.1} s",
+        status,
+        started.elapsed().as_secs_f64()
+    ));
     if let Some(diagnosis) = late {
-        stderr.extend_from_slice(
-            format!(
-                "\n`{what}` did not finish within {} s and was killed\n{diagnosis}",
-                wait.as_secs()
-            )
-            .as_bytes(),
+        let told = format!(
+            "`{what}` did not finish within {} s and was killed\n{diagnosis}",
+            wait.as_secs()
         );
+        // Now, not only in the caller's report: a caller that goes on to
+        // the next call may itself be stopped before it reports.
+        eprintln!("{told}");
+        stderr.extend_from_slice(format!("\n{told}").as_bytes());
     }
     Output {
         status,
@@ -120,4 +130,76 @@ pub fn processes(names: &[&str]) -> String {
         .map(|(_, l)| l)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// How many commands [`output_within`] has killed for overrunning.
+static KILLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many commands this process has killed for not finishing in time.
+pub fn killed_calls() -> usize {
+    KILLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether commands run through [`output_within`] are traced on stderr:
+/// in the VM (where a run is long and a hang must show where it is), or
+/// with MVNET_TRACE set.
+pub fn tracing() -> bool {
+    std::env::var_os("MVNET_IN_VM").is_some() || std::env::var_os("MVNET_TRACE").is_some()
+}
+
+/// When this process first traced (or asked for the time).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Prints `[+SECONDS] line` on stderr when [`tracing`].
+pub fn trace(line: &str) {
+    if tracing() {
+        eprintln!("[+{:.1}s] {line}", epoch().elapsed().as_secs_f64());
+    }
+}
+
+/// What the kernel says about a machine that stopped making progress:
+/// every process's state and wait channel, the kernel stacks of the tasks
+/// in uninterruptible sleep, and the end of the kernel log (where the
+/// hung-task detector reports).
+pub fn kernel_diagnosis() -> String {
+    let ps = Command::new("ps")
+        .args(["-eo", "pid,ppid,stat,etimes,time,wchan:32,args"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // Command lines cut at 160 characters: enough to tell the processes
+    // apart, without every environment-laden command line in full.
+    let ps: String = ps
+        .lines()
+        .map(|l| format!("{}\n", l.chars().take(160).collect::<String>()))
+        .collect();
+    let mut blocked = String::new();
+    for line in ps.lines().skip(1) {
+        let mut f = line.split_whitespace();
+        let (Some(pid), Some(_), Some(stat)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if stat.starts_with('D') {
+            let stack = std::fs::read_to_string(format!("/proc/{pid}/stack"))
+                .unwrap_or_else(|e| format!("(no stack: {e})\n"));
+            blocked += &format!("{line}\n{stack}");
+        }
+    }
+    if blocked.is_empty() {
+        blocked = "(none)\n".into();
+    }
+    let dmesg = Command::new("dmesg")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let tail: Vec<&str> = dmesg.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!(
+        "every process:\n{ps}\ntasks in uninterruptible sleep and their kernel stacks:\n{blocked}\
+         the end of the kernel log:\n{}",
+        tail.join("\n")
+    )
 }

@@ -253,7 +253,18 @@ fn sh_quote(s: impl AsRef<OsStr>) -> String {
 /// whatever the other gave, then a check that they removed their
 /// namespaces (they would vanish with the VM and hide the leak otherwise).
 fn vm_script(exe: &Path, parity: Option<&Path>, mvnet: &Path, args: &[String]) -> String {
-    let env = format!("env MVNET_IN_VM=1 MVNET_BIN={}", sh_quote(mvnet));
+    let mut env = format!("env MVNET_IN_VM=1 MVNET_BIN={}", sh_quote(mvnet));
+    // The guest does not inherit our environment: pass on the parity
+    // suite's knobs when they are set.
+    for var in [
+        "MVNET_PARITY_BUDGET",
+        "MVNET_PARITY_FREEZE_DOCKERD",
+        "PARITY_VERBOSE",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            env += &format!(" {var}={}", sh_quote(v));
+        }
+    }
     let mut run = format!("{env} {} --test-threads=1", sh_quote(exe));
     let mut suite = parity
         .map(|p| format!("{env} {}", sh_quote(p)))
