@@ -181,11 +181,16 @@ fn row_order<'a>(screen: &str, names: &'a [String]) -> Vec<&'a str> {
 }
 
 /// `argv` in a shell that then reports its exit status and the terminal's
-/// modes, and stays.
+/// modes, ended by a line `modes-end`, and stays.
 fn wrapped(argv: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = ["sh", "-c", "\"$@\"; echo exit=$?; stty -a; sleep 60", "sh"]
-        .map(String::from)
-        .into();
+    let mut out: Vec<String> = [
+        "sh",
+        "-c",
+        "\"$@\"; echo exit=$?; stty -a; echo modes-end; sleep 60",
+        "sh",
+    ]
+    .map(String::from)
+    .into();
     out.extend(argv);
     out
 }
@@ -194,8 +199,10 @@ fn wrapped(argv: Vec<String>) -> Vec<String> {
 /// `how`, and checks it exited 0 and gave the terminal back: main screen,
 /// cursor shown, cooked mode.
 fn assert_restored(tmux: &Tmux, target: &str, how: &str) {
+    // Until the end marker: `stty -a` writes its lines one by one, and a
+    // screen caught between them lacks the modes checked below.
     let screen = tmux.wait_for(target, &format!("mvnet top to exit on {how}"), |s| {
-        s.contains("exit=") && s.contains("speed")
+        s.contains("exit=") && s.contains("modes-end")
     });
     assert!(screen.contains("exit=0"), "{how}: {screen}");
     assert!(
