@@ -187,14 +187,10 @@ impl Dockerd {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
-                    "dockerd did not answer within {} s; the end of its log ({}):\n{}",
+                    "dockerd did not answer within {} s; {}",
                     wait.as_secs(),
-                    self.dir.join("dockerd.log").display(),
-                    tail.join("\n")
+                    Self::log_tail(&self.log_path(), 25)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -204,6 +200,23 @@ impl Dockerd {
     /// dockerd's (and in the VM containerd's) log.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("dockerd.log")
+    }
+
+    /// The last `n` lines of the log at `log`, under a line naming it.
+    pub fn log_tail(log: &Path, n: usize) -> String {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        format!(
+            "the end of {}:\n{}",
+            log.display(),
+            crate::common::tail(&text, n)
+        )
+    }
+
+    /// dockerd's pid, from its pid file.
+    fn pid(&self) -> Option<libc::pid_t> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
     }
 
     /// The engine's socket, as `DOCKER_HOST` / `--docker-host` take it.
@@ -220,10 +233,7 @@ impl Dockerd {
 
     /// SIGTERM to dockerd, SIGKILL after 15 s; returns when it is gone.
     fn stop(&self) {
-        let Some(pid) = std::fs::read_to_string(&self.pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
+        let Some(pid) = self.pid() else {
             return;
         };
         // dockerd removes its containers' links and namespaces on a clean
@@ -273,10 +283,7 @@ impl Dockerd {
     /// SIGSTOP to dockerd: from now on it answers nothing, as a stuck
     /// engine (to exercise [`Dockerd::recover`]).
     pub fn freeze(&self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
+        if let Some(pid) = self.pid() {
             // SAFETY: signals this engine's dockerd, by its own pid file.
             unsafe { libc::kill(pid, libc::SIGSTOP) };
         }
@@ -354,35 +361,18 @@ impl Dockerd {
     /// What the engine was doing: the end of dockerd's (and containerd's)
     /// log and the state of every docker/containerd/runc process.
     fn diagnose(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        let ps = Command::new("ps")
-            .args(["-eo", "pid,ppid,stat,etimes,time,wchan:32,args"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let ps: Vec<&str> = ps
-            .lines()
-            .enumerate()
-            .filter(|(i, l)| {
-                *i == 0
-                    || ["docker", "containerd", "runc"]
-                        .iter()
-                        .any(|n| l.contains(n))
-            })
-            .map(|(_, l)| l)
-            .collect();
-        let mut told = format!(
-            "the end of {}:\n{}\nprocesses:\n{}",
-            self.dir.join("dockerd.log").display(),
-            tail.join("\n"),
-            ps.join("\n")
-        );
-        if crate::common::tracing() {
-            told += &format!("\n{}", crate::common::kernel_diagnosis());
-        }
-        told
+        let log = Self::log_tail(&self.log_path(), 30);
+        // In the VM every process and the kernel's view; on the host the
+        // engine's own processes.
+        let processes = if crate::common::tracing() {
+            crate::common::kernel_diagnosis()
+        } else {
+            format!(
+                "processes:\n{}",
+                crate::common::processes(&["docker", "containerd", "runc"])
+            )
+        };
+        format!("{log}\n{processes}")
     }
 
     /// `docker import` of a root with busybox and its applets.

@@ -116,20 +116,31 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> JoinHandle<Vec<u8>> {
     })
 }
 
-/// The header and the lines of `ps` whose command line contains one of
-/// `names`, with each process's state, run time and kernel wait channel.
-pub fn processes(names: &[&str]) -> String {
-    let ps = Command::new("ps")
+/// `ps`'s listing of every process: pid, parent, state, run time, CPU
+/// time, kernel wait channel and command line, with its header.
+fn ps() -> String {
+    Command::new("ps")
         .args(["-eo", "pid,ppid,stat,etimes,time,wchan:32,args"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    ps.lines()
+        .unwrap_or_default()
+}
+
+/// The header and the lines of `ps` whose command line contains one of
+/// `names`, with each process's state, run time and kernel wait channel.
+pub fn processes(names: &[&str]) -> String {
+    ps().lines()
         .enumerate()
         .filter(|(i, l)| *i == 0 || names.iter().any(|n| l.contains(n)))
         .map(|(_, l)| l)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// How many commands [`output_within`] has killed for overrunning.
@@ -165,11 +176,7 @@ pub fn trace(line: &str) {
 /// in uninterruptible sleep, and the end of the kernel log (where the
 /// hung-task detector reports).
 pub fn kernel_diagnosis() -> String {
-    let ps = Command::new("ps")
-        .args(["-eo", "pid,ppid,stat,etimes,time,wchan:32,args"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let ps = ps();
     // Command lines cut at 160 characters: enough to tell the processes
     // apart, without every environment-laden command line in full.
     let ps: String = ps
@@ -195,11 +202,9 @@ pub fn kernel_diagnosis() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let tail: Vec<&str> = dmesg.lines().rev().take(60).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
     format!(
         "every process:\n{ps}\ntasks in uninterruptible sleep and their kernel stacks:\n{blocked}\
          the end of the kernel log:\n{}",
-        tail.join("\n")
+        tail(&dmesg, 60)
     )
 }

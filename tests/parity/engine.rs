@@ -290,12 +290,12 @@ impl Engine {
         }
     }
 
-    /// Removes the scenario's containers and networks (whatever exists).
     /// Whether this is Docker and a call to it had to be killed.
     pub fn is_stuck(&self) -> bool {
         matches!(&self.kind, Kind::Docker(d) if d.is_stuck())
     }
 
+    /// Removes the scenario's containers and networks (whatever exists).
     pub fn cleanup(&self, containers: &[&str], networks: &[&str]) {
         for c in containers {
             let _ = self.cmd(&["container", "rm", "-f", &format!("%{c}")]);

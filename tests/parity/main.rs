@@ -203,13 +203,8 @@ fn watchdog(budget: std::time::Duration) {
         let log = DOCKER_LOG
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|p| {
-                let log = std::fs::read_to_string(p).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("the end of {}:\n{}\n", p.display(), tail.join("\n"))
-            })
+            .as_deref()
+            .map(|p| format!("{}\n", Dockerd::log_tail(p, 40)))
             .unwrap_or_default();
         eprintln!(
             "parity suite: still running after {} s (MVNET_PARITY_BUDGET); stopping it.\n{log}{}",
