@@ -48,7 +48,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Pinned by every mvnet; ENDPOINT_INDEX and the maps after it, added
-/// later, are optional (see `PinnedMaps::open`).
+/// later, are optional (see `PinnedMaps::load`).
 const MAPS: [&str; 11] = [
     map_names::ENDPOINTS,
     map_names::ENDPOINT_STATS,
@@ -388,9 +388,15 @@ pub fn clean_stale() -> Vec<PathBuf> {
     removed
 }
 
-/// The pinned maps of an attached classifier.
+/// The pinned maps of an attached classifier, each opened from its pin
+/// the first time it is used: a command that adds one endpoint needs 5 of
+/// the 11, a CNI ADD opened all of them 4 times (an object get, an info
+/// query and a close each), and a stats read needs the counters alone.
 pub struct PinnedMaps {
-    maps: Vec<(&'static str, Map)>,
+    dir: PathBuf,
+    /// Per name of [`MAPS`], in that order: `None` inside for an optional
+    /// map this classifier was pinned without.
+    maps: [std::sync::OnceLock<Option<Map>>; MAPS.len()],
     /// The direct index, mapped on first use and kept.
     index: std::sync::OnceLock<Option<super::direct::DirectIndex>>,
     /// ENDPOINT_STATS mapped for zeroing new slots, on first use.
@@ -398,35 +404,48 @@ pub struct PinnedMaps {
 }
 
 impl PinnedMaps {
+    /// The classifier pinned in `dir`: its ENDPOINTS map opened now (an
+    /// error if there is none), the others when used.
     pub fn open(dir: &Path) -> Result<PinnedMaps, DatapathError> {
-        let mut maps = Vec::new();
-        for name in MAPS {
-            let path = dir.join(name);
-            // A classifier pinned by an mvnet before the direct index has no
-            // ENDPOINT_INDEX; it keeps working from the hash alone. One
-            // pinned before ENDPOINT_MISMATCH does not count mismatches per
-            // endpoint (verify then explains less).
-            if OPTIONAL.contains(&name) && !path.exists() {
-                continue;
-            }
-            let data =
-                MapData::from_pin(path).map_err(|source| DatapathError::Map { name, source })?;
-            let map =
-                Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
-            maps.push((name, map));
-        }
-        Ok(PinnedMaps {
-            maps,
+        let maps = PinnedMaps {
+            dir: dir.to_owned(),
+            maps: Default::default(),
             index: std::sync::OnceLock::new(),
             striped: std::sync::OnceLock::new(),
-        })
+        };
+        maps.get(map_names::ENDPOINTS)?;
+        Ok(maps)
+    }
+
+    /// Opens map `name` from its pin. A classifier pinned by an mvnet
+    /// before the direct index has no ENDPOINT_INDEX; it keeps working from
+    /// the hash alone. One pinned before ENDPOINT_MISMATCH does not count
+    /// mismatches per endpoint (verify then explains less): `None`.
+    fn load(&self, name: &'static str) -> Result<Option<Map>, DatapathError> {
+        let path = self.dir.join(name);
+        if OPTIONAL.contains(&name) && !path.exists() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(path).map_err(|source| DatapathError::Map { name, source })?;
+        let map = Map::from_map_data(data).map_err(|source| DatapathError::Map { name, source })?;
+        Ok(Some(map))
+    }
+
+    /// The position of `name` in [`MAPS`].
+    fn position(name: &'static str) -> Result<usize, DatapathError> {
+        MAPS.iter()
+            .position(|n| *n == name)
+            .ok_or(DatapathError::MissingMap(name))
     }
 
     fn get(&self, name: &'static str) -> Result<&Map, DatapathError> {
-        self.maps
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
+        let cell = &self.maps[Self::position(name)?];
+        if cell.get().is_none() {
+            let map = self.load(name)?;
+            let _ = cell.set(map);
+        }
+        cell.get()
+            .and_then(Option::as_ref)
             .ok_or(DatapathError::MissingMap(name))
     }
 
@@ -498,10 +517,14 @@ impl PinnedMaps {
     }
 
     fn get_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
-        self.maps
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
+        let at = Self::position(name)?;
+        if self.maps[at].get().is_none() {
+            let map = self.load(name)?;
+            let _ = self.maps[at].set(map);
+        }
+        self.maps[at]
+            .get_mut()
+            .and_then(Option::as_mut)
             .ok_or(DatapathError::MissingMap(name))
     }
 
