@@ -224,6 +224,16 @@ impl<T> Pending<'_, T> {
     }
 }
 
+/// [`run`] on the calling thread, which a [`crate::netns::spawn_in`] of
+/// `ns` started: one thread inside `ns` for several calls.
+pub fn run_inside<T, F, Fut>(ns: &NetNs, f: F) -> Result<T>
+where
+    F: FnOnce(Netlink) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    run_here(netns::inode(ns.path()), f)
+}
+
 /// Runs `f` on the calling thread with the connection of its namespace
 /// (inode `inode`).
 fn run_here<T, F, Fut>(inode: Option<u64>, f: F) -> Result<T>
