@@ -182,7 +182,6 @@ fn choose_mac(parent: &netlink::Link, mode: MacvlanMode) -> CniResult<Mac> {
 /// `datapath::devices`).
 fn plumb(
     sandbox: &mut SandboxThread<'_>,
-    ns: &NetNs,
     parent: u32,
     mode: MacvlanMode,
     mac: Mac,
@@ -191,6 +190,7 @@ fn plumb(
     registration: Option<DeviceRegistration>,
 ) -> CniResult<()> {
     let tmp = format!("mvc{}", std::process::id());
+    let ns = sandbox.ns;
     let target = ns.clone();
     let indexes: Vec<Option<u32>> = match &registration {
         Some(r) if r.chooses_ifindex() => r.ifindex_candidates().map(Some).collect(),
@@ -284,6 +284,7 @@ struct SandboxThread<'scope> {
     done: mpsc::Receiver<netlink::Result<()>>,
     /// Joined when it ends before its time, for the reason.
     thread: Option<crate::netns::Spawned<'scope, ()>>,
+    ns: &'scope NetNs,
 }
 
 impl<'scope> SandboxThread<'scope> {
@@ -318,6 +319,7 @@ impl<'scope> SandboxThread<'scope> {
             jobs,
             done,
             thread: Some(thread),
+            ns,
         })
     }
 
@@ -396,18 +398,12 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
             conf,
             env,
             &mut SandboxThread::start(scope, &ns, &env.ifname)?,
-            &ns,
         )
     })
 }
 
 /// [`add`] with its thread in the sandbox.
-fn add_with(
-    conf: &NetConf,
-    env: &Env,
-    sandbox: &mut SandboxThread<'_>,
-    ns: &NetNs,
-) -> CniResult<Value> {
+fn add_with(conf: &NetConf, env: &Env, sandbox: &mut SandboxThread<'_>) -> CniResult<Value> {
     let (master, mode, ipam) = standalone(conf);
     if sandbox.taken().map_err(io)? {
         return Err(CniError::new(
@@ -456,9 +452,8 @@ fn add_with(
     )
     .map_err(release)?;
     let registration = device_registration(&ctl, conf, env).map_err(release);
-    let plumbed = registration.and_then(|r| {
-        plumb(sandbox, ns, parent.index, mode, mac, &env.ifname, &a, r).map_err(release)
-    });
+    let plumbed = registration
+        .and_then(|r| plumb(sandbox, parent.index, mode, mac, &env.ifname, &a, r).map_err(release));
     if let Err(e) = plumbed {
         let _ = ctl.forget_endpoint(&env.container_id, &chained::network_id(&conf.name));
         return Err(e);
