@@ -232,9 +232,8 @@ fn plumb(
     let ifname = ifname.to_owned();
     let ips: Vec<_> = a.ips.iter().map(|(a, p, _)| (*a, *p)).collect();
     let gws = a.default_gateways.clone();
-    let ns = ns.clone();
     let job = move || {
-        netlink::run_inside(&ns, move |nl| async move {
+        netlink::run_inside(ns, move |nl| async move {
             let link = nl.require_link(&made).await?;
             let result: netlink::Result<()> = async {
                 if made != ifname {

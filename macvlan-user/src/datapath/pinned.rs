@@ -517,12 +517,9 @@ impl PinnedMaps {
     }
 
     fn get_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
-        let at = Self::position(name)?;
-        if self.maps[at].get().is_none() {
-            let map = self.load(name)?;
-            let _ = self.maps[at].set(map);
-        }
-        self.maps[at]
+        // Opened (or found absent) by `get` first.
+        self.get(name)?;
+        self.maps[Self::position(name)?]
             .get_mut()
             .and_then(Option::as_mut)
             .ok_or(DatapathError::MissingMap(name))
