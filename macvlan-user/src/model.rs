@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::ipam::Pool;
 
 mod containers;
-pub use containers::{Containers, Head, HeadEndpoint};
+pub use containers::{Containers, Head, HeadEndpoint, Saved};
+pub(crate) use containers::{HeadIn, Text};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {

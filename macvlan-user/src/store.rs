@@ -15,8 +15,8 @@
 //! starts a new journal.
 //!
 //! Reading does not grow with the containers either, as far as JSON
-//! allows: the state file's containers are kept as their JSON text and
-//! parsed when a command reads them ([`crate::model::Containers`]), and
+//! allows: the state file's containers are kept as their JSON text (slices
+//! of the file as read, not copies) and parsed when a command reads them ([`crate::model::Containers`]), and
 //! what a command needs of the others (names, endpoint ids, MACs) is in the
 //! file's `index`. A save finds what changed by comparing each container's
 //! JSON pointer with the one it was read from, and writes an unchanged
@@ -31,7 +31,7 @@ use std::{
     fs::File,
     io,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -40,7 +40,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::{
-    model::{Containers, Head, Intent, Network, State},
+    model::{Containers, Head, HeadIn, Intent, Network, Saved, State, Text},
     state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
 };
@@ -303,16 +303,53 @@ struct StateFileOut<'a> {
     pending: &'a Vec<Intent>,
 }
 
-/// The state file as read: each container's JSON, unparsed; no index in
-/// an older mvnet's.
+/// The state file as read: each container's JSON, unparsed, and the index,
+/// both borrowed from the file's text; no index in an older mvnet's.
 #[derive(Deserialize)]
-struct StateFileIn {
+struct StateFileIn<'a> {
     networks: BTreeMap<String, Network>,
-    containers: BTreeMap<String, Box<RawValue>>,
-    #[serde(default)]
-    index: Option<BTreeMap<String, Head>>,
+    #[serde(borrow, deserialize_with = "entries")]
+    containers: Vec<Entry<'a, &'a RawValue>>,
+    #[serde(default, borrow, deserialize_with = "some_entries")]
+    index: Option<Vec<Entry<'a, HeadIn<'a>>>>,
     #[serde(default)]
     pending: Vec<Intent>,
+}
+
+/// One entry of a JSON object read as a list (in the order written, which
+/// is by id: the containers and their heads are matched in one walk).
+struct Entry<'a, V>(Text<'a>, V);
+
+/// Reads an object as the list of its entries.
+fn entries<'de, V: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Entry<'de, V>>, D::Error> {
+    struct Visitor<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+        type Value = Vec<Entry<'de, V>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some((k, v)) = map.next_entry::<Text<'de>, V>()? {
+                out.push(Entry(k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor(std::marker::PhantomData))
+}
+
+fn some_entries<'de, V: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Entry<'de, V>>>, D::Error> {
+    entries(d).map(Some)
 }
 
 /// The state as read.
@@ -332,10 +369,14 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let base = dir.read_stat(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
-        let (mut state, indexed) = match &base {
-            Some((bytes, _)) => parse_state_file(dir, bytes)?,
-            None => (State::default(), true),
+        let read = dir.read_stat(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
+        // `base`: the state file's inode and size, which a journal names.
+        let (mut state, indexed, base) = match read {
+            Some((bytes, st)) => {
+                let (state, indexed) = parse_state_file(dir, bytes)?;
+                (state, indexed, Some(st))
+            }
+            None => (State::default(), true, None),
         };
         let Some(bytes) = dir.read(JOURNAL_FILE)? else {
             return Ok(Loaded {
@@ -348,7 +389,7 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
             reason,
         };
         let parsed = journal::parse(&bytes).map_err(corrupt)?;
-        let goes_with = base.as_ref().is_some_and(|(_, st)| {
+        let goes_with = base.as_ref().is_some_and(|st| {
             st.ino == parsed.header.base_inode && st.size == parsed.header.base_size
         });
         if !goes_with {
@@ -358,7 +399,7 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
             // (the state file holds everything the journal had).
             let now = dir.stat(STATE_FILE)?;
             let replaced = match (&base, now) {
-                (Some((_, then)), Some(now)) => then.ino != now.ino,
+                (Some(then), Some(now)) => then.ino != now.ino,
                 (None, Some(_)) => true,
                 (_, None) => false,
             };
@@ -384,20 +425,32 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
 }
 
 /// Parses the state file; says whether it has an index.
-fn parse_state_file(dir: &StateDir, bytes: &[u8]) -> Result<(State, bool), StoreError> {
+fn parse_state_file(dir: &StateDir, bytes: Vec<u8>) -> Result<(State, bool), StoreError> {
     let path = || dir.path().join(STATE_FILE);
-    let file: StateFileIn =
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
-            path: path(),
-            source,
-        })?;
+    let text = String::from_utf8(bytes).map_err(|e| StoreError::CorruptRecord {
+        path: path(),
+        reason: format!("it is not UTF-8 text: {e}"),
+    })?;
+    // Shared by the containers' records, which are slices of it.
+    let text = Arc::new(text);
+    let file: StateFileIn = serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+        path: path(),
+        source,
+    })?;
     let indexed = file.index.is_some();
-    let containers = Containers::from_saved(file.containers, file.index).map_err(|reason| {
-        StoreError::CorruptRecord {
+    let records = file
+        .containers
+        .into_iter()
+        .map(|Entry(id, raw)| (id.0.into_owned(), Saved::within(&text, raw.get())));
+    let index = file.index.map(|i| {
+        i.into_iter()
+            .map(|Entry(id, head)| (id.0.into_owned(), head.kept(&text)))
+    });
+    let containers =
+        Containers::from_saved(records, index).map_err(|reason| StoreError::CorruptRecord {
             path: path(),
             reason,
-        }
-    })?;
+        })?;
     let state = State {
         networks: file.networks,
         containers,
@@ -583,6 +636,64 @@ mod tests {
         fs::write(s.0.join(LOCK_FILE), "1\n").unwrap();
         let (_store, _) = writer(&s.0);
         assert_eq!(fs::read_to_string(s.0.join(LOCK_FILE)).unwrap(), want);
+    }
+
+    #[test]
+    fn a_read_copies_no_container_and_reads_escaped_strings() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        run(&mut state, "n1", "c0");
+        run(&mut state, "n1", "c1");
+        // Strings the index cannot borrow from the file (escapes).
+        let odd = state.containers.get_mut("c1").unwrap();
+        odd.name = "c-\"one\"\t".into();
+        odd.netns = "/run/netns/é\\x".into();
+        // The first save writes the state file whole, with its index.
+        store.save(&state).unwrap();
+        drop(store);
+        let read = peek(&s.0).unwrap();
+        let (a, b) = (
+            read.containers.saved("c0").unwrap(),
+            read.containers.saved("c1").unwrap(),
+        );
+        assert!(a.shares_text(b), "both slices of the state file as read");
+        assert_eq!(read.containers.id_by_name("c-\"one\"\t"), Some("c1"));
+        assert_eq!(
+            read.containers.id_by_netns(Path::new("/run/netns/é\\x")),
+            Some("c1")
+        );
+        assert_eq!(read.containers.parsed(), 0, "found by the index alone");
+        assert_eq!(json(&read), json(&state));
+    }
+
+    #[test]
+    fn a_network_changed_besides_its_addresses_is_saved_whole() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        store.save(&state).unwrap();
+        run(&mut state, "n1", "c0");
+        store.save(&state).unwrap();
+        run(&mut state, "n1", "c1");
+        let n1 = state.networks.get_mut("n1").unwrap();
+        n1.labels.insert("tier".into(), "db".into());
+        store.save(&state).unwrap();
+        let journal = String::from_utf8(s.journal()).unwrap();
+        let lines: Vec<&str> = journal.lines().collect();
+        assert_eq!(lines.len(), 3, "{journal}");
+        // Addresses alone: recorded as the address handed out.
+        assert!(!lines[1].contains("\"networks\""), "{}", lines[1]);
+        assert!(
+            lines[1].contains("\"allocated\":[\"10.9.0.2\"]"),
+            "{}",
+            lines[1]
+        );
+        // A label too: the network whole, with its pools.
+        assert!(lines[2].contains("\"networks\""), "{}", lines[2]);
+        assert!(lines[2].contains("\"tier\":\"db\""), "{}", lines[2]);
+        drop(store);
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
     }
 
     #[test]

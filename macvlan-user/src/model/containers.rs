@@ -9,8 +9,10 @@
 //! A container keeps the saved JSON it was read from (shared with the
 //! store's record of what is on disk) until it is borrowed mutably, so
 //! that a save finds what changed by comparing pointers, not containers.
+//! That JSON is a slice of the state file as read ([`Saved`]): reading
+//! the state copies no container.
 use std::{
-    borrow::Borrow,
+    borrow::{Borrow, Cow},
     collections::BTreeMap,
     ops::Index,
     path::{Path, PathBuf},
@@ -21,6 +23,55 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::{Container, Mac};
+
+/// A container's JSON as read or last saved: a slice of a shared text (the
+/// state file as read, or the container's own serialisation). Two are the
+/// same save when they are the same slice of the same text.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    text: Arc<String>,
+    start: usize,
+    end: usize,
+}
+
+impl Saved {
+    /// A container's own JSON text.
+    pub fn own(json: String) -> Saved {
+        Saved {
+            start: 0,
+            end: json.len(),
+            text: Arc::new(json),
+        }
+    }
+
+    /// `json`, which is a slice of `text`.
+    pub fn within(text: &Arc<String>, json: &str) -> Saved {
+        let start = (json.as_ptr() as usize)
+            .checked_sub(text.as_ptr() as usize)
+            .filter(|s| s + json.len() <= text.len())
+            .expect("a slice of the text it is said to be within");
+        Saved {
+            text: text.clone(),
+            start,
+            end: start + json.len(),
+        }
+    }
+
+    pub fn get(&self) -> &str {
+        &self.text[self.start..self.end]
+    }
+
+    /// Whether both are slices of one text (tests: a read copies none).
+    #[cfg(test)]
+    pub(crate) fn shares_text(&self, other: &Saved) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
+    }
+
+    /// Whether both are the same save (not merely equal text).
+    pub fn same(&self, other: &Saved) -> bool {
+        Arc::ptr_eq(&self.text, &other.text) && self.start == other.start
+    }
+}
 
 /// What finding a container by name, endpoint or MAC needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,14 +109,216 @@ impl Head {
     }
 }
 
+/// A string of the state file as read: borrowed from its text unless it
+/// holds an escape.
+pub(crate) struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A [`Head`] as the state file's index holds it, read without a copy of
+/// each string first.
+#[derive(Deserialize)]
+pub(crate) struct HeadIn<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    netns: Text<'a>,
+    #[serde(default, borrow)]
+    endpoints: Vec<HeadEndpointIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct HeadEndpointIn<'a> {
+    #[serde(borrow)]
+    network: Text<'a>,
+    #[serde(borrow)]
+    id: Text<'a>,
+    mac: Mac,
+}
+
+impl HeadIn<'_> {
+    /// The head as kept: slices of `text` (the state file as read, which
+    /// `self` was read from) unless a string of it held an escape.
+    pub(crate) fn kept(self, text: &Arc<String>) -> Kept {
+        let span = |t: &Text| match &t.0 {
+            Cow::Borrowed(s) => Some(Span::within(text, s)),
+            Cow::Owned(_) => None,
+        };
+        let spans = (|| {
+            let mut endpoints = Vec::new();
+            for e in &self.endpoints {
+                endpoints.push(EndpointSpans {
+                    network: span(&e.network)?,
+                    id: span(&e.id)?,
+                    mac: e.mac,
+                });
+            }
+            Some(Spans {
+                name: span(&self.name)?,
+                netns: span(&self.netns)?,
+                endpoints: endpoints.into_boxed_slice(),
+            })
+        })();
+        match spans {
+            Some(spans) => Kept::In(text.clone(), spans),
+            None => Kept::Own(Head::from(self)),
+        }
+    }
+}
+
+impl From<HeadIn<'_>> for Head {
+    fn from(h: HeadIn<'_>) -> Head {
+        Head {
+            name: h.name.0.into_owned(),
+            netns: PathBuf::from(h.netns.0.into_owned()),
+            endpoints: h
+                .endpoints
+                .into_iter()
+                .map(|e| HeadEndpoint {
+                    network: e.network.0.into_owned(),
+                    id: e.id.0.into_owned(),
+                    mac: e.mac,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a string of a [`Kept`] head is in its text.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Where `s`, a slice of `text`, is in it.
+    fn within(text: &str, s: &str) -> Span {
+        let start = (s.as_ptr() as usize)
+            .checked_sub(text.as_ptr() as usize)
+            .filter(|start| start + s.len() <= text.len())
+            .expect("a slice of the text it is said to be within");
+        // The state file is at most `MAX_FILE_SIZE` (< 4 GiB).
+        Span {
+            start: start as u32,
+            end: (start + s.len()) as u32,
+        }
+    }
+
+    fn of(self, text: &str) -> &str {
+        &text[self.start as usize..self.end as usize]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Spans {
+    name: Span,
+    netns: Span,
+    /// Empty: no allocation; one (the usual): one.
+    endpoints: Box<[EndpointSpans]>,
+}
+
+#[derive(Clone, Debug)]
+struct EndpointSpans {
+    network: Span,
+    id: Span,
+    mac: Mac,
+}
+
+/// A container's head as a [`Slot`] keeps it: its own, or slices of the
+/// state file's text as read (its index), so that reading the index makes
+/// no string of it.
+#[derive(Clone, Debug)]
+pub(crate) enum Kept {
+    Own(Head),
+    In(Arc<String>, Spans),
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept::Own(Head::default())
+    }
+}
+
+impl Kept {
+    fn name(&self) -> &str {
+        match self {
+            Kept::Own(h) => &h.name,
+            Kept::In(text, s) => s.name.of(text),
+        }
+    }
+
+    fn netns(&self) -> &Path {
+        match self {
+            Kept::Own(h) => &h.netns,
+            Kept::In(text, s) => Path::new(s.netns.of(text)),
+        }
+    }
+
+    /// Whether `f` holds for one of its endpoints (network id, endpoint
+    /// id, MAC).
+    fn any_endpoint(&self, mut f: impl FnMut(&str, &str, Mac) -> bool) -> bool {
+        match self {
+            Kept::Own(h) => h.endpoints.iter().any(|e| f(&e.network, &e.id, e.mac)),
+            Kept::In(text, s) => s
+                .endpoints
+                .iter()
+                .any(|e| f(e.network.of(text), e.id.of(text), e.mac)),
+        }
+    }
+
+    fn to_head(&self) -> Head {
+        match self {
+            Kept::Own(h) => h.clone(),
+            Kept::In(text, s) => Head {
+                name: s.name.of(text).to_owned(),
+                netns: PathBuf::from(s.netns.of(text)),
+                endpoints: s
+                    .endpoints
+                    .iter()
+                    .map(|e| HeadEndpoint {
+                        network: e.network.of(text).to_owned(),
+                        id: e.id.of(text).to_owned(),
+                        mac: e.mac,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// One container: its saved JSON and head, parsed on first read.
 #[derive(Clone, Debug)]
 struct Slot {
     /// The JSON it was read from or last saved as, while nothing can have
     /// changed it (set by a save through a shared borrow).
-    saved: OnceLock<Arc<RawValue>>,
+    saved: OnceLock<Saved>,
     /// Read from the index; what [`Slot::container`] says once parsed.
-    head: Head,
+    head: Kept,
     parsed: OnceLock<Container>,
 }
 
@@ -73,7 +326,7 @@ impl Slot {
     fn new(c: Container) -> Slot {
         Slot {
             saved: OnceLock::new(),
-            head: Head::default(),
+            head: Kept::default(),
             parsed: OnceLock::from(c),
         }
     }
@@ -90,7 +343,7 @@ impl Slot {
                 panic!(
                     "the saved record of container {} is not one ({e}); move the state \
                      directory's state.json and state.journal away to start afresh",
-                    self.head.name
+                    self.head.name()
                 )
             })
         })
@@ -110,14 +363,14 @@ impl Slot {
     fn name(&self) -> &str {
         match self.parsed.get() {
             Some(c) => &c.name,
-            None => &self.head.name,
+            None => self.head.name(),
         }
     }
 
     fn netns(&self) -> &Path {
         match self.parsed.get() {
             Some(c) => &c.netns,
-            None => &self.head.netns,
+            None => self.head.netns(),
         }
     }
 
@@ -126,24 +379,16 @@ impl Slot {
     fn on_network(&self, network: &str) -> bool {
         match self.parsed.get() {
             Some(c) => c.endpoints.contains_key(network),
-            None => self.head.endpoints.iter().any(|e| e.network == network),
+            None => self.head.any_endpoint(|n, _, _| n == network),
         }
     }
 
-    /// (network id, endpoint id, MAC) of each endpoint.
-    fn endpoints(&self) -> Vec<(&str, &str, Mac)> {
+    /// Whether `f` holds for one of its endpoints (network id, endpoint
+    /// id, MAC).
+    fn any_endpoint(&self, mut f: impl FnMut(&str, &str, Mac) -> bool) -> bool {
         match self.parsed.get() {
-            Some(c) => c
-                .endpoints
-                .iter()
-                .map(|(n, ep)| (n.as_str(), ep.id.as_str(), ep.mac))
-                .collect(),
-            None => self
-                .head
-                .endpoints
-                .iter()
-                .map(|e| (e.network.as_str(), e.id.as_str(), e.mac))
-                .collect(),
+            Some(c) => c.endpoints.iter().any(|(n, ep)| f(n, &ep.id, ep.mac)),
+            None => self.head.any_endpoint(f),
         }
     }
 }
@@ -239,7 +484,7 @@ impl Containers {
     pub fn mac_holder(&self, network: &str, mac: Mac) -> Option<&str> {
         self.map
             .values()
-            .find(|s| s.endpoints().iter().any(|e| e.0 == network && e.2 == mac))
+            .find(|s| s.any_endpoint(|n, _, m| n == network && m == mac))
             .map(Slot::name)
     }
 
@@ -260,7 +505,7 @@ impl Containers {
     pub fn holder_of_endpoint(&self, endpoint_id: &str) -> Option<&str> {
         self.map
             .iter()
-            .find(|(_, s)| s.endpoints().iter().any(|e| e.1 == endpoint_id))
+            .find(|(_, s)| s.any_endpoint(|_, id, _| id == endpoint_id))
             .map(|(id, _)| id.as_str())
     }
 
@@ -268,13 +513,13 @@ impl Containers {
     /// heads (`None` in a state file of an older mvnet: every container is
     /// parsed for its head).
     pub(crate) fn from_saved(
-        records: BTreeMap<String, Box<RawValue>>,
-        index: Option<BTreeMap<String, Head>>,
+        records: impl IntoIterator<Item = (String, Saved)>,
+        index: Option<impl IntoIterator<Item = (String, Kept)>>,
     ) -> Result<Containers, String> {
         // Both sorted by id: one walk over the two, and the map built in
         // bulk.
         let mut heads = index.map(|i| i.into_iter().peekable());
-        let mut map = Vec::with_capacity(records.len());
+        let mut map = Vec::new();
         for (id, raw) in records {
             let slot = match heads.as_mut() {
                 Some(heads) => {
@@ -283,7 +528,7 @@ impl Containers {
                         return Err(format!("container {id} is not in the state file's index"));
                     };
                     Slot {
-                        saved: OnceLock::from(Arc::from(raw)),
+                        saved: OnceLock::from(raw),
                         head,
                         parsed: OnceLock::new(),
                     }
@@ -298,11 +543,7 @@ impl Containers {
     }
 
     /// Applies a journal record's container (`None`: removed).
-    pub(crate) fn apply_saved(
-        &mut self,
-        id: String,
-        raw: Option<Arc<RawValue>>,
-    ) -> Result<(), String> {
+    pub(crate) fn apply_saved(&mut self, id: String, raw: Option<Saved>) -> Result<(), String> {
         match raw {
             None => {
                 self.map.remove(&id);
@@ -316,19 +557,19 @@ impl Containers {
     }
 
     /// The JSON `id` was read from or last saved as, while unchanged since.
-    pub(crate) fn saved(&self, id: &str) -> Option<&Arc<RawValue>> {
+    pub(crate) fn saved(&self, id: &str) -> Option<&Saved> {
         self.map.get(id).and_then(|s| s.saved.get())
     }
 
     /// Every container's id and the JSON it was read from or last saved as
     /// (while unchanged since), sorted by id.
-    pub(crate) fn saved_all(&self) -> impl Iterator<Item = (&String, Option<&Arc<RawValue>>)> + '_ {
+    pub(crate) fn saved_all(&self) -> impl Iterator<Item = (&String, Option<&Saved>)> + '_ {
         self.map.iter().map(|(id, s)| (id, s.saved.get()))
     }
 
     /// Records that `id`, unchanged since it was serialised as `raw`, is
     /// saved as that (a save's, through a shared borrow of the state).
-    pub(crate) fn mark_saved(&self, id: &str, raw: Arc<RawValue>) {
+    pub(crate) fn mark_saved(&self, id: &str, raw: Saved) {
         if let Some(s) = self.map.get(id) {
             let _ = s.saved.set(raw);
         }
@@ -351,7 +592,7 @@ impl Containers {
             .map(|(id, s)| {
                 let head = match s.parsed.get() {
                     Some(c) => Head::of(c),
-                    None => s.head.clone(),
+                    None => s.head.to_head(),
                 };
                 (id.as_str(), head)
             })
@@ -361,13 +602,12 @@ impl Containers {
 
 /// A container read from a record: parsed (for its head and to check it),
 /// its JSON kept.
-fn saved_slot(id: &str, raw: impl Into<Arc<RawValue>>) -> Result<Slot, String> {
-    let raw: Arc<RawValue> = raw.into();
+fn saved_slot(id: &str, raw: Saved) -> Result<Slot, String> {
     let c: Container =
         serde_json::from_str(raw.get()).map_err(|e| format!("container {id} is not one: {e}"))?;
     Ok(Slot {
         saved: OnceLock::from(raw),
-        head: Head::of(&c),
+        head: Kept::Own(Head::of(&c)),
         parsed: OnceLock::from(c),
     })
 }
@@ -404,9 +644,15 @@ impl Serialize for Containers {
         use serde::ser::SerializeMap as _;
         let mut map = s.serialize_map(Some(self.map.len()))?;
         for (id, slot) in &self.map {
-            match slot.saved.get() {
-                Some(raw) => map.serialize_entry(id, &**raw)?,
-                None => map.serialize_entry(id, slot.container())?,
+            // A saved text is JSON (checked when it was read or made);
+            // the look at it here is what gives serde a `RawValue`.
+            match slot
+                .saved
+                .get()
+                .map(|raw| serde_json::from_str::<&RawValue>(raw.get()))
+            {
+                Some(Ok(raw)) => map.serialize_entry(id, raw)?,
+                _ => map.serialize_entry(id, slot.container())?,
             }
         }
         map.end()
@@ -441,9 +687,8 @@ mod tests {
     fn saved(cs: &[Container]) -> Containers {
         let records = cs
             .iter()
-            .map(|c| (c.id.clone(), serde_json::value::to_raw_value(c).unwrap()))
-            .collect();
-        let index = cs.iter().map(|c| (c.id.clone(), Head::of(c))).collect();
+            .map(|c| (c.id.clone(), Saved::own(serde_json::to_string(c).unwrap())));
+        let index = cs.iter().map(|c| (c.id.clone(), Kept::Own(Head::of(c))));
         Containers::from_saved(records, Some(index)).unwrap()
     }
 
@@ -509,10 +754,9 @@ mod tests {
         let a = container("a1", "web", "02:42:0a:09:00:02");
         let records = [(
             "a1".to_owned(),
-            serde_json::value::to_raw_value(&a).unwrap(),
-        )]
-        .into();
-        let e = Containers::from_saved(records, Some(BTreeMap::new())).unwrap_err();
+            Saved::own(serde_json::to_string(&a).unwrap()),
+        )];
+        let e = Containers::from_saved(records, Some(Vec::<(String, Kept)>::new())).unwrap_err();
         assert_eq!(e, "container a1 is not in the state file's index");
     }
 
