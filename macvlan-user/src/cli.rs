@@ -618,10 +618,35 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 // Writers lock the state while they change it; readers take a snapshot
 // without the lock, so they never wait behind a writer.
 
+/// A command's controller: the process ends soon after the command, so
+/// the state it read is left to the exit (see
+/// [`Controller::leave_state_to_exit`]); its lock is let go of as usual.
+struct OneShot(Controller);
+
+impl std::ops::Deref for OneShot {
+    type Target = Controller;
+
+    fn deref(&self) -> &Controller {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for OneShot {
+    fn deref_mut(&mut self) -> &mut Controller {
+        &mut self.0
+    }
+}
+
+impl Drop for OneShot {
+    fn drop(&mut self) {
+        self.0.leave_state_to_exit();
+    }
+}
+
 /// A writer's controller: the state locked, and what a killed command left
 /// pending undone (or finished) before this one starts, so it can retry
 /// with the same names.
-fn writer(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+fn writer(state_dir: &std::path::Path, what: &str) -> Result<OneShot> {
     crate::require_root(what)?;
     let mut ctl = Controller::open(state_dir)?;
     ctl.check_namespace()?;
@@ -634,15 +659,15 @@ fn writer(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
             ),
         }
     }
-    Ok(ctl)
+    Ok(OneShot(ctl))
 }
 
 /// A reader's controller: a snapshot of the state, without the lock.
-fn reader(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
+fn reader(state_dir: &std::path::Path, what: &str) -> Result<OneShot> {
     crate::require_root(what)?;
     let ctl = Controller::snapshot(state_dir)?;
     ctl.check_namespace()?;
-    Ok(ctl)
+    Ok(OneShot(ctl))
 }
 
 /// Runs the command line; returns the process exit code.
@@ -894,7 +919,7 @@ fn restore_command(state_dir: &std::path::Path, check: bool) -> Result<i32> {
         crate::require_root("mvnet restore")?;
         let ctl = Controller::open(state_dir)?;
         ctl.check_namespace()?;
-        ctl
+        OneShot(ctl)
     };
     let r = ctl.restore(check)?;
     for a in &r.actions {

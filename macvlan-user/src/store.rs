@@ -253,6 +253,15 @@ impl Store {
         Ok(())
     }
 
+    /// See [`crate::controller::Controller::leave_state_to_exit`]; the
+    /// next save writes the state file whole.
+    pub fn leave_baseline_to_exit(&mut self) {
+        let journal = self.journal.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(Journal { saved, .. }) = journal.take() {
+            std::mem::forget(saved);
+        }
+    }
+
     /// Saves from now on without fsync: a killed process still leaves the
     /// state before or after each save (temporary file and rename; a torn
     /// journal line is ignored), but a power loss may bring back the state

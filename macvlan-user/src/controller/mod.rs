@@ -56,6 +56,15 @@ impl Controller {
         })
     }
 
+    /// For a command whose process ends next: leaves the state (and the
+    /// store's record of it) to the process's exit instead of freeing it
+    /// piece by piece, which took 2.5 ms of a `container rm` at 4000
+    /// containers. The lock and the files are let go of as usual.
+    pub fn leave_state_to_exit(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.state));
+        self.store.leave_baseline_to_exit();
+    }
+
     pub fn save(&self) -> Result<()> {
         if !self.store.is_locked() {
             bail!("internal error: state changed without the state lock");
