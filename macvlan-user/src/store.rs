@@ -10,7 +10,7 @@
 //! directory), and `state.journal` ([`journal`]), the changes saved since,
 //! one line each, appended and synced. A save appends what changed, so
 //! that its cost does not grow with the containers there are; once the
-//! journal is larger than an eighth of the state file (and than
+//! journal is larger than a 32nd of the state file (and than
 //! [`COMPACT_MIN`]), the save writes the state file whole instead and
 //! starts a new journal.
 //!
@@ -67,7 +67,14 @@ pub const JOURNAL_FILE: &str = "state.journal";
 pub const COMPACT_MIN: u64 = 16 << 10;
 /// The journal's records are parsed whole on every read (the state file's
 /// containers only when read): it is kept to this share of the state file.
-pub const COMPACT_SHARE: u64 = 8;
+///
+/// A record is parsed and applied by every command until it is folded in:
+/// at 4000 containers a journal of 223 KiB took 4.4 ms of a `container rm`
+/// (in-process timing), and with an eighth of the 3.8 MB state file the
+/// journal grows to 473 KiB. With a 32nd it stays under 118 KiB, and the
+/// state file is written whole about once in 95 commands (a command there
+/// appends 1.2 KiB).
+pub const COMPACT_SHARE: u64 = 32;
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "lock";
 
