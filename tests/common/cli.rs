@@ -48,6 +48,10 @@ pub struct Session {
     pub state_dir: PathBuf,
     /// Container names start with this; their namespaces are removed on drop.
     prefix: String,
+    /// The lab's own namespaces, which start with it too: the lab removes
+    /// them, after the classifier pins of their devices (named by their
+    /// inode, which it can only tell while they exist).
+    spare: Vec<String>,
 }
 
 impl Session {
@@ -58,6 +62,10 @@ impl Session {
             ns: lab.host().clone(),
             state_dir,
             prefix: format!("{}-", lab.id()),
+            spare: [lab.host(), lab.upstream()]
+                .iter()
+                .filter_map(|ns| ns.name().map(str::to_owned))
+                .collect(),
         }
     }
 
@@ -174,7 +182,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // Containers a failed test left: their namespaces are named after them.
         for name in mvnet::netns::list() {
-            if name.starts_with(&self.prefix) {
+            if name.starts_with(&self.prefix) && !self.spare.contains(&name) {
                 let _ = mvnet::netns::delete(&name);
             }
         }
