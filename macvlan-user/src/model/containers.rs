@@ -30,35 +30,29 @@ use super::{Container, Mac};
 #[derive(Clone, Debug)]
 pub struct Saved {
     text: Arc<String>,
-    start: usize,
-    end: usize,
+    span: Span,
 }
 
 impl Saved {
     /// A container's own JSON text.
     pub fn own(json: String) -> Saved {
+        let text = Arc::new(json);
         Saved {
-            start: 0,
-            end: json.len(),
-            text: Arc::new(json),
+            span: Span::within(&text, &text),
+            text,
         }
     }
 
     /// `json`, which is a slice of `text`.
     pub fn within(text: &Arc<String>, json: &str) -> Saved {
-        let start = (json.as_ptr() as usize)
-            .checked_sub(text.as_ptr() as usize)
-            .filter(|s| s + json.len() <= text.len())
-            .expect("a slice of the text it is said to be within");
         Saved {
+            span: Span::within(text, json),
             text: text.clone(),
-            start,
-            end: start + json.len(),
         }
     }
 
     pub fn get(&self) -> &str {
-        &self.text[self.start..self.end]
+        self.span.of(&self.text)
     }
 
     /// Whether both are slices of one text (tests: a read copies none).
@@ -69,7 +63,7 @@ impl Saved {
 
     /// Whether both are the same save (not merely equal text).
     pub fn same(&self, other: &Saved) -> bool {
-        Arc::ptr_eq(&self.text, &other.text) && self.start == other.start
+        Arc::ptr_eq(&self.text, &other.text) && self.span.start == other.span.start
     }
 }
 
@@ -208,7 +202,8 @@ impl From<HeadIn<'_>> for Head {
     }
 }
 
-/// Where a string of a [`Kept`] head is in its text.
+/// Where a slice of a text is in it (of a [`Saved`] JSON, a string of a
+/// [`Kept`] head).
 #[derive(Clone, Copy, Debug)]
 struct Span {
     start: u32,
