@@ -664,17 +664,23 @@ fn writer(state_dir: &std::path::Path, what: &str) -> Result<OneShot> {
 
 /// A reader's controller: a snapshot of the state, without the lock.
 fn reader(state_dir: &std::path::Path, what: &str) -> Result<OneShot> {
+    snapshot(state_dir, what).map(OneShot)
+}
+
+/// [`reader`]'s snapshot, freed when dropped: for a command that runs on
+/// after it (`stats`, `serve`, `top`, `docker watch`, `exec`, `logs`),
+/// whose process would otherwise keep it for its whole life.
+fn snapshot(state_dir: &std::path::Path, what: &str) -> Result<Controller> {
     crate::require_root(what)?;
     let ctl = Controller::snapshot(state_dir)?;
     ctl.check_namespace()?;
-    Ok(OneShot(ctl))
+    Ok(ctl)
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     cli.validate()?;
     let state_dir = store::state_dir(cli.state_dir);
-    let read = |what: &str| reader(&state_dir, what);
     match cli.command {
         Command::Network { command } => return network_command(&state_dir, command),
         Command::Container { command } => return container_command(&state_dir, command),
@@ -709,7 +715,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Exec { container, command } => {
             let c = {
-                let ctl = read("mvnet exec")?;
+                let ctl = snapshot(&state_dir, "mvnet exec")?;
                 ctl.container(&container)?.clone()
             };
             // 126/127 for a command that cannot be started, as Docker.
@@ -729,7 +735,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Verify { network } => return verify_command(&state_dir, network),
         Command::Stats(a) => {
-            read("mvnet stats")?;
+            snapshot(&state_dir, "mvnet stats")?;
             crate::stats::run(
                 &state_dir,
                 &crate::stats::StatsOptions {
@@ -744,7 +750,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             metrics_addr,
             no_events,
         } => {
-            read("mvnet serve")?;
+            snapshot(&state_dir, "mvnet serve")?;
             crate::serve::run(crate::serve::ServeOptions {
                 state_dir,
                 addr: metrics_addr,
@@ -759,7 +765,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             count,
             plain,
         } => {
-            read("mvnet top")?;
+            snapshot(&state_dir, "mvnet top")?;
             crate::top::run(crate::top::Options {
                 state_dir,
                 network,
@@ -949,7 +955,7 @@ fn docker_command(state_dir: &std::path::Path, command: DockerCommand) -> Result
     } else {
         "mvnet docker sync"
     };
-    reader(state_dir, what)?;
+    snapshot(state_dir, what)?;
     let opts = crate::docker::watch::Options {
         host: crate::docker::client::DockerHost::resolve(a.docker_host.as_deref())?,
         adopt: crate::docker::read::Adopt {
@@ -1025,7 +1031,7 @@ fn container_command(state_dir: &std::path::Path, command: ContainerCommand) -> 
         }
         ContainerCommand::Logs(a) => {
             let (name, pid) = {
-                let ctl = read("mvnet container logs")?;
+                let ctl = snapshot(state_dir, "mvnet container logs")?;
                 let c = ctl.container(&a.container)?;
                 let pid = if c.running { c.pid } else { None };
                 (container::log_name(&c.id), pid)
