@@ -16,7 +16,8 @@
 //!
 //! Reading does not grow with the containers either, as far as JSON
 //! allows: the state file's containers are kept as their JSON text (slices
-//! of the file as read, not copies) and parsed when a command reads them ([`crate::model::Containers`]), and
+//! of the file as read, not copies) and parsed when a command reads them
+//! ([`crate::model::Containers`]), and
 //! what a command needs of the others (names, endpoint ids, MACs) is in the
 //! file's `index`. A save finds what changed by comparing each container's
 //! JSON pointer with the one it was read from, and writes an unchanged

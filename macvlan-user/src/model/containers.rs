@@ -67,6 +67,13 @@ impl Saved {
     }
 }
 
+/// A journal record's container, as its own text (no copy).
+impl From<Box<RawValue>> for Saved {
+    fn from(raw: Box<RawValue>) -> Saved {
+        Saved::own(Box::<str>::from(raw).into())
+    }
+}
+
 /// What finding a container by name, endpoint or MAC needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {

@@ -291,9 +291,7 @@ fn set_difference(new: &Pool, old: &Pool) -> (Vec<IpAddr>, Vec<IpAddr>) {
 pub fn apply(state: &mut State, record: Record) -> Result<(), String> {
     apply_networks(&mut state.networks, record.networks, record.addresses)?;
     for (id, c) in record.containers {
-        state
-            .containers
-            .apply_saved(id, c.map(|raw| Saved::own(Box::<str>::from(raw).into())))?;
+        state.containers.apply_saved(id, c.map(Saved::from))?;
     }
     state.pending = record.pending;
     Ok(())
@@ -307,9 +305,7 @@ pub fn apply_to_baseline(base: &mut Baseline, record: Record) {
     for (id, c) in record.containers {
         match c {
             Some(raw) => {
-                let raw = shared
-                    .remove(&id)
-                    .unwrap_or_else(|| Saved::own(Box::<str>::from(raw).into()));
+                let raw = shared.remove(&id).unwrap_or_else(|| Saved::from(raw));
                 base.containers.insert(id, raw)
             }
             None => base.containers.remove(&id),
