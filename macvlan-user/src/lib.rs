@@ -43,6 +43,11 @@ pub mod store;
 pub mod sys;
 pub mod top;
 
+/// Every process built with mvnet (the binaries, its tests and benches)
+/// maps blocks of 2 MiB and more on huge pages: see [`sys::alloc`].
+#[global_allocator]
+static ALLOCATOR: sys::alloc::Allocator = sys::alloc::Allocator;
+
 /// Fails with a clear message unless running as root: namespaces, links and
 /// BPF all need it.
 pub fn require_root(what: &str) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The only layer that makes raw system calls, and the only home of
 //! `unsafe`: the rest of mvnet speaks in `std` types.
+pub mod alloc;
 pub mod bpf;
 pub mod fs;
 pub mod mount;
