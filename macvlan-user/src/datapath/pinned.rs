@@ -450,18 +450,18 @@ impl PinnedMaps {
     }
 
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
-        let index = self.index()?;
+        let index = self.index()?.cloned();
         let capacity = self.capacity()?;
         EndpointTable::new(self.get_mut(map_names::ENDPOINTS)?, index, capacity)
     }
 
     /// The direct index, mapped once (`None` for pins made before it).
-    fn index(&self) -> Result<Option<super::direct::DirectIndex>, DatapathError> {
+    fn index(&self) -> Result<Option<&super::direct::DirectIndex>, DatapathError> {
         Ok(match self.index.get() {
-            Some(i) => i.clone(),
+            Some(i) => i.as_ref(),
             None => {
                 let i = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
-                self.index.get_or_init(|| i).clone()
+                self.index.get_or_init(|| i).as_ref()
             }
         })
     }

@@ -13,10 +13,11 @@ use std::{
 };
 
 /// A string shared with the other names of the same listing; reads as a
-/// `str`.
+/// `str`. 16 bytes: the buffer is an `Arc<String>` (a thin pointer), which
+/// also takes a listing's buffer as it was built, without copying it.
 #[derive(Clone)]
 pub struct Name {
-    buf: Arc<str>,
+    buf: Arc<String>,
     start: u32,
     len: u32,
 }
@@ -24,7 +25,7 @@ pub struct Name {
 impl Name {
     /// Bytes `start..start + len` of `buf`, which must lie on character
     /// boundaries (panics otherwise, as slicing a `str` does).
-    pub(crate) fn in_buf(buf: &Arc<str>, start: u32, len: u32) -> Name {
+    pub(crate) fn in_buf(buf: &Arc<String>, start: u32, len: u32) -> Name {
         let _ = &buf[start as usize..(start + len) as usize];
         Name {
             buf: buf.clone(),
@@ -60,20 +61,18 @@ impl Borrow<str> for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
-        Name::from(Arc::<str>::from(s))
+        Name::from(s.to_owned())
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Name {
-        Name::from(Arc::<str>::from(s))
-    }
-}
-
-impl From<Arc<str>> for Name {
-    fn from(buf: Arc<str>) -> Name {
-        let len = u32::try_from(buf.len()).expect("a name under 4 GiB");
-        Name { buf, start: 0, len }
+        let len = u32::try_from(s.len()).expect("a name under 4 GiB");
+        Name {
+            buf: Arc::new(s),
+            start: 0,
+            len,
+        }
     }
 }
 
@@ -133,7 +132,7 @@ mod tests {
 
     #[test]
     fn names_in_one_buffer_read_compare_and_hash_as_their_strings() {
-        let buf: Arc<str> = Arc::from("web-1abcdeth0");
+        let buf = Arc::new(String::from("web-1abcdeth0"));
         let (web, id) = (Name::in_buf(&buf, 0, 5), Name::in_buf(&buf, 5, 4));
         assert_eq!(web.as_str(), "web-1");
         assert_eq!(&*id, "abcd");
@@ -151,7 +150,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "byte index")]
     fn a_slice_outside_the_buffer_is_refused() {
-        let buf: Arc<str> = Arc::from("eth0");
+        let buf = Arc::new(String::from("eth0"));
         Name::in_buf(&buf, 2, 3);
     }
 }

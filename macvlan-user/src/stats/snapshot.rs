@@ -23,8 +23,8 @@ use crate::{
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
-/// ([`Name`], `Arc<str>`): a [`Roster`] hands them to every snapshot read
-/// from it without copying them.
+/// ([`Name`], slices of one buffer): a [`Roster`] hands them to every
+/// snapshot read from it without copying them.
 #[derive(Clone, Debug)]
 pub struct EndpointStats {
     pub container: Name,
@@ -224,8 +224,12 @@ fn joined(
 /// `nets` and their endpoints, sorted (networks by name), without
 /// counters yet.
 fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
-    let (names, lists) = walked(state, nets);
-    let names: Arc<str> = Arc::from(names);
+    let (names, lists) = unsorted_endpoints(
+        state.containers.values(),
+        room(nets, state.containers.len()),
+        nets,
+    );
+    let names = Arc::new(names);
     let mut networks: Vec<NetworkStats> = nets
         .iter()
         .zip(lists)
@@ -245,43 +249,6 @@ fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
         .collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     networks
-}
-
-/// Containers from which [`walked`] walks them on two threads.
-const WALK_SPLIT_FROM: usize = 4096;
-
-/// [`unsorted_endpoints`] of every container: at [`WALK_SPLIT_FROM`] or
-/// more, the first half walked on this thread and the second (from its
-/// end) on another, which halves the wait for their records to come from
-/// memory (this walk is most of a listing's time; the order of endpoints
-/// from the two halves does not matter, they are sorted next).
-fn walked(state: &State, nets: &[&Network]) -> Listing {
-    let n = state.containers.len();
-    if n < WALK_SPLIT_FROM {
-        return unsorted_endpoints(state.containers.values(), room(nets, n), nets);
-    }
-    // The other thread's buffers are allocated here: memory a thread
-    // allocates comes from its own arena, which malloc gives back to the
-    // system when it is freed, to fault in afresh on the next read.
-    let (front_buf, back_buf) = (room(nets, n - n / 2), room(nets, n / 2));
-    let (front, back) = std::thread::scope(|s| {
-        let back = s.spawn(|| {
-            unsorted_endpoints(state.containers.values().rev().take(n / 2), back_buf, nets)
-        });
-        let front = unsorted_endpoints(state.containers.values().take(n - n / 2), front_buf, nets);
-        (front, back.join().expect("listing endpoints panicked"))
-    });
-    let (mut names, mut lists) = front;
-    let shift = u32::try_from(names.len()).expect("names under 4 GiB");
-    names.push_str(&back.0);
-    for (list, more) in lists.iter_mut().zip(back.1) {
-        list.extend(more.into_iter().map(|mut e| {
-            e.name.0 += shift;
-            e.id.0 += shift;
-            e
-        }));
-    }
-    (names, lists)
 }
 
 /// The names' buffer and each network's endpoints, unsorted.
@@ -366,7 +333,7 @@ fn unsorted_endpoints<'s>(
 /// endpoints by their names cost some 20 ms at 65,536 of them: a call to
 /// memcmp and two loads from other allocations per comparison, and
 /// 170-byte elements moved.)
-fn sorted(names: &Arc<str>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
+fn sorted(names: &Arc<String>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
     let name = |e: &Unsorted| &names[e.name.0 as usize..(e.name.0 + e.name.1) as usize];
     // One number per endpoint, its name's key above its index: numbers
     // sort fastest (no comparator to call, 16 bytes moved). Then the runs
@@ -729,12 +696,12 @@ mod tests {
     }
 
     #[test]
-    fn many_containers_walked_on_two_threads_list_the_same() {
+    fn many_containers_list_as_sorted_per_network() {
         let mut state = State::default();
         for (id, name) in [("n1", "one"), ("n2", "two")] {
             state.networks.insert(id.into(), network(id, name));
         }
-        let n = WALK_SPLIT_FROM + 7;
+        let n = 4103;
         state.containers = (0..n)
             .map(|i| {
                 // Ids and names in different orders; every third container
