@@ -165,14 +165,22 @@ unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> *mut u8 {
             dst.cast::<libc::c_void>(),
         )
     };
-    if moved == libc::MAP_FAILED {
-        // SAFETY: copy into the fresh range, then free the old one.
+    if moved != libc::MAP_FAILED {
+        return dst;
+    }
+    // The kernel may have unmapped `dst` before it failed, and another
+    // thread may since have been given that range: `dst` is left alone
+    // (at worst an untouched range stays mapped) and the block is copied
+    // into another fresh one.
+    let fresh = map_aligned(new);
+    if !fresh.is_null() {
+        // SAFETY: the old block is still whole; `fresh` is ours.
         unsafe {
-            std::ptr::copy_nonoverlapping(ptr, dst, old);
+            std::ptr::copy_nonoverlapping(ptr, fresh, old);
             libc::munmap(ptr.cast(), old);
         }
     }
-    dst
+    fresh
 }
 
 #[cfg(test)]
