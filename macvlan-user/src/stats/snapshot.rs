@@ -19,7 +19,7 @@ use crate::{
         pinned::PinnedMaps,
         VerdictTable,
     },
-    model::{Container, Mac, Network, Owner, Policy, State, XdpMode},
+    model::{Mac, Network, Owner, Policy, State, XdpMode},
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
@@ -224,11 +224,7 @@ fn joined(
 /// `nets` and their endpoints, sorted (networks by name), without
 /// counters yet.
 fn listed(state: &State, nets: &[&Network]) -> Vec<NetworkStats> {
-    let (names, lists) = unsorted_endpoints(
-        state.containers.values(),
-        room(nets, state.containers.len()),
-        nets,
-    );
+    let (names, lists) = unsorted_endpoints(state, nets);
     let names = Arc::new(names);
     let mut networks: Vec<NetworkStats> = nets
         .iter()
@@ -258,19 +254,6 @@ type Listing = (String, Vec<Vec<Unsorted>>);
 /// they take (ids are 64 hex digits).
 const NAME_AND_ID_BYTES: usize = 80;
 
-/// Room for a listing of `containers` containers on `nets`: a network's
-/// list gets room for every container when it is the only one listed (the
-/// usual case); otherwise it grows as it fills.
-fn room(nets: &[&Network], containers: usize) -> Listing {
-    let per_net = if nets.len() == 1 { containers } else { 0 };
-    (
-        String::with_capacity(containers * NAME_AND_ID_BYTES),
-        (0..nets.len())
-            .map(|_| Vec::with_capacity(per_net))
-            .collect(),
-    )
-}
-
 /// An endpoint listed, its container's name and id still offsets into
 /// the names' buffer.
 struct Unsorted {
@@ -290,11 +273,16 @@ struct Unsorted {
 /// of a container's endpoints). At 65,536 containers their records take
 /// some 100 MiB: reading them in sorted order, or allocating two strings
 /// per endpoint while reading them, costs several times more.
-fn unsorted_endpoints<'s>(
-    containers: impl Iterator<Item = &'s Container>,
-    (mut names, mut lists): Listing,
-    nets: &[&Network],
-) -> Listing {
+///
+/// A network's list gets room for every container when it is the only one
+/// listed (the usual case); otherwise it grows as it fills.
+fn unsorted_endpoints(state: &State, nets: &[&Network]) -> Listing {
+    let n = state.containers.len();
+    let per_net = if nets.len() == 1 { n } else { 0 };
+    let mut names = String::with_capacity(n * NAME_AND_ID_BYTES);
+    let mut lists: Vec<Vec<Unsorted>> = (0..nets.len())
+        .map(|_| Vec::with_capacity(per_net))
+        .collect();
     let mut by_id: Vec<usize> = (0..nets.len()).collect();
     by_id.sort_by(|&a, &b| nets[a].id.cmp(&nets[b].id));
     // Most endpoints share a handful of interface names (eth0): one
@@ -305,7 +293,7 @@ fn unsorted_endpoints<'s>(
         names.push_str(s);
         (start, s.len() as u32)
     };
-    for c in containers {
+    for c in state.containers.values() {
         let mut pushed = None;
         for (net_id, ep) in &c.endpoints {
             let Ok(i) = by_id.binary_search_by(|&i| nets[i].id.as_str().cmp(net_id)) else {
@@ -535,7 +523,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Endpoint;
+    use crate::model::{Container, Endpoint};
 
     fn network(id: &str, name: &str) -> Network {
         serde_json::from_value(serde_json::json!({
