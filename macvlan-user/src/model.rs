@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::ipam::Pool;
 
 mod containers;
+mod endpoints;
 pub use containers::{Containers, Head, HeadEndpoint, Saved};
+pub use endpoints::{Endpoints, NetId};
+
+/// An interface name: inline up to 24 bytes (every kernel name), on the
+/// heap beyond.
+pub type IfName = compact_str::CompactString;
 pub(crate) use containers::{HeadIn, Text};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -445,8 +451,10 @@ impl Network {
 pub struct Endpoint {
     pub id: String,
     pub network_id: String,
-    /// Interface name inside the container.
-    pub ifname: String,
+    /// Interface name inside the container, held inline (a kernel name
+    /// is at most 15 bytes): a walk over every endpoint reads no other
+    /// allocation for it.
+    pub ifname: IfName,
     pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
@@ -493,7 +501,7 @@ pub struct Container {
     pub pid: Option<u32>,
     pub running: bool,
     /// By network id.
-    pub endpoints: BTreeMap<String, Endpoint>,
+    pub endpoints: Endpoints,
     /// `--label KEY=VALUE` at run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -504,8 +512,8 @@ pub struct Container {
     /// A stopped container's endpoints as they were, by network id: no
     /// kernel resources and no addresses held, kept for inspect and for
     /// `start`, which asks for the same addresses again.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub stopped_endpoints: BTreeMap<String, Endpoint>,
+    #[serde(default, skip_serializing_if = "Endpoints::is_empty")]
+    pub stopped_endpoints: Endpoints,
     /// Docker's `DriverOpts` of the networks joined by `network connect`
     /// (docker/cli sends a map there, `{}` without --driver-opt; `run`
     /// sends none), by network id.

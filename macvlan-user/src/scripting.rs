@@ -197,7 +197,7 @@ pub fn container_rows(
         };
         let mut names: Vec<String> = eps
             .keys()
-            .filter_map(|id| ctl.state.networks.get(id))
+            .filter_map(|id| ctl.state.networks.get(id.as_str()))
             .map(|n| n.name.clone())
             .collect();
         names.sort();

@@ -622,7 +622,7 @@ mod tests {
         for (net, ep) in c.endpoints {
             state
                 .networks
-                .get_mut(&net)
+                .get_mut(net.as_str())
                 .unwrap()
                 .release(ep.addresses());
         }

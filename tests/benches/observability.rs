@@ -34,7 +34,6 @@
 //! With `MVNET_BENCH_OBS_ONLY=large` in the environment it runs only the
 //! 65,536-endpoint part.
 use std::{
-    collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, TcpStream},
     path::{Path, PathBuf},
@@ -52,7 +51,7 @@ use mvnet::{
         pinned::{self, PinnedMaps},
         EndpointEntry,
     },
-    model::{Container, Endpoint},
+    model::{Container, Endpoint, Endpoints},
     netns::NetNs,
     stats, store,
 };
@@ -176,7 +175,7 @@ fn populate(dir: &Path, state_dir: &Path, network: &str, n: u32) -> Result<()> {
     for i in 0..n {
         let (mac, ip) = endpoint(i);
         let id = format!("{i:064x}");
-        let mut endpoints = BTreeMap::new();
+        let mut endpoints = Endpoints::new();
         endpoints.insert(
             net_id.clone(),
             Endpoint {

@@ -269,7 +269,7 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
                 .get(&id)
                 .is_some_and(|e| !valid.contains(&(c.id.as_str(), e.ifname.as_str())))
         })
-        .map(|c| (c.id.clone(), c.endpoints[&id].ifname.clone()))
+        .map(|c| (c.id.clone(), c.endpoints[&id].ifname.to_string()))
         .collect();
     for (c, ifname) in stale {
         if let Role::Standalone { ipam, .. } = &conf.role {

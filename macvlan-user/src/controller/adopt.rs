@@ -408,7 +408,7 @@ impl Controller {
         let endpoint = Endpoint {
             id: model::new_id(),
             network_id: ep.network_id.clone(),
-            ifname: ep.ifname.clone(),
+            ifname: ep.ifname.as_str().into(),
             mac: ep.mac,
             ipv4: ep.ipv4,
             ipv6: ep.ipv6,
@@ -551,7 +551,7 @@ impl Controller {
             });
             work.push(registration.map(|r| (r, p.network.root().0.to_owned())));
         }
-        let ifnames: Vec<String> = ps.iter().map(|p| p.endpoint.ifname.clone()).collect();
+        let ifnames: Vec<String> = ps.iter().map(|p| p.endpoint.ifname.to_string()).collect();
         let entered = enter(&c.netns).map(|()| {
             let mut outcomes = Vec::new();
             for (job, ifname) in work.iter().zip(&ifnames) {

@@ -155,7 +155,7 @@ impl Controller {
         Ok(Endpoint {
             id: model::new_id(),
             network_id: net_id,
-            ifname: ifname.to_owned(),
+            ifname: ifname.into(),
             mac,
             ipv4,
             ipv6,
@@ -281,7 +281,7 @@ impl Controller {
             .next()
             .map(|(n, e)| (n.clone(), e.clone()))
             .expect("one endpoint");
-        let net = &self.state.networks[&net_id];
+        let net = &self.state.networks[net_id.as_str()];
         // Into the classifier's table before the link goes up.
         self.datapath_add(net, &ep)?;
         let ns = netns::create(&container.name)?;

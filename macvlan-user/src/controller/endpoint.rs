@@ -184,7 +184,7 @@ pub fn gateway_endpoint<'a>(
     candidates
         .into_iter()
         .next()
-        .map(|(_, ep, gws)| (ep.ifname.clone(), gws))
+        .map(|(_, ep, gws)| (ep.ifname.to_string(), gws))
 }
 
 /// The gateways of the pools `ep`'s addresses come from.
@@ -339,7 +339,10 @@ pub fn delete_links<'a>(
     ns: &NetNs,
     timeout: std::time::Duration,
 ) -> Result<()> {
-    let names: Vec<String> = endpoints.into_iter().map(|e| e.ifname.clone()).collect();
+    let names: Vec<String> = endpoints
+        .into_iter()
+        .map(|e| e.ifname.to_string())
+        .collect();
     let (done, wait) = std::sync::mpsc::channel();
     let (ns, doomed) = (ns.clone(), names.clone());
     // RTM_DELLINK is answered once the device is unregistered, which waits

@@ -337,7 +337,7 @@ impl Controller {
                 c.endpoints.keys().map(|nid| {
                     (
                         c.id.clone(),
-                        nid.clone(),
+                        nid.to_string(),
                         c.name.clone(),
                         c.owner.describe(),
                     )

@@ -25,7 +25,7 @@ impl Controller {
             bail!("container {} was a namespace attached with --netns; it cannot be started, attach it again with `mvnet network connect --netns`", c.name);
         }
         for net_id in c.stopped_endpoints.keys() {
-            if !self.state.networks.contains_key(net_id) {
+            if !self.state.networks.contains_key(net_id.as_str()) {
                 bail!("container {}'s network {} was removed; remove the container with `mvnet rm {}` and run a new one", c.name, &net_id[..12], c.name);
             }
         }
@@ -42,7 +42,7 @@ impl Controller {
                 ip6: old.ipv6,
                 mac: Some(old.mac),
             };
-            let asked = c.ipam_config.get(net_id);
+            let asked = c.ipam_config.get(net_id.as_str());
             let ep = self
                 .allocate_endpoint(net_id, &same, &old.ifname)
                 .or_else(|_| {
@@ -97,7 +97,7 @@ impl Controller {
         let ipv6 = c
             .endpoints
             .keys()
-            .any(|id| self.state.networks[id].enable_ipv6);
+            .any(|id| self.state.networks[id.as_str()].enable_ipv6);
         endpoint::loopback_up(&ns, ipv6)?;
         for ep in c.endpoints.values() {
             let net = &self.state.networks[&ep.network_id];

@@ -205,7 +205,7 @@ impl Controller {
             let owner = self
                 .state
                 .networks
-                .get(nid)
+                .get(nid.as_str())
                 .map_or_else(|| c.owner.clone(), |n| c.endpoint_owner(n));
             r.actions.push(format!(
                 "{would} {} container {}'s endpoint {} ({why})",

@@ -135,7 +135,7 @@ impl Controller {
                 let mut check = EndpointCheck {
                     container: c.name.clone(),
                     network: net.name.clone(),
-                    ifname: ep.ifname.clone(),
+                    ifname: ep.ifname.to_string(),
                     mac: ep.mac,
                     classified: 0,
                     kernel: 0,

@@ -101,7 +101,7 @@ impl Head {
                 .endpoints
                 .iter()
                 .map(|(net, ep)| HeadEndpoint {
-                    network: net.clone(),
+                    network: net.to_string(),
                     id: ep.id.clone(),
                     mac: ep.mac,
                 })
@@ -702,7 +702,7 @@ mod tests {
         let b = container("b2", "db", "02:42:0a:09:00:03");
         let mut c = container("c3", "cache", "02:42:0a:09:00:04");
         let ep = c.endpoints.remove("n1").unwrap();
-        c.endpoints.insert("n2".into(), ep);
+        c.endpoints.insert("n2", ep);
         let mut cs = saved(&[a, b, c]);
         assert_eq!(
             cs.on_network("n1").collect::<Vec<_>>(),
@@ -713,10 +713,7 @@ mod tests {
         assert!(cs.map.values().all(|s| s.parsed.get().is_none()));
         // A change made after the load counts, not the head read with it.
         let moved = cs.get_mut("a1").unwrap().endpoints.remove("n1").unwrap();
-        cs.get_mut("a1")
-            .unwrap()
-            .endpoints
-            .insert("n2".into(), moved);
+        cs.get_mut("a1").unwrap().endpoints.insert("n2", moved);
         assert_eq!(cs.on_network("n1").collect::<Vec<_>>(), [("b2", "db")]);
         assert_eq!(
             cs.on_network("n2").collect::<Vec<_>>(),

@@ -19,7 +19,7 @@ use crate::{
         pinned::PinnedMaps,
         VerdictTable,
     },
-    model::{Mac, Network, Owner, Policy, State, XdpMode},
+    model::{IfName, Mac, NetId, Network, Owner, Policy, State, XdpMode},
 };
 
 /// Counters of one endpoint, with who it is. The names are shared
@@ -33,7 +33,7 @@ pub struct EndpointStats {
     /// (`cni:NAME`: its CNI network's).
     pub owner: Owner,
     /// Interface name inside the container.
-    pub ifname: Arc<str>,
+    pub ifname: IfName,
     pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
@@ -260,7 +260,7 @@ struct Unsorted {
     name: (u32, u32),
     id: (u32, u32),
     owner: Owner,
-    ifname: Arc<str>,
+    ifname: IfName,
     mac: Mac,
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
@@ -285,27 +285,38 @@ fn unsorted_endpoints(state: &State, nets: &[&Network]) -> Listing {
         .collect();
     let mut by_id: Vec<usize> = (0..nets.len()).collect();
     by_id.sort_by(|&a, &b| nets[a].id.cmp(&nets[b].id));
-    // Most endpoints share a handful of interface names (eth0): one
-    // allocation each.
-    let mut ifnames = IfNames::default();
     let mut push = |s: &str| {
         let start = u32::try_from(names.len()).expect("names under 4 GiB");
         names.push_str(s);
         (start, s.len() as u32)
     };
+    // The previous endpoint's network id and where it is listed: the next
+    // endpoint is nearly always on the same network, and its id then the
+    // same allocation (a `NetId`), so finding it compares two pointers.
+    let mut last: Option<(&NetId, Option<usize>)> = None;
     for c in state.containers.values() {
         let mut pushed = None;
         for (net_id, ep) in &c.endpoints {
-            let Ok(i) = by_id.binary_search_by(|&i| nets[i].id.as_str().cmp(net_id)) else {
+            let found = match last {
+                Some((id, found)) if NetId::same(id, net_id) => found,
+                _ => {
+                    let found = by_id
+                        .binary_search_by(|&i| nets[i].id.as_str().cmp(net_id))
+                        .ok()
+                        .map(|i| by_id[i]);
+                    last = Some((net_id, found));
+                    found
+                }
+            };
+            let Some(net) = found else {
                 continue;
             };
             let (name, id) = *pushed.get_or_insert_with(|| (push(&c.name), push(&c.id)));
-            let net = by_id[i];
             lists[net].push(Unsorted {
                 name,
                 id,
                 owner: c.endpoint_owner(nets[net]),
-                ifname: ifnames.get(&ep.ifname),
+                ifname: ep.ifname.clone(),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
                 ipv6: ep.ipv6,
@@ -370,29 +381,6 @@ fn name_key(name: &str) -> u128 {
     let n = name.len().min(12);
     b[..n].copy_from_slice(&name.as_bytes()[..n]);
     u128::from_be_bytes(b)
-}
-
-/// Interface names, each allocated once: nearly every endpoint has the
-/// previous one's (eth0).
-#[derive(Default)]
-struct IfNames {
-    last: Option<Arc<str>>,
-    seen: HashMap<String, Arc<str>>,
-}
-
-impl IfNames {
-    fn get(&mut self, ifname: &str) -> Arc<str> {
-        if let Some(last) = self.last.as_ref().filter(|l| &***l == ifname) {
-            return last.clone();
-        }
-        let name = self
-            .seen
-            .entry(ifname.to_owned())
-            .or_insert_with(|| Arc::from(ifname))
-            .clone();
-        self.last = Some(name.clone());
-        name
-    }
 }
 
 /// The slots of a classifier's endpoints by [`slot_key`].

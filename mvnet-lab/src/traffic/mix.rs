@@ -138,7 +138,7 @@ impl Mix {
                 targets.push(Target {
                     container: c.name.clone(),
                     network: net.name.clone(),
-                    ifname: ep.ifname.clone(),
+                    ifname: ep.ifname.to_string(),
                     netns: c.netns.clone(),
                     mac: ep.mac,
                     vlan,
@@ -278,7 +278,7 @@ mod tests {
                 .networks
                 .insert(id.clone(), serde_json::from_value(net).unwrap());
             let cid = format!("c{i:063}");
-            let mut endpoints = std::collections::BTreeMap::new();
+            let mut endpoints = mvnet::model::Endpoints::new();
             endpoints.insert(
                 id.clone(),
                 Endpoint {
