@@ -24,9 +24,12 @@ pub struct Name {
 
 impl Name {
     /// Bytes `start..start + len` of `buf`, which must lie on character
-    /// boundaries (panics otherwise, as slicing a `str` does).
+    /// boundaries (reading it panics otherwise, as slicing a `str` does).
+    /// Reads none of them: a listing makes its rows in name order, and its
+    /// buffer holds the names in another, so checking each row's bytes here
+    /// was a cache miss per row (most of the time spent making the rows of
+    /// 65,536 endpoints, in a profile).
     pub(crate) fn in_buf(buf: &Arc<String>, start: u32, len: u32) -> Name {
-        let _ = &buf[start as usize..(start + len) as usize];
         Name {
             buf: buf.clone(),
             start,
@@ -149,8 +152,9 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "byte index")]
-    fn a_slice_outside_the_buffer_is_refused() {
+    fn a_slice_outside_the_buffer_panics_when_read() {
         let buf = Arc::new(String::from("eth0"));
-        Name::in_buf(&buf, 2, 3);
+        let name = Name::in_buf(&buf, 2, 3);
+        let _ = name.as_str();
     }
 }

@@ -353,6 +353,8 @@ fn sorted(names: &Arc<String>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
             (name(a), &a.ifname).cmp(&(name(b), &b.ifname))
         });
     }
+    // `Name::in_buf` reads no byte of the names: the rows are made in name
+    // order, and the buffer holds the names in the containers' order.
     order
         .iter()
         .map(|&o| {
