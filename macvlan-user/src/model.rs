@@ -15,12 +15,12 @@ use crate::ipam::Pool;
 mod containers;
 mod endpoints;
 pub use containers::{Containers, Head, HeadEndpoint, Saved};
+pub(crate) use containers::{HeadIn, Text};
 pub use endpoints::{Endpoints, NetId};
 
 /// An interface name: inline up to 24 bytes (every kernel name), on the
 /// heap beyond.
 pub type IfName = compact_str::CompactString;
-pub(crate) use containers::{HeadIn, Text};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {

@@ -103,24 +103,6 @@ impl PartialEq for NetId {
 
 impl Eq for NetId {}
 
-impl PartialEq<str> for NetId {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
-impl PartialEq<&str> for NetId {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
-}
-
-impl PartialEq<String> for NetId {
-    fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
-    }
-}
-
 impl PartialOrd for NetId {
     fn partial_cmp(&self, other: &NetId) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -151,12 +133,6 @@ impl fmt::Display for NetId {
     }
 }
 
-impl From<NetId> for String {
-    fn from(id: NetId) -> String {
-        id.0.to_string()
-    }
-}
-
 /// A container's endpoints by network id, in id order (as the
 /// `BTreeMap` it replaces: the same API where mvnet used it, and the same
 /// JSON, an object by id).
@@ -183,8 +159,13 @@ impl Endpoints {
         self.0.is_empty()
     }
 
+    /// Where `id` is, or would go. Ids come in order from a saved file:
+    /// one past the last is found by one comparison.
     fn find(&self, id: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(id))
+        match self.0.last() {
+            Some((last, _)) if last.as_str() < id => Err(self.0.len()),
+            _ => self.0.binary_search_by(|(k, _)| k.as_str().cmp(id)),
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Endpoint> {
@@ -202,10 +183,21 @@ impl Endpoints {
     /// Sets the endpoint on network `id`, giving back the one it replaces.
     pub fn insert(&mut self, id: impl AsRef<str>, ep: Endpoint) -> Option<Endpoint> {
         let id = id.as_ref();
-        match self.find(id) {
+        self.put(self.find(id), || NetId::new(id), ep)
+    }
+
+    /// Puts `ep` at `at` (found by [`Endpoints::find`]); the shared id is
+    /// made only when the id is new here.
+    fn put(
+        &mut self,
+        at: Result<usize, usize>,
+        shared: impl FnOnce() -> NetId,
+        ep: Endpoint,
+    ) -> Option<Endpoint> {
+        match at {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, ep)),
             Err(i) => {
-                self.0.insert(i, (NetId::new(id), ep));
+                self.0.insert(i, (shared(), ep));
                 None
             }
         }
@@ -235,15 +227,6 @@ impl Endpoints {
         &mut self,
     ) -> impl DoubleEndedIterator<Item = &mut Endpoint> + ExactSizeIterator {
         self.0.iter_mut().map(|(_, v)| v)
-    }
-
-    pub fn into_values(self) -> impl DoubleEndedIterator<Item = Endpoint> + ExactSizeIterator {
-        self.0.into_iter().map(|(_, v)| v)
-    }
-
-    /// Keeps the endpoints for which `f` holds.
-    pub fn retain(&mut self, mut f: impl FnMut(&NetId, &mut Endpoint) -> bool) {
-        self.0.retain_mut(|(k, v)| f(k, v))
     }
 }
 
@@ -334,14 +317,8 @@ impl<'de> Visitor<'de> for EndpointsVisitor {
         let mut all = Endpoints(Vec::with_capacity(map.size_hint().unwrap_or(1).min(64)));
         while let Some(id) = map.next_key_seed(IdSeed)? {
             let ep: Endpoint = map.next_value()?;
-            // Saved in order: each goes last, found by one comparison.
-            match all.0.last() {
-                Some((last, _)) if *last < id => all.0.push((id, ep)),
-                None => all.0.push((id, ep)),
-                _ => {
-                    all.insert(id, ep);
-                }
-            }
+            let at = all.find(&id);
+            all.put(at, || id, ep);
         }
         Ok(all)
     }
