@@ -14,7 +14,9 @@ use crate::ipam::Pool;
 
 mod containers;
 mod endpoints;
-pub use containers::{Containers, Head, HeadEndpoint, Saved};
+pub use containers::{
+    Containers, Head, HeadEndpoint, Listed, ListedEndpoint, ListedEndpoints, Saved,
+};
 pub(crate) use containers::{HeadIn, Text};
 pub use endpoints::{Endpoints, NetId};
 
@@ -355,7 +357,7 @@ fn default_max_endpoints() -> u32 {
     macvlan_common::DEFAULT_ENDPOINTS
 }
 
-fn is_mvnet(o: &Owner) -> bool {
+pub(crate) fn is_mvnet(o: &Owner) -> bool {
     !o.is_foreign()
 }
 

@@ -460,8 +460,9 @@ fn parse_state_file(dir: &StateDir, bytes: Vec<u8>) -> Result<(State, bool), Sto
         .into_iter()
         .map(|Entry(id, raw)| (id.0.into_owned(), Saved::within(&text, raw.get())));
     let index = file.index.map(|i| {
+        let (text, mut last) = (&text, None);
         i.into_iter()
-            .map(|Entry(id, head)| (id.0.into_owned(), head.kept(&text)))
+            .map(move |Entry(id, head)| (id.0.into_owned(), head.kept(text, &mut last)))
     });
     let containers =
         Containers::from_saved(records, index).map_err(|reason| StoreError::CorruptRecord {
@@ -944,6 +945,109 @@ mod tests {
         assert_eq!(indexed, ["c0", "c1", "c2"]);
         assert_eq!(String::from_utf8(s.journal()).unwrap().lines().count(), 1);
         assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
+    }
+
+    /// Each container as listed: id, name, owner, and per endpoint its
+    /// network, ifname, MAC and addresses.
+    fn listing(state: &State) -> Vec<String> {
+        state
+            .containers
+            .listed()
+            .map(|c| {
+                let eps: Vec<String> = c
+                    .endpoints
+                    .map(|e| {
+                        format!(
+                            "{} {} {} {:?} {:?}",
+                            e.network, e.ifname, e.mac, e.ipv4, e.ipv6
+                        )
+                    })
+                    .collect();
+                format!("{} {} {:?} {eps:?}", c.id, c.name, c.owner)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_are_listed_from_the_index_without_a_parse() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        state.networks.insert("n2".into(), network("n2"));
+        run(&mut state, "n1", "c0");
+        run(&mut state, "n2", "c1");
+        let c1 = state.containers.get_mut("c1").unwrap();
+        c1.owner = crate::model::Owner::cni_runtime();
+        let ep = c1.endpoints.get_mut("n2").unwrap();
+        ep.ifname = "net1".into();
+        ep.ipv6 = Some("fd00::5".parse().unwrap());
+        store.save(&state).unwrap();
+        drop(store);
+        let want = [
+            "c0 c-c0 Mvnet [\"n1 eth0 02:42:0a:09:00:02 Some(10.9.0.2) None\"]",
+            "c1 c-c1 Cni { network: \"\" } [\"n2 net1 02:42:0a:09:00:02 Some(10.9.0.2) Some(fd00::5)\"]",
+        ];
+        assert_eq!(listing(&state), want, "from the containers");
+        let mut read = peek(&s.0).unwrap();
+        assert_eq!(listing(&read), want, "from the index");
+        assert_eq!(read.containers.parsed(), 0);
+        // A container changed since the read is listed as it is now.
+        let ep = read
+            .containers
+            .get_mut("c0")
+            .unwrap()
+            .endpoints
+            .get_mut("n1");
+        ep.unwrap().ifname = "eth9".into();
+        assert_eq!(listing(&read)[0], want[0].replace("eth0", "eth9"));
+    }
+
+    #[test]
+    fn an_index_without_what_a_listing_shows_is_listed_by_parsing_and_completed() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        run(&mut state, "n1", "c0");
+        run(&mut state, "n1", "c1");
+        state.containers.get_mut("c1").unwrap().owner = crate::model::Owner::Docker;
+        store.save(&state).unwrap();
+        drop(store);
+        let want = listing(&state);
+        // As the mvnet before listings wrote its index: names, namespaces,
+        // endpoint ids and MACs only.
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
+        for head in file["index"].as_object_mut().unwrap().values_mut() {
+            let head = head.as_object_mut().unwrap();
+            head.remove("owner");
+            for e in head["endpoints"].as_array_mut().unwrap() {
+                let e = e.as_object_mut().unwrap();
+                e.retain(|k, _| ["network", "id", "mac"].contains(&k.as_str()));
+            }
+        }
+        let bytes = serde_json::to_vec(&file).unwrap();
+        fs::write(s.0.join(STATE_FILE), &bytes).unwrap();
+        let st = fs::metadata(s.0.join(STATE_FILE)).unwrap();
+        let header = journal::Header {
+            journal: journal::Header::VERSION,
+            base_inode: std::os::unix::fs::MetadataExt::ino(&st),
+            base_size: st.len(),
+        };
+        fs::write(s.0.join(JOURNAL_FILE), header.line()).unwrap();
+        let read = peek(&s.0).unwrap();
+        assert_eq!(listing(&read), want);
+        assert_eq!(read.containers.parsed(), 2, "listed by parsing");
+        // The next index written holds the listings.
+        let index = read.containers.index();
+        assert_eq!(index["c1"].owner, crate::model::Owner::Docker);
+        assert_eq!(index["c0"].endpoints[0].ifname.as_deref(), Some("eth0"));
+        let fresh = peek(&s.0).unwrap();
+        let index = fresh.containers.index();
+        assert_eq!(
+            index["c1"].endpoints[0].ipv4,
+            Some("10.9.0.3".parse().unwrap())
+        );
+        assert_eq!(fresh.containers.parsed(), 2, "completed from the records");
     }
 
     #[test]

@@ -14,10 +14,10 @@ pub mod metrics;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     datapath::monitor,
-    stats::{Roster, Snapshot},
+    stats::{RosterCache, Snapshot},
     store,
 };
 
@@ -47,52 +47,11 @@ pub struct ServeOptions {
     pub events: bool,
 }
 
-/// The roster of the state file as last parsed, and which file that was.
-/// Every save replaces the file (a rename), so a new inode, size or mtime
-/// means a new state; an unchanged file is not parsed again (at 4096
-/// endpoints parsing costs more than reading every map). Only the roster
-/// is kept, not the state: at 65,536 endpoints the state takes about five
-/// times its memory.
-#[derive(Default)]
-pub struct StateCache {
-    seen: Mutex<Option<(FileKey, Arc<Roster>)>>,
-}
-
-/// The state file's and the journal's inode, size and mtime.
-type FileKey = [(u64, u64, i64, i64); 2];
-
-impl StateCache {
-    /// The roster of the current state of `state_dir`.
-    pub fn get(&self, state_dir: &Path) -> Result<Arc<Roster>> {
-        // Looked at before reading: a file replaced meanwhile has another
-        // key next time and is read again then.
-        let key = store::fingerprint(state_dir);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(key), Some((k, state))) = (key, seen.as_ref()) {
-            if *k == key {
-                return Ok(state.clone());
-            }
-        }
-        let state = store::peek(state_dir)?;
-        // Every container parsed before the roster takes a byte: a
-        // container is parsed when first read, and parses interleaved with
-        // the roster's rows would pin the heap pages of the dropped state
-        // (at 65,536 containers the exporter kept 107 MiB after
-        // `malloc_trim`, 32 MiB with this order: `cargo xtask bench
-        // observability`).
-        state.containers.parse_all();
-        let roster = Arc::new(Roster::of(&state, None)?);
-        drop(state);
-        *seen = key.map(|k| (k, roster.clone()));
-        Ok(roster)
-    }
-}
-
 /// What every scrape shares: where the state is, its last parse, and the
 /// exporter's own counters.
 pub struct Exporter {
     pub state_dir: PathBuf,
-    cache: StateCache,
+    cache: RosterCache,
     /// Scrapes that failed since the exporter started.
     pub scrape_errors: AtomicU64,
     /// Scrapes being encoded right now.
@@ -103,7 +62,7 @@ impl Exporter {
     pub fn new(state_dir: PathBuf) -> Exporter {
         Exporter {
             state_dir,
-            cache: StateCache::default(),
+            cache: RosterCache::default(),
             scrape_errors: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
@@ -113,7 +72,12 @@ impl Exporter {
     /// the part of a scrape whose failure is answered 500.
     pub fn read(&self) -> Result<(Snapshot, metrics::ScrapeInfo)> {
         let started = Instant::now();
-        let snap = self.cache.get(&self.state_dir)?.read()?;
+        let snap = self
+            .cache
+            .get(&self.state_dir, || {
+                Ok((store::peek(&self.state_dir)?, None))
+            })?
+            .read()?;
         let info = metrics::ScrapeInfo {
             read_secs: started.elapsed().as_secs_f64(),
             scrape_errors: self.scrape_errors.load(Ordering::Relaxed),

@@ -4,6 +4,7 @@
 //! process sees the same numbers as the one that attached the classifier.
 //!
 //! [`table`] and [`json`] render a snapshot (and rates) for `mvnet stats`.
+mod cache;
 pub mod json;
 mod name;
 mod rates;
@@ -18,6 +19,7 @@ use std::{
 
 use anyhow::{bail, Result};
 
+pub use cache::RosterCache;
 pub use name::Name;
 pub use rates::{EndpointRates, Rate, Rates, VlanRates};
 pub use snapshot::{collect, EndpointStats, NetworkStats, RootStats, Roster, Snapshot};
@@ -59,9 +61,15 @@ fn network_id(state: &State, key: &str) -> Result<String> {
 
 /// Reads the state (without waiting for the state lock) and the counters.
 fn read(state_dir: &Path, network: Option<&str>) -> Result<Snapshot> {
+    let (state, only) = load(state_dir, network)?;
+    collect(&state, only.as_deref())
+}
+
+/// The state, and the id of network `network` in it.
+fn load(state_dir: &Path, network: Option<&str>) -> Result<(State, Option<String>)> {
     let state = store::peek(state_dir)?;
     let only = network.map(|n| network_id(&state, n)).transpose()?;
-    collect(&state, only.as_deref())
+    Ok((state, only))
 }
 
 fn print(snap: &Snapshot, rates: Option<&Rates>, json: bool, pretty: bool) -> Result<()> {
@@ -91,7 +99,11 @@ pub fn run(state_dir: &Path, opts: &StatsOptions) -> Result<()> {
     if interval.is_zero() {
         bail!("--watch needs an interval above 0 seconds, e.g. `--watch 1`");
     }
-    let mut prev = read(state_dir, network)?;
+    // Again and again: the state is read again only when it was saved
+    // since, the counters every time.
+    let cache = RosterCache::default();
+    let read = || cache.get(state_dir, || load(state_dir, network))?.read();
+    let mut prev = read()?;
     let mut next = Instant::now() + interval;
     let mut done = 0u64;
     while opts.count.is_none_or(|c| done < c) {
@@ -101,8 +113,8 @@ pub fn run(state_dir: &Path, opts: &StatsOptions) -> Result<()> {
         next = next.max(prev.at + interval);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         next += interval;
-        // Re-read the state too: networks and endpoints come and go.
-        let cur = read(state_dir, network)?;
+        // Through the cache: networks and endpoints come and go.
+        let cur = read()?;
         let rates = Rates::between(&prev, &cur);
         if !opts.json {
             writeln!(

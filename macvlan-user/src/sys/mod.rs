@@ -2,6 +2,7 @@
 //! `unsafe`: the rest of mvnet speaks in `std` types.
 pub mod alloc;
 pub mod bpf;
+pub mod cache;
 pub mod fs;
 pub mod mount;
 pub mod net;

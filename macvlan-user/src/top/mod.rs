@@ -1,5 +1,6 @@
 //! `mvnet top`: a live view of the classifier's counters, refreshed every
-//! interval from the pinned maps ([`stats::collect`] and [`Rates::between`]).
+//! interval from the pinned maps (through a [`RosterCache`]), rates by
+//! [`Rates::between`].
 //!
 //! * [`model`] — what to show (sorted rows, sparkline histories, alarms),
 //!   without a terminal;
@@ -35,7 +36,7 @@ use ratatui::{
 
 use crate::{
     controller::Controller,
-    stats::{self, Rates, Snapshot},
+    stats::{Rates, RosterCache, Snapshot},
 };
 use model::Model;
 
@@ -65,6 +66,7 @@ pub fn run(opts: Options) -> Result<()> {
     let source = Source {
         state_dir: opts.state_dir.clone(),
         network: opts.network.clone(),
+        cache: RosterCache::default(),
     };
     // Read once before taking the screen, so that an unknown network or an
     // unreadable map is reported on a normal terminal.
@@ -78,24 +80,25 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 /// Reads a snapshot per refresh: the state (without the lock, so other
-/// `mvnet` commands are not held up, and new endpoints show up), then the
-/// counters.
+/// `mvnet` commands are not held up, and new endpoints show up) when it
+/// was saved since the last refresh, then the counters.
 struct Source {
     state_dir: PathBuf,
     network: Option<String>,
+    cache: RosterCache,
 }
 
 impl Source {
     fn collect(&self) -> Result<Snapshot> {
-        let (state, only) = {
+        let load = || {
             let ctl = Controller::snapshot(&self.state_dir)?;
             let only = match &self.network {
                 Some(n) => Some(ctl.network(n)?.id.clone()),
                 None => None,
             };
-            (ctl.state, only)
+            Ok((ctl.state, only))
         };
-        stats::collect(&state, only.as_deref())
+        self.cache.get(&self.state_dir, load)?.read()
     }
 }
 
