@@ -609,9 +609,11 @@ impl Cli {
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Buffered: standard output writes each line as it ends.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 
