@@ -63,6 +63,7 @@ const NETWORK: &str = "obsbench";
 const LARGE: u32 = MAX_ENDPOINTS;
 const LARGE_NETWORK: &str = "obsbench-large";
 const LARGE_READS: usize = 50;
+const PEEKS: usize = 3;
 const LARGE_SCRAPES: usize = 5;
 const TARGET_LARGE_READ_MS: f64 = 20.0;
 const TARGET_LARGE_RSS_MIB: f64 = 64.0;
@@ -694,9 +695,17 @@ fn large(host: &NetNs, bin: &Path, state_dir: &Path, dir: &Path) -> Result<()> {
         );
         let sd = state_dir.to_owned();
         let d = dir.to_owned();
-        type Times = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
-        let (reads, roster_reads, counter_reads, table_reads, roster_ms, roster_cpu) =
-            host.run(move || -> Result<Times> {
+        type Times = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64, Vec<f64>);
+        let (reads, roster_reads, counter_reads, table_reads, roster_ms, roster_cpu, peeks) = host
+            .run(move || -> Result<Times> {
+                // What `mvnet stats` does before its read: the state file
+                // read and parsed (a few times: it is slow enough).
+                let mut peeks = vec![];
+                for _ in 0..PEEKS {
+                    let t = Instant::now();
+                    drop(store::peek(&sd)?);
+                    peeks.push(t.elapsed().as_secs_f64() * 1e3);
+                }
                 let state = store::peek(&sd)?;
                 let t = Instant::now();
                 let roster = stats::Roster::of(&state, None)?;
@@ -746,24 +755,56 @@ fn large(host: &NetNs, bin: &Path, state_dir: &Path, dir: &Path) -> Result<()> {
                     ensure!(table.len() == LARGE as usize);
                 }
                 let roster_cpu = roster_cpu / LARGE_READS as f64;
-                Ok((reads, roster_reads, counters, tables, roster_ms, roster_cpu))
+                Ok((
+                    reads,
+                    roster_reads,
+                    counters,
+                    tables,
+                    roster_ms,
+                    roster_cpu,
+                    peeks,
+                ))
             })??;
         let read_med = common::percentile(&reads, 0.5);
         let roster_med = common::percentile(&roster_reads, 0.5);
         println!(
-            "full read at {LARGE} (stats::collect from the parsed state, as `mvnet stats` \
-             does: the endpoints listed and joined), {LARGE_READS} reads: median \
-             {read_med:.2} ms, p90 {:.2} ms; from a roster listed once (stats::Roster::read, \
-             what every scrape of the exporter does, the state parsed only when it \
+            "reading the state file at {LARGE} (store::peek, what `mvnet stats` does before \
+             its read), {PEEKS} reads: median {:.1} ms; full read at {LARGE} (stats::collect \
+             from the state as read, as `mvnet stats` does: the endpoints listed and joined), \
+             {LARGE_READS} reads: median {read_med:.2} ms, p90 {:.2} ms; from a roster listed once (stats::Roster::read, \
+             what every scrape of the exporter, every refresh of `mvnet top` and every \
+             update of `mvnet stats --watch` does, the state read only when it \
              changed; listing it took {roster_ms:.1} ms): median {roster_med:.2} ms, p90 {:.2} ms, \
              CPU time {roster_cpu:.2} ms per read (both threads); the counter arrays alone \
              (PinnedMaps::counters): median {:.2} ms; the endpoint table alone \
              (ENDPOINTS, {} keys): median {:.2} ms",
+            common::percentile(&peeks, 0.5),
             common::percentile(&reads, 0.9),
             common::percentile(&roster_reads, 0.9),
             common::percentile(&counter_reads, 0.5),
             2 * LARGE + 1,
             common::percentile(&table_reads, 0.5)
+        );
+        // The command as a user runs it: the state read, every counter, the
+        // JSON written (to a pipe).
+        let mut stats_runs = vec![];
+        for _ in 0..PEEKS {
+            let t = Instant::now();
+            let out = mvnet(host, bin, state_dir, &["stats", "--json"])?;
+            stats_runs.push(t.elapsed().as_secs_f64() * 1e3);
+            let doc: serde_json::Value = serde_json::from_str(&out)?;
+            let rows = doc["networks"][0]["endpoints"]
+                .as_array()
+                .map_or(0, Vec::len);
+            ensure!(
+                rows == LARGE as usize,
+                "`mvnet stats --json` showed {rows} endpoints"
+            );
+        }
+        println!(
+            "`mvnet stats --json` at {LARGE} (the command: the state read, every counter, \
+             {LARGE} endpoints written as JSON), {PEEKS} runs: median {:.1} ms",
+            common::percentile(&stats_runs, 0.5)
         );
         let mut cmd = Command::new(bin);
         cmd.arg("--state-dir")
