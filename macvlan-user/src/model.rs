@@ -253,6 +253,17 @@ impl Owner {
         *self != Owner::Mvnet
     }
 
+    /// Who made the endpoint on `net` of a container this owns: a foreign
+    /// container's endpoints are their network's runtime's (`cni:NAME` for
+    /// each CNI network of a pod on several), mvnet's own are mvnet's.
+    pub fn of_endpoint_on(&self, net: &Network) -> Owner {
+        if self.is_foreign() {
+            net.owner.clone()
+        } else {
+            self.clone()
+        }
+    }
+
     /// The owner of a CNI container: the CNI runtime, on whichever CNI
     /// networks its endpoints are.
     pub fn cni_runtime() -> Owner {
@@ -545,11 +556,7 @@ impl Container {
     /// their network's runtime's (`cni:NAME` for each CNI network of a pod
     /// on several), mvnet's own are mvnet's.
     pub fn endpoint_owner(&self, net: &Network) -> Owner {
-        if self.owner.is_foreign() {
-            net.owner.clone()
-        } else {
-            self.owner.clone()
-        }
+        self.owner.of_endpoint_on(net)
     }
 
     /// Whether the container's namespace is there: a namespace (not a

@@ -573,6 +573,28 @@ mod tests {
         fn journal(&self) -> Vec<u8> {
             fs::read(self.0.join(JOURNAL_FILE)).unwrap()
         }
+
+        /// Writes the state file as `edit` makes it from the one there,
+        /// and the journal's records again after a header naming it.
+        fn edit_state_file(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+            let mut file: serde_json::Value =
+                serde_json::from_slice(&fs::read(self.0.join(STATE_FILE)).unwrap()).unwrap();
+            edit(&mut file);
+            fs::write(self.0.join(STATE_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+            let st = fs::metadata(self.0.join(STATE_FILE)).unwrap();
+            let journal = String::from_utf8(self.journal()).unwrap();
+            let mut out = journal::Header {
+                journal: journal::Header::VERSION,
+                base_inode: std::os::unix::fs::MetadataExt::ino(&st),
+                base_size: st.len(),
+            }
+            .line();
+            for line in journal.lines().skip(1) {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+            fs::write(self.0.join(JOURNAL_FILE), &out).unwrap();
+        }
     }
 
     impl Drop for Scratch {
@@ -913,24 +935,9 @@ mod tests {
         drop(store);
         // As the mvnet before the index wrote them: no index in the state
         // file, the journal's header naming it.
-        let mut file: serde_json::Value =
-            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
-        file.as_object_mut().unwrap().remove("index");
-        let bytes = serde_json::to_vec(&file).unwrap();
-        fs::write(s.0.join(STATE_FILE), &bytes).unwrap();
-        let st = fs::metadata(s.0.join(STATE_FILE)).unwrap();
-        let journal = String::from_utf8(s.journal()).unwrap();
-        let header = journal::Header {
-            journal: journal::Header::VERSION,
-            base_inode: std::os::unix::fs::MetadataExt::ino(&st),
-            base_size: st.len(),
-        };
-        let mut old = header.line();
-        for line in journal.lines().skip(1) {
-            old.extend_from_slice(line.as_bytes());
-            old.push(b'\n');
-        }
-        fs::write(s.0.join(JOURNAL_FILE), &old).unwrap();
+        s.edit_state_file(|file| {
+            file.as_object_mut().unwrap().remove("index");
+        });
         assert_eq!(json(&peek(&s.0).unwrap()), json(&state));
         let (store, mut again) = writer(&s.0);
         assert_eq!(json(&again), json(&state));
@@ -1015,25 +1022,16 @@ mod tests {
         let want = listing(&state);
         // As the mvnet before listings wrote its index: names, namespaces,
         // endpoint ids and MACs only.
-        let mut file: serde_json::Value =
-            serde_json::from_slice(&fs::read(s.0.join(STATE_FILE)).unwrap()).unwrap();
-        for head in file["index"].as_object_mut().unwrap().values_mut() {
-            let head = head.as_object_mut().unwrap();
-            head.remove("owner");
-            for e in head["endpoints"].as_array_mut().unwrap() {
-                let e = e.as_object_mut().unwrap();
-                e.retain(|k, _| ["network", "id", "mac"].contains(&k.as_str()));
+        s.edit_state_file(|file| {
+            for head in file["index"].as_object_mut().unwrap().values_mut() {
+                let head = head.as_object_mut().unwrap();
+                head.remove("owner");
+                for e in head["endpoints"].as_array_mut().unwrap() {
+                    let e = e.as_object_mut().unwrap();
+                    e.retain(|k, _| ["network", "id", "mac"].contains(&k.as_str()));
+                }
             }
-        }
-        let bytes = serde_json::to_vec(&file).unwrap();
-        fs::write(s.0.join(STATE_FILE), &bytes).unwrap();
-        let st = fs::metadata(s.0.join(STATE_FILE)).unwrap();
-        let header = journal::Header {
-            journal: journal::Header::VERSION,
-            base_inode: std::os::unix::fs::MetadataExt::ino(&st),
-            base_size: st.len(),
-        };
-        fs::write(s.0.join(JOURNAL_FILE), header.line()).unwrap();
+        });
         let read = peek(&s.0).unwrap();
         assert_eq!(listing(&read), want);
         assert_eq!(read.containers.parsed(), 2, "listed by parsing");

@@ -399,7 +399,7 @@ impl Kept {
 pub struct Listed<'a> {
     pub id: &'a str,
     pub name: &'a str,
-    /// The container's (see `Container::endpoint_owner` for its
+    /// The container's (see `Owner::of_endpoint_on` for its
     /// endpoints').
     pub owner: &'a Owner,
     pub endpoints: ListedEndpoints<'a>,

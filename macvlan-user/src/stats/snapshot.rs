@@ -317,7 +317,7 @@ fn unsorted_endpoints(state: &State, nets: &[&Network]) -> Listing {
             lists[net].push(Unsorted {
                 name,
                 id,
-                owner: endpoint_owner(c.owner, nets[net]),
+                owner: c.owner.of_endpoint_on(nets[net]),
                 ifname: ep.ifname.clone(),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
@@ -326,16 +326,6 @@ fn unsorted_endpoints(state: &State, nets: &[&Network]) -> Listing {
         }
     }
     (names, lists)
-}
-
-/// Who made an endpoint of a container owned by `owner` on `net` (see
-/// `Container::endpoint_owner`).
-fn endpoint_owner(owner: &Owner, net: &Network) -> Owner {
-    if owner.is_foreign() {
-        net.owner.clone()
-    } else {
-        owner.clone()
-    }
 }
 
 /// `endpoints` sorted by container name, then interface: an order of
