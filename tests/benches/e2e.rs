@@ -56,9 +56,15 @@
 //! alternate with the classifier (XDP's NAPI switch), and measured in a
 //! phase of its own it drifted from the XDP rows with the machine.
 //!
+//! **Scale** (`scale`): the classifier with 65,536 endpoints in its table
+//! against 64, two more objects swapped behind the same links, with XDP
+//! and with TC alone (target 5 in place). `MVNET_BENCH_E2E_ONLY=scale` in
+//! the environment runs only those rounds.
+//!
 //! Targets (issue 17): the classifier's in-place cost over pass-only <= 10
 //! ns per frame; observe >= 1.0x nftables' fps and an added cost per frame
-//! <= 0.5x nftables'; observe >= 0.95x and enforce >= 0.93x no program.
+//! <= 0.5x nftables'; observe >= 0.95x and enforce >= 0.93x no program;
+//! in place at 65,536 endpoints within 1.1x of 64.
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd as _, OwnedFd},
@@ -86,6 +92,8 @@ use mvnet_lab::{
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "e2e/scale.rs"]
+mod scale;
 #[path = "e2e/tc_only.rs"]
 mod tc_only;
 
@@ -730,6 +738,16 @@ fn bench() -> Result<()> {
     };
     // Warm-up (caches, page allocator), then `none` before attaching.
     measure(&lab, &mut rx, &frames, CHUNK)?;
+    if std::env::var_os("MVNET_BENCH_E2E_ONLY").is_some_and(|v| v == "scale") {
+        // Target 5 in place alone (see the module `scale`).
+        let _stats =
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+        scale::run(&lab, &mut rx, &frames)
+            .context("scale rounds")?
+            .print();
+        println!("bench time: {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     none_chunks(&mut rx, &mut none)?;
     // TC alone against no program, round by round, before bpf_stats go on
     // for the rest of the bench.
@@ -824,6 +842,7 @@ fn bench() -> Result<()> {
     })();
     swap.detach()?;
     result.context("reference rounds")?;
+    let scale = scale::run(&lab, &mut rx, &frames).context("scale rounds")?;
     none_chunks(&mut rx, &mut none)?;
 
     // Read what still waits in the sockets: Linux counts InDatagrams when
@@ -1004,6 +1023,7 @@ fn bench() -> Result<()> {
         in_place[1].per_run(0) - in_place[0].per_run(0),
         in_place[1].per_run(1) - in_place[0].per_run(1),
     );
+    scale.print();
     println!("bench time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
