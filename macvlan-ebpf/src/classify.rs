@@ -10,7 +10,8 @@ use crate::{
     events,
     maps::{
         CONFIG, ENDPOINTS, ENDPOINT_CAPACITY, ENDPOINT_INDEX, ENDPOINT_MALFORMED,
-        ENDPOINT_MISMATCH, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY, VLAN_STATS,
+        ENDPOINT_MISMATCH, ENDPOINT_SOURCE_WORDS, ENDPOINT_STATS, VERDICT_STATS, VLAN_POLICY,
+        VLAN_STATS,
     },
     parse::{self, Ethernet},
 };
@@ -133,12 +134,23 @@ fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
     }
 }
 
-/// Whether `src` is an endpoint's MAC (on any VLAN). A zero word at its
-/// source index proves it is not (see `macvlan_common::direct::RESERVED`):
-/// one array load instead of a hash lookup for nearly every wire frame.
+/// Whether `src` is an endpoint's MAC (on any VLAN). A clear bit in the
+/// source filter proves it is not (`macvlan_common::direct::SOURCE_BASE`):
+/// one array load instead of a hash lookup for nearly every wire frame,
+/// however full the table. An ENDPOINT_INDEX without the filter (sized by
+/// hand, not by the loader) has the array return no pointer: then a zero
+/// word at the MAC's source index proves it (`direct::RESERVED`), as
+/// before the filter.
 #[inline(always)]
 fn is_local_source(src: u64) -> bool {
-    if let Some(word) = ENDPOINT_INDEX.get_ptr(direct::source_index(src)) {
+    let (at, bit) = direct::source_bit(src, ENDPOINT_SOURCE_WORDS.load());
+    if let Some(word) = ENDPOINT_INDEX.get_ptr(direct::SOURCE_BASE + at) {
+        // SAFETY: as in direct_slot. Bits are only ever set, each with one
+        // atomic operation.
+        if unsafe { core::ptr::read_volatile(word) } >> bit & 1 == 0 {
+            return false;
+        }
+    } else if let Some(word) = ENDPOINT_INDEX.get_ptr(direct::source_index(src)) {
         // SAFETY: as in direct_slot.
         if unsafe { core::ptr::read_volatile(word) } == 0 {
             return false;

@@ -18,8 +18,10 @@ use macvlan_common::{
 };
 
 /// The direct index in front of ENDPOINTS (see `macvlan_common::direct`),
-/// and after it the fill word the controller keeps (`direct::FILL`, never
-/// read here). Mmapable so the controller can write each word atomically.
+/// after it the fill word the controller keeps (`direct::FILL`, never
+/// read here), then the source filter (`direct::SOURCE_BASE`). Compiled
+/// without the filter; the loader sizes it (`direct::index_words`).
+/// Mmapable so the controller can write each word atomically.
 #[btf_map]
 pub static ENDPOINT_INDEX: Array<u64, { direct::WORDS as usize }, { direct::MAP_FLAGS }> =
     Array::new();
@@ -30,6 +32,13 @@ pub static ENDPOINT_INDEX: Array<u64, { direct::WORDS as usize }, { direct::MAP_
 /// verifier knows its value.
 #[unsafe(no_mangle)]
 pub static ENDPOINT_CAPACITY: Global<u32> = Global::new(DEFAULT_ENDPOINTS);
+
+/// Words of the source filter in ENDPOINT_INDEX (a power of two), set by
+/// the loader (`macvlan_common::direct::SOURCE_WORDS_GLOBAL`). In
+/// `.rodata`, frozen once loaded.
+#[unsafe(no_mangle)]
+pub static ENDPOINT_SOURCE_WORDS: Global<u32> =
+    Global::new(direct::source_words(DEFAULT_ENDPOINTS));
 
 /// (destination MAC, VLAN) → endpoint. Written by the controller only.
 #[btf_map]

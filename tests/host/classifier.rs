@@ -208,10 +208,18 @@ impl Rig {
                             .expect("ENDPOINT_INDEX map"),
                     )
                     .expect("ENDPOINT_INDEX type");
+                    use macvlan_common::{direct, mac_word, DEFAULT_ENDPOINTS};
                     for ep in ENDPOINTS {
-                        let at =
-                            macvlan_common::direct::source_index(macvlan_common::mac_word(&ep.mac));
-                        index.set(at, macvlan_common::direct::RESERVED, 0).unwrap();
+                        let mac = mac_word(&ep.mac);
+                        index
+                            .set(direct::source_index(mac), direct::RESERVED, 0)
+                            .unwrap();
+                        // And its bit in the source filter.
+                        let (at, bit) =
+                            direct::source_bit(mac, direct::source_words(DEFAULT_ENDPOINTS));
+                        let at = direct::SOURCE_BASE + at;
+                        let word = index.get(&at, 0).unwrap();
+                        index.set(at, word | 1 << bit, 0).unwrap();
                     }
                 }
                 let mut table: HashMap<_, EndpointKey, Endpoint> =
@@ -1107,6 +1115,129 @@ fn source_word_stays_set_when_its_key_leaves() {
     );
 }
 
+/// With every slot of the largest capacity taken, the index has no zero
+/// word left, so it can no longer prove a frame's source is no endpoint's;
+/// the source filter still does for all but about one MAC in 64, and TC
+/// ingress still tells bridge-mode frames (an endpoint's source) from wire
+/// frames, whichever way it finds out.
+#[test]
+fn a_full_table_still_proves_wire_sources_without_the_hash() {
+    require_root();
+    use macvlan_common::{direct, MAX_ENDPOINTS};
+    let capacity = MAX_ENDPOINTS;
+    let mut ebpf = datapath::load_with_capacity(capacity).expect("loading at 65536");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(program_names::TC_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().unwrap();
+    // Docker-style MACs, 02:42 + an address of 10.64.0.0/14, slot by slot.
+    let mac_of = |slot: u32| {
+        let [_, b, c, d] = (0x0a40_0000 + slot).to_be_bytes();
+        [0x02, 0x42, 0x0a, b, c, d]
+    };
+    let other = |i: u32| {
+        let [_, b, c, d] = i.to_be_bytes();
+        [0x02, 0x43, 0x0a, b, c, d]
+    };
+    {
+        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
+        for slot in 0..capacity {
+            let entry = EndpointEntry {
+                mac: mac_of(slot),
+                vlan: 0,
+                ipv4: None,
+                ipv6: None,
+                enforce: false,
+            };
+            table.insert_at(entry, slot).unwrap();
+        }
+        for slot in (0..capacity).step_by(97) {
+            assert_eq!(table.source_marked(mac_of(slot)), Some(true), "slot {slot}");
+        }
+        let probes = 20_000;
+        let marked = (0..probes)
+            .filter(|i| table.source_marked(other(*i)) == Some(true))
+            .count();
+        assert!(
+            marked * 40 <= probes as usize,
+            "{marked} of {probes} MACs that are no endpoint's are marked in the source filter"
+        );
+    }
+    let index: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(ebpf.map(map_names::ENDPOINT_INDEX).unwrap()).unwrap();
+    let zero = (0..direct::SLOTS)
+        .filter(|i| index.get(i, 0).unwrap() == 0)
+        .count();
+    assert_eq!(zero, 0, "index words still 0 with every slot taken");
+    drop(index);
+    // Through TC ingress: frames to slot 7 from an unmarked wire source,
+    // and from endpoint 9 (bridge mode).
+    let wire = (0..)
+        .map(other)
+        .find(|m| {
+            datapath::endpoint_table(&mut ebpf)
+                .unwrap()
+                .source_marked(*m)
+                == Some(false)
+        })
+        .unwrap();
+    let tc: &SchedClassifier = ebpf
+        .program(program_names::TC_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (src, repeat) in [(wire, 5), (mac_of(9), 3)] {
+        let f = frame(mac_of(7), src, &[]);
+        let opts = TestRunOptions {
+            data_in: Some(&f),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        assert_eq!(tc.test_run(opts).unwrap().return_value, TC_ACT_OK);
+    }
+    let c = datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    assert_eq!(
+        (c[7].rx_wire.frames, c[7].rx_local.frames),
+        (5, 3),
+        "(rx_wire, rx_local) of slot 7: 5 frames from the wire, 3 from endpoint 9"
+    );
+}
+
+/// An endpoint MAC whose source-filter bit is clear (written by a writer
+/// that does not keep the filter) is found and marked by the resync that
+/// `mvnet restore` runs, and only that one.
+#[test]
+fn a_clear_source_bit_is_found_and_marked_again() {
+    require_root();
+    use macvlan_common::{direct, mac_word, DEFAULT_ENDPOINTS};
+    let mut rig = Rig::new();
+    let ep = ENDPOINTS[0];
+    {
+        let mut index: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(rig.ebpf.map_mut(map_names::ENDPOINT_INDEX).unwrap())
+                .unwrap();
+        let (at, bit) =
+            direct::source_bit(mac_word(&ep.mac), direct::source_words(DEFAULT_ENDPOINTS));
+        let at = direct::SOURCE_BASE + at;
+        let word = index.get(&at, 0).unwrap();
+        assert_eq!(word >> bit & 1, 1, "insert_at set the bit");
+        index.set(at, word & !(1 << bit), 0).unwrap();
+    }
+    let table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
+    assert_eq!(table.source_marked(ep.mac), Some(false));
+    assert_eq!(
+        table.resync_sources(false).unwrap(),
+        1,
+        "counted, not fixed"
+    );
+    assert_eq!(table.source_marked(ep.mac), Some(false));
+    assert_eq!(table.resync_sources(true).unwrap(), 1);
+    assert_eq!(table.source_marked(ep.mac), Some(true));
+    assert_eq!(table.resync_sources(true).unwrap(), 0);
+}
+
 /// TC and XDP reach the same verdict on every crafted frame both can run,
 /// also when both run on one set of maps.
 #[test]
@@ -1402,11 +1533,12 @@ fn the_largest_capacity_counts_in_its_highest_slots() {
         };
         assert_eq!(data.info().unwrap().max_entries(), entries, "{name}");
     }
-    // ENDPOINT_STATS: one stripe of `capacity` per possible CPU.
-    assert_eq!(
-        macvlan_common::endpoint_map_sizes(capacity, stripes)[1],
-        (map_names::ENDPOINT_STATS, capacity * stripes)
-    );
+    // ENDPOINT_STATS: one stripe of `capacity` per possible CPU;
+    // ENDPOINT_INDEX: the index, the fill word and 64 bits of source
+    // filter per slot.
+    let sizes = macvlan_common::endpoint_map_sizes(capacity, stripes);
+    assert!(sizes.contains(&(map_names::ENDPOINT_STATS, capacity * stripes)));
+    assert!(sizes.contains(&(map_names::ENDPOINT_INDEX, (1 << 16) + 1 + capacity)));
     // Same bytes 4 and 5 as `indexed`: one index word, so `hashed` lives
     // in the hash only.
     let indexed = [0x02, 0x42, 0x0a, 0x00, 0xff, 0xfe];

@@ -500,6 +500,14 @@ impl Controller {
                 if dry { "would correct" } else { "corrected" }
             ));
         }
+        let clear = maps.endpoints()?.resync_sources(!dry)?;
+        if clear > 0 {
+            r.actions.push(format!(
+                "{} {clear} endpoint MAC(s) in the source filter of {root}'s classifier (written \
+                 by a writer that does not keep the filter)",
+                if dry { "would mark" } else { "marked" }
+            ));
+        }
         Ok(())
     }
 

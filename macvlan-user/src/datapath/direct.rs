@@ -22,6 +22,9 @@ pub struct DirectIndex {
     /// Whether the array has the fill word after the index
     /// (`direct::FILL`); pins made before it have none.
     has_fill: bool,
+    /// Words of the source filter after the fill word
+    /// (`direct::SOURCE_BASE`); 0 in pins made before it.
+    source_words: u32,
 }
 
 impl DirectIndex {
@@ -33,8 +36,15 @@ impl DirectIndex {
             .map_err(|source| DatapathError::Map { name, source })?
             .max_entries();
         let has_fill = entries >= direct::WORDS;
+        // The loader makes the filter a power of two; any other size is
+        // not one we made, and is left alone.
+        let source_words = entries
+            .saturating_sub(direct::WORDS)
+            .checked_next_power_of_two()
+            .filter(|w| *w == entries.saturating_sub(direct::WORDS))
+            .unwrap_or(0);
         let len = if has_fill {
-            direct::WORDS
+            direct::WORDS + source_words
         } else {
             direct::SLOTS
         };
@@ -43,6 +53,7 @@ impl DirectIndex {
         Ok(DirectIndex {
             words: std::sync::Arc::new(words),
             has_fill,
+            source_words,
         })
     }
 
@@ -108,14 +119,34 @@ impl DirectIndex {
         }
     }
 
-    /// Marks `mac`'s source word (`direct::source_index`) non-zero, before
-    /// the MAC goes into the hash: TC ingress takes a zero word there as
-    /// proof that a frame's source is no endpoint's. Words never go back
-    /// to 0, so the mark outlives the endpoint (a later frame from that
-    /// MAC then costs the hash lookup, and gets the right answer).
+    /// Marks `mac`'s source word (`direct::source_index`) non-zero and sets
+    /// its bit in the source filter, before the MAC goes into the hash: TC
+    /// ingress takes a clear bit (a zero word, in pins made before the
+    /// filter) as proof that a frame's source is no endpoint's. Neither
+    /// is ever cleared, so the mark outlives the endpoint (a later frame
+    /// from that MAC then costs the hash lookup, and gets the right
+    /// answer).
     pub fn reserve_source(&self, mac: &[u8; 6]) {
-        let w = self.word(direct::source_index(mac_word(mac)));
+        let mac = mac_word(mac);
+        let w = self.word(direct::source_index(mac));
         let _ = w.compare_exchange(0, direct::RESERVED, Ordering::AcqRel, Ordering::Acquire);
+        // And its bit in the source filter, which the classifier reads
+        // instead where there is one (`direct::SOURCE_BASE`).
+        if self.source_words > 0 {
+            let (at, bit) = direct::source_bit(mac, self.source_words);
+            self.word(direct::SOURCE_BASE + at)
+                .fetch_or(1 << bit, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether `mac`'s bit is set in the source filter (`None`: pins made
+    /// before the filter). A set bit says "maybe an endpoint's MAC", a
+    /// clear one "no endpoint's".
+    pub fn source_marked(&self, mac: &[u8; 6]) -> Option<bool> {
+        (self.source_words > 0).then(|| {
+            let (at, bit) = direct::source_bit(mac_word(mac), self.source_words);
+            self.word(direct::SOURCE_BASE + at).load(Ordering::Acquire) >> bit & 1 == 1
+        })
     }
 
     /// The slot indexed for (`mac`, `vlan`), if any.

@@ -179,6 +179,13 @@ impl<'a> EndpointTable<'a> {
             .is_some_and(|i| i.get(&mac, vlan).is_some())
     }
 
+    /// Whether `mac`'s bit is set in the source filter: `Some(false)`
+    /// proves no endpoint ever had `mac` (`None`: no filter, pins made
+    /// before it).
+    pub fn source_marked(&self, mac: [u8; 6]) -> Option<bool> {
+        self.index.as_ref().and_then(|i| i.source_marked(&mac))
+    }
+
     /// The endpoint with `mac` on `vlan`, if present.
     pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
         self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
@@ -220,6 +227,34 @@ impl<'a> EndpointTable<'a> {
             index.set_fill(is);
         }
         Some((was, is))
+    }
+
+    /// Sets the source-filter bit of every endpoint MAC in the hash whose
+    /// bit is clear (with `fix` false, only counts them). mvnet sets a
+    /// MAC's bit before the MAC enters the hash, so only a writer that
+    /// does not know the filter (an older mvnet on a newer pin) leaves one
+    /// clear; TC ingress would then count that endpoint's bridge-mode
+    /// frames as wire frames. Returns how many were clear; 0 for pins
+    /// made before the filter.
+    pub fn resync_sources(&self, fix: bool) -> Result<usize, DatapathError> {
+        let Some(index) = self.index.as_ref() else {
+            return Ok(0);
+        };
+        let keys: Vec<EndpointKey> = match all_entries(self.map.map()) {
+            Ok(entries) => entries.into_iter().map(|(k, _)| k).collect(),
+            // Kernels before 5.6 have no batch reads.
+            Err(_) => self.map.keys().filter_map(|k| k.ok()).collect(),
+        };
+        let mut clear = 0;
+        for k in keys {
+            if k.vlan == VLAN_ANY && index.source_marked(&k.mac) == Some(false) {
+                clear += 1;
+                if fix {
+                    index.reserve_source(&k.mac);
+                }
+            }
+        }
+        Ok(clear)
     }
 
     pub fn is_empty(&self) -> bool {

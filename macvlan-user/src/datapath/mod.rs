@@ -126,6 +126,12 @@ pub fn load_with_capacity(capacity: u32) -> Result<Ebpf, DatapathError> {
         loader.map_max_entries(name, entries);
     }
     loader.override_global(striped_layout::CAPACITY_GLOBAL, &capacity, true);
+    let source_words = macvlan_common::direct::source_words(capacity);
+    loader.override_global(
+        macvlan_common::direct::SOURCE_WORDS_GLOBAL,
+        &source_words,
+        true,
+    );
     Ok(loader.load(object())?)
 }
 
