@@ -1165,13 +1165,14 @@ fn a_full_table_still_proves_wire_sources_without_the_hash() {
             "{marked} of {probes} MACs that are no endpoint's are marked in the source filter"
         );
     }
-    let index: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(ebpf.map(map_names::ENDPOINT_INDEX).unwrap()).unwrap();
-    let zero = (0..direct::SLOTS)
-        .filter(|i| index.get(i, 0).unwrap() == 0)
-        .count();
-    assert_eq!(zero, 0, "index words still 0 with every slot taken");
-    drop(index);
+    {
+        let index: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(ebpf.map(map_names::ENDPOINT_INDEX).unwrap()).unwrap();
+        let zero = (0..direct::SLOTS)
+            .filter(|i| index.get(i, 0).unwrap() == 0)
+            .count();
+        assert_eq!(zero, 0, "index words still 0 with every slot taken");
+    }
     // Through TC ingress: frames to slot 7 from an unmarked wire source,
     // and from endpoint 9 (bridge mode).
     let wire = (0..)
