@@ -156,6 +156,42 @@ fn a_deleted_parent_is_flagged_and_restore_rebuilds_on_the_new_one() {
     s.ok(&["network", "rm", "nf"]);
 }
 
+/// An endpoint MAC whose bit in the classifier's source filter is clear
+/// (a writer that does not keep the filter, such as an older mvnet on
+/// these pins) is found by `restore --check` and marked by `restore`.
+#[test]
+fn an_endpoint_mac_missing_from_the_source_filter_is_marked_again() {
+    require_root();
+    use macvlan_common::{direct, mac_word, map_names, DEFAULT_ENDPOINTS};
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let _c = one_container(&lab, &s);
+    let mac = [0x02, 0x42, 0x0a, 0x82, 0x00, 0x02];
+    let path = crate::datapath_cp::pin_dir(&lab).join(map_names::ENDPOINT_INDEX);
+    let data = aya::maps::MapData::from_pin(&path).unwrap();
+    let mut index: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+    let (at, bit) = direct::source_bit(mac_word(&mac), direct::source_words(DEFAULT_ENDPOINTS));
+    let at = direct::SOURCE_BASE + at;
+    let word = index.get(&at, 0).unwrap();
+    assert_eq!(word >> bit & 1, 1, "`run` marked the endpoint's MAC");
+    index.set(at, word & !(1 << bit), 0).unwrap();
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "would mark 1 endpoint MAC in the source filter of eth0's classifier (written by a \
+         writer that does not keep the filter)\n"
+    );
+    assert_eq!(
+        s.ok(&["restore"]),
+        "marked 1 endpoint MAC in the source filter of eth0's classifier (written by a \
+         writer that does not keep the filter)\n"
+    );
+    assert_eq!(index.get(&at, 0).unwrap() >> bit & 1, 1);
+    assert_converged(&s);
+}
+
 #[test]
 fn a_container_namespace_deleted_or_left_as_a_stale_file_is_purged() {
     require_root();

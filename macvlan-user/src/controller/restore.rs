@@ -503,9 +503,10 @@ impl Controller {
         let clear = maps.endpoints()?.resync_sources(!dry)?;
         if clear > 0 {
             r.actions.push(format!(
-                "{} {clear} endpoint MAC(s) in the source filter of {root}'s classifier (written \
+                "{} {clear} endpoint MAC{} in the source filter of {root}'s classifier (written \
                  by a writer that does not keep the filter)",
-                if dry { "would mark" } else { "marked" }
+                if dry { "would mark" } else { "marked" },
+                if clear == 1 { "" } else { "s" }
             ));
         }
         Ok(())
