@@ -452,9 +452,10 @@ pub mod direct {
     /// a key leaves `RESERVED`, and before it puts an endpoint's MAC in the
     /// ENDPOINTS hash it reserves the word at [`source_index`] of that MAC
     /// if it is 0. So while the word at `source_index(mac)` is 0, no
-    /// endpoint (on any VLAN) has `mac`: TC ingress tells a wire frame from
-    /// a bridge-mode one without a hash lookup for nearly every wire frame.
-    /// A key may still take a reserved word ([`VALID`] clear = free).
+    /// endpoint (on any VLAN) has `mac`: TC ingress of a classifier pinned
+    /// before the source filter ([`SOURCE_BASE`]) tells a wire frame from
+    /// a bridge-mode one by it, without a hash lookup while most words are
+    /// 0. A key may still take a reserved word ([`VALID`] clear = free).
     pub const RESERVED: u64 = 1;
 
     /// The word that says whether `mac` may be an endpoint's on any VLAN
@@ -498,14 +499,15 @@ pub mod direct {
     }
 
     /// The source filter's bit for `mac` (a [`mac_word`](super::mac_word))
-    /// in a filter of `words` words (a power of two): (word, counting from
-    /// [`SOURCE_BASE`], and bit). A multiplicative hash of all six bytes,
-    /// its top bits taken: Docker's MACs differ in their last bytes only.
+    /// in a filter of `words` words (a power of two): (its word's index in
+    /// ENDPOINT_INDEX, from [`SOURCE_BASE`] on, and the bit in it). A
+    /// multiplicative hash of all six bytes, its top bits taken: Docker's
+    /// MACs differ in their last bytes only.
     #[inline(always)]
     pub const fn source_bit(mac: u64, words: u32) -> (u32, u32) {
         let h = (mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
         let bit = h & (words.wrapping_mul(64).wrapping_sub(1));
-        (bit >> 6, bit & 63)
+        (SOURCE_BASE + (bit >> 6), bit & 63)
     }
 }
 
@@ -630,8 +632,9 @@ mod tests {
                 let [_, _, c, d] = (0x0a40_0000 + i).to_be_bytes();
                 let (at, bit) =
                     direct::source_bit(mac_word(&[2, 0x42, 10, 64 + (i >> 16) as u8, c, d]), words);
-                assert!(at < words && bit < 64);
-                bits[at as usize] |= 1 << bit;
+                assert!((direct::SOURCE_BASE..direct::SOURCE_BASE + words).contains(&at));
+                assert!(bit < 64);
+                bits[(at - direct::SOURCE_BASE) as usize] |= 1 << bit;
             }
             // Other MACs of the same shape, never endpoints'.
             let probes = 20_000u32;
@@ -639,7 +642,7 @@ mod tests {
                 .filter(|i| {
                     let [_, b, c, d] = i.to_be_bytes();
                     let (at, bit) = direct::source_bit(mac_word(&[2, 0x42, 11, b, c, d]), words);
-                    bits[at as usize] >> bit & 1 == 1
+                    bits[(at - direct::SOURCE_BASE) as usize] >> bit & 1 == 1
                 })
                 .count();
             // Expected: capacity / (64 words), at most 1/64 = 1.6%.

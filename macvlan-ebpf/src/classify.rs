@@ -137,22 +137,15 @@ fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
 /// Whether `src` is an endpoint's MAC (on any VLAN). A clear bit in the
 /// source filter proves it is not (`macvlan_common::direct::SOURCE_BASE`):
 /// one array load instead of a hash lookup for nearly every wire frame,
-/// however full the table. An ENDPOINT_INDEX without the filter (sized by
-/// hand, not by the loader) has the array return no pointer: then a zero
-/// word at the MAC's source index proves it (`direct::RESERVED`), as
-/// before the filter.
+/// however full the table. (An ENDPOINT_INDEX the loader did not size has
+/// no filter: the array returns no pointer, and the hash decides.)
 #[inline(always)]
 fn is_local_source(src: u64) -> bool {
     let (at, bit) = direct::source_bit(src, ENDPOINT_SOURCE_WORDS.load());
-    if let Some(word) = ENDPOINT_INDEX.get_ptr(direct::SOURCE_BASE + at) {
+    if let Some(word) = ENDPOINT_INDEX.get_ptr(at) {
         // SAFETY: as in direct_slot. Bits are only ever set, each with one
         // atomic operation.
         if unsafe { core::ptr::read_volatile(word) } >> bit & 1 == 0 {
-            return false;
-        }
-    } else if let Some(word) = ENDPOINT_INDEX.get_ptr(direct::source_index(src)) {
-        // SAFETY: as in direct_slot.
-        if unsafe { core::ptr::read_volatile(word) } == 0 {
             return false;
         }
     }

@@ -217,7 +217,6 @@ impl Rig {
                         // And its bit in the source filter.
                         let (at, bit) =
                             direct::source_bit(mac, direct::source_words(DEFAULT_ENDPOINTS));
-                        let at = direct::SOURCE_BASE + at;
                         let word = index.get(&at, 0).unwrap();
                         index.set(at, word | 1 << bit, 0).unwrap();
                     }
@@ -1221,22 +1220,17 @@ fn a_clear_source_bit_is_found_and_marked_again() {
                 .unwrap();
         let (at, bit) =
             direct::source_bit(mac_word(&ep.mac), direct::source_words(DEFAULT_ENDPOINTS));
-        let at = direct::SOURCE_BASE + at;
         let word = index.get(&at, 0).unwrap();
         assert_eq!(word >> bit & 1, 1, "insert_at set the bit");
         index.set(at, word & !(1 << bit), 0).unwrap();
     }
     let table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
     assert_eq!(table.source_marked(ep.mac), Some(false));
-    assert_eq!(
-        table.resync_sources(false).unwrap(),
-        1,
-        "counted, not fixed"
-    );
+    assert_eq!(table.resync(false).unmarked, 1, "counted, not fixed");
     assert_eq!(table.source_marked(ep.mac), Some(false));
-    assert_eq!(table.resync_sources(true).unwrap(), 1);
+    assert_eq!(table.resync(true).unmarked, 1);
     assert_eq!(table.source_marked(ep.mac), Some(true));
-    assert_eq!(table.resync_sources(true).unwrap(), 0);
+    assert_eq!(table.resync(true).unmarked, 0);
 }
 
 /// TC and XDP reach the same verdict on every crafted frame both can run,
@@ -1655,7 +1649,7 @@ fn the_fill_word_counts_the_table() {
     assert_eq!(table.insert(entry(b, 20)).unwrap(), 0);
     assert_eq!(table.len(), 3);
     // `restore`'s check: the count agrees with a walk of the hash.
-    assert_eq!(table.resync_len(false), None);
+    assert_eq!(table.resync(false).count, None);
 }
 
 /// A capacity outside 1..=65536 is refused before anything is loaded.

@@ -172,7 +172,6 @@ fn an_endpoint_mac_missing_from_the_source_filter_is_marked_again() {
     let mut index: aya::maps::Array<_, u64> =
         aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
     let (at, bit) = direct::source_bit(mac_word(&mac), direct::source_words(DEFAULT_ENDPOINTS));
-    let at = direct::SOURCE_BASE + at;
     let word = index.get(&at, 0).unwrap();
     assert_eq!(word >> bit & 1, 1, "`run` marked the endpoint's MAC");
     index.set(at, word & !(1 << bit), 0).unwrap();

@@ -494,13 +494,14 @@ impl Controller {
         // table's fill) is one off when a writer was killed between its
         // change of the hash and its count.
         let mut maps = PinnedMaps::open(&dir)?;
-        if let Some((was, is)) = maps.endpoints()?.resync_len(!dry) {
+        let resynced = maps.endpoints()?.resync(!dry);
+        if let Some((was, is)) = resynced.count {
             r.actions.push(format!(
                 "{} the endpoint count of {root}'s classifier from {was} to {is}",
                 if dry { "would correct" } else { "corrected" }
             ));
         }
-        let clear = maps.endpoints()?.resync_sources(!dry)?;
+        let clear = resynced.unmarked;
         if clear > 0 {
             r.actions.push(format!(
                 "{} {clear} endpoint MAC{} in the source filter of {root}'s classifier (written \

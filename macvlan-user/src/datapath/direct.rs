@@ -38,11 +38,8 @@ impl DirectIndex {
         let has_fill = entries >= direct::WORDS;
         // The loader makes the filter a power of two; any other size is
         // not one we made, and is left alone.
-        let source_words = entries
-            .saturating_sub(direct::WORDS)
-            .checked_next_power_of_two()
-            .filter(|w| *w == entries.saturating_sub(direct::WORDS))
-            .unwrap_or(0);
+        let extra = entries.saturating_sub(direct::WORDS);
+        let source_words = if extra.is_power_of_two() { extra } else { 0 };
         let len = if has_fill {
             direct::WORDS + source_words
         } else {
@@ -134,8 +131,7 @@ impl DirectIndex {
         // instead where there is one (`direct::SOURCE_BASE`).
         if self.source_words > 0 {
             let (at, bit) = direct::source_bit(mac, self.source_words);
-            self.word(direct::SOURCE_BASE + at)
-                .fetch_or(1 << bit, Ordering::AcqRel);
+            self.word(at).fetch_or(1 << bit, Ordering::AcqRel);
         }
     }
 
@@ -145,7 +141,7 @@ impl DirectIndex {
     pub fn source_marked(&self, mac: &[u8; 6]) -> Option<bool> {
         (self.source_words > 0).then(|| {
             let (at, bit) = direct::source_bit(mac_word(mac), self.source_words);
-            self.word(direct::SOURCE_BASE + at).load(Ordering::Acquire) >> bit & 1 == 1
+            self.word(at).load(Ordering::Acquire) >> bit & 1 == 1
         })
     }
 

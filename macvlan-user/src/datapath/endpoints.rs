@@ -65,6 +65,15 @@ fn slots(entries: &[(EndpointKey, Endpoint)]) -> Vec<u32> {
         .collect()
 }
 
+/// What [`EndpointTable::resync`] found (and, fixing, corrected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resynced {
+    /// The fill word and the count of the hash, when they differed.
+    pub count: Option<(u64, u64)>,
+    /// Endpoint MACs whose source-filter bit was clear.
+    pub unmarked: usize,
+}
+
 impl<'a> EndpointTable<'a> {
     /// The table over the ENDPOINTS map (of a loaded object or a pin).
     pub(super) fn new(
@@ -91,18 +100,15 @@ impl<'a> EndpointTable<'a> {
         self.capacity
     }
 
+    /// Every entry of the hash: one batched read, or on kernels before
+    /// 5.6 (no batch reads) a walk key by key.
+    fn entries(&self) -> Vec<(EndpointKey, Endpoint)> {
+        all_entries(self.map.map())
+            .unwrap_or_else(|_| self.map.iter().filter_map(|r| r.ok()).collect())
+    }
+
     fn used_slots(&self) -> Vec<u32> {
-        match all_entries(self.map.map()) {
-            Ok(entries) => slots(&entries),
-            // Kernels before 5.6 have no batch reads.
-            Err(_) => self
-                .map
-                .iter()
-                .filter_map(|r| r.ok())
-                .filter(|(k, _)| k.vlan < 0x1000)
-                .map(|(_, v)| v.slot)
-                .collect(),
-        }
+        slots(&self.entries())
     }
 
     /// Adds an endpoint and returns its slot (the lowest free one).
@@ -213,48 +219,41 @@ impl<'a> EndpointTable<'a> {
         }
     }
 
-    /// Makes the fill word match the hash (counted by a walk of it; with
-    /// `fix` false, only compares). Returns `(was, is)` when it did not
-    /// match; `None` when it did, or for pins made before the fill word.
-    pub fn resync_len(&self, fix: bool) -> Option<(u64, u64)> {
-        let index = self.index.as_ref()?;
-        let is = self.used_slots().len() as u64;
-        let was = index.fill()?;
-        if was == is {
-            return None;
-        }
-        if fix {
-            index.set_fill(is);
-        }
-        Some((was, is))
-    }
-
-    /// Sets the source-filter bit of every endpoint MAC in the hash whose
-    /// bit is clear (with `fix` false, only counts them). mvnet sets a
-    /// MAC's bit before the MAC enters the hash, so only a writer that
-    /// does not know the filter (an older mvnet on a newer pin) leaves one
-    /// clear; TC ingress would then count that endpoint's bridge-mode
-    /// frames as wire frames. Returns how many were clear; 0 for pins
-    /// made before the filter.
-    pub fn resync_sources(&self, fix: bool) -> Result<usize, DatapathError> {
+    /// Makes what the controller keeps beside the direct index match the
+    /// hash, from one read of it (with `fix` false, only compares):
+    ///
+    /// * the fill word: one off when a writer was killed between its
+    ///   change of the hash and its count;
+    /// * the source filter: mvnet sets a MAC's bit before the MAC enters
+    ///   the hash, so only a writer that does not know the filter (an
+    ///   older mvnet on a newer pin) leaves one clear, and TC ingress
+    ///   would then count that endpoint's bridge-mode frames as wire
+    ///   frames.
+    ///
+    /// Pins made before the index, the fill word or the filter have
+    /// nothing of it to resync.
+    pub fn resync(&self, fix: bool) -> Resynced {
+        let mut out = Resynced::default();
         let Some(index) = self.index.as_ref() else {
-            return Ok(0);
+            return out;
         };
-        let keys: Vec<EndpointKey> = match all_entries(self.map.map()) {
-            Ok(entries) => entries.into_iter().map(|(k, _)| k).collect(),
-            // Kernels before 5.6 have no batch reads.
-            Err(_) => self.map.keys().filter_map(|k| k.ok()).collect(),
-        };
-        let mut clear = 0;
-        for k in keys {
+        let entries = self.entries();
+        let is = slots(&entries).len() as u64;
+        if let Some(was) = index.fill().filter(|was| *was != is) {
+            if fix {
+                index.set_fill(is);
+            }
+            out.count = Some((was, is));
+        }
+        for (k, _) in &entries {
             if k.vlan == VLAN_ANY && index.source_marked(&k.mac) == Some(false) {
-                clear += 1;
+                out.unmarked += 1;
                 if fix {
                     index.reserve_source(&k.mac);
                 }
             }
         }
-        Ok(clear)
+        out
     }
 
     pub fn is_empty(&self) -> bool {

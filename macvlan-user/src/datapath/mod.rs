@@ -27,7 +27,7 @@ use thiserror::Error;
 
 pub use classifier::Classifier;
 pub use counters::{endpoint_counters, CounterSnapshot, VerdictTable};
-pub use endpoints::{EndpointEntry, EndpointTable};
+pub use endpoints::{EndpointEntry, EndpointTable, Resynced};
 pub use striped::stripes;
 
 use crate::netns::NetnsError;
