@@ -980,6 +980,29 @@ fn dual_stack_network_gives_ipv4_and_ipv6() {
     ]);
     assert!(err.contains("has no IPv6"), "{err}");
     assert!(!netns::list().contains(&c));
+    // IPv6 is off on an IPv4-only network's endpoint and its lo, as Docker
+    // leaves them, and on on a dual-stack one: read through the host's
+    // /proc in each container's namespace (mvnet writes it elsewhere).
+    let d = format!("{}-v4d", lab.id());
+    s.container("v4only", &d, &[]);
+    let sysctl = |c: &str, dev: &str| {
+        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        s.ok(&["exec", c, "cat", &path]).trim().to_owned()
+    };
+    assert_eq!(
+        [
+            sysctl(&d, "eth0"),
+            sysctl(&d, "lo"),
+            sysctl(&a, "eth0"),
+            sysctl(&a, "lo")
+        ],
+        ["1", "1", "0", "0"]
+    );
+    let v6 = s.ok(&["exec", &d, "ip", "-6", "addr", "show"]);
+    assert!(
+        v6.trim().is_empty(),
+        "IPv6 addresses on an IPv4-only container: {v6}"
+    );
     // An IPv6 subnet without --ipv6 is refused.
     let err = s.fails(&[
         "network",
@@ -990,7 +1013,7 @@ fn dual_stack_network_gives_ipv4_and_ipv6() {
         "x",
     ]);
     assert!(err.contains("without --ipv6"), "{err}");
-    for n in [&a, &b] {
+    for n in [&a, &b, &d] {
         s.ok(&["container", "stop", n]);
         s.ok(&["container", "rm", n]);
     }

@@ -119,10 +119,9 @@ pub fn plumb(net: &Network, ep: &Endpoint, ns: &NetNs) -> Result<()> {
             if !ipv6 {
                 // As Docker does on IPv4-only networks: no IPv6 on the
                 // endpoint, so no autoconfiguration, DAD or MLD traffic.
-                // (Set before the link is up; /proc/sys/net follows this
-                // thread's namespace.)
-                let _ = std::fs::write(
-                    format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+                // (Set before the link is up, in this thread's namespace.)
+                let _ = crate::netns::write_net_sysctl(
+                    &format!("ipv6/conf/{ifname}/disable_ipv6"),
                     "1",
                 );
             }
@@ -308,9 +307,9 @@ async fn default_route_changes(
 pub fn loopback_up(ns: &NetNs, ipv6: bool) -> Result<()> {
     netlink::run(Some(ns), move |nl| async move {
         if !ipv6 {
-            // Before lo is up, so ::1 is never added. (/proc/sys/net
-            // follows this thread's namespace.)
-            let _ = std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1");
+            // Before lo is up, so ::1 is never added (in this thread's
+            // namespace).
+            let _ = crate::netns::write_net_sysctl("ipv6/conf/lo/disable_ipv6", "1");
         }
         let lo = nl.require_link("lo").await?;
         nl.set_up(lo.index).await

@@ -1,7 +1,13 @@
 //! mount(2), umount2(2) and statfs(2): bind mounts of namespace files,
 //! shared propagation of /run/netns, bpffs, and the private /sys of a
-//! container's command.
-use std::{ffi::CString, io, path::Path};
+//! container's command; fsopen(2) and fsmount(2) for a procfs mounted
+//! nowhere.
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{FromRawFd as _, OwnedFd},
+    path::Path,
+};
 
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes())
@@ -89,4 +95,37 @@ pub fn private_sysfs() -> io::Result<()> {
     }
     let flags = if read_only { libc::MS_RDONLY } else { 0 };
     mount("sysfs", sys, "sysfs", flags)
+}
+
+/// A procfs instance of its own, attached nowhere (fsopen(2), fsconfig(2)
+/// and fsmount(2), Linux 5.2): a descriptor of its root, to open paths
+/// under with `openat`. Its dentries are its own and go with the last
+/// descriptor. Fails where the kernel lacks the calls (ENOSYS) or the
+/// caller may not mount (EPERM, an LSM's EACCES).
+pub fn detached_proc() -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let fstype = c"proc";
+    // SAFETY: a NUL-terminated name that outlives the call; the result is
+    // a new descriptor or -1.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fs` is a descriptor this call just got and owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fs);
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument.
+    if unsafe { libc::syscall(libc::SYS_fsconfig, raw, FSCONFIG_CMD_CREATE, null, null, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a configured filesystem context; no mount attributes.
+    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, raw, FSMOUNT_CLOEXEC, 0) };
+    if mnt < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `mnt` is a descriptor this call just got and owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }

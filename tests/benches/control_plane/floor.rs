@@ -74,11 +74,9 @@ pub fn make(
                 }
             })?;
         }
-        // /proc/sys/net follows this thread's namespace.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6"),
-            "1",
-        );
+        // In this thread's namespace, as mvnet writes it (through a procfs
+        // of its own: the cheapest way the kernel has).
+        let _ = mvnet::netns::write_net_sysctl(&format!("ipv6/conf/{IFNAME}/disable_ipv6"), "1");
         nl.add_address(link.index, IpAddr::V4(addr), 16).await?;
         nl.set_up(link.index).await
     })
