@@ -171,14 +171,21 @@ pub fn validate_name(name: &str) -> Result<(), NetnsError> {
 fn prepare_run_dir() -> Result<(), NetnsError> {
     let dir = Path::new(NETNS_RUN_DIR);
     fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
-    let flags = libc::MS_SHARED | libc::MS_REC;
-    match mount("none", dir, "none", flags) {
+    // Shared, so that a namespace's unmount propagates to other mount
+    // namespaces and frees it sooner. Only the mount point itself once it
+    // is one (iproute2 shares it recursively every time): the namespaces'
+    // mounts made under a shared /run/netns are shared already, and the
+    // walk over every one of them on every `create` took 0.1 to 0.7 ms
+    // with 4000 containers (`invent_group_ids`).
+    match mount("none", dir, "none", libc::MS_SHARED) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            // Not a mount point yet: bind it onto itself, then share it.
+            // Not a mount point yet: bind it onto itself, then share it
+            // and whatever was mounted under it.
             mount(NETNS_RUN_DIR, dir, "none", libc::MS_BIND | libc::MS_REC)
                 .map_err(io_err("bind mount", dir))?;
-            mount("none", dir, "none", flags).map_err(io_err("make shared", dir))
+            mount("none", dir, "none", libc::MS_SHARED | libc::MS_REC)
+                .map_err(io_err("make shared", dir))
         }
         Err(e) => Err(io_err("make shared", dir)(e)),
     }
