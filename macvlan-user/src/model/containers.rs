@@ -893,6 +893,35 @@ impl Serialize for Containers {
     }
 }
 
+impl Containers {
+    /// Writes the containers as [`Serialize`] does, as a JSON object with
+    /// each entry on a line of its own: `{`, then per container a newline
+    /// and `"ID":RECORD` (a comma after all but the last), then a newline
+    /// and `}`. A record never spans lines (JSON strings hold no raw
+    /// newline, and a saved text that has one outside its strings, from a
+    /// state file written by hand, is written again compactly), so a
+    /// reader finds each record's bounds by its line, without scanning it
+    /// as JSON (`store::fast_sections`).
+    pub(crate) fn write_lines(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (n, (id, slot)) in self.map.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'\n');
+            serde_json::to_writer(&mut *out, id).expect("a string serialises");
+            out.push(b':');
+            // A saved text is JSON (checked when it was read or made).
+            match slot.saved.get().map(Saved::get) {
+                Some(raw) if !raw.contains('\n') => out.extend_from_slice(raw.as_bytes()),
+                _ => serde_json::to_writer(&mut *out, slot.container())
+                    .expect("a container serialises"),
+            }
+        }
+        out.extend_from_slice(b"\n}");
+    }
+}
+
 /// From any format (the store reads its own files with
 /// [`Containers::from_saved`]): every container parsed.
 impl<'de> Deserialize<'de> for Containers {
@@ -924,6 +953,42 @@ mod tests {
             .map(|c| (c.id.clone(), Saved::own(serde_json::to_string(c).unwrap())));
         let index = cs.iter().map(|c| (c.id.clone(), Kept::Own(Head::of(c))));
         Containers::from_saved(records, Some(index)).unwrap()
+    }
+
+    #[test]
+    fn containers_are_written_a_line_each_as_the_json_they_were_read_as() {
+        let a = container("a1", "web", "02:42:0a:09:00:02");
+        let b = container("b2", "db", "02:42:0a:09:00:03");
+        // b2 as read from a file written by hand over several lines.
+        let pretty = serde_json::to_string_pretty(&b).unwrap();
+        let records = [
+            (
+                "a1".to_owned(),
+                Saved::own(serde_json::to_string(&a).unwrap()),
+            ),
+            ("b2".to_owned(), Saved::own(pretty)),
+        ];
+        let index = [&a, &b].map(|c| (c.id.clone(), Kept::Own(Head::of(c))));
+        let cs = Containers::from_saved(records, Some(index)).unwrap();
+        let mut out = Vec::new();
+        cs.write_lines(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let want = format!(
+            "{{\n\"a1\":{},\n\"b2\":{}\n}}",
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        assert_eq!(text, want);
+        // What serde writes, but for the lines.
+        let as_serde: serde_json::Value = serde_json::to_value(&cs).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            as_serde
+        );
+        // No containers: the braces on two lines.
+        let mut out = Vec::new();
+        Containers::default().write_lines(&mut out);
+        assert_eq!(out, b"{\n}");
     }
 
     #[test]
