@@ -145,6 +145,28 @@ impl DirectIndex {
         })
     }
 
+    /// The slots of every endpoint in the hash, read from the index alone
+    /// when it holds them all: as many valid words as the fill word counts.
+    /// `None` otherwise (then the hash must be read): an endpoint whose
+    /// word another key holds, a writer killed between its change of the
+    /// hash and of the index or the count (each step's order leaves the
+    /// two apart, never equal), pins made before the fill word.
+    ///
+    /// A scan of the 512 KiB mapped here takes some 0.1 ms; reading the
+    /// hash at 4000 endpoints took 2.4-3.2 ms of a `run` (32768 buckets
+    /// locked and copied out by BPF_MAP_LOOKUP_BATCH, `perf trace`).
+    pub fn all_slots(&self) -> Option<Vec<u32>> {
+        let fill = self.fill()?;
+        let mut slots = Vec::with_capacity(fill as usize);
+        for i in 0..direct::SLOTS {
+            let w = self.word(i).load(Ordering::Acquire);
+            if w & direct::VALID != 0 {
+                slots.push(direct::slot(w));
+            }
+        }
+        (slots.len() as u64 == fill).then_some(slots)
+    }
+
     /// The slot indexed for (`mac`, `vlan`), if any.
     pub fn get(&self, mac: &[u8; 6], vlan: u16) -> Option<u32> {
         let mac = mac_word(mac);

@@ -107,7 +107,12 @@ impl<'a> EndpointTable<'a> {
             .unwrap_or_else(|_| self.map.iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// The slots taken: from the direct index where it proves to hold every
+    /// endpoint ([`DirectIndex::all_slots`]), else from the hash.
     fn used_slots(&self) -> Vec<u32> {
+        if let Some(slots) = self.index.as_ref().and_then(DirectIndex::all_slots) {
+            return slots;
+        }
         slots(&self.entries())
     }
 
