@@ -24,6 +24,7 @@ use thiserror::Error;
 use crate::{
     store::{JOURNAL_FILE, LOCK_FILE, STATE_FILE},
     sys::fs::{self as sys, FileKind, Open, Stat},
+    sys::text::{FileText, TextError},
 };
 
 /// Mode of the state directory.
@@ -200,19 +201,9 @@ impl StateDir {
 
     /// [`StateDir::read`] with an explicit size cap.
     pub fn read_capped(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.read_stat(name, cap)?.map(|(bytes, _)| bytes))
-    }
-
-    /// [`StateDir::read_capped`], and what the file read was (its inode).
-    pub fn read_stat(&self, name: &str, cap: u64) -> Result<Option<(Vec<u8>, Stat)>> {
-        let file = match sys::open_at(&self.fd, name, Open::Read, 0) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.map_err(|e| self.open_error(name, e))?,
+        let Some((file, st)) = self.open_capped(name, cap)? else {
+            return Ok(None);
         };
-        let st = self.check_file(name, &file)?;
-        if st.size > cap {
-            return Err(self.too_large(name, cap));
-        }
         let mut bytes = Vec::with_capacity(st.size as usize);
         // One byte over the cap tells a file that grew (or lied about its
         // size) from one that fits.
@@ -223,7 +214,39 @@ impl StateDir {
         if bytes.len() as u64 > cap {
             return Err(self.too_large(name, cap));
         }
-        Ok(Some((bytes, st)))
+        Ok(Some(bytes))
+    }
+
+    /// The regular file `name` as text, mapped rather than copied (see
+    /// [`FileText`]), with what the file is (its inode); the text is as long as
+    /// the file was when opened. The inner error: the file is not UTF-8.
+    pub fn read_text(
+        &self,
+        name: &str,
+        cap: u64,
+    ) -> Result<Option<(std::result::Result<FileText, std::str::Utf8Error>, Stat)>> {
+        let Some((file, st)) = self.open_capped(name, cap)? else {
+            return Ok(None);
+        };
+        match FileText::of_file(&file, st.size) {
+            Ok(text) => Ok(Some((Ok(text), st))),
+            Err(TextError::NotUtf8(e)) => Ok(Some((Err(e), st))),
+            Err(TextError::Io(e)) => Err(self.io("reading", Some(name))(e)),
+        }
+    }
+
+    /// `name` opened for reading and checked, if it exists and is at most
+    /// `cap` bytes.
+    fn open_capped(&self, name: &str, cap: u64) -> Result<Option<(File, Stat)>> {
+        let file = match sys::open_at(&self.fd, name, Open::Read, 0) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(|e| self.open_error(name, e))?,
+        };
+        let st = self.check_file(name, &file)?;
+        if st.size > cap {
+            return Err(self.too_large(name, cap));
+        }
+        Ok(Some((file, st)))
     }
 
     /// What `name` is now (without following a symbolic link), or `None`

@@ -44,6 +44,7 @@ use crate::{
     model::{Containers, HeadIn, Intent, Network, Saved, State, Text},
     state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
+    sys::text::FileText,
 };
 
 /// Default state directory, like Docker's /var/lib/docker.
@@ -500,11 +501,11 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let read = dir.read_stat(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
+        let read = dir.read_text(STATE_FILE, crate::state_dir::MAX_FILE_SIZE)?;
         // `base`: the state file's inode and size, which a journal names.
         let (mut state, indexed, base) = match read {
-            Some((bytes, st)) => {
-                let (state, indexed) = parse_state_file(dir, bytes)?;
+            Some((text, st)) => {
+                let (state, indexed) = parse_state_file(dir, text)?;
                 (state, indexed, Some(st))
             }
             None => (State::default(), true, None),
@@ -556,9 +557,12 @@ fn read(dir: &StateDir) -> Result<Loaded, StoreError> {
 }
 
 /// Parses the state file; says whether it has an index.
-fn parse_state_file(dir: &StateDir, bytes: Vec<u8>) -> Result<(State, bool), StoreError> {
+fn parse_state_file(
+    dir: &StateDir,
+    text: Result<FileText, std::str::Utf8Error>,
+) -> Result<(State, bool), StoreError> {
     let path = || dir.path().join(STATE_FILE);
-    let text = String::from_utf8(bytes).map_err(|e| StoreError::CorruptRecord {
+    let text = text.map_err(|e| StoreError::CorruptRecord {
         path: path(),
         reason: format!("it is not UTF-8 text: {e}"),
     })?;

@@ -29,21 +29,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::{is_mvnet, Container, Endpoints, IfName, Mac, NetId, Owner};
-use crate::sys::cache::prefetch;
+use crate::sys::{cache::prefetch, text::FileText};
 
 /// A container's JSON as read or last saved: a slice of a shared text (the
 /// state file as read, or the container's own serialisation). Two are the
 /// same save when they are the same slice of the same text.
 #[derive(Clone, Debug)]
 pub struct Saved {
-    text: Arc<String>,
+    text: Arc<FileText>,
     span: Span,
 }
 
 impl Saved {
     /// A container's own JSON text.
     pub fn own(json: String) -> Saved {
-        let text = Arc::new(json);
+        let text = Arc::new(FileText::from(json));
         Saved {
             span: Span::within(&text, &text),
             text,
@@ -51,7 +51,7 @@ impl Saved {
     }
 
     /// `json`, which is a slice of `text`.
-    pub fn within(text: &Arc<String>, json: &str) -> Saved {
+    pub fn within(text: &Arc<FileText>, json: &str) -> Saved {
         Saved {
             span: Span::within(text, json),
             text: text.clone(),
@@ -203,7 +203,7 @@ impl HeadIn<'_> {
     /// `self` was read from) unless a string of it held an escape; its
     /// network ids shared ([`NetId`]), `last` the one of the head before
     /// (nearly always the same network, found without the shared table).
-    pub(crate) fn kept(self, text: &Arc<String>, last: &mut Option<NetId>) -> Kept {
+    pub(crate) fn kept(self, text: &Arc<FileText>, last: &mut Option<NetId>) -> Kept {
         let span = |t: &Text| match &t.0 {
             Cow::Borrowed(s) => Some(Span::within(text, s)),
             Cow::Owned(_) => None,
@@ -315,7 +315,7 @@ struct EndpointSpans {
 #[derive(Clone, Debug)]
 pub(crate) enum Kept {
     Own(Head),
-    In(Arc<String>, Spans),
+    In(Arc<FileText>, Spans),
 }
 
 impl Default for Kept {

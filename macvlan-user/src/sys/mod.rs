@@ -10,6 +10,7 @@ pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod term;
+pub mod text;
 
 #[cfg(test)]
 mod tests {
