@@ -25,6 +25,7 @@
 //! older mvnet (a state file without an index, with or without a journal)
 //! loads as it is (every container parsed), and the next save writes the
 //! state file whole, with its index.
+mod index;
 mod journal;
 
 use std::{
@@ -377,7 +378,10 @@ fn fast_sections(text: &str) -> Option<StateFileIn<'_>> {
     }
     let crc = crc32fast::hash(&text.as_bytes()[start..at.pos]);
     at.expect(&format!(",\"{CONTAINERS_CRC}\":{crc},\"index\":"))?;
-    let index = at.value::<IndexIn>()?.0;
+    let index = match index::read(&mut at) {
+        Some(index) => index,
+        None => at.value::<IndexIn>()?.0,
+    };
     let pending = match at.expect(",\"pending\":") {
         Some(()) => at.value::<Vec<Intent>>()?,
         None => Vec::new(),

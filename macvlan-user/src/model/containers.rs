@@ -184,7 +184,7 @@ pub(crate) struct HeadIn<'a> {
 }
 
 #[derive(Deserialize)]
-struct HeadEndpointIn<'a> {
+pub(crate) struct HeadEndpointIn<'a> {
     #[serde(borrow)]
     network: Text<'a>,
     #[serde(borrow)]
@@ -196,6 +196,44 @@ struct HeadEndpointIn<'a> {
     ipv4: Option<Ipv4Addr>,
     #[serde(default)]
     ipv6: Option<Ipv6Addr>,
+}
+
+impl<'a> HeadIn<'a> {
+    /// A head of strings that hold no escape (read by hand).
+    pub(crate) fn new(
+        name: &'a str,
+        netns: &'a str,
+        owner: Owner,
+        endpoints: Vec<HeadEndpointIn<'a>>,
+    ) -> HeadIn<'a> {
+        HeadIn {
+            name: Text(Cow::Borrowed(name)),
+            netns: Text(Cow::Borrowed(netns)),
+            owner,
+            endpoints,
+        }
+    }
+}
+
+impl<'a> HeadEndpointIn<'a> {
+    /// An endpoint of a [`HeadIn::new`].
+    pub(crate) fn new(
+        network: &'a str,
+        id: &'a str,
+        mac: Mac,
+        ifname: Option<IfName>,
+        ipv4: Option<Ipv4Addr>,
+        ipv6: Option<Ipv6Addr>,
+    ) -> HeadEndpointIn<'a> {
+        HeadEndpointIn {
+            network: Text(Cow::Borrowed(network)),
+            id: Text(Cow::Borrowed(id)),
+            mac,
+            ifname,
+            ipv4,
+            ipv6,
+        }
+    }
 }
 
 impl HeadIn<'_> {
