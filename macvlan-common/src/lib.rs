@@ -399,7 +399,21 @@ pub mod direct {
     /// operations through the mapping as it inserts and removes them, so
     /// that a reader counts them without walking the hash (262,144 buckets
     /// at 65,536 slots). Pins made before it have [`SLOTS`] words only.
+    ///
+    /// The count is the word's low half ([`FILL_COUNT`]). The high half
+    /// ([`FILL_STRAYS_SHIFT`]) counts the ENDPOINT_DEVICES entries under a
+    /// key that is not one of its slot's own (a device that existed before
+    /// its slot was, registered again by `restore` with the ifindex it
+    /// has): while it is 0, removing a slot's devices looks at the slot's
+    /// own keys alone instead of reading the whole table. It is counted up
+    /// before such an entry is added and down after one is deleted, so a
+    /// writer killed in between leaves it too high (the table is read),
+    /// never too low.
     pub const FILL: u32 = SLOTS;
+    /// The endpoint count's bits of the [`FILL`] word.
+    pub const FILL_COUNT: u64 = 0xffff_ffff;
+    /// Where the stray device keys' count starts in the [`FILL`] word.
+    pub const FILL_STRAYS_SHIFT: u32 = 32;
     /// `BPF_F_MMAPABLE`.
     pub const MAP_FLAGS: usize = 1 << 10;
     pub const VALID: u64 = 1 << 63;

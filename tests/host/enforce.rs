@@ -698,3 +698,76 @@ fn restore_registers_living_devices_and_detaches_orphaned_checks() {
     assert!(maps.device(ifindex).is_none());
     s.ok(&["network", "rm", "er"]);
 }
+
+/// Device entries under a key that is not one of their slot's own (a
+/// device that existed before its slot did, registered again by
+/// `restore` with the ifindex it has) are counted beside the direct index;
+/// `rm` looks up the slot's own 17 keys alone while that count is 0, and
+/// reads the whole table while it is not. Every entry of the slot goes
+/// either way, and no other slot's (even one under this slot's
+/// candidate). `restore` counts the strays an mvnet before the count left
+/// uncounted.
+#[test]
+fn device_entries_under_stray_keys_are_counted_and_removed_with_their_endpoint() {
+    use aya::maps::{HashMap, MapData};
+    use macvlan_common::{map_names, DeviceIdentity};
+    use mvnet::datapath::devices;
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = pin_dir(&lab);
+    s.network("st", "10.97.2.0/24", "eth0", &[]);
+    let (a, b) = (s.name("a"), s.name("b"));
+    s.container("st", &a, &["--ip", "10.97.2.11"]);
+    s.container("st", &b, &["--ip", "10.97.2.12"]);
+    let mut maps = PinnedMaps::open(&dir).unwrap();
+    let slot_of = |maps: &PinnedMaps, c: &str| {
+        let mac = mac_of(&s, c, "st");
+        maps.endpoints_ro().unwrap().get(mac, 0).unwrap().slot
+    };
+    let (sa, sb) = (slot_of(&maps, &a), slot_of(&maps, &b));
+    let id_of = |slot| DeviceIdentity {
+        slot,
+        ..maps.device(devices::candidate(slot, 0)).unwrap()
+    };
+    let (ida, idb) = (id_of(sa), id_of(sb));
+    assert_eq!(maps.device_strays(), Some(0));
+
+    // A's device registered again under a kernel-numbered ifindex (as
+    // `restore` does), and one of b's under a's second candidate.
+    maps.register_device(7, ida).unwrap();
+    maps.register_device(devices::candidate(sa, 1), idb)
+        .unwrap();
+    assert_eq!(maps.device_strays(), Some(2));
+    // An mvnet before the count: registered, not counted.
+    let mut raw: HashMap<MapData, u32, DeviceIdentity> = HashMap::try_from(
+        aya::maps::Map::HashMap(MapData::from_pin(dir.join(map_names::ENDPOINT_DEVICES)).unwrap()),
+    )
+    .unwrap();
+    raw.insert(9, idb, 0).unwrap();
+    assert_eq!(maps.device_strays(), Some(2));
+
+    s.ok(&["container", "rm", "-f", &a]);
+    assert!(maps.device(devices::candidate(sa, 0)).is_none());
+    assert!(maps.device(7).is_none());
+    // B's entry under a's candidate stays b's; the count lost a's stray.
+    assert_eq!(maps.device(devices::candidate(sa, 1)).unwrap().slot, sb);
+    assert_eq!(maps.device_strays(), Some(1));
+
+    let out = s.ok(&["restore"]);
+    assert!(
+        out.contains(
+            "corrected the count of device entries not under their endpoint's own keys in \
+             eth0's classifier from 1 to 2"
+        ),
+        "{out}"
+    );
+    assert_eq!(maps.device_strays(), Some(2));
+    s.ok(&["container", "rm", "-f", &b]);
+    for k in [devices::candidate(sb, 0), devices::candidate(sa, 1), 9] {
+        assert!(maps.device(k).is_none(), "{k:#x}");
+    }
+    assert_eq!(maps.device_strays(), Some(0));
+    assert_eq!(maps.endpoint_count().unwrap(), 0);
+    s.ok(&["network", "rm", "st"]);
+}

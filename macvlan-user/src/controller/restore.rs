@@ -487,6 +487,10 @@ impl Controller {
             ));
             if !dry {
                 let mut maps = PinnedMaps::open(&dir)?;
+                // Its device entries go with it, as on `rm`.
+                if let Some(e) = maps.endpoints_ro().and_then(|t| t.get(mac.octets(), *vlan)) {
+                    maps.remove_devices(e.slot)?;
+                }
                 maps.endpoints()?.remove(mac.octets(), *vlan)?;
             }
         }
@@ -498,6 +502,17 @@ impl Controller {
         if let Some((was, is)) = resynced.count {
             r.actions.push(format!(
                 "{} the endpoint count of {root}'s classifier from {was} to {is}",
+                if dry { "would correct" } else { "corrected" }
+            ));
+        }
+        // The count of device entries under keys not of their slot's own
+        // (see `direct::FILL`): too high after a writer was killed between
+        // its count and its change of the table, too low after an mvnet
+        // before the count registered such a device.
+        if let Some((was, is)) = maps.resync_device_strays(!dry)? {
+            r.actions.push(format!(
+                "{} the count of device entries not under their endpoint's own keys in {root}'s \
+                 classifier from {was} to {is}",
                 if dry { "would correct" } else { "corrected" }
             ));
         }

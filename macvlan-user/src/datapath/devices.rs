@@ -65,6 +65,28 @@ pub const fn candidate(slot: u32, k: u32) -> u32 {
     IFINDEX_BASE + k * MAX_ENDPOINTS + slot
 }
 
+/// The ENDPOINT_DEVICES keys endpoint `slot`'s devices get when mvnet
+/// makes them ([`key`]): its candidates under tcx, its classid otherwise.
+/// A device registered under any other key (one that existed before its
+/// slot did, registered again by `restore`) is a stray, counted beside
+/// the direct index (`macvlan_common::direct::FILL`).
+pub fn own_keys(slot: u32) -> impl Iterator<Item = u32> {
+    (0..CANDIDATES)
+        .map(move |k| candidate(slot, k))
+        .chain(std::iter::once(device_key_of_classid(slot_minor(slot))))
+}
+
+/// Whether `key` is one of [`own_keys`] of `slot`.
+pub fn is_own_key(key: u32, slot: u32) -> bool {
+    if slot >= MAX_ENDPOINTS {
+        return false;
+    }
+    let candidate = key
+        .checked_sub(IFINDEX_BASE)
+        .is_some_and(|k| k % MAX_ENDPOINTS == slot && k / MAX_ENDPOINTS < CANDIDATES);
+    candidate || key == device_key_of_classid(slot_minor(slot))
+}
+
 /// How a device's check is attached (see the module's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckHook {
@@ -208,5 +230,28 @@ pub fn key(hook: CheckHook, ifindex: u32, slot: u32) -> u32 {
         ifindex
     } else {
         device_key_of_classid(slot_minor(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slots_own_keys_are_its_candidates_and_classid_and_no_others() {
+        for slot in [0, 1, 4095, MAX_ENDPOINTS - 1] {
+            let own: Vec<u32> = own_keys(slot).collect();
+            assert_eq!(own.len(), CANDIDATES as usize + 1);
+            assert!(own.iter().all(|k| is_own_key(*k, slot)), "{slot}");
+            assert!(own.contains(&candidate(slot, 0)));
+            assert!(own.contains(&(macvlan_common::DEVICE_KEY_CLASSID | slot)));
+            // Another slot's keys, a kernel-numbered device (a sandbox's
+            // first is 2), the candidate after the last.
+            let other = (slot + 1) % MAX_ENDPOINTS;
+            for k in own_keys(other).chain([2, 1, candidate(slot, CANDIDATES)]) {
+                assert!(!is_own_key(k, slot), "{k:#x} for slot {slot}");
+            }
+        }
+        assert!(!is_own_key(candidate(0, 0), MAX_ENDPOINTS));
     }
 }

@@ -57,6 +57,17 @@ impl DirectIndex {
     /// How many endpoints the ENDPOINTS hash holds (`direct::FILL`), or
     /// `None` for pins made before the fill word.
     pub fn fill(&self) -> Option<u64> {
+        self.fill_word().map(|w| w & direct::FILL_COUNT)
+    }
+
+    /// How many ENDPOINT_DEVICES entries are under a key not of their
+    /// slot's own (`direct::FILL_STRAYS_SHIFT`), or `None` for pins made
+    /// before the fill word.
+    pub fn strays(&self) -> Option<u64> {
+        self.fill_word().map(|w| w >> direct::FILL_STRAYS_SHIFT)
+    }
+
+    fn fill_word(&self) -> Option<u64> {
         self.has_fill
             .then(|| self.word(direct::FILL).load(Ordering::Acquire))
     }
@@ -72,18 +83,62 @@ impl DirectIndex {
         if added {
             w.fetch_add(1, Ordering::AcqRel);
         } else {
-            // Never below zero, whatever an older mvnet did to the table.
-            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            // Never below zero, whatever an older mvnet did to the table
+            // (nor into the stray count above it).
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & direct::FILL_COUNT).checked_sub(1).map(|_| n - 1)
+            });
         }
     }
 
-    /// Sets the fill word to `n`, the count read from the hash (by
+    /// Counts `n` stray device keys added (`added`) or deleted (see
+    /// `direct::FILL`); never below zero.
+    pub fn count_strays(&self, added: bool, n: u64) {
+        if !self.has_fill || n == 0 {
+            return;
+        }
+        let _ = self
+            .word(direct::FILL)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                let strays = w >> direct::FILL_STRAYS_SHIFT;
+                let strays = if added {
+                    strays.saturating_add(n).min(u64::from(u32::MAX))
+                } else {
+                    strays.saturating_sub(n)
+                };
+                Some(w & direct::FILL_COUNT | strays << direct::FILL_STRAYS_SHIFT)
+            });
+    }
+
+    /// Sets the fill count to `n`, the count read from the hash (by
     /// `restore`: a writer killed between its change of the hash and its
     /// count leaves the word one off). Returns the value it replaced, or
     /// `None` for pins made before the fill word.
     pub fn set_fill(&self, n: u64) -> Option<u64> {
-        self.has_fill
-            .then(|| self.word(direct::FILL).swap(n, Ordering::AcqRel))
+        self.set_half(direct::FILL_COUNT, n & direct::FILL_COUNT)
+            .map(|w| w & direct::FILL_COUNT)
+    }
+
+    /// Sets the stray device keys' count to `n`, the count read from the
+    /// table (by `restore`). Returns the count it replaced, or `None` for
+    /// pins made before the fill word.
+    pub fn set_strays(&self, n: u64) -> Option<u64> {
+        let n = n.min(u64::from(u32::MAX));
+        self.set_half(!direct::FILL_COUNT, n << direct::FILL_STRAYS_SHIFT)
+            .map(|w| w >> direct::FILL_STRAYS_SHIFT)
+    }
+
+    /// Replaces the bits `mask` of the fill word with `bits`; returns the
+    /// word before.
+    fn set_half(&self, mask: u64, bits: u64) -> Option<u64> {
+        if !self.has_fill {
+            return None;
+        }
+        self.word(direct::FILL)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(w & !mask | bits)
+            })
+            .ok()
     }
 
     fn word(&self, index: u32) -> &AtomicU64 {
