@@ -17,7 +17,7 @@ mod endpoints;
 pub use containers::{
     Containers, Head, HeadEndpoint, Listed, ListedEndpoint, ListedEndpoints, Saved,
 };
-pub(crate) use containers::{HeadEndpointIn, HeadIn, Text};
+pub(crate) use containers::{HeadEndpointIn, HeadIn, Kept, Text};
 pub use endpoints::{Endpoints, NetId};
 
 /// An interface name: inline up to 24 bytes (every kernel name), on the

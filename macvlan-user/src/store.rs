@@ -29,6 +29,7 @@ mod index;
 mod journal;
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fs::File,
     io,
@@ -42,7 +43,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::{
-    model::{Containers, HeadIn, Intent, Network, Saved, State, Text},
+    model::{Containers, HeadIn, Intent, Kept, Network, Saved, State, Text},
     state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
     sys::text::FileText,
@@ -341,7 +342,8 @@ fn state_file_bytes(state: &State) -> Vec<u8> {
 /// containers' bytes are not the ones their CRC was taken of. Such a file
 /// is read by [`StateFileIn`], which checks every record as JSON; this
 /// one's records are the bytes mvnet wrote, each checked JSON before.
-fn fast_sections(text: &str) -> Option<StateFileIn<'_>> {
+fn fast_sections(file: &Arc<FileText>) -> Option<StateFileIn<'_>> {
+    let text: &str = file;
     let mut at = Cursor { text, pos: 0 };
     at.expect("{\"networks\":")?;
     let networks = at.value::<BTreeMap<String, Network>>()?;
@@ -378,9 +380,9 @@ fn fast_sections(text: &str) -> Option<StateFileIn<'_>> {
     }
     let crc = crc32fast::hash(&text.as_bytes()[start..at.pos]);
     at.expect(&format!(",\"{CONTAINERS_CRC}\":{crc},\"index\":"))?;
-    let index = match index::read(&mut at) {
-        Some(index) => index,
-        None => at.value::<IndexIn>()?.0,
+    let (index, kept) = match index::read(&mut at, file, containers.len()) {
+        Some(kept) => (None, Some(kept)),
+        None => (Some(at.value::<IndexIn>()?.0), None),
     };
     let pending = match at.expect(",\"pending\":") {
         Some(()) => at.value::<Vec<Intent>>()?,
@@ -390,7 +392,8 @@ fn fast_sections(text: &str) -> Option<StateFileIn<'_>> {
     text[at.pos..].trim().is_empty().then_some(StateFileIn {
         networks,
         containers,
-        index: Some(index),
+        index,
+        kept,
         pending,
     })
 }
@@ -436,6 +439,9 @@ struct StateFileIn<'a> {
     containers: Vec<Entry<'a, &'a str>>,
     #[serde(default, borrow, deserialize_with = "some_entries")]
     index: Option<Vec<Entry<'a, HeadIn<'a>>>>,
+    /// The index read by hand ([`index::read`]), in place of `index`.
+    #[serde(skip)]
+    kept: Option<Vec<(&'a str, Kept)>>,
     #[serde(default)]
     pending: Vec<Intent>,
 }
@@ -579,16 +585,23 @@ fn parse_state_file(
             source,
         })?,
     };
-    let indexed = file.index.is_some();
+    let indexed = file.index.is_some() || file.kept.is_some();
     let records = file
         .containers
         .into_iter()
         .map(|Entry(id, raw)| (id.0.into_owned(), Saved::within(&text, raw)));
-    let index = file.index.map(|i| {
-        let (text, mut last) = (&text, None);
-        i.into_iter()
-            .map(move |Entry(id, head)| (id.0.into_owned(), head.kept(text, &mut last)))
-    });
+    let index: Option<Box<dyn Iterator<Item = (Cow<str>, Kept)>>> = match (file.kept, file.index) {
+        (Some(kept), _) => Some(Box::new(
+            kept.into_iter().map(|(id, head)| (Cow::Borrowed(id), head)),
+        )),
+        (None, Some(i)) => {
+            let (text, mut last) = (&text, None);
+            Some(Box::new(i.into_iter().map(move |Entry(id, head)| {
+                (id.0, head.kept(text, &mut last))
+            })))
+        }
+        (None, None) => None,
+    };
     let containers =
         Containers::from_saved(records, index).map_err(|reason| StoreError::CorruptRecord {
             path: path(),
@@ -1211,6 +1224,11 @@ mod tests {
     }
 
     /// Container `id`'s record in the state file as the JSON reader finds it.
+    /// `text` as a state file read (kept for the test's lifetime).
+    fn leaked(text: &str) -> &'static Arc<FileText> {
+        Box::leak(Box::new(Arc::new(FileText::from(text.to_owned()))))
+    }
+
     fn record_by_json(text: &str, id: &str) -> String {
         let file: StateFileIn = serde_json::from_str(text).unwrap();
         let found = file.containers.iter().find(|Entry(k, _)| k.0 == id);
@@ -1247,7 +1265,7 @@ mod tests {
         );
         assert!(lines[4].starts_with("},\"containers_crc32\":"), "{text}");
         // Read by line: the same records the JSON reader finds.
-        let file = fast_sections(&text).expect("the layout mvnet writes");
+        let file = fast_sections(leaked(&text)).expect("the layout mvnet writes");
         let ids: Vec<&str> = file.containers.iter().map(|Entry(k, _)| &*k.0).collect();
         assert_eq!(ids, ["c0", "c1", "c2"]);
         for Entry(id, record) in &file.containers {
@@ -1274,7 +1292,7 @@ mod tests {
         // tells, and the JSON reader reads the change.
         let edited = text.replacen("\"command\":[]", "\"command\":[\"sh\"]", 1);
         assert_ne!(edited, text);
-        assert!(fast_sections(&edited).is_none());
+        assert!(fast_sections(leaked(&edited)).is_none());
         s.write_state_file(edited.as_bytes());
         let read = peek(&s.0).unwrap();
         assert_eq!(read.containers["c0"].command, ["sh"]);
@@ -1306,7 +1324,7 @@ mod tests {
         store.save(&again).unwrap();
         drop(store);
         let text = s.state_file();
-        let file = fast_sections(&text).expect("written back in mvnet's layout");
+        let file = fast_sections(leaked(&text)).expect("written back in mvnet's layout");
         assert_eq!(file.containers.len(), 3);
         assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
     }

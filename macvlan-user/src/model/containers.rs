@@ -198,25 +198,8 @@ pub(crate) struct HeadEndpointIn<'a> {
     ipv6: Option<Ipv6Addr>,
 }
 
-impl<'a> HeadIn<'a> {
-    /// A head of strings that hold no escape (read by hand).
-    pub(crate) fn new(
-        name: &'a str,
-        netns: &'a str,
-        owner: Owner,
-        endpoints: Vec<HeadEndpointIn<'a>>,
-    ) -> HeadIn<'a> {
-        HeadIn {
-            name: Text(Cow::Borrowed(name)),
-            netns: Text(Cow::Borrowed(netns)),
-            owner,
-            endpoints,
-        }
-    }
-}
-
 impl<'a> HeadEndpointIn<'a> {
-    /// An endpoint of a [`HeadIn::new`].
+    /// An endpoint of a head read by hand (`store::index`).
     pub(crate) fn new(
         network: &'a str,
         id: &'a str,
@@ -242,36 +225,15 @@ impl HeadIn<'_> {
     /// network ids shared ([`NetId`]), `last` the one of the head before
     /// (nearly always the same network, found without the shared table).
     pub(crate) fn kept(self, text: &Arc<FileText>, last: &mut Option<NetId>) -> Kept {
-        let span = |t: &Text| match &t.0 {
-            Cow::Borrowed(s) => Some(Span::within(text, s)),
-            Cow::Owned(_) => None,
-        };
-        let spans = (|| {
-            let mut endpoints = Vec::with_capacity(self.endpoints.len());
-            for e in &self.endpoints {
-                let network = match last.take() {
-                    Some(id) if *id == *e.network.0 => id,
-                    _ => NetId::new(&e.network.0),
-                };
-                *last = Some(network.clone());
-                endpoints.push(EndpointSpans {
-                    network,
-                    id: span(&e.id)?,
-                    mac: e.mac,
-                    ifname: e.ifname.clone(),
-                    ipv4: e.ipv4,
-                    ipv6: e.ipv6,
-                });
-            }
-            Some(Spans {
-                name: span(&self.name)?,
-                netns: span(&self.netns)?,
-                owner: self.owner.clone(),
-                endpoints: endpoints.into_boxed_slice(),
-            })
-        })();
-        match spans {
-            Some(spans) => Kept::In(text.clone(), spans),
+        match Kept::within(
+            text,
+            &self.name,
+            &self.netns,
+            &self.owner,
+            &self.endpoints,
+            last,
+        ) {
+            Some(kept) => kept,
             None => Kept::Own(Head::from(self)),
         }
     }
@@ -363,6 +325,47 @@ impl Default for Kept {
 }
 
 impl Kept {
+    /// A head whose strings are all slices of `text` (the state file as
+    /// read) as kept: `None` if one is not (it held an escape). The state
+    /// file's index read by hand (`store::index`) makes its heads with
+    /// this directly, with no [`HeadIn`] of its own per head.
+    pub(crate) fn within(
+        text: &Arc<FileText>,
+        name: &Text,
+        netns: &Text,
+        owner: &Owner,
+        endpoints: &[HeadEndpointIn],
+        last: &mut Option<NetId>,
+    ) -> Option<Kept> {
+        let span = |t: &Text| match &t.0 {
+            Cow::Borrowed(s) => Some(Span::within(text, s)),
+            Cow::Owned(_) => None,
+        };
+        let mut spans = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let network = match last.take() {
+                Some(id) if *id == *e.network.0 => id,
+                _ => NetId::new(&e.network.0),
+            };
+            *last = Some(network.clone());
+            spans.push(EndpointSpans {
+                network,
+                id: span(&e.id)?,
+                mac: e.mac,
+                ifname: e.ifname.clone(),
+                ipv4: e.ipv4,
+                ipv6: e.ipv6,
+            });
+        }
+        let spans = Spans {
+            name: span(name)?,
+            netns: span(netns)?,
+            owner: owner.clone(),
+            endpoints: spans.into_boxed_slice(),
+        };
+        Some(Kept::In(text.clone(), spans))
+    }
+
     fn name(&self) -> &str {
         match self {
             Kept::Own(h) => &h.name,
@@ -389,7 +392,7 @@ impl Kept {
         }
     }
 
-    fn to_head(&self) -> Head {
+    pub(crate) fn to_head(&self) -> Head {
         match self {
             Kept::Own(h) => h.clone(),
             Kept::In(text, s) => Head {
@@ -782,19 +785,20 @@ impl Containers {
     /// From the state file: each container's JSON, and the index of their
     /// heads (`None` in a state file of an older mvnet: every container is
     /// parsed for its head).
-    pub(crate) fn from_saved(
+    pub(crate) fn from_saved<K: AsRef<str>>(
         records: impl IntoIterator<Item = (String, Saved)>,
-        index: Option<impl IntoIterator<Item = (String, Kept)>>,
+        index: Option<impl IntoIterator<Item = (K, Kept)>>,
     ) -> Result<Containers, String> {
         // Both sorted by id: one walk over the two, and the map built in
-        // bulk.
+        // bulk. The index's ids are only compared (borrowed from the
+        // file's text: no string made and dropped per container).
         let mut heads = index.map(|i| i.into_iter().peekable());
         let mut map = Vec::new();
         for (id, raw) in records {
             let slot = match heads.as_mut() {
                 Some(heads) => {
-                    while heads.next_if(|(h, _)| *h < id).is_some() {}
-                    let Some((_, head)) = heads.next_if(|(h, _)| *h == id) else {
+                    while heads.next_if(|(h, _)| h.as_ref() < id.as_str()).is_some() {}
+                    let Some((_, head)) = heads.next_if(|(h, _)| h.as_ref() == id) else {
                         return Err(format!("container {id} is not in the state file's index"));
                     };
                     Slot {

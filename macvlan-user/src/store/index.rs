@@ -8,28 +8,46 @@
 //! out of order or unknown, an escape, a head of an older mvnet) makes it
 //! give up, and the index is read by serde as before: both read a head
 //! alike, which a unit test holds them to.
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
-use super::{Cursor, Entry};
-use crate::model::{HeadEndpointIn, HeadIn, IfName, Mac, Owner, Text};
+use super::Cursor;
+use crate::{
+    model::{HeadEndpointIn, IfName, Kept, Mac, NetId, Owner, Text},
+    sys::text::FileText,
+};
 
-/// The index that starts at `at`, stepping over it; `None` (and `at` where
-/// it was) when it is not laid out as mvnet writes it.
-pub(super) fn read<'a>(at: &mut Cursor<'a>) -> Option<Vec<Entry<'a, HeadIn<'a>>>> {
+/// The index that starts at `at` (in `text`, the state file as read), as
+/// its ids and heads as kept, stepping over it; `None` (and `at` where it
+/// was) when it is not laid out as mvnet writes it. `expected`: how many
+/// heads there should be (the containers' count), for the list's size.
+pub(super) fn read<'a>(
+    at: &mut Cursor<'a>,
+    text: &Arc<FileText>,
+    expected: usize,
+) -> Option<Vec<(&'a str, Kept)>> {
     let start = at.pos;
-    let heads = heads(at);
+    let heads = heads(at, text, expected);
     if heads.is_none() {
         at.pos = start;
     }
     heads
 }
 
-fn heads<'a>(at: &mut Cursor<'a>) -> Option<Vec<Entry<'a, HeadIn<'a>>>> {
+fn heads<'a>(
+    at: &mut Cursor<'a>,
+    text: &Arc<FileText>,
+    expected: usize,
+) -> Option<Vec<(&'a str, Kept)>> {
     at.expect("{")?;
-    let mut out = Vec::new();
+    // Sized once (the list was some 480 KB grown by doubling at 4000
+    // containers, each step fresh pages to fault in and a copy).
+    let mut out = Vec::with_capacity(expected);
     if at.expect("}").is_some() {
         return Some(out);
     }
+    // One head's endpoints, read into the same list for every head.
+    let mut endpoints = Vec::new();
+    let mut last: Option<NetId> = None;
     loop {
         let id = at.string()?;
         at.expect(":{\"name\":")?;
@@ -41,7 +59,7 @@ fn heads<'a>(at: &mut Cursor<'a>) -> Option<Vec<Entry<'a, HeadIn<'a>>>> {
             Some(()) => at.value::<Owner>()?,
             None => Owner::Mvnet,
         };
-        let mut endpoints = Vec::new();
+        endpoints.clear();
         if at.expect(",\"endpoints\":[").is_some() {
             loop {
                 endpoints.push(endpoint(at)?);
@@ -52,9 +70,10 @@ fn heads<'a>(at: &mut Cursor<'a>) -> Option<Vec<Entry<'a, HeadIn<'a>>>> {
             }
         }
         at.expect("}")?;
-        out.push(Entry(
-            Text(Cow::Borrowed(id)),
-            HeadIn::new(name, netns, owner, endpoints),
+        let (name, netns) = (Text(Cow::Borrowed(name)), Text(Cow::Borrowed(netns)));
+        out.push((
+            id,
+            Kept::within(text, &name, &netns, &owner, &endpoints, &mut last)?,
         ));
         if at.expect(",").is_none() {
             at.expect("}")?;
@@ -168,16 +187,20 @@ mod tests {
         let index = at.value::<super::super::IndexIn>().unwrap().0;
         index
             .into_iter()
-            .map(|Entry(id, h)| (id.0.into_owned(), Head::from(h)))
+            .map(|super::super::Entry(id, h)| (id.0.into_owned(), Head::from(h)))
             .collect()
     }
 
     fn by_hand(text: &str) -> Option<(Vec<(String, Head)>, usize)> {
-        let mut at = Cursor { text, pos: 0 };
-        let index = read(&mut at)?;
+        let file = Arc::new(FileText::from(text.to_owned()));
+        let mut at = Cursor {
+            text: &file,
+            pos: 0,
+        };
+        let index = read(&mut at, &file, 0)?;
         let heads = index
             .into_iter()
-            .map(|Entry(id, h)| (id.0.into_owned(), Head::from(h)))
+            .map(|(id, h)| (id.to_owned(), h.to_head()))
             .collect();
         Some((heads, at.pos))
     }
@@ -213,11 +236,12 @@ mod tests {
             serde_json::to_string_pretty(&heads()).unwrap(),
         ];
         for text in other {
+            let file = Arc::new(FileText::from(text.clone()));
             let mut at = Cursor {
-                text: &text,
+                text: &file,
                 pos: 0,
             };
-            assert!(read(&mut at).is_none(), "{text}");
+            assert!(read(&mut at, &file, 6).is_none(), "{text}");
             assert_eq!(at.pos, 0);
             // serde reads them all the same.
             assert_eq!(by_serde(&text).len(), 6, "{text}");
