@@ -15,7 +15,7 @@ use crate::ipam::Pool;
 mod containers;
 mod endpoints;
 pub use containers::{
-    Containers, Head, HeadEndpoint, Listed, ListedEndpoint, ListedEndpoints, Saved,
+    Containers, Head, HeadEndpoint, Id, Listed, ListedEndpoint, ListedEndpoints, Saved,
 };
 pub(crate) use containers::{HeadEndpointIn, HeadIn, Kept, Text};
 pub use endpoints::{Endpoints, NetId};

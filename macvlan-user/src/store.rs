@@ -43,7 +43,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::{
-    model::{Containers, HeadIn, Intent, Kept, Network, Saved, State, Text},
+    model::{Containers, HeadIn, Id, Intent, Kept, Network, Saved, State, Text},
     state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
     sys::text::FileText,
@@ -586,10 +586,13 @@ fn parse_state_file(
         })?,
     };
     let indexed = file.index.is_some() || file.kept.is_some();
-    let records = file
-        .containers
-        .into_iter()
-        .map(|Entry(id, raw)| (id.0.into_owned(), Saved::within(&text, raw)));
+    let records = file.containers.into_iter().map(|Entry(id, raw)| {
+        let id = match id.0 {
+            Cow::Borrowed(id) => Id::within(&text, id),
+            Cow::Owned(id) => Id::from(id),
+        };
+        (id, Saved::within(&text, raw))
+    });
     let index: Option<Box<dyn Iterator<Item = (Cow<str>, Kept)>>> = match (file.kept, file.index) {
         (Some(kept), _) => Some(Box::new(
             kept.into_iter().map(|(id, head)| (Cow::Borrowed(id), head)),
@@ -846,6 +849,7 @@ mod tests {
             read.containers.saved("c1").unwrap(),
         );
         assert!(a.shares_text(b), "both slices of the state file as read");
+        assert!(read.containers.key_in_text("c0") && read.containers.key_in_text("c1"));
         assert_eq!(read.containers.id_by_name("c-\"one\"\t"), Some("c1"));
         assert_eq!(
             read.containers.id_by_netns(Path::new("/run/netns/é\\x")),

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     ipam::Pool,
-    model::{Intent, Network, Saved, State},
+    model::{Id, Intent, Network, Saved, State},
 };
 
 /// What a journal holds records for.
@@ -94,7 +94,7 @@ pub struct Baseline {
     pub networks: BTreeMap<String, Network>,
     /// The same JSON the state's unchanged containers hold, so that an
     /// unchanged container is found by comparing pointers.
-    pub containers: BTreeMap<String, Saved>,
+    pub containers: BTreeMap<Id, Saved>,
 }
 
 impl Baseline {
@@ -104,8 +104,8 @@ impl Baseline {
             networks: state.networks.clone(),
             containers: state
                 .containers
-                .keys()
-                .map(|id| (id.clone(), json_of(state, id)))
+                .saved_all()
+                .map(|(id, _)| (id.clone(), json_of(state, id)))
                 .collect(),
         }
     }
@@ -164,7 +164,7 @@ pub fn diff(old: &Baseline, new: &State) -> Record {
     let mut baseline = old.containers.iter().peekable();
     for (id, saved) in containers.saved_all() {
         while let Some((gone, _)) = baseline.next_if(|(b, _)| b.as_str() < id.as_str()) {
-            record.containers.insert(gone.clone(), None);
+            record.containers.insert(gone.to_string(), None);
         }
         let before = baseline.next_if(|(b, _)| *b == id).map(|(_, raw)| raw);
         if let (Some(a), Some(b)) = (before, saved) {
@@ -177,11 +177,11 @@ pub fn diff(old: &Baseline, new: &State) -> Record {
             continue;
         }
         let copy = RawValue::from_string(now.get().to_owned()).expect("JSON stays JSON");
-        record.containers.insert(id.clone(), Some(copy));
-        record.shared.insert(id.clone(), now);
+        record.containers.insert(id.to_string(), Some(copy));
+        record.shared.insert(id.to_string(), now);
     }
     for (gone, _) in baseline {
-        record.containers.insert(gone.clone(), None);
+        record.containers.insert(gone.to_string(), None);
     }
     record
 }
@@ -306,9 +306,9 @@ pub fn apply_to_baseline(base: &mut Baseline, record: Record) {
         match c {
             Some(raw) => {
                 let raw = shared.remove(&id).unwrap_or_else(|| Saved::from(raw));
-                base.containers.insert(id, raw)
+                base.containers.insert(id.into(), raw)
             }
-            None => base.containers.remove(&id),
+            None => base.containers.remove(id.as_str()),
         };
     }
 }
