@@ -85,6 +85,17 @@ pub const LINK_TC_INGRESS: &str = "link_tc_ingress";
 pub const PROG_TC_ENDPOINT: &str = "prog_tc_endpoint";
 pub const LINK_TC_EGRESS: &str = "link_tc_egress";
 
+/// Every entry of ENDPOINT_DEVICES (`map`), in one batched read.
+fn device_entries(map: &Map) -> Result<Vec<(u32, macvlan_common::DeviceIdentity)>, DatapathError> {
+    let name = map_names::ENDPOINT_DEVICES;
+    let data = super::batch::map_data(map);
+    let capacity = data
+        .info()
+        .map_err(|source| DatapathError::Map { name, source })?
+        .max_entries();
+    super::batch::hash_entries(data, name, capacity)
+}
+
 fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
     DatapathError::Pin(format!("{what} {}: {e}", path.display()))
 }
@@ -683,12 +694,7 @@ impl PinnedMaps {
                 .filter(|k| map.get(k, 0).is_ok_and(|id| id.slot == slot))
                 .collect()
         } else {
-            let data = super::batch::map_data(map);
-            let capacity = data
-                .info()
-                .map_err(|source| DatapathError::Map { name, source })?
-                .max_entries();
-            super::batch::hash_entries::<u32, macvlan_common::DeviceIdentity>(data, name, capacity)?
+            device_entries(map)?
                 .into_iter()
                 .filter(|(_, id)| id.slot == slot)
                 .map(|(k, _)| k)
@@ -726,17 +732,10 @@ impl PinnedMaps {
         let Some(was) = index.strays() else {
             return Ok(None);
         };
-        let data = super::batch::map_data(map);
-        let capacity = data
-            .info()
-            .map_err(|source| DatapathError::Map { name, source })?
-            .max_entries();
-        let is = super::batch::hash_entries::<u32, macvlan_common::DeviceIdentity>(
-            data, name, capacity,
-        )?
-        .into_iter()
-        .filter(|(k, id)| !super::devices::is_own_key(*k, id.slot))
-        .count() as u64;
+        let is = device_entries(map)?
+            .into_iter()
+            .filter(|(k, id)| !super::devices::is_own_key(*k, id.slot))
+            .count() as u64;
         if was == is {
             return Ok(None);
         }
