@@ -1227,12 +1227,12 @@ mod tests {
         );
     }
 
-    /// Container `id`'s record in the state file as the JSON reader finds it.
     /// `text` as a state file read (kept for the test's lifetime).
     fn leaked(text: &str) -> &'static Arc<FileText> {
         Box::leak(Box::new(Arc::new(FileText::from(text.to_owned()))))
     }
 
+    /// Container `id`'s record in the state file as the JSON reader finds it.
     fn record_by_json(text: &str, id: &str) -> String {
         let file: StateFileIn = serde_json::from_str(text).unwrap();
         let found = file.containers.iter().find(|Entry(k, _)| k.0 == id);

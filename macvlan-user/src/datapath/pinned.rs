@@ -678,8 +678,8 @@ impl PinnedMaps {
     /// some 20 us for the lookups).
     pub fn remove_devices(&mut self, slot: u32) -> Result<(), DatapathError> {
         let name = map_names::ENDPOINT_DEVICES;
-        let strays = self.device_strays();
         let index = self.index()?.cloned();
+        let strays = index.as_ref().and_then(|i| i.strays());
         let Ok(map) = self.get_mut(name) else {
             return Ok(());
         };

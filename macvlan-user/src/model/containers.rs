@@ -31,44 +31,35 @@ use serde_json::value::RawValue;
 use super::{is_mvnet, Container, Endpoints, IfName, Mac, NetId, Owner};
 use crate::sys::{cache::prefetch, text::FileText};
 
-/// A container's id as the map keys it: a slice of the state file's text
-/// as read, or its own string (a container made or renamed since, a
-/// journal's). Reading the state then makes no string per container for
-/// its key, and the save baseline's copy of every key is a count taken on
-/// the text, not a string each (some 8,000 allocations at 4000
-/// containers).
+/// A container's id as the map keys it: a slice of a shared text, as a
+/// [`Saved`] is (of the state file as read, or its own for a container
+/// made since or a journal's). Reading the state then makes no string per
+/// container for its key, and the save baseline's copy of every key is a
+/// count taken on the text, not a string each (some 8,000 allocations at
+/// 4000 containers).
 #[derive(Clone)]
-pub struct Id(IdIn);
-
-#[derive(Clone)]
-enum IdIn {
-    In(Arc<FileText>, Span),
-    Own(Box<str>),
-}
+pub struct Id(Saved);
 
 impl Id {
     /// `id`, which is a slice of `text`.
     pub(crate) fn within(text: &Arc<FileText>, id: &str) -> Id {
-        Id(IdIn::In(text.clone(), Span::within(text, id)))
+        Id(Saved::within(text, id))
     }
 
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            IdIn::In(text, span) => span.of(text),
-            IdIn::Own(s) => s,
-        }
+        self.0.get()
     }
 }
 
 impl From<String> for Id {
     fn from(s: String) -> Id {
-        Id(IdIn::Own(s.into_boxed_str()))
+        Id(Saved::own(s))
     }
 }
 
 impl From<&str> for Id {
     fn from(s: &str) -> Id {
-        Id(IdIn::Own(s.into()))
+        Id(Saved::own(s.to_owned()))
     }
 }
 
@@ -951,7 +942,7 @@ impl Containers {
     pub(crate) fn key_in_text(&self, id: &str) -> bool {
         self.map
             .get_key_value(id)
-            .is_some_and(|(k, _)| matches!(k.0, IdIn::In(..)))
+            .is_some_and(|(k, s)| s.saved.get().is_some_and(|raw| k.0.shares_text(raw)))
     }
 
     /// How many containers were parsed (tests: a command parses what it
