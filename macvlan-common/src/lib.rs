@@ -133,6 +133,9 @@ pub mod program_names {
     /// The least per-endpoint counting can cost: the datapath benchmark's
     /// reference row.
     pub const XDP_FLOOR: &str = "mvnet_xdp_floor";
+    /// `XDP_FLOOR` at TC ingress: the end-to-end benchmark's reference for
+    /// the classifier at TC alone.
+    pub const TC_FLOOR: &str = "mvnet_tc_floor";
 }
 
 /// Key of the endpoint map: destination MAC and VLAN id, 8 bytes so the

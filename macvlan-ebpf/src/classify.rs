@@ -377,6 +377,22 @@ pub(crate) fn endpoint_counters(slot: u32) -> Option<*mut EndpointCounters> {
     ENDPOINT_STATS.get_ptr_mut(stripes::index(cpu, capacity, slot))
 }
 
+/// The floor programs' whole work (`mvnet_xdp_floor`, `mvnet_tc_floor`):
+/// an untagged destination MAC, one direct-index lookup, one counter.
+#[inline(always)]
+pub fn floor(data: usize, end: usize) {
+    if let Some(p) = parse::ptr_at::<u64>(data, end, 0) {
+        // SAFETY: bounds checked by ptr_at (see parse on alignment).
+        let mac = unsafe { *p } & MAC_MASK;
+        if let Some(slot) = direct_slot(mac, 0) {
+            if let Some(c) = endpoint_counters(slot) {
+                // SAFETY: this CPU's stripe, no other writer on it.
+                unsafe { (*c).rx_wire.add((end - data) as u64) };
+            }
+        }
+    }
+}
+
 /// Counts a frame delivered to endpoint `slot` on its path (`local`: see
 /// [`path_local`]).
 #[inline(always)]

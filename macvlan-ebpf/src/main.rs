@@ -31,7 +31,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use classify::{Action, Frame};
-use macvlan_common::{direct, is_tag_tpid, xdp_mark, Hook};
+use macvlan_common::{is_tag_tpid, xdp_mark, Hook};
 
 #[xdp]
 pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
@@ -126,27 +126,21 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
-/// The least any per-endpoint counting costs, for the datapath benchmark
-/// to print beside the classifier (never attached by the controller): the
+/// The least any per-endpoint counting costs, for the benchmarks to print
+/// beside the classifier (never attached by the controller): the
 /// destination MAC of an untagged frame, one direct-index lookup and one
-/// counter in this CPU's stripe. No VLAN parse, no per-VLAN or per-verdict counters,
-/// no hash fallback, no policy.
+/// counter in this CPU's stripe. No VLAN parse, no per-VLAN or per-verdict
+/// counters, no hash fallback, no policy. `mvnet_tc_floor` is the same at
+/// TC, where `--xdp-mode auto` classifies on a veth.
 #[xdp]
 pub fn mvnet_xdp_floor(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if let Some(p) = parse::ptr_at::<u64>(data, end, 0) {
-        // SAFETY: bounds checked by ptr_at (see parse on alignment).
-        let mac = unsafe { *p } & macvlan_common::MAC_MASK;
-        if let Some(word) = maps::ENDPOINT_INDEX.get_ptr(direct::index(mac, 0)) {
-            // SAFETY: array value pointer, valid for the program's duration.
-            let word = unsafe { core::ptr::read_volatile(word) };
-            if word & direct::KEY_MASK == direct::key(mac, 0) {
-                if let Some(c) = classify::endpoint_counters(direct::slot(word)) {
-                    // SAFETY: this CPU's stripe, no other writer on it.
-                    unsafe { (*c).rx_wire.add((end - data) as u64) };
-                }
-            }
-        }
-    }
+    classify::floor(ctx.data(), ctx.data_end());
     xdp_action::XDP_PASS
+}
+
+/// `mvnet_xdp_floor` at TC (never attached by the controller).
+#[classifier]
+pub fn mvnet_tc_floor(ctx: TcContext) -> i32 {
+    classify::floor(ctx.data(), ctx.data_end());
+    TC_ACT_OK as i32
 }

@@ -61,6 +61,12 @@
 //! and with TC alone (target 5 in place). `MVNET_BENCH_E2E_ONLY=scale` in
 //! the environment runs only those rounds.
 //!
+//! **Floors** (the reference rounds): `mvnet_xdp_floor` at XDP and
+//! `mvnet_tc_floor` at TC ingress (XDP detached), each beside pass-only:
+//! the least any per-endpoint counting costs in place on each hook, the
+//! measurement behind target 1's verdict. `MVNET_BENCH_E2E_ONLY=refs`
+//! runs only the reference rounds.
+//!
 //! Targets (issue 17): the classifier's in-place cost over pass-only <= 10
 //! ns per frame; observe >= 1.0x nftables' fps and an added cost per frame
 //! <= 0.5x nftables'; observe >= 0.95x and enforce >= 0.93x no program;
@@ -152,6 +158,10 @@ enum Variant {
     /// per-CPU counter, no mark), pass-only at TC: the least per-endpoint
     /// counting at XDP costs in place.
     Floor,
+    /// Reference with the XDP link detached: `mvnet_tc_floor` at TC
+    /// ingress, pass-only at TC egress: the same least counting at TC,
+    /// where `--xdp-mode auto` classifies on a veth.
+    TcFloor,
 }
 
 const VARIANTS: [Variant; 3] = [Variant::Pass, Variant::Observe, Variant::Enforce];
@@ -174,6 +184,7 @@ impl Variant {
             Variant::Observe => "classifier, observe",
             Variant::Enforce => "classifier, enforce",
             Variant::Floor => "floor (XDP), pass (TC)",
+            Variant::TcFloor => "TC only: floor",
         }
     }
 }
@@ -194,10 +205,11 @@ struct Swapper {
     /// XDP, TC ingress and TC egress links, in that order.
     links: [OwnedFd; 3],
     /// The programs for each link: the classifier's, the pass-only ones and
-    /// the floor's.
+    /// the floors' (XDP, then TC).
     classifier: [OwnedFd; 3],
     pass: [OwnedFd; 3],
     floor: [OwnedFd; 3],
+    tc_floor: [OwnedFd; 3],
     /// The endpoints' slots in the floor program's own maps.
     floor_slots: Vec<u32>,
     /// The XDP link was detached ([`Swapper::detach_xdp`]): TC ingress
@@ -288,6 +300,16 @@ impl Swapper {
             .try_into()?;
         xdp.load()?;
         let xdp_floor = xdp.fd()?.as_fd().try_clone_to_owned()?;
+        let tc: &mut SchedClassifier = obj
+            .program_mut(program_names::TC_FLOOR)
+            .context("TC floor program")?
+            .try_into()?;
+        tc.load()?;
+        let tc_floor = [
+            xdp_floor.try_clone()?,
+            tc.fd()?.as_fd().try_clone_to_owned()?,
+            tc_pass.try_clone()?,
+        ];
         let floor = [xdp_floor, tc_pass.try_clone()?, tc_pass.try_clone()?];
         let pass = [xdp_pass, tc_pass.try_clone()?, tc_pass];
         // The floor program looks up and counts in its own object's maps:
@@ -311,6 +333,7 @@ impl Swapper {
             classifier: classifier.try_into().expect("three links"),
             pass,
             floor,
+            tc_floor,
             floor_slots,
             xdp_detached: false,
             _pass_obj: obj,
@@ -330,6 +353,7 @@ impl Swapper {
         match v {
             Variant::Pass => &self.pass,
             Variant::Floor => &self.floor,
+            Variant::TcFloor => &self.tc_floor,
             Variant::Observe | Variant::Enforce => &self.classifier,
         }
     }
@@ -372,8 +396,9 @@ impl Swapper {
         let stats1 = self.run_stats(v)?;
         // The pass-only TC program sits behind both TC links: its egress
         // runs (none in this traffic but stray host frames) count as
-        // ingress.
-        let shared_tc = matches!(v, Variant::Pass | Variant::Floor);
+        // ingress. Beside the TC floor it is left out, as it is for
+        // pass-only.
+        let shared_tc = matches!(v, Variant::Pass | Variant::Floor | Variant::TcFloor);
         for h in 0..3 {
             if shared_tc && h == 2 {
                 continue;
@@ -395,7 +420,7 @@ impl Swapper {
         let n = r.delivered;
         let expect = match v {
             Variant::Pass => (0, 0, 0, 0),
-            Variant::Floor => (0, 0, 0, n),
+            Variant::Floor | Variant::TcFloor => (0, 0, 0, n),
             _ if self.xdp_detached => (0, n, n, 0),
             _ => (n, 0, n, 0),
         };
@@ -681,6 +706,91 @@ impl Total {
     }
 }
 
+/// What [`reference_rounds`] measured: pass-only and the XDP floor; then,
+/// XDP detached, pass-only and the classifier at TC alone; then pass-only
+/// and the TC floor (indexes 0 to 5), and the per-round fps ratios of
+/// the classifier at TC alone over its pass-only.
+struct Refs {
+    totals: [Total; 6],
+    in_place: [InPlace; 6],
+    tc_only_ratios: Vec<f64>,
+}
+
+/// References, on one more attach: the floor beside pass-only (what the
+/// least per-endpoint counting costs at XDP in place), then with the XDP
+/// link detached, the classifier at TC alone beside a pass-only TC program
+/// (what `--xdp-mode auto` attaches on a veth), and the floor at TC beside
+/// pass-only.
+fn reference_rounds(lab: &Lab, rx: &mut [RxCounter], frames: &[Vec<u8>]) -> Result<Refs> {
+    let mut refs = Refs {
+        totals: [Total::default(); 6],
+        in_place: [InPlace::default(); 6],
+        tc_only_ratios: Vec::new(),
+    };
+    let mut swap = Swapper::attach(lab)?;
+    let result = (|| -> Result<()> {
+        for (phase, [a, b]) in [
+            [Variant::Pass, Variant::Floor],
+            [Variant::Pass, Variant::Observe],
+            [Variant::Pass, Variant::TcFloor],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if phase == 1 {
+                swap.detach_xdp()?;
+            }
+            for round in 0..REF_ROUNDS {
+                let order = if round % 2 == 0 { [a, b] } else { [b, a] };
+                let mut fps = [0f64; 2];
+                for v in order {
+                    let i = 2 * phase + usize::from(v != a);
+                    let r =
+                        swap.measure(v, &mut refs.in_place[i], || measure(lab, rx, frames, CHUNK))?;
+                    refs.totals[i].add(&r);
+                    fps[usize::from(v != a)] = r.fps();
+                }
+                if phase == 1 {
+                    refs.tc_only_ratios.push(fps[1] / fps[0]);
+                }
+            }
+        }
+        Ok(())
+    })();
+    swap.detach()?;
+    result.context("reference rounds")?;
+    Ok(refs)
+}
+
+impl Refs {
+    /// ns per frame in place of reference `i` over its pass-only row.
+    fn over_pass(&self, i: usize) -> f64 {
+        self.in_place[i].per_frame() - self.in_place[i & !1].per_frame()
+    }
+
+    /// The floors against the classifier at TC alone (target 1's proof).
+    fn print_floors(&self) {
+        let tc_floor = self.over_pass(5);
+        println!(
+            "TC floor: the least per-endpoint counting at TC ingress (one index lookup, one \
+             per-CPU counter; XDP detached, as `--xdp-mode auto` attaches on a veth) costs \
+             {tc_floor:.1} ns per frame in place over pass-only ({:.1} against {:.1} ns per run); \
+             the classifier at TC alone {:.1} ns. {}",
+            self.in_place[5].per_run(1),
+            self.in_place[4].per_run(1),
+            self.over_pass(3),
+            if tc_floor > TARGET_IN_PLACE_NS {
+                format!(
+                    "The floor alone is over target 1's {TARGET_IN_PLACE_NS} ns: no per-endpoint \
+                     counting at TC meets it here"
+                )
+            } else {
+                format!("The floor is within target 1's {TARGET_IN_PLACE_NS} ns")
+            }
+        );
+    }
+}
+
 fn bench() -> Result<()> {
     let started = Instant::now();
     let mut lab = Lab::new()?;
@@ -748,6 +858,20 @@ fn bench() -> Result<()> {
         println!("bench time: {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }
+    if std::env::var_os("MVNET_BENCH_E2E_ONLY").is_some_and(|v| v == "refs") {
+        // The reference rounds alone: the floors, and the classifier at TC
+        // alone beside pass-only (target 1's proof).
+        let _stats =
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+        let refs = reference_rounds(&lab, &mut rx, &frames)?;
+        println!(
+            "XDP floor: {:.1} ns per frame in place over pass-only",
+            refs.over_pass(1)
+        );
+        refs.print_floors();
+        println!("bench time: {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     none_chunks(&mut rx, &mut none)?;
     // TC alone against no program, round by round, before bpf_stats go on
     // for the rest of the bench.
@@ -803,45 +927,7 @@ fn bench() -> Result<()> {
         }
     }
 
-    // References, on one more attach: the floor beside pass-only (what the
-    // least per-endpoint counting costs at XDP in place), then with the
-    // XDP link detached, the classifier at TC alone beside a pass-only TC
-    // program (what `--xdp-mode` choosing TC only would cost on a veth).
-    let mut refs = [Total::default(); 4];
-    let mut refs_in_place = [InPlace::default(); 4];
-    let mut tc_only_ratios = Vec::new();
-    let mut swap = Swapper::attach(&lab)?;
-    let result = (|| -> Result<()> {
-        for (phase, [a, b]) in [
-            [Variant::Pass, Variant::Floor],
-            [Variant::Pass, Variant::Observe],
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if phase == 1 {
-                swap.detach_xdp()?;
-            }
-            for round in 0..REF_ROUNDS {
-                let order = if round % 2 == 0 { [a, b] } else { [b, a] };
-                let mut fps = [0f64; 2];
-                for v in order {
-                    let i = 2 * phase + usize::from(v != a);
-                    let r = swap.measure(v, &mut refs_in_place[i], || {
-                        measure(&lab, &mut rx, &frames, CHUNK)
-                    })?;
-                    refs[i].add(&r);
-                    fps[usize::from(v != a)] = r.fps();
-                }
-                if phase == 1 {
-                    tc_only_ratios.push(fps[1] / fps[0]);
-                }
-            }
-        }
-        Ok(())
-    })();
-    swap.detach()?;
-    result.context("reference rounds")?;
+    let refs = reference_rounds(&lab, &mut rx, &frames)?;
     let scale = scale::run(&lab, &mut rx, &frames).context("scale rounds")?;
     none_chunks(&mut rx, &mut none)?;
 
@@ -922,17 +1008,19 @@ fn bench() -> Result<()> {
         (1, "floor (XDP), pass (TC)"),
         (2, "TC only: pass-only"),
         (3, "TC only: observe"),
+        (4, "TC only: pass-only, 2"),
+        (5, "TC only: floor"),
     ] {
-        let base = if i == 1 { 0 } else { 2 };
-        let (t, ip) = (&refs[i], &refs_in_place[i]);
+        let base = i & !1;
+        let (t, ip) = (&refs.totals[i], &refs.in_place[i]);
         println!(
             "{:<24} {:>10.0} {:>9.3} {:>9.3} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>10.1} {:>10.1}",
             name,
             t.fps(),
             t.fps() / none.fps(),
-            t.fps() / refs[base].fps(),
+            t.fps() / refs.totals[base].fps(),
             if i == 3 {
-                format!("{:.3}", median(&tc_only_ratios))
+                format!("{:.3}", median(&refs.tc_only_ratios))
             } else {
                 dash.to_owned()
             },
@@ -940,7 +1028,7 @@ fn bench() -> Result<()> {
             ip.per_run(1),
             ip.per_run(2),
             ip.per_frame(),
-            ip.per_frame() - refs_in_place[base].per_frame(),
+            refs.over_pass(i),
             cpu_ns(t)
         );
     }
@@ -1012,17 +1100,18 @@ fn bench() -> Result<()> {
          to NAPI, which every variant with an XDP program pays; the classifier at TC alone \
          delivers {:.3}x no program (totals) and {:.3}x a pass-only TC program (median))",
         pass.fps() / none.fps(),
-        refs[3].fps() / none.fps(),
-        median(&tc_only_ratios)
+        refs.totals[3].fps() / none.fps(),
+        median(&refs.tc_only_ratios)
     );
     println!(
         "floor: the least per-endpoint counting at XDP (one index lookup, one per-CPU counter) \
          costs {:.1} ns per frame in place over pass-only; the classifier's XDP {:.1} ns \
          (marking included), its TC ingress reading the mark {:.1} ns",
-        refs_in_place[1].per_frame() - refs_in_place[0].per_frame(),
+        refs.over_pass(1),
         in_place[1].per_run(0) - in_place[0].per_run(0),
         in_place[1].per_run(1) - in_place[0].per_run(1),
     );
+    refs.print_floors();
     scale.print();
     println!("bench time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
