@@ -36,7 +36,7 @@ use super::{check_attached, execute, execute_within, floor, ms, percentile, Clea
 /// Endpoints already on the network when a probe runs.
 const SIZES: [usize; 4] = [1, 100, 1000, 4000];
 /// Probes (one `run`, one `rm`) per size.
-const SAMPLES: usize = 11;
+const SAMPLES: usize = 31;
 /// Time at 4000 divided by time at 1 must not exceed this.
 const GROWTH_TARGET: f64 = 1.5;
 /// Longest the making of the population may take in all (with a state
