@@ -14,11 +14,13 @@ use crate::ipam::Pool;
 
 mod containers;
 mod endpoints;
+mod unread;
 pub use containers::{
     Containers, Head, HeadEndpoint, Id, Listed, ListedEndpoint, ListedEndpoints, Saved,
 };
 pub(crate) use containers::{HeadEndpointIn, HeadIn, Kept, Text};
 pub use endpoints::{Endpoints, NetId};
+pub(crate) use unread::{record_lines, Unread};
 
 /// An interface name: inline up to 24 bytes (every kernel name), on the
 /// heap beyond.

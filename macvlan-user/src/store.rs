@@ -19,7 +19,11 @@
 //! of the file as read, not copies) and parsed when a command reads them
 //! ([`crate::model::Containers`]), and
 //! what a command needs of the others (names, endpoint ids, MACs) is in the
-//! file's `index`. A save finds what changed by comparing each container's
+//! file's `index`. A state file as mvnet writes it (the CRCs of its
+//! containers and of its index) is read with its containers left unread
+//! until a command asks for more than whether a name, an id or a MAC is
+//! taken ([`crate::model::Unread`]): a `run` reads none of them. A save
+//! finds what changed by comparing each container's
 //! JSON pointer with the one it was read from, and writes an unchanged
 //! container back as the text it was read from. A state directory of an
 //! older mvnet (a state file without an index, with or without a journal)
@@ -43,7 +47,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::{
-    model::{Containers, HeadIn, Id, Intent, Kept, Network, Saved, State, Text},
+    model::{self, Containers, HeadIn, Id, Intent, Kept, Network, Saved, State, Text, Unread},
     state_dir::{self, Durability, StateDir, StateDirError},
     sys::fs::{self as sys, Lock},
     sys::text::FileText,
@@ -249,7 +253,7 @@ impl Store {
         let dir = self.files()?;
         let mut slot = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(j) = slot.as_mut() {
-            let record = journal::diff(&j.saved, state);
+            let record = journal::diff(&mut j.saved, state);
             let line = record.line();
             if j.len + line.len() as u64 <= (j.base_size / COMPACT_SHARE).max(COMPACT_MIN) {
                 dir.write_at(&j.file, JOURNAL_FILE, j.len, &line, self.durability)?;
@@ -310,14 +314,20 @@ fn compact(dir: &StateDir, state: &State, durability: Durability) -> Result<Jour
 /// object's bytes as written.
 const CONTAINERS_CRC: &str = "containers_crc32";
 
+/// The key before the index in the state file: the CRC-32 of its object's
+/// bytes as written, which lets a reader leave the containers unread
+/// ([`unread_sections`]).
+const INDEX_CRC: &str = "index_crc32";
+
 /// The state file's text: one JSON object, `networks`, `containers` (one
 /// container per line, [`Containers::write_lines`]), [`CONTAINERS_CRC`],
-/// the `index` of the containers' heads, and `pending` when there are
-/// intents. The line layout and the CRC let a reader take each
+/// [`INDEX_CRC`], the `index` of the containers' heads, and `pending` when
+/// there are intents. The line layout and the CRC let a reader take each
 /// container's record by its line without scanning it as JSON
 /// ([`fast_sections`]): at 4000 containers that scan was a tenth of a
-/// `run`'s CPU time. Any JSON reader (and an older mvnet, which ignores
-/// the CRC) reads it as before.
+/// `run`'s CPU time. The index's CRC lets it leave them all unread
+/// ([`unread_sections`]). Any JSON reader (and an older mvnet, which
+/// ignores the CRCs) reads it as before.
 fn state_file_bytes(state: &State) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"{\"networks\":");
@@ -326,8 +336,12 @@ fn state_file_bytes(state: &State) -> Vec<u8> {
     let start = out.len();
     state.containers.write_lines(&mut out);
     let crc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(format!(",\"{CONTAINERS_CRC}\":{crc},\"index\":").as_bytes());
-    serde_json::to_writer(&mut out, &state.containers.index()).expect("the index serialises");
+    let index = serde_json::to_vec(&state.containers.index()).expect("the index serialises");
+    let index_crc = crc32fast::hash(&index);
+    out.extend_from_slice(
+        format!(",\"{CONTAINERS_CRC}\":{crc},\"{INDEX_CRC}\":{index_crc},\"index\":").as_bytes(),
+    );
+    out.extend_from_slice(&index);
     if !state.pending.is_empty() {
         out.extend_from_slice(b",\"pending\":");
         serde_json::to_writer(&mut out, &state.pending).expect("intents serialise");
@@ -345,57 +359,115 @@ fn state_file_bytes(state: &State) -> Vec<u8> {
 fn fast_sections(file: &Arc<FileText>) -> Option<StateFileIn<'_>> {
     let text: &str = file;
     let mut at = Cursor { text, pos: 0 };
-    at.expect("{\"networks\":")?;
-    let networks = at.value::<BTreeMap<String, Network>>()?;
-    at.expect(",\"containers\":")?;
-    let start = at.pos;
-    at.expect("{")?;
-    let mut containers = Vec::new();
-    loop {
-        at.expect("\n")?;
-        if at.expect("}").is_some() {
-            break;
-        }
-        // memchr's, not `str::find`'s: the records are megabytes.
-        let line = &text[at.pos..at.pos + memchr::memchr(b'\n', &text.as_bytes()[at.pos..])?];
-        let body = line.strip_prefix('"')?;
-        let close = memchr::memchr(b'"', body.as_bytes())?;
-        let (id, record) = (&body[..close], body[close + 1..].strip_prefix(':')?);
-        if id.contains('\\') {
-            return None;
-        }
-        let (record, more) = match record.strip_suffix(',') {
-            Some(r) => (r, true),
-            None => (record, false),
-        };
-        if !record.starts_with('{') || !record.ends_with('}') {
-            return None;
-        }
-        containers.push(Entry(Text(id.into()), record));
-        at.pos += line.len();
-        if !more {
-            at.expect("\n}")?;
-            break;
-        }
+    let (networks, records) = networks_and_records(&mut at)?;
+    let containers = model::record_lines(text, records)?
+        .into_iter()
+        .map(|(id, record)| Entry(Text(id.into()), record))
+        .collect::<Vec<_>>();
+    // A state file of an older mvnet has no CRC of its index.
+    if at.expect(&format!(",\"{INDEX_CRC}\":")).is_some() {
+        at.value::<u32>()?;
     }
-    let crc = crc32fast::hash(&text.as_bytes()[start..at.pos]);
-    at.expect(&format!(",\"{CONTAINERS_CRC}\":{crc},\"index\":"))?;
+    at.expect(",\"index\":")?;
     let (index, kept) = match index::read(&mut at, file, containers.len()) {
         Some(kept) => (None, Some(kept)),
         None => (Some(at.value::<IndexIn>()?.0), None),
     };
-    let pending = match at.expect(",\"pending\":") {
-        Some(()) => at.value::<Vec<Intent>>()?,
-        None => Vec::new(),
-    };
-    at.expect("}")?;
-    text[at.pos..].trim().is_empty().then_some(StateFileIn {
+    let pending = pending_and_end(&mut at)?;
+    Some(StateFileIn {
         networks,
         containers,
         index,
         kept,
         pending,
     })
+}
+
+/// The networks, then where the containers' object is (its bytes checked
+/// against their CRC, which `at` steps over): the start of every layout
+/// [`state_file_bytes`] wrote.
+fn networks_and_records(
+    at: &mut Cursor<'_>,
+) -> Option<(BTreeMap<String, Network>, std::ops::Range<usize>)> {
+    at.expect("{\"networks\":")?;
+    let networks = at.value::<BTreeMap<String, Network>>()?;
+    at.expect(",\"containers\":")?;
+    let start = at.pos;
+    // Its end: the first newline and `}` that the CRC follows (a record
+    // is one line, and no JSON string holds a raw newline).
+    let after = format!("\n}},\"{CONTAINERS_CRC}\":");
+    let end =
+        start + memchr::memmem::find(&at.text.as_bytes()[start..], after.as_bytes())? + "\n}".len();
+    let crc = crc32fast::hash(&at.text.as_bytes()[start..end]);
+    at.pos = end;
+    at.expect(&format!(",\"{CONTAINERS_CRC}\":{crc}"))?;
+    Some((networks, start..end))
+}
+
+/// The pending intents after the index, and the end of the file.
+fn pending_and_end(at: &mut Cursor<'_>) -> Option<Vec<Intent>> {
+    let pending = match at.expect(",\"pending\":") {
+        Some(()) => at.value::<Vec<Intent>>()?,
+        None => Vec::new(),
+    };
+    at.expect("}")?;
+    at.text[at.pos..].trim().is_empty().then_some(pending)
+}
+
+/// A state file laid out as [`state_file_bytes`] writes it, with the CRCs
+/// of its containers and its index, read with its containers unread
+/// ([`Unread`]): its networks and pending intents are read, and where its
+/// records and index are found (by a search of their ends, and their
+/// CRCs). `None` for anything else, which [`fast_sections`] or serde read.
+fn unread_sections(
+    file: &Arc<FileText>,
+) -> Option<(BTreeMap<String, Network>, Unread, Vec<Intent>)> {
+    let text: &str = file;
+    let mut at = Cursor { text, pos: 0 };
+    let (networks, records) = networks_and_records(&mut at)?;
+    at.expect(&format!(",\"{INDEX_CRC}\":"))?;
+    let crc = at.value::<u32>()?;
+    at.expect(",\"index\":")?;
+    // Its end: the pending intents (a key no head has) or the file's.
+    let start = at.pos;
+    let end = match memchr::memmem::find(&text.as_bytes()[start..], b",\"pending\":") {
+        Some(len) => start + len,
+        None => start + text[start..].trim_end().strip_suffix('}')?.len(),
+    };
+    if crc32fast::hash(&text.as_bytes()[start..end]) != crc {
+        return None;
+    }
+    let unread = Unread::new(file.clone(), records, start..end, read_unread)?;
+    at.pos = end;
+    let pending = pending_and_end(&mut at)?;
+    Some((networks, unread, pending))
+}
+
+/// The containers left unread ([`unread_sections`]), read.
+fn read_unread(unread: &Unread) -> Result<Containers, String> {
+    let file = unread.text();
+    let records = model::record_lines(file, unread.records())
+        .ok_or("its containers are not a record per line")?;
+    let mut at = Cursor {
+        text: file,
+        pos: unread.index().start,
+    };
+    let index: Box<dyn Iterator<Item = (Cow<str>, Kept)>> =
+        match index::read(&mut at, file, records.len()) {
+            Some(kept) => Box::new(kept.into_iter().map(|(id, h)| (Cow::Borrowed(id), h))),
+            None => {
+                let i = at.value::<IndexIn>().ok_or("its index is not one")?.0;
+                let mut last = None;
+                Box::new(
+                    i.into_iter()
+                        .map(move |Entry(id, head)| (id.0, head.kept(file, &mut last))),
+                )
+            }
+        };
+    let records = records
+        .into_iter()
+        .map(|(id, raw)| (Id::within(file, id), Saved::within(file, raw)));
+    Containers::from_saved(records, Some(index))
 }
 
 /// A position in a state file's text, for [`fast_sections`].
@@ -578,6 +650,14 @@ fn parse_state_file(
     })?;
     // Shared by the containers' records, which are slices of it.
     let text = Arc::new(text);
+    if let Some((networks, unread, pending)) = unread_sections(&text) {
+        let state = State {
+            networks,
+            containers: Containers::unread(unread),
+            pending,
+        };
+        return Ok((state, true));
+    }
     let file = match fast_sections(&text) {
         Some(file) => file,
         None => serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
@@ -694,7 +774,7 @@ mod tests {
     use super::*;
     use crate::{
         ipam::{Pool, PoolConfig},
-        model::{Container, Endpoint, Intent, Network},
+        model::{Container, Endpoint, Intent, Network, Owner},
     };
 
     struct Scratch(PathBuf);
@@ -766,28 +846,15 @@ mod tests {
 
     /// Adds container `id` on `net` with the next free address.
     fn run(state: &mut State, net: &str, id: &str) {
-        let (ip, _) = state
-            .networks
-            .get_mut(net)
-            .unwrap()
-            .allocate_addresses(None, None)
-            .unwrap();
-        let endpoint = Endpoint {
-            id: format!("ep-{id}"),
-            network_id: net.into(),
-            ifname: "eth0".into(),
-            mac: "02:42:0a:09:00:02".parse().unwrap(),
-            ipv4: ip,
-            ipv6: None,
-            rx_base: 0,
-        };
-        let c = Container {
-            id: id.into(),
-            name: format!("c-{id}"),
-            endpoints: [(net.to_owned(), endpoint)].into(),
-            ..Container::default()
-        };
-        state.containers.insert(id.into(), c);
+        let name = format!("c-{id}");
+        add(
+            state,
+            id,
+            &name,
+            net,
+            Some("02:42:0a:09:00:02"),
+            Owner::Mvnet,
+        );
     }
 
     /// Removes container `id`, giving its addresses back.
@@ -811,6 +878,233 @@ mod tests {
         let store = Store::open(dir).unwrap();
         let state = store.load().unwrap();
         (store, state)
+    }
+
+    /// Container `id` called `name` on network `net` with MAC `mac` (none:
+    /// no endpoint), owned by `owner`.
+    fn add(state: &mut State, id: &str, name: &str, net: &str, mac: Option<&str>, owner: Owner) {
+        let endpoints = match mac {
+            Some(mac) => {
+                let (ip, _) = state
+                    .networks
+                    .get_mut(net)
+                    .unwrap()
+                    .allocate_addresses(None, None)
+                    .unwrap();
+                let endpoint = Endpoint {
+                    id: format!("ep-{id}"),
+                    network_id: net.into(),
+                    ifname: "eth0".into(),
+                    mac: mac.parse().unwrap(),
+                    ipv4: ip,
+                    ipv6: None,
+                    rx_base: 0,
+                };
+                [(net.to_owned(), endpoint)].into()
+            }
+            None => Default::default(),
+        };
+        let c = Container {
+            id: id.into(),
+            name: name.into(),
+            owner,
+            endpoints,
+            ..Container::default()
+        };
+        state.containers.insert(id.into(), c);
+    }
+
+    /// What the state answers about names, MACs and ids.
+    fn answers(state: &State) -> Vec<Option<String>> {
+        let names = [
+            "c-c1",
+            "c-c10",
+            "c-c1x",
+            "c-",
+            "web",
+            "docker-web",
+            "pod",
+            "idle",
+            "nope",
+        ];
+        let macs = [
+            ("n1", "02:42:0a:09:00:01"),
+            ("n2", "02:42:0a:09:00:01"),
+            ("n1", "02:42:0a:09:00:0a"),
+            ("n2", "02:42:0a:09:00:0b"),
+            ("n1", "02:42:0a:09:00:0b"),
+            ("n2", "02:42:0a:09:00:63"),
+            ("n1", "02:42:0a:09:00:ff"),
+        ];
+        let ids = ["c1", "c10", "c1x", "c", "d1", "k1", "s1", "x"];
+        let mut out: Vec<Option<String>> = names
+            .iter()
+            .map(|n| state.containers.id_by_name(n).map(str::to_owned))
+            .collect();
+        out.extend(macs.iter().map(|(net, mac)| {
+            let mac = mac.parse().unwrap();
+            state.containers.mac_holder(net, mac).map(str::to_owned)
+        }));
+        out.extend(
+            ids.iter()
+                .map(|id| Some(state.containers.contains_key(id).to_string())),
+        );
+        let endpoints = ["ep-c1", "ep-c10", "ep-c", "ep-d1", "ep-k1", "ep-s1", "c1"];
+        out.extend(
+            endpoints
+                .iter()
+                .map(|e| state.containers.holder_of_endpoint(e).map(str::to_owned)),
+        );
+        out
+    }
+
+    #[test]
+    fn a_run_reads_none_of_the_containers_in_the_state_file() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        state.networks.insert("n2".into(), network("n2"));
+        for i in 1..=12 {
+            let (net, mac) = match i % 2 {
+                0 => ("n2", format!("02:42:0a:09:00:{i:02x}")),
+                _ => ("n1", format!("02:42:0a:09:00:{i:02x}")),
+            };
+            add(
+                &mut state,
+                &format!("c{i}"),
+                &format!("c-c{i}"),
+                net,
+                Some(&mac),
+                Owner::Mvnet,
+            );
+        }
+        add(
+            &mut state,
+            "d1",
+            "docker-web",
+            "n2",
+            Some("02:42:0a:09:00:63"),
+            Owner::Docker,
+        );
+        let cni = Owner::Cni {
+            network: "macnet".into(),
+        };
+        add(
+            &mut state,
+            "k1",
+            "pod",
+            "n1",
+            Some("02:42:0a:09:00:64"),
+            cni,
+        );
+        add(&mut state, "s1", "idle", "n1", None, Owner::Mvnet);
+        // Written whole (the first save), with the index's CRC.
+        store.save(&state).unwrap();
+        drop(store);
+        assert!(s.state_file().contains(",\"index_crc32\":"));
+        let expected = answers(&state);
+        assert_eq!(expected[0].as_deref(), Some("c1"));
+        assert_eq!(expected[9].as_deref(), Some("c-c1"));
+        assert_eq!(expected[14].as_deref(), Some("docker-web"));
+        assert_eq!(expected[24].as_deref(), Some("c1"));
+        assert_eq!(expected[27].as_deref(), Some("d1"));
+        assert_eq!(expected[29], None);
+
+        let (store, mut lazy) = writer(&s.0);
+        assert!(lazy.containers.is_unread());
+        assert_eq!(answers(&lazy), expected);
+        // A `run`: the name and the MAC are free, the container is added
+        // and saved, and none of the file's containers is read.
+        assert_eq!(lazy.containers.id_by_name("web"), None);
+        add(
+            &mut lazy,
+            "w1",
+            "web",
+            "n1",
+            Some("02:42:0a:09:00:ff"),
+            Owner::Mvnet,
+        );
+        store.save(&lazy).unwrap();
+        assert!(lazy.containers.is_unread());
+        let record = String::from_utf8(s.journal()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(record.lines().last().unwrap()).unwrap();
+        let saved: Vec<&String> = record["containers"].as_object().unwrap().keys().collect();
+        assert_eq!(saved, ["w1"]);
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&lazy));
+        drop(store);
+
+        // Read again, with the journal's container among the unread ones.
+        let eager = peek(&s.0).unwrap();
+        eager.containers.len();
+        assert!(!eager.containers.is_unread());
+        let (store, mut lazy) = writer(&s.0);
+        assert!(lazy.containers.is_unread());
+        assert_eq!(answers(&lazy), answers(&eager));
+        assert_eq!(lazy.containers.id_by_name("web"), Some("w1"));
+        let mac = "02:42:0a:09:00:ff".parse().unwrap();
+        assert_eq!(lazy.containers.mac_holder("n1", mac), Some("web"));
+        assert_eq!(lazy.containers.mac_holder("n2", mac), None);
+        assert_eq!(lazy.containers.holder_of_endpoint("ep-w1"), Some("w1"));
+        // Removing it (the journal's) reads none either.
+        rm(&mut lazy, "w1");
+        assert!(lazy.containers.is_unread());
+        assert_eq!(lazy.containers.id_by_name("web"), None);
+        assert!(!lazy.containers.contains_key("w1"));
+        store.save(&lazy).unwrap();
+        assert!(lazy.containers.is_unread());
+        let record = String::from_utf8(s.journal()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(record.lines().last().unwrap()).unwrap();
+        assert_eq!(record["containers"], serde_json::json!({ "w1": null }));
+        // Removing one of the file's reads them, and saves that removal.
+        rm(&mut lazy, "c3");
+        assert!(!lazy.containers.is_unread());
+        store.save(&lazy).unwrap();
+        let record = String::from_utf8(s.journal()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(record.lines().last().unwrap()).unwrap();
+        assert_eq!(record["containers"], serde_json::json!({ "c3": null }));
+        assert_eq!(json(&peek(&s.0).unwrap()), json(&lazy));
+        assert_eq!(lazy.containers.id_by_name("c-c3"), None);
+    }
+
+    #[test]
+    fn a_state_file_whose_index_is_not_as_written_is_read_whole() {
+        let s = Scratch::new();
+        let (store, mut state) = writer(&s.0);
+        state.networks.insert("n1".into(), network("n1"));
+        for id in ["c0", "c1", "c2"] {
+            run(&mut state, "n1", id);
+        }
+        store.save(&state).unwrap();
+        drop(store);
+        assert!(peek(&s.0).unwrap().containers.is_unread());
+        // The index's CRC wrong: read by line, index and all.
+        let text = s.state_file();
+        let at = text.find(",\"index_crc32\":").unwrap() + ",\"index_crc32\":".len();
+        let len = text[at..].find(',').unwrap();
+        let wrong = format!("{}{}{}", &text[..at], "12345", &text[at + len..]);
+        let expected = json(&state);
+        drop(state);
+        s.write_state_file(wrong.as_bytes());
+        let read = peek(&s.0).unwrap();
+        assert!(!read.containers.is_unread());
+        assert_eq!(json(&read), expected);
+        // A name with an escape in the index: the same.
+        let (store, mut state) = writer(&s.0);
+        state.containers.get_mut("c1").unwrap().name = "c-\"one\"".into();
+        store.save(&state).unwrap();
+        drop(store);
+        // (Written over in place: the state read from it is not read from
+        // again.)
+        let (bytes, expected) = (state_file_bytes(&state), json(&state));
+        drop(state);
+        s.write_state_file(&bytes);
+        let read = peek(&s.0).unwrap();
+        assert!(!read.containers.is_unread());
+        assert_eq!(read.containers.id_by_name("c-\"one\""), Some("c1"));
+        assert_eq!(json(&read), expected);
     }
 
     #[test]

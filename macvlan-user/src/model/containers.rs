@@ -28,7 +28,7 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::{is_mvnet, Container, Endpoints, IfName, Mac, NetId, Owner};
+use super::{is_mvnet, unread::Unread, Container, Endpoints, IfName, Mac, NetId, Owner};
 use crate::sys::{cache::prefetch, text::FileText};
 
 /// A container's id as the map keys it: a slice of a shared text, as a
@@ -721,40 +721,161 @@ impl Slot {
 }
 
 /// The containers by id (the API of the `BTreeMap` it replaces).
+///
+/// Read from a state file whose layout is known, they stay unread (its
+/// text, [`Unread`]) until a command asks for more than whether a name or
+/// a MAC is taken, whether an id is there, or the containers it adds or
+/// changes itself: those live in `changed` meanwhile. The first look at
+/// more reads the file's containers into the map, with `changed` over
+/// them (see `model::unread`).
 #[derive(Clone, Debug, Default)]
 pub struct Containers {
-    map: BTreeMap<Id, Slot>,
+    /// Every container, once read.
+    all: OnceLock<BTreeMap<Id, Slot>>,
+    /// While `all` is unset: the state file's containers (none if there
+    /// is no file).
+    unread: Option<Arc<Unread>>,
+    /// While `all` is unset: the containers added or changed since the
+    /// file (`None`: removed), by id.
+    changed: BTreeMap<Id, Option<Slot>>,
+}
+
+/// What a container is while the file's containers are unread.
+enum Lazily<'a> {
+    /// Added or changed since the file (`None`: removed).
+    Changed(Option<&'a Slot>),
+    /// As the file has it (maybe not there).
+    InFile,
 }
 
 impl Containers {
+    /// The containers of a state file, unread.
+    pub(crate) fn unread(unread: Unread) -> Containers {
+        Containers {
+            all: OnceLock::new(),
+            unread: Some(Arc::new(unread)),
+            changed: BTreeMap::new(),
+        }
+    }
+
+    /// All of them, read (the file's first, if still unread).
+    fn map(&self) -> &BTreeMap<Id, Slot> {
+        self.all.get_or_init(|| {
+            let mut map = match &self.unread {
+                // The file's bytes are the ones its CRCs were taken of, as
+                // mvnet wrote them: only a bug makes this fail.
+                Some(unread) => unread.read().map(Containers::into_map).unwrap_or_else(|e| {
+                    panic!(
+                        "the state file's containers cannot be read ({e}); move the state \
+                         directory's state.json and state.journal away to start afresh"
+                    )
+                }),
+                None => BTreeMap::new(),
+            };
+            for (id, slot) in &self.changed {
+                match slot {
+                    Some(slot) => map.insert(id.clone(), slot.clone()),
+                    None => map.remove(id.as_str()),
+                };
+            }
+            map
+        })
+    }
+
+    fn map_mut(&mut self) -> &mut BTreeMap<Id, Slot> {
+        self.map();
+        self.unread = None;
+        self.changed.clear();
+        self.all.get_mut().expect("read above")
+    }
+
+    fn into_map(mut self) -> BTreeMap<Id, Slot> {
+        self.map();
+        self.all.take().expect("read above")
+    }
+
+    /// `None` once read; else what `id` is.
+    fn lazily(&self, id: &str) -> Option<Lazily<'_>> {
+        if self.all.get().is_some() {
+            return None;
+        }
+        Some(match self.changed.get(id) {
+            Some(slot) => Lazily::Changed(slot.as_ref()),
+            None => Lazily::InFile,
+        })
+    }
+
+    /// Whether the (unread) file holds `id`.
+    fn in_file(&self, id: &str) -> bool {
+        self.unread.as_ref().is_some_and(|u| u.contains(id))
+    }
+
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map().is_empty()
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
-        self.map.contains_key(id)
+        match self.lazily(id) {
+            Some(Lazily::Changed(slot)) => slot.is_some(),
+            Some(Lazily::InFile) => self.in_file(id),
+            None => self.map().contains_key(id),
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Container> {
-        self.map.get(id).map(Slot::container)
+        match self.lazily(id) {
+            Some(Lazily::Changed(slot)) => slot.map(Slot::container),
+            Some(Lazily::InFile) if !self.in_file(id) => None,
+            _ => self.map().get(id).map(Slot::container),
+        }
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Container> {
-        self.map.get_mut(id).map(Slot::container_mut)
+        match self.lazily(id) {
+            Some(Lazily::Changed(_)) => self
+                .changed
+                .get_mut(id)
+                .and_then(Option::as_mut)
+                .map(Slot::container_mut),
+            Some(Lazily::InFile) if !self.in_file(id) => None,
+            _ => self.map_mut().get_mut(id).map(Slot::container_mut),
+        }
     }
 
     pub fn insert(&mut self, id: String, c: Container) -> Option<Container> {
-        self.map
-            .insert(id.into(), Slot::new(c))
+        match self.lazily(&id) {
+            // A new container (every `run`'s): the file is not read.
+            Some(Lazily::Changed(_)) => self.insert_changed(id, c),
+            Some(Lazily::InFile) if !self.in_file(&id) => self.insert_changed(id, c),
+            _ => self
+                .map_mut()
+                .insert(id.into(), Slot::new(c))
+                .map(Slot::into_container),
+        }
+    }
+
+    fn insert_changed(&mut self, id: String, c: Container) -> Option<Container> {
+        self.changed
+            .insert(id.into(), Some(Slot::new(c)))
+            .flatten()
             .map(Slot::into_container)
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Container> {
-        self.map.remove(id).map(Slot::into_container)
+        match self.lazily(id) {
+            // Kept as removed (a save compares the changes alone).
+            Some(Lazily::Changed(_)) => self
+                .changed
+                .insert(id.into(), None)
+                .flatten()
+                .map(Slot::into_container),
+            Some(Lazily::InFile) if !self.in_file(id) => None,
+            _ => self.map_mut().remove(id).map(Slot::into_container),
+        }
     }
 
     /// Parses every container that a listing would parse ([`Containers::
@@ -762,7 +883,7 @@ impl Containers {
     /// hold what a listing shows), at once, before a reader allocates what
     /// it keeps (see `stats::RosterCache`).
     pub fn parse_unlisted(&self) {
-        for slot in self.map.values() {
+        for slot in self.map().values() {
             if slot.parsed.get().is_none() && !slot.head.listable() {
                 slot.container();
             }
@@ -781,9 +902,10 @@ impl Containers {
         // 2 × LISTING_AHEAD on is asked for, then, once it is in cache,
         // LISTING_AHEAD on, what it points to (some 40% of a listing's
         // time at 65,536 containers was waiting for those).
-        let mut far = self.map.values().skip(2 * LISTING_AHEAD);
-        let mut near = self.map.iter().skip(LISTING_AHEAD);
-        self.map.iter().map(move |(id, s)| {
+        let map = self.map();
+        let mut far = map.values().skip(2 * LISTING_AHEAD);
+        let mut near = map.iter().skip(LISTING_AHEAD);
+        map.iter().map(move |(id, s)| {
             if let Some(slot) = far.next() {
                 prefetch(slot);
             }
@@ -796,43 +918,61 @@ impl Containers {
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
+        *self = Containers {
+            all: OnceLock::from(BTreeMap::new()),
+            ..Containers::default()
+        };
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
-        self.map.keys().map(Id::as_str)
+        self.map().keys().map(Id::as_str)
     }
 
     /// Every container, parsed: for commands that look at all of them.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Container> + '_ {
-        self.map.values().map(Slot::container)
+        self.map().values().map(Slot::container)
     }
 
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Container> + '_ {
-        self.map.values_mut().map(Slot::container_mut)
+        self.map_mut().values_mut().map(Slot::container_mut)
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &Container)> + '_ {
-        self.map.iter().map(|(id, s)| (id.as_str(), s.container()))
+        self.map()
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.container()))
     }
 
     pub fn into_values(self) -> impl Iterator<Item = Container> {
-        self.map.into_values().map(Slot::into_container)
+        self.into_map().into_values().map(Slot::into_container)
     }
 
     /// (id, name) of every container, without parsing any.
     pub fn names(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
-        self.map.iter().map(|(id, s)| (id.as_str(), s.name()))
+        self.map().iter().map(|(id, s)| (id.as_str(), s.name()))
     }
 
     /// The id of the container called `name`.
     pub fn id_by_name(&self, name: &str) -> Option<&str> {
-        self.names().find(|(_, n)| *n == name).map(|(id, _)| id)
+        if self.all.get().is_some() {
+            return self.names().find(|(_, n)| *n == name).map(|(id, _)| id);
+        }
+        // Unread: the changed ones, then the file's index (those that
+        // did not change); the first by id, as a walk of the map finds.
+        let changed = self
+            .changed
+            .iter()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.name() == name))
+            .map(|(id, _)| id.as_str());
+        let in_file = self.unread.iter().flat_map(|u| u.named(name));
+        changed
+            .chain(in_file.filter(|id| !self.changed.contains_key(*id)))
+            .min()
     }
 
     /// The id of the container in network namespace `netns` (its path).
     pub fn id_by_netns(&self, netns: &Path) -> Option<&str> {
-        self.map
+        self.map()
             .iter()
             .find(|(_, s)| s.netns() == netns)
             .map(|(id, _)| id.as_str())
@@ -841,10 +981,20 @@ impl Containers {
     /// The name of the container with an endpoint of MAC `mac` on network
     /// `network`.
     pub fn mac_holder(&self, network: &str, mac: Mac) -> Option<&str> {
-        self.map
-            .values()
-            .find(|s| s.any_endpoint(|n, _, m| n == network && m == mac))
-            .map(Slot::name)
+        let holds = |s: &Slot| s.any_endpoint(|n, _, m| n == network && m == mac);
+        if self.all.get().is_some() {
+            return self.map().values().find(|s| holds(s)).map(Slot::name);
+        }
+        // Unread: as in `id_by_name`.
+        let changed = self
+            .changed
+            .iter()
+            .filter_map(|(id, s)| Some((id.as_str(), s.as_ref().filter(|s| holds(s))?.name())));
+        let in_file = self.unread.iter().flat_map(|u| u.mac_holders(network, mac));
+        changed
+            .chain(in_file.filter(|(id, _)| !self.changed.contains_key(*id)))
+            .min_by_key(|(id, _)| *id)
+            .map(|(_, name)| name)
     }
 
     /// (id, name) of the containers with an endpoint on network `network`
@@ -854,7 +1004,7 @@ impl Containers {
         &'a self,
         network: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        self.map
+        self.map()
             .iter()
             .filter(move |(_, s)| s.on_network(network))
             .map(|(id, s)| (id.as_str(), s.name()))
@@ -862,10 +1012,27 @@ impl Containers {
 
     /// The id of the container holding endpoint `endpoint_id`.
     pub fn holder_of_endpoint(&self, endpoint_id: &str) -> Option<&str> {
-        self.map
+        let holds = |s: &Slot| s.any_endpoint(|_, id, _| id == endpoint_id);
+        if self.all.get().is_some() {
+            return self
+                .map()
+                .iter()
+                .find(|(_, s)| holds(s))
+                .map(|(id, _)| id.as_str());
+        }
+        // Unread: as in `id_by_name`.
+        let changed = self
+            .changed
             .iter()
-            .find(|(_, s)| s.any_endpoint(|_, id, _| id == endpoint_id))
-            .map(|(id, _)| id.as_str())
+            .filter(|(_, s)| s.as_ref().is_some_and(holds))
+            .map(|(id, _)| id.as_str());
+        let in_file = self
+            .unread
+            .iter()
+            .flat_map(|u| u.endpoint_holders(endpoint_id));
+        changed
+            .chain(in_file.filter(|id| !self.changed.contains_key(*id)))
+            .min()
     }
 
     /// From the state file: each container's JSON, and the index of their
@@ -899,39 +1066,67 @@ impl Containers {
             map.push((id, slot));
         }
         Ok(Containers {
-            map: map.into_iter().collect(),
+            all: OnceLock::from(map.into_iter().collect::<BTreeMap<_, _>>()),
+            ..Containers::default()
         })
     }
 
     /// Applies a journal record's container (`None`: removed).
     pub(crate) fn apply_saved(&mut self, id: String, raw: Option<Saved>) -> Result<(), String> {
-        match raw {
-            None => {
-                self.map.remove(id.as_str());
-            }
-            Some(raw) => {
-                let slot = saved_slot(&id, raw)?;
-                self.map.insert(id.into(), slot);
-            }
+        let slot = raw.map(|raw| saved_slot(&id, raw)).transpose()?;
+        if self.all.get().is_none() {
+            self.changed.insert(id.into(), slot);
+            return Ok(());
         }
+        let map = self.map_mut();
+        match slot {
+            None => map.remove(id.as_str()),
+            Some(slot) => map.insert(id.into(), slot),
+        };
         Ok(())
+    }
+
+    /// The state file's containers while they are unread.
+    pub(crate) fn unread_file(&self) -> Option<Option<&Arc<Unread>>> {
+        self.all.get().is_none().then_some(self.unread.as_ref())
+    }
+
+    /// While the file's containers are unread: those added, changed or
+    /// removed since (`None`), with the JSON each was read from or last
+    /// saved as, while unchanged since.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn changed_since_file(
+        &self,
+    ) -> Option<impl Iterator<Item = (&Id, Option<Option<&Saved>>)> + '_> {
+        self.all.get().is_none().then(|| {
+            self.changed
+                .iter()
+                .map(|(id, s)| (id, s.as_ref().map(|s| s.saved.get())))
+        })
     }
 
     /// The JSON `id` was read from or last saved as, while unchanged since.
     pub(crate) fn saved(&self, id: &str) -> Option<&Saved> {
-        self.map.get(id).and_then(|s| s.saved.get())
+        match self.lazily(id) {
+            Some(Lazily::Changed(slot)) => slot.and_then(|s| s.saved.get()),
+            _ => self.map().get(id).and_then(|s| s.saved.get()),
+        }
     }
 
     /// Every container's id and the JSON it was read from or last saved as
     /// (while unchanged since), sorted by id.
     pub(crate) fn saved_all(&self) -> impl Iterator<Item = (&Id, Option<&Saved>)> + '_ {
-        self.map.iter().map(|(id, s)| (id, s.saved.get()))
+        self.map().iter().map(|(id, s)| (id, s.saved.get()))
     }
 
     /// Records that `id`, unchanged since it was serialised as `raw`, is
     /// saved as that (a save's, through a shared borrow of the state).
     pub(crate) fn mark_saved(&self, id: &str, raw: Saved) {
-        if let Some(s) = self.map.get(id) {
+        let slot = match self.lazily(id) {
+            Some(Lazily::Changed(slot)) => slot,
+            _ => self.map().get(id),
+        };
+        if let Some(s) = slot {
             let _ = s.saved.set(raw);
         }
     }
@@ -940,16 +1135,22 @@ impl Containers {
     /// a read makes no string per key).
     #[cfg(test)]
     pub(crate) fn key_in_text(&self, id: &str) -> bool {
-        self.map
+        self.map()
             .get_key_value(id)
             .is_some_and(|(k, s)| s.saved.get().is_some_and(|raw| k.0.shares_text(raw)))
+    }
+
+    /// Whether the state file's containers are still unread (tests).
+    #[cfg(test)]
+    pub(crate) fn is_unread(&self) -> bool {
+        self.all.get().is_none() && self.unread.is_some()
     }
 
     /// How many containers were parsed (tests: a command parses what it
     /// touches).
     #[cfg(test)]
     pub(crate) fn parsed(&self) -> usize {
-        self.map
+        self.map()
             .values()
             .filter(|s| s.parsed.get().is_some())
             .count()
@@ -957,7 +1158,7 @@ impl Containers {
 
     /// Every container's head, for the state file's index.
     pub(crate) fn index(&self) -> BTreeMap<&str, Head> {
-        self.map
+        self.map()
             .iter()
             .map(|(id, s)| {
                 // An older mvnet's head is completed from the container,
@@ -1004,10 +1205,12 @@ impl<'a> IntoIterator for &'a Containers {
 impl FromIterator<(String, Container)> for Containers {
     fn from_iter<I: IntoIterator<Item = (String, Container)>>(iter: I) -> Self {
         Containers {
-            map: iter
-                .into_iter()
-                .map(|(id, c)| (id.into(), Slot::new(c)))
-                .collect(),
+            all: OnceLock::from(
+                iter.into_iter()
+                    .map(|(id, c)| (id.into(), Slot::new(c)))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Containers::default()
         }
     }
 }
@@ -1017,8 +1220,9 @@ impl FromIterator<(String, Container)> for Containers {
 impl Serialize for Containers {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        let mut map = s.serialize_map(Some(self.map.len()))?;
-        for (id, slot) in &self.map {
+        let all = self.map();
+        let mut map = s.serialize_map(Some(all.len()))?;
+        for (id, slot) in all {
             // A saved text is JSON (checked when it was read or made);
             // the look at it here is what gives serde a `RawValue`.
             match slot
@@ -1045,7 +1249,7 @@ impl Containers {
     /// as JSON (`store::fast_sections`).
     pub(crate) fn write_lines(&self, out: &mut Vec<u8>) {
         out.push(b'{');
-        for (n, (id, slot)) in self.map.iter().enumerate() {
+        for (n, (id, slot)) in self.map().iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
@@ -1149,7 +1353,7 @@ mod tests {
         );
         assert_eq!(cs.on_network("n2").collect::<Vec<_>>(), [("c3", "cache")]);
         assert_eq!(cs.on_network("n3").next(), None);
-        assert!(cs.map.values().all(|s| s.parsed.get().is_none()));
+        assert!(cs.map().values().all(|s| s.parsed.get().is_none()));
         // A change made after the load counts, not the head read with it.
         let moved = cs.get_mut("a1").unwrap().endpoints.remove("n1").unwrap();
         cs.get_mut("a1").unwrap().endpoints.insert("n2", moved);
@@ -1170,11 +1374,14 @@ mod tests {
         assert_eq!(cs.mac_holder("n1", b.endpoints["n1"].mac), Some("db"));
         assert_eq!(cs.mac_holder("n2", b.endpoints["n1"].mac), None);
         assert_eq!(cs.holder_of_endpoint("ep-a1"), Some("a1"));
-        assert!(cs.map.values().all(|s| s.parsed.get().is_none()));
+        assert!(cs.map().values().all(|s| s.parsed.get().is_none()));
         // Read on demand, the one asked for only.
         assert_eq!(cs["b2"], b);
         assert_eq!(
-            cs.map.values().filter(|s| s.parsed.get().is_some()).count(),
+            cs.map()
+                .values()
+                .filter(|s| s.parsed.get().is_some())
+                .count(),
             1
         );
     }

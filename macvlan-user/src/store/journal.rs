@@ -14,14 +14,14 @@
 //! and the newline after it are written and synced; a last line without
 //! its newline (a writer killed in the middle) was never saved and is
 //! ignored.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
     ipam::Pool,
-    model::{Id, Intent, Network, Saved, State},
+    model::{Id, Intent, Network, Saved, State, Unread},
 };
 
 /// What a journal holds records for.
@@ -92,21 +92,78 @@ impl Record {
 /// records the changes from: the networks, and each container's JSON.
 pub struct Baseline {
     pub networks: BTreeMap<String, Network>,
+    containers: SavedContainers,
+}
+
+enum SavedContainers {
     /// The same JSON the state's unchanged containers hold, so that an
     /// unchanged container is found by comparing pointers.
-    pub containers: BTreeMap<Id, Saved>,
+    All(BTreeMap<Id, Saved>),
+    /// While the state's containers are unread (`model::unread`): the
+    /// state file's, and those added, changed or removed (`None`) since.
+    /// Made into `All` by the first save after the state read them.
+    Unread {
+        file: Option<Arc<Unread>>,
+        changed: BTreeMap<Id, Option<Saved>>,
+    },
 }
 
 impl Baseline {
     /// The baseline of `state` as just read or written whole.
     pub fn of(state: &State) -> Baseline {
+        let containers = match state.containers.changed_since_file() {
+            Some(changed) => SavedContainers::Unread {
+                file: state.containers.unread_file().flatten().cloned(),
+                changed: changed
+                    .map(|(id, slot)| {
+                        let raw = slot.map(|saved| match saved {
+                            Some(raw) => raw.clone(),
+                            None => json_of(state, id),
+                        });
+                        (id.clone(), raw)
+                    })
+                    .collect(),
+            },
+            // The JSON each container holds as it walks them: a lookup by
+            // id per container (`json_of`) was most of this at 4000.
+            None => SavedContainers::All(
+                state
+                    .containers
+                    .saved_all()
+                    .map(|(id, saved)| {
+                        let raw = match saved {
+                            Some(raw) => raw.clone(),
+                            None => json_of(state, id),
+                        };
+                        (id.clone(), raw)
+                    })
+                    .collect(),
+            ),
+        };
         Baseline {
             networks: state.networks.clone(),
-            containers: state
-                .containers
-                .saved_all()
-                .map(|(id, _)| (id.clone(), json_of(state, id)))
-                .collect(),
+            containers,
+        }
+    }
+
+    /// Every container's JSON (the state file's read now, if unread).
+    fn all(&mut self) -> &mut BTreeMap<Id, Saved> {
+        if let SavedContainers::Unread { file, changed } = &mut self.containers {
+            let mut all: BTreeMap<Id, Saved> = file
+                .as_ref()
+                .map(|f| f.saved().into_iter().collect())
+                .unwrap_or_default();
+            for (id, raw) in std::mem::take(changed) {
+                match raw {
+                    Some(raw) => all.insert(id, raw),
+                    None => all.remove(id.as_str()),
+                };
+            }
+            self.containers = SavedContainers::All(all);
+        }
+        match &mut self.containers {
+            SavedContainers::All(all) => all,
+            SavedContainers::Unread { .. } => unreachable!("read above"),
         }
     }
 }
@@ -128,7 +185,7 @@ fn json_of(state: &State, id: &str) -> Saved {
 /// (the few a command changed) are serialised and compared. A network
 /// whose addresses alone changed is recorded as those addresses, not as
 /// its pools of every address handed out.
-pub fn diff(old: &Baseline, new: &State) -> Record {
+pub fn diff(old: &mut Baseline, new: &State) -> Record {
     // Every field of the state, so that a new one cannot be forgotten here.
     let State {
         networks,
@@ -160,30 +217,84 @@ pub fn diff(old: &Baseline, new: &State) -> Record {
             record.networks.insert(id.clone(), None);
         }
     }
+    if let Some(record) = diff_unread(old, new, &mut record) {
+        return record;
+    }
     // Both sorted by id: one walk over the two, no lookups.
-    let mut baseline = old.containers.iter().peekable();
+    let mut baseline = old.all().iter().peekable();
     for (id, saved) in containers.saved_all() {
         while let Some((gone, _)) = baseline.next_if(|(b, _)| b.as_str() < id.as_str()) {
             record.containers.insert(gone.to_string(), None);
         }
         let before = baseline.next_if(|(b, _)| *b == id).map(|(_, raw)| raw);
-        if let (Some(a), Some(b)) = (before, saved) {
-            if a.same(b) {
-                continue;
-            }
-        }
-        let now = json_of(new, id);
-        if before.is_some_and(|b| b.get() == now.get()) {
-            continue;
-        }
-        let copy = RawValue::from_string(now.get().to_owned()).expect("JSON stays JSON");
-        record.containers.insert(id.to_string(), Some(copy));
-        record.shared.insert(id.to_string(), now);
+        record_if_changed(&mut record, new, id, before, saved);
     }
     for (gone, _) in baseline {
         record.containers.insert(gone.to_string(), None);
     }
     record
+}
+
+/// Records container `id` of `new` unless it is the same as `before`
+/// (by pointer, from `saved`, the JSON it holds while unchanged; or by
+/// its JSON).
+fn record_if_changed(
+    record: &mut Record,
+    new: &State,
+    id: &Id,
+    before: Option<&Saved>,
+    saved: Option<&Saved>,
+) {
+    if let (Some(a), Some(b)) = (before, saved) {
+        if a.same(b) {
+            return;
+        }
+    }
+    let now = json_of(new, id);
+    if before.is_some_and(|b| b.get() == now.get()) {
+        return;
+    }
+    let copy = RawValue::from_string(now.get().to_owned()).expect("JSON stays JSON");
+    record.containers.insert(id.to_string(), Some(copy));
+    record.shared.insert(id.to_string(), now);
+}
+
+/// [`diff`]'s containers while both the baseline's and the state's are
+/// unread: what changed is among those the state changed since the file,
+/// and nothing else is looked at. `None` (and nothing recorded) when
+/// either was read since.
+fn diff_unread(old: &Baseline, new: &State, record: &mut Record) -> Option<Record> {
+    let SavedContainers::Unread { file, changed } = &old.containers else {
+        return None;
+    };
+    let now: BTreeMap<&Id, Option<Option<&Saved>>> = new.containers.changed_since_file()?.collect();
+    // A container the baseline had changed and the state has not: not a
+    // state made from this baseline's file (never so; read both).
+    if changed.keys().any(|id| !now.contains_key(id)) {
+        return None;
+    }
+    for (id, saved) in now {
+        let before = match changed.get(id) {
+            Some(before) => before.as_ref(),
+            // As the file has it: a container the state added (or one of
+            // the file's, which the state reads before it changes one).
+            None if file.as_ref().is_some_and(|f| f.contains(id)) => {
+                // Not a change the state makes unread: read both.
+                record.containers.clear();
+                record.shared.clear();
+                return None;
+            }
+            None => None,
+        };
+        match saved {
+            None if before.is_none() => {}
+            None => {
+                record.containers.insert(id.to_string(), None);
+            }
+            Some(saved) => record_if_changed(record, new, id, before, saved),
+        }
+    }
+    Some(std::mem::take(record))
 }
 
 /// The address changes from `old` to `new` when nothing else of the
@@ -303,13 +414,18 @@ pub fn apply_to_baseline(base: &mut Baseline, record: Record) {
         .expect("a record of ours applies");
     let mut shared = record.shared;
     for (id, c) in record.containers {
-        match c {
-            Some(raw) => {
-                let raw = shared.remove(&id).unwrap_or_else(|| Saved::from(raw));
-                base.containers.insert(id.into(), raw)
+        let raw = c.map(|raw| shared.remove(&id).unwrap_or_else(|| Saved::from(raw)));
+        match &mut base.containers {
+            SavedContainers::Unread { changed, .. } => {
+                changed.insert(id.into(), raw);
             }
-            None => base.containers.remove(id.as_str()),
-        };
+            SavedContainers::All(all) => {
+                match raw {
+                    Some(raw) => all.insert(id.into(), raw),
+                    None => all.remove(id.as_str()),
+                };
+            }
+        }
     }
 }
 
