@@ -316,7 +316,7 @@ const CONTAINERS_CRC: &str = "containers_crc32";
 
 /// The key before the index in the state file: the CRC-32 of its object's
 /// bytes as written, which lets a reader leave the containers unread
-/// ([`unread_sections`]).
+/// ([`Sections::Unread`]).
 const INDEX_CRC: &str = "index_crc32";
 
 /// The state file's text: one JSON object, `networks`, `containers` (one
@@ -326,7 +326,7 @@ const INDEX_CRC: &str = "index_crc32";
 /// container's record by its line without scanning it as JSON
 /// ([`fast_sections`]): at 4000 containers that scan was a tenth of a
 /// `run`'s CPU time. The index's CRC lets it leave them all unread
-/// ([`unread_sections`]). Any JSON reader (and an older mvnet, which
+/// ([`Sections::Unread`]). Any JSON reader (and an older mvnet, which
 /// ignores the CRCs) reads it as before.
 fn state_file_bytes(state: &State) -> Vec<u8> {
     let mut out = Vec::new();
@@ -350,37 +350,63 @@ fn state_file_bytes(state: &State) -> Vec<u8> {
     out
 }
 
+/// A state file laid out as [`state_file_bytes`] writes it.
+enum Sections<'a> {
+    /// With the CRC of its index, which holds no escape: its containers
+    /// left unread ([`Unread`]), their records and index found by a search
+    /// of their ends and checked against their CRCs.
+    Unread {
+        networks: BTreeMap<String, Network>,
+        unread: Unread,
+        pending: Vec<Intent>,
+    },
+    /// Its containers' records taken by their lines, its index read.
+    Read(StateFileIn<'a>),
+}
+
 /// The sections of a state file laid out as [`state_file_bytes`] writes
-/// it, with its containers' records taken by their lines: `None` for any
-/// other layout (an older mvnet's file, one edited by hand), and when the
-/// containers' bytes are not the ones their CRC was taken of. Such a file
-/// is read by [`StateFileIn`], which checks every record as JSON; this
-/// one's records are the bytes mvnet wrote, each checked JSON before.
-fn fast_sections(file: &Arc<FileText>) -> Option<StateFileIn<'_>> {
+/// it: `None` for any other layout (an older mvnet's file, one edited by
+/// hand), and when the containers' bytes are not the ones their CRC was
+/// taken of. Such a file is read by [`StateFileIn`], which checks every
+/// record as JSON; this one's records are the bytes mvnet wrote, each
+/// checked JSON before.
+fn fast_sections(file: &Arc<FileText>) -> Option<Sections<'_>> {
     let text: &str = file;
     let mut at = Cursor { text, pos: 0 };
     let (networks, records) = networks_and_records(&mut at)?;
+    // A state file of an older mvnet has no CRC of its index.
+    let index_crc = match at.expect(&format!(",\"{INDEX_CRC}\":")) {
+        Some(()) => Some(at.value::<u32>()?),
+        None => None,
+    };
+    at.expect(",\"index\":")?;
+    if let Some(crc) = index_crc {
+        if let Some((unread, end)) = unread_index(file, records.clone(), at.pos, crc) {
+            at.pos = end;
+            let pending = pending_and_end(&mut at)?;
+            return Some(Sections::Unread {
+                networks,
+                unread,
+                pending,
+            });
+        }
+    }
     let containers = model::record_lines(text, records)?
         .into_iter()
         .map(|(id, record)| Entry(Text(id.into()), record))
         .collect::<Vec<_>>();
-    // A state file of an older mvnet has no CRC of its index.
-    if at.expect(&format!(",\"{INDEX_CRC}\":")).is_some() {
-        at.value::<u32>()?;
-    }
-    at.expect(",\"index\":")?;
     let (index, kept) = match index::read(&mut at, file, containers.len()) {
         Some(kept) => (None, Some(kept)),
         None => (Some(at.value::<IndexIn>()?.0), None),
     };
     let pending = pending_and_end(&mut at)?;
-    Some(StateFileIn {
+    Some(Sections::Read(StateFileIn {
         networks,
         containers,
         index,
         kept,
         pending,
-    })
+    }))
 }
 
 /// The networks, then where the containers' object is (its bytes checked
@@ -414,22 +440,17 @@ fn pending_and_end(at: &mut Cursor<'_>) -> Option<Vec<Intent>> {
     at.text[at.pos..].trim().is_empty().then_some(pending)
 }
 
-/// A state file laid out as [`state_file_bytes`] writes it, with the CRCs
-/// of its containers and its index, read with its containers unread
-/// ([`Unread`]): its networks and pending intents are read, and where its
-/// records and index are found (by a search of their ends, and their
-/// CRCs). `None` for anything else, which [`fast_sections`] or serde read.
-fn unread_sections(
+/// The containers whose records are at `records` and whose index starts
+/// at `start`, unread, and the index's end: `None` unless the index's
+/// bytes are those `crc` was taken of and hold no escape.
+fn unread_index(
     file: &Arc<FileText>,
-) -> Option<(BTreeMap<String, Network>, Unread, Vec<Intent>)> {
+    records: std::ops::Range<usize>,
+    start: usize,
+    crc: u32,
+) -> Option<(Unread, usize)> {
     let text: &str = file;
-    let mut at = Cursor { text, pos: 0 };
-    let (networks, records) = networks_and_records(&mut at)?;
-    at.expect(&format!(",\"{INDEX_CRC}\":"))?;
-    let crc = at.value::<u32>()?;
-    at.expect(",\"index\":")?;
     // Its end: the pending intents (a key no head has) or the file's.
-    let start = at.pos;
     let end = match memchr::memmem::find(&text.as_bytes()[start..], b",\"pending\":") {
         Some(len) => start + len,
         None => start + text[start..].trim_end().strip_suffix('}')?.len(),
@@ -437,13 +458,13 @@ fn unread_sections(
     if crc32fast::hash(&text.as_bytes()[start..end]) != crc {
         return None;
     }
-    let unread = Unread::new(file.clone(), records, start..end, read_unread)?;
-    at.pos = end;
-    let pending = pending_and_end(&mut at)?;
-    Some((networks, unread, pending))
+    Some((
+        Unread::new(file.clone(), records, start..end, read_unread)?,
+        end,
+    ))
 }
 
-/// The containers left unread ([`unread_sections`]), read.
+/// The containers left unread ([`Sections::Unread`]), read.
 fn read_unread(unread: &Unread) -> Result<Containers, String> {
     let file = unread.text();
     let records = model::record_lines(file, unread.records())
@@ -650,16 +671,20 @@ fn parse_state_file(
     })?;
     // Shared by the containers' records, which are slices of it.
     let text = Arc::new(text);
-    if let Some((networks, unread, pending)) = unread_sections(&text) {
-        let state = State {
-            networks,
-            containers: Containers::unread(unread),
-            pending,
-        };
-        return Ok((state, true));
-    }
     let file = match fast_sections(&text) {
-        Some(file) => file,
+        Some(Sections::Unread {
+            networks,
+            unread,
+            pending,
+        }) => {
+            let state = State {
+                networks,
+                containers: Containers::unread(unread),
+                pending,
+            };
+            return Ok((state, true));
+        }
+        Some(Sections::Read(file)) => file,
         None => serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
             path: path(),
             source,
@@ -855,6 +880,14 @@ mod tests {
             Some("02:42:0a:09:00:02"),
             Owner::Mvnet,
         );
+    }
+
+    /// Network n1 with containers c0, c1 and c2 on it.
+    fn three_on_n1(state: &mut State) {
+        state.networks.insert("n1".into(), network("n1"));
+        for id in ["c0", "c1", "c2"] {
+            run(state, "n1", id);
+        }
     }
 
     /// Removes container `id`, giving its addresses back.
@@ -1166,10 +1199,7 @@ mod tests {
     fn a_state_file_whose_index_is_not_as_written_is_read_whole() {
         let s = Scratch::new();
         let (store, mut state) = writer(&s.0);
-        state.networks.insert("n1".into(), network("n1"));
-        for id in ["c0", "c1", "c2"] {
-            run(&mut state, "n1", id);
-        }
+        three_on_n1(&mut state);
         store.save(&state).unwrap();
         drop(store);
         assert!(peek(&s.0).unwrap().containers.is_unread());
@@ -1630,10 +1660,7 @@ mod tests {
     fn the_state_file_has_a_container_per_line_and_is_read_by_line() {
         let s = Scratch::new();
         let (store, mut state) = writer(&s.0);
-        state.networks.insert("n1".into(), network("n1"));
-        for id in ["c0", "c1", "c2"] {
-            run(&mut state, "n1", id);
-        }
+        three_on_n1(&mut state);
         let odd = state.containers.get_mut("c1").unwrap();
         odd.name = "c-\"one\"\n\t".into();
         store.save(&state).unwrap();
@@ -1656,7 +1683,9 @@ mod tests {
         );
         assert!(lines[4].starts_with("},\"containers_crc32\":"), "{text}");
         // Read by line: the same records the JSON reader finds.
-        let file = fast_sections(leaked(&text)).expect("the layout mvnet writes");
+        let Some(Sections::Read(file)) = fast_sections(leaked(&text)) else {
+            panic!("the layout mvnet writes, its index read (an escape in it)");
+        };
         let ids: Vec<&str> = file.containers.iter().map(|Entry(k, _)| &*k.0).collect();
         assert_eq!(ids, ["c0", "c1", "c2"]);
         for Entry(id, record) in &file.containers {
@@ -1715,8 +1744,10 @@ mod tests {
         store.save(&again).unwrap();
         drop(store);
         let text = s.state_file();
-        let file = fast_sections(leaked(&text)).expect("written back in mvnet's layout");
-        assert_eq!(file.containers.len(), 3);
+        let Some(Sections::Unread { unread, .. }) = fast_sections(leaked(&text)) else {
+            panic!("written back in mvnet's layout");
+        };
+        assert_eq!(unread.saved().len(), 3);
         assert_eq!(json(&peek(&s.0).unwrap()), json(&again));
     }
 }

@@ -957,17 +957,32 @@ impl Containers {
         if self.all.get().is_some() {
             return self.names().find(|(_, n)| *n == name).map(|(id, _)| id);
         }
-        // Unread: the changed ones, then the file's index (those that
-        // did not change); the first by id, as a walk of the map finds.
+        let named = |s: &Slot| (s.name() == name).then_some(());
+        self.first_unread(named, |u| u.named(name))
+            .map(|(id, ())| id)
+    }
+
+    /// While unread: of the changed containers those `changed` gives
+    /// something of, and of the file's those `in_file` finds (but the
+    /// changed ones, whose file record is stale), the first by id, as a
+    /// walk of the map finds it.
+    fn first_unread<'a, T>(
+        &'a self,
+        changed: impl Fn(&'a Slot) -> Option<T>,
+        in_file: impl FnOnce(&'a Unread) -> Vec<(&'a str, T)>,
+    ) -> Option<(&'a str, T)> {
         let changed = self
             .changed
             .iter()
-            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.name() == name))
-            .map(|(id, _)| id.as_str());
-        let in_file = self.unread.iter().flat_map(|u| u.named(name));
+            .filter_map(|(id, s)| Some((id.as_str(), changed(s.as_ref()?)?)));
+        let in_file = self.unread.as_deref().map(in_file).unwrap_or_default();
         changed
-            .chain(in_file.filter(|id| !self.changed.contains_key(*id)))
-            .min()
+            .chain(
+                in_file
+                    .into_iter()
+                    .filter(|(id, _)| !self.changed.contains_key(*id)),
+            )
+            .min_by_key(|(id, _)| *id)
     }
 
     /// The id of the container in network namespace `netns` (its path).
@@ -985,16 +1000,11 @@ impl Containers {
         if self.all.get().is_some() {
             return self.map().values().find(|s| holds(s)).map(Slot::name);
         }
-        // Unread: as in `id_by_name`.
-        let changed = self
-            .changed
-            .iter()
-            .filter_map(|(id, s)| Some((id.as_str(), s.as_ref().filter(|s| holds(s))?.name())));
-        let in_file = self.unread.iter().flat_map(|u| u.mac_holders(network, mac));
-        changed
-            .chain(in_file.filter(|(id, _)| !self.changed.contains_key(*id)))
-            .min_by_key(|(id, _)| *id)
-            .map(|(_, name)| name)
+        self.first_unread(
+            |s| holds(s).then(|| s.name()),
+            |u| u.mac_holders(network, mac),
+        )
+        .map(|(_, name)| name)
     }
 
     /// (id, name) of the containers with an endpoint on network `network`
@@ -1020,19 +1030,11 @@ impl Containers {
                 .find(|(_, s)| holds(s))
                 .map(|(id, _)| id.as_str());
         }
-        // Unread: as in `id_by_name`.
-        let changed = self
-            .changed
-            .iter()
-            .filter(|(_, s)| s.as_ref().is_some_and(holds))
-            .map(|(id, _)| id.as_str());
-        let in_file = self
-            .unread
-            .iter()
-            .flat_map(|u| u.endpoint_holders(endpoint_id));
-        changed
-            .chain(in_file.filter(|id| !self.changed.contains_key(*id)))
-            .min()
+        self.first_unread(
+            |s| holds(s).then_some(()),
+            |u| u.endpoint_holders(endpoint_id),
+        )
+        .map(|(id, ())| id)
     }
 
     /// From the state file: each container's JSON, and the index of their

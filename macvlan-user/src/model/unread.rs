@@ -108,19 +108,19 @@ impl Unread {
     }
 
     /// The ids of the containers named `name`.
-    pub(crate) fn named<'a>(&'a self, name: &str) -> Vec<&'a str> {
+    pub(crate) fn named<'a>(&'a self, name: &str) -> Vec<(&'a str, ())> {
         let Some(name) = plain(name) else {
             return Vec::new();
         };
         let needle = format!(":{{\"name\":\"{name}\",\"netns\":");
         let index = self.index_text();
         memmem::find_iter(index.as_bytes(), needle.as_bytes())
-            .filter_map(|at| string_before(index, at))
+            .filter_map(|at| Some((string_before(index, at)?, ())))
             .collect()
     }
 
     /// The ids of the containers with endpoint `endpoint` (its id).
-    pub(crate) fn endpoint_holders<'a>(&'a self, endpoint: &str) -> Vec<&'a str> {
+    pub(crate) fn endpoint_holders<'a>(&'a self, endpoint: &str) -> Vec<(&'a str, ())> {
         let Some(endpoint) = plain(endpoint) else {
             return Vec::new();
         };
@@ -129,7 +129,10 @@ impl Unread {
         let index = self.index_text();
         let head = memmem::FinderRev::new(b":{\"name\":\"");
         memmem::find_iter(index.as_bytes(), needle.as_bytes())
-            .filter_map(|at| string_before(index, head.rfind(&index.as_bytes()[..at])?))
+            .filter_map(|at| {
+                let id = string_before(index, head.rfind(&index.as_bytes()[..at])?)?;
+                Some((id, ()))
+            })
             .collect()
     }
 

@@ -217,7 +217,7 @@ pub fn diff(old: &mut Baseline, new: &State) -> Record {
             record.networks.insert(id.clone(), None);
         }
     }
-    if let Some(record) = diff_unread(old, new, &mut record) {
+    if diff_unread(old, new, &mut record) {
         return record;
     }
     // Both sorted by id: one walk over the two, no lookups.
@@ -261,31 +261,31 @@ fn record_if_changed(
 
 /// [`diff`]'s containers while both the baseline's and the state's are
 /// unread: what changed is among those the state changed since the file,
-/// and nothing else is looked at. `None` (and nothing recorded) when
+/// and nothing else is looked at. `false` (and nothing recorded) when
 /// either was read since.
-fn diff_unread(old: &Baseline, new: &State, record: &mut Record) -> Option<Record> {
+fn diff_unread(old: &Baseline, new: &State, record: &mut Record) -> bool {
     let SavedContainers::Unread { file, changed } = &old.containers else {
-        return None;
+        return false;
     };
-    let now: BTreeMap<&Id, Option<Option<&Saved>>> = new.containers.changed_since_file()?.collect();
-    // A container the baseline had changed and the state has not: not a
-    // state made from this baseline's file (never so; read both).
-    if changed.keys().any(|id| !now.contains_key(id)) {
-        return None;
+    let Some(now) = new.containers.changed_since_file() else {
+        return false;
+    };
+    let now: BTreeMap<&Id, Option<Option<&Saved>>> = now.collect();
+    // Either never happens (the state reads the file's containers before
+    // it changes one, and keeps what it removes as removed): a container
+    // the baseline had changed and the state has not, or one of the
+    // file's that the state changed. Read both then.
+    let in_file = |id: &Id| file.as_ref().is_some_and(|f| f.contains(id));
+    if changed.keys().any(|id| !now.contains_key(id))
+        || now
+            .keys()
+            .any(|id| !changed.contains_key(*id) && in_file(id))
+    {
+        return false;
     }
     for (id, saved) in now {
-        let before = match changed.get(id) {
-            Some(before) => before.as_ref(),
-            // As the file has it: a container the state added (or one of
-            // the file's, which the state reads before it changes one).
-            None if file.as_ref().is_some_and(|f| f.contains(id)) => {
-                // Not a change the state makes unread: read both.
-                record.containers.clear();
-                record.shared.clear();
-                return None;
-            }
-            None => None,
-        };
+        // Not among the baseline's changes: one the state added.
+        let before = changed.get(id).and_then(Option::as_ref);
         match saved {
             None if before.is_none() => {}
             None => {
@@ -294,7 +294,7 @@ fn diff_unread(old: &Baseline, new: &State, record: &mut Record) -> Option<Recor
             Some(saved) => record_if_changed(record, new, id, before, saved),
         }
     }
-    Some(std::mem::take(record))
+    true
 }
 
 /// The address changes from `old` to `new` when nothing else of the
