@@ -498,7 +498,8 @@ struct RunArgs {
     /// Accepted for Docker compatibility (no pseudo-terminal is allocated).
     #[arg(short = 't', long)]
     tty: bool,
-    #[arg(long)]
+    /// The network to attach the container to (`--net` as Docker's hidden alias).
+    #[arg(long, alias = "net")]
     network: String,
     #[arg(long)]
     name: Option<String>,

@@ -414,6 +414,28 @@ fn an_image_argument_is_refused_with_the_mvnet_form() {
 }
 
 #[test]
+fn run_takes_dockers_hidden_net_spelling_of_network() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("lan", "10.73.2.0/24", PARENT, &[]);
+    let (a, b) = (s.name("a"), s.name("b"));
+    // `docker run --net=NET` and `--net NET` still work in Docker's CLI.
+    s.ok(&["run", "-d", "--net=lan", "--name", &a, "--ip", "10.73.2.7"]);
+    s.ok(&["run", "-d", "--net", "lan", "--name", &b]);
+    let ip = |name: &str| {
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.lan.IPAddress}}",
+            name,
+        ])
+    };
+    assert_eq!(ip(&a), "10.73.2.7\n");
+    assert_eq!(ip(&b), "10.73.2.2\n");
+}
+
+#[test]
 fn completions_and_man_page() {
     let run = |args: &[&str]| {
         let out = Command::new(mvnet_bin()).args(args).output().unwrap();
