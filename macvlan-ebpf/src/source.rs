@@ -18,12 +18,15 @@
 //!   RFC 5227 probe, which claims no address);
 //! * IPv6: source = its global address, the link-local address derived
 //!   from its MAC (EUI-64), or :: (DAD, MLD) for ICMPv6 and hop-by-hop
-//!   (MLD) only;
+//!   (MLD) only; in neighbour discovery, every source or target
+//!   link-layer address option = its MAC and a neighbour advertisement's
+//!   target = its own address ([`nd_is_own`]);
 //! * any other Ethertype carries no address we check and passes.
 //!
 //! A header cut short is malformed: the IPv4 header with its options, the
 //! UDP header of a DHCP frame, the 28-byte Ethernet/IPv4 ARP body (other
-//! address sizes too), the IPv6 header; so is a wrong IP version. The
+//! address sizes too), the IPv6 header, a neighbour discovery message's
+//! fixed part and options; so is a wrong IP version. The
 //! test crate's `source_model` states the same rules independently.
 //! Invalid frames are counted per
 //! endpoint (ENDPOINT_TX_INVALID) and dropped when the endpoint's VLAN
@@ -197,14 +200,21 @@ fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&h[8..24]);
-    if id.ipv6 != [0; 16] && src == id.ipv6 {
-        return Some(true);
+    let link_local = eui64_link_local(&id.mac);
+    let own = (id.ipv6 != [0; 16] && src == id.ipv6)
+        || src == link_local
+        || (src == [0; 16] && (h[6] == IPPROTO_ICMPV6 || h[6] == IPPROTO_HOPOPTS));
+    if !own {
+        return Some(false);
     }
-    if src == [0; 16] {
-        return Some(h[6] == IPPROTO_ICMPV6 || h[6] == IPPROTO_HOPOPTS);
-    }
-    let m = id.mac;
-    let link_local = [
+    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    nd_is_own(data, end, l3, h[6], payload, id, &link_local)
+}
+
+/// The link-local address the kernel derives from `mac` (EUI-64).
+#[inline(always)]
+fn eui64_link_local(m: &[u8; 6]) -> [u8; 16] {
+    [
         0xfe,
         0x80,
         0,
@@ -221,6 +231,124 @@ fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -
         m[3],
         m[4],
         m[5],
-    ];
-    Some(src == link_local)
+    ]
+}
+
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Extension headers walked to find an ICMPv6 header; a chain longer than
+/// this is malformed (no endpoint sends one).
+const MAX_EXT_HEADERS: usize = 4;
+/// Options of one neighbour discovery message walked; more is malformed
+/// (a router advertisement carries a handful).
+const MAX_ND_OPTIONS: usize = 16;
+const ND_ROUTER_SOLICIT: u8 = 133;
+const ND_ROUTER_ADVERT: u8 = 134;
+const ND_NEIGHBOUR_SOLICIT: u8 = 135;
+const ND_NEIGHBOUR_ADVERT: u8 = 136;
+const ND_OPT_SOURCE_LLADDR: u8 = 1;
+const ND_OPT_TARGET_LLADDR: u8 = 2;
+
+/// The neighbour discovery rules, IPv6's counterpart of the ARP sender
+/// check (RFC 4861): in a router or neighbour solicitation, a router or
+/// neighbour advertisement, every source or target link-layer address
+/// option must carry the endpoint's MAC, and a neighbour advertisement's
+/// target must be its own address (global or EUI-64 link-local). Else a
+/// neighbour would map another's address to the sender's MAC, or the
+/// sender's address to another's MAC.
+///
+/// The ICMPv6 header is found behind hop-by-hop, routing, destination
+/// options and fragment headers (at most [`MAX_EXT_HEADERS`]), and must be
+/// whole (4 bytes), whatever its type; a later
+/// fragment has none and passes, and a fragmented ND message is malformed
+/// (receivers ignore those, RFC 6980). The message ends where the IPv6
+/// payload length says; an option that runs past it, or one of length 0,
+/// is malformed (receivers discard those, RFC 4861 4.6). Other packets
+/// pass: `Some(true)`.
+///
+/// Offsets only ever grow by bounded steps (an extension header at most
+/// 2048 bytes, an option 2040), so the verifier knows each stays far below
+/// its 64 KiB packet-offset limit without a mask.
+#[inline(always)]
+fn nd_is_own(
+    data: usize,
+    end: usize,
+    l3: usize,
+    first: u8,
+    payload: usize,
+    id: &DeviceIdentity,
+    link_local: &[u8; 16],
+) -> Option<bool> {
+    let bound = l3 + 40 + payload;
+    let mut next = first;
+    let mut off = l3 + 40;
+    let mut fragment = false;
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let e = parse::bytes_at::<2>(data, end, off)?;
+                next = e[0];
+                off += (e[1] as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let e = parse::bytes_at::<4>(data, end, off)?;
+                // A later fragment: no upper-layer header in it.
+                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
+                    return Some(true);
+                }
+                fragment = true;
+                next = e[0];
+                off += 8;
+            }
+            _ => break,
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => return None,
+        IPPROTO_ICMPV6 => {}
+        _ => return Some(true),
+    }
+    // The whole ICMPv6 header (type, code, checksum). (A 1-byte read would
+    // compile to `data + off >= end`, from which the verifier learns no
+    // range.)
+    let ty = parse::bytes_at::<4>(data, end, off)?[0];
+    let body = match ty {
+        ND_ROUTER_SOLICIT => 8,
+        ND_ROUTER_ADVERT => 16,
+        ND_NEIGHBOUR_SOLICIT | ND_NEIGHBOUR_ADVERT => 24,
+        _ => return Some(true),
+    };
+    if fragment || off + body > bound {
+        return None;
+    }
+    if ty == ND_NEIGHBOUR_ADVERT {
+        let target = parse::bytes_at::<16>(data, end, off + 8)?;
+        if !((id.ipv6 != [0; 16] && target == id.ipv6) || target == *link_local) {
+            return Some(false);
+        }
+    }
+    let mut opt = off + body;
+    for _ in 0..MAX_ND_OPTIONS {
+        if opt >= bound {
+            return Some(true);
+        }
+        let o = parse::bytes_at::<2>(data, end, opt)?;
+        let len = o[1] as usize * 8;
+        if len == 0 || opt + len > bound {
+            return None;
+        }
+        if o[0] == ND_OPT_SOURCE_LLADDR || o[0] == ND_OPT_TARGET_LLADDR {
+            let mac = parse::bytes_at::<6>(data, end, opt + 2)?;
+            if mac_word(&mac) != mac_word(&id.mac) {
+                return Some(false);
+            }
+        }
+        opt += len;
+    }
+    if opt >= bound {
+        Some(true)
+    } else {
+        None
+    }
 }

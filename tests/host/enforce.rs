@@ -14,7 +14,10 @@ use mvnet_lab::lab::{wire, Lab, UPSTREAM_IF};
 use crate::{
     common::{cli::Session, require_root},
     datapath_cp::{json, mac_of, pin_dir},
-    source_model::{arp, cut, ethernet, judge, ndp_solicit, udp4, udp6, with, Identity, Judgement},
+    source_model::{
+        arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, udp4, udp6, with, Identity,
+        Judgement,
+    },
 };
 
 const PER_ROW: u64 = 100;
@@ -46,6 +49,8 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
     let global_foreign: Ipv6Addr = "2001:db8::66".parse().unwrap();
     let solicited: Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
     let dot1q = |vid: u16| (0x8100, vid);
+    // A solicited neighbour advertisement (override set) for `target`.
+    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
     let m = b1.mac;
     // (what, src MAC, tags, Ethertype, payload); the destination is added
     // per row below.
@@ -197,6 +202,51 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
             0x0800,
             udp4(own4, gw, 40000, 9),
         ),
+        (
+            "IPv6 NA for its link-local with its MAC",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(ll, ll_peer, &[], &na(ll, &[(2, &m)])),
+        ),
+        (
+            "IPv6 NA for b2's link-local",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(ll, ll_peer, &[], &na(b2.link_local(), &[])),
+        ),
+        (
+            "IPv6 NA for its link-local with b2's MAC",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(ll, ll_peer, &[], &na(ll, &[(2, &b2.mac)])),
+        ),
+        (
+            "IPv6 NS with b2's MAC",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(
+                ll,
+                ll_peer,
+                &[],
+                &nd(135, &nd_target(0, ll_peer), &[(1, &b2.mac)]),
+            ),
+        ),
+        (
+            "IPv6 NA in a fragment",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(
+                ll,
+                ll_peer,
+                &[(44, vec![0, 0, 0, 1, 0, 0, 0, 9])],
+                &na(ll, &[]),
+            ),
+        ),
     ];
     let mut out: Vec<Row> = spec
         .into_iter()
@@ -300,13 +350,13 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     let judged: Vec<Judgement> = rows.iter().map(|r| judge(&r.frame, &b1)).collect();
     let valid: Vec<bool> = judged.iter().map(|j| *j == Judgement::Valid).collect();
     // The table as the issue has it, plus the reference's reading of each.
-    assert_eq!(valid.iter().filter(|v| **v).count(), 7, "{judged:?}");
+    assert_eq!(valid.iter().filter(|v| **v).count(), 8, "{judged:?}");
     let spoofed = judged.iter().filter(|j| **j == Judgement::Spoofed).count() as u64;
     let malformed = judged
         .iter()
         .filter(|j| **j == Judgement::Malformed)
         .count() as u64;
-    assert_eq!((spoofed, malformed), (16, 5), "{judged:?}");
+    assert_eq!((spoofed, malformed), (19, 6), "{judged:?}");
 
     let maps = PinnedMaps::open(&dir).unwrap();
     let doc = json(&s.ok(&["stats", "--json"]));
@@ -359,7 +409,7 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     assert_eq!(d(Verdict::Spoofed), spoofed * PER_ROW);
     assert_eq!(d(Verdict::Malformed), malformed * PER_ROW);
     // The valid frames went on to the parent's egress, b1's as its own.
-    assert_eq!(d(Verdict::Delivered), 7 * PER_ROW);
+    assert_eq!(d(Verdict::Delivered), 8 * PER_ROW);
 
     for n in [&n1, &n2] {
         s.ok(&["container", "stop", n]);
@@ -468,7 +518,7 @@ fn frames_that_bypass_the_device_check_are_dropped_at_the_parents_egress() {
         .into_iter()
         .filter(|r| judge(&r.frame, &b1) == Judgement::Valid)
         .collect();
-    assert_eq!(valid.len(), 7);
+    assert_eq!(valid.len(), 8);
     let c0 = maps.counters().unwrap();
     let got = send_rows(&lab, &ns1, &valid, false);
     let c1 = maps.counters().unwrap();
@@ -480,7 +530,7 @@ fn frames_that_bypass_the_device_check_are_dropped_at_the_parents_egress() {
             row.what
         );
     }
-    assert_eq!(d(&c0, &c1, Verdict::Delivered), 7 * PER_ROW);
+    assert_eq!(d(&c0, &c1, Verdict::Delivered), 8 * PER_ROW);
     assert_eq!(d(&c0, &c1, Verdict::Spoofed), 0);
 
     // The limit: the parent's own MAC passes as the host's traffic.

@@ -29,8 +29,8 @@ use mvnet::datapath;
 use crate::{
     common::require_root,
     source_model::{
-        arp, cut, ethernet, judge, ndp_solicit, parent_passes, udp4, udp6, with, Identity,
-        Judgement, Sender,
+        arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, parent_passes, udp4, udp6,
+        with, Identity, Judgement, Sender,
     },
 };
 
@@ -258,6 +258,10 @@ fn crafted() -> Vec<(&'static str, Vec<u8>)> {
             "MLD-style hop-by-hop from ::",
             e(m, &[], 0x86dd, &hop_by_hop),
         ),
+    ]
+    .into_iter()
+    .chain(neighbour_discovery())
+    .chain(vec![
         ("UDP from :: (not NDP)", e(m, &[], 0x86dd, &dad_udp)),
         (
             "DHCP from 0.0.0.0",
@@ -431,6 +435,155 @@ fn crafted() -> Vec<(&'static str, Vec<u8>)> {
             "Ethernet cut at 13 bytes",
             cut(&e(m, &[], 0x0800, &valid_udp), 13),
         ),
+    ])
+    .collect()
+}
+
+/// Neighbour discovery from the endpoint's own MAC and addresses, its
+/// options and target valid or not (issue 13's rule for ARP, in IPv6).
+fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
+    let m = ME.mac;
+    let own6 = ME.ipv6.unwrap();
+    let ll = ME.link_local();
+    let ll_peer: Ipv6Addr = "fe80::1".parse().unwrap();
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let stranger: Ipv6Addr = "2001:db8:62::77".parse().unwrap();
+    let foreign_mac = [0x02, 0x66, 0, 0, 0, 1];
+    let six = |src: Ipv6Addr, dst: Ipv6Addr, ext: &[(u8, Vec<u8>)], msg: &[u8]| {
+        with(ethernet(PEER, m, &[], 0x86dd), &icmp6(src, dst, ext, msg))
+    };
+    // Solicited + override, as a reply.
+    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
+    let ns = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(135, &nd_target(0, target), options);
+    // One PadN option filling the 8-byte header (its length byte: 0).
+    let hop_by_hop = (0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+    let destination = (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+    // Offset 0 with more to come; offset 1 (8 bytes in).
+    let first_fragment = (44u8, vec![0, 0, 0, 1, 0, 0, 0, 7]);
+    let later_fragment = (44u8, vec![0, 0, 0, 8, 0, 0, 0, 7]);
+    let mtu: &[u8] = &[0, 0, 0, 0, 5, 220];
+    let prefix = [0x40u8; 30];
+    let nonce: &[u8] = &[1, 2, 3, 4, 5, 6];
+    let mut zero_length = na(ll, &[]);
+    zero_length.extend_from_slice(&[2, 0, 2, 0x42, 0x0a, 0x62, 0, 0x0b]);
+    let mut past_payload = six(ll, ll_peer, &[], &na(ll, &[(2, &m)]));
+    // Payload length 4 short: the option runs past the message.
+    let len = u16::from_be_bytes([past_payload[18], past_payload[19]]) - 4;
+    past_payload[18..20].copy_from_slice(&len.to_be_bytes());
+    let many: Vec<(u8, &[u8])> = vec![(14, nonce); 17];
+    vec![
+        (
+            "NA for its link-local with its MAC",
+            six(ll, ll_peer, &[], &na(ll, &[(2, &m)])),
+        ),
+        (
+            "NA for its global address",
+            six(own6, ll_peer, &[], &na(own6, &[])),
+        ),
+        (
+            "RS with its MAC",
+            six(ll, all_routers, &[], &nd(133, &[0; 4], &[(1, &m)])),
+        ),
+        (
+            "RA with its MAC, an MTU and a prefix",
+            six(
+                ll,
+                all_nodes,
+                &[],
+                &nd(
+                    134,
+                    &[64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    &[(1, &m), (5, mtu), (3, &prefix)],
+                ),
+            ),
+        ),
+        (
+            "NS with its MAC behind destination options",
+            six(
+                ll,
+                ll_peer,
+                std::slice::from_ref(&destination),
+                &ns(ll_peer, &[(1, &m)]),
+            ),
+        ),
+        (
+            "a later fragment of an NA",
+            six(ll, ll_peer, &[later_fragment], &[0x60, 0, 0, 0, 1, 2, 3, 4]),
+        ),
+        (
+            "NA for a stranger's address",
+            six(ll, ll_peer, &[], &na(stranger, &[(2, &m)])),
+        ),
+        (
+            "NA for the other endpoint's link-local",
+            six(ll, ll_peer, &[], &na(OTHER.link_local(), &[])),
+        ),
+        (
+            "NA for its address with another MAC",
+            six(own6, ll_peer, &[], &na(own6, &[(2, &foreign_mac)])),
+        ),
+        (
+            "NS with the other endpoint's MAC",
+            six(ll, ll_peer, &[], &ns(ll_peer, &[(1, &OTHER.mac)])),
+        ),
+        (
+            "RA with another MAC after an MTU",
+            six(
+                ll,
+                all_nodes,
+                &[],
+                &nd(134, &[0; 12], &[(5, mtu), (1, &foreign_mac)]),
+            ),
+        ),
+        (
+            "NA for a stranger behind hop-by-hop and destination options",
+            six(
+                ll,
+                ll_peer,
+                &[hop_by_hop.clone(), destination.clone()],
+                &na(stranger, &[]),
+            ),
+        ),
+        (
+            "NA from :: for a stranger",
+            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &na(stranger, &[])),
+        ),
+        (
+            "another MAC in an NA's third option",
+            six(
+                ll,
+                ll_peer,
+                &[],
+                &na(ll, &[(14, nonce), (14, nonce), (2, &foreign_mac)]),
+            ),
+        ),
+        ("ND option of length 0", six(ll, ll_peer, &[], &zero_length)),
+        ("ND option past the payload length", past_payload),
+        (
+            "NA cut inside its target",
+            cut(&six(ll, ll_peer, &[], &na(ll, &[])), 14 + 40 + 12),
+        ),
+        (
+            "a fragmented NA",
+            six(ll, ll_peer, &[first_fragment], &na(ll, &[])),
+        ),
+        (
+            "NA behind five extension headers",
+            six(
+                ll,
+                ll_peer,
+                &[
+                    hop_by_hop,
+                    destination.clone(),
+                    destination.clone(),
+                    destination.clone(),
+                    destination,
+                ],
+                &na(ll, &[]),
+            ),
+        ),
+        ("NA with 17 options", six(ll, ll_peer, &[], &na(ll, &many))),
     ]
 }
 
@@ -448,7 +601,7 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             count(Judgement::Spoofed),
             count(Judgement::Malformed)
         ),
-        (12, 24, 13),
+        (18, 32, 19),
         "{judged:?}"
     );
     for enforce in [false, true] {
@@ -524,6 +677,28 @@ fn valid_templates() -> Vec<Vec<u8>> {
         e(0x86dd, &udp6(ll, ll_peer)),
         e(0x86dd, &ndp_solicit(Ipv6Addr::UNSPECIFIED, ll_peer, ll)),
         e(0x86dd, &ndp_solicit(ll, ll_peer, ll_peer)),
+        e(
+            0x86dd,
+            &icmp6(ll, ll_peer, &[], &nd(136, &nd_target(0x60, ll), &[(2, &m)])),
+        ),
+        e(
+            0x86dd,
+            &icmp6(
+                ll,
+                "ff02::1".parse().unwrap(),
+                &[],
+                &nd(134, &[0; 12], &[(1, &m), (5, &[0, 0, 0, 0, 5, 220])]),
+            ),
+        ),
+        e(
+            0x86dd,
+            &icmp6(
+                ll,
+                ll_peer,
+                &[(60, vec![0, 0, 1, 4, 0, 0, 0, 0])],
+                &nd(135, &nd_target(0, ll_peer), &[(1, &m)]),
+            ),
+        ),
         e(0x88cc, &[0x02, 0x07, 0x04, 1, 2, 3, 4, 5, 6]),
     ];
     for f in &t {
@@ -637,6 +812,127 @@ fn one_million_random_egress_frames_under_enforce_match_the_reference() {
         "{FRAMES} frames: {valid} valid, {spoofed} spoofed, {malformed} malformed, {refused} refused by the runner; {:?}",
         started.elapsed()
     );
+}
+
+/// One random neighbour discovery frame (or near one) from the endpoint's
+/// MAC and addresses into `out`: ICMPv6 type 133-137 or another, behind 0
+/// to 5 extension headers (hop-by-hop, routing, destination options of
+/// random length, fragments first or later), an NA target its own or
+/// another's, 0 to 18 options (link-layer address options with its MAC,
+/// another endpoint's or a random one, others; lengths 0 to 3), then the
+/// payload length off by a little or the frame cut short, now and then.
+fn random_nd_frame(rng: &mut Rng, out: &mut Vec<u8>) {
+    let ll = ME.link_local();
+    let pick = |rng: &mut Rng, xs: &[Ipv6Addr]| xs[rng.below(xs.len() as u64) as usize];
+    let addresses = [
+        ll,
+        ME.ipv6.unwrap(),
+        Ipv6Addr::UNSPECIFIED,
+        OTHER.link_local(),
+        OTHER.ipv6.unwrap(),
+        "2001:db8:62::77".parse().unwrap(),
+    ];
+    // Mostly its own sources, so that the ND rules decide.
+    let src = if rng.below(8) == 0 {
+        pick(rng, &addresses)
+    } else {
+        pick(rng, &addresses[..3])
+    };
+    let mut ext = Vec::new();
+    for _ in 0..[0, 0, 0, 1, 1, 2, 4, 5][rng.below(8) as usize] {
+        let header = match rng.below(5) {
+            0 => (0u8, vec![0; 8 * (1 + rng.below(3) as usize)]),
+            1 => (43, vec![0; 8 * (1 + rng.below(2) as usize)]),
+            2 => (60, vec![0; 8 * (1 + rng.below(3) as usize)]),
+            3 => (44, vec![0, 0, 0, 1, 0, 0, 0, 9]),
+            _ => (44, vec![0, 0, (rng.below(4) as u8) << 3, 8, 0, 0, 0, 9]),
+        };
+        ext.push(header);
+    }
+    for (t, bytes) in &mut ext {
+        if *t != 44 {
+            // The length byte: the header's 8-byte units beyond the first.
+            bytes[1] = (bytes.len() / 8 - 1) as u8;
+        }
+    }
+    let ty = [133u8, 134, 135, 136, 136, 136, 137, 128][rng.below(8) as usize];
+    let fixed = match ty {
+        133 => vec![0; 4],
+        134 => vec![64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        135 | 136 => nd_target(0x60, pick(rng, &addresses)),
+        _ => vec![0; 4 + 4 * rng.below(5) as usize],
+    };
+    let mut message = nd(ty, &fixed, &[]);
+    let options = [0, 0, 1, 1, 2, 3, 5, 17, 18][rng.below(9) as usize];
+    for _ in 0..options {
+        let t = [1u8, 1, 2, 2, 3, 5, 14][rng.below(7) as usize];
+        let len = [1u8, 1, 1, 1, 1, 2, 3, 0][rng.below(8) as usize];
+        let at = message.len();
+        message.extend_from_slice(&[t, len]);
+        let mac = match rng.below(6) {
+            0 => OTHER.mac,
+            1 => [rng.next() as u8, 0x42, 0x0a, 0x62, 0, rng.next() as u8],
+            _ => ME.mac,
+        };
+        message.extend_from_slice(&mac);
+        message.resize(at + 8 * usize::from(len.max(1)), 0);
+    }
+    out.clear();
+    out.extend_from_slice(&ethernet(PEER, ME.mac, &[], 0x86dd));
+    out.extend_from_slice(&icmp6(src, "ff02::1".parse().unwrap(), &ext, &message));
+    match rng.below(8) {
+        0 => {
+            let len = u16::from_be_bytes([out[18], out[19]]);
+            let off = [1u16, 4, 8, 24][rng.below(4) as usize];
+            let len = if rng.below(2) == 0 {
+                len.saturating_sub(off)
+            } else {
+                len + off
+            };
+            out[18..20].copy_from_slice(&len.to_be_bytes());
+        }
+        1 => {
+            let len = 14 + 40 + rng.below(out.len() as u64 - 53) as usize;
+            out.truncate(len);
+        }
+        _ => {}
+    }
+}
+
+/// The neighbour discovery rules (`nd_is_own` in the eBPF source) against
+/// the reference over 200k random ND frames under enforce: options, targets,
+/// extension headers, fragments, lengths.
+#[test]
+fn random_neighbour_discovery_frames_match_the_reference() {
+    require_root();
+    const FRAMES: u64 = 200_000;
+    let rig = Rig::new(&ME, true);
+    let mut rng = Rng(0x6e64_2d72_756c_6573);
+    let mut frame = Vec::with_capacity(256);
+    let mut seen = [0u64; 3];
+    let mut wrong = Vec::new();
+    for _ in 0..FRAMES {
+        random_nd_frame(&mut rng, &mut frame);
+        let j = judge(&frame, &ME);
+        let got = rig.run_stamped(&frame);
+        seen[j as usize] += 1;
+        let want = (
+            expected(j, true).0,
+            if j == Judgement::Valid {
+                DEVICE_STAMP
+            } else {
+                0
+            },
+        );
+        if got != Some(want) && wrong.len() < 10 {
+            wrong.push(format!("{j:?} but got {got:?}: {frame:02x?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    for (what, n) in ["valid", "spoofed", "malformed"].iter().zip(seen) {
+        assert!(n > FRAMES / 10, "only {n} {what} frames: {seen:?}");
+    }
+    assert_eq!(rig.counts(), [seen[1] + seen[2], seen[1], seen[2], 0]);
 }
 
 /// The parent's egress (`mvnet_tc_egress`) under enforce, through

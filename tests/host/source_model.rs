@@ -13,6 +13,14 @@
 //!   MAC = its MAC, sender IP = its address or 0.0.0.0 (a probe);
 //! * IPv6 (a whole header): source = its global address, the EUI-64
 //!   link-local of its MAC, or :: for ICMPv6 / hop-by-hop (DAD, MLD);
+//! * neighbour discovery (router and neighbour solicitations and
+//!   advertisements, found behind up to 4 extension headers): every
+//!   source or target link-layer address option = its MAC, a neighbour
+//!   advertisement's target = its global or EUI-64 link-local address; a
+//!   fixed part or option past the payload length or the frame, an option
+//!   of length 0, more than 16 options, more than 4 extension headers, a
+//!   fragmented message or any ICMPv6 header under 4 bytes is malformed;
+//!   a later fragment passes;
 //! * other Ethertypes carry nothing checked.
 //!
 //! A header cut short is malformed; both malformed and spoofed frames are
@@ -117,11 +125,83 @@ fn arp_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
 fn ipv6_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
     let h = Ipv6HeaderSlice::from_slice(l3).ok()?;
     let src = h.source_addr();
-    if id.ipv6 == Some(src) || src == id.link_local() {
-        return Some(true);
-    }
     let next = h.next_header().0;
-    Some(src.is_unspecified() && (next == 58 || next == 0))
+    let from_own = id.ipv6 == Some(src)
+        || src == id.link_local()
+        || (src.is_unspecified() && (next == 58 || next == 0));
+    if !from_own {
+        return Some(false);
+    }
+    neighbour_discovery_is_own(l3, next, 40 + usize::from(h.payload_length()), id)
+}
+
+/// RFC 4861's messages that bind addresses to MACs, read from `l3` (the
+/// IPv6 packet) whose first next header is `first` and whose payload ends
+/// at `message_end` (bytes past the frame are missing: malformed).
+fn neighbour_discovery_is_own(
+    l3: &[u8],
+    first: u8,
+    message_end: usize,
+    id: &Identity,
+) -> Option<bool> {
+    let (mut at, mut next, mut fragmented, mut headers) = (40usize, first, false, 0);
+    while next != 58 {
+        let ext = matches!(next, 0 | 43 | 44 | 60);
+        if !ext {
+            return Some(true);
+        }
+        if headers == 4 {
+            return None;
+        }
+        headers += 1;
+        if next == 44 {
+            let f = l3.get(at..at + 4)?;
+            if u16::from_be_bytes([f[2], f[3]]) & 0xfff8 != 0 {
+                return Some(true);
+            }
+            fragmented = true;
+            next = f[0];
+            at += 8;
+        } else {
+            let e = l3.get(at..at + 2)?;
+            next = e[0];
+            at += 8 * (1 + usize::from(e[1]));
+        }
+    }
+    // The ICMPv6 header must be whole, whatever its type.
+    let fixed = match l3.get(at..at + 4)?[0] {
+        133 => 8,
+        134 => 16,
+        135 | 136 => 24,
+        _ => return Some(true),
+    };
+    if fragmented || at + fixed > message_end {
+        return None;
+    }
+    if l3[at] == 136 {
+        let target = Ipv6Addr::from(<[u8; 16]>::try_from(l3.get(at + 8..at + 24)?).ok()?);
+        if id.ipv6 != Some(target) && target != id.link_local() {
+            return Some(false);
+        }
+    }
+    let mut option = at + fixed;
+    let mut options = 0;
+    while option < message_end {
+        if options == 16 {
+            return None;
+        }
+        options += 1;
+        let o = l3.get(option..option + 2)?;
+        let len = 8 * usize::from(o[1]);
+        if len == 0 || option + len > message_end {
+            return None;
+        }
+        if (o[0] == 1 || o[0] == 2) && *l3.get(option + 2..option + 8)? != id.mac {
+            return Some(false);
+        }
+        option += len;
+    }
+    Some(true)
 }
 
 // ---- frames -------------------------------------------------------------
@@ -168,6 +248,53 @@ pub fn ndp_solicit(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     h.extend_from_slice(&icmp);
+    h
+}
+
+/// A neighbour discovery message: ICMPv6 `ty`, checksum not computed,
+/// `fixed` after the type, code and checksum (RS: 4 reserved bytes; RA:
+/// 12; NS, NA: flags and the 16-byte target), then `options`, each `(type,
+/// data)` padded to a multiple of 8 bytes.
+pub fn nd(ty: u8, fixed: &[u8], options: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(fixed);
+    for (t, data) in options {
+        let len = (2 + data.len()).div_ceil(8) * 8;
+        let at = m.len();
+        m.extend_from_slice(&[*t, (len / 8) as u8]);
+        m.extend_from_slice(data);
+        m.resize(at + len, 0);
+    }
+    m
+}
+
+/// A neighbour solicitation or advertisement's fixed part: flags (NA:
+/// solicited, override) and `target`.
+pub fn nd_target(flags: u8, target: Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![flags, 0, 0, 0];
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// IPv6 `src` → `dst`, hop limit 255, through extension headers `ext`
+/// (each `(type, bytes)`: its first byte is set to the next header here,
+/// its length byte is the caller's), to ICMPv6 `message`. The payload
+/// length covers them all.
+pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[(u8, Vec<u8>)], message: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (i, (_, bytes)) in ext.iter().enumerate() {
+        let mut b = bytes.clone();
+        b[0] = ext.get(i + 1).map_or(58, |(t, _)| *t);
+        payload.extend_from_slice(&b);
+    }
+    payload.extend_from_slice(message);
+    let first = ext.first().map_or(58, |(t, _)| *t);
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[first, 255]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(&payload);
     h
 }
 
