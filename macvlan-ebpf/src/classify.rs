@@ -411,8 +411,9 @@ fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
 /// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
 /// source its IPv4 address (0.0.0.0 for DHCP only), the ARP sender its MAC
 /// and its IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6
-/// address, link-local (fe80::/10) or unspecified (DAD). Headers must be
-/// whole. Other protocols carry no address we check. The endpoint device's
+/// address, link-local (fe80::/10) or unspecified (DAD), and its neighbour
+/// discovery as the device's checks have it (`source::nd_is_own`). Headers
+/// must be whole. Other protocols carry no address we check. The endpoint device's
 /// own checks (`source`) are stricter; these judge by source MAC.
 #[inline(always)]
 fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
@@ -431,9 +432,14 @@ fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool
         ETH_P_IPV6 => {
             // The whole 40-byte header must be there.
             parse::bytes_at::<16>(data, end, l3 + 24)?;
+            let h = parse::bytes_at::<8>(data, end, l3)?;
             let src = parse::bytes_at::<16>(data, end, l3 + 8)?;
             let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;
-            Some(src == ep.ipv6 || link_local || src == [0; 16])
+            if !(src == ep.ipv6 || link_local || src == [0; 16]) {
+                return Some(false);
+            }
+            let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+            crate::source::nd_is_own(data, end, l3, h[6], payload, &mac_bytes(eth.src), &ep.ipv6)
         }
         _ => Some(true),
     }

@@ -208,12 +208,12 @@ fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -
         return Some(false);
     }
     let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
-    nd_is_own(data, end, l3, h[6], payload, id, &link_local)
+    nd_is_own(data, end, l3, h[6], payload, &id.mac, &id.ipv6)
 }
 
 /// The link-local address the kernel derives from `mac` (EUI-64).
 #[inline(always)]
-fn eui64_link_local(m: &[u8; 6]) -> [u8; 16] {
+pub fn eui64_link_local(m: &[u8; 6]) -> [u8; 16] {
     [
         0xfe,
         0x80,
@@ -254,9 +254,11 @@ const ND_OPT_TARGET_LLADDR: u8 = 2;
 /// check (RFC 4861): in a router or neighbour solicitation, a router or
 /// neighbour advertisement, every source or target link-layer address
 /// option must carry the endpoint's MAC, and a neighbour advertisement's
-/// target must be its own address (global or EUI-64 link-local). Else a
-/// neighbour would map another's address to the sender's MAC, or the
-/// sender's address to another's MAC.
+/// target must be its own address (global `ipv6`, :: for none, or the
+/// EUI-64 link-local of `mac`). Else a neighbour would map another's
+/// address to the sender's MAC, or the sender's address to another's MAC.
+/// Also applied by the parent's egress (`classify::egress`) to endpoints
+/// without device checks.
 ///
 /// The ICMPv6 header is found behind hop-by-hop, routing, destination
 /// options and fragment headers (at most [`MAX_EXT_HEADERS`]), and must be
@@ -271,14 +273,14 @@ const ND_OPT_TARGET_LLADDR: u8 = 2;
 /// 2048 bytes, an option 2040), so the verifier knows each stays far below
 /// its 64 KiB packet-offset limit without a mask.
 #[inline(always)]
-fn nd_is_own(
+pub fn nd_is_own(
     data: usize,
     end: usize,
     l3: usize,
     first: u8,
     payload: usize,
-    id: &DeviceIdentity,
-    link_local: &[u8; 16],
+    mac: &[u8; 6],
+    ipv6: &[u8; 16],
 ) -> Option<bool> {
     let bound = l3 + 40 + payload;
     let mut next = first;
@@ -324,7 +326,7 @@ fn nd_is_own(
     }
     if ty == ND_NEIGHBOUR_ADVERT {
         let target = parse::bytes_at::<16>(data, end, off + 8)?;
-        if !((id.ipv6 != [0; 16] && target == id.ipv6) || target == *link_local) {
+        if !((*ipv6 != [0; 16] && target == *ipv6) || target == eui64_link_local(mac)) {
             return Some(false);
         }
     }
@@ -339,8 +341,8 @@ fn nd_is_own(
             return None;
         }
         if o[0] == ND_OPT_SOURCE_LLADDR || o[0] == ND_OPT_TARGET_LLADDR {
-            let mac = parse::bytes_at::<6>(data, end, opt + 2)?;
-            if mac_word(&mac) != mac_word(&id.mac) {
+            let lladdr = parse::bytes_at::<6>(data, end, opt + 2)?;
+            if mac_word(&lladdr) != mac_word(mac) {
                 return Some(false);
             }
         }

@@ -1015,6 +1015,9 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
     let e = |src: [u8; 6], tags: &[(u16, u16)], ty: u16, payload: Vec<u8>| {
         with(ethernet(PEER, src, tags, ty), &payload)
     };
+    let stranger: Ipv6Addr = "2001:db8:62::77".parse().unwrap();
+    let ll = |id: Identity| id.link_local();
+    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
     let mut frames = Vec::new();
     for id in [ME, OTHER, unchecked] {
         let own4 = id.ipv4.unwrap();
@@ -1032,6 +1035,25 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
             e(m, &[], 0x86dd, udp6(id.link_local(), ll_peer)),
             e(m, &[], 0x0800, udp4(foreign4, gw, 40000, 9)),
             e(m, &[], 0x0806, arp(m, foreign4, gw)),
+            // Neighbour discovery: its own, a stranger's target, another MAC.
+            e(
+                m,
+                &[],
+                0x86dd,
+                icmp6(ll(id), ll_peer, &[], &na(ll(id), &[(2, &m)])),
+            ),
+            e(
+                m,
+                &[],
+                0x86dd,
+                icmp6(ll(id), ll_peer, &[], &na(stranger, &[])),
+            ),
+            e(
+                m,
+                &[],
+                0x86dd,
+                icmp6(ll(id), ll_peer, &[], &na(ll(id), &[(2, &foreign_mac)])),
+            ),
         ]);
     }
     // Another endpoint's whole identity from ME's container is, on the
@@ -1082,10 +1104,10 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // ME and OTHER: 5 valid kinds stamped; the unchecked endpoint: 5 valid
+    // ME and OTHER: 6 valid kinds stamped; the unchecked endpoint: 6 valid
     // kinds, stamped or not; the root: 2 frames, stamped or not.
     assert_eq!(
         (passed, dropped),
-        (2 * 5 + 5 * 3 + 2 * 3, frames.len() * 3 - 31)
+        (2 * 6 + 6 * 3 + 2 * 3, frames.len() * 3 - 36)
     );
 }
