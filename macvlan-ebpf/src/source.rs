@@ -19,8 +19,9 @@
 //! * IPv6: source = its global address, the link-local address derived
 //!   from its MAC (EUI-64), or :: (DAD, MLD) for ICMPv6 and hop-by-hop
 //!   (MLD) only; in neighbour discovery, every source or target
-//!   link-layer address option = its MAC and a neighbour advertisement's
-//!   target = its own address ([`nd_is_own`]);
+//!   link-layer address option = its MAC and the target of a neighbour
+//!   advertisement, or of a solicitation from :: (DAD), = its own address
+//!   ([`nd_is_own`]);
 //! * any other Ethertype carries no address we check and passes.
 //!
 //! A header cut short is malformed: the IPv4 header with its options, the
@@ -207,8 +208,7 @@ fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -
     if !own {
         return Some(false);
     }
-    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
-    nd_is_own(data, end, l3, h[6], payload, &id.mac, &id.ipv6)
+    nd_is_own(data, end, l3, &id.mac, &id.ipv6)
 }
 
 /// The link-local address the kernel derives from `mac` (EUI-64).
@@ -253,10 +253,13 @@ const ND_OPT_TARGET_LLADDR: u8 = 2;
 /// The neighbour discovery rules, IPv6's counterpart of the ARP sender
 /// check (RFC 4861): in a router or neighbour solicitation, a router or
 /// neighbour advertisement, every source or target link-layer address
-/// option must carry the endpoint's MAC, and a neighbour advertisement's
-/// target must be its own address (global `ipv6`, :: for none, or the
-/// EUI-64 link-local of `mac`). Else a neighbour would map another's
-/// address to the sender's MAC, or the sender's address to another's MAC.
+/// option must carry the endpoint's MAC, and the target of a neighbour
+/// advertisement, or of a solicitation from :: (duplicate address
+/// detection), must be its own address (global `ipv6`, :: for none, or
+/// the EUI-64 link-local of `mac`). Else a neighbour would map another's
+/// address to the sender's MAC, or the sender's address to another's MAC;
+/// or a host configuring an address would take the endpoint's probe for
+/// a duplicate and give the address up (RFC 4862 5.4.3).
 /// Also applied by the parent's egress (`classify::egress`) to endpoints
 /// without device checks.
 ///
@@ -277,13 +280,13 @@ pub fn nd_is_own(
     data: usize,
     end: usize,
     l3: usize,
-    first: u8,
-    payload: usize,
     mac: &[u8; 6],
     ipv6: &[u8; 16],
 ) -> Option<bool> {
-    let bound = l3 + 40 + payload;
-    let mut next = first;
+    let h = parse::bytes_at::<40>(data, end, l3)?;
+    let bound = l3 + 40 + u16::from_be_bytes([h[4], h[5]]) as usize;
+    let unspecified = h[8..24] == [0; 16];
+    let mut next = h[6];
     let mut off = l3 + 40;
     let mut fragment = false;
     for _ in 0..MAX_EXT_HEADERS {
@@ -324,7 +327,7 @@ pub fn nd_is_own(
     if fragment || off + body > bound {
         return None;
     }
-    if ty == ND_NEIGHBOUR_ADVERT {
+    if ty == ND_NEIGHBOUR_ADVERT || (ty == ND_NEIGHBOUR_SOLICIT && unspecified) {
         let target = parse::bytes_at::<16>(data, end, off + 8)?;
         if !((*ipv6 != [0; 16] && target == *ipv6) || target == eui64_link_local(mac)) {
             return Some(false);

@@ -224,6 +224,18 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
             icmp6(ll, ll_peer, &[], &na(ll, &[(2, &b2.mac)])),
         ),
         (
+            "IPv6 DAD NS for b2's link-local",
+            m,
+            vec![],
+            0x86dd,
+            icmp6(
+                Ipv6Addr::UNSPECIFIED,
+                solicited,
+                &[],
+                &nd(135, &nd_target(0, b2.link_local()), &[]),
+            ),
+        ),
+        (
             "IPv6 NS with b2's MAC",
             m,
             vec![],
@@ -356,7 +368,7 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
         .iter()
         .filter(|j| **j == Judgement::Malformed)
         .count() as u64;
-    assert_eq!((spoofed, malformed), (19, 6), "{judged:?}");
+    assert_eq!((spoofed, malformed), (20, 6), "{judged:?}");
 
     let maps = PinnedMaps::open(&dir).unwrap();
     let doc = json(&s.ok(&["stats", "--json"]));

@@ -512,8 +512,25 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
             six(ll, ll_peer, &[later_fragment], &[0x60, 0, 0, 0, 1, 2, 3, 4]),
         ),
         (
+            "DAD NS from :: for its global address",
+            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &ns(own6, &[])),
+        ),
+        (
             "NA for a stranger's address",
             six(ll, ll_peer, &[], &na(stranger, &[(2, &m)])),
+        ),
+        (
+            "DAD NS from :: for a stranger's address",
+            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &ns(stranger, &[])),
+        ),
+        (
+            "DAD NS from :: for the other endpoint's link-local",
+            six(
+                Ipv6Addr::UNSPECIFIED,
+                all_nodes,
+                &[],
+                &ns(OTHER.link_local(), &[]),
+            ),
         ),
         (
             "NA for the other endpoint's link-local",
@@ -601,7 +618,7 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             count(Judgement::Spoofed),
             count(Judgement::Malformed)
         ),
-        (18, 32, 19),
+        (19, 34, 19),
         "{judged:?}"
     );
     for enforce in [false, true] {
@@ -1018,6 +1035,7 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
     let stranger: Ipv6Addr = "2001:db8:62::77".parse().unwrap();
     let ll = |id: Identity| id.link_local();
     let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
+    let dad = |target: Ipv6Addr| nd(135, &nd_target(0, target), &[]);
     let mut frames = Vec::new();
     for id in [ME, OTHER, unchecked] {
         let own4 = id.ipv4.unwrap();
@@ -1047,6 +1065,12 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
                 &[],
                 0x86dd,
                 icmp6(ll(id), ll_peer, &[], &na(stranger, &[])),
+            ),
+            e(
+                m,
+                &[],
+                0x86dd,
+                icmp6(Ipv6Addr::UNSPECIFIED, ll_peer, &[], &dad(stranger)),
             ),
             e(
                 m,

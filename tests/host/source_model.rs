@@ -15,8 +15,9 @@
 //!   link-local of its MAC, or :: for ICMPv6 / hop-by-hop (DAD, MLD);
 //! * neighbour discovery (router and neighbour solicitations and
 //!   advertisements, found behind up to 4 extension headers): every
-//!   source or target link-layer address option = its MAC, a neighbour
-//!   advertisement's target = its global or EUI-64 link-local address; a
+//!   source or target link-layer address option = its MAC, the target of
+//!   a neighbour advertisement or of a solicitation from :: (DAD) = its
+//!   global or EUI-64 link-local address; a
 //!   fixed part or option past the payload length or the frame, an option
 //!   of length 0, more than 16 options, more than 4 extension headers, a
 //!   fragmented message or any ICMPv6 header under 4 bytes is malformed;
@@ -132,16 +133,24 @@ fn ipv6_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
     if !from_own {
         return Some(false);
     }
-    neighbour_discovery_is_own(l3, next, 40 + usize::from(h.payload_length()), id)
+    neighbour_discovery_is_own(
+        l3,
+        next,
+        40 + usize::from(h.payload_length()),
+        src.is_unspecified(),
+        id,
+    )
 }
 
 /// RFC 4861's messages that bind addresses to MACs, read from `l3` (the
 /// IPv6 packet) whose first next header is `first` and whose payload ends
-/// at `message_end` (bytes past the frame are missing: malformed).
+/// at `message_end` (bytes past the frame are missing: malformed);
+/// `from_unspecified`: its source is ::.
 fn neighbour_discovery_is_own(
     l3: &[u8],
     first: u8,
     message_end: usize,
+    from_unspecified: bool,
     id: &Identity,
 ) -> Option<bool> {
     let (mut at, mut next, mut fragmented, mut headers) = (40usize, first, false, 0);
@@ -178,7 +187,9 @@ fn neighbour_discovery_is_own(
     if fragmented || at + fixed > message_end {
         return None;
     }
-    if l3[at] == 136 {
+    // An advertisement names the address it answers for; a duplicate
+    // address probe (a solicitation from ::), the address it would take.
+    if l3[at] == 136 || (l3[at] == 135 && from_unspecified) {
         let target = Ipv6Addr::from(<[u8; 16]>::try_from(l3.get(at + 8..at + 24)?).ok()?);
         if id.ipv6 != Some(target) && target != id.link_local() {
             return Some(false);
