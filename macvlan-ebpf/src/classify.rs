@@ -431,13 +431,12 @@ fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool
         }
         ETH_P_IPV6 => {
             // The whole 40-byte header must be there.
-            parse::bytes_at::<16>(data, end, l3 + 24)?;
-            let src = parse::bytes_at::<16>(data, end, l3 + 8)?;
-            let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;
-            if !(src == ep.ipv6 || link_local || src == [0; 16]) {
+            let h = parse::bytes_at::<40>(data, end, l3)?;
+            let link_local = h[8] == 0xfe && h[9] & 0xc0 == 0x80;
+            if !(h[8..24] == ep.ipv6 || link_local || h[8..24] == [0; 16]) {
                 return Some(false);
             }
-            crate::source::nd_is_own(data, end, l3, &mac_bytes(eth.src), &ep.ipv6)
+            crate::source::nd_is_own(data, end, l3, &h, &mac_bytes(eth.src), &ep.ipv6)
         }
         _ => Some(true),
     }

@@ -201,19 +201,24 @@ fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&h[8..24]);
-    let link_local = eui64_link_local(&id.mac);
-    let own = (id.ipv6 != [0; 16] && src == id.ipv6)
-        || src == link_local
+    let own = is_own_address(&src, &id.mac, &id.ipv6)
         || (src == [0; 16] && (h[6] == IPPROTO_ICMPV6 || h[6] == IPPROTO_HOPOPTS));
     if !own {
         return Some(false);
     }
-    nd_is_own(data, end, l3, &id.mac, &id.ipv6)
+    nd_is_own(data, end, l3, &h, &id.mac, &id.ipv6)
+}
+
+/// Whether `addr` is the endpoint's: its global `ipv6` (:: for none) or
+/// the EUI-64 link-local of its `mac`.
+#[inline(always)]
+fn is_own_address(addr: &[u8; 16], mac: &[u8; 6], ipv6: &[u8; 16]) -> bool {
+    (*ipv6 != [0; 16] && addr == ipv6) || *addr == eui64_link_local(mac)
 }
 
 /// The link-local address the kernel derives from `mac` (EUI-64).
 #[inline(always)]
-pub fn eui64_link_local(m: &[u8; 6]) -> [u8; 16] {
+fn eui64_link_local(m: &[u8; 6]) -> [u8; 16] {
     [
         0xfe,
         0x80,
@@ -255,13 +260,13 @@ const ND_OPT_TARGET_LLADDR: u8 = 2;
 /// neighbour advertisement, every source or target link-layer address
 /// option must carry the endpoint's MAC, and the target of a neighbour
 /// advertisement, or of a solicitation from :: (duplicate address
-/// detection), must be its own address (global `ipv6`, :: for none, or
-/// the EUI-64 link-local of `mac`). Else a neighbour would map another's
+/// detection), must be its own address ([`is_own_address`]). Else a neighbour would map another's
 /// address to the sender's MAC, or the sender's address to another's MAC;
 /// or a host configuring an address would take the endpoint's probe for
 /// a duplicate and give the address up (RFC 4862 5.4.3).
 /// Also applied by the parent's egress (`classify::egress`) to endpoints
-/// without device checks.
+/// without device checks. `h` is the packet's IPv6 header, at `l3`, which
+/// the caller has read and checked.
 ///
 /// The ICMPv6 header is found behind hop-by-hop, routing, destination
 /// options and fragment headers (at most [`MAX_EXT_HEADERS`]), and must be
@@ -280,10 +285,10 @@ pub fn nd_is_own(
     data: usize,
     end: usize,
     l3: usize,
+    h: &[u8; 40],
     mac: &[u8; 6],
     ipv6: &[u8; 16],
 ) -> Option<bool> {
-    let h = parse::bytes_at::<40>(data, end, l3)?;
     let bound = l3 + 40 + u16::from_be_bytes([h[4], h[5]]) as usize;
     let unspecified = h[8..24] == [0; 16];
     let mut next = h[6];
@@ -329,7 +334,7 @@ pub fn nd_is_own(
     }
     if ty == ND_NEIGHBOUR_ADVERT || (ty == ND_NEIGHBOUR_SOLICIT && unspecified) {
         let target = parse::bytes_at::<16>(data, end, off + 8)?;
-        if !((*ipv6 != [0; 16] && target == *ipv6) || target == eui64_link_local(mac)) {
+        if !is_own_address(&target, mac, ipv6) {
             return Some(false);
         }
     }
