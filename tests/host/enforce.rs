@@ -15,7 +15,7 @@ use crate::{
     common::{cli::Session, require_root},
     datapath_cp::{json, mac_of, pin_dir},
     source_model::{
-        arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, udp4, udp6, with, Identity,
+        advert, arp, cut, ethernet, icmp6, judge, ndp_solicit, solicit, udp4, udp6, with, Identity,
         Judgement,
     },
 };
@@ -49,8 +49,6 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
     let global_foreign: Ipv6Addr = "2001:db8::66".parse().unwrap();
     let solicited: Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
     let dot1q = |vid: u16| (0x8100, vid);
-    // A solicited neighbour advertisement (override set) for `target`.
-    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
     let m = b1.mac;
     // (what, src MAC, tags, Ethertype, payload); the destination is added
     // per row below.
@@ -207,21 +205,21 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
             m,
             vec![],
             0x86dd,
-            icmp6(ll, ll_peer, &[], &na(ll, &[(2, &m)])),
+            icmp6(ll, ll_peer, &[], &advert(ll, &[(2, &m)])),
         ),
         (
             "IPv6 NA for b2's link-local",
             m,
             vec![],
             0x86dd,
-            icmp6(ll, ll_peer, &[], &na(b2.link_local(), &[])),
+            icmp6(ll, ll_peer, &[], &advert(b2.link_local(), &[])),
         ),
         (
             "IPv6 NA for its link-local with b2's MAC",
             m,
             vec![],
             0x86dd,
-            icmp6(ll, ll_peer, &[], &na(ll, &[(2, &b2.mac)])),
+            icmp6(ll, ll_peer, &[], &advert(ll, &[(2, &b2.mac)])),
         ),
         (
             "IPv6 DAD NS for b2's link-local",
@@ -232,7 +230,7 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
                 Ipv6Addr::UNSPECIFIED,
                 solicited,
                 &[],
-                &nd(135, &nd_target(0, b2.link_local()), &[]),
+                &solicit(b2.link_local(), &[]),
             ),
         ),
         (
@@ -240,12 +238,7 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
             m,
             vec![],
             0x86dd,
-            icmp6(
-                ll,
-                ll_peer,
-                &[],
-                &nd(135, &nd_target(0, ll_peer), &[(1, &b2.mac)]),
-            ),
+            icmp6(ll, ll_peer, &[], &solicit(ll_peer, &[(1, &b2.mac)])),
         ),
         (
             "IPv6 NA in a fragment",
@@ -256,7 +249,7 @@ fn rows(b1: &Identity, b2: &Identity) -> Vec<Row> {
                 ll,
                 ll_peer,
                 &[(44, vec![0, 0, 0, 1, 0, 0, 0, 9])],
-                &na(ll, &[]),
+                &advert(ll, &[]),
             ),
         ),
     ];

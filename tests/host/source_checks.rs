@@ -29,8 +29,8 @@ use mvnet::datapath;
 use crate::{
     common::require_root,
     source_model::{
-        arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, parent_passes, udp4, udp6,
-        with, Identity, Judgement, Sender,
+        advert, arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, parent_passes,
+        solicit, udp4, udp6, with, Identity, Judgement, Sender,
     },
 };
 
@@ -453,9 +453,6 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
     let six = |src: Ipv6Addr, dst: Ipv6Addr, ext: &[(u8, Vec<u8>)], msg: &[u8]| {
         with(ethernet(PEER, m, &[], 0x86dd), &icmp6(src, dst, ext, msg))
     };
-    // Solicited + override, as a reply.
-    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
-    let ns = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(135, &nd_target(0, target), options);
     // One PadN option filling the 8-byte header (its length byte: 0).
     let hop_by_hop = (0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]);
     let destination = (60u8, vec![0, 0, 1, 4, 0, 0, 0, 0]);
@@ -465,9 +462,9 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
     let mtu: &[u8] = &[0, 0, 0, 0, 5, 220];
     let prefix = [0x40u8; 30];
     let nonce: &[u8] = &[1, 2, 3, 4, 5, 6];
-    let mut zero_length = na(ll, &[]);
+    let mut zero_length = advert(ll, &[]);
     zero_length.extend_from_slice(&[2, 0, 2, 0x42, 0x0a, 0x62, 0, 0x0b]);
-    let mut past_payload = six(ll, ll_peer, &[], &na(ll, &[(2, &m)]));
+    let mut past_payload = six(ll, ll_peer, &[], &advert(ll, &[(2, &m)]));
     // Payload length 4 short: the option runs past the message.
     let len = u16::from_be_bytes([past_payload[18], past_payload[19]]) - 4;
     past_payload[18..20].copy_from_slice(&len.to_be_bytes());
@@ -475,11 +472,11 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "NA for its link-local with its MAC",
-            six(ll, ll_peer, &[], &na(ll, &[(2, &m)])),
+            six(ll, ll_peer, &[], &advert(ll, &[(2, &m)])),
         ),
         (
             "NA for its global address",
-            six(own6, ll_peer, &[], &na(own6, &[])),
+            six(own6, ll_peer, &[], &advert(own6, &[])),
         ),
         (
             "RS with its MAC",
@@ -504,7 +501,7 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
                 ll,
                 ll_peer,
                 std::slice::from_ref(&destination),
-                &ns(ll_peer, &[(1, &m)]),
+                &solicit(ll_peer, &[(1, &m)]),
             ),
         ),
         (
@@ -513,15 +510,20 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "DAD NS from :: for its global address",
-            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &ns(own6, &[])),
+            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &solicit(own6, &[])),
         ),
         (
             "NA for a stranger's address",
-            six(ll, ll_peer, &[], &na(stranger, &[(2, &m)])),
+            six(ll, ll_peer, &[], &advert(stranger, &[(2, &m)])),
         ),
         (
             "DAD NS from :: for a stranger's address",
-            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &ns(stranger, &[])),
+            six(
+                Ipv6Addr::UNSPECIFIED,
+                all_nodes,
+                &[],
+                &solicit(stranger, &[]),
+            ),
         ),
         (
             "DAD NS from :: for the other endpoint's link-local",
@@ -529,20 +531,20 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
                 Ipv6Addr::UNSPECIFIED,
                 all_nodes,
                 &[],
-                &ns(OTHER.link_local(), &[]),
+                &solicit(OTHER.link_local(), &[]),
             ),
         ),
         (
             "NA for the other endpoint's link-local",
-            six(ll, ll_peer, &[], &na(OTHER.link_local(), &[])),
+            six(ll, ll_peer, &[], &advert(OTHER.link_local(), &[])),
         ),
         (
             "NA for its address with another MAC",
-            six(own6, ll_peer, &[], &na(own6, &[(2, &foreign_mac)])),
+            six(own6, ll_peer, &[], &advert(own6, &[(2, &foreign_mac)])),
         ),
         (
             "NS with the other endpoint's MAC",
-            six(ll, ll_peer, &[], &ns(ll_peer, &[(1, &OTHER.mac)])),
+            six(ll, ll_peer, &[], &solicit(ll_peer, &[(1, &OTHER.mac)])),
         ),
         (
             "RA with another MAC after an MTU",
@@ -559,12 +561,17 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
                 ll,
                 ll_peer,
                 &[hop_by_hop.clone(), destination.clone()],
-                &na(stranger, &[]),
+                &advert(stranger, &[]),
             ),
         ),
         (
             "NA from :: for a stranger",
-            six(Ipv6Addr::UNSPECIFIED, all_nodes, &[], &na(stranger, &[])),
+            six(
+                Ipv6Addr::UNSPECIFIED,
+                all_nodes,
+                &[],
+                &advert(stranger, &[]),
+            ),
         ),
         (
             "another MAC in an NA's third option",
@@ -572,18 +579,18 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
                 ll,
                 ll_peer,
                 &[],
-                &na(ll, &[(14, nonce), (14, nonce), (2, &foreign_mac)]),
+                &advert(ll, &[(14, nonce), (14, nonce), (2, &foreign_mac)]),
             ),
         ),
         ("ND option of length 0", six(ll, ll_peer, &[], &zero_length)),
         ("ND option past the payload length", past_payload),
         (
             "NA cut inside its target",
-            cut(&six(ll, ll_peer, &[], &na(ll, &[])), 14 + 40 + 12),
+            cut(&six(ll, ll_peer, &[], &advert(ll, &[])), 14 + 40 + 12),
         ),
         (
             "a fragmented NA",
-            six(ll, ll_peer, &[first_fragment], &na(ll, &[])),
+            six(ll, ll_peer, &[first_fragment], &advert(ll, &[])),
         ),
         (
             "NA behind five extension headers",
@@ -597,10 +604,13 @@ fn neighbour_discovery() -> Vec<(&'static str, Vec<u8>)> {
                     destination.clone(),
                     destination,
                 ],
-                &na(ll, &[]),
+                &advert(ll, &[]),
             ),
         ),
-        ("NA with 17 options", six(ll, ll_peer, &[], &na(ll, &many))),
+        (
+            "NA with 17 options",
+            six(ll, ll_peer, &[], &advert(ll, &many)),
+        ),
     ]
 }
 
@@ -694,10 +704,7 @@ fn valid_templates() -> Vec<Vec<u8>> {
         e(0x86dd, &udp6(ll, ll_peer)),
         e(0x86dd, &ndp_solicit(Ipv6Addr::UNSPECIFIED, ll_peer, ll)),
         e(0x86dd, &ndp_solicit(ll, ll_peer, ll_peer)),
-        e(
-            0x86dd,
-            &icmp6(ll, ll_peer, &[], &nd(136, &nd_target(0x60, ll), &[(2, &m)])),
-        ),
+        e(0x86dd, &icmp6(ll, ll_peer, &[], &advert(ll, &[(2, &m)]))),
         e(
             0x86dd,
             &icmp6(
@@ -713,7 +720,7 @@ fn valid_templates() -> Vec<Vec<u8>> {
                 ll,
                 ll_peer,
                 &[(60, vec![0, 0, 1, 4, 0, 0, 0, 0])],
-                &nd(135, &nd_target(0, ll_peer), &[(1, &m)]),
+                &solicit(ll_peer, &[(1, &m)]),
             ),
         ),
         e(0x88cc, &[0x02, 0x07, 0x04, 1, 2, 3, 4, 5, 6]),
@@ -1034,8 +1041,6 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
     };
     let stranger: Ipv6Addr = "2001:db8:62::77".parse().unwrap();
     let ll = |id: Identity| id.link_local();
-    let na = |target: Ipv6Addr, options: &[(u8, &[u8])]| nd(136, &nd_target(0x60, target), options);
-    let dad = |target: Ipv6Addr| nd(135, &nd_target(0, target), &[]);
     let mut frames = Vec::new();
     for id in [ME, OTHER, unchecked] {
         let own4 = id.ipv4.unwrap();
@@ -1058,25 +1063,25 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
                 m,
                 &[],
                 0x86dd,
-                icmp6(ll(id), ll_peer, &[], &na(ll(id), &[(2, &m)])),
+                icmp6(ll(id), ll_peer, &[], &advert(ll(id), &[(2, &m)])),
             ),
             e(
                 m,
                 &[],
                 0x86dd,
-                icmp6(ll(id), ll_peer, &[], &na(stranger, &[])),
+                icmp6(ll(id), ll_peer, &[], &advert(stranger, &[])),
             ),
             e(
                 m,
                 &[],
                 0x86dd,
-                icmp6(Ipv6Addr::UNSPECIFIED, ll_peer, &[], &dad(stranger)),
+                icmp6(Ipv6Addr::UNSPECIFIED, ll_peer, &[], &solicit(stranger, &[])),
             ),
             e(
                 m,
                 &[],
                 0x86dd,
-                icmp6(ll(id), ll_peer, &[], &na(ll(id), &[(2, &foreign_mac)])),
+                icmp6(ll(id), ll_peer, &[], &advert(ll(id), &[(2, &foreign_mac)])),
             ),
         ]);
     }

@@ -248,18 +248,10 @@ pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
     out
 }
 
-/// IPv6 neighbour solicitation for `target` from `src` (ICMPv6 type 135,
-/// checksum not computed: nothing on the path checks it).
+/// IPv6 neighbour solicitation for `target` from `src`, no options
+/// (checksum not computed: nothing on the path checks it).
 pub fn ndp_solicit(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&target.octets());
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[58, 255]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(&icmp);
-    h
+    icmp6(src, dst, &[], &solicit(target, &[]))
 }
 
 /// A neighbour discovery message: ICMPv6 `ty`, checksum not computed,
@@ -285,6 +277,17 @@ pub fn nd_target(flags: u8, target: Ipv6Addr) -> Vec<u8> {
     let mut f = vec![flags, 0, 0, 0];
     f.extend_from_slice(&target.octets());
     f
+}
+
+/// A neighbour solicitation for `target` with `options` (see [`nd`]).
+pub fn solicit(target: Ipv6Addr, options: &[(u8, &[u8])]) -> Vec<u8> {
+    nd(135, &nd_target(0, target), options)
+}
+
+/// A neighbour advertisement for `target` (solicited, override: a reply)
+/// with `options` (see [`nd`]).
+pub fn advert(target: Ipv6Addr, options: &[(u8, &[u8])]) -> Vec<u8> {
+    nd(136, &nd_target(0x60, target), options)
 }
 
 /// IPv6 `src` → `dst`, hop limit 255, through extension headers `ext`
