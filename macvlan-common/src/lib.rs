@@ -30,7 +30,7 @@ pub const ENDPOINT_KEYS: u32 = endpoint_keys(DEFAULT_ENDPOINTS);
 /// The maps sized by the endpoint capacity, as (name, entries for
 /// `capacity` slots on a machine with `stripes` possible CPUs, see
 /// [`stripes`]): what the controller sets at load time.
-pub const fn endpoint_map_sizes(capacity: u32, stripes: u32) -> [(&'static str, u32); 7] {
+pub const fn endpoint_map_sizes(capacity: u32, stripes: u32) -> [(&'static str, u32); 8] {
     [
         (map_names::ENDPOINTS, endpoint_keys(capacity)),
         (map_names::ENDPOINT_INDEX, direct::index_words(capacity)),
@@ -39,7 +39,43 @@ pub const fn endpoint_map_sizes(capacity: u32, stripes: u32) -> [(&'static str, 
         (map_names::ENDPOINT_MALFORMED, capacity),
         (map_names::ENDPOINT_DEVICES, capacity),
         (map_names::ENDPOINT_TX_INVALID, capacity),
+        (
+            map_names::ENDPOINT_TX_INVALID_SEEN,
+            tx_seen::words(capacity),
+        ),
     ]
+}
+
+/// Which slots' ENDPOINT_TX_INVALID ever counted (map
+/// ENDPOINT_TX_INVALID_SEEN): one byte per slot, 8 to an element, set to
+/// 1 by the endpoint-device program when it counts an invalid frame of
+/// that slot and cleared by the controller when the slot is given to a
+/// new endpoint. A reader of every endpoint's invalid count looks up only
+/// the slots flagged here: the per-CPU array itself has no cheap full
+/// read (a batch lookup of 65,536 slots takes about 29 ms, see
+/// [`stripes`]), and nearly every slot is zero.
+///
+/// Bytes, not bits: a byte is set with a plain store, where a bit needs an
+/// atomic OR (the program takes no atomics), and the controller clears one
+/// with an atomic AND on its word, which no store of another byte can
+/// undo. `BPF_F_MMAPABLE`, so the controller reads every flag through one
+/// mapping.
+pub mod tx_seen {
+    /// `BPF_F_MMAPABLE`.
+    pub const MAP_FLAGS: usize = super::stripes::MAP_FLAGS;
+    /// Slots per element (its bytes).
+    pub const SLOTS_PER_WORD: u32 = 8;
+
+    /// Elements for `capacity` slots.
+    pub const fn words(capacity: u32) -> u32 {
+        capacity.div_ceil(SLOTS_PER_WORD)
+    }
+
+    /// The element holding `slot`'s flag, and the flag's byte in it.
+    #[inline(always)]
+    pub const fn at(slot: u32) -> (u32, u32) {
+        (slot / SLOTS_PER_WORD, slot % SLOTS_PER_WORD)
+    }
 }
 
 /// The per-endpoint counters ([`EndpointCounters`], map ENDPOINT_STATS):
@@ -115,6 +151,7 @@ pub mod map_names {
     pub const ENDPOINT_MALFORMED: &str = "ENDPOINT_MALFORMED";
     pub const ENDPOINT_DEVICES: &str = "ENDPOINT_DEVICES";
     pub const ENDPOINT_TX_INVALID: &str = "ENDPOINT_TX_INVALID";
+    pub const ENDPOINT_TX_INVALID_SEEN: &str = "ENDPOINT_TX_INVALID_SEEN";
 }
 
 /// Program names as they appear in the object file.

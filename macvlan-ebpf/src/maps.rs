@@ -13,8 +13,8 @@ use aya_ebpf::{
     Global,
 };
 use macvlan_common::{
-    direct, stripes, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters, EndpointKey,
-    VlanCounters, DEFAULT_ENDPOINTS, ENDPOINT_KEYS, VERDICT_SLOTS, VLAN_SLOTS,
+    direct, stripes, tx_seen, Config, Counter, DeviceIdentity, Endpoint, EndpointCounters,
+    EndpointKey, VlanCounters, DEFAULT_ENDPOINTS, ENDPOINT_KEYS, VERDICT_SLOTS, VLAN_SLOTS,
 };
 
 /// The direct index in front of ENDPOINTS (see `macvlan_common::direct`),
@@ -90,6 +90,17 @@ pub static ENDPOINT_DEVICES: HashMap<u32, DeviceIdentity, { DEFAULT_ENDPOINTS as
 #[btf_map]
 pub static ENDPOINT_TX_INVALID: PerCpuArray<Counter, { DEFAULT_ENDPOINTS as usize }> =
     PerCpuArray::new();
+
+/// One byte per slot, 8 to an element: 1 once that slot's
+/// ENDPOINT_TX_INVALID has counted (`macvlan_common::tx_seen`), so the
+/// controller reads only those slots of it. Mmapable for the controller,
+/// which clears a slot's byte when it gives the slot to a new endpoint.
+#[btf_map]
+pub static ENDPOINT_TX_INVALID_SEEN: Array<
+    [u8; tx_seen::SLOTS_PER_WORD as usize],
+    { tx_seen::words(DEFAULT_ENDPOINTS) as usize },
+    { tx_seen::MAP_FLAGS },
+> = Array::new();
 
 /// Per-VLAN counters, indexed by VLAN id (0 = untagged).
 #[btf_map]

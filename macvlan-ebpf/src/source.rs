@@ -47,7 +47,7 @@ use macvlan_common::{
 
 use crate::{
     classify::{count_verdict, enforcing, Action, Frame},
-    maps::{ENDPOINT_DEVICES, ENDPOINT_TX_INVALID},
+    maps::{ENDPOINT_DEVICES, ENDPOINT_TX_INVALID, ENDPOINT_TX_INVALID_SEEN},
     parse,
 };
 
@@ -89,6 +89,7 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
         // SAFETY: per-CPU slot, no other writer on this CPU.
         unsafe { (*c).add(bytes) };
     }
+    flag_tx_invalid(id.slot);
     // An invalid frame passed under observe goes on without the stamp
     // (whatever the IP layer left in the cb), so the parent's egress sees
     // it as unchecked too.
@@ -97,6 +98,26 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
         (Action::Drop, 0)
     } else {
         (Action::Pass, 0)
+    }
+}
+
+/// Sets `slot`'s byte in ENDPOINT_TX_INVALID_SEEN, unless it is set
+/// already (a load, not a store, on every later invalid frame: the line
+/// stays shared between the CPUs that read it).
+#[inline(always)]
+fn flag_tx_invalid(slot: u32) {
+    let (word, byte) = macvlan_common::tx_seen::at(slot);
+    if let Some(w) = ENDPOINT_TX_INVALID_SEEN.get_ptr_mut(word) {
+        // SAFETY: the element pointer is valid until the program returns,
+        // and `byte` < 8, the element's length. A plain byte store: the
+        // controller clears with an atomic AND on the whole element, which
+        // cannot undo another byte's store (`tx_seen`).
+        unsafe {
+            let flag = (w as *mut u8).add(byte as usize);
+            if core::ptr::read_volatile(flag) == 0 {
+                core::ptr::write_volatile(flag, 1);
+            }
+        }
     }
 }
 

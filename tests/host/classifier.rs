@@ -1534,6 +1534,8 @@ fn the_largest_capacity_counts_in_its_highest_slots() {
     let sizes = macvlan_common::endpoint_map_sizes(capacity, stripes);
     assert!(sizes.contains(&(map_names::ENDPOINT_STATS, capacity * stripes)));
     assert!(sizes.contains(&(map_names::ENDPOINT_INDEX, (1 << 16) + 1 + capacity)));
+    // ENDPOINT_TX_INVALID_SEEN: a byte per slot, 8 to an element.
+    assert!(sizes.contains(&(map_names::ENDPOINT_TX_INVALID_SEEN, capacity / 8)));
     // Same bytes 4 and 5 as `indexed`: one index word, so `hashed` lives
     // in the hash only.
     let indexed = [0x02, 0x42, 0x0a, 0x00, 0xff, 0xfe];

@@ -364,17 +364,36 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     assert_eq!((spoofed, malformed), (20, 6), "{judged:?}");
 
     let maps = PinnedMaps::open(&dir).unwrap();
-    let doc = json(&s.ok(&["stats", "--json"]));
-    let slot = doc["networks"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["container"] == n1.as_str())
-        .unwrap()["slot"]
-        .as_u64()
-        .unwrap() as u32;
+    // A container's entry in `stats --json`.
+    let endpoint = |name: &str| {
+        json(&s.ok(&["stats", "--json"]))["networks"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["container"] == name)
+            .unwrap()
+            .clone()
+    };
+    let slot = endpoint(&n1)["slot"].as_u64().unwrap() as u32;
+    // (frames, bytes) its device sent that failed the checks, as `stats`
+    // reports them.
+    let tx_invalid = |name: &str| {
+        let e = endpoint(name);
+        let c = &e["tx_invalid"];
+        (c["frames"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
+    };
     let ns1 = NetNs::named(&n1).unwrap();
     let invalid = (spoofed + malformed) * PER_ROW;
+    // Bytes as the frames were written: TC egress sees them whole.
+    let invalid_bytes = PER_ROW
+        * rows
+            .iter()
+            .zip(&valid)
+            .filter(|(_, v)| !**v)
+            .map(|(r, _)| r.frame.len() as u64)
+            .sum::<u64>();
+    assert_eq!(tx_invalid(&n1), (0, 0));
+    assert_eq!(maps.tx_invalid_flagged().unwrap(), Some(vec![]));
 
     // Observe: everything reaches the wire; the invalid ones are counted.
     let got = send_rows(&lab, &ns1, &rows, false);
@@ -387,6 +406,28 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
         );
     }
     assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, invalid);
+    // `stats` names the sender, and only it.
+    assert_eq!(tx_invalid(&n1), (invalid, invalid_bytes));
+    assert_eq!(tx_invalid(&n2), (0, 0));
+    assert_eq!(maps.tx_invalid_flagged().unwrap(), Some(vec![slot]));
+    let table = s.ok(&["stats", "en"]);
+    let listed: Vec<Vec<&str>> = table
+        .lines()
+        .skip_while(|l| !l.contains("failed the source checks"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  ") && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        listed,
+        [[
+            n1.as_str(),
+            "eth0",
+            &invalid.to_string(),
+            &invalid_bytes.to_string()
+        ]],
+        "{table}"
+    );
 
     // Enforce: 0 of every invalid row, 100 of every valid one.
     s.ok(&["network", "update", "--policy", "enforce", "en"]);
@@ -409,6 +450,8 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     }
     assert!(leaks.is_empty(), "enforce:\n{}", leaks.join("\n"));
     assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, 2 * invalid);
+    assert_eq!(tx_invalid(&n1), (2 * invalid, 2 * invalid_bytes));
+    assert_eq!(tx_invalid(&n2), (0, 0));
     let d =
         |v| c1.verdicts.get(Hook::TcEgress, v).frames - c0.verdicts.get(Hook::TcEgress, v).frames;
     assert_eq!(d(Verdict::Spoofed), spoofed * PER_ROW);
@@ -416,7 +459,17 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     // The valid frames went on to the parent's egress, b1's as its own.
     assert_eq!(d(Verdict::Delivered), 8 * PER_ROW);
 
-    for n in [&n1, &n2] {
+    // A new endpoint in b1's slot starts from zero, its flag cleared.
+    s.ok(&["container", "stop", &n1]);
+    s.ok(&["container", "rm", &n1]);
+    let n3 = s.name("b3");
+    s.container("en", &n3, &["--ip", "10.96.0.13"]);
+    assert_eq!(endpoint(&n3)["slot"].as_u64(), Some(u64::from(slot)));
+    assert_eq!(tx_invalid(&n3), (0, 0));
+    assert_eq!(maps.tx_invalid_flagged().unwrap(), Some(vec![]));
+    assert!(!s.ok(&["stats", "en"]).contains("failed the source checks"));
+
+    for n in [&n2, &n3] {
         s.ok(&["container", "stop", n]);
         s.ok(&["container", "rm", n]);
     }

@@ -647,6 +647,24 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
         timeout,
     );
 
+    // Frames the container's own device sends with a stranger's source
+    // MAC fail its source checks: the series exists at 0 before the
+    // first, so `increase()` sees it, and names the sender after.
+    let invalid = |what: &str| {
+        format!("mvnet_endpoint_tx_invalid_{what}_total{{network=\"op\",endpoint=\"{c}\",mac=\"{mac}\",vlan=\"0\"}}")
+    };
+    await_promql(&host, pport, &invalid("frames"), &["0"], timeout);
+    let stranger = [0x02, 0x42, 0x0a, 0x53, 0x00, 0x77];
+    let spoofed = FrameSpec::udp4(up, stranger).build().unwrap();
+    let ns = NetNs::named(&c).unwrap();
+    assert_eq!(
+        wire::send_each_once_with(&ns, "eth0", &spoofed, 9, false).unwrap(),
+        (9, 0)
+    );
+    await_promql(&host, pport, &invalid("frames"), &["9"], timeout);
+    let bytes = (9 * spoofed.len()).to_string();
+    await_promql(&host, pport, &invalid("bytes"), &[bytes.as_str()], timeout);
+
     // The exporter streamed the classifier's anomaly event to its log,
     // from a classifier attached after it started.
     let want = format!(
@@ -699,7 +717,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_frames_sent() {
             queries += 1;
         }
     }
-    assert!(queries >= 12, "{queries} dashboard queries");
+    assert!(queries >= 13, "{queries} dashboard queries");
 
     // The exposition (text 0.0.4, as promtool reads it) is clean.
     let (status, body) = http_get(&host, mport, "/metrics", None).unwrap();

@@ -140,6 +140,24 @@ impl Rig {
         total
     }
 
+    /// The slots flagged in ENDPOINT_TX_INVALID_SEEN (`tx_seen`), read
+    /// element by element, ascending.
+    fn flagged(&self) -> Vec<u32> {
+        let a: Array<_, [u8; 8]> =
+            Array::try_from(self.ebpf.map(map_names::ENDPOINT_TX_INVALID_SEEN).unwrap()).unwrap();
+        let mut out = Vec::new();
+        for i in 0..a.len() {
+            for (b, flag) in a.get(&i, 0).unwrap().into_iter().enumerate() {
+                // The program stores 1 and nothing else.
+                assert!(flag <= 1, "element {i} byte {b}: {flag}");
+                if flag == 1 {
+                    out.push(i * 8 + b as u32);
+                }
+            }
+        }
+        out
+    }
+
     /// (frames counted invalid for the endpoint, TC egress spoofed, TC
     /// egress malformed, TC egress delivered).
     fn counts(&self) -> [u64; 4] {
@@ -659,6 +677,14 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
                 "{what} ({j:?}, enforce {enforce}): {frame:02x?}"
             );
             assert_eq!(delta, counts, "{what} ({j:?}, enforce {enforce}): counters");
+            // The endpoint's flag is up from its first invalid frame on,
+            // and no other slot's ever is.
+            let want: &[u32] = if after[0] > 0 { &[SLOT] } else { &[] };
+            assert_eq!(
+                rig.flagged(),
+                want,
+                "{what} ({j:?}, enforce {enforce}): flag"
+            );
         }
         assert_eq!(ran, cases.len() - 3);
     }

@@ -401,7 +401,7 @@ fn top_into_a_pipe_prints_plain_rows() {
             .map(str::to_owned)
             .collect()
     };
-    // NETWORK CONTAINER MAC VLAN RX/S LOC/S TX/S RX LOCAL TX
+    // NETWORK CONTAINER MAC VLAN RX/S LOC/S TX/S INV/S RX LOCAL TX INVALID
     for (i, (net, rx)) in [("na", "101"), ("na", "37"), ("nb", "59")]
         .iter()
         .enumerate()
@@ -418,7 +418,9 @@ fn top_into_a_pipe_prints_plain_rows() {
                 "0",
                 "0",
                 "0",
+                "0",
                 rx,
+                "0",
                 "0",
                 "0"
             ],

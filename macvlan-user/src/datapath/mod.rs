@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod monitor;
 pub mod pinned;
 mod striped;
+mod tx_seen;
 pub use crate::sys::bpf as sys;
 
 use aya::{

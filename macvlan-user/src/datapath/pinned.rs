@@ -10,6 +10,7 @@
 //!     (ENDPOINT_STATS: striped by CPU, see `macvlan_common::stripes`)
 //!     VLAN_POLICY ENDPOINT_INDEX ENDPOINT_MISMATCH               maps
 //!     ENDPOINT_MALFORMED ENDPOINT_DEVICES ENDPOINT_TX_INVALID    maps
+//!     ENDPOINT_TX_INVALID_SEEN                                    map
 //!     link_xdp link_tc_ingress link_tc_egress                    bpf_links
 //!     prog_xdp prog_tc_endpoint                                  programs
 //! ```
@@ -49,7 +50,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/mvnet";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Pinned by every mvnet; ENDPOINT_INDEX and the maps after it, added
 /// later, are optional (see `PinnedMaps::load`).
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 12] = [
     map_names::ENDPOINTS,
     map_names::ENDPOINT_STATS,
     map_names::VLAN_STATS,
@@ -61,14 +62,16 @@ const MAPS: [&str; 11] = [
     map_names::ENDPOINT_MALFORMED,
     map_names::ENDPOINT_DEVICES,
     map_names::ENDPOINT_TX_INVALID,
+    map_names::ENDPOINT_TX_INVALID_SEEN,
 ];
 /// Maps a classifier pinned by an older mvnet may lack.
-const OPTIONAL: [&str; 5] = [
+const OPTIONAL: [&str; 6] = [
     map_names::ENDPOINT_INDEX,
     map_names::ENDPOINT_MISMATCH,
     map_names::ENDPOINT_MALFORMED,
     map_names::ENDPOINT_DEVICES,
     map_names::ENDPOINT_TX_INVALID,
+    map_names::ENDPOINT_TX_INVALID_SEEN,
 ];
 /// The pinned bpf_links (tcx links only on kernels with tcx): the
 /// programs can be replaced in place through them (`sys::link_update`).
@@ -412,6 +415,9 @@ pub struct PinnedMaps {
     index: std::sync::OnceLock<Option<super::direct::DirectIndex>>,
     /// ENDPOINT_STATS mapped for zeroing new slots, on first use.
     striped: std::sync::OnceLock<super::striped::StripedCounters>,
+    /// ENDPOINT_TX_INVALID_SEEN mapped on first use (`None` for pins made
+    /// before it).
+    seen: std::sync::OnceLock<Option<super::tx_seen::SeenFlags>>,
 }
 
 impl PinnedMaps {
@@ -423,6 +429,7 @@ impl PinnedMaps {
             maps: Default::default(),
             index: std::sync::OnceLock::new(),
             striped: std::sync::OnceLock::new(),
+            seen: std::sync::OnceLock::new(),
         };
         maps.get(map_names::ENDPOINTS)?;
         Ok(maps)
@@ -611,7 +618,48 @@ impl PinnedMaps {
                 self.zero_slot::<macvlan_common::Counter>(name, slot)?;
             }
         }
+        // After the count it flags is zero: a reader that finds the flag
+        // clear finds a zero count.
+        if let Some(seen) = self.seen()? {
+            seen.clear(slot);
+        }
         Ok(())
+    }
+
+    /// ENDPOINT_TX_INVALID_SEEN, mapped once (`None` for pins made before
+    /// it).
+    fn seen(&self) -> Result<Option<&super::tx_seen::SeenFlags>, DatapathError> {
+        if let Some(s) = self.seen.get() {
+            return Ok(s.as_ref());
+        }
+        let s = match self.get(map_names::ENDPOINT_TX_INVALID_SEEN) {
+            Ok(Map::Array(data)) => Some(super::tx_seen::SeenFlags::map(data)?),
+            _ => None,
+        };
+        Ok(self.seen.get_or_init(|| s).as_ref())
+    }
+
+    /// The slots ENDPOINT_TX_INVALID_SEEN flags, ascending (`None` for
+    /// pins made before it).
+    pub fn tx_invalid_flagged(&self) -> Result<Option<Vec<u32>>, DatapathError> {
+        Ok(self.seen()?.map(|s| s.slots()))
+    }
+
+    /// Every endpoint slot whose device sent frames that failed the source
+    /// checks, with that count (ENDPOINT_TX_INVALID summed over CPUs),
+    /// ascending by slot: the slots ENDPOINT_TX_INVALID_SEEN flags, or
+    /// for pins made before it, the whole array. Empty for pins made
+    /// before ENDPOINT_TX_INVALID.
+    pub fn tx_invalid_counts(&self) -> Result<Vec<(u32, macvlan_common::Counter)>, DatapathError> {
+        let Ok(map) = self.get(map_names::ENDPOINT_TX_INVALID) else {
+            return Ok(Vec::new());
+        };
+        let capacity = self.capacity()?;
+        match self.tx_invalid_flagged()? {
+            Some(slots) => super::tx_seen::counts(map, &slots, capacity),
+            // Every slot: read in one batch.
+            None => super::tx_seen::counts(map, &(0..capacity).collect::<Vec<_>>(), capacity),
+        }
     }
 
     /// Whether this classifier checks sources on endpoint devices (pinned

@@ -6,6 +6,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `mvnet_endpoint_frames_total`, `mvnet_endpoint_bytes_total` | counter | network, endpoint, ifname, mac, vlan, direction (rx, tx), path (wire, local) |
+//! | `mvnet_endpoint_tx_invalid_frames_total`, `mvnet_endpoint_tx_invalid_bytes_total` | counter | network, endpoint, ifname, mac, vlan |
 //! | `mvnet_vlan_frames_total`, `mvnet_vlan_bytes_total` | counter | root, vlan, hook, direction |
 //! | `mvnet_verdict_frames_total`, `mvnet_verdict_bytes_total` | counter | root, hook, direction, verdict |
 //! | `mvnet_network_endpoints` | gauge | network, root, vlan, policy |
@@ -165,6 +166,37 @@ impl Collector for SnapshotCollector {
             }
         }
 
+        // One series per endpoint, zeros included: an alert on
+        // `increase(...[5m]) > 0` sees the first invalid frame only if the
+        // series existed before it.
+        for (field, name, help) in [
+            (
+                Field::Frames,
+                "mvnet_endpoint_tx_invalid_frames",
+                "Frames an endpoint's own device sent that failed the source checks (another endpoint's or a stranger's MAC or address, a VLAN tag, a header cut short): dropped under enforce, passed under observe; not in mvnet_endpoint_frames_total.",
+            ),
+            (
+                Field::Bytes,
+                "mvnet_endpoint_tx_invalid_bytes",
+                "Bytes of the frames an endpoint's own device sent that failed the source checks.",
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (n, vlan) in snap.networks.iter().zip(&vlans) {
+                for e in &n.endpoints {
+                    let mac = MacText::of(e.mac);
+                    let labels = [
+                        ("network", n.name.as_str()),
+                        ("endpoint", &*e.container),
+                        ("ifname", &*e.ifname),
+                        ("mac", mac.as_str()),
+                        ("vlan", vlan.as_str()),
+                    ];
+                    counter(&mut m, &labels, field.of(e.tx_invalid))?;
+                }
+            }
+        }
+
         for (field, name, help) in [
             (
                 Field::Frames,
@@ -316,7 +348,7 @@ pub fn encode(
 ) -> Result<String, std::fmt::Error> {
     // Roughly 200 bytes per series; one allocation up front.
     let endpoints: usize = snap.networks.iter().map(|n| n.endpoints.len()).sum();
-    let mut out = String::with_capacity(16 * 1024 + 6 * 200 * endpoints);
+    let mut out = String::with_capacity(16 * 1024 + 8 * 200 * endpoints);
     encode_into(snap, info, format, &mut out)?;
     Ok(out)
 }
@@ -359,6 +391,12 @@ mod tests {
         );
         assert!(text.contains(
             "mvnet_endpoint_frames_total{network=\"net\",endpoint=\"c1\",ifname=\"eth0\",mac=\"02:42:0a:00:00:02\",vlan=\"0\",direction=\"rx\",path=\"wire\"} 7\n"
+        ), "{text}");
+        assert!(text.contains(
+            "mvnet_endpoint_tx_invalid_frames_total{network=\"net\",endpoint=\"c1\",ifname=\"eth0\",mac=\"02:42:0a:00:00:02\",vlan=\"0\"} 3\n"
+        ), "{text}");
+        assert!(text.contains(
+            "mvnet_endpoint_tx_invalid_bytes_total{network=\"net\",endpoint=\"c1\",ifname=\"eth0\",mac=\"02:42:0a:00:00:02\",vlan=\"0\"} 180\n"
         ), "{text}");
         assert!(text.contains(
             "mvnet_vlan_bytes_total{root=\"eth0\",vlan=\"0\",hook=\"xdp_ingress\",direction=\"rx\"} 420\n"

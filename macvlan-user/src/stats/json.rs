@@ -53,6 +53,10 @@ pub struct Endpoint {
     pub slot: Option<u32>,
     pub rx: EndpointRx<Count>,
     pub tx: Count,
+    /// Sent by its own device and failed the source checks (another
+    /// endpoint's or a stranger's MAC or address, a VLAN tag, a header cut
+    /// short): dropped under enforce, passed under observe; not in `tx`.
+    pub tx_invalid: Count,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<EndpointRate>,
 }
@@ -70,6 +74,7 @@ pub struct EndpointRx<T> {
 pub struct EndpointRate {
     pub rx: EndpointRx<PerSec>,
     pub tx: PerSec,
+    pub tx_invalid: PerSec,
 }
 
 #[derive(Clone, Copy, Serialize)]
@@ -192,6 +197,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                             local: count(e.counters.rx_local),
                         },
                         tx: count(e.counters.tx),
+                        tx_invalid: count(e.tx_invalid),
                         rate: rates.map(|r| {
                             let r = r.endpoints.get(&key).copied().unwrap_or_default();
                             EndpointRate {
@@ -200,6 +206,7 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
                                     local: per_sec(r.rx_local),
                                 },
                                 tx: per_sec(r.tx),
+                                tx_invalid: per_sec(r.tx_invalid),
                             }
                         }),
                     }
@@ -289,7 +296,8 @@ pub(crate) mod tests {
         stats::{EndpointStats, NetworkStats, RootStats},
     };
 
-    /// One network with one endpoint that received `frames` from the wire.
+    /// One network with one endpoint that received `frames` from the wire
+    /// and sent `frames / 2` invalid ones.
     pub(crate) fn snapshot(frames: u64, at: Instant) -> Snapshot {
         let c = Counter {
             frames,
@@ -335,6 +343,10 @@ pub(crate) mod tests {
                         rx_wire: c,
                         ..Default::default()
                     },
+                    tx_invalid: Counter {
+                        frames: frames / 2,
+                        bytes: frames / 2 * 60,
+                    },
                 }],
             }],
         }
@@ -354,6 +366,8 @@ pub(crate) mod tests {
         assert_eq!(e["rx"]["wire"]["frames"], 7);
         assert_eq!(e["rx"]["wire"]["bytes"], 420);
         assert_eq!(e["tx"]["frames"], 0);
+        assert_eq!(e["tx_invalid"]["frames"], 3);
+        assert_eq!(e["tx_invalid"]["bytes"], 180);
         assert!(e.get("rate").is_none());
         let r = &v["roots"][0];
         assert_eq!(r["vlans"][0]["rx_xdp"]["frames"], 7);
@@ -378,6 +392,8 @@ pub(crate) mod tests {
         let e = &v["networks"][0]["endpoints"][0];
         assert_eq!(e["rate"]["rx"]["wire"]["frames"], 10.0);
         assert_eq!(e["rate"]["rx"]["wire"]["bytes"], 600.0);
+        assert_eq!(e["rate"]["tx_invalid"]["frames"], 5.0);
+        assert_eq!(e["rate"]["tx_invalid"]["bytes"], 300.0);
         assert_eq!(v["roots"][0]["vlans"][0]["rate"]["rx_xdp"]["frames"], 10.0);
         assert_eq!(v["roots"][0]["verdicts"][0]["rate"]["frames"], 0.0);
         let table = crate::stats::table::render(&b, Some(&rates));

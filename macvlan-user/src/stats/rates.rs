@@ -32,6 +32,8 @@ pub struct EndpointRates {
     pub rx_wire: Rate,
     pub rx_local: Rate,
     pub tx: Rate,
+    /// Frames its device sent that failed the source checks.
+    pub tx_invalid: Rate,
 }
 
 /// Per-second rates of one VLAN on a root.
@@ -66,17 +68,17 @@ impl Rates {
         for net in &cur.networks {
             // By (container id, ifname): a search per endpoint cost
             // seconds at 65,536 of them.
-            let before: HashMap<(&str, &str), EndpointCounters> = prev
+            let before: HashMap<(&str, &str), (EndpointCounters, Counter)> = prev
                 .network(&net.name)
                 .map(|n| {
                     n.endpoints
                         .iter()
-                        .map(|e| ((&*e.container_id, &*e.ifname), e.counters))
+                        .map(|e| ((&*e.container_id, &*e.ifname), (e.counters, e.tx_invalid)))
                         .collect()
                 })
                 .unwrap_or_default();
             for ep in &net.endpoints {
-                let p: EndpointCounters = before
+                let (p, p_invalid) = before
                     .get(&(&*ep.container_id, &*ep.ifname))
                     .copied()
                     .unwrap_or_default();
@@ -91,6 +93,7 @@ impl Rates {
                         rx_wire: Rate::of(p.rx_wire, c.rx_wire, secs),
                         rx_local: Rate::of(p.rx_local, c.rx_local, secs),
                         tx: Rate::of(p.tx, c.tx, secs),
+                        tx_invalid: Rate::of(p_invalid, ep.tx_invalid, secs),
                     },
                 );
             }

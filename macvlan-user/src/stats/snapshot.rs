@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Result;
-use macvlan_common::{EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLOTS};
+use macvlan_common::{Counter, EndpointCounters, VlanCounters, DEFAULT_ENDPOINTS, VLAN_SLOTS};
 
 use super::Name;
 use crate::{
@@ -43,6 +43,11 @@ pub struct EndpointStats {
     /// rx from the wire, rx over the local bridge path, tx; zero when
     /// `slot` is `None`.
     pub counters: EndpointCounters,
+    /// Frames its own device sent that failed the source checks
+    /// (ENDPOINT_TX_INVALID): dropped under enforce, passed under observe,
+    /// and not in `counters.tx` either way. Zero for endpoints without
+    /// device checks (passthru, adopted on old pins).
+    pub tx_invalid: Counter,
 }
 
 /// One network and its endpoints.
@@ -186,7 +191,7 @@ fn read_roots(dirs: &BTreeMap<String, RootDir>) -> Result<BTreeMap<String, RootR
     dirs.iter()
         .map(|(root, (dir, mode))| {
             let mut read = read_root(root, dir)?;
-            read.1.xdp_mode = Some(*mode);
+            read.stats.xdp_mode = Some(*mode);
             Ok((root.clone(), read))
         })
         .collect()
@@ -201,22 +206,27 @@ fn joined(
     mut networks: Vec<NetworkStats>,
 ) -> Snapshot {
     for net in &mut networks {
-        let (slots, stats, counters) = roots
+        let read = roots
             .get_mut(&net.root)
             .expect("every network's root was read");
-        stats.vlans.entry(net.vlan).or_default();
+        read.stats.vlans.entry(net.vlan).or_default();
         for ep in &mut net.endpoints {
-            ep.slot = slots.slot(ep.mac, net.vlan);
-            ep.counters = ep
-                .slot
-                .and_then(|s| counters.get(s as usize).copied())
+            ep.slot = read.slots.slot(ep.mac, net.vlan);
+            let Some(slot) = ep.slot else { continue };
+            ep.counters = read
+                .counters
+                .get(slot as usize)
+                .copied()
                 .unwrap_or_default();
+            if let Ok(i) = read.tx_invalid.binary_search_by_key(&slot, |(s, _)| *s) {
+                ep.tx_invalid = read.tx_invalid[i].1;
+            }
         }
     }
     Snapshot {
         taken,
         at,
-        roots: roots.into_values().map(|(_, r, _)| r).collect(),
+        roots: roots.into_values().map(|r| r.stats).collect(),
         networks,
     }
 }
@@ -382,6 +392,7 @@ fn sorted(names: &Arc<String>, endpoints: Vec<Unsorted>) -> Vec<EndpointStats> {
                 ipv6: e.ipv6,
                 slot: None,
                 counters: EndpointCounters::default(),
+                tx_invalid: Counter::default(),
             }
         })
         .collect()
@@ -406,7 +417,15 @@ fn name_key(name: &str) -> u128 {
 /// The slots of a classifier's endpoints by [`slot_key`].
 type Slots = HashMap<u64, u32, BuildHasherDefault<KeyHash>>;
 
-type RootRead = (SlotFinder, RootStats, Vec<EndpointCounters>);
+/// What was read of one root's classifier.
+struct RootRead {
+    slots: SlotFinder,
+    stats: RootStats,
+    /// Per slot.
+    counters: Vec<EndpointCounters>,
+    /// The slots with invalid frames sent, ascending.
+    tx_invalid: Vec<(u32, Counter)>,
+}
 
 /// Index misses after which [`SlotFinder`] reads the whole hash once
 /// instead of looking each endpoint up (a system call each, about a
@@ -503,7 +522,12 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         all: None,
     };
     let Some(hooks) = hooks::in_use(dir) else {
-        return Ok((unattached, stats, Vec::new()));
+        return Ok(RootRead {
+            slots: unattached,
+            stats,
+            counters: Vec::new(),
+            tx_invalid: Vec::new(),
+        });
     };
     stats.hooks = Some(hooks);
     let maps = PinnedMaps::open(dir)?;
@@ -511,6 +535,7 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
     // direct index, and the endpoints' slots are found in the index as
     // they are joined (see SlotFinder).
     let counters = maps.counters()?;
+    let tx_invalid = maps.tx_invalid_counts()?;
     stats.attached = true;
     stats.capacity = maps.capacity()?;
     stats.endpoints = maps.endpoint_count()?;
@@ -525,7 +550,12 @@ fn read_root(root: &str, dir: &Path) -> Result<RootRead> {
         maps: Some(maps),
         ..unattached
     };
-    Ok((slots, stats, counters.endpoints))
+    Ok(RootRead {
+        slots,
+        stats,
+        counters: counters.endpoints,
+        tx_invalid,
+    })
 }
 
 #[cfg(test)]

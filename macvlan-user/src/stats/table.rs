@@ -54,6 +54,42 @@ fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// The endpoints of `n` whose devices sent frames that failed the source
+/// checks, if any: who is spoofing, or sending what it should not.
+fn invalid_sent(out: &mut String, n: &super::NetworkStats, rates: Option<&Rates>) {
+    let rows: Vec<Vec<String>> = n
+        .endpoints
+        .iter()
+        .filter(|e| e.tx_invalid.frames != 0)
+        .map(|e| {
+            let r = rates.map(|r| {
+                r.endpoints
+                    .get(&(
+                        n.name.clone(),
+                        e.container.to_string(),
+                        e.ifname.to_string(),
+                    ))
+                    .map(|r| r.tx_invalid)
+                    .unwrap_or_default()
+            });
+            let (f, b) = cell(e.tx_invalid, r);
+            vec![e.container.to_string(), e.ifname.to_string(), f, b]
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    // The counts span policy changes: say what each policy did with them.
+    out.push_str(
+        "  sent, failed the source checks (dropped under enforce, passed under observe):\n",
+    );
+    let header = match rates {
+        None => ["CONTAINER", "IFNAME", "INVALID-FRAMES", "INVALID-BYTES"],
+        Some(_) => ["CONTAINER", "IFNAME", "INVALID-F/S", "INVALID-B/S"],
+    };
+    table(out, &header, rows);
+}
+
 /// The tables of `snap`; rates instead of counts when `rates` is given.
 pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
     let mut out = String::new();
@@ -150,6 +186,7 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             .collect();
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         table(&mut out, &header, rows);
+        invalid_sent(&mut out, n, rates);
     }
     for r in &snap.roots {
         out.push('\n');

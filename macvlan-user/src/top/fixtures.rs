@@ -28,6 +28,7 @@ pub fn endpoint(container: &str, mac: [u8; 6], rx: u64) -> EndpointStats {
             },
             ..Default::default()
         },
+        tx_invalid: Counter::default(),
     }
 }
 

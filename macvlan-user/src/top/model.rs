@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use macvlan_common::{EndpointCounters, Hook, Verdict, VlanCounters};
+use macvlan_common::{Counter, EndpointCounters, Hook, Verdict, VlanCounters};
 
 use crate::stats::{EndpointRates, Rate, Rates, Snapshot, VlanRates};
 
@@ -23,6 +23,7 @@ pub enum SortKey {
     Rx,
     Tx,
     Local,
+    Invalid,
     Container,
     Mac,
     Vlan,
@@ -30,11 +31,12 @@ pub enum SortKey {
 
 impl SortKey {
     /// The order `s` / `→` cycles through (`←` goes back).
-    pub const CYCLE: [SortKey; 7] = [
+    pub const CYCLE: [SortKey; 8] = [
         SortKey::Network,
         SortKey::Rx,
         SortKey::Tx,
         SortKey::Local,
+        SortKey::Invalid,
         SortKey::Container,
         SortKey::Mac,
         SortKey::Vlan,
@@ -46,6 +48,7 @@ impl SortKey {
             SortKey::Rx => "rx/s",
             SortKey::Tx => "tx/s",
             SortKey::Local => "local/s",
+            SortKey::Invalid => "invalid/s",
             SortKey::Container => "container",
             SortKey::Mac => "mac",
             SortKey::Vlan => "vlan",
@@ -54,7 +57,10 @@ impl SortKey {
 
     /// Rates sort busiest first; names, MACs and VLANs ascending.
     pub const fn descending(self) -> bool {
-        matches!(self, SortKey::Rx | SortKey::Tx | SortKey::Local)
+        matches!(
+            self,
+            SortKey::Rx | SortKey::Tx | SortKey::Local | SortKey::Invalid
+        )
     }
 
     fn step(self, by: isize) -> SortKey {
@@ -80,6 +86,8 @@ pub struct EndpointRow {
     pub rates: Option<EndpointRates>,
     /// Counters since the endpoint entered the classifier.
     pub totals: EndpointCounters,
+    /// Frames its device sent that failed the source checks, since then.
+    pub tx_invalid: Counter,
     /// Recent frames per second (rx from the wire + rx local + tx), oldest
     /// first.
     pub history: Vec<f64>,
@@ -91,6 +99,7 @@ impl EndpointRow {
         match key {
             SortKey::Tx => r.tx.frames,
             SortKey::Local => r.rx_local.frames,
+            SortKey::Invalid => r.tx_invalid.frames,
             _ => r.rx_wire.frames,
         }
     }
@@ -99,6 +108,7 @@ impl EndpointRow {
         match key {
             SortKey::Tx => self.totals.tx.frames,
             SortKey::Local => self.totals.rx_local.frames,
+            SortKey::Invalid => self.tx_invalid.frames,
             _ => self.totals.rx_wire.frames,
         }
     }
@@ -269,6 +279,7 @@ impl Model {
                     vlan: net.vlan,
                     in_classifier: ep.slot.is_some(),
                     totals: ep.counters,
+                    tx_invalid: ep.tx_invalid,
                 });
             }
         }
@@ -364,7 +375,7 @@ impl Model {
                 SortKey::Mac => a.mac.cmp(&b.mac),
                 SortKey::Vlan => a.vlan.cmp(&b.vlan),
                 // Busiest now, then busiest since the start.
-                SortKey::Rx | SortKey::Tx | SortKey::Local => b
+                SortKey::Rx | SortKey::Tx | SortKey::Local | SortKey::Invalid => b
                     .rate(key)
                     .total_cmp(&a.rate(key))
                     .then(b.total(key).cmp(&a.total(key))),

@@ -73,8 +73,8 @@ fn endpoint_widths(view: &View, width: u16) -> (u16, u16, u16, bool) {
     // Whole names where the terminal has room (up to 32 and 40).
     let mut net = (longest(|r| r.network.chars().count()) as u16).clamp(7, 32);
     let mut cont = (longest(|r| r.container.chars().count()) as u16).clamp(9, 40);
-    // MAC, VLAN, three rates, and a space between the eight columns.
-    let fixed = 17 + 4 + 3 * 6 + 7;
+    // MAC, VLAN, four rates, and a space between the nine columns.
+    let fixed = 17 + 4 + 4 * 6 + 8;
     let mut rest = width as i32 - (net + cont + fixed) as i32;
     // Shrink names before giving up the trend, then the trend.
     while rest < MIN_TREND as i32 && (cont > 9 || net > 7) {
@@ -103,6 +103,17 @@ fn rate_cell(r: &EndpointRow, f: impl Fn(&crate::stats::EndpointRates) -> f64) -
         (_, false) => "n/a".into(),
         (None, true) => "-".into(),
         (Some(rates), true) => compact(f(rates)),
+    }
+}
+
+/// Invalid frames per second sent by the endpoint's device, red once it
+/// has sent any (the rate may be 0 now: the total is what marks it).
+fn invalid_cell(r: &EndpointRow) -> Cell<'static> {
+    let cell = Cell::from(format!("{:>6}", rate_cell(r, |x| x.tx_invalid.frames)));
+    if r.tx_invalid.frames > 0 {
+        cell.red().bold()
+    } else {
+        cell
     }
 }
 
@@ -136,12 +147,14 @@ fn draw_endpoints(frame: &mut Frame, area: Rect, view: &View) {
         "RX/S",
         "LOC/S",
         "TX/S",
+        "INV/S",
     ];
     let mut widths = vec![
         Constraint::Length(w_net),
         Constraint::Length(w_cont),
         Constraint::Length(17),
         Constraint::Length(4),
+        Constraint::Length(6),
         Constraint::Length(6),
         Constraint::Length(6),
         Constraint::Length(6),
@@ -163,6 +176,7 @@ fn draw_endpoints(frame: &mut Frame, area: Rect, view: &View) {
             Cell::from(format!("{:>6}", rate_cell(r, |x| x.rx_wire.frames))),
             Cell::from(format!("{:>6}", rate_cell(r, |x| x.rx_local.frames))),
             Cell::from(format!("{:>6}", rate_cell(r, |x| x.tx.frames))),
+            invalid_cell(r),
         ];
         if totals {
             let rx = r.totals.rx_wire.frames + r.totals.rx_local.frames;
@@ -300,13 +314,24 @@ pub fn plain(view: &View) -> String {
     let w_cont = col_width("CONTAINER", view.endpoints.iter().map(|r| &r.container));
     let _ = writeln!(
         s,
-        "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
-        "NETWORK", "CONTAINER", "MAC", "VLAN", "RX/S", "LOC/S", "TX/S", "RX", "LOCAL", "TX"
+        "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "NETWORK",
+        "CONTAINER",
+        "MAC",
+        "VLAN",
+        "RX/S",
+        "LOC/S",
+        "TX/S",
+        "INV/S",
+        "RX",
+        "LOCAL",
+        "TX",
+        "INVALID"
     );
     for r in &view.endpoints {
         let _ = writeln!(
             s,
-            "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
+            "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
             r.network,
             r.container,
             r.mac.to_string(),
@@ -314,9 +339,11 @@ pub fn plain(view: &View) -> String {
             rate_cell(r, |x| x.rx_wire.frames),
             rate_cell(r, |x| x.rx_local.frames),
             rate_cell(r, |x| x.tx.frames),
+            rate_cell(r, |x| x.tx_invalid.frames),
             r.totals.rx_wire.frames,
             r.totals.rx_local.frames,
             r.totals.tx.frames,
+            r.tx_invalid.frames,
         );
     }
     let rate = |r: Option<f64>| r.map(compact).unwrap_or_else(|| "-".into());
@@ -458,6 +485,58 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_that_sent_invalid_frames_is_marked_and_sorts_first() {
+        let mut eps: Vec<_> = (1..=3)
+            .map(|i| endpoint(&format!("c{i}"), [2, 0x42, 10, 0, 0, i], 10))
+            .collect();
+        eps[1].tx_invalid = Counter {
+            frames: 7,
+            bytes: 420,
+        };
+        let snap = fixtures::snapshot(&[0], VerdictTable::default(), vec![network("na", 0, eps)]);
+        let mut model = Model::new(Duration::from_secs(1), 60);
+        while model.sort.name() != "invalid/s" {
+            model.next_sort();
+        }
+        let view = model.view(&snap, None);
+        let order: Vec<&str> = view
+            .endpoints
+            .iter()
+            .map(|r| r.container.as_str())
+            .collect();
+        assert_eq!(order, ["c2", "c1", "c3"]);
+        let text = plain(&view);
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(name))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        // ... TX/S INV/S RX LOCAL TX INVALID
+        assert_eq!(row("c2")[7..], ["-", "10", "0", "0", "7"], "{text}");
+        assert_eq!(row("c1")[7..], ["-", "10", "0", "0", "0"], "{text}");
+        let mut term = Terminal::new(TestBackend::new(100, 24)).unwrap();
+        term.draw(|f| draw(f, &view)).unwrap();
+        let buf = term.backend().buffer().clone();
+        let lines: Vec<String> = (0..24)
+            .map(|y| (0..100).map(|x| buf[(x, y)].symbol()).collect::<String>())
+            .collect();
+        let head = lines.iter().position(|l| l.contains("INV/S")).unwrap();
+        let x = lines[head].find("INV/S").unwrap() as u16 + 4;
+        let y = |name: &str| {
+            let row = |l: &String| l.split_whitespace().any(|w| w == name);
+            lines
+                .iter()
+                .position(row)
+                .unwrap_or_else(|| panic!("no {name}:\n{}", lines.join("\n"))) as u16
+        };
+        assert_eq!(buf[(x, y("c2"))].fg, ratatui::style::Color::Red);
+        assert!(buf[(x, y("c2"))].modifier.contains(Modifier::BOLD));
+        assert_ne!(buf[(x, y("c1"))].fg, ratatui::style::Color::Red);
+    }
+
+    #[test]
     fn long_network_names_are_whole_at_120_columns() {
         let name = "a-network-name-of-28-letters";
         let eps = vec![endpoint("mvl-123456-0-c01", [2, 0x42, 10, 0, 0, 1], 5)];
@@ -485,7 +564,7 @@ mod tests {
         }
         let row = text.lines().find(|l| l.contains("c03")).unwrap();
         assert!(row.contains("02:42:0a:5b:00:03"), "{row}");
-        assert!(row.ends_with(" 30        0        0"), "{row}");
+        assert!(row.ends_with(" 30        0        0        0"), "{row}");
         assert!(
             text.lines()
                 .any(|l| l.starts_with("unknown_mac") && l.ends_with("INVALID")),
