@@ -46,7 +46,7 @@ pub struct EndpointStats {
     /// Frames its own device sent that failed the source checks
     /// (ENDPOINT_TX_INVALID): dropped under enforce, passed under observe,
     /// and not in `counters.tx` either way. Zero for endpoints without
-    /// device checks (passthru, adopted on old pins).
+    /// device checks (passthru, devices mvnet did not register).
     pub tx_invalid: Counter,
 }
 
