@@ -500,6 +500,23 @@ fn sync_enforce_drops_unknown_macs_for_dockers_containers() {
         [("c1".into(), "docker".into(), "enet".into(), 25)]
     );
     assert_eq!(env.rx_unicast("c1") - rx, 25);
+    // Docker's device gets the source checks: frames c1 writes with a
+    // stranger's source MAC are dropped on its device and named as its.
+    let key = env.docker(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "c1"]);
+    let up = env.lab.mac_of(env.lab.upstream(), UPSTREAM_IF).unwrap();
+    let spoofed = FrameSpec::udp4(up, [0x02, 0x42, 0x0a, 0x4d, 0x00, 0x77])
+        .build()
+        .unwrap();
+    let sent = wire::send_each_once_with(&NetNs::from_path(key), "eth0", &spoofed, 12, false);
+    assert_eq!(sent.unwrap(), (0, 12), "sent, dropped on send");
+    let v = env.stats();
+    let e = &v["networks"][0]["endpoints"][0];
+    assert_eq!(e["container"], "c1");
+    assert_eq!(
+        (&e["tx_invalid"]["frames"], &e["tx_invalid"]["bytes"]),
+        (&Value::from(12), &Value::from(12 * spoofed.len()))
+    );
+    assert_eq!(verdict(&v, "tc_egress", "spoofed"), 12);
     env.s.ok(&["verify"]);
     // mvnet's own commands leave Docker's objects to Docker.
     let e = env.s.fails(&["rm", "-f", "c1"]);
