@@ -3,7 +3,8 @@
 //! `podman run --network` calls the reference macvlan plugin and mvnet-cni
 //! (chained, or standalone as `mvnet`); mvnet then counts and verifies
 //! those containers exactly, and `podman rm` takes them out of its table.
-use mvnet::model::Mac;
+use mvnet::{model::Mac, netns::NetNs};
+use mvnet_lab::lab::{frames::FrameSpec, wire, UPSTREAM_IF};
 use serde_json::{json, Value};
 
 use crate::{
@@ -55,6 +56,37 @@ fn count_verify_remove(h: &Harness, p: &Podman, network: &str) {
     assert_eq!(h.rx_wire(&ids[0]), 41);
     assert_eq!(h.rx_wire(&ids[1]), 7);
     h.s.ok(&["verify"]);
+    // The device podman's plugins made gets the source checks: frames `a`
+    // writes with a stranger's source MAC pass (observe) and are counted
+    // as its own invalid ones, none as `b`'s.
+    let key = p.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.SandboxKey}}",
+        &names[0],
+    ]);
+    let up = h.lab.mac_of(h.lab.upstream(), UPSTREAM_IF).unwrap();
+    let spoofed = FrameSpec::udp4(up, [0x02, 0x42, 0x0a, 0x41, 0x00, 0x77])
+        .build()
+        .unwrap();
+    let sent = wire::send_each_once_with(&NetNs::from_path(key.trim()), "eth0", &spoofed, 5, false);
+    assert_eq!(sent.unwrap(), (5, 0));
+    let doc: Value = serde_json::from_str(&h.s.ok(&["stats", "--json"])).unwrap();
+    let invalid = |cid: &str| {
+        let e = doc["networks"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["container_id"] == cid)
+            .unwrap();
+        (
+            e["tx_invalid"]["frames"].as_u64(),
+            e["tx_invalid"]["bytes"].as_u64(),
+        )
+    };
+    let bytes = 5 * spoofed.len() as u64;
+    assert_eq!(invalid(&ids[0]), (Some(5), Some(bytes)), "{doc}");
+    assert_eq!(invalid(&ids[1]), (Some(0), Some(0)), "{doc}");
 
     p.ok(&["rm", "-f", "-t", "0", &names[0]]);
     assert_eq!(h.endpoints(), vec![(ids[1].clone(), macs[1].to_string())]);
