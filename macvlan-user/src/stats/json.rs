@@ -408,6 +408,22 @@ pub(crate) mod tests {
             row.split_whitespace().collect::<Vec<_>>(),
             ["c1", "eth0", "10.0", "600.0", "0.0", "0.0", "0.0", "0.0"]
         );
+        // Its invalid frames, in their own table under the endpoints.
+        let invalid: Vec<Vec<&str>> = table
+            .lines()
+            .skip_while(|l| !l.contains("failed the source checks"))
+            .skip(1)
+            .take(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            invalid,
+            [
+                vec!["CONTAINER", "IFNAME", "INVALID-F/S", "INVALID-B/S"],
+                vec!["c1", "eth0", "5.0", "300.0"]
+            ],
+            "{table}"
+        );
         assert_eq!(super::super::table::per_second(1234.0), "1.2k");
         assert_eq!(super::super::table::per_second(60e6), "60.0M");
     }
