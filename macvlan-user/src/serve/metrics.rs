@@ -26,7 +26,7 @@ use prometheus_client::{
 
 use crate::{
     model::Mac,
-    stats::{json::direction, Snapshot},
+    stats::{json::direction, EndpointStats, NetworkStats, Snapshot},
 };
 
 /// Text formats a scrape can ask for.
@@ -104,6 +104,23 @@ impl Field {
     }
 }
 
+/// The labels naming endpoint `e` of network `n` (`vlan`: its VLAN as
+/// text), in the order every endpoint series has them.
+fn endpoint_labels<'a>(
+    n: &'a NetworkStats,
+    vlan: &'a str,
+    e: &'a EndpointStats,
+    mac: &'a MacText,
+) -> [(&'static str, &'a str); 5] {
+    [
+        ("network", n.name.as_str()),
+        ("endpoint", &*e.container),
+        ("ifname", &*e.ifname),
+        ("mac", mac.as_str()),
+        ("vlan", vlan),
+    ]
+}
+
 /// A MAC written `aa:bb:cc:dd:ee:ff`, on the stack.
 struct MacText([u8; 17]);
 
@@ -152,15 +169,10 @@ impl Collector for SnapshotCollector {
                     ("rx", "local", e.counters.rx_local),
                     ("tx", "wire", e.counters.tx),
                 ] {
-                    let labels = [
-                        ("network", n.name.as_str()),
-                        ("endpoint", &*e.container),
-                        ("ifname", &*e.ifname),
-                        ("mac", mac.as_str()),
-                        ("vlan", vlan.as_str()),
-                        ("direction", direction),
-                        ("path", path),
-                    ];
+                    let labels = (
+                        endpoint_labels(n, vlan, e, &mac),
+                        [("direction", direction), ("path", path)],
+                    );
                     counter(&mut m, &labels, field.of(c))?;
                 }
             }
@@ -185,13 +197,7 @@ impl Collector for SnapshotCollector {
             for (n, vlan) in snap.networks.iter().zip(&vlans) {
                 for e in &n.endpoints {
                     let mac = MacText::of(e.mac);
-                    let labels = [
-                        ("network", n.name.as_str()),
-                        ("endpoint", &*e.container),
-                        ("ifname", &*e.ifname),
-                        ("mac", mac.as_str()),
-                        ("vlan", vlan.as_str()),
-                    ];
+                    let labels = endpoint_labels(n, vlan, e, &mac);
                     counter(&mut m, &labels, field.of(e.tx_invalid))?;
                 }
             }

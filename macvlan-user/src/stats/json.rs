@@ -176,40 +176,33 @@ pub fn document(snap: &Snapshot, rates: Option<&Rates>) -> Document {
             endpoints: n
                 .endpoints
                 .iter()
-                .map(|e| {
-                    let key = (
-                        n.name.clone(),
-                        e.container.to_string(),
-                        e.ifname.to_string(),
-                    );
-                    Endpoint {
-                        container: e.container.to_string(),
-                        container_id: e.container_id.to_string(),
-                        owner: e.owner.describe(),
-                        ifname: e.ifname.to_string(),
-                        mac: e.mac.to_string(),
-                        vlan: n.vlan,
-                        ipv4: e.ipv4.map(|a| a.to_string()),
-                        ipv6: e.ipv6.map(|a| a.to_string()),
-                        slot: e.slot,
-                        rx: EndpointRx {
-                            wire: count(e.counters.rx_wire),
-                            local: count(e.counters.rx_local),
-                        },
-                        tx: count(e.counters.tx),
-                        tx_invalid: count(e.tx_invalid),
-                        rate: rates.map(|r| {
-                            let r = r.endpoints.get(&key).copied().unwrap_or_default();
-                            EndpointRate {
-                                rx: EndpointRx {
-                                    wire: per_sec(r.rx_wire),
-                                    local: per_sec(r.rx_local),
-                                },
-                                tx: per_sec(r.tx),
-                                tx_invalid: per_sec(r.tx_invalid),
-                            }
-                        }),
-                    }
+                .map(|e| Endpoint {
+                    container: e.container.to_string(),
+                    container_id: e.container_id.to_string(),
+                    owner: e.owner.describe(),
+                    ifname: e.ifname.to_string(),
+                    mac: e.mac.to_string(),
+                    vlan: n.vlan,
+                    ipv4: e.ipv4.map(|a| a.to_string()),
+                    ipv6: e.ipv6.map(|a| a.to_string()),
+                    slot: e.slot,
+                    rx: EndpointRx {
+                        wire: count(e.counters.rx_wire),
+                        local: count(e.counters.rx_local),
+                    },
+                    tx: count(e.counters.tx),
+                    tx_invalid: count(e.tx_invalid),
+                    rate: rates.map(|r| {
+                        let r = r.endpoint(&n.name, e);
+                        EndpointRate {
+                            rx: EndpointRx {
+                                wire: per_sec(r.rx_wire),
+                                local: per_sec(r.rx_local),
+                            },
+                            tx: per_sec(r.tx),
+                            tx_invalid: per_sec(r.tx_invalid),
+                        }
+                    }),
                 })
                 .collect(),
         })

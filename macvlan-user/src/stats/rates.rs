@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use macvlan_common::{Counter, EndpointCounters, Hook, Verdict, VlanCounters};
 
-use super::Snapshot;
+use super::{EndpointStats, Snapshot};
 
 /// Frames and bytes per second.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -57,6 +57,17 @@ pub struct Rates {
 }
 
 impl Rates {
+    /// The rates of endpoint `e` of network `net`: zero for one the
+    /// previous snapshot did not have.
+    pub fn endpoint(&self, net: &str, e: &EndpointStats) -> EndpointRates {
+        let key = (
+            net.to_owned(),
+            e.container.to_string(),
+            e.ifname.to_string(),
+        );
+        self.endpoints.get(&key).copied().unwrap_or_default()
+    }
+
     /// Rates between two snapshots; entries only in `cur` get rates from
     /// zero.
     pub fn between(prev: &Snapshot, cur: &Snapshot) -> Rates {

@@ -62,16 +62,7 @@ fn invalid_sent(out: &mut String, n: &super::NetworkStats, rates: Option<&Rates>
         .iter()
         .filter(|e| e.tx_invalid.frames != 0)
         .map(|e| {
-            let r = rates.map(|r| {
-                r.endpoints
-                    .get(&(
-                        n.name.clone(),
-                        e.container.to_string(),
-                        e.ifname.to_string(),
-                    ))
-                    .map(|r| r.tx_invalid)
-                    .unwrap_or_default()
-            });
+            let r = rates.map(|r| r.endpoint(&n.name, e).tx_invalid);
             let (f, b) = cell(e.tx_invalid, r);
             vec![e.container.to_string(), e.ifname.to_string(), f, b]
         })
@@ -148,16 +139,7 @@ pub fn render(snap: &Snapshot, rates: Option<&Rates>) -> String {
             .endpoints
             .iter()
             .map(|e| {
-                let r = rates.map(|r| {
-                    r.endpoints
-                        .get(&(
-                            n.name.clone(),
-                            e.container.to_string(),
-                            e.ifname.to_string(),
-                        ))
-                        .copied()
-                        .unwrap_or_default()
-                });
+                let r = rates.map(|r| r.endpoint(&n.name, e));
                 let (wf, wb) = cell(e.counters.rx_wire, r.map(|r| r.rx_wire));
                 let (lf, lb) = cell(e.counters.rx_local, r.map(|r| r.rx_local));
                 let (tf, tb) = cell(e.counters.tx, r.map(|r| r.tx));
