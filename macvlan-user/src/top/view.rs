@@ -98,6 +98,18 @@ fn endpoint_widths(view: &View, width: u16) -> (u16, u16, u16, bool) {
     (net, cont, trend, totals)
 }
 
+/// The endpoint columns both views show, before their totals.
+const ENDPOINT_HEADS: [&str; 8] = [
+    "NETWORK",
+    "CONTAINER",
+    "MAC",
+    "VLAN",
+    "RX/S",
+    "LOC/S",
+    "TX/S",
+    "INV/S",
+];
+
 fn rate_cell(r: &EndpointRow, f: impl Fn(&crate::stats::EndpointRates) -> f64) -> String {
     match (&r.rates, r.in_classifier) {
         (_, false) => "n/a".into(),
@@ -139,16 +151,7 @@ fn draw_endpoints(frame: &mut Frame, area: Rect, view: &View) {
     )));
     let keys = Line::from(" s/←→ sort  r rev  n net  q quit ").right_aligned();
 
-    let mut header = vec![
-        "NETWORK",
-        "CONTAINER",
-        "MAC",
-        "VLAN",
-        "RX/S",
-        "LOC/S",
-        "TX/S",
-        "INV/S",
-    ];
+    let mut header = ENDPOINT_HEADS.to_vec();
     let mut widths = vec![
         Constraint::Length(w_net),
         Constraint::Length(w_cont),
@@ -312,21 +315,11 @@ pub fn plain(view: &View) -> String {
     );
     let w_net = col_width("NETWORK", view.endpoints.iter().map(|r| &r.network));
     let w_cont = col_width("CONTAINER", view.endpoints.iter().map(|r| &r.container));
+    let [net, cont, mac, vlan, rx, local, tx, inv] = ENDPOINT_HEADS;
     let _ = writeln!(
         s,
-        "{:<w_net$} {:<w_cont$} {:<17} {:>4} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
-        "NETWORK",
-        "CONTAINER",
-        "MAC",
-        "VLAN",
-        "RX/S",
-        "LOC/S",
-        "TX/S",
-        "INV/S",
-        "RX",
-        "LOCAL",
-        "TX",
-        "INVALID"
+        "{net:<w_net$} {cont:<w_cont$} {mac:<17} {vlan:>4} {rx:>6} {local:>6} {tx:>6} {inv:>6} {:>8} {:>8} {:>8} {:>8}",
+        "RX", "LOCAL", "TX", "INVALID"
     );
     for r in &view.endpoints {
         let _ = writeln!(
