@@ -123,3 +123,60 @@ fn podman_standalone_containers_are_counted_verified_and_removed() {
     );
     count_verify_remove(&h, &p, NET);
 }
+
+/// Chained under enforce: the macvlan plugin's gratuitous ARP leaves the
+/// container before mvnet-cni has registered its device, from a MAC the
+/// classifier does not know yet, and the root's egress drops it as a
+/// stranger's frame; mvnet-cni then announces the address once more, from
+/// the checked device. The wire sees exactly one announcement of a new
+/// container's address (none without mvnet-cni's).
+#[test]
+fn podman_chained_under_enforce_announces_each_address_once_checked() {
+    let h = Harness::new();
+    let p = podman(&h);
+    p.conflist(
+        NET,
+        json!([
+            {"type": "macvlan", "master": "eth0", "ipam": h.ipam("10.67.0.0/24")},
+            {"type": "mvnet-cni", "stateDir": h.s.state_dir, "policy": "enforce"}
+        ]),
+    );
+    // The first container attaches the classifier (its own announcement
+    // goes out before there is one to drop it).
+    p.start(NET, &format!("{}-first", h.lab.id()));
+    // host-local gives the next container 10.67.0.3.
+    let ip = [10, 67, 0, 3];
+    let announces = move |f: &[u8]| {
+        f.len() >= 42
+            && f[12..14] == [0x08, 0x06]
+            && f[20..22] == [0, 1]
+            && f[28..32] == ip
+            && f[38..42] == ip
+    };
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let upstream = h.lab.upstream().clone();
+    let capture = std::thread::spawn(move || {
+        wire::capture_when_ready(
+            &upstream,
+            UPSTREAM_IF,
+            2,
+            std::time::Duration::from_secs(3),
+            move |f, _| announces(f),
+            move || ready_tx.send(()).unwrap(),
+        )
+    });
+    ready.recv().unwrap();
+    let second = format!("{}-second", h.lab.id());
+    p.start(NET, &second);
+    let seen = capture.join().unwrap().unwrap();
+    let doc: Value = serde_json::from_str(&h.s.ok(&["stats", "--json"])).unwrap();
+    let e = doc["networks"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["container"].as_str().unwrap().ends_with(&second))
+        .unwrap();
+    assert_eq!(e["ipv4"], "10.67.0.3", "{doc}");
+    assert_eq!(doc["networks"][0]["policy"], "enforce");
+    assert_eq!(seen, 1, "announcements of 10.67.0.3 on the wire");
+}

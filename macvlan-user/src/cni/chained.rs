@@ -3,7 +3,7 @@
 //! reconciling core's foreign records (owner `cni:<network name>`).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
     path::Path,
 };
 
@@ -149,8 +149,9 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         ("macvlan_mode".to_owned(), link.mode.as_str().to_owned()),
         ("cni.plugin".to_owned(), "chained".to_owned()),
     ]);
+    let mut ctl = open(conf)?;
     register(
-        &mut open(conf)?,
+        &mut ctl,
         conf,
         env,
         &link.parent,
@@ -160,6 +161,27 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
         options,
         Device::Exists,
     )?;
+    // The macvlan plugin's gratuitous ARP left before the registration
+    // above; where the root enforces it was dropped as a stranger's frame.
+    // Once more now that the device's checks pass it (after the state's
+    // lock is let go).
+    let enforces = ctl.root_of_enforces(&network_id(&conf.name));
+    drop(ctl);
+    if enforces {
+        let v4: Vec<Ipv4Addr> = addresses
+            .iter()
+            .filter_map(|(a, _)| match a {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if !v4.is_empty() {
+            if let Err(e) = sandbox::announce(&ns, &env.ifname, link.mac, &v4) {
+                // As the plugin does with its own: not worth failing the ADD.
+                eprintln!("mvnet-cni: {e}");
+            }
+        }
+    }
     result::convert(prev, conf.version)
 }
 

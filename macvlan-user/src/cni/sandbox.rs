@@ -129,3 +129,73 @@ pub fn mac_of(ns: &NetNs, ifname: &str) -> CniResult<Option<Mac>> {
             )
         })
 }
+
+/// An ARP announcement (RFC 5227 2.3) of `ip` by `mac`: a broadcast
+/// request whose sender and target address are both `ip`, as the macvlan
+/// plugin's gratuitous ARP is.
+pub fn announcement(mac: Mac, ip: std::net::Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac.octets());
+    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+    // Ethernet, IPv4, 6- and 4-byte addresses, request.
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac.octets());
+    f[28..32].copy_from_slice(&ip.octets());
+    // Target MAC unknown (zero), target address its own.
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Sends an ARP announcement of each of `ips` from `ifname` in `ns` (by
+/// `mac`, its MAC). The first the macvlan plugin sent went out before the
+/// device had its source checks, from a MAC the classifier did not know
+/// yet, so a root that enforces dropped it at its egress; neighbours that
+/// still map a reused address to a former container's MAC learn the new
+/// one from this. Best effort, as the plugin's own: an error is returned
+/// for the caller to report, never to fail the ADD on.
+pub fn announce(
+    ns: &NetNs,
+    ifname: &str,
+    mac: Mac,
+    ips: &[std::net::Ipv4Addr],
+) -> Result<(), String> {
+    let frames: Vec<[u8; 42]> = ips.iter().map(|ip| announcement(mac, *ip)).collect();
+    let name = ifname.to_owned();
+    ns.run(move || -> std::io::Result<()> {
+        let index = crate::sys::net::if_index(&name)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        // Protocol 0: a socket that sends and receives nothing.
+        let sock = crate::sys::packet::PacketSocket::new(0)?;
+        for f in &frames {
+            sock.send_to(f, index as i32, ETH_P_ARP, [0xff; 6])?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("announcing the addresses of {ifname}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_claims_the_address_for_the_mac() {
+        let mac = Mac::new([0x02, 0x42, 0x0a, 0x41, 0x00, 0x03]);
+        let f = announcement(mac, std::net::Ipv4Addr::new(10, 65, 0, 3));
+        let want: Vec<u8> = [
+            &[0xff; 6][..],
+            &mac.octets(),
+            &[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1],
+            &mac.octets(),
+            &[10, 65, 0, 3],
+            &[0; 6],
+            &[10, 65, 0, 3],
+        ]
+        .concat();
+        assert_eq!(f.to_vec(), want);
+    }
+}

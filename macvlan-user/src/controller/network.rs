@@ -411,6 +411,20 @@ impl Controller {
 
     /// `mvnet network rm`: refuses while containers are attached; deletes a
     /// parent we created once no network uses it.
+    /// Whether any network on the root device of network `id` enforces:
+    /// then its classifier drops, at the root's egress, frames from a
+    /// source MAC that is no endpoint's (`config_flags::DROP_MALFORMED`).
+    pub fn root_of_enforces(&self, id: &str) -> bool {
+        let Some(net) = self.state.networks.get(id) else {
+            return false;
+        };
+        let root = net.root().0;
+        self.state
+            .networks
+            .values()
+            .any(|n| n.root().0 == root && n.policy == Policy::Enforce)
+    }
+
     pub fn remove_network(&mut self, key: &str) -> Result<String> {
         let net = self.network(key)?.clone();
         super::foreign::refuse_foreign_network(&net, "remove")?;
