@@ -452,6 +452,13 @@ fn enforce_drops_every_invalid_frame_an_endpoint_sends_and_passes_every_valid_on
     assert_eq!(maps.tx_invalid(slot).unwrap().unwrap().frames, 2 * invalid);
     assert_eq!(tx_invalid(&n1), (2 * invalid, 2 * invalid_bytes));
     assert_eq!(tx_invalid(&n2), (0, 0));
+    // Pins made before the flags: the counts are read whole, the same.
+    let seen = dir.join(macvlan_common::map_names::ENDPOINT_TX_INVALID_SEEN);
+    let aside = dir.join("flags-aside");
+    std::fs::rename(&seen, &aside).unwrap();
+    let whole = (tx_invalid(&n1), tx_invalid(&n2));
+    std::fs::rename(&aside, &seen).unwrap();
+    assert_eq!(whole, ((2 * invalid, 2 * invalid_bytes), (0, 0)));
     let d =
         |v| c1.verdicts.get(Hook::TcEgress, v).frames - c0.verdicts.get(Hook::TcEgress, v).frames;
     assert_eq!(d(Verdict::Spoofed), spoofed * PER_ROW);

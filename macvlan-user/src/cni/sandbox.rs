@@ -4,6 +4,8 @@
 //! mvnet-cni's own namespace (where the classifier goes).
 use std::path::Path;
 
+use macvlan_common::ETH_P_ARP;
+
 use super::spec::{CniError, CniResult, Code};
 use crate::{
     model::{Mac, MacvlanMode},
@@ -146,8 +148,6 @@ pub fn announcement(mac: Mac, ip: std::net::Ipv4Addr) -> [u8; 42] {
     f[38..42].copy_from_slice(&ip.octets());
     f
 }
-
-const ETH_P_ARP: u16 = 0x0806;
 
 /// Sends an ARP announcement of each of `ips` from `ifname` in `ns` (by
 /// `mac`, its MAC). The first the macvlan plugin sent went out before the

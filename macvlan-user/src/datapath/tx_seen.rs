@@ -1,14 +1,14 @@
-//! Which endpoints sent invalid frames: ENDPOINT_TX_INVALID read for the
-//! slots ENDPOINT_TX_INVALID_SEEN flags (see `macvlan_common::tx_seen`).
-//! A full read of the per-CPU array would cost a `get_next_key`, a copy
-//! from every CPU and two `copy_to_user` per slot, about 29 ms at 65,536
-//! slots; the flags are read through one mapping (64 KiB at 65,536 slots)
-//! and nearly all are zero, so a read costs a scan of them and a lookup
-//! per flagged slot.
+//! Which endpoints sent invalid frames: the flags of
+//! ENDPOINT_TX_INVALID_SEEN (see `macvlan_common::tx_seen`), through which
+//! `PinnedMaps::tx_invalid_counts` looks up only the flagged slots of
+//! ENDPOINT_TX_INVALID. A full read of that per-CPU array costs a
+//! `get_next_key`, a copy from every CPU and two `copy_to_user` per slot,
+//! about 29 ms at 65,536 slots; the flags are read through one mapping
+//! (64 KiB at 65,536 slots), and nearly all are zero.
 use std::{os::fd::AsFd as _, sync::atomic::Ordering};
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use macvlan_common::{map_names, tx_seen, Counter};
+use aya::maps::MapData;
+use macvlan_common::{map_names, tx_seen};
 
 use super::DatapathError;
 use crate::sys::bpf::MappedWords;
@@ -57,56 +57,6 @@ impl SeenFlags {
             w.fetch_and(!(0xffu64 << (8 * byte)), Ordering::Relaxed);
         }
     }
-}
-
-/// The ENDPOINT_TX_INVALID counters of `slots` (flagged, ascending), each
-/// summed over CPUs, those that counted anything: one lookup per slot, or
-/// one batch read of the whole array (`capacity` slots) where that is
-/// cheaper (more than one slot in [`BATCH_SLOTS_PER_LOOKUP`] flagged).
-pub fn counts(
-    map: &Map,
-    slots: &[u32],
-    capacity: u32,
-) -> Result<Vec<(u32, Counter)>, DatapathError> {
-    let name = map_names::ENDPOINT_TX_INVALID;
-    let array: PerCpuArray<&MapData, Counter> =
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map { name, source })?;
-    if slots.len() as u64 * BATCH_SLOTS_PER_LOOKUP > u64::from(capacity) {
-        let all = super::batch::per_cpu_array_sum(
-            super::batch::map_data(map),
-            name,
-            capacity,
-            Counter::merge,
-        )?;
-        return Ok(nonzero(
-            all.into_iter().enumerate().map(|(s, c)| (s as u32, c)),
-        ));
-    }
-    let mut out = Vec::with_capacity(slots.len());
-    for &slot in slots {
-        let mut total = Counter::default();
-        let per_cpu = match array.get(&slot, 0) {
-            Ok(v) => v,
-            // A flag past the array (a map resized by hand): nothing to read.
-            Err(aya::maps::MapError::OutOfBounds { .. }) => continue,
-            Err(source) => return Err(DatapathError::Map { name, source }),
-        };
-        for c in per_cpu.iter() {
-            total.merge(c);
-        }
-        out.push((slot, total));
-    }
-    Ok(nonzero(out.into_iter()))
-}
-
-/// Slots whose share of a batch read costs about what one lookup does (a
-/// lookup is a system call of about a microsecond; a batch read takes
-/// about 0.45 µs per slot): past one flagged slot in this many, reading
-/// the whole array is cheaper.
-const BATCH_SLOTS_PER_LOOKUP: u64 = 2;
-
-fn nonzero(counts: impl Iterator<Item = (u32, Counter)>) -> Vec<(u32, Counter)> {
-    counts.filter(|(_, c)| c.frames != 0).collect()
 }
 
 #[cfg(test)]
