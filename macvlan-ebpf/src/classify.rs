@@ -488,8 +488,11 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
         Some(ep) => {
             // SAFETY: as in verdict_for_destination.
             let ep = unsafe { &*ep };
-            if let Some(c) = ENDPOINT_STATS.get_ptr_mut(ep.slot) {
-                // SAFETY: per-CPU slot, no other writer on this CPU.
+            // This CPU's stripe, as for the counts of received frames: in
+            // another CPU's, a plain add would race with that CPU's own
+            // (two CPUs sending from one endpoint would lose counts).
+            if let Some(c) = endpoint_counters(ep.slot) {
+                // SAFETY: this CPU's stripe, no other writer on it.
                 unsafe { (*c).tx.add(bytes) };
             }
             let checked = ep.flags & endpoint_flags::DEVICE_CHECKED != 0;

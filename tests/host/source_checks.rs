@@ -1166,3 +1166,130 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         (2 * 6 + 6 * 3 + 2 * 3, frames.len() * 3 - 36)
     );
 }
+
+/// Each CPU counts the frames an endpoint sends in its own stripe of
+/// ENDPOINT_STATS (`macvlan_common::stripes`), as it counts received
+/// frames, and none is lost when the endpoint sends on every CPU at once:
+/// one thread per CPU, each pinned to it, runs the parent's egress on the
+/// same frame `RUNS` times, all started together.
+#[test]
+fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
+    use macvlan_common::EndpointCounters;
+    use mvnet::datapath::EndpointEntry;
+    use std::sync::Barrier;
+    require_root();
+    const RUNS: u32 = 1_000_000;
+    let mut ebpf = datapath::load().expect("loading the classifier object");
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.load().expect("loading mvnet_tc_egress");
+    let (slot, capacity) = {
+        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
+        let slot = table
+            .insert(EndpointEntry {
+                mac: ME.mac,
+                vlan: VLAN,
+                ipv4: ME.ipv4,
+                ipv6: ME.ipv6,
+                enforce: false,
+            })
+            .unwrap();
+        (slot, table.capacity())
+    };
+    let frame = with(
+        ethernet(PEER, ME.mac, &[], 0x0800),
+        &udp4(ME.ipv4.unwrap(), Ipv4Addr::new(10, 98, 0, 1), 40000, 9),
+    );
+    let len = frame.len() as u64;
+    let cpus = allowed_cpus();
+    assert!(!cpus.is_empty());
+    let p: &SchedClassifier = ebpf
+        .program(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let start = Barrier::new(cpus.len());
+    std::thread::scope(|s| {
+        for &cpu in &cpus {
+            let (start, frame) = (&start, &frame);
+            s.spawn(move || {
+                pin_to_cpu(cpu);
+                start.wait();
+                let r = p
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        repeat: RUNS,
+                        ..TestRunOptions::new()
+                    })
+                    .unwrap_or_else(|e| panic!("test run on CPU {cpu}: {e:?}"));
+                assert_eq!(r.return_value, TC_ACT_OK, "CPU {cpu}");
+            });
+        }
+    });
+    let stats: Array<_, EndpointCounters> =
+        Array::try_from(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    let stripes = datapath::stripes().unwrap();
+    let sent = Counter {
+        frames: u64::from(RUNS),
+        bytes: u64::from(RUNS) * len,
+    };
+    let mut wrong = Vec::new();
+    for cpu in 0..stripes {
+        let at = macvlan_common::stripes::index(cpu, capacity, slot);
+        let got = stats.get(&at, 0).unwrap();
+        let want = EndpointCounters {
+            tx: if cpus.contains(&cpu) {
+                sent
+            } else {
+                Counter::default()
+            },
+            ..Default::default()
+        };
+        if got != want {
+            wrong.push(format!("stripe of CPU {cpu}: {got:?}, want {want:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} threads on CPUs {cpus:?}, {RUNS} frames each:\n{}",
+        cpus.len(),
+        wrong.join("\n")
+    );
+    let total = datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap()
+        [slot as usize];
+    assert_eq!(total.tx.frames, u64::from(RUNS) * cpus.len() as u64);
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<u32> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    (0..libc::CPU_SETSIZE as u32)
+        // SAFETY: the index is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c as usize, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to_cpu(cpu: u32) {
+    // SAFETY: as in allowed_cpus.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "pinning to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
