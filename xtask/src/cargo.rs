@@ -134,7 +134,63 @@ pub fn build_mvnet(env: &Env, release: bool) -> Result<PathBuf> {
             mvnet.display()
         );
     }
+    link_cni_plugin_statically(
+        env,
+        release,
+        &executable(&found, "macvlan-user", "mvnet-cni", "bin")?,
+    )?;
     Ok(mvnet)
+}
+
+/// Links `mvnet-cni` again, statically: the plugin is copied into nodes'
+/// `/opt/cni/bin` (deploy/kubernetes), whose glibc is not the one it was
+/// built against, as the reference plugins are (static Go binaries). It
+/// also starts faster (no dynamic loader, no libgcc_s constructor):
+/// about 0.3 ms of each CNI call. `cargo rustc` relinks the plugin alone
+/// on the libraries just built, and cargo keeps both links, so a later
+/// plain `cargo build` and this step only swap which one `plugin` is.
+fn link_cni_plugin_statically(env: &Env, release: bool, plugin: &std::path::Path) -> Result<()> {
+    let mut cmd = env.cargo();
+    cmd.args(["rustc", "--package", "macvlan-user", "--bin", "mvnet-cni"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args(["--", "-C", "target-feature=+crt-static"]);
+    util::run(&mut cmd)?;
+    let bytes = std::fs::read(plugin).map_err(|e| anyhow!("reading {}: {e}", plugin.display()))?;
+    match elf_interpreter(&bytes) {
+        Some(false) => Ok(()),
+        Some(true) => bail!(
+            "{} is still linked dynamically after `{}`; is glibc's static library (libc.a, \
+             Debian package libc6-dev) installed?",
+            plugin.display(),
+            util::show(&cmd)
+        ),
+        None => bail!("{} is not a 64-bit ELF executable", plugin.display()),
+    }
+}
+
+/// Whether a 64-bit little-endian ELF file asks for a dynamic loader (has
+/// a PT_INTERP program header); `None` if `elf` is not one.
+fn elf_interpreter(elf: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let (phoff, entsize, count) = (
+        usize::try_from(u64_at(0x20)?).ok()?,
+        usize::from(u16_at(0x36)?),
+        usize::from(u16_at(0x38)?),
+    );
+    let mut interp = false;
+    for i in 0..count {
+        let at = phoff.checked_add(i.checked_mul(entsize)?)?;
+        let p_type = u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?);
+        interp |= p_type == PT_INTERP;
+    }
+    Some(interp)
 }
 
 #[cfg(test)]
@@ -178,6 +234,37 @@ mod tests {
             a("macvlan-tests 0.1.0 (path+file:///w/tests)").package_name(),
             "macvlan-tests"
         );
+    }
+
+    /// A 64-bit ELF header with `types` as its program headers' types.
+    fn elf_with(types: &[u32]) -> Vec<u8> {
+        let mut elf = vec![0u8; 64 + 56 * types.len()];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&(types.len() as u16).to_le_bytes());
+        for (i, t) in types.iter().enumerate() {
+            elf[64 + 56 * i..68 + 56 * i].copy_from_slice(&t.to_le_bytes());
+        }
+        elf
+    }
+
+    #[test]
+    fn finds_the_dynamic_loader_request() {
+        // PT_PHDR, PT_INTERP, PT_LOAD: a dynamically linked executable.
+        assert_eq!(elf_interpreter(&elf_with(&[6, 3, 1])), Some(true));
+        // A static-pie: PT_LOAD, PT_DYNAMIC, no PT_INTERP.
+        assert_eq!(elf_interpreter(&elf_with(&[1, 1, 2])), Some(false));
+        // This test binary, linked as cargo links it by default.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(elf_interpreter(&me), Some(true));
+        // Not ELF, 32-bit, or program headers past the end.
+        assert_eq!(elf_interpreter(b"#!/bin/sh\n"), None);
+        let mut elf32 = elf_with(&[3]);
+        elf32[4] = 1;
+        assert_eq!(elf_interpreter(&elf32), None);
+        let elf = elf_with(&[1, 3]);
+        assert_eq!(elf_interpreter(&elf[..100]), None);
     }
 
     #[test]

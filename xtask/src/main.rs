@@ -136,6 +136,9 @@ fn dispatch(command: Cmd) -> Result<i32> {
                 cmd.arg("--release");
             }
             util::run(&mut cmd)?;
+            // Finds mvnet among what was just built, and links the CNI
+            // plugin statically (see `cargo::build_mvnet`).
+            cargo::build_mvnet(&env, release)?;
             Ok(0)
         }
         Cmd::Run { release, args } => run::run(release, args),
