@@ -323,7 +323,9 @@ pub struct EndpointCounters {
     /// Delivered to the endpoint from another endpoint on the same parent
     /// (bridge mode; seen only by TC ingress).
     pub rx_local: Counter,
-    /// Sent by the endpoint to the wire (TC egress on the parent).
+    /// Valid frames the endpoint sent (delivered at TC egress on the
+    /// parent); its spoofed and malformed ones are counted under their
+    /// verdict, and by its device as ENDPOINT_TX_INVALID.
     pub tx: Counter,
 }
 

@@ -488,22 +488,27 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
         Some(ep) => {
             // SAFETY: as in verdict_for_destination.
             let ep = unsafe { &*ep };
-            // This CPU's stripe, as for the counts of received frames: in
-            // another CPU's, a plain add would race with that CPU's own
-            // (two CPUs sending from one endpoint would lose counts).
-            if let Some(c) = endpoint_counters(ep.slot) {
-                // SAFETY: this CPU's stripe, no other writer on it.
-                unsafe { (*c).tx.add(bytes) };
-            }
             let checked = ep.flags & endpoint_flags::DEVICE_CHECKED != 0;
-            match l3_source_is_own(frame, &eth, ep) {
+            let verdict = match l3_source_is_own(frame, &eth, ep) {
                 // Its device would have stamped it: it skipped the checks.
                 Some(true) if checked && !stamped => Verdict::Spoofed,
                 Some(true) => Verdict::Delivered,
                 Some(false) => Verdict::Spoofed,
                 // Too short for the L3 header it announces.
                 None => Verdict::Malformed,
+            };
+            // The endpoint's tx is its own valid frames only: a spoofed
+            // or malformed one is the verdict's (and its device's
+            // tx_invalid), whether observe passes it or enforce drops it.
+            // In this CPU's stripe, as for received frames: in another
+            // CPU's, a plain add would race with that CPU's own.
+            if verdict == Verdict::Delivered {
+                if let Some(c) = endpoint_counters(ep.slot) {
+                    // SAFETY: this CPU's stripe, no other writer on it.
+                    unsafe { (*c).tx.add(bytes) };
+                }
             }
+            verdict
         }
         // The root device's own frames (its host stack, its VLAN devices).
         None if ENDPOINTS

@@ -1017,11 +1017,13 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         .try_into()
         .unwrap();
     p.load().expect("loading mvnet_tc_egress");
+    // (MAC, slot) of each endpoint.
+    let mut slots = Vec::new();
     {
         let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
         table.insert_root(ROOT).unwrap();
         for id in [ME, OTHER, unchecked] {
-            table
+            let slot = table
                 .insert(EndpointEntry {
                     mac: id.mac,
                     vlan: VLAN,
@@ -1030,6 +1032,7 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
                     enforce: true,
                 })
                 .unwrap();
+            slots.push((id.mac, slot));
         }
         for id in [ME, OTHER] {
             table.mark_device_checked(id.mac, VLAN).unwrap();
@@ -1132,6 +1135,8 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
     ]);
 
     let (mut passed, mut dropped, mut wrong) = (0, 0, Vec::new());
+    // (frames, bytes) each endpoint's passed frames came to.
+    let mut sent = std::collections::HashMap::<[u8; 6], (u64, u64)>::new();
     for frame in &frames {
         let src: [u8; 6] = frame[6..12].try_into().unwrap();
         for stamp in [0, DEVICE_STAMP, CB_LEFTOVER] {
@@ -1145,6 +1150,8 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
             let got = p.test_run(opts).expect("test run").return_value;
             let want = if parent_passes(frame, sender(src), stamp == DEVICE_STAMP) {
                 passed += 1;
+                let n = sent.entry(src).or_default();
+                *n = (n.0 + 1, n.1 + frame.len() as u64);
                 TC_ACT_OK
             } else {
                 dropped += 1;
@@ -1165,6 +1172,20 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         (passed, dropped),
         (2 * 6 + 6 * 3 + 2 * 3, frames.len() * 3 - 36)
     );
+    // An endpoint's `tx` is what left as its own, valid frames: none of
+    // those dropped as spoofed or malformed (its own MAC with another's
+    // address, or unstamped from a checked device) is in it.
+    let counters =
+        datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    for (mac, slot) in slots {
+        let tx = counters[slot as usize].tx;
+        let want = sent.get(&mac).copied().unwrap_or_default();
+        assert_eq!(
+            (tx.frames, tx.bytes),
+            want,
+            "tx of {mac:02x?} (slot {slot})"
+        );
+    }
 }
 
 /// Each CPU counts the frames an endpoint sends in its own stripe of
