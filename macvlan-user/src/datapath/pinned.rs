@@ -562,8 +562,13 @@ impl PinnedMaps {
 
     /// Adds an endpoint with its counters zeroed; returns its slot.
     pub fn add_endpoint(&mut self, entry: super::EndpointEntry) -> Result<u32, DatapathError> {
-        let slot = self.endpoints()?.insert(entry)?;
+        let slot = self.endpoints()?.slots().take()?;
+        // Zeroed before the entry exists, as in `add_endpoints`: once the
+        // programs find the slot, a CPU may be adding to a count loaded
+        // before the zero was stored, and the new endpoint would start
+        // with the old one's.
         self.zero_counters(slot)?;
+        self.endpoints()?.insert_at(entry, slot)?;
         Ok(slot)
     }
 
