@@ -16,12 +16,30 @@ use crate::sys::bpf::MappedWords;
 const WORDS: usize = 6;
 const _: () = assert!(std::mem::size_of::<EndpointCounters>() == WORDS * 8);
 
-/// Stripes of a striped map: one per possible CPU, as aya's `nr_cpus`
-/// counts them (`/sys/devices/system/cpu/possible`).
+/// Stripes of a striped map: one per CPU id up to the highest possible one
+/// (`/sys/devices/system/cpu/possible`), the kernel's `nr_cpu_ids`. The
+/// program indexes the stripes by `bpf_get_smp_processor_id`, which is
+/// below that, not below the count of possible CPUs (aya's `nr_cpus`, the
+/// length of a per-CPU map's values): the two differ where the list has
+/// gaps ("0-3,8-11": 12 stripes for 8 CPUs).
 pub fn stripes() -> Result<u32, DatapathError> {
-    aya::util::nr_cpus()
-        .map(|n| n as u32)
-        .map_err(|(_, e)| DatapathError::Pin(format!("counting CPUs: {e}")))
+    const POSSIBLE: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(POSSIBLE)
+        .map_err(|e| DatapathError::Pin(format!("reading {POSSIBLE}: {e}")))?;
+    stripes_of(&text).ok_or_else(|| {
+        DatapathError::Pin(format!(
+            "{POSSIBLE} holds {:?}, not a list of CPU ranges",
+            text.trim()
+        ))
+    })
+}
+
+/// The highest CPU id in a kernel CPU list ("0-3,8-11") plus one.
+fn stripes_of(list: &str) -> Option<u32> {
+    list.trim().split(',').try_fold(0, |stripes, range| {
+        let last = range.rsplit('-').next()?.parse::<u32>().ok()?;
+        Some(u32::max(stripes, last.checked_add(1)?))
+    })
 }
 
 /// A mapping of ENDPOINT_STATS.
@@ -110,6 +128,19 @@ fn counters(w: [u64; WORDS]) -> EndpointCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_stripe_per_cpu_id_gaps_included() {
+        assert_eq!(stripes_of("0\n"), Some(1));
+        assert_eq!(stripes_of("0-1\n"), Some(2));
+        assert_eq!(stripes_of("0-3,8-11\n"), Some(12));
+        assert_eq!(stripes_of("0,2,5"), Some(6));
+        assert_eq!(stripes_of(""), None);
+        assert_eq!(stripes_of("0-x"), None);
+        // This machine: at least as many as aya counts.
+        let here = stripes().unwrap();
+        assert!(here as usize >= aya::util::nr_cpus().unwrap(), "{here}");
+    }
 
     #[test]
     fn words_are_the_fields_in_order() {
