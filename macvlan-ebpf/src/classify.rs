@@ -53,7 +53,7 @@ impl Frame {
     /// already taken out of them (TC), so that every hook counts the same
     /// bytes for the same frame.
     #[inline(always)]
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         let tag = if self.meta_vlan != 0 { 4 } else { 0 };
         (self.data_end - self.data) as u64 + tag
     }

@@ -84,7 +84,9 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     if verdict == Verdict::Delivered {
         return (Action::Pass, DEVICE_STAMP);
     }
-    let bytes = (frame.data_end - frame.data) as u64;
+    // On the wire, with a tag the VLAN device left in skb metadata (such
+    // a frame is always invalid here: see `source_verdict`).
+    let bytes = frame.len();
     if let Some(c) = ENDPOINT_TX_INVALID.get_ptr_mut(id.slot) {
         // SAFETY: per-CPU slot, no other writer on this CPU.
         unsafe { (*c).add(bytes) };

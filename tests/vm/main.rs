@@ -774,3 +774,91 @@ fn cni_chained_on_an_8021q_master_counts_its_vlan_on_the_real_device() {
     assert!(s.links().contains(&"eth0.10".to_owned()));
     let _ = std::fs::remove_dir_all(&ipam_dir);
 }
+
+/// A frame a container sends through a VLAN device of its own on its
+/// endpoint (a tag in skb metadata when the endpoint's checks see it) is
+/// invalid and counted at its length on the wire, tag included, by the
+/// endpoint's device and by the parent's egress alike.
+#[test]
+fn a_tag_the_container_adds_is_counted_in_its_bytes_on_the_wire() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    use mvnet_lab::lab::{
+        frames::FrameSpec,
+        wire::{self, SendPlan},
+    };
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("b5", "10.55.0.0/24", PARENT, &[]);
+    let c = format!("{}-tag", lab.id());
+    s.container("b5", &c, &[]);
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["-n", &c])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&[
+        "link", "add", "link", "eth0", "name", "eth0.5", "type", "vlan", "id", "5",
+    ]);
+    // Without IPv6 on it, the VLAN device sends nothing of its own (no
+    // router solicitation, DAD or MLD report): only the test's frames.
+    let status = Command::new("ip")
+        .args(["netns", "exec", &c, "sysctl", "-qw"])
+        .arg("net.ipv6.conf.eth0/5.disable_ipv6=1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "disabling IPv6 on eth0.5");
+    ip(&["link", "set", "eth0.5", "up"]);
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let mac = [0x02, 0x42, 0x0a, 0x37, 0, 2];
+    let slot = maps
+        .endpoints_ro()
+        .unwrap()
+        .get(mac, 0)
+        .expect("endpoint")
+        .slot;
+    let frame = FrameSpec::udp4([0x02, 0x42, 0x0a, 0x37, 0, 1], mac)
+        .build()
+        .unwrap();
+    let on_wire = frame.len() as u64 + 4;
+    const N: u64 = 23;
+    let c0 = maps.counters().unwrap();
+    let invalid = |m: &PinnedMaps| m.tx_invalid(slot).unwrap().unwrap_or_default();
+    let ns = netns::NetNs::named(&c).unwrap();
+    wire::send(
+        &ns,
+        "eth0.5",
+        &SendPlan {
+            frames: &[frame],
+            rounds: N,
+            deadline: Duration::from_secs(60),
+            burst: 1,
+        },
+        |sent| invalid(&maps).frames >= sent,
+    )
+    .unwrap();
+    let got = invalid(&maps);
+    assert_eq!((got.frames, got.bytes), (N, N * on_wire));
+    // Observe: passed, and seen by the parent's egress on VLAN 5 at the
+    // same length (a tag on the wire that is the endpoint's, not its own
+    // VLAN's: spoofed).
+    let c1 = maps.counters().unwrap();
+    let spoofed = c1.verdicts.get(Hook::TcEgress, Verdict::Spoofed);
+    let spoofed0 = c0.verdicts.get(Hook::TcEgress, Verdict::Spoofed);
+    assert_eq!(
+        (
+            spoofed.frames - spoofed0.frames,
+            spoofed.bytes - spoofed0.bytes
+        ),
+        (N, N * on_wire)
+    );
+    assert_eq!(c1.vlan(5).tx_tc.bytes - c0.vlan(5).tx_tc.bytes, N * on_wire);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "b5"]);
+}
