@@ -1667,3 +1667,52 @@ fn an_out_of_range_capacity_is_refused() {
         );
     }
 }
+
+/// One MAC on two VLANs of a root (a MAC is unique per network only, so
+/// `--mac-address` can do it): when either endpoint leaves, the MAC's
+/// VLAN_ANY entry goes to the one that stays, so a frame to the MAC on a
+/// third VLAN is still that endpoint's VLAN mismatch (counted for it, and
+/// dropped by its VLAN's enforce), not an unknown MAC. With no endpoint
+/// left on the MAC, the entry goes.
+#[test]
+fn a_mac_on_two_vlans_keeps_its_mismatch_entry_while_one_stays() {
+    require_root();
+    let mac = [0x02, 0x42, 0x0a, 0x63, 0x00, 0x07];
+    let (slot10, slot20) = (11, 12);
+    for (leaving, staying, staying_slot) in [(10, 20, slot20), (20, 10, slot10)] {
+        let mut rig = Rig::new();
+        {
+            let mut table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
+            for (vlan, slot) in [(10, slot10), (20, slot20)] {
+                let entry = EndpointEntry {
+                    mac,
+                    vlan,
+                    ipv4: None,
+                    ipv6: None,
+                    enforce: false,
+                };
+                table.insert_at(entry, slot).unwrap();
+            }
+            table.remove_among(mac, leaving, &[0, 10, 20]).unwrap();
+            let any = table.get(mac, VLAN_ANY).expect("the MAC's VLAN_ANY entry");
+            assert_eq!((any.vlan, any.slot), (staying, staying_slot));
+        }
+        let f = frame(mac, WIRE_SRC, &[Tag::dot1q(30)]);
+        assert_eq!(rig.run_ok(Hook::XdpIngress, &f, 3), XDP_PASS);
+        let c = rig.counters();
+        assert_eq!(
+            c.verdicts[Verdict::VlanMismatch.index(Hook::XdpIngress) as usize].frames,
+            3,
+            "leaving {leaving}"
+        );
+        assert_eq!(c.mismatch[staying_slot as usize].frames, 3);
+        // The staying endpoint's VLAN enforces: its MAC on VLAN 30 is
+        // dropped, as macvlan would hand the frame to it by MAC.
+        rig.set_vlan_policy(staying, vlan_policy::ENFORCE);
+        assert_eq!(rig.run_ok(Hook::XdpIngress, &f, 1), XDP_DROP);
+        // The last one leaves: the entry goes with it.
+        let mut table = datapath::endpoint_table(&mut rig.ebpf).unwrap();
+        table.remove_among(mac, staying, &[0, 10, 20]).unwrap();
+        assert!(table.get(mac, VLAN_ANY).is_none());
+    }
+}

@@ -468,7 +468,8 @@ impl Controller {
                 if let Some(e) = cl.endpoints_ro().and_then(|t| t.get(o.mac.octets(), vlan)) {
                     cl.remove_devices(e.slot)?;
                 }
-                let _ = cl.endpoints()?.remove(o.mac.octets(), vlan);
+                let vlans = self.root_vlans(p.network.root().0);
+                let _ = cl.endpoints()?.remove_among(o.mac.octets(), vlan, &vlans);
                 Ok(())
             })();
             match removed {

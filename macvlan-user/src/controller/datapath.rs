@@ -401,8 +401,26 @@ impl Controller {
         {
             maps.remove_devices(entry.slot)?;
         }
-        let _ = maps.endpoints()?.remove(ep.mac.octets(), vlan);
+        let vlans = self.root_vlans(net.root().0);
+        let _ = maps
+            .endpoints()?
+            .remove_among(ep.mac.octets(), vlan, &vlans);
         Ok(())
+    }
+
+    /// The VLANs of the networks on `root` (0 for its untagged ones), each
+    /// once: where an endpoint there may share a MAC with another.
+    pub(super) fn root_vlans(&self, root: &str) -> Vec<u16> {
+        let mut vlans: Vec<u16> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.root().0 == root)
+            .map(|n| n.root().1)
+            .collect();
+        vlans.sort_unstable();
+        vlans.dedup();
+        vlans
     }
 
     /// Writes the classifier's policy for `net`'s VLAN (and the root-wide

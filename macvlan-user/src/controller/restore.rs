@@ -491,7 +491,14 @@ impl Controller {
                 if let Some(e) = maps.endpoints_ro().and_then(|t| t.get(mac.octets(), *vlan)) {
                     maps.remove_devices(e.slot)?;
                 }
-                maps.endpoints()?.remove(mac.octets(), *vlan)?;
+                // The MAC's other VLANs that stay, for its VLAN_ANY entry.
+                let vlans: Vec<u16> = wanted
+                    .keys()
+                    .filter(|(m, _)| m == mac)
+                    .map(|(_, v)| *v)
+                    .collect();
+                maps.endpoints()?
+                    .remove_among(mac.octets(), *vlan, &vlans)?;
             }
         }
         // The count beside the direct index (what `stats` reports as the

@@ -306,21 +306,53 @@ impl<'a> EndpointTable<'a> {
         Ok(())
     }
 
-    /// Removes an endpoint.
+    /// Removes an endpoint, on a root where no other endpoint has its MAC.
     pub fn remove(&mut self, mac: [u8; 6], vlan: u16) -> Result<(), DatapathError> {
+        self.remove_among(mac, vlan, &[])
+    }
+
+    /// Removes endpoint (`mac`, `vlan`); `vlans` are the root's VLANs where
+    /// another endpoint may have the same MAC (a MAC is unique per network
+    /// only, so `--mac-address` can put one on two VLANs of a root). The
+    /// MAC's `VLAN_ANY` entry, which tells a VLAN mismatch from an unknown
+    /// MAC and a local source from the wire, is one per MAC: it stays when
+    /// it is another endpoint's, goes to one that stays, and only then
+    /// away. One lookup per VLAN given, none past the first found.
+    pub fn remove_among(
+        &mut self,
+        mac: [u8; 6],
+        vlan: u16,
+        vlans: &[u16],
+    ) -> Result<(), DatapathError> {
         // Out of the index first, so no reader finds it there after it has
         // left the hash.
         if let Some(index) = &self.index {
             index.release(&mac, vlan);
         }
         let name = map_names::ENDPOINTS;
+        let map_err = |source| DatapathError::Map { name, source };
         self.map
             .remove(&EndpointKey::new(mac, vlan))
-            .map_err(|source| DatapathError::Map { name, source })?;
+            .map_err(map_err)?;
         if let Some(index) = &self.index {
             index.count(false);
         }
-        let _ = self.map.remove(&EndpointKey::new(mac, VLAN_ANY));
+        let any = EndpointKey::new(mac, VLAN_ANY);
+        match self.map.get(&any, 0) {
+            Ok(v) if v.vlan == vlan => {}
+            // Another endpoint's (it came after this one), or none.
+            _ => return Ok(()),
+        }
+        let staying = vlans
+            .iter()
+            .filter(|v| **v != vlan)
+            .find_map(|v| self.map.get(&EndpointKey::new(mac, *v), 0).ok());
+        match staying {
+            Some(value) => self.map.insert(any, value, 0).map_err(map_err)?,
+            None => {
+                let _ = self.map.remove(&any);
+            }
+        }
         Ok(())
     }
 }
