@@ -862,3 +862,80 @@ fn a_tag_the_container_adds_is_counted_in_its_bytes_on_the_wire() {
     s.ok(&["container", "rm", "--force", &c]);
     s.ok(&["network", "rm", "b5"]);
 }
+
+/// One MAC on two VLANs of a root (`--mac-address` on networks on eth0.10
+/// and eth0.20): after one container is removed, a frame to the MAC tagged
+/// for a third VLAN is still the other's VLAN mismatch, counted for it,
+/// as `rm` hands the MAC's VLAN_ANY entry over instead of deleting it.
+#[test]
+fn a_mac_shared_by_two_vlans_stays_a_mismatch_after_one_container_goes() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    use mvnet_lab::lab::{
+        frames::{FrameSpec, Tag},
+        wire::{self, SendPlan},
+    };
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("m10", "10.61.0.0/24", "eth0.10", &["--xdp-mode", "native"]);
+    s.network("m20", "10.62.0.0/24", "eth0.20", &["--xdp-mode", "native"]);
+    let (a, b) = (format!("{}-ma", lab.id()), format!("{}-mb", lab.id()));
+    let mac = "02:42:0a:63:00:07";
+    s.container("m10", &a, &["--mac-address", mac]);
+    s.container("m20", &b, &["--mac-address", mac]);
+    let octets = [0x02, 0x42, 0x0a, 0x63, 0, 7];
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot_a = maps
+        .endpoints_ro()
+        .unwrap()
+        .get(octets, 10)
+        .expect("a")
+        .slot;
+    s.ok(&["container", "rm", "--force", &b]);
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    let frames = [FrameSpec::udp4(octets, src)
+        .tagged(&[Tag::dot1q(30)])
+        .build()
+        .unwrap()];
+    let mismatch = |m: &PinnedMaps| {
+        m.counters()
+            .unwrap()
+            .verdicts
+            .get(Hook::XdpIngress, Verdict::VlanMismatch)
+            .frames
+    };
+    let total = |m: &PinnedMaps| {
+        m.counters()
+            .unwrap()
+            .verdicts
+            .total(Hook::XdpIngress)
+            .frames
+    };
+    let (v0, t0) = (mismatch(&maps), total(&maps));
+    let a0 = maps.mismatch(slot_a).unwrap().unwrap_or_default();
+    const N: u64 = 7;
+    wire::send(
+        lab.upstream(),
+        UPSTREAM_IF,
+        &SendPlan {
+            frames: &frames,
+            rounds: N,
+            deadline: Duration::from_secs(60),
+            burst: 1,
+        },
+        |sent| total(&maps) - t0 >= sent,
+    )
+    .unwrap();
+    assert_eq!(mismatch(&maps) - v0, N, "unknown MACs instead?");
+    let a1 = maps.mismatch(slot_a).unwrap().unwrap_or_default();
+    assert_eq!(
+        a1.frames - a0.frames,
+        N,
+        "counted for the container that stays"
+    );
+    s.ok(&["container", "rm", "--force", &a]);
+    s.ok(&["network", "rm", "m10", "m20"]);
+}
