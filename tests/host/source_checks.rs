@@ -1010,13 +1010,7 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         _ => Sender::Foreign,
     };
 
-    let mut ebpf = datapath::load().expect("loading the classifier object");
-    let p: &mut SchedClassifier = ebpf
-        .program_mut(program_names::TC_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    p.load().expect("loading mvnet_tc_egress");
+    let mut ebpf = egress_loaded();
     // (MAC, slot) of each endpoint.
     let mut slots = Vec::new();
     {
@@ -1200,13 +1194,7 @@ fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
     use std::sync::Barrier;
     require_root();
     const RUNS: u32 = 1_000_000;
-    let mut ebpf = datapath::load().expect("loading the classifier object");
-    let p: &mut SchedClassifier = ebpf
-        .program_mut(program_names::TC_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    p.load().expect("loading mvnet_tc_egress");
+    let mut ebpf = egress_loaded();
     let (slot, capacity) = {
         let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
         let slot = table
@@ -1282,6 +1270,18 @@ fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
     let total = datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap()
         [slot as usize];
     assert_eq!(total.tx.frames, u64::from(RUNS) * cpus.len() as u64);
+}
+
+/// The classifier object with the parent's egress program loaded.
+fn egress_loaded() -> Ebpf {
+    let mut ebpf = datapath::load().expect("loading the classifier object");
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    p.load().expect("loading mvnet_tc_egress");
+    ebpf
 }
 
 /// The CPUs this process may run on.

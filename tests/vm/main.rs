@@ -34,6 +34,39 @@ fn modprobe(module: &str) {
     assert!(status.success(), "modprobe {module} failed");
 }
 
+/// Frames XDP classified on the root whose pins `maps` are, every verdict.
+fn xdp_frames(maps: &mvnet::datapath::pinned::PinnedMaps) -> u64 {
+    maps.counters()
+        .unwrap()
+        .verdicts
+        .total(macvlan_common::Hook::XdpIngress)
+        .frames
+}
+
+/// Sends `frames` `rounds` times from the lab's upstream to the parent,
+/// each burst only once XDP has counted what was sent before it.
+fn send_from_upstream(
+    lab: &Lab,
+    maps: &mvnet::datapath::pinned::PinnedMaps,
+    frames: &[Vec<u8>],
+    rounds: u64,
+) {
+    use mvnet_lab::lab::wire::{self, SendPlan};
+    let base = xdp_frames(maps);
+    wire::send(
+        lab.upstream(),
+        UPSTREAM_IF,
+        &SendPlan {
+            frames,
+            rounds,
+            deadline: Duration::from_secs(60),
+            burst: 16,
+        },
+        |sent| xdp_frames(maps) - base >= sent,
+    )
+    .unwrap();
+}
+
 #[test]
 fn kernel_is_the_debian_one() {
     in_vm();
@@ -410,10 +443,7 @@ fn restore_recreates_a_lost_vlan_parent() {
 fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     use macvlan_common::{Hook, Verdict};
     use mvnet::datapath::pinned::{self, PinnedMaps};
-    use mvnet_lab::lab::{
-        frames::{FrameSpec, Tag},
-        wire::{self, SendPlan},
-    };
+    use mvnet_lab::lab::frames::{FrameSpec, Tag};
     in_vm();
     modprobe("8021q");
     let lab = Lab::new().unwrap();
@@ -452,13 +482,6 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     let (rx10, rx20) = (rx(&c10), rx(&c20));
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     let c0 = maps.counters().unwrap();
-    let total = |m: &PinnedMaps| {
-        m.counters()
-            .unwrap()
-            .verdicts
-            .total(Hook::XdpIngress)
-            .frames
-    };
     for (dst, vid, n) in [
         (m10, 10, 31u64),
         (m20, 20, 17),
@@ -469,19 +492,7 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
             .tagged(&[Tag::dot1q(vid)])
             .build()
             .unwrap()];
-        let base = total(&maps);
-        wire::send(
-            lab.upstream(),
-            UPSTREAM_IF,
-            &SendPlan {
-                frames: &frames,
-                rounds: n,
-                deadline: Duration::from_secs(60),
-                burst: 16,
-            },
-            |sent| total(&maps) - base >= sent,
-        )
-        .unwrap();
+        send_from_upstream(&lab, &maps, &frames, n);
     }
     let c = maps.counters().unwrap();
     let d = |v| {
@@ -637,10 +648,7 @@ fn cni_chained_on_an_8021q_master_counts_its_vlan_on_the_real_device() {
         datapath::pinned::{self, PinnedMaps},
         model::Mac,
     };
-    use mvnet_lab::lab::{
-        frames::{FrameSpec, Tag},
-        wire::{self, SendPlan},
-    };
+    use mvnet_lab::lab::frames::{FrameSpec, Tag};
     use serde_json::json;
     use std::path::Path;
     in_vm();
@@ -711,32 +719,13 @@ fn cni_chained_on_an_8021q_master_counts_its_vlan_on_the_real_device() {
     };
     let rx0 = rx();
     let c0 = maps.counters().unwrap();
-    let total = |m: &PinnedMaps| {
-        m.counters()
-            .unwrap()
-            .verdicts
-            .total(Hook::XdpIngress)
-            .frames
-    };
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     for (vid, n) in [(10, 23u64), (20, 9)] {
         let frames = [FrameSpec::udp4(mac.octets(), src)
             .tagged(&[Tag::dot1q(vid)])
             .build()
             .unwrap()];
-        let base = total(&maps);
-        wire::send(
-            lab.upstream(),
-            UPSTREAM_IF,
-            &SendPlan {
-                frames: &frames,
-                rounds: n,
-                deadline: Duration::from_secs(60),
-                burst: 16,
-            },
-            |sent| total(&maps) - base >= sent,
-        )
-        .unwrap();
+        send_from_upstream(&lab, &maps, &frames, n);
     }
     let c = maps.counters().unwrap();
     let d = |v| {
@@ -871,10 +860,7 @@ fn a_tag_the_container_adds_is_counted_in_its_bytes_on_the_wire() {
 fn a_mac_shared_by_two_vlans_stays_a_mismatch_after_one_container_goes() {
     use macvlan_common::{Hook, Verdict};
     use mvnet::datapath::pinned::{self, PinnedMaps};
-    use mvnet_lab::lab::{
-        frames::{FrameSpec, Tag},
-        wire::{self, SendPlan},
-    };
+    use mvnet_lab::lab::frames::{FrameSpec, Tag};
     in_vm();
     modprobe("8021q");
     let lab = Lab::new().unwrap();
@@ -907,28 +893,10 @@ fn a_mac_shared_by_two_vlans_stays_a_mismatch_after_one_container_goes() {
             .get(Hook::XdpIngress, Verdict::VlanMismatch)
             .frames
     };
-    let total = |m: &PinnedMaps| {
-        m.counters()
-            .unwrap()
-            .verdicts
-            .total(Hook::XdpIngress)
-            .frames
-    };
-    let (v0, t0) = (mismatch(&maps), total(&maps));
+    let v0 = mismatch(&maps);
     let a0 = maps.mismatch(slot_a).unwrap().unwrap_or_default();
     const N: u64 = 7;
-    wire::send(
-        lab.upstream(),
-        UPSTREAM_IF,
-        &SendPlan {
-            frames: &frames,
-            rounds: N,
-            deadline: Duration::from_secs(60),
-            burst: 1,
-        },
-        |sent| total(&maps) - t0 >= sent,
-    )
-    .unwrap();
+    send_from_upstream(&lab, &maps, &frames, N);
     assert_eq!(mismatch(&maps) - v0, N, "unknown MACs instead?");
     let a1 = maps.mismatch(slot_a).unwrap().unwrap_or_default();
     assert_eq!(
