@@ -562,14 +562,9 @@ impl PinnedMaps {
 
     /// Adds an endpoint with its counters zeroed; returns its slot.
     pub fn add_endpoint(&mut self, entry: super::EndpointEntry) -> Result<u32, DatapathError> {
-        let slot = self.endpoints()?.slots().take()?;
-        // Zeroed before the entry exists, as in `add_endpoints`: once the
-        // programs find the slot, a CPU may be adding to a count loaded
-        // before the zero was stored, and the new endpoint would start
-        // with the old one's.
-        self.zero_counters(slot)?;
-        self.endpoints()?.insert_at(entry, slot)?;
-        Ok(slot)
+        self.add_endpoints(std::slice::from_ref(&entry))?
+            .pop()
+            .expect("one result per entry")
     }
 
     /// Adds endpoints as [`PinnedMaps::add_endpoint`] does, with one read
@@ -579,8 +574,9 @@ impl PinnedMaps {
         entries: &[super::EndpointEntry],
     ) -> Result<Vec<Result<u32, DatapathError>>, DatapathError> {
         let mut slots = self.endpoints()?.slots();
-        // Counters zeroed before the entry exists: no frame counted in
-        // between is lost.
+        // Counters zeroed before the entry exists: once the programs find
+        // the slot, a CPU may be adding to a count loaded before the zero
+        // was stored, and the new endpoint would start with the old one's.
         let zeroed: Vec<Result<u32, DatapathError>> = entries
             .iter()
             .map(|_| {
