@@ -592,20 +592,19 @@ fn inconsistencies(f: &Fx) -> Vec<String> {
         ));
         return bad;
     }
-    let entries: BTreeSet<([u8; 6], u16)> = match PinnedMaps::open(&dir) {
-        Ok(maps) => maps
-            .endpoints_ro()
-            .unwrap()
-            .entries()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| (k.mac, k.vlan))
-            .collect(),
+    let table = match PinnedMaps::open(&dir) {
+        Ok(maps) => maps.endpoints_ro().unwrap().entries().unwrap(),
         Err(e) => {
             bad.push(format!("pinned maps: {e}"));
             return bad;
         }
     };
+    let entries: BTreeSet<([u8; 6], u16)> = table.iter().map(|(k, _)| (k.mac, k.vlan)).collect();
+    // Each endpoint on a slot of its own (its counters and device checks).
+    let slots: BTreeSet<u32> = table.iter().map(|(_, v)| v.slot).collect();
+    if slots.len() != table.len() {
+        bad.push(format!("classifier entries share slots: {table:?}"));
+    }
     let want: BTreeSet<([u8; 6], u16)> = state
         .containers
         .values()

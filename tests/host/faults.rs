@@ -191,6 +191,87 @@ fn an_endpoint_mac_missing_from_the_source_filter_is_marked_again() {
     assert_converged(&s);
 }
 
+/// Two endpoint entries on one slot (a writer killed between its change of
+/// the table and of the count that says which slots are taken) and a device
+/// entry whose endpoint is gone (one killed between removing an entry and
+/// its devices): `restore` gives each endpoint a slot of its own again,
+/// with its device registered under it, and removes the orphan.
+#[test]
+fn entries_sharing_a_slot_and_orphaned_device_entries_are_repaired() {
+    require_root();
+    use aya::maps::{HashMap, Map, MapData};
+    use macvlan_common::{map_names, DeviceIdentity, Endpoint, EndpointKey, VLAN_ANY};
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let a = one_container(&lab, &s);
+    let b = format!("{}-g", lab.id());
+    s.container("nf", &b, &[]);
+    let (mac_a, mac_b) = (
+        [0x02, 0x42, 0x0a, 0x82, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x82, 0x00, 0x03],
+    );
+    let dir = crate::datapath_cp::pin_dir(&lab);
+    let open = |name| Map::HashMap(MapData::from_pin(dir.join(name)).unwrap());
+    let mut table: HashMap<_, EndpointKey, Endpoint> =
+        HashMap::try_from(open(map_names::ENDPOINTS)).unwrap();
+    let slot_a = table.get(&EndpointKey::new(mac_a, 0), 0).unwrap().slot;
+    for vlan in [0, VLAN_ANY] {
+        let key = EndpointKey::new(mac_b, vlan);
+        let mut v = table.get(&key, 0).unwrap();
+        assert_ne!(v.slot, slot_a);
+        v.slot = slot_a;
+        table.insert(key, v, 0).unwrap();
+    }
+    let mut devices: HashMap<_, u32, DeviceIdentity> =
+        HashMap::try_from(open(map_names::ENDPOINT_DEVICES)).unwrap();
+    let gone = DeviceIdentity {
+        mac: [0x02, 0x42, 0x0a, 0x82, 0x00, 0x63],
+        slot: 40,
+        ..Default::default()
+    };
+    devices.insert(0x7fff_fff0, gone, 0).unwrap();
+    let actions = |verb: [&str; 3]| {
+        format!(
+            "{} classifier entry 02:42:0a:82:00:02 (VLAN 0) on eth0, which shared slot \
+             {slot_a} with another\n\
+             {} classifier entry 02:42:0a:82:00:03 (VLAN 0) on eth0, which shared slot \
+             {slot_a} with another\n\
+             {} 2 device entries of eth0's classifier whose endpoint is gone\n\
+             {} classifier entry 02:42:0a:82:00:02 of container {a} on eth0\n\
+             {} classifier entry 02:42:0a:82:00:03 of container {b} on eth0\n",
+            verb[0], verb[0], verb[0], verb[1], verb[2]
+        )
+    };
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        actions(["would remove", "would add", "would add"])
+    );
+    assert_eq!(s.ok(&["restore"]), actions(["removed", "added", "added"]));
+    // Each endpoint on a slot of its own, its device registered under it,
+    // and no other device entry.
+    let slot = |mac| table.get(&EndpointKey::new(mac, 0), 0).unwrap().slot;
+    let (slot_a, slot_b) = (slot(mac_a), slot(mac_b));
+    assert_ne!(slot_a, slot_b);
+    for mac in [mac_a, mac_b] {
+        assert_eq!(
+            table.get(&EndpointKey::new(mac, VLAN_ANY), 0).unwrap().slot,
+            slot(mac)
+        );
+    }
+    let mut held: Vec<([u8; 6], u32)> = devices
+        .iter()
+        .map(|r| r.unwrap().1)
+        .map(|id| (id.mac, id.slot))
+        .collect();
+    held.sort();
+    assert_eq!(held, [(mac_a, slot_a), (mac_b, slot_b)]);
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &a, &b]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
 #[test]
 fn a_container_namespace_deleted_or_left_as_a_stale_file_is_purged() {
     require_root();

@@ -433,18 +433,20 @@ impl Controller {
         self.remove_unused_pins(&roots, dry, r)
     }
 
-    /// Adds the endpoints missing from `root`'s classifier, removes those
-    /// no live endpoint has.
+    /// Removes the entries of `root`'s classifier that no live endpoint
+    /// has and those sharing a slot with another, then adds the endpoints
+    /// missing (removals first: the stale entries may hold the slots the
+    /// missing ones need).
     fn restore_entries(&mut self, root: &str, dry: bool, r: &mut RestoreReport) -> Result<()> {
         let dir = pin_dir(root)?;
         let maps = PinnedMaps::open(&dir).map_err(|e| anyhow!("classifier of {root}: {e}"))?;
-        let actual: BTreeSet<(Mac, u16)> = maps
+        let actual: BTreeMap<(Mac, u16), u32> = maps
             .endpoints_ro()
             .ok_or_else(|| anyhow!("classifier of {root}: no endpoint table"))?
             .entries()
             .map_err(|e| anyhow!("classifier of {root}: {e}"))?
             .into_iter()
-            .map(|(k, _)| (Mac::new(k.mac), k.vlan))
+            .map(|(k, v)| ((Mac::new(k.mac), k.vlan), v.slot))
             .collect();
         drop(maps);
         let mut wanted = BTreeMap::new();
@@ -463,8 +465,65 @@ impl Controller {
                 }
             }
         }
+        // Two entries on one slot (a writer killed between its change of
+        // the table and of the count that says which slots are taken, or
+        // another tool): their counters and device checks are one; each
+        // goes, and those wanted come back on slots of their own.
+        let mut by_slot: BTreeMap<u32, Vec<(Mac, u16)>> = BTreeMap::new();
+        for (key, slot) in &actual {
+            by_slot.entry(*slot).or_default().push(*key);
+        }
+        let shared: BTreeMap<(Mac, u16), u32> = by_slot
+            .iter()
+            .filter(|(_, keys)| keys.len() > 1)
+            .flat_map(|(slot, keys)| keys.iter().map(move |k| (*k, *slot)))
+            .collect();
+        let mut gone = Vec::new();
+        for (key, slot) in &actual {
+            let (mac, vlan) = key;
+            let (what, why) = if !wanted.contains_key(key) {
+                ("stale classifier entry", String::new())
+            } else if shared.contains_key(key) {
+                (
+                    "classifier entry",
+                    format!(", which shared slot {slot} with another"),
+                )
+            } else {
+                continue;
+            };
+            r.actions.push(format!(
+                "{} {what} {mac} (VLAN {vlan}) on {root}{why}",
+                if dry { "would remove" } else { "removed" },
+            ));
+            gone.push(*key);
+            if !dry {
+                let mut maps = PinnedMaps::open(&dir)?;
+                // Its device entries go with it, as on `rm`.
+                maps.remove_devices(*slot)?;
+                // The MAC's other VLANs that stay, for its VLAN_ANY entry.
+                let vlans: Vec<u16> = wanted
+                    .keys()
+                    .filter(|(m, v)| m == mac && !shared.contains_key(&(*m, *v)))
+                    .map(|(_, v)| *v)
+                    .collect();
+                maps.endpoints()?
+                    .remove_among(mac.octets(), *vlan, &vlans)?;
+            }
+        }
+        // Device entries whose endpoint is gone (a writer killed between
+        // its removal of an endpoint's entry and of its devices, or an
+        // entry removed above whose device had another slot): before the
+        // adds, which register the devices that live again.
+        let orphans = PinnedMaps::open(&dir)?.prune_devices(!dry)?;
+        if orphans > 0 {
+            r.actions.push(format!(
+                "{} {orphans} device entr{} of {root}'s classifier whose endpoint is gone",
+                if dry { "would remove" } else { "removed" },
+                if orphans == 1 { "y" } else { "ies" }
+            ));
+        }
         for (key, (net, ep, name)) in &wanted {
-            if actual.contains(key) {
+            if actual.contains_key(key) && !gone.contains(key) {
                 continue;
             }
             r.actions.push(format!(
@@ -477,28 +536,6 @@ impl Controller {
                 // verify compares what comes from now on.
                 self.rebase(ep);
                 self.datapath_add(net, ep)?;
-            }
-        }
-        for (mac, vlan) in actual.difference(&wanted.keys().copied().collect()) {
-            r.actions.push(format!(
-                "{} stale classifier entry {} (VLAN {vlan}) on {root}",
-                if dry { "would remove" } else { "removed" },
-                mac
-            ));
-            if !dry {
-                let mut maps = PinnedMaps::open(&dir)?;
-                // Its device entries go with it, as on `rm`.
-                if let Some(e) = maps.endpoints_ro().and_then(|t| t.get(mac.octets(), *vlan)) {
-                    maps.remove_devices(e.slot)?;
-                }
-                // The MAC's other VLANs that stay, for its VLAN_ANY entry.
-                let vlans: Vec<u16> = wanted
-                    .keys()
-                    .filter(|(m, _)| m == mac)
-                    .map(|(_, v)| *v)
-                    .collect();
-                maps.endpoints()?
-                    .remove_among(mac.octets(), *vlan, &vlans)?;
             }
         }
         // The count beside the direct index (what `stats` reports as the

@@ -136,8 +136,14 @@ impl<'a> EndpointTable<'a> {
         Slots { taken }
     }
 
-    /// Adds an endpoint at a given slot.
-    pub fn insert_at(&mut self, entry: EndpointEntry, slot: u32) -> Result<(), DatapathError> {
+    /// Adds an endpoint at a given slot. An entry for (`mac`, `vlan`) that
+    /// is there already is replaced; its slot, when another, is returned:
+    /// its device entries are the caller's to remove.
+    pub fn insert_at(
+        &mut self,
+        entry: EndpointEntry,
+        slot: u32,
+    ) -> Result<Option<u32>, DatapathError> {
         let value = Endpoint {
             slot,
             vlan: entry.vlan,
@@ -157,22 +163,35 @@ impl<'a> EndpointTable<'a> {
         if let Some(index) = &self.index {
             index.reserve_source(&entry.mac);
         }
-        // Created or replaced: only a new key adds to the fill count.
-        let added = match self.map.insert(key, value, BPF_NOEXIST) {
-            Ok(()) => true,
+        // Counted before the key is created, and taken back if it was
+        // there: a writer killed between the two leaves the fill word
+        // above the index's valid words, so readers of the taken slots
+        // fall back to the hash (`DirectIndex::all_slots`). Counted after,
+        // a kill in between would leave the fill word equal to the index's
+        // words while the hash holds one more, and the new endpoint's slot
+        // would look free.
+        if let Some(index) = &self.index {
+            index.count(true);
+        }
+        let replaced = match self.map.insert(key, value, BPF_NOEXIST) {
+            Ok(()) => None,
             Err(aya::maps::MapError::SyscallError(e))
                 if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
             {
+                if let Some(index) = &self.index {
+                    index.count(false);
+                }
+                let old = self.map.get(&key, 0).ok();
                 self.map.insert(key, value, 0).map_err(map_err)?;
-                false
+                old.map(|o| o.slot).filter(|s| *s != slot)
             }
-            Err(e) => return Err(map_err(e)),
+            Err(e) => {
+                if let Some(index) = &self.index {
+                    index.count(false);
+                }
+                return Err(map_err(e));
+            }
         };
-        if added {
-            if let Some(index) = &self.index {
-                index.count(true);
-            }
-        }
         self.map
             .insert(EndpointKey::new(entry.mac, VLAN_ANY), value, 0)
             .map_err(map_err)?;
@@ -180,7 +199,7 @@ impl<'a> EndpointTable<'a> {
         if let Some(index) = &self.index {
             index.claim(&entry.mac, entry.vlan, slot);
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// Whether (`mac`, `vlan`) is on the fast path (the direct index).

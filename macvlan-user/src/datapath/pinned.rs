@@ -586,15 +586,25 @@ impl PinnedMaps {
             })
             .collect();
         let mut table = self.endpoints()?;
-        Ok(entries
+        let mut replaced = Vec::new();
+        let added = entries
             .iter()
             .zip(zeroed)
             .map(|(e, slot)| {
                 let slot = slot?;
-                table.insert_at(*e, slot)?;
+                replaced.extend(table.insert_at(*e, slot)?);
                 Ok(slot)
             })
-            .collect())
+            .collect();
+        drop(table);
+        // An entry that was there already (left by a writer killed before
+        // it removed it) had another slot: that slot is free now, and the
+        // device entries still naming it would judge a later endpoint's
+        // device there by the gone one's identity.
+        for slot in replaced {
+            self.remove_devices(slot)?;
+        }
+        Ok(added)
     }
 
     /// Zeroes the per-endpoint counters of a new endpoint's slot.
@@ -794,6 +804,49 @@ impl PinnedMaps {
         Ok(())
     }
 
+    /// Device entries whose endpoint is gone: the identity's (MAC, VLAN)
+    /// has no entry in the endpoint table, or one with another slot (left
+    /// by a writer killed between its removal of an endpoint and of its
+    /// devices, or by one that replaced an entry in place). Such an entry
+    /// judges whatever device later gets its number by a gone endpoint's
+    /// identity, and counts into a slot another endpoint may hold. With
+    /// `fix`, removes them. Returns how many there were; 0 for pins
+    /// without device checks.
+    pub fn prune_devices(&mut self, fix: bool) -> Result<usize, DatapathError> {
+        let name = map_names::ENDPOINT_DEVICES;
+        let Ok(map) = self.get(name) else {
+            return Ok(0);
+        };
+        let devices = device_entries(map)?;
+        let orphans: Vec<(u32, u32)> = {
+            let Some(table) = self.endpoints_ro() else {
+                return Ok(0);
+            };
+            devices
+                .into_iter()
+                .filter(|(_, id)| table.get(id.mac, id.vlan).map(|e| e.slot) != Some(id.slot))
+                .map(|(k, id)| (k, id.slot))
+                .collect()
+        };
+        if !fix || orphans.is_empty() {
+            return Ok(orphans.len());
+        }
+        let index = self.index()?.cloned();
+        let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
+            aya::maps::HashMap::try_from(self.get_mut(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let mut strays = 0;
+        for (k, slot) in &orphans {
+            if map.remove(k).is_ok() && !super::devices::is_own_key(*k, *slot) {
+                strays += 1;
+            }
+        }
+        if let Some(i) = index {
+            i.count_strays(false, strays);
+        }
+        Ok(orphans.len())
+    }
+
     /// Counts the device entries under a key not of their slot's own, in
     /// one read of the table, and (with `fix`) sets the count kept beside
     /// the direct index to it: a writer killed between its count and its
@@ -810,9 +863,17 @@ impl PinnedMaps {
         let Some(was) = index.strays() else {
             return Ok(None);
         };
+        // Orphans ([`PinnedMaps::prune_devices`]) are not counted: `restore`
+        // removes them first, and `restore --check` says the same.
+        let table = self.endpoints_ro();
         let is = device_entries(map)?
             .into_iter()
             .filter(|(k, id)| !super::devices::is_own_key(*k, id.slot))
+            .filter(|(_, id)| {
+                table
+                    .as_ref()
+                    .is_none_or(|t| t.get(id.mac, id.vlan).map(|e| e.slot) == Some(id.slot))
+            })
             .count() as u64;
         if was == is {
             return Ok(None);
