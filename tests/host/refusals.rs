@@ -1,7 +1,8 @@
 //! Clear refusals, no panics: a closed output pipe ends every listing
-//! quietly with status 0; out-of-range numbers, the parent's own MAC and a
-//! file that is not a network namespace are refused at once, with the
-//! problem and the fix, and change nothing.
+//! quietly with status 0; out-of-range numbers, the parent's own MAC, a MAC
+//! another network on the parent uses and a file that is not a network
+//! namespace are refused at once, with the problem and the fix, and change
+//! nothing.
 use std::{
     os::fd::{FromRawFd as _, OwnedFd},
     process::{Command, Stdio},
@@ -132,6 +133,71 @@ fn the_parents_own_mac_is_refused_at_once() {
         "a namespace was left behind"
     );
     s.ok(&["network", "rm", "pmac"]);
+}
+
+/// A MAC is unique per network, but two networks on one parent share the
+/// parent's MAC space: the kernel brings up one macvlan device per MAC on
+/// it, and the classifier keeps one entry per MAC and VLAN. `run` and
+/// `connect` with another network's endpoint's MAC on that parent are
+/// refused at once and change nothing; that endpoint keeps its entry.
+#[test]
+fn a_mac_another_network_on_the_parent_uses_is_refused() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("ma", "10.86.0.0/24", "eth0", &[]);
+    s.network("mb", "10.87.0.0/24", "eth0", &[]);
+    let mac = "02:00:00:00:86:0a";
+    let a = s.name("a");
+    s.container("ma", &a, &["--mac-address", mac]);
+    let octets = [0x02, 0, 0, 0, 0x86, 0x0a];
+    let entry = || {
+        mvnet::datapath::pinned::PinnedMaps::open(&crate::datapath_cp::pin_dir(&lab))
+            .unwrap()
+            .endpoints_ro()
+            .unwrap()
+            .get(octets, 0)
+    };
+    let held = entry().expect("a's entry");
+    let before = s.state();
+    let links = s.links();
+    let want = format!(
+        "mvnet: error: MAC address {mac} is already in use on parent eth0 by container {a} \
+         (network ma), and the kernel allows each MAC once per parent device; pick another \
+         --mac-address"
+    );
+    let b = s.name("b");
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "mb",
+        "--name",
+        &b,
+        "--mac-address",
+        mac,
+    ]);
+    assert_eq!(err.trim(), want);
+    assert!(!mvnet::netns::list().contains(&b), "a namespace was left");
+    // Through `connect` too, for a container already on another network.
+    let c = s.name("c");
+    s.container("ma", &c, &[]);
+    let before_connect = s.state();
+    let err = s.fails(&["network", "connect", "--mac-address", mac, "mb", &c]);
+    assert_eq!(err.trim(), want);
+    assert_eq!(s.state(), before_connect, "the refusal changed the state");
+    s.ok(&["container", "rm", "--force", &c]);
+    assert_eq!(s.state(), before, "the refusals changed the state");
+    assert_eq!(s.links(), links);
+    assert_eq!(entry(), Some(held), "a's classifier entry changed");
+    let v = s.run(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // On the network's own parent's other networks only: once a is gone,
+    // the MAC is free for mb.
+    s.ok(&["container", "rm", "--force", &a]);
+    s.container("mb", &b, &["--mac-address", mac]);
+    s.ok(&["container", "rm", "--force", &b]);
+    s.ok(&["network", "rm", "ma", "mb"]);
 }
 
 #[test]

@@ -152,6 +152,15 @@ impl Controller {
                 "MAC address {mac} is already in use on this network by container {other}; pick another --mac-address"
             );
         }
+        if let Err(e) = self.refuse_mac_on_parent(&net_id, mac, req.mac.is_none()) {
+            release(
+                self.state
+                    .networks
+                    .get_mut(net_id.as_str())
+                    .expect("exists"),
+            );
+            return Err(e);
+        }
         Ok(Endpoint {
             id: model::new_id(),
             network_id: net_id,
@@ -161,6 +170,40 @@ impl Controller {
             ipv6,
             rx_base: 0,
         })
+    }
+
+    /// Refuses `mac` for an endpoint on network `net_id` when an endpoint of
+    /// another network on the same parent device has it: the kernel brings
+    /// up only one macvlan device per MAC on a parent (EADDRINUSE), and the
+    /// classifier's table has one entry per MAC and VLAN of a root, which
+    /// the new endpoint would take from the other. (Networks on other
+    /// VLANs of one root are other parents: there a MAC may repeat.)
+    /// `derived`: the MAC was made from the endpoint's IPv4 address.
+    fn refuse_mac_on_parent(&self, net_id: &str, mac: Mac, derived: bool) -> Result<()> {
+        let net = &self.state.networks[net_id];
+        let root = net.root();
+        let holder = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.id != net_id && n.root() == root)
+            .find_map(|n| {
+                let c = self.state.containers.mac_holder(&n.id, mac)?;
+                Some((c.to_owned(), n.name.clone()))
+            });
+        let Some((other, other_net)) = holder else {
+            return Ok(());
+        };
+        let fix = if derived {
+            "give this container another --ip, or a --mac-address of its own"
+        } else {
+            "pick another --mac-address"
+        };
+        bail!(
+            "MAC address {mac} is already in use on parent {} by container {other} (network \
+             {other_net}), and the kernel allows each MAC once per parent device; {fix}",
+            net.parent
+        )
     }
 
     /// Takes an endpoint out of the classifier (its link is gone by now)
