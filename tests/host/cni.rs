@@ -1239,6 +1239,61 @@ fn cni_parallel_standalone_adds_and_dels_share_out_addresses_exactly() {
 }
 
 /// The classifier slot of the endpoint with `mac` on VLAN 0.
+/// A chain is deleted in reverse: mvnet-cni's DEL runs before the macvlan
+/// plugin's deletes the device. The device's check (a cls_bpf filter keyed
+/// by its slot) goes with mvnet-cni's DEL, so a pod added in between, which
+/// takes the freed slot, is charged nothing the dying device sends.
+#[test]
+fn cni_chained_del_takes_the_check_off_the_device_the_plugin_deletes_next() {
+    use mvnet_lab::lab::wire;
+    use std::net::Ipv4Addr;
+
+    use crate::source_model::{ethernet, udp4, with};
+    let mut h = Harness::new();
+    let dir = pin_dir(&h.lab);
+    let up = h.lab.mac_of(h.lab.upstream(), UPSTREAM_IF).unwrap();
+    let subnet = "10.71.0.0/24";
+    let add = |h: &mut Harness, cid: &str| {
+        let netns = h.container(cid);
+        let prev = h
+            .reference("ADD", cid, &netns, &h.macvlan_conf("1.0.0", subnet))
+            .ok();
+        let conf = h.chained_conf("1.0.0", &prev);
+        h.mvnet("ADD", cid, &netns, &conf).ok();
+        (netns, prev, conf)
+    };
+    let (a_ns, a_prev, a_conf) = add(&mut h, "pa");
+    let (_b0_ns, _, _) = add(&mut h, "pb0");
+    let slot_a = slot_of(&PinnedMaps::open(&dir).unwrap(), mac(&a_prev));
+    h.mvnet("DEL", "pa", &a_ns, &a_conf).ok();
+    let a = NetNs::from_path(&a_ns);
+    assert_eq!(
+        crate::enforce::endpoint_programs(&a, "eth0"),
+        Vec::<u64>::new(),
+        "the check stayed on the device mvnet-cni's DEL let go"
+    );
+    let (b_ns, b_prev, b_conf) = add(&mut h, "pb");
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot_b = slot_of(&maps, mac(&b_prev));
+    assert_eq!(slot_b, slot_a, "the new pod takes the freed slot");
+    // The dying device sends as a stranger: nothing of it is pb's.
+    let gw = Ipv4Addr::new(10, 71, 0, 1);
+    let forged = with(
+        ethernet(up, [0x02, 0x66, 0, 0, 0, 7], &[], 0x0800),
+        &udp4(Ipv4Addr::new(10, 71, 0, 2), gw, 1, 2),
+    );
+    assert_eq!(
+        wire::send_each_once(&a, "eth0", &forged, 9).unwrap(),
+        (9, 0)
+    );
+    assert_eq!(maps.tx_invalid(slot_b).unwrap().unwrap().frames, 0);
+    h.reference("DEL", "pa", &a_ns, &h.macvlan_conf("1.0.0", subnet))
+        .ok();
+    h.mvnet("DEL", "pb", &b_ns, &b_conf).ok();
+    h.reference("DEL", "pb", &b_ns, &h.macvlan_conf("1.0.0", subnet))
+        .ok();
+}
+
 fn slot_of(maps: &PinnedMaps, mac: mvnet::model::Mac) -> u32 {
     maps.endpoints_ro()
         .unwrap()
