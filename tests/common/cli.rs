@@ -56,7 +56,17 @@ pub struct Session {
 
 impl Session {
     pub fn new(lab: &Lab) -> Session {
-        let state_dir = std::env::temp_dir().join(format!("{}-state", lab.id()));
+        Self::with_state_dir(lab, format!("{}-state", lab.id()))
+    }
+
+    /// A second session on the lab, with a state directory of its own
+    /// (`<lab id>-state-SUFFIX`).
+    pub fn another(lab: &Lab, suffix: &str) -> Session {
+        Self::with_state_dir(lab, format!("{}-state-{suffix}", lab.id()))
+    }
+
+    fn with_state_dir(lab: &Lab, name: String) -> Session {
+        let state_dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&state_dir);
         Session {
             ns: lab.host().clone(),

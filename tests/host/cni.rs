@@ -1294,6 +1294,46 @@ fn cni_chained_del_takes_the_check_off_the_device_the_plugin_deletes_next() {
         .ok();
 }
 
+/// Two network configs on one master with different "stateDir"s would
+/// share its classifier without a lock or a view in common: the second
+/// ADD is refused, naming the fix, and the first network's pod keeps its
+/// entry.
+#[test]
+fn cni_a_master_another_state_directory_keeps_is_refused() {
+    let mut h = Harness::new();
+    let subnet = "10.72.0.0/24";
+    let netns = h.container("sa");
+    let prev = h
+        .reference("ADD", "sa", &netns, &h.macvlan_conf("1.0.0", subnet))
+        .ok();
+    h.mvnet("ADD", "sa", &netns, &h.chained_conf("1.0.0", &prev))
+        .ok();
+    let other = crate::common::cli::Session::another(&h.lab, "cni");
+    let netns2 = h.container("sb");
+    let mut conf2 = h.macvlan_conf("1.0.0", "10.73.0.0/24");
+    conf2["name"] = json!("othernet");
+    let prev2 = h.reference("ADD", "sb", &netns2, &conf2).ok();
+    let mut chained2 = h.chained_conf("1.0.0", &prev2);
+    chained2["name"] = json!("othernet");
+    chained2["stateDir"] = json!(other.state_dir);
+    let (_, msg) = h.mvnet("ADD", "sb", &netns2, &chained2).err();
+    assert!(
+        msg.contains(&format!(
+            "the classifier on eth0 is kept by another mvnet state directory than {}; every \
+             network on one root device must be kept in one",
+            other.state_dir.display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(h.table_len(), 1);
+    assert_eq!(other.ok(&["network", "ls", "-q"]), "");
+    h.reference("DEL", "sb", &netns2, &conf2).ok();
+    h.mvnet("DEL", "sa", &netns, &h.chained_conf("1.0.0", &prev))
+        .ok();
+    h.reference("DEL", "sa", &netns, &h.macvlan_conf("1.0.0", subnet))
+        .ok();
+}
+
 fn slot_of(maps: &PinnedMaps, mac: mvnet::model::Mac) -> u32 {
     maps.endpoints_ro()
         .unwrap()

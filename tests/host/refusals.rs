@@ -200,6 +200,64 @@ fn a_mac_another_network_on_the_parent_uses_is_refused() {
     s.ok(&["network", "rm", "ma", "mb"]);
 }
 
+/// A root's classifier is one table, which one state directory (under one
+/// lock) accounts for: a network on that root from another state
+/// directory is refused, and that directory's `restore` leaves the
+/// classifier (which it would otherwise remove as unused) alone.
+#[test]
+fn a_root_another_state_directory_keeps_is_refused_and_left_alone() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("ka", "10.88.0.0/24", "eth0", &[]);
+    let a = s.name("a");
+    s.container("ka", &a, &[]);
+    let other = Session::another(&lab, "b");
+    let links = s.links();
+    let err = other.fails(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.89.0.0/24",
+        "-o",
+        "parent=eth0",
+        "kb",
+    ]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "mvnet: error: the classifier on eth0 is kept by another mvnet state directory than \
+             {}; every network on one root device must be kept in one: use the state directory \
+             of the other networks on eth0 (for mvnet-cni, the same \"stateDir\" in every \
+             network config whose master is on eth0; the default is /var/lib/mvnet)",
+            other.state_dir.display()
+        )
+    );
+    assert_eq!(other.ok(&["network", "ls", "-q"]), "");
+    assert_eq!(s.links(), links);
+    // Its restore has no network, so no use for the root's pins: they stay.
+    other.ok(&["restore"]);
+    assert_eq!(
+        s.ok(&["restore", "--check"]),
+        "nothing to do: the kernel matches the state\n"
+    );
+    let v = s.run(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    s.ok(&["container", "rm", "--force", &a]);
+    s.ok(&["network", "rm", "ka"]);
+    // Once the keeper has let go, the other directory may take the root.
+    other.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.89.0.0/24",
+        "-o",
+        "parent=eth0",
+        "kb",
+    ]);
+    other.ok(&["network", "rm", "kb"]);
+}
+
 #[test]
 fn connect_netns_refuses_a_file_that_is_not_a_network_namespace() {
     require_root();

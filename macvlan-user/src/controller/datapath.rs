@@ -226,7 +226,10 @@ impl Controller {
     ) -> Result<bool> {
         let dir = pin_dir(root)?;
         match attachment(root)? {
-            Attachment::Attached => return Ok(false),
+            Attachment::Attached => {
+                self.claim_classifier(root)?;
+                return Ok(false);
+            }
             Attachment::Absent => {}
             // Left by an interrupted attach or detach: pins alone would
             // pass for an attached classifier.
@@ -246,13 +249,47 @@ impl Controller {
             if let Some(mac) = link.mac {
                 classifier.endpoints()?.insert_root(mac.octets())?;
             }
-            Ok(())
+            self.claim_classifier(root)
         })();
         if let Err(e) = result {
             let _ = classifier.detach();
             return Err(e.context(format!("attaching the classifier to {root}")));
         }
         Ok(true)
+    }
+
+    /// The owner mark of this state directory ([`pinned::OWNER_PREFIX`]).
+    pub(super) fn owner_mark(&self) -> Result<String> {
+        Ok(pinned::owner_mark(self.state_files()?.path()))
+    }
+
+    /// Whether the classifier pinned for `root` is kept by another state
+    /// directory than this one (pins made before the marks: no).
+    pub(super) fn kept_elsewhere(&self, root: &str) -> Result<bool> {
+        let Some(owner) = pinned::owner(&pin_dir(root)?) else {
+            return Ok(false);
+        };
+        Ok(owner != self.owner_mark()?)
+    }
+
+    /// Marks the classifier of `root` as this state directory's, or refuses
+    /// one that another state directory keeps: one root's pins are one
+    /// table, which one state (under one lock) must account for.
+    pub(super) fn claim_classifier(&self, root: &str) -> Result<()> {
+        let dir = pin_dir(root)?;
+        let mine = self.owner_mark()?;
+        match pinned::owner(&dir) {
+            Some(o) if o == mine => Ok(()),
+            Some(_) => bail!(
+                "the classifier on {root} is kept by another mvnet state directory than {}; \
+                 every network on one root device must be kept in one: use the state directory \
+                 of the other networks on {root} (for mvnet-cni, the same \"stateDir\" in every \
+                 network config whose master is on {root}; the default is {})",
+                self.state_files()?.path().display(),
+                crate::store::DEFAULT_STATE_DIR
+            ),
+            None => Ok(pinned::set_owner(&dir, &mine)?),
+        }
     }
 
     /// The endpoint capacity (`--max-endpoints`) of a network on `root`
@@ -308,7 +345,8 @@ impl Controller {
 
     /// Detaches the classifier from `root` if no network uses it any more.
     pub(super) fn detach_datapath_if_unused(&self, root: &str) -> Result<()> {
-        if self.state.networks.values().any(|n| n.root().0 == root) {
+        // Another state directory's (a refused claim rolls back here).
+        if self.state.networks.values().any(|n| n.root().0 == root) || self.kept_elsewhere(root)? {
             return Ok(());
         }
         Classifier::remove(None, root)

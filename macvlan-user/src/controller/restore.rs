@@ -399,6 +399,14 @@ impl Controller {
                 ));
                 continue;
             }
+            if self.kept_elsewhere(root)? {
+                r.problems.push(format!(
+                    "classifier of {root}: kept by another mvnet state directory, which has \
+                     its endpoints; left alone (keep every network on {root} in one state \
+                     directory)"
+                ));
+                continue;
+            }
             let att = attachment(root)?;
             if att != Attachment::Attached {
                 let why = if att == Attachment::Absent {
@@ -605,7 +613,8 @@ impl Controller {
             let Some(root) = name.strip_prefix(&prefix) else {
                 continue;
             };
-            if roots.contains(root) {
+            // Another state directory's networks use it.
+            if roots.contains(root) || self.kept_elsewhere(root)? {
                 continue;
             }
             r.actions.push(format!(

@@ -139,6 +139,51 @@ pub fn pin_dir(ino: u64, root: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(format!("{ino}-{root}"))
 }
 
+/// The prefix of the mark in a pin directory that names the mvnet state
+/// directory keeping the classifier: a directory (bpffs holds pins and
+/// directories only), `state-` and a hash of the state directory's path.
+/// Two state directories in one namespace would otherwise share a root's
+/// pins without sharing a lock or a view of the endpoints: each one's
+/// `restore` would remove the other's entries as stale, and its last
+/// `network rm` would detach the other's classifier.
+pub const OWNER_PREFIX: &str = "state-";
+
+/// The owner mark of state directory `state_dir` ([`OWNER_PREFIX`]).
+pub fn owner_mark(state_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let hash = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{OWNER_PREFIX}{hash:016x}")
+}
+
+/// The owner mark in pin directory `dir`, if any (pins made before the
+/// marks have none).
+pub fn owner(dir: &Path) -> Option<String> {
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(OWNER_PREFIX))
+}
+
+/// Marks the classifier pinned in `dir` as kept by the state directory
+/// whose mark is `mark`.
+pub fn set_owner(dir: &Path, mark: &str) -> Result<(), DatapathError> {
+    let path = dir.join(mark);
+    match fs::create_dir(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("mkdir", &path, e)),
+    }
+}
+
 /// Whether the classifier of this directory is attached, as the kernel
 /// says: its maps are pinned, its pinned XDP link is attached to a device,
 /// and (with tcx) both TC links to that same device. A classifier on TC
@@ -363,6 +408,9 @@ pub fn detach(root: &str, dir: &Path) -> Result<(), DatapathError> {
     }
     for name in MAPS {
         let _ = fs::remove_file(dir.join(name));
+    }
+    if let Some(mark) = owner(dir) {
+        let _ = fs::remove_dir(dir.join(mark));
     }
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
@@ -947,5 +995,20 @@ impl PinnedMaps {
         array
             .set(0, config, 0)
             .map_err(|source| DatapathError::Map { name, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mark is FNV-1a 64 of the path: a number fixed across builds
+    /// and toolchains, as pins outlive the binary that made them.
+    #[test]
+    fn owner_mark_is_fnv1a_of_the_path() {
+        assert_eq!(
+            owner_mark(Path::new("/nonexistent-mvnet/state")),
+            "state-14cfd106b81b510c"
+        );
     }
 }
