@@ -229,8 +229,12 @@ fn a_root_another_state_directory_keeps_is_refused_and_left_alone() {
             "mvnet: error: the classifier on eth0 is kept by another mvnet state directory than \
              {}; every network on one root device must be kept in one: use the state directory \
              of the other networks on eth0 (for mvnet-cni, the same \"stateDir\" in every \
-             network config whose master is on eth0; the default is /var/lib/mvnet)",
-            other.state_dir.display()
+             network config whose master is on eth0; the default is /var/lib/mvnet), or, if \
+             that directory was moved here, hand the classifier over with `rmdir {}`",
+            other.state_dir.display(),
+            crate::datapath_cp::pin_dir(&lab)
+                .join(mvnet::datapath::pinned::owner_mark(&s.state_dir))
+                .display()
         )
     );
     assert_eq!(other.ok(&["network", "ls", "-q"]), "");

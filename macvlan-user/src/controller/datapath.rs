@@ -280,13 +280,15 @@ impl Controller {
         let mine = self.owner_mark()?;
         match pinned::owner(&dir) {
             Some(o) if o == mine => Ok(()),
-            Some(_) => bail!(
+            Some(o) => bail!(
                 "the classifier on {root} is kept by another mvnet state directory than {}; \
                  every network on one root device must be kept in one: use the state directory \
                  of the other networks on {root} (for mvnet-cni, the same \"stateDir\" in every \
-                 network config whose master is on {root}; the default is {})",
+                 network config whose master is on {root}; the default is {}), or, if that \
+                 directory was moved here, hand the classifier over with `rmdir {}`",
                 self.state_files()?.path().display(),
-                crate::store::DEFAULT_STATE_DIR
+                crate::store::DEFAULT_STATE_DIR,
+                dir.join(o).display()
             ),
             None => Ok(pinned::set_owner(&dir, &mine)?),
         }
