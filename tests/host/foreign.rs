@@ -387,3 +387,103 @@ fn a_batch_adopts_every_valid_endpoint_and_refuses_the_rest() {
     with_controller(&lab, &dir, |ctl| ctl.forget_network(NET_ID)).unwrap();
     assert!(!pins.exists(), "pins left at {}", pins.display());
 }
+
+/// A runtime that hands its containers' addresses out anew (Docker after a
+/// daemon restart, or a disconnect and connect with the addresses swapped)
+/// moves MACs among endpoints it keeps: two containers that swap MACs are
+/// both updated in one batch, whatever order they come in, each counted
+/// for its new MAC and checked on its new device.
+#[test]
+fn two_adopted_containers_that_swap_macs_are_both_updated() {
+    use mvnet::controller::adopt::Adopted;
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = s.state_dir.clone();
+    let (m1, m2) = (
+        [0x02, 0x42, 0x0a, 0x70, 0x00, 0x02],
+        [0x02, 0x42, 0x0a, 0x70, 0x00, 0x03],
+    );
+    let d1 = lab.add_container("s1").unwrap();
+    let d2 = lab.add_container("s2").unwrap();
+    lab.add_macvlan(&d1, m1).unwrap();
+    lab.add_macvlan(&d2, m2).unwrap();
+    let (web, db) = ("e".repeat(64), "f".repeat(64));
+    let first = vec![
+        (container(&web, "web", &d1), endpoint(m1, "10.112.0.2")),
+        (container(&db, "db", &d2), endpoint(m2, "10.112.0.3")),
+    ];
+    let results = with_controller(&lab, &dir, move |ctl| {
+        ctl.adopt_network(network(Policy::Observe))?;
+        Ok(ctl
+            .adopt_endpoints(first)
+            .into_iter()
+            .map(|r| r.map_err(|e| format!("{e:#}")))
+            .collect::<Vec<_>>())
+    })
+    .unwrap();
+    assert_eq!(results, [Ok(Adopted::Added), Ok(Adopted::Added)]);
+    // The devices made again with the MACs swapped.
+    for d in [&d1, &d2] {
+        let out = d
+            .run(|| {
+                std::process::Command::new("ip")
+                    .args(["link", "del", "eth0"])
+                    .output()
+                    .unwrap()
+            })
+            .unwrap();
+        assert!(out.status.success());
+    }
+    lab.add_macvlan(&d1, m2).unwrap();
+    lab.add_macvlan(&d2, m1).unwrap();
+    // db (now m1, web's) first: before, it was refused as a second holder
+    // of m1, and web then as one of m2.
+    let swapped = vec![
+        (container(&db, "db", &d2), endpoint(m1, "10.112.0.2")),
+        (container(&web, "web", &d1), endpoint(m2, "10.112.0.3")),
+    ];
+    let results = with_controller(&lab, &dir, move |ctl| {
+        Ok(ctl
+            .adopt_endpoints(swapped)
+            .into_iter()
+            .map(|r| r.map_err(|e| format!("{e:#}")))
+            .collect::<Vec<_>>())
+    })
+    .unwrap();
+    assert_eq!(results, [Ok(Adopted::Updated), Ok(Adopted::Updated)]);
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let table = maps.endpoints_ro().unwrap();
+    assert_eq!(table.entries().unwrap().len(), 2);
+    // Each device's check carries its endpoint's new identity.
+    for mac in [m1, m2] {
+        let slot = table.get(mac, 0).unwrap().slot;
+        let id = maps
+            .device(macvlan_common::device_key_of_classid(slot as u16))
+            .unwrap();
+        assert_eq!((id.mac, id.slot), (mac, slot));
+    }
+    drop(table);
+    // 5 frames to m1 are db's, 8 to m2 web's.
+    let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
+    for (mac, n) in [(m1, 5), (m2, 8)] {
+        send(
+            &maps,
+            lab.upstream(),
+            UPSTREAM_IF,
+            Hook::XdpIngress,
+            FrameSpec::udp4(mac, src).build().unwrap(),
+            n,
+        );
+    }
+    let stats = json(&s.ok(&["stats", "--json"]));
+    assert_eq!(
+        endpoints_of(&stats),
+        [
+            ("db".to_owned(), "docker".to_owned(), 5),
+            ("web".to_owned(), "docker".to_owned(), 8)
+        ]
+    );
+    let v = s.run(&["verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}

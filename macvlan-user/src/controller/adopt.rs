@@ -59,7 +59,10 @@ const REGISTER_THREADS: usize = 4;
 
 /// Every endpoint in the state by its classifier key: (root, VLAN, MAC)
 /// → (container id, network id).
-type MacIndex = HashMap<(String, u16, Mac), (String, String)>;
+/// A MAC on a root and VLAN: (root, VLAN, MAC).
+type MacKey = (String, u16, Mac);
+/// Which endpoint, (container id, network id), holds each [`MacKey`].
+type MacIndex = HashMap<MacKey, (String, String)>;
 
 /// The classifiers a batch uses, opened on first use; the error of one
 /// that cannot be opened is kept for each endpoint on it.
@@ -130,6 +133,7 @@ impl Controller {
                 .map(|(c, _)| (c.netns.clone(), BTreeMap::new()))
                 .collect()
         };
+        self.release_moving_macs(&items, &mut index);
         let mut names = Vec::with_capacity(items.len());
         for (at, (c, ep)) in items.into_iter().enumerate() {
             names.push((c.name.clone(), ep.ifname.clone()));
@@ -282,6 +286,62 @@ impl Controller {
         })
         .into_iter()
         .collect()
+    }
+
+    /// Takes out of `index` the MACs that endpoints of this batch leave
+    /// for another (a runtime that handed its containers' addresses out
+    /// anew, so their MACs moved among them, as Docker does on a daemon
+    /// restart): the endpoint that takes such a MAC is no conflict, in
+    /// whatever order the two are planned, and two that swap MACs both go
+    /// through. `add_entries` removes every planned endpoint's old entry
+    /// before it adds any. A MAC stays held when the endpoint leaving it
+    /// cannot take its new one (held by an endpoint outside the batch, or
+    /// not unicast): that endpoint's plan fails and keeps its old entry, so
+    /// nothing may take it.
+    fn release_moving_macs(
+        &self,
+        items: &[(ForeignContainer, ForeignEndpoint)],
+        index: &mut MacIndex,
+    ) {
+        // (old key, new key, endpoint) of each endpoint whose MAC changes.
+        let mut moving: Vec<(MacKey, MacKey, (String, String))> = items
+            .iter()
+            .filter(|(_, ep)| !ep.mac.is_multicast() && ep.mac.octets() != [0; 6])
+            .filter_map(|(c, ep)| {
+                let old = self
+                    .state
+                    .containers
+                    .get(&c.id)?
+                    .endpoints
+                    .get(&ep.network_id)?;
+                let net = self.state.networks.get(&ep.network_id)?;
+                let (root, vlan) = net.root();
+                let me = (c.id.clone(), ep.network_id.clone());
+                let old_key = (root.to_owned(), vlan, old.mac);
+                (old.mac != ep.mac && index.get(&old_key) == Some(&me))
+                    .then(|| (old_key, (root.to_owned(), vlan, ep.mac), me))
+            })
+            .collect();
+        // Until no endpoint's new MAC is held by one that stays: each
+        // round puts back the MACs of those that cannot move.
+        loop {
+            let released: HashMap<MacKey, (String, String)> = moving
+                .iter()
+                .map(|(old, _, me)| (old.clone(), me.clone()))
+                .collect();
+            let before = moving.len();
+            moving.retain(|(_, new, me)| match index.get(new) {
+                None => true,
+                Some(holder) if holder == me => true,
+                Some(holder) => released.get(new) == Some(holder),
+            });
+            if moving.len() == before {
+                break;
+            }
+        }
+        for (old, _, _) in &moving {
+            index.remove(old);
+        }
     }
 
     fn mac_index(&self) -> MacIndex {
