@@ -186,34 +186,11 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
 }
 
 /// DEL: forgets the endpoint. Idempotent; needs neither the namespace nor
-/// the interface.
-///
-/// A chain is deleted in reverse, so the plugin before mvnet-cni deletes
-/// the device after this DEL. The device's check, a cls_bpf filter keyed by
-/// its slot's classid, would meanwhile judge its frames by whichever
-/// endpoint takes the freed slot next, and charge that one for them. So
-/// while the state opens, the check comes off the device, if the sandbox
-/// still has it; its frames then reach the parent as any stranger's.
+/// the interface. The device, which the plugin before mvnet-cni deletes
+/// after this DEL (a chain is deleted in reverse), loses its source check
+/// first (see `Controller::forget_endpoint`).
 pub fn del(conf: &NetConf, env: &Env) -> CniResult<()> {
-    let ns = super::netns_exists(&env.netns).then(|| crate::netns::NetNs::from_path(&env.netns));
-    std::thread::scope(|scope| {
-        let ifname = env.ifname.as_str();
-        let detached = ns.as_ref().and_then(|ns| {
-            crate::netns::spawn_in(scope, Some(ns), move || {
-                if let Some(index) = crate::sys::net::if_index(ifname) {
-                    // Gone meanwhile, or never checked: nothing to take off.
-                    let _ = crate::datapath::devices::detach_all(index, ifname);
-                }
-            })
-            .ok()
-        });
-        let ctl = open(conf);
-        // Off before the slot is free.
-        if let Some(d) = detached {
-            let _ = d.join();
-        }
-        forget(&mut ctl?, conf, env)
-    })
+    forget(&mut open(conf)?, conf, env)
 }
 
 /// Forgets the endpoint of `env`'s attachment on `conf`'s network, through

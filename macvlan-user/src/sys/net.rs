@@ -49,6 +49,17 @@ pub fn tx_queue_len(name: &str) -> std::io::Result<u32> {
     Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
 }
 
+/// The hardware address of Ethernet device `name` in the calling thread's
+/// namespace (SIOCGIFHWADDR).
+pub fn hw_addr(name: &str) -> std::io::Result<[u8; 6]> {
+    let mut req = ifreq(name)?;
+    device_ioctl(libc::SIOCGIFHWADDR, &mut req)?;
+    // SAFETY: the kernel filled ifru_hwaddr, a sockaddr whose sa_data
+    // starts with the address.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
 /// Sets the transmit queue length of device `name` in the calling
 /// thread's namespace (SIOCSIFTXQLEN).
 pub fn set_tx_queue_len(name: &str, len: u32) -> std::io::Result<()> {
