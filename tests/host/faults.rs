@@ -272,6 +272,62 @@ fn entries_sharing_a_slot_and_orphaned_device_entries_are_repaired() {
     s.ok(&["network", "rm", "nf"]);
 }
 
+/// A writer killed after registering an endpoint's device but before its
+/// check was attached and its entry marked (the mark comes last) leaves the
+/// device unchecked: `restore` attaches the check and marks the entry.
+#[test]
+fn a_device_left_unchecked_by_a_killed_writer_gets_its_check_back() {
+    require_root();
+    use aya::maps::{HashMap, Map, MapData};
+    use macvlan_common::{endpoint_flags, map_names, Endpoint, EndpointKey, VLAN_ANY};
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    let mac = [0x02, 0x42, 0x0a, 0x82, 0x00, 0x02];
+    let dir = crate::datapath_cp::pin_dir(&lab);
+    let mut table: HashMap<_, EndpointKey, Endpoint> = HashMap::try_from(Map::HashMap(
+        MapData::from_pin(dir.join(map_names::ENDPOINTS)).unwrap(),
+    ))
+    .unwrap();
+    let flags = |t: &HashMap<_, EndpointKey, Endpoint>| {
+        [0, VLAN_ANY].map(|v| t.get(&EndpointKey::new(mac, v), 0).unwrap().flags)
+    };
+    assert_eq!(
+        flags(&table).map(|f| f & endpoint_flags::DEVICE_CHECKED != 0),
+        [true; 2]
+    );
+    for vlan in [0, VLAN_ANY] {
+        let key = EndpointKey::new(mac, vlan);
+        let mut v = table.get(&key, 0).unwrap();
+        v.flags &= !endpoint_flags::DEVICE_CHECKED;
+        table.insert(key, v, 0).unwrap();
+    }
+    let ns = NetNs::named(&c).unwrap();
+    let detached = ns
+        .run(|| {
+            let index = mvnet::sys::net::if_index("eth0").unwrap();
+            mvnet::datapath::devices::detach_all(index, "eth0").unwrap()
+        })
+        .unwrap();
+    assert_eq!(detached, 1);
+    assert!(crate::enforce::endpoint_programs(&ns, "eth0").is_empty());
+    let line = |verb| {
+        format!("{verb} the source checks of 02:42:0a:82:00:02 on eth0 of container {c} (eth0)\n")
+    };
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&check.stdout), line("would attach"));
+    assert_eq!(s.ok(&["restore"]), line("attached"));
+    assert_eq!(crate::enforce::endpoint_programs(&ns, "eth0").len(), 1);
+    assert_eq!(
+        flags(&table).map(|f| f & endpoint_flags::DEVICE_CHECKED != 0),
+        [true; 2]
+    );
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
 #[test]
 fn a_container_namespace_deleted_or_left_as_a_stale_file_is_purged() {
     require_root();

@@ -634,7 +634,7 @@ impl Controller {
                         if !registration.is_mine(&held) {
                             return Ok(Some(index));
                         }
-                        registration.reattach(index, ifname)?;
+                        registration.reattach_with(cl, index, ifname)?;
                         return Ok(None);
                     }
                     if let Err(e) = registration.register_with(cl, index, ifname) {

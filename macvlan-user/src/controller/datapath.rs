@@ -186,9 +186,11 @@ impl DeviceRegistration {
             && held.slot == self.identity.slot
     }
 
-    /// Records the identity of device `ifindex` (`ifname`), then attaches
-    /// the source checks to it (in place of any attached before). Runs in the endpoint's namespace, before
-    /// the device is up.
+    /// Records the identity of device `ifindex` (`ifname`), attaches the
+    /// source checks to it (in place of any attached before), then marks
+    /// the endpoint's entry as checked on its device. Runs in the
+    /// endpoint's namespace (for mvnet's own endpoints, before the device
+    /// is up).
     pub fn register(&self, ifindex: u32, ifname: &str) -> Result<()> {
         self.register_with(&mut PinnedMaps::open(&self.dir)?, ifindex, ifname)
     }
@@ -197,14 +199,29 @@ impl DeviceRegistration {
     /// open already.
     pub fn register_with(&self, maps: &mut PinnedMaps, ifindex: u32, ifname: &str) -> Result<()> {
         maps.register_device(self.key(ifindex), self.identity)?;
-        devices::attach(&self.dir, ifindex, ifname, self.hook, self.identity.slot)?;
-        Ok(())
+        self.reattach_with(maps, ifindex, ifname)
     }
 
     /// Attaches the source checks again (in place of any attached) to
-    /// device `ifindex`, whose identity is registered already.
+    /// device `ifindex`, whose identity is registered already, then marks
+    /// the entry as checked on its device.
     pub(super) fn reattach(&self, ifindex: u32, ifname: &str) -> Result<()> {
+        self.reattach_with(&mut PinnedMaps::open(&self.dir)?, ifindex, ifname)
+    }
+
+    /// [`DeviceRegistration::reattach`] through the classifier's maps.
+    /// The mark comes last: set before the check is attached, a kill in
+    /// between would leave the device's every frame unstamped, and so
+    /// spoofed (dropped under enforce) at the parent, with nothing to show
+    /// why.
+    pub(super) fn reattach_with(
+        &self,
+        maps: &mut PinnedMaps,
+        ifindex: u32,
+        ifname: &str,
+    ) -> Result<()> {
         devices::attach(&self.dir, ifindex, ifname, self.hook, self.identity.slot)?;
+        maps.mark_device_checked(&self.identity)?;
         Ok(())
     }
 }
@@ -379,8 +396,9 @@ impl Controller {
     /// lost while the containers lived. The old classifier's endpoint
     /// program stays attached to the device, checking against orphaned
     /// maps, so it is detached first. (On `run`/`connect` the device does
-    /// not exist yet; `endpoint::plumb` registers it.)
-    fn reregister_device(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+    /// not exist yet; `endpoint::plumb` registers it.) Also what `restore`
+    /// finishes for an entry never marked as checked on its device.
+    pub(super) fn reregister_device(&self, net: &Network, ep: &Endpoint) -> Result<()> {
         let Some(c) = self
             .state
             .containers
@@ -402,15 +420,17 @@ impl Controller {
             let Some(index) = crate::sys::net::if_index(&ifname) else {
                 return Ok(None);
             };
-            if foreign {
-                // Another runtime numbered this device: the number may be
-                // another endpoint's device's in another namespace.
-                if let Some(held) = registration.registered(index)? {
-                    if !registration.is_mine(&held) {
-                        return Ok(Some(index));
-                    }
+            if let Some(held) = registration.registered(index)? {
+                // Registered already (a writer killed before it attached
+                // the check or marked the entry): finished.
+                if registration.is_mine(&held) {
                     registration.reattach(index, &ifname)?;
                     return Ok(None);
+                }
+                // Another runtime numbered this device: the number may be
+                // another endpoint's device's in another namespace.
+                if foreign {
+                    return Ok(Some(index));
                 }
             }
             registration.register(index, &ifname)?;

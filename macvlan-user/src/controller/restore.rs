@@ -546,6 +546,7 @@ impl Controller {
                 self.datapath_add(net, ep)?;
             }
         }
+        self.restore_device_checks(&dir, root, &wanted, dry, r)?;
         // The count beside the direct index (what `stats` reports as the
         // table's fill) is one off when a writer was killed between its
         // change of the hash and its count.
@@ -576,6 +577,68 @@ impl Controller {
                 if dry { "would mark" } else { "marked" },
                 if clear == 1 { "" } else { "s" }
             ));
+        }
+        Ok(())
+    }
+
+    /// Attaches again the source checks of the endpoints whose entry is
+    /// not marked as checked on their device while the device lives: a
+    /// writer killed between registering a device and attaching its check
+    /// (the mark comes last) left it unchecked, and the device's frames
+    /// would go unjudged at the device.
+    fn restore_device_checks(
+        &self,
+        dir: &std::path::Path,
+        root: &str,
+        wanted: &BTreeMap<(Mac, u16), (crate::model::Network, crate::model::Endpoint, String)>,
+        dry: bool,
+        r: &mut RestoreReport,
+    ) -> Result<()> {
+        let maps = PinnedMaps::open(dir)?;
+        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+            return Ok(());
+        }
+        let Some(view) = maps.endpoints_ro() else {
+            return Ok(());
+        };
+        let unchecked: Vec<_> = wanted
+            .iter()
+            .filter(|(_, (net, ..))| net.mode != crate::model::MacvlanMode::Passthru)
+            .filter(|((mac, vlan), _)| {
+                view.get(mac.octets(), *vlan)
+                    .is_some_and(|e| e.flags & macvlan_common::endpoint_flags::DEVICE_CHECKED == 0)
+            })
+            .map(|(_, v)| v)
+            .collect();
+        drop(view);
+        drop(maps);
+        for (net, ep, name) in unchecked {
+            let Some(netns) = self
+                .state
+                .containers
+                .holder_of_endpoint(&ep.id)
+                .and_then(|id| self.state.containers.get(id))
+                .map(|c| c.netns.clone())
+            else {
+                continue;
+            };
+            let ifname = ep.ifname.to_string();
+            let lives = netns::run_in(Some(&NetNs::from_path(&netns)), move || {
+                crate::sys::net::if_index(&ifname).is_some()
+            })
+            .unwrap_or(false);
+            if !lives {
+                continue;
+            }
+            r.actions.push(format!(
+                "{} the source checks of {} on {} of container {name} ({root})",
+                if dry { "would attach" } else { "attached" },
+                ep.mac,
+                ep.ifname
+            ));
+            if !dry {
+                self.reregister_device(net, ep)?;
+            }
         }
         Ok(())
     }

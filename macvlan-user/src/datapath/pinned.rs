@@ -756,14 +756,12 @@ impl PinnedMaps {
         self.get(map_names::ENDPOINT_DEVICES).is_ok()
     }
 
-    /// Records what the endpoint device `ifindex` may send as, and marks
-    /// the endpoint's entry `DEVICE_CHECKED`: the parent's egress then drops
-    /// (under enforce) frames with its MAC that skipped the device's checks.
-    /// Called before the check is attached: on a device that is up already
-    /// (`restore`), its frames are dropped under enforce until it is, which
-    /// fails closed. An ifindex recorded already (for another endpoint, in
-    /// another namespace) is an error: its frames would be judged by the
-    /// wrong identity.
+    /// Records what the endpoint device `ifindex` may send as. Called
+    /// before the check is attached, which finds it there; the entry is
+    /// marked `DEVICE_CHECKED` after ([`PinnedMaps::mark_device_checked`]).
+    /// An ifindex recorded already (for another endpoint, in another
+    /// namespace) is an error: its frames would be judged by the wrong
+    /// identity.
     pub fn register_device(
         &mut self,
         ifindex: u32,
@@ -788,6 +786,18 @@ impl PinnedMaps {
             }
             return Err(DatapathError::Map { name, source });
         }
+        Ok(())
+    }
+
+    /// Marks endpoint `identity`'s entry `DEVICE_CHECKED`: from now on the
+    /// parent's egress takes a frame with its MAC only with the device's
+    /// stamp. Called once the check is attached to the device: marked
+    /// before, a writer killed in between would leave every frame of the
+    /// device dropped under enforce as unstamped.
+    pub fn mark_device_checked(
+        &mut self,
+        identity: &macvlan_common::DeviceIdentity,
+    ) -> Result<(), DatapathError> {
         self.endpoints()?
             .mark_device_checked(identity.mac, identity.vlan)
     }
