@@ -209,6 +209,7 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
             |o| *o == Owner::Docker,
             vec![network(Policy::Enforce)],
             vec![(c1, vec![endpoint(m1, "10.110.0.2")])],
+            Some(std::time::SystemTime::now()),
         )
     })
     .unwrap();
@@ -486,4 +487,66 @@ fn two_adopted_containers_that_swap_macs_are_both_updated() {
     );
     let v = s.run(&["verify"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+/// A sync reads the runtime without the state's lock and converges later:
+/// a watcher may have applied newer events in between. A container
+/// recorded since the read is not forgotten, and one whose namespace is
+/// gone by the time of the converge (it stopped since) is left out, not
+/// adopted over the live one that took its MAC.
+#[test]
+fn a_sync_applied_after_newer_events_keeps_what_they_recorded() {
+    require_root();
+    let mut lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let dir = s.state_dir.clone();
+    let m = [0x02, 0x42, 0x0a, 0x71, 0x00, 0x05];
+    let d1 = lab.add_container("r1").unwrap();
+    let d2 = lab.add_container("r2").unwrap();
+    // The sync reads c1 with m, in d1, then c1 goes and c2 comes with m
+    // (the same address), which the watcher adopts.
+    let read_at = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    let c1 = container(&"1".repeat(64), "c1", &d1);
+    let gone = d1.path().to_owned();
+    mvnet::netns::delete(d1.name().unwrap()).unwrap();
+    assert!(!gone.exists());
+    lab.add_macvlan(&d2, m).unwrap();
+    let c2 = container(&"2".repeat(64), "c2", &d2);
+    with_controller(&lab, &dir, move |ctl| {
+        ctl.adopt_network(network(Policy::Observe))?;
+        ctl.adopt_endpoint(&c2, endpoint(m, "10.113.0.5"))
+    })
+    .unwrap();
+    let report = with_controller(&lab, &dir, move |ctl| {
+        ctl.converge_foreign(
+            |o| *o == Owner::Docker,
+            vec![network(Policy::Observe)],
+            vec![(c1, vec![endpoint(m, "10.113.0.5")])],
+            Some(read_at),
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        report.to_string(),
+        format!(
+            "left out docker container c1: it stopped since it was read (its namespace {} is \
+             gone)\n",
+            gone.display()
+        )
+    );
+    let stats = json(&s.ok(&["stats", "--json"]));
+    assert_eq!(
+        endpoints_of(&stats),
+        [("c2".to_owned(), "docker".to_owned(), 0)]
+    );
+    let maps = PinnedMaps::open(&pin_dir(&lab)).unwrap();
+    let slot = maps.endpoints_ro().unwrap().get(m, 0).unwrap().slot;
+    let id = maps
+        .device(macvlan_common::device_key_of_classid(slot as u16))
+        .unwrap();
+    assert_eq!((id.mac, id.ipv4), (m, [10, 113, 0, 5]));
+    assert_eq!(
+        s.ok(&["restore", "--check"]),
+        "nothing to do: the kernel matches the state\n"
+    );
 }

@@ -312,12 +312,27 @@ impl Controller {
     /// `mvnet docker sync` and CNI's GC do. Endpoints whose network is not
     /// in `networks` are skipped with a line saying so; one that cannot be
     /// adopted is reported and the rest go on.
+    ///
+    /// `read_at`: when the runtime was read, without the state's lock.
+    /// What changed since is newer than the view: containers recorded
+    /// since (a watcher adopted them meanwhile) are not forgotten, and
+    /// containers whose namespace is gone by now (they stopped meanwhile)
+    /// are left out instead of adopted.
     pub fn converge_foreign(
         &mut self,
         mine: impl Fn(&Owner) -> bool,
         networks: Vec<ForeignNetwork>,
         containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
+        read_at: Option<std::time::SystemTime>,
     ) -> Result<ConvergeReport> {
+        // RFC 3339 of one width: ordered as text. A second of slack for
+        // clocks that step.
+        let newer = read_at.map(|t| {
+            model::rfc3339(
+                t.checked_sub(std::time::Duration::from_secs(1))
+                    .unwrap_or(t),
+            )
+        });
         let mut report = ConvergeReport::default();
         let want_nets: BTreeSet<String> = networks.iter().map(|n| n.id.clone()).collect();
         let want_eps: BTreeSet<(String, String)> = containers
@@ -334,6 +349,7 @@ impl Controller {
             .containers
             .values()
             .filter(|c| c.owner.is_foreign() && mine(&c.owner))
+            .filter(|c| newer.as_ref().is_none_or(|t| c.created < *t))
             .flat_map(|c| {
                 c.endpoints.keys().map(|nid| {
                     (
@@ -406,6 +422,16 @@ impl Controller {
         // One batch: one save, each classifier opened once.
         let mut items = Vec::new();
         for (c, eps) in containers {
+            if read_at.is_some() && !c.netns.exists() {
+                report.lines.push(format!(
+                    "left out {} container {}: it stopped since it was read (its namespace {} \
+                     is gone)",
+                    c.owner.describe(),
+                    c.name,
+                    c.netns.display()
+                ));
+                continue;
+            }
             for ep in eps {
                 if adopted.contains(&ep.network_id) {
                     items.push((c.clone(), ep));

@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
     /// Networks and endpoints left out, each with the reason and the fix.
     pub problems: Vec<String>,
+    /// When the read began: records adopted since (by a watcher, while
+    /// this read ran without the state's lock) are newer than it.
+    pub read_at: Option<std::time::SystemTime>,
 }
 
 impl Snapshot {
@@ -52,7 +55,10 @@ pub struct Adopt {
 /// Reads every macvlan network and every running container's endpoints on
 /// them.
 pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot {
+        read_at: Some(std::time::SystemTime::now()),
+        ..Default::default()
+    };
     for n in engine.macvlan_networks().await? {
         match network(&n, adopt) {
             Ok(net) => snap.networks.push(net),
