@@ -259,19 +259,39 @@ pub mod endpoint_flags {
     pub const ENFORCE: u16 = 1 << 0;
     /// The endpoint's device has the source checks (`mvnet_tc_endpoint`,
     /// registered in ENDPOINT_DEVICES): every frame of its own that reaches
-    /// the parent's egress carries [`DEVICE_STAMP`](super::DEVICE_STAMP);
+    /// the parent's egress carries its stamp ([`device_stamp`](super::device_stamp));
     /// one without it skipped the checks (PACKET_QDISC_BYPASS, AF_XDP).
     pub const DEVICE_CHECKED: u16 = 1 << 1;
 }
 
-/// What `mvnet_tc_endpoint` writes to `__sk_buff.cb[0]` of a frame that
-/// passed its source checks (0 for any other frame), for the parent's
-/// egress to see. The kernel keeps it in `qdisc_skb_cb(skb)->data`, which
-/// nothing between the endpoint device's TC egress and the parent's
-/// (`macvlan_queue_xmit`, `__dev_queue_xmit` on the lower device, an 802.1Q
-/// device's xmit) writes; a process cannot set it (a packet socket's skb
-/// starts zeroed, and there is no socket option for it).
-pub const DEVICE_STAMP: u32 = 0x6d76_6f6b;
+/// The high half of what `mvnet_tc_endpoint` writes to `__sk_buff.cb[0]`
+/// of a frame that passed its source checks (0 for any other frame), for
+/// the parent's egress to see; the low half is the slot of the endpoint
+/// whose device checked it ([`device_stamp`]). The kernel keeps it in
+/// `qdisc_skb_cb(skb)->data`, which nothing between the endpoint device's
+/// TC egress and the parent's (a qdisc on the device, `macvlan_queue_xmit`,
+/// `__dev_queue_xmit` on the lower device, an 802.1Q device's xmit) writes;
+/// a process cannot set it (a packet socket's skb starts zeroed, and there
+/// is no socket option for it). The slot is there because a qdisc on the
+/// device runs after its TC egress: its filter actions (`skbmod`, `pedit`)
+/// may rewrite a checked frame into another endpoint's or the root's, and
+/// the stamp must then not vouch for it.
+pub const DEVICE_STAMP: u32 = 0x6d76_0000;
+
+/// The stamp of a frame that endpoint `slot`'s device checked (slots are
+/// below [`MAX_ENDPOINTS`], 2^16).
+pub const fn device_stamp(slot: u32) -> u32 {
+    DEVICE_STAMP | (slot & 0xffff)
+}
+
+/// The slot whose device stamped a frame with `cb0`, if it is a stamp.
+pub const fn stamped_slot(cb0: u32) -> Option<u32> {
+    if cb0 & 0xffff_0000 == DEVICE_STAMP {
+        Some(cb0 & 0xffff)
+    } else {
+        None
+    }
+}
 
 /// How ENDPOINT_DEVICES is keyed. A device whose check runs from a cls_bpf
 /// filter (clsact: every foreign endpoint, and every endpoint before Linux

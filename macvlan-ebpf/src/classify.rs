@@ -466,9 +466,13 @@ fn root_enforces() -> bool {
 /// identity, forged by another); a source MAC that is neither the root's
 /// nor any endpoint's is dropped whatever its VLAN while any network on the
 /// root enforces. Frames with the root's own MAC are the host's and pass:
-/// the parent cannot tell its host stack from a forgery of its MAC.
+/// the parent cannot tell its host stack from a forgery of its MAC, except
+/// one stamped by an endpoint's device (`stamped`: the slot of the
+/// endpoint whose device checked the frame), which a qdisc on that device
+/// rewrote after its check; so is a frame stamped by another endpoint's
+/// device than its source MAC's.
 #[inline(always)]
-pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
+pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: Option<u32>) -> Action {
     let hook = Hook::TcEgress;
     let bytes = frame.len();
     let Some(eth) = parse::ethernet(frame.data, frame.data_end, frame.meta_vlan) else {
@@ -490,8 +494,10 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
             let ep = unsafe { &*ep };
             let checked = ep.flags & endpoint_flags::DEVICE_CHECKED != 0;
             let verdict = match l3_source_is_own(frame, &eth, ep) {
-                // Its device would have stamped it: it skipped the checks.
-                Some(true) if checked && !stamped => Verdict::Spoofed,
+                // Unstamped, its device would have stamped it: it skipped
+                // the checks. Stamped by another endpoint's device, that
+                // device's qdisc rewrote it after the check.
+                Some(true) if stamped.map_or(checked, |s| s != ep.slot) => Verdict::Spoofed,
                 Some(true) => Verdict::Delivered,
                 Some(false) => Verdict::Spoofed,
                 // Too short for the L3 header it announces.
@@ -510,12 +516,21 @@ pub fn egress<C: EbpfContext>(ctx: &C, frame: &Frame, stamped: bool) -> Action {
             }
             verdict
         }
-        // The root device's own frames (its host stack, its VLAN devices).
+        // The root device's own frames (its host stack, its VLAN devices),
+        // unless an endpoint's device checked it: then a qdisc on that
+        // device rewrote it into the root's after the check, whose VLAN
+        // (a tag the rewrite pushed) says nothing of the sender's: dropped
+        // as a foreign MAC is.
         None if ENDPOINTS
             .get_ptr(EndpointKey::from_word(eth.src, VLAN_ROOT))
             .is_some() =>
         {
-            Verdict::Delivered
+            if stamped.is_some() {
+                foreign = true;
+                Verdict::Spoofed
+            } else {
+                Verdict::Delivered
+            }
         }
         // A source MAC that is no endpoint's on this VLAN: forged. Frames
         // normally leave an endpoint through its own device's checks

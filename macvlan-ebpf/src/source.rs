@@ -34,14 +34,17 @@
 //! enforces; a dropped frame is also counted as a TC egress verdict, since
 //! the parent's egress will never see it.
 //!
-//! A valid frame leaves with `DEVICE_STAMP` in its skb's cb, which the
-//! parent's egress (`classify::egress`) requires of every frame from an
-//! endpoint with checks: a frame sent with PACKET_QDISC_BYPASS skips this
-//! program (`dev_direct_xmit` runs no TC egress) but not the parent's, and
-//! arrives there unstamped.
+//! A valid frame leaves stamped with its endpoint's slot in its skb's cb
+//! (`macvlan_common::device_stamp`), which the parent's egress
+//! (`classify::egress`) requires of every frame from an endpoint with
+//! checks: a frame sent with PACKET_QDISC_BYPASS skips this program
+//! (`dev_direct_xmit` runs no TC egress) but not the parent's, and arrives
+//! there unstamped; one that a qdisc on the device rewrote after this
+//! program (into another endpoint's or the root's) arrives stamped with
+//! another slot than its source MAC's.
 use aya_ebpf::programs::TcContext;
 use macvlan_common::{
-    device_key_of_classid, is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict, DEVICE_STAMP,
+    device_key_of_classid, device_stamp, is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict,
     ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
 };
 
@@ -82,7 +85,7 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     let id = unsafe { &*id };
     let verdict = source_verdict(frame, id);
     if verdict == Verdict::Delivered {
-        return (Action::Pass, DEVICE_STAMP);
+        return (Action::Pass, device_stamp(id.slot));
     }
     // On the wire, with a tag the VLAN device left in skb metadata (such
     // a frame is always invalid here: see `source_verdict`).
@@ -123,8 +126,9 @@ fn flag_tx_invalid(slot: u32) {
     }
 }
 
-/// Writes `value` to `__sk_buff.cb[0]`: [`DEVICE_STAMP`] on a frame that
-/// passed the checks, for the parent's egress (see `macvlan_common`).
+/// Writes `value` to `__sk_buff.cb[0]`: the endpoint's stamp
+/// (`macvlan_common::device_stamp`) on a frame that passed the checks, for
+/// the parent's egress.
 /// Called once per program run: the verifier takes a context store only
 /// at a constant offset from the context pointer itself, and two stores
 /// on different branches let LLVM share one `ctx + 48` register between
@@ -136,12 +140,12 @@ pub fn stamp(ctx: &TcContext, value: u32) {
     unsafe { core::ptr::write_volatile(&raw mut (*ctx.skb.skb).cb[0], value) };
 }
 
-/// Whether the frame on the parent's egress passed an endpoint device's
-/// checks on its way (see [`stamp`]).
+/// The slot of the endpoint whose device's checks the frame on the
+/// parent's egress passed on its way, if it did (see [`stamp`]).
 #[inline(always)]
-pub fn stamped(ctx: &TcContext) -> bool {
+pub fn stamped(ctx: &TcContext) -> Option<u32> {
     // SAFETY: as in `stamp`.
-    unsafe { (*ctx.skb.skb).cb[0] == DEVICE_STAMP }
+    macvlan_common::stamped_slot(unsafe { (*ctx.skb.skb).cb[0] })
 }
 
 /// `Delivered` for a valid frame, else `Spoofed` or `Malformed`.

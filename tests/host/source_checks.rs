@@ -22,7 +22,7 @@ use aya::{
     Ebpf, TestRun, TestRunOptions,
 };
 use macvlan_common::{
-    map_names, program_names, vlan_policy, Counter, DeviceIdentity, Hook, Verdict, DEVICE_STAMP,
+    device_stamp, map_names, program_names, vlan_policy, Counter, DeviceIdentity, Hook, Verdict,
 };
 use mvnet::datapath;
 
@@ -30,7 +30,7 @@ use crate::{
     common::require_root,
     source_model::{
         advert, arp, cut, ethernet, icmp6, judge, nd, nd_target, ndp_solicit, parent_passes,
-        solicit, udp4, udp6, with, Identity, Judgement, Sender,
+        solicit, udp4, udp6, with, Identity, Judgement, Sender, Stamp,
     },
 };
 
@@ -667,7 +667,7 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             // Valid frames leave stamped for the parent's egress; any other
             // leaves with the cb cleared, passed or not.
             let stamp = if *j == Judgement::Valid {
-                DEVICE_STAMP
+                device_stamp(SLOT)
             } else {
                 0
             };
@@ -831,7 +831,7 @@ fn one_million_random_egress_frames_under_enforce_match_the_reference() {
             refused += 1;
             continue;
         };
-        if (stamp == DEVICE_STAMP) != (j == Judgement::Valid) && wrong.len() < 10 {
+        if (stamp == device_stamp(SLOT)) != (j == Judgement::Valid) && wrong.len() < 10 {
             wrong.push(format!("{j:?} but left cb[0] {stamp:#x}: {frame:02x?}"));
         }
         match j {
@@ -969,7 +969,7 @@ fn random_neighbour_discovery_frames_match_the_reference() {
         let want = (
             expected(j, true).0,
             if j == Judgement::Valid {
-                DEVICE_STAMP
+                device_stamp(SLOT)
             } else {
                 0
             },
@@ -1032,6 +1032,7 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
             table.mark_device_checked(id.mac, VLAN).unwrap();
         }
     }
+    let slot_of = |mac: [u8; 6]| slots.iter().find(|(m, _)| *m == mac).map(|(_, s)| *s);
     let mut policy: Array<_, u32> =
         Array::try_from(ebpf.map_mut(map_names::VLAN_POLICY).unwrap()).unwrap();
     policy
@@ -1133,7 +1134,25 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
     let mut sent = std::collections::HashMap::<[u8; 6], (u64, u64)>::new();
     for frame in &frames {
         let src: [u8; 6] = frame[6..12].try_into().unwrap();
-        for stamp in [0, DEVICE_STAMP, CB_LEFTOVER] {
+        // Unstamped; stamped by its own device (or, for the root and a
+        // foreign MAC, by ME's); by another endpoint's device.
+        let own = slot_of(src).unwrap_or(slot_of(ME.mac).unwrap());
+        let another = if own == slot_of(ME.mac).unwrap() {
+            slot_of(OTHER.mac).unwrap()
+        } else {
+            slot_of(ME.mac).unwrap()
+        };
+        let own_kind = if slot_of(src).is_some() {
+            Stamp::Own
+        } else {
+            Stamp::Other
+        };
+        for (stamp, kind) in [
+            (0, Stamp::None),
+            (CB_LEFTOVER, Stamp::None),
+            (device_stamp(own), own_kind),
+            (device_stamp(another), Stamp::Other),
+        ] {
             let ctx_in = skb_ctx(stamp);
             let opts = TestRunOptions {
                 data_in: Some(frame),
@@ -1142,7 +1161,7 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
                 ..TestRunOptions::new()
             };
             let got = p.test_run(opts).expect("test run").return_value;
-            let want = if parent_passes(frame, sender(src), stamp == DEVICE_STAMP) {
+            let want = if parent_passes(frame, sender(src), kind) {
                 passed += 1;
                 let n = sent.entry(src).or_default();
                 *n = (n.0 + 1, n.1 + frame.len() as u64);
@@ -1160,18 +1179,20 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // ME and OTHER: 6 valid kinds stamped; the unchecked endpoint: 6 valid
-    // kinds, stamped or not; the root: 2 frames, stamped or not.
+    // ME and OTHER: 6 valid kinds with their own stamp; the unchecked
+    // endpoint: 6 valid kinds, unstamped (twice) or with its own stamp; the
+    // root: 2 frames, unstamped (twice). A stamp of another endpoint's
+    // device passes nothing.
     assert_eq!(
         (passed, dropped),
-        (2 * 6 + 6 * 3 + 2 * 3, frames.len() * 3 - 36)
+        (2 * 6 + 6 * 3 + 2 * 2, frames.len() * 4 - 34)
     );
     // An endpoint's `tx` is what left as its own, valid frames: none of
     // those dropped as spoofed or malformed (its own MAC with another's
     // address, or unstamped from a checked device) is in it.
     let counters =
         datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
-    for (mac, slot) in slots {
+    for &(mac, slot) in &slots {
         let tx = counters[slot as usize].tx;
         let want = sent.get(&mac).copied().unwrap_or_default();
         assert_eq!(

@@ -347,19 +347,32 @@ pub enum Sender {
     Foreign,
 }
 
+/// What a frame on the parent's egress carries in its cb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// No stamp: no endpoint device's checks passed it (or none ran).
+    None,
+    /// The stamp of the sender's own device.
+    Own,
+    /// The stamp of another endpoint's device: a qdisc on that device
+    /// rewrote the frame after the check.
+    Other,
+}
+
 /// The parent egress rule under enforce for frames that may have skipped
 /// the device's checks (README, "What enforce guarantees"): whether the
-/// frame reaches the wire. `stamped`: it passed the sender's device checks
-/// on its way. The frame's addresses are read as the device's checks read
-/// them (`judge`; the parent's own reading of IPv6 link-locals is looser,
-/// so callers keep to frames where both agree).
-pub fn parent_passes(frame: &[u8], sender: Sender, stamped: bool) -> bool {
+/// frame reaches the wire. `stamp`: whose device's checks it passed on its
+/// way. The frame's addresses are read as the device's checks read them
+/// (`judge`; the parent's own reading of IPv6 link-locals is looser, so
+/// callers keep to frames where both agree).
+pub fn parent_passes(frame: &[u8], sender: Sender, stamp: Stamp) -> bool {
     match sender {
-        Sender::Root => true,
+        // The host's, unless an endpoint's device checked it.
+        Sender::Root => stamp == Stamp::None,
         // Its frames reach the parent only through its device, which stamps
         // exactly the valid ones: unstamped is a bypass, whatever it says.
-        Sender::Checked(id) => stamped && judge(frame, &id) == Judgement::Valid,
-        Sender::Unchecked(id) => judge(frame, &id) == Judgement::Valid,
+        Sender::Checked(id) => stamp == Stamp::Own && judge(frame, &id) == Judgement::Valid,
+        Sender::Unchecked(id) => stamp != Stamp::Other && judge(frame, &id) == Judgement::Valid,
         // On any VLAN, enforcing or not, while a network on the root
         // enforces: nothing but a forgery sends it.
         Sender::Foreign => false,

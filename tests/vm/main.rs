@@ -907,3 +907,81 @@ fn a_mac_shared_by_two_vlans_stays_a_mismatch_after_one_container_goes() {
     s.ok(&["container", "rm", "--force", &a]);
     s.ok(&["network", "rm", "m10", "m20"]);
 }
+
+/// A qdisc on an endpoint's own device runs after its source check: a
+/// filter action there may rewrite a checked, stamped frame (here into one
+/// with the root's MAC, whose frames the parent takes as the host's). The
+/// stamp names the endpoint whose device checked the frame, so the parent's
+/// egress calls such a frame spoofed and, under enforce, drops it. (This
+/// kernel has the qdisc and actions as modules; the host's has none.)
+#[test]
+fn a_qdisc_on_an_endpoints_device_cannot_pass_its_frames_off_as_the_roots() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    use mvnet_lab::lab::{
+        frames::{FrameSpec, Payload},
+        wire,
+    };
+    in_vm();
+    for m in ["sch_prio", "cls_matchall", "act_skbmod"] {
+        modprobe(m);
+    }
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("qd", "10.56.0.0/24", PARENT, &["--policy", "enforce"]);
+    let c = format!("{}-qd", lab.id());
+    s.container("qd", &c, &[]);
+    let root = mvnet::model::Mac::new(lab.mac_of(lab.host(), PARENT).unwrap()).to_string();
+    let tc = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &c, "tc"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tc {args:?}: {out:?}");
+    };
+    tc(&[
+        "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio",
+    ]);
+    tc(&[
+        "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "all", "matchall", "action",
+        "skbmod", "set", "smac", &root,
+    ]);
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let mac = [0x02, 0x42, 0x0a, 0x38, 0, 2];
+    // Valid for the container: its MAC and address (its device stamps it).
+    let frame = FrameSpec::udp4([0x02, 0x42, 0x0a, 0x38, 0, 1], mac)
+        .payload(Payload::Udp4 {
+            src: "10.56.0.2".parse().unwrap(),
+            dst: "10.56.0.1".parse().unwrap(),
+        })
+        .build()
+        .unwrap();
+    const N: u64 = 17;
+    let verdict = |v| {
+        maps.counters()
+            .unwrap()
+            .verdicts
+            .get(Hook::TcEgress, v)
+            .frames
+    };
+    let (spoofed0, delivered0) = (verdict(Verdict::Spoofed), verdict(Verdict::Delivered));
+    let ns = netns::NetNs::named(&c).unwrap();
+    wire::send_each_once(&ns, "eth0", &frame, N).unwrap();
+    // The qdisc sends on its own time: wait for the parent's egress.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while verdict(Verdict::Spoofed) - spoofed0 < N && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        (
+            verdict(Verdict::Spoofed) - spoofed0,
+            verdict(Verdict::Delivered) - delivered0
+        ),
+        (N, 0),
+        "rewritten into the root's after the check: spoofed, none delivered"
+    );
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "qd"]);
+}
