@@ -28,11 +28,20 @@ pub struct Frame {
     /// reports ids above NR_CPUS only), never for the bridge-mode frames
     /// macvlan forwards through the backlog.
     pub napi_id: u32,
+    /// TC: the skb's bytes, 0 for XDP, whose bytes are the frame's.
+    /// `data_end - data` would be the linear head alone: some 66 bytes of
+    /// a TCP skb whose payload is in page fragments. On egress, as the
+    /// qdisc layer counts them (`wire_len`, set by `__dev_queue_xmit`
+    /// before TC egress runs: every segment of a GSO skb with its
+    /// headers); on ingress the skb's length, which holds the Ethernet
+    /// header while the program runs (`wire_len` there is what an earlier
+    /// hop left, not this frame's).
+    pub skb_len: u32,
 }
 
 impl Frame {
     #[inline(always)]
-    pub fn from_tc(ctx: &TcContext) -> Self {
+    pub fn from_tc(ctx: &TcContext, egress: bool) -> Self {
         // SAFETY: the context pointer is valid for the program's duration.
         let skb = unsafe { &*ctx.skb.skb };
         let meta_vlan = if skb.vlan_present != 0 {
@@ -46,16 +55,26 @@ impl Frame {
             data_end: ctx.data_end(),
             meta_vlan,
             napi_id: skb.napi_id,
+            skb_len: if egress && skb.wire_len != 0 {
+                skb.wire_len
+            } else {
+                skb.len
+            },
         }
     }
 
-    /// The frame's length on the wire: its bytes, plus the 4 of a tag
-    /// already taken out of them (TC), so that every hook counts the same
-    /// bytes for the same frame.
+    /// The frame's length on the wire: its bytes (TC: the skb's, see
+    /// `skb_len`), plus the 4 of a tag already taken out of them (TC), so
+    /// that every hook counts the same bytes for the same frame.
     #[inline(always)]
     pub(crate) fn len(&self) -> u64 {
         let tag = if self.meta_vlan != 0 { 4 } else { 0 };
-        (self.data_end - self.data) as u64 + tag
+        let bytes = if self.skb_len != 0 {
+            self.skb_len as u64
+        } else {
+            (self.data_end - self.data) as u64
+        };
+        bytes + tag
     }
 }
 

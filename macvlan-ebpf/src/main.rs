@@ -53,6 +53,7 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
         // XDP sees the tag in the bytes unless the NIC stripped it.
         meta_vlan: 0,
         napi_id: 0,
+        skb_len: 0,
     };
     let tagged = match parse::ptr_at::<u16>(data, data_end, 12) {
         // SAFETY: bounds checked by ptr_at.
@@ -89,7 +90,7 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
     if classify::counted_by_xdp(&ctx) {
         return TC_ACT_OK as i32;
     }
-    let frame = Frame::from_tc(&ctx);
+    let frame = Frame::from_tc(&ctx, false);
     match classify::ingress(&ctx, &frame, Hook::TcIngress) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
@@ -98,7 +99,7 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
-    let frame = Frame::from_tc(&ctx);
+    let frame = Frame::from_tc(&ctx, true);
     match classify::egress(&ctx, &frame, source::stamped(&ctx)) {
         Action::Pass => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
@@ -107,7 +108,7 @@ pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn mvnet_tc_endpoint(ctx: TcContext) -> i32 {
-    let frame = Frame::from_tc(&ctx);
+    let frame = Frame::from_tc(&ctx, true);
     let (action, stamp) = source::endpoint_egress(&ctx, &frame);
     source::stamp(&ctx, stamp);
     match action {

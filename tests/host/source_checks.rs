@@ -1294,6 +1294,68 @@ fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
 }
 
 /// The classifier object with the parent's egress program loaded.
+/// A GSO skb on the parent's egress is one run of the program for several
+/// frames on the wire: its bytes are what the qdisc layer counts for it
+/// (`wire_len`: every segment with its headers), not the linear head's.
+/// Here 3 segments' worth: the endpoint's `tx` and the verdict count the
+/// wire's bytes (one skb, one frame: the kernel's own packet counters, which
+/// `verify` holds the counts against, count skbs too).
+#[test]
+fn parent_egress_counts_a_gso_skbs_bytes_on_the_wire() {
+    use mvnet::datapath::EndpointEntry;
+    require_root();
+    /// Offset of `wire_len` in `struct __sk_buff`.
+    const WIRE_LEN: usize = 160;
+    let mut ebpf = egress_loaded();
+    let slot = datapath::endpoint_table(&mut ebpf)
+        .unwrap()
+        .insert(EndpointEntry {
+            mac: ME.mac,
+            vlan: VLAN,
+            ipv4: ME.ipv4,
+            ipv6: ME.ipv6,
+            enforce: false,
+        })
+        .unwrap();
+    let frame = with(
+        ethernet(PEER, ME.mac, &[], 0x0800),
+        &udp4(ME.ipv4.unwrap(), Ipv4Addr::new(10, 98, 0, 1), 40000, 9),
+    );
+    let wire = 3 * frame.len() as u32 + 2 * 8;
+    let mut ctx_in = skb_ctx(0);
+    ctx_in[WIRE_LEN..WIRE_LEN + 4].copy_from_slice(&wire.to_ne_bytes());
+    let p: &SchedClassifier = ebpf
+        .program(program_names::TC_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let ret = p
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx_in),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })
+        .expect("test run")
+        .return_value;
+    assert_eq!(ret, TC_ACT_OK);
+    let counters =
+        datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
+    let tx = counters[slot as usize].tx;
+    assert_eq!((tx.frames, tx.bytes), (1, u64::from(wire)));
+    let verdicts: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(ebpf.map(map_names::VERDICT_STATS).unwrap()).unwrap();
+    let mut delivered = Counter::default();
+    for c in verdicts
+        .get(&Verdict::Delivered.index(Hook::TcEgress), 0)
+        .unwrap()
+        .iter()
+    {
+        delivered.merge(c);
+    }
+    assert_eq!((delivered.frames, delivered.bytes), (1, u64::from(wire)));
+}
+
 fn egress_loaded() -> Ebpf {
     let mut ebpf = datapath::load().expect("loading the classifier object");
     let p: &mut SchedClassifier = ebpf
