@@ -464,7 +464,6 @@ fn two_adopted_containers_that_swap_macs_are_both_updated() {
             .unwrap();
         assert_eq!((id.mac, id.slot), (mac, slot));
     }
-    drop(table);
     // 5 frames to m1 are db's, 8 to m2 web's.
     let src = lab.mac_of(lab.upstream(), UPSTREAM_IF).unwrap();
     for (mac, n) in [(m1, 5), (m2, 8)] {

@@ -625,6 +625,30 @@ pub(super) fn foreign_device_note(c: &Container, ep: &Endpoint, index: u32) -> S
     )
 }
 
+/// Takes the source check off `ep`'s device if it still lives in `c`'s
+/// namespace with `ep`'s MAC, before its slot is freed. The runtime deletes
+/// the device on its own time (a CNI chain is deleted in reverse: the
+/// macvlan plugin after mvnet-cni), and until then the check, a cls_bpf
+/// filter keyed by that slot, would judge the device's frames by whichever
+/// endpoint takes the slot next and charge that one for them. Without the
+/// check its frames reach the parent as any stranger's. Best effort: a
+/// device that cannot be read is left as it is.
+fn detach_live_check(c: &Container, ep: &crate::model::Endpoint) {
+    if !c.netns.exists() {
+        return;
+    }
+    let ifname = ep.ifname.to_string();
+    let mac = ep.mac.octets();
+    let _ = crate::netns::run_in(Some(&crate::netns::NetNs::from_path(&c.netns)), move || {
+        let Some(index) = crate::sys::net::if_index(&ifname) else {
+            return;
+        };
+        if crate::sys::net::hw_addr(&ifname).is_ok_and(|m| m == mac) {
+            let _ = crate::datapath::devices::detach_all(index, &ifname);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -722,28 +746,4 @@ mod tests {
             "parent eth0.10 is a VLAN link with the id None; the kernel reports ids 1-4094"
         );
     }
-}
-
-/// Takes the source check off `ep`'s device if it still lives in `c`'s
-/// namespace with `ep`'s MAC, before its slot is freed. The runtime deletes
-/// the device on its own time (a CNI chain is deleted in reverse: the
-/// macvlan plugin after mvnet-cni), and until then the check, a cls_bpf
-/// filter keyed by that slot, would judge the device's frames by whichever
-/// endpoint takes the slot next and charge that one for them. Without the
-/// check its frames reach the parent as any stranger's. Best effort: a
-/// device that cannot be read is left as it is.
-fn detach_live_check(c: &Container, ep: &crate::model::Endpoint) {
-    if !c.netns.exists() {
-        return;
-    }
-    let ifname = ep.ifname.to_string();
-    let mac = ep.mac.octets();
-    let _ = crate::netns::run_in(Some(&crate::netns::NetNs::from_path(&c.netns)), move || {
-        let Some(index) = crate::sys::net::if_index(&ifname) else {
-            return;
-        };
-        if crate::sys::net::hw_addr(&ifname).is_ok_and(|m| m == mac) {
-            let _ = crate::datapath::devices::detach_all(index, &ifname);
-        }
-    });
 }

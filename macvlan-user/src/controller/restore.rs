@@ -610,7 +610,6 @@ impl Controller {
             })
             .map(|(_, v)| v)
             .collect();
-        drop(view);
         drop(maps);
         for (net, ep, name) in unchecked {
             let Some(netns) = self
