@@ -80,9 +80,17 @@ pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet
     let mut proto = u16::from_be((w1 >> 48) as u16);
     let mut offset = ETH_HLEN;
 
+    // `outer_seen`: the outer tag decides the VLAN, unless it is a
+    // priority tag (802.1Q, id 0) with another tag inside: the kernel then
+    // strips it and takes the inner tag's VLAN (`check_vlan_id` in
+    // `__netif_receive_skb_core`), and so does the parser (`priority`).
     let mut outer_seen = meta_vlan != 0;
+    let mut priority = false;
     let mut vlan = if outer_seen {
-        outer_vlan((meta_vlan >> 16) as u16, meta_vlan as u16)
+        let tpid = (meta_vlan >> 16) as u16;
+        let v = outer_vlan(tpid, meta_vlan as u16);
+        priority = tpid == ETH_P_8021Q && v == 0;
+        v
     } else {
         0
     };
@@ -90,8 +98,9 @@ pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet
     // Tag 1 of at most 2 in the bytes (unrolled: the verifier wants no loop).
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
         let (tci, next) = tag(data, data_end, offset)?;
-        if !outer_seen {
+        if !outer_seen || priority {
             vlan = outer_vlan(proto, tci);
+            priority = !outer_seen && proto == ETH_P_8021Q && vlan == 0;
             outer_seen = true;
         }
         proto = next;
@@ -100,7 +109,7 @@ pub fn ethernet(data: usize, data_end: usize, meta_vlan: u32) -> Option<Ethernet
     // Tag 2.
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
         let (tci, next) = tag(data, data_end, offset)?;
-        if !outer_seen {
+        if !outer_seen || priority {
             vlan = outer_vlan(proto, tci);
         }
         proto = next;

@@ -613,6 +613,9 @@ fn reference(frame: &[u8]) -> Outcome {
     let mut ethertype = be16(12).unwrap();
     let mut at = ETH_HLEN;
     let mut vlan = None;
+    // The outer tag decides, unless it is a priority tag (802.1Q id 0)
+    // with a tag inside: the kernel strips it and takes the inner one's.
+    let mut priority = false;
     for _ in 0..2 {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
@@ -621,7 +624,18 @@ fn reference(frame: &[u8]) -> Outcome {
             return malformed;
         };
         let service = if ethertype == ETH_P_8021AD { 0x1000 } else { 0 };
-        vlan.get_or_insert((tci & 0x0fff) | service);
+        let id = (tci & 0x0fff) | service;
+        match vlan {
+            None => {
+                vlan = Some(id);
+                priority = ethertype == ETH_P_8021Q && id == 0;
+            }
+            Some(_) if priority => {
+                vlan = Some(id);
+                priority = false;
+            }
+            Some(_) => {}
+        }
         let Some(next) = be16(at + 2) else {
             return malformed;
         };
@@ -746,6 +760,13 @@ fn crafted_cases() -> Vec<Case> {
         ("802.1Q 20 to the VLAN 20 endpoint", frame(v20, src, &[q(20)]), to(EP_VLAN20, 20)),
         ("802.1Q 10 with PCP 5, DEI 1", pcp, to(EP_VLAN10, 10)),
         ("priority tag (802.1Q 0) to the untagged one", frame(u, src, &[q(0)]), to(EP_UNTAGGED, 0)),
+        // A priority tag around a tag: the kernel strips it and delivers on
+        // the inner tag's VLAN, which decides.
+        ("priority tag + 802.1Q 10 to the VLAN 10 endpoint", frame(v10, src, &[q(0), q(10)]),
+            to(EP_VLAN10, 10)),
+        ("priority tag + 802.1Q 20 to the untagged one", frame(u, src, &[q(0), q(20)]),
+            mismatch(20)),
+        ("priority tag + 802.1ad 10", frame(v10, src, &[q(0), ad(10)]), mismatch(s_tag(10))),
         // QinQ: the outer tag decides.
         ("QinQ 802.1Q 10 + 802.1Q 30", frame(v10, src, &[q(10), q(30)]), to(EP_VLAN10, 10)),
         ("QinQ 802.1Q 10 + 802.1ad 20", frame(v10, src, &[q(10), ad(20)]), to(EP_VLAN10, 10)),
