@@ -131,13 +131,7 @@ impl Rig {
     }
 
     fn sum(&self, name: &str, index: u32) -> Counter {
-        let a: PerCpuArray<_, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(name).unwrap()).unwrap();
-        let mut total = Counter::default();
-        for c in a.get(&index, 0).unwrap().iter() {
-            total.merge(c);
-        }
-        total
+        sum(&self.ebpf, name, index)
     }
 
     /// The slots flagged in ENDPOINT_TX_INVALID_SEEN (`tx_seen`), read
@@ -172,6 +166,16 @@ impl Rig {
             v(Verdict::Delivered),
         ]
     }
+}
+
+/// Element `index` of the per-CPU counter array `name`, summed over CPUs.
+fn sum(ebpf: &Ebpf, name: &str, index: u32) -> Counter {
+    let a: PerCpuArray<_, Counter> = PerCpuArray::try_from(ebpf.map(name).unwrap()).unwrap();
+    let mut total = Counter::default();
+    for c in a.get(&index, 0).unwrap().iter() {
+        total.merge(c);
+    }
+    total
 }
 
 /// Room for a `struct __sk_buff` (192 bytes from Linux 5.18; the runner
@@ -1211,24 +1215,11 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
 #[test]
 fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
     use macvlan_common::EndpointCounters;
-    use mvnet::datapath::EndpointEntry;
     use std::sync::Barrier;
     require_root();
     const RUNS: u32 = 1_000_000;
     let mut ebpf = egress_loaded();
-    let (slot, capacity) = {
-        let mut table = datapath::endpoint_table(&mut ebpf).unwrap();
-        let slot = table
-            .insert(EndpointEntry {
-                mac: ME.mac,
-                vlan: VLAN,
-                ipv4: ME.ipv4,
-                ipv6: ME.ipv6,
-                enforce: false,
-            })
-            .unwrap();
-        (slot, table.capacity())
-    };
+    let (slot, capacity) = insert_me(&mut ebpf);
     let frame = with(
         ethernet(PEER, ME.mac, &[], 0x0800),
         &udp4(ME.ipv4.unwrap(), Ipv4Addr::new(10, 98, 0, 1), 40000, 9),
@@ -1302,21 +1293,11 @@ fn parent_egress_counts_each_cpus_sent_frames_in_its_stripe_and_loses_none() {
 /// `verify` holds the counts against, count skbs too).
 #[test]
 fn parent_egress_counts_a_gso_skbs_bytes_on_the_wire() {
-    use mvnet::datapath::EndpointEntry;
     require_root();
     /// Offset of `wire_len` in `struct __sk_buff`.
     const WIRE_LEN: usize = 160;
     let mut ebpf = egress_loaded();
-    let slot = datapath::endpoint_table(&mut ebpf)
-        .unwrap()
-        .insert(EndpointEntry {
-            mac: ME.mac,
-            vlan: VLAN,
-            ipv4: ME.ipv4,
-            ipv6: ME.ipv6,
-            enforce: false,
-        })
-        .unwrap();
+    let (slot, _) = insert_me(&mut ebpf);
     let frame = with(
         ethernet(PEER, ME.mac, &[], 0x0800),
         &udp4(ME.ipv4.unwrap(), Ipv4Addr::new(10, 98, 0, 1), 40000, 9),
@@ -1343,17 +1324,28 @@ fn parent_egress_counts_a_gso_skbs_bytes_on_the_wire() {
         datapath::endpoint_counters(ebpf.map(map_names::ENDPOINT_STATS).unwrap()).unwrap();
     let tx = counters[slot as usize].tx;
     assert_eq!((tx.frames, tx.bytes), (1, u64::from(wire)));
-    let verdicts: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(ebpf.map(map_names::VERDICT_STATS).unwrap()).unwrap();
-    let mut delivered = Counter::default();
-    for c in verdicts
-        .get(&Verdict::Delivered.index(Hook::TcEgress), 0)
-        .unwrap()
-        .iter()
-    {
-        delivered.merge(c);
-    }
+    let delivered = sum(
+        &ebpf,
+        map_names::VERDICT_STATS,
+        Verdict::Delivered.index(Hook::TcEgress),
+    );
     assert_eq!((delivered.frames, delivered.bytes), (1, u64::from(wire)));
+}
+
+/// Puts ME (observe) in the table of `ebpf`: its slot and the table's
+/// capacity.
+fn insert_me(ebpf: &mut Ebpf) -> (u32, u32) {
+    let mut table = datapath::endpoint_table(ebpf).unwrap();
+    let slot = table
+        .insert(mvnet::datapath::EndpointEntry {
+            mac: ME.mac,
+            vlan: VLAN,
+            ipv4: ME.ipv4,
+            ipv6: ME.ipv6,
+            enforce: false,
+        })
+        .unwrap();
+    (slot, table.capacity())
 }
 
 fn egress_loaded() -> Ebpf {

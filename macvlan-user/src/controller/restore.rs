@@ -486,7 +486,7 @@ impl Controller {
             .filter(|(_, keys)| keys.len() > 1)
             .flat_map(|(slot, keys)| keys.iter().map(move |k| (*k, *slot)))
             .collect();
-        let mut gone = Vec::new();
+        let mut gone = BTreeSet::new();
         for (key, slot) in &actual {
             let (mac, vlan) = key;
             let (what, why) = if !wanted.contains_key(key) {
@@ -503,7 +503,7 @@ impl Controller {
                 "{} {what} {mac} (VLAN {vlan}) on {root}{why}",
                 if dry { "would remove" } else { "removed" },
             ));
-            gone.push(*key);
+            gone.insert(*key);
             if !dry {
                 let mut maps = PinnedMaps::open(&dir)?;
                 // Its device entries go with it, as on `rm`.

@@ -105,6 +105,15 @@ fn device_entries(map: &Map) -> Result<Vec<(u32, macvlan_common::DeviceIdentity)
     super::batch::hash_entries(data, name, capacity)
 }
 
+/// Whether the endpoint of device identity `id` is in `table` with the
+/// identity's slot ([`PinnedMaps::prune_devices`] removes the others).
+fn endpoint_lives(
+    table: &super::endpoints::EndpointView<'_>,
+    id: &macvlan_common::DeviceIdentity,
+) -> bool {
+    table.get(id.mac, id.vlan).map(|e| e.slot) == Some(id.slot)
+}
+
 fn io_err(what: &str, path: &Path, e: io::Error) -> DatapathError {
     DatapathError::Pin(format!("{what} {}: {e}", path.display()))
 }
@@ -882,7 +891,7 @@ impl PinnedMaps {
             };
             devices
                 .into_iter()
-                .filter(|(_, id)| table.get(id.mac, id.vlan).map(|e| e.slot) != Some(id.slot))
+                .filter(|(_, id)| !endpoint_lives(&table, id))
                 .map(|(k, id)| (k, id.slot))
                 .collect()
         };
@@ -927,11 +936,7 @@ impl PinnedMaps {
         let is = device_entries(map)?
             .into_iter()
             .filter(|(k, id)| !super::devices::is_own_key(*k, id.slot))
-            .filter(|(_, id)| {
-                table
-                    .as_ref()
-                    .is_none_or(|t| t.get(id.mac, id.vlan).map(|e| e.slot) == Some(id.slot))
-            })
+            .filter(|(_, id)| table.as_ref().is_none_or(|t| endpoint_lives(t, id)))
             .count() as u64;
         if was == is {
             return Ok(None);
