@@ -427,36 +427,23 @@ fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
     }
 }
 
-/// Whether the L3 source of a frame from endpoint `ep` is its own: the IPv4
-/// source its IPv4 address (0.0.0.0 for DHCP only), the ARP sender its MAC
-/// and its IPv4 address or 0.0.0.0 (a probe); an IPv6 source its IPv6
-/// address, link-local (fe80::/10) or unspecified (DAD), and its neighbour
-/// discovery as the device's checks have it (`source::nd_is_own`). Headers
-/// must be whole. Other protocols carry no address we check. The endpoint device's
-/// own checks (`source`) are stricter; these judge by source MAC.
+/// Whether the L3 source of a frame from endpoint `ep` is its own, by the
+/// rules of the endpoint device's checks (`source`), which endpoints
+/// without them are held to here: the IPv4 source its IPv4 address
+/// (0.0.0.0 for DHCP only), the ARP sender its MAC and its IPv4 address
+/// (0.0.0.0 in a probe for its own), an IPv6 source its IPv6 address, the
+/// EUI-64 link-local of its MAC or :: (DAD, MLD), and its neighbour
+/// discovery its own. Headers must be whole. Other protocols carry no
+/// address we check. The MAC is the frame's source: the endpoint was
+/// looked up by it.
 #[inline(always)]
 fn l3_source_is_own(frame: &Frame, eth: &Ethernet, ep: &Endpoint) -> Option<bool> {
     let (data, end, l3) = (frame.data, frame.data_end, eth.l3_offset);
+    let mac = mac_bytes(eth.src);
     match eth.proto {
         ETH_P_IPV4 => crate::source::ipv4_source_is_own(data, end, l3, ep.ipv4),
-        ETH_P_ARP => {
-            // The whole 28-byte body; sender MAC the frame's source (the
-            // endpoint's: it was looked up by it); sender IP its address,
-            // or 0.0.0.0 (an RFC 5227 probe), as on the device.
-            parse::bytes_at::<4>(data, end, l3 + 24)?;
-            let sha = parse::bytes_at::<6>(data, end, l3 + 8)?;
-            let spa = parse::bytes_at::<4>(data, end, l3 + 14)?;
-            Some(mac_word(&sha) == eth.src && (spa == [0; 4] || spa == ep.ipv4))
-        }
-        ETH_P_IPV6 => {
-            // The whole 40-byte header must be there.
-            let h = parse::bytes_at::<40>(data, end, l3)?;
-            let link_local = h[8] == 0xfe && h[9] & 0xc0 == 0x80;
-            if !(h[8..24] == ep.ipv6 || link_local || h[8..24] == [0; 16]) {
-                return Some(false);
-            }
-            crate::source::nd_is_own(data, end, l3, &h, &mac_bytes(eth.src), &ep.ipv6)
-        }
+        ETH_P_ARP => crate::source::arp_sender_is_own(data, end, l3, &mac, ep.ipv4),
+        ETH_P_IPV6 => crate::source::ipv6_source_is_own(data, end, l3, &mac, &ep.ipv6),
         _ => Some(true),
     }
 }

@@ -169,8 +169,8 @@ fn source_verdict(frame: &Frame, id: &DeviceIdentity) -> Verdict {
     let l3 = parse::ETH_HLEN;
     let own = match proto {
         ETH_P_IPV4 => ipv4_source_is_own(data, end, l3, id.ipv4),
-        ETH_P_ARP => arp_sender_is_own(data, end, l3, id),
-        ETH_P_IPV6 => ipv6_source_is_own(data, end, l3, id),
+        ETH_P_ARP => arp_sender_is_own(data, end, l3, &id.mac, id.ipv4),
+        ETH_P_IPV6 => ipv6_source_is_own(data, end, l3, &id.mac, &id.ipv6),
         _ => Some(true),
     };
     match own {
@@ -206,34 +206,65 @@ pub fn ipv4_source_is_own(data: usize, end: usize, l3: usize, own: [u8; 4]) -> O
     Some(udp[..4] == [0, 68, 0, 67])
 }
 
+/// Whether an ARP body at `l3` is from the endpoint with `mac` and `ipv4`
+/// (0.0.0.0 = none): sender MAC its MAC, sender IP its address, or 0.0.0.0
+/// in a probe (RFC 5227) for its own address (any, while it has none: a
+/// DHCP client probes the address it was offered). A probe for another's
+/// address makes a host that is configuring it give it up, as a duplicate
+/// address probe does in IPv6. `None` for a body cut short or of other
+/// address sizes (not ARP an endpoint sends). Also used by the parent's
+/// egress (`classify::egress`).
 #[inline(always)]
-fn arp_sender_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -> Option<bool> {
-    // Ethernet/IPv4 ARP: sender MAC at 8, sender IP at 14 (28 bytes).
-    // Other address sizes are not ARP an endpoint sends: malformed.
+pub fn arp_sender_is_own(
+    data: usize,
+    end: usize,
+    l3: usize,
+    mac: &[u8; 6],
+    ipv4: [u8; 4],
+) -> Option<bool> {
+    // Ethernet/IPv4 ARP: sender MAC at 8, sender IP at 14, target IP at 24
+    // (28 bytes).
     let a = parse::bytes_at::<28>(data, end, l3)?;
     if a[4] != 6 || a[5] != 4 {
         return None;
     }
     let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
     let spa = [a[14], a[15], a[16], a[17]];
-    let ip_ok = spa == [0; 4] || (id.ipv4 != [0; 4] && spa == id.ipv4);
-    Some(mac_word(&sha) == mac_word(&id.mac) && ip_ok)
+    let tpa = [a[24], a[25], a[26], a[27]];
+    let ip_ok = if spa == [0; 4] {
+        ipv4 == [0; 4] || tpa == ipv4
+    } else {
+        ipv4 != [0; 4] && spa == ipv4
+    };
+    Some(mac_word(&sha) == mac_word(mac) && ip_ok)
 }
 
+/// Whether the IPv6 packet at `l3` is from the endpoint with `mac` and
+/// global `ipv6` (:: = none): its source that address or the EUI-64
+/// link-local of its MAC, or :: for ICMPv6 and hop-by-hop (DAD, MLD) only,
+/// and its neighbour discovery its own (`nd_is_own`). `None` for a header
+/// cut short or not version 6. Also used by the parent's egress
+/// (`classify::egress`), for endpoints whose device has no checks.
 #[inline(always)]
-fn ipv6_source_is_own(data: usize, end: usize, l3: usize, id: &DeviceIdentity) -> Option<bool> {
+pub fn ipv6_source_is_own(
+    data: usize,
+    end: usize,
+    l3: usize,
+    mac: &[u8; 6],
+    ipv6: &[u8; 16],
+) -> Option<bool> {
     let h = parse::bytes_at::<40>(data, end, l3)?;
     if h[0] >> 4 != 6 {
         return None;
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&h[8..24]);
-    let own = is_own_address(&src, &id.mac, &id.ipv6)
+    let own = is_own_address(&src, mac, ipv6)
         || (src == [0; 16] && (h[6] == IPPROTO_ICMPV6 || h[6] == IPPROTO_HOPOPTS));
     if !own {
         return Some(false);
     }
-    nd_is_own(data, end, l3, &h, &id.mac, &id.ipv6)
+    nd_is_own(data, end, l3, &h, mac, ipv6)
 }
 
 /// Whether `addr` is the endpoint's: its global `ipv6` (:: for none) or

@@ -327,6 +327,10 @@ fn crafted() -> Vec<(&'static str, Vec<u8>)> {
             e(m, &[], 0x0806, &arp(OTHER.mac, own4, gw)),
         ),
         (
+            "ARP probe for another's address",
+            e(m, &[], 0x0806, &arp(m, any4, foreign4)),
+        ),
+        (
             "global IPv6 from a foreign address",
             e(
                 m,
@@ -650,7 +654,7 @@ fn endpoint_source_checks_match_the_reference_on_crafted_frames() {
             count(Judgement::Spoofed),
             count(Judgement::Malformed)
         ),
-        (19, 34, 19),
+        (19, 35, 19),
         "{judged:?}"
     );
     for enforce in [false, true] {
@@ -1086,6 +1090,18 @@ fn parent_egress_takes_a_checked_endpoints_frames_only_with_the_device_stamp() {
             e(m, &[], 0x86dd, udp6(id.link_local(), ll_peer)),
             e(m, &[], 0x0800, udp4(foreign4, gw, 40000, 9)),
             e(m, &[], 0x0806, arp(m, foreign4, gw)),
+            // A probe for another's address; a link-local not derived from
+            // its MAC, as a neighbour solicitation's source too; :: for
+            // anything but ICMPv6 and hop-by-hop.
+            e(m, &[], 0x0806, arp(m, Ipv4Addr::UNSPECIFIED, foreign4)),
+            e(m, &[], 0x86dd, udp6(ll_peer, ll(id))),
+            e(
+                m,
+                &[],
+                0x86dd,
+                icmp6(ll_peer, ll(id), &[], &solicit(ll(id), &[(1, &m)])),
+            ),
+            e(m, &[], 0x86dd, udp6(Ipv6Addr::UNSPECIFIED, ll_peer)),
             // Neighbour discovery: its own, a stranger's target, another MAC.
             e(
                 m,

@@ -10,7 +10,8 @@
 //! * IPv4 (a whole header): source = its address; 0.0.0.0 only for DHCP
 //!   (a whole UDP header, 68 → 67);
 //! * ARP (28 bytes, 6-byte hardware and 4-byte protocol addresses): sender
-//!   MAC = its MAC, sender IP = its address or 0.0.0.0 (a probe);
+//!   MAC = its MAC, sender IP = its address, or 0.0.0.0 in a probe whose
+//!   target is its address (any target while it has none);
 //! * IPv6 (a whole header): source = its global address, the EUI-64
 //!   link-local of its MAC, or :: for ICMPv6 / hop-by-hop (DAD, MLD);
 //! * neighbour discovery (router and neighbour solicitations and
@@ -120,7 +121,13 @@ fn arp_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
         return None;
     }
     let spa = Ipv4Addr::new(l3[14], l3[15], l3[16], l3[17]);
-    Some(l3[8..14] == id.mac && (spa.is_unspecified() || id.ipv4 == Some(spa)))
+    let tpa = Ipv4Addr::new(l3[24], l3[25], l3[26], l3[27]);
+    let ip_ok = match id.ipv4 {
+        // A probe (RFC 5227) for its own address only.
+        Some(own) => spa == own || (spa.is_unspecified() && tpa == own),
+        None => spa.is_unspecified(),
+    };
+    Some(l3[8..14] == id.mac && ip_ok)
 }
 
 fn ipv6_is_own(l3: &[u8], id: &Identity) -> Option<bool> {
@@ -363,8 +370,7 @@ pub enum Stamp {
 /// the device's checks (README, "What enforce guarantees"): whether the
 /// frame reaches the wire. `stamp`: whose device's checks it passed on its
 /// way. The frame's addresses are read as the device's checks read them
-/// (`judge`; the parent's own reading of IPv6 link-locals is looser, so
-/// callers keep to frames where both agree).
+/// (`judge`): the parent holds endpoints without checks to the same rules.
 pub fn parent_passes(frame: &[u8], sender: Sender, stamp: Stamp) -> bool {
     match sender {
         // The host's, unless an endpoint's device checked it.
