@@ -642,6 +642,14 @@ pub mod config_flags {
     /// whatever their VLAN: only a forgery that skipped an endpoint
     /// device's checks sends those (see `DEVICE_STAMP`).
     pub const DROP_MALFORMED: u32 = 1 << 1;
+    /// Set while a network on the root is on an 802.1Q sub-interface. XDP
+    /// then classifies no tagged frame and no frame off its fast path
+    /// (unicast to an untagged endpoint), leaving them unmarked to TC
+    /// ingress: XDP cannot see a tag the device delivers in skb metadata
+    /// (a veth whose peer sends through a VLAN device, a NIC's RX VLAN
+    /// offload) or an outer tag beside one it sees, so its VLAN could be
+    /// wrong, and a valid frame dropped as a VLAN mismatch; TC sees both.
+    pub const VLANS_AT_TC: u32 = 1 << 2;
 }
 
 /// Bits of the per-VLAN policy array (indexed by VLAN id).

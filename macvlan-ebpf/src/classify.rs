@@ -104,6 +104,19 @@ pub fn counted_by_xdp(ctx: &TcContext) -> bool {
 pub enum Action {
     Pass,
     Drop,
+    /// XDP only: leave the frame, unmarked and uncounted, to TC ingress
+    /// (see [`vlans_at_tc`]).
+    Defer,
+}
+
+/// Whether XDP leaves tagged frames and frames off its fast path to TC
+/// ingress on this root (`config_flags::VLANS_AT_TC`).
+#[inline(always)]
+pub fn vlans_at_tc() -> bool {
+    match CONFIG.get(0) {
+        Some(cfg) => cfg.flags & config_flags::VLANS_AT_TC != 0,
+        None => false,
+    }
 }
 
 /// `vlan` argument of [`enforcing`] for a malformed frame, which has no
@@ -306,6 +319,14 @@ pub fn ingress<C: EbpfContext>(ctx: &C, frame: &Frame, hook: Hook) -> Action {
             // Delivered frames always pass (see action_for).
             return Action::Pass;
         }
+    }
+    // Off the fast path, on a root with 802.1Q networks: this untagged
+    // frame may carry a tag in skb metadata that XDP cannot see (on the
+    // fast path such a frame, to an untagged endpoint's MAC, is counted
+    // here and again by TC, which finds the tag and classifies it on its
+    // VLAN: a cross-VLAN frame, counted twice, dropped under enforce).
+    if hook == Hook::XdpIngress && vlans_at_tc() {
+        return Action::Defer;
     }
     count_vlan(hook, eth.vlan, bytes);
     let (verdict, slot, home) = verdict_for_destination(&eth);

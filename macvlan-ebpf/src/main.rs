@@ -60,12 +60,23 @@ pub fn mvnet_xdp(ctx: XdpContext) -> u32 {
         Some(t) => is_tag_tpid(u16::from_be(unsafe { *t })),
         None => false,
     };
-    let mark = xdp_mark::word(tagged);
+    // On a root with 802.1Q networks, tagged frames are TC's (see
+    // `config_flags::VLANS_AT_TC`); otherwise XDP's mark tells TC that XDP
+    // counted the frame.
+    let action = if tagged && classify::vlans_at_tc() {
+        Action::Defer
+    } else {
+        classify::ingress(&ctx, &frame, Hook::XdpIngress)
+    };
+    let mark = match action {
+        Action::Defer => 0,
+        _ => xdp_mark::word(tagged),
+    };
     // SAFETY: meta + LEN <= data was checked above; the metadata area is
-    // ours until the program returns.
+    // ours until the program returns (no helper since changes the packet).
     unsafe { *(meta as *mut u32) = mark };
-    match classify::ingress(&ctx, &frame, Hook::XdpIngress) {
-        Action::Pass => xdp_action::XDP_PASS,
+    match action {
+        Action::Pass | Action::Defer => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }
 }
@@ -92,7 +103,8 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
     }
     let frame = Frame::from_tc(&ctx, false);
     match classify::ingress(&ctx, &frame, Hook::TcIngress) {
-        Action::Pass => TC_ACT_OK as i32,
+        // TC never defers (`Action::Defer` is XDP's).
+        Action::Pass | Action::Defer => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }
 }
@@ -101,7 +113,8 @@ pub fn mvnet_tc_ingress(ctx: TcContext) -> i32 {
 pub fn mvnet_tc_egress(ctx: TcContext) -> i32 {
     let frame = Frame::from_tc(&ctx, true);
     match classify::egress(&ctx, &frame, source::stamped(&ctx)) {
-        Action::Pass => TC_ACT_OK as i32,
+        // TC never defers (`Action::Defer` is XDP's).
+        Action::Pass | Action::Defer => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }
 }
@@ -112,7 +125,8 @@ pub fn mvnet_tc_endpoint(ctx: TcContext) -> i32 {
     let (action, stamp) = source::endpoint_egress(&ctx, &frame);
     source::stamp(&ctx, stamp);
     match action {
-        Action::Pass => TC_ACT_OK as i32,
+        // TC never defers (`Action::Defer` is XDP's).
+        Action::Pass | Action::Defer => TC_ACT_OK as i32,
         Action::Drop => TC_ACT_SHOT as i32,
     }
 }

@@ -912,7 +912,14 @@ fn verify_command(state_dir: &std::path::Path, network: Option<String>) -> Resul
     if bad > 0 {
         eprintln!("mvnet: verify: {bad} endpoint(s) with a difference that has no explanation");
     }
-    if bad > 0 || !problems.is_empty() {
+    let unmatched = checks.iter().filter(|c| c.needs_restore).count();
+    if unmatched > 0 {
+        eprintln!(
+            "mvnet: verify: {unmatched} endpoint(s) the kernel does not have as the state does; \
+             run `mvnet restore`"
+        );
+    }
+    if bad > 0 || unmatched > 0 || !problems.is_empty() {
         return Ok(1);
     }
     Ok(0)

@@ -947,7 +947,7 @@ fn policies() -> Vec<Policy> {
         with_vlans(config_flags::ENFORCE, &[]),
         // Only the ENFORCE bit of CONFIG enforces everything; DROP_MALFORMED
         // (also in here) drops malformed frames only.
-        with_vlans(!config_flags::ENFORCE, &[]),
+        with_vlans(!(config_flags::ENFORCE | config_flags::VLANS_AT_TC), &[]),
         with_vlans(config_flags::DROP_MALFORMED, &[]),
         // Per VLAN: VLAN 10 enforces (so do S-tag 10 frames, folded), the
         // others do not; a policy bit other than ENFORCE does nothing.
@@ -984,6 +984,90 @@ fn xdp_crafted_frames_under_every_policy() {
         let repeat = if i % 2 == 0 { 1 } else { 5 };
         run_table(&rig, Hook::XdpIngress, repeat, Check::Verdicts);
     }
+}
+
+/// On a root with 802.1Q networks (`VLANS_AT_TC`) XDP classifies only
+/// untagged unicast to an untagged endpoint (its fast path) and leaves
+/// every other frame to TC, unmarked, uncounted and never dropped: XDP
+/// cannot see a tag a veth peer or a NIC left in skb metadata, and would
+/// drop a valid VLAN 10 frame whose tag it did not see as a VLAN mismatch.
+/// TC ingress classifies and enforces them.
+#[test]
+fn xdp_leaves_tagged_frames_and_its_slow_path_to_tc_on_a_root_with_vlans() {
+    require_root();
+    let mut rig = Rig::new();
+    let enforce = |rig: &mut Rig, config: u32| {
+        rig.set_config_flags(config | config_flags::DROP_MALFORMED);
+        rig.set_vlan_policy(0, vlan_policy::ENFORCE | vlan_policy::DROP_BROADCAST);
+        rig.set_vlan_policy(10, vlan_policy::ENFORCE);
+    };
+    let cases = [
+        // (frame, XDP return, TC return)
+        (frame(EP_UNTAGGED.mac, WIRE_SRC, &[]), XDP_PASS, TC_ACT_OK),
+        (
+            frame(EP_VLAN10.mac, WIRE_SRC, &[Tag::dot1q(10)]),
+            XDP_PASS,
+            TC_ACT_OK,
+        ),
+        // What XDP sees of a VLAN 10 frame whose tag is in metadata, and of
+        // a frame for a VLAN the root has no network on.
+        (frame(EP_VLAN10.mac, WIRE_SRC, &[]), XDP_PASS, TC_ACT_SHOT),
+        (frame(UNKNOWN, WIRE_SRC, &[]), XDP_PASS, TC_ACT_SHOT),
+        (frame(BROADCAST, WIRE_SRC, &[]), XDP_PASS, TC_ACT_SHOT),
+        (
+            frame(UNKNOWN, WIRE_SRC, &[Tag::dot1q(10)]),
+            XDP_PASS,
+            TC_ACT_SHOT,
+        ),
+    ];
+    // Without the flag, XDP decides on all of them.
+    enforce(&mut rig, 0);
+    let got: Vec<u32> = cases
+        .iter()
+        .map(|(f, _, _)| rig.run_ok(Hook::XdpIngress, f, 1))
+        .collect();
+    assert_eq!(
+        got,
+        [XDP_PASS, XDP_PASS, XDP_DROP, XDP_DROP, XDP_DROP, XDP_DROP]
+    );
+    let xdp_before = rig.verdicts(Hook::XdpIngress);
+    let sum = |v: &[Counter]| v.iter().map(|c| c.frames).sum::<u64>();
+    assert_eq!(sum(&xdp_before), 6);
+
+    enforce(&mut rig, config_flags::VLANS_AT_TC);
+    let before = rig.counters();
+    for (f, xdp, _) in &cases {
+        assert_eq!(rig.run_ok(Hook::XdpIngress, f, 3), *xdp, "{}", hex(f));
+    }
+    let after = rig.counters();
+    let xdp = rig.verdicts(Hook::XdpIngress);
+    // The fast path's frame only, 3 times.
+    assert_eq!(sum(&xdp) - sum(&xdp_before), 3);
+    assert_eq!(
+        xdp[Verdict::Delivered as usize].frames - xdp_before[Verdict::Delivered as usize].frames,
+        3
+    );
+    let rx = |c: &Counters, ep: Ep| c.endpoints[ep.slot as usize].rx_wire.frames;
+    assert_eq!(rx(&after, EP_UNTAGGED) - rx(&before, EP_UNTAGGED), 3);
+    assert_eq!(rx(&after, EP_VLAN10), rx(&before, EP_VLAN10));
+    // TC ingress (no XDP mark in its test runs: what XDP left) classifies
+    // and enforces them on their VLAN.
+    let tc_before = rig.verdicts(Hook::TcIngress);
+    for (f, _, tc) in &cases {
+        assert_eq!(rig.run_ok(Hook::TcIngress, f, 1), *tc, "{}", hex(f));
+    }
+    let tc = rig.verdicts(Hook::TcIngress);
+    let d = |v: Verdict| tc[v as usize].frames - tc_before[v as usize].frames;
+    assert_eq!(
+        [
+            d(Verdict::Delivered),
+            d(Verdict::VlanMismatch),
+            d(Verdict::UnknownMac),
+            d(Verdict::Broadcast)
+        ],
+        [2, 1, 2, 1]
+    );
+    assert_eq!(rx(&rig.counters(), EP_VLAN10) - rx(&after, EP_VLAN10), 1);
 }
 
 #[test]

@@ -328,6 +328,115 @@ fn a_device_left_unchecked_by_a_killed_writer_gets_its_check_back() {
     s.ok(&["network", "rm", "nf"]);
 }
 
+/// A writer killed between saving a network's policy and writing it (or
+/// before clearing a removed network's VLAN) leaves the classifier
+/// enforcing what the state observes or the reverse: `restore` says so and
+/// sets it back. The operator's override (CONFIG bit 0, set with bpftool)
+/// survives every policy write.
+#[test]
+fn a_policy_a_killed_writer_left_is_set_back_and_the_override_is_kept() {
+    require_root();
+    use aya::maps::{Array, Map, MapData};
+    use macvlan_common::{config_flags, map_names, vlan_policy, Config};
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("nf", "10.130.0.0/24", PARENT, &["--policy", "enforce"]);
+    let dir = crate::datapath_cp::pin_dir(&lab);
+    let mut policy: Array<_, u32> = Array::try_from(Map::Array(
+        MapData::from_pin(dir.join(map_names::VLAN_POLICY)).unwrap(),
+    ))
+    .unwrap();
+    let mut config: Array<_, Config> = Array::try_from(Map::Array(
+        MapData::from_pin(dir.join(map_names::CONFIG)).unwrap(),
+    ))
+    .unwrap();
+    let flags = |c: &Array<_, Config>| c.get(&0, 0).unwrap().flags;
+    assert_eq!(policy.get(&0, 0).unwrap(), vlan_policy::ENFORCE);
+    assert_eq!(flags(&config), config_flags::DROP_MALFORMED);
+    policy.set(0, 0, 0).unwrap();
+    policy
+        .set(7, vlan_policy::ENFORCE | vlan_policy::DROP_BROADCAST, 0)
+        .unwrap();
+    config.set(0, Config { flags: 0, _pad: 0 }, 0).unwrap();
+    let lines = |verb: &str| {
+        format!(
+            "{verb} the policy of VLAN 0 in eth0's classifier to enforce (it was observe)\n\
+             {verb} the policy of VLAN 7 in eth0's classifier to observe (it was enforce, \
+             dropping broadcast)\n\
+             {verb} eth0's classifier to drop malformed frames and foreign source MACs (it \
+             passed them)\n"
+        )
+    };
+    let check = s.run(&["restore", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&check.stdout), lines("would set"));
+    assert_eq!(s.ok(&["restore"]), lines("set"));
+    assert_eq!(policy.get(&0, 0).unwrap(), vlan_policy::ENFORCE);
+    assert_eq!(policy.get(&7, 0).unwrap(), 0);
+    assert_eq!(flags(&config), config_flags::DROP_MALFORMED);
+    assert_converged(&s);
+
+    let all = config_flags::ENFORCE | config_flags::DROP_MALFORMED;
+    config
+        .set(
+            0,
+            Config {
+                flags: all,
+                _pad: 0,
+            },
+            0,
+        )
+        .unwrap();
+    s.network("ng", "10.131.0.0/24", PARENT, &[]);
+    s.ok(&["network", "update", "--policy", "observe", "nf"]);
+    assert_eq!(flags(&config), config_flags::ENFORCE);
+    s.ok(&["network", "update", "--policy", "enforce", "nf"]);
+    assert_eq!(flags(&config), all);
+    assert_converged(&s);
+    assert_eq!(flags(&config), all);
+    s.ok(&["network", "rm", "ng", "nf"]);
+}
+
+/// An endpoint the classifier has no entry for (a writer killed between
+/// saving the state and adding it) counts nothing: `verify` fails, naming
+/// the fix, until `restore` adds it back.
+#[test]
+fn verify_fails_on_an_endpoint_without_a_classifier_entry() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    let c = one_container(&lab, &s);
+    let mac = [0x02, 0x42, 0x0a, 0x82, 0x00, 0x02];
+    let dir = crate::datapath_cp::pin_dir(&lab);
+    let mut maps = mvnet::datapath::pinned::PinnedMaps::open(&dir).unwrap();
+    let slot = maps.endpoints_ro().unwrap().get(mac, 0).unwrap().slot;
+    maps.remove_devices(slot).unwrap();
+    maps.endpoints().unwrap().remove(mac, 0).unwrap();
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&v.stdout)
+            .contains("the classifier on eth0 has no entry for this endpoint; run `mvnet restore`"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert_eq!(
+        stderr(&v),
+        "mvnet: verify: 1 endpoint(s) the kernel does not have as the state does; run `mvnet \
+         restore`\n"
+    );
+    let out = s.ok(&["restore"]);
+    assert!(
+        out.contains(&format!(
+            "added classifier entry 02:42:0a:82:00:02 of container {c} on eth0"
+        )),
+        "{out}"
+    );
+    assert_converged(&s);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "nf"]);
+}
+
 #[test]
 fn a_container_namespace_deleted_or_left_as_a_stale_file_is_purged() {
     require_root();
@@ -388,10 +497,17 @@ fn a_renamed_container_link_is_explained_and_renamed_back() {
     ip(&cns, &["link", "set", "eth0", "down"]);
     ip(&cns, &["link", "set", "eth0", "name", "foo"]);
     ip(&cns, &["link", "set", "foo", "up"]);
-    let v = s.ok(&["verify"]);
+    let v = s.run(&["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&v.stdout);
     assert!(
-        v.contains("eth0 is gone from the container; run `mvnet restore`"),
-        "{v}"
+        out.contains("eth0 is gone from the container; run `mvnet restore`"),
+        "{out}"
+    );
+    assert_eq!(
+        stderr(&v),
+        "mvnet: verify: 1 endpoint(s) the kernel does not have as the state does; run `mvnet \
+         restore`\n"
     );
     // Setting the link down took its default route with it.
     assert_eq!(

@@ -34,17 +34,17 @@ fn modprobe(module: &str) {
     assert!(status.success(), "modprobe {module} failed");
 }
 
-/// Frames XDP classified on the root whose pins `maps` are, every verdict.
-fn xdp_frames(maps: &mvnet::datapath::pinned::PinnedMaps) -> u64 {
-    maps.counters()
-        .unwrap()
-        .verdicts
-        .total(macvlan_common::Hook::XdpIngress)
-        .frames
+/// Frames classified from the wire on the root whose pins `maps` are, by
+/// XDP or TC ingress (each frame at one: with 802.1Q networks on the root
+/// XDP leaves tagged frames to TC), every verdict.
+fn ingress_frames(maps: &mvnet::datapath::pinned::PinnedMaps) -> u64 {
+    let v = maps.counters().unwrap().verdicts;
+    v.total(macvlan_common::Hook::XdpIngress).frames
+        + v.total(macvlan_common::Hook::TcIngress).frames
 }
 
 /// Sends `frames` `rounds` times from the lab's upstream to the parent,
-/// each burst only once XDP has counted what was sent before it.
+/// each burst only once the classifier has counted what was sent before it.
 fn send_from_upstream(
     lab: &Lab,
     maps: &mvnet::datapath::pinned::PinnedMaps,
@@ -52,7 +52,7 @@ fn send_from_upstream(
     rounds: u64,
 ) {
     use mvnet_lab::lab::wire::{self, SendPlan};
-    let base = xdp_frames(maps);
+    let base = ingress_frames(maps);
     wire::send(
         lab.upstream(),
         UPSTREAM_IF,
@@ -62,7 +62,7 @@ fn send_from_upstream(
             deadline: Duration::from_secs(60),
             burst: 16,
         },
-        |sent| xdp_frames(maps) - base >= sent,
+        |sent| ingress_frames(maps) - base >= sent,
     )
     .unwrap();
 }
@@ -239,6 +239,91 @@ fn round_trip(lab: &Lab, name: &str, gateway: &str) -> bool {
         })
         .unwrap()
     })
+}
+
+/// A peer that sends through a VLAN device of its own (a trunk port, as
+/// `upstream_vlan` builds it) hands the veth its tag in skb metadata, where
+/// XDP cannot see it. On an enforcing 802.1Q network with XDP attached,
+/// XDP used to take such a frame for an untagged one to a VLAN 10
+/// endpoint's MAC and drop it as a VLAN mismatch: nothing on VLAN 10 got
+/// in. XDP now leaves frames off its fast path to TC ingress, which sees
+/// the tag: the round trip works and every frame the kernel delivered is
+/// counted once.
+#[test]
+fn an_enforcing_vlan_network_takes_the_tags_a_peer_leaves_in_metadata() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    upstream_vlan(&lab, 10, "172.16.10.1");
+    let s = Session::new(&lab);
+    s.network(
+        "e10",
+        "172.16.10.0/24",
+        "eth0.10",
+        &[
+            "--gateway=172.16.10.1",
+            "--policy",
+            "enforce",
+            "--xdp-mode",
+            "native",
+        ],
+    );
+    let c = format!("{}-e10", lab.id());
+    s.container("e10", &c, &[]);
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = maps
+        .endpoints_ro()
+        .unwrap()
+        .get([0x02, 0x42, 0xac, 0x10, 0x0a, 0x02], 10)
+        .expect("entry on VLAN 10")
+        .slot;
+    let ns = netns::NetNs::named(&c).unwrap();
+    // Unicast the kernel delivered (a macvlan counts broadcast and
+    // multicast copies in `multicast`), as `verify` reads it.
+    let rx = || {
+        let st = netlink::run(Some(&ns), |nl| async move {
+            let l = nl.require_link("eth0").await?;
+            nl.stats(l.index).await
+        })
+        .unwrap();
+        st.rx_packets - st.multicast
+    };
+    let (rx0, c0) = (rx(), maps.counters().unwrap());
+    for round in 0..3 {
+        assert!(
+            round_trip(&lab, &c, "172.16.10.1"),
+            "no round trip on enforcing VLAN 10 (round {round})"
+        );
+    }
+    let (rx1, c1) = (rx(), maps.counters().unwrap());
+    let d = |h, v| c1.verdicts.get(h, v).frames - c0.verdicts.get(h, v).frames;
+    // The ARP reply and three echoes at least, all counted at TC ingress
+    // on VLAN 10 for the container, none at XDP, none a mismatch.
+    let delivered = c1.endpoint(slot).rx_wire.frames - c0.endpoint(slot).rx_wire.frames;
+    assert!(delivered >= 4, "{delivered}");
+    assert_eq!(delivered, rx1 - rx0, "counted = delivered by the kernel");
+    assert_eq!(d(Hook::TcIngress, Verdict::Delivered), delivered);
+    assert_eq!(
+        c1.vlan(10).rx_tc.frames - c0.vlan(10).rx_tc.frames,
+        delivered
+    );
+    for v in [
+        Verdict::Delivered,
+        Verdict::VlanMismatch,
+        Verdict::UnknownMac,
+    ] {
+        assert_eq!(d(Hook::XdpIngress, v), 0, "{v:?} at XDP");
+    }
+    assert_eq!(d(Hook::TcIngress, Verdict::VlanMismatch), 0);
+    let out = s.ok(&["verify"]);
+    assert!(!out.contains("UNEXPLAINED"), "{out}");
+    drop(maps);
+    s.ok(&["container", "rm", "--force", &c]);
+    s.ok(&["network", "rm", "e10"]);
+    assert!(!dir.exists());
 }
 
 #[test]
@@ -448,7 +533,8 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     modprobe("8021q");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
-    // XDP's counts are asserted (auto: TC alone on a veth from 6.6).
+    // With XDP attached (auto: TC alone on a veth from 6.6), which leaves
+    // tagged frames to TC ingress on a root with 802.1Q networks.
     s.network("v10", "10.10.0.0/24", "eth0.10", &["--xdp-mode", "native"]);
     s.network("v20", "10.20.0.0/24", "eth0.20", &["--xdp-mode", "native"]);
     let c10 = format!("{}-t10", lab.id());
@@ -495,9 +581,8 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
         send_from_upstream(&lab, &maps, &frames, n);
     }
     let c = maps.counters().unwrap();
-    let d = |v| {
-        c.verdicts.get(Hook::XdpIngress, v).frames - c0.verdicts.get(Hook::XdpIngress, v).frames
-    };
+    let d =
+        |v| c.verdicts.get(Hook::TcIngress, v).frames - c0.verdicts.get(Hook::TcIngress, v).frames;
     assert_eq!(d(Verdict::Delivered), 31 + 17);
     assert_eq!(
         d(Verdict::VlanMismatch),
@@ -514,17 +599,17 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
         17
     );
     assert_eq!(
-        c.vlan(10).rx_xdp.frames - c0.vlan(10).rx_xdp.frames,
+        c.vlan(10).rx_tc.frames - c0.vlan(10).rx_tc.frames,
         31 + 11 + 5
     );
-    assert_eq!(c.vlan(20).rx_xdp.frames - c0.vlan(20).rx_xdp.frames, 17);
-    // Counted once, at XDP: its mark in the frames' metadata survives the
-    // kernel's untag, and TC ingress counts none of them again.
+    assert_eq!(c.vlan(20).rx_tc.frames - c0.vlan(20).rx_tc.frames, 17);
+    // Counted once, at TC ingress: XDP left every tagged frame to it
+    // unmarked (`VLANS_AT_TC`) and counted none of them.
     assert_eq!(
-        c.verdicts.total(Hook::TcIngress).frames - c0.verdicts.total(Hook::TcIngress).frames,
+        c.verdicts.total(Hook::XdpIngress).frames - c0.verdicts.total(Hook::XdpIngress).frames,
         0
     );
-    assert_eq!(c.vlan(10).rx_tc.frames - c0.vlan(10).rx_tc.frames, 0);
+    assert_eq!(c.vlan(10).rx_xdp.frames - c0.vlan(10).rx_xdp.frames, 0);
     // The kernel delivered exactly the valid ones.
     assert_eq!(rx(&c10) - rx10, 31);
     assert_eq!(rx(&c20) - rx20, 17);
@@ -552,7 +637,8 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
         ("p10", "10.110.0.0/24", "eth0.10"),
         ("p20", "10.120.0.0/24", "eth0.20"),
     ] {
-        // XDP's counts are asserted (auto: TC alone on a veth from 6.6).
+        // With XDP attached (auto: TC alone on a veth from 6.6): it leaves
+        // the tagged frames to TC ingress, which counts them all.
         s.network(net, subnet, parent, &["--xdp-mode", "native"]);
     }
     let names: Vec<String> = ["e1", "e2", "e3"].iter().map(|n| s.name(n)).collect();
@@ -601,21 +687,27 @@ fn pktgen_sends_exact_counts_to_three_endpoints_on_two_vlans() {
         );
     }
     assert_eq!(n(&r["delivered_valid"]), 1200);
+    assert_eq!(r["wire_hook"], "xdp+tc_ingress");
+    let tc = &r["verdicts"]["tc_ingress"];
+    assert_eq!(n(&tc["delivered"]), 1200, "{tc}");
+    assert_eq!(n(&tc["unknown_mac"]), 800, "{tc}");
+    assert_eq!(n(&tc["vlan_mismatch"]), 1200, "{tc}");
+    assert_eq!(n(&tc["malformed"]), 0, "{tc}");
     let xdp = &r["verdicts"]["xdp"];
-    assert_eq!(n(&xdp["delivered"]), 1200, "{xdp}");
-    assert_eq!(n(&xdp["unknown_mac"]), 800, "{xdp}");
-    assert_eq!(n(&xdp["vlan_mismatch"]), 1200, "{xdp}");
-    assert_eq!(n(&xdp["malformed"]), 0, "{xdp}");
+    assert!(
+        xdp.as_object().unwrap().values().all(|v| n(v) == 0),
+        "{xdp}"
+    );
     // VLAN 10: e1, e2, one unknown flow, and e3's MAC tagged 10;
     // VLAN 20: e3, one unknown flow, and e1's and e2's MACs tagged 20.
     let vlans = r["vlans"].as_array().unwrap();
     let vlan = |id: u64| vlans.iter().find(|v| n(&v["vlan"]) == id).unwrap();
     assert_eq!(
-        (n(&vlan(10)["sent"]), n(&vlan(10)["counted_xdp"])),
+        (n(&vlan(10)["sent"]), n(&vlan(10)["counted_tc"])),
         (1600, 1600)
     );
     assert_eq!(
-        (n(&vlan(20)["sent"]), n(&vlan(20)["counted_xdp"])),
+        (n(&vlan(20)["sent"]), n(&vlan(20)["counted_tc"])),
         (1600, 1600)
     );
     let d = &r["kernel_drops"];
@@ -728,16 +820,15 @@ fn cni_chained_on_an_8021q_master_counts_its_vlan_on_the_real_device() {
         send_from_upstream(&lab, &maps, &frames, n);
     }
     let c = maps.counters().unwrap();
-    let d = |v| {
-        c.verdicts.get(Hook::XdpIngress, v).frames - c0.verdicts.get(Hook::XdpIngress, v).frames
-    };
+    let d =
+        |v| c.verdicts.get(Hook::TcIngress, v).frames - c0.verdicts.get(Hook::TcIngress, v).frames;
     assert_eq!(d(Verdict::Delivered), 23);
     assert_eq!(d(Verdict::VlanMismatch), 9, "its MAC tagged 20");
     assert_eq!(
         c.endpoint(slot).rx_wire.frames - c0.endpoint(slot).rx_wire.frames,
         23
     );
-    assert_eq!(c.vlan(10).rx_xdp.frames - c0.vlan(10).rx_xdp.frames, 23);
+    assert_eq!(c.vlan(10).rx_tc.frames - c0.vlan(10).rx_tc.frames, 23);
     assert_eq!(rx() - rx0, 23, "the kernel delivered the VLAN 10 frames");
     let out = s.ok(&["verify"]);
     assert!(!out.contains("UNEXPLAINED"), "{out}");
@@ -890,7 +981,7 @@ fn a_mac_shared_by_two_vlans_stays_a_mismatch_after_one_container_goes() {
         m.counters()
             .unwrap()
             .verdicts
-            .get(Hook::XdpIngress, Verdict::VlanMismatch)
+            .get(Hook::TcIngress, Verdict::VlanMismatch)
             .frames
     };
     let v0 = mismatch(&maps);

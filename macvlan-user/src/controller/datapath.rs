@@ -490,45 +490,76 @@ impl Controller {
         self.apply_root_policy(root, Some(vid))
     }
 
-    /// Recomputes the policy of VLAN `vid` (or every VLAN of the root) of
-    /// `root`: a VLAN enforces if any network on it enforces; malformed
-    /// frames are dropped if any network on the root enforces.
-    pub(super) fn apply_root_policy(&self, root: &str, vid: Option<u16>) -> Result<()> {
+    /// The policy the state gives the classifier of `root`: the bits of
+    /// VLAN `vid` (or of every VLAN of the root with a network) and
+    /// whether any network on the root enforces (`DROP_MALFORMED`). A VLAN
+    /// enforces if any network on it enforces.
+    pub(super) fn root_policy(&self, root: &str, vid: Option<u16>) -> (Vec<(u16, u32)>, bool) {
         let on_root: Vec<&Network> = self
             .state
             .networks
             .values()
             .filter(|n| n.root().0 == root)
             .collect();
-        let Some(first) = on_root.first() else {
-            return Ok(());
-        };
-        let mut maps = self.pinned_maps(first)?;
-        let vids: Vec<u16> = match vid {
+        let mut vids: Vec<u16> = match vid {
             Some(v) => vec![v],
             None => on_root.iter().map(|n| n.root().1).collect(),
         };
-        for v in vids {
-            let mut flags = 0;
-            for n in on_root
-                .iter()
-                .filter(|n| n.root().1 == v && n.policy == Policy::Enforce)
-            {
-                flags |= vlan_policy::ENFORCE;
-                if n.drop_broadcast {
-                    flags |= vlan_policy::DROP_BROADCAST;
+        vids.sort_unstable();
+        vids.dedup();
+        let vlans = vids
+            .into_iter()
+            .map(|v| {
+                let mut flags = 0;
+                for n in on_root
+                    .iter()
+                    .filter(|n| n.root().1 == v && n.policy == Policy::Enforce)
+                {
+                    flags |= vlan_policy::ENFORCE;
+                    if n.drop_broadcast {
+                        flags |= vlan_policy::DROP_BROADCAST;
+                    }
+                    if n.drop_multicast {
+                        flags |= vlan_policy::DROP_MULTICAST;
+                    }
                 }
-                if n.drop_multicast {
-                    flags |= vlan_policy::DROP_MULTICAST;
-                }
-            }
+                (v, flags)
+            })
+            .collect();
+        let any = on_root.iter().any(|n| n.policy == Policy::Enforce);
+        (vlans, any)
+    }
+
+    /// Whether a network on `root` is on an 802.1Q sub-interface of it
+    /// (`config_flags::VLANS_AT_TC`).
+    pub(super) fn root_has_vlans(&self, root: &str) -> bool {
+        self.state
+            .networks
+            .values()
+            .any(|n| n.root().0 == root && n.root().1 != 0)
+    }
+
+    /// Writes the policy of VLAN `vid` (or every VLAN of the root) of
+    /// `root` as the state has it (`root_policy`). The operator's override
+    /// (`config_flags::ENFORCE`, set with bpftool) is kept.
+    pub(super) fn apply_root_policy(&self, root: &str, vid: Option<u16>) -> Result<()> {
+        let Some(first) = self.state.networks.values().find(|n| n.root().0 == root) else {
+            return Ok(());
+        };
+        let mut maps = self.pinned_maps(first)?;
+        let (vlans, any) = self.root_policy(root, vid);
+        for (v, flags) in vlans {
             maps.set_vlan_policy(v, flags)?;
         }
-        let any = on_root.iter().any(|n| n.policy == Policy::Enforce);
-        maps.set_config(Config {
-            flags: if any { config_flags::DROP_MALFORMED } else { 0 },
-            _pad: 0,
-        })?;
+        let kept = maps.config()?.flags & config_flags::ENFORCE;
+        let mut flags = kept;
+        if any {
+            flags |= config_flags::DROP_MALFORMED;
+        }
+        if self.root_has_vlans(root) {
+            flags |= config_flags::VLANS_AT_TC;
+        }
+        maps.set_config(Config { flags, _pad: 0 })?;
         // Endpoint flags carry the policy for the egress source checks.
         for c in self.state.containers.values() {
             for ep in c.endpoints.values() {

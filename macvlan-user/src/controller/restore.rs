@@ -21,6 +21,7 @@ use std::{
 };
 
 use anyhow::{anyhow, Result};
+use macvlan_common::{config_flags, vlan_policy};
 
 use super::{
     datapath::{attachment, pin_dir, Attachment},
@@ -434,11 +435,62 @@ impl Controller {
                     .push(format!("re-attached the classifier to {root} ({why})"));
             }
             self.restore_entries(root, dry, r)?;
-            if !dry {
-                self.apply_root_policy(root, None)?;
-            }
+            self.restore_policy(root, dry, r)?;
         }
         self.remove_unused_pins(&roots, dry, r)
+    }
+
+    /// Sets the policy of every VLAN in `root`'s classifier (and whether it
+    /// drops malformed frames) as the state has it: a writer killed
+    /// between saving a network's policy and writing it, or before clearing
+    /// a removed network's VLAN, left the kernel enforcing what the state
+    /// observes or the reverse. Then the endpoint flags (written anyway).
+    fn restore_policy(&mut self, root: &str, dry: bool, r: &mut RestoreReport) -> Result<()> {
+        let dir = pin_dir(root)?;
+        let mut maps = PinnedMaps::open(&dir).map_err(|e| anyhow!("classifier of {root}: {e}"))?;
+        let (vlans, any) = self.root_policy(root, None);
+        let wanted: BTreeMap<u16, u32> = vlans.into_iter().collect();
+        let verb = if dry { "would set" } else { "set" };
+        for vlan in 0..4096u16 {
+            let want = wanted.get(&vlan).copied().unwrap_or(0);
+            let have = maps.vlan_policy(vlan)?;
+            if have != want {
+                r.actions.push(format!(
+                    "{verb} the policy of VLAN {vlan} in {root}'s classifier to {} (it was {})",
+                    policy_words(want),
+                    policy_words(have)
+                ));
+                if !dry {
+                    // Not in `wanted`: no network on it is left.
+                    maps.set_vlan_policy(vlan, want)?;
+                }
+            }
+        }
+        let config = maps.config()?.flags;
+        let (vlans_at_tc, want_at_tc) = (
+            config & config_flags::VLANS_AT_TC != 0,
+            self.root_has_vlans(root),
+        );
+        if vlans_at_tc != want_at_tc {
+            r.actions.push(format!(
+                "{verb} {root}'s classifier to classify tagged frames at {} (it did at {})",
+                if want_at_tc { "TC" } else { "XDP" },
+                if vlans_at_tc { "TC" } else { "XDP" }
+            ));
+        }
+        let drops = config & config_flags::DROP_MALFORMED != 0;
+        if drops != any {
+            r.actions.push(format!(
+                "{verb} {root}'s classifier to {} malformed frames and foreign source MACs \
+                 (it {})",
+                if any { "drop" } else { "pass" },
+                if drops { "dropped them" } else { "passed them" }
+            ));
+        }
+        if !dry {
+            self.apply_root_policy(root, None)?;
+        }
+        Ok(())
     }
 
     /// Removes the entries of `root`'s classifier that no live endpoint
@@ -690,5 +742,18 @@ impl Controller {
             }
         }
         Ok(())
+    }
+}
+
+/// A VLAN's policy bits (`vlan_policy`) in words.
+fn policy_words(flags: u32) -> &'static str {
+    let broadcast = flags & vlan_policy::DROP_BROADCAST != 0;
+    let multicast = flags & vlan_policy::DROP_MULTICAST != 0;
+    match (flags & vlan_policy::ENFORCE != 0, broadcast, multicast) {
+        (false, _, _) => "observe",
+        (true, false, false) => "enforce",
+        (true, true, false) => "enforce, dropping broadcast",
+        (true, false, true) => "enforce, dropping multicast",
+        (true, true, true) => "enforce, dropping broadcast and multicast",
     }
 }

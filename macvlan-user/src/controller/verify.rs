@@ -51,11 +51,21 @@ pub struct EndpointCheck {
     pub diff: i64,
     /// Why they differ, when known.
     pub explanation: Option<String>,
+    /// The kernel does not have the endpoint as the state does (no
+    /// classifier entry, no link): nothing could be compared, and `mvnet
+    /// restore` is the fix.
+    pub needs_restore: bool,
 }
 
 impl EndpointCheck {
     pub fn unexplained(&self) -> bool {
         self.diff != 0 && self.explanation.is_none()
+    }
+
+    /// Whether `verify` fails on this endpoint: a difference without an
+    /// explanation, or a state the kernel does not match.
+    pub fn failed(&self) -> bool {
+        self.unexplained() || self.needs_restore
     }
 }
 
@@ -144,6 +154,7 @@ impl Controller {
                     malformed_passed: 0,
                     diff: 0,
                     explanation: None,
+                    needs_restore: false,
                 };
                 let maps = PinnedMaps::open(&pin_dir(root)?);
                 let entry = maps
@@ -154,6 +165,7 @@ impl Controller {
                     check.explanation = Some(format!(
                         "the classifier on {root} has no entry for this endpoint; run `mvnet restore`"
                     ));
+                    check.needs_restore = true;
                     out.push(check);
                     continue;
                 };
@@ -204,6 +216,7 @@ impl Controller {
                             "{} is gone from the container; run `mvnet restore`",
                             ep.ifname
                         ));
+                        check.needs_restore = true;
                     }
                 }
                 out.push(check);

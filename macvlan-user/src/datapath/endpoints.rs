@@ -298,11 +298,20 @@ impl<'a> EndpointTable<'a> {
                 Ok(v) => v,
                 Err(_) => continue,
             };
-            v.flags = if enforce {
+            let flags = if enforce {
                 v.flags | macvlan_common::endpoint_flags::ENFORCE
             } else {
                 v.flags & !macvlan_common::endpoint_flags::ENFORCE
             };
+            // A live entry is rewritten only when it changes: the table is
+            // a preallocated hash, whose update parks the old element as
+            // this CPU's spare and hands it to the next update at once, so
+            // a program still reading it could see another endpoint's
+            // value.
+            if flags == v.flags {
+                continue;
+            }
+            v.flags = flags;
             self.map.insert(key, v, 0).map_err(map_err)?;
         }
         Ok(())

@@ -606,6 +606,26 @@ impl PinnedMaps {
             .ok_or(DatapathError::MissingMap(name))
     }
 
+    /// The policy bits (`vlan_policy`) of VLAN `vlan`.
+    pub fn vlan_policy(&self, vlan: u16) -> Result<u32, DatapathError> {
+        let name = map_names::VLAN_POLICY;
+        let array: aya::maps::Array<&MapData, u32> = aya::maps::Array::try_from(self.get(name)?)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        array
+            .get(&(u32::from(vlan) & 0xfff), 0)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+
+    /// The root-wide settings.
+    pub fn config(&self) -> Result<Config, DatapathError> {
+        let name = map_names::CONFIG;
+        let array: aya::maps::Array<&MapData, Config> = aya::maps::Array::try_from(self.get(name)?)
+            .map_err(|source| DatapathError::Map { name, source })?;
+        array
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+
     /// Sets the policy bits (`vlan_policy`) of VLAN `vlan`.
     pub fn set_vlan_policy(&mut self, vlan: u16, flags: u32) -> Result<(), DatapathError> {
         let name = map_names::VLAN_POLICY;

@@ -261,6 +261,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
         root: mix.root.clone(),
         wire_hook: match mvnet::datapath::hooks::in_use(&dir) {
             Some(mvnet::datapath::hooks::HookSet::TcOnly) => "tc_ingress".into(),
+            _ if vlans_at_tc(&dir) => report::WIRE_HOOKS_BOTH.into(),
             _ => "xdp".into(),
         },
         frame_size: spec.size,
@@ -390,7 +391,7 @@ pub fn run(state_dir: &Path, spec: &RunSpec, announce: impl Fn(&str)) -> Result<
             .iter()
             .any(|t| t.container == c.container && t.network == c.network)
         {
-            report.verify_ok &= !c.unexplained();
+            report.verify_ok &= !c.failed();
             report.verify.push(VerifyRow {
                 container: c.container,
                 network: c.network,
@@ -467,4 +468,12 @@ fn verdict_rows(
         out.insert(name.to_owned(), row);
     }
     out
+}
+
+/// Whether XDP leaves tagged frames and its slow path to TC ingress on the
+/// classifier pinned in `dir` (`config_flags::VLANS_AT_TC`).
+fn vlans_at_tc(dir: &std::path::Path) -> bool {
+    mvnet::datapath::pinned::PinnedMaps::open(dir)
+        .and_then(|m| m.config())
+        .is_ok_and(|c| c.flags & macvlan_common::config_flags::VLANS_AT_TC != 0)
 }

@@ -107,7 +107,10 @@ pub struct Report {
     pub root: String,
     /// The hook that classifies the frames from the wire: `xdp` where the
     /// classifier is attached with XDP, `tc_ingress` where it runs on TC
-    /// alone (`--xdp-mode auto` on a veth), as its pinned links say.
+    /// alone (`--xdp-mode auto` on a veth), as its pinned links say;
+    /// [`WIRE_HOOKS_BOTH`] where XDP leaves tagged frames and its slow path
+    /// to TC (`config_flags::VLANS_AT_TC`: 802.1Q networks on the root),
+    /// each frame counted at one of them.
     pub wire_hook: String,
     pub frame_size: usize,
     /// Frames per second asked for (0 = as fast as the generator goes).
@@ -136,6 +139,10 @@ pub struct Report {
     /// Every check holds.
     pub exact: bool,
 }
+
+/// [`Report::wire_hook`] of a root whose wire frames XDP and TC ingress
+/// share.
+pub const WIRE_HOOKS_BOTH: &str = "xdp+tc_ingress";
 
 impl Report {
     fn verdict(&self, hook: &str, verdict: &str) -> u64 {
@@ -193,10 +200,12 @@ impl Report {
                 );
             }
         }
-        let (hook, hook_name) = match self.wire_hook.as_str() {
-            "tc_ingress" => ("tc_ingress", "TC ingress"),
-            _ => ("xdp", "XDP"),
+        let (hooks, hook_name): (&[&str], _) = match self.wire_hook.as_str() {
+            "tc_ingress" => (&["tc_ingress"], "TC ingress"),
+            WIRE_HOOKS_BOTH => (&["xdp", "tc_ingress"], "XDP + TC ingress"),
+            _ => (&["xdp"], "XDP"),
         };
+        let counted = |v: &str| hooks.iter().map(|h| self.verdict(h, v)).sum::<u64>();
         for (kind, verdict) in [
             (FlowKind::Valid, "delivered"),
             (FlowKind::UnknownMac, "unknown_mac"),
@@ -208,13 +217,13 @@ impl Report {
                     kind.as_str()
                 ),
                 self.sent_of(kind),
-                self.verdict(hook, verdict),
+                counted(verdict),
             );
         }
         push(
             format!("{hook_name} verdict malformed"),
             0,
-            self.verdict(hook, "malformed"),
+            counted("malformed"),
         );
         for v in &self.vlans {
             push(
@@ -223,11 +232,13 @@ impl Report {
                     v.vlan
                 ),
                 v.sent,
-                if hook == "xdp" {
-                    v.counted_xdp
-                } else {
-                    v.counted_tc
-                },
+                hooks
+                    .iter()
+                    .map(|h| match *h {
+                        "xdp" => v.counted_xdp,
+                        _ => v.counted_tc,
+                    })
+                    .sum(),
             );
         }
         push(
@@ -399,15 +410,16 @@ impl Report {
 mod tests {
     use super::*;
 
+    fn verdicts(d: u64, u: u64) -> BTreeMap<String, u64> {
+        BTreeMap::from([
+            ("delivered".to_owned(), d),
+            ("unknown_mac".to_owned(), u),
+            ("vlan_mismatch".to_owned(), 0),
+            ("malformed".to_owned(), 0),
+        ])
+    }
+
     fn report() -> Report {
-        let verdicts = |d, u| {
-            BTreeMap::from([
-                ("delivered".to_owned(), d),
-                ("unknown_mac".to_owned(), u),
-                ("vlan_mismatch".to_owned(), 0),
-                ("malformed".to_owned(), 0),
-            ])
-        };
         Report {
             generator: "af_packet_tx_ring".into(),
             generator_reason: String::new(),
@@ -505,6 +517,20 @@ mod tests {
             "{}",
             r.render()
         );
+        // XDP leaving tagged frames to TC: each frame at one hook, the
+        // sum held to what was sent.
+        let mut r = report();
+        r.wire_hook = WIRE_HOOKS_BOTH.into();
+        r.verdicts.insert("xdp".into(), verdicts(12, 0));
+        r.verdicts.insert("tc_ingress".into(), verdicts(8, 10));
+        (r.vlans[0].counted_xdp, r.vlans[0].counted_tc) = (12, 18);
+        r.check();
+        assert!(r.exact, "{:#?}", r.checks);
+        r.vlans[0].counted_tc = 17;
+        r.check();
+        assert!(r.render().contains(
+            "VLAN 0: XDP + TC ingress counted = frames sent with this tag: expected 30, got 29"
+        ));
         // And an XDP classifier is still held to XDP's.
         let mut r = report();
         r.verdicts
