@@ -385,6 +385,70 @@ fn placed(stats: &Value) -> Vec<(String, String, String, u64)> {
     out
 }
 
+/// Docker replays only its last 256 events (of every kind) to a subscriber
+/// that asks for older ones. A watch whose first sync waited (here for the
+/// state lock, which the test holds) while more than 256 events happened
+/// still adopts the container started meanwhile: its event stream was
+/// opened before the sync and read while it waited. (It used to be opened
+/// after the sync: the container's events were gone from Docker's replay,
+/// and it was never adopted.)
+#[test]
+fn watch_misses_no_event_while_its_first_sync_waits() {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    let env = Env::new();
+    env.network("dnet", "172.16.86.0/24");
+    // Bystanders for cheap events: `docker pause` of ten is ten events.
+    let idle: Vec<String> = (0..10).map(|i| format!("idle{i}")).collect();
+    for name in &idle {
+        env.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            IMAGE,
+            "sleep",
+            "3600",
+        ]);
+    }
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&env.s.state_dir)
+        .unwrap();
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(env.s.state_dir.join("lock"))
+        .unwrap();
+    // SAFETY: a valid fd.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    writeln!(lock, "{}", std::process::id()).unwrap();
+    let host = env.d.host();
+    let w = Watch::start(&env.s, &["--docker-host", &host]);
+    w.wait_for("waiting for the state lock");
+    let late = env.run("late", "dnet", &[]);
+    let mut args = vec!["pause"];
+    args.extend(idle.iter().map(String::as_str));
+    let mut unpause = args.clone();
+    unpause[0] = "unpause";
+    // 400 events after late's.
+    for _ in 0..20 {
+        env.docker(&args);
+        env.docker(&unpause);
+    }
+    drop(lock);
+    env.stats_until("late is adopted", |v| names(v) == ["late"]);
+    env.send(late, 20);
+    assert_eq!(
+        endpoints(&env.stats()),
+        [("late".into(), "docker".into(), "dnet".into(), 20)]
+    );
+    drop(w);
+    env.teardown(&["dnet"], true);
+}
+
 #[test]
 fn watch_follows_networks_created_connected_disconnected_and_destroyed() {
     let env = Env::new();

@@ -105,11 +105,32 @@ pub fn watch(opts: Options) -> Result<i32> {
         let mut engine = Engine::connect(&opts.host).await?;
         let mut delay = BACKOFF.0;
         loop {
-            let since = SystemTime::now();
-            let lost = match sync_once(&engine, &opts).await {
+            // The event stream is opened before the sync reads Docker and
+            // read while it runs: Docker replays only its last 256 events
+            // (of every kind) to a subscriber that asks for older ones, so
+            // a stream opened after a long sync (or one that waited for
+            // the state lock) would miss what happened meanwhile.
+            let mut events = Box::pin(engine.events(SystemTime::now()));
+            let mut early = Vec::new();
+            let synced = {
+                let sync = sync_once(&engine, &opts);
+                tokio::pin!(sync);
+                loop {
+                    tokio::select! {
+                        biased;
+                        ev = events.next() => match ev {
+                            Some(ev) => early.push(ev),
+                            None => break Err(anyhow!("Docker closed the event stream")),
+                        },
+                        r = &mut sync => break r,
+                    }
+                }
+            };
+            let lost = match synced {
                 Ok(synced) => {
                     delay = BACKOFF.0;
-                    follow(&engine, &opts, synced.snap.network_names(), since).await
+                    let networks = synced.snap.network_names();
+                    follow(&engine, &opts, networks, early, events).await
                 }
                 Err(e) => e,
             };
@@ -129,16 +150,24 @@ pub fn watch(opts: Options) -> Result<i32> {
     })
 }
 
-/// Follows the events from `since` (just before the sync that read
-/// `networks`), applying each; returns why it stopped (the connection).
-async fn follow(
+/// Applies the events that came while the sync that read `networks` ran
+/// (`early`), then follows `events` (opened before it), applying each;
+/// returns why it stopped (the connection).
+async fn follow<S>(
     engine: &Engine,
     opts: &Options,
     mut networks: HashMap<String, String>,
-    since: SystemTime,
-) -> anyhow::Error {
-    let mut events = Box::pin(engine.events(since));
-    while let Some(ev) = events.next().await {
+    early: Vec<Result<EventMessage, bollard::errors::Error>>,
+    mut events: std::pin::Pin<Box<S>>,
+) -> anyhow::Error
+where
+    S: futures::Stream<Item = Result<EventMessage, bollard::errors::Error>>,
+{
+    let mut early = early.into_iter();
+    while let Some(ev) = match early.next() {
+        Some(ev) => Some(ev),
+        None => events.next().await,
+    } {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => return anyhow!(e).context("the event stream of Docker broke"),
