@@ -661,6 +661,12 @@ pub mod vlan_policy {
     pub const DROP_BROADCAST: u32 = 1 << 8;
     /// With ENFORCE: drop multicast frames on this VLAN too.
     pub const DROP_MULTICAST: u32 = 1 << 9;
+    /// An 802.1Q VLAN whose networks are all in bridge mode: macvlan hands
+    /// a unicast frame between two of its endpoints over through the VLAN
+    /// device (`dev_forward_skb` to its lower device), where the root's
+    /// hooks never see it, so the sender's device check counts it for the
+    /// receiver (`rx_local`, at `tc_ingress`).
+    pub const BRIDGE: u32 = 1 << 10;
 }
 
 /// Rate limit state of the anomaly events (per CPU).

@@ -152,7 +152,7 @@ pub(crate) fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
 }
 
 #[inline(always)]
-fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
+pub(crate) fn count_vlan(hook: Hook, vlan: u16, bytes: u64) {
     // S-tag marked ids fold into their 12-bit id for the per-VLAN table.
     let index = (vlan as u32) & (VLAN_SLOTS - 1);
     if let Some(c) = VLAN_STATS.get_ptr_mut(index) {
@@ -189,7 +189,7 @@ fn is_local_source(src: u64) -> bool {
 /// The slot of endpoint (`mac`, `vlan`) if the direct index has it: one
 /// inlined array load and a compare, the common case.
 #[inline(always)]
-fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
+pub(crate) fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
     let word = ENDPOINT_INDEX.get_ptr(direct::index(mac, vlan))?;
     // SAFETY: array value pointer, valid for the program's duration. One
     // 64-bit load: the controller replaces the word with one atomic store,
@@ -200,6 +200,17 @@ fn direct_slot(mac: u64, vlan: u16) -> Option<u32> {
     } else {
         None
     }
+}
+
+/// The slot of endpoint (`mac`, `vlan`): the direct index, else the hash.
+#[inline(always)]
+pub(crate) fn endpoint_slot(mac: u64, vlan: u16) -> Option<u32> {
+    if let Some(slot) = direct_slot(mac, vlan) {
+        return Some(slot);
+    }
+    let ep = ENDPOINTS.get_ptr(EndpointKey::from_word(mac, vlan))?;
+    // SAFETY: hash value pointer valid until the program returns.
+    Some(unsafe { (*ep).slot })
 }
 
 #[inline(always)]
@@ -246,7 +257,7 @@ fn verdict_for_destination(eth: &Ethernet) -> (Verdict, Option<u32>, u32) {
 }
 
 #[inline(always)]
-fn vlan_policy_flags(vlan: u32) -> u32 {
+pub(crate) fn vlan_policy_flags(vlan: u32) -> u32 {
     if vlan == NO_VLAN {
         return 0;
     }
@@ -436,7 +447,7 @@ pub fn floor(data: usize, end: usize) {
 /// Counts a frame delivered to endpoint `slot` on its path (`local`: see
 /// [`path_local`]).
 #[inline(always)]
-fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
+pub(crate) fn count_endpoint_rx(local: bool, slot: u32, bytes: u64) {
     if let Some(c) = endpoint_counters(slot) {
         // SAFETY: this CPU's stripe, no other writer (see above).
         let c = unsafe { &mut *c };

@@ -44,12 +44,15 @@
 //! another slot than its source MAC's.
 use aya_ebpf::programs::TcContext;
 use macvlan_common::{
-    device_key_of_classid, device_stamp, is_tag_tpid, mac_word, DeviceIdentity, Hook, Verdict,
-    ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
+    device_key_of_classid, device_stamp, is_tag_tpid, mac_word, vlan_policy, DeviceIdentity, Hook,
+    Verdict, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6,
 };
 
 use crate::{
-    classify::{count_verdict, enforcing, Action, Frame},
+    classify::{
+        count_endpoint_rx, count_verdict, count_vlan, endpoint_slot, enforcing, vlan_policy_flags,
+        Action, Frame,
+    },
     maps::{ENDPOINT_DEVICES, ENDPOINT_TX_INVALID, ENDPOINT_TX_INVALID_SEEN},
     parse,
 };
@@ -85,6 +88,9 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     let id = unsafe { &*id };
     let verdict = source_verdict(frame, id);
     if verdict == Verdict::Delivered {
+        if id.vlan != 0 {
+            count_bridged(frame, id);
+        }
         return (Action::Pass, device_stamp(id.slot));
     }
     // On the wire, with a tag the VLAN device left in skb metadata (such
@@ -104,6 +110,35 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     } else {
         (Action::Pass, 0)
     }
+}
+
+/// Counts a valid unicast frame from an endpoint of an 802.1Q network to
+/// another endpoint of its VLAN for the receiver, where its VLAN's
+/// networks are in bridge mode (`vlan_policy::BRIDGE`): macvlan hands such
+/// a frame over through the VLAN device (`dev_forward_skb` to `eth0.10`),
+/// and no hook on the root sees it, as it sees the bridge-mode frames of
+/// untagged networks (counted `rx_local` at TC ingress, as this one is).
+#[inline(always)]
+fn count_bridged(frame: &Frame, id: &DeviceIdentity) {
+    if vlan_policy_flags(id.vlan as u32) & vlan_policy::BRIDGE == 0 {
+        return;
+    }
+    let Some(dst) = parse::bytes_at::<6>(frame.data, frame.data_end, 0) else {
+        return;
+    };
+    let dst = mac_word(&dst);
+    // Group frames go to every neighbour by copies macvlan makes itself
+    // (not compared by `verify`), and to the wire.
+    if dst & 1 != 0 {
+        return;
+    }
+    let Some(slot) = endpoint_slot(dst, id.vlan) else {
+        return;
+    };
+    let bytes = frame.len();
+    count_vlan(Hook::TcIngress, id.vlan, bytes);
+    count_verdict(Hook::TcIngress, Verdict::Delivered, bytes);
+    count_endpoint_rx(true, slot, bytes);
 }
 
 /// Sets `slot`'s byte in ENDPOINT_TX_INVALID_SEEN, unless it is set

@@ -624,6 +624,103 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
 
+/// Two containers of one 802.1Q network talking: macvlan in bridge mode
+/// hands their unicast over through `eth0.10`, never through the root, so
+/// no hook there sees it; the sender's device check counts it for the
+/// receiver (`rx_local`, at `tc_ingress`). Each container's count equals
+/// the kernel's unicast delivery, and `verify` agrees (it used to find the
+/// kernel ahead, unexplained).
+#[test]
+fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
+    use macvlan_common::{Hook, Verdict};
+    use mvnet::datapath::pinned::{self, PinnedMaps};
+    in_vm();
+    modprobe("8021q");
+    let lab = Lab::new().unwrap();
+    let s = Session::new(&lab);
+    s.network("b10", "10.71.0.0/24", "eth0.10", &[]);
+    let (a, b) = (format!("{}-ba", lab.id()), format!("{}-bb", lab.id()));
+    s.container("b10", &a, &[]);
+    s.container("b10", &b, &[]);
+    let dir = pinned::pin_dir(pinned::netns_inode(Some(lab.host())).unwrap(), PARENT);
+    let maps = PinnedMaps::open(&dir).unwrap();
+    let slot = |mac: [u8; 6]| {
+        maps.endpoints_ro()
+            .unwrap()
+            .get(mac, 10)
+            .expect("entry on VLAN 10")
+            .slot
+    };
+    let (sa, sb) = (
+        slot([0x02, 0x42, 0x0a, 0x47, 0, 2]),
+        slot([0x02, 0x42, 0x0a, 0x47, 0, 3]),
+    );
+    let (na, nb) = (
+        netns::NetNs::named(&a).unwrap(),
+        netns::NetNs::named(&b).unwrap(),
+    );
+    let unicast = |ns: &netns::NetNs| {
+        let st = netlink::run(Some(ns), |nl| async move {
+            let l = nl.require_link("eth0").await?;
+            nl.stats(l.index).await
+        })
+        .unwrap();
+        st.rx_packets - st.multicast
+    };
+    let local = |c: &mvnet::datapath::CounterSnapshot, slot: u32| c.endpoint(slot).rx_local.frames;
+    let (ka, kb, c0) = (unicast(&na), unicast(&nb), maps.counters().unwrap());
+    const N: u64 = 25;
+    let server = nb
+        .run(|| {
+            let s = UdpSocket::bind("10.71.0.3:4789").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .unwrap();
+    na.run(|| {
+        let c = UdpSocket::bind("10.71.0.2:0").unwrap();
+        for _ in 0..N {
+            c.send_to(b"bridged", "10.71.0.3:4789").unwrap();
+        }
+    })
+    .unwrap();
+    let mut buf = [0u8; 16];
+    for i in 0..N {
+        assert!(
+            server.recv(&mut buf).is_ok(),
+            "datagram {i} of {N} not received"
+        );
+    }
+    let c1 = maps.counters().unwrap();
+    let (da, db) = (unicast(&na) - ka, unicast(&nb) - kb);
+    assert!(db >= N, "{db}");
+    assert_eq!(
+        local(&c1, sb) - local(&c0, sb),
+        db,
+        "b: counted = delivered"
+    );
+    assert_eq!(
+        local(&c1, sa) - local(&c0, sa),
+        da,
+        "a: counted = delivered"
+    );
+    assert_eq!(
+        c1.verdicts.get(Hook::TcIngress, Verdict::Delivered).frames
+            - c0.verdicts.get(Hook::TcIngress, Verdict::Delivered).frames,
+        da + db
+    );
+    // Nothing of it reached the wire or the root's hooks.
+    assert_eq!(
+        c1.endpoint(sb).rx_wire.frames,
+        c0.endpoint(sb).rx_wire.frames
+    );
+    let out = s.ok(&["verify"]);
+    assert!(!out.contains("UNEXPLAINED"), "{out}");
+    drop(maps);
+    s.ok(&["container", "rm", "--force", &a, &b]);
+    s.ok(&["network", "rm", "b10"]);
+}
+
 /// `mvnet pktgen` with the kernel's pktgen: exact counts to three
 /// endpoints on VLANs 10 and 20, plus unknown MACs and known MACs on the
 /// other VLAN, every counter of the report exact and `mvnet verify` agreeing.

@@ -523,6 +523,17 @@ impl Controller {
                         flags |= vlan_policy::DROP_MULTICAST;
                     }
                 }
+                // Bridge-mode frames between endpoints of an 802.1Q
+                // network never pass the root: counted by the sender's
+                // device check (see `vlan_policy::BRIDGE`).
+                if v != 0
+                    && on_root
+                        .iter()
+                        .filter(|n| n.root().1 == v)
+                        .all(|n| n.mode == MacvlanMode::Bridge)
+                {
+                    flags |= vlan_policy::BRIDGE;
+                }
                 (v, flags)
             })
             .collect();

@@ -325,6 +325,20 @@ impl Controller {
         containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
         read_at: Option<std::time::SystemTime>,
     ) -> Result<ConvergeReport> {
+        self.converge_foreign_keeping(mine, networks, containers, read_at, &BTreeSet::new())
+    }
+
+    /// [`Controller::converge_foreign`], keeping the records of the
+    /// containers in `unread` as they are: running, but the runtime's
+    /// report of them could not be read this time (not read is not gone).
+    pub fn converge_foreign_keeping(
+        &mut self,
+        mine: impl Fn(&Owner) -> bool,
+        networks: Vec<ForeignNetwork>,
+        containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
+        read_at: Option<std::time::SystemTime>,
+        unread: &BTreeSet<String>,
+    ) -> Result<ConvergeReport> {
         // RFC 3339 of one width: ordered as text. A second of slack for
         // clocks that step.
         let newer = read_at.map(|t| {
@@ -348,7 +362,7 @@ impl Controller {
             .state
             .containers
             .values()
-            .filter(|c| c.owner.is_foreign() && mine(&c.owner))
+            .filter(|c| c.owner.is_foreign() && mine(&c.owner) && !unread.contains(&c.id))
             .filter(|c| newer.as_ref().is_none_or(|t| c.created < *t))
             .flat_map(|c| {
                 c.endpoints.keys().map(|nid| {

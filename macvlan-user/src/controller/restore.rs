@@ -186,7 +186,20 @@ impl Controller {
         let would = if dry { "would forget" } else { "forgot" };
         let links = if c.netns_alive() {
             let ns = NetNs::from_path(&c.netns);
-            netlink::run(Some(&ns), |nl| async move { nl.links().await }).ok()
+            match netlink::run(Some(&ns), |nl| async move { nl.links().await }) {
+                Ok(links) => Some(links),
+                // Not read is not gone (out of file descriptors, a netlink
+                // buffer full): forgetting a live container would take its
+                // counters and its checks away.
+                Err(e) => {
+                    return r.problems.push(format!(
+                        "{} container {}: reading its links failed ({e:#}); kept as it is, \
+                         run `mvnet restore` again",
+                        c.owner.describe(),
+                        c.name
+                    ));
+                }
+            }
         } else {
             None
         };
@@ -746,14 +759,19 @@ impl Controller {
 }
 
 /// A VLAN's policy bits (`vlan_policy`) in words.
-fn policy_words(flags: u32) -> &'static str {
+fn policy_words(flags: u32) -> String {
     let broadcast = flags & vlan_policy::DROP_BROADCAST != 0;
     let multicast = flags & vlan_policy::DROP_MULTICAST != 0;
-    match (flags & vlan_policy::ENFORCE != 0, broadcast, multicast) {
+    let policy = match (flags & vlan_policy::ENFORCE != 0, broadcast, multicast) {
         (false, _, _) => "observe",
         (true, false, false) => "enforce",
         (true, true, false) => "enforce, dropping broadcast",
         (true, false, true) => "enforce, dropping multicast",
         (true, true, true) => "enforce, dropping broadcast and multicast",
+    };
+    if flags & vlan_policy::BRIDGE != 0 {
+        format!("{policy}, counting bridge-mode frames at the sender")
+    } else {
+        policy.to_owned()
     }
 }

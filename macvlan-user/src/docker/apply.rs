@@ -39,11 +39,12 @@ fn open(state_dir: &Path) -> Result<Controller> {
 /// Makes the state and classifiers hold exactly what Docker has.
 pub fn converge(state_dir: &Path, snap: &Snapshot) -> Result<ConvergeReport> {
     let mut ctl = open(state_dir)?;
-    ctl.converge_foreign(
+    ctl.converge_foreign_keeping(
         docker,
         snap.networks.clone(),
         snap.containers.clone(),
         snap.read_at,
+        &snap.unread,
     )
 }
 

@@ -27,6 +27,9 @@ pub struct Snapshot {
     /// When the read began: records adopted since (by a watcher, while
     /// this read ran without the state's lock) are newer than it.
     pub read_at: Option<std::time::SystemTime>,
+    /// Running containers whose report could not be read or mapped: their
+    /// records are kept as they are (see `problems`).
+    pub unread: std::collections::BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -70,18 +73,24 @@ pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
         return Ok(snap);
     }
     let ids = engine.running_containers().await?;
-    let seen: Vec<Seen> = futures::stream::iter(ids)
-        .map(|id| {
-            let wanted = &wanted;
-            async move { container(engine, &id, wanted).await }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    for s in seen {
+    let seen: Vec<(String, Seen)> =
+        futures::stream::iter(ids)
+            .map(|id| {
+                let wanted = &wanted;
+                async move {
+                    Ok::<_, anyhow::Error>((id.clone(), container(engine, &id, wanted).await?))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+    for (id, s) in seen {
         match s {
             Seen::Gone => {}
-            Seen::Unreadable(problem) => snap.problems.push(problem),
+            Seen::Unreadable(problem) => {
+                snap.problems.push(problem);
+                snap.unread.insert(id);
+            }
             Seen::Running {
                 container,
                 endpoints,
