@@ -212,8 +212,11 @@ async fn on_event(
             match read::network(&n, opts.adopt) {
                 Ok(net) => {
                     let line = format!("+ network {} (parent {})", net.name, net.parent);
-                    networks.insert(net.id.clone(), net.name.clone());
+                    let (id, name) = (net.id.clone(), net.name.clone());
                     apply::adopt_network(state_dir, net)?;
+                    // Followed once adopted: a failed adoption is retried by
+                    // the next sync, not taken for done by later events.
+                    networks.insert(id, name);
                     say(&line);
                 }
                 Err(problem) => eprintln!("mvnet: docker: {problem}"),
