@@ -88,9 +88,7 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
     let id = unsafe { &*id };
     let verdict = source_verdict(frame, id);
     if verdict == Verdict::Delivered {
-        if id.vlan != 0 {
-            count_bridged(frame, id);
-        }
+        count_bridged(ctx, frame, id);
         return (Action::Pass, device_stamp(id.slot));
     }
     // On the wire, with a tag the VLAN device left in skb metadata (such
@@ -108,19 +106,23 @@ pub fn endpoint_egress(ctx: &TcContext, frame: &Frame) -> (Action, u32) {
         count_verdict(Hook::TcEgress, verdict, bytes);
         (Action::Drop, 0)
     } else {
+        // Passed, so a bridge-mode neighbour gets it as it gets valid ones.
+        count_bridged(ctx, frame, id);
         (Action::Pass, 0)
     }
 }
 
-/// Counts a valid unicast frame from an endpoint of an 802.1Q network to
-/// another endpoint of its VLAN for the receiver, where its VLAN's
+/// Counts a unicast frame that passed (valid, or invalid under observe)
+/// from an endpoint of an 802.1Q network to another endpoint of its VLAN
+/// for the receiver, at the length the receiver counts (`skb->len`, not
+/// the wire's `wire_len`), where its VLAN's
 /// networks are in bridge mode (`vlan_policy::BRIDGE`): macvlan hands such
 /// a frame over through the VLAN device (`dev_forward_skb` to `eth0.10`),
 /// and no hook on the root sees it, as it sees the bridge-mode frames of
 /// untagged networks (counted `rx_local` at TC ingress, as this one is).
 #[inline(always)]
-fn count_bridged(frame: &Frame, id: &DeviceIdentity) {
-    if vlan_policy_flags(id.vlan as u32) & vlan_policy::BRIDGE == 0 {
+fn count_bridged(ctx: &TcContext, frame: &Frame, id: &DeviceIdentity) {
+    if id.vlan == 0 || vlan_policy_flags(id.vlan as u32) & vlan_policy::BRIDGE == 0 {
         return;
     }
     let Some(dst) = parse::bytes_at::<6>(frame.data, frame.data_end, 0) else {
@@ -135,7 +137,8 @@ fn count_bridged(frame: &Frame, id: &DeviceIdentity) {
     let Some(slot) = endpoint_slot(dst, id.vlan) else {
         return;
     };
-    let bytes = frame.len();
+    // SAFETY: the context pointer is valid for the program's duration.
+    let bytes = u64::from(unsafe { (*ctx.skb.skb).len });
     count_vlan(Hook::TcIngress, id.vlan, bytes);
     count_verdict(Hook::TcIngress, Verdict::Delivered, bytes);
     count_endpoint_rx(true, slot, bytes);

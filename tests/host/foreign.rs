@@ -210,6 +210,7 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
             vec![network(Policy::Enforce)],
             vec![(c1, vec![endpoint(m1, "10.110.0.2")])],
             Some(std::time::SystemTime::now()),
+            &Default::default(),
         )
     })
     .unwrap();
@@ -522,6 +523,7 @@ fn a_sync_applied_after_newer_events_keeps_what_they_recorded() {
             vec![network(Policy::Observe)],
             vec![(c1, vec![endpoint(m, "10.113.0.5")])],
             Some(read_at),
+            &Default::default(),
         )
     })
     .unwrap();

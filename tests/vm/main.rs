@@ -194,6 +194,18 @@ fn network_without_parent_gets_a_dummy() {
     assert_eq!(s.links(), ["eth0", "lo"]);
 }
 
+/// Unicast frames the kernel delivered to `eth0` in `ns` (a macvlan
+/// counts broadcast and multicast copies in `multicast`), as `verify`
+/// reads them.
+fn unicast_rx(ns: &netns::NetNs) -> u64 {
+    let st = netlink::run(Some(ns), |nl| async move {
+        let l = nl.require_link("eth0").await?;
+        nl.stats(l.index).await
+    })
+    .unwrap();
+    st.rx_packets - st.multicast
+}
+
 /// Gives upstream a VLAN `vid` interface with `gateway/24`, as a trunk port
 /// of a real switch would carry.
 fn upstream_vlan(lab: &Lab, vid: u16, gateway: &str) {
@@ -281,16 +293,7 @@ fn an_enforcing_vlan_network_takes_the_tags_a_peer_leaves_in_metadata() {
         .expect("entry on VLAN 10")
         .slot;
     let ns = netns::NetNs::named(&c).unwrap();
-    // Unicast the kernel delivered (a macvlan counts broadcast and
-    // multicast copies in `multicast`), as `verify` reads it.
-    let rx = || {
-        let st = netlink::run(Some(&ns), |nl| async move {
-            let l = nl.require_link("eth0").await?;
-            nl.stats(l.index).await
-        })
-        .unwrap();
-        st.rx_packets - st.multicast
-    };
+    let rx = || unicast_rx(&ns);
     let (rx0, c0) = (rx(), maps.counters().unwrap());
     for round in 0..3 {
         assert!(
@@ -627,9 +630,11 @@ fn trunked_vlans_are_counted_per_vlan_and_endpoint() {
 /// Two containers of one 802.1Q network talking: macvlan in bridge mode
 /// hands their unicast over through `eth0.10`, never through the root, so
 /// no hook there sees it; the sender's device check counts it for the
-/// receiver (`rx_local`, at `tc_ingress`). Each container's count equals
-/// the kernel's unicast delivery, and `verify` agrees (it used to find the
-/// kernel ahead, unexplained).
+/// receiver (`rx_local`, at `tc_ingress`), invalid frames passed under
+/// observe too. Each container's count equals the kernel's unicast
+/// delivery, and `verify` agrees (it used to find the kernel ahead,
+/// unexplained). Removing the network leaves nothing of its VLAN in the
+/// classifier's policy for `restore` to set.
 #[test]
 fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
     use macvlan_common::{Hook, Verdict};
@@ -638,6 +643,8 @@ fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
     modprobe("8021q");
     let lab = Lab::new().unwrap();
     let s = Session::new(&lab);
+    // An untagged network beside it, which stays when b10 goes.
+    s.network("b0", "10.70.0.0/24", PARENT, &[]);
     s.network("b10", "10.71.0.0/24", "eth0.10", &[]);
     let (a, b) = (format!("{}-ba", lab.id()), format!("{}-bb", lab.id()));
     s.container("b10", &a, &[]);
@@ -659,17 +666,22 @@ fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
         netns::NetNs::named(&a).unwrap(),
         netns::NetNs::named(&b).unwrap(),
     );
-    let unicast = |ns: &netns::NetNs| {
-        let st = netlink::run(Some(ns), |nl| async move {
-            let l = nl.require_link("eth0").await?;
-            nl.stats(l.index).await
-        })
-        .unwrap();
-        st.rx_packets - st.multicast
-    };
     let local = |c: &mvnet::datapath::CounterSnapshot, slot: u32| c.endpoint(slot).rx_local.frames;
-    let (ka, kb, c0) = (unicast(&na), unicast(&nb), maps.counters().unwrap());
+    let (ka, kb, c0) = (unicast_rx(&na), unicast_rx(&nb), maps.counters().unwrap());
+    // N valid datagrams, and M from an address a does not have (invalid,
+    // passed under observe, delivered to b all the same).
     const N: u64 = 25;
+    const M: u64 = 7;
+    s.ok(&[
+        "exec",
+        &a,
+        "ip",
+        "addr",
+        "add",
+        "10.71.0.50/24",
+        "dev",
+        "eth0",
+    ]);
     let server = nb
         .run(|| {
             let s = UdpSocket::bind("10.71.0.3:4789").unwrap();
@@ -682,18 +694,22 @@ fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
         for _ in 0..N {
             c.send_to(b"bridged", "10.71.0.3:4789").unwrap();
         }
+        let c = UdpSocket::bind("10.71.0.50:0").unwrap();
+        for _ in 0..M {
+            c.send_to(b"spoofed", "10.71.0.3:4789").unwrap();
+        }
     })
     .unwrap();
     let mut buf = [0u8; 16];
-    for i in 0..N {
+    for i in 0..N + M {
         assert!(
             server.recv(&mut buf).is_ok(),
             "datagram {i} of {N} not received"
         );
     }
     let c1 = maps.counters().unwrap();
-    let (da, db) = (unicast(&na) - ka, unicast(&nb) - kb);
-    assert!(db >= N, "{db}");
+    let (da, db) = (unicast_rx(&na) - ka, unicast_rx(&nb) - kb);
+    assert!(db >= N + M, "{db}");
     assert_eq!(
         local(&c1, sb) - local(&c0, sb),
         db,
@@ -719,6 +735,12 @@ fn bridge_mode_frames_between_containers_of_a_vlan_network_are_counted() {
     drop(maps);
     s.ok(&["container", "rm", "--force", &a, &b]);
     s.ok(&["network", "rm", "b10"]);
+    // Nothing of b10 is left in the classifier's policy.
+    assert_eq!(
+        s.ok(&["restore", "--check"]),
+        "nothing to do: the kernel matches the state\n"
+    );
+    s.ok(&["network", "rm", "b0"]);
 }
 
 /// `mvnet pktgen` with the kernel's pktgen: exact counts to three

@@ -510,11 +510,13 @@ impl Controller {
         let vlans = vids
             .into_iter()
             .map(|v| {
-                let mut flags = 0;
-                for n in on_root
+                let on_vlan: Vec<&Network> = on_root
                     .iter()
-                    .filter(|n| n.root().1 == v && n.policy == Policy::Enforce)
-                {
+                    .copied()
+                    .filter(|n| n.root().1 == v)
+                    .collect();
+                let mut flags = 0;
+                for n in on_vlan.iter().filter(|n| n.policy == Policy::Enforce) {
                     flags |= vlan_policy::ENFORCE;
                     if n.drop_broadcast {
                         flags |= vlan_policy::DROP_BROADCAST;
@@ -525,12 +527,11 @@ impl Controller {
                 }
                 // Bridge-mode frames between endpoints of an 802.1Q
                 // network never pass the root: counted by the sender's
-                // device check (see `vlan_policy::BRIDGE`).
+                // device check (see `vlan_policy::BRIDGE`). A VLAN whose
+                // last network went has none.
                 if v != 0
-                    && on_root
-                        .iter()
-                        .filter(|n| n.root().1 == v)
-                        .all(|n| n.mode == MacvlanMode::Bridge)
+                    && !on_vlan.is_empty()
+                    && on_vlan.iter().all(|n| n.mode == MacvlanMode::Bridge)
                 {
                     flags |= vlan_policy::BRIDGE;
                 }

@@ -318,20 +318,11 @@ impl Controller {
     /// since (a watcher adopted them meanwhile) are not forgotten, and
     /// containers whose namespace is gone by now (they stopped meanwhile)
     /// are left out instead of adopted.
+    ///
+    /// `unread`: containers the runtime runs whose report could not be
+    /// read this time; their records are kept as they are (not read is
+    /// not gone).
     pub fn converge_foreign(
-        &mut self,
-        mine: impl Fn(&Owner) -> bool,
-        networks: Vec<ForeignNetwork>,
-        containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
-        read_at: Option<std::time::SystemTime>,
-    ) -> Result<ConvergeReport> {
-        self.converge_foreign_keeping(mine, networks, containers, read_at, &BTreeSet::new())
-    }
-
-    /// [`Controller::converge_foreign`], keeping the records of the
-    /// containers in `unread` as they are: running, but the runtime's
-    /// report of them could not be read this time (not read is not gone).
-    pub fn converge_foreign_keeping(
         &mut self,
         mine: impl Fn(&Owner) -> bool,
         networks: Vec<ForeignNetwork>,

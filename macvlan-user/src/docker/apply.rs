@@ -39,7 +39,7 @@ fn open(state_dir: &Path) -> Result<Controller> {
 /// Makes the state and classifiers hold exactly what Docker has.
 pub fn converge(state_dir: &Path, snap: &Snapshot) -> Result<ConvergeReport> {
     let mut ctl = open(state_dir)?;
-    ctl.converge_foreign_keeping(
+    ctl.converge_foreign(
         docker,
         snap.networks.clone(),
         snap.containers.clone(),
