@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 use macvlan_common::Hook;
 use mvnet::{
     controller::{
-        foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
+        foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork, Unreadable},
         Controller,
     },
     datapath::pinned::{self, PinnedMaps},
@@ -202,6 +202,43 @@ fn another_runtimes_endpoints_are_counted_verified_enforced_and_forgotten() {
         0
     );
     assert_eq!(lab.link_stats(&d1, "eth0").unwrap().rx_packets - before, 7);
+
+    // Not read is not gone: a container whose report could not be read,
+    // and a network whose parent could not be read, keep what is recorded
+    // of them (db and its endpoint, the network with both).
+    let (k1, k2) = (c1.clone(), c2.id.clone());
+    let report = with_controller(&lab, &dir, move |ctl| {
+        let unread = Unreadable {
+            containers: [k2].into(),
+            ..Default::default()
+        };
+        ctl.converge_foreign(
+            |o| *o == Owner::Docker,
+            vec![network(Policy::Enforce)],
+            vec![(k1, vec![endpoint(m1, "10.110.0.2")])],
+            Some(std::time::SystemTime::now()),
+            &unread,
+        )
+    })
+    .unwrap();
+    assert_eq!(report.to_string(), "nothing to do\n");
+    let report = with_controller(&lab, &dir, move |ctl| {
+        let unread = Unreadable {
+            networks: [NET_ID.to_owned()].into(),
+            ..Default::default()
+        };
+        ctl.converge_foreign(
+            |o| *o == Owner::Docker,
+            Vec::new(),
+            Vec::new(),
+            Some(std::time::SystemTime::now()),
+            &unread,
+        )
+    })
+    .unwrap();
+    assert_eq!(report.to_string(), "nothing to do\n");
+    assert_eq!(maps.endpoints_ro().unwrap().entries().unwrap().len(), 2);
+    assert_eq!(s.ok(&["network", "ls", "-q"]).lines().count(), 1);
 
     // Converge to what the runtime has now: db is gone from the runtime.
     let report = with_controller(&lab, &dir, move |ctl| {

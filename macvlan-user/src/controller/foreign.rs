@@ -78,6 +78,18 @@ pub struct ForeignEndpoint {
     pub ipv6: Option<Ipv6Addr>,
 }
 
+/// What a runtime has but could not be read this time: kept as recorded
+/// by [`Controller::converge_foreign`] (not read is not gone).
+#[derive(Clone, Debug, Default)]
+pub struct Unreadable {
+    /// Running containers whose report could not be read or mapped: their
+    /// records are kept as they are.
+    pub containers: BTreeSet<String>,
+    /// Networks whose parent could not be read: kept, with every endpoint
+    /// recorded on them.
+    pub networks: BTreeSet<String>,
+}
+
 /// What [`Controller::converge_foreign`] changed, one line each.
 #[derive(Debug, Default)]
 pub struct ConvergeReport {
@@ -319,16 +331,16 @@ impl Controller {
     /// containers whose namespace is gone by now (they stopped meanwhile)
     /// are left out instead of adopted.
     ///
-    /// `unread`: containers the runtime runs whose report could not be
-    /// read this time; their records are kept as they are (not read is
-    /// not gone).
+    /// `unread`: containers and networks the runtime has whose report
+    /// could not be read this time; their records (a network's with its
+    /// endpoints) are kept as they are (not read is not gone).
     pub fn converge_foreign(
         &mut self,
         mine: impl Fn(&Owner) -> bool,
         networks: Vec<ForeignNetwork>,
         containers: Vec<(ForeignContainer, Vec<ForeignEndpoint>)>,
         read_at: Option<std::time::SystemTime>,
-        unread: &BTreeSet<String>,
+        unread: &Unreadable,
     ) -> Result<ConvergeReport> {
         // RFC 3339 of one width: ordered as text. A second of slack for
         // clocks that step.
@@ -353,7 +365,9 @@ impl Controller {
             .state
             .containers
             .values()
-            .filter(|c| c.owner.is_foreign() && mine(&c.owner) && !unread.contains(&c.id))
+            .filter(|c| {
+                c.owner.is_foreign() && mine(&c.owner) && !unread.containers.contains(&c.id)
+            })
             .filter(|c| newer.as_ref().is_none_or(|t| c.created < *t))
             .flat_map(|c| {
                 c.endpoints.keys().map(|nid| {
@@ -365,7 +379,9 @@ impl Controller {
                     )
                 })
             })
-            .filter(|(cid, nid, ..)| !want_eps.contains(&(cid.clone(), nid.clone())))
+            .filter(|(cid, nid, ..)| {
+                !unread.networks.contains(nid) && !want_eps.contains(&(cid.clone(), nid.clone()))
+            })
             .collect();
         for (cid, nid, name, owner) in stale {
             let net = self
@@ -382,7 +398,12 @@ impl Controller {
             .state
             .networks
             .values()
-            .filter(|n| n.owner.is_foreign() && mine(&n.owner) && !want_nets.contains(&n.id))
+            .filter(|n| {
+                n.owner.is_foreign()
+                    && mine(&n.owner)
+                    && !want_nets.contains(&n.id)
+                    && !unread.networks.contains(&n.id)
+            })
             .map(|n| (n.id.clone(), n.name.clone(), n.owner.describe()))
             .collect();
         for (id, name, owner) in stale_nets {

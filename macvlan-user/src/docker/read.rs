@@ -8,7 +8,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::{client::Engine, mapping};
 use crate::{
-    controller::foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork},
+    controller::foreign::{ForeignContainer, ForeignEndpoint, ForeignNetwork, Unreadable},
     model::{Mac, Policy, XdpMode},
     netlink,
     netns::NetNs,
@@ -27,9 +27,9 @@ pub struct Snapshot {
     /// When the read began: records adopted since (by a watcher, while
     /// this read ran without the state's lock) are newer than it.
     pub read_at: Option<std::time::SystemTime>,
-    /// Running containers whose report could not be read or mapped: their
-    /// records are kept as they are (see `problems`).
-    pub unread: std::collections::BTreeSet<String>,
+    /// Running containers and networks whose report could not be read or
+    /// mapped: their records are kept as they are (see `problems`).
+    pub unread: Unreadable,
 }
 
 impl Snapshot {
@@ -65,7 +65,13 @@ pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
     for n in engine.macvlan_networks().await? {
         match network(&n, adopt) {
             Ok(net) => snap.networks.push(net),
-            Err(problem) => snap.problems.push(problem),
+            Err(LeftOut::Cannot(problem)) => snap.problems.push(problem),
+            Err(LeftOut::Unread(problem)) => {
+                snap.problems.push(problem);
+                snap.unread
+                    .networks
+                    .insert(n.id.clone().unwrap_or_default());
+            }
         }
     }
     let wanted = snap.network_names();
@@ -89,7 +95,7 @@ pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
             Seen::Gone => {}
             Seen::Unreadable(problem) => {
                 snap.problems.push(problem);
-                snap.unread.insert(id);
+                snap.unread.containers.insert(id);
             }
             Seen::Running {
                 container,
@@ -107,10 +113,29 @@ pub async fn snapshot(engine: &Engine, adopt: Adopt) -> Result<Snapshot> {
     Ok(snap)
 }
 
+/// Why a Docker network is not taken.
+#[derive(Debug)]
+pub enum LeftOut {
+    /// It cannot be counted here: its options do not map, or its parent is
+    /// not a link of this namespace.
+    Cannot(String),
+    /// Its parent could not be read this time: what is recorded of it is
+    /// kept.
+    Unread(String),
+}
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOut::Cannot(p) | LeftOut::Unread(p) => f.write_str(p),
+        }
+    }
+}
+
 /// A Docker network as a foreign network, if its parent is a link of this
 /// namespace; else the reason, never a guess at another link.
-pub fn network(n: &bollard::models::Network, adopt: Adopt) -> Result<ForeignNetwork, String> {
-    let mut net = mapping::network(n, adopt.policy, adopt.xdp_mode)?;
+pub fn network(n: &bollard::models::Network, adopt: Adopt) -> Result<ForeignNetwork, LeftOut> {
+    let mut net = mapping::network(n, adopt.policy, adopt.xdp_mode).map_err(LeftOut::Cannot)?;
     net.max_endpoints = adopt.max_endpoints;
     let parent = net.parent.clone();
     match netlink::run(None, |nl| async move { nl.link(&parent).await }) {
@@ -119,18 +144,19 @@ pub fn network(n: &bollard::models::Network, adopt: Adopt) -> Result<ForeignNetw
             let ino = crate::netns::current_inode()
                 .map(|i| i.to_string())
                 .unwrap_or_else(|_| "?".into());
-            Err(format!(
+            Err(LeftOut::Cannot(format!(
                 "Docker network {} (parent {}): no link {} in this network namespace (inode \
                  {ino}), so its containers are not counted; run mvnet in the namespace where \
                  dockerd made the network, e.g. `nsenter --net=/proc/$(pidof dockerd)/ns/net \
                  mvnet docker ...`",
                 net.name, net.parent, net.parent
-            ))
+            )))
         }
-        Err(e) => Err(format!(
-            "Docker network {}: reading link {}: {e:#}",
+        Err(e) => Err(LeftOut::Unread(format!(
+            "Docker network {}: reading link {}: {e:#}; what mvnet has of it is kept as it \
+             was, and the next sync reads it again",
             net.name, net.parent
-        )),
+        ))),
     }
 }
 
