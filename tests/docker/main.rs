@@ -386,32 +386,61 @@ fn placed(stats: &Value) -> Vec<(String, String, String, u64)> {
 }
 
 /// Docker replays only its last 256 events (of every kind) to a subscriber
-/// that asks for older ones. A watch whose first sync waited (here for the
-/// state lock, which the test holds) while more than 256 events happened
-/// still adopts the container started meanwhile: its event stream was
-/// opened before the sync and read while it waited. (It used to be opened
-/// after the sync: the container's events were gone from Docker's replay,
-/// and it was never adopted.)
+/// that asks for older ones, and queues at most 1024 for a subscriber that
+/// does not read (it drops the rest). A watch whose first sync waits (here
+/// for the state lock, which the test holds) while 4000 events happen,
+/// then a container starts, then 400 more events happen, still adopts that
+/// container: its event stream was opened before the sync and is read
+/// while the sync waits. (It used to be opened after the sync: the
+/// container's events were gone from Docker's replay. Then the sync
+/// waited on the runtime's one thread: the stream was not read, and
+/// dockerd dropped the container's events from its full queue.)
 #[test]
 fn watch_misses_no_event_while_its_first_sync_waits() {
     use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
     let env = Env::new();
     env.network("dnet", "172.16.86.0/24");
-    // Bystanders for cheap events: `docker pause` of ten is ten events.
-    let idle: Vec<String> = (0..10).map(|i| format!("idle{i}")).collect();
-    for name in &idle {
-        env.docker(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "none",
-            IMAGE,
-            "sleep",
-            "3600",
-        ]);
-    }
+    // A bystander for cheap events: each exec made (not started) in it is
+    // one container event, `exec_create`.
+    env.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "idle",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let socket = env.d.host().trim_start_matches("unix://").to_owned();
+    let execs = |n: usize| {
+        let url = "http://docker/containers/idle/exec";
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--unix-socket",
+                &socket,
+                "-X",
+                "POST",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"Cmd":["true"]}"#,
+            ])
+            .args(std::iter::repeat(url).take(n))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&env.s.state_dir)
         .unwrap();
@@ -428,16 +457,9 @@ fn watch_misses_no_event_while_its_first_sync_waits() {
     let host = env.d.host();
     let w = Watch::start(&env.s, &["--docker-host", &host]);
     w.wait_for("waiting for the state lock");
+    execs(4000);
     let late = env.run("late", "dnet", &[]);
-    let mut args = vec!["pause"];
-    args.extend(idle.iter().map(String::as_str));
-    let mut unpause = args.clone();
-    unpause[0] = "unpause";
-    // 400 events after late's.
-    for _ in 0..20 {
-        env.docker(&args);
-        env.docker(&unpause);
-    }
+    execs(400);
     drop(lock);
     env.stats_until("late is adopted", |v| names(v) == ["late"]);
     env.send(late, 20);

@@ -55,13 +55,25 @@ struct Synced {
     incomplete: bool,
 }
 
+/// Runs a state change (which may wait for the state's lock) off the
+/// runtime's one thread, so that `watch` reads Docker's events while it
+/// waits: events it does not read wait in dockerd's queue for it, which
+/// drops them once 1024 are queued.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("a state change failed: {e}"))?
+}
+
 /// Reads everything and converges.
 async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
     let started = std::time::Instant::now();
     let snap = read::snapshot(engine, opts.adopt).await?;
     let read = started.elapsed();
     report_problems(&snap);
-    let report = apply::converge(&opts.state_dir, &snap)?;
+    let dir = opts.state_dir.clone();
+    let (report, snap) =
+        blocking(move || apply::converge(&dir, &snap).map(|report| (report, snap))).await?;
     log::info!(
         "docker sync: read {} endpoint(s) from Docker in {:.1} ms, converged in {:.1} ms",
         snap.endpoints(),
@@ -152,7 +164,9 @@ pub fn watch(opts: Options) -> Result<i32> {
 
 /// Applies the events that came while the sync that read `networks` ran
 /// (`early`), then follows `events` (opened before it), applying each;
-/// returns why it stopped (the connection).
+/// returns why it stopped (the connection). While an event is applied
+/// (waiting for the state's lock, or for Docker's answer), the stream is
+/// read on into the queue.
 async fn follow<S>(
     engine: &Engine,
     opts: &Options,
@@ -163,16 +177,36 @@ async fn follow<S>(
 where
     S: futures::Stream<Item = Result<EventMessage, bollard::errors::Error>>,
 {
-    let mut early = early.into_iter();
-    while let Some(ev) = match early.next() {
-        Some(ev) => Some(ev),
-        None => events.next().await,
-    } {
+    let mut queue: std::collections::VecDeque<_> = early.into();
+    let mut open = true;
+    loop {
+        let ev = match queue.pop_front() {
+            Some(ev) => ev,
+            None if !open => break,
+            None => match events.next().await {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => return anyhow!(e).context("the event stream of Docker broke"),
         };
-        match on_event(engine, opts, &mut networks, &ev).await {
+        let applied = {
+            let apply = on_event(engine, opts, &mut networks, &ev);
+            tokio::pin!(apply);
+            loop {
+                tokio::select! {
+                    biased;
+                    next = events.next(), if open => match next {
+                        Some(next) => queue.push_back(next),
+                        None => open = false,
+                    },
+                    r = &mut apply => break r,
+                }
+            }
+        };
+        match applied {
             Ok(()) => {}
             // Docker did not answer: the connection is gone.
             Err(e) if e.downcast_ref::<super::client::DockerError>().is_some() => return e,
@@ -213,7 +247,8 @@ async fn on_event(
                 Ok(net) => {
                     let line = format!("+ network {} (parent {})", net.name, net.parent);
                     let (id, name) = (net.id.clone(), net.name.clone());
-                    apply::adopt_network(state_dir, net)?;
+                    let dir = state_dir.to_owned();
+                    blocking(move || apply::adopt_network(&dir, net)).await?;
                     // Followed once adopted: a failed adoption is retried by
                     // the next sync, not taken for done by later events.
                     networks.insert(id, name);
@@ -224,7 +259,8 @@ async fn on_event(
         }
         (EventMessageTypeEnum::NETWORK, "destroy") => {
             if let Some(name) = networks.remove(&id) {
-                apply::forget_network(state_dir, &id)?;
+                let (dir, id) = (state_dir.to_owned(), id.clone());
+                blocking(move || apply::forget_network(&dir, &id)).await?;
                 say(&format!("- network {name}"));
             }
         }
@@ -234,7 +270,8 @@ async fn on_event(
         (EventMessageTypeEnum::NETWORK, "disconnect") if networks.contains_key(&id) => {
             let container = attr("container");
             if apply::knows_container(state_dir, &container) {
-                apply::forget_endpoint(state_dir, &container, &id)?;
+                let (dir, c, n) = (state_dir.to_owned(), container.clone(), id.clone());
+                blocking(move || apply::forget_endpoint(&dir, &c, &n)).await?;
                 say(&format!(
                     "- endpoint of {} on {}",
                     &container[..container.len().min(12)],
@@ -246,7 +283,7 @@ async fn on_event(
             refresh(engine, opts, networks, &id).await?;
         }
         (EventMessageTypeEnum::CONTAINER, "die" | "destroy") => {
-            forget(state_dir, &id, &attr("name"))?;
+            forget(state_dir, &id, &attr("name")).await?;
         }
         _ => {}
     }
@@ -261,7 +298,7 @@ async fn refresh(
     id: &str,
 ) -> Result<()> {
     match read::container(engine, id, networks).await? {
-        Seen::Gone => forget(&opts.state_dir, id, id),
+        Seen::Gone => forget(&opts.state_dir, id, id).await,
         Seen::Unreadable(problem) => {
             eprintln!("mvnet: docker: {problem}");
             Ok(())
@@ -277,7 +314,9 @@ async fn refresh(
             if endpoints.is_empty() && !apply::knows_container(&opts.state_dir, id) {
                 return Ok(());
             }
-            for line in apply::container(&opts.state_dir, &container, endpoints)? {
+            let dir = opts.state_dir.clone();
+            let lines = blocking(move || apply::container(&dir, &container, endpoints)).await?;
+            for line in lines {
                 say(&line);
             }
             Ok(())
@@ -285,9 +324,10 @@ async fn refresh(
     }
 }
 
-fn forget(state_dir: &std::path::Path, id: &str, name: &str) -> Result<()> {
+async fn forget(state_dir: &std::path::Path, id: &str, name: &str) -> Result<()> {
     if apply::knows_container(state_dir, id) {
-        apply::forget_container(state_dir, id)?;
+        let (dir, id) = (state_dir.to_owned(), id.to_owned());
+        blocking(move || apply::forget_container(&dir, &id)).await?;
         say(&format!("- container {name}"));
     }
     Ok(())
