@@ -432,7 +432,7 @@ fn watch_misses_no_event_while_its_first_sync_waits() {
                 "-d",
                 r#"{"Cmd":["true"]}"#,
             ])
-            .args(std::iter::repeat(url).take(n))
+            .args(std::iter::repeat_n(url, n))
             .output()
             .unwrap();
         assert!(
