@@ -239,6 +239,12 @@ impl Controller {
             };
             self.save()?;
             let _ = self.detach_datapath_if_unused(root);
+            // A root other networks keep: its policy as the state has it
+            // again (apply_policy may have written this VLAN's bits, and
+            // CONFIG's, before it failed).
+            if self.state.networks.values().any(|o| o.root().0 == root) {
+                let _ = self.apply_root_policy(root, Some(network.root().1));
+            }
             return Err(e.context(format!(
                 "adopting {} network {}",
                 n.owner.describe(),
