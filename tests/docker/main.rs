@@ -540,6 +540,90 @@ fn watch_follows_networks_created_connected_disconnected_and_destroyed() {
     env.teardown(&["front"], true);
 }
 
+/// A network whose adoption failed is taken by a later sync once what
+/// refused it is gone: here mvnet's own networks on eth1 and eth2, whose
+/// classifiers have 4096 slots where watch asks for 8192. Both a network
+/// the first sync found (on eth1) and one created afterwards (on eth2: an
+/// event) are refused, then adopted with their containers, without
+/// restarting watch.
+#[test]
+fn watch_adopts_a_refused_network_once_what_refused_it_is_gone() {
+    let env = Env::new();
+    for (parent, wire, subnet, own) in [
+        ("eth1", "wire1", "10.84.0.0/24", "own1"),
+        ("eth2", "wire2", "10.87.0.0/24", "own2"),
+    ] {
+        add_parent(&env.lab, parent, wire).unwrap();
+        env.s.ok(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            &format!("--subnet={subnet}"),
+            "-o",
+            &format!("parent={parent}"),
+            own,
+        ]);
+    }
+    let docker_net = |name: &str, subnet: &str, parent: &str| {
+        env.docker(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet",
+            subnet,
+            "-o",
+            &format!("parent={parent}"),
+            name,
+        ])
+    };
+    docker_net("back", "10.85.0.0/24", "eth1");
+    let web = env.run("web", "back", &[]);
+    let host = env.d.host();
+    let w = Watch::start(&env.s, &["--docker-host", &host, "--max-endpoints", "8192"]);
+    w.wait_for("skipped docker network back");
+    assert!(
+        w.output().contains(
+            "the classifier on eth1 was attached with --max-endpoints 4096 (shared by network own1)"
+        ),
+        "{}",
+        w.output()
+    );
+    // The summary counts what is in the table, not what Docker has.
+    w.wait_for(": 0 macvlan network(s), 0 endpoint(s) of 0 container(s) in the classifier's table");
+    docker_net("side", "10.86.0.0/24", "eth2");
+    let db = env.run("db", "side", &[]);
+    w.wait_for("skipped docker network side: the classifier on eth2 was attached");
+    assert_eq!(names(&env.stats()), Vec::<String>::new());
+
+    env.s.ok(&["network", "rm", "own1", "own2"]);
+    let v = env.stats_until("web and db are adopted", |v| names(v) == ["db", "web"]);
+    assert_eq!(
+        placed(&v),
+        [
+            ("db".into(), "side".into(), "eth0".into(), 0),
+            ("web".into(), "back".into(), "eth0".into(), 0)
+        ]
+    );
+    for root in ["eth1", "eth2"] {
+        let maps = PinnedMaps::open(&env.pins_of(root)).unwrap();
+        assert_eq!(maps.capacity().unwrap(), 8192, "{root}");
+    }
+    env.send_on("eth1", "wire1", web, 17);
+    env.send_on("eth2", "wire2", db, 9);
+    assert_eq!(
+        placed(&env.stats()),
+        [
+            ("db".into(), "side".into(), "eth0".into(), 9),
+            ("web".into(), "back".into(), "eth0".into(), 17)
+        ]
+    );
+    env.s.ok(&["verify"]);
+    drop(w);
+    env.teardown(&["back", "side"], true);
+}
+
 #[test]
 fn sync_enforce_drops_unknown_macs_for_dockers_containers() {
     let env = Env::new();

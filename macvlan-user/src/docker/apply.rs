@@ -138,3 +138,47 @@ pub fn knows_container(state_dir: &Path, id: &str) -> bool {
             .is_some_and(|c| docker(&c.owner))
     })
 }
+
+/// The ids of Docker's networks the state holds (read without the lock).
+pub fn networks(state_dir: &Path) -> std::collections::BTreeSet<String> {
+    Controller::snapshot(state_dir)
+        .map(|ctl| {
+            ctl.state
+                .networks
+                .values()
+                .filter(|n| docker(&n.owner))
+                .map(|n| n.id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Of what `snap` read, what the state holds (read without the lock):
+/// networks, endpoints, and containers with an endpoint.
+pub fn in_table(state_dir: &Path, snap: &Snapshot) -> (usize, usize, usize) {
+    let Ok(ctl) = Controller::snapshot(state_dir) else {
+        return (0, 0, 0);
+    };
+    let state = &ctl.state;
+    let networks = snap
+        .networks
+        .iter()
+        .filter(|n| state.networks.contains_key(&n.id))
+        .count();
+    let (mut endpoints, mut containers) = (0, 0);
+    for (c, eps) in &snap.containers {
+        let Some(k) = state.containers.get(&c.id) else {
+            continue;
+        };
+        let n = eps
+            .iter()
+            .filter(|e| {
+                state.networks.contains_key(&e.network_id)
+                    && k.endpoints.values().any(|k| k.network_id == e.network_id)
+            })
+            .count();
+        endpoints += n;
+        containers += usize::from(n > 0);
+    }
+    (networks, endpoints, containers)
+}

@@ -1,10 +1,10 @@
 //! `mvnet docker sync` (one shot) and `mvnet docker watch` (sync, then
 //! follow Docker's events, re-syncing after a lost connection).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::Write as _,
-    path::PathBuf,
-    time::{Duration, SystemTime},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{anyhow, Context as _, Result};
@@ -26,6 +26,10 @@ pub struct Options {
 
 /// First and longest wait before connecting again after a lost connection.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// First and longest wait before syncing again while a network Docker has
+/// is not adopted or could not be read.
+const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -65,6 +69,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| anyhow!("a state change failed: {e}"))?
 }
 
+impl Synced {
+    /// The networks to follow (those of the snapshot the state holds after
+    /// the sync: the others' adoption failed), and whether a later sync
+    /// may take more: a network was not adopted, or a network or container
+    /// could not be read.
+    fn followed(&self, state_dir: &Path) -> (HashMap<String, String>, bool) {
+        let adopted = apply::networks(state_dir);
+        let mut networks = self.snap.network_names();
+        let all = networks.len();
+        networks.retain(|id, _| adopted.contains(id));
+        let unread = &self.snap.unread;
+        let retry =
+            networks.len() < all || !unread.networks.is_empty() || !unread.containers.is_empty();
+        (networks, retry)
+    }
+}
+
 /// Reads everything and converges.
 async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
     let started = std::time::Instant::now();
@@ -84,14 +105,12 @@ async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
     if !text.trim().is_empty() {
         say(text.trim_end());
     }
+    let (networks, endpoints, containers) = apply::in_table(&opts.state_dir, &snap);
     say(&format!(
-        "docker {} at {}: {} macvlan network(s), {} endpoint(s) of {} container(s) in the \
-         classifier's table",
+        "docker {} at {}: {networks} macvlan network(s), {endpoints} endpoint(s) of \
+         {containers} container(s) in the classifier's table",
         engine.version,
         engine.host(),
-        snap.networks.len(),
-        snap.endpoints(),
-        snap.containers.len()
     ));
     let incomplete =
         !snap.problems.is_empty() || report.lines.iter().any(|l| l.starts_with("skipped "));
@@ -122,27 +141,15 @@ pub fn watch(opts: Options) -> Result<i32> {
             // (of every kind) to a subscriber that asks for older ones, so
             // a stream opened after a long sync (or one that waited for
             // the state lock) would miss what happened meanwhile.
-            let mut events = Box::pin(engine.events(SystemTime::now()));
-            let mut early = Vec::new();
-            let synced = {
-                let sync = sync_once(&engine, &opts);
-                tokio::pin!(sync);
-                loop {
-                    tokio::select! {
-                        biased;
-                        ev = events.next() => match ev {
-                            Some(ev) => early.push(ev),
-                            None => break Err(anyhow!("Docker closed the event stream")),
-                        },
-                        r = &mut sync => break r,
-                    }
-                }
+            let mut stream = Stream {
+                events: Box::pin(engine.events(SystemTime::now())),
+                queue: VecDeque::new(),
+                open: true,
             };
-            let lost = match synced {
+            let lost = match stream.reading(sync_once(&engine, &opts)).await {
                 Ok(synced) => {
                     delay = BACKOFF.0;
-                    let networks = synced.snap.network_names();
-                    follow(&engine, &opts, networks, early, events).await
+                    follow(&engine, &opts, synced, stream).await
                 }
                 Err(e) => e,
             };
@@ -162,50 +169,109 @@ pub fn watch(opts: Options) -> Result<i32> {
     })
 }
 
-/// Applies the events that came while the sync that read `networks` ran
-/// (`early`), then follows `events` (opened before it), applying each;
-/// returns why it stopped (the connection). While an event is applied
-/// (waiting for the state's lock, or for Docker's answer), the stream is
-/// read on into the queue.
-async fn follow<S>(
+type Event = Result<EventMessage, bollard::errors::Error>;
+
+/// Docker's event stream, and the events read from it ahead of the one
+/// being applied.
+struct Stream<S> {
+    events: std::pin::Pin<Box<S>>,
+    queue: VecDeque<Event>,
+    /// Until Docker ends the stream.
+    open: bool,
+}
+
+impl<S: futures::Stream<Item = Event>> Stream<S> {
+    /// Awaits `work` (a sync, or an event's change, which may wait for the
+    /// state's lock or for Docker) while reading the stream on into the
+    /// queue: dockerd drops events for a subscriber that leaves 1024
+    /// unread.
+    async fn reading<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                next = self.events.next(), if self.open => match next {
+                    Some(next) => self.queue.push_back(next),
+                    None => self.open = false,
+                },
+                r = &mut work => return r,
+            }
+        }
+    }
+}
+
+/// What `follow` waits for next.
+enum Next {
+    Event(Event),
+    Closed,
+    Retry,
+}
+
+/// Sleeps until `at`, or for ever.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies the events that came while `synced` ran (queued in `stream`),
+/// then follows the stream, applying each event; returns why it stopped
+/// (the connection). While a network Docker has is not adopted (its
+/// adoption failed: a classifier to attach with another capacity, a full
+/// table) or could not be read, it syncs again, after 2 s and then at
+/// doubling intervals up to a minute, until all are in.
+async fn follow<S: futures::Stream<Item = Event>>(
     engine: &Engine,
     opts: &Options,
-    mut networks: HashMap<String, String>,
-    early: Vec<Result<EventMessage, bollard::errors::Error>>,
-    mut events: std::pin::Pin<Box<S>>,
-) -> anyhow::Error
-where
-    S: futures::Stream<Item = Result<EventMessage, bollard::errors::Error>>,
-{
-    let mut queue: std::collections::VecDeque<_> = early.into();
-    let mut open = true;
+    synced: Synced,
+    mut stream: Stream<S>,
+) -> anyhow::Error {
+    let (mut networks, wanted) = synced.followed(&opts.state_dir);
+    let mut retry = Retry::default();
+    retry.after(wanted);
     loop {
-        let ev = match queue.pop_front() {
-            Some(ev) => ev,
-            None if !open => break,
-            None => match events.next().await {
-                Some(ev) => ev,
-                None => break,
+        let next = match stream.queue.pop_front() {
+            Some(ev) => Next::Event(ev),
+            None if !stream.open => Next::Closed,
+            None => tokio::select! {
+                next = stream.events.next() => next.map_or(Next::Closed, Next::Event),
+                () = until(retry.at) => Next::Retry,
             },
         };
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => return anyhow!(e).context("the event stream of Docker broke"),
-        };
-        let applied = {
-            let apply = on_event(engine, opts, &mut networks, &ev);
-            tokio::pin!(apply);
-            loop {
-                tokio::select! {
-                    biased;
-                    next = events.next(), if open => match next {
-                        Some(next) => queue.push_back(next),
-                        None => open = false,
-                    },
-                    r = &mut apply => break r,
+        let ev = match next {
+            Next::Event(Ok(ev)) => ev,
+            Next::Event(Err(e)) => return anyhow!(e).context("the event stream of Docker broke"),
+            Next::Closed => break,
+            Next::Retry => {
+                match stream.reading(sync_once(engine, opts)).await {
+                    Ok(synced) => {
+                        let wanted;
+                        (networks, wanted) = synced.followed(&opts.state_dir);
+                        retry.after(wanted);
+                    }
+                    Err(e) if e.downcast_ref::<super::client::DockerError>().is_some() => return e,
+                    Err(e) => {
+                        eprintln!("mvnet: docker watch: syncing again: {e:#}");
+                        retry.after(true);
+                    }
                 }
+                continue;
             }
         };
+        let mut adoption_failed = false;
+        let applied = stream
+            .reading(on_event(
+                engine,
+                opts,
+                &mut networks,
+                &mut adoption_failed,
+                &ev,
+            ))
+            .await;
+        if adoption_failed && retry.at.is_none() {
+            retry.after(true);
+        }
         match applied {
             Ok(()) => {}
             // Docker did not answer: the connection is gone.
@@ -218,11 +284,40 @@ where
     anyhow!("Docker closed the event stream")
 }
 
+/// When `follow` syncs again, and how long it waits after that.
+struct Retry {
+    at: Option<Instant>,
+    wait: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            at: None,
+            wait: RETRY.0,
+        }
+    }
+}
+
+impl Retry {
+    /// Schedules the next sync if `wanted` (each wait twice the last, up
+    /// to a minute), else none (and the next wait is the first again).
+    fn after(&mut self, wanted: bool) {
+        if wanted {
+            self.at = Some(Instant::now() + self.wait);
+            self.wait = (self.wait * 2).min(RETRY.1);
+        } else {
+            *self = Retry::default();
+        }
+    }
+}
+
 /// What one event changes.
 async fn on_event(
     engine: &Engine,
     opts: &Options,
     networks: &mut HashMap<String, String>,
+    adoption_failed: &mut bool,
     ev: &EventMessage,
 ) -> Result<()> {
     let (Some(kind), Some(action), Some(actor)) = (&ev.typ, &ev.action, &ev.actor) else {
@@ -248,13 +343,19 @@ async fn on_event(
                     let line = format!("+ network {} (parent {})", net.name, net.parent);
                     let (id, name) = (net.id.clone(), net.name.clone());
                     let dir = state_dir.to_owned();
-                    blocking(move || apply::adopt_network(&dir, net)).await?;
+                    if let Err(e) = blocking(move || apply::adopt_network(&dir, net)).await {
+                        *adoption_failed = true;
+                        return Err(e.context(format!("skipped docker network {name}")));
+                    }
                     // Followed once adopted: a failed adoption is retried by
-                    // the next sync, not taken for done by later events.
+                    // a sync (`Retry`), not taken for done by later events.
                     networks.insert(id, name);
                     say(&line);
                 }
-                Err(problem) => eprintln!("mvnet: docker: {problem}"),
+                Err(problem) => {
+                    *adoption_failed |= matches!(problem, read::LeftOut::Unread(_));
+                    eprintln!("mvnet: docker: {problem}");
+                }
             }
         }
         (EventMessageTypeEnum::NETWORK, "destroy") => {
