@@ -28,7 +28,7 @@ pub struct Options {
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// First and longest wait before syncing again while a network Docker has
-/// is not adopted or could not be read.
+/// is not adopted or its parent could not be read.
 const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -72,16 +72,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Synced {
     /// The networks to follow (those of the snapshot the state holds after
     /// the sync: the others' adoption failed), and whether a later sync
-    /// may take more: a network was not adopted, or a network or container
-    /// could not be read.
+    /// may take more: a network was not adopted, or its parent could not
+    /// be read. (A container whose report does not map is not retried: it
+    /// would not map the next time either, and its records are kept; its
+    /// next event reads it again.)
     fn followed(&self, state_dir: &Path) -> (HashMap<String, String>, bool) {
         let adopted = apply::networks(state_dir);
         let mut networks = self.snap.network_names();
         let all = networks.len();
         networks.retain(|id, _| adopted.contains(id));
-        let unread = &self.snap.unread;
-        let retry =
-            networks.len() < all || !unread.networks.is_empty() || !unread.containers.is_empty();
+        let retry = networks.len() < all || !self.snap.unread.networks.is_empty();
         (networks, retry)
     }
 }
@@ -219,8 +219,8 @@ async fn until(at: Option<Instant>) {
 /// then follows the stream, applying each event; returns why it stopped
 /// (the connection). While a network Docker has is not adopted (its
 /// adoption failed: a classifier to attach with another capacity, a full
-/// table) or could not be read, it syncs again, after 2 s and then at
-/// doubling intervals up to a minute, until all are in.
+/// table) or its parent could not be read, it syncs again, after 2 s and
+/// then at doubling intervals up to a minute, until all are in.
 async fn follow<S: futures::Stream<Item = Event>>(
     engine: &Engine,
     opts: &Options,
