@@ -63,6 +63,11 @@ impl Env {
 
     /// Docker's macvlan network `name` on the lab's parent.
     fn network(&self, name: &str, subnet: &str) -> String {
+        self.network_on(name, subnet, PARENT)
+    }
+
+    /// Docker's macvlan network `name` on `parent`.
+    fn network_on(&self, name: &str, subnet: &str, parent: &str) -> String {
         self.docker(&[
             "network",
             "create",
@@ -71,7 +76,7 @@ impl Env {
             "--subnet",
             subnet,
             "-o",
-            &format!("parent={PARENT}"),
+            &format!("parent={parent}"),
             name,
         ])
     }
@@ -482,17 +487,7 @@ fn watch_follows_networks_created_connected_disconnected_and_destroyed() {
 
     // A network made after watch started, on another parent, then joined
     // by the running container: its second link, eth1 in its sandbox.
-    env.docker(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--subnet",
-        "10.82.0.0/24",
-        "-o",
-        "parent=eth1",
-        "back",
-    ]);
+    env.network_on("back", "10.82.0.0/24", "eth1");
     w.wait_for("+ network back (parent eth1)");
     env.docker(&["network", "connect", "back", "web"]);
     let back_mac = env.mac("web", "back");
@@ -565,20 +560,7 @@ fn watch_adopts_a_refused_network_once_what_refused_it_is_gone() {
             own,
         ]);
     }
-    let docker_net = |name: &str, subnet: &str, parent: &str| {
-        env.docker(&[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet",
-            subnet,
-            "-o",
-            &format!("parent={parent}"),
-            name,
-        ])
-    };
-    docker_net("back", "10.85.0.0/24", "eth1");
+    env.network_on("back", "10.85.0.0/24", "eth1");
     let web = env.run("web", "back", &[]);
     let host = env.d.host();
     let w = Watch::start(&env.s, &["--docker-host", &host, "--max-endpoints", "8192"]);
@@ -592,7 +574,7 @@ fn watch_adopts_a_refused_network_once_what_refused_it_is_gone() {
     );
     // The summary counts what is in the table, not what Docker has.
     w.wait_for(": 0 macvlan network(s), 0 endpoint(s) of 0 container(s) in the classifier's table");
-    docker_net("side", "10.86.0.0/24", "eth2");
+    env.network_on("side", "10.86.0.0/24", "eth2");
     let db = env.run("db", "side", &[]);
     w.wait_for("skipped docker network side: the classifier on eth2 was attached");
     assert_eq!(names(&env.stats()), Vec::<String>::new());
