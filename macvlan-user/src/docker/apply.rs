@@ -36,16 +36,52 @@ fn open(state_dir: &Path) -> Result<Controller> {
     Ok(ctl)
 }
 
-/// Makes the state and classifiers hold exactly what Docker has.
-pub fn converge(state_dir: &Path, snap: &Snapshot) -> Result<ConvergeReport> {
+/// Of what a snapshot read, what the state holds after the converge.
+#[derive(Debug, Default)]
+pub struct InTable {
+    /// The ids of the networks adopted (the others were refused).
+    pub networks: std::collections::BTreeSet<String>,
+    pub endpoints: usize,
+    /// Containers with an endpoint in the table.
+    pub containers: usize,
+}
+
+/// Makes the state and classifiers hold exactly what Docker has; what the
+/// state then holds of it, read under the same lock.
+pub fn converge(state_dir: &Path, snap: &Snapshot) -> Result<(ConvergeReport, InTable)> {
     let mut ctl = open(state_dir)?;
-    ctl.converge_foreign(
+    let report = ctl.converge_foreign(
         docker,
         snap.networks.clone(),
         snap.containers.clone(),
         snap.read_at,
         &snap.unread,
-    )
+    )?;
+    let state = &ctl.state;
+    let mut table = InTable {
+        networks: snap
+            .networks
+            .iter()
+            .filter(|n| state.networks.contains_key(&n.id))
+            .map(|n| n.id.clone())
+            .collect(),
+        ..Default::default()
+    };
+    for (c, eps) in &snap.containers {
+        let Some(k) = state.containers.get(&c.id) else {
+            continue;
+        };
+        let n = eps
+            .iter()
+            .filter(|e| {
+                table.networks.contains(&e.network_id)
+                    && k.endpoints.values().any(|k| k.network_id == e.network_id)
+            })
+            .count();
+        table.endpoints += n;
+        table.containers += usize::from(n > 0);
+    }
+    Ok((report, table))
 }
 
 pub fn adopt_network(state_dir: &Path, n: ForeignNetwork) -> Result<()> {
@@ -137,48 +173,4 @@ pub fn knows_container(state_dir: &Path, id: &str) -> bool {
             .get(id)
             .is_some_and(|c| docker(&c.owner))
     })
-}
-
-/// The ids of Docker's networks the state holds (read without the lock).
-pub fn networks(state_dir: &Path) -> std::collections::BTreeSet<String> {
-    Controller::snapshot(state_dir)
-        .map(|ctl| {
-            ctl.state
-                .networks
-                .values()
-                .filter(|n| docker(&n.owner))
-                .map(|n| n.id.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Of what `snap` read, what the state holds (read without the lock):
-/// networks, endpoints, and containers with an endpoint.
-pub fn in_table(state_dir: &Path, snap: &Snapshot) -> (usize, usize, usize) {
-    let Ok(ctl) = Controller::snapshot(state_dir) else {
-        return (0, 0, 0);
-    };
-    let state = &ctl.state;
-    let networks = snap
-        .networks
-        .iter()
-        .filter(|n| state.networks.contains_key(&n.id))
-        .count();
-    let (mut endpoints, mut containers) = (0, 0);
-    for (c, eps) in &snap.containers {
-        let Some(k) = state.containers.get(&c.id) else {
-            continue;
-        };
-        let n = eps
-            .iter()
-            .filter(|e| {
-                state.networks.contains_key(&e.network_id)
-                    && k.endpoints.values().any(|k| k.network_id == e.network_id)
-            })
-            .count();
-        endpoints += n;
-        containers += usize::from(n > 0);
-    }
-    (networks, endpoints, containers)
 }

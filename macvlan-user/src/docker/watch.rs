@@ -3,7 +3,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     io::Write as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -56,6 +56,7 @@ fn report_problems(snap: &Snapshot) {
 /// `skipped …` lines).
 struct Synced {
     snap: Snapshot,
+    table: apply::InTable,
     incomplete: bool,
 }
 
@@ -76,11 +77,10 @@ impl Synced {
     /// be read. (A container whose report does not map is not retried: it
     /// would not map the next time either, and its records are kept; its
     /// next event reads it again.)
-    fn followed(&self, state_dir: &Path) -> (HashMap<String, String>, bool) {
-        let adopted = apply::networks(state_dir);
+    fn followed(&self) -> (HashMap<String, String>, bool) {
         let mut networks = self.snap.network_names();
         let all = networks.len();
-        networks.retain(|id, _| adopted.contains(id));
+        networks.retain(|id, _| self.table.networks.contains(id));
         let retry = networks.len() < all || !self.snap.unread.networks.is_empty();
         (networks, retry)
     }
@@ -93,8 +93,9 @@ async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
     let read = started.elapsed();
     report_problems(&snap);
     let dir = opts.state_dir.clone();
-    let (report, snap) =
-        blocking(move || apply::converge(&dir, &snap).map(|report| (report, snap))).await?;
+    let (report, table, snap) =
+        blocking(move || apply::converge(&dir, &snap).map(|(report, table)| (report, table, snap)))
+            .await?;
     log::info!(
         "docker sync: read {} endpoint(s) from Docker in {:.1} ms, converged in {:.1} ms",
         snap.endpoints(),
@@ -105,16 +106,22 @@ async fn sync_once(engine: &Engine, opts: &Options) -> Result<Synced> {
     if !text.trim().is_empty() {
         say(text.trim_end());
     }
-    let (networks, endpoints, containers) = apply::in_table(&opts.state_dir, &snap);
     say(&format!(
-        "docker {} at {}: {networks} macvlan network(s), {endpoints} endpoint(s) of \
-         {containers} container(s) in the classifier's table",
+        "docker {} at {}: {} macvlan network(s), {} endpoint(s) of {} container(s) in the \
+         classifier's table",
         engine.version,
         engine.host(),
+        table.networks.len(),
+        table.endpoints,
+        table.containers
     ));
     let incomplete =
         !snap.problems.is_empty() || report.lines.iter().any(|l| l.starts_with("skipped "));
-    Ok(Synced { snap, incomplete })
+    Ok(Synced {
+        snap,
+        table,
+        incomplete,
+    })
 }
 
 /// `mvnet docker sync`: exit 1 when a network or endpoint was left out
@@ -227,7 +234,7 @@ async fn follow<S: futures::Stream<Item = Event>>(
     synced: Synced,
     mut stream: Stream<S>,
 ) -> anyhow::Error {
-    let (mut networks, wanted) = synced.followed(&opts.state_dir);
+    let (mut networks, wanted) = synced.followed();
     let mut retry = Retry::default();
     retry.after(wanted);
     loop {
@@ -247,7 +254,7 @@ async fn follow<S: futures::Stream<Item = Event>>(
                 match stream.reading(sync_once(engine, opts)).await {
                     Ok(synced) => {
                         let wanted;
-                        (networks, wanted) = synced.followed(&opts.state_dir);
+                        (networks, wanted) = synced.followed();
                         retry.after(wanted);
                     }
                     Err(e) if e.downcast_ref::<super::client::DockerError>().is_some() => return e,
