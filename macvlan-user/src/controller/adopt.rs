@@ -20,8 +20,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::{
     datapath::{entry, DeviceRegistration},
     foreign::{
-        foreign_device_note, kernel_unicast_rx_all, kernel_unicast_rx_here, ForeignContainer,
-        ForeignEndpoint,
+        baseline_here, foreign_device_note, kernel_unicast_rx_all, kernel_unicast_rx_here,
+        ForeignContainer, ForeignEndpoint,
     },
     Controller,
 };
@@ -52,6 +52,8 @@ struct Planned {
     old: Option<Endpoint>,
     endpoint: Endpoint,
     adopted: Adopted,
+    /// Its entry's slot, once the entry is in the table.
+    slot: Option<u32>,
 }
 
 /// Threads a batch works on side by side (see [`in_lanes`]).
@@ -180,13 +182,28 @@ impl Controller {
             groups
                 .into_iter()
                 .flat_map(|(_, ps)| ps)
-                .map(|p| (p, Ok(())))
+                .map(|p| (p, Ok(None)))
                 .collect()
         };
+        let mut rebased = false;
         for (p, outcome) in registered {
             match outcome {
-                Ok(()) => results[p.at] = Some(Ok(p.adopted)),
+                Ok(base) => {
+                    if let Some(base) = base.filter(|b| *b != p.endpoint.rx_base) {
+                        rebased |= self.set_rx_base(&p, base);
+                    }
+                    results[p.at] = Some(Ok(p.adopted));
+                }
                 Err(e) => failed.push((p, e)),
+            }
+        }
+        if rebased && failed.is_empty() {
+            // Frames arrived between the first read and the entry: the
+            // state's base counts them, which `verify` would then miss.
+            if let Err(e) = self.save() {
+                eprintln!(
+                    "mvnet: warning: {e:#}; `verify` may find the kernel ahead of the classifier by the frames that arrived while the endpoints were added"
+                );
             }
         }
         if !failed.is_empty() {
@@ -472,8 +489,9 @@ impl Controller {
             mac: ep.mac,
             ipv4: ep.ipv4,
             ipv6: ep.ipv6,
-            // Read before the entry exists: a frame in between is counted
-            // by the kernel only (verify then sees one more, not one less).
+            // Read before the entry exists, for the state saved before the
+            // kernel changes; read again once it does (`register_devices`),
+            // as frames may arrive in between.
             rx_base: rx
                 .entry(c.netns.clone())
                 .or_insert_with(|| kernel_unicast_rx_all(&c.netns).unwrap_or_default())
@@ -502,6 +520,7 @@ impl Controller {
             network: net,
             old: old_ep,
             endpoint,
+            slot: None,
         }))
     }
 
@@ -548,9 +567,12 @@ impl Controller {
                 .and_then(|cl| Ok(cl.add_endpoints(&entries)?));
             match added {
                 Ok(results) => {
-                    for (p, r) in ps.into_iter().zip(results) {
+                    for (mut p, r) in ps.into_iter().zip(results) {
                         match r {
-                            Ok(_) => entered.push(p),
+                            Ok(slot) => {
+                                p.slot = Some(slot);
+                                entered.push(p);
+                            }
                             Err(e) => failed.push((p, e.into())),
                         }
                     }
@@ -571,7 +593,11 @@ impl Controller {
     /// enters one container's namespace after the other (a thread per
     /// namespace costs a stack mapped and unmapped, and a wake-up that a
     /// loaded machine makes slow).
-    fn register_all(&self, groups: Vec<(Container, Vec<Planned>)>) -> Vec<(Planned, Result<()>)> {
+    #[allow(clippy::type_complexity)]
+    fn register_all(
+        &self,
+        groups: Vec<(Container, Vec<Planned>)>,
+    ) -> Vec<(Planned, Result<Option<u64>>)> {
         in_lanes(groups, |lane| {
             // Opened before the thread leaves mvnet's namespace: the pins
             // are found by its inode.
@@ -594,16 +620,19 @@ impl Controller {
     /// their classifiers and attaches their source checks, in one visit to
     /// the container's namespace. A device whose ifindex another
     /// endpoint's device holds (the runtime numbered it, not mvnet) is left
-    /// without source checks, and a line on stderr says so.
+    /// without source checks, and a line on stderr says so. In the same
+    /// visit, with the entries in the table, reads each device's count at
+    /// the moment its entry began counting (see [`baseline_here`]), which
+    /// each `Ok` carries where it could be read.
     fn register_devices(
         &self,
         classifiers: &mut Classifiers,
         c: &Container,
         ps: &[Planned],
-    ) -> Vec<Result<()>> {
+    ) -> Vec<Result<Option<u64>>> {
         if !c.netns.exists() {
             // Gone meanwhile: the runtime's stop follows.
-            return ps.iter().map(|_| Ok(())).collect();
+            return ps.iter().map(|_| Ok(None)).collect();
         }
         let mut work = Vec::new();
         for p in ps {
@@ -651,9 +680,22 @@ impl Controller {
                     Ok(None)
                 })());
             }
-            outcomes
+            let bases: Vec<Option<u64>> = ps
+                .iter()
+                .map(|p| {
+                    let slot = p.slot?;
+                    let Some(Ok(cl)) = classifiers.0.get(p.network.root().0) else {
+                        return None;
+                    };
+                    baseline_here(&p.endpoint.ifname, || {
+                        let c = cl.endpoint_counters(slot).ok()?;
+                        Some(c.rx_wire.frames + c.rx_local.frames)
+                    })
+                })
+                .collect();
+            (outcomes, bases)
         });
-        let outcomes = match entered {
+        let (outcomes, bases) = match entered {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("{e}");
@@ -662,7 +704,8 @@ impl Controller {
         };
         ps.iter()
             .zip(outcomes)
-            .map(|(p, o)| {
+            .zip(bases)
+            .map(|((p, o), base)| {
                 let taken = o.map_err(|e| {
                     e.context(format!(
                         "registering {} of {} with the classifier",
@@ -672,9 +715,25 @@ impl Controller {
                 if let Some(index) = taken {
                     eprintln!("{}", foreign_device_note(c, &p.endpoint, index));
                 }
-                Ok(())
+                Ok(base)
             })
             .collect()
+    }
+
+    /// Sets the recorded base of planned endpoint `p` (still the same
+    /// endpoint in the state); whether it did.
+    fn set_rx_base(&mut self, p: &Planned, base: u64) -> bool {
+        let Some(e) = self
+            .state
+            .containers
+            .get_mut(&p.container_id)
+            .and_then(|c| c.endpoints.get_mut(&p.endpoint.network_id))
+            .filter(|e| e.id == p.endpoint.id)
+        else {
+            return false;
+        };
+        e.rx_base = base;
+        true
     }
 
     /// Takes a planned endpoint the kernel refused out of the state and

@@ -605,10 +605,10 @@ impl Controller {
                 ep.mac
             ));
             if !dry {
+                self.datapath_add(net, ep)?;
                 // The device's history is not in the new entry's counters:
                 // verify compares what comes from now on.
-                self.rebase(ep);
-                self.datapath_add(net, ep)?;
+                self.rebase(&dir, key.1, ep);
             }
         }
         self.restore_device_checks(&dir, root, &wanted, dry, r)?;
@@ -707,8 +707,11 @@ impl Controller {
         Ok(())
     }
 
-    /// Records the kernel's count of `ep`'s device now as its base.
-    fn rebase(&mut self, ep: &crate::model::Endpoint) {
+    /// Records as the base of `ep` (on VLAN `vlan` of the classifier
+    /// pinned in `dir`, its entry just added) the kernel's count of its
+    /// device when the entry began counting (see
+    /// [`super::foreign::baseline_here`]).
+    fn rebase(&mut self, dir: &std::path::Path, vlan: u16, ep: &crate::model::Endpoint) {
         let Some(c) = self
             .state
             .containers
@@ -717,7 +720,25 @@ impl Controller {
         else {
             return;
         };
-        let base = super::foreign::kernel_unicast_rx(&c.netns, &ep.ifname).unwrap_or(0);
+        let maps = PinnedMaps::open(dir).ok();
+        let slot = maps
+            .as_ref()
+            .and_then(|m| m.endpoints_ro()?.get(ep.mac.octets(), vlan))
+            .map(|e| e.slot);
+        let exact = maps.as_ref().zip(slot).and_then(|(maps, slot)| {
+            let ifname = ep.ifname.clone();
+            netns::run_in(Some(&NetNs::from_path(&c.netns)), move || {
+                super::foreign::baseline_here(&ifname, || {
+                    let n = maps.endpoint_counters(slot).ok()?;
+                    Some(n.rx_wire.frames + n.rx_local.frames)
+                })
+            })
+            .ok()
+            .flatten()
+        });
+        let base = exact
+            .or_else(|| super::foreign::kernel_unicast_rx(&c.netns, &ep.ifname))
+            .unwrap_or(0);
         if let Some(e) = c.endpoints.values_mut().find(|e| e.id == ep.id) {
             e.rx_base = base;
         }

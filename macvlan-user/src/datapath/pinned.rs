@@ -476,7 +476,8 @@ pub struct PinnedMaps {
     maps: [std::sync::OnceLock<Option<Map>>; MAPS.len()],
     /// The direct index, mapped on first use and kept.
     index: std::sync::OnceLock<Option<super::direct::DirectIndex>>,
-    /// ENDPOINT_STATS mapped for zeroing new slots, on first use.
+    /// ENDPOINT_STATS mapped, for zeroing new slots and reading one, on
+    /// first use.
     striped: std::sync::OnceLock<super::striped::StripedCounters>,
     /// ENDPOINT_TX_INVALID_SEEN mapped on first use (`None` for pins made
     /// before it).
@@ -684,19 +685,48 @@ impl PinnedMaps {
         Ok(added)
     }
 
+    /// ENDPOINT_STATS mapped (once, kept), or `None` for pins made before
+    /// the stripes (a per-CPU array).
+    fn striped(&self) -> Result<Option<&super::striped::StripedCounters>, DatapathError> {
+        let Map::Array(data) = self.get(map_names::ENDPOINT_STATS)? else {
+            return Ok(None);
+        };
+        if let Some(s) = self.striped.get() {
+            return Ok(Some(s));
+        }
+        let s = super::striped::StripedCounters::map(data, false)?;
+        Ok(Some(self.striped.get_or_init(|| s)))
+    }
+
+    /// The counters of one endpoint's slot, summed over CPUs.
+    pub fn endpoint_counters(
+        &self,
+        slot: u32,
+    ) -> Result<macvlan_common::EndpointCounters, DatapathError> {
+        if let Some(striped) = self.striped()? {
+            return striped.slot(slot);
+        }
+        let name = map_names::ENDPOINT_STATS;
+        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::EndpointCounters> =
+            aya::maps::PerCpuArray::try_from(self.get(name)?)
+                .map_err(|source| DatapathError::Map { name, source })?;
+        let mut total = macvlan_common::EndpointCounters::default();
+        for c in array
+            .get(&slot, 0)
+            .map_err(|source| DatapathError::Map { name, source })?
+            .iter()
+        {
+            total.rx_wire.merge(&c.rx_wire);
+            total.rx_local.merge(&c.rx_local);
+            total.tx.merge(&c.tx);
+        }
+        Ok(total)
+    }
+
     /// Zeroes the per-endpoint counters of a new endpoint's slot.
     fn zero_counters(&mut self, slot: u32) -> Result<(), DatapathError> {
-        match self.get(map_names::ENDPOINT_STATS)? {
-            Map::Array(data) => {
-                let striped = match self.striped.get() {
-                    Some(s) => s,
-                    None => {
-                        let s = super::striped::StripedCounters::map(data, false)?;
-                        self.striped.get_or_init(|| s)
-                    }
-                };
-                striped.zero(slot)?;
-            }
+        match self.striped()? {
+            Some(striped) => striped.zero(slot)?,
             // Pins made before the stripes: a per-CPU array.
             _ => {
                 self.zero_slot::<macvlan_common::EndpointCounters>(map_names::ENDPOINT_STATS, slot)?

@@ -93,9 +93,21 @@ impl StripedCounters {
         totals.into_iter().map(counters).collect()
     }
 
-    /// Zeroes `slot` in every stripe: for a new endpoint, before its entry
-    /// exists, so no program writes it meanwhile.
-    pub fn zero(&self, slot: u32) -> Result<(), DatapathError> {
+    /// The counters of `slot`, summed over the stripes: one endpoint's
+    /// read, without summing every slot.
+    pub fn slot(&self, slot: u32) -> Result<EndpointCounters, DatapathError> {
+        self.check(slot)?;
+        let mut total = [0u64; WORDS];
+        for cpu in 0..self.stripes {
+            let at = stripes::index(cpu, self.capacity, slot) as usize * WORDS;
+            for (t, w) in total.iter_mut().zip(&self.words.words()[at..at + WORDS]) {
+                *t = t.wrapping_add(w.load(Ordering::Relaxed));
+            }
+        }
+        Ok(counters(total))
+    }
+
+    fn check(&self, slot: u32) -> Result<(), DatapathError> {
         if slot >= self.capacity {
             return Err(DatapathError::Pin(format!(
                 "slot {slot} is past the {} slots of {}",
@@ -103,6 +115,13 @@ impl StripedCounters {
                 map_names::ENDPOINT_STATS
             )));
         }
+        Ok(())
+    }
+
+    /// Zeroes `slot` in every stripe: for a new endpoint, before its entry
+    /// exists, so no program writes it meanwhile.
+    pub fn zero(&self, slot: u32) -> Result<(), DatapathError> {
+        self.check(slot)?;
         for cpu in 0..self.stripes {
             let at = stripes::index(cpu, self.capacity, slot) as usize * WORDS;
             for w in &self.words.words()[at..at + WORDS] {

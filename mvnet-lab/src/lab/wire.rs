@@ -109,6 +109,47 @@ pub fn send(
     })?
 }
 
+/// Traffic that keeps flowing until told to stop: bursts of `burst`
+/// frames, `gap` apart, at most `max` frames or for `deadline`.
+pub struct Paced {
+    pub burst: u64,
+    pub gap: Duration,
+    pub max: u64,
+    pub deadline: Duration,
+}
+
+/// Sends `frame` out of `iface` in `ns` as `pace` says until `stop` is set
+/// (or its bounds are reached); frames the device has no room for
+/// (ENOBUFS) are not sent again. Returns the frames sent.
+pub fn send_until(
+    ns: &NetNs,
+    iface: &str,
+    frame: &[u8],
+    pace: &Paced,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<u64> {
+    let iface = iface.to_owned();
+    ns.run(move || -> Result<u64> {
+        let sock = WireSocket::open(&iface, 0)?;
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < pace.max
+            && start.elapsed() < pace.deadline
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            for _ in 0..pace.burst.min(pace.max - sent) {
+                match sock.send(frame) {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(e) => return Err(e).context(format!("sending on {iface}")),
+                }
+            }
+            std::thread::sleep(pace.gap);
+        }
+        Ok(sent)
+    })?
+}
+
 /// Sends `frame` `count` times out of `iface` in `ns`, once each: a frame
 /// the egress path drops (a TC program returning SHOT, which AF_PACKET
 /// reports as ENOBUFS) is counted as dropped, never sent again. Use it where
