@@ -53,14 +53,34 @@ impl Reply {
 
 /// One plugin call: CNI_* from `env` only (none inherited), `stdin`.
 pub fn exec(ns: &NetNs, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Reply {
+    exec_under(ns, &[], plugin, env, stdin)
+}
+
+/// [`exec`] with the plugin run by `wrapper` (a program and its arguments,
+/// e.g. strace's), if not empty.
+pub fn exec_under(
+    ns: &NetNs,
+    wrapper: &[&str],
+    plugin: &Path,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Reply {
     let plugin = plugin.to_owned();
+    let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let stdin = stdin.to_owned();
     ns.run(move || {
-        let mut cmd = Command::new(&plugin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&plugin);
+                c
+            }
+            None => Command::new(&plugin),
+        };
         for (k, _) in std::env::vars() {
             if k.starts_with("CNI_") {
                 cmd.env_remove(k);

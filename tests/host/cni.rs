@@ -11,7 +11,7 @@ use mvnet::{datapath::pinned::PinnedMaps, model::Mac, netns::NetNs};
 use mvnet_lab::lab::{frames::FrameSpec, Lab, UPSTREAM_IF};
 use serde_json::{json, Value};
 
-pub use crate::common::cni::{exec, Reply, REFERENCE_DIR};
+pub use crate::common::cni::{exec, exec_under, Reply, REFERENCE_DIR};
 use crate::{
     common::{
         cli::{cni_bin, Session},
@@ -1332,6 +1332,121 @@ fn cni_a_master_another_state_directory_keeps_is_refused() {
         .ok();
     h.reference("DEL", "sa", &netns, &h.macvlan_conf("1.0.0", subnet))
         .ok();
+}
+
+/// A chained ADD that fails at any one of its `bpf` calls (each of the
+/// main thread's in turn, failed with ENOMEM by strace), for an enforcing
+/// network on a root an observing network keeps, leaves the kernel as the
+/// state has it: `restore --check` has nothing to do after the failure,
+/// and again after the runtime's DEL and GC. In particular the root's
+/// policy is the observing network's again, which the failed adoption may
+/// have written over before it failed. The observing network's endpoint
+/// is counted throughout.
+#[test]
+fn cni_chained_add_failing_at_any_bpf_call_leaves_the_kernel_as_the_state_says() {
+    const NET_B: &str = "cninet-b";
+    const CONVERGED: &str = "nothing to do: the kernel matches the state\n";
+    let mut h = Harness::new();
+    let ns_a = h.container("pa");
+    let prev_a = h
+        .reference("ADD", "pa", &ns_a, &h.macvlan_conf("1.0.0", "10.67.0.0/24"))
+        .ok();
+    h.mvnet("ADD", "pa", &ns_a, &h.chained_conf("1.1.0", &prev_a))
+        .ok();
+    let ns_b = h.container("pb");
+    let mut reference = h.macvlan_conf("1.0.0", "10.68.0.0/24");
+    reference["name"] = json!(NET_B);
+    let prev_b = h.reference("ADD", "pb", &ns_b, &reference).ok();
+    let mut conf = h.chained_conf("1.1.0", &prev_b);
+    conf["name"] = json!(NET_B);
+    conf["policy"] = json!("enforce");
+    let gc = json!({"cniVersion": "1.1.0", "name": NET_B, "type": "mvnet-cni",
+                    "stateDir": h.s.state_dir, "cni.dev/valid-attachments": []});
+    let converged = |when: &str| {
+        let out = h.s.run(&["restore", "--check"]);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).as_ref()
+            ),
+            (Some(0), CONVERGED),
+            "{when}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let forget_b = |when: &str| {
+        h.mvnet_if("DEL", "pb", &ns_b, "eth0", &conf).ok();
+        exec(
+            h.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
+            &gc.to_string(),
+        )
+        .ok();
+        assert_eq!(h.table_len(), 1, "{when}: B's entry is gone, A's stays");
+        converged(&format!("{when}, then DEL and GC"));
+    };
+    let add = |wrapper: &[&str]| {
+        exec_under(
+            h.lab.host(),
+            wrapper,
+            &cni_bin(),
+            &h.env("ADD", "pb", &ns_b, "eth0"),
+            &conf.to_string(),
+        )
+    };
+
+    // First the main thread's calls one at a time; then, with `-f`, the
+    // k-th call of every thread at once (strace counts per thread): the
+    // source checks are registered and the counts read on other threads.
+    for threads in [&[][..], &["-f"][..]] {
+        let strace = |rest: &[&str]| -> Vec<String> {
+            ["strace", "-qq"]
+                .iter()
+                .chain(threads)
+                .chain(rest)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let trace = std::env::temp_dir().join(format!("{}-bpf.trace", h.lab.id()));
+        let path = trace.display().to_string();
+        let argv = strace(&["-o", &path, "-e", "trace=bpf"]);
+        add(&argv.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let _ = std::fs::remove_file(&trace);
+        let calls = text.lines().filter(|l| l.contains("bpf(")).count();
+        assert!(calls >= 10, "{calls} bpf calls in a chained ADD:\n{text}");
+        converged("after a clean ADD");
+        forget_b("after a clean ADD");
+
+        let mut failed = 0;
+        for k in 1..=calls {
+            let inject = format!("inject=bpf:error=ENOMEM:when={k}");
+            let argv = strace(&["-o", "/dev/null", "-e", "trace=bpf", "-e", &inject]);
+            let r = add(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+            let when = format!(
+                "ADD with bpf call {k} of {calls} ({threads:?}) failed (status {}: {})",
+                r.status,
+                r.stdout.trim()
+            );
+            if r.status != 0 {
+                let (code, msg) = r.err();
+                // mvnet's own failure (CNI's codes from 100 are the plugin's).
+                assert_eq!(code, 101, "{when}: {msg}");
+                failed += 1;
+            }
+            converged(&when);
+            forget_b(&when);
+        }
+        assert!(
+            failed > 0,
+            "no injected failure failed the ADD ({threads:?})"
+        );
+        eprintln!("{failed} of {calls} failed bpf calls ({threads:?}) failed the ADD");
+    }
+    h.send_to(mac(&prev_a), 5);
+    assert_eq!(h.rx_wire("pa"), 5);
+    h.s.ok(&["verify"]);
 }
 
 fn slot_of(maps: &PinnedMaps, mac: mvnet::model::Mac) -> u32 {

@@ -636,18 +636,27 @@ impl Controller {
         }
         let mut work = Vec::new();
         for p in ps {
-            let registration = classifiers.get(self, &p.network).ok().and_then(|cl| {
+            // A classifier that cannot be read is this endpoint's error, not
+            // a device left without its source checks.
+            let registration = classifiers.get(self, &p.network).and_then(|cl| {
                 DeviceRegistration::with_maps(&p.network, &p.endpoint, cl.dir(), cl)
             });
-            work.push(registration.map(|r| (r, p.network.root().0.to_owned())));
+            work.push(registration.map(|r| r.map(|r| (r, p.network.root().0.to_owned()))));
         }
         let ifnames: Vec<String> = ps.iter().map(|p| p.endpoint.ifname.to_string()).collect();
         let entered = enter(&c.netns).map(|()| {
             let mut outcomes = Vec::new();
             for (job, ifname) in work.iter().zip(&ifnames) {
-                let Some((registration, root)) = job else {
-                    outcomes.push(Ok(None));
-                    continue;
+                let (registration, root) = match job {
+                    Ok(Some(job)) => job,
+                    Ok(None) => {
+                        outcomes.push(Ok(None));
+                        continue;
+                    }
+                    Err(e) => {
+                        outcomes.push(Err(anyhow!("{e:#}")));
+                        continue;
+                    }
                 };
                 outcomes.push((|| -> Result<Option<u32>> {
                     let Some(index) = crate::sys::net::if_index(ifname) else {

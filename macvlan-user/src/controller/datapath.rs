@@ -49,18 +49,33 @@ pub fn attachment(root: &str) -> Result<Attachment> {
     let name = root.to_owned();
     let ifindex =
         crate::netlink::run(None, move |nl| async move { nl.link(&name).await })?.map(|l| l.index);
-    let on = |pin: &str| -> Option<u32> {
-        let fd = sys::obj_get(&dir.join(pin)).ok()?;
-        sys::link_info(fd.as_fd()).ok().map(|i| i.ifindex)
+    // The device a pinned link is on; `None` for a pin that is not there.
+    // Any other error is no answer: taking it for a broken attachment
+    // would have the caller remove the classifier and attach an empty one,
+    // every other network's entries and counts lost to a transient error
+    // (ENOMEM, EMFILE).
+    let on = |pin: &str| -> Result<Option<u32>> {
+        let path = dir.join(pin);
+        let fd = match sys::obj_get(&path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => bail!(
+                "reading the classifier's pin {}: {e}; retry, or check the limits on open files and locked memory",
+                path.display()
+            ),
+        };
+        let info = sys::link_info(fd.as_fd())
+            .with_context(|| format!("reading the link pinned at {}; retry", path.display()))?;
+        Ok(Some(info.ifindex))
     };
     let tcx = aya::util::KernelVersion::current()
         .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
     // On TC alone (tcx only) there is no XDP link; its TC links say it all.
     let tc_only = tcx && !dir.join(pinned::LINK_XDP).exists();
     let attached = ifindex.is_some()
-        && (tc_only || on(pinned::LINK_XDP) == ifindex)
+        && (tc_only || on(pinned::LINK_XDP)? == ifindex)
         && (!tcx
-            || (on(pinned::LINK_TC_INGRESS) == ifindex && on(pinned::LINK_TC_EGRESS) == ifindex))
+            || (on(pinned::LINK_TC_INGRESS)? == ifindex && on(pinned::LINK_TC_EGRESS)? == ifindex))
         && dir.join(macvlan_common::map_names::ENDPOINTS).exists();
     Ok(if attached {
         Attachment::Attached
@@ -102,10 +117,14 @@ impl DeviceRegistration {
             return Ok(None);
         }
         let dir = pin_dir(net.root().0)?;
-        let Ok(maps) = PinnedMaps::open(&dir) else {
+        if !dir.join(macvlan_common::map_names::ENDPOINTS).exists() {
+            // No classifier: nothing to register with.
             return Ok(None);
-        };
-        let Some(mut r) = Self::with_maps(net, ep, &dir, &maps) else {
+        }
+        // A classifier that cannot be read now is an error, not a device
+        // without source checks.
+        let maps = PinnedMaps::open(&dir)?;
+        let Some(mut r) = Self::with_maps(net, ep, &dir, &maps)? else {
             return Ok(None);
         };
         // Only a device keyed by its ifindex needs one of mvnet's choosing
@@ -128,18 +147,21 @@ impl DeviceRegistration {
         ep: &Endpoint,
         dir: &std::path::Path,
         maps: &PinnedMaps,
-    ) -> Option<DeviceRegistration> {
+    ) -> Result<Option<DeviceRegistration>> {
         if net.mode == MacvlanMode::Passthru {
-            return None;
+            return Ok(None);
         }
         let vlan = net.root().1;
-        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
-            return None;
+        if !maps.has_devices()? || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+            return Ok(None);
         }
-        let entry = maps
+        let Some(entry) = maps
             .endpoints_ro()
-            .and_then(|t| t.get(ep.mac.octets(), vlan))?;
-        Some(DeviceRegistration {
+            .and_then(|t| t.get(ep.mac.octets(), vlan))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceRegistration {
             dir: dir.to_owned(),
             free: Vec::new(),
             hook: if net.owner.is_foreign() {
@@ -154,7 +176,7 @@ impl DeviceRegistration {
                 ipv4: ep.ipv4.map(|a| a.octets()).unwrap_or_default(),
                 ipv6: ep.ipv6.map(|a| a.octets()).unwrap_or_default(),
             },
-        })
+        }))
     }
 
     /// The ifindexes to create the device with, in order (see

@@ -660,7 +660,7 @@ impl Controller {
         r: &mut RestoreReport,
     ) -> Result<()> {
         let maps = PinnedMaps::open(dir)?;
-        if !maps.has_devices() || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
+        if !maps.has_devices()? || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
             return Ok(());
         }
         let Some(view) = maps.endpoints_ro() else {

@@ -531,6 +531,19 @@ impl PinnedMaps {
             .ok_or(DatapathError::MissingMap(name))
     }
 
+    /// Map `name` of [`OPTIONAL`]: `None` when this classifier was pinned
+    /// without it. Any other error is an error: taken for an absent map, a
+    /// transient failure to open one (ENOMEM, EMFILE) would have a writer
+    /// skip the direct index or the zeroing of a new slot's counters, or
+    /// a device its source checks.
+    fn optional(&self, name: &'static str) -> Result<Option<&Map>, DatapathError> {
+        match self.get(name) {
+            Ok(map) => Ok(Some(map)),
+            Err(DatapathError::MissingMap(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn endpoints(&mut self) -> Result<EndpointTable<'_>, DatapathError> {
         let index = self.index()?.cloned();
         let capacity = self.capacity()?;
@@ -542,7 +555,7 @@ impl PinnedMaps {
         Ok(match self.index.get() {
             Some(i) => i.as_ref(),
             None => {
-                let i = super::direct_index(self.get(map_names::ENDPOINT_INDEX).ok())?;
+                let i = super::direct_index(self.optional(map_names::ENDPOINT_INDEX)?)?;
                 self.index.get_or_init(|| i).as_ref()
             }
         })
@@ -738,7 +751,7 @@ impl PinnedMaps {
             map_names::ENDPOINT_MALFORMED,
             map_names::ENDPOINT_TX_INVALID,
         ] {
-            if self.get(name).is_ok() {
+            if self.optional(name)?.is_some() {
                 self.zero_slot::<macvlan_common::Counter>(name, slot)?;
             }
         }
@@ -756,8 +769,8 @@ impl PinnedMaps {
         if let Some(s) = self.seen.get() {
             return Ok(s.as_ref());
         }
-        let s = match self.get(map_names::ENDPOINT_TX_INVALID_SEEN) {
-            Ok(Map::Array(data)) => Some(super::tx_seen::SeenFlags::map(data)?),
+        let s = match self.optional(map_names::ENDPOINT_TX_INVALID_SEEN)? {
+            Some(Map::Array(data)) => Some(super::tx_seen::SeenFlags::map(data)?),
             _ => None,
         };
         Ok(self.seen.get_or_init(|| s).as_ref())
@@ -778,7 +791,7 @@ impl PinnedMaps {
     /// ENDPOINT_TX_INVALID.
     pub fn tx_invalid_counts(&self) -> Result<Vec<(u32, macvlan_common::Counter)>, DatapathError> {
         let name = map_names::ENDPOINT_TX_INVALID;
-        let Ok(map) = self.get(name) else {
+        let Some(map) = self.optional(name)? else {
             return Ok(Vec::new());
         };
         let capacity = self.capacity()?;
@@ -811,8 +824,8 @@ impl PinnedMaps {
 
     /// Whether this classifier checks sources on endpoint devices (pinned
     /// by an mvnet that has ENDPOINT_DEVICES).
-    pub fn has_devices(&self) -> bool {
-        self.get(map_names::ENDPOINT_DEVICES).is_ok()
+    pub fn has_devices(&self) -> Result<bool, DatapathError> {
+        Ok(self.optional(map_names::ENDPOINT_DEVICES)?.is_some())
     }
 
     /// Records what the endpoint device `ifindex` may send as. Called
@@ -931,7 +944,7 @@ impl PinnedMaps {
     /// without device checks.
     pub fn prune_devices(&mut self, fix: bool) -> Result<usize, DatapathError> {
         let name = map_names::ENDPOINT_DEVICES;
-        let Ok(map) = self.get(name) else {
+        let Some(map) = self.optional(name)? else {
             return Ok(0);
         };
         let devices = device_entries(map)?;
@@ -1004,7 +1017,7 @@ impl PinnedMaps {
         name: &'static str,
         slot: u32,
     ) -> Result<Option<macvlan_common::Counter>, DatapathError> {
-        let Ok(map) = self.get(name) else {
+        let Some(map) = self.optional(name)? else {
             return Ok(None);
         };
         let array: aya::maps::PerCpuArray<&MapData, macvlan_common::Counter> =
