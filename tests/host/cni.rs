@@ -1343,7 +1343,7 @@ fn cni_a_master_another_state_directory_keeps_is_refused() {
 /// have written over before it failed. The observing network's endpoint
 /// is counted throughout.
 #[test]
-fn cni_chained_add_failing_at_any_bpf_call_leaves_the_kernel_as_the_state_says() {
+fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state_says() {
     const NET_B: &str = "cninet-b";
     const CONVERGED: &str = "nothing to do: the kernel matches the state\n";
     let mut h = Harness::new();
@@ -1386,63 +1386,79 @@ fn cni_chained_add_failing_at_any_bpf_call_leaves_the_kernel_as_the_state_says()
         assert_eq!(h.table_len(), 1, "{when}: B's entry is gone, A's stays");
         converged(&format!("{when}, then DEL and GC"));
     };
-    let add = |wrapper: &[&str]| {
+    let call = |verb: &str, wrapper: &[&str]| {
         exec_under(
             h.lab.host(),
             wrapper,
             &cni_bin(),
-            &h.env("ADD", "pb", &ns_b, "eth0"),
+            &h.env(verb, "pb", &ns_b, "eth0"),
             &conf.to_string(),
         )
     };
 
-    // First the main thread's calls one at a time; then, with `-f`, the
-    // k-th call of every thread at once (strace counts per thread): the
-    // source checks are registered and the counts read on other threads.
-    for threads in [&[][..], &["-f"][..]] {
-        let strace = |rest: &[&str]| -> Vec<String> {
-            ["strace", "-qq"]
-                .iter()
-                .chain(threads)
-                .chain(rest)
-                .map(|s| s.to_string())
-                .collect()
-        };
-        let trace = std::env::temp_dir().join(format!("{}-bpf.trace", h.lab.id()));
-        let path = trace.display().to_string();
-        let argv = strace(&["-o", &path, "-e", "trace=bpf"]);
-        add(&argv.iter().map(String::as_str).collect::<Vec<_>>()).ok();
-        let text = std::fs::read_to_string(&trace).unwrap();
-        let _ = std::fs::remove_file(&trace);
-        let calls = text.lines().filter(|l| l.contains("bpf(")).count();
-        assert!(calls >= 10, "{calls} bpf calls in a chained ADD:\n{text}");
-        converged("after a clean ADD");
-        forget_b("after a clean ADD");
-
-        let mut failed = 0;
-        for k in 1..=calls {
-            let inject = format!("inject=bpf:error=ENOMEM:when={k}");
-            let argv = strace(&["-o", "/dev/null", "-e", "trace=bpf", "-e", &inject]);
-            let r = add(&argv.iter().map(String::as_str).collect::<Vec<_>>());
-            let when = format!(
-                "ADD with bpf call {k} of {calls} ({threads:?}) failed (status {}: {})",
-                r.status,
-                r.stdout.trim()
-            );
-            if r.status != 0 {
-                let (code, msg) = r.err();
-                // mvnet's own failure (CNI's codes from 100 are the plugin's).
-                assert_eq!(code, 101, "{when}: {msg}");
-                failed += 1;
+    // For each verb, first the main thread's calls one at a time; then,
+    // with `-f`, the k-th call of every thread at once (strace counts per
+    // thread): the source checks are registered and the counts read on
+    // other threads.
+    for verb in ["ADD", "DEL"] {
+        for threads in [&[][..], &["-f"][..]] {
+            let strace = |rest: &[&str]| -> Vec<String> {
+                ["strace", "-qq"]
+                    .iter()
+                    .chain(threads)
+                    .chain(rest)
+                    .map(|s| s.to_string())
+                    .collect()
+            };
+            let traced = |rest: &[&str]| {
+                let argv = strace(rest);
+                call(verb, &argv.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            let trace = std::env::temp_dir().join(format!("{}-bpf.trace", h.lab.id()));
+            let path = trace.display().to_string();
+            if verb == "DEL" {
+                call("ADD", &[]).ok();
             }
-            converged(&when);
-            forget_b(&when);
+            traced(&["-o", &path, "-e", "trace=bpf"]).ok();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let _ = std::fs::remove_file(&trace);
+            let calls = text.lines().filter(|l| l.contains("bpf(")).count();
+            assert!(calls >= 5, "{calls} bpf calls in a chained {verb}:\n{text}");
+            forget_b(&format!("after a clean {verb}"));
+
+            let mut failed = 0;
+            for k in 1..=calls {
+                if verb == "DEL" {
+                    call("ADD", &[]).ok();
+                }
+                let inject = format!("inject=bpf:error=ENOMEM:when={k}");
+                let r = traced(&["-o", "/dev/null", "-e", "trace=bpf", "-e", &inject]);
+                let when = format!(
+                    "{verb} with bpf call {k} of {calls} ({threads:?}) failed (status {}: {})",
+                    r.status,
+                    r.stdout.trim()
+                );
+                if r.status != 0 {
+                    let (code, msg) = r.err();
+                    // mvnet's own failure (CNI's codes from 100 are the
+                    // plugin's).
+                    assert_eq!(code, 101, "{when}: {msg}");
+                    failed += 1;
+                }
+                if verb == "ADD" || r.status == 0 {
+                    // An ADD leaves nothing to converge, failed or not; a
+                    // DEL that succeeded has removed what it had to.
+                    converged(&when);
+                }
+                // A failed DEL is retried by the runtime.
+                forget_b(&when);
+            }
+            assert!(
+                failed > 0,
+                "no injected failure failed the {verb} ({threads:?})"
+            );
+            eprintln!("{failed} of {calls} failed bpf calls ({threads:?}) failed the {verb}");
         }
-        assert!(
-            failed > 0,
-            "no injected failure failed the ADD ({threads:?})"
-        );
-        eprintln!("{failed} of {calls} failed bpf calls ({threads:?}) failed the ADD");
     }
     h.send_to(mac(&prev_a), 5);
     assert_eq!(h.rx_wire("pa"), 5);

@@ -5,7 +5,9 @@
 //! state exactly (namespaces, links with their names, MACs, addresses and
 //! state, the programs on the parent, the pins, the classifier's endpoint
 //! entries, IPAM), `restore --check` must find nothing left to do, and the
-//! command must retry cleanly with the same names.
+//! command must retry cleanly with the same names. The same again with the
+//! k-th netlink request or BPF call failed (ENOMEM) instead: the command
+//! must then report the error (or succeed without the call), never panic.
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, process::Command};
 
 use mvnet::{
@@ -41,6 +43,22 @@ const CLASSES: &[&str] = &[
     "mount",
     "umount2",
 ];
+/// The syscall classes whose k-th call is also failed (ENOMEM), the
+/// command left to handle the error: netlink requests and BPF, where the
+/// kernel's transient failures come from. The command must fail with a
+/// message (or succeed, where the call was optional), never panic, and
+/// leave what `restore` converges.
+const ERROR_CLASSES: &[&str] = &["sendto", "bpf"];
+
+/// What strace does at the chosen call.
+#[derive(Clone, Copy, Debug)]
+enum Inject {
+    /// SIGKILL.
+    Kill,
+    /// The call fails with ENOMEM.
+    Error,
+}
+
 /// Points per command and class at most, spread evenly over the
 /// occurrences (first and last included).
 const MAX_POINTS: usize = 11;
@@ -275,9 +293,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// `mvnet ARGS` under strace in the lab's host namespace, killed at the
-/// k-th syscall of `class`. Returns the exit code (None: killed).
-fn strace(f: &Fx, args: &[String], class: &str, k: usize) -> Option<i32> {
+/// `mvnet ARGS` under strace in the lab's host namespace, killed at (or
+/// failed at) the k-th syscall of `class`. Returns the exit code (None:
+/// killed) and stderr.
+fn strace(f: &Fx, args: &[String], class: &str, k: usize, how: Inject) -> (Option<i32>, String) {
+    let inject = match how {
+        Inject::Kill => "signal=SIGKILL",
+        Inject::Error => "error=ENOMEM",
+    };
     let mut cmd = Command::new("strace");
     cmd.args([
         "-f",
@@ -287,13 +310,16 @@ fn strace(f: &Fx, args: &[String], class: &str, k: usize) -> Option<i32> {
         "-e",
         &format!("trace={class}"),
     ])
-    .args(["-e", &format!("inject={class}:signal=SIGKILL:when={k}")])
+    .args(["-e", &format!("inject={class}:{inject}:when={k}")])
     .arg(mvnet_bin())
     .arg("--state-dir")
     .arg(&f.s.state_dir)
     .args(args);
     let out = f.s.ns.run(move || cmd.output().unwrap()).unwrap();
-    out.status.code()
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// How often `args` makes a syscall of `class` (run to completion).
@@ -643,10 +669,21 @@ fn default_route(path: &std::path::Path) -> Option<String> {
 
 /// Runs one point; returns its inconsistencies (empty: converged and the
 /// retry behaved).
-fn point(f: &Fx, case: &Case, class: &str, k: usize) -> Vec<String> {
+fn point(f: &Fx, case: &Case, class: &str, k: usize, how: Inject) -> Vec<String> {
     let args = (case.args)(f);
-    let code = strace(f, &args, class, k);
+    let (code, stderr) = strace(f, &args, class, k, how);
     let mut bad = Vec::new();
+    if let Inject::Error = how {
+        // An error the command reports, or one it could do without.
+        match code {
+            Some(0) => {}
+            // 125: `run`'s own failure, as Docker's CLI.
+            Some(1 | 125) if stderr.contains("mvnet: ") => {}
+            _ => bad.push(format!(
+                "a failed {class} call should give an error message, exit 1: exit {code:?}: {stderr}"
+            )),
+        }
+    }
     let restore = f.s.run(&["restore"]);
     if !restore.status.success() {
         bad.push(format!(
@@ -690,8 +727,12 @@ fn point(f: &Fx, case: &Case, class: &str, k: usize) -> Vec<String> {
     }
     if !bad.is_empty() {
         eprintln!(
-            "crash: {} killed at {class} #{k} (exit {code:?}): {} inconsistencies",
+            "crash: {} {} at {class} #{k} (exit {code:?}): {} inconsistencies",
             case.what,
+            match how {
+                Inject::Kill => "killed",
+                Inject::Error => "failed",
+            },
             bad.len()
         );
         for b in &bad {
@@ -710,13 +751,17 @@ fn run_case(case: &Case) -> (usize, usize) {
     (case.setup)(&f);
     let args = (case.args)(&f);
     let (mut tried, mut inconsistent) = (0, 0);
-    for class in CLASSES {
+    let runs = CLASSES
+        .iter()
+        .map(|c| (c, Inject::Kill))
+        .chain(ERROR_CLASSES.iter().map(|c| (c, Inject::Error)));
+    for (class, how) in runs {
         let n = occurrences(&f, &args, class);
         (case.reset)(&f);
         (case.setup)(&f);
         for k in points(n) {
             tried += 1;
-            if !point(&f, case, class, k).is_empty() {
+            if !point(&f, case, class, k, how).is_empty() {
                 inconsistent += 1;
             }
         }

@@ -544,11 +544,11 @@ impl Controller {
                 // old first, as its MAC may be the new one's.
                 let vlan = p.network.root().1;
                 let cl = classifiers.get(self, &p.network)?;
-                if let Some(e) = cl.endpoints_ro().and_then(|t| t.get(o.mac.octets(), vlan)) {
+                if let Some(e) = cl.endpoints()?.lookup(o.mac.octets(), vlan)? {
                     cl.remove_devices(e.slot)?;
                 }
                 let vlans = self.root_vlans(p.network.root().0);
-                let _ = cl.endpoints()?.remove_among(o.mac.octets(), vlan, &vlans);
+                cl.endpoints()?.remove_among(o.mac.octets(), vlan, &vlans)?;
                 Ok(())
             })();
             match removed {

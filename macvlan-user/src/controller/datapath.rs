@@ -397,6 +397,11 @@ impl Controller {
     pub(super) fn pinned_maps(&self, net: &Network) -> Result<Classifier> {
         let (root, _) = net.root();
         Classifier::open(None, root).map_err(|e| {
+            let pins = pin_dir(root).map(|d| d.join(macvlan_common::map_names::ENDPOINTS));
+            if pins.is_ok_and(|p| p.exists()) {
+                // Pinned, but not readable now (ENOMEM, EMFILE, EPERM).
+                return anyhow!("opening the classifier of {root}: {e:#}; retry");
+            }
             anyhow!(
                 "the classifier of {root} is not attached ({e}); run `mvnet restore` to re-attach it \
                  (under `ip netns exec`, which gives mvnet a private /sys without the pins in \
@@ -471,22 +476,26 @@ impl Controller {
     }
 
     /// Takes `ep` out of the classifier's endpoint table (after its link is
-    /// gone). Missing pins (classifier gone) are not an error.
+    /// gone). Missing pins (classifier gone) are not an error; pins that
+    /// cannot be opened are: the entry would stay, and under enforce pass
+    /// frames for a MAC no endpoint has any more.
     pub(super) fn datapath_remove(&self, net: &Network, ep: &Endpoint) -> Result<()> {
-        let Ok(mut maps) = self.pinned_maps(net) else {
-            return Ok(());
-        };
-        let vlan = net.root().1;
-        if let Some(entry) = maps
-            .endpoints_ro()
-            .and_then(|t| t.get(ep.mac.octets(), vlan))
+        if !pin_dir(net.root().0)?
+            .join(macvlan_common::map_names::ENDPOINTS)
+            .exists()
         {
+            return Ok(());
+        }
+        let mut maps = self.pinned_maps(net)?;
+        let vlan = net.root().1;
+        // A failed lookup is an error: taken for no entry, the entry's
+        // device entries would be left behind it.
+        if let Some(entry) = maps.endpoints()?.lookup(ep.mac.octets(), vlan)? {
             maps.remove_devices(entry.slot)?;
         }
         let vlans = self.root_vlans(net.root().0);
-        let _ = maps
-            .endpoints()?
-            .remove_among(ep.mac.octets(), vlan, &vlans);
+        maps.endpoints()?
+            .remove_among(ep.mac.octets(), vlan, &vlans)?;
         Ok(())
     }
 

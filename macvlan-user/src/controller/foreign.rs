@@ -343,7 +343,17 @@ impl Controller {
         self.save()?;
         detach_live_check(&c, &ep);
         if let Some(net) = self.state.networks.get(network_id).cloned() {
-            self.datapath_remove(&net, &ep)?;
+            if let Err(e) = self.datapath_remove(&net, &ep) {
+                // The kernel keeps the entry: so does the state again, for
+                // the runtime's retry (a DEL is retried until it succeeds)
+                // to find and remove it. Forgotten, the retry would succeed
+                // with the entry left, valid under enforce, until `restore`.
+                self.state.containers.insert(container_id.to_owned(), c);
+                if let Err(s) = self.save() {
+                    eprintln!("mvnet: warning: {s:#}; run `mvnet restore` to converge");
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }

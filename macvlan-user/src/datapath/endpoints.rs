@@ -218,7 +218,13 @@ impl<'a> EndpointTable<'a> {
 
     /// The endpoint with `mac` on `vlan`, if present.
     pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
-        self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+        lookup(&self.map, mac, vlan).ok().flatten()
+    }
+
+    /// [`EndpointTable::get`], with a failed lookup an error rather than
+    /// an absent entry: for writers, which act on the answer.
+    pub fn lookup(&self, mac: [u8; 6], vlan: u16) -> Result<Option<Endpoint>, DatapathError> {
+        lookup(&self.map, mac, vlan)
     }
 
     /// Records the root device's own MAC: its frames are not spoofed.
@@ -359,27 +365,40 @@ impl<'a> EndpointTable<'a> {
         }
         let name = map_names::ENDPOINTS;
         let map_err = |source| DatapathError::Map { name, source };
-        self.map
-            .remove(&EndpointKey::new(mac, vlan))
-            .map_err(map_err)?;
-        if let Some(index) = &self.index {
-            index.count(false);
+        // Not there is no error (a retry, or a writer killed between the
+        // two keys): its VLAN_ANY twin is still seen to. Any other failure
+        // is, or the entry would stay, valid under enforce.
+        match self.map.remove(&EndpointKey::new(mac, vlan)) {
+            Ok(()) => {
+                if let Some(index) = &self.index {
+                    index.count(false);
+                }
+            }
+            Err(e) if super::not_found(&e) => {}
+            Err(e) => return Err(map_err(e)),
         }
         let any = EndpointKey::new(mac, VLAN_ANY);
         match self.map.get(&any, 0) {
             Ok(v) if v.vlan == vlan => {}
             // Another endpoint's (it came after this one), or none.
-            _ => return Ok(()),
+            Ok(_) => return Ok(()),
+            Err(e) if super::not_found(&e) => return Ok(()),
+            Err(e) => return Err(map_err(e)),
         }
-        let staying = vlans
-            .iter()
-            .filter(|v| **v != vlan)
-            .find_map(|v| self.map.get(&EndpointKey::new(mac, *v), 0).ok());
+        let mut staying = None;
+        for v in vlans.iter().filter(|v| **v != vlan) {
+            if let Some(value) = lookup(&self.map, mac, *v)? {
+                staying = Some(value);
+                break;
+            }
+        }
         match staying {
             Some(value) => self.map.insert(any, value, 0).map_err(map_err)?,
-            None => {
-                let _ = self.map.remove(&any);
-            }
+            None => match self.map.remove(&any) {
+                Ok(()) => {}
+                Err(e) if super::not_found(&e) => {}
+                Err(e) => return Err(map_err(e)),
+            },
         }
         Ok(())
     }
@@ -395,9 +414,15 @@ impl<'a> EndpointView<'a> {
         HashMap::try_from(map).ok().map(|map| Self { map })
     }
 
-    /// The endpoint with `mac` on `vlan`, if present.
+    /// The endpoint with `mac` on `vlan`, if present (and readable).
     pub fn get(&self, mac: [u8; 6], vlan: u16) -> Option<Endpoint> {
-        self.map.get(&EndpointKey::new(mac, vlan), 0).ok()
+        lookup(&self.map, mac, vlan).ok().flatten()
+    }
+
+    /// [`EndpointView::get`], with a failed lookup an error rather than an
+    /// absent entry: for writers, which act on the answer.
+    pub fn lookup(&self, mac: [u8; 6], vlan: u16) -> Result<Option<Endpoint>, DatapathError> {
+        lookup(&self.map, mac, vlan)
     }
 
     /// Every endpoint: (MAC, VLAN) → entry, without the VLAN_ANY twins and
@@ -406,5 +431,22 @@ impl<'a> EndpointView<'a> {
         let mut all = all_entries(self.map.map())?;
         all.retain(|(k, _)| k.vlan < 0x1000);
         Ok(all)
+    }
+}
+
+/// One lookup of (`mac`, `vlan`): `None` when the key is not there; any
+/// other failure (ENOMEM, a map that cannot be read) is an error.
+fn lookup<T: std::borrow::Borrow<aya::maps::MapData>>(
+    map: &HashMap<T, EndpointKey, Endpoint>,
+    mac: [u8; 6],
+    vlan: u16,
+) -> Result<Option<Endpoint>, DatapathError> {
+    match map.get(&EndpointKey::new(mac, vlan), 0) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if super::not_found(&e) => Ok(None),
+        Err(source) => Err(DatapathError::Map {
+            name: map_names::ENDPOINTS,
+            source,
+        }),
     }
 }

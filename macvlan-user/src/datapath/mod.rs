@@ -85,6 +85,16 @@ pub enum DatapathError {
 /// The direct endpoint index over `map` (ENDPOINT_INDEX), if the object
 /// has one: pins made by an older mvnet have none, and their programs look
 /// up the hash only.
+/// Whether a map operation failed only because the key is not there
+/// (aya reports a lookup's as `KeyNotFound`, a delete's as ENOENT).
+pub(crate) fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn direct_index(map: Option<&aya::maps::Map>) -> Result<Option<DirectIndex>, DatapathError> {
     map.map(|m| DirectIndex::map(batch::map_data(m)))
         .transpose()

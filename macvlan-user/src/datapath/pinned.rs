@@ -898,19 +898,30 @@ impl PinnedMaps {
         let name = map_names::ENDPOINT_DEVICES;
         let index = self.index()?.cloned();
         let strays = index.as_ref().and_then(|i| i.strays());
-        let Ok(map) = self.get_mut(name) else {
+        // Absent from pins made before device checks; a failure to open or
+        // read it is an error, as a device entry left behind would judge
+        // whatever device later gets its number by this endpoint's identity.
+        if self.optional(name)?.is_none() {
             return Ok(());
-        };
+        }
+        let map = self.get_mut(name)?;
+        let map_err = |source| DatapathError::Map { name, source };
         let stale: Vec<u32> = if strays == Some(0) {
             let map: aya::maps::HashMap<&MapData, u32, macvlan_common::DeviceIdentity> =
-                aya::maps::HashMap::try_from(&*map)
-                    .map_err(|source| DatapathError::Map { name, source })?;
+                aya::maps::HashMap::try_from(&*map).map_err(map_err)?;
             // Another slot's stray may sit under one of this slot's
             // candidates (a restored device's old number): only this
             // slot's entries go.
-            super::devices::own_keys(slot)
-                .filter(|k| map.get(k, 0).is_ok_and(|id| id.slot == slot))
-                .collect()
+            let mut own = Vec::new();
+            for k in super::devices::own_keys(slot) {
+                match map.get(&k, 0) {
+                    Ok(id) if id.slot == slot => own.push(k),
+                    Ok(_) => {}
+                    Err(e) if super::not_found(&e) => {}
+                    Err(e) => return Err(map_err(e)),
+                }
+            }
+            own
         } else {
             device_entries(map)?
                 .into_iter()
@@ -919,19 +930,28 @@ impl PinnedMaps {
                 .collect()
         };
         let mut map: aya::maps::HashMap<&mut MapData, u32, macvlan_common::DeviceIdentity> =
-            aya::maps::HashMap::try_from(map)
-                .map_err(|source| DatapathError::Map { name, source })?;
+            aya::maps::HashMap::try_from(map).map_err(map_err)?;
         let mut gone = 0;
+        let mut failed = None;
         for k in stale {
-            if map.remove(&k).is_ok() && !super::devices::is_own_key(k, slot) {
-                gone += 1;
+            match map.remove(&k) {
+                Ok(()) => {
+                    if !super::devices::is_own_key(k, slot) {
+                        gone += 1;
+                    }
+                }
+                Err(e) if super::not_found(&e) => {}
+                Err(e) => {
+                    failed = Some(map_err(e));
+                    break;
+                }
             }
         }
         // Counted down after they are gone (see `direct::FILL`).
         if let Some(i) = index {
             i.count_strays(false, gone);
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Device entries whose endpoint is gone: the identity's (MAC, VLAN)
