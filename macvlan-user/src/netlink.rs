@@ -42,6 +42,8 @@ pub enum NetlinkError {
     },
     #[error("link {0} not found; list links with `ip link`")]
     LinkNotFound(String),
+    #[error("the netlink socket closed before the kernel answered (a request could not be sent, as the warning above says); retry")]
+    Closed,
 }
 
 impl NetlinkError {

@@ -1334,16 +1334,32 @@ fn cni_a_master_another_state_directory_keeps_is_refused() {
         .ok();
 }
 
-/// A chained ADD that fails at any one of its `bpf` calls (each of the
-/// main thread's in turn, failed with ENOMEM by strace), for an enforcing
-/// network on a root an observing network keeps, leaves the kernel as the
-/// state has it: `restore --check` has nothing to do after the failure,
-/// and again after the runtime's DEL and GC. In particular the root's
-/// policy is the observing network's again, which the failed adoption may
-/// have written over before it failed. The observing network's endpoint
-/// is counted throughout.
+/// A chained ADD, then a DEL, failing at any one of its `bpf` calls or
+/// netlink requests (see [`fault_sweep`]).
 #[test]
-fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state_says() {
+fn cni_chained_add_and_del_failing_at_any_call_leave_the_kernel_as_the_state_says() {
+    fault_sweep(false);
+}
+
+/// The same for the standalone plugin, which makes and deletes the
+/// macvlan itself: a failed ADD, once the runtime has called DEL, leaves
+/// no link in the sandbox and no address taken.
+#[test]
+fn cni_standalone_add_and_del_failing_at_any_call_leave_the_kernel_as_the_state_says() {
+    fault_sweep(true);
+}
+
+/// Fails each `bpf` call, then each `sendto` (netlink), of an ADD and then
+/// of a DEL in turn with ENOMEM (strace's error injection; the main
+/// thread's k-th call, then with `-f` every thread's k-th call at once),
+/// for an enforcing network on a root an observing network keeps. An ADD,
+/// failed or not, and a DEL that succeeded leave the kernel as the state
+/// has it (`restore --check` has nothing to do), and so does the runtime's
+/// retried DEL and GC after each. In particular the root's policy is the
+/// observing network's again, which a failed adoption may have written
+/// over before it failed, and the observing network's endpoint is counted
+/// throughout.
+fn fault_sweep(standalone: bool) {
     const NET_B: &str = "cninet-b";
     const CONVERGED: &str = "nothing to do: the kernel matches the state\n";
     let mut h = Harness::new();
@@ -1354,14 +1370,21 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
     h.mvnet("ADD", "pa", &ns_a, &h.chained_conf("1.1.0", &prev_a))
         .ok();
     let ns_b = h.container("pb");
-    let mut reference = h.macvlan_conf("1.0.0", "10.68.0.0/24");
-    reference["name"] = json!(NET_B);
-    let prev_b = h.reference("ADD", "pb", &ns_b, &reference).ok();
-    let mut conf = h.chained_conf("1.1.0", &prev_b);
+    let mut conf = if standalone {
+        h.standalone_conf("1.1.0", "10.68.0.0/24")
+    } else {
+        let mut reference = h.macvlan_conf("1.0.0", "10.68.0.0/24");
+        reference["name"] = json!(NET_B);
+        let prev_b = h.reference("ADD", "pb", &ns_b, &reference).ok();
+        h.chained_conf("1.1.0", &prev_b)
+    };
     conf["name"] = json!(NET_B);
     conf["policy"] = json!("enforce");
-    let gc = json!({"cniVersion": "1.1.0", "name": NET_B, "type": "mvnet-cni",
-                    "stateDir": h.s.state_dir, "cni.dev/valid-attachments": []});
+    // GC with nothing valid: the whole config (standalone gives the
+    // addresses back through its IPAM).
+    let mut gc = conf.clone();
+    gc.as_object_mut().unwrap().remove("prevResult");
+    gc["cni.dev/valid-attachments"] = json!([]);
     let converged = |when: &str| {
         let out = h.s.run(&["restore", "--check"]);
         assert_eq!(
@@ -1384,6 +1407,18 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
         )
         .ok();
         assert_eq!(h.table_len(), 1, "{when}: B's entry is gone, A's stays");
+        if standalone {
+            let links = ip_in(&ns_b, &["-o", "link", "show"]);
+            assert!(!links.contains("eth0"), "{when}: a link is left: {links}");
+            let taken = std::fs::read_dir(h.ipam_dir.join(NET_B))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                        .count()
+                })
+                .unwrap_or(0);
+            assert_eq!(taken, 0, "{when}: an address is left taken");
+        }
         converged(&format!("{when}, then DEL and GC"));
     };
     let call = |verb: &str, wrapper: &[&str]| {
@@ -1400,7 +1435,12 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
     // with `-f`, the k-th call of every thread at once (strace counts per
     // thread): the source checks are registered and the counts read on
     // other threads.
-    for verb in ["ADD", "DEL"] {
+    for (verb, class) in [
+        ("ADD", "bpf"),
+        ("ADD", "sendto"),
+        ("DEL", "bpf"),
+        ("DEL", "sendto"),
+    ] {
         for threads in [&[][..], &["-f"][..]] {
             let strace = |rest: &[&str]| -> Vec<String> {
                 ["strace", "-qq"]
@@ -1419,11 +1459,21 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
             if verb == "DEL" {
                 call("ADD", &[]).ok();
             }
-            traced(&["-o", &path, "-e", "trace=bpf"]).ok();
+            let trace_class = format!("trace={class}");
+            traced(&["-o", &path, "-e", &trace_class]).ok();
             let text = std::fs::read_to_string(&trace).unwrap();
             let _ = std::fs::remove_file(&trace);
-            let calls = text.lines().filter(|l| l.contains("bpf(")).count();
-            assert!(calls >= 5, "{calls} bpf calls in a chained {verb}:\n{text}");
+            let calls = text
+                .lines()
+                .filter(|l| l.contains(&format!("{class}(")))
+                .count();
+            if std::env::var("SWEEP_DEBUG").is_ok() {
+                eprintln!("TRACE {verb} {class} {threads:?}\n{text}");
+            }
+            if calls == 0 {
+                // A chained DEL makes no netlink request.
+                continue;
+            }
             forget_b(&format!("after a clean {verb}"));
 
             let mut failed = 0;
@@ -1431,18 +1481,19 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
                 if verb == "DEL" {
                     call("ADD", &[]).ok();
                 }
-                let inject = format!("inject=bpf:error=ENOMEM:when={k}");
-                let r = traced(&["-o", "/dev/null", "-e", "trace=bpf", "-e", &inject]);
+                let inject = format!("inject={class}:error=ENOMEM:when={k}");
+                let r = traced(&["-o", "/dev/null", "-e", &trace_class, "-e", &inject]);
                 let when = format!(
-                    "{verb} with bpf call {k} of {calls} ({threads:?}) failed (status {}: {})",
+                    "{verb} with {class} call {k} of {calls} ({threads:?}) failed (status {}: {})",
                     r.status,
                     r.stdout.trim()
                 );
                 if r.status != 0 {
                     let (code, msg) = r.err();
-                    // mvnet's own failure (CNI's codes from 100 are the
-                    // plugin's).
-                    assert_eq!(code, 101, "{when}: {msg}");
+                    // An I/O failure (the spec's 5: a netlink request
+                    // unanswered) or mvnet's own (CNI's codes from 100
+                    // are the plugin's).
+                    assert!(code == 5 || code == 101, "{when}: code {code}: {msg}");
                     failed += 1;
                 }
                 if verb == "ADD" || r.status == 0 {
@@ -1453,11 +1504,14 @@ fn cni_chained_add_and_del_failing_at_any_bpf_call_leave_the_kernel_as_the_state
                 // A failed DEL is retried by the runtime.
                 forget_b(&when);
             }
+            // A BPF failure fails each verb somewhere (the injection works);
+            // a chained DEL's netlink requests (taking the check off a
+            // device the plugin deletes next) may all fail harmlessly.
             assert!(
-                failed > 0,
-                "no injected failure failed the {verb} ({threads:?})"
+                failed > 0 || class != "bpf",
+                "no injected {class} failure failed the {verb} ({threads:?})"
             );
-            eprintln!("{failed} of {calls} failed bpf calls ({threads:?}) failed the {verb}");
+            eprintln!("{failed} of {calls} failed {class} calls ({threads:?}) failed the {verb}");
         }
     }
     h.send_to(mac(&prev_a), 5);

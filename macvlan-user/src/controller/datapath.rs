@@ -155,10 +155,12 @@ impl DeviceRegistration {
         if !maps.has_devices()? || !dir.join(pinned::PROG_TC_ENDPOINT).exists() {
             return Ok(None);
         }
-        let Some(entry) = maps
-            .endpoints_ro()
-            .and_then(|t| t.get(ep.mac.octets(), vlan))
-        else {
+        // No entry, no registration; an entry that cannot be read is an
+        // error, not a device left without its source checks.
+        let Some(view) = maps.endpoints_ro() else {
+            return Ok(None);
+        };
+        let Some(entry) = view.lookup(ep.mac.octets(), vlan)? else {
             return Ok(None);
         };
         Ok(Some(DeviceRegistration {

@@ -331,8 +331,11 @@ impl<'a> EndpointTable<'a> {
         let name = map_names::ENDPOINTS;
         let map_err = |source| DatapathError::Map { name, source };
         for key in [EndpointKey::new(mac, vlan), EndpointKey::new(mac, VLAN_ANY)] {
-            let Ok(mut v) = self.map.get(&key, 0) else {
-                continue;
+            let mut v = match self.map.get(&key, 0) {
+                Ok(v) => v,
+                Err(e) if super::not_found(&e) => continue,
+                // Unmarked, the device's frames would pass unstamped.
+                Err(e) => return Err(map_err(e)),
             };
             v.flags |= macvlan_common::endpoint_flags::DEVICE_CHECKED;
             self.map.insert(key, v, 0).map_err(map_err)?;

@@ -24,7 +24,10 @@
 //! (`serve`, `top`) never holds a container's namespace for longer.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -42,6 +45,11 @@ pub const IDLE: Duration = Duration::from_millis(250);
 struct Connection {
     runtime: Arc<Runtime>,
     handle: rtnetlink::Handle,
+    /// Set when the socket's task ends: netlink-proto closes the socket
+    /// when a send fails (ENOMEM, ENOBUFS), and every request in flight
+    /// then ends without an answer, which reads as "no such link" or an
+    /// empty dump. A call during which it was set has no answer to trust.
+    closed: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -58,11 +66,26 @@ impl Connection {
             rtnetlink::new_connection().map_err(NetlinkError::Socket)?
         };
         // Polled whenever a caller blocks on this runtime.
-        runtime.spawn(conn);
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        runtime.spawn(async move {
+            conn.await;
+            flag.store(true, Ordering::SeqCst);
+        });
         Ok(Connection {
             runtime: Arc::new(runtime),
             handle,
+            closed,
         })
+    }
+
+    /// Another handle on the same connection.
+    fn share(&self) -> Connection {
+        Connection {
+            runtime: self.runtime.clone(),
+            handle: self.handle.clone(),
+            closed: self.closed.clone(),
+        }
     }
 
     /// Closes the socket: its task goes with the runtime. Never blocks, so
@@ -117,13 +140,19 @@ impl Lease {
     }
 
     /// Runs `fut` to completion on the connection's runtime, from the
-    /// calling thread (which must not be running async code).
-    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
-        self.conn
-            .as_ref()
-            .expect("lease holds a connection")
-            .runtime
-            .block_on(fut)
+    /// calling thread (which must not be running async code); an error,
+    /// whatever `fut` returned, if the connection closed before it ended
+    /// (see [`Connection::closed`]).
+    pub fn block_on<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let conn = self.conn.as_ref().expect("lease holds a connection");
+        let out = conn.runtime.block_on(fut);
+        if conn.closed.load(Ordering::SeqCst) {
+            return Err(NetlinkError::Closed);
+        }
+        out
     }
 }
 
@@ -156,10 +185,7 @@ pub fn checkout(namespace: Option<u64>) -> Result<Lease> {
             p.busy = true;
             return Ok(Lease {
                 pooled: Some(namespace),
-                conn: Some(Connection {
-                    runtime: p.conn.runtime.clone(),
-                    handle: p.conn.handle.clone(),
-                }),
+                conn: Some(p.conn.share()),
             });
         }
     }
@@ -176,10 +202,7 @@ pub fn checkout(namespace: Option<u64>) -> Result<Lease> {
     all.insert(
         namespace,
         Pooled {
-            conn: Connection {
-                runtime: conn.runtime.clone(),
-                handle: conn.handle.clone(),
-            },
+            conn: conn.share(),
             busy: true,
             idle_since: Instant::now(),
         },
@@ -195,16 +218,26 @@ impl Drop for Lease {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        let closed = conn.closed.load(Ordering::SeqCst);
         // Our clone of the runtime goes first, so that closing the pooled
         // entry later finds it the last one.
         drop(conn);
         let Some(namespace) = self.pooled else {
             return;
         };
-        if let Some(p) = pool().get_mut(&namespace) {
+        let mut all = pool();
+        if closed {
+            // Of no use to the next call: it opens a new one.
+            if let Some(p) = all.remove(&namespace) {
+                p.conn.close();
+            }
+            return;
+        }
+        if let Some(p) = all.get_mut(&namespace) {
             p.busy = false;
             p.idle_since = Instant::now();
         }
+        drop(all);
         if Some(namespace) != own_namespace() {
             start_reaper();
         }
