@@ -82,14 +82,20 @@ impl Classifiers {
     }
 
     /// Whether the classifier of `net`'s root has an entry for `mac` on
-    /// its VLAN.
-    fn has_entry(&mut self, ctl: &Controller, net: &Network, mac: Mac) -> bool {
+    /// its VLAN. A classifier that cannot be opened or a lookup that fails
+    /// is an error: taken for no entry, the endpoint's entry would be made
+    /// again, its counts starting over, or its record dropped when that
+    /// failed.
+    fn has_entry(&mut self, ctl: &Controller, net: &Network, mac: Mac) -> Result<bool> {
         let vlan = net.root().1;
-        self.get(ctl, net).is_ok_and(|c| {
-            c.endpoints_ro()
-                .and_then(|t| t.get(mac.octets(), vlan))
-                .is_some()
-        })
+        let c = self.get(ctl, net)?;
+        let Some(view) = c.endpoints_ro() else {
+            return Ok(false);
+        };
+        Ok(view
+            .lookup(mac.octets(), vlan)
+            .with_context(|| format!("looking {mac} up in the classifier of {}", net.root().0))?
+            .is_some())
     }
 }
 
@@ -142,7 +148,14 @@ impl Controller {
             before
                 .entry(c.id.clone())
                 .or_insert_with(|| self.state.containers.get(&c.id).cloned());
-            match self.plan_endpoint(at, &c, ep, present[at], &mut index, &mut rx) {
+            let present = match &present[at] {
+                Ok(p) => *p,
+                Err(e) => {
+                    results[at] = Some(Err(anyhow!("{e}")));
+                    continue;
+                }
+            };
+            match self.plan_endpoint(at, &c, ep, present, &mut index, &mut rx) {
                 Ok(Some(p)) => planned.push(p),
                 Ok(None) => results[at] = Some(Ok(Adopted::Unchanged)),
                 Err(e) => results[at] = Some(Err(e)),
@@ -250,12 +263,13 @@ impl Controller {
 
     /// Per item, whether it is recorded in its namespace with its MAC and
     /// has its classifier entry: one lookup each, which both the baselines
-    /// and the plan go by.
+    /// and the plan go by (an error: the lookup failed, and the item is
+    /// not adopted now).
     fn present(
         &self,
         items: &[(ForeignContainer, ForeignEndpoint)],
         classifiers: &mut Classifiers,
-    ) -> Vec<bool> {
+    ) -> Vec<Result<bool, String>> {
         items
             .iter()
             .map(|(c, ep)| {
@@ -265,12 +279,12 @@ impl Controller {
                             .get(&ep.network_id)
                             .is_some_and(|e| e.mac == ep.mac)
                 });
-                recorded
-                    && self
-                        .state
-                        .networks
-                        .get(&ep.network_id)
-                        .is_some_and(|n| classifiers.has_entry(self, n, ep.mac))
+                let Some(n) = self.state.networks.get(&ep.network_id).filter(|_| recorded) else {
+                    return Ok(false);
+                };
+                classifiers
+                    .has_entry(self, n, ep.mac)
+                    .map_err(|e| format!("{e:#}"))
             })
             .collect()
     }
@@ -283,13 +297,13 @@ impl Controller {
     fn read_baselines(
         &self,
         items: &[(ForeignContainer, ForeignEndpoint)],
-        present: &[bool],
+        present: &[Result<bool, String>],
     ) -> HashMap<PathBuf, BTreeMap<String, u64>> {
         let mut seen = std::collections::HashSet::new();
         let wanted: Vec<PathBuf> = items
             .iter()
             .zip(present)
-            .filter(|(_, p)| !**p)
+            .filter(|(_, p)| matches!(p, Ok(false)))
             .map(|((c, _), _)| c.netns.clone())
             .filter(|n| seen.insert(n.clone()))
             .collect();
