@@ -19,7 +19,7 @@ use mvnet::{
     netlink,
     netns::{self, NetNs},
 };
-use mvnet_lab::lab::{Lab, PARENT};
+use mvnet_lab::lab::{Lab, PARENT, UPSTREAM_IF};
 use serde_json::Value;
 
 use crate::common::{
@@ -84,14 +84,67 @@ struct Fx {
     lab: Lab,
     s: Session,
     c: String,
+    /// Another container on network `n`, with [`BYSTANDER_FRAMES`]
+    /// counted, once made ([`Fx::ensure_bystander`]).
+    bystander: std::cell::RefCell<Option<String>>,
 }
+
+/// Frames counted for the bystander, which no point may lose.
+const BYSTANDER_FRAMES: u64 = 5;
 
 impl Fx {
     fn new() -> Fx {
         let lab = Lab::new().unwrap();
         let s = Session::new(&lab);
         let c = s.name("c");
-        Fx { lab, s, c }
+        Fx {
+            lab,
+            s,
+            c,
+            bystander: Default::default(),
+        }
+    }
+
+    /// A container on network `n` (made already) beside the one under
+    /// test, with frames counted: a command on `n` that fails or is killed
+    /// must leave its entry and counts alone (a transient error once had a
+    /// command attach an empty classifier over the root's entries).
+    fn ensure_bystander(&self) {
+        if self.bystander.borrow().is_some() {
+            return;
+        }
+        let name = self.s.name("by");
+        self.s.container("n", &name, &["--", "sleep", "600"]);
+        let mac = crate::datapath_cp::mac_of(&self.s, &name, "n");
+        let dir = crate::datapath_cp::pin_dir(&self.lab);
+        let src = self.lab.mac_of(self.lab.upstream(), UPSTREAM_IF).unwrap();
+        crate::datapath_cp::send(
+            &PinnedMaps::open(&dir).unwrap(),
+            self.lab.upstream(),
+            UPSTREAM_IF,
+            crate::datapath_cp::wire_hook(&dir),
+            mvnet_lab::lab::frames::FrameSpec::udp4(mac, src)
+                .build()
+                .unwrap(),
+            BYSTANDER_FRAMES,
+        );
+        *self.bystander.borrow_mut() = Some(name);
+    }
+
+    /// What is wrong with the bystander, if there is one: not in `stats`,
+    /// or its count is not [`BYSTANDER_FRAMES`].
+    fn bystander_problem(&self) -> Option<String> {
+        let name = self.bystander.borrow().clone()?;
+        let stats: Value = serde_json::from_str(&self.s.ok(&["stats", "--json"])).unwrap();
+        let rx = stats["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["endpoints"].as_array().unwrap().iter())
+            .find(|e| e["container"] == name.as_str())
+            .map(|e| e["rx"]["wire"]["frames"].as_u64().unwrap());
+        (rx != Some(BYSTANDER_FRAMES))
+            .then(|| format!("the bystander on n counts {rx:?} frames, not {BYSTANDER_FRAMES}"))
     }
 
     fn state(&self) -> State {
@@ -174,7 +227,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "run",
-            setup: |f| f.ensure_network("n", "10.122.0.0/24"),
+            setup: |f| {
+                f.ensure_network("n", "10.122.0.0/24");
+                f.ensure_bystander();
+            },
             args: |f| strs(&["run", "-d", "--network", "n", "--name", &f.c]),
             done: |f| {
                 f.container()
@@ -239,6 +295,7 @@ fn cases() -> Vec<Case> {
             what: "container stop",
             setup: |f| {
                 f.ensure_network("n", "10.127.0.0/24");
+                f.ensure_bystander();
                 if f.container().is_none() {
                     f.s.container("n", &f.c, &["--", "sleep", "60"]);
                 }
@@ -256,6 +313,7 @@ fn cases() -> Vec<Case> {
             what: "container start",
             setup: |f| {
                 f.ensure_network("n", "10.129.0.0/24");
+                f.ensure_bystander();
                 // A command that ends at once: strace -f waits for every
                 // process it traced, the started command too.
                 if f.container().is_none() {
@@ -278,6 +336,7 @@ fn cases() -> Vec<Case> {
             what: "container rm",
             setup: |f| {
                 f.ensure_network("n", "10.128.0.0/24");
+                f.ensure_bystander();
                 if f.container().is_none() {
                     f.s.container("n", &f.c, &["--", "sleep", "60"]);
                 }
@@ -725,6 +784,7 @@ fn point(f: &Fx, case: &Case, class: &str, k: usize, how: Inject) -> Vec<String>
                 .map(|e| format!("after the retry: {e}")),
         );
     }
+    bad.extend(f.bystander_problem());
     if !bad.is_empty() {
         eprintln!(
             "crash: {} {} at {class} #{k} (exit {code:?}): {} inconsistencies",
@@ -772,6 +832,9 @@ fn run_case(case: &Case) -> (usize, usize) {
     );
     (case.reset)(&f);
     let _ = f.s.run(&["container", "rm", "--force", &f.c]);
+    if let Some(b) = f.bystander.borrow().as_deref() {
+        f.s.ok(&["container", "rm", "--force", b]);
+    }
     for n in f.state().networks.values() {
         f.s.ok(&["network", "rm", &n.name]);
     }
