@@ -666,15 +666,20 @@ impl Controller {
         let Some(view) = maps.endpoints_ro() else {
             return Ok(());
         };
-        let unchecked: Vec<_> = wanted
-            .iter()
-            .filter(|(_, (net, ..))| net.mode != crate::model::MacvlanMode::Passthru)
-            .filter(|((mac, vlan), _)| {
-                view.get(mac.octets(), *vlan)
-                    .is_some_and(|e| e.flags & macvlan_common::endpoint_flags::DEVICE_CHECKED == 0)
-            })
-            .map(|(_, v)| v)
-            .collect();
+        // A lookup that fails is an error, not an endpoint left unchecked.
+        let mut unchecked = Vec::new();
+        for ((mac, vlan), v) in wanted {
+            if v.0.mode == crate::model::MacvlanMode::Passthru {
+                continue;
+            }
+            let entry = view
+                .lookup(mac.octets(), *vlan)
+                .map_err(|e| anyhow!("classifier of {root}: {e}"))?;
+            if entry.is_some_and(|e| e.flags & macvlan_common::endpoint_flags::DEVICE_CHECKED == 0)
+            {
+                unchecked.push(v);
+            }
+        }
         drop(maps);
         for (net, ep, name) in unchecked {
             let Some(netns) = self
