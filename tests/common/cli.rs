@@ -55,6 +55,50 @@ pub struct Session {
 }
 
 impl Session {
+    /// `mvnet ARGS` under `strace -f`, its calls of `class` traced into
+    /// `trace`, with each thread's k-th call of `class` failed with ENOMEM
+    /// (`k` 0: none). Its exit code (`None`: killed by a signal).
+    pub fn failing_at(
+        &self,
+        args: &[&str],
+        class: &str,
+        k: usize,
+        trace: &std::path::Path,
+    ) -> Option<i32> {
+        let mut argv: Vec<String> = ["-f", "-qq", "-e", &format!("trace={class}"), "-o"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        argv.push(trace.display().to_string());
+        if k > 0 {
+            argv.extend(["-e".into(), format!("inject={class}:error=ENOMEM:when={k}")]);
+        }
+        argv.push(mvnet_bin().display().to_string());
+        argv.push("--state-dir".into());
+        argv.push(self.state_dir.display().to_string());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.ns
+            .run(move || Command::new("strace").args(&argv).output().unwrap())
+            .unwrap()
+            .status
+            .code()
+    }
+
+    /// How many calls of `class` `mvnet ARGS` makes (run once under
+    /// strace, which must succeed), its trace written to `trace`.
+    pub fn calls_of(&self, args: &[&str], class: &str, trace: &std::path::Path) -> usize {
+        assert_eq!(
+            self.failing_at(args, class, 0, trace),
+            Some(0),
+            "mvnet {args:?} under strace"
+        );
+        std::fs::read_to_string(trace)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("{class}(")))
+            .count()
+    }
+
     pub fn new(lab: &Lab) -> Session {
         Self::with_state_dir(lab, format!("{}-state", lab.id()))
     }

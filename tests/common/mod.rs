@@ -41,6 +41,17 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The points `k` of `n` occurrences to try: all up to `max`, else `max`
+/// spread evenly, the first and the last included.
+pub fn spread(n: usize, max: usize) -> Vec<usize> {
+    if n <= max {
+        return (1..=n).collect();
+    }
+    let mut v: Vec<usize> = (0..max).map(|i| 1 + i * (n - 1) / (max - 1)).collect();
+    v.dedup();
+    v
+}
+
 pub fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }

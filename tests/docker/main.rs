@@ -897,42 +897,15 @@ fn sync_failing_at_any_call_forgets_nothing_that_lives() {
         }
     };
     let trace = std::env::temp_dir().join(format!("{}-sync.trace", env.lab.id()));
-    let failing = |class: &str, k: usize| -> Option<i32> {
-        let mut argv: Vec<String> = ["-f", "-qq", "-e", &format!("trace={class}"), "-o"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        argv.push(trace.display().to_string());
-        if k > 0 {
-            argv.extend(["-e".into(), format!("inject={class}:error=ENOMEM:when={k}")]);
-        }
-        argv.push(mvnet_bin().display().to_string());
-        argv.push("--state-dir".into());
-        argv.push(env.s.state_dir.display().to_string());
-        argv.extend(sync.iter().map(|a| a.to_string()));
-        env.lab
-            .host()
-            .run(move || Command::new("strace").args(&argv).output().unwrap())
-            .unwrap()
-            .status
-            .code()
-    };
     let mut tried = 0;
     for class in ["bpf", "sendto"] {
         lose_db();
-        assert_eq!(failing(class, 0), Some(0), "a clean sync under strace");
-        let calls = std::fs::read_to_string(&trace)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&format!("{class}(")))
-            .count();
+        let calls = env.s.calls_of(&sync, class, &trace);
         assert!(calls > 3, "{calls} {class} calls in docker sync");
-        let mut points: Vec<usize> = (0..25).map(|i| 1 + i * (calls - 1) / 24).collect();
-        points.dedup();
-        for k in points {
+        for k in common::spread(calls, 25) {
             tried += 1;
             lose_db();
-            let code = failing(class, k);
+            let code = env.s.failing_at(&sync, class, k, &trace);
             let when = format!("sync with {class} call {k} of {calls} failed (exit {code:?})");
             assert!(matches!(code, Some(0 | 1)), "{when}");
             env.s.ok(&sync);

@@ -112,6 +112,16 @@ impl Harness {
         )
     }
 
+    /// Calls mvnet-cni's GC (no container, no interface) with `conf`.
+    pub fn gc(&self, conf: &Value) -> Reply {
+        exec(
+            self.lab.host(),
+            &cni_bin(),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", self.cni_path.as_str())],
+            &conf.to_string(),
+        )
+    }
+
     /// Calls the reference macvlan plugin.
     pub fn reference(&self, command: &str, cid: &str, netns: &str, conf: &Value) -> Reply {
         self.reference_if(command, cid, netns, "eth0", conf)
@@ -617,12 +627,7 @@ fn cni_gc_drops_what_the_runtime_no_longer_lists() {
     let gc = |valid: Value| {
         let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "mvnet-cni",
                           "stateDir": h.s.state_dir, "cni.dev/valid-attachments": valid});
-        exec(
-            h.lab.host(),
-            &cni_bin(),
-            &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
-            &conf.to_string(),
-        )
+        h.gc(&conf)
     };
     // gc1 is listed on another interface: not this attachment.
     gc(json!([{"containerID": "gc0", "ifname": "eth0"}, {"containerID": "gc1", "ifname": "net1"}]))
@@ -639,13 +644,7 @@ fn cni_gc_drops_what_the_runtime_no_longer_lists() {
     assert!(h.maps().is_none(), "classifier still pinned");
     // GC without the list is a config error.
     let conf = json!({"cniVersion": "1.1.0", "name": NET, "stateDir": h.s.state_dir});
-    let (c, _) = exec(
-        h.lab.host(),
-        &cni_bin(),
-        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
-        &conf.to_string(),
-    )
-    .err();
+    let (c, _) = h.gc(&conf).err();
     assert_eq!(c, 7);
 }
 
@@ -899,26 +898,14 @@ fn cni_one_container_on_two_networks_like_multus() {
     h.send_to(macs[0], 2);
     let gc = json!({"cniVersion": "1.1.0", "name": NET_B, "type": "mvnet-cni",
                     "stateDir": h.s.state_dir, "cni.dev/valid-attachments": []});
-    exec(
-        h.lab.host(),
-        &cni_bin(),
-        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
-        &gc.to_string(),
-    )
-    .ok();
+    h.gc(&gc).ok();
     assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
     assert_eq!(h.table_len(), 1);
     // GC of network A listing the pod keeps it.
     let mut gc_a = gc.clone();
     gc_a["name"] = json!(NET);
     gc_a["cni.dev/valid-attachments"] = json!([{"containerID": "pod0", "ifname": "eth0"}]);
-    exec(
-        h.lab.host(),
-        &cni_bin(),
-        &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
-        &gc_a.to_string(),
-    )
-    .ok();
+    h.gc(&gc_a).ok();
     assert_eq!(endpoints_by_network(&h), vec![row(NET, "eth0", 2)]);
     h.s.ok(&["verify"]);
     h.mvnet_if("DEL", "pod0", &netns, "eth0", &confs[0]).ok();
@@ -1399,13 +1386,7 @@ fn fault_sweep(standalone: bool) {
     };
     let forget_b = |when: &str| {
         h.mvnet_if("DEL", "pb", &ns_b, "eth0", &conf).ok();
-        exec(
-            h.lab.host(),
-            &cni_bin(),
-            &[("CNI_COMMAND", "GC"), ("CNI_PATH", h.cni_path.as_str())],
-            &gc.to_string(),
-        )
-        .ok();
+        h.gc(&gc).ok();
         assert_eq!(h.table_len(), 1, "{when}: B's entry is gone, A's stays");
         if standalone {
             let links = ip_in(&ns_b, &["-o", "link", "show"]);

@@ -415,14 +415,7 @@ fn occurrences(f: &Fx, args: &[String], class: &str) -> usize {
 
 /// The points k of a class with `n` occurrences.
 fn points(n: usize) -> Vec<usize> {
-    if n <= MAX_POINTS {
-        return (1..=n).collect();
-    }
-    let mut v: Vec<usize> = (0..MAX_POINTS)
-        .map(|i| 1 + i * (n - 1) / (MAX_POINTS - 1))
-        .collect();
-    v.dedup();
-    v
+    crate::common::spread(n, MAX_POINTS)
 }
 
 /// A link as `ip -j addr` shows it.

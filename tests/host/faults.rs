@@ -754,28 +754,6 @@ fn a_namespace_made_again_under_a_container_name_is_not_touched() {
     s.ok(&["network", "rm", "nf"]);
 }
 
-/// `mvnet ARGS` under `strace -f`, with the k-th call of `class` of each
-/// thread failed with ENOMEM (`k` 0: only traced, into `trace`). Returns
-/// the exit code.
-fn mvnet_failing(s: &Session, args: &[&str], class: &str, k: usize, trace: &Path) -> Option<i32> {
-    let mut argv: Vec<String> = ["-f", "-qq", "-e", &format!("trace={class}"), "-o"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    argv.push(trace.display().to_string());
-    if k > 0 {
-        argv.extend(["-e".into(), format!("inject={class}:error=ENOMEM:when={k}")]);
-    }
-    argv.push(crate::common::cli::mvnet_bin().display().to_string());
-    argv.push("--state-dir".into());
-    argv.push(s.state_dir.display().to_string());
-    argv.extend(args.iter().map(|a| a.to_string()));
-    s.ns.run(move || Command::new("strace").args(&argv).output().unwrap())
-        .unwrap()
-        .status
-        .code()
-}
-
 /// `restore` whose `bpf` calls or netlink requests fail (each thread's
 /// k-th, for k over the calls of a clean run) while it has an entry to
 /// put back forgets no container that lives and resets no count: the next
@@ -829,20 +807,12 @@ fn restore_failing_at_any_call_forgets_nothing_that_lives() {
     let mut tried = 0;
     for class in ["bpf", "sendto"] {
         lose_b();
-        assert_eq!(mvnet_failing(&s, &["restore"], class, 0, &trace), Some(0));
-        let calls = std::fs::read_to_string(&trace)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&format!("{class}(")))
-            .count();
+        let calls = s.calls_of(&["restore"], class, &trace);
         assert!(calls > 5, "{calls} {class} calls in restore");
-        // At most 30 points, spread over the calls, first and last in.
-        let mut points: Vec<usize> = (0..30).map(|i| 1 + i * (calls - 1) / 29).collect();
-        points.dedup();
-        for k in points {
+        for k in crate::common::spread(calls, 30) {
             tried += 1;
             lose_b();
-            let code = mvnet_failing(&s, &["restore"], class, k, &trace);
+            let code = s.failing_at(&["restore"], class, k, &trace);
             let when = format!("restore with {class} call {k} of {calls} failed (exit {code:?})");
             assert!(matches!(code, Some(0 | 1)), "{when}");
             let again = s.run(&["restore"]);
