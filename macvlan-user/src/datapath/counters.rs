@@ -58,7 +58,7 @@ fn per_cpu_sum<V: aya::Pod + Default + Copy>(
     super::batch::per_cpu_array_sum(super::batch::map_data(map), name, len, merge)
 }
 
-fn merge_endpoint(a: &mut EndpointCounters, b: &EndpointCounters) {
+pub(super) fn merge_endpoint(a: &mut EndpointCounters, b: &EndpointCounters) {
     a.rx_wire.merge(&b.rx_wire);
     a.rx_local.merge(&b.rx_local);
     a.tx.merge(&b.tx);

@@ -94,6 +94,27 @@ pub const LINK_TC_INGRESS: &str = "link_tc_ingress";
 pub const PROG_TC_ENDPOINT: &str = "prog_tc_endpoint";
 pub const LINK_TC_EGRESS: &str = "link_tc_egress";
 
+/// Element `slot` of the per-CPU array `map` (named `name`), summed over
+/// CPUs with `merge`.
+fn per_cpu_slot<V: aya::Pod + Default>(
+    map: &Map,
+    name: &'static str,
+    slot: u32,
+    merge: impl Fn(&mut V, &V),
+) -> Result<V, DatapathError> {
+    let array: aya::maps::PerCpuArray<&MapData, V> = aya::maps::PerCpuArray::try_from(map)
+        .map_err(|source| DatapathError::Map { name, source })?;
+    let mut total = V::default();
+    for c in array
+        .get(&slot, 0)
+        .map_err(|source| DatapathError::Map { name, source })?
+        .iter()
+    {
+        merge(&mut total, c);
+    }
+    Ok(total)
+}
+
 /// Every entry of ENDPOINT_DEVICES (`map`), in one batched read.
 fn device_entries(map: &Map) -> Result<Vec<(u32, macvlan_common::DeviceIdentity)>, DatapathError> {
     let name = map_names::ENDPOINT_DEVICES;
@@ -720,20 +741,7 @@ impl PinnedMaps {
             return striped.slot(slot);
         }
         let name = map_names::ENDPOINT_STATS;
-        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::EndpointCounters> =
-            aya::maps::PerCpuArray::try_from(self.get(name)?)
-                .map_err(|source| DatapathError::Map { name, source })?;
-        let mut total = macvlan_common::EndpointCounters::default();
-        for c in array
-            .get(&slot, 0)
-            .map_err(|source| DatapathError::Map { name, source })?
-            .iter()
-        {
-            total.rx_wire.merge(&c.rx_wire);
-            total.rx_local.merge(&c.rx_local);
-            total.tx.merge(&c.tx);
-        }
-        Ok(total)
+        per_cpu_slot(self.get(name)?, name, slot, super::counters::merge_endpoint)
     }
 
     /// Zeroes the per-endpoint counters of a new endpoint's slot.
@@ -1040,18 +1048,7 @@ impl PinnedMaps {
         let Some(map) = self.optional(name)? else {
             return Ok(None);
         };
-        let array: aya::maps::PerCpuArray<&MapData, macvlan_common::Counter> =
-            aya::maps::PerCpuArray::try_from(map)
-                .map_err(|source| DatapathError::Map { name, source })?;
-        let mut total = macvlan_common::Counter::default();
-        for c in array
-            .get(&slot, 0)
-            .map_err(|source| DatapathError::Map { name, source })?
-            .iter()
-        {
-            total.merge(c);
-        }
-        Ok(Some(total))
+        per_cpu_slot(map, name, slot, macvlan_common::Counter::merge).map(Some)
     }
 
     /// ENDPOINT_MALFORMED of `slot`: malformed frames to that endpoint's
